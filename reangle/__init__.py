@@ -1,0 +1,20 @@
+"""reangle: re-photograph an image from another camera angle, on your own GPU.
+
+Importing this package never imports torch; the real engine loads it lazily.
+"""
+
+from reangle.core.camera import CameraPose
+from reangle.errors import Canceled, EngineError, InvalidImage, InvalidInput, LoraLoadError, ReangleError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CameraPose",
+    "Canceled",
+    "EngineError",
+    "InvalidImage",
+    "InvalidInput",
+    "LoraLoadError",
+    "ReangleError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from reangle.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The reangle command line."""

@@ -1,0 +1,86 @@
+"""`reangle`: the command line. Parsing and --help import no torch; engines load only when they run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from reangle import __version__
+from reangle.cli.edit import add_edit_command
+from reangle.cli.pose_args import add_pose_flags, pose_from_args
+from reangle.core.camera import all_poses
+from reangle.errors import Canceled, InvalidInput, ReangleError
+from reangle.settings import Settings
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="reangle",
+        description="Re-photograph an image from another camera angle (Qwen-Image-Edit-2511 + angles LoRA).",
+    )
+    parser.add_argument("--version", action="version", version=f"reangle {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    poses = commands.add_parser("poses", help="print the 96 camera prompts of the Multiple-Angles LoRA")
+    poses.set_defaults(run=run_poses)
+
+    pose = commands.add_parser("pose", help="show the camera prompt for a pose")
+    add_pose_flags(pose)
+    pose.add_argument("--json", action="store_true", help="print the pose as JSON")
+    pose.set_defaults(run=run_pose)
+
+    add_edit_command(commands)
+    return parser
+
+
+def run_poses(_args: argparse.Namespace, _settings: Settings) -> int:
+    for pose in all_poses():
+        print(pose.camera_phrase)
+    return 0
+
+
+def run_pose(args: argparse.Namespace, _settings: Settings) -> int:
+    pose, instruction = pose_from_args(args)
+    described = pose.to_dict() | {"prompt": pose.prompt(instruction)}
+    print(json.dumps(described) if args.json else described["prompt"])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"REANGLE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"reangle: error: bad setting: {problems}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.run(args, settings))
+    except InvalidInput as exc:
+        print(f"reangle: error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Canceled, KeyboardInterrupt):
+        print("reangle: canceled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ReangleError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        print(f"reangle: error: {exc.message}{hint}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,1 @@
+"""The domain: camera poses and edit requests. No HTTP, no torch."""

@@ -1,0 +1,1 @@
+"""Inference engines behind one protocol: qwen (real), tiny (random weights, offline), fake (no torch)."""

@@ -1,0 +1,84 @@
+"""The fake engine: no torch, deterministic pictures that show the requested pose and prompt.
+
+It sleeps `fake_step_seconds` per step and reports progress like the real engine. A prompt containing
+`fake:fail` makes it raise an EngineError: a test hook of this engine only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw
+
+from reangle.core.edit import EditPlan, SizeLimits
+from reangle.engine.base import EditResult, EngineInfo, StepCallback, StopCheck, random_seed
+from reangle.errors import Canceled, EngineError
+from reangle.settings import Settings
+
+FAIL_MARKER = "fake:fail"
+
+
+class FakeEngine:
+    def __init__(self, settings: Settings) -> None:
+        self.step_seconds = settings.fake_step_seconds
+        self.info = EngineInfo(
+            name="fake",
+            device="cpu",
+            demo=True,
+            limits=SizeLimits(min_side=16, max_side=2048),
+            target_area=settings.target_area,
+        )
+
+    def load(self) -> None:
+        pass
+
+    def edit(
+        self,
+        images: Sequence[Image.Image],
+        plan: EditPlan,
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> EditResult:
+        seed = random_seed() if plan.seed is None else plan.seed
+        started = time.perf_counter()
+        for step in range(1, plan.steps + 1):
+            if should_stop is not None and should_stop():
+                raise Canceled("the edit was canceled")
+            time.sleep(self.step_seconds)
+            if FAIL_MARKER in plan.prompt and step == max(1, plan.steps // 2):
+                raise EngineError(f"the fake engine failed on purpose (prompt contains {FAIL_MARKER!r})")
+            if on_step is not None:
+                on_step(step, plan.steps)
+        pictures = [render_fake(plan, seed + k) for k in range(plan.num_outputs)]
+        return EditResult(images=pictures, seed=seed, timings={"inference_s": time.perf_counter() - started})
+
+
+def render_fake(plan: EditPlan, seed: int) -> Image.Image:
+    """A flat colour from (prompt, seed), a compass arrow at the azimuth, and the prompt as text."""
+    digest = hashlib.sha256(f"{plan.prompt}|{seed}".encode()).digest()
+    image = Image.new("RGB", (plan.width, plan.height), (digest[0], digest[1], digest[2]))
+    draw = ImageDraw.Draw(image)
+    ink = (255, 255, 255) if sum(digest[:3]) < 384 else (0, 0, 0)
+    if plan.pose is not None:
+        cx, cy = plan.width / 2, plan.height / 2
+        radius = min(plan.width, plan.height) * 0.35
+        angle = math.radians(plan.pose.azimuth_deg)
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=ink)
+        draw.line((cx, cy, cx + radius * math.sin(angle), cy - radius * math.cos(angle)), fill=ink, width=3)
+    draw.multiline_text((4, 4), _wrap(plan.prompt, max(8, plan.width // 7)), fill=ink)
+    return image
+
+
+def _wrap(text: str, width: int) -> str:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join([*lines, line])

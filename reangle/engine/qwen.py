@@ -1,0 +1,217 @@
+"""The real engine: diffusers' QwenImageEditPlusPipeline with the Lightning and Multiple-Angles LoRAs.
+
+torch and diffusers are imported here only, inside methods, so that importing reangle stays light.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditPlan, SizeLimits
+from reangle.engine.base import EditResult, EngineInfo, StepCallback, StopCheck, random_seed
+from reangle.engine.lora import load_lora, resolve_lora_file
+from reangle.errors import Canceled, EngineError, ReangleError
+from reangle.settings import Settings
+
+#: ModelTC's Lightning distillation setup: constant shift 3 (mu = log 3), no terminal shift.
+LIGHTNING_SCHEDULER_CONFIG: dict[str, Any] = {
+    "base_image_seq_len": 256,
+    "base_shift": math.log(3),
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": math.log(3),
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": None,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class QwenConfig:
+    model: str
+    #: adapter name -> LoRA location (see `resolve_lora_file`)
+    loras: dict[str, str] = field(default_factory=dict)
+    device: str = "auto"
+    offline: bool = False
+    cpu_offload: bool = False
+    target_area: int = 1024 * 1024
+    reference_area: int = 1024 * 1024
+    limits: SizeLimits = field(default_factory=SizeLimits)
+    name: str = "qwen"
+    demo: bool = False
+
+
+def quiet_libraries() -> None:
+    """Our CLI draws its own progress; the libraries' load bars and peft's multi-adapter notice are noise."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+
+
+class QwenEngine:
+    """One pipeline on one device, one edit at a time."""
+
+    def __init__(self, config: QwenConfig) -> None:
+        self.config = config
+        self.info = EngineInfo(
+            name=config.name,
+            device=config.device,
+            demo=config.demo,
+            limits=config.limits,
+            target_area=config.target_area,
+        )
+        self._lock = threading.Lock()
+        self._pipe: Any = None
+        self._schedulers: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QwenEngine:
+        locations = {
+            LIGHTNING_4STEP: settings.lightning_4step_lora,
+            LIGHTNING_8STEP: settings.lightning_8step_lora,
+            ANGLES: settings.angles_lora,
+        }
+        return cls(
+            QwenConfig(
+                model=settings.model,
+                loras={adapter: where for adapter, where in locations.items() if where},
+                device=settings.device,
+                offline=settings.offline,
+                cpu_offload=settings.cpu_offload,
+                target_area=settings.target_area,
+                reference_area=settings.reference_area,
+            )
+        )
+
+    def load(self) -> None:
+        with self._lock:
+            if self._pipe is None:
+                self._load()
+
+    def _load(self) -> None:
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline
+
+        quiet_libraries()
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        try:
+            pipe = QwenImageEditPlusPipeline.from_pretrained(
+                self.config.model, dtype=dtype, local_files_only=self.config.offline
+            )
+        except Exception as exc:
+            raise EngineError(f"cannot load the model {self.config.model}: {exc}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        for adapter, location in self.config.loras.items():
+            load_lora(pipe, adapter, resolve_lora_file(location, offline=self.config.offline))
+        if self.config.cpu_offload:
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+        self._schedulers = {
+            "default": pipe.scheduler,
+            "lightning": FlowMatchEulerDiscreteScheduler.from_config(LIGHTNING_SCHEDULER_CONFIG),
+        }
+        self.info = EngineInfo(
+            name=self.config.name,
+            device=device,
+            demo=self.config.demo,
+            limits=self.config.limits,
+            target_area=self.config.target_area,
+        )
+        self._pipe = pipe
+
+    def edit(
+        self,
+        images: Sequence[Image.Image],
+        plan: EditPlan,
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> EditResult:
+        self.load()
+        seed = random_seed() if plan.seed is None else plan.seed
+        with self._lock:
+            self._check_loras(plan)
+            started = time.perf_counter()
+            try:
+                output = self._run(images, plan, seed, on_step, should_stop)
+            except ReangleError:
+                raise
+            except Exception as exc:
+                raise EngineError(f"the pipeline failed: {type(exc).__name__}: {exc}") from exc
+        return EditResult(images=output, seed=seed, timings={"inference_s": time.perf_counter() - started})
+
+    def _check_loras(self, plan: EditPlan) -> None:
+        for lora in plan.loras:
+            if lora.adapter not in self.config.loras:
+                raise EngineError(
+                    f"this edit needs the {lora.adapter} LoRA, which is not configured",
+                    hint=f"set REANGLE_{lora.adapter.upper()}_LORA to its file, or pick another acceleration",
+                )
+
+    def _run(
+        self,
+        images: Sequence[Image.Image],
+        plan: EditPlan,
+        seed: int,
+        on_step: StepCallback | None,
+        should_stop: StopCheck | None,
+    ) -> list[Image.Image]:
+        import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as edit_plus
+        import torch
+
+        pipe = self._pipe
+        pipe.scheduler = self._schedulers[plan.scheduler]
+        if plan.loras:
+            pipe.enable_lora()
+            pipe.set_adapters([lora.adapter for lora in plan.loras], [lora.weight for lora in plan.loras])
+        elif self.config.loras:
+            pipe.disable_lora()
+        # NOTE: the pipeline reads this module constant at call time; one pipeline per process makes it safe.
+        edit_plus.VAE_IMAGE_SIZE = self.config.reference_area
+        generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(plan.num_outputs)]
+
+        def step_end(_pipe: Any, step: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
+            if should_stop is not None and should_stop():
+                raise Canceled("the edit was canceled")
+            if on_step is not None:
+                on_step(step + 1, plan.steps)
+            return {}
+
+        if should_stop is not None and should_stop():
+            raise Canceled("the edit was canceled")
+        with torch.inference_mode():
+            result = pipe(
+                image=list(images),
+                prompt=plan.prompt,
+                negative_prompt=plan.negative_prompt,
+                true_cfg_scale=plan.true_cfg_scale,
+                width=plan.width,
+                height=plan.height,
+                num_inference_steps=plan.steps,
+                num_images_per_prompt=plan.num_outputs,
+                generator=generators,
+                callback_on_step_end=step_end,
+            )
+        return list(result.images)

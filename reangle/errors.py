@@ -1,0 +1,62 @@
+"""The reangle error tree. No HTTP here: each API dialect maps these to its own error shape in one place.
+
+ReangleError
++-- InvalidInput          a request field is missing, malformed or out of range (names the field)
+|   +-- InvalidImage      an input is not a readable image of a supported format
++-- EngineError           the model failed while running or loading
+|   +-- LoraLoadError     a LoRA file could not be read or matched no weights of the model
++-- Canceled              the work was canceled before it produced a result
+"""
+
+from __future__ import annotations
+
+
+class ReangleError(Exception):
+    """Something went wrong in reangle."""
+
+    code = "error"
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
+        self.message = message or (type(self).__doc__ or self.code).strip()
+        self.hint = hint
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+class InvalidInput(ReangleError):
+    """The request is invalid."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
+        self.field = field
+        super().__init__(message, hint=hint)
+
+
+class InvalidImage(InvalidInput):
+    """The input is not a readable PNG, JPEG or WebP image."""
+
+    code = "invalid_image"
+
+
+class EngineError(ReangleError):
+    """The inference engine failed."""
+
+    code = "engine_error"
+
+
+class LoraLoadError(EngineError):
+    """A LoRA file could not be loaded."""
+
+    code = "lora_load_error"
+
+
+class Canceled(ReangleError):
+    """The work was canceled."""
+
+    code = "canceled"

@@ -1,0 +1,45 @@
+"""Shared fixtures. Nothing here reaches the network: the tiny pipeline is built in process, once."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reangle.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reangle-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
+    """Every test (and every CLI it starts) builds the tiny model in the session cache, offline."""
+    monkeypatch.setenv("REANGLE_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def settings(cache_dir: Path) -> Settings:
+    return Settings(cache_dir=cache_dir, fake_step_seconds=0)
+
+
+def make_image(
+    width: int = 80, height: int = 60, *, color: tuple[int, int, int] = (200, 40, 40)
+) -> Image.Image:
+    """A small picture with some structure (a gradient and a block), so edits have something to see."""
+    image = Image.new("RGB", (width, height), color)
+    for x in range(width):
+        for y in range(0, height, 3):
+            image.putpixel((x, y), (x * 255 // width, y * 255 // height, 120))
+    return image
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()

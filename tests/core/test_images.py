@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from reangle.core.images import decode_image, encode_image, read_image_file
+from reangle.errors import InvalidImage, InvalidInput
+from tests.conftest import image_bytes, make_image
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
+)
+def test_accepted_formats_decode_to_rgb(fmt, mime):  # type: ignore[no-untyped-def]
+    decoded = decode_image(image_bytes(make_image(40, 30).convert("RGBA" if fmt == "PNG" else "RGB"), fmt))
+    assert decoded.mime_type == mime
+    assert decoded.image.mode == "RGB"
+    assert decoded.image.size == (40, 30)
+
+
+def test_other_image_formats_are_rejected_by_content_not_name():
+    with pytest.raises(InvalidImage, match="GIF image; only PNG, JPEG and WebP"):
+        decode_image(image_bytes(make_image(), "GIF"), name="photo.png")
+
+
+def test_bytes_that_are_not_an_image_are_rejected():
+    with pytest.raises(InvalidImage, match=r"photo\.jpg is not an image"):
+        decode_image(b"hello, this is text", name="photo.jpg")
+
+
+def test_a_truncated_image_is_rejected():
+    data = image_bytes(make_image(200, 150), "JPEG")
+    with pytest.raises(InvalidImage, match="truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_pixel_limit():
+    data = image_bytes(make_image(100, 100), "PNG")
+    with pytest.raises(InvalidImage, match="100x100 pixels, more than the limit of 9,999"):
+        decode_image(data, max_pixels=9_999)
+    assert decode_image(data, max_pixels=10_000).image.size == (100, 100)
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = image_bytes(make_image(80, 60), "JPEG", exif=exif.tobytes())
+    assert decode_image(data).image.size == (60, 80)
+
+
+def test_missing_file_is_a_clear_input_error(tmp_path):  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput, match="input file not found"):
+        read_image_file(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_encoding_is_deterministic_and_decodable(fmt):  # type: ignore[no-untyped-def]
+    image = make_image()
+    first, second = encode_image(image, fmt), encode_image(image, fmt)  # type: ignore[arg-type]
+    assert first == second
+    assert Image.open(io.BytesIO(first)).format == fmt.upper()
+
+
+def test_lower_quality_gives_smaller_jpeg():
+    image = make_image(200, 200)
+    assert len(encode_image(image, "jpeg", 10)) < len(encode_image(image, "jpeg", 95))
+
+
+@pytest.mark.parametrize(("fmt", "quality"), [("gif", 90), ("png", 0), ("jpeg", 101)])
+def test_bad_encoding_options(fmt, quality):  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput):
+        encode_image(make_image(), fmt, quality)  # type: ignore[arg-type]

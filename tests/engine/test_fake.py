@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from reangle.core.camera import CameraPose
+from reangle.core.edit import EditRequest
+from reangle.engine.base import create_engine, plan_for
+from reangle.engine.fake import FakeEngine
+from reangle.errors import Canceled, EngineError
+from reangle.settings import Settings
+from tests.conftest import make_image
+
+IMAGES = [make_image()]
+
+
+def run(engine: FakeEngine, request: EditRequest, **hooks):  # type: ignore[no-untyped-def]
+    return engine.edit(IMAGES, plan_for(engine, request, IMAGES), **hooks)
+
+
+def test_fake_is_created_without_torch(settings):  # type: ignore[no-untyped-def]
+    assert isinstance(create_engine("fake", settings), FakeEngine)
+
+
+def test_same_request_gives_the_same_pixels_and_seeds_change_them(settings):  # type: ignore[no-untyped-def]
+    engine = FakeEngine(settings)
+    first = run(engine, EditRequest(seed=3, num_outputs=2))
+    again = run(engine, EditRequest(seed=3, num_outputs=2))
+    assert [i.tobytes() for i in first.images] == [i.tobytes() for i in again.images]
+    assert first.images[0].tobytes() != first.images[1].tobytes()
+    single = run(engine, EditRequest(seed=4))
+    assert single.images[0].tobytes() == first.images[1].tobytes()
+
+
+def test_the_picture_shows_the_pose(settings):  # type: ignore[no-untyped-def]
+    engine = FakeEngine(settings)
+    front = run(engine, EditRequest(seed=1, pose=CameraPose(azimuth_deg=0)))
+    side = run(engine, EditRequest(seed=1, pose=CameraPose(azimuth_deg=90)))
+    assert front.images[0].tobytes() != side.images[0].tobytes()
+
+
+def test_a_random_seed_is_reported_when_none_is_given(settings):  # type: ignore[no-untyped-def]
+    assert isinstance(run(FakeEngine(settings), EditRequest()).seed, int)
+
+
+def test_progress_is_reported_per_step_and_each_step_sleeps():
+    engine = FakeEngine(Settings(fake_step_seconds=0.01))
+    seen: list[tuple[int, int]] = []
+    started = time.perf_counter()
+    run(engine, EditRequest(steps=5), on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert time.perf_counter() - started >= 0.05
+
+
+def test_fake_fail_prompt_raises_an_engine_error(settings):  # type: ignore[no-untyped-def]
+    with pytest.raises(EngineError, match="on purpose"):
+        run(FakeEngine(settings), EditRequest(prompt="please fake:fail now"))
+
+
+def test_should_stop_cancels_without_an_image(settings):  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+    with pytest.raises(Canceled):
+        run(
+            FakeEngine(settings),
+            EditRequest(steps=8),
+            on_step=lambda done, _total: seen.append(done),
+            should_stop=lambda: len(seen) >= 3,
+        )
+    assert seen == [1, 2, 3]

@@ -1,0 +1,173 @@
+"""The real qwen engine code on the tiny random-weight pipeline (CPU, offline). Its pixels are meaningless:
+tests compare outputs only with each other, never with stored values."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reangle.core.camera import CameraPose
+from reangle.core.edit import ANGLES, LIGHTNING_4STEP, EditRequest, LoraUse
+from reangle.engine.base import plan_for
+from reangle.engine.qwen import QwenEngine
+from reangle.engine.tiny import ensure_tiny_model, tiny_engine, write_tiny_lora
+from reangle.errors import Canceled, EngineError, LoraLoadError
+from reangle.settings import Settings
+from tests.conftest import make_image
+
+pytestmark = pytest.mark.tiny
+
+IMAGES = [make_image(80, 60)]
+SIZE = {"width": 64, "height": 48}
+
+
+@pytest.fixture(scope="module")
+def engine(cache_dir: Path) -> QwenEngine:
+    built = tiny_engine(Settings(cache_dir=cache_dir))
+    built.load()
+    return built
+
+
+def edit(engine: QwenEngine, request: EditRequest, images: list[Image.Image] = IMAGES, **hooks):  # type: ignore[no-untyped-def]
+    return engine.edit(images, plan_for(engine, request, images), **hooks)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_the_tiny_model_is_saved_and_reloaded_through_from_pretrained(engine, cache_dir):  # type: ignore[no-untyped-def]
+    model_dir = Path(engine.config.model)
+    assert model_dir.parent == cache_dir
+    assert (model_dir / "model_index.json").is_file()
+    assert {"transformer", "vae", "text_encoder", "tokenizer", "processor", "scheduler"} <= {
+        p.name for p in model_dir.iterdir()
+    }
+    assert engine.info.demo
+    assert engine.info.device == "cpu"
+    assert ensure_tiny_model(model_dir) == model_dir  # a second call reuses the build
+
+
+def test_output_has_the_requested_size(engine):  # type: ignore[no-untyped-def]
+    result = edit(engine, EditRequest(seed=1, **SIZE))
+    assert [image.size for image in result.images] == [(64, 48)]
+
+
+def test_same_seed_same_pixels_and_different_seeds_differ(engine):  # type: ignore[no-untyped-def]
+    first = edit(engine, EditRequest(seed=7, **SIZE)).images[0]
+    again = edit(engine, EditRequest(seed=7, **SIZE)).images[0]
+    other = edit(engine, EditRequest(seed=8, **SIZE)).images[0]
+    assert first.tobytes() == again.tobytes()
+    assert first.tobytes() != other.tobytes()
+
+
+def test_output_k_equals_a_single_run_with_seed_plus_k(engine):  # type: ignore[no-untyped-def]
+    several = edit(engine, EditRequest(seed=20, num_outputs=3, **SIZE))
+    assert several.seed == 20
+    for k, image in enumerate(several.images):
+        single = edit(engine, EditRequest(seed=20 + k, **SIZE)).images[0]
+        assert np.abs(pixels(image) - pixels(single)).max() <= 1
+
+
+def test_lora_scale_changes_the_output(engine):  # type: ignore[no-untyped-def]
+    request = EditRequest(seed=3, pose=CameraPose(azimuth_deg=90), **SIZE)
+    off = edit(engine, replace(request, lora_scale=0.0)).images[0]
+    on = edit(engine, replace(request, lora_scale=1.5)).images[0]
+    assert np.abs(pixels(off) - pixels(on)).max() > 0
+
+
+def test_the_angle_lora_at_weight_zero_equals_no_angle_lora(engine):  # type: ignore[no-untyped-def]
+    request = EditRequest(seed=3, pose=None, prompt="<sks> back view eye-level shot medium shot", **SIZE)
+    without = edit(engine, request)
+    plan = plan_for(engine, request, IMAGES)
+    zero_angles = replace(plan, loras=(*plan.loras, LoraUse(adapter=ANGLES, weight=0.0)))
+    with_zero = engine.edit(IMAGES, zero_angles)
+    assert np.abs(pixels(without.images[0]) - pixels(with_zero.images[0])).max() <= 1
+
+
+def test_each_acceleration_runs_its_own_steps(engine):  # type: ignore[no-untyped-def]
+    for acceleration, steps in (("high", 4), ("regular", 8), ("none", 2)):
+        seen: list[int] = []
+        request = EditRequest(
+            seed=1, acceleration=acceleration, steps=2 if acceleration == "none" else None, **SIZE
+        )  # type: ignore[arg-type]
+        edit(engine, request, on_step=lambda done, _total, seen=seen: seen.append(done))
+        assert seen == list(range(1, steps + 1)), acceleration
+
+
+def test_progress_is_monotonic_and_reports_the_total(engine):  # type: ignore[no-untyped-def]
+    seen: list[tuple[int, int]] = []
+    edit(engine, EditRequest(seed=1, **SIZE), on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_cancel_mid_run_returns_no_image(engine):  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+    with pytest.raises(Canceled):
+        edit(
+            engine,
+            EditRequest(seed=1, acceleration="regular", **SIZE),
+            on_step=lambda done, _total: seen.append(done),
+            should_stop=lambda: len(seen) >= 2,
+        )
+    assert seen == [1, 2]
+    assert edit(engine, EditRequest(seed=1, **SIZE)).images  # the engine is usable afterwards
+
+
+def test_up_to_three_reference_images(engine):  # type: ignore[no-untyped-def]
+    images = [make_image(80, 60), make_image(60, 80, color=(0, 90, 0)), make_image(50, 50, color=(0, 0, 200))]
+    result = edit(engine, EditRequest(seed=1, **SIZE), images)
+    assert result.images[0].size == (64, 48)
+
+
+def test_a_lora_file_that_matches_nothing_is_an_error_naming_it(engine, tmp_path):  # type: ignore[no-untyped-def]
+    import torch
+    from safetensors.torch import save_file
+
+    stray = tmp_path / "stray.safetensors"
+    save_file(
+        {
+            "not_a_block.proj.lora_A.weight": torch.ones(4, 8),
+            "not_a_block.proj.lora_B.weight": torch.ones(8, 4),
+        },
+        str(stray),
+    )
+    broken = QwenEngine(replace(engine.config, loras={"stray": str(stray)}))
+    with pytest.raises(LoraLoadError, match=r"stray\.safetensors"):
+        broken.load()
+
+
+def test_a_bare_peft_lora_file_is_accepted(engine, tmp_path):  # type: ignore[no-untyped-def]
+    from safetensors.torch import load_file, save_file
+
+    prefixed = tmp_path / "prefixed.safetensors"
+    write_tiny_lora(engine._pipe.transformer, prefixed, seed=5)
+    bare = {key.removeprefix("transformer."): value for key, value in load_file(str(prefixed)).items()}
+    save_file(bare, str(tmp_path / "bare.safetensors"))
+    loaded = QwenEngine(replace(engine.config, loras={ANGLES: str(tmp_path / "bare.safetensors")}))
+    loaded.load()
+    assert edit(loaded, EditRequest(seed=1, acceleration="none", steps=1, **SIZE)).images
+
+
+def test_a_missing_lora_file_is_an_error(engine, tmp_path):  # type: ignore[no-untyped-def]
+    broken = QwenEngine(replace(engine.config, loras={ANGLES: str(tmp_path / "gone.safetensors")}))
+    with pytest.raises(LoraLoadError, match="not found"):
+        broken.load()
+
+
+def test_an_edit_needing_an_unconfigured_lora_says_which_setting(engine):  # type: ignore[no-untyped-def]
+    no_lightning = QwenEngine(replace(engine.config, loras={ANGLES: engine.config.loras[ANGLES]}))
+    with pytest.raises(EngineError, match=LIGHTNING_4STEP) as caught:
+        edit(no_lightning, EditRequest(seed=1, **SIZE))
+    assert "REANGLE_LIGHTNING_4STEP_LORA" in (caught.value.hint or "")
+
+
+def test_a_model_that_cannot_be_loaded_is_an_engine_error(tmp_path):  # type: ignore[no-untyped-def]
+    from reangle.engine.qwen import QwenConfig
+
+    with pytest.raises(EngineError, match="cannot load the model"):
+        QwenEngine(QwenConfig(model=str(tmp_path / "no-model"), offline=True)).load()
