@@ -3,14 +3,17 @@
 Importing this package never imports torch; the real engine loads it lazily.
 """
 
+from reangle.client import AsyncClient, Client
 from reangle.core.camera import CameraPose
 from reangle.errors import Canceled, EngineError, InvalidImage, InvalidInput, LoraLoadError, ReangleError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "CameraPose",
     "Canceled",
+    "Client",
     "EngineError",
     "InvalidImage",
     "InvalidInput",

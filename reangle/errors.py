@@ -44,6 +44,52 @@ class InvalidImage(InvalidInput):
     code = "invalid_image"
 
 
+class UnsupportedImage(InvalidImage):
+    """Only PNG, JPEG and WebP images are accepted."""
+
+    code = "unsupported_image"
+
+
+class TooLarge(InvalidInput):
+    """The input is too large."""
+
+    code = "too_large"
+
+
+class Unauthorized(ReangleError):
+    """A valid API key is required."""
+
+    code = "unauthorized"
+
+
+class Forbidden(ReangleError):
+    """The signature of this link is wrong or has expired."""
+
+    code = "forbidden"
+
+
+class NotFound(ReangleError):
+    """Not found."""
+
+    code = "not_found"
+
+
+class Conflict(ReangleError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+
+
+class QueueFull(ReangleError):
+    """Too many jobs are waiting; retry later."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 5) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, hint=f"retry in {retry_after_s} s")
+
+
 class EngineError(ReangleError):
     """The inference engine failed."""
 

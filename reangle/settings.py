@@ -48,3 +48,33 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     #: Seconds the fake engine sleeps per denoising step.
     fake_step_seconds: float = Field(default=0.05, ge=0)
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: SQLite database, asset files, hashed API keys and the URL-signing secret live here.
+    data_dir: Path = Path("data")
+    #: Absolute base of the links given to clients (https://reangle.example.com); default: the request's.
+    public_base_url: str | None = None
+    auth: Literal["on", "off"] = "on"
+    #: Extra accepted API keys, comma-separated (besides those made with `reangle keys create`).
+    api_keys: str = ""
+    max_queue: int = Field(default=1000, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    result_ttl_s: float = Field(default=24 * 3600, gt=0)
+    upload_ttl_s: float = Field(default=3600, gt=0)
+    #: How long a download link stays valid (never past the asset's own expiry).
+    url_ttl_s: float = Field(default=3600, gt=0)
+    sweep_interval_s: float = Field(default=60, gt=0)
+    max_upload_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    max_upload_pixels: int = Field(default=40_000_000, gt=0)
+    #: Let input URLs point at loopback, private and link-local addresses (off: SSRF protection).
+    allow_private_urls: bool = False
+    url_fetch_timeout_s: float = Field(default=20, gt=0)
+    #: HMAC key for download links; default: a random key kept in the data directory.
+    signing_secret: str | None = None
+
+    # client
+    #: Server the CLI's --server commands talk to, and the key they send.
+    server: str | None = None
+    api_key: str | None = None

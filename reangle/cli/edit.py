@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
+from reangle.cli.remote import add_connection_flags
 from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS, MATCH_INPUT, Acceleration, EditRequest
 from reangle.core.images import OUTPUT_FORMATS, OutputFormat, encode_image, read_image_file
 from reangle.engine.base import ENGINE_NAMES, create_engine, plan_for
@@ -49,10 +50,15 @@ def add_edit_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("-o", "--output", type=Path, help="out.png; several outputs: out-0.png ...")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan; load no model")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_connection_flags(parser)
     parser.set_defaults(run=run_edit)
 
 
 def run_edit(args: argparse.Namespace, settings: Settings) -> int:
+    if args.server:
+        from reangle.cli.remote import run_remote_edit
+
+        return run_remote_edit(args, settings)
     request = _request_from_args(args)
     # a dry run checks -o too when given, so it fails exactly where the real run would
     fmt = _output_format(args.output, args.format) if args.output or not args.dry_run else "png"

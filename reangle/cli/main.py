@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from reangle import __version__
 from reangle.cli.edit import add_edit_command
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
+from reangle.cli.remote import add_remote_commands
+from reangle.cli.serve import add_serve_commands
 from reangle.core.camera import all_poses
 from reangle.errors import Canceled, InvalidInput, ReangleError
 from reangle.settings import Settings
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     pose.set_defaults(run=run_pose)
 
     add_edit_command(commands)
+    add_remote_commands(commands)
+    add_serve_commands(commands)
     return parser
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from reangle.errors import InvalidImage, InvalidInput
+from reangle.errors import InvalidImage, InvalidInput, TooLarge, UnsupportedImage
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
@@ -36,9 +36,9 @@ def decode_image(data: bytes, *, name: str = "image", max_pixels: int = DEFAULT_
     except (OSError, SyntaxError) as exc:
         raise InvalidImage(f"{name} could not be read ({exc}); is the file truncated?", field=name) from None
     if kind not in ACCEPTED_FORMATS:
-        raise InvalidImage(f"{name} is a {kind} image; only PNG, JPEG and WebP are accepted", field=name)
+        raise UnsupportedImage(f"{name} is a {kind} image; only PNG, JPEG and WebP are accepted", field=name)
     if width * height > max_pixels:
-        raise InvalidImage(
+        raise TooLarge(
             f"{name} is {width}x{height} pixels, more than the limit of {max_pixels:,}", field=name
         )
     try:

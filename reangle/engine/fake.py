@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from reangle.core.edit import EditPlan, SizeLimits
 from reangle.engine.base import EditResult, EngineInfo, StepCallback, StopCheck, random_seed
@@ -69,7 +69,11 @@ def render_fake(plan: EditPlan, seed: int) -> Image.Image:
         angle = math.radians(plan.pose.azimuth_deg)
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=ink)
         draw.line((cx, cy, cx + radius * math.sin(angle), cy - radius * math.cos(angle)), fill=ink, width=3)
-    draw.multiline_text((4, 4), _wrap(plan.prompt, max(8, plan.width // 7)), fill=ink)
+    size = max(8, min(plan.width, plan.height) // 24)
+    font = ImageFont.load_default(size=size)
+    draw.multiline_text(
+        (size // 2, size // 2), _wrap(plan.prompt, max(8, 2 * plan.width // size)), fill=ink, font=font
+    )
     return image
 
 

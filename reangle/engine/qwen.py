@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,8 @@ class QwenConfig:
     limits: SizeLimits = field(default_factory=SizeLimits)
     name: str = "qwen"
     demo: bool = False
+    #: Called with the dtype to build the pipeline instead of `from_pretrained(model)` (benchmarks).
+    pipeline_factory: Callable[[Any], Any] | None = None
 
 
 def quiet_libraries() -> None:
@@ -116,9 +118,12 @@ class QwenEngine:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         try:
-            pipe = QwenImageEditPlusPipeline.from_pretrained(
-                self.config.model, dtype=dtype, local_files_only=self.config.offline
-            )
+            if self.config.pipeline_factory is not None:
+                pipe = self.config.pipeline_factory(dtype)
+            else:
+                pipe = QwenImageEditPlusPipeline.from_pretrained(
+                    self.config.model, dtype=dtype, local_files_only=self.config.offline
+                )
         except Exception as exc:
             raise EngineError(f"cannot load the model {self.config.model}: {exc}") from exc
         pipe.set_progress_bar_config(disable=True)

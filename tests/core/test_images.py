@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from reangle.core.images import decode_image, encode_image, read_image_file
-from reangle.errors import InvalidImage, InvalidInput
+from reangle.errors import InvalidImage, InvalidInput, TooLarge, UnsupportedImage
 from tests.conftest import image_bytes, make_image
 
 
@@ -21,7 +21,7 @@ def test_accepted_formats_decode_to_rgb(fmt, mime):  # type: ignore[no-untyped-d
 
 
 def test_other_image_formats_are_rejected_by_content_not_name():
-    with pytest.raises(InvalidImage, match="GIF image; only PNG, JPEG and WebP"):
+    with pytest.raises(UnsupportedImage, match="GIF image; only PNG, JPEG and WebP"):
         decode_image(image_bytes(make_image(), "GIF"), name="photo.png")
 
 
@@ -38,7 +38,7 @@ def test_a_truncated_image_is_rejected():
 
 def test_pixel_limit():
     data = image_bytes(make_image(100, 100), "PNG")
-    with pytest.raises(InvalidImage, match="100x100 pixels, more than the limit of 9,999"):
+    with pytest.raises(TooLarge, match="100x100 pixels, more than the limit of 9,999"):
         decode_image(data, max_pixels=9_999)
     assert decode_image(data, max_pixels=10_000).image.size == (100, 100)
 

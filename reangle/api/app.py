@@ -1,0 +1,35 @@
+"""create_app: wires settings, engine and routes into one FastAPI app. No import-time side effects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from reangle import __version__
+from reangle.api.errors import install_error_handlers
+from reangle.api.native import router as native_router
+from reangle.api.state import AppState
+from reangle.engine.base import Engine, create_engine
+from reangle.settings import Settings
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    app_state = AppState.build(settings, engine or create_engine(settings.engine, settings))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with app_state.running():
+            yield
+
+    app = FastAPI(
+        title="reangle",
+        version=__version__,
+        description="Re-photograph images from another camera angle: an asynchronous job API.",
+        lifespan=lifespan,
+    )
+    app.state.reangle = app_state
+    install_error_handlers(app)
+    app.include_router(native_router)
+    return app

@@ -1,0 +1,54 @@
+"""API keys: made by `reangle keys create` (stored hashed) or given in REANGLE_API_KEYS. A key's id owns
+the jobs and assets made with it."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from reangle.errors import Unauthorized
+from reangle.store.sqlite import SqliteStore
+
+ANONYMOUS = "anonymous"
+KEY_PREFIX = "rk_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(store: SqliteStore, name: str) -> tuple[str, str]:
+    """A new random key, stored only as its hash. Returns (key id, key): the key is shown once."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = "key_" + hash_key(key)[:16]
+    store.insert_api_key(key_id, name, hash_key(key), time.time())
+    return key_id, key
+
+
+class KeyRing:
+    def __init__(self, store: SqliteStore, *, enabled: bool, env_keys: str = "") -> None:
+        self.store, self.enabled = store, enabled
+        self._env = {
+            hash_key(k.strip()): "env_" + hash_key(k.strip())[:16] for k in env_keys.split(",") if k.strip()
+        }
+
+    def owner(self, key: str | None) -> str:
+        """The key id that owns what this request makes; Unauthorized for a missing or unknown key."""
+        if not self.enabled:
+            return ANONYMOUS
+        if not key:
+            raise Unauthorized("an API key is required", hint="send Authorization: Bearer <key>")
+        digest = hash_key(key)
+        owner = self._env.get(digest) or self.store.api_key_id(digest)
+        if owner is None:
+            raise Unauthorized("this API key is not valid", hint="create one with `reangle keys create`")
+        return owner
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key from `Bearer KEY` (or a bare `KEY`)."""
+    if not authorization:
+        return None
+    scheme, _, rest = authorization.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else authorization.strip()

@@ -1,0 +1,81 @@
+"""The native API's error shape, `{"error": {"code", "message", "hint"?}}`, and the one status table."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from reangle.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    QueueFull,
+    ReangleError,
+    TooLarge,
+    Unauthorized,
+    UnsupportedImage,
+)
+
+log = logging.getLogger("reangle.api")
+
+#: Most specific first.
+STATUS_BY_ERROR: tuple[tuple[type[ReangleError], int], ...] = (
+    (UnsupportedImage, 415),
+    (TooLarge, 413),
+    (InvalidInput, 422),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (QueueFull, 429),
+)
+
+
+def status_for(exc: ReangleError) -> int:
+    return next((status for kind, status in STATUS_BY_ERROR if isinstance(exc, kind)), 500)
+
+
+def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
+    body: dict[str, str] = {"code": code, "message": message}
+    if hint:
+        body["hint"] = hint
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def reangle_error_response(exc: ReangleError) -> JSONResponse:
+    status = status_for(exc)
+    if status == 500:
+        log.error("request failed: %s", exc.message)
+    response = error_response(status, exc.code, exc.message, exc.hint)
+    if isinstance(exc, QueueFull):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ReangleError)
+    async def _reangle(_request: Request, exc: ReangleError) -> JSONResponse:
+        return reangle_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        message = "field required" if first["type"] == "missing" else first["msg"]
+        return error_response(422, "invalid_input", f"{where}: {message}" if where else message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "the server failed; see its log")

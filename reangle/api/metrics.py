@@ -1,0 +1,65 @@
+"""Prometheus metrics: jobs by status and queue depth (read at scrape time), run and queue time histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from reangle.core.jobs import Job, JobStatus
+
+if TYPE_CHECKING:
+    from reangle.core.service import JobService
+
+_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
+
+
+class _StoreCollector(Collector):
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.service.store.count_by_status()
+        by_status = GaugeMetricFamily("reangle_jobs", "Jobs currently stored, by status", labels=["status"])
+        for status in JobStatus:
+            by_status.add_metric([status.value], counts.get(status.value, 0))
+        yield by_status
+        yield GaugeMetricFamily(
+            "reangle_queue_depth", "Jobs waiting for a runner", value=counts.get(JobStatus.QUEUED.value, 0)
+        )
+
+
+class Metrics:
+    def __init__(self, service: JobService) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StoreCollector(service))
+        self.finished = Counter(
+            "reangle_jobs_finished", "Jobs that reached a terminal status", ["status"], registry=self.registry
+        )
+        self.run_seconds = Histogram(
+            "reangle_job_run_seconds",
+            "Time from start to end of a job",
+            ["model"],
+            buckets=_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "reangle_job_queue_seconds",
+            "Time a job waited in the queue",
+            ["model"],
+            buckets=_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_finished(self, job: Job) -> None:
+        self.finished.labels(job.status.value).inc()
+        if job.started_at is not None:
+            self.queue_seconds.labels(job.model).observe(job.started_at - job.created_at)
+            if job.finished_at is not None:
+                self.run_seconds.labels(job.model).observe(job.finished_at - job.started_at)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,299 @@
+"""The native API under /v1: assets, jobs (with SSE events), batches, models, poses; health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from reangle.api.auth import bearer_token
+from reangle.api.render import Links, asset_json, job_json
+from reangle.api.state import AppState
+from reangle.core.camera import all_poses
+from reangle.core.inputs import decode_inline, resolve_image
+from reangle.core.jobs import JobKind, JobStatus
+from reangle.core.models import MODELS
+from reangle.core.service import JobEvent, SubmitRequest, model_spec
+from reangle.errors import InvalidInput, NotFound, TooLarge
+
+MAX_WAIT_S = 300
+SSE_PING_S = 15.0
+
+router = APIRouter()
+
+
+def state(request: Request) -> AppState:
+    app_state: AppState = request.app.state.reangle
+    return app_state
+
+
+State = Annotated[AppState, Depends(state)]
+
+
+def owner(request: Request, app: State, authorization: Annotated[str | None, Header()] = None) -> str:
+    return app.keys.owner(bearer_token(authorization))
+
+
+Owner = Annotated[str, Depends(owner)]
+
+
+def links(request: Request, app: State) -> Links:
+    base = app.settings.public_base_url or str(request.base_url)
+    return Links(signer=app.signer, base_url=base.rstrip("/"), ttl_s=app.settings.url_ttl_s, store=app.store)
+
+
+LinkMaker = Annotated[Links, Depends(links)]
+
+
+class JobSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    input: dict[str, Any]
+    kind: JobKind = JobKind.EDIT
+    priority: int = Field(default=0, ge=-100, le=100)
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any]
+
+
+class BatchSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    items: list[BatchItem]
+
+
+# assets ----------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/assets", status_code=201, tags=["assets"])
+async def upload_asset(request: Request, app: State, who: Owner, make_links: LinkMaker) -> dict[str, Any]:
+    """Upload an image: multipart field `file`, or JSON `{"data": base64 or data URL}` or `{"url": ...}`."""
+    limit = app.settings.max_upload_bytes
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > limit * 4 // 3 + 64 * 1024:
+        raise TooLarge(
+            f"the request is {declared:,} bytes, more than the upload limit of {limit:,}", field="file"
+        )
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput("send the image in the multipart field `file`", field="file")
+        record = app.service.assets.ingest(who, await upload.read(), field="file")
+    elif content_type.startswith("application/json"):
+        body = await _json_body(request)
+        if isinstance(body.get("url"), str):
+            record = await resolve_image(body["url"], who, app.service.assets, app.service.fetch, field="url")
+        elif isinstance(body.get("data"), str):
+            record = app.service.assets.ingest(who, decode_inline(body["data"], field="data"), field="data")
+        else:
+            raise InvalidInput(
+                'send {"data": "<base64 or data URL>"} or {"url": "https://..."}', field="data"
+            )
+    else:
+        raise InvalidInput(
+            f"unsupported content type {content_type or 'none'!r}; send multipart/form-data or JSON",
+            field="content-type",
+        )
+    return asset_json(record, make_links)
+
+
+@router.get("/v1/assets/{asset_id}", tags=["assets"])
+async def get_asset(asset_id: str, app: State, who: Owner, make_links: LinkMaker) -> dict[str, Any]:
+    return asset_json(app.service.assets.get(who, asset_id), make_links)
+
+
+@router.get("/v1/files/{asset_id}", tags=["assets"], response_class=FileResponse)
+async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = "") -> FileResponse:
+    """The bytes of an asset, by signed link (no auth header needed)."""
+    app.signer.verify(asset_id, expires, sig, time.time())
+    record = app.store.get_asset(asset_id)
+    path = app.service.assets.blobs.path(record.sha256) if record else None
+    if record is None or path is None or not path.exists():
+        raise NotFound(f"asset {asset_id} has expired or was deleted")
+    return FileResponse(path, media_type=record.mime_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+# jobs ------------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/jobs", status_code=202, tags=["jobs"])
+async def submit_job(
+    submission: JobSubmission,
+    app: State,
+    who: Owner,
+    make_links: LinkMaker,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+) -> Response:
+    """Queue a job; `?wait=N` holds the answer up to N seconds for it to finish (200 if it did)."""
+    job = await app.service.submit(
+        who,
+        SubmitRequest(
+            model=submission.model,
+            input=submission.input,
+            kind=submission.kind,
+            priority=submission.priority,
+            idempotency_key=idempotency_key,
+        ),
+    )
+    if wait > 0:
+        job = await app.service.wait(who, job.id, wait)
+    return JSONResponse(job_json(job, make_links), status_code=200 if job.status.is_terminal else 202)
+
+
+@router.get("/v1/jobs", tags=["jobs"])
+async def list_jobs(
+    app: State,
+    who: Owner,
+    make_links: LinkMaker,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    jobs, next_cursor = app.service.list_jobs(who, status=status, limit=limit, cursor=cursor)
+    return {"data": [job_json(job, make_links) for job in jobs], "next_cursor": next_cursor}
+
+
+@router.get("/v1/jobs/{job_id}", tags=["jobs"])
+async def get_job(job_id: str, app: State, who: Owner, make_links: LinkMaker) -> dict[str, Any]:
+    return job_json(app.service.get(who, job_id), make_links)
+
+
+@router.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])
+async def cancel_job(job_id: str, app: State, who: Owner, make_links: LinkMaker) -> dict[str, Any]:
+    """Cancel: a queued job at once; a processing job at its next denoising step (its output is dropped)."""
+    return job_json(app.service.cancel(who, job_id), make_links)
+
+
+@router.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse)
+async def job_events(job_id: str, app: State, who: Owner, make_links: LinkMaker) -> StreamingResponse:
+    """Server-Sent Events, `status` (the job) and `progress` ({progress, step, steps}), until the job ends."""
+    app.service.get(who, job_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[str]:
+        async with app.service.subscribe(who, job_id) as events:
+            async for event in _with_pings(events):
+                if event is None:
+                    yield ": ping\n\n"
+                else:
+                    yield _sse(event, make_links)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _with_pings(events: AsyncIterator[JobEvent]) -> AsyncIterator[JobEvent | None]:
+    iterator = aiter(events)
+    pending = asyncio.ensure_future(anext(iterator))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=SSE_PING_S)
+            if not done:
+                yield None
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            yield event
+            pending = asyncio.ensure_future(anext(iterator))
+    finally:
+        pending.cancel()
+
+
+def _sse(event: JobEvent, make_links: Links) -> str:
+    data = job_json(event.job, make_links) if event.job is not None else event.progress
+    return f"event: {event.kind}\ndata: {json.dumps(data)}\n\n"
+
+
+# batches ---------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/batches", status_code=202, tags=["jobs"])
+async def submit_batch(
+    submission: BatchSubmission, app: State, who: Owner, make_links: LinkMaker
+) -> dict[str, Any]:
+    """N (images, prompt) inputs at once: N edit jobs under one batch id, each with its own result."""
+    batch_id, jobs = await app.service.submit_batch(
+        who, submission.model, [item.input for item in submission.items]
+    )
+    return {"id": batch_id, "jobs": [job_json(job, make_links) for job in jobs]}
+
+
+@router.get("/v1/batches/{batch_id}", tags=["jobs"])
+async def get_batch(batch_id: str, app: State, who: Owner, make_links: LinkMaker) -> dict[str, Any]:
+    return {"id": batch_id, "jobs": [job_json(job, make_links) for job in app.service.batch(who, batch_id)]}
+
+
+# models, poses, health, metrics ----------------------------------------------------------------------
+
+
+@router.get("/v1/models", tags=["models"])
+async def list_models(who: Owner) -> dict[str, Any]:
+    return {"data": [_model_json(model_id) for model_id in MODELS]}
+
+
+@router.get("/v1/models/{model_id}", tags=["models"])
+async def get_model(model_id: str, who: Owner) -> dict[str, Any]:
+    if model_id not in MODELS:
+        raise NotFound(f"no model {model_id}; see GET /v1/models")
+    return _model_json(model_id)
+
+
+def _model_json(model_id: str) -> dict[str, Any]:
+    spec = model_spec(model_id)
+    return {
+        "id": spec.id,
+        "description": spec.description,
+        "kinds": [kind.value for kind in spec.inputs],
+        "input_schema": spec.input_schema(JobKind.EDIT),
+        "input_schemas": {kind.value: spec.input_schema(kind) for kind in spec.inputs},
+    }
+
+
+@router.get("/v1/poses", tags=["models"])
+async def list_poses(who: Owner) -> dict[str, Any]:
+    return {"data": [pose.to_dict() for pose in all_poses()]}
+
+
+@router.get("/healthz", tags=["ops"])
+async def health(app: State) -> dict[str, Any]:
+    info = app.engine.info
+    return {
+        "status": "ok",
+        "engine": info.name,
+        "demo": info.demo,
+        "device": info.device,
+        "queue_depth": app.service.queue_depth(),
+    }
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response)
+async def metrics(app: State) -> Response:
+    return Response(app.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise InvalidInput("the request body is not valid JSON", field="body") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object", field="body")
+    return body

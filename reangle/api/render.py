@@ -1,0 +1,85 @@
+"""Jobs and assets as the native API shows them, with absolute signed download links."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from reangle.api.signing import UrlSigner
+from reangle.core.jobs import Job
+from reangle.store.sqlite import AssetRecord, SqliteStore
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Links:
+    """Builds download links for one request: absolute on `base_url`, expiring after `ttl_s`."""
+
+    signer: UrlSigner
+    base_url: str
+    ttl_s: float
+    store: SqliteStore
+
+    def asset_url(self, record: AssetRecord) -> str:
+        expires = int(min(record.expires_at, time.time() + self.ttl_s))
+        signature = self.signer.signature(record.id, expires)
+        return f"{self.base_url}/v1/files/{record.id}?expires={expires}&sig={signature}"
+
+    def asset_url_by_id(self, asset_id: str) -> str | None:
+        record = self.store.get_asset(asset_id)
+        return self.asset_url(record) if record else None
+
+
+def asset_json(record: AssetRecord, links: Links) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "url": links.asset_url(record),
+        "mime_type": record.mime_type,
+        "width": record.width,
+        "height": record.height,
+        "bytes": record.bytes,
+        "created_at": iso(record.created_at),
+        "expires_at": iso(record.expires_at),
+    }
+
+
+def job_json(job: Job, links: Links) -> dict[str, Any]:
+    assets = []
+    for output in job.outputs:
+        item: dict[str, Any] = {
+            "id": output.asset_id,
+            "url": links.asset_url_by_id(output.asset_id),
+            "width": output.width,
+            "height": output.height,
+            "mime_type": output.mime_type,
+            "seed": output.seed,
+            "role": output.role,
+        }
+        if output.pose is not None:
+            item["pose"] = output.pose
+        assets.append(item)
+    return {
+        "id": job.id,
+        "model": job.model,
+        "kind": job.kind.value,
+        "status": job.status.value,
+        "progress": round(job.progress, 4),
+        "attempt": job.attempt,
+        "priority": job.priority,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "input": job.input,
+        "output": {"assets": assets},
+        "error": job.error.to_dict() if job.error else None,
+        "timings": {name: round(value, 4) for name, value in job.timings.items()},
+        "batch_id": job.batch_id,
+        "history": [{"status": change.status.value, "at": iso(change.at)} for change in job.history],
+    }

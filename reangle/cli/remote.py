@@ -1,0 +1,436 @@
+"""The commands that talk to a reangle server: `reangle orbit`, `reangle jobs list|show|cancel`, and
+`reangle edit --server URL`. They use only the SDK (reangle.client): no torch, no engine.
+
+Exit codes: 2 for bad input and any 4xx answer, 1 for a failed or canceled job, a server error or no
+connection, 130 when interrupted (the job is canceled on the server first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from reangle.cli.pose_args import pose_from_args
+from reangle.client import (
+    CAMERA_MODEL,
+    Client,
+    Job,
+    JobEvent,
+    OutputAsset,
+    ReangleAPIError,
+    ReangleClientError,
+)
+from reangle.errors import InvalidInput
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+#: How the commands get their client; tests swap in one over a fake transport.
+client_factory: Callable[[str, str | None], Client] = Client
+
+_ACCELERATIONS = ("none", "regular", "high")
+_FORMATS = ("png", "jpeg", "webp")
+_STATUSES = ("queued", "processing", "succeeded", "failed", "canceled")
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+_MIME_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+_POSE_FLAGS = ("horizontal_angle", "vertical_angle", "zoom", "azimuth", "elevation", "distance", "text")
+_ROLE_STEMS = {"turntable": "turntable", "contact_sheet": "contact-sheet"}
+
+
+class RemoteSettings(Protocol):
+    """The part of Settings these commands read: REANGLE_SERVER and REANGLE_API_KEY."""
+
+    @property
+    def server(self) -> str | None: ...
+
+    @property
+    def api_key(self) -> str | None: ...
+
+
+class _Failure(Exception):
+    """Ends a command with one line on stderr and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def add_remote_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """Register `reangle orbit` and `reangle jobs list|show|cancel`."""
+    _add_orbit_command(commands)
+    jobs = commands.add_parser("jobs", help="list, show or cancel jobs on a reangle server")
+    actions = jobs.add_subparsers(title="actions", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="this key's jobs, newest first")
+    listing.add_argument("--status", choices=_STATUSES)
+    listing.add_argument("--limit", type=int, metavar="N", help="at most N jobs (default: the server's page)")
+    listing.add_argument("--json", action="store_true", help="print the jobs as JSON")
+    listing.set_defaults(run=run_jobs_list)
+
+    show = actions.add_parser("show", help="print a job as JSON")
+    show.add_argument("job_id", metavar="ID")
+    show.set_defaults(run=run_jobs_show)
+
+    cancel = actions.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job_id", metavar="ID")
+    cancel.add_argument("--json", action="store_true", help="print the job as JSON")
+    cancel.set_defaults(run=run_jobs_cancel)
+    for parser in (listing, show, cancel):
+        add_connection_flags(parser)
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", metavar="URL", help="the reangle server (default: REANGLE_SERVER)")
+    parser.add_argument("--api-key", metavar="KEY", help="its API key (default: REANGLE_API_KEY)")
+
+
+def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser(
+        "orbit",
+        help="views of an image from several azimuths, a turntable and a contact sheet (on a server)",
+        description="Re-photograph one image from several azimuths on a reangle server. -o DIR gets one "
+        "view-<azimuth> file per view, turntable.webp and contact-sheet.png.",
+    )
+    parser.add_argument("input", metavar="INPUT", help="an image file, or an http(s) URL the server can read")
+    parser.add_argument(
+        "--azimuths", type=_degrees_list, metavar="A,B,...", help="degrees (default: 0,45,...,315)"
+    )
+    parser.add_argument("--elevation", type=float, default=0.0, metavar="E", help="degrees (default: 0)")
+    parser.add_argument("--distance", type=float, default=1.0, metavar="D", help="factor (default: 1.0)")
+    parser.add_argument("--prompt", default="", help="your own instruction, after the camera phrase")
+    parser.add_argument("--model", default=CAMERA_MODEL, help=f"server model id (default: {CAMERA_MODEL})")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--steps", type=int, metavar="N", help="denoising steps (default from --acceleration)"
+    )
+    parser.add_argument("--guidance", type=float, metavar="F", help="true CFG scale")
+    parser.add_argument("--lora-scale", type=float, metavar="F", help="angle LoRA weight (0..4)")
+    parser.add_argument("--acceleration", choices=_ACCELERATIONS, help="default: the server's (high)")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--aspect-ratio", metavar="R", help="e.g. 1:1, 16:9, match_input")
+    parser.add_argument(
+        "--format", choices=_FORMATS, default="png", help="format of the views (default: png)"
+    )
+    parser.add_argument("--quality", type=int, help="JPEG/WebP quality 1..100")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the files"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_connection_flags(parser)
+    parser.set_defaults(run=run_orbit)
+
+
+# the commands
+
+
+def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    """`reangle edit ... --server URL`: the local edit's flags, run on a server."""
+    try:
+        fields = _remote_edit_fields(args)
+    except (_Failure, InvalidInput) as exc:
+        return _fail(exc.message)
+    model = args.model or CAMERA_MODEL
+    if args.dry_run:
+        images = [str(path) for path in args.inputs]
+        print(json.dumps({"model": model, "kind": "edit", "input": {"images": images, **fields}}))
+        return 0
+
+    def edit(client: Client) -> int:
+        job = client.edit(list(args.inputs), model=model, wait=False, **fields)
+        job = _wait(client, job, "editing")
+        paths = _numbered_paths(args.output, len(job.assets))
+        for path, asset in zip(paths, job.assets, strict=True):
+            client.download(asset, path)
+        _report(args, job, list(zip(paths, job.assets, strict=True)))
+        return 0
+
+    return _with_client(args, settings, edit)
+
+
+def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    try:
+        image = _orbit_image(args.input)
+        _check_quality(args.quality)
+        _make_folder(args.output)
+    except _Failure as exc:
+        return _fail(exc.message)
+    options = {
+        "seed": args.seed,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "lora_scale": args.lora_scale,
+        "acceleration": args.acceleration,
+        "width": args.width,
+        "height": args.height,
+        "aspect_ratio": args.aspect_ratio,
+        "output_format": args.format,
+        "quality": args.quality,
+    }
+
+    def orbit(client: Client) -> int:
+        job = client.orbit(
+            image,
+            azimuths=args.azimuths,
+            elevation=args.elevation,
+            distance=args.distance,
+            prompt=args.prompt,
+            model=args.model,
+            wait=False,
+            **options,
+        )
+        job = _wait(client, job, "orbit")
+        files = [(args.output / name, asset) for name, asset in _orbit_file_names(job.assets)]
+        for path, asset in files:
+            client.download(asset, path)
+        _report(args, job, files)
+        return 0
+
+    return _with_client(args, settings, orbit)
+
+
+def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    def listing(client: Client) -> int:
+        jobs = client.list(status=args.status, limit=args.limit).data
+        if args.json:
+            print(json.dumps([job.model_dump(mode="json") for job in jobs]))
+        else:
+            print(_table(jobs))
+        return 0
+
+    return _with_client(args, settings, listing)
+
+
+def run_jobs_show(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    def show(client: Client) -> int:
+        print(json.dumps(client.get(args.job_id).model_dump(mode="json"), indent=2))
+        return 0
+
+    return _with_client(args, settings, show)
+
+
+def run_jobs_cancel(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    def cancel(client: Client) -> int:
+        job = client.cancel(args.job_id)
+        print(json.dumps(job.model_dump(mode="json")) if args.json else f"{job.id} {job.status}")
+        return 0
+
+    return _with_client(args, settings, cancel)
+
+
+# talking to the server
+
+
+def _with_client(args: argparse.Namespace, settings: RemoteSettings, command: Callable[[Client], int]) -> int:
+    """Run `command` with a client for the configured server; every SDK error becomes one line + exit code."""
+    server = args.server or settings.server
+    if not server:
+        return _fail("no server: give --server URL or set REANGLE_SERVER")
+    try:
+        with client_factory(server, args.api_key or settings.api_key) as client:
+            return command(client)
+    except _Failure as exc:
+        return _fail(exc.message, exc.exit_code)
+    except ReangleAPIError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        return _fail(f"{exc.message}{hint}", EXIT_BAD_INPUT if exc.status_code < 500 else EXIT_FAILED)
+    except ReangleClientError as exc:  # a failed or canceled job, no connection, a broken answer
+        return _fail(str(exc), EXIT_FAILED)
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("reangle: canceled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _wait(client: Client, job: Job, desc: str) -> Job:
+    """Wait for the job with a progress bar on stderr; Ctrl-C cancels it on the server. Raises JobFailed or
+    JobCanceled when it ended so."""
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", desc=desc, file=sys.stderr, bar_format=_BAR) as bar:
+
+        def on_progress(event: JobEvent) -> None:
+            if isinstance(event, Job):
+                bar.set_description_str(f"{desc} ({event.status})")
+            done = round(100 * min(max(event.progress, 0.0), 1.0))
+            if done > bar.n:
+                bar.update(done - bar.n)
+
+        try:
+            job = client.wait(job.id, on_progress=on_progress)
+        except KeyboardInterrupt:
+            bar.close()
+            _cancel_after_interrupt(client, job.id)
+            raise
+    return job.raise_for_status()
+
+
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
+
+
+def _cancel_after_interrupt(client: Client, job_id: str) -> None:
+    try:
+        client.cancel(job_id)
+    except (ReangleClientError, KeyboardInterrupt) as exc:
+        print(f"reangle: could not cancel job {job_id} on the server: {exc}", file=sys.stderr)
+    else:
+        print(f"reangle: job {job_id} canceled on the server", file=sys.stderr)
+
+
+# inputs and outputs
+
+
+def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The edit flags as SDK `edit` arguments; raises _Failure or InvalidInput for bad flags."""
+    pose, instruction = pose_from_args(args)
+    _check_quality(args.quality)
+    fmt = _format_for(args.output, args.format, required=not args.dry_run)
+    for path in args.inputs:
+        if not path.is_file():
+            raise _Failure(f"input file not found: {path}")
+    fields: dict[str, Any] = {
+        "prompt": " ".join(part for part in (instruction, args.prompt.strip()) if part),
+        "seed": args.seed,
+        "num_outputs": args.num_outputs,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "lora_scale": None if args.lora_scale == 1.0 else args.lora_scale,
+        "acceleration": args.acceleration,
+        "width": args.width,
+        "height": args.height,
+        "aspect_ratio": args.aspect_ratio,
+        "output_format": fmt,
+        "quality": None if fmt == "png" else args.quality,
+    }
+    if any(getattr(args, flag) is not None for flag in _POSE_FLAGS):
+        fields |= {
+            "azimuth": pose.azimuth_deg,
+            "elevation": pose.elevation_deg,
+            "distance": pose.distance_factor,
+        }
+    return {name: value for name, value in fields.items() if value is not None and value != ""}
+
+
+def _format_for(output: Path | None, explicit: str | None, *, required: bool) -> str:
+    if output is None:
+        if required:
+            raise _Failure("give the output file with -o/--output")
+        return explicit or "png"
+    if not output.parent.is_dir():
+        raise _Failure(f"output folder does not exist: {output.parent}")
+    if explicit:
+        return explicit
+    if output.suffix.lower() not in _SUFFIX_FORMATS:
+        raise _Failure(
+            f"cannot tell the image format from {output.name!r}; use a .png, .jpg or .webp name or --format"
+        )
+    return _SUFFIX_FORMATS[output.suffix.lower()]
+
+
+def _check_quality(quality: int | None) -> None:
+    if quality is not None and not 1 <= quality <= 100:
+        raise _Failure(f"--quality must be between 1 and 100, got {quality}")
+
+
+def _orbit_image(value: str) -> str | Path:
+    if value.startswith(("http://", "https://")):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise _Failure(f"input file not found: {value}")
+    return path
+
+
+def _make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise _Failure(f"-o must be a folder for orbit, and {folder} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Failure(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+
+
+def _degrees_list(value: str) -> list[float]:
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of degrees: {value!r}") from None
+
+
+def _numbered_paths(output: Path, count: int) -> list[Path]:
+    """`out.png` for one output; `out-0.png`, `out-1.png`, ... for several (as the local edit writes them)."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(count)]
+
+
+def _orbit_file_names(assets: list[OutputAsset]) -> list[tuple[str, OutputAsset]]:
+    """`view-000.png`, `view-045.png`, ... by azimuth, then `turntable.webp` and `contact-sheet.png`."""
+    names: list[tuple[str, OutputAsset]] = []
+    taken: set[str] = set()
+    for k, asset in enumerate(assets):
+        if asset.role == "view":
+            stem = f"view-{_azimuth_label(asset.pose.azimuth_deg)}" if asset.pose else f"view-{k}"
+        else:
+            stem = _ROLE_STEMS.get(asset.role, asset.role.replace("_", "-"))
+        suffix = _MIME_SUFFIXES.get(asset.mime_type, ".bin")
+        name, n = f"{stem}{suffix}", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        taken.add(name)
+        names.append((name, asset))
+    return names
+
+
+def _azimuth_label(degrees: float) -> str:
+    degrees %= 360
+    return f"{int(degrees):03d}" if degrees == int(degrees) else f"{degrees:05.1f}"
+
+
+def _report(args: argparse.Namespace, job: Job, files: list[tuple[Path, OutputAsset]]) -> None:
+    if not args.json:
+        print("\n".join(str(path) for path, _ in files))
+        return
+    outputs = [
+        {
+            "path": str(path),
+            "role": asset.role,
+            "width": asset.width,
+            "height": asset.height,
+            "seed": asset.seed,
+        }
+        | ({"pose": asset.pose.model_dump()} if asset.pose else {})
+        for path, asset in files
+    ]
+    print(json.dumps({"job": job.id, "model": job.model, "outputs": outputs, "timings": job.timings}))
+
+
+def _table(jobs: list[Job]) -> str:
+    rows = [("ID", "STATUS", "MODEL", "PROGRESS", "CREATED")]
+    rows += [
+        (
+            job.id,
+            job.status,
+            job.model,
+            f"{round(job.progress * 100)}%",
+            job.created_at.isoformat(timespec="seconds"),
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _fail(message: str, exit_code: int = EXIT_BAD_INPUT) -> int:
+    print(f"reangle: error: {' '.join(message.split())}", file=sys.stderr)
+    return exit_code

@@ -1,0 +1,90 @@
+"""`reangle serve` (the embedded server) and `reangle keys create`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from reangle.engine.base import ENGINE_NAMES, cuda_available
+from reangle.settings import Settings
+
+DEMO_BANNER = """
++--------------------------------------------------------------------------------------+
+|  DEMO MODE: no CUDA GPU, so reangle runs the `tiny` engine. Its images come from a   |
+|  random-weight model and are MEANINGLESS. Use a CUDA machine for real edits.         |
++--------------------------------------------------------------------------------------+
+"""
+
+
+def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP server (SQLite + files, nothing else to start)")
+    serve.add_argument("--engine", choices=("auto", *ENGINE_NAMES), help="default: REANGLE_ENGINE or auto")
+    serve.add_argument("--host", help="default: REANGLE_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: REANGLE_PORT or 8000")
+    serve.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ./data")
+    serve.set_defaults(run=run_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(metavar="ACTION", required=True)
+    create = key_commands.add_parser("create", help="make a new API key (printed once; stored hashed)")
+    create.add_argument("--name", default="default", help="a label for the key")
+    create.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ./data")
+    create.set_defaults(run=run_keys_create)
+
+
+def _with_flags(settings: Settings, args: argparse.Namespace, *names: str) -> Settings:
+    update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    return settings.model_copy(update=update)
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from reangle.api.app import create_app
+
+    settings = _with_flags(settings, args, "engine", "host", "port", "data_dir")
+    if settings.engine == "auto":
+        settings = settings.model_copy(update={"engine": "qwen" if cuda_available() else "tiny"})
+        if settings.engine == "tiny":
+            print(DEMO_BANNER, file=sys.stderr)
+    if settings.auth == "on" and not settings.api_keys and not _has_stored_keys(settings):
+        print(
+            "reangle: no API keys yet: make one with `reangle keys create`, or set REANGLE_AUTH=off",
+            file=sys.stderr,
+        )
+    app = create_app(settings)
+    print(
+        f"reangle: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0
+
+
+def _has_stored_keys(settings: Settings) -> bool:
+    from reangle.store.sqlite import SqliteStore
+
+    store = SqliteStore(settings.data_dir / "reangle.sqlite3")
+    try:
+        return store.count_api_keys() > 0
+    finally:
+        store.close()
+
+
+def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from reangle.api.auth import create_key
+    from reangle.store.sqlite import SqliteStore
+
+    settings = _with_flags(settings, args, "data_dir")
+    store = SqliteStore(settings.data_dir / "reangle.sqlite3")
+    try:
+        key_id, key = create_key(store, args.name)
+    finally:
+        store.close()
+    print(
+        f"reangle: created {key_id} ({args.name}); this is the only time the key is shown:", file=sys.stderr
+    )
+    print(key)
+    return 0

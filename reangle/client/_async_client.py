@@ -1,0 +1,351 @@
+"""`AsyncClient`: `Client`'s methods as coroutines, over `httpx.AsyncClient`. Same behaviour, same errors."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import inspect
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from reangle.client._base import (
+    STREAM_BREAKS,
+    USER_AGENT,
+    ProgressCallback,
+    WaitState,
+    api_path,
+    auth_headers,
+    check,
+    connection_error,
+    parse,
+    query,
+    server_root,
+)
+from reangle.client._errors import APIConnectionError, ServerError, error_for_response
+from reangle.client._inputs import (
+    CAMERA_MODEL,
+    FileInput,
+    ImageInput,
+    as_image_list,
+    edit_input,
+    file_to_upload,
+    orbit_input,
+    reference,
+    upload_file,
+)
+from reangle.client._models import (
+    Asset,
+    Batch,
+    CameraPrompt,
+    Health,
+    Job,
+    JobEvent,
+    JobPage,
+    Model,
+    OutputAsset,
+    _CameraPromptList,
+    _ModelList,
+)
+from reangle.client._sse import SSEDecoder, decode_job_event
+
+
+class AsyncClient:
+    """A reangle server, asynchronously; see `Client` for the arguments and each method.
+
+    `on_progress` callbacks may be plain functions or coroutine functions (their result is awaited).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60,
+        transport: httpx.AsyncBaseTransport | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.base_url = server_root(base_url)
+        self._auth = auth_headers(api_key)
+        self._timeout = timeout
+        self._poll_interval = poll_interval
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, transport=transport, headers={"User-Agent": USER_AGENT}
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # assets
+
+    async def upload(self, file: FileInput) -> Asset:
+        name, content, mime = upload_file(file)
+        return parse(await self._send("POST", "/v1/assets", files={"file": (name, content, mime)}), Asset)
+
+    async def upload_url(self, url: str) -> Asset:
+        return parse(await self._send("POST", "/v1/assets", json={"url": url}), Asset)
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        return parse(await self._send("GET", api_path("v1", "assets", asset_id)), Asset)
+
+    async def download(
+        self, asset: Asset | OutputAsset | str, path: str | os.PathLike[str] | None = None
+    ) -> bytes:
+        """The file behind a signed URL (no API key is sent with it), also written to `path` when given."""
+        url = asset if isinstance(asset, str) else asset.url
+        try:
+            response = await self._http.get(url, follow_redirects=True)
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        content = check(response).content
+        if path is not None:
+            Path(path).write_bytes(content)
+        return content
+
+    # jobs
+
+    async def submit(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        *,
+        kind: str = "edit",
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        body = {"model": model, "input": dict(input), "kind": kind} | query(priority=priority)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return parse(await self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
+
+    async def get(self, job_id: str) -> Job:
+        return parse(await self._send("GET", api_path("v1", "jobs", job_id)), Job)
+
+    async def list(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JobPage:
+        params = query(status=status, limit=limit, cursor=cursor)
+        return parse(await self._send("GET", "/v1/jobs", params=params), JobPage)
+
+    async def iter_jobs(
+        self, status: str | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[Job]:
+        cursor = None
+        while True:
+            page = await self.list(status=status, limit=page_size, cursor=cursor)
+            for job in page.data:
+                yield job
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def cancel(self, job_id: str) -> Job:
+        return parse(await self._send("POST", api_path("v1", "jobs", job_id, "cancel")), Job)
+
+    async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        stream = self._stream(job_id, httpx.Timeout(self._timeout, read=None))
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
+
+    async def wait(
+        self, job_id: str, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
+    ) -> Job:
+        state = WaitState(job_id, timeout, self._poll_interval)
+        while True:
+            if state.use_stream and (job := await self._follow(state, on_progress)) is not None:
+                return job
+            job = await self._poll(state, on_progress)
+            if job is not None and job.is_terminal:
+                return job
+            state.check_deadline()
+            await asyncio.sleep(state.poll_delay())
+
+    async def edit(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        prompt: str = "",
+        horizontal_angle: float | None = None,
+        vertical_angle: float | None = None,
+        zoom: float | None = None,
+        azimuth: float | None = None,
+        elevation: float | None = None,
+        distance: float | None = None,
+        model: str = CAMERA_MODEL,
+        seed: int | None = None,
+        num_outputs: int | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Job:
+        refs = [await self._image_ref(image) for image in as_image_list(images)]
+        camera = {
+            "horizontal_angle": horizontal_angle,
+            "vertical_angle": vertical_angle,
+            "zoom": zoom,
+            "azimuth": azimuth,
+            "elevation": elevation,
+            "distance": distance,
+        }
+        options = {"seed": seed, "num_outputs": num_outputs, **options}
+        body = edit_input(refs, prompt=prompt, camera=camera, options=options)
+        job = await self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
+        return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
+
+    async def orbit(
+        self,
+        image: ImageInput,
+        *,
+        azimuths: Sequence[float] | None = None,
+        elevation: float = 0,
+        distance: float = 1.0,
+        prompt: str = "",
+        model: str = CAMERA_MODEL,
+        seed: int | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Job:
+        ref = await self._image_ref(image)
+        fields = {"seed": seed, **options}
+        body = orbit_input(
+            ref, azimuths=azimuths, elevation=elevation, distance=distance, prompt=prompt, options=fields
+        )
+        job = await self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
+        return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
+
+    # batches
+
+    async def batch(self, model: str, inputs: Sequence[Mapping[str, Any]]) -> Batch:
+        body = {"model": model, "items": [{"input": dict(item)} for item in inputs]}
+        return parse(await self._send("POST", "/v1/batches", json=body), Batch)
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        return parse(await self._send("GET", api_path("v1", "batches", batch_id)), Batch)
+
+    # the server
+
+    async def models(self) -> builtins.list[Model]:
+        return parse(await self._send("GET", "/v1/models"), _ModelList).data
+
+    async def get_model(self, model_id: str) -> Model:
+        return parse(await self._send("GET", api_path("v1", "models", model_id)), Model)
+
+    async def poses(self) -> builtins.list[CameraPrompt]:
+        return parse(await self._send("GET", "/v1/poses"), _CameraPromptList).data
+
+    async def health(self) -> Health:
+        return parse(await self._send("GET", "/healthz"), Health)
+
+    # plumbing
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = self._auth | kwargs.pop("headers", {})
+        try:
+            return check(await self._http.request(method, url, headers=headers, **kwargs))
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+
+    async def _image_ref(self, image: ImageInput) -> str:
+        file = file_to_upload(image)
+        return reference(image) if file is None else (await self.upload(file)).id
+
+    async def _finish(
+        self, job: Job, *, wait: bool, timeout: float | None, on_progress: ProgressCallback | None
+    ) -> Job:
+        if not wait:
+            return job
+        if not job.is_terminal:
+            job = await self.wait(job.id, timeout=timeout, on_progress=on_progress)
+        return job.raise_for_status()
+
+    async def _stream(
+        self, job_id: str, timeout: httpx.Timeout, tick: Callable[[], None] | None = None
+    ) -> AsyncGenerator[JobEvent, None]:
+        headers = self._auth | {"Accept": "text/event-stream"}
+        url = api_path("v1", "jobs", job_id, "events")
+        request = self._http.build_request("GET", url, headers=headers, timeout=timeout)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise error_for_response(response)
+            decoder = SSEDecoder()
+            async for line in response.aiter_lines():
+                if tick is not None:
+                    tick()
+                sse = decoder.feed(line)
+                event = decode_job_event(sse) if sse else None
+                if event is not None:
+                    yield event
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        finally:
+            await response.aclose()
+
+    async def _follow(self, state: WaitState, on_progress: ProgressCallback | None) -> Job | None:
+        events = 0
+        stream = _until_broken(
+            self._stream(state.job_id, state.stream_timeout(self._timeout), state.check_deadline)
+        )
+        try:
+            async for event in stream:
+                events += 1
+                await _report(on_progress, event)
+                if isinstance(event, Job):
+                    state.seen(event)
+                    if event.is_terminal:
+                        return event
+        finally:
+            await stream.aclose()
+        state.stream_ended(events)
+        return None
+
+    async def _poll(self, state: WaitState, on_progress: ProgressCallback | None) -> Job | None:
+        try:
+            job = await self.get(state.job_id)
+        except (APIConnectionError, ServerError) as exc:
+            state.poll_failed(exc)
+            return None
+        state.poll_succeeded()
+        if state.seen(job):
+            await _report(on_progress, job)
+        return job
+
+
+async def _until_broken(events: AsyncGenerator[JobEvent, None]) -> AsyncGenerator[JobEvent, None]:
+    """The events until the stream breaks; errors raised by whoever consumes them still propagate."""
+    try:
+        async for event in events:
+            yield event
+    except STREAM_BREAKS:
+        return
+    finally:
+        await events.aclose()
+
+
+async def _report(on_progress: ProgressCallback | None, event: JobEvent) -> None:
+    if on_progress is not None:
+        result = on_progress(event)
+        if inspect.isawaitable(result):
+            await result

@@ -1,0 +1,150 @@
+"""What `Client` and `AsyncClient` share, with no I/O: URLs, headers, answer parsing, wait bookkeeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from reangle.client._errors import (
+    APIConnectionError,
+    InvalidResponseError,
+    ReangleAPIError,
+    WaitTimeout,
+    error_for_response,
+)
+from reangle.client._models import Job, JobEvent
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+#: Called with each status update and progress tick of a job; the async client also awaits what it returns.
+ProgressCallback = Callable[[JobEvent], object]
+#: The errors after which `wait` gives up on the event stream for now and asks for the job instead.
+STREAM_BREAKS = (ReangleAPIError, APIConnectionError, ValueError)
+
+#: Consecutive event streams that deliver nothing before `wait` polls only.
+MAX_STREAM_FAILURES = 3
+#: Consecutive failed polls (no connection, 5xx) that `wait` sits out before it gives up.
+MAX_POLL_FAILURES = 5
+
+
+def _user_agent() -> str:
+    try:
+        return f"reangle-client/{version('reangle')}"
+    except PackageNotFoundError:
+        return "reangle-client"
+
+
+USER_AGENT = _user_agent()
+
+
+def server_root(base_url: str) -> str:
+    """The server's root URL: a trailing slash or `/v1` is dropped, since paths start with /v1 or /healthz."""
+    root = base_url.strip().rstrip("/")
+    return root.removesuffix("/v1")
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def api_path(*parts: str) -> str:
+    """`/v1/jobs/<id>`, each id escaped so that it stays one path segment."""
+    return "/" + "/".join(quote(part, safe="") if k else part for k, part in enumerate(parts))
+
+
+def query(**params: Any) -> dict[str, Any]:
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    """The response when it is a success; its error as an exception otherwise (the body must be read)."""
+    if not response.is_success:
+        raise error_for_response(response)
+    return response
+
+
+def parse(response: httpx.Response, model: type[ModelT]) -> ModelT:
+    try:
+        return model.model_validate(check(response).json())
+    except ValueError as exc:  # the body is not JSON (JSONDecodeError), or not this model (ValidationError)
+        raise InvalidResponseError(
+            f"the server's answer to {response.request.method} {response.request.url.path} is not "
+            f"a valid {model.__name__}: {exc}",
+            response=response,
+        ) from exc
+
+
+def connection_error(exc: httpx.TransportError) -> APIConnectionError:
+    request = _request_of(exc)
+    where = f" {request.url.scheme}://{request.url.netloc.decode()}" if request is not None else ""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return APIConnectionError(f"timed out talking to the server{where}: {detail}", request=request)
+    return APIConnectionError(f"cannot reach the server{where}: {detail}", request=request)
+
+
+def _request_of(exc: httpx.TransportError) -> httpx.Request | None:
+    try:
+        return exc.request
+    except RuntimeError:  # raised outside a request
+        return None
+
+
+class WaitState:
+    """The bookkeeping of one `wait`: its deadline, the job as last seen, when to stop using the stream."""
+
+    def __init__(self, job_id: str, timeout: float | None, poll_interval: float) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.poll_interval = poll_interval
+        self.job: Job | None = None
+        self._stream_failures = 0
+        self._poll_failures = 0
+
+    @property
+    def use_stream(self) -> bool:
+        return self._stream_failures < MAX_STREAM_FAILURES
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def check_deadline(self) -> None:
+        remaining = self.remaining()
+        if remaining is not None and remaining <= 0:
+            raise WaitTimeout(self.job_id, self.timeout or 0.0, self.job)
+
+    def stream_timeout(self, timeout: float) -> httpx.Timeout:
+        """Reads wait at most `timeout` and never past the deadline (a silent stream falls back to a poll)."""
+        remaining = self.remaining()
+        read = timeout if remaining is None else max(0.01, min(timeout, remaining))
+        return httpx.Timeout(timeout, read=read)
+
+    def poll_delay(self) -> float:
+        remaining = self.remaining()
+        return self.poll_interval if remaining is None else max(0.0, min(self.poll_interval, remaining))
+
+    def seen(self, job: Job) -> bool:
+        """Record a job state; True when its status or progress changed since the last one."""
+        changed = self.job is None or (job.status, job.progress) != (self.job.status, self.job.progress)
+        self.job = job
+        return changed
+
+    def stream_ended(self, events: int) -> None:
+        """A stream closed or broke before the job ended; `events` is how many it delivered."""
+        self._stream_failures = 0 if events else self._stream_failures + 1
+
+    def poll_succeeded(self) -> None:
+        self._poll_failures = 0
+
+    def poll_failed(self, exc: Exception) -> None:
+        """Sit out a passing failure (a restarting server); re-raise it once it keeps happening."""
+        self._poll_failures += 1
+        if self._poll_failures >= MAX_POLL_FAILURES:
+            raise exc

@@ -1,0 +1,362 @@
+"""`Client`: the native reangle API (/v1) over httpx, one method per endpoint, plus the `edit` and `orbit`
+helpers that upload, submit and wait. `AsyncClient` (in _async_client.py) has the same methods as coroutines.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from reangle.client._base import (
+    STREAM_BREAKS,
+    USER_AGENT,
+    ProgressCallback,
+    WaitState,
+    api_path,
+    auth_headers,
+    check,
+    connection_error,
+    parse,
+    query,
+    server_root,
+)
+from reangle.client._errors import APIConnectionError, ServerError, error_for_response
+from reangle.client._inputs import (
+    CAMERA_MODEL,
+    FileInput,
+    ImageInput,
+    as_image_list,
+    edit_input,
+    file_to_upload,
+    orbit_input,
+    reference,
+    upload_file,
+)
+from reangle.client._models import (
+    Asset,
+    Batch,
+    CameraPrompt,
+    Health,
+    Job,
+    JobEvent,
+    JobPage,
+    Model,
+    OutputAsset,
+    _CameraPromptList,
+    _ModelList,
+)
+from reangle.client._sse import SSEDecoder, decode_job_event
+
+
+class Client:
+    """A reangle server. `base_url` is its root (http://host:8000); `api_key` is sent as a Bearer token.
+
+    `transport` replaces httpx's network transport (tests pass an `httpx.MockTransport`). `poll_interval` is
+    how often `wait` asks for the job when the event stream is not available.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60,
+        transport: httpx.BaseTransport | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.base_url = server_root(base_url)
+        self._auth = auth_headers(api_key)
+        self._timeout = timeout
+        self._poll_interval = poll_interval
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, transport=transport, headers={"User-Agent": USER_AGENT}
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # assets
+
+    def upload(self, file: FileInput) -> Asset:
+        """Upload an image (a local path or its bytes) as a multipart form."""
+        name, content, mime = upload_file(file)
+        return parse(self._send("POST", "/v1/assets", files={"file": (name, content, mime)}), Asset)
+
+    def upload_url(self, url: str) -> Asset:
+        """Have the server fetch an image from an http(s) URL and keep it as an asset."""
+        return parse(self._send("POST", "/v1/assets", json={"url": url}), Asset)
+
+    def get_asset(self, asset_id: str) -> Asset:
+        """The asset, with a freshly signed URL."""
+        return parse(self._send("GET", api_path("v1", "assets", asset_id)), Asset)
+
+    def download(self, asset: Asset | OutputAsset | str, path: str | os.PathLike[str] | None = None) -> bytes:
+        """The file behind a signed URL (or an asset's URL), also written to `path` when given.
+
+        The URL is signed, so no API key is sent with it.
+        """
+        url = asset if isinstance(asset, str) else asset.url
+        try:
+            response = self._http.get(url, follow_redirects=True)
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        content = check(response).content
+        if path is not None:
+            Path(path).write_bytes(content)
+        return content
+
+    # jobs
+
+    def submit(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        *,
+        kind: str = "edit",
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Queue a job; returns at once with the job as queued. Resending an `idempotency_key` returns the
+        job first created with it instead of a new one."""
+        body = {"model": model, "input": dict(input), "kind": kind} | query(priority=priority)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return parse(self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
+
+    def get(self, job_id: str) -> Job:
+        return parse(self._send("GET", api_path("v1", "jobs", job_id)), Job)
+
+    def list(self, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> JobPage:
+        """One page of this key's jobs, newest first; see `iter_jobs` to walk all of them."""
+        params = query(status=status, limit=limit, cursor=cursor)
+        return parse(self._send("GET", "/v1/jobs", params=params), JobPage)
+
+    def iter_jobs(self, status: str | None = None, *, page_size: int | None = None) -> Iterator[Job]:
+        """Every job (with this status), following the pages' cursors."""
+        cursor = None
+        while True:
+            page = self.list(status=status, limit=page_size, cursor=cursor)
+            yield from page.data
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: at once while queued, at the next step while it runs. Returns the job as it is."""
+        return parse(self._send("POST", api_path("v1", "jobs", job_id, "cancel")), Job)
+
+    def events(self, job_id: str) -> Iterator[JobEvent]:
+        """The job's events as they happen (a `Job` per status change, a `ProgressEvent` per step), until it
+        ends. The first is always the job as it is now."""
+        with closing(self._stream(job_id, httpx.Timeout(self._timeout, read=None))) as stream:
+            yield from stream
+
+    def wait(
+        self, job_id: str, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
+    ) -> Job:
+        """Block until the job ends and return it, whatever its final status.
+
+        Follows the event stream, calling `on_progress` with each event. When the stream breaks, it asks for
+        the job and goes on; without a stream it polls. Raises `WaitTimeout` after `timeout` seconds, leaving
+        the job running.
+        """
+        state = WaitState(job_id, timeout, self._poll_interval)
+        while True:
+            if state.use_stream and (job := self._follow(state, on_progress)) is not None:
+                return job
+            job = self._poll(state, on_progress)
+            if job is not None and job.is_terminal:
+                return job
+            state.check_deadline()
+            time.sleep(state.poll_delay())
+
+    def edit(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        prompt: str = "",
+        horizontal_angle: float | None = None,
+        vertical_angle: float | None = None,
+        zoom: float | None = None,
+        azimuth: float | None = None,
+        elevation: float | None = None,
+        distance: float | None = None,
+        model: str = CAMERA_MODEL,
+        seed: int | None = None,
+        num_outputs: int | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Job:
+        """Edit 1-3 images: the camera fields move the camera (see the API), `prompt` adds an instruction.
+
+        Local paths and bytes are uploaded first; strings that are not local files (asset ids, URLs, data
+        URLs) are passed on. Other input fields (`acceleration`, `num_inference_steps`, `output_format`, ...)
+        go in `options`. With `wait`, returns the finished job or raises `JobFailed` / `JobCanceled`.
+        """
+        refs = [self._image_ref(image) for image in as_image_list(images)]
+        camera = {
+            "horizontal_angle": horizontal_angle,
+            "vertical_angle": vertical_angle,
+            "zoom": zoom,
+            "azimuth": azimuth,
+            "elevation": elevation,
+            "distance": distance,
+        }
+        options = {"seed": seed, "num_outputs": num_outputs, **options}
+        body = edit_input(refs, prompt=prompt, camera=camera, options=options)
+        job = self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
+        return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
+
+    def orbit(
+        self,
+        image: ImageInput,
+        *,
+        azimuths: Sequence[float] | None = None,
+        elevation: float = 0,
+        distance: float = 1.0,
+        prompt: str = "",
+        model: str = CAMERA_MODEL,
+        seed: int | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Job:
+        """One image seen from each azimuth (default: the 8 views) at one elevation and distance, plus a
+        turntable and a contact sheet. Outputs have role "view" (with a `pose`), "turntable", "contact_sheet".
+        """
+        ref = self._image_ref(image)
+        fields = {"seed": seed, **options}
+        body = orbit_input(
+            ref, azimuths=azimuths, elevation=elevation, distance=distance, prompt=prompt, options=fields
+        )
+        job = self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
+        return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
+
+    # batches
+
+    def batch(self, model: str, inputs: Sequence[Mapping[str, Any]]) -> Batch:
+        """Queue one edit job per input (image references must already be asset ids, URLs or data URLs)."""
+        body = {"model": model, "items": [{"input": dict(item)} for item in inputs]}
+        return parse(self._send("POST", "/v1/batches", json=body), Batch)
+
+    def get_batch(self, batch_id: str) -> Batch:
+        return parse(self._send("GET", api_path("v1", "batches", batch_id)), Batch)
+
+    # the server
+
+    def models(self) -> builtins.list[Model]:
+        return parse(self._send("GET", "/v1/models"), _ModelList).data
+
+    def get_model(self, model_id: str) -> Model:
+        return parse(self._send("GET", api_path("v1", "models", model_id)), Model)
+
+    def poses(self) -> builtins.list[CameraPrompt]:
+        """The camera poses the Multiple-Angles LoRA knows, with their prompts."""
+        return parse(self._send("GET", "/v1/poses"), _CameraPromptList).data
+
+    def health(self) -> Health:
+        return parse(self._send("GET", "/healthz"), Health)
+
+    # plumbing
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = self._auth | kwargs.pop("headers", {})
+        try:
+            return check(self._http.request(method, url, headers=headers, **kwargs))
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+
+    def _image_ref(self, image: ImageInput) -> str:
+        file = file_to_upload(image)
+        return reference(image) if file is None else self.upload(file).id
+
+    def _finish(
+        self, job: Job, *, wait: bool, timeout: float | None, on_progress: ProgressCallback | None
+    ) -> Job:
+        if not wait:
+            return job
+        if not job.is_terminal:
+            job = self.wait(job.id, timeout=timeout, on_progress=on_progress)
+        return job.raise_for_status()
+
+    def _stream(
+        self, job_id: str, timeout: httpx.Timeout, tick: Callable[[], None] | None = None
+    ) -> Generator[JobEvent, None, None]:
+        """The job's typed events; `tick` runs at each line (for deadlines). Unknown events are skipped."""
+        headers = self._auth | {"Accept": "text/event-stream"}
+        url = api_path("v1", "jobs", job_id, "events")
+        request = self._http.build_request("GET", url, headers=headers, timeout=timeout)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        try:
+            if not response.is_success:
+                response.read()
+                raise error_for_response(response)
+            decoder = SSEDecoder()
+            for line in response.iter_lines():
+                if tick is not None:
+                    tick()
+                sse = decoder.feed(line)
+                event = decode_job_event(sse) if sse else None
+                if event is not None:
+                    yield event
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        finally:
+            response.close()
+
+    def _follow(self, state: WaitState, on_progress: ProgressCallback | None) -> Job | None:
+        """Follow the event stream until the job ends (its final state) or the stream ends or breaks."""
+        events = 0
+        stream = self._stream(state.job_id, state.stream_timeout(self._timeout), state.check_deadline)
+        with closing(_until_broken(stream)) as events_until_broken:
+            for event in events_until_broken:
+                events += 1
+                if on_progress is not None:
+                    on_progress(event)
+                if isinstance(event, Job):
+                    state.seen(event)
+                    if event.is_terminal:
+                        return event
+        state.stream_ended(events)
+        return None
+
+    def _poll(self, state: WaitState, on_progress: ProgressCallback | None) -> Job | None:
+        try:
+            job = self.get(state.job_id)
+        except (APIConnectionError, ServerError) as exc:
+            state.poll_failed(exc)
+            return None
+        state.poll_succeeded()
+        if state.seen(job) and on_progress is not None:
+            on_progress(job)
+        return job
+
+
+def _until_broken(events: Iterator[JobEvent]) -> Generator[JobEvent, None, None]:
+    """The events until the stream breaks; errors raised by whoever consumes them still propagate."""
+    try:
+        yield from events
+    except STREAM_BREAKS:
+        return

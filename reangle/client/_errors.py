@@ -1,0 +1,242 @@
+"""Every error the SDK raises, and the one mapping from an HTTP error answer to its exception.
+
+ReangleClientError
++-- ReangleAPIError               the server answered with a non-2xx status
+|   +-- BadRequestError           400, 422: the request was invalid
+|   +-- AuthenticationError       401: no API key, or an unknown one
+|   +-- PermissionDeniedError     403
+|   +-- NotFoundError             404
+|   +-- ConflictError             409
+|   +-- PayloadTooLargeError      413
+|   +-- UnsupportedMediaTypeError 415
+|   +-- RateLimitError            429 (`retry_after` in seconds)
+|   +-- ServerError               5xx
++-- APIConnectionError            no answer: the server could not be reached, or it did not answer in time
++-- InvalidResponseError          a success answer that is not the documented JSON (not a reangle server?)
++-- WaitTimeout                   `wait` gave up; the job goes on running on the server
++-- JobFailed                     the job ended with status `failed` (its error code and message)
++-- JobCanceled                   the job ended with status `canceled`
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from reangle.client._models import Job
+
+#: How much of a body that is not the documented error JSON goes into the message.
+_BODY_EXCERPT = 200
+
+
+class ReangleClientError(Exception):
+    """Base of everything the reangle SDK raises."""
+
+
+class ReangleAPIError(ReangleClientError):
+    """The server answered with an error status; `code`, `message` and `hint` come from its error body."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str,
+        hint: str | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.hint = hint
+        self.response = response
+        super().__init__(message)
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's id for the failed request, when it sent one (quote it in a bug report)."""
+        return None if self.response is None else self.response.headers.get("x-request-id")
+
+    def __str__(self) -> str:
+        hint = f" ({self.hint})" if self.hint else ""
+        if self.code == _fallback_code(self.status_code):  # the message already says "HTTP <status> ..."
+            return f"{self.message}{hint}"
+        return f"{self.status_code} {self.code}: {self.message}{hint}"
+
+
+class BadRequestError(ReangleAPIError):
+    """400 or 422: the request is invalid (a field is missing, malformed or out of range)."""
+
+
+class AuthenticationError(ReangleAPIError):
+    """401: the API key is missing or not known to the server."""
+
+
+class PermissionDeniedError(ReangleAPIError):
+    """403: the API key may not do this."""
+
+
+class NotFoundError(ReangleAPIError):
+    """404: no such job, asset, batch or model (or it belongs to another key)."""
+
+
+class ConflictError(ReangleAPIError):
+    """409: the request conflicts with the current state (an idempotency key reused with another body)."""
+
+
+class PayloadTooLargeError(ReangleAPIError):
+    """413: the upload or request body is larger than the server accepts."""
+
+
+class UnsupportedMediaTypeError(ReangleAPIError):
+    """415: the upload is not an image type the server reads."""
+
+
+class RateLimitError(ReangleAPIError):
+    """429: too many requests; `retry_after` is how many seconds the server asks to wait (None if unsaid)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(ReangleAPIError):
+    """5xx: the server (or a proxy in front of it) failed."""
+
+
+class APIConnectionError(ReangleClientError):
+    """The server could not be reached, or the connection failed or timed out before an answer."""
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+        self.message = message
+        self.request = request
+        super().__init__(message)
+
+
+class InvalidResponseError(ReangleClientError):
+    """The server answered with success, but the body is not what the API documents."""
+
+    def __init__(self, message: str, *, response: httpx.Response) -> None:
+        self.message = message
+        self.response = response
+        super().__init__(message)
+
+
+class WaitTimeout(ReangleClientError, TimeoutError):
+    """`wait` ran out of time. The job was not canceled: it goes on, and `job` is its last known state."""
+
+    def __init__(self, job_id: str, timeout: float, job: Job | None = None) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.job = job
+        status = f" (last seen {job.status})" if job is not None else ""
+        super().__init__(f"job {job_id} did not finish within {timeout:g} s{status}")
+
+
+class JobFailed(ReangleClientError):
+    """The job ended with status `failed`; `code`, `message` and `hint` are the job's error."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.code = job.error.code if job.error else "failed"
+        self.message = job.error.message if job.error else "the job failed"
+        self.hint = job.error.hint if job.error else None
+        hint = f" ({self.hint})" if self.hint else ""
+        super().__init__(f"job {job.id} failed: {self.code}: {self.message}{hint}")
+
+
+class JobCanceled(ReangleClientError):
+    """The job ended with status `canceled` before it produced its outputs."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"job {job.id} was canceled")
+
+
+_STATUS_ERRORS: dict[int, type[ReangleAPIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def error_for_response(response: httpx.Response) -> ReangleAPIError:
+    """The exception for an error answer. The body must already be read (call `read()` on a stream first)."""
+    status = response.status_code
+    code, message, hint = _error_fields(response)
+    kwargs: dict[str, Any] = {"status_code": status, "code": code, "hint": hint, "response": response}
+    if status == 429:
+        return RateLimitError(
+            message, retry_after=parse_retry_after(response.headers.get("retry-after")), **kwargs
+        )
+    cls = _STATUS_ERRORS.get(status, ServerError if status >= 500 else ReangleAPIError)
+    return cls(message, **kwargs)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` in seconds from now (delay-seconds or an HTTP date); None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, str, str | None]:
+    """(code, message, hint) from `{"error": {...}}`; any other body still gives a readable message."""
+    fallback_code = _fallback_code(response.status_code)
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        hint = error.get("hint")
+        return (
+            str(error.get("code") or fallback_code),
+            error["message"],
+            hint if isinstance(hint, str) else None,
+        )
+    if isinstance(error, str):  # {"error": "..."}, as some proxies answer
+        return fallback_code, error, None
+    if isinstance(body, dict) and "detail" in body:  # a framework's default error body
+        detail = body["detail"]
+        return fallback_code, detail if isinstance(detail, str) else json.dumps(detail), None
+    return fallback_code, _plain_message(response), None
+
+
+def _fallback_code(status: int) -> str:
+    return f"http_{status}"
+
+
+def _plain_message(response: httpx.Response) -> str:
+    reason = response.reason_phrase or "error"
+    text = " ".join(response.text.split()) if response.content else ""
+    if len(text) > _BODY_EXCERPT:
+        text = text[:_BODY_EXCERPT] + "..."
+    where = f" from {response.request.url}" if _has_request(response) else ""
+    return f"HTTP {response.status_code} {reason}{where}" + (f": {text}" if text else "")
+
+
+def _has_request(response: httpx.Response) -> bool:
+    try:
+        response.request  # noqa: B018 (raises RuntimeError when the response was built without one)
+    except RuntimeError:
+        return False
+    return True

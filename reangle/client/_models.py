@@ -1,0 +1,173 @@
+"""The server's answers as pydantic models. Unknown fields are kept (`extra="allow"`), so a newer server that
+adds fields still parses; `status`, `kind` and `role` are plain strings for the same reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reangle.client._errors import JobCanceled, JobFailed
+
+#: Statuses after which a job never changes again.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Asset(_Model):
+    """An uploaded or generated image. `url` is an absolute signed download URL that needs no API key."""
+
+    id: str
+    url: str
+    mime_type: str
+    width: int
+    height: int
+    #: Size of the file in bytes.
+    bytes: int
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class ViewPose(_Model):
+    """The camera pose of one orbit view: azimuth and elevation in degrees, distance as a factor."""
+
+    azimuth_deg: float
+    elevation_deg: float
+    distance: float
+
+
+class OutputAsset(_Model):
+    """One output of a job. `role` is "image" for edits; "view", "turntable" or "contact_sheet" for orbits."""
+
+    id: str
+    url: str
+    width: int
+    height: int
+    mime_type: str
+    seed: int | None = None
+    role: str = "image"
+    #: Set on orbit views.
+    pose: ViewPose | None = None
+
+
+class JobOutput(_Model):
+    assets: list[OutputAsset] = Field(default_factory=list)
+
+
+class JobError(_Model):
+    """Why a job failed: a stable `code`, a readable `message`, and sometimes a `hint` on what to change."""
+
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class Job(_Model):
+    """A job as the server reports it. `status` is queued, processing, succeeded, failed or canceled."""
+
+    id: str
+    model: str
+    kind: str = "edit"
+    status: str
+    #: 0..1
+    progress: float = 0.0
+    attempt: int = 1
+    priority: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    output: JobOutput | None = None
+    error: JobError | None = None
+    timings: dict[str, Any] = Field(default_factory=dict)
+    batch_id: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job has succeeded, failed or been canceled."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def assets(self) -> list[OutputAsset]:
+        """The job's outputs (empty until it succeeds)."""
+        return self.output.assets if self.output else []
+
+    def assets_with_role(self, role: str) -> list[OutputAsset]:
+        return [asset for asset in self.assets if asset.role == role]
+
+    def raise_for_status(self) -> Job:
+        """Raise `JobFailed` or `JobCanceled` when the job ended that way; return the job otherwise."""
+        if self.status == "failed":
+            raise JobFailed(self)
+        if self.status == "canceled":
+            raise JobCanceled(self)
+        return self
+
+
+class JobPage(_Model):
+    """One page of `GET /v1/jobs`; pass `next_cursor` as `cursor` to get the next (None on the last page)."""
+
+    data: list[Job]
+    next_cursor: str | None = None
+
+
+class Batch(_Model):
+    """A batch: one edit job per item, all with this batch id."""
+
+    id: str
+    jobs: list[Job]
+
+
+class ProgressEvent(_Model):
+    """A progress event from a job's event stream: `progress` is 0..1, over `steps` denoising steps."""
+
+    progress: float
+    step: int | None = None
+    steps: int | None = None
+
+
+class Model(_Model):
+    """A model the server runs, with the JSON Schema of its `input`."""
+
+    id: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class _ModelList(_Model):
+    data: list[Model]
+
+
+class CameraPrompt(_Model):
+    """One of the camera poses the Multiple-Angles LoRA knows, and its prompt."""
+
+    azimuth: str
+    azimuth_deg: float
+    elevation: str
+    elevation_deg: float
+    distance: str
+    prompt: str
+
+
+class _CameraPromptList(_Model):
+    data: list[CameraPrompt]
+
+
+class Health(_Model):
+    """`GET /healthz`: whether the server is up, which engine it runs, and how many jobs wait."""
+
+    status: str
+    engine: str | None = None
+    #: True when the engine is a demo (its images are meaningless).
+    demo: bool = False
+    device: str | None = None
+    queue_depth: int = 0
+
+
+#: What `Client.events` yields and `on_progress` callbacks receive: a job status update or a progress tick.
+JobEvent = Job | ProgressEvent

@@ -1,0 +1,83 @@
+"""Assets: validated images on arrival (uploads) and encoded results (outputs), with an expiry each."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from PIL import Image
+
+from reangle.core.images import decode_image
+from reangle.errors import NotFound, TooLarge
+from reangle.store.files import FileBlobStore
+from reangle.store.sqlite import AssetRecord, SqliteStore
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+class AssetService:
+    def __init__(
+        self,
+        store: SqliteStore,
+        blobs: FileBlobStore,
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        upload_ttl_s: float,
+        result_ttl_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.blobs = store, blobs
+        self.max_bytes, self.max_pixels = max_bytes, max_pixels
+        self.upload_ttl_s, self.result_ttl_s = upload_ttl_s, result_ttl_s
+        self.clock = clock
+
+    def ingest(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
+        """Accept an uploaded image: decoded for real, limited in bytes and pixels; stored as sent."""
+        if len(data) > self.max_bytes:
+            raise TooLarge(
+                f"{field} is {len(data):,} bytes, more than the limit of {self.max_bytes:,}", field=field
+            )
+        decoded = decode_image(data, name=field, max_pixels=self.max_pixels)
+        width, height = decoded.image.size
+        return self._record(owner, data, decoded.mime_type, width, height, self.upload_ttl_s)
+
+    def put_output(self, owner: str, data: bytes, mime_type: str, width: int, height: int) -> AssetRecord:
+        return self._record(owner, data, mime_type, width, height, self.result_ttl_s)
+
+    def _record(self, owner: str, data: bytes, mime: str, width: int, height: int, ttl: float) -> AssetRecord:
+        now = self.clock()
+        record = AssetRecord(
+            id=new_id("asset"),
+            owner=owner,
+            sha256=self.blobs.put(data),
+            mime_type=mime,
+            width=width,
+            height=height,
+            bytes=len(data),
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        self.store.insert_asset(record)
+        return record
+
+    def get(self, owner: str, asset_id: str) -> AssetRecord:
+        """The asset if it exists, has not expired and belongs to `owner`; otherwise NotFound."""
+        record = self.store.get_asset(asset_id)
+        if record is None or record.owner != owner or record.expires_at < self.clock():
+            raise NotFound(f"no asset {asset_id}")
+        return record
+
+    def load_image(self, record: AssetRecord) -> Image.Image:
+        """An input's pixels, upright and RGB, as the engine wants them."""
+        return decode_image(self.blobs.read(record.sha256), max_pixels=self.max_pixels * 2).image
+
+    def sweep(self) -> int:
+        """Delete expired asset rows and the files no asset uses any more; returns files deleted."""
+        orphans = self.store.delete_expired_assets(self.clock())
+        for digest in orphans:
+            self.blobs.delete(digest)
+        return len(orphans)

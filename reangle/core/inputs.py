@@ -1,0 +1,53 @@
+"""Turn the image references a request carries (asset id, data URL, raw base64, http(s) URL) into assets."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Awaitable, Callable
+
+from reangle.core.assets import AssetService
+from reangle.errors import InvalidInput, NotFound
+from reangle.store.sqlite import AssetRecord
+
+#: Fetches a URL's bytes, raising InvalidInput for refused or failed fetches.
+UrlFetcher = Callable[[str, str], Awaitable[bytes]]
+
+_DATA_URL = re.compile(
+    r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)", re.S
+)
+
+
+async def resolve_image(
+    ref: str, owner: str, assets: AssetService, fetch: UrlFetcher, *, field: str
+) -> AssetRecord:
+    if ref.startswith("asset_"):
+        try:
+            return assets.get(owner, ref)
+        except NotFound:
+            raise InvalidInput(
+                f"{field}: no asset {ref} (unknown, expired, or another key's)", field=field
+            ) from None
+    if ref.startswith(("http://", "https://")):
+        return assets.ingest(owner, await fetch(ref, field), field=field)
+    return assets.ingest(owner, decode_inline(ref, field=field), field=field)
+
+
+def decode_inline(ref: str, *, field: str) -> bytes:
+    """Bytes of a `data:` URL (base64 only) or of a raw base64 string."""
+    payload = ref.strip()
+    if payload.startswith("data:"):
+        match = _DATA_URL.fullmatch(payload)
+        if match is None or not match["b64"]:
+            raise InvalidInput(
+                f"{field}: a data URL must be base64-encoded (data:image/png;base64,...)", field=field
+            )
+        payload = match["data"]
+    compact = re.sub(r"\s+", "", payload)
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(
+            f"{field}: not an asset id, an http(s) URL, a data URL or base64 image data", field=field
+        ) from None

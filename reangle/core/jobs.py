@@ -1,0 +1,78 @@
+"""The job: what was asked, by whom, and where it stands. Frozen values; the store persists them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  #: waiting for a runner
+    PROCESSING = "processing"  #: a runner is on it
+    SUCCEEDED = "succeeded"  #: outputs are ready
+    FAILED = "failed"  #: ended with an error
+    CANCELED = "canceled"  #: canceled before it finished
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class JobKind(StrEnum):
+    EDIT = "edit"  #: one edit of 1-3 images (batch children are edits with a batch id)
+    ORBIT = "orbit"  #: one image seen from a list of poses, plus a turntable and a contact sheet
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobError:
+    code: str
+    message: str
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputAsset:
+    asset_id: str
+    #: "image" for edits; "view", "turntable" or "contact_sheet" for orbits
+    role: str
+    width: int
+    height: int
+    mime_type: str
+    seed: int | None = None
+    pose: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusChange:
+    status: JobStatus
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    id: str
+    owner: str
+    model: str
+    kind: JobKind
+    #: the validated input, image references replaced by asset ids (enough to run the job again)
+    input: dict[str, Any]
+    status: JobStatus = JobStatus.QUEUED
+    progress: float = 0.0
+    attempt: int = 1
+    priority: int = 0
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    history: tuple[StatusChange, ...] = ()
+    outputs: tuple[OutputAsset, ...] = ()
+    error: JobError | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_id: str | None = None
+    cancel_requested: bool = False

@@ -1,0 +1,327 @@
+"""JobService: the one owner of the job lifecycle. Every API dialect and every runner goes through it.
+
+queued -> processing -> succeeded | failed | canceled; terminal states never change. Runner writes are fenced
+by attempt (see the store). Events (status, progress) are published to in-process subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reangle.core.assets import AssetService, new_id
+from reangle.core.edit import EditRequest, SizeLimits, plan_edit
+from reangle.core.inputs import UrlFetcher, resolve_image
+from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.models import MODELS, AnyInput, ModelSpec
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
+from reangle.store.sqlite import NewJob, SqliteStore
+
+MAX_PAGE = 100
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceLimits:
+    max_queue: int = 1000
+    max_attempts: int = 3
+    result_ttl_s: float = 24 * 3600
+    #: size limits and default area of the engine the jobs will run on
+    sizes: SizeLimits = field(default_factory=SizeLimits)
+    target_area: int = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobEvent:
+    """`status` events carry the job; `progress` events carry {progress, step, steps}."""
+
+    kind: str
+    job: Job | None = None
+    progress: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitRequest:
+    model: str
+    input: Any
+    kind: JobKind = JobKind.EDIT
+    priority: int = 0
+    idempotency_key: str | None = None
+
+
+class JobService:
+    def __init__(
+        self,
+        store: SqliteStore,
+        assets: AssetService,
+        fetch: UrlFetcher,
+        limits: ServiceLimits,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.assets, self.fetch, self.limits, self.clock = store, assets, fetch, limits, clock
+        self._subscribers: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
+        self._work = asyncio.Event()
+        self._stop_flags: dict[str, threading.Event] = {}
+        #: called with every job that reaches a terminal status (metrics)
+        self.finished_hooks: list[Callable[[Job], None]] = []
+
+    # clients ------------------------------------------------------------------------------------------------
+
+    async def submit(self, owner: str, request: SubmitRequest) -> Job:
+        """Queue one job. The same Idempotency-Key with the same request returns the job already queued."""
+        request_hash = _request_hash(request) if request.idempotency_key else None
+        if request.idempotency_key is not None:
+            existing = self.store.job_by_idempotency_key(owner, request.idempotency_key)
+            if existing is not None:
+                return self._same_request(existing, request_hash, request.idempotency_key)
+        self._check_queue_room(1)
+        new = await self._prepare(owner, request, batch_id=None, request_hash=request_hash)
+        job, stored_hash = self.store.insert_jobs([new])[0]
+        if request.idempotency_key is not None:  # a concurrent submit with this key may have won
+            job = self._same_request((job, stored_hash), request_hash, request.idempotency_key)
+        self._announce([job])
+        return job
+
+    async def submit_batch(self, owner: str, model: str, inputs: Sequence[Any]) -> tuple[str, list[Job]]:
+        """Queue one edit job per input, all or none, under one batch id."""
+        if not 1 <= len(inputs) <= MAX_BATCH:
+            raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} items, got {len(inputs)}", field="items")
+        self._check_queue_room(len(inputs))
+        batch_id = new_id("batch")
+        new_jobs = [
+            await self._prepare(owner, SubmitRequest(model=model, input=data), batch_id=batch_id, index=index)
+            for index, data in enumerate(inputs)
+        ]
+        jobs = [job for job, _ in self.store.insert_jobs(new_jobs)]
+        self._announce(jobs)
+        return batch_id, jobs
+
+    def _same_request(self, stored: tuple[Job, str | None], request_hash: str | None, key: str) -> Job:
+        job, stored_hash = stored
+        if stored_hash != request_hash:
+            raise Conflict(
+                f"Idempotency-Key {key!r} was already used for a different request (job {job.id})",
+                hint="use a new key for a new request",
+            )
+        return job
+
+    def _check_queue_room(self, count: int) -> None:
+        queued = self.queue_depth()
+        if queued + count > self.limits.max_queue:
+            raise QueueFull(f"the queue holds {queued} jobs; its limit is {self.limits.max_queue}")
+
+    def _announce(self, jobs: Sequence[Job]) -> None:
+        self._work.set()
+        for job in jobs:
+            self._publish(job.id, JobEvent(kind="status", job=job))
+
+    async def _prepare(
+        self,
+        owner: str,
+        request: SubmitRequest,
+        *,
+        batch_id: str | None,
+        index: int = 0,
+        request_hash: str | None = None,
+    ) -> NewJob:
+        """Validate the input, resolve its images into assets and plan every edit; nothing is queued yet."""
+        spec = model_spec(request.model)
+        validated = spec.validate(request.kind, request.input)
+        field_prefix = f"items.{index}.input" if batch_id else "input"
+        data = validated.model_dump(mode="json")
+        sizes = []
+        image_field = "image" if request.kind == JobKind.ORBIT else "images"
+        resolved = []
+        for position, ref in enumerate(validated.images):
+            field = f"{field_prefix}.{image_field}" + (
+                "" if request.kind == JobKind.ORBIT else f".{position}"
+            )
+            record = await resolve_image(ref, owner, self.assets, self.fetch, field=field)
+            self.store.extend_asset(record.id, self.clock() + self.limits.result_ttl_s)
+            resolved.append(record.id)
+            sizes.append((record.width, record.height))
+        if request.kind == JobKind.ORBIT:
+            data["image"] = resolved[0]
+        else:
+            data["images"] = resolved
+        self._check_plans(validated, sizes)
+        now = self.clock()
+        job = Job(
+            id=new_id("job"),
+            owner=owner,
+            model=spec.id,
+            kind=request.kind,
+            input=data,
+            priority=request.priority,
+            created_at=now,
+            history=(StatusChange(status=JobStatus.QUEUED, at=now),),
+            batch_id=batch_id,
+        )
+        return NewJob(job=job, idempotency_key=request.idempotency_key, request_hash=request_hash)
+
+    def _check_plans(self, validated: AnyInput, sizes: list[tuple[int, int]]) -> None:
+        for edit in validated.edit_requests():
+            plan_edit(edit, sizes, limits=self.limits.sizes, target_area=self.limits.target_area)
+
+    def get(self, owner: str, job_id: str) -> Job:
+        job = self.store.get_job(job_id)
+        if job is None or job.owner != owner:
+            raise NotFound(f"no job {job_id}")
+        return job
+
+    def list_jobs(
+        self, owner: str, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}", field="limit")
+        before = None
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise InvalidInput("cursor is not one this server returned", field="cursor")
+            before = int(cursor)
+        jobs, next_seq = self.store.list_jobs(owner, status=status, limit=limit, before_seq=before)
+        return jobs, (str(next_seq) if next_seq is not None else None)
+
+    def batch(self, owner: str, batch_id: str) -> list[Job]:
+        jobs = [job for job in self.store.batch_jobs(batch_id) if job.owner == owner]
+        if not jobs:
+            raise NotFound(f"no batch {batch_id}")
+        return jobs
+
+    def cancel(self, owner: str, job_id: str) -> Job:
+        job = self.get(owner, job_id)
+        if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            raise Conflict(
+                f"job {job_id} has already {job.status.value}; only queued or processing jobs cancel"
+            )
+        canceled = self.store.cancel(job_id, self.clock())
+        assert canceled is not None
+        if job.status == JobStatus.PROCESSING and job_id in self._stop_flags:
+            self._stop_flags[job_id].set()
+        if canceled.status != job.status:
+            self._publish(job_id, JobEvent(kind="status", job=canceled))
+            for hook in self.finished_hooks:
+                hook(canceled)
+        return canceled
+
+    async def wait(self, owner: str, job_id: str, timeout: float) -> Job:
+        """The job once it is terminal, or as it stands when `timeout` seconds have passed."""
+        async with self.subscribe(owner, job_id) as events:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    async for event in events:
+                        if event.job is not None and event.job.status.is_terminal:
+                            return event.job
+        return self.get(owner, job_id)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, owner: str, job_id: str) -> AsyncIterator[AsyncIterator[JobEvent]]:
+        """Events of one job, starting with its current status; the stream ends after a terminal status."""
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._subscribers[job_id].add(queue)
+        try:
+            queue.put_nowait(JobEvent(kind="status", job=self.get(owner, job_id)))
+            yield _until_terminal(queue)
+        finally:
+            self._subscribers[job_id].discard(queue)
+            if not self._subscribers[job_id]:
+                del self._subscribers[job_id]
+
+    def queue_depth(self) -> int:
+        return self.store.count_by_status().get(JobStatus.QUEUED, 0)
+
+    # runners ------------------------------------------------------------------------------------------------
+
+    def recover(self) -> tuple[list[Job], list[Job]]:
+        """At start-up, before any runner: re-queue jobs a previous process left processing."""
+        requeued, failed = self.store.recover(self.clock(), self.limits.max_attempts)
+        if requeued:
+            self._work.set()
+        return requeued, failed
+
+    async def next_job(self, poll_s: float = 1.0) -> Job | None:
+        """Claim the next queued job, waiting up to `poll_s` for one to arrive."""
+        job = self.store.claim_next(self.clock())
+        if job is None:
+            self._work.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll_s):
+                    await self._work.wait()
+            job = self.store.claim_next(self.clock())
+        if job is not None:
+            self._stop_flags[job.id] = threading.Event()
+            if job.cancel_requested:
+                self._stop_flags[job.id].set()
+            self._publish(job.id, JobEvent(kind="status", job=job))
+        return job
+
+    def stop_flag(self, job: Job) -> threading.Event:
+        return self._stop_flags.setdefault(job.id, threading.Event())
+
+    def report_progress(self, job: Job, step: int, steps: int) -> None:
+        fraction = min(1.0, step / steps) if steps else 0.0
+        if self.store.set_progress(job.id, job.attempt, fraction):
+            self._publish(
+                job.id,
+                JobEvent(kind="progress", progress={"progress": fraction, "step": step, "steps": steps}),
+            )
+
+    def complete(self, job: Job, outputs: Sequence[OutputAsset], timings: dict[str, float]) -> Job | None:
+        return self._finish(job, JobStatus.SUCCEEDED, outputs=outputs, timings=timings)
+
+    def fail(self, job: Job, error: JobError, timings: dict[str, float] | None = None) -> Job | None:
+        return self._finish(job, JobStatus.FAILED, error=error, timings=timings)
+
+    def mark_canceled(self, job: Job) -> Job | None:
+        return self._finish(job, JobStatus.CANCELED)
+
+    def _finish(self, job: Job, status: JobStatus, **fields: Any) -> Job | None:
+        self._stop_flags.pop(job.id, None)
+        finished = self.store.finish(job.id, job.attempt, status, self.clock(), **fields)
+        if finished is not None:
+            self._publish(job.id, JobEvent(kind="status", job=finished))
+            for hook in self.finished_hooks:
+                hook(finished)
+        return finished
+
+    def sweep(self) -> tuple[int, int]:
+        """Delete finished jobs past retention and expired assets; returns (jobs, files) deleted."""
+        jobs = self.store.delete_finished_before(self.clock() - self.limits.result_ttl_s)
+        return jobs, self.assets.sweep()
+
+    def _publish(self, job_id: str, event: JobEvent) -> None:
+        for queue in self._subscribers.get(job_id, ()):
+            queue.put_nowait(event)
+
+
+async def _until_terminal(queue: asyncio.Queue[JobEvent]) -> AsyncIterator[JobEvent]:
+    while True:
+        event = await queue.get()
+        yield event
+        if event.job is not None and event.job.status.is_terminal:
+            return
+
+
+def model_spec(model_id: str) -> ModelSpec:
+    if model_id not in MODELS:
+        raise InvalidInput(f"unknown model {model_id!r}; choose one of {', '.join(MODELS)}", field="model")
+    return MODELS[model_id]
+
+
+def _request_hash(request: SubmitRequest) -> str:
+    body = json.dumps([request.model, request.kind.value, request.input, request.priority], sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def edit_requests(job: Job) -> list[EditRequest]:
+    """The engine requests a stored job runs (its input was validated at submit)."""
+    return model_spec(job.model).validate(job.kind, job.input).edit_requests()

@@ -1,0 +1,1 @@
+"""Runners that take queued jobs to the engine: the embedded in-process one for now."""

@@ -1,0 +1,1 @@
+"""Ports and adapters for storage: job store, asset store, remote inputs."""

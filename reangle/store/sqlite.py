@@ -1,0 +1,425 @@
+"""The embedded job store: one SQLite file in WAL mode holding jobs, asset records and API keys.
+
+Every write a runner makes is fenced by the job's attempt: once a restart re-queues a job as attempt N+1,
+writes from attempt N match no row and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    input TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    priority INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    history TEXT NOT NULL,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    timings TEXT NOT NULL DEFAULT '{}',
+    batch_id TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    UNIQUE (owner, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id);
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssetRecord:
+    id: str
+    owner: str
+    sha256: str
+    mime_type: str
+    width: int
+    height: int
+    bytes: int
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewJob:
+    job: Job
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # jobs ---------------------------------------------------------------------------------------------------
+
+    def insert_jobs(self, new_jobs: Sequence[NewJob]) -> list[tuple[Job, str | None]]:
+        """Insert all or none. Returns each job with the stored request hash: an idempotent repeat returns
+        the job already stored under its key (the caller compares hashes)."""
+        out: list[tuple[Job, str | None]] = []
+        with self._transaction() as db:
+            for new in new_jobs:
+                job = new.job
+                if new.idempotency_key is not None:
+                    row = db.execute(
+                        "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                        (job.owner, new.idempotency_key),
+                    ).fetchone()
+                    if row is not None:
+                        out.append((_job(row), row["request_hash"]))
+                        continue
+                db.execute(
+                    "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
+                    "history, batch_id, idempotency_key, request_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        job.id,
+                        job.owner,
+                        job.model,
+                        job.kind.value,
+                        json.dumps(job.input),
+                        job.status.value,
+                        job.attempt,
+                        job.priority,
+                        job.created_at,
+                        _history_json(job.history),
+                        job.batch_id,
+                        new.idempotency_key,
+                        new.request_hash,
+                    ),
+                )
+                out.append((job, new.request_hash))
+        return out
+
+    def job_by_idempotency_key(self, owner: str, key: str) -> tuple[Job, str | None] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key)
+            ).fetchone()
+        return (_job(row), row["request_hash"]) if row else None
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list_jobs(
+        self, owner: str, *, status: JobStatus | None, limit: int, before_seq: int | None
+    ) -> tuple[list[Job], int | None]:
+        """Newest first. Returns the page and the cursor (a sequence number) for the next one."""
+        sql = "SELECT * FROM jobs WHERE owner = ?"
+        args: list[Any] = [owner]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit + 1)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_job(row) for row in rows], (rows[-1]["seq"] if more else None)
+
+    def batch_jobs(self, batch_id: str) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE batch_id = ? ORDER BY seq", (batch_id,)
+            ).fetchall()
+        return [_job(row) for row in rows]
+
+    def claim_next(self, now: float) -> Job | None:
+        """Move the next queued job (highest priority, then oldest) to processing."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            self._set_status(db, row["id"], JobStatus.PROCESSING, now, extra="started_at = ?", args=[now])
+            claimed = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+        return _job(claimed)
+
+    def set_progress(self, job_id: str, attempt: int, progress: float) -> bool:
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND attempt = ? AND status = 'processing'",
+                (progress, job_id, attempt),
+            )
+        return cursor.rowcount == 1
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        now: float,
+        *,
+        outputs: Sequence[OutputAsset] = (),
+        error: JobError | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Job | None:
+        """End a processing job of this attempt; None if the attempt lost the job (fenced)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT status, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["attempt"] != attempt or row["status"] != JobStatus.PROCESSING:
+                return None
+            self._set_status(
+                db,
+                job_id,
+                status,
+                now,
+                extra="finished_at = ?, outputs = ?, error = ?, timings = ?, progress = ?",
+                args=[
+                    now,
+                    json.dumps([asdict(output) for output in outputs]),
+                    json.dumps(error.to_dict()) if error else None,
+                    json.dumps(timings or {}),
+                    1.0 if status == JobStatus.SUCCEEDED else None,
+                ],
+                keep_progress_when_null=True,
+            )
+            done = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(done)
+
+    def cancel(self, job_id: str, now: float) -> Job | None:
+        """Cancel a queued job at once, or flag a processing one for its runner; terminal jobs stay."""
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row["status"] == JobStatus.QUEUED:
+                self._set_status(db, job_id, JobStatus.CANCELED, now, extra="finished_at = ?", args=[now])
+            elif row["status"] == JobStatus.PROCESSING:
+                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            updated = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(updated)
+
+    def recover(self, now: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
+        """At start-up: jobs left processing go back to the queue as the next attempt, or fail after
+        `max_attempts`. Returns (requeued, failed)."""
+        requeued, failed = [], []
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT id, attempt, cancel_requested FROM jobs WHERE status = 'processing'"
+            ).fetchall()
+            for row in rows:
+                if row["cancel_requested"]:
+                    self._set_status(
+                        db, row["id"], JobStatus.CANCELED, now, extra="finished_at = ?", args=[now]
+                    )
+                    continue
+                if row["attempt"] >= max_attempts:
+                    error = JobError(
+                        code="interrupted",
+                        message=f"the server stopped during this job {row['attempt']} times; giving up",
+                        hint="the job may crash the server; check its input and the server log",
+                    )
+                    self._set_status(
+                        db,
+                        row["id"],
+                        JobStatus.FAILED,
+                        now,
+                        extra="finished_at = ?, error = ?",
+                        args=[now, json.dumps(error.to_dict())],
+                    )
+                    failed.append(row["id"])
+                else:
+                    self._set_status(
+                        db,
+                        row["id"],
+                        JobStatus.QUEUED,
+                        now,
+                        extra="attempt = attempt + 1, progress = 0, started_at = NULL",
+                    )
+                    requeued.append(row["id"])
+            jobs = {
+                r["id"]: _job(r) for r in db.execute("SELECT * FROM jobs WHERE status IN ('queued','failed')")
+            }
+        return [jobs[i] for i in requeued], [jobs[i] for i in failed]
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+        return {row["status"]: row["n"] for row in rows}
+
+    def delete_finished_before(self, cutoff: float) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
+            )
+        return cursor.rowcount
+
+    @staticmethod
+    def _set_status(
+        db: sqlite3.Connection,
+        job_id: str,
+        status: JobStatus,
+        now: float,
+        *,
+        extra: str = "",
+        args: Sequence[Any] = (),
+        keep_progress_when_null: bool = False,
+    ) -> None:
+        history = json.loads(db.execute("SELECT history FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+        history.append({"status": status.value, "at": now})
+        sets = "status = ?, history = ?" + (", " + extra if extra else "")
+        if keep_progress_when_null:
+            sets = sets.replace("progress = ?", "progress = COALESCE(?, progress)")
+        db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (status.value, json.dumps(history), *args, job_id))
+
+    # assets -------------------------------------------------------------------------------------------------
+
+    def insert_asset(self, record: AssetRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    record.id,
+                    record.owner,
+                    record.sha256,
+                    record.mime_type,
+                    record.width,
+                    record.height,
+                    record.bytes,
+                    record.created_at,
+                    record.expires_at,
+                ),
+            )
+
+    def get_asset(self, asset_id: str) -> AssetRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
+        return AssetRecord(**dict(row)) if row else None
+
+    def extend_asset(self, asset_id: str, expires_at: float) -> None:
+        """Keep an input alive at least as long as a job that uses it."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE assets SET expires_at = MAX(expires_at, ?) WHERE id = ?", (expires_at, asset_id)
+            )
+
+    def delete_expired_assets(self, now: float) -> set[str]:
+        """Delete expired asset rows; returns the content hashes no remaining asset refers to."""
+        with self._transaction() as db:
+            hashes = {row[0] for row in db.execute("SELECT sha256 FROM assets WHERE expires_at < ?", (now,))}
+            db.execute("DELETE FROM assets WHERE expires_at < ?", (now,))
+            still_used = (
+                {
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT sha256 FROM assets WHERE sha256 IN ({','.join('?' * len(hashes))})",
+                        tuple(hashes),
+                    )
+                }
+                if hashes
+                else set()
+            )
+        return hashes - still_used
+
+    # API keys -----------------------------------------------------------------------------------------------
+
+    def insert_api_key(self, key_id: str, name: str, key_hash: str, now: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO api_keys VALUES (?,?,?,?)", (key_id, name, key_hash, now))
+
+    def count_api_keys(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0])
+
+    def api_key_id(self, key_hash: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        return row[0] if row else None
+
+
+def _history_json(history: Sequence[StatusChange]) -> str:
+    return json.dumps([{"status": change.status.value, "at": change.at} for change in history])
+
+
+def _job(row: sqlite3.Row) -> Job:
+    error = json.loads(row["error"]) if row["error"] else None
+    return Job(
+        id=row["id"],
+        owner=row["owner"],
+        model=row["model"],
+        kind=JobKind(row["kind"]),
+        input=json.loads(row["input"]),
+        status=JobStatus(row["status"]),
+        progress=row["progress"],
+        attempt=row["attempt"],
+        priority=row["priority"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        history=tuple(
+            StatusChange(status=JobStatus(change["status"]), at=change["at"])
+            for change in json.loads(row["history"])
+        ),
+        outputs=tuple(OutputAsset(**output) for output in json.loads(row["outputs"])),
+        error=JobError(**error) if error else None,
+        timings=json.loads(row["timings"]),
+        batch_id=row["batch_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )

@@ -1,0 +1,152 @@
+"""AsyncClient against the same FakeServer: a subset of the sync tests, each run with asyncio.run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+import pytest
+
+from reangle.client import (
+    AsyncClient,
+    Job,
+    JobEvent,
+    JobFailed,
+    ProgressEvent,
+    RateLimitError,
+    ServerError,
+    WaitTimeout,
+)
+from tests.client.fakes import API, API_KEY, FakeServer, error
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"pretend pixels"
+T = TypeVar("T")
+
+
+def run(fake: FakeServer, test: Callable[[AsyncClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with AsyncClient(API, API_KEY, transport=fake.transport(), poll_interval=0.01) as client:
+            return await test(client)
+
+    return asyncio.run(main())
+
+
+def test_upload_submit_and_wait_with_progress() -> None:
+    fake = FakeServer()
+    seen: list[JobEvent] = []
+
+    async def scenario(client: AsyncClient) -> Job:
+        asset = await client.upload(PNG)
+        job = await client.submit("qwen-edit-multiangle-2511", {"images": [asset.id]}, idempotency_key="k")
+        return await client.wait(job.id, on_progress=seen.append)
+
+    done = run(fake, scenario)
+    assert done.status == "succeeded"
+    assert PNG in fake.requests_to("POST", "/v1/assets")[0].content
+    assert fake.requests_to("POST", "/v1/jobs")[0].headers["idempotency-key"] == "k"
+    assert [event.progress for event in seen if isinstance(event, ProgressEvent)] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_edit_uploads_bytes_and_raises_job_failed() -> None:
+    fake = FakeServer()
+    fake.outcome = "failed"
+
+    async def scenario(client: AsyncClient) -> Job:
+        return await client.edit([PNG, "https://example.com/b.png"], azimuth=90)
+
+    with pytest.raises(JobFailed) as caught:
+        run(fake, scenario)
+    assert caught.value.code == "engine_error"
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert submitted["input"]["images"][1] == "https://example.com/b.png"
+    assert fake.blobs[submitted["input"]["images"][0]] == PNG
+
+
+def test_orbit_and_download_without_the_api_key() -> None:
+    fake = FakeServer()
+
+    async def scenario(client: AsyncClient) -> bytes:
+        job = await client.orbit("asset_1", azimuths=[45])
+        view = job.assets_with_role("view")[0]
+        assert view.pose is not None
+        assert view.pose.azimuth_deg == 45
+        return await client.download(view)
+
+    assert run(fake, scenario).endswith(b"view 0")
+    (download,) = [r for r in fake.requests if r.url.host == "files.reangle.test"]
+    assert "authorization" not in download.headers
+
+
+def test_wait_falls_back_to_polling_when_the_stream_breaks() -> None:
+    fake = FakeServer()
+    fake.stream_mode = "break"
+
+    async def scenario(client: AsyncClient) -> Job:
+        job = await client.submit("qwen-edit-multiangle-2511", {"images": ["a"]})
+        return await client.wait(job.id)
+
+    assert run(fake, scenario).status == "succeeded"
+    assert len(fake.requests_to("GET", "/v1/jobs/job_1")) >= 1
+
+
+def test_wait_timeout() -> None:
+    fake = FakeServer()
+    fake.outcome = "never"
+    fake.stream_mode = "close"
+
+    async def scenario(client: AsyncClient) -> Job:
+        job = await client.submit("qwen-edit-multiangle-2511", {"images": ["a"]})
+        return await client.wait(job.id, timeout=0.2)
+
+    with pytest.raises(WaitTimeout):
+        run(fake, scenario)
+    assert fake.jobs["job_1"]["status"] == "queued"
+
+
+def test_a_coroutine_callback_is_awaited() -> None:
+    fake = FakeServer()
+    seen: list[float] = []
+
+    async def on_progress(event: JobEvent) -> None:
+        await asyncio.sleep(0)
+        seen.append(event.progress)
+
+    async def scenario(client: AsyncClient) -> Job:
+        job = await client.submit("qwen-edit-multiangle-2511", {"images": ["a"]})
+        return await client.wait(job.id, on_progress=on_progress)
+
+    run(fake, scenario)
+    assert seen[-1] == 1.0
+    assert len(seen) == 7
+
+
+def test_iter_jobs_follows_cursors() -> None:
+    fake = FakeServer()
+    for k in range(3):
+        fake.add_job("qwen-edit-multiangle-2511", {"images": [str(k)]})
+
+    async def scenario(client: AsyncClient) -> list[str]:
+        return [job.id async for job in client.iter_jobs(page_size=2)]
+
+    assert run(fake, scenario) == ["job_3", "job_2", "job_1"]
+    assert len(fake.requests_to("GET", "/v1/jobs")) == 2
+
+
+def test_errors_map_as_in_the_sync_client() -> None:
+    answers = iter(
+        [error(429, "rate_limited", "slow down", **{"retry-after": "3"}), httpx.Response(502, text="")]
+    )
+    transport = httpx.MockTransport(lambda _request: next(answers))
+
+    async def scenario() -> None:
+        async with AsyncClient(API, transport=transport) as client:
+            with pytest.raises(RateLimitError) as caught:
+                await client.get("job_1")
+            assert caught.value.retry_after == 3.0
+            with pytest.raises(ServerError, match="HTTP 502 Bad Gateway"):
+                await client.health()
+
+    asyncio.run(scenario())

@@ -1,0 +1,357 @@
+"""The remote commands (`reangle jobs`, `reangle orbit`, `reangle edit --server`) against the FakeServer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reangle.cli import remote
+from reangle.cli.main import build_parser as main_parser
+from reangle.client import Client
+from reangle.settings import Settings
+from tests.client.fakes import API, API_KEY, FakeServer
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"pretend pixels"
+
+
+@dataclass(frozen=True)
+class SettingsStub:
+    """Stands in for Settings' REANGLE_SERVER / REANGLE_API_KEY fields (what the remote commands read)."""
+
+    server: str | None = None
+    api_key: str | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The real CLI parser, as `reangle` builds it."""
+    return main_parser()
+
+
+def reangle(*argv: str, settings: SettingsStub | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run = remote.run_remote_edit if argv[0] == "edit" else args.run
+    return int(run(args, settings or SettingsStub(server=API, api_key=API_KEY)))
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
+    fake = FakeServer()
+
+    def factory(base_url: str, api_key: str | None) -> Client:
+        return Client(base_url, api_key, transport=fake.transport(), poll_interval=0.01)
+
+    monkeypatch.setattr(remote, "client_factory", factory)
+    return fake
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    path.write_bytes(PNG)
+    return path
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("reangle:")]
+
+
+def test_jobs_list_prints_a_table(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})
+    fake.add_job("qwen-image-edit-2511", {"images": ["b"]})["progress"] = 0.5
+    assert reangle("jobs", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "MODEL", "PROGRESS", "CREATED"]
+    assert lines[1].split() == ["job_2", "queued", "qwen-image-edit-2511", "50%", "2026-01-01T00:00:01+00:00"]
+    assert lines[2].split()[:4] == ["job_1", "queued", "qwen-edit-multiangle-2511", "0%"]
+    assert lines[1].index("queued") == lines[0].index("STATUS")
+
+
+def test_jobs_list_json_with_status_and_limit(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})
+    fake.jobs["job_2"]["status"] = "failed"
+    assert reangle("jobs", "list", "--status", "queued", "--limit", "1", "--json") == 0
+    jobs = json.loads(capsys.readouterr().out)
+    assert [job["id"] for job in jobs] == ["job_3"]
+    (request,) = fake.requests_to("GET", "/v1/jobs")
+    assert dict(request.url.params) == {"status": "queued", "limit": "1"}
+
+
+def test_jobs_show_prints_the_job_json(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})
+    assert reangle("jobs", "show", "job_1") == 0
+    job = json.loads(capsys.readouterr().out)
+    assert (job["id"], job["status"], job["input"]) == ("job_1", "queued", {"images": ["a"]})
+    assert job["created_at"] == "2026-01-01T00:00:00Z"
+
+
+def test_jobs_cancel(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})
+    assert reangle("jobs", "cancel", "job_1") == 0
+    assert capsys.readouterr().out == "job_1 canceled\n"
+    assert fake.jobs["job_1"]["status"] == "canceled"
+
+
+def test_an_unknown_job_exits_2_with_one_line(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert reangle("jobs", "show", "job_9") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "reangle: error: no job job_9\n"
+
+
+def test_no_server_configured_exits_2(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert reangle("jobs", "list", settings=SettingsStub()) == 2
+    assert capsys.readouterr().err == "reangle: error: no server: give --server URL or set REANGLE_SERVER\n"
+    assert fake.requests == []
+
+
+def test_flags_win_over_settings(fake: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple[str, str | None]] = []
+
+    def factory(base_url: str, api_key: str | None) -> Client:
+        made.append((base_url, api_key))
+        return Client(base_url, api_key, transport=fake.transport())
+
+    monkeypatch.setattr(remote, "client_factory", factory)
+    settings = SettingsStub(server="http://from-env.test", api_key="sk-env")
+    reangle("jobs", "list", settings=settings)
+    reangle("jobs", "list", "--server", API, "--api-key", API_KEY, settings=settings)
+    assert made == [("http://from-env.test", "sk-env"), (API, API_KEY)]
+
+
+def test_a_wrong_key_exits_2(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert reangle("jobs", "list", "--api-key", "sk-wrong") == 2
+    assert capsys.readouterr().err == "reangle: error: missing or unknown API key\n"
+
+
+def test_no_connection_exits_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    monkeypatch.setattr(
+        remote, "client_factory", lambda url, key: Client(url, key, transport=httpx.MockTransport(refuse))
+    )
+    assert reangle("jobs", "list") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("reangle: error: cannot reach the server http://reangle.test")
+    assert err.count("\n") == 1
+
+
+def test_a_server_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = httpx.MockTransport(lambda _request: httpx.Response(503, text="down for maintenance\nback soon"))
+    monkeypatch.setattr(remote, "client_factory", lambda url, key: Client(url, key, transport=broken))
+    assert reangle("jobs", "cancel", "job_1") == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "reangle: error: HTTP 503 Service Unavailable from http://reangle.test/v1/jobs/job_1/cancel: "
+        "down for maintenance back soon\n"
+    )
+
+
+def test_remote_edit_uploads_submits_shows_progress_and_downloads(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "side.png"
+    code = reangle(
+        "edit",
+        str(photo),
+        "--horizontal-angle",
+        "90",
+        "--zoom",
+        "8",
+        "--prompt",
+        "at dusk",
+        "--seed",
+        "5",
+        "-o",
+        str(out),
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{out}\n"
+    assert "100%" in captured.err
+    assert out.read_bytes() == b"job_2 image 0"
+    assert PNG in fake.requests_to("POST", "/v1/assets")[0].content
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert submitted["model"] == "qwen-edit-multiangle-2511"
+    assert submitted["input"] == {
+        "images": ["asset_1"],
+        "prompt": "at dusk",
+        "azimuth": 90,
+        "elevation": 0,
+        "distance": 0.6,
+        "seed": 5,
+        "num_outputs": 1,
+        "acceleration": "high",
+        "output_format": "png",
+    }
+
+
+def test_remote_edit_without_pose_flags_sends_no_camera_fields(
+    fake: FakeServer, photo: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "x.jpg"
+    assert (
+        reangle("edit", str(photo), "--model", "qwen-image-edit-2511", "--prompt", "add snow", "-o", str(out))
+        == 0
+    )
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert submitted["model"] == "qwen-image-edit-2511"
+    assert set(submitted["input"]) == {
+        "images",
+        "prompt",
+        "num_outputs",
+        "acceleration",
+        "output_format",
+        "quality",
+    }
+    assert (submitted["input"]["output_format"], submitted["input"]["quality"]) == ("jpeg", 90)
+
+
+def test_remote_edit_numbers_several_outputs_and_prints_json(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.webp"
+    assert (
+        reangle(
+            "edit", str(photo), "--num-outputs", "2", "--text", "bird's-eye view", "-o", str(out), "--json"
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    paths = [tmp_path / "out-0.webp", tmp_path / "out-1.webp"]
+    assert [output["path"] for output in report["outputs"]] == [str(path) for path in paths]
+    assert [path.read_bytes() for path in paths] == [b"job_2 image 0", b"job_2 image 1"]
+    assert [output["seed"] for output in report["outputs"]] == [7, 8]
+    assert report["job"] == "job_2"
+    assert json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)["input"]["elevation"] == 60
+
+
+def test_a_failed_remote_edit_exits_1_with_one_line(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.outcome = "failed"
+    assert reangle("edit", str(photo), "-o", str(tmp_path / "o.png")) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert lines == [
+        "reangle: error: job job_2 failed: engine_error: CUDA out of memory (try a smaller size)"
+    ]
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--horizontal-angle", "90", "--azimuth", "90"], "--horizontal-angle"),
+        (["--quality", "0"], "--quality must be between 1 and 100, got 0"),
+        (["-o", "out.gif"], "cannot tell the image format from 'out.gif'"),
+        (["-o", "/no/such/folder/out.png"], "output folder does not exist: /no/such/folder"),
+    ],
+)
+def test_bad_edit_flags_exit_2_before_contacting_the_server(
+    fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    argv = [str(photo), *extra] if "-o" in extra else [str(photo), "-o", "out.png", *extra]
+    assert reangle("edit", *argv) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith("reangle: error: ")
+    assert message in line
+    assert fake.requests == []
+
+
+def test_a_missing_input_exits_2(
+    fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reangle("edit", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o.png")) == 2
+    assert capsys.readouterr().err == f"reangle: error: input file not found: {tmp_path / 'nope.png'}\n"
+    assert fake.requests == []
+
+
+def test_a_rejected_request_exits_2(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reangle("edit", str(photo), "--model", "no-such-model", "-o", str(tmp_path / "o.png")) == 2
+    assert error_lines(capsys.readouterr().err) == ["reangle: error: unknown model 'no-such-model'"]
+
+
+def test_remote_edit_dry_run_prints_the_request(
+    fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reangle("edit", str(photo), "--azimuth", "45", "--dry-run") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["input"]["images"] == [str(photo)]
+    assert plan["input"]["azimuth"] == 45
+    assert fake.requests == []
+
+
+def test_orbit_writes_views_by_azimuth_a_turntable_and_a_contact_sheet(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "views"
+    assert reangle("orbit", str(photo), "--elevation", "30", "-o", str(folder)) == 0
+    names = sorted(path.name for path in folder.iterdir())
+    expected = [f"view-{a:03d}.png" for a in range(0, 360, 45)] + ["contact-sheet.png", "turntable.webp"]
+    assert names == sorted(expected)
+    assert (folder / "view-090.png").read_bytes() == b"job_2 view 2"
+    assert (folder / "turntable.webp").read_bytes() == b"job_2 turntable 0"
+    assert capsys.readouterr().out.splitlines()[0] == str(folder / "view-000.png")
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert submitted["kind"] == "orbit"
+    assert submitted["input"] == {
+        "image": "asset_1",
+        "elevation": 30.0,
+        "distance": 1.0,
+        "output_format": "png",
+    }
+
+
+def test_orbit_with_chosen_azimuths_and_json(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = reangle(
+        "orbit", str(photo), "--azimuths", "0,22.5,405", "--format", "jpeg", "--json", "-o", str(tmp_path)
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [Path(output["path"]).name for output in report["outputs"]]
+    assert names == ["view-000.jpg", "view-022.5.jpg", "view-045.jpg", "turntable.webp", "contact-sheet.png"]
+    assert report["outputs"][1]["pose"] == {"azimuth_deg": 22.5, "elevation_deg": 0.0, "distance": 1.0}
+    assert json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)["input"]["azimuths"] == [0, 22.5, 405]
+
+
+def test_orbit_into_a_file_exits_2(fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert reangle("orbit", str(photo), "-o", str(photo)) == 2
+    assert "must be a folder" in capsys.readouterr().err
+    assert fake.requests == []
+
+
+def test_ctrl_c_while_waiting_cancels_the_job_and_exits_130(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.stream_mode = "interrupt"
+    assert reangle("edit", str(photo), "-o", str(tmp_path / "o.png")) == 130
+    assert fake.jobs["job_2"]["status"] == "canceled"
+    assert len(fake.requests_to("POST", "/v1/jobs/job_2/cancel")) == 1
+    assert error_lines(capsys.readouterr().err) == [
+        "reangle: job job_2 canceled on the server",
+        "reangle: canceled",
+    ]
+
+
+@pytest.mark.skipif(
+    "server" not in Settings.model_fields, reason="Settings has no server/api_key fields yet (REANGLE_SERVER)"
+)
+def test_real_settings_read_the_server_and_key_from_the_environment(
+    fake: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REANGLE_SERVER", API)
+    monkeypatch.setenv("REANGLE_API_KEY", API_KEY)
+    fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})
+    args = build_parser().parse_args(["jobs", "cancel", "job_1"])
+    assert args.run(args, Settings()) == 0
+    assert fake.jobs["job_1"]["status"] == "canceled"
