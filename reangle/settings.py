@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     url_fetch_timeout_s: float = Field(default=20, gt=0)
     #: HMAC key for download links; default: a random key kept in the data directory.
     signing_secret: str | None = None
+    #: RunPod dialect: which model each endpoint id serves, as JSON ({"ep-abc": "qwen-image-edit-2511"});
+    #: any other endpoint id serves the multi-angle camera model.
+    runpod_endpoint_models: dict[str, str] = Field(default_factory=dict)
 
     # client
     #: Server the CLI's --server commands talk to, and the key they send.

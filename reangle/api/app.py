@@ -11,6 +11,7 @@ from reangle import __version__
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
 from reangle.api.state import AppState
+from reangle.dialects import dialect_routers
 from reangle.engine.base import Engine, create_engine
 from reangle.settings import Settings
 
@@ -32,4 +33,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.reangle = app_state
     install_error_handlers(app)
     app.include_router(native_router)
+    for router in dialect_routers():
+        app.include_router(router)
     return app

@@ -1,0 +1,51 @@
+"""What every provider dialect shares: a route class that renders errors in the dialect's own shape.
+
+A dialect is a thin translation over JobService: its request shape -> a SubmitRequest, a core Job -> its
+response shape, a ReangleError -> its error shape. It knows nothing of torch or SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from reangle.api.errors import status_for
+from reangle.errors import InvalidInput, ReangleError
+
+#: Renders an error for this dialect's clients, given the HTTP status reangle's error tree maps it to.
+ErrorRenderer = Callable[[Request, ReangleError, int], Response]
+
+
+def validation_error(exc: RequestValidationError) -> InvalidInput:
+    """FastAPI's request validation failure as one InvalidInput naming the field."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path", "header"))
+    if first["type"] == "json_invalid":
+        return InvalidInput("the request body is not valid JSON", field="body")
+    message = "field required" if first["type"] == "missing" else first["msg"]
+    return InvalidInput(f"{where}: {message}" if where else message, field=where or None)
+
+
+def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
+    """An APIRoute class whose handler renders ReangleError and request validation errors with `render`."""
+
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:
+                    error = validation_error(exc)
+                    return render(request, error, status_for(error))
+                except ReangleError as exc:
+                    return render(request, exc, status_for(exc))
+
+            return guarded
+
+    return DialectRoute

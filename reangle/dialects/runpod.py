@@ -1,0 +1,5 @@
+"""Placeholder: the runpod dialect is being written."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
