@@ -193,7 +193,13 @@ def _find(text: str) -> list[tuple[int, int, Effect]]:
     return sorted(found, key=lambda f: f[0])
 
 
-_ARTICLE_AT_END = re.compile(r"(?<![\w-])(?:an?|the)\s*$", re.I)
+#: Words that only lead into a camera phrase: "turn the camera to a", "switch to", "make it a".
+_LEAD_IN_AT_END = re.compile(
+    r"(?<![\w-])(?:(?:please\s+)?(?:turn|move|switch|change|set|shift|make|show|render|go)"
+    r"(?:\s+(?:the|this|your))?(?:\s+(?:camera|view|shot|angle|perspective|image|photo|picture|scene|it))?"
+    r"(?:\s+(?:to|into|as))?\s+)?(?:an?|the)?\s*$",
+    re.I,
+)
 
 
 def _punctuation_run(match: re.Match[str]) -> str:
@@ -242,7 +248,7 @@ def parse_camera_text(text: str) -> CameraText:
             azimuth = (azimuth + value) % 360
         elif axis in axes:
             axes[axis] = value
-        pieces.append(_ARTICLE_AT_END.sub("", text[cursor:start]))  # "a" of "a close-up"
+        pieces.append(_LEAD_IN_AT_END.sub("", text[cursor:start]))
         cursor = end
     pieces.append(text[cursor:])
     pose = CameraPose(

@@ -1,5 +1,400 @@
-"""Placeholder: the segmind dialect is being written."""
+"""The Segmind dialect: `segmind` (1.3.0) clients pointed at `http://HOST/segmind/v1`.
 
-from fastapi import APIRouter
+    POST /segmind/v1/{slug}                      sync: waits, answers the image bytes (or {"image": base64})
+    POST /segmind/v2/{slug}                      async: {request_id, status, status_url, response_url}
+    GET  /segmind/v2/requests/{id}/status        {request_id, status, metrics} (+ error; FAILED is HTTP 422)
+    GET  /segmind/v2/requests/{id}               {request_id, status, error, metrics, output}
 
-router = APIRouter()
+One slug, `qwen-image-edit-plus-multiple-angle`: the camera move is written in the prompt, parsed by
+`parse_camera_text` into a snapped pose; the rest of the prompt is the instruction. Auth is `x-api-key`;
+errors are `{"error": "<message>"}`. Statuses: queued QUEUED, processing PROCESSING, succeeded COMPLETED,
+failed and canceled FAILED (a canceled job's error is "canceled").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from reangle.api.deps import LinkMaker, State
+from reangle.api.state import AppState
+from reangle.core.camera import DEFAULT_POSE
+from reangle.core.camera_text import parse_camera_text
+from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
+from reangle.core.jobs import Job, JobStatus
+from reangle.core.models import CAMERA_EDIT
+from reangle.core.service import SubmitRequest
+from reangle.dialects.base import dialect_route
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unauthorized
+
+log = logging.getLogger("reangle.dialects.segmind")
+
+SLUG = "qwen-image-edit-plus-multiple-angle"
+#: How long a v1 (sync) request waits for its job before answering 504 and canceling it.
+SYNC_WAIT_S = 300.0
+#: How often a waiting v1 request checks whether its client has gone away.
+DISCONNECT_POLL_S = 0.25
+
+DEFAULT_SEED = 87568756
+MAX_SEED = 2_147_483_647
+FORMATS = ("jpeg", "png", "webp")
+MATCH_INPUT_IMAGE = "match_input_image"
+SEGMIND_ASPECT_RATIOS = (*ASPECT_RATIOS, MATCH_INPUT_IMAGE)
+IMAGE_FIELDS = ("image_1", "image_2", "image_3")
+EXTRA_LORA_FIELDS = ("lora_2_url", "lora_3_url")
+PARAMETERS = (
+    "prompt",
+    *IMAGE_FIELDS,
+    "aspect_ratio",
+    "lora",
+    *EXTRA_LORA_FIELDS,
+    "seed",
+    "image_format",
+    "quality",
+    "base64",
+)
+
+STATUS_NAMES = {
+    JobStatus.QUEUED: "QUEUED",
+    JobStatus.PROCESSING: "PROCESSING",
+    JobStatus.SUCCEEDED: "COMPLETED",
+    JobStatus.FAILED: "FAILED",
+    JobStatus.CANCELED: "FAILED",
+}
+CANCELED_ERROR = "canceled"
+
+
+# errors ----------------------------------------------------------------------------------------------
+
+_IMAGE_FIELD = re.compile(r"\binput\.images\.(\d+)")
+_INPUT_PREFIX = re.compile(r"\binput\.")
+
+
+def segmind_message(exc: ReangleError) -> str:
+    """The error's message with native field names (`input.images.0`) written as Segmind's (`image_1`)."""
+    message = _IMAGE_FIELD.sub(lambda m: f"image_{int(m.group(1)) + 1}", exc.message)
+    return _INPUT_PREFIX.sub("", message)
+
+
+def render_error(_request: Request, exc: ReangleError, status: int) -> Response:
+    """`{"error": "<message>"}`; invalid parameters are 400 (reangle's 422), other codes as reangle's."""
+    if status == 422:
+        status = 400
+    if status >= 500:
+        log.error("segmind request failed: %s", exc.message)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    return JSONResponse({"error": segmind_message(exc)}, status_code=status, headers=headers)
+
+
+router = APIRouter(route_class=dialect_route(render_error), tags=["segmind"])
+
+
+def owner(app: State, x_api_key: Annotated[str | None, Header()] = None) -> str:
+    try:
+        return app.keys.owner(x_api_key)
+    except Unauthorized:
+        problem = "is not valid" if x_api_key else "is missing"
+        raise Unauthorized(f"the API key {problem}; send it in the x-api-key header") from None
+
+
+Owner = Annotated[str, Depends(owner)]
+
+
+# requests --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmindRequest:
+    """A Segmind request body translated: the native input, and how the caller wants the image back."""
+
+    input: dict[str, Any]
+    base64: bool
+
+
+def check_slug(slug: str) -> None:
+    if slug != SLUG:
+        raise NotFound(f"model {slug!r} is not served here; this server runs {SLUG!r}")
+
+
+def translate(body: Any) -> SegmindRequest:
+    """A Segmind request body as the input of the native camera-edit model (or InvalidInput)."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object", field="body")
+    for name in body:
+        if re.fullmatch(r"image_\d+", name) and name not in IMAGE_FIELDS:
+            raise InvalidInput(f"at most 3 images (image_1, image_2, image_3); got {name}", field=name)
+        if name not in PARAMETERS:
+            raise InvalidInput(f"unknown parameter {name!r}; accepted: {', '.join(PARAMETERS)}", field=name)
+
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidInput("prompt is required: describe the camera move, e.g. 'rotate 90 degrees right'")
+    images = []
+    for name in IMAGE_FIELDS:
+        value = body.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be an http(s) URL, a data URL or base64 image data", field=name)
+        images.append(value)
+    if not images:
+        raise InvalidInput("image_1 is required: an http(s) URL, a data URL or base64 image data")
+
+    lora = body.get("lora")
+    if lora not in (None, "multiple_angle"):
+        raise InvalidInput(f"lora must be 'multiple_angle', got {lora!r}", field="lora")
+    for name in EXTRA_LORA_FIELDS:
+        if body.get(name) not in (None, ""):
+            raise InvalidInput(
+                f"{name}: extra LoRAs by URL are not supported by this server yet; leave {name} empty",
+                field=name,
+            )
+
+    aspect_ratio = _choice(body, "aspect_ratio", SEGMIND_ASPECT_RATIOS, MATCH_INPUT_IMAGE)
+    image_format = _choice(body, "image_format", FORMATS, "webp")
+    seed = _integer(body, "seed", -1, MAX_SEED, DEFAULT_SEED)
+    quality = _integer(body, "quality", 1, 100, 95)
+    want_base64 = body.get("base64", False)
+    if not isinstance(want_base64, bool):
+        raise InvalidInput(f"base64 must be true or false, got {want_base64!r}", field="base64")
+
+    camera = parse_camera_text(prompt)
+    pose = camera.pose or DEFAULT_POSE
+    native = {
+        "images": images,
+        "prompt": camera.instruction,
+        "azimuth": pose.azimuth_deg,
+        "elevation": pose.elevation_deg,
+        "distance": pose.distance_factor,
+        "seed": None if seed == -1 else seed,
+        "aspect_ratio": MATCH_INPUT if aspect_ratio == MATCH_INPUT_IMAGE else aspect_ratio,
+        "output_format": image_format,
+        "quality": quality,
+    }
+    return SegmindRequest(input=native, base64=want_base64)
+
+
+def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = body.get(name)
+    if value is None:
+        return default
+    if value not in allowed:
+        raise InvalidInput(f"{name} must be one of {', '.join(allowed)}; got {value!r}", field=name)
+    return str(value)
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int, default: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{name} must be an integer from {low} to {high}, got {value!r}", field=name)
+    return value
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidInput("the request body is not valid JSON", field="body") from None
+
+
+# responses -------------------------------------------------------------------------------------------
+
+#: Maps an output asset id to what `output` shows for it (a URL or base64); None once it has expired.
+OutputRef = Callable[[str], str | None]
+
+
+def request_urls(root: str, request_id: str, *, base64: bool) -> dict[str, str]:
+    """Absolute status and result URLs under the v2 root (`http://H/segmind/v2`). The result URL carries
+    `?base64=true` when the caller asked for base64 output, so no server state has to remember it."""
+    response_url = f"{root}/requests/{request_id}" + ("?base64=true" if base64 else "")
+    return {"status_url": f"{root}/requests/{request_id}/status", "response_url": response_url}
+
+
+def submit_json(job: Job, root: str, *, base64: bool) -> dict[str, Any]:
+    return {
+        "request_id": job.id,
+        "status": STATUS_NAMES[job.status],
+        **request_urls(root, job.id, base64=base64),
+    }
+
+
+def metrics(job: Job) -> dict[str, float]:
+    if job.started_at is None or job.finished_at is None:
+        return {}
+    return {"inference_time": round(max(0.0, job.finished_at - job.started_at), 3)}
+
+
+def error_text(job: Job) -> str | None:
+    if job.status == JobStatus.CANCELED:
+        return CANCELED_ERROR
+    if job.status == JobStatus.FAILED:
+        return job.error.message if job.error else "the request failed"
+    return None
+
+
+def status_json(job: Job) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of the status URL: 422 once FAILED, 200 otherwise."""
+    body: dict[str, Any] = {"request_id": job.id, "status": STATUS_NAMES[job.status], "metrics": metrics(job)}
+    error = error_text(job)
+    if error is not None:
+        body["error"] = error
+    return (422 if error is not None else 200), body
+
+
+def result_json(job: Job, output_ref: OutputRef) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of the result URL. `output`: the image's URL (or base64) when COMPLETED, a list
+    if the job made several images, null before it ends or when it failed."""
+    error = error_text(job)
+    output: Any = None
+    if job.status == JobStatus.SUCCEEDED:
+        refs = [output_ref(item.asset_id) for item in job.outputs]
+        if not refs or None in refs:
+            raise NotFound(f"the result of request {job.id} has expired")
+        output = refs[0] if len(refs) == 1 else refs
+    body = {
+        "request_id": job.id,
+        "status": STATUS_NAMES[job.status],
+        "error": error,
+        "metrics": metrics(job),
+        "output": output,
+    }
+    return (422 if error is not None else 200), body
+
+
+def _v2_root(links: LinkMaker) -> str:
+    return f"{links.base_url}/segmind/v2"
+
+
+def _job(app: AppState, who: str, request_id: str) -> Job:
+    try:
+        return app.service.get(who, request_id)
+    except NotFound:
+        raise NotFound(f"no request {request_id} (unknown, expired, or another key's)") from None
+
+
+async def _output_bytes(app: AppState, asset_id: str) -> tuple[bytes, str] | None:
+    record = app.store.get_asset(asset_id)
+    if record is None:
+        return None
+    try:
+        data = await asyncio.to_thread(app.service.assets.blobs.read, record.sha256)
+    except OSError:
+        return None
+    return data, record.mime_type
+
+
+async def _base64_refs(app: AppState, job: Job) -> dict[str, str | None]:
+    refs: dict[str, str | None] = {}
+    for item in job.outputs:
+        found = await _output_bytes(app, item.asset_id)
+        refs[item.asset_id] = base64.b64encode(found[0]).decode() if found else None
+    return refs
+
+
+# routes ----------------------------------------------------------------------------------------------
+
+
+@router.post("/segmind/v1/{slug}", response_class=Response)
+async def run_sync(slug: str, request: Request, app: State, who: Owner) -> Response:
+    """Run and wait: the image bytes (Content-Type per image_format), or `{"image": base64}`."""
+    check_slug(slug)
+    parsed = translate(await _json_body(request))
+    job = await app.service.submit(who, SubmitRequest(model=CAMERA_EDIT, input=parsed.input))
+    finished = await _wait_or_cancel(request, app, who, job)
+    if finished is None:  # the client went away; nobody reads this
+        return Response(status_code=499)
+    if not finished.status.is_terminal:
+        return JSONResponse(
+            {
+                "error": f"the request did not finish within {SYNC_WAIT_S:g} s and was canceled; "
+                "use the v2 async API (client.run / submit_async) for long jobs"
+            },
+            status_code=504,
+        )
+    if finished.status != JobStatus.SUCCEEDED:
+        _, body = status_json(finished)
+        return JSONResponse(body, status_code=422)
+    found = await _output_bytes(app, finished.outputs[0].asset_id) if finished.outputs else None
+    if found is None:
+        raise ReangleError(f"the result of job {finished.id} is missing")
+    data, mime = found
+    if parsed.base64:
+        return JSONResponse({"image": base64.b64encode(data).decode()})
+    return Response(content=data, media_type=mime)
+
+
+async def _wait_or_cancel(request: Request, app: AppState, who: str, job: Job) -> Job | None:
+    """The job once terminal, or as it stands after SYNC_WAIT_S (then canceled); None, the job canceled,
+    if the client disconnects first."""
+    waiter = asyncio.ensure_future(app.service.wait(who, job.id, SYNC_WAIT_S))
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_POLL_S)
+            if done:
+                break
+            if await request.is_disconnected():
+                _cancel_quietly(app, who, job.id)
+                return None
+    except asyncio.CancelledError:
+        _cancel_quietly(app, who, job.id)
+        raise
+    finally:
+        waiter.cancel()
+    finished = waiter.result()
+    if finished.status.is_terminal:
+        return finished
+    _cancel_quietly(app, who, job.id)
+    latest = app.service.get(who, job.id)  # it may have finished just before the cancel
+    return latest if latest.status == JobStatus.SUCCEEDED else finished
+
+
+def _cancel_quietly(app: AppState, who: str, job_id: str) -> None:
+    with contextlib.suppress(Conflict, NotFound):  # it finished meanwhile, or was swept
+        app.service.cancel(who, job_id)
+
+
+@router.post("/segmind/v2/{slug}")
+async def submit_async(slug: str, request: Request, app: State, who: Owner, links: LinkMaker) -> JSONResponse:
+    """Queue: `{request_id, status: QUEUED, status_url, response_url}`, both URLs absolute."""
+    check_slug(slug)
+    parsed = translate(await _json_body(request))
+    job = await app.service.submit(who, SubmitRequest(model=CAMERA_EDIT, input=parsed.input))
+    return JSONResponse(submit_json(job, _v2_root(links), base64=parsed.base64))
+
+
+@router.get("/segmind/v2/requests/{request_id}/status")
+async def request_status(request_id: str, app: State, who: Owner) -> JSONResponse:
+    code, body = status_json(_job(app, who, request_id))
+    return JSONResponse(body, status_code=code)
+
+
+@router.get("/segmind/v2/requests/{request_id}")
+async def request_result(
+    request_id: str,
+    app: State,
+    who: Owner,
+    links: LinkMaker,
+    as_base64: Annotated[bool, Query(alias="base64")] = False,
+) -> JSONResponse:
+    """The result body; `?base64=true` (set on the response_url when asked for) puts base64 in `output`."""
+    job = _job(app, who, request_id)
+    refs = await _base64_refs(app, job) if as_base64 and job.status == JobStatus.SUCCEEDED else None
+    code, body = result_json(job, refs.get if refs is not None else links.asset_url_by_id)
+    return JSONResponse(body, status_code=code)

@@ -29,7 +29,12 @@ RECOGNISED = [
     # view names
     ("front view of the statue", pose(0), "of the statue"),
     ("side view", pose(90), ""),
-    ("Show a side view of the car", pose(90), "Show of the car"),
+    ("Show a side view of the car", pose(90), "of the car"),
+    # lead-in words that only introduce the camera phrase go with it
+    ("Turn the camera to a top-down view.", pose(0, 60), ""),
+    ("Switch to a wide shot", pose(0, 0, 1.8), ""),
+    ("Change the view to the back view and add snow", pose(180), "add snow"),
+    ("add a hat and show the back view", pose(180), "add a hat"),
     ("left side, make it blue", pose(270), "make it blue"),
     ("right side", pose(90), ""),
     ("left profile", pose(270), ""),

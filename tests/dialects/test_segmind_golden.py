@@ -1,0 +1,165 @@
+"""Golden request/response JSON of the Segmind dialect. Pure: no server, no engine.
+
+request_*.json: a Segmind body -> the exact native input dict (and whether base64 output was asked for).
+request_errors.json: bodies refused with a 400 and a message naming the problem.
+job_*.json: canned core Jobs -> the exact v2 submit / status / result bodies and HTTP codes. Placeholders:
+<ROOT> the v2 root, <REQUEST_ID> the job id, <OUTPUT:asset_id> what the output reference gives for an asset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from fastapi import Request
+
+from reangle.api.errors import status_for
+from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset
+from reangle.core.models import CAMERA_EDIT, MODELS
+from reangle.dialects import segmind
+from reangle.errors import InvalidInput, NotFound, QueueFull
+
+GOLDEN = Path(__file__).parent / "golden" / "segmind"
+ROOT = "https://reangle.example/segmind/v2"
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((GOLDEN / name).read_text())
+    return data
+
+
+REQUEST_FILES = sorted(p.name for p in GOLDEN.glob("request_*.json") if p.name != "request_errors.json")
+JOB_FILES = sorted(p.name for p in GOLDEN.glob("job_*.json"))
+ERROR_CASES = load("request_errors.json")["cases"]
+
+
+def test_the_golden_directory_holds_the_expected_cases() -> None:
+    assert len(REQUEST_FILES) >= 4
+    assert len(JOB_FILES) >= 6
+    assert len(ERROR_CASES) >= 15
+
+
+# requests ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REQUEST_FILES)
+def test_request_translates_to_the_exact_native_input(name: str) -> None:
+    golden = load(name)
+    translated = segmind.translate(golden["request"])
+    assert translated.input == golden["input"]
+    assert translated.base64 is golden["base64"]
+
+
+@pytest.mark.parametrize("name", REQUEST_FILES)
+def test_the_translated_input_is_valid_for_the_native_model(name: str) -> None:
+    """The dialect's output is accepted as is by the camera-edit model's own schema."""
+    translated = segmind.translate(load(name)["request"])
+    validated = MODELS[CAMERA_EDIT].validate(JobKind.EDIT, translated.input)
+    assert validated.model_dump(exclude_unset=True) == translated.input
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=[str(i) for i in range(len(ERROR_CASES))])
+def test_bad_request_is_a_400_with_a_clear_error(case: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        segmind.translate(case["request"])
+    response = segmind.render_error(cast(Request, None), caught.value, status_for(caught.value))
+    assert response.status_code == case["status"]
+    body = json.loads(bytes(response.body))
+    assert set(body) == {"error"}
+    for words in case["mentions"]:
+        assert words in body["error"], (words, body["error"])
+
+
+def test_an_integral_float_is_accepted_as_an_integer() -> None:
+    translated = segmind.translate({"prompt": "back view", "image_1": "aGk=", "seed": 5.0, "quality": 70.0})
+    assert translated.input["seed"] == 5
+    assert translated.input["quality"] == 70
+
+
+def test_only_the_one_slug_is_served() -> None:
+    segmind.check_slug("qwen-image-edit-plus-multiple-angle")
+    with pytest.raises(NotFound, match="not served here"):
+        segmind.check_slug("flux-schnell")
+
+
+def test_errors_render_with_segmind_field_names_and_codes() -> None:
+    render = segmind.render_error
+    core = InvalidInput("input.images.1: not an asset id, an http(s) URL", field="input.images.1")
+    body = json.loads(bytes(render(cast(Request, None), core, 422).body))
+    assert body == {"error": "image_2: not an asset id, an http(s) URL"}
+    full = QueueFull("the queue holds 9 jobs", retry_after_s=7)
+    response = render(cast(Request, None), full, status_for(full))
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert json.loads(bytes(response.body)) == {"error": "the queue holds 9 jobs"}
+    missing = NotFound("no request job_x")
+    assert render(cast(Request, None), missing, status_for(missing)).status_code == 404
+
+
+# responses --------------------------------------------------------------------------------------------
+
+
+def canned_job(data: dict[str, Any]) -> Job:
+    return Job(
+        id=data["id"],
+        owner="env_golden",
+        model=CAMERA_EDIT,
+        kind=JobKind.EDIT,
+        input={"images": ["asset_in"], "prompt": ""},
+        status=JobStatus(data["status"]),
+        progress=data.get("progress", 0.0),
+        created_at=data["created_at"],
+        started_at=data.get("started_at"),
+        finished_at=data.get("finished_at"),
+        outputs=tuple(OutputAsset(**item) for item in data.get("outputs", [])),
+        error=JobError(**data["error"]) if data.get("error") else None,
+        cancel_requested=data.get("cancel_requested", False),
+    )
+
+
+def fake_output_ref(asset_id: str) -> str:
+    """Stands in for the signed-link maker (or the base64 reader) the routes pass."""
+    return f"https://files.example/{asset_id}.bin"
+
+
+def expand(value: Any, job: Job) -> Any:
+    if isinstance(value, dict):
+        return {key: expand(item, job) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand(item, job) for item in value]
+    if isinstance(value, str):
+        if value.startswith("<OUTPUT:") and value.endswith(">"):
+            return fake_output_ref(value[len("<OUTPUT:") : -1])
+        return value.replace("<ROOT>", ROOT).replace("<REQUEST_ID>", job.id)
+    return value
+
+
+@pytest.mark.parametrize("name", JOB_FILES)
+def test_job_renders_the_exact_status_body(name: str) -> None:
+    golden = load(name)
+    job = canned_job(golden["job"])
+    code, body = segmind.status_json(job)
+    assert (code, body) == (golden["status"]["http"], expand(golden["status"]["body"], job))
+
+
+@pytest.mark.parametrize("name", JOB_FILES)
+def test_job_renders_the_exact_result_body(name: str) -> None:
+    golden = load(name)
+    job = canned_job(golden["job"])
+    code, body = segmind.result_json(job, fake_output_ref)
+    assert (code, body) == (golden["result"]["http"], expand(golden["result"]["body"], job))
+
+
+def test_submit_renders_absolute_urls() -> None:
+    golden = load("job_queued.json")
+    job = canned_job(golden["job"])
+    assert segmind.submit_json(job, ROOT, base64=False) == expand(golden["submit"], job)
+    assert segmind.submit_json(job, ROOT, base64=True) == expand(golden["submit_base64"], job)
+
+
+def test_a_result_whose_file_has_expired_is_a_404() -> None:
+    job = canned_job(load("job_succeeded.json")["job"])
+    with pytest.raises(NotFound, match="expired"):
+        segmind.result_json(job, lambda asset_id: None)
