@@ -1,5 +1,252 @@
-"""Placeholder: the scenario dialect is being written."""
+"""The Scenario dialect under /scenario/v1: scenario-sdk's `Scenario(base_url="http://HOST/scenario/v1")`.
 
-from fastapi import APIRouter
+Auth: `Basic base64(label:KEY)` (the client's api_secret is the reangle API key; its api_key is a free label)
+or `Bearer KEY`. Errors: `{"error": message, "code": slug, "hint"?}`, invalid input as 400; a 5xx answer to a
+POST carries `x-should-retry: false`, since the client retries every 5xx, job-creating POSTs included.
+The translations themselves are pure functions in `scenario_schemas`.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from reangle.api.deps import LinkMaker, State
+from reangle.api.state import AppState
+from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
+from reangle.core.inputs import decode_inline
+from reangle.core.jobs import Job, JobKind, JobStatus
+from reangle.core.service import SubmitRequest, model_spec
+from reangle.dialects import scenario_schemas as schemas
+from reangle.dialects.base import dialect_route
+from reangle.errors import Conflict, InvalidInput, QueueFull, ReangleError, TooLarge, Unauthorized
+from reangle.store.sqlite import AssetRecord
+
+PREFIX = "/scenario/v1"
+#: Scenario's answer to `?dryRun=`: an estimate, no job.
+DRY_RUN_STATUS = 269
+#: GET /assets/{id} looks for the job that made an asset among this many of the owner's latest successes.
+ASSET_JOB_SCAN = 100
+#: How long a cancel of a running job waits for the run to stop before answering it as it stands.
+CANCEL_WAIT_S = 10.0
+AUTH_HINT = "send Basic auth with your reangle API key as the secret (api_secret=KEY), or Bearer KEY"
+#: Scenario statuses reangle never reports; filtering on them finds nothing.
+UNREPORTED_STATUSES = frozenset({"pending", "warming-up", "finalizing"})
+
+log = logging.getLogger("reangle.dialects.scenario")
+
+
+def render_error(request: Request, exc: ReangleError, status: int) -> Response:
+    """A ReangleError as Scenario clients see errors; every invalid input is a 400 (BadRequestError)."""
+    if isinstance(exc, InvalidInput):
+        status = 400
+    body = {"error": exc.message, "code": exc.code}
+    if exc.hint:
+        body["hint"] = exc.hint
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="reangle", Bearer realm="reangle"'
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if status >= 500 and request.method == "POST":
+        headers["x-should-retry"] = "false"
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+router = APIRouter(route_class=dialect_route(render_error), tags=["scenario"])
+
+
+def api_key(authorization: str | None) -> str | None:
+    """The reangle key in `Basic base64(label:KEY)` or `Bearer KEY`; None when no key is given."""
+    if not authorization or not authorization.strip():
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return credentials or None
+    if scheme.lower() != "basic":
+        raise Unauthorized(f"unsupported authorization scheme {scheme!r}", hint=AUTH_HINT)
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("the Basic credentials are not base64 of label:secret", hint=AUTH_HINT) from None
+    _, colon, secret = decoded.partition(":")
+    return secret if colon and secret else None
+
+
+def owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
+    if not app.keys.enabled:
+        return app.keys.owner(None)
+    key = api_key(authorization)
+    if key is None:
+        raise Unauthorized("an API key is required", hint=AUTH_HINT)
+    return app.keys.owner(key)
+
+
+Owner = Annotated[str, Depends(owner)]
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The JSON object body; an empty body is `{}`."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidInput("the request body is not valid JSON", field="body") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object", field="body")
+    return body
+
+
+# generate and jobs ---------------------------------------------------------------------------------------
+
+
+@router.post(PREFIX + "/generate/custom/{model_id}")
+async def run_model(
+    model_id: str,
+    request: Request,
+    app: State,
+    who: Owner,
+    dry_run: Annotated[str | None, Query(alias="dryRun")] = None,
+) -> Response:
+    """Queue a job on `model_qwen-edit-multiangle-2511` or `model_qwen-image-edit-2511`."""
+    model, native_input = schemas.translate_request(model_id, await json_object(request))
+    if dry_run is not None and dry_run.lower() != "false":
+        model_spec(model).validate(JobKind.EDIT, native_input)
+        return JSONResponse({"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}, status_code=DRY_RUN_STATUS)
+    try:
+        job = await app.service.submit(who, SubmitRequest(model=model, input=native_input))
+    except ReangleError:
+        raise
+    except Exception as exc:  # rendered as a 500 that the client must not retry
+        log.exception("queueing a Scenario job failed")
+        raise ReangleError("the server failed to queue the job; see its log") from exc
+    return JSONResponse({"job": schemas.job_json(job), "creativeUnitsCost": 0, "creativeUnitsDiscount": 0})
+
+
+@router.get(PREFIX + "/jobs/{job_id}")
+async def get_job(job_id: str, app: State, who: Owner) -> dict[str, Any]:
+    return {"job": schemas.job_json(app.service.get(who, job_id))}
+
+
+@router.get(PREFIX + "/jobs")
+async def list_jobs(
+    app: State,
+    who: Owner,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=100)] = 50,
+    pagination_token: Annotated[str | None, Query(alias="paginationToken")] = None,
+    status: str | None = None,
+    job_type: Annotated[str | None, Query(alias="type")] = None,
+    types: str | None = None,
+) -> dict[str, Any]:
+    """The caller's jobs, newest first. Filters other than status, type and types are ignored."""
+    wanted_types = types or job_type
+    nothing: dict[str, Any] = {"jobs": [], "nextPaginationToken": None}
+    if wanted_types and schemas.JOB_TYPE not in wanted_types.split(","):
+        return nothing
+    core_status = None
+    if status is not None:
+        if status in UNREPORTED_STATUSES:
+            return nothing
+        if status not in schemas.STATUS_FILTER:
+            choices = ", ".join([*schemas.STATUS_FILTER, *sorted(UNREPORTED_STATUSES)])
+            raise InvalidInput(f"status must be one of {choices}, got {status!r}", field="status")
+        core_status = schemas.STATUS_FILTER[status]
+    if pagination_token is not None and not pagination_token.isdigit():
+        raise InvalidInput("paginationToken is not one this server returned", field="paginationToken")
+    jobs, cursor = app.service.list_jobs(who, status=core_status, limit=page_size, cursor=pagination_token)
+    return {"jobs": [schemas.job_json(job) for job in jobs], "nextPaginationToken": cursor}
+
+
+@router.post(PREFIX + "/jobs/{job_id}/action")
+async def job_action(job_id: str, request: Request, app: State, who: Owner) -> dict[str, Any]:
+    """`{"action": "cancel"}`. A finished job is answered as it stands (not 409, which clients retry);
+    a running one once it has stopped (at its next denoising step), or after CANCEL_WAIT_S as it stands."""
+    action = (await json_object(request)).get("action")
+    if action != "cancel":
+        raise InvalidInput(f'action must be "cancel", got {action!r}', field="action")
+    try:
+        job = app.service.cancel(who, job_id)
+    except Conflict:
+        job = app.service.get(who, job_id)
+    if not job.status.is_terminal:  # a running job stops at its next step: answer once it has
+        job = await app.service.wait(who, job_id, CANCEL_WAIT_S)
+    return {"job": schemas.job_json(job)}
+
+
+# assets --------------------------------------------------------------------------------------------------
+
+
+@router.post(PREFIX + "/assets")
+async def upload_asset(request: Request, app: State, who: Owner, links: LinkMaker) -> dict[str, Any]:
+    """`{"name", "image": base64 or data URL}`; the answer's `asset.id` goes into a model's `images`."""
+    limit = app.settings.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit * 4 // 3 + 64 * 1024:
+        raise TooLarge(
+            f"the request is {int(declared):,} bytes; images may be {limit:,} bytes", field="image"
+        )
+    body = await json_object(request)
+    name, image = body.get("name"), body.get("image")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("name: field required", field="name")
+    if not isinstance(image, str) or not image:
+        raise InvalidInput(
+            "image: send the image as base64 or a data URL (canvas uploads are not supported)", field="image"
+        )
+    record = app.service.assets.ingest(who, decode_inline(image, field="image"), field="image")
+    return {"asset": schemas.asset_json(record, links.asset_url(record), name=name)}
+
+
+@router.get(PREFIX + "/assets/{asset_id}")
+async def get_asset(asset_id: str, app: State, who: Owner, links: LinkMaker) -> dict[str, Any]:
+    record = app.service.assets.get(who, asset_id)
+    job = _producing_job(app, who, asset_id)
+    return {"asset": schemas.asset_json(record, links.asset_url(record), job=job)}
+
+
+def _producing_job(app: AppState, who: str, asset_id: str) -> Job | None:
+    """The job that made `asset_id`, among the owner's latest successes (assets do not name their job)."""
+    jobs, _ = app.service.list_jobs(who, status=JobStatus.SUCCEEDED, limit=ASSET_JOB_SCAN)
+    return next((job for job in jobs if any(out.asset_id == asset_id for out in job.outputs)), None)
+
+
+@router.post(PREFIX + "/assets/{asset_id}/download")
+async def download_asset(
+    asset_id: str, request: Request, app: State, who: Owner, links: LinkMaker
+) -> dict[str, Any]:
+    """A signed, expiring URL of the file; `targetFormat` png|jpeg|jpg|webp converts into a new asset."""
+    fmt = schemas.target_format((await json_object(request)).get("targetFormat"))
+    record = app.service.assets.get(who, asset_id)
+    if fmt is not None and MIME_TYPES[fmt] != record.mime_type:
+        data, size = await asyncio.to_thread(_reencode, app, record, fmt)
+        record = app.service.assets.put_output(who, data, MIME_TYPES[fmt], *size)
+    return {"url": links.asset_url(record), "mimeType": record.mime_type}
+
+
+def _reencode(app: AppState, record: AssetRecord, fmt: OutputFormat) -> tuple[bytes, tuple[int, int]]:
+    """Off the event loop: the asset's pixels in another format."""
+    image = app.service.assets.load_image(record)
+    return encode_image(image, fmt), image.size
+
+
+# models --------------------------------------------------------------------------------------------------
+
+
+@router.get(PREFIX + "/models")
+async def list_models(who: Owner) -> dict[str, Any]:
+    return {"models": [model.to_json() for model in schemas.MODELS.values()], "nextPaginationToken": None}
+
+
+@router.get(PREFIX + "/models/{model_id}")
+async def get_model(model_id: str, who: Owner) -> dict[str, Any]:
+    return {"model": schemas.scenario_model(model_id).to_json()}

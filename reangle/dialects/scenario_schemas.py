@@ -1,0 +1,370 @@
+"""The Scenario dialect's pure translations: model inputs, request bodies, jobs, assets and models as JSON.
+
+No HTTP and no I/O here, so that golden tests can drive every mapping directly. The routes live in
+`reangle.dialects.scenario`. Field names and required fields follow scenario-sdk 2.4.0's response models.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from reangle.api.render import iso
+from reangle.core.edit import PRESETS
+from reangle.core.images import OutputFormat
+from reangle.core.jobs import Job, JobStatus
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from reangle.errors import InvalidInput, NotFound
+from reangle.store.sqlite import AssetRecord
+
+MODEL_PREFIX = "model_"
+#: Scenario's spellings of the core statuses; the terminal ones are success, failure, canceled.
+STATUS: dict[JobStatus, str] = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.PROCESSING: "in-progress",
+    JobStatus.SUCCEEDED: "success",
+    JobStatus.FAILED: "failure",
+    JobStatus.CANCELED: "canceled",
+}
+#: `GET /jobs?status=` filter values -> the core status they select.
+STATUS_FILTER: dict[str, JobStatus] = {name: status for status, name in STATUS.items()}
+JOB_TYPE = "custom"
+#: Scenario's `acceleration` spellings -> reangle's presets (none: base model; regular/high: Lightning 8/4).
+ACCELERATION = {"none": "none", "regular": "regular", "high": "high"}
+MAX_SEED = 2_147_483_647
+#: Models are declared data, not records: one fixed date for their createdAt/updatedAt.
+MODEL_DATE = "2025-12-23T00:00:00.000Z"
+PER_PRESET = "default for acceleration none; regular and high choose their own unless given"
+TARGET_FORMATS: dict[str, OutputFormat] = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputSpec:
+    """One body key of a Scenario model: its native field, type, range and default."""
+
+    name: str
+    native: str
+    type: str  #: number | string | file_array
+    description: str = ""
+    label: str = ""  #: default: from the name, horizontalAngle -> "Horizontal angle"
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    integer: bool = False
+    required: bool = False
+    allowed: tuple[str, ...] = ()
+    #: filled with `default` only when acceleration is "none" (Lightning presets choose their own)
+    per_preset: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        label = self.label or re.sub(r"(?<=[a-z])(?=[A-Z])", " ", self.name).capitalize()
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "label": label}
+        if self.description:
+            out["description"] = self.description
+        if self.type == "file_array":
+            out["kind"] = "image"
+        if self.default is not None:
+            out["default"] = self.default
+        if self.minimum is not None:
+            out["min"] = self.minimum
+        if self.maximum is not None:
+            out["max"] = self.maximum
+        if self.integer:
+            out["step"] = 1
+        if self.allowed:
+            out["allowedValues"] = list(self.allowed)
+        if self.required:
+            out["required"] = {"always": True}
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScenarioModel:
+    id: str
+    native: str
+    name: str
+    description: str
+    inputs: tuple[InputSpec, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "shortDescription": self.description,
+            "type": "custom",
+            "status": "trained",
+            "source": "other",
+            "privacy": "public",
+            "custom": False,
+            "capabilities": ["img2img"],
+            "collectionIds": [],
+            "exampleAssetIds": [],
+            "tags": [],
+            "trainingImagesNumber": 0,
+            "createdAt": MODEL_DATE,
+            "updatedAt": MODEL_DATE,
+            "inputs": [spec.to_json() for spec in self.inputs],
+        }
+
+
+def _num(name: str, native: str, default: float | None, low: float, high: float, about: str) -> InputSpec:
+    return InputSpec(
+        name=name, native=native, type="number", description=about, default=default, minimum=low, maximum=high
+    )
+
+
+def _images(about: str) -> InputSpec:
+    return InputSpec(
+        name="images",
+        native="images",
+        type="file_array",
+        description=about,
+        minimum=1,
+        maximum=3,
+        required=True,
+    )
+
+
+def _shared(steps: int, guidance: float) -> tuple[InputSpec, ...]:
+    return (
+        replace(_num("numOutputs", "num_outputs", 1, 1, 4, "images to make"), integer=True, label="Outputs"),
+        replace(
+            _num("numInferenceSteps", "num_inference_steps", steps, 1, 50, PER_PRESET),
+            integer=True,
+            per_preset=True,
+            label="Steps",
+        ),
+        replace(_num("guidanceScale", "guidance_scale", guidance, 1, 20, PER_PRESET), per_preset=True),
+        InputSpec(
+            name="acceleration",
+            native="acceleration",
+            type="string",
+            default="none",
+            description="none: base model; regular: Lightning 8 steps; high: Lightning 4 steps",
+            allowed=tuple(ACCELERATION),
+        ),
+        replace(_num("seed", "seed", None, 0, MAX_SEED, "random when absent"), integer=True),
+    )
+
+
+CAMERA_MODEL = ScenarioModel(
+    id=MODEL_PREFIX + CAMERA_EDIT,
+    native=CAMERA_EDIT,
+    name="Qwen Edit Multiangle 2511",
+    description="Qwen-Image-Edit-2511 + Multiple-Angles LoRA: the scene from another camera angle",
+    inputs=(
+        _images("the image to re-photograph: asset id, data URL or http(s) URL"),
+        _num(
+            "horizontalAngle", "horizontal_angle", 0, 0, 360, "azimuth: 0 front, 90 right, 180 back, 270 left"
+        ),
+        _num(
+            "verticalAngle", "vertical_angle", 0, -30, 90, "elevation: -30 low, 0 eye-level, 30, 60, 90 top"
+        ),
+        _num("zoom", "zoom", 5, 0, 10, "0 wide shot, 5 medium shot, 10 close-up"),
+        replace(
+            _num("loraScale", "lora_scale", 1.5, 0, 4, "strength of the camera LoRA"), label="LoRA scale"
+        ),
+        InputSpec(name="prompt", native="prompt", type="string", description="optional extra instruction"),
+        *_shared(steps=28, guidance=4.5),
+    ),
+)
+
+INSTRUCTION_MODEL = ScenarioModel(
+    id=MODEL_PREFIX + INSTRUCTION_EDIT,
+    native=INSTRUCTION_EDIT,
+    name="Qwen Image Edit 2511",
+    description="Qwen-Image-Edit-2511: edit 1-3 images by instruction",
+    inputs=(
+        _images("the image(s) to edit: asset ids, data URLs or http(s) URLs"),
+        InputSpec(name="prompt", native="prompt", type="string", description="what to change", required=True),
+        *_shared(steps=PRESETS["none"].steps, guidance=PRESETS["none"].true_cfg_scale),
+    ),
+)
+
+MODELS: dict[str, ScenarioModel] = {model.id: model for model in (CAMERA_MODEL, INSTRUCTION_MODEL)}
+BY_NATIVE: dict[str, ScenarioModel] = {model.native: model for model in MODELS.values()}
+
+
+def scenario_model(model_id: str) -> ScenarioModel:
+    if model_id not in MODELS:
+        raise NotFound(f"no model {model_id}; this server runs {', '.join(MODELS)}")
+    return MODELS[model_id]
+
+
+# requests ------------------------------------------------------------------------------------------------
+
+
+def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A `POST /generate/custom/{modelId}` body -> (native model id, native input), Scenario defaults filled.
+
+    Ranges are Scenario's (narrower than reangle's); an unknown key or acceleration value is an error.
+    """
+    model = scenario_model(model_id)
+    known = {spec.name: spec for spec in model.inputs}
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"{unknown[0]}: unknown input for {model.id}; its inputs are {', '.join(known)}",
+            field=unknown[0],
+            hint=f"see GET /models/{model.id}",
+        )
+    acceleration = _acceleration(body.get("acceleration", "none"))
+    native: dict[str, Any] = {}
+    for spec in model.inputs:
+        if spec.name == "acceleration":
+            continue
+        value = body.get(spec.name)
+        if value is None:
+            if spec.required:
+                raise InvalidInput(f"{spec.name}: field required", field=spec.name)
+            if spec.default is not None and (acceleration == "none" or not spec.per_preset):
+                native[spec.native] = spec.default
+            continue
+        native[spec.native] = _value(spec, value)
+    native["acceleration"] = acceleration
+    return model.native, native
+
+
+def _acceleration(value: object) -> str:
+    spelled = value.strip().lower() if isinstance(value, str) else value
+    if not isinstance(spelled, str) or spelled not in ACCELERATION:
+        raise InvalidInput(
+            f"acceleration must be one of {', '.join(ACCELERATION)}, got {value!r}", field="acceleration"
+        )
+    return ACCELERATION[spelled]
+
+
+def _value(spec: InputSpec, value: object) -> object:
+    if spec.type == "file_array":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
+            raise InvalidInput(f"{spec.name} must be a list of asset ids or image URLs", field=spec.name)
+        if not 1 <= len(items) <= (spec.maximum or 1):
+            raise InvalidInput(
+                f"{spec.name} takes 1 to {spec.maximum:g} images, got {len(items)}", field=spec.name
+            )
+        return items
+    if spec.type == "string":
+        if not isinstance(value, str):
+            raise InvalidInput(f"{spec.name} must be a string, got {value!r}", field=spec.name)
+        return value
+    return _number(spec, value)
+
+
+def _number(spec: InputSpec, value: object) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{spec.name} must be a number, got {value!r}", field=spec.name)
+    low = -math.inf if spec.minimum is None else spec.minimum
+    high = math.inf if spec.maximum is None else spec.maximum
+    if not low <= value <= high:
+        raise InvalidInput(
+            f"{spec.name} must be between {low:g} and {high:g}, got {value:g}", field=spec.name
+        )
+    if spec.integer:
+        if value != int(value):
+            raise InvalidInput(f"{spec.name} must be a whole number, got {value:g}", field=spec.name)
+        return int(value)
+    return value
+
+
+def echo_input(job: Job) -> dict[str, Any]:
+    """The job's input as Scenario body keys (`metadata.input`), image references as asset ids."""
+    model = BY_NATIVE.get(job.model)
+    if model is None:
+        return {}
+    echoed = {}
+    for spec in model.inputs:
+        value = job.input.get(spec.native)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # the core stores angles as floats; echo 90, as sent, not 90.0
+        if value is not None and value != "":
+            echoed[spec.name] = value
+    return echoed
+
+
+# responses -----------------------------------------------------------------------------------------------
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A core Job as Scenario's Job object (every field scenario-sdk marks required)."""
+    metadata: dict[str, Any] = {"input": echo_input(job)}
+    if job.status == JobStatus.SUCCEEDED:
+        metadata["assetIds"] = [output.asset_id for output in job.outputs]
+    if job.error is not None:
+        metadata["error"] = job.error.message
+        if job.error.hint:
+            metadata["hint"] = job.error.hint
+    moments = [job.created_at, job.started_at, job.finished_at, *(change.at for change in job.history)]
+    return {
+        "jobId": job.id,
+        "jobType": JOB_TYPE,
+        "status": STATUS[job.status],
+        "progress": 1.0 if job.status == JobStatus.SUCCEEDED else round(job.progress, 4),
+        "createdAt": iso(job.created_at),
+        "updatedAt": iso(max(moment for moment in moments if moment is not None)),
+        "statusHistory": [
+            {"status": STATUS[change.status], "date": iso(change.at)} for change in job.history
+        ],
+        "metadata": metadata,
+        "authorId": job.owner,
+        "ownerId": job.owner,
+    }
+
+
+def asset_json(
+    record: AssetRecord, url: str, *, job: Job | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """An asset as Scenario's Asset object: an upload, or an output of `job` (source img2img)."""
+    source = "uploaded" if job is None else "img2img"
+    fmt = record.mime_type.removeprefix("image/")
+    metadata: dict[str, Any] = {
+        "kind": "image",
+        "type": source,
+        "width": record.width,
+        "height": record.height,
+    }
+    if name:
+        metadata["name"] = name
+    if job is not None:
+        metadata.update(parentJobId=job.id, numOutputs=len(job.outputs))
+        if job.model in BY_NATIVE:
+            metadata["modelId"] = BY_NATIVE[job.model].id
+        for index, output in enumerate(job.outputs):
+            if output.asset_id == record.id:
+                metadata["outputIndex"] = index
+                if output.seed is not None:
+                    metadata["seed"] = str(output.seed)  # a string in Scenario's asset metadata
+    created = iso(record.created_at)
+    return {
+        "id": record.id,
+        "url": url,
+        "mimeType": record.mime_type,
+        "kind": "image",
+        "source": source,
+        "status": "success",
+        "privacy": "private",
+        "tags": [],
+        "collectionIds": [],
+        "editCapabilities": [],
+        "createdAt": created,
+        "updatedAt": created,
+        "authorId": record.owner,
+        "ownerId": record.owner,
+        "metadata": metadata,
+        "properties": {"size": record.bytes, "width": record.width, "height": record.height, "format": fmt},
+    }
+
+
+def target_format(value: object) -> OutputFormat | None:
+    """`targetFormat` of a download request -> png | jpeg | webp, None for the original file."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in TARGET_FORMATS:
+        raise InvalidInput(
+            f"targetFormat must be one of {', '.join(TARGET_FORMATS)} for images, got {value!r}",
+            field="targetFormat",
+        )
+    return TARGET_FORMATS[value.lower()]

@@ -1,0 +1,322 @@
+"""Compatibility: the real scenario-sdk 2.4.0 client against a running reangle server (fake engine).
+
+The client runs with strict response validation, so a response missing a field the SDK's models require fails
+the call. Its api_key is a free label; its api_secret carries the reangle API key.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import scenario_sdk
+from PIL import Image
+from scenario_sdk import Scenario
+from scenario_sdk.types.job_retrieve_response import Job
+
+from tests.dialects.conftest import API_KEY, OTHER_KEY, RunningServer, png, png_base64
+
+CAMERA = "model_qwen-edit-multiangle-2511"
+INSTRUCTION = "model_qwen-image-edit-2511"
+TERMINAL = {"success", "failure", "canceled"}
+JOB_TIMEOUT_S = 30.0
+#: the fake engine's output for a 96x64 input: the server's default 1 MP area at 3:2, in multiples of 16
+OUTPUT_SIZE = (1248, 832)
+
+MakeClient = Callable[..., Scenario]
+
+
+@pytest.fixture(scope="module")
+def make_client(server: RunningServer) -> MakeClient:
+    def make(
+        api_key: str | None = "any-label", api_secret: str | None = API_KEY, bearer_auth: str | None = None
+    ) -> Scenario:
+        return Scenario(
+            base_url=f"{server.url}/scenario/v1",
+            api_key=api_key,
+            api_secret=api_secret,
+            bearer_auth=bearer_auth,
+            max_retries=0,
+            _strict_response_validation=True,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def client(make_client: MakeClient) -> Scenario:
+    return make_client()
+
+
+@pytest.fixture(scope="module")
+def asset_id(client: Scenario) -> str:
+    return client.assets.upload(name="in.png", image=png_base64()).asset.id
+
+
+def wait(client: Scenario, job_id: str) -> Job:
+    """Poll like a Scenario user does (the Python SDK has no wait helper)."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = client.jobs.retrieve(job_id).job
+        if job.status in TERMINAL:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s")
+
+
+def run(client: Scenario, body: dict[str, Any], model: str = CAMERA) -> Job:
+    return wait(client, client.generate.run_model(model, body=body).job.job_id)
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.fixture(scope="module")
+def camera_job(client: Scenario, asset_id: str) -> Job:
+    return run(client, {"images": [asset_id], "horizontalAngle": 90, "verticalAngle": 30, "seed": 7})
+
+
+def test_upload_gives_an_asset_with_an_absolute_expiring_url(client: Scenario, server: RunningServer) -> None:
+    asset = client.assets.upload(name="in.png", image="data:image/png;base64," + png_base64()).asset
+    assert asset.id.startswith("asset_")
+    assert asset.url.startswith(server.url + "/")
+    assert "expires=" in asset.url
+    assert (asset.source, asset.kind, asset.status, asset.mime_type) == (
+        "uploaded",
+        "image",
+        "success",
+        "image/png",
+    )
+    assert (asset.metadata.name, asset.metadata.width, asset.metadata.height) == ("in.png", 96, 64)
+    assert asset.properties.size == len(png())
+    assert httpx.get(asset.url).content == png()  # no auth header, as the SDK's users download
+
+
+def test_submit_answers_a_queued_custom_job_echoing_the_body(client: Scenario, asset_id: str) -> None:
+    body = {"images": [asset_id], "horizontalAngle": 45, "zoom": 8}
+    job = client.generate.run_model(CAMERA, body=body).job
+    assert (job.status, job.job_type, job.progress) == ("queued", "custom", 0)
+    assert job.job_id.startswith("job_")
+    assert job.metadata.input == {
+        **body,
+        "verticalAngle": 0,
+        "loraScale": 1.5,
+        "numOutputs": 1,
+        "numInferenceSteps": 28,
+        "guidanceScale": 4.5,
+        "acceleration": "none",
+    }
+    assert wait(client, job.job_id).status == "success"
+
+
+def test_camera_edit_succeeds_with_asset_ids(client: Scenario, camera_job: Job) -> None:
+    assert camera_job.status == "success"
+    assert camera_job.progress == 1
+    assert [change.status for change in camera_job.status_history] == ["queued", "in-progress", "success"]
+    assert camera_job.metadata.asset_ids is not None
+    assert len(camera_job.metadata.asset_ids) == 1
+    assert camera_job.metadata.error is None
+
+
+def test_result_asset_downloads_as_png(client: Scenario, camera_job: Job, server: RunningServer) -> None:
+    assert camera_job.metadata.asset_ids
+    asset = client.assets.retrieve(camera_job.metadata.asset_ids[0]).asset
+    assert (asset.source, asset.metadata.type, asset.mime_type) == ("img2img", "img2img", "image/png")
+    assert asset.metadata.parent_job_id == camera_job.job_id
+    assert asset.metadata.api_model_id == CAMERA
+    assert asset.metadata.seed == "7"
+    assert asset.url.startswith(server.url + "/")
+    data = httpx.get(asset.url).content
+    image = decode(data)
+    assert (image.format, image.size) == ("PNG", OUTPUT_SIZE)
+    assert asset.properties.size == len(data)
+
+    link = client.assets.download.request(asset.id)
+    assert link.mime_type == "image/png"
+    assert httpx.get(link.url).content == data
+
+
+def test_download_in_another_format(client: Scenario, camera_job: Job) -> None:
+    assert camera_job.metadata.asset_ids
+    link = client.assets.download.request(camera_job.metadata.asset_ids[0], target_format="jpeg")
+    assert link.mime_type == "image/jpeg"
+    image = decode(httpx.get(link.url).content)
+    assert (image.format, image.size) == ("JPEG", OUTPUT_SIZE)
+
+
+def test_lightning_preset_with_two_outputs(client: Scenario, asset_id: str) -> None:
+    job = run(client, {"images": [asset_id], "numOutputs": 2, "acceleration": "high", "seed": 11})
+    assert job.status == "success"
+    assert job.metadata.input is not None
+    assert "numInferenceSteps" not in job.metadata.input  # the preset chooses its own steps
+    assert job.metadata.asset_ids is not None
+    assert len(set(job.metadata.asset_ids)) == 2
+    seeds = [client.assets.retrieve(asset).asset.metadata.seed for asset in job.metadata.asset_ids]
+    assert seeds == ["11", "12"]
+
+
+def test_instruction_model_with_a_data_url_image(client: Scenario) -> None:
+    body = {
+        "images": ["data:image/png;base64," + png_base64()],
+        "prompt": "add a hat",
+        "numInferenceSteps": 3,
+    }
+    job = run(client, body, INSTRUCTION)
+    assert job.status == "success"
+    assert job.metadata.input is not None
+    images = job.metadata.input["images"]
+    assert isinstance(images, list)
+    assert str(images[0]).startswith("asset_")  # the data URL became an asset
+
+
+def test_engine_failure_surfaces_as_failure(client: Scenario, asset_id: str) -> None:
+    job = run(client, {"images": [asset_id], "prompt": "fake:fail", "numInferenceSteps": 4})
+    assert job.status == "failure"
+    assert job.metadata.error is not None
+    assert "failed on purpose" in job.metadata.error
+    assert not job.metadata.asset_ids
+    assert job.status_history[-1].status == "failure"
+
+
+def test_cancel_through_the_job_action(client: Scenario, asset_id: str) -> None:
+    slow = {"images": [asset_id], "numInferenceSteps": 50}  # 50 steps of 0.02 s
+    running = client.generate.run_model(CAMERA, body=slow).job
+    waiting = client.generate.run_model(CAMERA, body=slow).job  # behind `running` on the one runner
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while client.jobs.retrieve(running.job_id).job.status != "in-progress":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+
+    assert client.jobs.trigger_action(waiting.job_id, action="cancel").job.status == "canceled"
+    canceled = client.jobs.trigger_action(running.job_id, action="cancel").job
+    assert canceled.status == "canceled"
+    assert [change.status for change in canceled.status_history] == ["queued", "in-progress", "canceled"]
+    for job_id in (running.job_id, waiting.job_id):
+        job = client.jobs.retrieve(job_id).job
+        assert job.status == "canceled"
+        assert not job.metadata.asset_ids
+    # canceling again answers the job as it stands
+    assert client.jobs.trigger_action(running.job_id, action="cancel").job.status == "canceled"
+
+
+def test_cancel_after_success_answers_the_finished_job(client: Scenario, camera_job: Job) -> None:
+    assert client.jobs.trigger_action(camera_job.job_id, action="cancel").job.status == "success"
+
+
+def test_list_jobs_pages_and_filters(client: Scenario, camera_job: Job) -> None:
+    page = client.jobs.list(page_size=1)
+    assert len(page.jobs) == 1
+    assert page.next_pagination_token
+    every = [job.job_id for job in client.jobs.list(page_size=2)]  # the SDK follows the tokens
+    assert camera_job.job_id in every
+    assert len(every) == len(set(every))
+    succeeded = list(client.jobs.list(status="success", page_size=100))
+    assert succeeded
+    assert {job.status for job in succeeded} == {"success"}
+    assert list(client.jobs.list(type="upscale")) == []
+    assert list(client.jobs.list(status="warming-up")) == []  # a status reangle never reports
+    with pytest.raises(scenario_sdk.BadRequestError):
+        client.jobs.list(pagination_token="not-a-token")
+
+
+def test_dry_run_estimates_without_a_job(client: Scenario, asset_id: str) -> None:
+    before = len(list(client.jobs.list(page_size=100)))
+    raw = client.generate.with_raw_response.run_model(CAMERA, body={"images": [asset_id]}, dry_run="true")
+    assert raw.status_code == 269
+    assert raw.http_response.json() == {"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}
+    assert len(list(client.jobs.list(page_size=100))) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "word"),
+    [
+        ({"zoom": 50}, "zoom"),
+        ({"acceleration": "turbo"}, "acceleration"),
+        ({"horizontal_angle": 90}, "horizontal_angle"),
+        ({"numOutputs": 9}, "numOutputs"),
+        ({"images": ["asset_0123456789abcdef01234567"]}, "no asset"),
+        ({"images": None}, "images"),
+    ],
+)
+def test_bad_input_is_a_bad_request(client: Scenario, asset_id: str, body: dict[str, Any], word: str) -> None:
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.generate.run_model(CAMERA, body={"images": [asset_id], **body})
+    assert caught.value.status_code == 400
+    assert isinstance(caught.value.body, dict)
+    assert word in caught.value.body["error"]
+    assert caught.value.body["code"] == "invalid_input"
+
+
+def test_unknown_model_is_not_found(client: Scenario, asset_id: str) -> None:
+    with pytest.raises(scenario_sdk.NotFoundError):
+        client.generate.run_model("model_flux-1-dev", body={"images": [asset_id]})
+    with pytest.raises(scenario_sdk.NotFoundError):
+        client.models.retrieve("model_flux-1-dev")
+
+
+def test_wrong_secret_is_an_authentication_error(make_client: MakeClient) -> None:
+    with pytest.raises(scenario_sdk.AuthenticationError):
+        make_client(api_key="any-label", api_secret="not-a-key").models.retrieve(CAMERA)
+    # the key must be the secret, not the user name
+    with pytest.raises(scenario_sdk.AuthenticationError):
+        make_client(api_key=API_KEY, api_secret="label").models.retrieve(CAMERA)
+
+
+def test_missing_credentials_are_401_in_scenario_shape(server: RunningServer) -> None:
+    response = httpx.get(f"{server.url}/scenario/v1/jobs")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["code"] == "unauthorized"
+
+
+def test_bearer_auth_works(make_client: MakeClient, camera_job: Job, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SCENARIO_SDK_API_KEY", "SCENARIO_SDK_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    bearer = make_client(api_key=None, api_secret=None, bearer_auth=API_KEY)
+    assert bearer.api_key is None  # so the SDK sends Bearer, not Basic
+    assert bearer.jobs.retrieve(camera_job.job_id).job.status == "success"
+
+
+def test_another_key_sees_neither_jobs_nor_assets(make_client: MakeClient, camera_job: Job) -> None:
+    other = make_client(api_key="someone", api_secret=OTHER_KEY)
+    with pytest.raises(scenario_sdk.NotFoundError):
+        other.jobs.retrieve(camera_job.job_id)
+    assert camera_job.metadata.asset_ids
+    with pytest.raises(scenario_sdk.NotFoundError):
+        other.assets.retrieve(camera_job.metadata.asset_ids[0])
+    assert camera_job.job_id not in [job.job_id for job in other.jobs.list(page_size=100)]
+
+
+def test_model_has_inputs_with_seed_defaults(client: Scenario) -> None:
+    model = client.models.retrieve(CAMERA).model
+    assert (model.id, model.type, model.status) == (CAMERA, "custom", "trained")
+    assert model.inputs is not None
+    inputs = {item.name: item for item in model.inputs}
+    defaults = {
+        name: inputs[name].default for name in ("zoom", "loraScale", "numInferenceSteps", "guidanceScale")
+    }
+    assert defaults == {"zoom": 5, "loraScale": 1.5, "numInferenceSteps": 28, "guidanceScale": 4.5}
+    assert inputs["acceleration"].default == "none"
+    assert inputs["acceleration"].allowed_values == ["none", "regular", "high"]
+    assert inputs["images"].type == "file_array"
+    assert inputs["images"].required is not None
+    assert inputs["images"].required.always is True
+    assert {model.id for model in client.models.list()} == {CAMERA, INSTRUCTION}
+
+
+def test_json_errors_even_for_bodies_that_are_not_json(server: RunningServer) -> None:
+    response = httpx.post(
+        f"{server.url}/scenario/v1/generate/custom/{CAMERA}",
+        content=b"{not json",
+        headers={"Authorization": "Basic " + base64.b64encode(f"x:{API_KEY}".encode()).decode()},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "the request body is not valid JSON", "code": "invalid_input"}
