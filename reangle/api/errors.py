@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -58,17 +60,33 @@ def reangle_error_response(exc: ReangleError) -> JSONResponse:
     return response
 
 
+def validation_message(error: Mapping[str, Any], content_type: str) -> str:
+    """FastAPI's first complaint about a request as one sentence that starts with the field it is about."""
+    loc = tuple(error["loc"])
+    if error["type"] == "json_invalid":  # loc is ("body", character offset)
+        reason = error.get("ctx", {}).get("error", "")
+        return f"body: the request body is not valid JSON ({reason} at character {loc[-1]})"
+    if loc == ("body",):
+        if "json" not in content_type:
+            sent = content_type or "none"
+            return f"body: send a JSON object with Content-Type: application/json, not {sent!r}"
+        if error["type"] == "missing":
+            return "body: the request body is empty; send a JSON object"
+        return "body: the request body must be a JSON object"
+    where = ".".join(str(part) for part in loc if part != "body")
+    message = "field required" if error["type"] == "missing" else error["msg"]
+    return f"{where}: {message}" if where else message
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReangleError)
     async def _reangle(_request: Request, exc: ReangleError) -> JSONResponse:
         return reangle_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"] if part != "body")
-        message = "field required" if first["type"] == "missing" else first["msg"]
-        return error_response(422, "invalid_input", f"{where}: {message}" if where else message)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = validation_message(exc.errors()[0], request.headers.get("content-type", ""))
+        return error_response(422, "invalid_input", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -293,7 +293,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
     except ValueError:
-        raise InvalidInput("the request body is not valid JSON", field="body") from None
+        raise InvalidInput("body: the request body is not valid JSON", field="body") from None
     if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object", field="body")
+        raise InvalidInput("body: the request body must be a JSON object", field="body")
     return body

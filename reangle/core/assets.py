@@ -41,7 +41,12 @@ class AssetService:
             raise TooLarge(
                 f"{field} is {len(data):,} bytes, more than the limit of {self.max_bytes:,}", field=field
             )
-        decoded = decode_image(data, name=field, max_pixels=self.max_pixels)
+        try:
+            decoded = decode_image(data, name=field, max_pixels=self.max_pixels)
+        except Image.DecompressionBombError:  # Pillow refuses to open it at all: far past any sane limit
+            raise TooLarge(
+                f"{field} has more pixels than the limit of {self.max_pixels:,}", field=field
+            ) from None
         width, height = decoded.image.size
         return self._record(owner, data, decoded.mime_type, width, height, self.upload_ttl_s)
 

@@ -30,7 +30,11 @@ async def resolve_image(
                 f"{field}: no asset {ref} (unknown, expired, or another key's)", field=field
             ) from None
     if ref.startswith(("http://", "https://")):
-        return assets.ingest(owner, await fetch(ref, field), field=field)
+        try:
+            data = await fetch(ref, field)
+        except InvalidInput as exc:  # the fetcher's messages are about the URL; say which field held it
+            raise type(exc)(f"{field}: {exc.message}", field=field, hint=exc.hint) from None
+        return assets.ingest(owner, data, field=field)
     return assets.ingest(owner, decode_inline(ref, field=field), field=field)
 
 

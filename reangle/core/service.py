@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,12 +95,15 @@ class JobService:
         """Queue one edit job per input, all or none, under one batch id."""
         if not 1 <= len(inputs) <= MAX_BATCH:
             raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} items, got {len(inputs)}", field="items")
+        model_spec(model)
         self._check_queue_room(len(inputs))
         batch_id = new_id("batch")
-        new_jobs = [
-            await self._prepare(owner, SubmitRequest(model=model, input=data), batch_id=batch_id, index=index)
-            for index, data in enumerate(inputs)
-        ]
+        new_jobs = []
+        for index, data in enumerate(inputs):
+            with _naming_item(index):
+                new_jobs.append(
+                    await self._prepare(owner, SubmitRequest(model=model, input=data), batch_id=batch_id)
+                )
         jobs = [job for job, _ in self.store.insert_jobs(new_jobs)]
         self._announce(jobs)
         return batch_id, jobs
@@ -130,21 +133,17 @@ class JobService:
         request: SubmitRequest,
         *,
         batch_id: str | None,
-        index: int = 0,
         request_hash: str | None = None,
     ) -> NewJob:
         """Validate the input, resolve its images into assets and plan every edit; nothing is queued yet."""
         spec = model_spec(request.model)
         validated = spec.validate(request.kind, request.input)
-        field_prefix = f"items.{index}.input" if batch_id else "input"
         data = validated.model_dump(mode="json")
         sizes = []
         image_field = "image" if request.kind == JobKind.ORBIT else "images"
         resolved = []
         for position, ref in enumerate(validated.images):
-            field = f"{field_prefix}.{image_field}" + (
-                "" if request.kind == JobKind.ORBIT else f".{position}"
-            )
+            field = f"input.{image_field}" + ("" if request.kind == JobKind.ORBIT else f".{position}")
             record = await resolve_image(ref, owner, self.assets, self.fetch, field=field)
             self.store.extend_asset(record.id, self.clock() + self.limits.result_ttl_s)
             resolved.append(record.id)
@@ -258,6 +257,7 @@ class JobService:
                     await self._work.wait()
             job = self.store.claim_next(self.clock())
         if job is not None:
+            self._keep_inputs(job)
             self._stop_flags[job.id] = threading.Event()
             if job.cancel_requested:
                 self._stop_flags[job.id].set()
@@ -288,19 +288,37 @@ class JobService:
         self._stop_flags.pop(job.id, None)
         finished = self.store.finish(job.id, job.attempt, status, self.clock(), **fields)
         if finished is not None:
+            self._keep_inputs(finished)
             self._publish(job.id, JobEvent(kind="status", job=finished))
             for hook in self.finished_hooks:
                 hook(finished)
         return finished
 
     def sweep(self) -> tuple[int, int]:
-        """Delete finished jobs past retention and expired assets; returns (jobs, files) deleted."""
-        jobs = self.store.delete_finished_before(self.clock() - self.limits.result_ttl_s)
+        """Delete finished jobs past retention and expired assets; returns (jobs, files) deleted. The inputs
+        of unfinished jobs are kept, however long those jobs wait or run."""
+        now = self.clock()
+        self.store.extend_job_inputs(now + self.limits.result_ttl_s)
+        jobs = self.store.delete_finished_before(now - self.limits.result_ttl_s)
         return jobs, self.assets.sweep()
+
+    def _keep_inputs(self, job: Job) -> None:
+        """A job's inputs live as long as the job: through its run, then for its retention time."""
+        self.store.extend_job_inputs(self.clock() + self.limits.result_ttl_s, job_id=job.id)
 
     def _publish(self, job_id: str, event: JobEvent) -> None:
         for queue in self._subscribers.get(job_id, ()):
             queue.put_nowait(event)
+
+
+@contextlib.contextmanager
+def _naming_item(index: int) -> Iterator[None]:
+    """An error about one item of a batch says which item it is about."""
+    try:
+        yield
+    except InvalidInput as exc:
+        field = f"items.{index}.{exc.field}" if exc.field else f"items.{index}"
+        raise type(exc)(f"items.{index}: {exc.message}", field=field, hint=exc.hint) from None
 
 
 async def _until_terminal(queue: asyncio.Queue[JobEvent]) -> AsyncIterator[JobEvent]:

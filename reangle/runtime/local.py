@@ -27,6 +27,7 @@ from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
 log = logging.getLogger("reangle.runner")
 
 T = TypeVar("T")
+RETRY_S = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,11 +41,17 @@ class LocalRunner:
     def __init__(self, service: JobService, engine: Engine) -> None:
         self.service, self.engine = service, engine
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, retry_s: float = RETRY_S) -> None:
         while True:
-            job = await self.service.next_job()
-            if job is not None:
-                await self.run_job(job)
+            try:
+                job = await self.service.next_job()
+                if job is not None:
+                    await self.run_job(job)
+            except Exception:
+                # An error of the store (a locked or full disk) must not end the runner: the server would go
+                # on accepting jobs that nothing runs.
+                log.exception("the runner failed; trying again in %g s", retry_s)
+                await asyncio.sleep(retry_s)
 
     async def run_job(self, job: Job) -> None:
         started = time.perf_counter()

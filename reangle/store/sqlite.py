@@ -220,11 +220,16 @@ class SqliteStore:
         error: JobError | None = None,
         timings: dict[str, float] | None = None,
     ) -> Job | None:
-        """End a processing job of this attempt; None if the attempt lost the job (fenced)."""
+        """End a processing job of this attempt; None if the attempt lost the job (fenced). A job whose
+        cancel was accepted while it ran ends canceled even if its run got to the end."""
         with self._transaction() as db:
-            row = db.execute("SELECT status, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(
+                "SELECT status, attempt, cancel_requested FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
             if row is None or row["attempt"] != attempt or row["status"] != JobStatus.PROCESSING:
                 return None
+            if status == JobStatus.SUCCEEDED and row["cancel_requested"]:
+                status, outputs = JobStatus.CANCELED, ()
             self._set_status(
                 db,
                 job_id,
@@ -273,7 +278,7 @@ class SqliteStore:
                 if row["attempt"] >= max_attempts:
                     error = JobError(
                         code="interrupted",
-                        message=f"the server stopped during this job {row['attempt']} times; giving up",
+                        message=_interrupted_message(row["attempt"]),
                         hint="the job may crash the server; check its input and the server log",
                     )
                     self._set_status(
@@ -360,6 +365,17 @@ class SqliteStore:
                 "UPDATE assets SET expires_at = MAX(expires_at, ?) WHERE id = ?", (expires_at, asset_id)
             )
 
+    def extend_job_inputs(self, expires_at: float, *, job_id: str | None = None) -> None:
+        """Keep the input assets of one job, or of every queued or processing job, until `expires_at`."""
+        which, args = ("jobs.id = ?", [job_id]) if job_id else ("jobs.status IN ('queued', 'processing')", [])
+        with self._lock:
+            self._db.execute(
+                "UPDATE assets SET expires_at = MAX(expires_at, ?) WHERE id IN ("
+                f"SELECT value FROM jobs, json_each(jobs.input, '$.images') WHERE {which} "
+                f"UNION SELECT json_extract(input, '$.image') FROM jobs WHERE {which})",
+                (expires_at, *args, *args),
+            )
+
     def delete_expired_assets(self, now: float) -> set[str]:
         """Delete expired asset rows; returns the content hashes no remaining asset refers to."""
         with self._transaction() as db:
@@ -392,6 +408,11 @@ class SqliteStore:
         with self._lock:
             row = self._db.execute("SELECT id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return row[0] if row else None
+
+
+def _interrupted_message(attempts: int) -> str:
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return f"the server stopped in the middle of this job {times}; giving up after {attempts} attempt(s)"
 
 
 def _history_json(history: Sequence[StatusChange]) -> str:

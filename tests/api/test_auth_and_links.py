@@ -1,0 +1,145 @@
+"""API keys (a key sees only its own work), auth off, `reangle keys create`, and signed download links."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from tests.api.conftest import (
+    KEY_A,
+    KEY_B,
+    REPO,
+    ServerFactory,
+    ServerProcess,
+    assert_error,
+    download,
+    edit_input,
+    submit,
+    succeeded,
+    upload,
+)
+
+
+def test_another_key_sees_nothing_of_key_a(shared_server: ServerProcess) -> None:
+    with shared_server.client(KEY_A) as a, shared_server.client(KEY_B) as b:
+        asset = upload(a)
+        job = succeeded(a, submit(a, edit_input(asset["id"]))["id"])
+        batch_body = {
+            "model": INSTRUCTION_EDIT,
+            "items": [{"input": {"images": [asset["id"]], "prompt": "x"}}],
+        }
+        batch = a.post("/v1/batches", json=batch_body).json()
+
+        for path in (
+            f"/v1/jobs/{job['id']}",
+            f"/v1/jobs/{job['id']}/events",
+            f"/v1/assets/{asset['id']}",
+            f"/v1/assets/{job['output']['assets'][0]['id']}",
+            f"/v1/batches/{batch['id']}",
+        ):
+            assert_error(b.get(path), 404, "not_found")
+            assert a.get(path).status_code == 200, path
+        assert_error(b.post(f"/v1/jobs/{job['id']}/cancel"), 404, "not_found")
+        assert job["id"] not in {j["id"] for j in b.get("/v1/jobs", params={"limit": 100}).json()["data"]}
+        # nor can it run an edit on key a's upload
+        refused = b.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(asset["id"])})
+        assert_error(refused, 422, "invalid_input", "input.images.0", asset["id"])
+
+
+@pytest.mark.parametrize(
+    ("headers", "mention"),
+    [
+        ({}, "required"),
+        ({"Authorization": "Bearer nope"}, "not valid"),
+        ({"Authorization": "nope"}, "not valid"),
+    ],
+)
+def test_without_a_valid_key_every_api_route_is_401(
+    shared_server: ServerProcess, headers: dict[str, str], mention: str
+) -> None:
+    with httpx.Client(base_url=shared_server.url, headers=headers) as anonymous:
+        for method, path in (
+            ("GET", "/v1/models"),
+            ("GET", "/v1/poses"),
+            ("GET", "/v1/jobs"),
+            ("GET", "/v1/jobs/job_x"),
+            ("POST", "/v1/jobs"),
+            ("POST", "/v1/assets"),
+        ):
+            response = anonymous.request(method, path)
+            assert_error(response, 401, "unauthorized", mention)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert anonymous.get("/healthz").status_code == 200
+
+
+def test_a_bare_key_in_authorization_is_accepted(shared_server: ServerProcess) -> None:
+    response = httpx.get(f"{shared_server.url}/v1/models", headers={"Authorization": KEY_B})
+    assert response.status_code == 200
+
+
+def test_auth_off_needs_no_key(serve: ServerFactory) -> None:
+    server = serve(auth="off")
+    with server.client(None) as api:
+        job = succeeded(api, submit(api, edit_input(upload(api)["id"]))["id"])
+        assert download(job["output"]["assets"][0]["url"]).status_code == 200
+
+
+def test_a_key_from_keys_create_is_accepted_by_the_running_server(shared_server: ServerProcess) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "reangle", "keys", "create", "--data-dir", str(shared_server.data_dir)],
+        cwd=REPO,
+        env=shared_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("rk_")
+    assert "\n" not in key
+    assert "only time" in made.stderr
+    with shared_server.client(key) as api:
+        job = succeeded(api, submit(api, edit_input(upload(api)["id"]))["id"])
+    with shared_server.client(KEY_A) as other:
+        assert other.get(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+def with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()} | changes
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+def test_a_tampered_link_is_403(api: httpx.Client) -> None:
+    url = upload(api)["url"]
+    signature = parse_qs(urlsplit(url).query)["sig"][0]
+    flipped = ("0" if signature[0] != "0" else "1") + signature[1:]
+    later = str(int(parse_qs(urlsplit(url).query)["expires"][0]) + 3600)
+    for bad in (with_query(url, sig=flipped), with_query(url, expires=later), with_query(url, sig="")):
+        assert_error(download(bad), 403, "forbidden", "signature")
+    other = upload(api, None)["id"]
+    moved = url.replace(urlsplit(url).path, f"/v1/files/{other}")  # a valid signature for another asset
+    assert_error(download(moved), 403, "forbidden", "signature")
+    assert download(url).status_code == 200
+
+
+def test_an_expired_link_is_403_and_the_api_gives_a_fresh_one(serve: ServerFactory) -> None:
+    server = serve(url_ttl_s=1)
+    with server.client(KEY_A) as api:
+        asset = upload(api)
+        expires = int(parse_qs(urlsplit(asset["url"]).query)["expires"][0])
+        assert expires <= time.time() + 1
+        # wait for the clock, not for the server: nothing on the server side changes when a link expires
+        time.sleep(max(0.0, expires + 1 - time.time()))
+        error = assert_error(download(asset["url"]), 403, "forbidden", "expired")
+        assert error["hint"]
+        fresh = api.get(f"/v1/assets/{asset['id']}").json()["url"]
+        assert fresh != asset["url"]
+        assert download(fresh).status_code == 200

@@ -1,0 +1,239 @@
+"""Every class of bad input gets its status, the error shape and a message naming the field; never a 500."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import struct
+import zlib
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from tests.api.conftest import (
+    KEY_A,
+    ServerFactory,
+    ServerProcess,
+    assert_error,
+    data_url,
+    edit_input,
+    png,
+    upload,
+)
+
+
+def gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "blue").save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims another size: a decompression bomb, in a few bytes."""
+    data = bytearray(png(1, 1))
+    header = bytearray(data[16:29])  # IHDR data, after the 8-byte signature and the chunk's length and type
+    header[0:8] = struct.pack(">II", width, height)
+    data[16:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(header)))
+    return bytes(data)
+
+
+def noise_png(side: int) -> bytes:
+    """A PNG that does not compress: about 3 bytes per pixel."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def post_file(client: httpx.Client, data: bytes, name: str = "in.png") -> httpx.Response:
+    return client.post("/v1/assets", files={"file": (name, data, "application/octet-stream")})
+
+
+def post_job(client: httpx.Client, input: Any, **body: Any) -> httpx.Response:
+    return client.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": input} | body)
+
+
+# images -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code", "words"),
+    [
+        (b"hello, I am not an image", 422, "invalid_image", ("file", "not an image")),
+        (gif(), 415, "unsupported_image", ("file", "GIF", "PNG, JPEG and WebP")),
+        (png(64, 64)[:200], 422, "invalid_image", ("file", "truncated")),
+        (png_claiming(20_000, 20_000), 413, "too_large", ("file", "pixels")),
+        (png_claiming(7_000, 7_000), 413, "too_large", ("file", "7000x7000", "pixels")),
+        (b"", 422, "invalid_image", ("file",)),
+    ],
+    ids=["not-an-image", "gif", "truncated", "bomb", "over-pixel-limit", "empty"],
+)
+def test_bad_images_on_upload(
+    api: httpx.Client, data: bytes, status: int, code: str, words: tuple[str, ...]
+) -> None:
+    assert_error(post_file(api, data), status, code, *words)
+
+
+def test_bad_images_inline_in_a_job_name_their_place(api: httpx.Client) -> None:
+    good = upload(api)["id"]
+    assert_error(
+        post_job(api, edit_input(good, images=[good, data_url(gif(), "image/gif")])),
+        415,
+        "unsupported_image",
+        "input.images.1",
+    )
+    truncated = base64.b64encode(png(64, 64)[:200]).decode()
+    assert_error(post_job(api, edit_input(truncated)), 422, "invalid_image", "input.images.0")
+    orbit = {"image": data_url(b"not an image")}
+    assert_error(post_job(api, orbit, kind="orbit"), 422, "invalid_image", "input.image")
+
+
+def test_upload_limits_in_bytes_and_pixels(serve: ServerFactory) -> None:
+    server = serve(max_upload_bytes=20_000, max_upload_pixels=100 * 100)
+    with server.client(KEY_A) as api:
+        assert_error(post_file(api, noise_png(90)), 413, "too_large", "file", "bytes", "20,000")
+        huge = api.post("/v1/assets", files={"file": ("in.png", b"x" * 200_000, "image/png")})
+        assert_error(huge, 413, "too_large", "bytes", "20,000")
+        inline = api.post("/v1/assets", json={"data": base64.b64encode(noise_png(90)).decode()})
+        assert_error(inline, 413, "too_large", "data", "bytes")
+        assert_error(post_file(api, png(120, 100)), 413, "too_large", "file", "120x100", "10,000")
+        in_job = post_job(api, edit_input(data_url(png(120, 100))))
+        assert_error(in_job, 413, "too_large", "input.images.0", "pixels")
+        assert upload(api, png(100, 100))["width"] == 100  # right at the limit
+
+
+# requests -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"zoom": 11}, ("zoom", "0 and 10", "11")),
+        ({"num_outputs": 9}, ("num_outputs", "1 and 4")),
+        ({"width": 8}, ("width", "16")),
+        ({"height": 4000}, ("height", "2048")),
+        ({"num_inference_steps": 0}, ("num_inference_steps",)),
+        ({"lora_scale": -1}, ("lora_scale",)),
+        ({"horizontal_angle": 10, "azimuth": 90}, ("horizontal_angle", "azimuth", "not both")),
+        ({"vertical_angle": 120}, ("vertical_angle",)),
+        ({"acceleration": "turbo"}, ("input.acceleration",)),
+        ({"aspect_ratio": "7:5", "width": None, "height": None}, ("aspect_ratio", "7:5")),
+        ({"output_format": "gif"}, ("input.output_format",)),
+        ({"quality": 0}, ("input.quality",)),
+        ({"sharpness": 3}, ("input.sharpness", "unknown field")),
+        ({"images": []}, ("input.images",)),
+        ({"prompt": "x" * 2001}, ("input.prompt",)),
+    ],
+)
+def test_out_of_range_and_unknown_fields(
+    api: httpx.Client, change: dict[str, Any], words: tuple[str, ...]
+) -> None:
+    input = {k: v for k, v in (edit_input(upload(api)["id"]) | change).items() if v is not None}
+    assert_error(post_job(api, input), 422, "invalid_input", *words)
+
+
+def test_bad_image_references(shared_server: ServerProcess, api: httpx.Client) -> None:
+    asset = upload(api)["id"]
+    cases = [
+        ([asset] * 4, ("input.images", "at most 3")),
+        (["!!! not base64 !!!"], ("input.images.0", "base64")),
+        (["data:image/png,iVBORw0KGgo="], ("input.images.0", "base64")),
+        (["asset_000000000000000000000000"], ("input.images.0", "asset_000000000000000000000000")),
+        ([f"{shared_server.url}/healthz"], ("input.images.0", "loopback")),
+        (["http://[::1]:9/x.png"], ("input.images.0", "loopback")),
+        (["http://10.0.0.1/x.png"], ("input.images.0", "private")),
+        (["http://169.254.169.254/latest/meta-data/"], ("input.images.0", "link-local")),
+    ]
+    for images, words in cases:
+        assert_error(post_job(api, edit_input(asset, images=images)), 422, "invalid_input", *words)
+    by_url = api.post("/v1/assets", json={"url": f"{shared_server.url}/healthz"})
+    assert_error(by_url, 422, "invalid_input", "url", "loopback")
+
+
+def test_bad_job_envelopes(api: httpx.Client) -> None:
+    input = edit_input(upload(api)["id"])
+    assert_error(post_job(api, input, model="nope"), 422, "invalid_input", "model", "nope")
+    assert_error(post_job(api, input, kind="orbit", model=INSTRUCTION_EDIT), 422, "invalid_input", "orbit")
+    assert_error(post_job(api, input, kind="video"), 422, "invalid_input", "kind")
+    assert_error(post_job(api, input, priority=1000), 422, "invalid_input", "priority")
+    assert_error(post_job(api, input, extra=1), 422, "invalid_input", "extra")
+    assert_error(api.post("/v1/jobs", json={"input": input}), 422, "invalid_input", "model", "required")
+    assert_error(post_job(api, "images please"), 422, "invalid_input", "input")
+    waited = api.post("/v1/jobs?wait=1000", json={"model": CAMERA_EDIT, "input": input})
+    assert_error(waited, 422, "invalid_input", "wait")
+    assert_error(api.get("/v1/jobs", params={"status": "done"}), 422, "invalid_input", "status")
+    assert_error(api.get("/v1/jobs", params={"cursor": "abc"}), 422, "invalid_input", "cursor")
+    assert_error(api.get("/v1/jobs", params={"limit": 0}), 422, "invalid_input", "limit")
+
+
+def test_bad_batches_name_the_item(api: httpx.Client) -> None:
+    asset = upload(api)["id"]
+    good = {"input": {"images": [asset], "prompt": "x"}}
+
+    def batch(*items: Any, model: str = INSTRUCTION_EDIT) -> httpx.Response:
+        return api.post("/v1/batches", json={"model": model, "items": list(items)})
+
+    assert_error(batch(), 422, "invalid_input", "items", "1 to 64")
+    assert_error(batch(good, {"input": {"images": [asset]}}), 422, "invalid_input", "items.1", "prompt")
+    bad_size = {"input": {"images": [asset], "prompt": "x", "width": 8}}
+    assert_error(batch(good, good, bad_size), 422, "invalid_input", "items.2", "width")
+    bad_image = {"input": {"images": [data_url(gif())], "prompt": "x"}}
+    assert_error(batch(bad_image), 415, "unsupported_image", "items.0", "input.images.0")
+    assert_error(batch(good, model="nope"), 422, "invalid_input", "model", "nope")
+    assert api.get("/v1/jobs").json()["data"] == []  # all or none
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "words"),
+    [
+        (b'{"model": "x", "input": ', "application/json", ("body", "not valid JSON")),
+        (b"{'model': 'x'}", "application/json", ("body", "not valid JSON")),
+        (b"[1, 2]", "application/json", ("body", "JSON object")),
+        (b"", "application/json", ("body", "empty")),
+        (b'{"model": "x", "input": {}}', "text/plain", ("body", "Content-Type", "text/plain")),
+    ],
+)
+def test_malformed_job_bodies(
+    api: httpx.Client, body: bytes, content_type: str, words: tuple[str, ...]
+) -> None:
+    response = api.post("/v1/jobs", content=body, headers={"Content-Type": content_type})
+    error = assert_error(response, 422, "invalid_input", *words)
+    assert "JSON decode error" not in error["message"]
+
+
+def test_malformed_uploads(api: httpx.Client) -> None:
+    assert_error(
+        api.post("/v1/assets", content=b"{", headers={"Content-Type": "application/json"}),
+        422,
+        "invalid_input",
+        "body",
+        "not valid JSON",
+    )
+    assert_error(api.post("/v1/assets", json={"image": "x"}), 422, "invalid_input", "data", "url")
+    assert_error(api.post("/v1/assets", json=["x"]), 422, "invalid_input", "body", "JSON object")
+    assert_error(
+        api.post("/v1/assets", content=png(), headers={"Content-Type": "image/png"}),
+        422,
+        "invalid_input",
+        "content type",
+        "image/png",
+    )
+    no_file = api.post("/v1/assets", files={"image": ("in.png", png(), "image/png")})
+    assert_error(no_file, 422, "invalid_input", "`file`")
+    text_field = api.post("/v1/assets", data={"file": "just text"}, files={"other": ("x.bin", b"1")})
+    assert_error(text_field, 422, "invalid_input", "`file`")
+    assert_error(api.post("/v1/assets", json={"data": "@@@"}), 422, "invalid_input", "data", "base64")
+
+
+def test_unknown_ids_routes_and_methods(shared_server: ServerProcess, api: httpx.Client) -> None:
+    assert_error(api.get("/v1/jobs/job_000"), 404, "not_found", "job_000")
+    assert_error(api.get("/v1/assets/asset_000"), 404, "not_found", "asset_000")
+    assert_error(api.get("/v1/batches/batch_000"), 404, "not_found", "batch_000")
+    assert_error(api.get("/v1/models/nope"), 404, "not_found", "nope")
+    assert_error(httpx.get(f"{shared_server.url}/v2/nothing"), 404, "not_found")
+    assert_error(api.delete("/v1/jobs"), 405, "method_not_allowed")
+    assert_error(httpx.get(f"{shared_server.url}/v1/files/asset_000"), 403, "forbidden", "signature")

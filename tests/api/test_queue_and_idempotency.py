@@ -1,0 +1,100 @@
+"""Idempotent submits under concurrency, and the queue limit (429 with Retry-After, nothing accepted lost)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from tests.api.conftest import (
+    KEY_A,
+    ServerFactory,
+    ServerProcess,
+    assert_error,
+    edit_input,
+    running,
+    slow_input,
+    submit,
+    succeeded,
+    upload,
+    wait_job,
+)
+
+
+async def post_concurrently(
+    server: ServerProcess, key: str, body: dict[str, Any], idempotency_key: str, count: int
+) -> list[httpx.Response]:
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as client:
+        return await asyncio.gather(*(client.post("/v1/jobs", json=body) for _ in range(count)))
+
+
+def test_concurrent_submits_with_one_idempotency_key_make_one_job(shared_server: ServerProcess) -> None:
+    key = shared_server.new_key()
+    with shared_server.client(key) as api:
+        body: dict[str, Any] = {"model": CAMERA_EDIT, "input": edit_input(upload(api)["id"])}
+        responses = asyncio.run(post_concurrently(shared_server, key, body, "submit-once", 10))
+        assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses]
+        ids = {r.json()["id"] for r in responses}
+        assert len(ids) == 1
+        [job_id] = ids
+        stored = api.get("/v1/jobs", params={"limit": 100}).json()["data"]
+        assert [job["id"] for job in stored] == [job_id]
+        succeeded(api, job_id)
+
+        replay = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "submit-once"})
+        # the job it stands for has finished by now: the answer is that finished job, as with ?wait
+        assert (replay.status_code, replay.json()["id"], replay.json()["status"]) == (
+            200,
+            job_id,
+            "succeeded",
+        )
+        changed = body | {"input": body["input"] | {"horizontal_angle": 180}}
+        conflict = api.post("/v1/jobs", json=changed, headers={"Idempotency-Key": "submit-once"})
+        assert_error(conflict, 409, "conflict", "submit-once", job_id)
+        assert len(api.get("/v1/jobs").json()["data"]) == 1
+
+
+def test_the_same_idempotency_key_of_another_api_key_is_another_job(shared_server: ServerProcess) -> None:
+    first, second = shared_server.new_key(), shared_server.new_key()
+    ids = []
+    for key in (first, second):
+        with shared_server.client(key) as api:
+            body = {"model": CAMERA_EDIT, "input": edit_input(upload(api)["id"])}
+            ids.append(
+                api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "shared-name"}).json()["id"]
+            )
+    assert ids[0] != ids[1]
+
+
+def test_over_the_queue_limit_is_429_with_retry_after_and_nothing_accepted_is_lost(
+    serve: ServerFactory,
+) -> None:
+    server = serve(max_queue=2)
+    with server.client(KEY_A) as api:
+        asset = upload(api)
+        accepted = [submit(api, slow_input(asset["id"]))]  # 2 s: holds the runner
+        wait_job(api, accepted[0]["id"], running)
+        accepted.append(submit(api, edit_input(asset["id"], seed=1)))
+        retried = {"model": CAMERA_EDIT, "input": edit_input(asset["id"], seed=2)}
+        accepted.append(api.post("/v1/jobs", json=retried, headers={"Idempotency-Key": "retried"}).json())
+
+        refused = api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(asset["id"])})
+        error = assert_error(refused, 429, "queue_full", "limit")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert error["hint"]
+        batch = {"model": INSTRUCTION_EDIT, "items": [{"input": {"images": [asset["id"]], "prompt": "x"}}]}
+        assert_error(api.post("/v1/batches", json=batch), 429, "queue_full")
+        assert httpx.get(f"{server.url}/healthz").json()["queue_depth"] == 2
+        # a client retrying a submit that got through is answered with its job, not refused
+        replay = api.post("/v1/jobs", json=retried, headers={"Idempotency-Key": "retried"})
+        assert (replay.status_code, replay.json()["id"]) == (202, accepted[2]["id"])
+
+        finished = [succeeded(api, job["id"]) for job in accepted]
+        assert [job["attempt"] for job in finished] == [1, 1, 1]
+        listed = api.get("/v1/jobs", params={"limit": 100}).json()["data"]
+        assert sorted(job["id"] for job in listed) == sorted(job["id"] for job in accepted)
+        # room again once the queue drains
+        succeeded(api, submit(api, edit_input(asset["id"]))["id"])
