@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=60, gt=0)
     max_upload_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     max_upload_pixels: int = Field(default=40_000_000, gt=0)
+    #: Largest request body of any kind (inline base64 images make JSON bodies large).
+    max_request_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
     #: Let input URLs point at loopback, private and link-local addresses (off: SSRF protection).
     allow_private_urls: bool = False
     url_fetch_timeout_s: float = Field(default=20, gt=0)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reangle import __version__
+from reangle.api.body_limit import BodyLimit
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
 from reangle.api.state import AppState
@@ -31,6 +32,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.reangle = app_state
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
     app.include_router(native_router)
     for router in dialect_routers():

@@ -91,13 +91,15 @@ async def upload_asset(request: Request, app: State, who: Owner, make_links: Lin
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidInput("send the image in the multipart field `file`", field="file")
-        record = app.service.assets.ingest(who, await upload.read(), field="file")
+        record = await app.service.assets.ingest_async(who, await upload.read(), field="file")
     elif content_type.startswith("application/json"):
         body = await _json_body(request)
         if isinstance(body.get("url"), str):
             record = await resolve_image(body["url"], who, app.service.assets, app.service.fetch, field="url")
         elif isinstance(body.get("data"), str):
-            record = app.service.assets.ingest(who, decode_inline(body["data"], field="data"), field="data")
+            record = await app.service.assets.ingest_async(
+                who, decode_inline(body["data"], field="data"), field="data"
+            )
         else:
             raise InvalidInput(
                 'send {"data": "<base64 or data URL>"} or {"url": "https://..."}', field="data"

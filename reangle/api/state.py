@@ -102,7 +102,7 @@ class AppState:
     async def _sweep_forever(self) -> None:
         while True:
             try:
-                jobs, files = self.service.sweep()
+                jobs, files = await asyncio.to_thread(self.service.sweep)
                 if jobs or files:
                     log.info("retention sweep: deleted %d jobs and %d files", jobs, files)
             except Exception:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
 import time
 from collections.abc import Callable
 
@@ -34,6 +36,7 @@ class AssetService:
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self.upload_ttl_s, self.result_ttl_s = upload_ttl_s, result_ttl_s
         self.clock = clock
+        self._files_lock = threading.Lock()
 
     def ingest(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
         """Accept an uploaded image: decoded for real, limited in bytes and pixels; stored as sent."""
@@ -41,32 +44,34 @@ class AssetService:
             raise TooLarge(
                 f"{field} is {len(data):,} bytes, more than the limit of {self.max_bytes:,}", field=field
             )
-        try:
-            decoded = decode_image(data, name=field, max_pixels=self.max_pixels)
-        except Image.DecompressionBombError:  # Pillow refuses to open it at all: far past any sane limit
-            raise TooLarge(
-                f"{field} has more pixels than the limit of {self.max_pixels:,}", field=field
-            ) from None
+        decoded = decode_image(data, name=field, max_pixels=self.max_pixels)
         width, height = decoded.image.size
         return self._record(owner, data, decoded.mime_type, width, height, self.upload_ttl_s)
+
+    async def ingest_async(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
+        """`ingest` in a worker thread: decoding a large image must not stall the event loop."""
+        return await asyncio.to_thread(self.ingest, owner, data, field=field)
 
     def put_output(self, owner: str, data: bytes, mime_type: str, width: int, height: int) -> AssetRecord:
         return self._record(owner, data, mime_type, width, height, self.result_ttl_s)
 
     def _record(self, owner: str, data: bytes, mime: str, width: int, height: int, ttl: float) -> AssetRecord:
         now = self.clock()
-        record = AssetRecord(
-            id=new_id("asset"),
-            owner=owner,
-            sha256=self.blobs.put(data),
-            mime_type=mime,
-            width=width,
-            height=height,
-            bytes=len(data),
-            created_at=now,
-            expires_at=now + ttl,
-        )
-        self.store.insert_asset(record)
+        # one lock around "file + row" and around the sweep's deletes: identical bytes share one file, and a
+        # sweep must not delete it between a new asset reusing it and that asset's row being written
+        with self._files_lock:
+            record = AssetRecord(
+                id=new_id("asset"),
+                owner=owner,
+                sha256=self.blobs.put(data),
+                mime_type=mime,
+                width=width,
+                height=height,
+                bytes=len(data),
+                created_at=now,
+                expires_at=now + ttl,
+            )
+            self.store.insert_asset(record)
         return record
 
     def get(self, owner: str, asset_id: str) -> AssetRecord:
@@ -82,7 +87,8 @@ class AssetService:
 
     def sweep(self) -> int:
         """Delete expired asset rows and the files no asset uses any more; returns files deleted."""
-        orphans = self.store.delete_expired_assets(self.clock())
-        for digest in orphans:
-            self.blobs.delete(digest)
+        with self._files_lock:
+            orphans = self.store.delete_expired_assets(self.clock())
+            for digest in orphans:
+                self.blobs.delete(digest)
         return len(orphans)

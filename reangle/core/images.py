@@ -33,6 +33,8 @@ def decode_image(data: bytes, *, name: str = "image", max_pixels: int = DEFAULT_
             width, height = probe.size
     except UnidentifiedImageError:
         raise InvalidImage(f"{name} is not an image (expected PNG, JPEG or WebP)", field=name) from None
+    except Image.DecompressionBombError:  # Pillow will not even open it: far past any sane limit
+        raise TooLarge(f"{name} has more pixels than the limit of {max_pixels:,}", field=name) from None
     except (OSError, SyntaxError) as exc:
         raise InvalidImage(f"{name} could not be read ({exc}); is the file truncated?", field=name) from None
     if kind not in ACCEPTED_FORMATS:

@@ -34,8 +34,8 @@ async def resolve_image(
             data = await fetch(ref, field)
         except InvalidInput as exc:  # the fetcher's messages are about the URL; say which field held it
             raise type(exc)(f"{field}: {exc.message}", field=field, hint=exc.hint) from None
-        return assets.ingest(owner, data, field=field)
-    return assets.ingest(owner, decode_inline(ref, field=field), field=field)
+        return await assets.ingest_async(owner, data, field=field)
+    return await assets.ingest_async(owner, decode_inline(ref, field=field), field=field)
 
 
 def decode_inline(ref: str, *, field: str) -> bytes:

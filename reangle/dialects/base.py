@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
@@ -45,6 +45,10 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     return render(request, error, status_for(error))
                 except ReangleError as exc:
                     return render(request, exc, status_for(exc))
+                except HTTPException as exc:
+                    if not isinstance(exc.__cause__, ReangleError):  # FastAPI wraps body-reading errors
+                        raise
+                    return render(request, exc.__cause__, status_for(exc.__cause__))
 
             return guarded
 

@@ -203,7 +203,7 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
         raise InvalidInput(
             "image: send the image as base64 or a data URL (canvas uploads are not supported)", field="image"
         )
-    record = app.service.assets.ingest(who, decode_inline(image, field="image"), field="image")
+    record = await app.service.assets.ingest_async(who, decode_inline(image, field="image"), field="image")
     return {"asset": schemas.asset_json(record, links.asset_url(record), name=name)}
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import pytest
 from PIL import Image
@@ -72,3 +74,23 @@ def test_lower_quality_gives_smaller_jpeg():
 def test_bad_encoding_options(fmt, quality):  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInput):
         encode_image(make_image(), fmt, quality)  # type: ignore[arg-type]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size in its header and holds almost nothing (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_too_large_not_a_crash():
+    with pytest.raises(TooLarge, match="more pixels than the limit"):
+        decode_image(_png_header_only(30_000, 30_000))
