@@ -1,5 +1,307 @@
-"""Placeholder: the runpod dialect is being written."""
+"""The RunPod serverless dialect under /runpod/v2/{endpoint_id}, for the `runpod` Python client.
 
-from fastapi import APIRouter
+Point the client here with `runpod.endpoint_url_base = "http://HOST/runpod/v2"` (read when an Endpoint is
+built). Request and response shapes live in `runpod_schemas`; this module wires them onto JobService.
 
-router = APIRouter()
+- Job ids: a single edit is its core job id (`job_...`); a batch (a `prompt` list, one per image) is its batch
+  id (`batch_...`) and answers status/stream/cancel/retry as one job whose status aggregates its items.
+- Retry keeps the id: reangle's terminal jobs never change, so `retry/{id}` queues a new core job for each
+  unsucceeded item under the idempotency key `runpod-retry:<failed job id>`; every lookup of the id follows
+  that chain to the newest attempt.
+- Which model an endpoint id serves comes from the `runpod_endpoint_models` setting (default: the camera
+  model); a job is found only under an endpoint serving its model.
+- Errors are `{"error": "..."}`; invalid input is 400, as RunPod answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from reangle.api.auth import bearer_token
+from reangle.api.deps import State
+from reangle.api.state import AppState
+from reangle.core.jobs import Job, JobStatus
+from reangle.core.models import CAMERA_EDIT
+from reangle.core.service import MAX_PAGE, SubmitRequest
+from reangle.dialects import runpod_schemas as rp
+from reangle.dialects.base import dialect_route
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError
+
+log = logging.getLogger("reangle.dialects.runpod")
+
+PREFIX = "/runpod/v2/{endpoint_id}"
+RETRY_KEY = "runpod-retry:"
+#: /runsync waits this long by default; `?wait=` (ms) is clamped to RunPod's 1 s .. 300 s.
+SYNC_WAIT_MS, MIN_WAIT_MS, MAX_WAIT_MS = 90_000, 1_000, 300_000
+#: How long /cancel waits for a running job to stop (the sync client gives up after 3 s).
+CANCEL_WAIT_S = 2.0
+MAX_CHAIN = 1000
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: RunPod ids whose completed output /stream has delivered; bounded, per process (the core has no stream
+#: cursor). After a restart a finished job's output is streamed once more, never forever.
+_STREAMED: OrderedDict[str, None] = OrderedDict()
+_STREAMED_MAX = 10_000
+
+
+def render_error(request: Request, exc: ReangleError, status: int) -> JSONResponse:
+    if status == 422:
+        status = 400
+    if status >= 500:
+        log.error("runpod request failed: %s", exc.message)
+    headers = {}
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+router = APIRouter(route_class=dialect_route(render_error), tags=["runpod"])
+
+
+def runpod_owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
+    """`Authorization: Bearer KEY` (the SDK) or a bare `Authorization: KEY` (RunPod's curl docs)."""
+    return app.keys.owner(bearer_token(authorization))
+
+
+Owner = Annotated[str, Depends(runpod_owner)]
+
+
+def endpoint_model(app: AppState, endpoint_id: str) -> str:
+    return app.settings.runpod_endpoint_models.get(endpoint_id, CAMERA_EDIT)
+
+
+# routes --------------------------------------------------------------------------------------------------
+
+
+@router.post(PREFIX + "/run")
+async def run(endpoint_id: str, request: Request, app: State, who: Owner) -> dict[str, Any]:
+    runpod_id, jobs = await _submit(app, who, endpoint_id, await _json_body(request))
+    return {"id": runpod_id, "status": rp.runpod_status(jobs)}
+
+
+@router.post(PREFIX + "/runsync")
+async def runsync(
+    endpoint_id: str, request: Request, app: State, who: Owner, wait: int = SYNC_WAIT_MS
+) -> dict[str, Any]:
+    """Wait up to `?wait=` ms (default 90 s) for the job; if it is not done, answer its status to poll."""
+    runpod_id, jobs = await _submit(app, who, endpoint_id, await _json_body(request))
+    deadline = time.monotonic() + min(max(wait, MIN_WAIT_MS), MAX_WAIT_MS) / 1000
+    jobs = await _wait_all(app, who, jobs, deadline)
+    return await _status_json(app, who, runpod_id, jobs)
+
+
+@router.api_route(PREFIX + "/status/{job_id}", methods=["GET", "POST"])
+async def status(
+    endpoint_id: str, job_id: str, app: State, who: Owner, ttl: Annotated[int | None, Query()] = None
+) -> dict[str, Any]:
+    """The job; POST as the SDK's local test server takes it. `ttl` is accepted and not used."""
+    return await _status_json(app, who, job_id, _lookup(app, who, endpoint_id, job_id))
+
+
+@router.api_route(PREFIX + "/stream/{job_id}", methods=["GET", "POST"])
+async def stream(endpoint_id: str, job_id: str, app: State, who: Owner) -> JSONResponse:
+    """Chunks not yet delivered: the output once, when the job completes; then always `"stream": []`."""
+    jobs = _lookup(app, who, endpoint_id, job_id)
+    body = rp.status_body(job_id, jobs)
+    if body["status"] == rp.CANCELLED:  # the SDK's stream() would poll a cancelled job forever
+        return JSONResponse({"error": f"job {job_id} was cancelled"}, status_code=410)
+    chunks = []
+    if body["status"] == rp.COMPLETED and job_id not in _STREAMED:
+        _STREAMED[job_id] = None  # marked before the read, so two concurrent calls cannot both deliver it
+        while len(_STREAMED) > _STREAMED_MAX:
+            _STREAMED.popitem(last=False)
+        try:
+            chunks.append({"output": (await _status_json(app, who, job_id, jobs))["output"]})
+        except NotFound:
+            _STREAMED.pop(job_id, None)
+            raise
+    return JSONResponse({**body, "stream": chunks})
+
+
+@router.post(PREFIX + "/cancel/{job_id}")
+async def cancel(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[str, Any]:
+    """Cancel every unfinished item, wait briefly for running ones to stop, and answer the status."""
+    jobs = _lookup(app, who, endpoint_id, job_id)
+    for job in jobs:
+        if not job.status.is_terminal:
+            _cancel_quietly(app, who, job)
+    jobs = await _wait_all(app, who, jobs, time.monotonic() + CANCEL_WAIT_S)
+    return {"id": job_id, "status": rp.runpod_status(jobs)}
+
+
+@router.post(PREFIX + "/retry/{job_id}")
+async def retry(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[str, Any]:
+    """Queue a FAILED or TIMED_OUT job again under the same id: a new attempt of every unsucceeded item."""
+    jobs = _lookup(app, who, endpoint_id, job_id)
+    current = rp.runpod_status(jobs)
+    if current not in rp.RETRYABLE:
+        raise Conflict(f"job {job_id} is {current}; only FAILED or TIMED_OUT jobs can be retried")
+    retried = []
+    for job in jobs:
+        if job.status != JobStatus.SUCCEEDED:
+            request = SubmitRequest(
+                model=job.model,
+                input=job.input,
+                kind=job.kind,
+                priority=job.priority,
+                idempotency_key=RETRY_KEY + job.id,
+            )
+            job = await app.service.submit(who, request)
+        retried.append(job)
+    return {"id": job_id, "status": rp.runpod_status(retried)}
+
+
+@router.post(PREFIX + "/purge-queue")
+async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
+    """Cancel this key's queued jobs on this endpoint's model; running jobs go on."""
+    model = endpoint_model(app, endpoint_id)
+    queued = [job for job in _all_jobs(app, who, JobStatus.QUEUED) if job.model == model]
+    removed = sum(_cancel_quietly(app, who, job).status == JobStatus.CANCELED for job in queued)
+    return {"removed": removed, "status": "completed"}
+
+
+@router.get(PREFIX + "/health")
+async def health(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
+    """This key's job counts on this endpoint's model (each batch item counts), and the local worker."""
+    model = endpoint_model(app, endpoint_id)
+    jobs = [job for job in _all_jobs(app, who, None) if job.model == model]
+    running = app.store.count_by_status().get(JobStatus.PROCESSING, 0) > 0
+    return rp.health_body(jobs, running=running)
+
+
+@router.api_route("/runpod", methods=ANY_METHOD, include_in_schema=False)
+@router.api_route("/runpod/{path:path}", methods=ANY_METHOD, include_in_schema=False)
+async def not_found(request: Request) -> JSONResponse:
+    """Unknown paths and wrong methods under /runpod answer in RunPod's JSON error shape too."""
+    path = request.url.path
+    allowed = sorted(
+        method
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is not not_found and route.path_regex.match(path)
+        for method in route.methods or ()
+    )
+    if allowed:
+        message = f"method {request.method} is not allowed on {path}; use {', '.join(allowed)}"
+        return JSONResponse({"error": message}, status_code=405, headers={"Allow": ", ".join(allowed)})
+    return JSONResponse({"error": f"no route {request.method} {path}"}, status_code=404)
+
+
+# helpers -------------------------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidInput('the body is empty; send {"input": {...}}', field="body")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidInput("the request body is not valid JSON", field="body") from None
+
+
+async def _submit(app: AppState, who: str, endpoint_id: str, body: Any) -> tuple[str, list[Job]]:
+    plan = rp.translate(body, endpoint_model(app, endpoint_id))
+    if not plan.batch:
+        job = await app.service.submit(who, SubmitRequest(model=plan.model, input=plan.inputs[0]))
+        return job.id, [job]
+    try:
+        batch_id, jobs = await app.service.submit_batch(who, plan.model, plan.inputs)
+    except InvalidInput as exc:
+        raise _as_sent(exc) from None
+    return batch_id, jobs
+
+
+def _as_sent(exc: InvalidInput) -> InvalidInput:
+    """A batch item's error named as the client sent it: `input.images.1`, not `items.1.input.images.0`."""
+    match = re.fullmatch(r"items\.(\d+)\.input\.images\.0(.*)", exc.field or "")
+    if match is None:
+        return exc
+    field = f"input.images.{match[1]}{match[2]}"
+    message = re.sub(r"^items\.\d+: ", "", exc.message).replace(exc.field or "", field, 1)
+    return type(exc)(message.replace(f"input.images.0{match[2]}", field, 1), field=field, hint=exc.hint)
+
+
+def _lookup(app: AppState, who: str, endpoint_id: str, runpod_id: str) -> list[Job]:
+    """The newest attempt of the job (or of each batch item) behind a RunPod id, on this endpoint."""
+    try:
+        jobs = (
+            app.service.batch(who, runpod_id)
+            if runpod_id.startswith("batch_")
+            else [app.service.get(who, runpod_id)]
+        )
+    except NotFound:
+        raise NotFound(f"no job {runpod_id} (unknown, expired, or another key's)") from None
+    if any(job.model != endpoint_model(app, endpoint_id) for job in jobs):
+        raise NotFound(f"no job {runpod_id} on endpoint {endpoint_id}")
+    return [_newest_attempt(app, who, job) for job in jobs]
+
+
+def _newest_attempt(app: AppState, who: str, job: Job) -> Job:
+    for _ in range(MAX_CHAIN):
+        found = app.store.job_by_idempotency_key(who, RETRY_KEY + job.id)
+        if found is None:
+            break
+        job = found[0]
+    return job
+
+
+async def _wait_all(app: AppState, who: str, jobs: list[Job], deadline: float) -> list[Job]:
+    done = []
+    for job in jobs:
+        left = deadline - time.monotonic()
+        if not job.status.is_terminal and left > 0:
+            job = await app.service.wait(who, job.id, left)
+        done.append(job)
+    return done
+
+
+async def _status_json(app: AppState, who: str, runpod_id: str, jobs: list[Job]) -> dict[str, Any]:
+    images: dict[str, str] = {}
+    if rp.runpod_status(jobs) == rp.COMPLETED:
+        ids = rp.output_asset_ids(jobs)
+        encoded = await asyncio.to_thread(_read_base64, app, who, ids, runpod_id)
+        images = dict(zip(ids, encoded, strict=True))
+    return rp.status_body(runpod_id, jobs, images.__getitem__)
+
+
+def _read_base64(app: AppState, who: str, asset_ids: list[str], runpod_id: str) -> list[str]:
+    out = []
+    for asset_id in asset_ids:
+        try:
+            record = app.service.assets.get(who, asset_id)
+            data = app.service.assets.blobs.read(record.sha256)
+        except (NotFound, OSError):
+            raise NotFound(f"the results of job {runpod_id} have expired") from None
+        out.append(base64.b64encode(data).decode("ascii"))
+    return out
+
+
+def _cancel_quietly(app: AppState, who: str, job: Job) -> Job:
+    """Cancel `job`; one that finished meanwhile stays as it ended."""
+    try:
+        return app.service.cancel(who, job.id)
+    except (Conflict, NotFound):
+        return job
+
+
+def _all_jobs(app: AppState, who: str, status: JobStatus | None) -> list[Job]:
+    jobs: list[Job] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = app.service.list_jobs(who, status=status, limit=MAX_PAGE, cursor=cursor)
+        jobs += page
+        if cursor is None:
+            return jobs
