@@ -1,0 +1,303 @@
+"""Compatibility: the real `openai` client (3.x) against a running reangle server, base URL changed only.
+
+Jobs are counted through the native API (`GET /v1/jobs`, same key) to show that each SDK call made exactly
+one job, even where the SDK would retry by default (2 retries on 5xx and timeouts).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from tests.conftest import image_bytes, make_image
+from tests.dialects.conftest import API_KEY, OTHER_KEY, RunningServer, png, png_base64
+
+
+def client(server: RunningServer, key: str = API_KEY, **options: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=key, **options)
+
+
+def native(server: RunningServer, path: str, key: str = API_KEY) -> Any:
+    response = httpx.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def job_ids(server: RunningServer, key: str = API_KEY) -> list[str]:
+    """The key's newest jobs, newest first."""
+    return [job["id"] for job in native(server, "/v1/jobs?limit=100", key)["data"]]
+
+
+class NewJobs:
+    """The jobs a block of code made with one key."""
+
+    def __init__(self, server: RunningServer, key: str = API_KEY) -> None:
+        self.server, self.key = server, key
+        self.before = set(job_ids(server, key))
+        self.ids: list[str] = []
+
+    def collect(self) -> list[str]:
+        self.ids = [job_id for job_id in job_ids(self.server, self.key) if job_id not in self.before]
+        return self.ids
+
+
+@pytest.fixture
+def new_jobs(server: RunningServer) -> NewJobs:
+    return NewJobs(server)
+
+
+def decode(b64: str | None) -> Image.Image:
+    assert b64 is not None
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def test_camera_edit_one_image_sniffed_with_extra_body_and_empty_prompt(
+    server: RunningServer, new_jobs: NewJobs
+) -> None:
+    result = client(server).images.edit(
+        image=("holiday-snap.txt", png(96, 64), "text/plain"),  # the bytes are a PNG whatever the part says
+        prompt="",
+        size="256x192",
+        extra_body={"horizontal_angle": 90, "vertical_angle": 30},
+    )
+    assert new_jobs.collect() == [result._request_id]
+    assert result.created > 1_600_000_000
+    assert result.output_format == "png"
+    assert result.size == "256x192"
+    assert result.data is not None
+    assert len(result.data) == 1
+    assert result.data[0].url is None
+    assert result.data[0].revised_prompt == "<sks> right side view elevated shot medium shot"
+    picture = decode(result.data[0].b64_json)
+    assert (picture.format, picture.size) == ("PNG", (256, 192))
+    job = native(server, f"/v1/jobs/{result._request_id}")
+    assert job["model"] == "qwen-edit-multiangle-2511"
+    assert job["status"] == "succeeded"
+    assert (job["input"]["horizontal_angle"], job["input"]["vertical_angle"]) == (90, 30)
+    assert job["input"]["prompt"] == ""
+    asset = native(server, f"/v1/assets/{job['input']['images'][0]}")
+    assert (asset["mime_type"], asset["width"], asset["height"]) == ("image/png", 96, 64)
+
+
+def test_several_images_default_to_the_instruction_model(server: RunningServer, new_jobs: NewJobs) -> None:
+    jpeg = image_bytes(make_image(64, 48), "JPEG")
+    webp = image_bytes(make_image(80, 80), "WEBP")
+    result = client(server).images.edit(
+        image=[png(96, 64), jpeg, ("b.png", webp, "image/png")],  # raw bytes go as upload/octet-stream
+        prompt="put all three on one table",
+        model="gpt-image-1",
+        size="320x256",
+    )
+    assert new_jobs.collect() == [result._request_id]
+    job = native(server, f"/v1/jobs/{result._request_id}")
+    assert job["model"] == "qwen-image-edit-2511"
+    assert len(job["input"]["images"]) == 3
+    mimes = [native(server, f"/v1/assets/{asset_id}")["mime_type"] for asset_id in job["input"]["images"]]
+    assert mimes == ["image/png", "image/jpeg", "image/webp"]
+    assert result.data is not None
+    assert result.data[0].revised_prompt is None
+    assert decode(result.data[0].b64_json).size == (320, 256)
+
+
+def test_url_response_with_two_outputs_downloads_without_auth(server: RunningServer) -> None:
+    result = client(server).images.edit(
+        image=png(),
+        prompt="rotate the camera 90 degrees left",
+        n=2,
+        size="320x256",
+        response_format="url",
+    )
+    assert result.data is not None
+    urls = [item.url for item in result.data]
+    assert len(urls) == 2
+    assert len(set(urls)) == 2
+    for url in urls:
+        assert url is not None
+        assert url.startswith(f"{server.url}/")
+        download = httpx.get(url, timeout=10)  # no Authorization header
+        assert download.status_code == 200
+        picture = Image.open(io.BytesIO(download.content))
+        assert (picture.format, picture.size) == ("PNG", (320, 256))
+    assert result.data[0].revised_prompt == "<sks> left side view eye-level shot medium shot"
+
+
+def test_n_two_b64_and_jpeg_output(server: RunningServer) -> None:
+    result = client(server).images.edit(
+        image=png(),
+        prompt="",
+        n=2,
+        size="256x256",
+        output_format="jpeg",
+        output_compression=70,
+        extra_body={"azimuth": 180, "seed": 5},
+    )
+    assert result.output_format == "jpeg"
+    assert result.data is not None
+    pictures = [decode(item.b64_json) for item in result.data]
+    assert [(picture.format, picture.size) for picture in pictures] == [("JPEG", (256, 256))] * 2
+    job = native(server, f"/v1/jobs/{result._request_id}")
+    assert [output["seed"] for output in job["output"]["assets"]] == [5, 6]
+    assert job["input"]["quality"] == 70
+
+
+def test_failing_job_is_a_server_error_that_the_sdk_does_not_retry(
+    server: RunningServer, new_jobs: NewJobs
+) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(server).images.edit(image=png(), prompt="fake:fail make it blue")  # default max_retries=2
+    error = caught.value
+    assert error.status_code == 500
+    assert error.code == "engine_error"
+    assert error.type == "server_error"
+    assert "failed on purpose" in str(error.message)
+    assert error.response.headers["x-should-retry"] == "false"
+    assert new_jobs.collect() == [error.response.headers["x-request-id"]]
+    assert native(server, f"/v1/jobs/{new_jobs.ids[0]}")["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"size": "13x7"}, "size"),
+        ({"size": "huge"}, "size"),
+        ({"n": 9}, "n"),
+        ({"image": ("photo.png", b"this is not an image", "image/png")}, "image"),
+        ({"image": [png(), png(), png(), png()]}, "image"),
+        ({"model": "stable-diffusion-xl"}, "model"),
+        ({"extra_body": {"horizontal_angel": 90}}, "horizontal_angel"),
+        ({"extra_body": {"zoom": "near"}}, "zoom"),
+        ({"output_format": "gif"}, "output_format"),
+    ],
+)
+def test_bad_input_is_a_bad_request_naming_the_param(
+    server: RunningServer, new_jobs: NewJobs, options: dict[str, Any], param: str
+) -> None:
+    request: dict[str, Any] = {"image": png(), "prompt": "make it blue", **options}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(server).images.edit(**request)
+    assert caught.value.param == param
+    assert caught.value.type == "invalid_request_error"
+    assert caught.value.response.headers["content-type"] == "application/json"
+    assert new_jobs.collect() == []
+
+
+def test_wrong_key_is_an_authentication_error(server: RunningServer, new_jobs: NewJobs) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client(server, key="not-a-key").images.edit(image=png(), prompt="make it blue")
+    assert caught.value.code == "invalid_api_key"
+    assert new_jobs.collect() == []
+
+
+def test_a_key_sees_only_its_own_jobs(server: RunningServer) -> None:
+    other = NewJobs(server, OTHER_KEY)
+    result = client(server, key=OTHER_KEY).images.edit(image=png(), prompt="", extra_body={"zoom": 9})
+    assert other.collect() == [result._request_id]
+    assert result._request_id not in job_ids(server, API_KEY)
+
+
+def test_client_timeout_bounds_the_wait_one_job_canceled(server: RunningServer, new_jobs: NewJobs) -> None:
+    """100 fake steps take 2 s; the client's 1.5 s read timeout (sent as x-stainless-read-timeout) makes the
+    server answer 504 just before it, cancel the job, and tell the SDK not to retry."""
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(server, timeout=1.5).images.edit(
+            image=png(), prompt="slow", extra_body={"num_inference_steps": 100}
+        )
+    assert time.monotonic() - started < 1.5
+    assert caught.value.status_code == 504
+    assert caught.value.code == "timeout"
+    assert new_jobs.collect() == [caught.value.response.headers["x-request-id"]]
+    assert wait_for_status(server, new_jobs.ids[0]) == "canceled"
+
+
+def test_timeout_while_queued_is_still_a_timeout(server: RunningServer) -> None:
+    """A job still queued when time runs out is canceled at once; the answer is 504, not a failed job."""
+    blocker = httpx.post(
+        f"{server.url}/v1/jobs",
+        headers={"Authorization": f"Bearer {OTHER_KEY}"},
+        json={
+            "model": "qwen-image-edit-2511",
+            "input": {"images": [png_base64()], "prompt": "block the runner", "num_inference_steps": 100},
+        },
+        timeout=10,
+    ).json()
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client(server, timeout=1.0).images.edit(image=png(), prompt="queued behind", model="gpt-image-1")
+        assert caught.value.status_code == 504
+        assert caught.value.code == "timeout"
+        assert wait_for_status(server, caught.value.response.headers["x-request-id"]) == "canceled"
+    finally:
+        httpx.post(
+            f"{server.url}/v1/jobs/{blocker['id']}/cancel",
+            headers={"Authorization": f"Bearer {OTHER_KEY}"},
+            timeout=10,
+        )
+
+
+def test_client_disconnect_cancels_the_job(server: RunningServer, new_jobs: NewJobs) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server.url}/openai/v1/images/edits",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            files={"image": ("in.png", png())},
+            data={"prompt": "slow", "num_inference_steps": "100"},
+            timeout=0.5,
+        )
+    deadline = time.monotonic() + 5
+    while not new_jobs.collect() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(new_jobs.ids) == 1
+    assert wait_for_status(server, new_jobs.ids[0]) == "canceled"
+
+
+def test_idempotency_key_returns_the_same_job(server: RunningServer, new_jobs: NewJobs) -> None:
+    headers = {"Idempotency-Key": f"openai-test-{time.time_ns()}"}
+    first = client(server).images.edit(image=png(), prompt="", extra_headers=headers, extra_body={"zoom": 1})
+    again = client(server).images.edit(image=png(), prompt="", extra_headers=headers, extra_body={"zoom": 1})
+    assert new_jobs.collect() == [first._request_id]
+    assert again._request_id == first._request_id
+    assert first.data is not None
+    assert again.data is not None
+    assert again.data[0].b64_json == first.data[0].b64_json
+
+
+def test_models_and_unknown_urls(server: RunningServer) -> None:
+    sdk = client(server)
+    assert {model.id for model in sdk.models.list()} == {"qwen-edit-multiangle-2511", "qwen-image-edit-2511"}
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.images.generate(prompt="a cat")
+    assert "images/generations" in str(caught.value.message)
+    assert caught.value.type == "invalid_request_error"
+
+
+def wait_for_status(server: RunningServer, job_id: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status: str = native(server, f"/v1/jobs/{job_id}")["status"]
+        if status in ("succeeded", "failed", "canceled") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+@pytest.mark.tiny
+def test_tiny_engine_camera_edit_through_the_sdk(tiny_server: RunningServer) -> None:
+    result = client(tiny_server).images.edit(
+        image=("in.jpg", png(64, 48), "image/jpeg"),
+        prompt="",
+        size="64x48",
+        extra_body={"horizontal_angle": 45, "zoom": 9, "seed": 3},
+    )
+    assert result.data is not None
+    assert result.data[0].revised_prompt == "<sks> front-right quarter view eye-level shot close-up"
+    picture = decode(result.data[0].b64_json)
+    assert (picture.format, picture.size) == ("PNG", (64, 48))
+    job = native(tiny_server, f"/v1/jobs/{result._request_id}")
+    assert (job["status"], job["model"]) == ("succeeded", "qwen-edit-multiangle-2511")
