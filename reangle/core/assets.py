@@ -52,10 +52,22 @@ class AssetService:
         """`ingest` in a worker thread: decoding a large image must not stall the event loop."""
         return await asyncio.to_thread(self.ingest, owner, data, field=field)
 
-    def put_output(self, owner: str, data: bytes, mime_type: str, width: int, height: int) -> AssetRecord:
-        return self._record(owner, data, mime_type, width, height, self.result_ttl_s)
+    def put_output(
+        self, owner: str, data: bytes, mime_type: str, width: int, height: int, *, job_id: str | None = None
+    ) -> AssetRecord:
+        return self._record(owner, data, mime_type, width, height, self.result_ttl_s, job_id=job_id)
 
-    def _record(self, owner: str, data: bytes, mime: str, width: int, height: int, ttl: float) -> AssetRecord:
+    def _record(
+        self,
+        owner: str,
+        data: bytes,
+        mime: str,
+        width: int,
+        height: int,
+        ttl: float,
+        *,
+        job_id: str | None = None,
+    ) -> AssetRecord:
         now = self.clock()
         # one lock around "file + row" and around the sweep's deletes: identical bytes share one file, and a
         # sweep must not delete it between a new asset reusing it and that asset's row being written
@@ -70,6 +82,7 @@ class AssetService:
                 bytes=len(data),
                 created_at=now,
                 expires_at=now + ttl,
+                job_id=job_id,
             )
             self.store.insert_asset(record)
         return record

@@ -22,18 +22,17 @@ from reangle.api.deps import LinkMaker, State
 from reangle.api.state import AppState
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.inputs import decode_inline
-from reangle.core.jobs import Job, JobKind, JobStatus
+from reangle.core.jobs import Job, JobKind
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.dialects import scenario_schemas as schemas
 from reangle.dialects.base import dialect_route
-from reangle.errors import Conflict, InvalidInput, QueueFull, ReangleError, TooLarge, Unauthorized
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, TooLarge, Unauthorized
 from reangle.store.sqlite import AssetRecord
 
 PREFIX = "/scenario/v1"
 #: Scenario's answer to `?dryRun=`: an estimate, no job.
 DRY_RUN_STATUS = 269
 #: GET /assets/{id} looks for the job that made an asset among this many of the owner's latest successes.
-ASSET_JOB_SCAN = 100
 #: How long a cancel of a running job waits for the run to stop before answering it as it stands.
 CANCEL_WAIT_S = 10.0
 AUTH_HINT = "send Basic auth with your reangle API key as the secret (api_secret=KEY), or Bearer KEY"
@@ -210,14 +209,18 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
 @router.get(PREFIX + "/assets/{asset_id}")
 async def get_asset(asset_id: str, app: State, who: Owner, links: LinkMaker) -> dict[str, Any]:
     record = app.service.assets.get(who, asset_id)
-    job = _producing_job(app, who, asset_id)
+    job = _producing_job(app, who, record)
     return {"asset": schemas.asset_json(record, links.asset_url(record), job=job)}
 
 
-def _producing_job(app: AppState, who: str, asset_id: str) -> Job | None:
-    """The job that made `asset_id`, among the owner's latest successes (assets do not name their job)."""
-    jobs, _ = app.service.list_jobs(who, status=JobStatus.SUCCEEDED, limit=ASSET_JOB_SCAN)
-    return next((job for job in jobs if any(out.asset_id == asset_id for out in job.outputs)), None)
+def _producing_job(app: AppState, who: str, record: AssetRecord) -> Job | None:
+    """The job that made the asset, while it is kept; None for uploads."""
+    if record.job_id is None:
+        return None
+    try:
+        return app.service.get(who, record.job_id)
+    except NotFound:
+        return None
 
 
 @router.post(PREFIX + "/assets/{asset_id}/download")
@@ -229,7 +232,7 @@ async def download_asset(
     record = app.service.assets.get(who, asset_id)
     if fmt is not None and MIME_TYPES[fmt] != record.mime_type:
         data, size = await asyncio.to_thread(_reencode, app, record, fmt)
-        record = app.service.assets.put_output(who, data, MIME_TYPES[fmt], *size)
+        record = app.service.assets.put_output(who, data, MIME_TYPES[fmt], *size, job_id=record.job_id)
     return {"url": links.asset_url(record), "mimeType": record.mime_type}
 
 

@@ -139,7 +139,7 @@ class LocalRunner:
         role: str,
         item: _Rendered | None = None,
     ) -> OutputAsset:
-        record = self.service.assets.put_output(job.owner, data, mime, *size)
+        record = self.service.assets.put_output(job.owner, data, mime, *size, job_id=job.id)
         pose = item.plan.pose if item else None
         return OutputAsset(
             asset_id=record.id,

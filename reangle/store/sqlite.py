@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS assets (
     height INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    job_id TEXT
 );
 CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at);
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -77,6 +78,8 @@ class AssetRecord:
     bytes: int
     created_at: float
     expires_at: float
+    #: the job that made it (outputs); None for uploads
+    job_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,7 +342,7 @@ class SqliteStore:
     def insert_asset(self, record: AssetRecord) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.owner,
@@ -350,6 +353,7 @@ class SqliteStore:
                     record.bytes,
                     record.created_at,
                     record.expires_at,
+                    record.job_id,
                 ),
             )
 
