@@ -4,39 +4,13 @@
     GET  /openai/v1/models[/{id}]    the served models, as OpenAI model objects
     *    /openai/v1/...              anything else: 404 in OpenAI's error shape
 
-Request (multipart form; the SDK sends every value as a string; `extra_body` keys arrive as plain fields):
+The request fields, their mapping to the native input, the response and the error bodies are pure
+translations in `openai_schemas` (documented there); this module wires them onto JobService.
 
-    image / image[]       1-3 files, any name and content type: the format is sniffed from the bytes.
-                          A string value is an image reference (asset id, data URL, base64, http(s) URL).
-    prompt                the instruction; may be empty for a camera-only edit
-    model                 qwen-edit-multiangle-2511 | qwen-image-edit-2511-multiple-angles -> camera model
-                          qwen-image-edit-2511 -> instruction model (no angle LoRA)
-                          omitted, "auto", gpt-image-*, dall-e-*, chatgpt-image-* -> auto: the camera model
-                          when camera fields are given or the prompt names a camera move, else the
-                          instruction model; an empty prompt with neither is a 400 (param "prompt")
-    n                     num_outputs, 1-4
-    size                  "auto" (default: about 1 MP at the last input's aspect) or "WxH" -> width, height
-                          (the core floors each side to a multiple of 16 and checks the engine's range;
-                          out of range is a 400 with param "size")
-    response_format       b64_json (default) | url (absolute signed link, no auth needed)
-    output_format         png (default) | jpeg | webp; output_compression 0-100 -> JPEG/WebP quality
-    quality               low/auto/standard -> 4-step Lightning (the default); medium/high -> 8-step
-                          Lightning; xhigh/max -> the base model (40 steps); an `acceleration` field wins
-    background            auto | opaque (transparent: 400); input_fidelity, user, safety_identifier,
-                          partial_images, complexity: accepted and ignored; stream=true, mask, markup,
-                          svg*, frame_*: 400
-    camera fields         horizontal_angle vertical_angle zoom | azimuth elevation distance, lora_scale;
-                          also seed num_inference_steps guidance_scale acceleration width height
-                          aspect_ratio. With no camera field, camera phrases in the prompt ("rotate the
-                          camera 90 degrees right", "back view") set the pose; with camera fields, they win
-                          and such phrases are dropped from the instruction. Other fields: 400.
-
-Errors: {"error": {"message", "type", "param", "code"}}. Invalid input 400 invalid_request_error (param is
-the OpenAI field name); bad key 401 (code invalid_api_key); 404/409 invalid_request_error; queue full 429
-rate_limit_error (Retry-After); a failed or canceled job 500 server_error (a job failed on its input: 400);
-no result in time 504 server_error, code "timeout" (the job is canceled). Every error except 429 carries
-`x-should-retry: false`, so the SDK's automatic retries never run a job twice; `x-request-id` names the job.
-The wait is bounded by MAX_WAIT_S and by the client's own `x-stainless-read-timeout`; a client that
+Errors: {"error": {"message", "type", "param", "code"}} (see `openai_schemas`); queue full 429 carries
+Retry-After; no result in time 504 server_error, code "timeout" (the job is canceled). Every error except 429
+carries `x-should-retry: false`, so the SDK's automatic retries never run a job twice; `x-request-id` names
+the job. The wait is bounded by MAX_WAIT_S and by the client's own `x-stainless-read-timeout`; a client that
 disconnects gets its job canceled. An `Idempotency-Key` header is honoured as in the native API.
 """
 
@@ -47,10 +21,8 @@ import base64
 import contextlib
 import logging
 import math
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -60,56 +32,29 @@ from starlette.formparsers import MultiPartException
 
 from reangle.api.auth import bearer_token
 from reangle.api.deps import LinkMaker, State
-from reangle.api.errors import status_for
-from reangle.core.camera_text import parse_camera_text
-from reangle.core.edit import MAX_INPUT_IMAGES, MAX_OUTPUTS
+from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS
-from reangle.core.service import SubmitRequest, edit_requests
+from reangle.core.models import MODELS
+from reangle.core.service import SubmitRequest
 from reangle.dialects.base import dialect_route
-from reangle.errors import (
-    Conflict,
-    InvalidInput,
-    NotFound,
-    QueueFull,
-    ReangleError,
-    TooLarge,
-    Unauthorized,
+from reangle.dialects.openai_schemas import (
+    IMAGE_FIELDS,
+    EditCall,
+    check_known,
+    error_body,
+    error_payload,
+    job_error_payload,
+    model_object,
+    render_edit,
+    translate,
 )
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, TooLarge
 
 log = logging.getLogger("reangle.dialects.openai")
 
 PREFIX = "/openai/v1"
 #: The longest a request waits for its job (the SDK's own default timeout is 600 s).
 MAX_WAIT_S = 570.0
-FAL_CAMERA_MODEL = "qwen-image-edit-2511-multiple-angles"
-MODEL_ALIASES = {CAMERA_EDIT: CAMERA_EDIT, FAL_CAMERA_MODEL: CAMERA_EDIT, INSTRUCTION_EDIT: INSTRUCTION_EDIT}
-AUTO_MODEL_PREFIXES = ("gpt-image", "dall-e", "chatgpt-image")
-CAMERA_FIELDS = (
-    "horizontal_angle",
-    "vertical_angle",
-    "zoom",
-    "azimuth",
-    "elevation",
-    "distance",
-    "lora_scale",
-)
-FLOAT_FIELDS = (*CAMERA_FIELDS, "guidance_scale")
-INT_FIELDS = ("seed", "num_inference_steps", "width", "height")
-TEXT_FIELDS = ("acceleration", "aspect_ratio")
-OPENAI_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression")
-OPENAI_CHOICE_FIELDS = ("quality", "background", "stream")
-IGNORED_FIELDS = ("input_fidelity", "user", "safety_identifier", "partial_images", "complexity")
-IMAGE_FIELDS = ("image", "image[]")
-UNSUPPORTED_FIELDS = ("mask", "markup", "svg", "frame_count", "frame_duration_ms")
-#: OpenAI `quality` -> reangle `acceleration` (None: the model's default, 4-step Lightning).
-QUALITY_ACCELERATION: dict[str, str | None] = {"low": None, "auto": None, "standard": None}
-QUALITY_ACCELERATION.update(medium="regular", high="regular", xhigh="none", max="none")
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-#: Job error codes that mean the request itself was bad: answered 400, not 500.
-INPUT_ERROR_CODES = ("invalid_input", "invalid_image", "unsupported_image", "too_large")
-
-ResponseFormat = Literal["b64_json", "url"]
 
 
 # errors ----------------------------------------------------------------------------------------------
@@ -119,58 +64,6 @@ class ServerFailure(ReangleError):
     """The server failed; see its log."""
 
     code = "internal_error"
-
-
-def openai_param(field: str | None) -> str | None:
-    """The OpenAI form field a core error's field stands for (`input.images.1` -> `image`)."""
-    if field is None:
-        return None
-    head = _head(field)
-    if head == "quality" and field.startswith("input."):  # the native JPEG/WebP quality
-        return "output_compression"
-    return {"images": "image", "num_outputs": "n", "width": "size", "height": "size"}.get(head, head)
-
-
-def _head(field: str) -> str:
-    return field.removeprefix("input.").split(".", 1)[0].split("[", 1)[0]
-
-
-def error_body(message: str, kind: str, param: str | None, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def error_type(status: int) -> str:
-    if status == 429:
-        return "rate_limit_error"
-    return "server_error" if status >= 500 else "invalid_request_error"
-
-
-def error_payload(exc: ReangleError) -> tuple[int, dict[str, Any]]:
-    """The status and body a ReangleError answers with in this dialect."""
-    status = 400 if isinstance(exc, InvalidInput) else status_for(exc)
-    message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-    param = openai_param(exc.field) if isinstance(exc, InvalidInput) else None
-    if isinstance(exc, InvalidInput) and exc.field and param:
-        message = message.removeprefix("input.")
-        if _head(exc.field) != param:  # the core named its own field (width): say which one was sent
-            message = f"{param}: {message}"
-    code = "invalid_api_key" if isinstance(exc, Unauthorized) else exc.code
-    return status, error_body(message, error_type(status), param, code)
-
-
-def job_error_payload(job: Job) -> tuple[int, dict[str, Any]]:
-    """The status and body of a job that ended without a result."""
-    if job.status == JobStatus.CANCELED:
-        return 500, error_body(
-            f"job {job.id} was canceled before it finished", "server_error", None, "canceled"
-        )
-    error = job.error
-    code = error.code if error else "internal_error"
-    message = error.message if error else f"job {job.id} failed"
-    if error and error.hint:
-        message = f"{message} ({error.hint})"
-    status = 400 if code in INPUT_ERROR_CODES else 500
-    return status, error_body(message, error_type(status), None, code)
 
 
 def json_error(status: int, body: dict[str, Any], *, job_id: str | None = None) -> JSONResponse:
@@ -195,218 +88,19 @@ def render_error(request: Request, exc: ReangleError, _status: int) -> Response:
 router = APIRouter(route_class=dialect_route(render_error), tags=["openai"])
 
 
-# request translation ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class EditCall:
-    """An /images/edits request in core terms."""
-
-    model: str
-    input: dict[str, Any]
-    response_format: ResponseFormat
-
-
-def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
-    """The native model and input for an edit's form fields and its image references (pure)."""
-    for name in fields:
-        _check_known(name)
-    prompt = fields.get("prompt", "")
-    _check_choice(fields, "background", ("auto", "opaque"), "transparent backgrounds are not supported")
-    _check_choice(fields, "stream", ("false",), "streaming is not supported; leave stream unset")
-    requested_format = fields.get("response_format", "b64_json")
-    if requested_format not in ("b64_json", "url"):
-        raise InvalidInput(
-            f"response_format must be b64_json or url, got {requested_format!r}", field="response_format"
-        )
-    response_format: ResponseFormat = "url" if requested_format == "url" else "b64_json"
-    if not 1 <= len(images) <= MAX_INPUT_IMAGES:
-        raise InvalidInput(f"give 1 to {MAX_INPUT_IMAGES} images, got {len(images)}", field="image")
-    data: dict[str, Any] = {"images": list(images)}
-    for name in FLOAT_FIELDS:
-        if name in fields:
-            data[name] = _number(fields[name], name, integral=False)
-    for name in INT_FIELDS:
-        if name in fields:
-            data[name] = _number(fields[name], name, integral=True)
-    for name in TEXT_FIELDS:
-        if name in fields:
-            data[name] = fields[name]
-    data["num_outputs"] = _count(fields.get("n"))
-    data.update(_size(fields.get("size"), data))
-    data.update(_output(fields))
-    model = _model(fields.get("model"), data, prompt)
-    data["prompt"] = prompt
-    if model == CAMERA_EDIT:
-        camera = parse_camera_text(prompt)
-        if camera.pose is not None:
-            data["prompt"] = camera.instruction
-            if not any(name in data for name in CAMERA_FIELDS):
-                pose = camera.pose
-                data |= {"azimuth": pose.azimuth_deg, "elevation": pose.elevation_deg}
-                data["distance"] = pose.distance_factor
-    else:
-        given = [name for name in CAMERA_FIELDS if name in data]
-        if given:
-            raise InvalidInput(
-                f"{given[0]} is a camera field; model {model} takes none (use {CAMERA_EDIT})", field=given[0]
-            )
-    return EditCall(model=model, input=data, response_format=response_format)
-
-
-def _check_known(name: str) -> None:
-    known = (*OPENAI_FIELDS, *OPENAI_CHOICE_FIELDS, *FLOAT_FIELDS, *INT_FIELDS, *TEXT_FIELDS, *IGNORED_FIELDS)
-    if name in known or name in IMAGE_FIELDS:
-        return
-    if name.startswith(UNSUPPORTED_FIELDS):
-        raise InvalidInput(f"{name} is not supported by this server", field=name.split("[", 1)[0])
-    raise InvalidInput(
-        f"Unknown parameter: {name!r}.", field=name, hint="camera fields: " + ", ".join(CAMERA_FIELDS)
-    )
-
-
-def _check_choice(fields: Mapping[str, str], name: str, allowed: tuple[str, ...], message: str) -> None:
-    if name in fields and fields[name].strip().lower() not in allowed:
-        raise InvalidInput(f"{message} (got {name}={fields[name]!r})", field=name)
-
-
-def _number(raw: str, name: str, *, integral: bool) -> int | float:
-    """A form value as a number: "90", "2.5"; for integer fields also "3.0" (but not "3.5")."""
-    text = raw.strip()
-    value: int | float | None = None
-    with contextlib.suppress(ValueError, OverflowError):
-        if integral and re.fullmatch(r"[+-]?\d{1,20}", text):
-            value = int(text)
-        else:
-            number = float(text)
-            if math.isfinite(number) and (not integral or number.is_integer()):
-                value = int(number) if integral else number
-    if value is None:
-        kind = "an integer" if integral else "a number"
-        raise InvalidInput(f"{name} must be {kind}, got {raw!r}", field=name)
-    return value
-
-
-def _count(raw: str | None) -> int:
-    if raw is None:
-        return 1
-    count = _number(raw, "n", integral=True)
-    if not 1 <= count <= MAX_OUTPUTS:
-        raise InvalidInput(f"n must be between 1 and {MAX_OUTPUTS}, got {raw}", field="n")
-    return int(count)
-
-
-def _size(raw: str | None, data: Mapping[str, Any]) -> dict[str, int]:
-    if raw is None or raw.strip().lower() == "auto":
-        return {}
-    match = re.fullmatch(r"\s*(\d{1,6})\s*x\s*(\d{1,6})\s*", raw.lower())
-    if match is None:
-        raise InvalidInput(
-            f"size must be 'auto' or 'WIDTHxHEIGHT' (e.g. '1024x1024'), got {raw!r}", field="size"
-        )
-    if any(name in data for name in ("width", "height", "aspect_ratio")):
-        raise InvalidInput("give either size or width/height/aspect_ratio, not both", field="size")
-    return {"width": int(match[1]), "height": int(match[2])}
-
-
-def _output(fields: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "output_format" in fields:
-        fmt = fields["output_format"].strip().lower()
-        if fmt not in OUTPUT_FORMATS:
-            raise InvalidInput(
-                f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}",
-                field="output_format",
-            )
-        out["output_format"] = fmt
-    if "output_compression" in fields:
-        compression = _number(fields["output_compression"], "output_compression", integral=True)
-        if not 0 <= compression <= 100:
-            raise InvalidInput(
-                f"output_compression must be between 0 and 100, got {compression}", field="output_compression"
-            )
-        out["quality"] = max(1, int(compression))
-    if "quality" in fields:
-        quality = fields["quality"].strip().lower()
-        if quality not in QUALITY_ACCELERATION:
-            choices = ", ".join(QUALITY_ACCELERATION)
-            raise InvalidInput(f"quality must be one of {choices}, got {quality!r}", field="quality")
-        if QUALITY_ACCELERATION[quality] and "acceleration" not in fields:
-            out["acceleration"] = QUALITY_ACCELERATION[quality]
-    return out
-
-
-def _model(raw: str | None, data: Mapping[str, Any], prompt: str) -> str:
-    name = (raw or "auto").strip()
-    if name in MODEL_ALIASES:
-        return MODEL_ALIASES[name]
-    if name != "auto" and not name.lower().startswith(AUTO_MODEL_PREFIXES):
-        choices = ", ".join([*MODEL_ALIASES, "auto"])
-        raise InvalidInput(
-            f"unknown model {name!r}; choose one of {choices} (or an OpenAI image model)", field="model"
-        )
-    if any(field in data for field in CAMERA_FIELDS) or parse_camera_text(prompt).pose is not None:
-        return CAMERA_EDIT
-    if prompt.strip():
-        return INSTRUCTION_EDIT
-    raise InvalidInput(
-        "prompt is empty and no camera move is given",
-        field="prompt",
-        hint="write an instruction, or send camera fields such as horizontal_angle via extra_body",
-    )
-
-
-# response rendering ----------------------------------------------------------------------------------
-
-
-def render_edit(
-    job: Job,
-    response_format: ResponseFormat,
-    *,
-    read: Callable[[str], bytes],
-    url_for: Callable[[str], str | None],
-) -> dict[str, Any]:
-    """A succeeded job as an ImagesResponse (pure, given how to read an asset and link to it)."""
-    revised = _revised_prompt(job)
-    data = []
-    for output in job.outputs:
-        if response_format == "url":
-            url = url_for(output.asset_id)
-            if url is None:
-                raise NotFound(f"the result {output.asset_id} of job {job.id} has expired")
-            item: dict[str, Any] = {"url": url}
-        else:
-            item = {"b64_json": base64.b64encode(read(output.asset_id)).decode("ascii")}
-        if revised is not None:
-            item["revised_prompt"] = revised
-        data.append(item)
-    body: dict[str, Any] = {"created": int(job.created_at), "data": data}
-    body["output_format"] = job.input.get("output_format", "png")
-    if job.outputs:
-        body["size"] = f"{job.outputs[0].width}x{job.outputs[0].height}"
-    return body
-
-
-def _revised_prompt(job: Job) -> str | None:
-    """The camera model's actual prompt (`<sks> right side view ...`); None for plain instruction edits."""
-    requests = edit_requests(job)
-    pose = requests[0].pose if requests else None
-    return pose.prompt(requests[0].prompt) if pose is not None else None
-
-
 # routes ----------------------------------------------------------------------------------------------
 
 
 @router.post(f"{PREFIX}/images/edits", response_model=None)
 async def create_edit(request: Request, app: State, links: LinkMaker) -> Response:
-    """Edit 1-3 images and answer when the job has finished (see the module docstring)."""
+    """Edit 1-3 images and answer when the job has finished (see the module docstrings)."""
     owner = app.keys.owner(bearer_token(request.headers.get("authorization")))
     try:
         fields, images = await read_form(request, app.settings.max_upload_bytes)
         # Uploads go to the core as base64, which ingests them at submit: with an Idempotency-Key, a retry
         # that uploads the same bytes again is then the same request (asset ids would differ each time).
         refs = [item if isinstance(item, str) else base64.b64encode(item).decode("ascii") for item in images]
-        call = translate(fields, refs)
+        call: EditCall = translate(fields, refs)
         submit = SubmitRequest(
             model=call.model, input=call.input, idempotency_key=request.headers.get("idempotency-key")
         )
@@ -442,7 +136,7 @@ async def create_edit(request: Request, app: State, links: LinkMaker) -> Respons
 @router.get(f"{PREFIX}/models")
 async def list_models(request: Request, app: State) -> dict[str, Any]:
     app.keys.owner(bearer_token(request.headers.get("authorization")))
-    return {"object": "list", "data": [_model_object(model_id) for model_id in MODELS]}
+    return {"object": "list", "data": [model_object(model_id) for model_id in MODELS]}
 
 
 @router.get(f"{PREFIX}/models/{{model_id}}")
@@ -450,7 +144,7 @@ async def get_model(model_id: str, request: Request, app: State) -> dict[str, An
     app.keys.owner(bearer_token(request.headers.get("authorization")))
     if model_id not in MODELS:
         raise NotFound(f"The model {model_id!r} does not exist")
-    return _model_object(model_id)
+    return model_object(model_id)
 
 
 @router.api_route(
@@ -461,10 +155,6 @@ async def unknown_url(path: str, request: Request) -> Response:
         f"Unknown request URL: {request.method} {PREFIX}/{path}. "
         f"This server serves POST {PREFIX}/images/edits."
     )
-
-
-def _model_object(model_id: str) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "reangle"}
 
 
 # helpers ---------------------------------------------------------------------------------------------
@@ -491,7 +181,7 @@ async def read_form(request: Request, max_bytes: int) -> tuple[dict[str, str], l
             if name in IMAGE_FIELDS:
                 images.append(await value.read() if isinstance(value, UploadFile) else value)
             elif isinstance(value, UploadFile):
-                _check_known(name)
+                check_known(name)
                 raise InvalidInput(f"{name} must be a text field, not a file", field=name)
             else:
                 fields[name] = value
