@@ -281,6 +281,11 @@ class JobService:
     def fail(self, job: Job, error: JobError, timings: dict[str, float] | None = None) -> Job | None:
         return self._finish(job, JobStatus.FAILED, error=error, timings=timings)
 
+    def release(self, job: Job) -> None:
+        """The server is stopping cleanly: queue the job again without spending one of its attempts."""
+        self._stop_flags.pop(job.id, None)
+        self.store.release(job.id, job.attempt, self.clock())
+
     def mark_canceled(self, job: Job) -> Job | None:
         return self._finish(job, JobStatus.CANCELED)
 

@@ -58,6 +58,9 @@ class LocalRunner:
         timings = {"queue_s": (job.started_at or job.created_at) - job.created_at}
         try:
             outputs = await self._execute(job, timings)
+        except asyncio.CancelledError:  # the server is stopping; the engine thread has already stopped
+            self.service.release(job)
+            raise
         except Canceled:
             self.service.mark_canceled(job)
         except ReangleError as exc:

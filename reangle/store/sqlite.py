@@ -264,6 +264,21 @@ class SqliteStore:
             updated = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(updated)
 
+    def release(self, job_id: str, attempt: int, now: float) -> bool:
+        """Put a processing job of this attempt back in the queue, attempt unchanged: its runner stopped
+        cleanly (a graceful shutdown), so no stale writer remains. A requested cancel wins."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT status, attempt, cancel_requested FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None or row["attempt"] != attempt or row["status"] != JobStatus.PROCESSING:
+                return False
+            if row["cancel_requested"]:
+                self._set_status(db, job_id, JobStatus.CANCELED, now, extra="finished_at = ?", args=[now])
+            else:
+                self._set_status(db, job_id, JobStatus.QUEUED, now, extra="progress = 0, started_at = NULL")
+        return True
+
     def recover(self, now: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
         """At start-up: jobs left processing go back to the queue as the next attempt, or fail after
         `max_attempts`. Returns (requeued, failed)."""

@@ -72,7 +72,9 @@ def test_a_job_interrupted_max_attempts_times_fails_with_a_clear_error(serve: Se
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_graceful_stop_does_not_wait_for_the_running_job(serve: ServerFactory, sig: signal.Signals) -> None:
+def test_a_graceful_stop_does_not_wait_and_costs_no_attempt(
+    serve: ServerFactory, sig: signal.Signals
+) -> None:
     server = serve(fake_step_seconds=0.5)  # 100 steps: 50 s if the stop waited for the job
     with server.client() as api:
         job = submit(api, slow_input(upload(api)["id"]))
@@ -84,5 +86,7 @@ def test_a_graceful_stop_does_not_wait_for_the_running_job(serve: ServerFactory,
     server.start()
     with server.client() as api:
         resumed = get_job(api, job["id"])
-        assert resumed["attempt"] == 2
+        # a clean stop hands the job back to the queue: it costs none of the job's attempts
+        assert resumed["attempt"] == 1
         assert resumed["status"] in ("queued", "processing")
+        assert [change["status"] for change in resumed["history"]][:3] == ["queued", "processing", "queued"]
