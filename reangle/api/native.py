@@ -13,8 +13,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 
 from reangle.api.auth import bearer_token
+from reangle.api.deps import LinkMaker, State
 from reangle.api.render import Links, asset_json, job_json
-from reangle.api.state import AppState
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
 from reangle.core.jobs import JobKind, JobStatus
@@ -28,27 +28,11 @@ SSE_PING_S = 15.0
 router = APIRouter()
 
 
-def state(request: Request) -> AppState:
-    app_state: AppState = request.app.state.reangle
-    return app_state
-
-
-State = Annotated[AppState, Depends(state)]
-
-
-def owner(request: Request, app: State, authorization: Annotated[str | None, Header()] = None) -> str:
+async def owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
     return app.keys.owner(bearer_token(authorization))
 
 
 Owner = Annotated[str, Depends(owner)]
-
-
-def links(request: Request, app: State) -> Links:
-    base = app.settings.public_base_url or str(request.base_url)
-    return Links(signer=app.signer, base_url=base.rstrip("/"), ttl_s=app.settings.url_ttl_s, store=app.store)
-
-
-LinkMaker = Annotated[Links, Depends(links)]
 
 
 class JobSubmission(BaseModel):

@@ -71,7 +71,7 @@ def render_error(request: Request, exc: ReangleError, status: int) -> JSONRespon
 router = APIRouter(route_class=dialect_route(render_error), tags=["runpod"])
 
 
-def runpod_owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
+async def runpod_owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
     """`Authorization: Bearer KEY` (the SDK) or a bare `Authorization: KEY` (RunPod's curl docs)."""
     return app.keys.owner(bearer_token(authorization))
 

@@ -80,7 +80,7 @@ def api_key(authorization: str | None) -> str | None:
     return secret if colon and secret else None
 
 
-def owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
+async def owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
     if not app.keys.enabled:
         return app.keys.owner(None)
     key = api_key(authorization)

@@ -99,7 +99,7 @@ def render_error(_request: Request, exc: ReangleError, status: int) -> Response:
 router = APIRouter(route_class=dialect_route(render_error), tags=["segmind"])
 
 
-def owner(app: State, x_api_key: Annotated[str | None, Header()] = None) -> str:
+async def owner(app: State, x_api_key: Annotated[str | None, Header()] = None) -> str:
     try:
         return app.keys.owner(x_api_key)
     except Unauthorized:

@@ -103,6 +103,11 @@ class QwenEngine:
             )
         )
 
+    @property
+    def pipeline(self) -> Any:
+        """The loaded diffusers pipeline (None before `load`), for benchmarks and tests to inspect."""
+        return self._pipe
+
     def load(self) -> None:
         with self._lock:
             if self._pipe is None:

@@ -22,7 +22,7 @@ TINY_REFERENCE_AREA = 64 * 64
 TINY_LIMITS = SizeLimits(min_side=16, max_side=1024)
 DEMO_BANNER = "demo mode: images come from a tiny random-weight model and are meaningless"
 
-_SPECIAL_TOKENS = [
+SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
     "<|im_end|>",
@@ -100,7 +100,7 @@ def build_tiny_components() -> dict[str, Any]:
     )
 
     tokenizer = _build_tokenizer()
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL_TOKENS}
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56),
         tokenizer=tokenizer,
@@ -176,12 +176,12 @@ def _build_tokenizer() -> Any:
     from transformers import Qwen2Tokenizer
 
     vocab = {symbol: index for index, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    for token in _SPECIAL_TOKENS:
+    for token in SPECIAL_TOKENS:
         vocab[token] = len(vocab)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab, merges=[], unk_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": _SPECIAL_TOKENS[1:]})
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     return tokenizer
 
 

@@ -145,7 +145,7 @@ def test_a_bare_peft_lora_file_is_accepted(engine, tmp_path):  # type: ignore[no
     from safetensors.torch import load_file, save_file
 
     prefixed = tmp_path / "prefixed.safetensors"
-    write_tiny_lora(engine._pipe.transformer, prefixed, seed=5)
+    write_tiny_lora(engine.pipeline.transformer, prefixed, seed=5)
     bare = {key.removeprefix("transformer."): value for key, value in load_file(str(prefixed)).items()}
     save_file(bare, str(tmp_path / "bare.safetensors"))
     loaded = QwenEngine(replace(engine.config, loras={ANGLES: str(tmp_path / "bare.safetensors")}))
