@@ -343,9 +343,6 @@ def test_ctrl_c_while_waiting_cancels_the_job_and_exits_130(
     ]
 
 
-@pytest.mark.skipif(
-    "server" not in Settings.model_fields, reason="Settings has no server/api_key fields yet (REANGLE_SERVER)"
-)
 def test_real_settings_read_the_server_and_key_from_the_environment(
     fake: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
