@@ -105,10 +105,10 @@ async def get_asset(asset_id: str, app: State, who: Owner, make_links: LinkMaker
 async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = "") -> FileResponse:
     """The bytes of an asset, by signed link (no auth header needed)."""
     app.signer.verify(asset_id, expires, sig, time.time())
-    record = app.store.get_asset(asset_id)
-    path = app.service.assets.blobs.path(record.sha256) if record else None
-    if record is None or path is None or not path.exists():
+    found = app.service.assets.file_for(asset_id)
+    if found is None:
         raise NotFound(f"asset {asset_id} has expired or was deleted")
+    record, path = found
     return FileResponse(path, media_type=record.mime_type, headers={"Cache-Control": "private, max-age=3600"})
 
 

@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from PIL import Image
 
@@ -93,6 +94,25 @@ class AssetService:
         if record is None or record.owner != owner or record.expires_at < self.clock():
             raise NotFound(f"no asset {asset_id}")
         return record
+
+    def file_for(self, asset_id: str) -> tuple[AssetRecord, Path] | None:
+        """The record and file of an asset, or None once it is gone. No owner check: for callers that hold a
+        signed link or a job they were already allowed to see."""
+        record = self.store.get_asset(asset_id)
+        if record is None:
+            return None
+        path = self.blobs.path(record.sha256)
+        return (record, path) if path.exists() else None
+
+    def read_bytes(self, asset_id: str) -> tuple[bytes, str] | None:
+        """An asset's bytes and MIME type (no owner check, as `file_for`), or None once it is gone."""
+        found = self.file_for(asset_id)
+        if found is None:
+            return None
+        try:
+            return found[1].read_bytes(), found[0].mime_type
+        except FileNotFoundError:  # swept between the lookup and the read
+            return None
 
     def load_image(self, record: AssetRecord) -> Image.Image:
         """An input's pixels, upright and RGB, as the engine wants them."""

@@ -235,6 +235,14 @@ class JobService:
             if not self._subscribers[job_id]:
                 del self._subscribers[job_id]
 
+    def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        found = self.store.job_by_idempotency_key(owner, key)
+        return found[0] if found else None
+
+    def counts(self) -> dict[str, int]:
+        """How many stored jobs have each status, across all keys."""
+        return self.store.count_by_status()
+
     def queue_depth(self) -> int:
         return self.store.count_by_status().get(JobStatus.QUEUED, 0)
 

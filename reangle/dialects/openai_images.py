@@ -235,7 +235,7 @@ def _cancel_quietly(app: State, owner: str, job_id: str) -> Job:
 
 
 def _read_asset(app: State, asset_id: str) -> bytes:
-    record = app.store.get_asset(asset_id)
-    if record is None:
+    found = app.service.assets.read_bytes(asset_id)
+    if found is None:
         raise NotFound(f"the result {asset_id} has expired")
-    return app.service.assets.blobs.read(record.sha256)
+    return found[0]

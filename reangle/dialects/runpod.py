@@ -178,7 +178,7 @@ async def health(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
     """This key's job counts on this endpoint's model (each batch item counts), and the local worker."""
     model = endpoint_model(app, endpoint_id)
     jobs = [job for job in _all_jobs(app, who, None) if job.model == model]
-    running = app.store.count_by_status().get(JobStatus.PROCESSING, 0) > 0
+    running = app.service.counts().get(JobStatus.PROCESSING, 0) > 0
     return rp.health_body(jobs, running=running)
 
 
@@ -251,10 +251,10 @@ def _lookup(app: AppState, who: str, endpoint_id: str, runpod_id: str) -> list[J
 
 def _newest_attempt(app: AppState, who: str, job: Job) -> Job:
     for _ in range(MAX_CHAIN):
-        found = app.store.job_by_idempotency_key(who, RETRY_KEY + job.id)
+        found = app.service.job_by_idempotency_key(who, RETRY_KEY + job.id)
         if found is None:
             break
-        job = found[0]
+        job = found
     return job
 
 

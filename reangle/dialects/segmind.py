@@ -290,14 +290,7 @@ def _job(app: AppState, who: str, request_id: str) -> Job:
 
 
 async def _output_bytes(app: AppState, asset_id: str) -> tuple[bytes, str] | None:
-    record = app.store.get_asset(asset_id)
-    if record is None:
-        return None
-    try:
-        data = await asyncio.to_thread(app.service.assets.blobs.read, record.sha256)
-    except OSError:
-        return None
-    return data, record.mime_type
+    return await asyncio.to_thread(app.service.assets.read_bytes, asset_id)
 
 
 async def _base64_refs(app: AppState, job: Job) -> dict[str, str | None]:

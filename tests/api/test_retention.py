@@ -42,7 +42,7 @@ def gone(api: httpx.Client, job_id: str) -> bool | None:
 def test_finished_jobs_and_their_files_are_swept_but_unfinished_jobs_keep_their_inputs(
     serve: ServerFactory,
 ) -> None:
-    server = serve(result_ttl_s=1, upload_ttl_s=1, sweep_interval_s=0.2, fake_step_seconds=0.05)
+    server = serve(result_ttl_s=3, upload_ttl_s=1, sweep_interval_s=0.2, fake_step_seconds=0.05)
     with server.client(KEY_A) as api:
         done_input, long_input, waiting_input = (png(color=(i * 60, 90, 90)) for i in (1, 2, 3))
         done = succeeded(api, submit(api, edit_input(upload(api, done_input)["id"]))["id"])
@@ -52,7 +52,7 @@ def test_finished_jobs_and_their_files_are_swept_but_unfinished_jobs_keep_their_
         assert all(path.is_file() for path in swept)
 
         long_asset = upload(api, long_input)
-        long = submit(api, slow_input(long_asset["id"]))  # 100 steps: 5 s, well past every TTL
+        long = submit(api, slow_input(long_asset["id"]))  # 100 steps: 5 s, past every TTL
         waiting_asset = upload(api, waiting_input)
         waiting = submit(api, edit_input(waiting_asset["id"]))  # queued behind it all that time
 
