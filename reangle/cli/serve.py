@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reangle.engine.base import ENGINE_NAMES, cuda_available
+from reangle.engine.base import ENGINE_NAMES, create_engine, cuda_available
 from reangle.settings import Settings
 
 DEMO_BANNER = """
@@ -54,7 +54,10 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
             "reangle: no API keys yet: make one with `reangle keys create`, or set REANGLE_AUTH=off",
             file=sys.stderr,
         )
-    app = create_app(settings)
+    engine = create_engine(settings.engine, settings)
+    print(f"reangle: loading the {engine.info.name} engine ...", file=sys.stderr)
+    engine.load()  # here, not in the app's startup: a failure is then one clear line, not a traceback
+    app = create_app(settings, engine)
     print(
         f"reangle: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
         file=sys.stderr,

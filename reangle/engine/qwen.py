@@ -130,7 +130,11 @@ class QwenEngine:
                     self.config.model, dtype=dtype, local_files_only=self.config.offline
                 )
         except Exception as exc:
-            raise EngineError(f"cannot load the model {self.config.model}: {exc}") from exc
+            raise EngineError(
+                f"cannot load the model {self.config.model}: {exc}",
+                hint="set REANGLE_MODEL to a local diffusers folder, or let it download from the hub "
+                "(REANGLE_OFFLINE=false, about 58 GB)",
+            ) from exc
         pipe.set_progress_bar_config(disable=True)
         for adapter, location in self.config.loras.items():
             load_lora(pipe, adapter, resolve_lora_file(location, offline=self.config.offline))

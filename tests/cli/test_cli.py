@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,18 @@ def test_unknown_output_suffix_is_a_clear_error(photo, tmp_path, capsys):  # typ
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_serve_with_a_model_that_cannot_load_says_so_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "REANGLE_OFFLINE": "true",
+        "REANGLE_MODEL": str(tmp_path / "no-model"),
+        "REANGLE_AUTH": "off",
+    }
+    command = [sys.executable, "-m", "reangle", "serve", "--engine", "qwen", "--data-dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "reangle: error: cannot load the model" in result.stderr
+    assert "REANGLE_MODEL" in result.stderr  # the hint says what to do
