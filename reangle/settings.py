@@ -9,6 +9,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineName = Literal["auto", "qwen", "tiny", "fake"]
+CompileMode = Literal["off", "blocks"]
+QuantizeMode = Literal["none", "fp8"]
 
 HUB_MODEL = "Qwen/Qwen-Image-Edit-2511"
 HUB_LIGHTNING = "lightx2v/Qwen-Image-Edit-2511-Lightning"
@@ -44,6 +46,13 @@ class Settings(BaseSettings):
     target_area: int = Field(default=1024 * 1024, gt=0)
     #: Area at which each reference image is VAE-encoded (the model's own value is 1 MP).
     reference_area: int = Field(default=1024 * 1024, gt=0)
+    #: Attention kernel of the transformer: a diffusers backend name (native, _native_cudnn, _native_flash,
+    #: _native_efficient, flash, _flash_3, ...), checked when the model loads.
+    attention_backend: str = "native"
+    #: `blocks`: torch.compile one transformer block, reused by all 60; loading then runs one warm-up edit.
+    compile: CompileMode = "off"
+    #: `fp8`: e4m3 weights and FP8 matmuls in the transformer blocks' linear layers (needs FP8 GPUs: H100...).
+    quantize: QuantizeMode = "none"
     #: Where the tiny demo pipeline is built and cached.
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     #: Seconds the fake engine sleeps per denoising step.

@@ -53,6 +53,26 @@ class Engine(Protocol):
     ) -> EditResult:
         """Run one planned edit. One call at a time per engine."""
 
+    def edit_views(
+        self,
+        images: Sequence[Image.Image],
+        plans: Sequence[EditPlan],
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[EditResult]:
+        """Run several plans over the same images (e.g. the views of an orbit), one result per plan.
+
+        Progress counts the steps of all plans together; a stop cancels the whole call.
+        """
+
+
+def offset_progress(on_step: StepCallback | None, done: int, total: int) -> StepCallback | None:
+    """One plan's progress (step, steps) as (steps of the plans before it + step, steps of all plans)."""
+    if on_step is None:
+        return None
+    return lambda step, _steps: on_step(done + step, total)
+
 
 def plan_for(engine: Engine, request: EditRequest, images: Sequence[Image.Image]) -> EditPlan:
     return plan_edit(

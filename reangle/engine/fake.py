@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from reangle.core.edit import EditPlan, SizeLimits
-from reangle.engine.base import EditResult, EngineInfo, StepCallback, StopCheck, random_seed
+from reangle.engine.base import (
+    EditResult,
+    EngineInfo,
+    StepCallback,
+    StopCheck,
+    offset_progress,
+    random_seed,
+)
 from reangle.errors import Canceled, EngineError
 from reangle.settings import Settings
 
@@ -55,6 +62,22 @@ class FakeEngine:
                 on_step(step, plan.steps)
         pictures = [render_fake(plan, seed + k) for k in range(plan.num_outputs)]
         return EditResult(images=pictures, seed=seed, timings={"inference_s": time.perf_counter() - started})
+
+    def edit_views(
+        self,
+        images: Sequence[Image.Image],
+        plans: Sequence[EditPlan],
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[EditResult]:
+        total = sum(plan.steps for plan in plans)
+        results, done = [], 0
+        for plan in plans:
+            progress = offset_progress(on_step, done, total)
+            results.append(self.edit(images, plan, on_step=progress, should_stop=should_stop))
+            done += plan.steps
+        return results
 
 
 def render_fake(plan: EditPlan, seed: int) -> Image.Image:

@@ -5,20 +5,40 @@ torch and diffusers are imported here only, inside methods, so that importing re
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditPlan, SizeLimits
-from reangle.engine.base import EditResult, EngineInfo, StepCallback, StopCheck, random_seed
+from reangle.engine.acceleration import (
+    COMPILE_SETTING,
+    compile_blocks,
+    quantize_transformer,
+    set_attention_backend,
+    to_pil_images,
+    warmup_edit,
+)
+from reangle.engine.base import (
+    EditResult,
+    EngineInfo,
+    StepCallback,
+    StopCheck,
+    offset_progress,
+    random_seed,
+)
 from reangle.engine.lora import load_lora, resolve_lora_file
+from reangle.engine.views import reuse_vae_latents, view_prompt_arguments
 from reangle.errors import Canceled, EngineError, ReangleError
-from reangle.settings import Settings
+from reangle.settings import CompileMode, QuantizeMode, Settings
+
+if TYPE_CHECKING:
+    from reangle.engine.fp8 import Fp8Report
 
 #: ModelTC's Lightning distillation setup: constant shift 3 (mu = log 3), no terminal shift.
 LIGHTNING_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -54,6 +74,14 @@ class QwenConfig:
     demo: bool = False
     #: Called with the dtype to build the pipeline instead of `from_pretrained(model)` (benchmarks).
     pipeline_factory: Callable[[Any], Any] | None = None
+    #: A diffusers attention backend name (REANGLE_ATTENTION_BACKEND).
+    attention_backend: str = "native"
+    #: `blocks`: regional torch.compile of the transformer, then one warm-up edit in `load` (REANGLE_COMPILE).
+    compile: CompileMode = "off"
+    #: The torch.compile backend used when `compile="blocks"`.
+    compile_backend: str | Callable[..., Any] = "inductor"
+    #: `fp8`: FP8 linears in the transformer blocks (REANGLE_QUANTIZE).
+    quantize: QuantizeMode = "none"
 
 
 def quiet_libraries() -> None:
@@ -83,6 +111,10 @@ class QwenEngine:
         self._lock = threading.Lock()
         self._pipe: Any = None
         self._schedulers: dict[str, Any] = {}
+        #: Seconds the warm-up edit took in `load` (compile on), else None.
+        self.warmup_s: float | None = None
+        #: What FP8 quantization did (quantize="fp8"), else None.
+        self.fp8_report: Fp8Report | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QwenEngine:
@@ -100,6 +132,9 @@ class QwenEngine:
                 cpu_offload=settings.cpu_offload,
                 target_area=settings.target_area,
                 reference_area=settings.reference_area,
+                attention_backend=settings.attention_backend,
+                compile=settings.compile,
+                quantize=settings.quantize,
             )
         )
 
@@ -142,6 +177,11 @@ class QwenEngine:
             pipe.enable_model_cpu_offload(device=device)
         else:
             pipe.to(device)
+        if self.config.quantize == "fp8":
+            self.fp8_report = quantize_transformer(pipe.transformer)
+        set_attention_backend(pipe.transformer, self.config.attention_backend, device=device, dtype=dtype)
+        if self.config.compile == "blocks":
+            compile_blocks(pipe.transformer, self.config.compile_backend)
         self._schedulers = {
             "default": pipe.scheduler,
             "lightning": FlowMatchEulerDiscreteScheduler.from_config(LIGHTNING_SCHEDULER_CONFIG),
@@ -154,6 +194,23 @@ class QwenEngine:
             target_area=self.config.target_area,
         )
         self._pipe = pipe
+        if self.config.compile == "blocks":
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One edit through the same path as `edit`, so that the first request does not pay for compiling."""
+        images, plan = warmup_edit(self.info, self.config.loras)
+        started = time.perf_counter()
+        try:
+            with _as_engine_errors():
+                self._run(images, plan, 0, _prompt_arguments(plan), None, None)
+        except EngineError as exc:
+            self._pipe = None
+            raise EngineError(
+                f"the warm-up edit of {COMPILE_SETTING}=blocks failed: {exc.message}",
+                hint=f"set {COMPILE_SETTING}=off",
+            ) from exc
+        self.warmup_s = time.perf_counter() - started
 
     def edit(
         self,
@@ -168,13 +225,44 @@ class QwenEngine:
         with self._lock:
             self._check_loras(plan)
             started = time.perf_counter()
-            try:
-                output = self._run(images, plan, seed, on_step, should_stop)
-            except ReangleError:
-                raise
-            except Exception as exc:
-                raise EngineError(f"the pipeline failed: {type(exc).__name__}: {exc}") from exc
+            with _as_engine_errors():
+                output = self._run(images, plan, seed, _prompt_arguments(plan), on_step, should_stop)
         return EditResult(images=output, seed=seed, timings={"inference_s": time.perf_counter() - started})
+
+    def edit_views(
+        self,
+        images: Sequence[Image.Image],
+        plans: Sequence[EditPlan],
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[EditResult]:
+        """One edit per plan over the same images: all prompts go through the text encoder in one forward and
+        each reference image through the VAE once. Progress counts the steps of all plans together."""
+        if not plans:
+            return []
+        self.load()
+        seeds = [random_seed() if plan.seed is None else plan.seed for plan in plans]
+        total = sum(plan.steps for plan in plans)
+        results = []
+        with self._lock:
+            for plan in plans:
+                self._check_loras(plan)
+            started = time.perf_counter()
+            with _as_engine_errors(), reuse_vae_latents(self._pipe):
+                _stop_if_asked(should_stop)
+                arguments = view_prompt_arguments(self._pipe, images, plans)
+                done = 0
+                for plan, seed, prompt in zip(plans, seeds, arguments, strict=True):
+                    progress = offset_progress(on_step, done, total)
+                    output = self._run(images, plan, seed, prompt, progress, should_stop)
+                    finished = time.perf_counter()
+                    results.append(
+                        EditResult(images=output, seed=seed, timings={"inference_s": finished - started})
+                    )
+                    started = finished
+                    done += plan.steps
+        return results
 
     def _check_loras(self, plan: EditPlan) -> None:
         for lora in plan.loras:
@@ -189,6 +277,7 @@ class QwenEngine:
         images: Sequence[Image.Image],
         plan: EditPlan,
         seed: int,
+        prompt: dict[str, Any],
         on_step: StepCallback | None,
         should_stop: StopCheck | None,
     ) -> list[Image.Image]:
@@ -207,19 +296,16 @@ class QwenEngine:
         generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(plan.num_outputs)]
 
         def step_end(_pipe: Any, step: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
-            if should_stop is not None and should_stop():
-                raise Canceled("the edit was canceled")
+            _stop_if_asked(should_stop)
             if on_step is not None:
                 on_step(step + 1, plan.steps)
             return {}
 
-        if should_stop is not None and should_stop():
-            raise Canceled("the edit was canceled")
+        _stop_if_asked(should_stop)
         with torch.inference_mode():
             result = pipe(
                 image=list(images),
-                prompt=plan.prompt,
-                negative_prompt=plan.negative_prompt,
+                **prompt,
                 true_cfg_scale=plan.true_cfg_scale,
                 width=plan.width,
                 height=plan.height,
@@ -227,5 +313,25 @@ class QwenEngine:
                 num_images_per_prompt=plan.num_outputs,
                 generator=generators,
                 callback_on_step_end=step_end,
+                output_type="pt",
             )
-        return list(result.images)
+            return to_pil_images(result.images)
+
+
+def _prompt_arguments(plan: EditPlan) -> dict[str, Any]:
+    return {"prompt": plan.prompt, "negative_prompt": plan.negative_prompt}
+
+
+def _stop_if_asked(should_stop: StopCheck | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Canceled("the edit was canceled")
+
+
+@contextlib.contextmanager
+def _as_engine_errors() -> Iterator[None]:
+    try:
+        yield
+    except ReangleError:
+        raise
+    except Exception as exc:
+        raise EngineError(f"the pipeline failed: {type(exc).__name__}: {exc}") from exc

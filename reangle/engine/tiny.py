@@ -87,8 +87,9 @@ def write_tiny_model(directory: Path) -> None:
     pipe.save_pretrained(directory)
 
 
-def build_tiny_components() -> dict[str, Any]:
-    """Seeded tiny transformer, VAE and Qwen2.5-VL text encoder, with an offline byte-level tokenizer."""
+def build_tiny_components(*, num_layers: int = 2) -> dict[str, Any]:
+    """Seeded tiny transformer (`num_layers` blocks), VAE and Qwen2.5-VL text encoder, with an offline
+    byte-level tokenizer."""
     import torch
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
     from transformers import (
@@ -111,7 +112,7 @@ def build_tiny_components() -> dict[str, Any]:
         patch_size=2,
         in_channels=16,
         out_channels=4,
-        num_layers=2,
+        num_layers=num_layers,
         attention_head_dim=16,
         num_attention_heads=3,
         joint_attention_dim=16,

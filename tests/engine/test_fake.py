@@ -68,3 +68,28 @@ def test_should_stop_cancels_without_an_image(settings):  # type: ignore[no-unty
             should_stop=lambda: len(seen) >= 3,
         )
     assert seen == [1, 2, 3]
+
+
+def test_views_equal_separate_edits_and_progress_counts_all_steps(settings):  # type: ignore[no-untyped-def]
+    engine = FakeEngine(settings)
+    plans = [
+        plan_for(engine, EditRequest(seed=k, steps=2 + k, pose=CameraPose(azimuth_deg=45 * k)), IMAGES)
+        for k in range(3)
+    ]
+    seen: list[tuple[int, int]] = []
+    views = engine.edit_views(IMAGES, plans, on_step=lambda done, total: seen.append((done, total)))
+    assert [view.images[0].tobytes() for view in views] == [
+        engine.edit(IMAGES, plan).images[0].tobytes() for plan in plans
+    ]
+    assert seen == [(done, 9) for done in range(1, 10)]
+
+
+def test_should_stop_cancels_the_remaining_views(settings):  # type: ignore[no-untyped-def]
+    engine = FakeEngine(settings)
+    plans = [plan_for(engine, EditRequest(seed=k, steps=4), IMAGES) for k in range(3)]
+    seen: list[int] = []
+    with pytest.raises(Canceled):
+        engine.edit_views(
+            IMAGES, plans, on_step=lambda done, _total: seen.append(done), should_stop=lambda: len(seen) >= 6
+        )
+    assert seen == [1, 2, 3, 4, 5, 6]

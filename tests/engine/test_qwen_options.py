@@ -1,0 +1,313 @@
+"""The qwen engine's speed options on the tiny pipeline (CPU): attention backend, regional compile, FP8, and
+the on-device output conversion. Outputs are compared with each other, never with stored values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reangle.core.camera import CameraPose
+from reangle.core.edit import EditRequest
+from reangle.engine.base import plan_for
+from reangle.engine.qwen import QwenConfig, QwenEngine
+from reangle.engine.tiny import tiny_engine
+from reangle.errors import EngineError
+from reangle.settings import Settings
+from tests.conftest import make_image
+
+pytestmark = pytest.mark.tiny
+
+IMAGES = [make_image(80, 60)]
+SIZE = {"width": 64, "height": 48}
+
+
+@pytest.fixture(scope="module")
+def config(cache_dir: Path) -> QwenConfig:
+    return tiny_engine(Settings(cache_dir=cache_dir)).config
+
+
+@pytest.fixture(scope="module")
+def eager(config: QwenConfig) -> QwenEngine:
+    return loaded(config)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiler_state() -> Iterator[None]:
+    """Compiled code lives in dynamo's cache (per code object, shared by engines) and the active attention
+    backend is a diffusers global: each test starts and ends with neither."""
+    import torch
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+    _AttentionBackendRegistry.set_active_backend(AttentionBackendName.NATIVE)
+
+
+def loaded(config: QwenConfig, **changes: Any) -> QwenEngine:
+    engine = QwenEngine(replace(config, **changes))
+    engine.load()
+    return engine
+
+
+def edit(engine: QwenEngine, images: list[Image.Image] = IMAGES, **request: Any) -> Image.Image:
+    plan = plan_for(engine, EditRequest(**{"seed": 1, **SIZE, **request}), images)
+    return engine.edit(images, plan).images[0]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64)
+
+
+def psnr(first: Image.Image, second: Image.Image) -> float:
+    mse = float(np.mean((pixels(first) - pixels(second)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+class CountingBackend:
+    """A fake torch.compile backend: records each graph dynamo hands it and runs the graph as traced."""
+
+    def __init__(self) -> None:
+        self.graphs: list[Any] = []
+
+    def __call__(self, graph_module: Any, _example_inputs: Any) -> Any:
+        self.graphs.append(graph_module)
+        return graph_module.forward
+
+
+# Settings -------------------------------------------------------------------------------------------------
+
+
+def test_the_defaults_are_the_baseline_and_the_settings_reach_the_engine(monkeypatch):  # type: ignore[no-untyped-def]
+    baseline = QwenEngine.from_settings(Settings()).config
+    assert (baseline.attention_backend, baseline.compile, baseline.quantize) == ("native", "off", "none")
+    monkeypatch.setenv("REANGLE_ATTENTION_BACKEND", "_native_cudnn")
+    monkeypatch.setenv("REANGLE_COMPILE", "blocks")
+    monkeypatch.setenv("REANGLE_QUANTIZE", "fp8")
+    chosen = QwenEngine.from_settings(Settings()).config
+    assert (chosen.attention_backend, chosen.compile, chosen.quantize) == ("_native_cudnn", "blocks", "fp8")
+    assert chosen.compile_backend == "inductor"
+
+
+@pytest.mark.parametrize(("variable", "value"), [("REANGLE_COMPILE", "on"), ("REANGLE_QUANTIZE", "int8")])
+def test_an_unknown_compile_or_quantize_value_is_refused_with_the_choices(monkeypatch, variable, value):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=r"blocks|fp8"):
+        Settings()
+
+
+# Attention backend ----------------------------------------------------------------------------------------
+
+
+def test_the_math_attention_backend_gives_the_native_image(config, eager):  # type: ignore[no-untyped-def]
+    math = loaded(config, attention_backend="_native_math")
+    processors = {
+        block.attn.processor._attention_backend for block in math.pipeline.transformer.transformer_blocks
+    }
+    assert processors == {"_native_math"}
+    assert np.abs(pixels(edit(math)) - pixels(edit(eager))).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["no_such_kernel", "NATIVE "])
+def test_an_unknown_attention_backend_is_an_error_naming_the_setting_and_the_choices(config, name):  # type: ignore[no-untyped-def]
+    with pytest.raises(EngineError, match="REANGLE_ATTENTION_BACKEND") as caught:
+        loaded(config, attention_backend=name)
+    assert "_native_cudnn" in (caught.value.hint or "")
+    assert "native" in (caught.value.hint or "").split(": ")[1].split(", ")
+
+
+@pytest.mark.parametrize("name", ["_native_cudnn", "flash", "xformers"])
+def test_a_backend_this_machine_cannot_run_fails_at_load(config, name):  # type: ignore[no-untyped-def]
+    """cuDNN attention has no CPU kernel; flash-attn and xformers are not installed."""
+    with pytest.raises(EngineError, match=f"{name}.*REANGLE_ATTENTION_BACKEND.*does not work on cpu"):
+        loaded(config, attention_backend=name)
+
+
+# Regional compile -----------------------------------------------------------------------------------------
+
+
+def test_compile_warms_up_at_load_with_one_graph_for_all_blocks(config):  # type: ignore[no-untyped-def]
+    backend = CountingBackend()
+    engine = loaded(config, compile="blocks", compile_backend=backend)
+    assert engine.warmup_s is not None
+    assert engine.warmup_s > 0
+    assert len(backend.graphs) == 1  # the tiny transformer has 2 blocks
+    assert QwenEngine(config).warmup_s is None
+
+
+def test_the_number_of_graphs_does_not_grow_with_the_number_of_blocks(config, tmp_path):  # type: ignore[no-untyped-def]
+    import torch
+    from diffusers import QwenImageEditPlusPipeline
+
+    from reangle.engine.tiny import build_tiny_components, write_tiny_lora
+
+    counts = {}
+    for blocks in (2, 5):
+        torch._dynamo.reset()
+        components = build_tiny_components(num_layers=blocks)
+        loras = {}
+        for seed, adapter in enumerate(config.loras):  # over every block, as the real LoRAs are
+            loras[adapter] = str(tmp_path / f"{adapter}-{blocks}.safetensors")
+            write_tiny_lora(components["transformer"], Path(loras[adapter]), seed=seed)
+        backend = CountingBackend()
+        engine = loaded(
+            config,
+            loras=loras,
+            compile="blocks",
+            compile_backend=backend,
+            pipeline_factory=lambda _dtype, parts=components: QwenImageEditPlusPipeline(**parts),
+        )
+        assert len(engine.pipeline.transformer.transformer_blocks) == blocks
+        edit(engine)
+        counts[blocks] = len(backend.graphs)
+    assert counts == {2: 1, 5: 1}
+
+
+def test_after_warm_up_other_sizes_prompts_and_lora_weights_compile_nothing_new(config):  # type: ignore[no-untyped-def]
+    backend = CountingBackend()
+    engine = loaded(config, compile="blocks", compile_backend=backend)
+    assert len(backend.graphs) == 1
+    requests: list[dict[str, Any]] = [
+        {},
+        {"seed": 2},
+        {"width": 96, "height": 64},
+        {"width": 32, "height": 32},
+        {"width": 128, "height": 80},
+        {"pose": CameraPose(azimuth_deg=135, elevation_deg=30, distance_factor=0.6)},
+        {"lora_scale": 0.0},
+        {"lora_scale": 1.5},
+        {"prompt": "and make the sky a little more orange than it is"},
+    ]
+    for request in requests:
+        edit(engine, **request)
+        assert len(backend.graphs) == 1, request
+    edit(engine, [make_image(60, 80), make_image(50, 50)])  # two references: a longer image sequence
+    assert len(backend.graphs) == 1
+    plans = [plan_for(engine, EditRequest(seed=1, pose=CameraPose(azimuth_deg=a)), IMAGES) for a in (0, 135)]
+    engine.edit_views(IMAGES, plans)  # batch-encoded prompts come back unpadded, as single ones
+    assert len(backend.graphs) == 1
+
+
+def test_another_lora_set_compiles_once_and_then_nothing(config):  # type: ignore[no-untyped-def]
+    backend = CountingBackend()
+    engine = loaded(config, compile="blocks", compile_backend=backend)
+    edit(engine, acceleration="regular")  # the 8-step Lightning LoRA instead of the 4-step one
+    assert len(backend.graphs) == 2
+    edit(engine, acceleration="regular", width=96, height=64, pose=CameraPose(azimuth_deg=90))
+    edit(engine)
+    assert len(backend.graphs) == 2
+
+
+def test_compiled_blocks_give_the_eager_pixels(config, eager):  # type: ignore[no-untyped-def]
+    compiled = loaded(config, compile="blocks", compile_backend="aot_eager")
+    for request in ({}, {"width": 96, "height": 64, "pose": CameraPose(azimuth_deg=90)}):
+        assert np.abs(pixels(edit(compiled, **request)) - pixels(edit(eager, **request))).max() <= 1
+
+
+def test_a_failing_compile_is_an_error_naming_the_setting(config):  # type: ignore[no-untyped-def]
+    def broken_backend(_graph: Any, _inputs: Any) -> Any:
+        raise RuntimeError("no compiler here")
+
+    engine = QwenEngine(replace(config, compile="blocks", compile_backend=broken_backend))
+    with pytest.raises(EngineError, match=r"(?s)REANGLE_COMPILE=blocks.*no compiler here") as caught:
+        engine.load()
+    assert "REANGLE_COMPILE=off" in (caught.value.hint or "")
+    assert engine.pipeline is None
+
+
+# FP8 ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fp8(config: QwenConfig) -> QwenEngine:
+    return loaded(config, quantize="fp8")
+
+
+def test_fp8_quantizes_the_block_linears_and_keeps_the_loras(fp8):  # type: ignore[no-untyped-def]
+    from reangle.engine.fp8 import Fp8Linear
+
+    report = fp8.fp8_report
+    assert report is not None
+    assert report.quantized > 0
+    assert report.bytes_after < report.bytes_before / 3  # float32 weights to e4m3 plus row scales
+    to_q = fp8.pipeline.transformer.transformer_blocks[0].attn.to_q
+    assert isinstance(to_q.base_layer, Fp8Linear)
+    assert set(to_q.lora_A) == set(fp8.config.loras)
+
+
+def test_an_fp8_edit_is_close_to_the_unquantized_one(fp8, eager):  # type: ignore[no-untyped-def]
+    """Observed 57-59 dB on the tiny model, where a 10 % change of the LoRA weight gives 54 dB and another
+    seed 21 dB."""
+    for request in ({}, {"pose": CameraPose(azimuth_deg=90)}, {"acceleration": "regular"}):
+        quantized, unquantized = edit(fp8, **request), edit(eager, **request)
+        assert quantized.tobytes() != unquantized.tobytes()  # the FP8 layers did run
+        assert psnr(quantized, unquantized) >= 50, request
+
+
+def test_fp8_still_switches_loras_per_plan(fp8):  # type: ignore[no-untyped-def]
+    high, regular = edit(fp8), edit(fp8, acceleration="regular")
+    assert high.tobytes() != regular.tobytes()
+    weak, strong = edit(fp8, lora_scale=0.0), edit(fp8, lora_scale=1.5)
+    assert weak.tobytes() != strong.tobytes()
+    assert edit(fp8).tobytes() == high.tobytes()
+
+
+def test_fp8_blocks_compile_without_graph_breaks(config, fp8):  # type: ignore[no-untyped-def]
+    backend = CountingBackend()
+    compiled = loaded(config, quantize="fp8", compile="blocks", compile_backend=backend)
+    assert len(backend.graphs) == 1
+    assert np.abs(pixels(edit(compiled)) - pixels(edit(fp8))).max() <= 1
+
+
+# Output conversion ----------------------------------------------------------------------------------------
+
+
+def test_the_output_bytes_equal_diffusers_pil_output(eager):  # type: ignore[no-untyped-def]
+    """The engine asks for tensors and converts them itself; diffusers' "pil" path on the very same decoded
+    tensor gives the same bytes."""
+    processor = eager.pipeline.image_processor
+    decoded: list[tuple[Any, str]] = []
+    original = processor.postprocess
+
+    def recording(image: Any, output_type: str = "pil", **kwargs: Any) -> Any:
+        decoded.append((image.clone(), output_type))
+        return original(image, output_type=output_type, **kwargs)
+
+    processor.postprocess = recording
+    try:
+        result = eager.edit(IMAGES, plan_for(eager, EditRequest(seed=5, num_outputs=2, **SIZE), IMAGES))
+    finally:
+        del processor.postprocess
+    [(tensor, output_type)] = decoded
+    assert output_type == "pt"
+    expected = original(tensor, output_type="pil")
+    assert [image.tobytes() for image in result.images] == [image.tobytes() for image in expected]
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_on_device_conversion_matches_diffusers_for_every_value(dtype_name):  # type: ignore[no-untyped-def]
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    from reangle.engine.acceleration import to_pil_images
+
+    dtype = getattr(torch, dtype_name)
+    # a fine ramp through [-1.2, 1.2] (clamped ends included), noise, and exact halves: a decoded 0 is 0.5,
+    # 127.5 after x255, where round-half-to-even matters
+    ramp = torch.linspace(-1.2, 1.2, 3 * 40 * 51, dtype=torch.float64).to(dtype).reshape(1, 3, 40, 51)
+    noise = torch.randn(2, 3, 40, 51, generator=torch.Generator().manual_seed(0)).to(dtype)
+    halves = torch.zeros(1, 3, 8, 8, dtype=dtype)
+    processor = VaeImageProcessor()
+    assert processor.postprocess(halves, output_type="pil")[0].getpixel((0, 0)) == (128, 128, 128)
+    for decoded in (ramp, noise, halves):
+        ours = to_pil_images(processor.postprocess(decoded, output_type="pt"))
+        theirs = processor.postprocess(decoded, output_type="pil")
+        assert [image.tobytes() for image in ours] == [image.tobytes() for image in theirs]
