@@ -1,4 +1,7 @@
-"""The benchmark scripts, run as a user runs them (subprocesses) with tiny counts, report what they say."""
+"""The server benchmark, run as a user runs it (a subprocess) with tiny counts, reports what it says.
+
+The GPU benchmark's tests are in test_gpu_edit.py and test_gpu_variants.py.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
-GPU_EDIT = ROOT / "bench" / "gpu_edit.py"
 SERVER_OVERHEAD = ROOT / "bench" / "server_overhead.py"
-#: Phases gpu_edit.py reports for every run, besides step_1..step_N.
-PHASES = (
-    "decode_input",
-    "plan",
-    "lora_select",
-    "preprocess",
-    "text_encode",
-    "text_encoder_forward",
-    "vae_encode",
-    "denoise",
-    "vae_decode",
-    "postprocess",
-    "edit",
-    "encode_png",
-    "end_to_end",
-    "end_to_end_clean",
-)
 
 
 def run_script(script: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -41,57 +24,6 @@ def run_script(script: Path, *args: str, timeout: float = 120) -> subprocess.Com
         timeout=timeout,
         check=False,
     )
-
-
-@pytest.mark.tiny
-def test_gpu_edit_tiny_reports_every_phase(tmp_path: Path) -> None:
-    out = tmp_path / "gpu_edit.json"
-    result = run_script(
-        GPU_EDIT,
-        *("--config", "tiny", "--device", "cpu", "--runs", "1", "--warmup", "1", "--size", "64"),
-        *("--edits", "2", "--json-out", str(out)),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "say nothing about speed" in result.stdout
-    report: dict[str, Any] = json.loads(out.read_text())
-
-    assert report["bench"] == "gpu_edit"
-    assert report["config"] == "tiny"
-    assert report["meaningful_for_speed"] is False
-    assert report["device"]["device"] == "cpu"
-    assert {"torch", "diffusers", "transformers", "peft", "reangle"} <= set(report["versions"])
-    settings = report["settings"]
-    assert (settings["size"], settings["steps"], settings["acceleration"]) == (64, 4, "high")
-    assert settings["text_tokens"] > 0
-    assert set(settings["loras"]) == {"lightning", "angles"}
-
-    phases = report["phases_s"]
-    steps = [f"step_{k}" for k in range(1, 5)]
-    for name in (*PHASES, *steps):
-        assert name in phases, f"missing phase {name}"
-        assert phases[name]["median"] > 0, name
-        assert report["medians_s"][name] == phases[name]["median"]
-    assert phases["end_to_end"]["median"] >= phases["edit"]["median"]
-    assert phases["edit"]["median"] >= phases["denoise"]["median"]
-    assert report["step_median_s"] > 0
-
-    assert set(report["memory"]) == {
-        "weights_gib",
-        "peak_load_gib",
-        "peak_edit_gib",
-        "peak_edit_reserved_gib",
-    }
-    assert report["memory"]["peak_edit_gib"] is None  # no CUDA memory on a CPU run
-    assert report["throughput"]["edits"] == 2
-    assert report["throughput"]["edits_per_minute"] > 0
-    assert all(count > 0 for count in report["params"].values())
-
-
-def test_gpu_edit_real_without_cuda_is_a_usage_error() -> None:
-    result = run_script(GPU_EDIT, "--config", "real", "--device", "cpu", timeout=60)
-    assert result.returncode == 2
-    assert "CUDA" in result.stderr
-    assert "--config tiny" in result.stderr
 
 
 def test_server_overhead_reports_latency_and_reads(tmp_path: Path) -> None:
