@@ -1,14 +1,29 @@
-"""The embedded runner: one asyncio task per engine (per GPU), one job at a time on it.
+"""The embedded runner: one asyncio task per engine (per GPU), one render at a time on it.
 
-The engine runs in a worker thread; image encoding and storage run in another, so the event loop keeps
-serving requests while the GPU works.
+A job runs in two stages. Its render (load the inputs, run the engine) holds the engine. Its finish (encode
+and store the outputs, then complete the job) does not, so it runs in the background while the runner
+already takes the next job and renders it: the GPU does not wait on image encoding or disk writes. At most
+one finish is in flight: a render that ends while the previous finish still runs waits for it, which keeps
+memory bounded and jobs completing in the order they were rendered. Blocking work runs in worker threads, so
+the event loop keeps serving requests.
+
+What holds across the two stages:
+- A job succeeds only once all its outputs are stored. An error while encoding or storing fails that job
+  alone; the runner goes on.
+- A cancel accepted before the job completes wins, even when its render was done (the store's rule): the
+  job ends canceled without outputs. The finish skips the encoding it has not started when it sees the cancel.
+- A graceful stop (this task canceled) stops the render in progress and re-queues its job (as it does a job
+  rendered but still waiting for the previous finish), and waits for the finish in flight: a job whose finish
+  has started is stored and completed, not rendered again.
+- kill -9: a job not completed yet is still `processing` in the store, so the next start re-queues it; the
+  outputs it had stored belong to no job and expire.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,40 +55,47 @@ class _Rendered:
 class LocalRunner:
     def __init__(self, service: JobService, engine: Engine) -> None:
         self.service, self.engine = service, engine
+        self._finishing: asyncio.Task[None] | None = None
 
     async def run_forever(self, retry_s: float = RETRY_S) -> None:
-        while True:
-            try:
-                job = await self.service.next_job()
-                if job is not None:
-                    await self.run_job(job)
-            except Exception:
-                # An error of the store (a locked or full disk) must not end the runner: the server would go
-                # on accepting jobs that nothing runs.
-                log.exception("the runner failed; trying again in %g s", retry_s)
-                await asyncio.sleep(retry_s)
+        try:
+            while True:
+                try:
+                    job = await self.service.next_job()
+                    if job is not None:
+                        await self.run_job(job)
+                except Exception:
+                    # An error of the store (a locked or full disk) must not end the runner: the server would
+                    # go on accepting jobs that nothing runs.
+                    log.exception("the runner failed; trying again in %g s", retry_s)
+                    await asyncio.sleep(retry_s)
+        finally:
+            await self.wait_finishing()
 
     async def run_job(self, job: Job) -> None:
+        """Render `job`, then start its finish in the background and return; `wait_finishing` waits for it."""
         started = time.perf_counter()
         timings = {"queue_s": (job.started_at or job.created_at) - job.created_at}
         try:
-            outputs = await self._execute(job, timings)
+            rendered = await self._render_job(job, timings)
+            await self.wait_finishing()
         except asyncio.CancelledError:  # the server is stopping; the engine thread has already stopped
             self.service.release(job)
             raise
-        except Canceled:
-            self.service.mark_canceled(job)
-        except ReangleError as exc:
-            self.service.fail(job, JobError(code=exc.code, message=exc.message, hint=exc.hint), timings)
         except Exception as exc:
-            log.exception("job %s failed unexpectedly", job.id)
-            error = JobError(code="internal_error", message=f"the job failed: {type(exc).__name__}: {exc}")
-            self.service.fail(job, error, timings)
-        else:
-            timings["run_s"] = time.perf_counter() - started
-            self.service.complete(job, outputs, timings)
+            self._end_with_error(job, exc, timings, "rendering")
+            return
+        self._finishing = asyncio.create_task(
+            self._finish(job, rendered, timings, started), name=f"finish {job.id}"
+        )
 
-    async def _execute(self, job: Job, timings: dict[str, float]) -> list[OutputAsset]:
+    async def wait_finishing(self) -> None:
+        """Wait until the job finishing in the background, if any, has completed or failed."""
+        if self._finishing is not None:
+            await asyncio.wait({self._finishing})
+            self._finishing = None
+
+    async def _render_job(self, job: Job, timings: dict[str, float]) -> list[_Rendered]:
         requests = edit_requests(job)
         image_ids = [job.input["image"]] if job.kind == JobKind.ORBIT else job.input["images"]
         records = [self.service.assets.get(job.owner, asset_id) for asset_id in image_ids]
@@ -88,42 +110,89 @@ class LocalRunner:
         inference = time.perf_counter()
         rendered = await self._render(job, images, plans)
         timings["inference_s"] = time.perf_counter() - inference
-        encoding = time.perf_counter()
-        outputs = await _in_thread(lambda: self._store_outputs(job, rendered))
-        timings["encode_s"] = time.perf_counter() - encoding
-        return outputs
+        return rendered
 
     async def _render(self, job: Job, images: list[Image.Image], plans: list[EditPlan]) -> list[_Rendered]:
         loop = asyncio.get_running_loop()
         stop = self.service.stop_flag(job)
-        total = sum(plan.steps for plan in plans)
-        rendered: list[_Rendered] = []
-        for done_before, plan in zip(_running_sum(plans), plans, strict=True):
 
-            def on_step(step: int, _steps: int, offset: int = done_before) -> None:
-                loop.call_soon_threadsafe(self.service.report_progress, job, offset + step, total)
+        def on_step(step: int, steps: int) -> None:
+            loop.call_soon_threadsafe(self.service.report_progress, job, step, steps)
 
-            result = await _in_thread(
-                functools.partial(self.engine.edit, images, plan, on_step=on_step, should_stop=stop.is_set),
-                on_cancel=stop.set,
-            )
-            rendered += [
-                _Rendered(image=image, seed=result.seed + k, plan=plan)
-                for k, image in enumerate(result.images)
-            ]
-        return rendered
+        results = await _in_thread(
+            lambda: self.engine.edit_views(images, plans, on_step=on_step, should_stop=stop.is_set),
+            on_cancel=stop.set,
+        )
+        return [
+            _Rendered(image=image, seed=result.seed + k, plan=plan)
+            for plan, result in zip(plans, results, strict=True)
+            for k, image in enumerate(result.images)
+        ]
 
-    def _store_outputs(self, job: Job, rendered: Sequence[_Rendered]) -> list[OutputAsset]:
+    async def _finish(
+        self, job: Job, rendered: Sequence[_Rendered], timings: dict[str, float], started: float
+    ) -> None:
+        """Store the outputs in a thread, then complete the job. Even when this task is canceled (the loop is
+        closing) the thread is waited for and the job completed: its render is done, and a thread cannot be
+        stopped halfway anyway."""
+        stop = self.service.stop_flag(job)
+        encoding = time.perf_counter()
+        # a bare executor future, not a task: nothing cancels it, not even the loop's shutdown
+        work = asyncio.get_running_loop().run_in_executor(None, self._store_outputs, job, rendered, stop)
+        try:
+            await asyncio.wait({work})  # unlike awaiting `work`, this neither cancels it nor raises its error
+        except asyncio.CancelledError:
+            await asyncio.wait({work})
+            self._complete(job, work, timings, started, encoding)
+            raise
+        self._complete(job, work, timings, started, encoding)
+
+    def _complete(
+        self,
+        job: Job,
+        work: asyncio.Future[list[OutputAsset]],
+        timings: dict[str, float],
+        started: float,
+        encoding: float,
+    ) -> None:
+        timings["encode_s"] = time.perf_counter() - encoding
+        try:
+            exc = work.exception()
+            if exc is not None:
+                self._end_with_error(job, exc, timings, "storing its outputs")
+                return
+            timings["run_s"] = time.perf_counter() - started
+            self.service.complete(job, work.result(), timings)
+        except Exception:  # the store itself failed: the job stays processing and is re-queued at restart
+            log.exception("could not record the end of job %s", job.id)
+
+    def _end_with_error(self, job: Job, exc: BaseException, timings: dict[str, float], stage: str) -> None:
+        if isinstance(exc, Canceled):
+            self.service.mark_canceled(job)
+        elif isinstance(exc, ReangleError):
+            self.service.fail(job, JobError(code=exc.code, message=exc.message, hint=exc.hint), timings)
+        else:
+            log.error("job %s failed unexpectedly while %s", job.id, stage, exc_info=exc)
+            message = f"the job failed while {stage}: {type(exc).__name__}: {exc}"
+            self.service.fail(job, JobError(code="internal_error", message=message), timings)
+
+    def _store_outputs(
+        self, job: Job, rendered: Sequence[_Rendered], stop: threading.Event
+    ) -> list[OutputAsset]:
+        def check_canceled() -> None:
+            if stop.is_set():
+                raise Canceled("the job was canceled before its outputs were stored")
+
         fmt: OutputFormat = job.input.get("output_format", "png")
         quality = int(job.input.get("quality", 90))
         role = "view" if job.kind == JobKind.ORBIT else "image"
-        outputs = [
-            self._put(
-                job, encode_image(item.image, fmt, quality), MIME_TYPES[fmt], item.image.size, role, item
-            )
-            for item in rendered
-        ]
+        outputs = []
+        for item in rendered:
+            check_canceled()
+            data = encode_image(item.image, fmt, quality)
+            outputs.append(self._put(job, data, MIME_TYPES[fmt], item.image.size, role, item))
         if job.kind == JobKind.ORBIT:
+            check_canceled()
             views = [item.image for item in rendered]
             labels = [item.plan.pose.azimuth if item.plan.pose else "" for item in rendered]
             outputs.append(self._put(job, turntable_webp(views), "image/webp", views[0].size, "turntable"))
@@ -177,11 +246,3 @@ async def _in_thread(call: Callable[[], T], *, on_cancel: Callable[[], None] | N
         if not work.cancelled():
             work.exception()  # the engine's Canceled, expected here; retrieved so that it is not logged
         raise
-
-
-def _running_sum(plans: Sequence[EditPlan]) -> list[int]:
-    sums, total = [], 0
-    for plan in plans:
-        sums.append(total)
-        total += plan.steps
-    return sums

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from reangle.core.images import decode_image, encode_image, read_image_file
 from reangle.errors import InvalidImage, InvalidInput, TooLarge, UnsupportedImage
@@ -63,6 +64,43 @@ def test_encoding_is_deterministic_and_decodable(fmt):  # type: ignore[no-untype
     first, second = encode_image(image, fmt), encode_image(image, fmt)  # type: ignore[arg-type]
     assert first == second
     assert Image.open(io.BytesIO(first)).format == fmt.upper()
+
+
+def natural_image(size: int = 256, seed: int = 0) -> Image.Image:
+    """Gradients, soft shapes, texture and mild noise: a photo's statistics, neither pure noise nor flat."""
+    rng = random.Random(seed)
+    gradient = Image.linear_gradient("L").resize((size, size))
+    radial = Image.radial_gradient("L").resize((size, size))
+    image = Image.merge("RGB", (gradient, radial, gradient.transpose(Image.Transpose.ROTATE_90)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(8):
+        x, y, r = rng.randrange(size), rng.randrange(size), rng.randrange(size // 16, size // 4)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(rng.randrange(256), rng.randrange(256), 90))
+    image = image.filter(ImageFilter.GaussianBlur(2))
+    coarse = Image.frombytes("RGB", (size // 8, size // 8), rng.randbytes(3 * (size // 8) ** 2))
+    image = Image.blend(image, coarse.resize((size, size), Image.Resampling.BICUBIC), 0.15)
+    return Image.blend(image, Image.frombytes("RGB", (size, size), rng.randbytes(3 * size * size)), 0.03)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_png_output_is_lossless_and_the_same_bytes_for_the_same_pixels(mode: str) -> None:
+    def picture() -> Image.Image:
+        image = natural_image().convert(mode)
+        if mode == "RGBA":
+            image.putalpha(Image.radial_gradient("L").resize(image.size))
+        return image
+
+    image = picture()
+    data = encode_image(image, "png")
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert (decoded.format, decoded.mode, decoded.size) == ("PNG", mode, image.size)
+        assert decoded.tobytes() == image.tobytes()
+    assert encode_image(picture(), "png") == data  # another image object with the same pixels
+
+
+def test_png_output_is_compressed() -> None:
+    image = natural_image()
+    assert len(encode_image(image, "png")) < 0.8 * len(image.tobytes())
 
 
 def test_lower_quality_gives_smaller_jpeg():
