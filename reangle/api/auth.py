@@ -6,12 +6,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 
 from reangle.errors import Unauthorized
 from reangle.store.sqlite import SqliteStore
 
 ANONYMOUS = "anonymous"
 KEY_PREFIX = "rk_"
+#: How long a stored key, once found, is trusted without asking the database again (a key deleted from the
+#: database stops working after at most this long).
+STORED_KEY_TRUST_S = 10.0
 
 
 def hash_key(key: str) -> str:
@@ -27,11 +31,21 @@ def create_key(store: SqliteStore, name: str) -> tuple[str, str]:
 
 
 class KeyRing:
-    def __init__(self, store: SqliteStore, *, enabled: bool, env_keys: str = "") -> None:
-        self.store, self.enabled = store, enabled
+    def __init__(
+        self,
+        store: SqliteStore,
+        *,
+        enabled: bool,
+        env_keys: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.enabled, self.clock = store, enabled, clock
         self._env = {
             hash_key(k.strip()): "env_" + hash_key(k.strip())[:16] for k in env_keys.split(",") if k.strip()
         }
+        #: digest -> (key id, trusted until): stored keys found lately, so that a client polling a job does
+        #: not cost a query per request. Only keys that exist get in, so it holds at most one per stored key.
+        self._found: dict[str, tuple[str, float]] = {}
 
     def owner(self, key: str | None) -> str:
         """The key id that owns what this request makes; Unauthorized for a missing or unknown key."""
@@ -40,10 +54,22 @@ class KeyRing:
         if not key:
             raise Unauthorized("an API key is required", hint="send Authorization: Bearer <key>")
         digest = hash_key(key)
-        owner = self._env.get(digest) or self.store.api_key_id(digest)
+        owner = self._env.get(digest) or self._stored_key_id(digest)
         if owner is None:
             raise Unauthorized("this API key is not valid", hint="create one with `reangle keys create`")
         return owner
+
+    def _stored_key_id(self, digest: str) -> str | None:
+        now = self.clock()
+        found = self._found.get(digest)
+        if found is not None and now < found[1]:
+            return found[0]
+        key_id = self.store.api_key_id(digest)
+        if key_id is None:
+            self._found.pop(digest, None)
+        else:
+            self._found[digest] = (key_id, now + STORED_KEY_TRUST_S)
+        return key_id
 
 
 def bearer_token(authorization: str | None) -> str | None:

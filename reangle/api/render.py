@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from reangle.api.signing import UrlSigner
@@ -13,8 +14,11 @@ from reangle.store.sqlite import AssetRecord, SqliteStore
 
 
 def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
+    return None if timestamp is None else _iso(timestamp)
+
+
+@lru_cache(maxsize=4096)  # a polled job shows the same timestamps on every read
+def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -42,6 +42,7 @@ def _with_flags(settings: Settings, args: argparse.Namespace, *names: str) -> Se
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from reangle.api.access_log import log_config
     from reangle.api.app import create_app
 
     settings = _with_flags(settings, args, "engine", "host", "port", "data_dir")
@@ -62,7 +63,14 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         f"reangle: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        log_config=log_config(),
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 

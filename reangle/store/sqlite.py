@@ -11,82 +11,20 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
+from reangle.store.rows import AssetRecord, NewJob, asset_from_row, history_json, job_from_row
+from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, SCHEMA
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    model TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    input TEXT NOT NULL,
-    status TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    attempt INTEGER NOT NULL DEFAULT 1,
-    priority INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    history TEXT NOT NULL,
-    outputs TEXT NOT NULL DEFAULT '[]',
-    error TEXT,
-    timings TEXT NOT NULL DEFAULT '{}',
-    batch_id TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    idempotency_key TEXT,
-    request_hash TEXT,
-    UNIQUE (owner, idempotency_key)
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq DESC);
-CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id);
-CREATE TABLE IF NOT EXISTS assets (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    mime_type TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    job_id TEXT
-);
-CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    key_hash TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL
-);
-"""
+__all__ = ["AssetRecord", "NewJob", "SqliteStore"]
 
-
-@dataclass(frozen=True, kw_only=True)
-class AssetRecord:
-    id: str
-    owner: str
-    sha256: str
-    mime_type: str
-    width: int
-    height: int
-    bytes: int
-    created_at: float
-    expires_at: float
-    #: the job that made it (outputs); None for uploads
-    job_id: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewJob:
-    job: Job
-    idempotency_key: str | None = None
-    request_hash: str | None = None
+SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
+SELECT_JOB_BY_ID = f"{SELECT_JOBS} WHERE id = ?"
+SELECT_JOBS_WITH_HASH = f"SELECT {JOB_COLUMNS}, request_hash FROM jobs"
+SELECT_ASSET_BY_ID = f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = ?"
 
 
 class SqliteStore:
@@ -97,7 +35,7 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -125,11 +63,11 @@ class SqliteStore:
                 job = new.job
                 if new.idempotency_key is not None:
                     row = db.execute(
-                        "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                        f"{SELECT_JOBS_WITH_HASH} WHERE owner = ? AND idempotency_key = ?",
                         (job.owner, new.idempotency_key),
                     ).fetchone()
                     if row is not None:
-                        out.append((_job(row), row["request_hash"]))
+                        out.append((job_from_row(row), row["request_hash"]))
                         continue
                 db.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
@@ -144,7 +82,7 @@ class SqliteStore:
                         job.attempt,
                         job.priority,
                         job.created_at,
-                        _history_json(job.history),
+                        history_json(job.history),
                         job.batch_id,
                         new.idempotency_key,
                         new.request_hash,
@@ -156,20 +94,20 @@ class SqliteStore:
     def job_by_idempotency_key(self, owner: str, key: str) -> tuple[Job, str | None] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key)
+                f"{SELECT_JOBS_WITH_HASH} WHERE owner = ? AND idempotency_key = ?", (owner, key)
             ).fetchone()
-        return (_job(row), row["request_hash"]) if row else None
+        return (job_from_row(row), row["request_hash"]) if row else None
 
     def get_job(self, job_id: str) -> Job | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row else None
+            row = self._db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        return job_from_row(row) if row else None
 
     def list_jobs(
         self, owner: str, *, status: JobStatus | None, limit: int, before_seq: int | None
     ) -> tuple[list[Job], int | None]:
         """Newest first. Returns the page and the cursor (a sequence number) for the next one."""
-        sql = "SELECT * FROM jobs WHERE owner = ?"
+        sql = f"SELECT {JOB_COLUMNS}, seq FROM jobs WHERE owner = ?"
         args: list[Any] = [owner]
         if status is not None:
             sql += " AND status = ?"
@@ -183,14 +121,12 @@ class SqliteStore:
             rows = self._db.execute(sql, args).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        return [_job(row) for row in rows], (rows[-1]["seq"] if more else None)
+        return [job_from_row(row) for row in rows], (rows[-1]["seq"] if more else None)
 
     def batch_jobs(self, batch_id: str) -> list[Job]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM jobs WHERE batch_id = ? ORDER BY seq", (batch_id,)
-            ).fetchall()
-        return [_job(row) for row in rows]
+            rows = self._db.execute(f"{SELECT_JOBS} WHERE batch_id = ? ORDER BY seq", (batch_id,)).fetchall()
+        return [job_from_row(row) for row in rows]
 
     def claim_next(self, now: float) -> Job | None:
         """Move the next queued job (highest priority, then oldest) to processing."""
@@ -201,8 +137,8 @@ class SqliteStore:
             if row is None:
                 return None
             self._set_status(db, row["id"], JobStatus.PROCESSING, now, extra="started_at = ?", args=[now])
-            claimed = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
-        return _job(claimed)
+            claimed = db.execute(SELECT_JOB_BY_ID, (row["id"],)).fetchone()
+        return job_from_row(claimed)
 
     def set_progress(self, job_id: str, attempt: int, progress: float) -> bool:
         with self._lock:
@@ -248,8 +184,8 @@ class SqliteStore:
                 ],
                 keep_progress_when_null=True,
             )
-            done = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(done)
+            done = db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        return job_from_row(done)
 
     def cancel(self, job_id: str, now: float) -> Job | None:
         """Cancel a queued job at once, or flag a processing one for its runner; terminal jobs stay."""
@@ -261,8 +197,8 @@ class SqliteStore:
                 self._set_status(db, job_id, JobStatus.CANCELED, now, extra="finished_at = ?", args=[now])
             elif row["status"] == JobStatus.PROCESSING:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
-            updated = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(updated)
+            updated = db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        return job_from_row(updated)
 
     def release(self, job_id: str, attempt: int, now: float) -> bool:
         """Put a processing job of this attempt back in the queue, attempt unchanged: its runner stopped
@@ -318,7 +254,8 @@ class SqliteStore:
                     )
                     requeued.append(row["id"])
             jobs = {
-                r["id"]: _job(r) for r in db.execute("SELECT * FROM jobs WHERE status IN ('queued','failed')")
+                job.id: job
+                for job in map(job_from_row, db.execute(f"{SELECT_JOBS} WHERE status IN ('queued','failed')"))
             }
         return [jobs[i] for i in requeued], [jobs[i] for i in failed]
 
@@ -357,7 +294,7 @@ class SqliteStore:
     def insert_asset(self, record: AssetRecord) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.owner,
@@ -374,8 +311,8 @@ class SqliteStore:
 
     def get_asset(self, asset_id: str) -> AssetRecord | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
-        return AssetRecord(**dict(row)) if row else None
+            row = self._db.execute(SELECT_ASSET_BY_ID, (asset_id,)).fetchone()
+        return asset_from_row(row) if row else None
 
     def extend_asset(self, asset_id: str, expires_at: float) -> None:
         """Keep an input alive at least as long as a job that uses it."""
@@ -432,34 +369,3 @@ class SqliteStore:
 def _interrupted_message(attempts: int) -> str:
     times = "once" if attempts == 1 else f"{attempts} times"
     return f"the server stopped in the middle of this job {times}; giving up after {attempts} attempt(s)"
-
-
-def _history_json(history: Sequence[StatusChange]) -> str:
-    return json.dumps([{"status": change.status.value, "at": change.at} for change in history])
-
-
-def _job(row: sqlite3.Row) -> Job:
-    error = json.loads(row["error"]) if row["error"] else None
-    return Job(
-        id=row["id"],
-        owner=row["owner"],
-        model=row["model"],
-        kind=JobKind(row["kind"]),
-        input=json.loads(row["input"]),
-        status=JobStatus(row["status"]),
-        progress=row["progress"],
-        attempt=row["attempt"],
-        priority=row["priority"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        history=tuple(
-            StatusChange(status=JobStatus(change["status"]), at=change["at"])
-            for change in json.loads(row["history"])
-        ),
-        outputs=tuple(OutputAsset(**output) for output in json.loads(row["outputs"])),
-        error=JobError(**error) if error else None,
-        timings=json.loads(row["timings"]),
-        batch_id=row["batch_id"],
-        cancel_requested=bool(row["cancel_requested"]),
-    )

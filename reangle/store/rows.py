@@ -1,0 +1,111 @@
+"""What the store keeps besides jobs (asset records, jobs to insert) and how rows become values.
+
+Rows are read by position, in the column order of `schema.JOB_COLUMNS` and `schema.ASSET_COLUMNS`: every
+status read decodes a job, and by position (with the enums looked up in dicts) that costs a quarter less
+than by column name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.store.schema import JOB_COLUMN_COUNT
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssetRecord:
+    id: str
+    owner: str
+    sha256: str
+    mime_type: str
+    width: int
+    height: int
+    bytes: int
+    created_at: float
+    expires_at: float
+    #: the job that made it (outputs); None for uploads
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewJob:
+    job: Job
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+# lookups in these are cheaper than calling the enum classes
+_STATUSES = {status.value: status for status in JobStatus}
+_KINDS = {kind.value: kind for kind in JobKind}
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """The Job in the first JOB_COLUMN_COUNT columns of `row`."""
+    (
+        job_id,
+        owner,
+        model,
+        kind,
+        input_json,
+        status,
+        progress,
+        attempt,
+        priority,
+        created_at,
+        started_at,
+        finished_at,
+        history_json,
+        outputs_json,
+        error_json,
+        timings_json,
+        batch_id,
+        cancel_requested,
+    ) = row[:JOB_COLUMN_COUNT]
+    return Job(
+        id=job_id,
+        owner=owner,
+        model=model,
+        kind=_KINDS[kind],
+        input=json.loads(input_json),
+        status=_STATUSES[status],
+        progress=progress,
+        attempt=attempt,
+        priority=priority,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        history=tuple(
+            StatusChange(status=_STATUSES[change["status"]], at=change["at"])
+            for change in json.loads(history_json)
+        ),
+        outputs=tuple(OutputAsset(**output) for output in json.loads(outputs_json)),
+        error=JobError(**json.loads(error_json)) if error_json else None,
+        timings=json.loads(timings_json),
+        batch_id=batch_id,
+        cancel_requested=bool(cancel_requested),
+    )
+
+
+def asset_from_row(row: Sequence[Any]) -> AssetRecord:
+    """The AssetRecord in a row of `schema.ASSET_COLUMNS`."""
+    asset_id, owner, sha256, mime_type, width, height, size, created_at, expires_at, job_id = row
+    return AssetRecord(
+        id=asset_id,
+        owner=owner,
+        sha256=sha256,
+        mime_type=mime_type,
+        width=width,
+        height=height,
+        bytes=size,
+        created_at=created_at,
+        expires_at=expires_at,
+        job_id=job_id,
+    )
+
+
+def history_json(history: Sequence[StatusChange]) -> str:
+    return json.dumps([{"status": change.status.value, "at": change.at} for change in history])

@@ -1,0 +1,63 @@
+"""The SQLite tables: jobs, asset records and API keys."""
+
+from __future__ import annotations
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    input TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    priority INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    history TEXT NOT NULL,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    timings TEXT NOT NULL DEFAULT '{}',
+    batch_id TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    UNIQUE (owner, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id);
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    job_id TEXT
+);
+CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+"""
+
+#: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more
+#: (`seq`, `request_hash`) select these first and the others after.
+JOB_COLUMNS = (
+    "id, owner, model, kind, input, status, progress, attempt, priority, created_at, started_at, "
+    "finished_at, history, outputs, error, timings, batch_id, cancel_requested"
+)
+JOB_COLUMN_COUNT = len(JOB_COLUMNS.split(","))
+
+#: The columns of `assets`, in the order of AssetRecord's fields.
+ASSET_COLUMNS = "id, owner, sha256, mime_type, width, height, bytes, created_at, expires_at, job_id"
