@@ -51,6 +51,10 @@ def tiny_engine(settings: Settings) -> QwenEngine:
             limits=TINY_LIMITS,
             name="tiny",
             demo=True,
+            # the speed settings work here too, so that they can be tried without a GPU
+            attention_backend=settings.attention_backend,
+            compile=settings.compile,
+            quantize=settings.quantize,
         )
     )
 

@@ -171,3 +171,14 @@ def test_a_model_that_cannot_be_loaded_is_an_engine_error(tmp_path):  # type: ig
 
     with pytest.raises(EngineError, match="cannot load the model"):
         QwenEngine(QwenConfig(model=str(tmp_path / "no-model"), offline=True)).load()
+
+
+def test_the_speed_settings_reach_the_tiny_engine(cache_dir):  # type: ignore[no-untyped-def]
+    quantized = tiny_engine(Settings(cache_dir=cache_dir, quantize="fp8", attention_backend="_native_math"))
+    assert (quantized.config.quantize, quantized.config.attention_backend) == ("fp8", "_native_math")
+    quantized.load()
+    assert quantized.fp8_report is not None
+    assert quantized.fp8_report.quantized > 0
+
+    with pytest.raises(EngineError, match="REANGLE_ATTENTION_BACKEND"):
+        tiny_engine(Settings(cache_dir=cache_dir, attention_backend="no-such-kernel")).load()
