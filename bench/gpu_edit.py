@@ -128,7 +128,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--variants",
         default=BASELINE,
         help="comma-separated engine variants, each named option sets (baseline, cudnn, flash, efficient, "
-        "math, compile, fp8) and/or QwenConfig options as key=value, joined by '+' (default baseline)",
+        "math, compile, fp8, fused) and/or QwenConfig options as key=value, joined by '+' (default baseline)",
     )
     parser.add_argument(
         "--orbit",

@@ -270,6 +270,8 @@ def measure_variant(plan: SweepPlan, variant: Variant, build: Build) -> tuple[di
         "setup_s": {"build_s": build.seconds, "load_s": load_s},
         "warmup_s": getattr(engine, "warmup_s", None),
         "fp8_report": getattr(engine, "fp8_report", None),
+        "baked_loras": getattr(engine, "baked_loras", None),
+        "baked_layers": getattr(engine, "baked_layers", None),
         "weights_fingerprint": build.fingerprint,
         "params": build.params,
         "text_tokens": timer.text_tokens,

@@ -25,6 +25,7 @@ OPTION_SETS: dict[str, dict[str, Any]] = {
     "math": {"attention_backend": "_native_math"},
     "compile": {"compile": "blocks"},
     "fp8": {"quantize": "fp8"},
+    "fused": {"fuse_loras": "default"},
 }
 
 _TRUE = {"1", "true", "yes", "on"}

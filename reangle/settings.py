@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 EngineName = Literal["auto", "qwen", "tiny", "fake"]
 CompileMode = Literal["off", "blocks"]
 QuantizeMode = Literal["none", "fp8"]
+FuseMode = Literal["off", "default"]
 
 HUB_MODEL = "Qwen/Qwen-Image-Edit-2511"
 HUB_LIGHTNING = "lightx2v/Qwen-Image-Edit-2511-Lightning"
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     compile: CompileMode = "off"
     #: `fp8`: e4m3 weights and FP8 matmuls in the transformer blocks' linear layers (needs FP8 GPUs: H100...).
     quantize: QuantizeMode = "none"
+    #: `default`: bake the default request's LoRAs (4-step Lightning and angles at 1.0) into the transformer
+    #: weights at load; other requests run only the difference, so every request keeps its exact LoRA weights.
+    fuse_loras: FuseMode = "off"
     #: Where the tiny demo pipeline is built and cached.
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     #: Seconds the fake engine sleeps per denoising step.

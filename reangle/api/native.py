@@ -263,6 +263,7 @@ async def health(app: State) -> dict[str, Any]:
         "engine": info.name,
         "demo": info.demo,
         "device": info.device,
+        "options": info.options,
         "queue_depth": app.service.queue_depth(),
     }
 

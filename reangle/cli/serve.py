@@ -58,6 +58,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_engine(settings.engine, settings)
     print(f"reangle: loading the {engine.info.name} engine ...", file=sys.stderr)
     engine.load()  # here, not in the app's startup: a failure is then one clear line, not a traceback
+    if engine.info.options:
+        options = " ".join(f"{name}={value}" for name, value in engine.info.options.items())
+        print(f"reangle: engine options: {options}", file=sys.stderr)
     app = create_app(settings, engine)
     print(
         f"reangle: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})",

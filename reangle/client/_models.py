@@ -166,6 +166,8 @@ class Health(_Model):
     #: True when the engine is a demo (its images are meaningless).
     demo: bool = False
     device: str | None = None
+    #: The engine's speed options in effect (setting name -> value); empty for engines without any.
+    options: dict[str, str] = {}
     queue_depth: int = 0
 
 

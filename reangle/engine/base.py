@@ -27,6 +27,8 @@ class EngineInfo:
     demo: bool
     limits: SizeLimits
     target_area: int
+    #: Speed options in effect once loaded (setting name -> value), for /healthz and the serve log.
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,9 +33,10 @@ from reangle.engine.base import (
     random_seed,
 )
 from reangle.engine.lora import load_lora, resolve_lora_file
+from reangle.engine.lora_bake import bake_default_loras, residual_loras
 from reangle.engine.views import reuse_vae_latents, view_prompt_arguments
 from reangle.errors import Canceled, EngineError, ReangleError
-from reangle.settings import CompileMode, QuantizeMode, Settings
+from reangle.settings import CompileMode, FuseMode, QuantizeMode, Settings
 
 if TYPE_CHECKING:
     from reangle.engine.fp8 import Fp8Report
@@ -82,6 +83,8 @@ class QwenConfig:
     compile_backend: str | Callable[..., Any] = "inductor"
     #: `fp8`: FP8 linears in the transformer blocks (REANGLE_QUANTIZE).
     quantize: QuantizeMode = "none"
+    #: `default`: the default request's LoRAs baked into the transformer weights at load (REANGLE_FUSE_LORAS).
+    fuse_loras: FuseMode = "off"
 
 
 def quiet_libraries() -> None:
@@ -115,6 +118,9 @@ class QwenEngine:
         self.warmup_s: float | None = None
         #: What FP8 quantization did (quantize="fp8"), else None.
         self.fp8_report: Fp8Report | None = None
+        #: Adapter -> weight baked into the transformer (fuse_loras="default"), and the layers it changed.
+        self.baked_loras: dict[str, float] = {}
+        self.baked_layers = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QwenEngine:
@@ -135,6 +141,7 @@ class QwenEngine:
                 attention_backend=settings.attention_backend,
                 compile=settings.compile,
                 quantize=settings.quantize,
+                fuse_loras=settings.fuse_loras,
             )
         )
 
@@ -177,6 +184,9 @@ class QwenEngine:
             pipe.enable_model_cpu_offload(device=device)
         else:
             pipe.to(device)
+        if self.config.fuse_loras == "default":
+            # before FP8, which quantizes the baked weights, and before compile
+            self.baked_loras, self.baked_layers = bake_default_loras(pipe.transformer, self.config.loras)
         if self.config.quantize == "fp8":
             self.fp8_report = quantize_transformer(pipe.transformer)
         set_attention_backend(pipe.transformer, self.config.attention_backend, device=device, dtype=dtype)
@@ -192,6 +202,12 @@ class QwenEngine:
             demo=self.config.demo,
             limits=self.config.limits,
             target_area=self.config.target_area,
+            options={
+                "attention_backend": self.config.attention_backend,
+                "compile": self.config.compile,
+                "quantize": self.config.quantize,
+                "fuse_loras": self.config.fuse_loras,
+            },
         )
         self._pipe = pipe
         if self.config.compile == "blocks":
@@ -286,9 +302,10 @@ class QwenEngine:
 
         pipe = self._pipe
         pipe.scheduler = self._schedulers[plan.scheduler]
-        if plan.loras:
+        loras = residual_loras(plan.loras, self.baked_loras)
+        if loras:
             pipe.enable_lora()
-            pipe.set_adapters([lora.adapter for lora in plan.loras], [lora.weight for lora in plan.loras])
+            pipe.set_adapters([lora.adapter for lora in loras], [lora.weight for lora in loras])
         elif self.config.loras:
             pipe.disable_lora()
         # NOTE: the pipeline reads this module constant at call time; one pipeline per process makes it safe.

@@ -55,6 +55,7 @@ def tiny_engine(settings: Settings) -> QwenEngine:
             attention_backend=settings.attention_backend,
             compile=settings.compile,
             quantize=settings.quantize,
+            fuse_loras=settings.fuse_loras,
         )
     )
 

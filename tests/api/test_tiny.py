@@ -13,10 +13,18 @@ pytestmark = pytest.mark.tiny
 
 
 def test_a_camera_edit_runs_on_the_tiny_pipeline(serve: ServerFactory) -> None:
-    server = serve(engine="tiny")
+    server = serve(engine="tiny", quantize="fp8", fuse_loras="default")
+    options_line = "engine options: attention_backend=native compile=off quantize=fp8 fuse_loras=default"
+    assert options_line in server.log()
     with server.client(KEY_A) as api:
         health = api.get("/healthz").json()
         assert (health["engine"], health["demo"], health["device"]) == ("tiny", True, "cpu")
+        assert health["options"] == {
+            "attention_backend": "native",
+            "compile": "off",
+            "quantize": "fp8",
+            "fuse_loras": "default",
+        }
         asset = upload(api)
         job = submit(api, edit_input(asset["id"], width=64, height=48, acceleration="high"))
         done = succeeded(api, job["id"], timeout=120)

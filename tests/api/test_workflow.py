@@ -216,7 +216,14 @@ def test_healthz_names_the_engine_and_counts_the_queue(
     shared_server: ServerProcess, api: httpx.Client
 ) -> None:
     health = httpx.get(f"{shared_server.url}/healthz").json()
-    assert health == {"status": "ok", "engine": "fake", "demo": True, "device": "cpu", "queue_depth": 0}
+    assert health == {
+        "status": "ok",
+        "engine": "fake",
+        "demo": True,
+        "device": "cpu",
+        "options": {},
+        "queue_depth": 0,
+    }
 
     asset = upload(api)
     holder = submit(api, hold_input(asset["id"]), kind="orbit")

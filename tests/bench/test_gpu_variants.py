@@ -24,6 +24,7 @@ OPTIONS: dict[str, Any] = {
     "compile": "off",
     "compile_backend": "inductor",
     "quantize": "none",
+    "fuse_loras": "off",
     "cpu_offload": False,
     "cache_steps": 0,
 }
@@ -47,6 +48,16 @@ def test_named_sets_and_options_combine_and_baseline_comes_first() -> None:
     assert variants[1].overrides == {"quantize": "fp8", "compile": "blocks"}
     assert variants[1].settings_text() == "quantize=fp8, compile=blocks"
     assert variants[2].overrides == {"attention_backend": "_native_cudnn", "compile_backend": "eager"}
+
+
+def test_the_fused_set_combines_with_the_others() -> None:
+    (variant,) = parse_variants("cudnn+fused+fp8+compile", OPTIONS)
+    assert variant.overrides == {
+        "attention_backend": "_native_cudnn",
+        "fuse_loras": "default",
+        "quantize": "fp8",
+        "compile": "blocks",
+    }
 
 
 def test_values_take_the_type_of_the_option_default() -> None:
