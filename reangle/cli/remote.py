@@ -15,19 +15,28 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reangle.cli.pose_args import pose_from_args
+from reangle.cli.remote_output import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    CommandFailure,
+    check_quality,
+    format_for,
+    job_table,
+    make_folder,
+    numbered_paths,
+    orbit_file_names,
+    report,
+)
 from reangle.client import (
     CAMERA_MODEL,
     Client,
     Job,
     JobEvent,
-    OutputAsset,
     ReangleAPIError,
     ReangleClientError,
 )
 from reangle.errors import InvalidInput
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 #: How the commands get their client; tests swap in one over a fake transport.
@@ -36,10 +45,7 @@ client_factory: Callable[[str, str | None], Client] = Client
 _ACCELERATIONS = ("none", "regular", "high")
 _FORMATS = ("png", "jpeg", "webp")
 _STATUSES = ("queued", "processing", "succeeded", "failed", "canceled")
-_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-_MIME_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 _POSE_FLAGS = ("horizontal_angle", "vertical_angle", "zoom", "azimuth", "elevation", "distance", "text")
-_ROLE_STEMS = {"turntable": "turntable", "contact_sheet": "contact-sheet"}
 
 
 class RemoteSettings(Protocol):
@@ -50,15 +56,6 @@ class RemoteSettings(Protocol):
 
     @property
     def api_key(self) -> str | None: ...
-
-
-class _Failure(Exception):
-    """Ends a command with one line on stderr and an exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
 
 
 def add_remote_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -134,7 +131,7 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     """`reangle edit ... --server URL`: the local edit's flags, run on a server."""
     try:
         fields = _remote_edit_fields(args)
-    except (_Failure, InvalidInput) as exc:
+    except (CommandFailure, InvalidInput) as exc:
         return _fail(exc.message)
     model = args.model or CAMERA_MODEL
     if args.dry_run:
@@ -145,10 +142,10 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     def edit(client: Client) -> int:
         job = client.edit(list(args.inputs), model=model, wait=False, **fields)
         job = _wait(client, job, "editing")
-        paths = _numbered_paths(args.output, len(job.assets))
+        paths = numbered_paths(args.output, len(job.assets))
         for path, asset in zip(paths, job.assets, strict=True):
             client.download(asset, path)
-        _report(args, job, list(zip(paths, job.assets, strict=True)))
+        report(args, job, list(zip(paths, job.assets, strict=True)))
         return 0
 
     return _with_client(args, settings, edit)
@@ -157,9 +154,9 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
 def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     try:
         image = _orbit_image(args.input)
-        _check_quality(args.quality)
-        _make_folder(args.output)
-    except _Failure as exc:
+        check_quality(args.quality)
+        make_folder(args.output)
+    except CommandFailure as exc:
         return _fail(exc.message)
     options = {
         "seed": args.seed,
@@ -186,10 +183,10 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
             **options,
         )
         job = _wait(client, job, "orbit")
-        files = [(args.output / name, asset) for name, asset in _orbit_file_names(job.assets)]
+        files = [(args.output / name, asset) for name, asset in orbit_file_names(job.assets)]
         for path, asset in files:
             client.download(asset, path)
-        _report(args, job, files)
+        report(args, job, files)
         return 0
 
     return _with_client(args, settings, orbit)
@@ -201,7 +198,7 @@ def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
         if args.json:
             print(json.dumps([job.model_dump(mode="json") for job in jobs]))
         else:
-            print(_table(jobs))
+            print(job_table(jobs))
         return 0
 
     return _with_client(args, settings, listing)
@@ -235,7 +232,7 @@ def _with_client(args: argparse.Namespace, settings: RemoteSettings, command: Ca
     try:
         with client_factory(server, args.api_key or settings.api_key) as client:
             return command(client)
-    except _Failure as exc:
+    except CommandFailure as exc:
         return _fail(exc.message, exc.exit_code)
     except ReangleAPIError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
@@ -288,13 +285,13 @@ def _cancel_after_interrupt(client: Client, job_id: str) -> None:
 
 
 def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The edit flags as SDK `edit` arguments; raises _Failure or InvalidInput for bad flags."""
+    """The edit flags as SDK `edit` arguments; raises CommandFailure or InvalidInput for bad flags."""
     pose, instruction = pose_from_args(args)
-    _check_quality(args.quality)
-    fmt = _format_for(args.output, args.format, required=not args.dry_run)
+    check_quality(args.quality)
+    fmt = format_for(args.output, args.format, required=not args.dry_run)
     for path in args.inputs:
         if not path.is_file():
-            raise _Failure(f"input file not found: {path}")
+            raise CommandFailure(f"input file not found: {path}")
     fields: dict[str, Any] = {
         "prompt": " ".join(part for part in (instruction, args.prompt.strip()) if part),
         "seed": args.seed,
@@ -318,43 +315,13 @@ def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None and value != ""}
 
 
-def _format_for(output: Path | None, explicit: str | None, *, required: bool) -> str:
-    if output is None:
-        if required:
-            raise _Failure("give the output file with -o/--output")
-        return explicit or "png"
-    if not output.parent.is_dir():
-        raise _Failure(f"output folder does not exist: {output.parent}")
-    if explicit:
-        return explicit
-    if output.suffix.lower() not in _SUFFIX_FORMATS:
-        raise _Failure(
-            f"cannot tell the image format from {output.name!r}; use a .png, .jpg or .webp name or --format"
-        )
-    return _SUFFIX_FORMATS[output.suffix.lower()]
-
-
-def _check_quality(quality: int | None) -> None:
-    if quality is not None and not 1 <= quality <= 100:
-        raise _Failure(f"--quality must be between 1 and 100, got {quality}")
-
-
 def _orbit_image(value: str) -> str | Path:
     if value.startswith(("http://", "https://")):
         return value
     path = Path(value)
     if not path.is_file():
-        raise _Failure(f"input file not found: {value}")
+        raise CommandFailure(f"input file not found: {value}")
     return path
-
-
-def _make_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise _Failure(f"-o must be a folder for orbit, and {folder} is a file")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _Failure(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
 
 
 def _degrees_list(value: str) -> list[float]:
@@ -362,73 +329,6 @@ def _degrees_list(value: str) -> list[float]:
         return [float(part) for part in value.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of degrees: {value!r}") from None
-
-
-def _numbered_paths(output: Path, count: int) -> list[Path]:
-    """`out.png` for one output; `out-0.png`, `out-1.png`, ... for several (as the local edit writes them)."""
-    if count == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(count)]
-
-
-def _orbit_file_names(assets: list[OutputAsset]) -> list[tuple[str, OutputAsset]]:
-    """`view-000.png`, `view-045.png`, ... by azimuth, then `turntable.webp` and `contact-sheet.png`."""
-    names: list[tuple[str, OutputAsset]] = []
-    taken: set[str] = set()
-    for k, asset in enumerate(assets):
-        if asset.role == "view":
-            stem = f"view-{_azimuth_label(asset.pose.azimuth_deg)}" if asset.pose else f"view-{k}"
-        else:
-            stem = _ROLE_STEMS.get(asset.role, asset.role.replace("_", "-"))
-        suffix = _MIME_SUFFIXES.get(asset.mime_type, ".bin")
-        name, n = f"{stem}{suffix}", 1
-        while name in taken:
-            n += 1
-            name = f"{stem}-{n}{suffix}"
-        taken.add(name)
-        names.append((name, asset))
-    return names
-
-
-def _azimuth_label(degrees: float) -> str:
-    degrees %= 360
-    return f"{int(degrees):03d}" if degrees == int(degrees) else f"{degrees:05.1f}"
-
-
-def _report(args: argparse.Namespace, job: Job, files: list[tuple[Path, OutputAsset]]) -> None:
-    if not args.json:
-        print("\n".join(str(path) for path, _ in files))
-        return
-    outputs = [
-        {
-            "path": str(path),
-            "role": asset.role,
-            "width": asset.width,
-            "height": asset.height,
-            "seed": asset.seed,
-        }
-        | ({"pose": asset.pose.model_dump()} if asset.pose else {})
-        for path, asset in files
-    ]
-    print(json.dumps({"job": job.id, "model": job.model, "outputs": outputs, "timings": job.timings}))
-
-
-def _table(jobs: list[Job]) -> str:
-    rows = [("ID", "STATUS", "MODEL", "PROGRESS", "CREATED")]
-    rows += [
-        (
-            job.id,
-            job.status,
-            job.model,
-            f"{round(job.progress * 100)}%",
-            job.created_at.isoformat(timespec="seconds"),
-        )
-        for job in jobs
-    ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
 
 
 def _fail(message: str, exit_code: int = EXIT_BAD_INPUT) -> int:

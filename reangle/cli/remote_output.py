@@ -1,0 +1,123 @@
+"""What the remote commands write: output paths and formats, the files of an orbit, the report and the job
+table. Problems are `CommandFailure`s: one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from reangle.client import Job, OutputAsset
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+_MIME_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+_ROLE_STEMS = {"turntable": "turntable", "contact_sheet": "contact-sheet"}
+
+
+class CommandFailure(Exception):
+    """Ends a command with one line on stderr and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def format_for(output: Path | None, explicit: str | None, *, required: bool) -> str:
+    if output is None:
+        if required:
+            raise CommandFailure("give the output file with -o/--output")
+        return explicit or "png"
+    if not output.parent.is_dir():
+        raise CommandFailure(f"output folder does not exist: {output.parent}")
+    if explicit:
+        return explicit
+    if output.suffix.lower() not in _SUFFIX_FORMATS:
+        raise CommandFailure(
+            f"cannot tell the image format from {output.name!r}; use a .png, .jpg or .webp name or --format"
+        )
+    return _SUFFIX_FORMATS[output.suffix.lower()]
+
+
+def check_quality(quality: int | None) -> None:
+    if quality is not None and not 1 <= quality <= 100:
+        raise CommandFailure(f"--quality must be between 1 and 100, got {quality}")
+
+
+def make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise CommandFailure(f"-o must be a folder for orbit, and {folder} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandFailure(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+
+
+def numbered_paths(output: Path, count: int) -> list[Path]:
+    """`out.png` for one output; `out-0.png`, `out-1.png`, ... for several (as the local edit writes them)."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(count)]
+
+
+def orbit_file_names(assets: list[OutputAsset]) -> list[tuple[str, OutputAsset]]:
+    """`view-000.png`, `view-045.png`, ... by azimuth, then `turntable.webp` and `contact-sheet.png`."""
+    names: list[tuple[str, OutputAsset]] = []
+    taken: set[str] = set()
+    for k, asset in enumerate(assets):
+        if asset.role == "view":
+            stem = f"view-{azimuth_label(asset.pose.azimuth_deg)}" if asset.pose else f"view-{k}"
+        else:
+            stem = _ROLE_STEMS.get(asset.role, asset.role.replace("_", "-"))
+        suffix = _MIME_SUFFIXES.get(asset.mime_type, ".bin")
+        name, n = f"{stem}{suffix}", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        taken.add(name)
+        names.append((name, asset))
+    return names
+
+
+def azimuth_label(degrees: float) -> str:
+    degrees %= 360
+    return f"{int(degrees):03d}" if degrees == int(degrees) else f"{degrees:05.1f}"
+
+
+def report(args: argparse.Namespace, job: Job, files: list[tuple[Path, OutputAsset]]) -> None:
+    if not args.json:
+        print("\n".join(str(path) for path, _ in files))
+        return
+    outputs = [
+        {
+            "path": str(path),
+            "role": asset.role,
+            "width": asset.width,
+            "height": asset.height,
+            "seed": asset.seed,
+        }
+        | ({"pose": asset.pose.model_dump()} if asset.pose else {})
+        for path, asset in files
+    ]
+    print(json.dumps({"job": job.id, "model": job.model, "outputs": outputs, "timings": job.timings}))
+
+
+def job_table(jobs: list[Job]) -> str:
+    rows = [("ID", "STATUS", "MODEL", "PROGRESS", "CREATED")]
+    rows += [
+        (
+            job.id,
+            job.status,
+            job.model,
+            f"{round(job.progress * 100)}%",
+            job.created_at.isoformat(timespec="seconds"),
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
