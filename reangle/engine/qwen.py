@@ -254,9 +254,11 @@ class QwenEngine:
         should_stop: StopCheck | None = None,
     ) -> list[EditResult]:
         """One edit per plan over the same images: all prompts go through the text encoder in one forward and
-        each reference image through the VAE once. Progress counts the steps of all plans together."""
-        if not plans:
-            return []
+        each reference image through the VAE once. Progress counts the steps of all plans together.
+
+        A single plan has nothing to share and takes `edit`'s path, the one the GPU benchmark times."""
+        if len(plans) <= 1:
+            return [self.edit(images, plan, on_step=on_step, should_stop=should_stop) for plan in plans]
         self.load()
         seeds = [random_seed() if plan.seed is None else plan.seed for plan in plans]
         total = sum(plan.steps for plan in plans)

@@ -190,3 +190,16 @@ def test_a_view_needing_an_unconfigured_lora_fails_before_any_work(engine, cache
         assert encoder.calls == 0
     finally:
         encoder.remove()
+
+
+def test_one_view_takes_the_plain_edit_path(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    import reangle.engine.qwen as qwen
+
+    def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a single view must not batch its prompt encoding")
+
+    monkeypatch.setattr(qwen, "view_prompt_arguments", fail)
+    [plan] = orbit(engine)[:1]
+    [view] = engine.edit_views(IMAGES, [plan])
+    assert view.images[0].tobytes() == engine.edit(IMAGES, plan).images[0].tobytes()
+    assert view.seed == plan.seed
