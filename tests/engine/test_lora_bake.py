@@ -12,7 +12,6 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,14 +23,10 @@ from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditPlan
 from reangle.engine.base import plan_for
 from reangle.engine.lora_bake import bake_default_loras, bake_loras, default_loras, residual_loras
 from reangle.engine.qwen import QwenConfig, QwenEngine
-from reangle.engine.tiny import tiny_engine
 from reangle.errors import EngineError
 from reangle.settings import Settings
-from tests.conftest import make_image
-from tests.engine.test_qwen_options import CountingBackend
+from tests.engine.tiny_support import IMAGES, SIZE, CountingBackend, loaded
 
-IMAGES = [make_image(80, 60)]
-SIZE = {"width": 64, "height": 48}
 #: Largest difference of decoded pixels (floats in [0, 1]) between baked and unbaked edits: observed up to
 #: 1.0e-6 on the tiny model (float32), where a 0.1 % change of the angle LoRA's weight moves them by 1.2e-4.
 BAKE_BOUND = 1e-5
@@ -202,11 +197,6 @@ tiny = pytest.mark.tiny
 
 
 @pytest.fixture(scope="module")
-def config(cache_dir: Path) -> QwenConfig:
-    return tiny_engine(Settings(cache_dir=cache_dir)).config
-
-
-@pytest.fixture(scope="module")
 def plain(config: QwenConfig) -> QwenEngine:
     return loaded(config)
 
@@ -214,12 +204,6 @@ def plain(config: QwenConfig) -> QwenEngine:
 @pytest.fixture(scope="module")
 def fused(config: QwenConfig) -> QwenEngine:
     return loaded(config, fuse_loras="default")
-
-
-def loaded(config: QwenConfig, **changes: Any) -> QwenEngine:
-    engine = QwenEngine(replace(config, **changes))
-    engine.load()
-    return engine
 
 
 def plan(engine: QwenEngine, **request: Any) -> EditPlan:

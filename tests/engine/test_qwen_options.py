@@ -16,20 +16,12 @@ from reangle.core.camera import CameraPose
 from reangle.core.edit import EditRequest
 from reangle.engine.base import plan_for
 from reangle.engine.qwen import QwenConfig, QwenEngine
-from reangle.engine.tiny import tiny_engine
 from reangle.errors import EngineError
 from reangle.settings import Settings
 from tests.conftest import make_image
+from tests.engine.tiny_support import IMAGES, SIZE, CountingBackend, loaded
 
 pytestmark = pytest.mark.tiny
-
-IMAGES = [make_image(80, 60)]
-SIZE = {"width": 64, "height": 48}
-
-
-@pytest.fixture(scope="module")
-def config(cache_dir: Path) -> QwenConfig:
-    return tiny_engine(Settings(cache_dir=cache_dir)).config
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +42,6 @@ def _fresh_compiler_state() -> Iterator[None]:
     _AttentionBackendRegistry.set_active_backend(AttentionBackendName.NATIVE)
 
 
-def loaded(config: QwenConfig, **changes: Any) -> QwenEngine:
-    engine = QwenEngine(replace(config, **changes))
-    engine.load()
-    return engine
-
-
 def edit(engine: QwenEngine, images: list[Image.Image] = IMAGES, **request: Any) -> Image.Image:
     plan = plan_for(engine, EditRequest(**{"seed": 1, **SIZE, **request}), images)
     return engine.edit(images, plan).images[0]
@@ -68,17 +54,6 @@ def pixels(image: Image.Image) -> np.ndarray:
 def psnr(first: Image.Image, second: Image.Image) -> float:
     mse = float(np.mean((pixels(first) - pixels(second)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
-
-
-class CountingBackend:
-    """A fake torch.compile backend: records each graph dynamo hands it and runs the graph as traced."""
-
-    def __init__(self) -> None:
-        self.graphs: list[Any] = []
-
-    def __call__(self, graph_module: Any, _example_inputs: Any) -> Any:
-        self.graphs.append(graph_module)
-        return graph_module.forward
 
 
 # Settings -------------------------------------------------------------------------------------------------
