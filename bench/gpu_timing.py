@@ -131,12 +131,15 @@ class PhaseTimer:
         self._restore.extend(handle.remove for handle in handles)
 
     def install(self, pipe: Any) -> None:
+        import reangle.engine.qwen as qwen_engine
+
         self.wrap(pipe, "encode_prompt", "text_encode")
         self.wrap(pipe.vae, "encode", "vae_encode")
         self.wrap(pipe.vae, "decode", "vae_decode")
         self.wrap(pipe.image_processor, "preprocess", "preprocess")
         self.wrap(pipe.image_processor, "resize", "preprocess")
         self.wrap(pipe.image_processor, "postprocess", "postprocess")
+        self.wrap(qwen_engine, "to_pil_images", "postprocess")  # the engine's uint8 conversion and host copy
         for method in ("set_adapters", "enable_lora", "disable_lora"):
             self.wrap(pipe, method, "lora_select")
         self.hook_module(pipe.text_encoder, "text_encoder_forward")
