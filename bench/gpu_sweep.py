@@ -247,6 +247,10 @@ def measure_variant(plan: SweepPlan, variant: Variant, build: Build) -> tuple[di
     timer.install(engine.pipeline)  # read-only access: the timers wrap the pipeline from outside
     try:
         timed = [run_once(engine, work, plan.seed + index, timer) for index in range(plan.runs)]
+        # the next angle of the picture the last timed run edited
+        same_picture = [
+            run_once(engine, work, plan.seed + index, timer, same_picture=True) for index in range(plan.runs)
+        ]
     finally:
         timer.uninstall()
     clean = [run_once(engine, work, plan.seed + index, None) for index in range(plan.runs)]
@@ -277,6 +281,7 @@ def measure_variant(plan: SweepPlan, variant: Variant, build: Build) -> tuple[di
         "text_tokens": timer.text_tokens,
         "phases_s": phases,
         "medians_s": {name: stats["median"] for name, stats in phases.items()},
+        "same_picture_phases_s": summarise([run.timings for run in same_picture]),
         "step_median_s": statistics.median(phases[name]["median"] for name in steps) if steps else None,
         "edit_unaccounted_s": phases["edit"]["median"] - accounted,
         "memory": memory,

@@ -3,7 +3,8 @@
 `PhaseTimer` wraps pipeline internals from the outside (encode_prompt, the VAE's encode/decode, the image
 processor, forward hooks on the text encoder and the transformer, the engine's step callback), each
 synchronising the device before and after. `run_once` is one edit from input bytes to output bytes;
-`run_orbit` one 8-view orbit job.
+`run_orbit` one 8-view orbit job. Both stand for a new picture: the engine's kept reference latents are
+dropped first, unless `run_once` is asked for another edit of the same picture.
 """
 
 from __future__ import annotations
@@ -223,13 +224,19 @@ def camera_request(work: Workload, seed: int, azimuth: int) -> EditRequest:
     )
 
 
-def run_once(engine: Any, work: Workload, seed: int, timer: PhaseTimer | None) -> Run:
-    """Input bytes -> decoded image -> plan -> engine.edit -> PNG bytes, as the server's runner does it."""
+def run_once(
+    engine: Any, work: Workload, seed: int, timer: PhaseTimer | None, *, same_picture: bool = False
+) -> Run:
+    """Input bytes -> decoded image -> plan -> engine.edit -> PNG bytes, as the server's runner does it.
+
+    `same_picture`: the engine may reuse what it kept of an earlier edit of this input (its VAE latents)."""
     from reangle.core.images import decode_image, encode_image
     from reangle.engine.base import plan_for
 
     device = engine.info.device
     marks: dict[str, float] = {}
+    if not same_picture:
+        engine.forget_references()
     if timer is not None:
         timer.reset()
     synchronize(device)
@@ -266,6 +273,7 @@ def run_orbit(engine: Any, work: Workload, seed: int, *, batched: bool) -> Run:
     from reangle.engine.base import plan_for
 
     device = engine.info.device
+    engine.forget_references()
     synchronize(device)
     started = time.perf_counter()
     image = decode_image(work.input_png, name="input").image

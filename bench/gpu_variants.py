@@ -154,6 +154,7 @@ VARIANT_COLUMNS = (
     "variant",
     "settings",
     "end to end s",
+    "timed e2e s, new / same picture",
     "denoise s",
     "step ms",
     "text enc ms",
@@ -183,11 +184,14 @@ def variants_table(reports: Sequence[Mapping[str, Any]]) -> str:
             continue
         medians = report["medians_s"]
         vae = f"{_ms(medians.get('vae_encode'))} / {_ms(medians.get('vae_decode'))}"
+        same_picture = report.get("same_picture_phases_s", {}).get("end_to_end", {}).get("median")
+        timed = f"{_num(medians.get('end_to_end'), 3)} / {_num(same_picture, 3)}"
         load = f"{_num(report['setup_s'].get('load_s'), 1)} ({_num(report.get('warmup_s'), 1)})"
         rows.append(
             [
                 *head,
                 _num(medians.get("end_to_end_clean"), 3),
+                timed,
                 _num(medians.get("denoise"), 3),
                 _ms(report.get("step_median_s")),
                 _ms(medians.get("text_encode")),

@@ -167,7 +167,7 @@ class Health(_Model):
     demo: bool = False
     device: str | None = None
     #: The engine's speed options in effect (setting name -> value); empty for engines without any.
-    options: dict[str, str] = {}
+    options: dict[str, str | int] = {}
     queue_depth: int = 0
 
 

@@ -28,7 +28,7 @@ class EngineInfo:
     limits: SizeLimits
     target_area: int
     #: Speed options in effect once loaded (setting name -> value), for /healthz and the serve log.
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

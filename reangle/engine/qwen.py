@@ -34,7 +34,8 @@ from reangle.engine.base import (
 )
 from reangle.engine.lora import load_lora, resolve_lora_file
 from reangle.engine.lora_bake import bake_default_loras, residual_loras
-from reangle.engine.views import reuse_vae_latents, view_prompt_arguments
+from reangle.engine.reference_latents import REFERENCE_CACHE_SETTING, ReferenceLatents
+from reangle.engine.views import view_prompt_arguments
 from reangle.errors import Canceled, EngineError, ReangleError
 from reangle.settings import CompileMode, FuseMode, QuantizeMode, Settings
 
@@ -85,6 +86,19 @@ class QwenConfig:
     quantize: QuantizeMode = "none"
     #: `default`: the default request's LoRAs baked into the transformer weights at load (REANGLE_FUSE_LORAS).
     fuse_loras: FuseMode = "off"
+    #: How many reference images keep their VAE latents for later edits (REANGLE_REFERENCE_CACHE).
+    reference_cache: int = 8
+
+
+def speed_options(settings: Settings) -> dict[str, Any]:
+    """The QwenConfig speed options that the settings choose."""
+    return {
+        "attention_backend": settings.attention_backend,
+        "compile": settings.compile,
+        "quantize": settings.quantize,
+        "fuse_loras": settings.fuse_loras,
+        "reference_cache": settings.reference_cache,
+    }
 
 
 def quiet_libraries() -> None:
@@ -121,6 +135,12 @@ class QwenEngine:
         #: Adapter -> weight baked into the transformer (fuse_loras="default"), and the layers it changed.
         self.baked_loras: dict[str, float] = {}
         self.baked_layers = 0
+        if config.reference_cache < 0:
+            raise EngineError(
+                f"{REFERENCE_CACHE_SETTING} must be 0 or more, not {config.reference_cache}",
+                hint="0 encodes every reference image anew",
+            )
+        self._references = ReferenceLatents(config.reference_cache)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QwenEngine:
@@ -138,10 +158,7 @@ class QwenEngine:
                 cpu_offload=settings.cpu_offload,
                 target_area=settings.target_area,
                 reference_area=settings.reference_area,
-                attention_backend=settings.attention_backend,
-                compile=settings.compile,
-                quantize=settings.quantize,
-                fuse_loras=settings.fuse_loras,
+                **speed_options(settings),
             )
         )
 
@@ -207,6 +224,7 @@ class QwenEngine:
                 "compile": self.config.compile,
                 "quantize": self.config.quantize,
                 "fuse_loras": self.config.fuse_loras,
+                "reference_cache": self.config.reference_cache,
             },
         )
         self._pipe = pipe
@@ -241,7 +259,7 @@ class QwenEngine:
         with self._lock:
             self._check_loras(plan)
             started = time.perf_counter()
-            with _as_engine_errors():
+            with _as_engine_errors(), self._references.serving(self._pipe):
                 output = self._run(images, plan, seed, _prompt_arguments(plan), on_step, should_stop)
         return EditResult(images=output, seed=seed, timings={"inference_s": time.perf_counter() - started})
 
@@ -267,7 +285,7 @@ class QwenEngine:
             for plan in plans:
                 self._check_loras(plan)
             started = time.perf_counter()
-            with _as_engine_errors(), reuse_vae_latents(self._pipe):
+            with _as_engine_errors(), self._references.serving(self._pipe):
                 _stop_if_asked(should_stop)
                 arguments = view_prompt_arguments(self._pipe, images, plans)
                 done = 0
@@ -281,6 +299,11 @@ class QwenEngine:
                     started = finished
                     done += plan.steps
         return results
+
+    def forget_references(self) -> None:
+        """Drop the kept reference latents: the next edit of any picture encodes it anew (benchmarks)."""
+        with self._lock:
+            self._references.clear()
 
     def _check_loras(self, plan: EditPlan) -> None:
         for lora in plan.loras:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, SizeLimits
-from reangle.engine.qwen import QwenConfig, QwenEngine, quiet_libraries
+from reangle.engine.qwen import QwenConfig, QwenEngine, quiet_libraries, speed_options
 from reangle.settings import Settings
 
 #: Bump when the builder changes, so cached copies are rebuilt.
@@ -52,10 +52,7 @@ def tiny_engine(settings: Settings) -> QwenEngine:
             name="tiny",
             demo=True,
             # the speed settings work here too, so that they can be tried without a GPU
-            attention_backend=settings.attention_backend,
-            compile=settings.compile,
-            quantize=settings.quantize,
-            fuse_loras=settings.fuse_loras,
+            **speed_options(settings),
         )
     )
 

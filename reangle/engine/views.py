@@ -1,13 +1,12 @@
-"""Several views of the same input images (an orbit): the work they share is done once.
+"""Several views of the same input images (an orbit): all their prompts in one text-encoder forward.
 
-The pipeline takes one prompt per call, so each view is still its own call; what is shared is the text
-encoder (all prompts in one forward) and the VAE encoding of the reference images (reused, exactly).
+The pipeline takes one prompt per call, so each view is still its own call; the VAE encoding of the reference
+images is shared too, by `ReferenceLatents`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
@@ -79,35 +78,3 @@ def encode_prompts(pipe: Any, images: Sequence[Image.Image], prompts: Sequence[s
             embed = hidden[row][valid[row]][start:].to(pipe.text_encoder.dtype).unsqueeze(0)
             encoded.append((embed, torch.ones(embed.shape[:2], dtype=torch.long, device=embed.device)))
     return encoded
-
-
-@contextlib.contextmanager
-def reuse_vae_latents(pipe: Any) -> Iterator[None]:
-    """Within the block, each distinct reference image tensor is VAE-encoded once and its latents reused.
-
-    The pipeline encodes references with `sample_mode="argmax"` (the latent mean, no sampling), so reused
-    latents are exactly what a new encoding would give. The pipeline's own method is back afterwards, also
-    after an error or a cancel.
-    """
-    import torch
-
-    had_own = "_encode_vae_image" in vars(pipe)
-    encode = pipe._encode_vae_image
-    seen: list[tuple[Any, Any]] = []
-
-    def encode_once(image: Any, generator: Any) -> Any:
-        for known, latents in seen:
-            if known.shape == image.shape and torch.equal(known, image):
-                return latents
-        latents = encode(image=image, generator=generator)
-        seen.append((image, latents))
-        return latents
-
-    pipe._encode_vae_image = encode_once
-    try:
-        yield
-    finally:
-        if had_own:
-            pipe._encode_vae_image = encode
-        else:
-            del pipe._encode_vae_image

@@ -97,6 +97,10 @@ def test_sweep_measures_each_variant_on_the_same_weights(sweep: tuple[Any, Path]
             assert phases[phase]["n"] == 2, (name, phase)
             assert record["medians_s"][phase] == phases[phase]["median"]
         assert phases["end_to_end"]["median"] >= phases["edit"]["median"] >= phases["denoise"]["median"]
+        # another angle of the same picture reuses its reference latents; each timed run is a new picture
+        same_picture = record["same_picture_phases_s"]
+        assert same_picture["end_to_end"]["n"] == same_picture["denoise"]["n"] == 2, name
+        assert "vae_encode" not in same_picture, name
         assert record["step_median_s"] > 0
         assert record["text_tokens"] > 0
         assert record["memory"]["peak_edit_gib"] is None  # no CUDA memory on a CPU run

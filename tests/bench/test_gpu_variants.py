@@ -128,11 +128,13 @@ def measured(name: str, psnr: float | str) -> dict[str, Any]:
         "settings_text": "quantize=fp8",
         "medians_s": {
             "end_to_end_clean": 1.2344,
+            "end_to_end": 1.2511,
             "denoise": 0.9,
             "text_encode": 0.05,
             "vae_encode": 0.04,
             "vae_decode": 0.07,
         },
+        "same_picture_phases_s": {"end_to_end": {"median": 1.2102}},
         "step_median_s": 0.225,
         "throughput": {"edits_per_minute": 48.26},
         "memory": {"peak_edit_gib": 61.04},
@@ -158,8 +160,8 @@ def test_variants_table_has_a_row_per_variant_with_its_numbers() -> None:
     assert len(lines) == 5
     assert lines[0].startswith("| variant | settings | end to end s |")
     assert lines[2] == (
-        "| `baseline` | quantize=fp8 | 1.234 | 0.900 | 225.0 | 50.0 | 40.0 / 70.0 | 48.3 | 61.0 | 80.0 (-) "
-        "| inf (identical) |"
+        "| `baseline` | quantize=fp8 | 1.234 | 1.251 / 1.210 | 0.900 | 225.0 | 50.0 | 40.0 / 70.0 | 48.3 "
+        "| 61.0 | 80.0 (-) | inf (identical) |"
     )
     assert lines[3].endswith("| 38.4 |")
     assert "| `cudnn` | attention_backend=_native_cudnn | not measured: EngineError: a / b |" in lines[4]

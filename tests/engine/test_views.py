@@ -21,6 +21,7 @@ from reangle.engine.views import encode_prompts
 from reangle.errors import Canceled, EngineError
 from reangle.settings import Settings
 from tests.conftest import make_image
+from tests.engine.tiny_support import ForwardCounter
 
 pytestmark = pytest.mark.tiny
 
@@ -31,7 +32,8 @@ AZIMUTHS = (0, 45, 90, 135, 180, 225, 270, 315)
 
 @pytest.fixture(scope="module")
 def engine(cache_dir: Path) -> QwenEngine:
-    built = tiny_engine(Settings(cache_dir=cache_dir))
+    """No reference latents kept between edits: what the views share, they share within one call."""
+    built = tiny_engine(Settings(cache_dir=cache_dir, reference_cache=0))
     built.load()
     return built
 
@@ -50,20 +52,6 @@ def orbit(engine: QwenEngine, images: list[Image.Image] = IMAGES, **request: Any
 
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
-
-
-class ForwardCounter:
-    """Counts the forward calls of a module with a hook, and removes the hook afterwards."""
-
-    def __init__(self, module: Any) -> None:
-        self.calls = 0
-        self._handle = module.register_forward_hook(self._count)
-
-    def _count(self, *_args: Any) -> None:
-        self.calls += 1
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 @pytest.fixture

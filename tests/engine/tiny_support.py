@@ -1,5 +1,5 @@
-"""What the tests of the qwen engine's options share: the tiny pipeline's inputs, engines built with changed
-options, and a fake compile backend that counts graphs."""
+"""What the tests of the qwen engine share: the tiny pipeline's inputs, engines built with changed options, a
+fake compile backend that counts graphs, and a counter of module forwards."""
 
 from __future__ import annotations
 
@@ -29,3 +29,17 @@ class CountingBackend:
     def __call__(self, graph_module: Any, _example_inputs: Any) -> Any:
         self.graphs.append(graph_module)
         return graph_module.forward
+
+
+class ForwardCounter:
+    """Counts the forward calls of a module with a hook, and removes the hook afterwards."""
+
+    def __init__(self, module: Any) -> None:
+        self.calls = 0
+        self._handle = module.register_forward_hook(self._count)
+
+    def _count(self, *_args: Any) -> None:
+        self.calls += 1
+
+    def remove(self) -> None:
+        self._handle.remove()
