@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,15 @@ from reangle.settings import Settings
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("reangle-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_shell_settings() -> Iterator[None]:
+    """No REANGLE_ variable of the shell that started pytest reaches a test, a fixture or its processes."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("REANGLE_")]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(autouse=True)
