@@ -148,6 +148,19 @@ def test_the_next_angle_of_the_same_picture_skips_the_vae_encoder_and_gives_the_
 
 
 @pytest.mark.tiny
+def test_an_edit_after_an_orbit_of_the_same_picture_skips_the_vae_encoder(config: QwenConfig) -> None:
+    engine = loaded(config)
+    encoder = ForwardCounter(engine.pipeline.vae.encoder)
+    try:
+        views = engine.edit_views(IMAGES, [plan(engine, azimuth) for azimuth in (0, 90, 180)])
+        assert (len(views), encoder.calls) == (3, 1)
+        engine.edit(IMAGES, plan(engine, 270))
+        assert encoder.calls == 1
+    finally:
+        encoder.remove()
+
+
+@pytest.mark.tiny
 def test_with_no_cache_every_edit_encodes_its_reference(config: QwenConfig) -> None:
     engine = loaded(config, reference_cache=0)
     encoder = ForwardCounter(engine.pipeline.vae.encoder)
