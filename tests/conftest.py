@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from reangle.settings import Settings
+from reangle.store.sqlite import SqliteStore
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,14 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None
     """Every test (and every CLI it starts) builds the tiny model in the session cache, offline."""
     monkeypatch.setenv("REANGLE_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """An empty SQLite store in the test's own folder, closed afterwards."""
+    opened = SqliteStore(tmp_path / "reangle.sqlite3")
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

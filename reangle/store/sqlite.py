@@ -29,6 +29,8 @@ SELECT_ASSET_BY_ID = f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = ?"
 
 class SqliteStore:
     def __init__(self, path: Path) -> None:
+        #: The database file (other processes, such as the `sqlite3` shell, may open it too).
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row

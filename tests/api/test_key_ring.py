@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,13 +19,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "keys.sqlite3")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
@@ -59,14 +50,12 @@ def test_a_found_key_is_not_queried_again_within_the_trust_time(
     assert len(key_queries) == 2
 
 
-def test_a_deleted_key_stops_working_once_the_trust_time_has_passed(
-    store: SqliteStore, tmp_path: Path
-) -> None:
+def test_a_deleted_key_stops_working_once_the_trust_time_has_passed(store: SqliteStore) -> None:
     clock = FakeClock()
     keys = KeyRing(store, enabled=True, clock=clock)
     key_id, key = create_key(store, "revoked")
     assert keys.owner(key) == key_id
-    with contextlib.closing(sqlite3.connect(tmp_path / "keys.sqlite3")) as operator:  # as with `sqlite3`
+    with contextlib.closing(sqlite3.connect(store.path)) as operator:  # as with `sqlite3`
         operator.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
         operator.commit()
     assert keys.owner(key) == key_id  # still trusted

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,13 +46,6 @@ def output(asset_id: str) -> OutputAsset:
 
 async def fake_fetch_refused(url: str, field: str) -> bytes:
     raise AssertionError("no URL is fetched here")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "jobs.sqlite3")
-    yield opened
-    opened.close()
 
 
 def service_on(store: SqliteStore, tmp_path: Path, limits: ServiceLimits) -> JobService:

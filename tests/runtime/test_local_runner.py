@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,13 +140,6 @@ def rig_on(tmp_path: Path, store: SqliteStore, engine: FakeRecordingEngine) -> R
     service = JobService(store, assets, fake_fetch_refused, ServiceLimits(sizes=SizeLimits(min_side=16)))
     image = assets.ingest(OWNER, image_bytes(make_image(48, 48), "PNG"))
     return Rig(store=store, assets=assets, service=service, engine=engine, image_id=image.id)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "jobs.sqlite3")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

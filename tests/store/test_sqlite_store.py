@@ -3,9 +3,7 @@ each query that reads them (rows are decoded by column position, so a column out
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -13,13 +11,6 @@ from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, St
 from reangle.store.sqlite import AssetRecord, NewJob, SqliteStore
 
 T0 = 1_700_000_000.125
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "store.sqlite3")
-    yield opened
-    opened.close()
 
 
 def new_job(job_id: str, *, owner: str = "owner-1", batch_id: str | None = None, priority: int = 0) -> Job:
