@@ -83,7 +83,8 @@ class PhaseTimer:
         return time.perf_counter()
 
     def reset(self) -> None:
-        self.samples = defaultdict(float)
+        # the engine switches adapters only when an edit needs other ones: often 0, still reported
+        self.samples = defaultdict(float, lora_select=0.0)
         self._step_started = None
         self._denoise_started = None
 

@@ -42,7 +42,7 @@ class Variant:
     overrides: dict[str, Any]
 
     def settings_text(self) -> str:
-        return ", ".join(f"{key}={value}" for key, value in self.overrides.items()) or "engine defaults"
+        return ", ".join(f"{key}={value}" for key, value in self.overrides.items()) or "no speed options"
 
 
 def parse_variants(text: str, options: Mapping[str, Any]) -> list[Variant]:

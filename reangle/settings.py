@@ -12,6 +12,9 @@ EngineName = Literal["auto", "qwen", "tiny", "fake"]
 CompileMode = Literal["off", "blocks"]
 QuantizeMode = Literal["none", "fp8"]
 FuseMode = Literal["off", "default"]
+#: `auto`: the measured fast choice on the GPUs it was measured on (H100, H200), else off.
+CompileSetting = Literal["auto", "off", "blocks"]
+FuseSetting = Literal["auto", "off", "default"]
 
 HUB_MODEL = "Qwen/Qwen-Image-Edit-2511"
 HUB_LIGHTNING = "lightx2v/Qwen-Image-Edit-2511-Lightning"
@@ -51,12 +54,14 @@ class Settings(BaseSettings):
     #: _native_efficient, flash, _flash_3, ...), checked when the model loads.
     attention_backend: str = "native"
     #: `blocks`: torch.compile one transformer block, reused by all 60; loading then runs one warm-up edit.
-    compile: CompileMode = "off"
+    #: `auto`: blocks on an H100 or H200 (falling back to eager, with a note, if compiling fails), else off.
+    compile: CompileSetting = "auto"
     #: `fp8`: e4m3 weights and FP8 matmuls in the transformer blocks' linear layers (needs FP8 GPUs: H100...).
     quantize: QuantizeMode = "none"
     #: `default`: bake the default request's LoRAs (4-step Lightning and angles at 1.0) into the transformer
     #: weights at load; other requests run only the difference, so every request keeps its exact LoRA weights.
-    fuse_loras: FuseMode = "off"
+    #: `auto`: default on an H100 or H200 without CPU offload, else off.
+    fuse_loras: FuseSetting = "auto"
     #: How many recent reference images keep their VAE latents, so that another edit of the same picture (the
     #: next angle of one photo) skips encoding it; 0 encodes every time. About 7 MB of GPU memory per 1 MP
     #: image.

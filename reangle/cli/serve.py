@@ -61,6 +61,8 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     if engine.info.options:
         options = " ".join(f"{name}={value}" for name, value in engine.info.options.items())
         print(f"reangle: engine options: {options}", file=sys.stderr)
+    for note in engine.info.notes:
+        print(f"reangle: note: {note}", file=sys.stderr)
     app = create_app(settings, engine)
     print(
         f"reangle: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})",

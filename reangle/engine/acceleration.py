@@ -17,6 +17,7 @@ from PIL import Image
 from reangle.core.edit import EditPlan, EditRequest, plan_edit
 from reangle.engine.base import EngineInfo
 from reangle.errors import EngineError
+from reangle.settings import CompileMode, CompileSetting, FuseMode, FuseSetting
 
 if TYPE_CHECKING:
     from reangle.engine.fp8 import Fp8Report
@@ -29,6 +30,28 @@ QUANTIZE_SETTING = "REANGLE_QUANTIZE"
 RECOMPILE_LIMIT = 64
 #: Side of the uniform picture the warm-up edit starts from; the output is at the engine's target area.
 WARMUP_INPUT_SIDE = 64
+
+
+def measured_fast_gpu(device: str) -> bool:
+    """Whether `device` is of the GPU class the `auto` speed settings were measured on: Hopper (H100, H200;
+    compute capability 9.x). On an H200 (docs/benchmarks.md 1.4) compiled blocks on baked LoRAs took a
+    1024x1024 edit from 2.44 s to 1.65 s end to end, with the same output within 51 dB PSNR."""
+    if not device.startswith("cuda"):
+        return False
+    import torch
+
+    return bool(torch.cuda.get_device_capability(device)[0] == 9)
+
+
+def resolve_speed_settings(
+    compile_setting: CompileSetting, fuse_setting: FuseSetting, *, fast_gpu: bool, cpu_offload: bool
+) -> tuple[CompileMode, FuseMode]:
+    """What `auto` means here: compiled blocks and baked LoRAs on a measured GPU holding the whole model (CPU
+    offload moves blocks on and off the GPU, and baking there would run on the CPU); off anywhere else."""
+    fast = fast_gpu and not cpu_offload
+    compile_mode: CompileMode = compile_setting if compile_setting != "auto" else "blocks" if fast else "off"
+    fuse_mode: FuseMode = fuse_setting if fuse_setting != "auto" else "default" if fast else "off"
+    return compile_mode, fuse_mode
 
 
 def attention_backend_names() -> list[str]:
@@ -83,6 +106,16 @@ def compile_blocks(transformer: Any, backend: str | Callable[..., Any]) -> None:
             f"cannot compile the transformer blocks ({COMPILE_SETTING}=blocks): {type(exc).__name__}: {exc}",
             hint=f"set {COMPILE_SETTING}=off",
         ) from exc
+
+
+def uncompile_blocks(transformer: Any) -> None:
+    """Undo `compile_blocks`: every block runs its eager forward again, and dynamo forgets what it traced."""
+    import torch
+
+    for module in transformer.modules():
+        # what nn.Module.compile() set; torch has no public way to undo it
+        module.__dict__.pop("_compiled_call_impl", None)
+    torch._dynamo.reset()
 
 
 def quantize_transformer(transformer: Any) -> Fp8Report:

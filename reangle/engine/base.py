@@ -29,6 +29,8 @@ class EngineInfo:
     target_area: int
     #: Speed options in effect once loaded (setting name -> value), for /healthz and the serve log.
     options: dict[str, str | int] = field(default_factory=dict)
+    #: What an operator should know about how the engine loaded (a speed option that fell back), for the log.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

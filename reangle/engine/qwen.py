@@ -10,18 +10,21 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditPlan, SizeLimits
+from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditPlan, LoraUse, SizeLimits
 from reangle.engine.acceleration import (
     COMPILE_SETTING,
     compile_blocks,
+    measured_fast_gpu,
     quantize_transformer,
+    resolve_speed_settings,
     set_attention_backend,
     to_pil_images,
+    uncompile_blocks,
     warmup_edit,
 )
 from reangle.engine.base import (
@@ -37,7 +40,7 @@ from reangle.engine.lora_bake import bake_default_loras, residual_loras
 from reangle.engine.reference_latents import REFERENCE_CACHE_SETTING, ReferenceLatents
 from reangle.engine.views import view_prompt_arguments
 from reangle.errors import Canceled, EngineError, ReangleError
-from reangle.settings import CompileMode, FuseMode, QuantizeMode, Settings
+from reangle.settings import CompileMode, CompileSetting, FuseSetting, QuantizeMode, Settings
 
 if TYPE_CHECKING:
     from reangle.engine.fp8 import Fp8Report
@@ -78,14 +81,16 @@ class QwenConfig:
     pipeline_factory: Callable[[Any], Any] | None = None
     #: A diffusers attention backend name (REANGLE_ATTENTION_BACKEND).
     attention_backend: str = "native"
-    #: `blocks`: regional torch.compile of the transformer, then one warm-up edit in `load` (REANGLE_COMPILE).
-    compile: CompileMode = "off"
+    #: `blocks`: regional torch.compile of the transformer, then one warm-up edit in `load` (REANGLE_COMPILE);
+    #: `auto`: blocks on the GPUs it was measured on, falling back to eager (with a note) if compiling fails.
+    compile: CompileSetting = "off"
     #: The torch.compile backend used when `compile="blocks"`.
     compile_backend: str | Callable[..., Any] = "inductor"
     #: `fp8`: FP8 linears in the transformer blocks (REANGLE_QUANTIZE).
     quantize: QuantizeMode = "none"
-    #: `default`: the default request's LoRAs baked into the transformer weights at load (REANGLE_FUSE_LORAS).
-    fuse_loras: FuseMode = "off"
+    #: `default`: the default request's LoRAs baked into the transformer weights at load (REANGLE_FUSE_LORAS);
+    #: `auto`: default on the GPUs it was measured on.
+    fuse_loras: FuseSetting = "off"
     #: How many reference images keep their VAE latents for later edits (REANGLE_REFERENCE_CACHE).
     reference_cache: int = 8
 
@@ -141,6 +146,8 @@ class QwenEngine:
                 hint="0 encodes every reference image anew",
             )
         self._references = ReferenceLatents(config.reference_cache)
+        #: (adapter, weight) pairs active in the pipeline; None when unknown (before the first edit).
+        self._lora_selection: tuple[tuple[str, float], ...] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QwenEngine:
@@ -181,6 +188,12 @@ class QwenEngine:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        compile_mode, fuse_mode = resolve_speed_settings(
+            self.config.compile,
+            self.config.fuse_loras,
+            fast_gpu=measured_fast_gpu(device),
+            cpu_offload=self.config.cpu_offload,
+        )
         try:
             if self.config.pipeline_factory is not None:
                 pipe = self.config.pipeline_factory(dtype)
@@ -201,35 +214,52 @@ class QwenEngine:
             pipe.enable_model_cpu_offload(device=device)
         else:
             pipe.to(device)
-        if self.config.fuse_loras == "default":
+        if fuse_mode == "default":
             # before FP8, which quantizes the baked weights, and before compile
             self.baked_loras, self.baked_layers = bake_default_loras(pipe.transformer, self.config.loras)
         if self.config.quantize == "fp8":
             self.fp8_report = quantize_transformer(pipe.transformer)
         set_attention_backend(pipe.transformer, self.config.attention_backend, device=device, dtype=dtype)
-        if self.config.compile == "blocks":
-            compile_blocks(pipe.transformer, self.config.compile_backend)
         self._schedulers = {
             "default": pipe.scheduler,
             "lightning": FlowMatchEulerDiscreteScheduler.from_config(LIGHTNING_SCHEDULER_CONFIG),
         }
-        self.info = EngineInfo(
-            name=self.config.name,
+        self._lora_selection = None
+        self._pipe = pipe
+        notes: tuple[str, ...] = ()
+        if compile_mode == "blocks":
+            compile_mode, notes = self._compile(pipe)
+        self.info = replace(
+            self.info,
             device=device,
-            demo=self.config.demo,
-            limits=self.config.limits,
-            target_area=self.config.target_area,
+            notes=notes,
             options={
                 "attention_backend": self.config.attention_backend,
-                "compile": self.config.compile,
+                "compile": compile_mode,
                 "quantize": self.config.quantize,
-                "fuse_loras": self.config.fuse_loras,
+                "fuse_loras": fuse_mode,
                 "reference_cache": self.config.reference_cache,
             },
         )
-        self._pipe = pipe
-        if self.config.compile == "blocks":
+
+    def _compile(self, pipe: Any) -> tuple[CompileMode, tuple[str, ...]]:
+        """Compile the transformer blocks and warm them up. Asked for by `auto`, a failure (no C compiler or
+        Triton for inductor, say) leaves the blocks eager, with a note: the server still starts."""
+        try:
+            compile_blocks(pipe.transformer, self.config.compile_backend)
             self._warm_up()
+        except EngineError as exc:
+            if self.config.compile != "auto":
+                self._pipe = None
+                raise
+            uncompile_blocks(pipe.transformer)
+            self._lora_selection = None
+            note = (
+                f"{COMPILE_SETTING}=auto: compiling the transformer blocks failed, so they run eagerly "
+                f"(slower; set {COMPILE_SETTING}=off to skip the attempt): {exc.message}"
+            )
+            return "off", (note,)
+        return "blocks", ()
 
     def _warm_up(self) -> None:
         """One edit through the same path as `edit`, so that the first request does not pay for compiling."""
@@ -239,7 +269,6 @@ class QwenEngine:
             with _as_engine_errors():
                 self._run(images, plan, 0, _prompt_arguments(plan), None, None)
         except EngineError as exc:
-            self._pipe = None
             raise EngineError(
                 f"the warm-up edit of {COMPILE_SETTING}=blocks failed: {exc.message}",
                 hint=f"set {COMPILE_SETTING}=off",
@@ -313,6 +342,20 @@ class QwenEngine:
                     hint=f"set REANGLE_{lora.adapter.upper()}_LORA to its file, or pick another acceleration",
                 )
 
+    def _select_loras(self, loras: Sequence[LoraUse]) -> None:
+        """Switch adapters only when the set or a weight differs from the last edit's: peft visits every LoRA
+        layer on a switch (40-80 ms per edit on the real model, docs/benchmarks.md 1.4)."""
+        selection = tuple((lora.adapter, lora.weight) for lora in loras)
+        if selection == self._lora_selection:
+            return
+        self._lora_selection = None  # unknown until the switch is complete
+        if loras:
+            self._pipe.enable_lora()
+            self._pipe.set_adapters([lora.adapter for lora in loras], [lora.weight for lora in loras])
+        elif self.config.loras:
+            self._pipe.disable_lora()
+        self._lora_selection = selection
+
     def _run(
         self,
         images: Sequence[Image.Image],
@@ -327,12 +370,7 @@ class QwenEngine:
 
         pipe = self._pipe
         pipe.scheduler = self._schedulers[plan.scheduler]
-        loras = residual_loras(plan.loras, self.baked_loras)
-        if loras:
-            pipe.enable_lora()
-            pipe.set_adapters([lora.adapter for lora in loras], [lora.weight for lora in loras])
-        elif self.config.loras:
-            pipe.disable_lora()
+        self._select_loras(residual_loras(plan.loras, self.baked_loras))
         # NOTE: the pipeline reads this module constant at call time; one pipeline per process makes it safe.
         edit_plus.VAE_IMAGE_SIZE = self.config.reference_area
         generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(plan.num_outputs)]

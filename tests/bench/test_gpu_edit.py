@@ -93,7 +93,8 @@ def test_sweep_measures_each_variant_on_the_same_weights(sweep: tuple[Any, Path]
         assert "error" not in record, record.get("traceback")
         phases = record["phases_s"]
         for phase in (*PHASES, "step_1", "step_2", "step_3", "step_4"):
-            assert phases[phase]["median"] > 0, (name, phase)
+            # every timed run repeats the warm-up's LoRAs, so the engine switches none
+            assert (phases[phase]["median"] > 0) is (phase != "lora_select"), (name, phase)
             assert phases[phase]["n"] == 2, (name, phase)
             assert record["medians_s"][phase] == phases[phase]["median"]
         assert phases["end_to_end"]["median"] >= phases["edit"]["median"] >= phases["denoise"]["median"]
@@ -248,7 +249,7 @@ def test_an_unknown_variant_is_a_usage_error() -> None:
 def test_an_impossible_option_value_is_a_usage_error() -> None:
     result = gpu_edit("--config", "tiny", "--device", "cpu", "--variants", "compile=always")
     assert result.returncode == 2
-    assert "compile=always is not one of off, blocks" in result.stderr
+    assert "compile=always is not one of auto, off, blocks" in result.stderr
 
 
 def test_gpu_edit_real_without_cuda_is_a_usage_error() -> None:

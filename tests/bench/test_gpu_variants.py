@@ -44,7 +44,7 @@ def test_named_sets_and_options_combine_and_baseline_comes_first() -> None:
         "attention_backend=_native_cudnn+compile_backend=eager",
     ]
     assert variants[0].overrides == {}
-    assert variants[0].settings_text() == "engine defaults"
+    assert variants[0].settings_text() == "no speed options"
     assert variants[1].overrides == {"quantize": "fp8", "compile": "blocks"}
     assert variants[1].settings_text() == "quantize=fp8, compile=blocks"
     assert variants[2].overrides == {"attention_backend": "_native_cudnn", "compile_backend": "eager"}

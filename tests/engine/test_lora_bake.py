@@ -258,9 +258,11 @@ def lora_layer_weights(engine: QwenEngine) -> dict[str, torch.Tensor]:
     }
 
 
-def test_the_setting_is_off_by_default_and_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_setting_is_auto_by_default_and_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
+    assert QwenEngine.from_settings(Settings()).config.fuse_loras == "auto"
+    monkeypatch.setenv("REANGLE_FUSE_LORAS", "off")
     assert QwenEngine.from_settings(Settings()).config.fuse_loras == "off"
     monkeypatch.setenv("REANGLE_FUSE_LORAS", "default")
     assert QwenEngine.from_settings(Settings()).config.fuse_loras == "default"

@@ -14,6 +14,7 @@ from PIL import Image
 
 from reangle.core.camera import CameraPose
 from reangle.core.edit import EditRequest
+from reangle.engine.acceleration import measured_fast_gpu, resolve_speed_settings
 from reangle.engine.base import plan_for
 from reangle.engine.qwen import QwenConfig, QwenEngine
 from reangle.errors import EngineError
@@ -59,9 +60,9 @@ def psnr(first: Image.Image, second: Image.Image) -> float:
 # Settings -------------------------------------------------------------------------------------------------
 
 
-def test_the_defaults_are_the_baseline_and_the_settings_reach_the_engine(monkeypatch):  # type: ignore[no-untyped-def]
-    baseline = QwenEngine.from_settings(Settings()).config
-    assert (baseline.attention_backend, baseline.compile, baseline.quantize) == ("native", "off", "none")
+def test_the_defaults_and_the_settings_reach_the_engine(monkeypatch):  # type: ignore[no-untyped-def]
+    defaults = QwenEngine.from_settings(Settings()).config
+    assert (defaults.attention_backend, defaults.compile, defaults.quantize) == ("native", "auto", "none")
     monkeypatch.setenv("REANGLE_ATTENTION_BACKEND", "_native_cudnn")
     monkeypatch.setenv("REANGLE_COMPILE", "blocks")
     monkeypatch.setenv("REANGLE_QUANTIZE", "fp8")
@@ -77,6 +78,74 @@ def test_an_unknown_compile_or_quantize_value_is_refused_with_the_choices(monkey
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=r"blocks|fp8"):
         Settings()
+
+
+# auto: the measured speed options on the GPUs they were measured on -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fast_gpu", "cpu_offload", "expected"),
+    [
+        (True, False, ("blocks", "default")),
+        (True, True, ("off", "off")),
+        (False, False, ("off", "off")),
+    ],
+)
+def test_auto_compiles_and_bakes_only_on_a_measured_gpu_holding_the_whole_model(
+    fast_gpu: bool, cpu_offload: bool, expected: tuple[str, str]
+) -> None:
+    assert resolve_speed_settings("auto", "auto", fast_gpu=fast_gpu, cpu_offload=cpu_offload) == expected
+    # a setting given outright is kept, whatever the GPU
+    assert resolve_speed_settings("off", "default", fast_gpu=fast_gpu, cpu_offload=cpu_offload) == (
+        "off",
+        "default",
+    )
+    assert resolve_speed_settings("blocks", "off", fast_gpu=fast_gpu, cpu_offload=cpu_offload) == (
+        "blocks",
+        "off",
+    )
+
+
+def test_a_cpu_is_not_a_measured_gpu() -> None:
+    assert measured_fast_gpu("cpu") is False
+
+
+def test_auto_on_this_cpu_loads_the_baseline(config):  # type: ignore[no-untyped-def]
+    engine = loaded(config, compile="auto", fuse_loras="auto")
+    assert (engine.info.options["compile"], engine.info.options["fuse_loras"]) == ("off", "off")
+    assert (engine.warmup_s, engine.baked_loras, engine.info.notes) == (None, {}, ())
+
+
+@pytest.fixture
+def measured_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake of the GPU check (its CPU answer is tested above): this machine counts as an H100 or H200."""
+    monkeypatch.setattr("reangle.engine.qwen.measured_fast_gpu", lambda _device: True)
+
+
+@pytest.mark.usefixtures("measured_gpu")
+def test_auto_on_a_measured_gpu_bakes_the_loras_and_compiles_the_blocks(config):  # type: ignore[no-untyped-def]
+    backend = CountingBackend()
+    engine = loaded(config, compile="auto", fuse_loras="auto", compile_backend=backend)
+    assert (engine.info.options["compile"], engine.info.options["fuse_loras"]) == ("blocks", "default")
+    assert engine.baked_layers > 0
+    assert engine.warmup_s is not None
+    assert len(backend.graphs) == 1
+    assert engine.info.notes == ()
+
+
+@pytest.mark.usefixtures("measured_gpu")
+def test_auto_falls_back_to_eager_blocks_with_a_note_when_compiling_fails(config, eager):  # type: ignore[no-untyped-def]
+    def broken_backend(_graph: Any, _inputs: Any) -> Any:
+        raise RuntimeError("no compiler here")
+
+    engine = loaded(config, compile="auto", compile_backend=broken_backend)
+    assert engine.info.options["compile"] == "off"
+    (note,) = engine.info.notes
+    assert "REANGLE_COMPILE=auto" in note
+    assert "no compiler here" in note
+    blocks = engine.pipeline.transformer.transformer_blocks
+    assert all("_compiled_call_impl" not in vars(block) for block in blocks)
+    assert edit(engine).tobytes() == edit(eager).tobytes()
 
 
 # Attention backend ----------------------------------------------------------------------------------------

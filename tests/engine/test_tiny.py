@@ -3,8 +3,11 @@ tests compare outputs only with each other, never with stored values."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,6 +81,44 @@ def test_lora_scale_changes_the_output(engine):  # type: ignore[no-untyped-def]
     off = edit(engine, replace(request, lora_scale=0.0)).images[0]
     on = edit(engine, replace(request, lora_scale=1.5)).images[0]
     assert np.abs(pixels(off) - pixels(on)).max() > 0
+
+
+@contextlib.contextmanager
+def adapter_switches(pipe: Any) -> Iterator[list[str]]:
+    """The names of the pipeline's adapter-switching methods, in the order they are called."""
+    calls: list[str] = []
+
+    def recorded(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    methods = ("enable_lora", "disable_lora", "set_adapters")
+    for name in methods:
+        setattr(pipe, name, recorded(name, getattr(pipe, name)))  # an instance attribute shadows the method
+    try:
+        yield calls
+    finally:
+        for name in methods:
+            delattr(pipe, name)
+
+
+def test_adapters_are_switched_only_when_an_edit_needs_other_ones(engine):  # type: ignore[no-untyped-def]
+    request = EditRequest(seed=3, pose=CameraPose(azimuth_deg=90), **SIZE)
+    with adapter_switches(engine.pipeline) as switches:
+        first = edit(engine, request).images[0]
+        switches.clear()
+        other_pose = edit(engine, replace(request, seed=4, pose=CameraPose(azimuth_deg=180))).images[0]
+        assert switches == []
+        weaker = edit(engine, replace(request, lora_scale=0.5)).images[0]
+        assert switches == ["enable_lora", "set_adapters"]
+        back = edit(engine, request).images[0]
+        assert switches == ["enable_lora", "set_adapters"] * 2
+    assert back.tobytes() == first.tobytes()  # the weights were set back, not left at 0.5
+    assert weaker.tobytes() != first.tobytes()
+    assert other_pose.tobytes() != first.tobytes()
 
 
 def test_the_angle_lora_at_weight_zero_equals_no_angle_lora(engine):  # type: ignore[no-untyped-def]
