@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     lightning_4step_lora: str = HUB_LIGHTNING_4STEP
     lightning_8step_lora: str = HUB_LIGHTNING_8STEP
     angles_lora: str = HUB_ANGLES
+    #: Refuse a LoRA file that names modules the transformer does not have (a LoRA for another model runs
+    #: half-applied otherwise); false loads the modules that match and says which were left out.
+    lora_strict: bool = True
     #: Never reach the hub: models and LoRAs must already be local or in the hub cache.
     offline: bool = False
     device: str = "auto"

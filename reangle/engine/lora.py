@@ -1,14 +1,40 @@
-"""Load a LoRA into the pipeline and prove it attached: diffusers only warns when a file matches nothing."""
+"""LoRA files: find them, read them into diffusers' form before the model loads, and attach them strictly.
+
+`read_lora_file` accepts every format diffusers' Qwen-Image loader reads (diffusers/peft keys with or without
+the `transformer.` prefix, kohya `lora_down`/`lora_up` with or without `.alpha`, `lora_unet_` and
+`diffusion_model.` prefixes, peft's `.default.` adapter names) and keeps the file's `lora_adapter_metadata`
+header (the trained `lora_alpha`, which a bare tensor dict would lose). `load_lora` then refuses a file whose
+modules the transformer lacks or whose shapes differ, instead of diffusers' warning and a half-applied LoRA.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reangle.errors import LoraLoadError
 
-#: Key prefixes diffusers recognises and converts itself (plus kohya `.alpha` files).
-_KNOWN_PREFIXES = ("transformer.", "diffusion_model.", "lora_unet_")
+STRICT_SETTING = "REANGLE_LORA_STRICT"
+#: The safetensors header entry where diffusers' `save_lora_weights` keeps the adapter's LoraConfig.
+METADATA_KEY = "lora_adapter_metadata"
+_DIFFUSERS_KEY = re.compile(r"transformer\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
+_KOHYA_DOWN = ".lora_down.weight"
+#: How many names an error lists before it says how many more there are.
+_LISTED = 5
+
+
+@dataclass(frozen=True)
+class LoraFile:
+    path: Path
+    #: `transformer.<module>.lora_A.weight` / `.lora_B.weight`, any kohya alpha folded into the weights.
+    state_dict: dict[str, Any]
+    #: The file's adapter metadata (LoraConfig fields, keys prefixed `transformer.`), or None.
+    metadata: dict[str, Any] | None
+    #: module name -> (rank, in features, out features)
+    modules: dict[str, tuple[int, int, int]]
 
 
 def resolve_lora_file(location: str, *, offline: bool) -> Path:
@@ -37,42 +63,169 @@ def resolve_lora_file(location: str, *, offline: bool) -> Path:
         raise LoraLoadError(f"cannot fetch LoRA {location} from the hub: {exc}") from exc
 
 
-def read_lora_state_dict(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
+def read_lora_file(path: Path) -> LoraFile:
+    """Read `path` into diffusers' key form with its metadata, or raise a LoraLoadError naming the file."""
+    tensors, header = _read_safetensors(path)
+    if not tensors:
+        raise LoraLoadError(f"LoRA file {path} holds no tensors")
+    try:
+        state_dict = diffusers_state_dict(tensors)
+        modules = _module_shapes(state_dict)
+        metadata = _adapter_metadata(header)
+    except ValueError as exc:
+        raise LoraLoadError(f"LoRA file {path} is not a LoRA reangle can read: {exc}") from exc
+    return LoraFile(path=path, state_dict=state_dict, metadata=metadata, modules=modules)
+
+
+def diffusers_state_dict(tensors: dict[str, Any]) -> dict[str, Any]:
+    """`tensors` in the form diffusers' transformer loader takes, converted as its Qwen-Image loader does.
+
+    Two cases it gets wrong are put right first: a `transformer.` prefix on a file it converts (it would add
+    a second one), and kohya keys with no `.alpha` and no other mark of the format (it would not convert
+    them; an absent alpha means alpha = rank, as in its converter)."""
+    from diffusers.loaders import QwenImageLoraLoaderMixin
+
+    if any("dora_scale" in key or "lora_magnitude_vector" in key for key in tensors):
+        raise ValueError("it is a DoRA; only plain LoRAs are supported")
+    bare = {key.removeprefix("transformer."): value for key, value in tensors.items()}
+    if not _diffusers_converts(bare):
+        if not any(key.endswith(_KOHYA_DOWN) for key in bare):
+            return {f"transformer.{key}": value for key, value in bare.items()}
+        for key, down in list(bare.items()):
+            if key.endswith(_KOHYA_DOWN):
+                bare[key.removesuffix(_KOHYA_DOWN) + ".alpha"] = down.new_tensor(float(down.shape[0]))
+    try:
+        converted: dict[str, Any] = QwenImageLoraLoaderMixin.lora_state_dict(bare)
+    except (KeyError, ValueError, IndexError, AttributeError) as exc:
+        raise ValueError(f"its keys do not convert ({type(exc).__name__}: {exc})") from exc
+    return converted
+
+
+def _diffusers_converts(keys: dict[str, Any]) -> bool:
+    """The test diffusers' Qwen-Image `lora_state_dict` applies before converting a file's keys."""
+    return any(
+        key.endswith(".alpha") or key.startswith(("lora_unet_", "diffusion_model.")) or "default." in key
+        for key in keys
+    )
+
+
+def _module_shapes(state_dict: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    parts: dict[str, dict[str, Any]] = {}
+    unexpected = []
+    for key, value in state_dict.items():
+        match = _DIFFUSERS_KEY.fullmatch(key)
+        if match is None:
+            unexpected.append(key)
+        else:
+            parts.setdefault(match["module"], {})[match["part"]] = value
+    if unexpected:
+        raise ValueError(f"unexpected keys {_listed(sorted(unexpected))}")
+    shapes = {}
+    for module, pair in sorted(parts.items()):
+        down, up = pair.get("A"), pair.get("B")
+        if down is None or up is None:
+            has, lacks = ("B", "A") if down is None else ("A", "B")
+            raise ValueError(f"{module} has lora_{has} but not lora_{lacks}")
+        if down.ndim != 2 or up.ndim != 2 or down.shape[0] != up.shape[1]:
+            raise ValueError(
+                f"{module}: lora_A {tuple(down.shape)} and lora_B {tuple(up.shape)} are not a rank-r pair"
+            )
+        shapes[module] = (int(down.shape[0]), int(down.shape[1]), int(up.shape[0]))
+    return shapes
+
+
+def _adapter_metadata(header: dict[str, str]) -> dict[str, Any] | None:
+    raw = header.get(METADATA_KEY)
+    if not raw:
+        return None
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"its {METADATA_KEY} header is not JSON ({exc})") from exc
+    if not isinstance(metadata, dict):
+        raise ValueError(f"its {METADATA_KEY} header is not a JSON object")
+    # diffusers writes the transformer's fields prefixed; unprefixed ones would make it build a default config
+    return metadata if any(key.startswith("transformer.") for key in metadata) else None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from safetensors import safe_open
 
     try:
-        state_dict: dict[str, Any] = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:
         raise LoraLoadError(f"{path} is not a readable safetensors LoRA file: {exc}") from exc
-    if not state_dict:
-        raise LoraLoadError(f"LoRA file {path} holds no tensors")
-    return _with_transformer_prefix(state_dict)
+    return tensors, header
 
 
-def _with_transformer_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """Bare peft keys (`blocks.0.attn.to_q.lora_A.weight`) load nothing in diffusers; prefix them."""
-    keys = state_dict.keys()
-    if any(key.startswith(_KNOWN_PREFIXES) or key.endswith(".alpha") for key in keys):
-        return state_dict
-    return {f"transformer.{key}": value for key, value in state_dict.items()}
-
-
-def load_lora(pipe: Any, adapter: str, path: Path) -> None:
-    """Load `path` as adapter `adapter`; a file that matched no weights of the transformer is an error."""
-    state_dict = read_lora_state_dict(path)
-    try:
-        pipe.load_lora_weights(state_dict, adapter_name=adapter)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise LoraLoadError(f"LoRA file {path} does not fit this model: {exc}") from exc
-    if (
-        adapter not in pipe.get_list_adapters().get("transformer", [])
-        or _lora_module_count(pipe, adapter) == 0
-    ):
+def load_lora(pipe: Any, adapter: str, lora: LoraFile, *, strict: bool = True) -> str | None:
+    """Attach `lora` to the pipeline's transformer as `adapter`. Modules the transformer lacks are an error,
+    or with `strict=False` are left out and named in the returned note; a shape that differs is always an
+    error."""
+    missing, mismatched = _unmatched_modules(pipe.transformer, lora.modules)
+    if mismatched:
         raise LoraLoadError(
-            f"LoRA file {path} matched no weights of the transformer",
+            f"LoRA file {lora.path} does not fit this model: shapes differ at {_listed(mismatched)}",
+            hint="is it a LoRA for Qwen-Image-Edit-2511?",
+        )
+    if len(missing) == len(lora.modules):
+        raise LoraLoadError(
+            f"LoRA file {lora.path} matched no weights of the transformer (first: {_listed(missing)})",
             hint="is it a LoRA for Qwen-Image-Edit (keys like transformer_blocks.N.attn.to_q...)?",
         )
+    state_dict = lora.state_dict
+    note = None
+    if missing:
+        if strict:
+            raise LoraLoadError(
+                f"LoRA file {lora.path} names {len(missing)} modules the transformer does not have: "
+                f"{_listed(missing)}",
+                hint=f"another model or version? {STRICT_SETTING}=false loads the modules that match",
+            )
+        dropped = {f"transformer.{module}.lora_{part}.weight" for module in missing for part in "AB"}
+        state_dict = {key: value for key, value in state_dict.items() if key not in dropped}
+        note = (
+            f"{STRICT_SETTING}=false: LoRA {adapter} ({lora.path.name}) left out {len(missing)} modules the "
+            f"transformer does not have: {_listed(missing)}"
+        )
+    try:
+        pipe.transformer.load_lora_adapter(
+            dict(state_dict), prefix="transformer", adapter_name=adapter, metadata=lora.metadata
+        )
+    except Exception as exc:
+        raise LoraLoadError(
+            f"LoRA file {lora.path} does not fit this model: {type(exc).__name__}: {exc}"
+        ) from exc
+    attached = _lora_module_count(pipe.transformer, adapter)
+    expected = len(lora.modules) - len(missing)
+    if attached != expected:
+        raise LoraLoadError(f"LoRA file {lora.path} attached to {attached} of its {expected} modules")
+    return note
 
 
-def _lora_module_count(pipe: Any, adapter: str) -> int:
-    return sum(1 for module in pipe.transformer.modules() if adapter in getattr(module, "lora_A", {}))
+def _unmatched_modules(
+    transformer: Any, modules: dict[str, tuple[int, int, int]]
+) -> tuple[list[str], list[str]]:
+    missing, mismatched = [], []
+    for module, (_rank, in_features, out_features) in modules.items():
+        try:
+            layer = transformer.get_submodule(module)
+        except AttributeError:
+            missing.append(module)
+            continue
+        base = getattr(layer, "base_layer", layer)  # a layer holding another adapter already
+        shape = (getattr(base, "in_features", None), getattr(base, "out_features", None))
+        if shape != (in_features, out_features):
+            mismatched.append(f"{module} (file {in_features}->{out_features}, model {shape[0]}->{shape[1]})")
+    return missing, mismatched
+
+
+def _lora_module_count(transformer: Any, adapter: str) -> int:
+    return sum(1 for module in transformer.modules() if adapter in getattr(module, "lora_A", {}))
+
+
+def _listed(names: list[str]) -> str:
+    more = len(names) - _LISTED
+    return ", ".join(names[:_LISTED]) + (f" and {more} more" if more > 0 else "")

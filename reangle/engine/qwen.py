@@ -35,7 +35,7 @@ from reangle.engine.base import (
     offset_progress,
     random_seed,
 )
-from reangle.engine.lora import load_lora, resolve_lora_file
+from reangle.engine.lora import load_lora, read_lora_file, resolve_lora_file
 from reangle.engine.lora_bake import bake_default_loras, residual_loras
 from reangle.engine.reference_latents import REFERENCE_CACHE_SETTING, ReferenceLatents
 from reangle.engine.views import view_prompt_arguments
@@ -93,6 +93,8 @@ class QwenConfig:
     fuse_loras: FuseSetting = "off"
     #: How many reference images keep their VAE latents for later edits (REANGLE_REFERENCE_CACHE).
     reference_cache: int = 8
+    #: Refuse a LoRA file naming modules the transformer lacks (REANGLE_LORA_STRICT); False loads the rest.
+    lora_strict: bool = True
 
 
 def speed_options(settings: Settings) -> dict[str, Any]:
@@ -163,6 +165,7 @@ class QwenEngine:
                 device=settings.device,
                 offline=settings.offline,
                 cpu_offload=settings.cpu_offload,
+                lora_strict=settings.lora_strict,
                 target_area=settings.target_area,
                 reference_area=settings.reference_area,
                 **speed_options(settings),
@@ -194,6 +197,11 @@ class QwenEngine:
             fast_gpu=measured_fast_gpu(device),
             cpu_offload=self.config.cpu_offload,
         )
+        # every LoRA file is found and read first: a wrong name fails before 58 GB of model load
+        lora_files = {
+            adapter: read_lora_file(resolve_lora_file(location, offline=self.config.offline))
+            for adapter, location in self.config.loras.items()
+        }
         try:
             if self.config.pipeline_factory is not None:
                 pipe = self.config.pipeline_factory(dtype)
@@ -208,8 +216,12 @@ class QwenEngine:
                 "(REANGLE_OFFLINE=false, about 58 GB)",
             ) from exc
         pipe.set_progress_bar_config(disable=True)
-        for adapter, location in self.config.loras.items():
-            load_lora(pipe, adapter, resolve_lora_file(location, offline=self.config.offline))
+        notes = [
+            note
+            for adapter, lora in lora_files.items()
+            if (note := load_lora(pipe, adapter, lora, strict=self.config.lora_strict))
+        ]
+        del lora_files
         if self.config.cpu_offload:
             pipe.enable_model_cpu_offload(device=device)
         else:
@@ -226,13 +238,13 @@ class QwenEngine:
         }
         self._lora_selection = None
         self._pipe = pipe
-        notes: tuple[str, ...] = ()
         if compile_mode == "blocks":
-            compile_mode, notes = self._compile(pipe)
+            compile_mode, compile_notes = self._compile(pipe)
+            notes.extend(compile_notes)
         self.info = replace(
             self.info,
             device=device,
-            notes=notes,
+            notes=tuple(notes),
             options={
                 "attention_backend": self.config.attention_backend,
                 "compile": compile_mode,

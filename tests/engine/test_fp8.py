@@ -336,14 +336,14 @@ def test_the_quantized_transformer_compiles_in_one_graph() -> None:
 def tiny_pipeline_with_two_loras(directory: Path) -> Any:
     from diffusers import QwenImageEditPlusPipeline
 
-    from reangle.engine.lora import load_lora
+    from reangle.engine.lora import load_lora, read_lora_file
     from reangle.engine.tiny import build_tiny_components, write_tiny_lora
 
     pipe = QwenImageEditPlusPipeline(**build_tiny_components())
     for adapter, seed, kohya in (("first", 1, False), ("second", 4, True)):
         path = directory / f"{adapter}.safetensors"
         write_tiny_lora(pipe.transformer, path, seed=seed, kohya=kohya)
-        load_lora(pipe, adapter, path)
+        load_lora(pipe, adapter, read_lora_file(path))
     return pipe
 
 

@@ -17,7 +17,7 @@ from reangle.core.camera import CameraPose
 from reangle.core.edit import ANGLES, LIGHTNING_4STEP, EditRequest, LoraUse
 from reangle.engine.base import plan_for
 from reangle.engine.qwen import QwenEngine
-from reangle.engine.tiny import ensure_tiny_model, tiny_engine, write_tiny_lora
+from reangle.engine.tiny import ensure_tiny_model, tiny_engine
 from reangle.errors import Canceled, EngineError, LoraLoadError
 from reangle.settings import Settings
 from tests.conftest import make_image
@@ -180,18 +180,6 @@ def test_a_lora_file_that_matches_nothing_is_an_error_naming_it(engine, tmp_path
     broken = QwenEngine(replace(engine.config, loras={"stray": str(stray)}))
     with pytest.raises(LoraLoadError, match=r"stray\.safetensors"):
         broken.load()
-
-
-def test_a_bare_peft_lora_file_is_accepted(engine, tmp_path):  # type: ignore[no-untyped-def]
-    from safetensors.torch import load_file, save_file
-
-    prefixed = tmp_path / "prefixed.safetensors"
-    write_tiny_lora(engine.pipeline.transformer, prefixed, seed=5)
-    bare = {key.removeprefix("transformer."): value for key, value in load_file(str(prefixed)).items()}
-    save_file(bare, str(tmp_path / "bare.safetensors"))
-    loaded = QwenEngine(replace(engine.config, loras={ANGLES: str(tmp_path / "bare.safetensors")}))
-    loaded.load()
-    assert edit(loaded, EditRequest(seed=1, acceleration="none", steps=1, **SIZE)).images
 
 
 def test_a_missing_lora_file_is_an_error(engine, tmp_path):  # type: ignore[no-untyped-def]
