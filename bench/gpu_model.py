@@ -21,6 +21,7 @@ from typing import Any
 
 from gpu_timing import synchronize
 
+from reangle.engine.qwen import BASE_SCHEDULER_CONFIG
 from reangle.engine.tiny import SPECIAL_TOKENS
 
 # Real-model architecture (Qwen/Qwen-Image-Edit-2511 config files; see docs/benchmarks.md) -----------------
@@ -82,23 +83,6 @@ REAL_IMAGE_PROCESSOR: dict[str, Any] = {
     "patch_size": 14,
     "merge_size": 2,
     "temporal_patch_size": 2,
-}
-#: The base model's scheduler (used only by acceleration "none"; Lightning swaps in its own).
-REAL_SCHEDULER: dict[str, Any] = {
-    "base_image_seq_len": 256,
-    "base_shift": 0.5,
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
-    "max_shift": 0.9,
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": 0.02,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
 }
 #: Parameter counts of the real checkpoints, to check the build against.
 REAL_PARAMS = {"transformer": 20_430_401_088, "text_encoder": 8_292_166_656}
@@ -266,7 +250,7 @@ def build_real_components(device: str, dtype: Any, instruction: str = "") -> dic
         "transformer": transformer,
         "vae": vae,
         "text_encoder": text_encoder,
-        "scheduler": FlowMatchEulerDiscreteScheduler(**REAL_SCHEDULER),
+        "scheduler": FlowMatchEulerDiscreteScheduler.from_config(BASE_SCHEDULER_CONFIG),
         "tokenizer": tokenizer,
         "processor": build_processor(tokenizer),
     }

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     cpu_offload: bool = False
     #: Default output area in pixels when no size is given (the aspect follows the last input image).
     target_area: int = Field(default=1024 * 1024, gt=0)
+    #: Outputs above this many pixels are VAE-decoded in tiles, to bound memory (about 4 GB per megapixel
+    #: decoded whole in bf16); smaller outputs are decoded whole.
+    vae_tile_area: int = Field(default=2 * 1024 * 1024, gt=0)
     #: Area at which each reference image is VAE-encoded (the model's own value is 1 MP).
     reference_area: int = Field(default=1024 * 1024, gt=0)
     #: Attention kernel of the transformer: a diffusers backend name (native, _native_cudnn, _native_flash,

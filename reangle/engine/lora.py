@@ -192,7 +192,11 @@ def load_lora(pipe: Any, adapter: str, lora: LoraFile, *, strict: bool = True) -
         )
     try:
         pipe.transformer.load_lora_adapter(
-            dict(state_dict), prefix="transformer", adapter_name=adapter, metadata=lora.metadata
+            dict(state_dict),
+            prefix="transformer",
+            adapter_name=adapter,
+            metadata=lora.metadata,
+            low_cpu_mem_usage=True,  # as the pipeline's own loader: no random init of what the file then sets
         )
     except Exception as exc:
         raise LoraLoadError(

@@ -45,6 +45,24 @@ from reangle.settings import CompileMode, CompileSetting, FuseSetting, QuantizeM
 if TYPE_CHECKING:
     from reangle.engine.fp8 import Fp8Report
 
+#: Qwen-Image-Edit-2511's own scheduler/scheduler_config.json (for acceleration "none"): dynamic shifting
+#: by image size, ending at shift_terminal 0.02. The real model brings it; tiny and bench pipelines use it.
+BASE_SCHEDULER_CONFIG: dict[str, Any] = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
 #: ModelTC's Lightning distillation setup: constant shift 3 (mu = log 3), no terminal shift.
 LIGHTNING_SCHEDULER_CONFIG: dict[str, Any] = {
     "base_image_seq_len": 256,
@@ -95,6 +113,8 @@ class QwenConfig:
     reference_cache: int = 8
     #: Refuse a LoRA file naming modules the transformer lacks (REANGLE_LORA_STRICT); False loads the rest.
     lora_strict: bool = True
+    #: Outputs above this many pixels are VAE-decoded in tiles (REANGLE_VAE_TILE_AREA); smaller ones whole.
+    vae_tile_area: int = 2 * 1024 * 1024
 
 
 def speed_options(settings: Settings) -> dict[str, Any]:
@@ -166,6 +186,7 @@ class QwenEngine:
                 offline=settings.offline,
                 cpu_offload=settings.cpu_offload,
                 lora_strict=settings.lora_strict,
+                vae_tile_area=settings.vae_tile_area,
                 target_area=settings.target_area,
                 reference_area=settings.reference_area,
                 **speed_options(settings),
@@ -207,7 +228,10 @@ class QwenEngine:
                 pipe = self.config.pipeline_factory(dtype)
             else:
                 pipe = QwenImageEditPlusPipeline.from_pretrained(
-                    self.config.model, dtype=dtype, local_files_only=self.config.offline
+                    self.config.model,
+                    dtype=dtype,
+                    local_files_only=self.config.offline,
+                    device_map=_load_device_map(device, cpu_offload=self.config.cpu_offload),
                 )
         except Exception as exc:
             raise EngineError(
@@ -216,6 +240,7 @@ class QwenEngine:
                 "(REANGLE_OFFLINE=false, about 58 GB)",
             ) from exc
         pipe.set_progress_bar_config(disable=True)
+        pipe.vae.enable_slicing()  # several outputs are decoded one at a time: memory of one, not of all
         notes = [
             note
             for adapter, lora in lora_files.items()
@@ -224,7 +249,7 @@ class QwenEngine:
         del lora_files
         if self.config.cpu_offload:
             pipe.enable_model_cpu_offload(device=device)
-        else:
+        elif getattr(pipe, "hf_device_map", None) is None:
             pipe.to(device)
         if fuse_mode == "default":
             # before FP8, which quantizes the baked weights, and before compile
@@ -394,7 +419,8 @@ class QwenEngine:
             return {}
 
         _stop_if_asked(should_stop)
-        with torch.inference_mode():
+        pipe.vae.use_tiling = plan.width * plan.height > self.config.vae_tile_area
+        with torch.inference_mode(), _offload_restored(pipe):
             result = pipe(
                 image=list(images),
                 **prompt,
@@ -408,6 +434,24 @@ class QwenEngine:
                 output_type="pt",
             )
             return to_pil_images(result.images)
+
+
+@contextlib.contextmanager
+def _offload_restored(pipe: Any) -> Iterator[None]:
+    """A canceled or failed call skips the pipeline's own `maybe_free_model_hooks`, which with CPU offload
+    would leave the transformer on the GPU under the next job's text encoder. (A no-op without offload.)"""
+    try:
+        yield
+    except BaseException:
+        pipe.maybe_free_model_hooks()
+        raise
+
+
+def _load_device_map(device: str, *, cpu_offload: bool) -> str | None:
+    """Where `from_pretrained` puts the weights as it reads them: straight onto the device, so the host never
+    holds the whole 58 GB model on its way to the GPU. diffusers takes "cuda" and "cpu" (not "cuda:1"); the
+    others, and CPU offload, load on the host first and move."""
+    return device if device in ("cuda", "cpu") and not cpu_offload else None
 
 
 def _prompt_arguments(plan: EditPlan) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, SizeLimits
-from reangle.engine.qwen import QwenConfig, QwenEngine, quiet_libraries, speed_options
+from reangle.engine.qwen import BASE_SCHEDULER_CONFIG, QwenConfig, QwenEngine, quiet_libraries, speed_options
 from reangle.settings import Settings
 
 #: Bump when the builder changes, so cached copies are rebuilt.
-TINY_VERSION = 1
+TINY_VERSION = 2  # 2: the base model's scheduler config
 TINY_TARGET_AREA = 128 * 128
 TINY_REFERENCE_AREA = 64 * 64
 TINY_LIMITS = SizeLimits(min_side=16, max_side=1024)
@@ -166,7 +166,7 @@ def build_tiny_components(*, num_layers: int = 2) -> dict[str, Any]:
     return {
         "transformer": transformer,
         "vae": vae,
-        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "scheduler": FlowMatchEulerDiscreteScheduler.from_config(BASE_SCHEDULER_CONFIG),
         "text_encoder": text_encoder,
         "tokenizer": tokenizer,
         "processor": processor,

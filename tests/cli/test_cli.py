@@ -218,6 +218,10 @@ def test_serve_with_a_model_that_cannot_load_says_so_in_one_line(tmp_path):  # t
         "REANGLE_OFFLINE": "true",
         "REANGLE_MODEL": str(tmp_path / "no-model"),
         "REANGLE_AUTH": "off",
+        # no LoRAs: they are looked for first, and these are not in this machine's hub cache
+        "REANGLE_LIGHTNING_4STEP_LORA": "",
+        "REANGLE_LIGHTNING_8STEP_LORA": "",
+        "REANGLE_ANGLES_LORA": "",
     }
     command = [sys.executable, "-m", "reangle", "serve", "--engine", "qwen", "--data-dir", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)

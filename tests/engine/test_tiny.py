@@ -159,6 +159,80 @@ def test_cancel_mid_run_returns_no_image(engine):  # type: ignore[no-untyped-def
     assert edit(engine, EditRequest(seed=1, **SIZE)).images  # the engine is usable afterwards
 
 
+def test_a_canceled_edit_frees_the_offload_hooks(engine):  # type: ignore[no-untyped-def]
+    """With CPU offload the pipeline frees its hooks only at the end of a call that finished; the engine frees
+    them whatever happens, so a canceled job does not leave the transformer on the GPU."""
+    pipe = engine.pipeline
+    calls: list[str] = []
+    original = pipe.maybe_free_model_hooks
+
+    def free_hooks() -> None:
+        calls.append("freed")
+        original()
+
+    pipe.maybe_free_model_hooks = free_hooks
+    steps: list[int] = []
+    try:
+        with pytest.raises(Canceled):
+            edit(
+                engine,
+                EditRequest(seed=1, **SIZE),
+                on_step=lambda done, _total: steps.append(done),
+                should_stop=lambda: len(steps) >= 2,
+            )
+    finally:
+        del pipe.maybe_free_model_hooks
+    assert (steps, calls) == ([1, 2], ["freed"])
+
+
+def test_several_outputs_are_decoded_one_at_a_time(engine):  # type: ignore[no-untyped-def]
+    batches: list[int] = []
+    hook = engine.pipeline.vae.decoder.register_forward_pre_hook(
+        lambda _m, args: batches.append(args[0].shape[0])
+    )
+    try:
+        assert len(edit(engine, EditRequest(seed=1, num_outputs=3, **SIZE)).images) == 3
+    finally:
+        hook.remove()
+    assert batches
+    assert set(batches) == {1}
+
+
+def test_outputs_above_the_tile_area_are_decoded_in_tiles(engine):  # type: ignore[no-untyped-def]
+    """diffusers tiles sides above 256 px; the engine turns tiling on only above its area setting."""
+    tiling = QwenEngine(replace(engine.config, vae_tile_area=300 * 64 - 1))
+    tiling.load()
+    vae = tiling.pipeline.vae
+    tiled: list[tuple[int, int]] = []
+    original = vae.tiled_decode
+
+    def recorded(z, *args, **kwargs):  # type: ignore[no-untyped-def]
+        tiled.append(tuple(z.shape[-2:]))
+        return original(z, *args, **kwargs)
+
+    vae.tiled_decode = recorded
+    big = edit(tiling, EditRequest(seed=1, width=304, height=64)).images[0]
+    small = edit(tiling, EditRequest(seed=1, width=288, height=64)).images[0]
+    assert (big.size, small.size) == ((304, 64), (288, 64))
+    assert tiled == [(16, 76)]  # the 304x64 output only (the tiny VAE's latents are 1/4 of its pixels)
+
+
+def test_the_tiny_pipeline_runs_the_base_models_shifted_schedule(engine):  # type: ignore[no-untyped-def]
+    """The base model's scheduler (no Lightning LoRA): dynamic shifting by image size, ending at 0.02."""
+    edit(engine, EditRequest(seed=1, acceleration="none", steps=3, **SIZE))
+    scheduler = engine.pipeline.scheduler
+    assert scheduler.config.use_dynamic_shifting
+    sigmas = scheduler.sigmas.tolist()
+    assert len(sigmas) == 4
+    assert sigmas[-2] == pytest.approx(0.02, abs=1e-6)  # float32
+    assert sigmas[-1] == 0
+
+
+def test_the_model_is_read_straight_onto_its_device(engine):  # type: ignore[no-untyped-def]
+    assert engine.pipeline.hf_device_map == "cpu"  # from_pretrained(device_map=...), no host copy then a move
+    assert {p.device.type for p in engine.pipeline.transformer.parameters()} == {"cpu"}
+
+
 def test_up_to_three_reference_images(engine):  # type: ignore[no-untyped-def]
     images = [make_image(80, 60), make_image(60, 80, color=(0, 90, 0)), make_image(50, 50, color=(0, 0, 200))]
     result = edit(engine, EditRequest(seed=1, **SIZE), images)
