@@ -10,7 +10,7 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from reangle.errors import InvalidImage, InvalidInput, TooLarge, UnsupportedImage
+from reangle.errors import InvalidImage, InvalidInput, ReangleError, TooLarge, UnsupportedImage
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
@@ -30,7 +30,26 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, *, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode PNG, JPEG or WebP bytes fully; anything else, truncated or oversized is an InvalidImage."""
+    """Decode PNG, JPEG or WebP bytes fully; anything else, truncated or oversized is an InvalidImage (or
+    TooLarge, UnsupportedImage), whatever a hostile file makes Pillow raise."""
+    try:
+        return _decode(data, name, max_pixels)
+    except ReangleError:
+        raise
+    except MemoryError:
+        raise TooLarge(f"{name} needs more memory to decode than this server has", field=name) from None
+    except Exception as exc:  # Pillow raises ValueError, struct.error, IndexError... on crafted files
+        raise InvalidImage(
+            f"{name} could not be decoded ({type(exc).__name__}: {_short(exc)})", field=name
+        ) from None
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> DecodedImage:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             kind = probe.format or "unknown"

@@ -6,6 +6,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFilter
 
 from reangle.core.images import decode_image, encode_image, read_image_file
@@ -114,19 +116,103 @@ def test_bad_encoding_options(fmt, quality):  # type: ignore[no-untyped-def]
         encode_image(make_image(), fmt, quality)  # type: ignore[arg-type]
 
 
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk with its length and CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims a size in its header and holds almost nothing (a decompression bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def _png_with(extra: bytes) -> bytes:
+    """A valid 1x1 PNG with `extra` chunks between its header and its data."""
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\x10\x20\x30")
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + extra + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+HOSTILE = [
+    pytest.param(
+        PNG_SIGNATURE + b"\x00\x00\x00\x04IHDR\x00\x00\x00\x01\x85\x09\xd9\xf6", id="truncated IHDR"
+    ),
+    pytest.param(_png_with(chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 3_000_000))), id="zTXt bomb"),
+    pytest.param(
+        _png_with(chunk(b"iTXt", b"k\x00\x01\x00\x00\x00" + zlib.compress(b"a" * 3_000_000))), id="iTXt bomb"
+    ),
+    pytest.param(_png_with(chunk(b"acTL", b"\x00\x00")), id="truncated acTL"),
+    pytest.param(_png_with(chunk(b"fcTL", b"\x00" * 5)), id="truncated fcTL"),
+    pytest.param(_png_with(chunk(b"pHYs", b"\x00")), id="truncated pHYs"),
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE)
+def test_a_hostile_png_is_an_invalid_image_whatever_pillow_raises(data: bytes) -> None:
+    """Each of these made Pillow raise something other than OSError (ValueError, struct.error...)."""
+    with pytest.raises((InvalidImage, TooLarge)) as caught:
+        decode_image(data, name="input")
+    assert caught.value.field == "input"
+    assert caught.value.message.startswith("input ")
+
+
+SEEDS = {fmt: image_bytes(make_image(24, 16), fmt) for fmt in ("PNG", "JPEG", "WEBP")}
+#: Chunk types whose payloads Pillow parses; a fuzzed PNG gets its CRCs fixed so that these parsers run.
+PNG_CHUNKS = [b"IHDR", b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"tEXt", b"zTXt", b"iTXt"]
+PNG_CHUNKS += [b"pHYs", b"eXIf", b"acTL", b"fcTL", b"fdAT", b"IDAT"]
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, at = [], len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        chunks.append((data[at + 4 : at + 8], data[at + 8 : at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+@st.composite
+def mutated_images(draw: st.DrawFn) -> bytes:
+    """A seed PNG, JPEG or WebP with bytes flipped, cut, repeated or inserted; for PNG also whole chunks
+    changed, added or dropped with valid CRCs, so that the chunk parsers behind the CRC check are reached."""
+    fmt = draw(st.sampled_from(sorted(SEEDS)))
+    data = bytearray(SEEDS[fmt])
+    if fmt == "PNG" and draw(st.booleans()):
+        chunks = _png_chunks(bytes(data))
+        for _ in range(draw(st.integers(1, 3))):
+            at = draw(st.integers(0, len(chunks)))
+            kind = draw(st.sampled_from(PNG_CHUNKS))
+            chunks.insert(at, (kind, draw(st.binary(max_size=40))))
+        if draw(st.booleans()):
+            del chunks[draw(st.integers(0, len(chunks) - 1))]
+        return PNG_SIGNATURE + b"".join(chunk(kind, payload) for kind, payload in chunks)
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(data)))
+        match draw(st.sampled_from(["flip", "cut", "repeat", "insert"])):
+            case "flip" if at < len(data):
+                data[at] ^= draw(st.integers(1, 255))
+            case "cut":
+                del data[at : at + draw(st.integers(1, 64))]
+            case "repeat":
+                data[at:at] = data[at : at + draw(st.integers(1, 64))]
+            case _:
+                data[at:at] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_images())
+def test_mutated_images_decode_or_fail_as_a_clear_error(data: bytes) -> None:
+    """Bounded and repeatable (the same 600 inputs every run): any other exception would be a 500."""
+    try:
+        decoded = decode_image(data, name="input")
+    except (InvalidImage, TooLarge, UnsupportedImage):
+        return  # a clear 413, 415 or 422
+    assert decoded.image.mode == "RGB"
 
 
 def test_a_decompression_bomb_is_too_large_not_a_crash():
