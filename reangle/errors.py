@@ -6,6 +6,7 @@ ReangleError
 +-- EngineError           the model failed while running or loading
 |   +-- LoraLoadError     a LoRA file could not be read or matched no weights of the model
 +-- Canceled              the work was canceled before it produced a result
++-- InternalError         a bug: anything else raised while serving a request (a 500, details in the log)
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class LoraLoadError(EngineError):
     """A LoRA file could not be loaded."""
 
     code = "lora_load_error"
+
+
+class InternalError(ReangleError):
+    """The server failed; see its log."""
+
+    code = "internal_error"
 
 
 class Canceled(ReangleError):

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from reangle.errors import (
     Conflict,
     Forbidden,
+    InternalError,
     InvalidInput,
     NotFound,
     QueueFull,
@@ -98,4 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error_response(500, "internal_error", "the server failed; see its log")
+        failure = InternalError()
+        response = error_response(500, failure.code, failure.message)
+        response.headers["Connection"] = "close"  # the connection's state is unknown after a failure
+        return response

@@ -31,7 +31,8 @@ class UrlSigner:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def verify(self, asset_id: str, expires: int, signature: str, now: float) -> None:
-        if not hmac.compare_digest(self.signature(asset_id, expires), signature):
+        # compare_digest refuses non-ASCII text with a TypeError: such a signature is simply wrong
+        if not (signature.isascii() and hmac.compare_digest(self.signature(asset_id, expires), signature)):
             raise Forbidden("the signature of this link is wrong", hint="ask the API for a fresh asset URL")
         if expires < now:
             raise Forbidden("this link has expired", hint="ask the API for a fresh asset URL")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import defaultdict
@@ -178,15 +179,17 @@ class JobService:
         return job
 
     def list_jobs(
-        self, owner: str, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+        self,
+        owner: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        cursor_field: str = "cursor",
     ) -> tuple[list[Job], str | None]:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}", field="limit")
-        before = None
-        if cursor is not None:
-            if not cursor.isdigit():
-                raise InvalidInput("cursor is not one this server returned", field="cursor")
-            before = int(cursor)
+        before = None if cursor is None else parse_cursor(cursor, field=cursor_field)
         jobs, next_seq = self.store.list_jobs(owner, status=status, limit=limit, before_seq=before)
         return jobs, (str(next_seq) if next_seq is not None else None)
 
@@ -356,3 +359,13 @@ def _request_hash(request: SubmitRequest) -> str:
 def edit_requests(job: Job) -> list[EditRequest]:
     """The engine requests a stored job runs (its input was validated at submit)."""
     return model_spec(job.model).validate(job.kind, job.input).edit_requests()
+
+
+_CURSOR = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and below 2**63 (SQLite's integers)
+
+
+def parse_cursor(text: str, *, field: str) -> int:
+    """A page cursor this server handed out (a job sequence number), or InvalidInput naming `field`."""
+    if not _CURSOR.fullmatch(text):
+        raise InvalidInput(f"{field} is not one this server returned", field=field)
+    return int(text)

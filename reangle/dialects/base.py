@@ -6,6 +6,7 @@ response shape, a ReangleError -> its error shape. It knows nothing of torch or 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -14,7 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from reangle.api.errors import status_for
-from reangle.errors import InvalidInput, ReangleError
+from reangle.errors import InternalError, InvalidInput, ReangleError
+
+log = logging.getLogger("reangle.api")
 
 #: Renders an error for this dialect's clients, given the HTTP status reangle's error tree maps it to.
 ErrorRenderer = Callable[[Request, ReangleError, int], Response]
@@ -49,6 +52,11 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     if not isinstance(exc.__cause__, ReangleError):  # FastAPI wraps body-reading errors
                         raise
                     return render(request, exc.__cause__, status_for(exc.__cause__))
+                except Exception:
+                    log.exception("unexpected error in %s %s", request.method, request.url.path)
+                    response = render(request, InternalError(), 500)
+                    response.headers["Connection"] = "close"  # the connection's state is unknown
+                    return response
 
             return guarded
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 from typing import Annotated, Any
@@ -74,7 +73,7 @@ def api_key(authorization: str | None) -> str | None:
         raise Unauthorized(f"unsupported authorization scheme {scheme!r}", hint=AUTH_HINT)
     try:
         decoded = base64.b64decode(credentials, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         raise Unauthorized("the Basic credentials are not base64 of label:secret", hint=AUTH_HINT) from None
     _, colon, secret = decoded.partition(":")
     return secret if colon and secret else None
@@ -160,9 +159,9 @@ async def list_jobs(
             choices = ", ".join([*schemas.STATUS_FILTER, *sorted(UNREPORTED_STATUSES)])
             raise InvalidInput(f"status must be one of {choices}, got {status!r}", field="status")
         core_status = schemas.STATUS_FILTER[status]
-    if pagination_token is not None and not pagination_token.isdigit():
-        raise InvalidInput("paginationToken is not one this server returned", field="paginationToken")
-    jobs, cursor = app.service.list_jobs(who, status=core_status, limit=page_size, cursor=pagination_token)
+    jobs, cursor = app.service.list_jobs(
+        who, status=core_status, limit=page_size, cursor=pagination_token, cursor_field="paginationToken"
+    )
     return {"jobs": [schemas.job_json(job) for job in jobs], "nextPaginationToken": cursor}
 
 

@@ -143,3 +143,23 @@ def test_an_expired_link_is_403_and_the_api_gives_a_fresh_one(serve: ServerFacto
         fresh = api.get(f"/v1/assets/{asset['id']}").json()["url"]
         assert fresh != asset["url"]
         assert download(fresh).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "header"),
+    [
+        ("/v1/jobs", "Authorization"),
+        ("/scenario/v1/jobs", "Authorization"),
+        ("/segmind/v2/requests/r_000/status", "x-api-key"),
+        ("/runpod/v2/ep/health", "Authorization"),
+        ("/openai/v1/models", "Authorization"),
+    ],
+)
+@pytest.mark.parametrize(
+    "value", [b"Bearer \xe9\xff", b"\xe9\xff", b"Basic \xe9\xff"], ids=["bearer", "bare", "basic"]
+)
+def test_a_key_with_bytes_outside_ascii_is_401_on_every_dialect(
+    shared_server: ServerProcess, path: str, header: str, value: bytes
+) -> None:
+    response = httpx.get(shared_server.url + path, headers={header: value})
+    assert response.status_code == 401, response.text

@@ -237,3 +237,29 @@ def test_unknown_ids_routes_and_methods(shared_server: ServerProcess, api: httpx
     assert_error(httpx.get(f"{shared_server.url}/v2/nothing"), 404, "not_found")
     assert_error(api.delete("/v1/jobs"), 405, "method_not_allowed")
     assert_error(httpx.get(f"{shared_server.url}/v1/files/asset_000"), 403, "forbidden", "signature")
+
+
+# hostile input: never a 500 -------------------------------------------------------------------------------
+
+#: 24 bytes: a PNG whose header chunk is cut short, which made Pillow raise ValueError (a 500 before).
+HOSTILE_PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x04IHDR\x00\x00\x00\x01\x85\x09\xd9\xf6"
+
+
+def test_a_hostile_png_is_an_invalid_image_and_the_connection_stays_usable(api: httpx.Client) -> None:
+    assert_error(post_file(api, HOSTILE_PNG), 422, "invalid_image", "file")
+    inline = base64.b64encode(HOSTILE_PNG).decode()
+    assert_error(post_job(api, edit_input(inline)), 422, "invalid_image", "input.images.0")
+    assert api.get("/v1/jobs").status_code == 200  # the same keep-alive connection
+
+
+@pytest.mark.parametrize("cursor", ["²", "١٢", str(2**70), "-1", "1.5", ""])
+def test_a_cursor_this_server_never_gave_is_invalid_input(api: httpx.Client, cursor: str) -> None:
+    assert_error(api.get("/v1/jobs", params={"cursor": cursor}), 422, "invalid_input", "cursor")
+
+
+@pytest.mark.parametrize("sig", ["é" * 64, "\u2603", "0" * 64])
+def test_a_download_link_with_a_foreign_signature_is_forbidden(
+    shared_server: ServerProcess, sig: str
+) -> None:
+    response = httpx.get(f"{shared_server.url}/v1/files/asset_000", params={"expires": 2**31, "sig": sig})
+    assert_error(response, 403, "forbidden", "signature")

@@ -320,3 +320,30 @@ def test_json_errors_even_for_bodies_that_are_not_json(server: RunningServer) ->
     )
     assert response.status_code == 400
     assert response.json() == {"error": "the request body is not valid JSON", "code": "invalid_input"}
+
+
+@pytest.mark.parametrize("token", ["²", str(2**70), "abc"])
+def test_a_foreign_pagination_token_is_a_bad_request_in_scenario_shape(
+    server: RunningServer, token: str
+) -> None:
+    response = httpx.get(
+        f"{server.url}/scenario/v1/jobs",
+        params={"paginationToken": token},
+        headers={"Authorization": "Basic " + base64.b64encode(f"x:{API_KEY}".encode()).decode()},
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "paginationToken is not one this server returned",
+        "code": "invalid_input",
+    }
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Basic \xe9\xe9\xe9", b"Basic " + base64.b64encode(b"x:\xff\xfe"), b"Basic ====", b"Digest abc"],
+    ids=["not ASCII", "not UTF-8 inside", "not base64", "another scheme"],
+)
+def test_malformed_credentials_are_401_in_scenario_shape(server: RunningServer, authorization: bytes) -> None:
+    response = httpx.get(f"{server.url}/scenario/v1/jobs", headers={"Authorization": authorization})
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthorized"
