@@ -84,9 +84,9 @@ class JobService:
             existing = self.store.job_by_idempotency_key(owner, request.idempotency_key)
             if existing is not None:
                 return self._same_request(existing, request_hash, request.idempotency_key)
-        self._check_queue_room(1)
+        self._check_queue_room(1)  # early, before the images are fetched; the insert checks again
         new = await self._prepare(owner, request, batch_id=None, request_hash=request_hash)
-        job, stored_hash = self.store.insert_jobs([new])[0]
+        job, stored_hash = self.store.insert_jobs([new], max_queued=self.limits.max_queue)[0]
         if request.idempotency_key is not None:  # a concurrent submit with this key may have won
             job = self._same_request((job, stored_hash), request_hash, request.idempotency_key)
         self._announce([job])
@@ -105,7 +105,7 @@ class JobService:
                 new_jobs.append(
                     await self._prepare(owner, SubmitRequest(model=model, input=data), batch_id=batch_id)
                 )
-        jobs = [job for job, _ in self.store.insert_jobs(new_jobs)]
+        jobs = [job for job, _ in self.store.insert_jobs(new_jobs, max_queued=self.limits.max_queue)]
         self._announce(jobs)
         return batch_id, jobs
 

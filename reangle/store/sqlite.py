@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
+from reangle.errors import QueueFull
 from reangle.store.rows import AssetRecord, NewJob, asset_from_row, history_json, job_from_row
 from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, SCHEMA
 
@@ -56,11 +57,17 @@ class SqliteStore:
 
     # jobs ---------------------------------------------------------------------------------------------------
 
-    def insert_jobs(self, new_jobs: Sequence[NewJob]) -> list[tuple[Job, str | None]]:
+    def insert_jobs(
+        self, new_jobs: Sequence[NewJob], *, max_queued: int | None = None
+    ) -> list[tuple[Job, str | None]]:
         """Insert all or none. Returns each job with the stored request hash: an idempotent repeat returns
-        the job already stored under its key (the caller compares hashes)."""
+        the job already stored under its key (the caller compares hashes). With `max_queued`, QueueFull when
+        the new jobs would take the queued count past it: checked in the insert's own transaction, so that
+        concurrent submits cannot overfill the queue between a check and their insert."""
         out: list[tuple[Job, str | None]] = []
         with self._transaction() as db:
+            waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus.QUEUED.value,))
+            queued = already = waiting.fetchone()[0]
             for new in new_jobs:
                 job = new.job
                 if new.idempotency_key is not None:
@@ -71,6 +78,9 @@ class SqliteStore:
                     if row is not None:
                         out.append((job_from_row(row), row["request_hash"]))
                         continue
+                if max_queued is not None and queued >= max_queued:
+                    raise QueueFull(f"the queue holds {already} jobs; its limit is {max_queued}")
+                queued += 1
                 db.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
                     "history, batch_id, idempotency_key, request_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

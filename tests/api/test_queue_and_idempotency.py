@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ from tests.api.conftest import (
     ServerProcess,
     assert_error,
     edit_input,
+    hold_input,
+    png,
     running,
     slow_input,
     submit,
@@ -98,3 +101,27 @@ def test_over_the_queue_limit_is_429_with_retry_after_and_nothing_accepted_is_lo
         assert sorted(job["id"] for job in listed) == sorted(job["id"] for job in accepted)
         # room again once the queue drains
         succeeded(api, submit(api, edit_input(asset["id"]))["id"])
+
+
+def test_concurrent_submits_with_inline_images_never_overfill_the_queue(serve: ServerFactory) -> None:
+    """The room check used to run before the awaited image ingest: 200 such submits all got in."""
+    server = serve(max_queue=5)
+    with server.client(KEY_A) as api:
+        asset = upload(api)
+        holder = submit(api, hold_input(asset["id"]), kind="orbit")  # holds the runner about 30 s
+        wait_job(api, holder["id"], running)
+        inline = base64.b64encode(png(48, 40)).decode()
+        body = {"model": CAMERA_EDIT, "input": edit_input(inline)}
+        responses = asyncio.run(post_many(server, KEY_A, body, 40))
+        statuses = sorted(response.status_code for response in responses)
+        assert statuses == [202] * 5 + [429] * 35
+        assert httpx.get(f"{server.url}/healthz").json()["queue_depth"] == 5
+        api.post(f"/v1/jobs/{holder['id']}/cancel")
+
+
+async def post_many(
+    server: ServerProcess, key: str, body: dict[str, Any], count: int
+) -> list[httpx.Response]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
+        return await asyncio.gather(*(client.post("/v1/jobs", json=body) for _ in range(count)))
