@@ -75,6 +75,12 @@ class NotFound(ReangleError):
     code = "not_found"
 
 
+class AssetGone(NotFound):
+    """The stored bytes of an asset are gone (expired and swept, or lost from storage)."""
+
+    code = "gone"
+
+
 class Conflict(ReangleError):
     """The request conflicts with the current state."""
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reangle.errors import (
+    AssetGone,
     Conflict,
     Forbidden,
     InternalError,
@@ -33,6 +34,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ReangleError], int], ...] = (
     (InvalidInput, 422),
     (Unauthorized, 401),
     (Forbidden, 403),
+    (AssetGone, 410),
     (NotFound, 404),
     (Conflict, 409),
     (QueueFull, 429),

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from reangle.core.images import decode_image
-from reangle.errors import NotFound, TooLarge
+from reangle.errors import AssetGone, NotFound, TooLarge
 from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import AssetRecord, SqliteStore
 
@@ -116,7 +116,11 @@ class AssetService:
 
     def load_image(self, record: AssetRecord) -> Image.Image:
         """An input's pixels, upright and RGB, as the engine wants them."""
-        return decode_image(self.blobs.read(record.sha256), max_pixels=self.max_pixels * 2).image
+        try:
+            data = self.blobs.read(record.sha256)
+        except AssetGone:
+            raise AssetGone(f"the stored file of asset {record.id} is gone") from None
+        return decode_image(data, max_pixels=self.max_pixels * 2).image
 
     def sweep(self) -> int:
         """Delete expired asset rows and the files no asset uses any more; returns files deleted."""

@@ -173,7 +173,7 @@ class LocalRunner:
             self.service.fail(job, JobError(code=exc.code, message=exc.message, hint=exc.hint), timings)
         else:
             log.error("job %s failed unexpectedly while %s", job.id, stage, exc_info=exc)
-            message = f"the job failed while {stage}: {type(exc).__name__}: {exc}"
+            message = f"the job failed while {stage} ({type(exc).__name__}); the server log has the details"
             self.service.fail(job, JobError(code="internal_error", message=message), timings)
 
     def _store_outputs(

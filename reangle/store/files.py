@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from reangle.errors import AssetGone
+
 
 class FileBlobStore:
     def __init__(self, root: Path) -> None:
@@ -29,7 +31,11 @@ class FileBlobStore:
         return self.root / digest[:2] / digest
 
     def read(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
+        """The bytes stored under `digest`; AssetGone (which names no path) when the file is missing."""
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise AssetGone("the stored file of this asset is gone") from None
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)

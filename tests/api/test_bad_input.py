@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import os
 import struct
 import zlib
@@ -23,6 +25,7 @@ from tests.api.conftest import (
     edit_input,
     png,
     upload,
+    wait_job,
 )
 
 
@@ -263,3 +266,22 @@ def test_a_download_link_with_a_foreign_signature_is_forbidden(
 ) -> None:
     response = httpx.get(f"{shared_server.url}/v1/files/asset_000", params={"expires": 2**31, "sig": sig})
     assert_error(response, 403, "forbidden", "signature")
+
+
+def test_a_job_whose_input_file_was_lost_fails_without_naming_a_path(
+    shared_server: ServerProcess, api: httpx.Client
+) -> None:
+    data = png(52, 44)  # bytes no other test uploads: its file is this test's alone
+    asset = upload(api, data)
+    digest = hashlib.sha256(data).hexdigest()
+    stored = shared_server.data_dir / "assets" / digest[:2] / digest
+    assert stored.is_file()
+    stored.unlink()  # a lost disk, an operator's cleanup
+    job = wait_job(
+        api, api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(asset["id"])}).json()["id"]
+    )
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "gone"
+    assert asset["id"] in job["error"]["message"]
+    assert str(shared_server.data_dir) not in json.dumps(job)
+    assert "/" not in job["error"]["message"]

@@ -7,6 +7,7 @@ the call. Its api_key is a free label; its api_secret carries the reangle API ke
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import time
 from collections.abc import Callable
@@ -347,3 +348,21 @@ def test_malformed_credentials_are_401_in_scenario_shape(server: RunningServer, 
     response = httpx.get(f"{server.url}/scenario/v1/jobs", headers={"Authorization": authorization})
     assert response.status_code == 401
     assert response.json()["code"] == "unauthorized"
+
+
+def test_converting_an_asset_whose_file_was_lost_is_410_in_scenario_shape(
+    client: Scenario, server: RunningServer
+) -> None:
+    data = png(50, 42)  # this test's own bytes, so its file is no other asset's
+    uploaded = client.assets.upload(name="lost.png", image=base64.b64encode(data).decode()).asset.id
+    digest = hashlib.sha256(data).hexdigest()
+    (server.data_dir / "assets" / digest[:2] / digest).unlink()
+    response = httpx.post(
+        f"{server.url}/scenario/v1/assets/{uploaded}/download",
+        json={"targetFormat": "jpeg"},
+        headers={"Authorization": "Basic " + base64.b64encode(f"x:{API_KEY}".encode()).decode()},
+    )
+    assert response.status_code == 410
+    body = response.json()
+    assert body["code"] == "gone"
+    assert str(server.data_dir) not in body["error"]
