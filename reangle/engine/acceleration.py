@@ -33,13 +33,15 @@ WARMUP_INPUT_SIDE = 64
 
 
 def measured_fast_gpu(device: str) -> bool:
-    """Whether `device` is of the GPU class the `auto` speed settings were measured on: Hopper (H100, H200;
-    compute capability 9.x). On an H200 (docs/benchmarks.md 1.4) compiled blocks on baked LoRAs took a
+    """Whether `device` is of the GPU class the `auto` speed settings were measured on: NVIDIA Hopper (H100,
+    H200; compute capability 9.x). On an H200 (docs/benchmarks.md 1.4) compiled blocks on baked LoRAs took a
     1024x1024 edit from 2.44 s to 1.65 s end to end, with the same output within 51 dB PSNR."""
-    if not device.startswith("cuda"):
-        return False
     import torch
 
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return False
+    if torch.version.hip is not None:  # ROCm reports AMD MI200/MI300 as capability 9.x too
+        return False
     return bool(torch.cuda.get_device_capability(device)[0] == 9)
 
 
@@ -52,6 +54,36 @@ def resolve_speed_settings(
     compile_mode: CompileMode = compile_setting if compile_setting != "auto" else "blocks" if fast else "off"
     fuse_mode: FuseMode = fuse_setting if fuse_setting != "auto" else "default" if fast else "off"
     return compile_mode, fuse_mode
+
+
+class DecodeTiling:
+    """Tiles the VAE's decode of outputs above `min_area` pixels, and never its encode: diffusers' one
+    `use_tiling` flag covers both, and tiled reference latents would differ from (and be cached beside)
+    whole ones. Several outputs are always decoded one at a time (`enable_slicing`)."""
+
+    def __init__(self, vae: Any, min_area: int) -> None:
+        self.min_area = min_area
+        self._tile_next = False
+        vae.enable_slicing()
+        vae.use_tiling = False
+        decode = vae.decode
+
+        def tiled_when_asked(*args: Any, **kwargs: Any) -> Any:
+            vae.use_tiling = self._tile_next
+            try:
+                return decode(*args, **kwargs)
+            finally:
+                vae.use_tiling = False
+
+        vae.decode = tiled_when_asked  # an instance attribute: the pipeline calls it as vae.decode(...)
+
+    @contextlib.contextmanager
+    def for_output(self, width: int, height: int) -> Iterator[None]:
+        self._tile_next = width * height > self.min_area
+        try:
+            yield
+        finally:
+            self._tile_next = False
 
 
 def attention_backend_names() -> list[str]:

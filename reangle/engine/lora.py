@@ -20,7 +20,9 @@ from reangle.errors import LoraLoadError
 STRICT_SETTING = "REANGLE_LORA_STRICT"
 #: The safetensors header entry where diffusers' `save_lora_weights` keeps the adapter's LoraConfig.
 METADATA_KEY = "lora_adapter_metadata"
-_DIFFUSERS_KEY = re.compile(r"transformer\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
+_DIFFUSERS_KEY = re.compile(
+    r"transformer\.(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias)"
+)
 _KOHYA_DOWN = ".lora_down.weight"
 #: How many names an error lists before it says how many more there are.
 _LISTED = 5
@@ -29,7 +31,8 @@ _LISTED = 5
 @dataclass(frozen=True)
 class LoraFile:
     path: Path
-    #: `transformer.<module>.lora_A.weight` / `.lora_B.weight`, any kohya alpha folded into the weights.
+    #: `transformer.<module>.lora_A.weight` / `.lora_B.weight` (and `.lora_B.bias`), any kohya alpha folded
+    #: into the weights.
     state_dict: dict[str, Any]
     #: The file's adapter metadata (LoraConfig fields, keys prefixed `transformer.`), or None.
     metadata: dict[str, Any] | None
@@ -83,6 +86,7 @@ def diffusers_state_dict(tensors: dict[str, Any]) -> dict[str, Any]:
     Two cases it gets wrong are put right first: a `transformer.` prefix on a file it converts (it would add
     a second one), and kohya keys with no `.alpha` and no other mark of the format (it would not convert
     them; an absent alpha means alpha = rank, as in its converter)."""
+    import torch
     from diffusers.loaders import QwenImageLoraLoaderMixin
 
     if any("dora_scale" in key or "lora_magnitude_vector" in key for key in tensors):
@@ -93,7 +97,9 @@ def diffusers_state_dict(tensors: dict[str, Any]) -> dict[str, Any]:
             return {f"transformer.{key}": value for key, value in bare.items()}
         for key, down in list(bare.items()):
             if key.endswith(_KOHYA_DOWN):
-                bare[key.removesuffix(_KOHYA_DOWN) + ".alpha"] = down.new_tensor(float(down.shape[0]))
+                # float32: the rank must stay exact, whatever the file's dtype (bf16, fp8)
+                alpha = down.new_tensor(float(down.shape[0]), dtype=torch.float32)
+                bare[key.removesuffix(_KOHYA_DOWN) + ".alpha"] = alpha
     try:
         converted: dict[str, Any] = QwenImageLoraLoaderMixin.lora_state_dict(bare)
     except (KeyError, ValueError, IndexError, AttributeError) as exc:
@@ -122,7 +128,7 @@ def _module_shapes(state_dict: dict[str, Any]) -> dict[str, tuple[int, int, int]
         raise ValueError(f"unexpected keys {_listed(sorted(unexpected))}")
     shapes = {}
     for module, pair in sorted(parts.items()):
-        down, up = pair.get("A"), pair.get("B")
+        down, up = pair.get("lora_A.weight"), pair.get("lora_B.weight")
         if down is None or up is None:
             has, lacks = ("B", "A") if down is None else ("A", "B")
             raise ValueError(f"{module} has lora_{has} but not lora_{lacks}")
@@ -184,8 +190,10 @@ def load_lora(pipe: Any, adapter: str, lora: LoraFile, *, strict: bool = True) -
                 f"{_listed(missing)}",
                 hint=f"another model or version? {STRICT_SETTING}=false loads the modules that match",
             )
-        dropped = {f"transformer.{module}.lora_{part}.weight" for module in missing for part in "AB"}
-        state_dict = {key: value for key, value in state_dict.items() if key not in dropped}
+        dropped = {f"transformer.{module}" for module in missing}
+        state_dict = {
+            key: value for key, value in state_dict.items() if key.rsplit(".lora_", 1)[0] not in dropped
+        }
         note = (
             f"{STRICT_SETTING}=false: LoRA {adapter} ({lora.path.name}) left out {len(missing)} modules the "
             f"transformer does not have: {_listed(missing)}"

@@ -18,6 +18,7 @@ from PIL import Image
 from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditPlan, LoraUse, SizeLimits
 from reangle.engine.acceleration import (
     COMPILE_SETTING,
+    DecodeTiling,
     compile_blocks,
     measured_fast_gpu,
     quantize_transformer,
@@ -240,7 +241,7 @@ class QwenEngine:
                 "(REANGLE_OFFLINE=false, about 58 GB)",
             ) from exc
         pipe.set_progress_bar_config(disable=True)
-        pipe.vae.enable_slicing()  # several outputs are decoded one at a time: memory of one, not of all
+        self._decode_tiling = DecodeTiling(pipe.vae, self.config.vae_tile_area)
         notes = [
             note
             for adapter, lora in lora_files.items()
@@ -419,8 +420,11 @@ class QwenEngine:
             return {}
 
         _stop_if_asked(should_stop)
-        pipe.vae.use_tiling = plan.width * plan.height > self.config.vae_tile_area
-        with torch.inference_mode(), _offload_restored(pipe):
+        with (
+            torch.inference_mode(),
+            _offload_restored(pipe),
+            self._decode_tiling.for_output(plan.width, plan.height),
+        ):
             result = pipe(
                 image=list(images),
                 **prompt,

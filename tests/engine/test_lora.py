@@ -200,6 +200,26 @@ def read_safetensors_header(path: Path) -> dict[str, str]:
         return dict(handle.metadata())
 
 
+def test_a_lora_with_a_bias_on_lora_b_loads_as_plain_diffusers_loads_it(pairs: Pairs, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bias.safetensors"
+    tensors = {}
+    for module, (down, up) in pairs.items():
+        tensors[f"transformer.{module}.lora_A.weight"] = down
+        tensors[f"transformer.{module}.lora_B.weight"] = up
+        tensors[f"transformer.{module}.lora_B.bias"] = torch.full((up.shape[0],), 0.25)
+    save_file(tensors, str(path))
+    ours, plain = tiny_pipe(), tiny_pipe()
+    load_lora(ours, "x", read_lora_file(path))
+    plain.load_lora_weights(str(path), adapter_name="x")
+    assert_same_deltas(delta_weights(ours, "x"), delta_weights(plain, "x"))
+    for module in pairs:
+        bias = ours.transformer.get_submodule(module).lora_B["x"].bias
+        assert bias is not None
+        torch.testing.assert_close(bias, plain.transformer.get_submodule(module).lora_B["x"].bias)
+
+
 # Files for another model ----------------------------------------------------------------------------------
 
 

@@ -198,23 +198,29 @@ def test_several_outputs_are_decoded_one_at_a_time(engine):  # type: ignore[no-u
     assert set(batches) == {1}
 
 
-def test_outputs_above_the_tile_area_are_decoded_in_tiles(engine):  # type: ignore[no-untyped-def]
-    """diffusers tiles sides above 256 px; the engine turns tiling on only above its area setting."""
-    tiling = QwenEngine(replace(engine.config, vae_tile_area=300 * 64 - 1))
+def test_outputs_above_the_tile_area_are_decoded_in_tiles_and_references_never_are(engine):  # type: ignore[no-untyped-def]
+    """diffusers tiles sides above 256 px when its one `use_tiling` flag is on, encodes included; the
+    engine tiles only the decode of outputs above its area setting. Tiled reference latents would differ
+    from whole ones, and the reference cache would then serve either to a later edit."""
+    tiling = QwenEngine(replace(engine.config, vae_tile_area=300 * 64 - 1, reference_area=320 * 320))
     tiling.load()
     vae = tiling.pipeline.vae
-    tiled: list[tuple[int, int]] = []
-    original = vae.tiled_decode
+    calls: list[tuple[str, tuple[int, int]]] = []
+    for name in ("tiled_decode", "tiled_encode"):
+        original = getattr(vae, name)
 
-    def recorded(z, *args, **kwargs):  # type: ignore[no-untyped-def]
-        tiled.append(tuple(z.shape[-2:]))
-        return original(z, *args, **kwargs)
+        def recorded(z, *args, name=name, original=original, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append((name, tuple(z.shape[-2:])))
+            return original(z, *args, **kwargs)
 
-    vae.tiled_decode = recorded
-    big = edit(tiling, EditRequest(seed=1, width=304, height=64)).images[0]
-    small = edit(tiling, EditRequest(seed=1, width=288, height=64)).images[0]
-    assert (big.size, small.size) == ((304, 64), (288, 64))
-    assert tiled == [(16, 76)]  # the 304x64 output only (the tiny VAE's latents are 1/4 of its pixels)
+        setattr(vae, name, recorded)
+    images = [make_image(400, 300)]  # a reference above 256 px: a tiled encode would reach tiled_encode
+    small_first = edit(tiling, EditRequest(seed=1, width=288, height=64), images).images[0]
+    big = edit(tiling, EditRequest(seed=1, width=304, height=64), images).images[0]
+    small_again = edit(tiling, EditRequest(seed=1, width=288, height=64), images).images[0]
+    assert big.size == (304, 64)
+    assert calls == [("tiled_decode", (16, 76))]  # the 304x64 output only (tiny VAE latents: 1/4 of pixels)
+    assert small_again.tobytes() == small_first.tobytes()
 
 
 def test_the_tiny_pipeline_runs_the_base_models_shifted_schedule(engine):  # type: ignore[no-untyped-def]
