@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=60, gt=0)
     max_upload_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     max_upload_pixels: int = Field(default=40_000_000, gt=0)
+    #: Images decoded at once (uploads, inline and URL images); the others wait. Bounds the memory that
+    #: many small files claiming many pixels can take together.
+    max_concurrent_decodes: int = Field(default=2, ge=1)
     #: Largest request body of any kind (inline base64 images make JSON bodies large).
     max_request_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
     #: Let input URLs point at loopback, private and link-local addresses (off: SSRF protection).

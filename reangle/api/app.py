@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reangle import __version__
-from reangle.api.body_limit import BodyLimit
+from reangle.api.body_limit import FORM_OVERHEAD_BYTES, BodyLimit
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
 from reangle.api.state import AppState
+from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.dialects import dialect_routers
+from reangle.dialects.openai_images import PREFIX as OPENAI_PREFIX
 from reangle.engine.base import Engine, create_engine
 from reangle.settings import Settings
 
@@ -32,9 +34,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.reangle = app_state
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, form_limits=form_limits(settings))
     install_error_handlers(app)
     app.include_router(native_router)
     for router in dialect_routers():
         app.include_router(router)
     return app
+
+
+def form_limits(settings: Settings) -> dict[str, int]:
+    """The multipart upload routes and the most their forms may hold: their files at the upload cap each."""
+    upload = settings.max_upload_bytes
+    return {
+        "/v1/assets": upload + FORM_OVERHEAD_BYTES,
+        f"{OPENAI_PREFIX}/images/edits": upload * MAX_INPUT_IMAGES + FORM_OVERHEAD_BYTES,
+    }

@@ -2,33 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle.errors import TooLarge
 
+#: Room in a multipart upload for its boundaries, part headers and text fields, beside the files.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
 
 class BodyLimit:
-    """Raises TooLarge from `receive` once a body passes `max_bytes`: the route's own error handling then
-    answers 413 in its dialect's shape."""
+    """Raises TooLarge from `receive` once a body passes its cap (or declares a larger Content-Length): the
+    route's own error handling then answers 413 in its dialect's shape, and nothing more is read.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    The cap is `max_bytes`, or for a multipart form sent to a path in `form_limits` that path's limit: an
+    upload's cap then holds while the body streams in, not after the whole form has been spooled."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, form_limits: Mapping[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.form_limits = app, max_bytes, dict(form_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, what = self._limit(scope)
+        declared = _declared_length(scope)
         received = 0
 
         async def limited() -> Message:
             nonlocal received
+            if declared is not None and declared > limit:
+                raise TooLarge(
+                    f"{what} declares {declared:,} bytes, more than the limit of {limit:,} bytes",
+                    field="body",
+                )
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise TooLarge(
-                        f"the request body is larger than the limit of {self.max_bytes:,} bytes", field="body"
-                    )
+                if received > limit:
+                    raise TooLarge(f"{what} is larger than the limit of {limit:,} bytes", field="body")
             return message
 
         await self.app(scope, limited, send)
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        form_limit = self.form_limits.get(scope["path"])
+        if form_limit is not None and _header(scope, b"content-type").startswith(b"multipart/form-data"):
+            return form_limit, "the upload"
+        return self.max_bytes, "the request body"
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
+
+
+def _declared_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    return int(value) if value.isdigit() else None

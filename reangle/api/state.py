@@ -45,6 +45,7 @@ class AppState:
             max_pixels=settings.max_upload_pixels,
             upload_ttl_s=settings.upload_ttl_s,
             result_ttl_s=settings.result_ttl_s,
+            max_concurrent_decodes=settings.max_concurrent_decodes,
         )
         policy = FetchPolicy(
             allow_private=settings.allow_private_urls,

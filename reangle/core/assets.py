@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class AssetService:
         max_pixels: int,
         upload_ttl_s: float,
         result_ttl_s: float,
+        max_concurrent_decodes: int = 2,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.blobs = store, blobs
@@ -38,6 +40,12 @@ class AssetService:
         self.upload_ttl_s, self.result_ttl_s = upload_ttl_s, result_ttl_s
         self.clock = clock
         self._files_lock = threading.Lock()
+        #: A small file can decode to 40 MP (about 0.5 GB and seconds of CPU): however many arrive at once,
+        #: only this many decode at a time, the others wait their turn.
+        self._decode_slots = max_concurrent_decodes
+        self._decoding: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def ingest(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
         """Accept an uploaded image: decoded for real, limited in bytes and pixels; stored as sent."""
@@ -51,7 +59,10 @@ class AssetService:
 
     async def ingest_async(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
         """`ingest` in a worker thread: decoding a large image must not stall the event loop."""
-        return await asyncio.to_thread(self.ingest, owner, data, field=field)
+        loop = asyncio.get_running_loop()
+        slots = self._decoding.setdefault(loop, asyncio.Semaphore(self._decode_slots))
+        async with slots:
+            return await asyncio.to_thread(self.ingest, owner, data, field=field)
 
     def put_output(
         self, owner: str, data: bytes, mime_type: str, width: int, height: int, *, job_id: str | None = None

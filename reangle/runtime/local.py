@@ -173,7 +173,9 @@ class LocalRunner:
             self.service.fail(job, JobError(code=exc.code, message=exc.message, hint=exc.hint), timings)
         else:
             log.error("job %s failed unexpectedly while %s", job.id, stage, exc_info=exc)
-            message = f"the job failed while {stage} ({type(exc).__name__}); the server log has the details"
+            # no exception text: it may hold server paths; an OSError's reason alone (disk full) does not
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            message = f"the job failed while {stage}: {reason} (the server log has the details)"
             self.service.fail(job, JobError(code="internal_error", message=message), timings)
 
     def _store_outputs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -41,3 +42,43 @@ def test_bodies_over_the_limit_are_413_declared_or_chunked(serve: ServerFactory)
         small = client.post("/v1/assets", json={"data": "not base64!"})
         assert small.status_code == 422  # under the cap, the request is read and judged as usual
     server.assert_no_server_errors()
+
+
+def raw_exchange(server_url: str, head: bytes, body_parts: list[bytes], timeout: float = 10) -> bytes:
+    """Send a request head and some body bytes over a socket, never finishing the body, and return the
+    first bytes of the answer (a server waiting for the rest would time out here)."""
+    host, port = server_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(head)
+        for part in body_parts:
+            connection.sendall(part)
+        return connection.recv(64)
+
+
+def multipart_head(path: str, extra: str) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b0undary\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_a_streamed_upload_is_refused_once_it_passes_the_upload_cap(serve: ServerFactory) -> None:
+    """The form's file is cut off at the upload cap (plus room for the form), not after the whole body."""
+    server = serve(max_upload_bytes=100_000)
+    part = b"--b0undary\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\n" + os.urandom(
+        1_200_000
+    )
+    chunks = [
+        f"{len(part[i : i + 65536]):x}\r\n".encode() + part[i : i + 65536] + b"\r\n"
+        for i in range(0, len(part), 65536)
+    ]
+    answer = raw_exchange(server.url, multipart_head("/v1/assets", "Transfer-Encoding: chunked\r\n"), chunks)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_the_body_arrives(serve: ServerFactory) -> None:
+    server = serve(max_upload_bytes=100_000)
+    answer = raw_exchange(
+        server.url, multipart_head("/v1/assets", "Content-Length: 10737418240\r\n"), [b"x" * 1024]
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer
