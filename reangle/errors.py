@@ -109,6 +109,12 @@ class LoraLoadError(EngineError):
     code = "lora_load_error"
 
 
+class RequestTimeout(ReangleError):
+    """The client stopped sending its request."""
+
+    code = "request_timeout"
+
+
 class InternalError(ReangleError):
     """The server failed; see its log."""
 

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     #: How long a download link stays valid (never past the asset's own expiry).
     url_ttl_s: float = Field(default=3600, gt=0)
     sweep_interval_s: float = Field(default=60, gt=0)
+    #: Seconds a client has to send a request's line and headers once it starts (or connects): 408 after.
+    header_timeout_s: float = Field(default=10, gt=0)
+    #: Seconds a request body may go without a byte arriving before it is answered 408.
+    body_timeout_s: float = Field(default=30, gt=0)
     max_upload_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     max_upload_pixels: int = Field(default=40_000_000, gt=0)
     #: Images decoded at once (uploads, inline and URL images); the others wait. Bounds the memory that

@@ -34,7 +34,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.reangle = app_state
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, form_limits=form_limits(settings))
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        form_limits=form_limits(settings),
+        body_timeout_s=settings.body_timeout_s,
+    )
     install_error_handlers(app)
     app.include_router(native_router)
     for router in dialect_routers():

@@ -1,26 +1,36 @@
-"""A cap on request bodies, declared or streamed (chunked), so no request can fill the server's memory."""
+"""A cap on request bodies, declared or streamed (chunked), so no request can fill the server's memory, and
+a deadline for each piece of a body, so no stalled upload holds a connection."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reangle.errors import TooLarge
+from reangle.errors import RequestTimeout, TooLarge
 
 #: Room in a multipart upload for its boundaries, part headers and text fields, beside the files.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
 class BodyLimit:
-    """Raises TooLarge from `receive` once a body passes its cap (or declares a larger Content-Length): the
-    route's own error handling then answers 413 in its dialect's shape, and nothing more is read.
+    """Raises TooLarge from `receive` once a body passes its cap (or declares a larger Content-Length), and
+    RequestTimeout when no part of an unfinished body arrives for `body_timeout_s`: the route's own error
+    handling then answers 413 or 408 in its dialect's shape, and nothing more is read.
 
     The cap is `max_bytes`, or for a multipart form sent to a path in `form_limits` that path's limit: an
     upload's cap then holds while the body streams in, not after the whole form has been spooled."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, form_limits: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        form_limits: Mapping[str, int] | None = None,
+        body_timeout_s: float | None = None,
+    ) -> None:
         self.app, self.max_bytes, self.form_limits = app, max_bytes, dict(form_limits or {})
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,16 +39,26 @@ class BodyLimit:
         limit, what = self._limit(scope)
         declared = _declared_length(scope)
         received = 0
+        body_done = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, body_done
             if declared is not None and declared > limit:
                 raise TooLarge(
                     f"{what} declares {declared:,} bytes, more than the limit of {limit:,} bytes",
                     field="body",
                 )
-            message = await receive()
+            if body_done or self.body_timeout_s is None:  # after the body: waiting for a disconnect (SSE)
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                except TimeoutError:
+                    raise RequestTimeout(
+                        f"the request body stalled: nothing arrived for {self.body_timeout_s:g} s"
+                    ) from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise TooLarge(f"{what} is larger than the limit of {limit:,} bytes", field="body")

@@ -44,6 +44,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from reangle.api.access_log import log_config
     from reangle.api.app import create_app
+    from reangle.api.slow_clients import timed_protocol
 
     settings = _with_flags(settings, args, "engine", "host", "port", "data_dir")
     if settings.engine == "auto":
@@ -75,6 +76,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level="info",
         log_config=log_config(),
         timeout_graceful_shutdown=5,
+        http=timed_protocol(settings.header_timeout_s),
     )
     return 0
 
