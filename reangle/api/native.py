@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, Owner, caller_of
 from reangle.api.deps import State
+from reangle.api.forms import parse_form
 from reangle.api.render import Links, asset_json, job_json
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
@@ -69,14 +70,15 @@ async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
     """Upload an image: multipart field `file`, or JSON `{"data": base64 or data URL}` or `{"url": ...}`."""
     app, who = caller.app, caller.owner
     limit = app.settings.max_upload_bytes
-    declared = int(request.headers.get("content-length") or 0)
+    length = request.headers.get("content-length", "")
+    declared = int(length) if length.isdigit() else 0
     if declared > limit * 4 // 3 + 64 * 1024:
         raise TooLarge(
             f"the request is {declared:,} bytes, more than the upload limit of {limit:,}", field="file"
         )
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=10)
+        form = await parse_form(request, max_files=1, max_fields=10)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidInput("send the image in the multipart field `file`", field="file")
@@ -106,6 +108,14 @@ async def get_asset(asset_id: str, caller: CallerDep) -> dict[str, Any]:
     return asset_json(caller.app.service.assets.get(caller.owner, asset_id), caller.links)
 
 
+#: A download is only ever an image of its stated type: never sniffed as another type, never a page.
+DOWNLOAD_HEADERS = {
+    "Cache-Control": "private, max-age=3600",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
 @router.get("/v1/files/{asset_id}", tags=["assets"], response_class=FileResponse)
 async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = "") -> FileResponse:
     """The bytes of an asset, by signed link (no auth header needed)."""
@@ -114,7 +124,7 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
     if found is None:
         raise NotFound(f"asset {asset_id} has expired or was deleted")
     record, path = found
-    return FileResponse(path, media_type=record.mime_type, headers={"Cache-Control": "private, max-age=3600"})
+    return FileResponse(path, media_type=record.mime_type, headers=DOWNLOAD_HEADERS)
 
 
 # jobs ------------------------------------------------------------------------------------------------

@@ -200,9 +200,10 @@ def _output_size(
     else:
         size = size_for_area(target_area, _ratio(request.aspect_ratio, input_ratio))
     width, height = (side // 16 * 16 for side in size)
-    for name, side, given in (("width", width, size[0]), ("height", height, size[1])):
+    sides = [("width", width, size[0], request.width), ("height", height, size[1], request.height)]
+    for name, side, given, asked in sorted(sides, key=lambda item: item[3] is None):  # asked-for sides first
         if not limits.min_side <= side <= limits.max_side:
-            origin = "" if explicit else f" (from the aspect ratio {last_input[0]}x{last_input[1]})"
+            origin = "" if asked is not None else f" (from the aspect ratio {last_input[0]}x{last_input[1]})"
             raise InvalidInput(
                 f"{name} must be between {limits.min_side} and {limits.max_side} after rounding down to a "
                 f"multiple of 16, got {given}{origin}",

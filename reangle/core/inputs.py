@@ -29,7 +29,7 @@ async def resolve_image(
             raise InvalidInput(
                 f"{field}: no asset {ref} (unknown, expired, or another key's)", field=field
             ) from None
-    if ref.startswith(("http://", "https://")):
+    if ref[:8].lower().startswith(("http://", "https://")):  # URL schemes are case-insensitive
         try:
             data = await fetch(ref, field)
         except InvalidInput as exc:  # the fetcher's messages are about the URL; say which field held it

@@ -27,11 +27,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 
 from reangle.api.auth import bearer_token
 from reangle.api.deps import LinkMaker, State
+from reangle.api.forms import parse_form
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import MODELS
@@ -169,11 +168,7 @@ async def read_form(request: Request, max_bytes: int) -> tuple[dict[str, str], l
     declared = int(length) if length.isdigit() else 0
     if declared > max_bytes * MAX_INPUT_IMAGES + 1024 * 1024:
         raise TooLarge(f"the request is {declared:,} bytes; each image may have {max_bytes:,}", field="image")
-    try:
-        form = await request.form(max_files=MAX_INPUT_IMAGES + 4, max_fields=100)
-    except (HTTPException, MultiPartException) as exc:
-        detail = exc.detail if isinstance(exc, HTTPException) else exc.message
-        raise InvalidInput(f"the multipart body could not be read: {detail}", field=None) from None
+    form = await parse_form(request, max_files=MAX_INPUT_IMAGES + 4, max_fields=100)
     try:
         fields: dict[str, str] = {}
         images: list[bytes | str] = []

@@ -285,3 +285,35 @@ def test_a_job_whose_input_file_was_lost_fails_without_naming_a_path(
     assert asset["id"] in job["error"]["message"]
     assert str(shared_server.data_dir) not in json.dumps(job)
     assert "/" not in job["error"]["message"]
+
+
+def test_a_height_out_of_range_is_reported_as_height(api: httpx.Client) -> None:
+    asset = upload(api)["id"]
+    error = assert_error(
+        post_job(api, edit_input(asset, width=None, height=0)), 422, "invalid_input", "height"
+    )
+    assert "width" not in error["message"]
+
+
+def test_an_upper_case_url_scheme_is_a_url_not_base64(api: httpx.Client) -> None:
+    error = assert_error(
+        post_job(api, edit_input("HTTP://127.0.0.1:9/a.png")), 422, "invalid_input", "input.images.0"
+    )
+    assert "base64" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data; boundary=zz", "multipart/form-data"],
+    ids=["garbage", "no boundary"],
+)
+def test_a_malformed_multipart_upload_is_invalid_input(api: httpx.Client, content_type: str) -> None:
+    response = api.post("/v1/assets", content=b"garbage", headers={"Content-Type": content_type})
+    assert_error(response, 422, "invalid_input", "multipart")
+
+
+def test_downloads_are_never_sniffed_or_rendered_as_pages(api: httpx.Client) -> None:
+    response = httpx.get(upload(api)["url"])
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "default-src 'none'; sandbox"
