@@ -29,6 +29,11 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "reangle"
 
 
+def _default_data_dir() -> Path:
+    """The same for `reangle serve` and `reangle keys create` whatever directory each is started from."""
+    return Path.home() / ".local" / "share" / "reangle"
+
+
 class Settings(BaseSettings):
     """Every setting of reangle. Each field reads the environment variable REANGLE_<FIELD NAME>."""
 
@@ -81,7 +86,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     #: SQLite database, asset files, hashed API keys and the URL-signing secret live here.
-    data_dir: Path = Path("data")
+    data_dir: Path = Field(default_factory=_default_data_dir)
     #: Absolute base of the links given to clients (https://reangle.example.com); default: the request's.
     public_base_url: str | None = None
     auth: Literal["on", "off"] = "on"

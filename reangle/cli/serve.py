@@ -23,20 +23,22 @@ def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--engine", choices=("auto", *ENGINE_NAMES), help="default: REANGLE_ENGINE or auto")
     serve.add_argument("--host", help="default: REANGLE_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, help="default: REANGLE_PORT or 8000")
-    serve.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ./data")
+    serve.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
     serve.set_defaults(run=run_serve)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(metavar="ACTION", required=True)
     create = key_commands.add_parser("create", help="make a new API key (printed once; stored hashed)")
     create.add_argument("--name", default="default", help="a label for the key")
-    create.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ./data")
+    create.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
     create.set_defaults(run=run_keys_create)
 
 
 def _with_flags(settings: Settings, args: argparse.Namespace, *names: str) -> Settings:
+    """The settings with the command's flags applied, and the data directory made absolute."""
     update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    return settings.model_copy(update=update)
+    settings = settings.model_copy(update=update)
+    return settings.model_copy(update={"data_dir": settings.data_dir.expanduser().resolve()})
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,7 +104,9 @@ def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     print(
-        f"reangle: created {key_id} ({args.name}); this is the only time the key is shown:", file=sys.stderr
+        f"reangle: created {key_id} ({args.name}) in {settings.data_dir}; this is the only time the key is "
+        "shown:",
+        file=sys.stderr,
     )
     print(key)
     return 0

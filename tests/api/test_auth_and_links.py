@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -20,6 +21,8 @@ from tests.api.conftest import (
     assert_error,
     download,
     edit_input,
+    free_port,
+    server_env,
     submit,
     succeeded,
     upload,
@@ -163,3 +166,45 @@ def test_a_key_with_bytes_outside_ascii_is_401_on_every_dialect(
 ) -> None:
     response = httpx.get(shared_server.url + path, headers={header: value})
     assert response.status_code == 401, response.text
+
+
+def test_keys_create_and_serve_share_the_default_data_dir_from_any_directory(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Without --data-dir both use ~/.local/share/reangle, not ./data of wherever each was started."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = server_env(cache_dir) | {"HOME": str(home)}
+    env.pop("REANGLE_API_KEYS")
+    made = subprocess.run(
+        [sys.executable, "-m", "reangle", "keys", "create"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    data_dir = home / ".local" / "share" / "reangle"
+    assert str(data_dir) in made.stderr  # says where the key went
+    port = free_port()
+    command = [sys.executable, "-m", "reangle", "serve", "--engine", "fake", "--port", str(port)]
+    with subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            deadline, answer = time.monotonic() + 60, None
+            while answer is None and time.monotonic() < deadline:
+                try:
+                    answer = httpx.get(
+                        f"http://127.0.0.1:{port}/v1/jobs",
+                        headers={"Authorization": f"Bearer {made.stdout.strip()}"},
+                    )
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            assert answer is not None, "the server did not start"
+            assert answer.status_code == 200, answer.text
+        finally:
+            server.terminate()
+            _, log = server.communicate(timeout=30)
+    assert f"data in {data_dir}" in log
+    assert not (elsewhere / "data").exists()
