@@ -1,4 +1,5 @@
-"""`reangle edit`: run one edit in process, with a progress bar."""
+"""`reangle edit`: run one edit in process, or on a server when one is given (--server or REANGLE_SERVER),
+with a progress bar."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ _SUFFIX_FORMATS: dict[str, OutputFormat] = {".png": "png", ".jpg": "jpeg", ".jpe
 
 
 def add_edit_command(commands: argparse._SubParsersAction[Any]) -> None:
-    parser = commands.add_parser("edit", help="edit images in process (no server)", description=__doc__)
+    parser = commands.add_parser(
+        "edit", help="edit images, in process or on a server (--server, REANGLE_SERVER)", description=__doc__
+    )
     parser.add_argument(
         "inputs", nargs="+", type=Path, metavar="INPUT", help="1 to 3 images; the last sets the aspect"
     )
@@ -51,11 +54,14 @@ def add_edit_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan; load no model")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_connection_flags(parser)
+    parser.add_argument(
+        "--local", action="store_true", help="edit in this process even when REANGLE_SERVER is set"
+    )
     parser.set_defaults(run=run_edit)
 
 
 def run_edit(args: argparse.Namespace, settings: Settings) -> int:
-    if args.server:
+    if (args.server or settings.server) and not args.local:
         from reangle.cli.remote import run_remote_edit
 
         return run_remote_edit(args, settings)

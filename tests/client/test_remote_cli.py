@@ -15,6 +15,7 @@ from reangle.cli.main import build_parser as main_parser
 from reangle.client import Client
 from reangle.settings import Settings
 from tests.client.fakes import API, API_KEY, FakeServer
+from tests.conftest import image_bytes, make_image
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend pixels"
 
@@ -341,6 +342,24 @@ def test_ctrl_c_while_waiting_cancels_the_job_and_exits_130(
         "reangle: job job_2 canceled on the server",
         "reangle: canceled",
     ]
+
+
+def test_edit_runs_on_the_server_named_by_the_settings_without_the_flag(
+    fake: FakeServer, photo: Path, tmp_path: Path
+) -> None:
+    """REANGLE_SERVER alone sends `reangle edit` to the server (it used to load the model in process)."""
+    args = build_parser().parse_args(["edit", str(photo), "-o", str(tmp_path / "out.png")])
+    assert args.run(args, SettingsStub(server=API, api_key=API_KEY)) == 0
+    assert len(fake.jobs) == 1
+    assert (tmp_path / "out.png").read_bytes().endswith(b"image 0")  # what the fake server serves
+
+
+def test_local_edits_in_process_even_with_a_server_set(fake: FakeServer, tmp_path: Path) -> None:
+    photo = tmp_path / "real.png"
+    photo.write_bytes(image_bytes(make_image(64, 48)))
+    args = build_parser().parse_args(["edit", str(photo), "--local", "--engine", "fake", "--dry-run"])
+    assert args.run(args, Settings(server=API)) == 0
+    assert fake.jobs == {}
 
 
 def test_real_settings_read_the_server_and_key_from_the_environment(
