@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle import __version__
 from reangle.api.body_limit import FORM_OVERHEAD_BYTES, BodyLimit
@@ -40,6 +41,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         form_limits=form_limits(settings),
         body_timeout_s=settings.body_timeout_s,
     )
+    if app_state.engine.info.demo:
+        app.add_middleware(DemoHeader)
     install_error_handlers(app)
     app.include_router(native_router)
     for router in dialect_routers():
@@ -54,3 +57,19 @@ def form_limits(settings: Settings) -> dict[str, int]:
         "/v1/assets": upload + FORM_OVERHEAD_BYTES,
         f"{OPENAI_PREFIX}/images/edits": upload * MAX_INPUT_IMAGES + FORM_OVERHEAD_BYTES,
     }
+
+
+class DemoHeader:
+    """`Reangle-Demo: true` on every response of a server whose engine makes meaningless demo images, so that
+    a provider's client (whose response shape has no room for it) can still tell."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"reangle-demo", b"true")]
+            await send(message)
+
+        await self.app(scope, receive, marked if scope["type"] == "http" else send)

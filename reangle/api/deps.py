@@ -23,7 +23,13 @@ def state_of(request: Request) -> AppState:
 def links_for(request: Request, app: AppState) -> Links:
     """Absolute, signed download links: on REANGLE_PUBLIC_BASE_URL if set, else on this request's own base."""
     base = app.settings.public_base_url or str(request.base_url)
-    return Links(signer=app.signer, base_url=base.rstrip("/"), ttl_s=app.settings.url_ttl_s, store=app.store)
+    return Links(
+        signer=app.signer,
+        base_url=base.rstrip("/"),
+        ttl_s=app.settings.url_ttl_s,
+        store=app.store,
+        demo=app.engine.info.demo,
+    )
 
 
 async def app_state(request: Request) -> AppState:

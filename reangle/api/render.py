@@ -30,6 +30,8 @@ class Links:
     base_url: str
     ttl_s: float
     store: SqliteStore
+    #: The engine makes meaningless demo images (tiny, fake): jobs say so.
+    demo: bool = False
 
     def asset_url(self, record: AssetRecord) -> str:
         expires = int(min(record.expires_at, time.time() + self.ttl_s))
@@ -68,6 +70,8 @@ def job_json(job: Job, links: Links) -> dict[str, Any]:
         }
         if output.pose is not None:
             item["pose"] = output.pose
+        if output.plan is not None:
+            item["plan"] = output.plan
         assets.append(item)
     return {
         "id": job.id,
@@ -82,6 +86,7 @@ def job_json(job: Job, links: Links) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "input": job.input,
         "output": {"assets": assets},
+        "demo": links.demo,
         "error": job.error.to_dict() if job.error else None,
         "timings": {name: round(value, 4) for name, value in job.timings.items()},
         "batch_id": job.batch_id,

@@ -11,11 +11,12 @@ from reangle.engine.base import ENGINE_NAMES, create_engine, cuda_available
 from reangle.settings import Settings
 
 DEMO_BANNER = """
-+--------------------------------------------------------------------------------------+
-|  DEMO MODE: no CUDA GPU, so reangle runs the `tiny` engine. Its images come from a   |
-|  random-weight model and are MEANINGLESS. Use a CUDA machine for real edits.         |
-+--------------------------------------------------------------------------------------+
+==========================================================================================
+  DEMO MODE: the {engine} engine's images are MEANINGLESS ({what}).
+  {why}
+==========================================================================================
 """
+DEMO_ENGINES = {"tiny": "a random-weight model", "fake": "placeholder pictures, no model"}
 
 
 def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -49,10 +50,13 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.slow_clients import timed_protocol
 
     settings = _with_flags(settings, args, "engine", "host", "port", "data_dir")
+    why = "Chosen with --engine or REANGLE_ENGINE. Use --engine qwen on a CUDA GPU for real edits."
     if settings.engine == "auto":
         settings = settings.model_copy(update={"engine": "qwen" if cuda_available() else "tiny"})
-        if settings.engine == "tiny":
-            print(DEMO_BANNER, file=sys.stderr)
+        why = "No CUDA GPU here, so reangle runs the tiny engine. Use a CUDA machine for real edits."
+    if settings.engine in DEMO_ENGINES:
+        banner = DEMO_BANNER.format(engine=settings.engine, what=DEMO_ENGINES[settings.engine], why=why)
+        print(banner, file=sys.stderr)
     if settings.auth == "on" and not settings.api_keys and not _has_stored_keys(settings):
         print(
             "reangle: no API keys yet: make one with `reangle keys create`, or set REANGLE_AUTH=off",

@@ -51,8 +51,10 @@ class OutputAsset(_Model):
     mime_type: str
     seed: int | None = None
     role: str = "image"
-    #: Set on orbit views.
+    #: The camera pose the request resolved to (camera edits and orbit views).
     pose: ViewPose | None = None
+    #: What the model was given: prompt, negative_prompt, width, height, steps, true_cfg_scale, loras.
+    plan: dict[str, Any] | None = None
 
 
 class JobOutput(_Model):
@@ -86,6 +88,8 @@ class Job(_Model):
     error: JobError | None = None
     timings: dict[str, Any] = Field(default_factory=dict)
     batch_id: str | None = None
+    #: True when the server runs a demo engine (tiny, fake): its images are meaningless.
+    demo: bool = False
 
     @property
     def is_terminal(self) -> bool:

@@ -46,7 +46,10 @@ class OutputAsset:
     height: int
     mime_type: str
     seed: int | None = None
+    #: The camera pose the request resolved to (edits with a pose, and orbit views).
     pose: dict[str, Any] | None = None
+    #: What the model was given for this output: prompt, size, steps, guidance, LoRAs (see EditPlan).
+    plan: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -197,7 +197,8 @@ class LocalRunner:
             check_canceled()
             views = [item.image for item in rendered]
             labels = [item.plan.pose.azimuth if item.plan.pose else "" for item in rendered]
-            outputs.append(self._put(job, turntable_webp(views), "image/webp", views[0].size, "turntable"))
+            turntable = turntable_webp(views, labels)
+            outputs.append(self._put(job, turntable, "image/webp", views[0].size, "turntable"))
             sheet = contact_sheet(views, labels)
             outputs.append(
                 self._put(job, encode_image(sheet, "png"), "image/png", sheet.size, "contact_sheet")
@@ -228,9 +229,10 @@ class LocalRunner:
                     "elevation_deg": pose.elevation_deg,
                     "distance": pose.distance_factor,
                 }
-                if pose and role == "view"
+                if pose
                 else None
             ),
+            plan=_sent_to_model(item.plan) if item else None,
         )
 
 
@@ -248,3 +250,8 @@ async def _in_thread(call: Callable[[], T], *, on_cancel: Callable[[], None] | N
         if not work.cancelled():
             work.exception()  # the engine's Canceled, expected here; retrieved so that it is not logged
         raise
+
+
+def _sent_to_model(plan: EditPlan) -> dict[str, Any]:
+    """The plan of one output as the model ran it; its seed and count are the output's own fields."""
+    return {key: value for key, value in plan.to_dict().items() if key not in ("seed", "num_outputs")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -14,10 +15,17 @@ SHEET_CELL = 384  #: longest side of each view on the sheet
 LABEL_HEIGHT = 18
 
 
-def turntable_webp(views: Sequence[Image.Image], *, quality: int = 85) -> bytes:
-    """All views as one looping animation, in the order given."""
+def turntable_webp(views: Sequence[Image.Image], labels: Sequence[str], *, quality: int = 85) -> bytes:
+    """All views as one looping animation, in the order given, one frame each.
+
+    The WebP encoder merges consecutive frames that look the same into one: where two neighbouring views are
+    alike (a demo engine's, or a model that ignored the pose), every frame carries its label, so the
+    animation still steps through each view. Real views differ and stay unmarked."""
     buffer = io.BytesIO()
-    first, *rest = [view.convert("RGB") for view in views]
+    frames = [view.convert("RGB") for view in views]
+    if any(a.tobytes() == b.tobytes() for a, b in itertools.pairwise(frames)):
+        frames = [_labelled(frame, label) for frame, label in zip(frames, labels, strict=True)]
+    first, *rest = frames
     first.save(
         buffer,
         format="WEBP",
@@ -50,3 +58,12 @@ def _thumbnail(view: Image.Image) -> Image.Image:
     small = view.convert("RGB")
     small.thumbnail((SHEET_CELL, SHEET_CELL))
     return small
+
+
+def _labelled(frame: Image.Image, label: str) -> Image.Image:
+    marked = frame.copy()
+    draw = ImageDraw.Draw(marked)
+    box = draw.textbbox((4, 4), label)
+    draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill="white")
+    draw.text((4, 4), label, fill="black")
+    return marked

@@ -256,3 +256,29 @@ def test_metrics_count_jobs_by_status_and_time_their_runs(
         rf'^reangle_job_run_seconds_bucket\{{le="\+Inf",model="{job["model"]}"\}} [1-9]', text, re.M
     )
     assert re.search(r'^reangle_jobs_finished_total\{status="succeeded"\} \d', text, re.M)
+
+
+def test_a_job_shows_what_the_model_was_given_and_that_the_engine_is_a_demo(api: httpx.Client) -> None:
+    asset = upload(api)
+    job = succeeded(
+        api,
+        submit(api, edit_input(asset["id"], horizontal_angle=90, prompt="make it dusk", num_outputs=2))["id"],
+    )
+    assert job["demo"] is True  # the shared server runs the fake engine
+    first, second = job["output"]["assets"]
+    assert second["seed"] == first["seed"] + 1
+    assert first["pose"] == {"azimuth_deg": 90, "elevation_deg": 0, "distance": 1.0}
+    plan = first["plan"]
+    assert plan["prompt"].startswith("<sks> right side view")
+    assert plan["prompt"].endswith("make it dusk")
+    assert (plan["width"], plan["height"], plan["steps"]) == (64, 64, 4)
+    assert plan["true_cfg_scale"] == 1.0
+    assert {lora["adapter"] for lora in plan["loras"]} >= {"angles"}
+    assert second["plan"] == plan
+
+
+def test_every_response_of_a_demo_server_says_so_in_a_header(shared_server: ServerProcess) -> None:
+    for path in ("/healthz", "/v1/models", "/scenario/v1/models", "/nothing-here"):
+        assert httpx.get(shared_server.url + path).headers["reangle-demo"] == "true", path
+    # and its operator was told, although the fake engine was chosen outright (--engine fake)
+    assert "DEMO MODE: the fake engine's images are MEANINGLESS" in shared_server.log()
