@@ -403,6 +403,25 @@ class QwenEngine:
         on_step: StepCallback | None,
         should_stop: StopCheck | None,
     ) -> list[Image.Image]:
+        """Output k runs alone with seed + k, so it is exactly the picture a single run with that seed gives
+        (a batch would differ by rounding); progress counts the steps of all outputs."""
+        single = replace(plan, num_outputs=1)
+        total = plan.steps * plan.num_outputs
+        outputs = []
+        for k in range(plan.num_outputs):
+            progress = offset_progress(on_step, k * plan.steps, total)
+            outputs += self._run_one(images, single, seed + k, prompt, progress, should_stop)
+        return outputs
+
+    def _run_one(
+        self,
+        images: Sequence[Image.Image],
+        plan: EditPlan,
+        seed: int,
+        prompt: dict[str, Any],
+        on_step: StepCallback | None,
+        should_stop: StopCheck | None,
+    ) -> list[Image.Image]:
         import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as edit_plus
         import torch
 
@@ -411,7 +430,6 @@ class QwenEngine:
         self._select_loras(residual_loras(plan.loras, self.baked_loras))
         # NOTE: the pipeline reads this module constant at call time; one pipeline per process makes it safe.
         edit_plus.VAE_IMAGE_SIZE = self.config.reference_area
-        generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(plan.num_outputs)]
 
         def step_end(_pipe: Any, step: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
             _stop_if_asked(should_stop)
@@ -432,8 +450,8 @@ class QwenEngine:
                 width=plan.width,
                 height=plan.height,
                 num_inference_steps=plan.steps,
-                num_images_per_prompt=plan.num_outputs,
-                generator=generators,
+                num_images_per_prompt=1,
+                generator=torch.Generator("cpu").manual_seed(seed),
                 callback_on_step_end=step_end,
                 output_type="pt",
             )

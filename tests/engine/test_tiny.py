@@ -68,12 +68,16 @@ def test_same_seed_same_pixels_and_different_seeds_differ(engine):  # type: igno
     assert first.tobytes() != other.tobytes()
 
 
-def test_output_k_equals_a_single_run_with_seed_plus_k(engine):  # type: ignore[no-untyped-def]
-    several = edit(engine, EditRequest(seed=20, num_outputs=3, **SIZE))
+def test_output_k_is_exactly_a_single_run_with_seed_plus_k(engine):  # type: ignore[no-untyped-def]
+    progress: list[tuple[int, int]] = []
+    several = edit(
+        engine, EditRequest(seed=20, num_outputs=3, **SIZE), on_step=lambda *step: progress.append(step)
+    )
     assert several.seed == 20
     for k, image in enumerate(several.images):
         single = edit(engine, EditRequest(seed=20 + k, **SIZE)).images[0]
-        assert np.abs(pixels(image) - pixels(single)).max() <= 1
+        assert image.tobytes() == single.tobytes(), k
+    assert progress == [(step, 12) for step in range(1, 13)]  # 4 steps for each of the 3 outputs
 
 
 def test_lora_scale_changes_the_output(engine):  # type: ignore[no-untyped-def]
