@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle import __version__
 from reangle.api.body_limit import FORM_OVERHEAD_BYTES, BodyLimit
+from reangle.api.docs_page import install_docs_page
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
 from reangle.api.state import AppState
@@ -33,6 +34,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         version=__version__,
         description="Re-photograph images from another camera angle: an asynchronous job API.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs_page from local files, not a CDN
+        redoc_url=None,
     )
     app.state.reangle = app_state
     app.add_middleware(
@@ -44,6 +47,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     if app_state.engine.info.demo:
         app.add_middleware(DemoHeader)
     install_error_handlers(app)
+    install_docs_page(app)
     app.include_router(native_router)
     for router in dialect_routers():
         app.include_router(router)

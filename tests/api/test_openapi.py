@@ -3,12 +3,16 @@ the status read, which reads its caller without the dependency that documents th
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from reangle.api.app import create_app
 from reangle.settings import Settings
+from tests.api.conftest import ServerProcess
 
 KEYLESS = {"/v1/files/{asset_id}", "/healthz", "/metrics"}
 
@@ -41,3 +45,15 @@ def test_every_keyed_route_documents_the_authorization_header_the_same_way(tmp_p
     assert all(len(found) == 1 for found in documented.values()), documented
     assert documented[("get", "/v1/jobs/{job_id}")] == documented[("get", "/v1/assets/{asset_id}")]
     assert all(not header_parameters(operations[("get", path)]) for path in KEYLESS)
+
+
+def test_the_docs_page_loads_swagger_ui_from_this_server_not_a_cdn(shared_server: ServerProcess) -> None:
+    page = httpx.get(f"{shared_server.url}/docs")
+    assert page.status_code == 200
+    assert "http://" not in page.text
+    assert "https://" not in page.text  # nothing from elsewhere: the page works offline
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+        fetched = httpx.get(shared_server.url + asset)
+        assert fetched.status_code == 200, asset
+        assert len(fetched.content) > 100, asset
+    assert '"/static/swagger-ui/swagger-ui-bundle.js"' in page.text
