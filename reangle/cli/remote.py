@@ -256,6 +256,8 @@ def _wait(client: Client, job: Job, desc: str) -> Job:
         def on_progress(event: JobEvent) -> None:
             if isinstance(event, Job):
                 bar.set_description_str(f"{desc} ({event.status})")
+            elif event.step is not None and event.steps:
+                bar.set_postfix_str(f"step {event.step}/{event.steps}", refresh=False)
             done = round(100 * min(max(event.progress, 0.0), 1.0))
             if done > bar.n:
                 bar.update(done - bar.n)
@@ -269,7 +271,7 @@ def _wait(client: Client, job: Job, desc: str) -> Job:
     return job.raise_for_status()
 
 
-_BAR = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"
 
 
 def _cancel_after_interrupt(client: Client, job_id: str) -> None:

@@ -176,6 +176,7 @@ def test_remote_edit_uploads_submits_shows_progress_and_downloads(
     captured = capsys.readouterr()
     assert captured.out == f"{out}\n"
     assert "100%" in captured.err
+    assert "step 4/4" in captured.err  # the fake server's job takes 4 steps
     assert out.read_bytes() == b"job_2 image 0"
     assert PNG in fake.requests_to("POST", "/v1/assets")[0].content
     submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
