@@ -281,4 +281,4 @@ def test_every_response_of_a_demo_server_says_so_in_a_header(shared_server: Serv
     for path in ("/healthz", "/v1/models", "/scenario/v1/models", "/nothing-here"):
         assert httpx.get(shared_server.url + path).headers["reangle-demo"] == "true", path
     # and its operator was told, although the fake engine was chosen outright (--engine fake)
-    assert "DEMO MODE: the fake engine's images are MEANINGLESS" in shared_server.log()
+    assert "DEMO MODE: the fake engine's images are MEANINGLESS" in shared_server.full_log()
