@@ -32,7 +32,7 @@ from reangle.core.camera import DEFAULT_POSE
 from reangle.core.camera_text import parse_camera_text
 from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import CAMERA_EDIT
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
 from reangle.core.service import SubmitRequest
 from reangle.dialects.base import dialect_route
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unauthorized
@@ -119,6 +119,8 @@ class SegmindRequest:
 
     input: dict[str, Any]
     base64: bool
+    #: The camera model; the instruction model (no angle LoRA) for a prompt that names no camera move.
+    model: str = CAMERA_EDIT
 
 
 def check_slug(slug: str) -> None:
@@ -168,18 +170,23 @@ def translate(body: Any) -> SegmindRequest:
     if not isinstance(want_base64, bool):
         raise InvalidInput(f"base64 must be true or false, got {want_base64!r}", field="base64")
 
-    camera = parse_camera_text(prompt)
-    pose = camera.pose or DEFAULT_POSE
-    native = {
+    common = {
         "images": images,
-        "prompt": camera.instruction,
-        "azimuth": pose.azimuth_deg,
-        "elevation": pose.elevation_deg,
-        "distance": pose.distance_factor,
         "seed": None if seed == -1 else seed,
         "aspect_ratio": MATCH_INPUT if aspect_ratio == MATCH_INPUT_IMAGE else aspect_ratio,
         "output_format": image_format,
         "quality": quality,
+    }
+    camera = parse_camera_text(prompt)
+    if camera.pose is None and prompt.strip():  # no camera move: the prompt goes on as written
+        return SegmindRequest(input={**common, "prompt": prompt}, base64=want_base64, model=INSTRUCTION_EDIT)
+    pose = camera.pose or DEFAULT_POSE
+    native = {
+        **common,
+        "prompt": camera.instruction,
+        "azimuth": pose.azimuth_deg,
+        "elevation": pose.elevation_deg,
+        "distance": pose.distance_factor,
     }
     return SegmindRequest(input=native, base64=want_base64)
 
@@ -309,7 +316,7 @@ async def run_sync(slug: str, request: Request, app: State, who: Owner) -> Respo
     """Run and wait: the image bytes (Content-Type per image_format), or `{"image": base64}`."""
     check_slug(slug)
     parsed = translate(await _json_body(request))
-    job = await app.service.submit(who, SubmitRequest(model=CAMERA_EDIT, input=parsed.input))
+    job = await app.service.submit(who, SubmitRequest(model=parsed.model, input=parsed.input))
     finished = await _wait_or_cancel(request, app, who, job)
     if finished is None:  # the client went away; nobody reads this
         return Response(status_code=499)
@@ -368,7 +375,7 @@ async def submit_async(slug: str, request: Request, app: State, who: Owner, link
     """Queue: `{request_id, status: QUEUED, status_url, response_url}`, both URLs absolute."""
     check_slug(slug)
     parsed = translate(await _json_body(request))
-    job = await app.service.submit(who, SubmitRequest(model=CAMERA_EDIT, input=parsed.input))
+    job = await app.service.submit(who, SubmitRequest(model=parsed.model, input=parsed.input))
     return JSONResponse(submit_json(job, _v2_root(links), base64=parsed.base64))
 
 

@@ -315,7 +315,7 @@ CAMERA_CASES = [
     ("Rotate the camera 90 degrees to the right, close-up, make it snow", (90, 0, 0.6), "make it snow"),
     ("Turn the camera to a top-down view.", (0, 60, 1.0), None),
     ("<sks> back-left quarter view low-angle shot wide shot", (225, -30, 1.8), ""),
-    ("make the sky stormy", (0, 0, 1.0), "make the sky stormy"),
+    ("wide shot from the left side, add fog", (270, 0, 1.8), "add fog"),
 ]
 
 
@@ -331,6 +331,16 @@ def test_the_camera_phrase_in_the_prompt_selects_the_pose(
         assert stored["prompt"] == instruction
     assert stored["seed"] == 87568756  # Segmind's documented default
     assert stored["output_format"] == "webp"
+
+
+def test_a_prompt_without_a_camera_move_is_an_edit_as_written(server: RunningServer) -> None:
+    """No camera words: no pose is made up and no LoRA prompt is added; the prompt goes on unchanged."""
+    job = client(server).submit_async(SLUG, prompt="make it snow", image_1=png_base64())
+    job.wait(timeout=30, interval=0.05)
+    stored = native_job(server, job.request_id)
+    assert stored["model"] == "qwen-image-edit-2511"
+    assert stored["input"]["prompt"] == "make it snow"
+    assert "azimuth" not in stored["input"]
 
 
 # http(s) image URLs --------------------------------------------------------------------------------------

@@ -50,13 +50,14 @@ def test_request_translates_to_the_exact_native_input(name: str) -> None:
     translated = segmind.translate(golden["request"])
     assert translated.input == golden["input"]
     assert translated.base64 is golden["base64"]
+    assert translated.model == golden.get("model", CAMERA_EDIT)
 
 
 @pytest.mark.parametrize("name", REQUEST_FILES)
 def test_the_translated_input_is_valid_for_the_native_model(name: str) -> None:
-    """The dialect's output is accepted as is by the camera-edit model's own schema."""
+    """The dialect's output is accepted as is by the native model's own schema."""
     translated = segmind.translate(load(name)["request"])
-    validated = MODELS[CAMERA_EDIT].validate(JobKind.EDIT, translated.input)
+    validated = MODELS[translated.model].validate(JobKind.EDIT, translated.input)
     assert validated.model_dump(exclude_unset=True) == translated.input
 
 
