@@ -100,9 +100,17 @@ def report(args: argparse.Namespace, job: Job, files: list[tuple[Path, OutputAss
             "seed": asset.seed,
         }
         | ({"pose": asset.pose.model_dump()} if asset.pose else {})
+        | ({"plan": asset.plan} if asset.plan else {})
         for path, asset in files
     ]
-    print(json.dumps({"job": job.id, "model": job.model, "outputs": outputs, "timings": job.timings}))
+    summary = {
+        "job": job.id,
+        "model": job.model,
+        "outputs": outputs,
+        "timings": job.timings,
+        "demo": job.demo,
+    }
+    print(json.dumps(summary))
 
 
 def job_table(jobs: list[Job]) -> str:

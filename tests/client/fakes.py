@@ -251,7 +251,13 @@ class FakeServer:
 
         mime_type = "image/" + job["input"].get("output_format", "png")
         if job["kind"] != "orbit":
-            return [output(k, "image", mime_type) for k in range(job["input"].get("num_outputs", 1))]
+            plan = {
+                "prompt": "<sks> " + job["input"].get("prompt", ""),
+                "steps": 4,
+            }  # a real server's, shortened
+            return [
+                output(k, "image", mime_type, plan=plan) for k in range(job["input"].get("num_outputs", 1))
+            ]
         azimuths = job["input"].get("azimuths", [0, 45, 90, 135, 180, 225, 270, 315])
         elevation, distance = job["input"].get("elevation", 0), job["input"].get("distance", 1.0)
         views = [

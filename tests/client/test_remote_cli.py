@@ -230,6 +230,7 @@ def test_remote_edit_numbers_several_outputs_and_prints_json(
     assert [output["path"] for output in report["outputs"]] == [str(path) for path in paths]
     assert [path.read_bytes() for path in paths] == [b"job_2 image 0", b"job_2 image 1"]
     assert [output["seed"] for output in report["outputs"]] == [7, 8]
+    assert [output["plan"]["steps"] for output in report["outputs"]] == [4, 4]  # what the model was given
     assert report["job"] == "job_2"
     assert json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)["input"]["elevation"] == 60
 
