@@ -38,6 +38,7 @@ class BodyLimit:
             return
         limit, what = self._limit(scope)
         declared = _declared_length(scope)
+        has_body = bool(declared) or b"chunked" in _header(scope, b"transfer-encoding").lower()
         received = 0
         body_done = False
 
@@ -64,7 +65,14 @@ class BodyLimit:
                     raise TooLarge(f"{what} is larger than the limit of {limit:,} bytes", field="body")
             return message
 
-        await self.app(scope, limited, send)
+        async def closing(message: Message) -> None:
+            # an answer before the whole body arrived (413, 408, 422...): the rest of the body is not read
+            # for another request on this connection, so the connection ends with this response
+            if message["type"] == "http.response.start" and has_body and not body_done:
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, limited, closing)
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         form_limit = self.form_limits.get(scope["path"])

@@ -34,21 +34,36 @@ _DETERMINER_BEFORE = re.compile(
 _NOT_CAMERA_BEFORE = re.compile(
     r"\b(?:light|lights|lighting|lit|sun|sunlight|glow|shine|shines|shining|falling|falls|fall|coming|comes|"
     r"come|hanging|hangs|wind|breeze|blowing|blows|approaching|approaches|entering|enters|arriving|arrives|"
-    r"rain|shadows?|smoke|water|traffic|hiding|hides|peeking|peeks|emerging|emerges)\s+$",
+    r"rain|shadows?|smoke|water|traffic|hiding|hides|peeking|peeks|emerging|emerges|flying|flies|running|"
+    r"runs|walking|walks|driving|drives|read|reads|reading)\s+$",
     re.I,
 )
-_NUMBER = r"(?P<{}>\d{{1,9}}(?:\.\d{{1,9}})?)\s*"  # longer numbers are not read as angles
-_SIGNED = r"(?P<{}>[-+\u2212]?\d{{1,9}}(?:\.\d{{1,9}})?)\s*"
-_UNIT = r"(?:degrees?|degs?|°)"
+#: Where a clause starts: after punctuation or a joining word.
+_CLAUSE_BREAK = re.compile(r"[,.;:!?()]|\b(?:and|then|but|also)\b", re.I)
+#: Verbs whose object the rest of the clause is about: the picture's content, not the camera.
+_EDIT_VERB = re.compile(
+    r"\b(?:remove|erase|delete|crop|cut|add|put|place|make|paint|colou?r|replace|light|fill|blur|insert|"
+    r"draw|write|give|dress|fix|clean|hide|keep|shift|read|raise|lift|drag|push|pull|bring|"
+    r"move(?!\s+(?:the\s+)?camera\b))\b",
+    re.I,
+)
+_NUMBER = r"(?P<{}>\d{{1,9}}(?:\.\d{{1,9}})?)"  # longer numbers are not read as angles
+_SIGNED = r"(?P<{}>[-+\u2212]?\d{{1,9}}(?:\.\d{{1,9}})?)"
+#: A unit after a number, with or without a space: "45°", "45 degrees". (One optional space run between
+#: them, never two in a row, so that no long run of spaces makes a match slow.)
+_UNIT = r"(?:\s*(?:degrees?|degs?|°))"
 _AMOUNT_WORDS = {"quarter": 90, "half": 180}
 _DIRECTION = r"(?P<dir>left|right|clockwise|counter[-\s]?clockwise|anti[-\s]?clockwise)"
 _TURN = (
     r"(?P<verb>rotate|turn|orbit|pan|move|swing|spin)\s+(?P<camera>(?:the\s+)?(?:camera|view)\s+)?"
     rf"(?:(?:by\s+)?(?:{_NUMBER.format('n1')}{_UNIT}?|a\s+(?P<amount>quarter|half)[-\s]turn|"
-    r"(?P<little>slightly|a\s+little(?:\s+bit)?|a\s+bit))\s*)?"
+    r"(?P<little>slightly|a\s+little(?:\s+bit)?|a\s+bit))\s+)?"
     rf"(?:to(?:wards?)?\s+(?:the\s+)?)?{_DIRECTION}(?:wards?)?(?P<side>(?:[-\s]hand)?\s+side)?"
     rf"(?:\s+by\s+{_NUMBER.format('n2')}{_UNIT}?|\s+{_NUMBER.format('n3')}{_UNIT})?"
 )
+#: After "from the left", "from the back" ...: not a noun of the picture ("from the back row", "the second
+#: person from the left smiling"), only the end of the phrase.
+_PHRASE_END = r"(?!\s+(?!(?:and|then|at|with|in|on|but|while|to|for|please|so)\b)[a-z])"
 _QUARTERS = {("front", "right"): 45, ("back", "right"): 135, ("back", "left"): 225, ("front", "left"): 315}
 
 
@@ -66,13 +81,26 @@ def _set(axis: str, value: float | str) -> EffectOf:
     return lambda match: effect
 
 
-def _guarded(axis: str, value: float | str, *, before_object: bool = True) -> EffectOf:
+def in_edit_clause(match: re.Match[str]) -> bool:
+    """Whether the match follows an editing verb in its own clause, so that it says where something in the
+    picture is or goes ("remove the person from the left", "shift the hue 30 degrees up"), not the camera."""
+    before = match.string[: match.start()]
+    start = max((found.end() for found in _CLAUSE_BREAK.finditer(before)), default=0)
+    return bool(_EDIT_VERB.search(before[start:]))
+
+
+def _guarded(
+    axis: str, value: float | str, *, before_object: bool = True, edit_clause: bool = False
+) -> EffectOf:
     """Like `_set`, but not after a word for something else that comes from somewhere ("light from above"),
-    not as "from ... of" ("from the left of the frame") and, unless hyphenated or `before_object` is off,
-    not before an object ("close up the gap", "pull back the curtain")."""
+    not as "from ... of" ("from the left of the frame"), with `edit_clause` not after an editing verb in
+    the same clause (`in_edit_clause`) and, unless hyphenated or `before_object` is off, not before an
+    object ("close up the gap", "pull back the curtain")."""
 
     def effect(match: re.Match[str]) -> Effect | None:
         if _NOT_CAMERA_BEFORE.search(match.string[: match.start()]):
+            return None
+        if edit_clause and in_edit_clause(match):
             return None
         after = match.string[match.end() :]
         if re.search(r"\bfrom\b", match.group(), re.I) and re.match(r"\s+of\b", after, re.I):
@@ -124,7 +152,7 @@ def _absolute(axis: str) -> EffectOf:
 
 def _tilt(match: re.Match[str]) -> Effect | None:
     amount = _degrees(match, "n1")
-    if amount is None:
+    if amount is None or in_edit_clause(match):
         return None
     down = match.group("dir").lower().startswith(("down", "below", "lower"))
     return "elevation", -amount if down else amount
@@ -140,6 +168,8 @@ def _side(match: re.Match[str]) -> Effect | None:
 def _quarter(match: re.Match[str]) -> Effect | None:
     if _NOT_CAMERA_BEFORE.search(match.string[: match.start()]):
         return None
+    if match.group().lower().startswith("from") and in_edit_clause(match):
+        return None  # "remove the car from the back left"
     groups = match.groupdict()
     end = "back" if (groups.get("end") or "front").lower() in ("back", "rear") else "front"
     return "azimuth", Fraction(_QUARTERS[end, (groups.get("dir") or "right").lower()])
@@ -161,7 +191,7 @@ RULES: list[Rule] = [
         (_TURN, _turn),
         (r"(?:turn|spin|swing)\s+(?:the\s+camera\s+)?around", _set("turn", 180)),
         (
-            rf"(?:rotate|turn|orbit|spin)\s+(?:the\s+camera\s+)?(?:by\s+)?(?:180\s*{_UNIT}?|a\s+half[-\s]turn)",
+            rf"(?:rotate|turn|orbit|spin)\s+(?:the\s+camera\s+)?(?:by\s+)?(?:180{_UNIT}?|a\s+half[-\s]turn)",
             _set("turn", 180),
         ),
         (rf"(?:camera|view)\s+{_NUMBER.format('n1')}{_UNIT}?\s*(?:to\s+the\s+)?{_DIRECTION}", _camera_turn),
@@ -184,23 +214,24 @@ RULES: list[Rule] = [
         (rf"(?:{_VIEW}\s+)?{_FROM_QUARTER}", _quarter),
         # sides
         (
-            rf"{_SEEN}?from\s+the\s+left(?:[-\s]hand)?(?:\s+side)?|left[-\s]?side\s+{_VIEW}|"
+            rf"{_SEEN}?from\s+the\s+left(?:[-\s]hand)?(?:\s+side)?{_PHRASE_END}|left[-\s]?side\s+{_VIEW}|"
             rf"left\s+profile(?:\s+{_VIEW})?",
-            _guarded("azimuth", 270, before_object=False),
+            _guarded("azimuth", 270, before_object=False, edit_clause=True),
         ),
         (
-            rf"{_SEEN}?from\s+the\s+(?:right(?:[-\s]hand)?\s+)?side|{_SEEN}?from\s+the\s+right(?:[-\s]hand)?|"
+            rf"{_SEEN}?from\s+the\s+(?:right(?:[-\s]hand)?\s+)?side{_PHRASE_END}|"
+            rf"{_SEEN}?from\s+the\s+right(?:[-\s]hand)?{_PHRASE_END}|"
             rf"right[-\s]?side\s+{_VIEW}|right\s+profile(?:\s+{_VIEW})?|side[-\s]on(?:\s+{_VIEW})?|"
             r"side\s+(?:view|profile|angle|shot)|profile\s+(?:view|shot)",
-            _guarded("azimuth", 90, before_object=False),
+            _guarded("azimuth", 90, before_object=False, edit_clause=True),
         ),
         (r"(?:left|right)[-\s]side", _side),
         (r"camera\s+(?:is\s+)?on\s+the\s+(?P<dir>left|right)(?:\s+side)?", _camera_side),
         # back and front
         (
-            rf"(?:back|rear)\s+(?:view|shot)(?![-\s]mirror)|{_SEEN}?from\s+the\s+(?:back|rear)|"
+            rf"(?:back|rear)\s+(?:view|shot)(?![-\s]mirror)|{_SEEN}?from\s+the\s+(?:back|rear){_PHRASE_END}|"
             rf"{_SEEN}?from\s+behind(?!{_OBJECT})|{_SEEN}?from\s+the\s+(?:other|opposite)\s+side",
-            _guarded("azimuth", 180, before_object=False),
+            _guarded("azimuth", 180, before_object=False, edit_clause=True),
         ),
         (
             r"(?:orbit|go|move|walk|circle|swing)\s+(?:the\s+camera\s+)?(?:around\s+)?"
@@ -208,8 +239,9 @@ RULES: list[Rule] = [
             _set("azimuth", 180),
         ),
         (
-            rf"front(?:al)?\s+(?:view|shot)|{_SEEN}?from\s+the\s+front|(?:head|straight)[-\s]on(?:\s+{_VIEW})?",
-            _guarded("azimuth", 0, before_object=False),
+            rf"front(?:al)?\s+(?:view|shot)|{_SEEN}?from\s+the\s+front{_PHRASE_END}|"
+            rf"(?:head|straight)[-\s]on(?:\s+{_VIEW})?",
+            _guarded("azimuth", 0, before_object=False, edit_clause=True),
         ),
         # elevation in words
         (rf"{_SEEN}?(?:slightly\s+from\s+above|from\s+slightly\s+above)", _set("elevation", 30)),
@@ -225,15 +257,15 @@ RULES: list[Rule] = [
             r"looking\s+down\s+from\s+above",
             _set("elevation", 60),
         ),
-        (rf"{_SEEN}?from\s+above", _guarded("elevation", 60)),
+        (rf"{_SEEN}?from\s+above", _guarded("elevation", 60, edit_clause=True)),
         (
             rf"worm(?:['\u2019]?s)?[-\s]?eye(?:\s+{_VIEW})?|low[-\s]angle(?:\s+{_VIEW})?|from\s+a\s+low\s+angle|"
             rf"lower\s+angle|lower\s+the\s+camera|ground[-\s]level\s+(?:{_VIEW}|camera)|"
-            r"(?:from|camera\s+at)\s+ground\s+level|(?:from\s+)?slightly\s+(?:from\s+)?below",
+            r"(?:from|camera\s+at)\s+ground\s+level|from\s+slightly\s+below|slightly\s+from\s+below",
             _set("elevation", -30),
         ),
-        (rf"{_SEEN}?from\s+below", _guarded("elevation", -30)),
-        (rf"(?:at\s+)?eye[-\s]?level(?:\s+{_VIEW})?", _set("elevation", 0)),
+        (rf"{_SEEN}?from\s+below", _guarded("elevation", -30, edit_clause=True)),
+        (rf"(?:at\s+)?eye[-\s]?level(?:\s+{_VIEW})?(?!\s+with\b)", _set("elevation", 0)),
         # elevation in degrees
         (
             rf"(?:(?:tilt|raise|lower|move)\s+(?:the\s+)?camera\s+|camera\s+|from\s+)?{_NUMBER.format('n1')}{_UNIT}"
@@ -245,19 +277,23 @@ RULES: list[Rule] = [
         (rf"(?:extreme\s+|medium\s+)?close[-\s]?up(?:\s+{_VIEW})?", _guarded("distance", "0.6")),
         (
             r"zoom(?:ed)?(?:\s+the\s+camera)?\s+in(?:\s+(?:a\s+(?:little\s+)?bit|a\s+little|slightly))?|"
-            r"(?:move|bring|get|come|go)\s+(?:the\s+camera\s+|it\s+)?closer|"
-            r"(?:a\s+(?:little\s+)?bit|slightly|much|a\s+little)\s+closer|closer\s+(?:view|shot)|"
-            r"move\s+(?:the\s+camera\s+)?forwards?|(?:push|dolly)\s+in|(?:from\s+)?up\s+close|"
-            r"(?:tight|close|macro)\s+shot|head[-\s]?shot",
+            r"closer\s+(?:view|shot)|(?:from\s+)?up\s+close|(?:tight|close|macro)\s+shot|head[-\s]?shot",
             _set("distance", "0.6"),
+        ),
+        (
+            r"(?:move|bring|get|come|go)\s+(?:the\s+camera\s+|it\s+)?closer|"
+            r"(?:a\s+(?:little\s+)?bit|slightly|much|a\s+little)\s+closer|"
+            r"move\s+(?:the\s+camera\s+)?forwards?|(?:push|dolly)\s+in",
+            _guarded("distance", "0.6", edit_clause=True),
         ),
         (
             rf"(?:extreme\s+)?wide[-\s]angle(?:\s+(?:{_VIEW}|lens))?|(?:full|full[-\s]body|long|establishing)\s+shot|"
             r"full[-\s]body(?:\s+view)?|extreme\s+wide\s+shot|wide\s+view|wider\s+(?:shot|view|angle|framing)|"
             r"zoom(?:ed)?(?:\s+the\s+camera)?\s+out(?:\s+(?:a\s+(?:little\s+)?bit|a\s+little|slightly))?|"
-            r"dolly\s+out|from\s+far\s+away|from\s+a\s+distance|far\s+shot",
+            r"dolly\s+out|far\s+shot",
             _set("distance", "1.8"),
         ),
+        (r"from\s+far\s+away|from\s+a\s+distance", _guarded("distance", "1.8", edit_clause=True)),
         (
             r"(?:pull|move|step)\s+(?:the\s+camera\s+)?back(?:wards?)?(?!\s+(?:in|into|to|from)\b)|"
             r"pull\s+the\s+camera\s+back",

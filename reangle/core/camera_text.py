@@ -14,6 +14,7 @@ from fractions import Fraction
 
 from reangle.core.camera import DEFAULT_POSE, MULTIPLE_ANGLES_2511, CameraPose, snap_azimuth
 from reangle.core.camera_phrases import RULES, Effect
+from reangle.core.edit import MAX_PROMPT_CHARS
 from reangle.errors import InvalidInput
 
 
@@ -85,6 +86,10 @@ def parse_camera_text(text: str) -> CameraText:
     """
     if not isinstance(text, str):
         raise InvalidInput(f"prompt must be a string, got {type(text).__name__}", field="prompt")
+    if len(text) > MAX_PROMPT_CHARS:  # checked before any pattern runs over it
+        raise InvalidInput(
+            f"prompt is {len(text):,} characters, more than the limit of {MAX_PROMPT_CHARS:,}", field="prompt"
+        )
     found = _find(text)
     if not found:
         return CameraText(pose=None, instruction=text)

@@ -31,6 +31,8 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 }
 MATCH_INPUT = "match_input"
 MAX_INPUT_IMAGES = 3
+#: Longest prompt a request may carry, in characters.
+MAX_PROMPT_CHARS = 2000
 MAX_OUTPUTS = 4
 MAX_STEPS = 100
 MAX_GUIDANCE = 20.0

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose
-from reangle.core.edit import EditRequest
+from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest
 from reangle.core.jobs import JobKind
 from reangle.errors import InvalidInput
 
@@ -27,7 +27,7 @@ ImageRef = Annotated[
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str = Field(default="", max_length=2000, description="your own instruction")
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="your own instruction")
     num_inference_steps: int | None = Field(default=None, description="default from acceleration")
     guidance_scale: float | None = Field(default=None, description="true CFG scale; above 1 doubles the cost")
     acceleration: Literal["none", "regular", "high"] = Field(
@@ -89,7 +89,7 @@ class InstructionEditInput(_Input):
     """Edit 1-3 images by instruction, without the angle LoRA."""
 
     images: list[ImageRef] = Field(min_length=1, max_length=3)
-    prompt: str = Field(min_length=1, max_length=2000, description="what to change")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="what to change")
     num_outputs: int = Field(default=1, description="1..4")
 
     def edit_requests(self) -> list[EditRequest]:

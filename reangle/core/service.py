@@ -84,7 +84,10 @@ class JobService:
             existing = self.store.job_by_idempotency_key(owner, request.idempotency_key)
             if existing is not None:
                 return self._same_request(existing, request_hash, request.idempotency_key)
-        self._check_queue_room(1)  # early, before the images are fetched; the insert checks again
+        if request.idempotency_key is None:
+            # early, before the images are fetched; the insert checks again. A keyed request skips it: a
+            # twin that got in meanwhile is found by the insert and returned, not refused as a full queue.
+            self._check_queue_room(1)
         new = await self._prepare(owner, request, batch_id=None, request_hash=request_hash)
         job, stored_hash = self.store.insert_jobs([new], max_queued=self.limits.max_queue)[0]
         if request.idempotency_key is not None:  # a concurrent submit with this key may have won

@@ -24,7 +24,11 @@ def turntable_webp(views: Sequence[Image.Image], labels: Sequence[str], *, quali
     buffer = io.BytesIO()
     frames = [view.convert("RGB") for view in views]
     if any(a.tobytes() == b.tobytes() for a, b in itertools.pairwise(frames)):
-        frames = [_labelled(frame, label) for frame, label in zip(frames, labels, strict=True)]
+        count = len(frames)
+        frames = [
+            _labelled(frame, f"{index}/{count}  {label}")  # the index keeps even repeated azimuths apart
+            for index, (frame, label) in enumerate(zip(frames, labels, strict=True), start=1)
+        ]
     first, *rest = frames
     first.save(
         buffer,

@@ -80,6 +80,7 @@ def test_a_stalled_body_is_408_in_the_error_shape(server: ServerProcess) -> None
         answer = read_all(connection)
     status, _, rest = answer.partition(b"\r\n")
     assert status.startswith(b"HTTP/1.1 408 "), answer
+    assert b"connection: close" in rest.lower()  # the unread rest of the body is no next request
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["error"]["code"] == "request_timeout"
     assert "stalled" in body["error"]["message"]

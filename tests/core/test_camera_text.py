@@ -336,6 +336,25 @@ ORDINARY = [
     "add a clock showing 30 degrees",
     "a 45 degree slope to the right",
     "a close shave",
+    # misread once, found in review: the words after an editing verb are about the picture
+    "Remove the person from the left",
+    "Make the second person from the left smile",
+    "Erase the second car from the right",
+    "Crop out the photobomber from the back row",
+    "Remove the reflection from the back window",
+    "Add a label from the front desk",
+    "Make the text read from the right to the left",
+    "Light the scene from the left",
+    "Add a bird flying from the right",
+    "Add a dog running in from the right",
+    "Shift the hue 30 degrees up",
+    "Lower the horizon slightly below the middle",
+    "Make the picture a bit closer to the original colours",
+    "Add a person walking from far away",
+    "The woman is standing at eye level with the horse",
+    "Move forward the date on the calendar",
+    "Push in the drawer",
+    "a man from the back row",
     "",
     "   ",
 ]
@@ -344,6 +363,12 @@ ORDINARY = [
 @pytest.mark.parametrize("text", ORDINARY)
 def test_ordinary_instructions_pass_through_unchanged(text: str):
     assert parse_camera_text(text) == CameraText(pose=None, instruction=text)
+
+
+def test_a_prompt_over_the_limit_is_refused_before_any_pattern_runs() -> None:
+    with pytest.raises(InvalidInput, match="2,000") as caught:
+        parse_camera_text("rotate 5" + " " * 2000 + "x")
+    assert caught.value.field == "prompt"
 
 
 def test_rejects_non_text():

@@ -25,6 +25,8 @@ def test_identical_neighbouring_views_still_get_a_frame_each():
     alike = [make_image(160, 96, color=(40, 80, 120)) for _ in range(8)]
     with Image.open(io.BytesIO(turntable_webp(alike, [f"{45 * i}" for i in range(8)]))) as animation:
         assert animation.n_frames == 8
+    with Image.open(io.BytesIO(turntable_webp(alike[:3], ["0", "0", "90"]))) as animation:
+        assert animation.n_frames == 3  # a repeated azimuth too
 
 
 def test_contact_sheet_is_a_grid_of_thumbnails_at_most_four_wide():
