@@ -10,6 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle.errors import RequestTimeout, TooLarge
 
+#: Bodies `form_limits` applies to.
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 #: Room in a multipart upload for its boundaries, part headers and text fields, beside the files.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 
@@ -19,8 +21,9 @@ class BodyLimit:
     RequestTimeout when no part of an unfinished body arrives for `body_timeout_s`: the route's own error
     handling then answers 413 or 408 in its dialect's shape, and nothing more is read.
 
-    The cap is `max_bytes`, or for a multipart form sent to a path in `form_limits` that path's limit: an
-    upload's cap then holds while the body streams in, not after the whole form has been spooled."""
+    The cap is `max_bytes`, or for a form (multipart or urlencoded) sent to a path in `form_limits` that
+    path's limit: an upload's cap then holds while the body streams in, not after the whole form has been
+    spooled."""
 
     def __init__(
         self,
@@ -76,7 +79,8 @@ class BodyLimit:
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         form_limit = self.form_limits.get(scope["path"])
-        if form_limit is not None and _header(scope, b"content-type").startswith(b"multipart/form-data"):
+        content_type = _header(scope, b"content-type")
+        if form_limit is not None and content_type.startswith(FORM_TYPES):
             return form_limit, "the upload"
         return self.max_bytes, "the request body"
 

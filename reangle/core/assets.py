@@ -117,12 +117,12 @@ class AssetService:
 
     def read_bytes(self, asset_id: str) -> tuple[bytes, str] | None:
         """An asset's bytes and MIME type (no owner check, as `file_for`), or None once it is gone."""
-        found = self.file_for(asset_id)
-        if found is None:
+        record = self.store.get_asset(asset_id)
+        if record is None:
             return None
         try:
-            return found[1].read_bytes(), found[0].mime_type
-        except FileNotFoundError:  # swept between the lookup and the read
+            return self.blobs.read(record.sha256), record.mime_type
+        except AssetGone:  # swept between the lookup and the read, or lost
             return None
 
     def load_image(self, record: AssetRecord) -> Image.Image:

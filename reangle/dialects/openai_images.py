@@ -47,7 +47,7 @@ from reangle.dialects.openai_schemas import (
     render_edit,
     translate,
 )
-from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, TooLarge
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError
 
 log = logging.getLogger("reangle.dialects.openai")
 
@@ -95,7 +95,7 @@ async def create_edit(request: Request, app: State, links: LinkMaker) -> Respons
     """Edit 1-3 images and answer when the job has finished (see the module docstrings)."""
     owner = app.keys.owner(bearer_token(request.headers.get("authorization")))
     try:
-        fields, images = await read_form(request, app.settings.max_upload_bytes)
+        fields, images = await read_form(request)
         # Uploads go to the core as base64, which ingests them at submit: with an Idempotency-Key, a retry
         # that uploads the same bytes again is then the same request (asset ids would differ each time).
         refs = [item if isinstance(item, str) else base64.b64encode(item).decode("ascii") for item in images]
@@ -159,15 +159,12 @@ async def unknown_url(path: str, request: Request) -> Response:
 # helpers ---------------------------------------------------------------------------------------------
 
 
-async def read_form(request: Request, max_bytes: int) -> tuple[dict[str, str], list[bytes | str]]:
-    """The form's text fields (last value wins) and its images in order, as bytes or reference strings."""
+async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]]:
+    """The form's text fields (last value wins) and its images in order, as bytes or reference strings.
+    Its size is capped while it streams in (`BodyLimit`, `form_limits` in api/app.py)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise InvalidInput(f"send multipart/form-data, not {content_type or 'no content type'!r}", field=None)
-    length = request.headers.get("content-length", "")
-    declared = int(length) if length.isdigit() else 0
-    if declared > max_bytes * MAX_INPUT_IMAGES + 1024 * 1024:
-        raise TooLarge(f"the request is {declared:,} bytes; each image may have {max_bytes:,}", field="image")
     form = await parse_form(request, max_files=MAX_INPUT_IMAGES + 4, max_fields=100)
     try:
         fields: dict[str, str] = {}

@@ -72,7 +72,7 @@ def parse_multipart(spec: dict[str, Any]) -> tuple[dict[str, str], list[bytes | 
         "query_string": b"",
         "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
     }
-    return asyncio.run(openai_images.read_form(Request(scope, receive), 10 * 1024 * 1024))
+    return asyncio.run(openai_images.read_form(Request(scope, receive)))
 
 
 def translate_spec(spec: dict[str, Any]) -> openai_images.EditCall:
