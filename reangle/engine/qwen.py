@@ -405,23 +405,6 @@ class QwenEngine:
     ) -> list[Image.Image]:
         """Output k runs alone with seed + k, so it is exactly the picture a single run with that seed gives
         (a batch would differ by rounding); progress counts the steps of all outputs."""
-        single = replace(plan, num_outputs=1)
-        total = plan.steps * plan.num_outputs
-        outputs = []
-        for k in range(plan.num_outputs):
-            progress = offset_progress(on_step, k * plan.steps, total)
-            outputs += self._run_one(images, single, seed + k, prompt, progress, should_stop)
-        return outputs
-
-    def _run_one(
-        self,
-        images: Sequence[Image.Image],
-        plan: EditPlan,
-        seed: int,
-        prompt: dict[str, Any],
-        on_step: StepCallback | None,
-        should_stop: StopCheck | None,
-    ) -> list[Image.Image]:
         import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as edit_plus
         import torch
 
@@ -430,32 +413,36 @@ class QwenEngine:
         self._select_loras(residual_loras(plan.loras, self.baked_loras))
         # NOTE: the pipeline reads this module constant at call time; one pipeline per process makes it safe.
         edit_plus.VAE_IMAGE_SIZE = self.config.reference_area
+        outputs: list[Image.Image] = []
+        total = plan.steps * plan.num_outputs
 
         def step_end(_pipe: Any, step: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
             _stop_if_asked(should_stop)
             if on_step is not None:
-                on_step(step + 1, plan.steps)
+                on_step(len(outputs) * plan.steps + step + 1, total)  # the outputs before count too
             return {}
 
-        _stop_if_asked(should_stop)
-        with (
-            torch.inference_mode(),
-            _offload_restored(pipe),
-            self._decode_tiling.for_output(plan.width, plan.height),
-        ):
-            result = pipe(
-                image=list(images),
-                **prompt,
-                true_cfg_scale=plan.true_cfg_scale,
-                width=plan.width,
-                height=plan.height,
-                num_inference_steps=plan.steps,
-                num_images_per_prompt=1,
-                generator=torch.Generator("cpu").manual_seed(seed),
-                callback_on_step_end=step_end,
-                output_type="pt",
-            )
-            return to_pil_images(result.images)
+        for k in range(plan.num_outputs):
+            _stop_if_asked(should_stop)
+            with (
+                torch.inference_mode(),
+                _offload_restored(pipe),
+                self._decode_tiling.for_output(plan.width, plan.height),
+            ):
+                result = pipe(
+                    image=list(images),
+                    **prompt,
+                    true_cfg_scale=plan.true_cfg_scale,
+                    width=plan.width,
+                    height=plan.height,
+                    num_inference_steps=plan.steps,
+                    num_images_per_prompt=1,
+                    generator=torch.Generator("cpu").manual_seed(seed + k),
+                    callback_on_step_end=step_end,
+                    output_type="pt",
+                )
+                outputs += to_pil_images(result.images)
+        return outputs
 
 
 @contextlib.contextmanager
