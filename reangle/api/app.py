@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle import __version__
-from reangle.api.body_limit import FORM_OVERHEAD_BYTES, BodyLimit
+from reangle.api.body_limit import UPLOAD_OVERHEAD_BYTES, BodyLimit
 from reangle.api.docs_page import install_docs_page
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
@@ -41,7 +41,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_request_bytes,
-        form_limits=form_limits(settings),
+        upload_limits=upload_limits(settings),
         body_timeout_s=settings.body_timeout_s,
     )
     if app_state.engine.info.demo:
@@ -54,12 +54,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     return app
 
 
-def form_limits(settings: Settings) -> dict[str, int]:
-    """The multipart upload routes and the most their forms may hold: their files at the upload cap each."""
-    upload = settings.max_upload_bytes
+def upload_limits(settings: Settings) -> dict[str, int]:
+    """The upload routes and the most their bodies may hold: each image at the upload cap, base64-encoded
+    (4/3 of its bytes) as JSON and urlencoded forms carry it, plus the rest of the body."""
+    per_image = settings.max_upload_bytes * 4 // 3
     return {
-        "/v1/assets": upload + FORM_OVERHEAD_BYTES,
-        f"{OPENAI_PREFIX}/images/edits": upload * MAX_INPUT_IMAGES + FORM_OVERHEAD_BYTES,
+        "/v1/assets": per_image + UPLOAD_OVERHEAD_BYTES,
+        f"{OPENAI_PREFIX}/images/edits": per_image * MAX_INPUT_IMAGES + UPLOAD_OVERHEAD_BYTES,
     }
 
 

@@ -10,10 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle.errors import RequestTimeout, TooLarge
 
-#: Bodies `form_limits` applies to.
-FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
-#: Room in a multipart upload for its boundaries, part headers and text fields, beside the files.
-FORM_OVERHEAD_BYTES = 1024 * 1024
+#: Room in an upload's body for the form or JSON around its images (boundaries, headers, text fields).
+UPLOAD_OVERHEAD_BYTES = 1024 * 1024
 
 
 class BodyLimit:
@@ -21,18 +19,17 @@ class BodyLimit:
     RequestTimeout when no part of an unfinished body arrives for `body_timeout_s`: the route's own error
     handling then answers 413 or 408 in its dialect's shape, and nothing more is read.
 
-    The cap is `max_bytes`, or for a form (multipart or urlencoded) sent to a path in `form_limits` that
-    path's limit: an upload's cap then holds while the body streams in, not after the whole form has been
-    spooled."""
+    The cap is `max_bytes`, or on an upload route (a path in `upload_limits`) that path's limit: an upload's
+    cap then holds while the body streams in, not after the whole body has been read or spooled."""
 
     def __init__(
         self,
         app: ASGIApp,
         max_bytes: int,
-        form_limits: Mapping[str, int] | None = None,
+        upload_limits: Mapping[str, int] | None = None,
         body_timeout_s: float | None = None,
     ) -> None:
-        self.app, self.max_bytes, self.form_limits = app, max_bytes, dict(form_limits or {})
+        self.app, self.max_bytes, self.upload_limits = app, max_bytes, dict(upload_limits or {})
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,10 +75,9 @@ class BodyLimit:
         await self.app(scope, limited, closing)
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
-        form_limit = self.form_limits.get(scope["path"])
-        content_type = _header(scope, b"content-type")
-        if form_limit is not None and content_type.startswith(FORM_TYPES):
-            return form_limit, "the upload"
+        upload_limit = self.upload_limits.get(scope["path"])
+        if upload_limit is not None and upload_limit < self.max_bytes:  # the request cap still holds
+            return upload_limit, "the upload"
         return self.max_bytes, "the request body"
 
 

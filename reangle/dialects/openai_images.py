@@ -161,7 +161,7 @@ async def unknown_url(path: str, request: Request) -> Response:
 
 async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]]:
     """The form's text fields (last value wins) and its images in order, as bytes or reference strings.
-    Its size is capped while it streams in (`BodyLimit`, `form_limits` in api/app.py)."""
+    Its size is capped while it streams in (`BodyLimit`, `upload_limits` in api/app.py)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise InvalidInput(f"send multipart/form-data, not {content_type or 'no content type'!r}", field=None)

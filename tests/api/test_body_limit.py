@@ -86,12 +86,12 @@ def test_a_declared_length_over_the_cap_is_refused_before_the_body_arrives(serve
 
 
 def test_an_openai_form_over_its_cap_is_refused_in_openai_shape(serve: ServerFactory) -> None:
-    """Its three images at the upload cap each, plus room for the form, urlencoded forms as well; OpenAI
-    answers a too-large request 400 with code too_large."""
+    """Its three images at the upload cap each (base64 size), plus room for the form; OpenAI answers a
+    too-large request 400 with code too_large."""
     server = serve(max_upload_bytes=100_000)
     head = (
         f"POST /openai/v1/images/edits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 2000000\r\n\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 2500000\r\n\r\n"
     ).encode()
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=15) as connection:
@@ -102,4 +102,4 @@ def test_an_openai_form_over_its_cap_is_refused_in_openai_shape(serve: ServerFac
     assert answer.startswith(b"HTTP/1.1 400"), answer
     error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
     assert error["code"] == "too_large"
-    assert "limit of 1,348,576 bytes" in error["message"]  # 3 x 100,000 + 1 MiB
+    assert "limit of 1,448,575 bytes" in error["message"]  # 3 images x 4/3 x 100,000 + 1 MiB
