@@ -15,7 +15,8 @@ and says nothing about speed.
 `--variants baseline,cudnn,fp8,fp8+compile` measures each variant (a set of QwenConfig options; see
 `gpu_variants.py`) on its own pipeline built from the same seed, and compares each variant's output with the
 baseline's for the same input and seed (PSNR on 8-bit RGB). `--orbit` adds an 8-view orbit job per variant,
-through `QwenEngine.edit_views` and through 8 `edit` calls. Phase timings come from wrappers installed on the
+through `QwenEngine.edit_views` and through 8 `edit` calls; `--profile` adds one edit under torch.profiler
+(`gpu_profile.py`). Phase timings come from wrappers installed on the
 pipeline from outside (`gpu_timing.py`); separate "clean" runs without any wrapper give the end-to-end number
 and the back-to-back throughput. It prints a Markdown table per sweep and writes JSON after every variant.
 
@@ -136,6 +137,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         const="*",
         help="also time an 8-view orbit (edit_views and 8 x edit) for these variants (default: all)",
     )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="*",
+        help="also profile one edit (torch.profiler) of these comma-separated variants; the kernel table and "
+        "the trace go beside --json-out (default: all)",
+    )
     parser.add_argument("--orbit-runs", type=int, default=1, help="timed orbits of each kind (default 1)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs with phase timers (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
@@ -194,8 +202,8 @@ def resolve_device(args: argparse.Namespace) -> str:
     return device
 
 
-def resolve_variants(args: argparse.Namespace) -> tuple[list[Variant], frozenset[str]]:
-    """The variants to sweep and those that also time an orbit; exits with 2 on a bad name or value."""
+def resolve_variants(args: argparse.Namespace) -> tuple[list[Variant], frozenset[str], frozenset[str]]:
+    """The variants to sweep, those that also time an orbit and those profiled; exits with 2 on a bad name."""
     try:
         variants = parse_variants(args.variants, engine_options())
     except VariantError as exc:
@@ -205,15 +213,24 @@ def resolve_variants(args: argparse.Namespace) -> tuple[list[Variant], frozenset
         if problem:
             fail_usage(f"--variants: variant {variant.name!r}: {problem}")
     names = [variant.name for variant in variants]
-    if args.orbit is None:
-        return variants, frozenset()
-    if args.orbit == "*":
-        return variants, frozenset(names)
-    orbit = [name.strip() for name in args.orbit.split(",")]
-    unknown = [name for name in orbit if name not in names]
+    return (
+        variants,
+        chosen_variants("--orbit", args.orbit, names),
+        chosen_variants("--profile", args.profile, names),
+    )
+
+
+def chosen_variants(option: str, text: str | None, names: list[str]) -> frozenset[str]:
+    """The variants an option names (`*`: all of them); exits with 2 on a name not among --variants."""
+    if text is None:
+        return frozenset()
+    if text == "*":
+        return frozenset(names)
+    chosen = [name.strip() for name in text.split(",")]
+    unknown = [name for name in chosen if name not in names]
     if unknown:
-        fail_usage(f"--orbit: {', '.join(unknown)} is not among --variants ({', '.join(names)})")
-    return variants, frozenset(orbit)
+        fail_usage(f"{option}: {', '.join(unknown)} is not among --variants ({', '.join(names)})")
+    return frozenset(chosen)
 
 
 def load_reference(args: argparse.Namespace) -> Reference | None:
@@ -234,12 +251,12 @@ def load_reference(args: argparse.Namespace) -> Reference | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args)
-    variants, orbit = resolve_variants(args)
+    variants, orbit, profile = resolve_variants(args)
     reference = load_reference(args)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="reangle-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        report = benchmark(args, device, variants, orbit, reference, work_dir)
+        report = benchmark(args, device, variants, orbit, profile, reference, work_dir)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -254,6 +271,7 @@ def benchmark(
     device: str,
     variants: list[Variant],
     orbit: frozenset[str],
+    profile: frozenset[str],
     reference: Reference | None,
     work_dir: Path,
 ) -> dict[str, Any]:
@@ -301,6 +319,8 @@ def benchmark(
         orbit_runs=args.orbit_runs,
         reference=reference,
         budget_s=args.budget_s,
+        profile=profile,
+        profile_dir=args.json_out.parent if args.json_out is not None else Path.cwd(),
     )
     report = new_report(
         plan,
@@ -325,6 +345,7 @@ def benchmark(
             "variants": [variant.name for variant in variants],
             "orbit": sorted(orbit),
             "orbit_runs": args.orbit_runs,
+            "profile": sorted(profile),
             "budget_s": args.budget_s,
         },
         setup_s={"lora_files_s": lora_files_s},
@@ -453,6 +474,16 @@ def print_tables(report: dict[str, Any]) -> None:
     orbit = orbit_table(report["variants"])
     if orbit:
         print(f"\n{orbit}")
+    for record in report["variants"]:
+        profile = record.get("profile")
+        if profile and "gpu_busy_ms" in profile:
+            by_phase = profile["gpu_idle_by_host_phase_ms"].items()
+            idle = ", ".join(f"{phase} {ms:.0f}" for phase, ms in by_phase)
+            print(
+                f"\nprofile of `{record['name']}` (one edit, profiler on): {profile['wall_ms']:.0f} ms, "
+                f"GPU busy {profile['gpu_busy_ms']:.0f} ms, idle {profile['gpu_idle_ms']:.0f} ms "
+                f"(by host phase: {idle})"
+            )
     if not report["meaningful_for_speed"]:
         print("\n(tiny configuration: these times say nothing about speed)")
 

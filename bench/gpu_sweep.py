@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_model import Build, pipeline_factory
+from gpu_profile import profile_edit
 from gpu_timing import (
     ACCOUNTED_PHASES,
     PhaseTimer,
@@ -133,6 +134,9 @@ class SweepPlan:
     reference: Reference | None = None
     #: Wall seconds the sweep may take; a variant is skipped when less is left than the longest one so far.
     budget_s: float | None = None
+    #: Names of the variants that also profile one edit (--profile), and where their files go.
+    profile: frozenset[str] = frozenset()
+    profile_dir: Path | None = None
 
 
 def run_sweep(
@@ -298,6 +302,8 @@ def measure_variant(plan: SweepPlan, variant: Variant, build: Build) -> tuple[di
     }
     if variant.name in plan.orbit:
         record["orbit"] = measure_orbit(engine, work, plan.seed, plan.orbit_runs)
+    if variant.name in plan.profile and plan.profile_dir is not None:
+        record["profile"] = profile_edit(engine, work, plan.seed, plan.profile_dir, variant.name)
     return record, output
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from reangle.core.png import encode_png
 from reangle.errors import InvalidImage, InvalidInput, ReangleError, TooLarge, UnsupportedImage
 
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -97,6 +98,10 @@ def encode_image(image: Image.Image, fmt: OutputFormat = "png", quality: int = 9
         )
     if not 1 <= quality <= 100:
         raise InvalidInput(f"quality must be between 1 and 100, got {quality}", field="quality")
+    if fmt == "png":
+        data = encode_png(image, PNG_COMPRESS_LEVEL)
+        if data is not None:
+            return data
     buffer = io.BytesIO()
     if fmt == "png":
         image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)

@@ -1,4 +1,4 @@
-"""The server benchmark, run as a user runs it (a subprocess) with tiny counts, reports what it says.
+"""The server and PNG benchmarks, run as a user runs them (subprocesses) with tiny counts.
 
 The GPU benchmark's tests are in test_gpu_edit.py and test_gpu_variants.py.
 """
@@ -54,3 +54,27 @@ def test_server_overhead_reports_latency_and_reads(tmp_path: Path) -> None:
         assert row["per_second"] > 0, kind
         assert row["p50_ms"] > 0, kind
         assert {"server_cpu_s", "server_cpu_util", "server_cpu_ms_per_op", "client_cpu_ms_per_op"} <= set(row)
+
+
+def test_png_encode_times_both_encoders_on_both_pictures() -> None:
+    result = run_script(ROOT / "bench" / "png_encode.py", "--size", "48", "--rounds", "2", timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [
+        line.split(" | ")
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
+    assert [(row[0], row[1]) for row in rows[1:]] == [
+        ("| photo-like", "Pillow"),
+        ("| photo-like", "strips"),
+        ("| noise", "Pillow"),
+        ("| noise", "strips"),
+    ]
+    noise_sizes = {row[1]: int(row[4].rstrip(" |")) for row in rows[3:]}
+    assert noise_sizes["strips"] == noise_sizes["Pillow"]  # noise does not compress: 48*48*3 bytes either way
+
+
+def test_png_encode_refuses_a_size_below_one() -> None:
+    result = run_script(ROOT / "bench" / "png_encode.py", "--size", "0")
+    assert result.returncode == 2
+    assert "--size and --rounds must be at least 1" in result.stderr

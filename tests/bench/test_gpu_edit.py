@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import math
@@ -59,11 +60,11 @@ def gpu_edit(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """baseline, an attention backend, FP8 and compiled blocks (the eager backend: no C++ compiler needed),
-    with an orbit for fp8; the baseline output saved."""
+    with an orbit for fp8 and a profile of math; the baseline output saved."""
     out = tmp_path_factory.mktemp("sweep")
     result = gpu_edit(
         *TINY,
-        *("--variants", f"fp8,math,baseline,{COMPILED}", "--orbit", "fp8"),
+        *("--variants", f"fp8,math,baseline,{COMPILED}", "--orbit", "fp8", "--profile", "math"),
         *("--json-out", str(out / "sweep.json"), "--save-reference", str(out / "baseline.png")),
     )
     return result, out
@@ -170,6 +171,24 @@ def test_orbit_runs_edit_views_and_the_loop_of_edits(sweep: tuple[Any, Path]) ->
 
 
 @pytest.mark.tiny
+def test_profile_writes_the_op_table_and_a_trace_with_the_phases_labelled(sweep: tuple[Any, Path]) -> None:
+    result, out = sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["settings"]["profile"] == ["math"]
+    assert "profile" not in variant(report, "baseline")
+
+    profile = variant(report, "math")["profile"]
+    assert profile["error"] == "the profile holds no edit label or no device kernels"  # a CPU run: no kernels
+    table = (out / profile["table"]).read_text()
+    assert "bench_edit" in table
+    assert "aten::" in table
+    trace = json.loads(gzip.decompress((out / profile["trace"]).read_bytes()))
+    labels = {event["name"] for event in trace["traceEvents"] if event.get("cat") == "user_annotation"}
+    assert {"bench_edit", "decode_input", "text_encode", "vae_encode", "vae_decode", "encode_png"} <= labels
+
+
+@pytest.mark.tiny
 def test_sweep_prints_markdown_tables_to_paste(sweep: tuple[Any, Path]) -> None:
     result, _ = sweep
     assert result.returncode == 0, result.stderr[-3000:]
@@ -250,6 +269,12 @@ def test_an_impossible_option_value_is_a_usage_error() -> None:
     result = gpu_edit("--config", "tiny", "--device", "cpu", "--variants", "compile=always")
     assert result.returncode == 2
     assert "compile=always is not one of auto, off, blocks" in result.stderr
+
+
+def test_a_profile_of_a_variant_not_swept_is_a_usage_error() -> None:
+    result = gpu_edit("--config", "tiny", "--device", "cpu", "--variants", "baseline", "--profile", "fp8")
+    assert result.returncode == 2
+    assert "--profile: fp8 is not among --variants (baseline)" in result.stderr
 
 
 def test_gpu_edit_real_without_cuda_is_a_usage_error() -> None:
