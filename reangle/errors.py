@@ -97,6 +97,16 @@ class QueueFull(ReangleError):
         super().__init__(message, hint=f"retry in {retry_after_s} s")
 
 
+class Unavailable(ReangleError):
+    """A service the server depends on (its database, its object store) cannot be reached; retry later."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 5) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, hint=f"retry in {retry_after_s} s")
+
+
 class EngineError(ReangleError):
     """The inference engine failed."""
 

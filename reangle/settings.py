@@ -87,6 +87,20 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     #: SQLite database, asset files, hashed API keys and the URL-signing secret live here.
     data_dir: Path = Field(default_factory=_default_data_dir)
+    #: Where jobs, asset records and API keys live: empty for the SQLite file in the data directory, or
+    #: `postgresql://user:password@host:port/dbname` (scale-out: many API replicas and workers share it).
+    database_url: str | None = None
+    #: Where asset bytes live: empty for files in the data directory, or `s3://bucket/prefix` for an
+    #: S3-compatible object store (credentials and region the standard AWS ways: environment, profile...).
+    storage_url: str | None = None
+    #: The object store's endpoint as the servers reach it (default: AWS's own for the region).
+    s3_endpoint_url: str | None = None
+    #: The endpoint clients download from, which download links are signed for (default: s3_endpoint_url).
+    s3_public_endpoint_url: str | None = None
+    s3_region: str | None = None
+    #: Address buckets as https://host/bucket/key instead of https://bucket.host/key (most self-hosted
+    #: S3-compatible servers need it).
+    s3_path_style: bool = False
     #: Absolute base of the links given to clients (https://reangle.example.com); default: the request's.
     public_base_url: str | None = None
     auth: Literal["on", "off"] = "on"

@@ -8,8 +8,8 @@ import secrets
 import time
 from collections.abc import Callable
 
+from reangle.core.ports import JobStore
 from reangle.errors import Unauthorized
-from reangle.store.sqlite import SqliteStore
 
 ANONYMOUS = "anonymous"
 KEY_PREFIX = "rk_"
@@ -22,7 +22,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(store: SqliteStore, name: str) -> tuple[str, str]:
+def create_key(store: JobStore, name: str) -> tuple[str, str]:
     """A new random key, stored only as its hash. Returns (key id, key): the key is shown once."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = "key_" + hash_key(key)[:16]
@@ -33,7 +33,7 @@ def create_key(store: SqliteStore, name: str) -> tuple[str, str]:
 class KeyRing:
     def __init__(
         self,
-        store: SqliteStore,
+        store: JobStore,
         *,
         enabled: bool,
         env_keys: str = "",

@@ -23,6 +23,7 @@ from reangle.errors import (
     RequestTimeout,
     TooLarge,
     Unauthorized,
+    Unavailable,
     UnsupportedImage,
 )
 
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ReangleError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (QueueFull, 429),
+    (Unavailable, 503),
 )
 
 
@@ -60,7 +62,7 @@ def reangle_error_response(exc: ReangleError) -> JSONResponse:
     if status == 500:
         log.error("request failed: %s", exc.message)
     response = error_response(status, exc.code, exc.message, exc.hint)
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, QueueFull | Unavailable):
         response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from reangle.api.signing import UrlSigner
 from reangle.core.jobs import Job
-from reangle.store.sqlite import AssetRecord, SqliteStore
+from reangle.core.ports import AssetRecord, JobStore
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -29,7 +29,7 @@ class Links:
     signer: UrlSigner
     base_url: str
     ttl_s: float
-    store: SqliteStore
+    store: JobStore
     #: The engine makes meaningless demo images (tiny, fake): jobs say so.
     demo: bool = False
 

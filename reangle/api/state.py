@@ -15,9 +15,9 @@ from reangle.core.assets import AssetService
 from reangle.core.service import JobService, ServiceLimits
 from reangle.engine.base import Engine
 from reangle.runtime.local import LocalRunner
+from reangle.compose import open_blob_store, open_job_store
+from reangle.core.ports import JobStore
 from reangle.settings import Settings
-from reangle.store.files import FileBlobStore
-from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy, fetch_url
 
 log = logging.getLogger("reangle.server")
@@ -26,7 +26,7 @@ log = logging.getLogger("reangle.server")
 @dataclass(kw_only=True)
 class AppState:
     settings: Settings
-    store: SqliteStore
+    store: JobStore
     service: JobService
     engine: Engine
     keys: KeyRing
@@ -37,10 +37,10 @@ class AppState:
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> AppState:
         data_dir = settings.data_dir
-        store = SqliteStore(data_dir / "reangle.sqlite3")
+        store = open_job_store(settings)
         assets = AssetService(
             store,
-            FileBlobStore(data_dir / "assets"),
+            open_blob_store(settings),
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_upload_pixels,
             upload_ttl_s=settings.upload_ttl_s,

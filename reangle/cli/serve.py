@@ -88,9 +88,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _has_stored_keys(settings: Settings) -> bool:
-    from reangle.store.sqlite import SqliteStore
+    from reangle.compose import open_job_store
 
-    store = SqliteStore(settings.data_dir / "reangle.sqlite3")
+    store = open_job_store(settings)
     try:
         return store.count_api_keys() > 0
     finally:
@@ -99,10 +99,10 @@ def _has_stored_keys(settings: Settings) -> bool:
 
 def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.auth import create_key
-    from reangle.store.sqlite import SqliteStore
+    from reangle.compose import open_job_store
 
     settings = _with_flags(settings, args, "data_dir")
-    store = SqliteStore(settings.data_dir / "reangle.sqlite3")
+    store = open_job_store(settings)
     try:
         key_id, key = create_key(store, args.name)
     finally:

@@ -13,9 +13,8 @@ from pathlib import Path
 from PIL import Image
 
 from reangle.core.images import decode_image
+from reangle.core.ports import AssetRecord, BlobStore, JobStore
 from reangle.errors import AssetGone, NotFound, TooLarge
-from reangle.store.files import FileBlobStore
-from reangle.store.sqlite import AssetRecord, SqliteStore
 
 
 def new_id(prefix: str) -> str:
@@ -25,8 +24,8 @@ def new_id(prefix: str) -> str:
 class AssetService:
     def __init__(
         self,
-        store: SqliteStore,
-        blobs: FileBlobStore,
+        store: JobStore,
+        blobs: BlobStore,
         *,
         max_bytes: int,
         max_pixels: int,
@@ -107,13 +106,13 @@ class AssetService:
         return record
 
     def file_for(self, asset_id: str) -> tuple[AssetRecord, Path] | None:
-        """The record and file of an asset, or None once it is gone. No owner check: for callers that hold a
-        signed link or a job they were already allowed to see."""
+        """The record and local file of an asset, or None once it is gone (or not on this machine). No owner
+        check: for callers that hold a signed link or a job they were already allowed to see."""
         record = self.store.get_asset(asset_id)
         if record is None:
             return None
-        path = self.blobs.path(record.sha256)
-        return (record, path) if path.exists() else None
+        path = self.blobs.local_path(record.sha256)
+        return (record, path) if path is not None else None
 
     def read_bytes(self, asset_id: str) -> tuple[bytes, str] | None:
         """An asset's bytes and MIME type (no owner check, as `file_for`), or None once it is gone."""

@@ -8,8 +8,8 @@ import re
 from collections.abc import Awaitable, Callable
 
 from reangle.core.assets import AssetService
+from reangle.core.ports import AssetRecord
 from reangle.errors import InvalidInput, NotFound
-from reangle.store.sqlite import AssetRecord
 
 #: Fetches a URL's bytes, raising InvalidInput for refused or failed fetches.
 UrlFetcher = Callable[[str, str], Awaitable[bytes]]

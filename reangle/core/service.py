@@ -23,8 +23,8 @@ from reangle.core.edit import EditRequest, SizeLimits, plan_edit
 from reangle.core.inputs import UrlFetcher, resolve_image
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
 from reangle.core.models import MODELS, AnyInput, ModelSpec
+from reangle.core.ports import JobStore, NewJob
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
-from reangle.store.sqlite import NewJob, SqliteStore
 
 MAX_PAGE = 100
 MAX_BATCH = 64
@@ -61,7 +61,7 @@ class SubmitRequest:
 class JobService:
     def __init__(
         self,
-        store: SqliteStore,
+        store: JobStore,
         assets: AssetService,
         fetch: UrlFetcher,
         limits: ServiceLimits,

@@ -22,11 +22,11 @@ from reangle.api.state import AppState
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.inputs import decode_inline
 from reangle.core.jobs import Job, JobKind
+from reangle.core.ports import AssetRecord
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.dialects import scenario_schemas as schemas
 from reangle.dialects.base import dialect_route
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, TooLarge, Unauthorized
-from reangle.store.sqlite import AssetRecord
 
 PREFIX = "/scenario/v1"
 #: Scenario's answer to `?dryRun=`: an estimate, no job.

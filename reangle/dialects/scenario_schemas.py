@@ -17,8 +17,8 @@ from reangle.core.edit import PRESETS
 from reangle.core.images import OutputFormat
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from reangle.core.ports import AssetRecord
 from reangle.errors import InvalidInput, NotFound
-from reangle.store.sqlite import AssetRecord
 
 MODEL_PREFIX = "model_"
 #: Scenario's spellings of the core statuses; the terminal ones are success, failure, canceled.

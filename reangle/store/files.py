@@ -11,6 +11,8 @@ from reangle.errors import AssetGone
 
 
 class FileBlobStore:
+    """The BlobStore of the embedded default."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -39,3 +41,10 @@ class FileBlobStore:
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
+
+    def local_path(self, digest: str) -> Path | None:
+        path = self.path(digest)
+        return path if path.exists() else None
+
+    def public_url(self, digest: str, *, expires_at: float, mime_type: str) -> str | None:
+        return None  # the API serves files itself, by its own signed links

@@ -1,4 +1,4 @@
-"""What the store keeps besides jobs (asset records, jobs to insert) and how rows become values.
+"""How the SQL stores' rows become jobs and asset records.
 
 Rows are read by position, in the column order of `schema.JOB_COLUMNS` and `schema.ASSET_COLUMNS`: every
 status read decodes a job, and by position (with the enums looked up in dicts) that costs a quarter less
@@ -9,34 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.ports import AssetRecord
 from reangle.store.schema import JOB_COLUMN_COUNT
-
-
-@dataclass(frozen=True, kw_only=True)
-class AssetRecord:
-    id: str
-    owner: str
-    sha256: str
-    mime_type: str
-    width: int
-    height: int
-    bytes: int
-    created_at: float
-    expires_at: float
-    #: the job that made it (outputs); None for uploads
-    job_id: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewJob:
-    job: Job
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-
 
 # lookups in these are cheaper than calling the enum classes
 _STATUSES = {status.value: status for status in JobStatus}

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
+from reangle.core.ports import AssetRecord, NewJob
 from reangle.errors import QueueFull
-from reangle.store.rows import AssetRecord, NewJob, asset_from_row, history_json, job_from_row
+from reangle.store.rows import asset_from_row, history_json, job_from_row
 from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, SCHEMA
-
-__all__ = ["AssetRecord", "NewJob", "SqliteStore"]
 
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 SELECT_JOB_BY_ID = f"{SELECT_JOBS} WHERE id = ?"
@@ -29,6 +28,8 @@ SELECT_ASSET_BY_ID = f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = ?"
 
 
 class SqliteStore:
+    """The JobStore of the embedded default."""
+
     def __init__(self, path: Path) -> None:
         #: The database file (other processes, such as the `sqlite3` shell, may open it too).
         self.path = path

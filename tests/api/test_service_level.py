@@ -14,12 +14,13 @@ from reangle.core.assets import AssetService
 from reangle.core.edit import SizeLimits
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
 from reangle.core.models import CAMERA_EDIT
+from reangle.core.ports import NewJob
 from reangle.core.service import JobEvent, JobService, ServiceLimits, SubmitRequest
 from reangle.engine.fake import FakeEngine
 from reangle.runtime.local import LocalRunner
 from reangle.settings import Settings
 from reangle.store.files import FileBlobStore
-from reangle.store.sqlite import NewJob, SqliteStore
+from reangle.store.sqlite import SqliteStore
 from tests.api.conftest import png
 
 OWNER = "owner-1"

@@ -16,6 +16,7 @@ import pytest
 from starlette.requests import Request
 
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.ports import AssetRecord
 from reangle.core.service import model_spec
 from reangle.dialects.scenario import api_key, render_error
 from reangle.dialects.scenario_schemas import (
@@ -27,7 +28,6 @@ from reangle.dialects.scenario_schemas import (
     translate_request,
 )
 from reangle.errors import EngineError, InvalidInput, NotFound, QueueFull, TooLarge, Unauthorized
-from reangle.store.sqlite import AssetRecord
 
 GOLDEN = Path(__file__).parent / "golden" / "scenario"
 

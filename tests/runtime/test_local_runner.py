@@ -22,13 +22,14 @@ from reangle.core.assets import AssetService
 from reangle.core.edit import EditPlan, SizeLimits
 from reangle.core.jobs import Job, JobKind, JobStatus
 from reangle.core.models import CAMERA_EDIT
+from reangle.core.ports import AssetRecord
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.engine.base import EditResult, StepCallback, StopCheck
 from reangle.engine.fake import FakeEngine
 from reangle.runtime.local import LocalRunner
 from reangle.settings import Settings
 from reangle.store.files import FileBlobStore
-from reangle.store.sqlite import AssetRecord, SqliteStore
+from reangle.store.sqlite import SqliteStore
 from tests.conftest import image_bytes, make_image
 
 OWNER = "owner-1"

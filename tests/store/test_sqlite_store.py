@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
-from reangle.store.sqlite import AssetRecord, NewJob, SqliteStore
+from reangle.core.ports import AssetRecord, NewJob
+from reangle.store.sqlite import SqliteStore
 
 T0 = 1_700_000_000.125
 

@@ -1,0 +1,124 @@
+"""What the core needs from the outside, as typed protocols, and the records it exchanges with them.
+
+The core imports no adapter: `reangle.store` implements these (SQLite or PostgreSQL for jobs; files or S3 for
+blobs), and `reangle.compose` picks them from the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssetRecord:
+    id: str
+    owner: str
+    sha256: str
+    mime_type: str
+    width: int
+    height: int
+    bytes: int
+    created_at: float
+    expires_at: float
+    #: the job that made it (outputs); None for uploads
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewJob:
+    job: Job
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class JobStore(Protocol):
+    """Jobs, asset records and API keys, durably. Every write a runner makes names the job's attempt and
+    changes nothing once the job has moved on to another attempt; terminal statuses never change."""
+
+    def close(self) -> None: ...
+
+    # jobs
+    def insert_jobs(
+        self, new_jobs: Sequence[NewJob], *, max_queued: int | None = None
+    ) -> list[tuple[Job, str | None]]:
+        """Insert all or none; each job with its stored request hash. A job whose idempotency key is taken
+        comes back as the stored one. QueueFull when the queued jobs would pass `max_queued`."""
+        ...
+
+    def job_by_idempotency_key(self, owner: str, key: str) -> tuple[Job, str | None] | None: ...
+    def get_job(self, job_id: str) -> Job | None: ...
+    def list_jobs(
+        self, owner: str, *, status: JobStatus | None, limit: int, before_seq: int | None
+    ) -> tuple[list[Job], int | None]:
+        """Newest first: the page, and the cursor of the next page (None on the last)."""
+        ...
+
+    def batch_jobs(self, batch_id: str) -> list[Job]: ...
+    def claim_next(self, now: float) -> Job | None:
+        """Move the next queued job (highest priority, then oldest) to processing."""
+        ...
+
+    def set_progress(self, job_id: str, attempt: int, progress: float) -> bool: ...
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        now: float,
+        *,
+        outputs: Sequence[OutputAsset] = (),
+        error: JobError | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Job | None:
+        """End a processing job of this attempt (None when the attempt lost it). A cancel accepted while it
+        ran wins over success."""
+        ...
+
+    def cancel(self, job_id: str, now: float) -> Job | None: ...
+    def release(self, job_id: str, attempt: int, now: float) -> bool: ...
+    def recover(self, now: float, max_attempts: int) -> tuple[list[Job], list[Job]]: ...
+    def count_by_status(self) -> dict[str, int]: ...
+    def delete_finished_before(self, cutoff: float) -> int: ...
+
+    # asset records
+    def insert_asset(self, record: AssetRecord) -> None: ...
+    def get_asset(self, asset_id: str) -> AssetRecord | None: ...
+    def extend_asset(self, asset_id: str, expires_at: float) -> None: ...
+    def extend_job_inputs(self, expires_at: float, *, job_id: str | None = None) -> None: ...
+    def delete_expired_assets(self, now: float) -> set[str]:
+        """Delete expired asset records; the content hashes no remaining record refers to."""
+        ...
+
+    # API keys
+    def insert_api_key(self, key_id: str, name: str, key_hash: str, now: float) -> None: ...
+    def count_api_keys(self) -> int: ...
+    def api_key_id(self, key_hash: str) -> str | None: ...
+
+
+class BlobStore(Protocol):
+    """Asset bytes, content-addressed by their SHA-256."""
+
+    def put(self, data: bytes) -> str:
+        """Store `data` once and return its SHA-256 (hex)."""
+        ...
+
+    def read(self, digest: str) -> bytes:
+        """The bytes under `digest`; AssetGone when they are missing."""
+        ...
+
+    def delete(self, digest: str) -> None: ...
+
+    def local_path(self, digest: str) -> Path | None:
+        """A file on this machine holding the bytes, for the server to send itself; None when they are
+        missing or live elsewhere (see `public_url`)."""
+        ...
+
+    def public_url(self, digest: str, *, expires_at: float, mime_type: str) -> str | None:
+        """A link clients fetch the bytes from without the API (a presigned object-store URL) valid until
+        `expires_at`; None when the API serves them itself."""
+        ...
