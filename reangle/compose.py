@@ -1,4 +1,4 @@
-"""The composition root: which job store and which blob store the settings ask for.
+"""The composition root: which job store, blob store and event bus the settings ask for.
 
 Each back end is one module under `reangle.store`, named here by its URL scheme and imported only when chosen
 (the embedded default imports neither psycopg nor boto3).
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from reangle.core.ports import BlobStore, JobStore
+from reangle.core.ports import BlobStore, EventBus, JobStore
 from reangle.settings import Settings
 
 SQLITE_FILE = "reangle.sqlite3"
@@ -37,6 +37,12 @@ def open_blob_store(settings: Settings) -> BlobStore:
 
         return FileBlobStore(settings.data_dir / "assets")
     return _opener(BLOB_STORES, url, "REANGLE_STORAGE_URL")(url, settings)
+
+
+def open_event_bus(settings: Settings) -> EventBus:
+    from reangle.runtime.local_bus import LocalEventBus
+
+    return LocalEventBus()
 
 
 def _postgres(url: str, settings: Settings) -> JobStore:

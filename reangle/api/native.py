@@ -18,9 +18,9 @@ from reangle.api.forms import parse_form
 from reangle.api.render import Links, asset_json, job_json
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
-from reangle.core.jobs import JobKind, JobStatus
+from reangle.core.jobs import JobEvent, JobKind, JobStatus
 from reangle.core.models import MODELS
-from reangle.core.service import JobEvent, SubmitRequest, model_spec
+from reangle.core.service import SubmitRequest, model_spec
 from reangle.errors import InvalidInput, NotFound
 
 MAX_WAIT_S = 300

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from reangle.api.auth import KeyRing
 from reangle.api.metrics import Metrics
 from reangle.api.signing import UrlSigner
+from reangle.compose import open_blob_store, open_event_bus, open_job_store
 from reangle.core.assets import AssetService
+from reangle.core.ports import JobStore
 from reangle.core.service import JobService, ServiceLimits
 from reangle.engine.base import Engine
 from reangle.runtime.local import LocalRunner
-from reangle.compose import open_blob_store, open_job_store
-from reangle.core.ports import JobStore
 from reangle.settings import Settings
 from reangle.store.url_fetch import FetchPolicy, fetch_url
 
@@ -63,7 +63,7 @@ class AppState:
             sizes=engine.info.limits,
             target_area=engine.info.target_area,
         )
-        service = JobService(store, assets, fetch, limits)
+        service = JobService(store, assets, fetch, limits, events=open_event_bus(settings))
         metrics = Metrics(service)
         service.finished_hooks.append(metrics.observe_finished)
         return cls(

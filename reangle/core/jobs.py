@@ -59,6 +59,17 @@ class StatusChange:
 
 
 @dataclass(frozen=True, kw_only=True)
+class JobEvent:
+    """What subscribers of a job hear: `status` events carry the job; `progress` events carry
+    {progress, step, steps}."""
+
+    job_id: str
+    kind: str
+    job: Job | None = None
+    progress: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Job:
     id: str
     owner: str

@@ -1,17 +1,20 @@
 """What the core needs from the outside, as typed protocols, and the records it exchanges with them.
 
 The core imports no adapter: `reangle.store` implements these (SQLite or PostgreSQL for jobs; files or S3 for
-blobs), and `reangle.compose` picks them from the settings.
+blobs), `reangle.runtime` the event bus, and `reangle.compose` picks them from the settings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
+from reangle.core.jobs import Job, JobError, JobEvent, JobStatus, OutputAsset
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,4 +124,34 @@ class BlobStore(Protocol):
     def public_url(self, digest: str, *, expires_at: float, mime_type: str) -> str | None:
         """A link clients fetch the bytes from without the API (a presigned object-store URL) valid until
         `expires_at`; None when the API serves them itself."""
+        ...
+
+
+class EventBus(Protocol):
+    """Carries what happens to jobs to whoever waits on it: status and progress events to the job's
+    subscribers, "there is work" to idle runners, a cancel to the runner holding the job. Within one process
+    on the embedded default; across processes when scaled out."""
+
+    def publish(self, event: JobEvent) -> None: ...
+
+    def subscribe(self, job_id: str) -> AbstractContextManager[asyncio.Queue[JobEvent]]:
+        """A queue receiving the job's events from now on, until the context exits."""
+        ...
+
+    def work_arrived(self) -> None: ...
+
+    async def wait_for_work(self, timeout_s: float) -> None:
+        """Return when work arrives, or after `timeout_s`."""
+        ...
+
+    def stop_flag(self, job_id: str) -> threading.Event:
+        """The flag a runner holding the job watches between denoising steps (made on first use)."""
+        ...
+
+    def request_stop(self, job_id: str) -> None:
+        """Set the job's stop flag wherever the job runs."""
+        ...
+
+    def forget(self, job_id: str) -> None:
+        """The runner is done with the job: drop its stop flag."""
         ...

@@ -1,7 +1,7 @@
 """JobService: the one owner of the job lifecycle. Every API dialect and every runner goes through it.
 
 queued -> processing -> succeeded | failed | canceled; terminal states never change. Runner writes are fenced
-by attempt (see the store). Events (status, progress) are published to in-process subscribers.
+by attempt (see the store). Events (status, progress) go out through the event bus (`ports.EventBus`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import re
 import threading
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +20,9 @@ from typing import Any
 from reangle.core.assets import AssetService, new_id
 from reangle.core.edit import EditRequest, SizeLimits, plan_edit
 from reangle.core.inputs import UrlFetcher, resolve_image
-from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.jobs import Job, JobError, JobEvent, JobKind, JobStatus, OutputAsset, StatusChange
 from reangle.core.models import MODELS, AnyInput, ModelSpec
-from reangle.core.ports import JobStore, NewJob
+from reangle.core.ports import EventBus, JobStore, NewJob
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
 
 MAX_PAGE = 100
@@ -38,15 +37,6 @@ class ServiceLimits:
     #: size limits and default area of the engine the jobs will run on
     sizes: SizeLimits = field(default_factory=SizeLimits)
     target_area: int = 1024 * 1024
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobEvent:
-    """`status` events carry the job; `progress` events carry {progress, step, steps}."""
-
-    kind: str
-    job: Job | None = None
-    progress: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,12 +56,11 @@ class JobService:
         fetch: UrlFetcher,
         limits: ServiceLimits,
         *,
+        events: EventBus,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.assets, self.fetch, self.limits, self.clock = store, assets, fetch, limits, clock
-        self._subscribers: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
-        self._work = asyncio.Event()
-        self._stop_flags: dict[str, threading.Event] = {}
+        self.events = events
         #: called with every job that reaches a terminal status (metrics)
         self.finished_hooks: list[Callable[[Job], None]] = []
 
@@ -127,9 +116,9 @@ class JobService:
             raise QueueFull(f"the queue holds {queued} jobs; its limit is {self.limits.max_queue}")
 
     def _announce(self, jobs: Sequence[Job]) -> None:
-        self._work.set()
+        self.events.work_arrived()
         for job in jobs:
-            self._publish(job.id, JobEvent(kind="status", job=job))
+            self._publish_status(job)
 
     async def _prepare(
         self,
@@ -210,10 +199,10 @@ class JobService:
             )
         canceled = self.store.cancel(job_id, self.clock())
         assert canceled is not None
-        if job.status == JobStatus.PROCESSING and job_id in self._stop_flags:
-            self._stop_flags[job_id].set()
+        if job.status == JobStatus.PROCESSING:
+            self.events.request_stop(job_id)
         if canceled.status != job.status:
-            self._publish(job_id, JobEvent(kind="status", job=canceled))
+            self._publish_status(canceled)
             for hook in self.finished_hooks:
                 hook(canceled)
         return canceled
@@ -231,15 +220,9 @@ class JobService:
     @contextlib.asynccontextmanager
     async def subscribe(self, owner: str, job_id: str) -> AsyncIterator[AsyncIterator[JobEvent]]:
         """Events of one job, starting with its current status; the stream ends after a terminal status."""
-        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._subscribers[job_id].add(queue)
-        try:
-            queue.put_nowait(JobEvent(kind="status", job=self.get(owner, job_id)))
+        with self.events.subscribe(job_id) as queue:
+            queue.put_nowait(JobEvent(job_id=job_id, kind="status", job=self.get(owner, job_id)))
             yield _until_terminal(queue)
-        finally:
-            self._subscribers[job_id].discard(queue)
-            if not self._subscribers[job_id]:
-                del self._subscribers[job_id]
 
     def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         found = self.store.job_by_idempotency_key(owner, key)
@@ -258,36 +241,31 @@ class JobService:
         """At start-up, before any runner: re-queue jobs a previous process left processing."""
         requeued, failed = self.store.recover(self.clock(), self.limits.max_attempts)
         if requeued:
-            self._work.set()
+            self.events.work_arrived()
         return requeued, failed
 
     async def next_job(self, poll_s: float = 1.0) -> Job | None:
         """Claim the next queued job, waiting up to `poll_s` for one to arrive."""
         job = self.store.claim_next(self.clock())
         if job is None:
-            self._work.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll_s):
-                    await self._work.wait()
+            await self.events.wait_for_work(poll_s)
             job = self.store.claim_next(self.clock())
         if job is not None:
             self._keep_inputs(job)
-            self._stop_flags[job.id] = threading.Event()
+            self.events.forget(job.id)  # a fresh flag for this attempt
             if job.cancel_requested:
-                self._stop_flags[job.id].set()
-            self._publish(job.id, JobEvent(kind="status", job=job))
+                self.events.stop_flag(job.id).set()
+            self._publish_status(job)
         return job
 
     def stop_flag(self, job: Job) -> threading.Event:
-        return self._stop_flags.setdefault(job.id, threading.Event())
+        return self.events.stop_flag(job.id)
 
     def report_progress(self, job: Job, step: int, steps: int) -> None:
         fraction = min(1.0, step / steps) if steps else 0.0
         if self.store.set_progress(job.id, job.attempt, fraction):
-            self._publish(
-                job.id,
-                JobEvent(kind="progress", progress={"progress": fraction, "step": step, "steps": steps}),
-            )
+            progress = {"progress": fraction, "step": step, "steps": steps}
+            self.events.publish(JobEvent(job_id=job.id, kind="progress", progress=progress))
 
     def complete(self, job: Job, outputs: Sequence[OutputAsset], timings: dict[str, float]) -> Job | None:
         return self._finish(job, JobStatus.SUCCEEDED, outputs=outputs, timings=timings)
@@ -297,18 +275,18 @@ class JobService:
 
     def release(self, job: Job) -> None:
         """The server is stopping cleanly: queue the job again without spending one of its attempts."""
-        self._stop_flags.pop(job.id, None)
+        self.events.forget(job.id)
         self.store.release(job.id, job.attempt, self.clock())
 
     def mark_canceled(self, job: Job) -> Job | None:
         return self._finish(job, JobStatus.CANCELED)
 
     def _finish(self, job: Job, status: JobStatus, **fields: Any) -> Job | None:
-        self._stop_flags.pop(job.id, None)
+        self.events.forget(job.id)
         finished = self.store.finish(job.id, job.attempt, status, self.clock(), **fields)
         if finished is not None:
             self._keep_inputs(finished)
-            self._publish(job.id, JobEvent(kind="status", job=finished))
+            self._publish_status(finished)
             for hook in self.finished_hooks:
                 hook(finished)
         return finished
@@ -325,9 +303,8 @@ class JobService:
         """A job's inputs live as long as the job: through its run, then for its retention time."""
         self.store.extend_job_inputs(self.clock() + self.limits.result_ttl_s, job_id=job.id)
 
-    def _publish(self, job_id: str, event: JobEvent) -> None:
-        for queue in self._subscribers.get(job_id, ()):
-            queue.put_nowait(event)
+    def _publish_status(self, job: Job) -> None:
+        self.events.publish(JobEvent(job_id=job.id, kind="status", job=job))
 
 
 @contextlib.contextmanager

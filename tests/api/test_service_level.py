@@ -18,6 +18,7 @@ from reangle.core.ports import NewJob
 from reangle.core.service import JobEvent, JobService, ServiceLimits, SubmitRequest
 from reangle.engine.fake import FakeEngine
 from reangle.runtime.local import LocalRunner
+from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
 from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
@@ -58,7 +59,7 @@ def service_on(store: SqliteStore, tmp_path: Path, limits: ServiceLimits) -> Job
         upload_ttl_s=60,
         result_ttl_s=60,
     )
-    return JobService(store, assets, fake_fetch_refused, limits)
+    return JobService(store, assets, fake_fetch_refused, limits, events=LocalEventBus())
 
 
 def test_the_store_ignores_every_write_of_a_lost_attempt(store: SqliteStore) -> None:

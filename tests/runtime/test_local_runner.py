@@ -27,6 +27,7 @@ from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.engine.base import EditResult, StepCallback, StopCheck
 from reangle.engine.fake import FakeEngine
 from reangle.runtime.local import LocalRunner
+from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
 from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
@@ -138,7 +139,8 @@ def rig_on(tmp_path: Path, store: SqliteStore, engine: FakeRecordingEngine) -> R
     async def fake_fetch_refused(url: str, field: str) -> bytes:
         raise AssertionError("no URL is fetched here")
 
-    service = JobService(store, assets, fake_fetch_refused, ServiceLimits(sizes=SizeLimits(min_side=16)))
+    limits = ServiceLimits(sizes=SizeLimits(min_side=16))
+    service = JobService(store, assets, fake_fetch_refused, limits, events=LocalEventBus())
     image = assets.ingest(OWNER, image_bytes(make_image(48, 48), "PNG"))
     return Rig(store=store, assets=assets, service=service, engine=engine, image_id=image.id)
 
