@@ -27,6 +27,9 @@ from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
 
 MAX_PAGE = 100
 MAX_BATCH = 64
+#: Progress of one job is stored (and published) at most this often, besides its first and last step: a
+#: 40-step job on a fast GPU would otherwise write 40 rows a second.
+PROGRESS_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +64,8 @@ class JobService:
     ) -> None:
         self.store, self.assets, self.fetch, self.limits, self.clock = store, assets, fetch, limits, clock
         self.events = events
+        #: (job id, attempt) -> when its progress was last stored
+        self._progress_written: dict[tuple[str, int], float] = {}
         #: called with every job that reaches a terminal status (metrics)
         self.finished_hooks: list[Callable[[Job], None]] = []
 
@@ -262,6 +267,11 @@ class JobService:
         return self.events.stop_flag(job.id)
 
     def report_progress(self, job: Job, step: int, steps: int) -> None:
+        now = self.clock()
+        last = self._progress_written.get((job.id, job.attempt))
+        if last is not None and step < steps and now - last < PROGRESS_INTERVAL_S:
+            return
+        self._progress_written[job.id, job.attempt] = now
         fraction = min(1.0, step / steps) if steps else 0.0
         if self.store.set_progress(job.id, job.attempt, fraction):
             progress = {"progress": fraction, "step": step, "steps": steps}
@@ -275,14 +285,14 @@ class JobService:
 
     def release(self, job: Job) -> None:
         """The server is stopping cleanly: queue the job again without spending one of its attempts."""
-        self.events.forget(job.id)
+        self._forget(job)
         self.store.release(job.id, job.attempt, self.clock())
 
     def mark_canceled(self, job: Job) -> Job | None:
         return self._finish(job, JobStatus.CANCELED)
 
     def _finish(self, job: Job, status: JobStatus, **fields: Any) -> Job | None:
-        self.events.forget(job.id)
+        self._forget(job)
         finished = self.store.finish(job.id, job.attempt, status, self.clock(), **fields)
         if finished is not None:
             self._keep_inputs(finished)
@@ -302,6 +312,11 @@ class JobService:
     def _keep_inputs(self, job: Job) -> None:
         """A job's inputs live as long as the job: through its run, then for its retention time."""
         self.store.extend_job_inputs(self.clock() + self.limits.result_ttl_s, job_id=job.id)
+
+    def _forget(self, job: Job) -> None:
+        """The runner is done with the job (it ended, or went back to the queue)."""
+        self.events.forget(job.id)
+        self._progress_written.pop((job.id, job.attempt), None)
 
     def _publish_status(self, job: Job) -> None:
         self.events.publish(JobEvent(job_id=job.id, kind="status", job=job))

@@ -186,3 +186,36 @@ def test_the_runner_outlives_an_error_of_its_store(
     assert len(failures) == 1
     assert done.status == JobStatus.SUCCEEDED
     assert "the runner failed" in caplog.text
+
+
+def test_progress_is_stored_and_published_at_most_every_interval_besides_the_first_and_last_step(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    service = service_on(store, tmp_path, ServiceLimits())
+    now = [1000.0]
+    service.clock = lambda: now[0]
+    queued_job(store)
+    writes: list[float] = []
+    set_progress = store.set_progress
+
+    def counting(job_id: str, attempt: int, progress: float) -> bool:
+        writes.append(progress)
+        return set_progress(job_id, attempt, progress)
+
+    store.set_progress = counting  # type: ignore[method-assign]
+
+    async def scenario() -> list[JobEvent]:
+        job = await service.next_job(poll_s=0)
+        assert job is not None
+        async with service.subscribe(OWNER, job.id) as events:
+            for step in range(1, 41):  # 40 steps, 0.1 s apart
+                service.report_progress(job, step, 40)
+                now[0] += 0.1
+            assert service.complete(job, [output("asset_done")], {}) is not None
+            return [event async for event in events if event.kind == "progress"]
+
+    published = asyncio.run(scenario())
+    # the first step, then every third step (0.3 s >= 0.25 s), and the last one
+    expected = [step / 40 for step in [1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 34, 37, 40]]
+    assert writes == expected
+    assert [event.progress["progress"] for event in published if event.progress] == expected
