@@ -39,7 +39,13 @@ def open_blob_store(settings: Settings) -> BlobStore:
     return _opener(BLOB_STORES, url, "REANGLE_STORAGE_URL")(url, settings)
 
 
-def open_event_bus(settings: Settings) -> EventBus:
+def open_event_bus(settings: Settings, store: JobStore) -> EventBus:
+    """Between the processes sharing the database: PostgreSQL's NOTIFY; in-process otherwise."""
+    url = settings.database_url
+    if url and urlsplit(url).scheme.lower() in JOB_STORES:
+        from reangle.runtime.pg_bus import PgEventBus
+
+        return PgEventBus(url, store)
     from reangle.runtime.local_bus import LocalEventBus
 
     return LocalEventBus()

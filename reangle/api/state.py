@@ -63,7 +63,7 @@ class AppState:
             sizes=engine.info.limits,
             target_area=engine.info.target_area,
         )
-        service = JobService(store, assets, fetch, limits, events=open_event_bus(settings))
+        service = JobService(store, assets, fetch, limits, events=open_event_bus(settings, store))
         metrics = Metrics(service)
         service.finished_hooks.append(metrics.observe_finished)
         return cls(
@@ -89,6 +89,7 @@ class AppState:
                 len(failed),
             )
         self.tasks = [
+            asyncio.create_task(self.service.events.listen(), name="events"),
             asyncio.create_task(LocalRunner(self.service, self.engine).run_forever(), name="runner"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
         ]
@@ -98,6 +99,7 @@ class AppState:
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            self.service.events.close()
             self.store.close()
 
     async def _sweep_forever(self) -> None:

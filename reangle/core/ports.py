@@ -155,3 +155,9 @@ class EventBus(Protocol):
     def forget(self, job_id: str) -> None:
         """The runner is done with the job: drop its stop flag."""
         ...
+
+    async def listen(self) -> None:
+        """Deliver other processes' events here until cancelled (returns at once when there are none)."""
+        ...
+
+    def close(self) -> None: ...

@@ -32,6 +32,18 @@ class LocalEventBus:
             if not self._subscribers[job_id]:
                 del self._subscribers[job_id]
 
+    def has_subscribers(self, job_id: str) -> bool:
+        return job_id in self._subscribers
+
+    def subscribed_jobs(self) -> list[str]:
+        return list(self._subscribers)
+
+    async def listen(self) -> None:
+        """Nothing comes from other processes."""
+
+    def close(self) -> None:
+        pass
+
     def work_arrived(self) -> None:
         self._work.set()
 
