@@ -1,4 +1,5 @@
-"""The composition root: which job store, blob store and event bus the settings ask for.
+"""The composition root: the job service on the job store, blob store and event bus the settings ask for,
+and what runs the jobs.
 
 Each back end is one module under `reangle.store`, named here by its URL scheme and imported only when chosen
 (the embedded default imports neither psycopg nor boto3).
@@ -6,19 +7,25 @@ Each back end is one module under `reangle.store`, named here by its URL scheme 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from reangle.core.assets import AssetService
 from reangle.core.ports import BlobStore, EventBus, JobStore
+from reangle.core.service import JobService, ServiceLimits
+from reangle.engine.base import Engine
+from reangle.errors import InvalidInput
+from reangle.runtime.base import Runtime
 from reangle.settings import Settings
+from reangle.store.url_fetch import FetchPolicy, fetch_url
 
 SQLITE_FILE = "reangle.sqlite3"
 T = TypeVar("T")
 
 
-class SettingsError(ValueError):
-    """A setting names a back end this reangle does not have, or names it wrongly."""
+class SettingsError(InvalidInput):
+    """A setting names a back end this reangle does not have, or asks for a role it cannot take."""
 
 
 def open_job_store(settings: Settings) -> JobStore:
@@ -51,6 +58,76 @@ def open_event_bus(settings: Settings, store: JobStore) -> EventBus:
     return LocalEventBus()
 
 
+def build_service(settings: Settings, engine: Engine) -> JobService:
+    """The job service on the stores and event bus the settings name, for jobs run on `engine`."""
+    store = open_job_store(settings)
+    assets = AssetService(
+        store,
+        open_blob_store(settings),
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_upload_pixels,
+        upload_ttl_s=settings.upload_ttl_s,
+        result_ttl_s=settings.result_ttl_s,
+        max_concurrent_decodes=settings.max_concurrent_decodes,
+    )
+    policy = FetchPolicy(
+        allow_private=settings.allow_private_urls,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.url_fetch_timeout_s,
+    )
+
+    async def fetch(url: str, where: str) -> bytes:
+        return await fetch_url(url, policy, field=where)
+
+    limits = ServiceLimits(
+        max_queue=settings.max_queue,
+        max_attempts=settings.max_attempts,
+        result_ttl_s=settings.result_ttl_s,
+        sizes=engine.info.limits,
+        target_area=engine.info.target_area,
+    )
+    return JobService(store, assets, fetch, limits, events=open_event_bus(settings, store))
+
+
+def open_runtime(
+    settings: Settings, service: JobService, engine: Engine, *, models: Collection[str] | None = None
+) -> Runtime:
+    """What runs the jobs of this process. On the embedded store: the in-process runner and sweeper (role
+    `all` only). On PostgreSQL: a Procrastinate worker (roles `all` and `worker`) or nothing (role `api`:
+    the workers run the jobs)."""
+    url = settings.database_url
+    if not (url and urlsplit(url).scheme.lower() in JOB_STORES):
+        if settings.role != "all":
+            raise SettingsError(
+                f"role {settings.role!r} needs a database shared between processes",
+                hint="set REANGLE_DATABASE_URL=postgresql://...; the embedded SQLite default runs role all",
+            )
+        from reangle.runtime.embedded import EmbeddedRuntime
+
+        return EmbeddedRuntime(service, engine, sweep_interval_s=settings.sweep_interval_s)
+    if settings.role == "api":
+        from reangle.runtime.base import NoRuntime
+
+        return NoRuntime()
+    from reangle.runtime.worker import WorkerRuntime
+
+    return WorkerRuntime(url, service, engine, settings, models=models)
+
+
+def storage_summary(settings: Settings) -> dict[str, str]:
+    """Where jobs and assets live, for /healthz (no passwords)."""
+    return {
+        "jobs": _without_password(settings.database_url) if settings.database_url else "sqlite",
+        "assets": settings.storage_url or "files",
+    }
+
+
+def describe_storage(settings: Settings) -> str:
+    """Where jobs and assets live, for the log (no passwords)."""
+    where = storage_summary(settings)
+    return f"jobs in {where['jobs']}, assets in {where['assets']}, data in {settings.data_dir}"
+
+
 def _postgres(url: str, settings: Settings) -> JobStore:
     from reangle.store.postgres import PostgresStore
 
@@ -60,7 +137,10 @@ def _postgres(url: str, settings: Settings) -> JobStore:
 def _s3(url: str, settings: Settings) -> BlobStore:
     from reangle.store.s3 import S3BlobStore
 
-    return S3BlobStore.from_settings(url, settings)
+    try:
+        return S3BlobStore.from_settings(url, settings)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 JOB_STORES: dict[str, Callable[[str, Settings], JobStore]] = {"postgresql": _postgres, "postgres": _postgres}

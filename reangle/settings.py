@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     #: SQLite database, asset files, hashed API keys and the URL-signing secret live here.
     data_dir: Path = Field(default_factory=_default_data_dir)
+    #: What `reangle serve` runs: `all` (the API and the jobs), `api` (the API only: on PostgreSQL, workers
+    #: started with `reangle worker` run the jobs) or `worker` (the jobs only, as `reangle worker` does).
+    role: Literal["all", "api", "worker"] = "all"
     #: Where jobs, asset records and API keys live: empty for the SQLite file in the data directory, or
     #: `postgresql://user:password@host:port/dbname` (scale-out: many API replicas and workers share it).
     database_url: str | None = None

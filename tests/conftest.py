@@ -12,6 +12,8 @@ from PIL import Image
 
 from reangle.settings import Settings
 from reangle.store.sqlite import SqliteStore
+from tests.pg_cluster import PgCluster, PostgresMissing
+from tests.s3_server import S3Missing, S3Server
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +45,27 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     opened.close()
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL server for the session (see tests/pg_cluster.py). Without PostgreSQL's binaries
+    the tests that use it fail, saying what to install: they never skip."""
+    try:
+        cluster = PgCluster()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    """The URL of a fresh, empty database of the session's cluster."""
+    return pg_cluster.create_database()
+
+
 @pytest.fixture
 def settings(cache_dir: Path) -> Settings:
     return Settings(cache_dir=cache_dir, fake_step_seconds=0)
@@ -63,3 +86,18 @@ def image_bytes(image: Image.Image, fmt: str = "PNG", **options: object) -> byte
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A throwaway SeaweedFS S3 server with one bucket for the session (see tests/s3_server.py). Without the
+    `weed` binary the tests that use it fail, saying what to install: they never skip."""
+    try:
+        server = S3Server()
+    except S3Missing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()

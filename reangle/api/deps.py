@@ -28,6 +28,7 @@ def links_for(request: Request, app: AppState) -> Links:
         base_url=base.rstrip("/"),
         ttl_s=app.settings.url_ttl_s,
         store=app.store,
+        blobs=app.service.assets.blobs,
         demo=app.engine.info.demo,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from reangle.core.jobs import Job, JobStatus
+from reangle.runtime.heartbeat import LISTED_FOR_S
 
 if TYPE_CHECKING:
     from reangle.core.service import JobService
@@ -30,6 +32,26 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily(
             "reangle_queue_depth", "Jobs waiting for a runner", value=counts.get(JobStatus.QUEUED.value, 0)
         )
+        by_model = GaugeMetricFamily(
+            "reangle_queue_depth_by_model", "Jobs waiting for a runner, by model", labels=["model"]
+        )
+        for model, waiting in sorted(self.service.store.queued_by_model().items()):
+            by_model.add_metric([model], waiting)
+        yield by_model
+        now = time.time()
+        silent = GaugeMetricFamily(
+            "reangle_worker_heartbeat_age_seconds",
+            "Seconds since each worker last reported (those heard from in the last 30 s)",
+            labels=["worker", "device", "engine"],
+        )
+        busy = GaugeMetricFamily(
+            "reangle_worker_busy", "1 while the worker holds a job, else 0", labels=["worker"]
+        )
+        for worker in self.service.store.list_workers(seen_since=now - LISTED_FOR_S):
+            silent.add_metric([worker.name, worker.device, worker.engine], now - worker.seen_at)
+            busy.add_metric([worker.name], 1 if worker.job_id else 0)
+        yield silent
+        yield busy
 
 
 class Metrics:

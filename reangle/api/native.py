@@ -9,19 +9,21 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, Owner, caller_of
 from reangle.api.deps import State
 from reangle.api.forms import parse_form
-from reangle.api.render import Links, asset_json, job_json
+from reangle.api.render import Links, asset_json, iso, job_json
+from reangle.compose import storage_summary
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
 from reangle.core.jobs import JobEvent, JobKind, JobStatus
 from reangle.core.models import MODELS
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.errors import InvalidInput, NotFound
+from reangle.runtime.heartbeat import LISTED_FOR_S
 
 MAX_WAIT_S = 300
 SSE_PING_S = 15.0
@@ -110,14 +112,24 @@ DOWNLOAD_HEADERS = {
 
 
 @router.get("/v1/files/{asset_id}", tags=["assets"], response_class=FileResponse)
-async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = "") -> FileResponse:
-    """The bytes of an asset, by signed link (no auth header needed)."""
-    app.signer.verify(asset_id, expires, sig, time.time())
+async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = "") -> Response:
+    """The bytes of an asset, by signed link (no auth header needed); with an object store, a redirect to a
+    fresh presigned link of the store."""
+    now = time.time()
+    app.signer.verify(asset_id, expires, sig, now)
     found = app.service.assets.file_for(asset_id)
-    if found is None:
-        raise NotFound(f"asset {asset_id} has expired or was deleted")
-    record, path = found
-    return FileResponse(path, media_type=record.mime_type, headers=DOWNLOAD_HEADERS)
+    if found is not None:
+        record, path = found
+        return FileResponse(path, media_type=record.mime_type, headers=DOWNLOAD_HEADERS)
+    stored = app.store.get_asset(asset_id)  # bytes elsewhere: in an object store?
+    if stored is not None and stored.expires_at > now:
+        expires_at = min(stored.expires_at, now + app.settings.url_ttl_s)
+        url = app.service.assets.blobs.public_url(
+            stored.sha256, expires_at=expires_at, mime_type=stored.mime_type
+        )
+        if url is not None:
+            return RedirectResponse(url, status_code=307)
+    raise NotFound(f"asset {asset_id} has expired or was deleted")
 
 
 # jobs ------------------------------------------------------------------------------------------------
@@ -260,9 +272,25 @@ async def list_poses(who: Owner) -> dict[str, Any]:
 
 @router.get("/healthz", tags=["ops"])
 async def health(app: State) -> dict[str, Any]:
+    """This process (its role, engine, where state lives) and the workers heard from lately."""
     info = app.engine.info
+    workers = app.service.store.list_workers(seen_since=time.time() - LISTED_FOR_S)
     return {
         "status": "ok",
+        "role": app.settings.role,
+        "storage": storage_summary(app.settings),
+        "workers": [
+            {
+                "name": worker.name,
+                "device": worker.device,
+                "engine": worker.engine,
+                "models": list(worker.models),
+                "started_at": iso(worker.started_at),
+                "last_heartbeat": iso(worker.seen_at),
+                "job_id": worker.job_id,
+            }
+            for worker in workers
+        ],
         "engine": info.name,
         "demo": info.demo,
         "device": info.device,

@@ -1,4 +1,5 @@
-"""Jobs and assets as the native API shows them, with absolute signed download links."""
+"""Jobs and assets as the native API shows them, with absolute signed download links (or the object store's
+own presigned links, when it gives them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from reangle.api.signing import UrlSigner
 from reangle.core.jobs import Job
-from reangle.core.ports import AssetRecord, JobStore
+from reangle.core.ports import AssetRecord, BlobStore, JobStore
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -24,17 +25,23 @@ def _iso(timestamp: float) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Links:
-    """Builds download links for one request: absolute on `base_url`, expiring after `ttl_s`."""
+    """Builds download links for one request: absolute on `base_url`, expiring after `ttl_s`; links straight
+    to the blob store when it has its own (S3 presigned URLs)."""
 
     signer: UrlSigner
     base_url: str
     ttl_s: float
     store: JobStore
+    blobs: BlobStore
     #: The engine makes meaningless demo images (tiny, fake): jobs say so.
     demo: bool = False
 
     def asset_url(self, record: AssetRecord) -> str:
-        expires = int(min(record.expires_at, time.time() + self.ttl_s))
+        expires_at = min(record.expires_at, time.time() + self.ttl_s)
+        direct = self.blobs.public_url(record.sha256, expires_at=expires_at, mime_type=record.mime_type)
+        if direct is not None:
+            return direct
+        expires = int(expires_at)
         signature = self.signer.signature(record.id, expires)
         return f"{self.base_url}/v1/files/{record.id}?expires={expires}&sig={signature}"
 

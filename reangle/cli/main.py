@@ -11,6 +11,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from reangle import __version__
+from reangle.cli.db import add_db_commands
 from reangle.cli.edit import add_edit_command
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.remote import add_remote_commands
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_edit_command(commands)
     add_remote_commands(commands)
     add_serve_commands(commands)
+    add_db_commands(commands)
     return parser
 
 

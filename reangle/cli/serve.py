@@ -1,14 +1,23 @@
-"""`reangle serve` (the embedded server) and `reangle keys create`."""
+"""`reangle serve` (the server), `reangle worker` (a scale-out worker) and `reangle keys create`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reangle.engine.base import ENGINE_NAMES, create_engine, cuda_available
+from reangle.core.models import MODELS
+from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, cuda_available
+from reangle.errors import InvalidInput
 from reangle.settings import Settings
+
+if TYPE_CHECKING:
+    from reangle.core.service import JobService
+    from reangle.runtime.base import Runtime
 
 DEMO_BANNER = """
 ==========================================================================================
@@ -25,7 +34,24 @@ def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--host", help="default: REANGLE_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, help="default: REANGLE_PORT or 8000")
     serve.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
+    serve.add_argument(
+        "--role",
+        choices=("all", "api", "worker"),
+        help="all: the API and the jobs (default: REANGLE_ROLE or all); api: the API only; worker: the jobs "
+        "only (api and worker need REANGLE_DATABASE_URL=postgresql://...)",
+    )
     serve.set_defaults(run=run_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run jobs from a shared PostgreSQL database on one GPU (scale-out; no HTTP)"
+    )
+    worker.add_argument("--engine", choices=("auto", *ENGINE_NAMES), help="default: REANGLE_ENGINE or auto")
+    worker.add_argument("--device", help="the GPU to use, e.g. cuda:1 (default: REANGLE_DEVICE or auto)")
+    worker.add_argument(
+        "--models", help="comma-separated model ids this worker takes (default: all its engine serves)"
+    )
+    worker.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
+    worker.set_defaults(run=run_worker)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(metavar="ACTION", required=True)
@@ -49,30 +75,19 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.app import create_app
     from reangle.api.slow_clients import timed_protocol
 
-    settings = _with_flags(settings, args, "engine", "host", "port", "data_dir")
-    why = "Chosen with --engine or REANGLE_ENGINE. Use --engine qwen on a CUDA GPU for real edits."
-    if settings.engine == "auto":
-        settings = settings.model_copy(update={"engine": "qwen" if cuda_available() else "tiny"})
-        why = "No CUDA GPU here, so reangle runs the tiny engine. Use a CUDA machine for real edits."
-    if settings.engine in DEMO_ENGINES:
-        banner = DEMO_BANNER.format(engine=settings.engine, what=DEMO_ENGINES[settings.engine], why=why)
-        print(banner, file=sys.stderr)
+    settings = _with_flags(settings, args, "engine", "host", "port", "data_dir", "role")
+    if settings.role == "worker":
+        return _work(settings, models=None)
+    settings, engine = _engine(settings, load=settings.role == "all")
     if settings.auth == "on" and not settings.api_keys and not _has_stored_keys(settings):
         print(
             "reangle: no API keys yet: make one with `reangle keys create`, or set REANGLE_AUTH=off",
             file=sys.stderr,
         )
-    engine = create_engine(settings.engine, settings)
-    print(f"reangle: loading the {engine.info.name} engine ...", file=sys.stderr)
-    engine.load()  # here, not in the app's startup: a failure is then one clear line, not a traceback
-    if engine.info.options:
-        options = " ".join(f"{name}={value}" for name, value in engine.info.options.items())
-        print(f"reangle: engine options: {options}", file=sys.stderr)
-    for note in engine.info.notes:
-        print(f"reangle: note: {note}", file=sys.stderr)
     app = create_app(settings, engine)
     print(
-        f"reangle: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
+        f"reangle: serving on http://{settings.host}:{settings.port} (role {settings.role}; "
+        f"{_where(settings)})",
         file=sys.stderr,
     )
     uvicorn.run(
@@ -85,6 +100,82 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         http=timed_protocol(settings.header_timeout_s),
     )
     return 0
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _with_flags(settings, args, "engine", "device", "data_dir").model_copy(
+        update={"role": "worker"}
+    )
+    models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
+    return _work(settings, models)
+
+
+def _work(settings: Settings, models: list[str] | None) -> int:
+    """A worker process: runs jobs until SIGTERM or SIGINT, then finishes the job in hand and exits."""
+    from reangle.compose import build_service, open_runtime
+
+    if models is not None:
+        unknown = sorted(set(models) - set(MODELS))
+        if unknown:
+            raise InvalidInput(
+                f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}", field="models"
+            )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    settings, engine = _engine(settings, load=True)
+    service = build_service(settings, engine)
+    runtime = open_runtime(settings, service, engine, models=models)
+    print(f"reangle: worker on {engine.info.device} ({_where(settings)})", file=sys.stderr)
+    asyncio.run(_until_stopped(service, runtime))
+    print("reangle: worker stopped", file=sys.stderr)
+    return 0
+
+
+async def _until_stopped(service: JobService, runtime: Runtime) -> None:
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop_signal, main.cancel)
+    listener = asyncio.create_task(service.events.listen(), name="events")
+    try:
+        await runtime.run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        service.events.close()
+        service.store.close()
+
+
+def _where(settings: Settings) -> str:
+    """Where the state lives, without passwords."""
+    from reangle.compose import describe_storage
+
+    return describe_storage(settings)
+
+
+def _engine(settings: Settings, *, load: bool) -> tuple[Settings, Engine]:
+    """The engine the settings name, loaded unless `load` is false (an API replica only plans jobs)."""
+    why = "Chosen with --engine or REANGLE_ENGINE. Use --engine qwen on a CUDA GPU for real edits."
+    if settings.engine == "auto":
+        settings = settings.model_copy(update={"engine": "qwen" if cuda_available() else "tiny"})
+        why = "No CUDA GPU here, so reangle runs the tiny engine. Use a CUDA machine for real edits."
+    if settings.engine in DEMO_ENGINES:
+        banner = DEMO_BANNER.format(engine=settings.engine, what=DEMO_ENGINES[settings.engine], why=why)
+        print(banner, file=sys.stderr)
+    engine = create_engine(settings.engine, settings)
+    if not load:
+        return settings, engine
+    print(f"reangle: loading the {engine.info.name} engine ...", file=sys.stderr)
+    engine.load()  # here, not in the app's startup: a failure is then one clear line, not a traceback
+    if engine.info.options:
+        options = " ".join(f"{name}={value}" for name, value in engine.info.options.items())
+        print(f"reangle: engine options: {options}", file=sys.stderr)
+    for note in engine.info.notes:
+        print(f"reangle: note: {note}", file=sys.stderr)
+    return settings, engine
 
 
 def _has_stored_keys(settings: Settings) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,20 @@ class AssetRecord:
     created_at: float
     expires_at: float
     #: the job that made it (outputs); None for uploads
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerStatus:
+    """A process running jobs, as it last reported itself."""
+
+    name: str
+    device: str
+    engine: str
+    models: tuple[str, ...]
+    started_at: float
+    seen_at: float
+    #: the job in hand, if any
     job_id: str | None = None
 
 
@@ -62,8 +76,16 @@ class JobStore(Protocol):
         ...
 
     def batch_jobs(self, batch_id: str) -> list[Job]: ...
-    def claim_next(self, now: float) -> Job | None:
-        """Move the next queued job (highest priority, then oldest) to processing."""
+    def claim_next(self, now: float, *, models: Collection[str] | None = None) -> Job | None:
+        """Move the next queued job (highest priority, then oldest) to processing; only a job for one of
+        `models` when given (a worker takes only what its engine serves), any job when None."""
+        ...
+
+    def claim_job(self, job_id: str, now: float, max_attempts: int) -> Job | None:
+        """Hand one job to the caller's runner (a scale-out worker given it by the dispatcher): a queued job
+        becomes processing; a processing one, whose runner went silent, becomes its next attempt, or fails
+        after `max_attempts`, or ends canceled when a cancel was asked for. Returns the job as it now
+        stands (processing when the caller is to run it); None when it does not exist or had ended."""
         ...
 
     def set_progress(self, job_id: str, attempt: int, progress: float) -> bool: ...
@@ -86,6 +108,7 @@ class JobStore(Protocol):
     def release(self, job_id: str, attempt: int, now: float) -> bool: ...
     def recover(self, now: float, max_attempts: int) -> tuple[list[Job], list[Job]]: ...
     def count_by_status(self) -> dict[str, int]: ...
+    def queued_by_model(self) -> dict[str, int]: ...
     def delete_finished_before(self, cutoff: float) -> int: ...
 
     # asset records
@@ -97,10 +120,23 @@ class JobStore(Protocol):
         """Delete expired asset records; the content hashes no remaining record refers to."""
         ...
 
+    # workers
+    def record_worker(self, worker: WorkerStatus) -> None:
+        """Insert or replace the worker's row (a heartbeat)."""
+        ...
+
+    def list_workers(self, seen_since: float) -> list[WorkerStatus]: ...
+    def forget_worker(self, name: str) -> None: ...
+
     # API keys
     def insert_api_key(self, key_id: str, name: str, key_hash: str, now: float) -> None: ...
     def count_api_keys(self) -> int: ...
     def api_key_id(self, key_hash: str) -> str | None: ...
+
+    # shared secrets
+    def shared_secret(self, name: str) -> str:
+        """A random secret created once and kept in the store, the same for every process that asks."""
+        ...
 
 
 class BlobStore(Protocol):

@@ -256,12 +256,27 @@ class JobService:
             await self.events.wait_for_work(poll_s)
             job = self.store.claim_next(self.clock())
         if job is not None:
-            self._keep_inputs(job)
-            self.events.forget(job.id)  # a fresh flag for this attempt
-            if job.cancel_requested:
-                self.events.stop_flag(job.id).set()
-            self._publish_status(job)
+            self._started(job)
         return job
+
+    def claim(self, job_id: str) -> Job | None:
+        """Take one job the dispatcher handed to this process's runner: the job to run (processing, as the
+        next attempt if an earlier runner of it went silent), or None when there is nothing to run."""
+        job = self.store.claim_job(job_id, self.clock(), self.limits.max_attempts)
+        if job is None:
+            return None
+        if job.status != JobStatus.PROCESSING:  # canceled or out of attempts just now
+            self._ended(job)
+            return None
+        self._started(job)
+        return job
+
+    def _started(self, job: Job) -> None:
+        self._keep_inputs(job)
+        self.events.forget(job.id)  # a fresh flag for this attempt
+        if job.cancel_requested:
+            self.events.stop_flag(job.id).set()
+        self._publish_status(job)
 
     def stop_flag(self, job: Job) -> threading.Event:
         return self.events.stop_flag(job.id)
@@ -296,10 +311,13 @@ class JobService:
         finished = self.store.finish(job.id, job.attempt, status, self.clock(), **fields)
         if finished is not None:
             self._keep_inputs(finished)
-            self._publish_status(finished)
-            for hook in self.finished_hooks:
-                hook(finished)
+            self._ended(finished)
         return finished
+
+    def _ended(self, job: Job) -> None:
+        self._publish_status(job)
+        for hook in self.finished_hooks:
+            hook(job)
 
     def sweep(self) -> tuple[int, int]:
         """Delete finished jobs past retention and expired assets; returns (jobs, files) deleted. The inputs

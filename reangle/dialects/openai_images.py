@@ -47,7 +47,7 @@ from reangle.dialects.openai_schemas import (
     render_edit,
     translate,
 )
-from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unavailable
 
 log = logging.getLogger("reangle.dialects.openai")
 
@@ -66,7 +66,7 @@ class ServerFailure(ReangleError):
 
 
 def json_error(status: int, body: dict[str, Any], *, job_id: str | None = None) -> JSONResponse:
-    headers = {} if status == 429 else {"x-should-retry": "false"}
+    headers = {} if status in (429, 503) else {"x-should-retry": "false"}  # 503: the database is back soon
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if job_id:
@@ -79,7 +79,7 @@ def render_error(request: Request, exc: ReangleError, _status: int) -> Response:
     if status >= 500:
         log.error("openai edit failed: %s", exc.message)
     response = json_error(status, body, job_id=getattr(request.state, "openai_job_id", None))
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, QueueFull | Unavailable):
         response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 

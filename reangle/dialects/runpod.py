@@ -36,7 +36,7 @@ from reangle.core.models import CAMERA_EDIT
 from reangle.core.service import MAX_PAGE, SubmitRequest
 from reangle.dialects import runpod_schemas as rp
 from reangle.dialects.base import dialect_route
-from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unavailable
 
 log = logging.getLogger("reangle.dialects.runpod")
 
@@ -60,7 +60,7 @@ def render_error(request: Request, exc: ReangleError, status: int) -> JSONRespon
     if status >= 500:
         log.error("runpod request failed: %s", exc.message)
     headers = {}
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, QueueFull | Unavailable):
         headers["Retry-After"] = str(exc.retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"

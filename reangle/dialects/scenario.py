@@ -26,7 +26,16 @@ from reangle.core.ports import AssetRecord
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.dialects import scenario_schemas as schemas
 from reangle.dialects.base import dialect_route
-from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, TooLarge, Unauthorized
+from reangle.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QueueFull,
+    ReangleError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 
 PREFIX = "/scenario/v1"
 #: Scenario's answer to `?dryRun=`: an estimate, no job.
@@ -51,9 +60,9 @@ def render_error(request: Request, exc: ReangleError, status: int) -> Response:
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="reangle", Bearer realm="reangle"'
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, QueueFull | Unavailable):
         headers["Retry-After"] = str(exc.retry_after_s)
-    if status >= 500 and request.method == "POST":
+    if status >= 500 and request.method == "POST" and not isinstance(exc, Unavailable):
         headers["x-should-retry"] = "false"
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -35,7 +35,15 @@ from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
 from reangle.core.service import SubmitRequest
 from reangle.dialects.base import dialect_route
-from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unauthorized
+from reangle.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QueueFull,
+    ReangleError,
+    Unauthorized,
+    Unavailable,
+)
 
 log = logging.getLogger("reangle.dialects.segmind")
 
@@ -92,7 +100,7 @@ def render_error(_request: Request, exc: ReangleError, status: int) -> Response:
         status = 400
     if status >= 500:
         log.error("segmind request failed: %s", exc.message)
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull | Unavailable) else None
     return JSONResponse({"error": segmind_message(exc)}, status_code=status, headers=headers)
 
 

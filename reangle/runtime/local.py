@@ -56,6 +56,8 @@ class LocalRunner:
     def __init__(self, service: JobService, engine: Engine) -> None:
         self.service, self.engine = service, engine
         self._finishing: asyncio.Task[None] | None = None
+        #: the job being rendered (for the heartbeat)
+        self.rendering: Job | None = None
 
     async def run_forever(self, retry_s: float = RETRY_S) -> None:
         try:
@@ -76,6 +78,7 @@ class LocalRunner:
         """Render `job`, then start its finish in the background and return; `wait_finishing` waits for it."""
         started = time.perf_counter()
         timings = {"queue_s": (job.started_at or job.created_at) - job.created_at}
+        self.rendering = job
         try:
             rendered = await self._render_job(job, timings)
             await self.wait_finishing()
@@ -85,9 +88,14 @@ class LocalRunner:
         except Exception as exc:
             self._end_with_error(job, exc, timings, "rendering")
             return
+        finally:
+            self.rendering = None
         self._finishing = asyncio.create_task(
             self._finish(job, rendered, timings, started), name=f"finish {job.id}"
         )
+
+    def job_in_hand(self) -> str | None:
+        return self.rendering.id if self.rendering else None
 
     async def wait_finishing(self) -> None:
         """Wait until the job finishing in the background, if any, has completed or failed."""

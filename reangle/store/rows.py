@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
-from reangle.core.ports import AssetRecord
+from reangle.core.ports import AssetRecord, WorkerStatus
 from reangle.store.schema import JOB_COLUMN_COUNT
 
 # lookups in these are cheaper than calling the enum classes
@@ -86,3 +86,41 @@ def asset_from_row(row: Sequence[Any]) -> AssetRecord:
 
 def history_json(history: Sequence[StatusChange]) -> str:
     return json.dumps([{"status": change.status.value, "at": change.at} for change in history])
+
+
+def interrupted_error(attempts: int) -> JobError:
+    """Why a job fails when the server stopped in the middle of it `attempts` times."""
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return JobError(
+        code="interrupted",
+        message=(
+            f"the server stopped in the middle of this job {times}; giving up after {attempts} attempt(s)"
+        ),
+        hint="the job may crash the server; check its input and the server log",
+    )
+
+
+def worker_values(worker: WorkerStatus) -> tuple[Any, ...]:
+    """A worker as a row of `schema.WORKER_COLUMNS` (its models comma-separated)."""
+    return (
+        worker.name,
+        worker.device,
+        worker.engine,
+        ",".join(worker.models),
+        worker.started_at,
+        worker.seen_at,
+        worker.job_id,
+    )
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerStatus:
+    name, device, engine, models, started_at, seen_at, job_id = row
+    return WorkerStatus(
+        name=name,
+        device=device,
+        engine=engine,
+        models=tuple(models.split(",")) if models else (),
+        started_at=started_at,
+        seen_at=seen_at,
+        job_id=job_id,
+    )

@@ -49,6 +49,20 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS workers (
+    name TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    models TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    job_id TEXT
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 
 #: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more
@@ -58,6 +72,9 @@ JOB_COLUMNS = (
     "finished_at, history, outputs, error, timings, batch_id, cancel_requested"
 )
 JOB_COLUMN_COUNT = len(JOB_COLUMNS.split(","))
+
+#: The columns of `workers`, in the order of WorkerStatus's fields.
+WORKER_COLUMNS = "name, device, engine, models, started_at, seen_at, job_id"
 
 #: The columns of `assets`, in the order of AssetRecord's fields.
 ASSET_COLUMNS = "id, owner, sha256, mime_type, width, height, bytes, created_at, expires_at, job_id"

@@ -7,19 +7,28 @@ writes from attempt N match no row and change nothing.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import AssetRecord, NewJob
+from reangle.core.ports import AssetRecord, NewJob, WorkerStatus
 from reangle.errors import QueueFull
-from reangle.store.rows import asset_from_row, history_json, job_from_row
-from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, SCHEMA
+from reangle.store.rows import (
+    asset_from_row,
+    history_json,
+    interrupted_error,
+    job_from_row,
+    worker_from_row,
+    worker_values,
+)
+from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, SCHEMA, WORKER_COLUMNS
 
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 SELECT_JOB_BY_ID = f"{SELECT_JOBS} WHERE id = ?"
@@ -141,16 +150,49 @@ class SqliteStore:
             rows = self._db.execute(f"{SELECT_JOBS} WHERE batch_id = ? ORDER BY seq", (batch_id,)).fetchall()
         return [job_from_row(row) for row in rows]
 
-    def claim_next(self, now: float) -> Job | None:
-        """Move the next queued job (highest priority, then oldest) to processing."""
+    def claim_next(self, now: float, *, models: Collection[str] | None = None) -> Job | None:
+        """Move the next queued job (highest priority, then oldest; of `models` only, when given) to
+        processing."""
+        which, args = "", list(models or ())
+        if models is not None:
+            which = f" AND model IN ({','.join('?' * len(args))})"
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, seq LIMIT 1"
+                f"SELECT id FROM jobs WHERE status = 'queued'{which} ORDER BY priority DESC, seq LIMIT 1",
+                args,
             ).fetchone()
             if row is None:
                 return None
             self._set_status(db, row["id"], JobStatus.PROCESSING, now, extra="started_at = ?", args=[now])
             claimed = db.execute(SELECT_JOB_BY_ID, (row["id"],)).fetchone()
+        return job_from_row(claimed)
+
+    def claim_job(self, job_id: str, now: float, max_attempts: int) -> Job | None:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT status, attempt, cancel_requested FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None or row["status"] not in (JobStatus.QUEUED, JobStatus.PROCESSING):
+                return None
+            if row["status"] == JobStatus.QUEUED:
+                self._set_status(db, job_id, JobStatus.PROCESSING, now, extra="started_at = ?", args=[now])
+            elif row["cancel_requested"]:
+                self._set_status(db, job_id, JobStatus.CANCELED, now, extra="finished_at = ?", args=[now])
+            elif row["attempt"] >= max_attempts:
+                error = json.dumps(interrupted_error(row["attempt"]).to_dict())
+                self._set_status(
+                    db, job_id, JobStatus.FAILED, now, extra="finished_at = ?, error = ?", args=[now, error]
+                )
+            else:
+                self._set_status(
+                    db,
+                    job_id,
+                    JobStatus.PROCESSING,
+                    now,
+                    extra="attempt = attempt + 1, progress = 0, started_at = ?",
+                    args=[now],
+                )
+            claimed = db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
         return job_from_row(claimed)
 
     def set_progress(self, job_id: str, attempt: int, progress: float) -> bool:
@@ -243,11 +285,7 @@ class SqliteStore:
                     )
                     continue
                 if row["attempt"] >= max_attempts:
-                    error = JobError(
-                        code="interrupted",
-                        message=_interrupted_message(row["attempt"]),
-                        hint="the job may crash the server; check its input and the server log",
-                    )
+                    error = interrupted_error(row["attempt"])
                     self._set_status(
                         db,
                         row["id"],
@@ -276,6 +314,13 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
         return {row["status"]: row["n"] for row in rows}
+
+    def queued_by_model(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT model, COUNT(*) FROM jobs WHERE status = 'queued' GROUP BY model"
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
 
     def delete_finished_before(self, cutoff: float) -> int:
         with self._lock:
@@ -363,6 +408,23 @@ class SqliteStore:
             )
         return hashes - still_used
 
+    # workers ------------------------------------------------------------------------------------------------
+
+    def record_worker(self, worker: WorkerStatus) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO workers VALUES (?,?,?,?,?,?,?)", worker_values(worker))
+
+    def list_workers(self, seen_since: float) -> list[WorkerStatus]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {WORKER_COLUMNS} FROM workers WHERE seen_at >= ? ORDER BY name", (seen_since,)
+            ).fetchall()
+        return [worker_from_row(row) for row in rows]
+
+    def forget_worker(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM workers WHERE name = ?", (name,))
+
     # API keys -----------------------------------------------------------------------------------------------
 
     def insert_api_key(self, key_id: str, name: str, key_hash: str, now: float) -> None:
@@ -378,7 +440,14 @@ class SqliteStore:
             row = self._db.execute("SELECT id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return row[0] if row else None
 
+    # shared secrets -----------------------------------------------------------------------------------------
 
-def _interrupted_message(attempts: int) -> str:
-    times = "once" if attempts == 1 else f"{attempts} times"
-    return f"the server stopped in the middle of this job {times}; giving up after {attempts} attempt(s)"
+    def shared_secret(self, name: str) -> str:
+        """A random secret made on first use and kept in the database."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO secrets VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_hex(32), time.time()),
+            )
+            row = db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return str(row[0])

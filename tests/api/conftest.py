@@ -25,6 +25,8 @@ import pytest
 
 from reangle.api.auth import create_key
 from reangle.core.models import CAMERA_EDIT
+from reangle.core.ports import JobStore
+from reangle.store.postgres import PostgresStore
 from reangle.store.sqlite import SqliteStore
 from tests.conftest import image_bytes, make_image
 
@@ -154,7 +156,10 @@ class ServerProcess:
 
     def new_key(self, name: str = "test") -> str:
         """A stored API key, made in the data directory while the server runs (as `reangle keys create`)."""
-        store = SqliteStore(self.data_dir / "reangle.sqlite3")
+        database_url = self.env.get("REANGLE_DATABASE_URL")
+        store: JobStore = (
+            PostgresStore(database_url) if database_url else SqliteStore(self.data_dir / "reangle.sqlite3")
+        )
         try:
             return create_key(store, name)[1]
         finally:

@@ -20,6 +20,7 @@ from tests.api.conftest import (
     edit_input,
     hold_input,
     png,
+    poll,
     running,
     submit,
     succeeded,
@@ -212,24 +213,40 @@ def test_poses_are_the_96_lora_prompts(api: httpx.Client) -> None:
     assert poses[0]["prompt"].startswith("<sks> ")
 
 
-def test_healthz_names_the_engine_and_counts_the_queue(
+def test_healthz_names_the_engine_the_storage_and_the_runner_and_counts_the_queue(
     shared_server: ServerProcess, api: httpx.Client
 ) -> None:
     health = httpx.get(f"{shared_server.url}/healthz").json()
+    (runner,) = health.pop("workers")
     assert health == {
         "status": "ok",
+        "role": "all",
+        "storage": {"jobs": "sqlite", "assets": "files"},
         "engine": "fake",
         "demo": True,
         "device": "cpu",
         "options": {},
         "queue_depth": 0,
     }
+    assert runner["name"].endswith(f":{shared_server.process.pid}")  # type: ignore[union-attr]
+    assert (runner["engine"], runner["device"], runner["job_id"]) == ("fake", "cpu", None)
+    assert set(runner["models"]) == {"qwen-edit-multiangle-2511", "qwen-image-edit-2511"}
+    assert runner["last_heartbeat"] >= runner["started_at"]
 
     asset = upload(api)
     holder = submit(api, hold_input(asset["id"]), kind="orbit")
     wait_job(api, holder["id"], running)
     waiting = submit(api, edit_input(asset["id"]))
     assert httpx.get(f"{shared_server.url}/healthz").json()["queue_depth"] == 1
+    in_hand = poll(
+        lambda: httpx.get(f"{shared_server.url}/healthz").json()["workers"][0]["job_id"] or None,
+        timeout=10,
+        what="the heartbeat naming the job in hand",
+    )
+    assert in_hand == holder["id"]
+    metrics = httpx.get(f"{shared_server.url}/metrics").text
+    assert 'reangle_queue_depth_by_model{model="qwen-edit-multiangle-2511"} 1.0' in metrics
+    assert re.search(r'^reangle_worker_busy\{worker="[^"]+"\} 1\.0$', metrics, re.M)
     for job in (waiting, holder):
         cancel(api, job["id"])
     assert wait_job(api, holder["id"])["status"] == "canceled"

@@ -1,0 +1,38 @@
+"""`reangle db upgrade`: bring the PostgreSQL schema up to date (a server also does it when it starts)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from reangle.settings import Settings
+
+
+def add_db_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    db = commands.add_parser("db", help="manage the database schema")
+    actions = db.add_subparsers(metavar="ACTION", required=True)
+    upgrade = actions.add_parser("upgrade", help="apply the missing schema migrations (PostgreSQL)")
+    upgrade.set_defaults(run=run_db_upgrade)
+
+
+def run_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.database_url:
+        print("reangle: the SQLite database needs no upgrade (its tables are made when it opens)")
+        return 0
+    import psycopg
+
+    from reangle.errors import Unavailable
+    from reangle.store.pg_schema import upgrade
+    from reangle.store.postgres import database_address
+
+    try:
+        applied = upgrade(settings.database_url)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = database_address(settings.database_url)
+        raise Unavailable(f"the database at {where} cannot be reached ({reason})") from None
+    for migration in applied:
+        print(f"applied migration {migration.version}: {migration.description}")
+    if not applied:
+        print("the database schema is up to date")
+    return 0

@@ -1,0 +1,48 @@
+"""What the single-box server runs beside its API: the recovery of interrupted jobs at start, one runner on
+the engine, and the periodic retention sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from reangle.core.models import MODELS
+from reangle.core.service import JobService
+from reangle.engine.base import Engine
+from reangle.runtime.heartbeat import Heartbeat
+from reangle.runtime.local import LocalRunner
+
+log = logging.getLogger("reangle.server")
+
+
+class EmbeddedRuntime:
+    def __init__(self, service: JobService, engine: Engine, *, sweep_interval_s: float) -> None:
+        self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        requeued, failed = self.service.recover()
+        if requeued or failed:
+            log.warning(
+                "recovered %d interrupted jobs (%d re-queued, %d failed)",
+                len(requeued) + len(failed),
+                len(requeued),
+                len(failed),
+            )
+        runner = LocalRunner(self.service, self.engine)
+        heartbeat = Heartbeat(self.service.store, self.engine, MODELS, runner.job_in_hand)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(runner.run_forever(), name="runner")
+            tasks.create_task(sweep_forever(self.service, self.sweep_interval_s), name="sweeper")
+            tasks.create_task(heartbeat.run(), name="heartbeat")
+
+
+async def sweep_forever(service: JobService, interval_s: float) -> None:
+    while True:
+        try:
+            jobs, files = await asyncio.to_thread(service.sweep)
+            if jobs or files:
+                log.info("retention sweep: deleted %d jobs and %d files", jobs, files)
+        except Exception:
+            log.exception("retention sweep failed")
+        await asyncio.sleep(interval_s)

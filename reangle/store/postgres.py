@@ -1,0 +1,548 @@
+"""The scale-out job store: PostgreSQL, shared by many API and worker processes. Same semantics as
+`SqliteStore` (the reference), made safe across processes:
+
+- every runner write is fenced by the job's attempt, in the statement's WHERE or under the row's lock;
+- an idempotency key is a UNIQUE (owner, idempotency_key) constraint: two processes racing on one key make one
+  job (the loser's INSERT does nothing and it reads the winner's job);
+- `max_queued` is checked under a transaction-level advisory lock, so concurrent submits cannot overfill;
+- `claim_next` takes its row with FOR UPDATE SKIP LOCKED: concurrent workers never claim one job twice;
+- every change that leaves a job queued also defers its run for the Procrastinate workers, in the same
+  transaction (`pg_dispatch`): a queued job always has a run waiting, even if the process dies right after.
+
+Every failure to reach the database surfaces as `Unavailable` (the API answers 503), never a hang: connects
+and the pool's wait are bounded. Once the database has failed, each call first tries one quick connection and
+fails fast while it is down; when it is back, broken pooled connections are dropped and work resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
+from reangle.core.ports import AssetRecord, NewJob, WorkerStatus
+from reangle.errors import QueueFull, Unavailable
+from reangle.store.pg_dispatch import defer_run
+from reangle.store.pg_schema import upgrade
+from reangle.store.rows import (
+    asset_from_row,
+    history_json,
+    interrupted_error,
+    job_from_row,
+    worker_from_row,
+    worker_values,
+)
+from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, WORKER_COLUMNS
+
+Row = tuple[Any, ...]
+Cursor = psycopg.Cursor[Row]
+
+SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
+SELECT_JOB_BY_ID = f"{SELECT_JOBS} WHERE id = %s"
+SELECT_JOBS_WITH_HASH = f"SELECT {JOB_COLUMNS}, request_hash FROM jobs"
+#: The job's history with one more status change (parameters: status, at).
+HISTORY_PLUS = (
+    "(history::jsonb || jsonb_build_array(jsonb_build_object('status', %s::text, 'at', %s::float8)))::text"
+)
+#: Any fixed number: the key of the advisory lock that serializes inserts checked against `max_queued`.
+QUEUE_LOCK = 0x5245414E474C46
+
+
+class PostgresStore:
+    """The JobStore of the scale-out deployment (REANGLE_DATABASE_URL=postgresql://...)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        max_connections: int = 10,
+        timeout_s: float = 3.0,
+        connect_timeout_s: int = 3,
+    ) -> None:
+        """Upgrade the schema, then open a pool of up to `max_connections`; a call waits at most `timeout_s`
+        for a connection."""
+        self._conninfo = conninfo
+        self._connect_timeout_s = connect_timeout_s
+        self._where = database_address(conninfo)
+        self._failed = False
+        try:
+            upgrade(conninfo, connect_timeout_s=connect_timeout_s)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"connect_timeout": connect_timeout_s, "autocommit": False},
+            timeout=timeout_s,
+            name="reangle",
+            open=True,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        """A cursor in one transaction: committed when the block ends, rolled back when it raises."""
+        if self._failed:
+            self._check_back()
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cursor:
+                yield cursor
+        except PoolTimeout as exc:
+            self._failed = True
+            raise Unavailable(
+                f"no connection to the database at {self._where} came free within {self._pool.timeout:g} s "
+                f"({_first_line(exc)})"
+            ) from None
+        except psycopg.OperationalError as exc:
+            if _lost_connection(exc):
+                self._failed = True
+            raise self._unavailable(exc) from None
+
+    def _check_back(self) -> None:
+        """The database failed earlier: fail fast while it is still down; once it is back, drop the pooled
+        connections that broke."""
+        try:
+            psycopg.connect(self._conninfo, connect_timeout=self._connect_timeout_s).close()
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        self._failed = False
+        self._pool.check()
+
+    def _unavailable(self, exc: psycopg.OperationalError) -> Unavailable:
+        return Unavailable(f"the database at {self._where} cannot be reached ({_first_line(exc)})")
+
+    # jobs ---------------------------------------------------------------------------------------------------
+
+    def insert_jobs(
+        self, new_jobs: Sequence[NewJob], *, max_queued: int | None = None
+    ) -> list[tuple[Job, str | None]]:
+        """Insert all or none; an idempotent repeat returns the job stored under its key. With `max_queued`,
+        QueueFull when the new jobs would take the queued count past it, checked under a lock that every
+        such insert takes, in the insert's transaction."""
+        out: list[tuple[Job, str | None]] = []
+        with self._transaction() as cur:
+            queued = already = 0
+            if max_queued is not None:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (QUEUE_LOCK,))
+                queued = already = _one(cur.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"))
+            for new in new_jobs:
+                job = new.job
+                if new.idempotency_key is not None:
+                    stored = self._by_key(cur, job.owner, new.idempotency_key)
+                    if stored is not None:
+                        out.append(stored)
+                        continue
+                if max_queued is not None and queued >= max_queued:
+                    raise QueueFull(f"the queue holds {already} jobs; its limit is {max_queued}")
+                cur.execute(
+                    "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
+                    "history, batch_id, idempotency_key, request_hash) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING seq",
+                    (
+                        job.id,
+                        job.owner,
+                        job.model,
+                        job.kind.value,
+                        json.dumps(job.input),
+                        job.status.value,
+                        job.attempt,
+                        job.priority,
+                        job.created_at,
+                        history_json(job.history),
+                        job.batch_id,
+                        new.idempotency_key,
+                        new.request_hash,
+                    ),
+                )
+                if cur.fetchone() is None:  # another process inserted this key since we looked
+                    assert new.idempotency_key is not None
+                    raced = self._by_key(cur, job.owner, new.idempotency_key)
+                    assert raced is not None, "a conflicting key is committed before ON CONFLICT gives way"
+                    out.append(raced)
+                    continue
+                defer_run(cur, job.id)
+                queued += 1
+                out.append((job, new.request_hash))
+        return out
+
+    @staticmethod
+    def _by_key(cur: Cursor, owner: str, key: str) -> tuple[Job, str | None] | None:
+        row = cur.execute(
+            f"{SELECT_JOBS_WITH_HASH} WHERE owner = %s AND idempotency_key = %s", (owner, key)
+        ).fetchone()
+        return (job_from_row(row), row[-1]) if row else None
+
+    def job_by_idempotency_key(self, owner: str, key: str) -> tuple[Job, str | None] | None:
+        with self._transaction() as cur:
+            return self._by_key(cur, owner, key)
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._transaction() as cur:
+            row = cur.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        return job_from_row(row) if row else None
+
+    def list_jobs(
+        self, owner: str, *, status: JobStatus | None, limit: int, before_seq: int | None
+    ) -> tuple[list[Job], int | None]:
+        """Newest first. Returns the page and the cursor (a sequence number) for the next one."""
+        sql = f"SELECT {JOB_COLUMNS}, seq FROM jobs WHERE owner = %s"
+        args: list[Any] = [owner]
+        if status is not None:
+            sql += " AND status = %s"
+            args.append(status.value)
+        if before_seq is not None:
+            sql += " AND seq < %s"
+            args.append(before_seq)
+        sql += " ORDER BY seq DESC LIMIT %s"
+        args.append(limit + 1)
+        with self._transaction() as cur:
+            rows = cur.execute(sql, args).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [job_from_row(row) for row in rows], (rows[-1][-1] if more else None)
+
+    def batch_jobs(self, batch_id: str) -> list[Job]:
+        with self._transaction() as cur:
+            rows = cur.execute(f"{SELECT_JOBS} WHERE batch_id = %s ORDER BY seq", (batch_id,)).fetchall()
+        return [job_from_row(row) for row in rows]
+
+    def claim_next(self, now: float, *, models: Collection[str] | None = None) -> Job | None:
+        """Move the next queued job (highest priority, then oldest; of `models` only, when given) to
+        processing. A row another worker is claiming is skipped, not waited for."""
+        if models is not None and not models:
+            return None
+        which = "status = 'queued'" + ("" if models is None else " AND model = ANY(%s)")
+        args: list[Any] = [JobStatus.PROCESSING.value, JobStatus.PROCESSING.value, now, now]
+        if models is not None:
+            args.append(list(models))
+        with self._transaction() as cur:
+            row = cur.execute(
+                f"UPDATE jobs SET status = %s, history = {HISTORY_PLUS}, started_at = %s WHERE seq = ("
+                f"SELECT seq FROM jobs WHERE {which} ORDER BY priority DESC, seq LIMIT 1 "
+                f"FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLUMNS}",
+                args,
+            ).fetchone()
+        return job_from_row(row) if row else None
+
+    def claim_job(self, job_id: str, now: float, max_attempts: int) -> Job | None:
+        """Hand one job to the caller's runner (given it by the dispatcher): a queued job becomes processing;
+        a processing one, whose runner went silent, becomes its next attempt, or fails after `max_attempts`,
+        or ends canceled when a cancel was asked for. None when it does not exist or had ended."""
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT status, attempt, cancel_requested FROM jobs WHERE id = %s FOR UPDATE", (job_id,)
+            ).fetchone()
+            if row is None or row[0] not in (JobStatus.QUEUED, JobStatus.PROCESSING):
+                return None
+            status, attempt, cancel_requested = row
+            if status == JobStatus.QUEUED:
+                self._set_status(cur, job_id, JobStatus.PROCESSING, now, "started_at = %s", [now])
+            elif cancel_requested:
+                self._set_status(cur, job_id, JobStatus.CANCELED, now, "finished_at = %s", [now])
+            elif attempt >= max_attempts:
+                error = json.dumps(interrupted_error(attempt).to_dict())
+                self._set_status(
+                    cur, job_id, JobStatus.FAILED, now, "finished_at = %s, error = %s", [now, error]
+                )
+            else:
+                again = "attempt = attempt + 1, progress = 0, started_at = %s"
+                self._set_status(cur, job_id, JobStatus.PROCESSING, now, again, [now])
+            claimed = cur.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        assert claimed is not None
+        return job_from_row(claimed)
+
+    def set_progress(self, job_id: str, attempt: int, progress: float) -> bool:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE jobs SET progress = %s WHERE id = %s AND attempt = %s AND status = 'processing'",
+                (progress, job_id, attempt),
+            )
+            return cur.rowcount == 1
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        now: float,
+        *,
+        outputs: Sequence[OutputAsset] = (),
+        error: JobError | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Job | None:
+        """End a processing job of this attempt; None if the attempt lost the job (fenced). A job whose
+        cancel was accepted while it ran ends canceled even if its run got to the end."""
+        with self._transaction() as cur:
+            row = self._lock_running(cur, job_id, attempt)
+            if row is None:
+                return None
+            if status == JobStatus.SUCCEEDED and row[0]:
+                status, outputs = JobStatus.CANCELED, ()
+            done = cur.execute(
+                f"UPDATE jobs SET status = %s, history = {HISTORY_PLUS}, finished_at = %s, outputs = %s, "
+                f"error = %s, timings = %s, progress = COALESCE(%s, progress) WHERE id = %s "
+                f"RETURNING {JOB_COLUMNS}",
+                (
+                    status.value,
+                    status.value,
+                    now,
+                    now,
+                    json.dumps([asdict(output) for output in outputs]),
+                    json.dumps(error.to_dict()) if error else None,
+                    json.dumps(timings or {}),
+                    1.0 if status == JobStatus.SUCCEEDED else None,
+                    job_id,
+                ),
+            ).fetchone()
+        assert done is not None
+        return job_from_row(done)
+
+    @staticmethod
+    def _lock_running(cur: Cursor, job_id: str, attempt: int) -> Row | None:
+        """Lock the job when it is processing as this attempt: (cancel_requested,); None otherwise."""
+        return cur.execute(
+            "SELECT cancel_requested FROM jobs WHERE id = %s AND attempt = %s AND status = 'processing' "
+            "FOR UPDATE",
+            (job_id, attempt),
+        ).fetchone()
+
+    def cancel(self, job_id: str, now: float) -> Job | None:
+        """Cancel a queued job at once, or flag a processing one for its runner; terminal jobs stay."""
+        with self._transaction() as cur:
+            row = cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row[0] == JobStatus.QUEUED:
+                self._set_status(cur, job_id, JobStatus.CANCELED, now, "finished_at = %s", [now])
+            elif row[0] == JobStatus.PROCESSING:
+                cur.execute("UPDATE jobs SET cancel_requested = TRUE WHERE id = %s", (job_id,))
+            updated = cur.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        assert updated is not None
+        return job_from_row(updated)
+
+    def release(self, job_id: str, attempt: int, now: float) -> bool:
+        """Put a processing job of this attempt back in the queue, attempt unchanged: its runner stopped
+        cleanly (a graceful shutdown), so no stale writer remains. A requested cancel wins."""
+        with self._transaction() as cur:
+            row = self._lock_running(cur, job_id, attempt)
+            if row is None:
+                return False
+            if row[0]:
+                self._set_status(cur, job_id, JobStatus.CANCELED, now, "finished_at = %s", [now])
+            else:
+                self._set_status(cur, job_id, JobStatus.QUEUED, now, "progress = 0, started_at = NULL")
+        return True
+
+    def recover(self, now: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
+        """At the start of a single-box server: jobs left processing go back to the queue as the next attempt,
+        or fail after `max_attempts`. Returns (requeued, failed).
+
+        It takes every processing job, so it is right only when no other process runs jobs on this database;
+        scale-out workers get stalled jobs back by heartbeat-based redelivery instead."""
+        requeued, failed = [], []
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "SELECT id, attempt, cancel_requested FROM jobs WHERE status = 'processing' FOR UPDATE"
+            ).fetchall()
+            for job_id, attempt, cancel_requested in rows:
+                if cancel_requested:
+                    self._set_status(cur, job_id, JobStatus.CANCELED, now, "finished_at = %s", [now])
+                elif attempt >= max_attempts:
+                    error = interrupted_error(attempt)
+                    self._set_status(
+                        cur,
+                        job_id,
+                        JobStatus.FAILED,
+                        now,
+                        "finished_at = %s, error = %s",
+                        [now, json.dumps(error.to_dict())],
+                    )
+                    failed.append(job_id)
+                else:
+                    self._set_status(
+                        cur,
+                        job_id,
+                        JobStatus.QUEUED,
+                        now,
+                        "attempt = attempt + 1, progress = 0, started_at = NULL",
+                    )
+                    requeued.append(job_id)
+            touched = requeued + failed
+            jobs = {
+                job.id: job
+                for job in map(
+                    job_from_row, cur.execute(f"{SELECT_JOBS} WHERE id = ANY(%s)", (touched,)).fetchall()
+                )
+            }
+        return [jobs[i] for i in requeued], [jobs[i] for i in failed]
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._transaction() as cur:
+            rows = cur.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {status: int(n) for status, n in rows}
+
+    def queued_by_model(self) -> dict[str, int]:
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "SELECT model, COUNT(*) FROM jobs WHERE status = 'queued' GROUP BY model"
+            ).fetchall()
+        return {model: int(n) for model, n in rows}
+
+    def delete_finished_before(self, cutoff: float) -> int:
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s", (cutoff,))
+            return cur.rowcount
+
+    @staticmethod
+    def _set_status(
+        cur: Cursor, job_id: str, status: JobStatus, now: float, extra: str = "", args: Sequence[Any] = ()
+    ) -> None:
+        sets = f"status = %s, history = {HISTORY_PLUS}" + (", " + extra if extra else "")
+        cur.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (status.value, status.value, now, *args, job_id))
+        if status == JobStatus.QUEUED:
+            defer_run(cur, job_id)
+
+    # assets -------------------------------------------------------------------------------------------------
+
+    def insert_asset(self, record: AssetRecord) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (
+                    record.id,
+                    record.owner,
+                    record.sha256,
+                    record.mime_type,
+                    record.width,
+                    record.height,
+                    record.bytes,
+                    record.created_at,
+                    record.expires_at,
+                    record.job_id,
+                ),
+            )
+
+    def get_asset(self, asset_id: str) -> AssetRecord | None:
+        with self._transaction() as cur:
+            row = cur.execute(f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = %s", (asset_id,)).fetchone()
+        return asset_from_row(row) if row else None
+
+    def extend_asset(self, asset_id: str, expires_at: float) -> None:
+        """Keep an input alive at least as long as a job that uses it."""
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE assets SET expires_at = GREATEST(expires_at, %s) WHERE id = %s",
+                (expires_at, asset_id),
+            )
+
+    def extend_job_inputs(self, expires_at: float, *, job_id: str | None = None) -> None:
+        """Keep the input assets of one job, or of every queued or processing job, until `expires_at`."""
+        which, args = ("id = %s", [job_id]) if job_id else ("status IN ('queued', 'processing')", [])
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE assets SET expires_at = GREATEST(expires_at, %s) WHERE id IN ("
+                f"SELECT jsonb_array_elements_text(input::jsonb -> 'images') FROM jobs WHERE {which} "
+                f"UNION SELECT input::jsonb ->> 'image' FROM jobs WHERE {which})",
+                (expires_at, *args, *args),
+            )
+
+    def delete_expired_assets(self, now: float) -> set[str]:
+        """Delete expired asset rows; returns the content hashes no remaining asset refers to."""
+        with self._transaction() as cur:
+            deleted = cur.execute("DELETE FROM assets WHERE expires_at < %s RETURNING sha256", (now,))
+            hashes = {row[0] for row in deleted.fetchall()}
+            if not hashes:
+                return set()
+            rows = cur.execute("SELECT DISTINCT sha256 FROM assets WHERE sha256 = ANY(%s)", (list(hashes),))
+            return hashes - {row[0] for row in rows.fetchall()}
+
+    # workers ------------------------------------------------------------------------------------------------
+
+    def record_worker(self, worker: WorkerStatus) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO workers VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (name) DO UPDATE SET "
+                "device = EXCLUDED.device, engine = EXCLUDED.engine, models = EXCLUDED.models, "
+                "started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at, job_id = EXCLUDED.job_id",
+                worker_values(worker),
+            )
+
+    def list_workers(self, seen_since: float) -> list[WorkerStatus]:
+        with self._transaction() as cur:
+            rows = cur.execute(
+                f"SELECT {WORKER_COLUMNS} FROM workers WHERE seen_at >= %s ORDER BY name", (seen_since,)
+            ).fetchall()
+        return [worker_from_row(row) for row in rows]
+
+    def forget_worker(self, name: str) -> None:
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM workers WHERE name = %s", (name,))
+
+    # API keys -----------------------------------------------------------------------------------------------
+
+    def insert_api_key(self, key_id: str, name: str, key_hash: str, now: float) -> None:
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO api_keys VALUES (%s,%s,%s,%s)", (key_id, name, key_hash, now))
+
+    def count_api_keys(self) -> int:
+        with self._transaction() as cur:
+            return _one(cur.execute("SELECT COUNT(*) FROM api_keys"))
+
+    def api_key_id(self, key_hash: str) -> str | None:
+        with self._transaction() as cur:
+            row = cur.execute("SELECT id FROM api_keys WHERE key_hash = %s", (key_hash,)).fetchone()
+        return str(row[0]) if row else None
+
+    # shared secrets -----------------------------------------------------------------------------------------
+
+    def shared_secret(self, name: str) -> str:
+        """A random secret made by whichever process asks first, the same for every process after."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO secrets VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_hex(32), time.time()),
+            )
+            row = cur.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def _one(cursor: Cursor) -> int:
+    row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def database_address(conninfo: str) -> str:
+    """Where the database is, for messages: host:port, never the password."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "the configured address"
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    return f"{host}:{params.get('port') or 5432}"
+
+
+def _lost_connection(exc: psycopg.OperationalError) -> bool:
+    """The server is gone or going (no SQL state: the connection broke; 08: connection; 57P: shutdown), as
+    opposed to a statement that failed on a live connection (a deadlock, a cancel)."""
+    state = exc.sqlstate
+    return state is None or state.startswith(("08", "57P"))
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,189 @@
+"""Scale-out with real processes: two API replicas and two workers on one PostgreSQL database and one
+S3-compatible bucket. Jobs go in through one replica and are watched, canceled and fetched through the
+other; workers and replicas are killed with SIGKILL mid-way."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from reangle.core.models import INSTRUCTION_EDIT
+from tests.api.conftest import (
+    KEY_A,
+    download,
+    edit_input,
+    get_job,
+    poll,
+    running,
+    slow_input,
+    submit,
+    succeeded,
+    upload,
+    wait_job,
+)
+from tests.api.test_events_and_cancel import events
+from tests.scale.conftest import DeployFactory
+
+
+def statuses(job: dict[str, Any]) -> list[str]:
+    return [change["status"] for change in job["history"]]
+
+
+def client(server: Any) -> httpx.Client:
+    return server.client(KEY_A)
+
+
+def test_a_job_sent_to_one_replica_runs_on_a_worker_and_is_followed_and_fetched_through_the_other(
+    deploy: DeployFactory,
+) -> None:
+    deployment = deploy(apis=2, workers=1)
+    first, second = (client(api) for api in deployment.apis)
+    job = submit(first, edit_input(upload(first)["id"]))
+
+    with second.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+        assert response.status_code == 200
+        received = list(events(response))
+
+    assert received[-1].kind == "status"
+    assert received[-1].data["status"] == "succeeded"
+    progress = [event.data for event in received if event.kind == "progress"]
+    assert progress, [event.kind for event in received]
+    assert progress[-1]["progress"] == 1.0
+    done = get_job(second, job["id"])
+    assert statuses(done) == ["queued", "processing", "succeeded"]
+    asset = done["output"]["assets"][0]
+    fetched = download(asset["url"])
+    assert fetched.status_code == 200
+    assert fetched.headers["content-type"] == "image/png"
+    assert fetched.content.startswith(b"\x89PNG")
+
+
+def test_jobs_spread_over_the_workers_and_a_higher_priority_goes_first(deploy: DeployFactory) -> None:
+    deployment = deploy(apis=1, workers=2)
+    api = client(deployment.apis[0])
+    image = upload(api)["id"]
+    slow = [submit(api, slow_input(image, steps=30)) for _ in range(2)]  # both workers busy
+    poll(
+        lambda: all(get_job(api, job["id"])["status"] == "processing" for job in slow) or None,
+        what="2 running",
+    )
+    low = submit(api, edit_input(image))
+    high = submit(api, edit_input(image), priority=10)
+
+    for job in [*slow, low, high]:
+        succeeded(api, job["id"])
+    started = {job["id"]: get_job(api, job["id"])["started_at"] for job in (low, high)}
+    assert started[high["id"]] < started[low["id"]]
+    logs = [worker.log() for worker in deployment.workers]
+    assert all("Traceback" not in log for log in logs), logs
+
+
+def test_cancel_through_another_replica_stops_the_job_on_its_worker(deploy: DeployFactory) -> None:
+    deployment = deploy(apis=2, workers=1, fake_step_seconds=0.1)
+    first, second = (client(api) for api in deployment.apis)
+    job = submit(first, slow_input(upload(first)["id"], steps=100))  # 10 s if left alone
+    wait_job(first, job["id"], running)
+
+    asked = time.monotonic()
+    response = second.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 200, response.text
+    ended = wait_job(first, job["id"], timeout=10)
+    stopped_after = time.monotonic() - asked
+
+    assert ended["status"] == "canceled"
+    assert ended["output"]["assets"] == []
+    assert stopped_after < 3, stopped_after
+    # the worker is free again at once: the next job runs
+    succeeded(second, submit(second, edit_input(upload(second)["id"]))["id"])
+
+
+def test_a_worker_killed_mid_job_hands_it_to_another_which_finishes_it_as_attempt_2(
+    deploy: DeployFactory,
+) -> None:
+    deployment = deploy(apis=1, workers=2, fake_step_seconds=0.05)
+    api = client(deployment.apis[0])
+    job = submit(api, slow_input(upload(api)["id"], steps=60))  # 3 s of work
+    wait_job(api, job["id"], running)
+    (holder,) = (worker for worker in deployment.workers if f"job {job['id']}: attempt 1" in worker.log())
+    holder.kill()
+
+    done = succeeded(api, job["id"], timeout=40)
+
+    assert done["attempt"] == 2
+    assert statuses(done).count("succeeded") == 1
+    assert len(done["output"]["assets"]) == 1
+    assert download(done["output"]["assets"][0]["url"]).status_code == 200
+
+
+def test_a_replica_killed_after_accepting_a_job_loses_nothing_and_a_retry_elsewhere_gets_the_same_job(
+    deploy: DeployFactory,
+) -> None:
+    deployment = deploy(apis=2, workers=1)
+    first, second = (client(api) for api in deployment.apis)
+    image = upload(first)["id"]
+    key = {"Idempotency-Key": "order-42"}
+    response = first.post(
+        "/v1/jobs", json={"model": "qwen-edit-multiangle-2511", "input": edit_input(image)}, headers=key
+    )
+    assert response.status_code == 202, response.text
+    deployment.apis[0].kill()
+
+    retried = second.post(
+        "/v1/jobs", json={"model": "qwen-edit-multiangle-2511", "input": edit_input(image)}, headers=key
+    )
+    assert retried.status_code in (200, 202), retried.text
+    assert retried.json()["id"] == response.json()["id"]
+    succeeded(second, response.json()["id"])
+
+
+def test_many_jobs_all_succeed_exactly_once_while_workers_are_killed(deploy: DeployFactory) -> None:
+    deployment = deploy(apis=1, workers=2)
+    api = client(deployment.apis[0])
+    image = upload(api)["id"]
+    jobs = [submit(api, edit_input(image, seed=index)) for index in range(200)]
+
+    def kill_and_restart_twice() -> None:
+        for victim in (0, 1):
+            time.sleep(2)
+            deployment.workers[victim].kill()
+            deployment.workers[victim].start()
+
+    killer = threading.Thread(target=kill_and_restart_twice)
+    killer.start()
+    killer.join(timeout=60)
+    finished = [succeeded(api, job["id"], timeout=90) for job in jobs]
+
+    assert len({job["id"] for job in finished}) == 200
+    for job in finished:
+        assert statuses(job)[-1] == "succeeded"
+        assert statuses(job).count("succeeded") == 1
+        assert len(job["output"]["assets"]) == 1
+
+
+def test_a_worker_takes_only_its_models_and_replicas_list_the_workers_they_hear_from(
+    deploy: DeployFactory,
+) -> None:
+    deployment = deploy(apis=1, workers=1, worker_args=("--models", INSTRUCTION_EDIT))
+    api = client(deployment.apis[0])
+    image = upload(api)["id"]
+    camera = submit(api, edit_input(image))
+    instruction = submit(api, {"images": [image], "prompt": "make it dusk"}, model=INSTRUCTION_EDIT)
+
+    succeeded(api, instruction["id"])
+    time.sleep(1)  # time enough for the camera job, had the worker taken it
+    assert get_job(api, camera["id"])["status"] == "queued"
+    (listed,) = poll(lambda: httpx.get(f"{deployment.apis[0].url}/healthz").json()["workers"] or None)
+    assert (listed["engine"], listed["models"]) == ("fake", [INSTRUCTION_EDIT])
+
+    deployment.workers[0].stop()  # a clean stop: the worker leaves the list at once
+    assert httpx.get(f"{deployment.apis[0].url}/healthz").json()["workers"] == []
+    deployment.workers[0].args = ()
+    deployment.workers[0].start()
+    succeeded(api, camera["id"])
+    health = httpx.get(f"{deployment.apis[0].url}/healthz").json()
+    assert health["role"] == "api"
+    assert health["storage"]["assets"].startswith("s3://")
+    assert health["storage"]["jobs"].startswith("postgresql://")

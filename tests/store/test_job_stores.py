@@ -1,0 +1,528 @@
+"""The job store contract, on both stores: SQLite (the reference) and PostgreSQL.
+
+Each store gives back what it was given: every field of a job and of an asset record, through each query
+that reads them (rows are decoded by column position, so a column out of place would show). Runner writes are
+fenced by attempt, terminal statuses never change, and two store instances on one database (two processes)
+racing on an idempotency key, the queue limit or the next job never make two jobs, overfill or claim one job
+twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.ports import AssetRecord, JobStore, NewJob, WorkerStatus
+from reangle.errors import QueueFull
+from reangle.store.postgres import PostgresStore
+from reangle.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+StoreOpener = Callable[[], JobStore]
+
+T0 = 1_700_000_000.125
+
+
+def new_job(
+    job_id: str,
+    *,
+    owner: str = "owner-1",
+    batch_id: str | None = None,
+    priority: int = 0,
+    model: str = "qwen-edit-multiangle-2511",
+) -> Job:
+    return Job(
+        id=job_id,
+        owner=owner,
+        model=model,
+        kind=JobKind.ORBIT,
+        input={"image": "asset_in", "poses": [{"horizontal_angle": 90}], "seed": 7, "note": "ü"},
+        priority=priority,
+        created_at=T0,
+        history=(StatusChange(status=JobStatus.QUEUED, at=T0),),
+        batch_id=batch_id,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOpener]:
+    """Opens one more store instance on the test's own database (as another process would); all are closed
+    afterwards."""
+    opened: list[JobStore] = []
+    if request.param == "sqlite":
+        path = tmp_path / "reangle.sqlite3"
+
+        def make() -> JobStore:
+            return SqliteStore(path)
+    else:
+        url: str = request.getfixturevalue("pg_url")
+
+        def make() -> JobStore:
+            return PostgresStore(url)
+
+    def opener() -> JobStore:
+        opened.append(make())
+        return opened[-1]
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def job_store(open_store: StoreOpener) -> JobStore:
+    return open_store()
+
+
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """Run the calls in threads released together; their results in order."""
+    start = threading.Barrier(len(calls), timeout=10)
+
+    def run(call: Callable[[], T]) -> T:
+        start.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [future.result(timeout=30) for future in [pool.submit(run, call) for call in calls]]
+
+
+def test_a_queued_job_reads_back_as_it_was_inserted(job_store: JobStore) -> None:
+    job = new_job("job_1", batch_id="batch_1", priority=5)
+    assert job_store.insert_jobs([NewJob(job=job)]) == [(job, None)]
+    assert job_store.get_job("job_1") == job
+    assert job_store.batch_jobs("batch_1") == [job]
+    assert job_store.get_job("job_missing") is None
+
+
+def test_a_finished_job_reads_back_with_every_field(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1", priority=-3))])
+    claimed = job_store.claim_next(T0 + 1)
+    assert claimed is not None
+    assert (claimed.status, claimed.started_at, claimed.attempt) == (JobStatus.PROCESSING, T0 + 1, 1)
+    assert job_store.set_progress("job_1", 1, 0.5)
+    outputs = (
+        OutputAsset(asset_id="asset_a", role="view", width=64, height=48, mime_type="image/png", seed=7),
+        OutputAsset(
+            asset_id="asset_b",
+            role="turntable",
+            width=64,
+            height=48,
+            mime_type="image/webp",
+            pose={"horizontal_angle": 90, "label": "right"},
+        ),
+    )
+    timings = {"queue_s": 1.0, "inference_s": 0.25}
+    done = job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2, outputs=outputs, timings=timings)
+    expected = replace(
+        new_job("job_1", priority=-3),
+        status=JobStatus.SUCCEEDED,
+        progress=1.0,
+        started_at=T0 + 1,
+        finished_at=T0 + 2,
+        history=(
+            StatusChange(status=JobStatus.QUEUED, at=T0),
+            StatusChange(status=JobStatus.PROCESSING, at=T0 + 1),
+            StatusChange(status=JobStatus.SUCCEEDED, at=T0 + 2),
+        ),
+        outputs=outputs,
+        timings=timings,
+    )
+    assert done == expected
+    assert job_store.get_job("job_1") == expected
+
+
+def test_a_failed_job_keeps_its_error_and_a_cancel_request_its_flag(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1")), NewJob(job=new_job("job_2"))])
+    job_store.claim_next(T0 + 1)
+    error = JobError(code="engine_failed", message="out of memory", hint="try a smaller size")
+    failed = job_store.finish("job_1", 1, JobStatus.FAILED, T0 + 2, error=error)
+    assert failed is not None
+    assert (failed.status, failed.error, failed.progress) == (JobStatus.FAILED, error, 0.0)
+    assert job_store.get_job("job_1") == failed
+    job_store.claim_next(T0 + 3)
+    flagged = job_store.cancel("job_2", T0 + 4)
+    assert flagged is not None
+    assert (flagged.status, flagged.cancel_requested) == (JobStatus.PROCESSING, True)
+    assert job_store.get_job("job_2") == flagged
+
+
+def test_listing_pages_newest_first_by_owner_and_status(job_store: JobStore) -> None:
+    jobs = [new_job(f"job_{n}") for n in range(5)]
+    job_store.insert_jobs([NewJob(job=job) for job in jobs])
+    job_store.insert_jobs([NewJob(job=new_job("job_other", owner="owner-2"))])
+    first, cursor = job_store.list_jobs("owner-1", status=None, limit=3, before_seq=None)
+    assert first == jobs[:1:-1]
+    assert cursor is not None
+    rest, last_cursor = job_store.list_jobs("owner-1", status=None, limit=3, before_seq=cursor)
+    assert (rest, last_cursor) == (jobs[1::-1], None)
+    assert job_store.list_jobs("owner-1", status=JobStatus.SUCCEEDED, limit=3, before_seq=None) == ([], None)
+
+
+def test_an_idempotency_key_finds_the_job_and_its_request_hash(job_store: JobStore) -> None:
+    job = new_job("job_1")
+    job_store.insert_jobs([NewJob(job=job, idempotency_key="key-1", request_hash="hash-1")])
+    assert job_store.job_by_idempotency_key("owner-1", "key-1") == (job, "hash-1")
+    assert job_store.job_by_idempotency_key("owner-2", "key-1") is None
+    repeat = NewJob(job=new_job("job_2"), idempotency_key="key-1", request_hash="hash-2")
+    assert job_store.insert_jobs([repeat]) == [(job, "hash-1")]
+
+
+def test_recovery_reads_the_jobs_it_requeues_and_fails(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1")), NewJob(job=new_job("job_2"))])
+    job_store.claim_next(T0 + 1)
+    job_store.claim_next(T0 + 1)
+    job_store.finish("job_2", 1, JobStatus.SUCCEEDED, T0 + 2)
+    requeued, failed = job_store.recover(T0 + 3, max_attempts=3)
+    assert failed == []
+    assert [job.id for job in requeued] == ["job_1"]
+    assert requeued[0] == job_store.get_job("job_1")
+    assert (requeued[0].status, requeued[0].attempt, requeued[0].started_at) == (JobStatus.QUEUED, 2, None)
+
+
+@pytest.mark.parametrize("job_id", [None, "job_1"])
+def test_an_asset_record_reads_back_as_it_was_inserted(job_store: JobStore, job_id: str | None) -> None:
+    record = AssetRecord(
+        id="asset_1",
+        owner="owner-1",
+        sha256="ab" * 32,
+        mime_type="image/png",
+        width=640,
+        height=480,
+        bytes=12345,
+        created_at=T0,
+        expires_at=T0 + 3600,
+        job_id=job_id,
+    )
+    job_store.insert_asset(record)
+    assert job_store.get_asset("asset_1") == record
+    assert job_store.get_asset("asset_missing") is None
+
+
+def asset(asset_id: str, *, sha256: str, expires_at: float) -> AssetRecord:
+    return AssetRecord(
+        id=asset_id,
+        owner="owner-1",
+        sha256=sha256,
+        mime_type="image/png",
+        width=8,
+        height=8,
+        bytes=100,
+        created_at=T0,
+        expires_at=expires_at,
+    )
+
+
+def edit_job(job_id: str, images: list[str]) -> Job:
+    return replace(new_job(job_id), kind=JobKind.EDIT, input={"images": images, "horizontal_angle": 90})
+
+
+# fencing and terminal states -------------------------------------------------------------------------------
+
+
+def test_a_stale_attempt_changes_nothing(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1"))])
+    job_store.claim_next(T0 + 1)
+    job_store.recover(T0 + 2, max_attempts=3)
+    second = job_store.claim_next(T0 + 3)
+    assert second is not None
+    assert second.attempt == 2
+    assert not job_store.set_progress("job_1", 1, 0.9)
+    assert job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 4) is None
+    assert not job_store.release("job_1", 1, T0 + 4)
+    assert job_store.get_job("job_1") == second
+    assert job_store.set_progress("job_1", 2, 0.5)
+    assert job_store.get_job("job_1") == replace(second, progress=0.5)
+
+
+def test_terminal_statuses_never_change(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1"))])
+    job_store.claim_next(T0 + 1)
+    done = job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2)
+    assert done is not None
+    assert job_store.finish("job_1", 1, JobStatus.FAILED, T0 + 3) is None
+    assert job_store.cancel("job_1", T0 + 3) == done
+    assert not job_store.set_progress("job_1", 1, 0.5)
+    assert not job_store.release("job_1", 1, T0 + 3)
+    assert job_store.recover(T0 + 3, max_attempts=3) == ([], [])
+    assert job_store.get_job("job_1") == done
+
+
+# cancel ----------------------------------------------------------------------------------------------------
+
+
+def test_a_queued_job_cancels_at_once_and_a_missing_one_is_none(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1"))])
+    canceled = job_store.cancel("job_1", T0 + 1)
+    assert canceled is not None
+    assert (canceled.status, canceled.finished_at) == (JobStatus.CANCELED, T0 + 1)
+    assert [change.status for change in canceled.history] == [JobStatus.QUEUED, JobStatus.CANCELED]
+    assert job_store.claim_next(T0 + 2) is None
+    assert job_store.cancel("job_missing", T0 + 2) is None
+
+
+def test_a_cancel_accepted_while_running_wins_over_success_and_release(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1")), NewJob(job=new_job("job_2"))])
+    job_store.claim_next(T0 + 1)
+    job_store.claim_next(T0 + 1)
+    job_store.cancel("job_1", T0 + 2)
+    job_store.cancel("job_2", T0 + 2)
+    output = OutputAsset(asset_id="asset_a", role="image", width=8, height=8, mime_type="image/png")
+    ended = job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 3, outputs=[output])
+    assert ended is not None
+    assert (ended.status, ended.outputs, ended.finished_at) == (JobStatus.CANCELED, (), T0 + 3)
+    assert job_store.release("job_2", 1, T0 + 3)
+    released = job_store.get_job("job_2")
+    assert released is not None
+    assert released.status == JobStatus.CANCELED
+
+
+def test_a_clean_release_requeues_without_spending_an_attempt(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1"))])
+    job_store.claim_next(T0 + 1)
+    job_store.set_progress("job_1", 1, 0.5)
+    assert job_store.release("job_1", 1, T0 + 2)
+    job = job_store.get_job("job_1")
+    assert job is not None
+    assert (job.status, job.attempt, job.progress, job.started_at) == (JobStatus.QUEUED, 1, 0.0, None)
+
+
+# recover ---------------------------------------------------------------------------------------------------
+
+
+def test_recovery_fails_a_job_out_of_attempts_and_ends_a_canceled_one(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job(f"job_{n}")) for n in range(3)])
+    for _ in range(3):
+        job_store.claim_next(T0 + 1)
+    job_store.cancel("job_2", T0 + 2)
+    job_store.recover(T0 + 3, max_attempts=2)  # job_0 and job_1 go to attempt 2
+    job_store.claim_next(T0 + 4)
+    job_store.claim_next(T0 + 4)
+    requeued, failed = job_store.recover(T0 + 5, max_attempts=2)
+    assert requeued == []
+    assert [job.id for job in failed] == ["job_0", "job_1"]
+    assert failed[0] == job_store.get_job("job_0")
+    assert failed[0].error is not None
+    assert (failed[0].status, failed[0].error.code, failed[0].attempt) == (JobStatus.FAILED, "interrupted", 2)
+    assert "2 times" in failed[0].error.message
+    canceled = job_store.get_job("job_2")
+    assert canceled is not None
+    assert (canceled.status, canceled.finished_at) == (JobStatus.CANCELED, T0 + 3)
+
+
+# claiming --------------------------------------------------------------------------------------------------
+
+
+def test_claim_next_takes_priority_then_age_and_only_the_models_asked_for(job_store: JobStore) -> None:
+    job_store.insert_jobs(
+        [
+            NewJob(job=new_job("job_a_old", model="model-a")),
+            NewJob(job=new_job("job_b", model="model-b")),
+            NewJob(job=new_job("job_a_urgent", model="model-a", priority=5)),
+            NewJob(job=new_job("job_c", model="model-c")),
+        ]
+    )
+    assert job_store.claim_next(T0, models=[]) is None
+    claimed_b = job_store.claim_next(T0, models=["model-b"])
+    assert claimed_b is not None
+    assert (claimed_b.id, claimed_b.status) == ("job_b", JobStatus.PROCESSING)
+    assert job_store.claim_next(T0, models={"model-b"}) is None
+    order = [job_store.claim_next(T0, models=("model-a", "model-c")) for _ in range(3)]
+    assert [job.id if job else None for job in order] == ["job_a_urgent", "job_a_old", "job_c"]
+    assert job_store.claim_next(T0) is None
+
+
+def test_claim_job_takes_a_queued_job_and_redelivers_a_silent_one(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1"))])
+    first = job_store.claim_job("job_1", T0 + 1, max_attempts=2)
+    assert first is not None
+    assert (first.status, first.attempt, first.started_at) == (JobStatus.PROCESSING, 1, T0 + 1)
+    again = job_store.claim_job("job_1", T0 + 2, max_attempts=2)
+    assert again is not None
+    assert (again.status, again.attempt, again.started_at) == (JobStatus.PROCESSING, 2, T0 + 2)
+    assert job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 3) is None  # the silent runner is fenced
+    failed = job_store.claim_job("job_1", T0 + 4, max_attempts=2)
+    assert failed is not None
+    assert failed.error is not None
+    assert (failed.status, failed.error.code) == (JobStatus.FAILED, "interrupted")
+    assert job_store.claim_job("job_1", T0 + 5, max_attempts=2) is None
+    assert job_store.claim_job("job_missing", T0 + 5, max_attempts=2) is None
+
+
+# several instances on one database (several processes) ----------------------------------------------------
+
+
+def test_two_instances_racing_on_one_idempotency_key_make_one_job(open_store: StoreOpener) -> None:
+    first, second = open_store(), open_store()
+    for n in range(5):
+        key = f"key-{n}"
+
+        def submit(store: JobStore, job_id: str, key: str = key) -> Job:
+            [(job, _)] = store.insert_jobs(
+                [NewJob(job=new_job(job_id), idempotency_key=key, request_hash="h")]
+            )
+            return job
+
+        one, other = at_once(partial(submit, first, f"job_{n}_a"), partial(submit, second, f"job_{n}_b"))
+        assert one == other
+        assert first.job_by_idempotency_key("owner-1", key) == (one, "h")
+    jobs, _ = first.list_jobs("owner-1", status=None, limit=100, before_seq=None)
+    assert len(jobs) == 5
+
+
+def test_concurrent_submits_from_two_instances_never_overfill_the_queue(open_store: StoreOpener) -> None:
+    first, second = open_store(), open_store()
+
+    def submit_many(store: JobStore, prefix: str) -> int:
+        accepted = 0
+        for n in range(8):
+            try:
+                store.insert_jobs([NewJob(job=new_job(f"job_{prefix}_{n}"))], max_queued=6)
+                accepted += 1
+            except QueueFull:
+                pass
+        return accepted
+
+    accepted = at_once(lambda: submit_many(first, "a"), lambda: submit_many(second, "b"))
+    assert sum(accepted) == 6
+    assert first.count_by_status() == {"queued": 6}
+
+
+def test_a_batch_over_the_queue_limit_inserts_nothing(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_0"))])
+    with pytest.raises(QueueFull):
+        job_store.insert_jobs([NewJob(job=new_job(f"job_{n}")) for n in range(1, 4)], max_queued=3)
+    assert job_store.count_by_status() == {"queued": 1}
+
+
+def test_instances_claiming_at_once_never_take_one_job_twice(open_store: StoreOpener) -> None:
+    stores = [open_store() for _ in range(3)]
+    stores[0].insert_jobs([NewJob(job=new_job(f"job_{n:02}")) for n in range(60)])
+
+    def claim_all(store: JobStore) -> list[str]:
+        claimed = []
+        while (job := store.claim_next(T0 + 1)) is not None:
+            claimed.append(job.id)
+        return claimed
+
+    claims = at_once(*(partial(claim_all, store) for store in stores))
+    assert sorted(job_id for claimed in claims for job_id in claimed) == [f"job_{n:02}" for n in range(60)]
+    assert stores[0].count_by_status() == {"processing": 60}
+
+
+# assets ----------------------------------------------------------------------------------------------------
+
+
+def test_the_expiry_sweep_returns_only_the_contents_no_record_still_uses(job_store: JobStore) -> None:
+    job_store.insert_asset(asset("asset_gone", sha256="aa" * 32, expires_at=T0))
+    job_store.insert_asset(asset("asset_gone_shared", sha256="bb" * 32, expires_at=T0))
+    job_store.insert_asset(asset("asset_alive_shared", sha256="bb" * 32, expires_at=T0 + 100))
+    assert job_store.delete_expired_assets(T0 + 1) == {"aa" * 32}
+    assert job_store.get_asset("asset_gone") is None
+    assert job_store.get_asset("asset_gone_shared") is None
+    assert job_store.get_asset("asset_alive_shared") is not None
+    assert job_store.delete_expired_assets(T0 + 1) == set()
+
+
+def test_the_inputs_of_unfinished_jobs_or_of_one_job_are_kept(job_store: JobStore) -> None:
+    for name in ("in_1", "in_2", "in_orbit", "in_done", "unrelated"):
+        job_store.insert_asset(asset(name, sha256=name * 4, expires_at=T0))
+    job_store.insert_jobs(
+        [
+            NewJob(job=edit_job("job_edit", ["in_1", "in_2"])),
+            NewJob(job=new_job("job_orbit")),  # an orbit of "asset_in": no such asset
+            NewJob(job=replace(new_job("job_orbit_2"), input={"image": "in_orbit"})),
+            NewJob(job=edit_job("job_done", ["in_done"])),
+        ]
+    )
+    job_store.cancel("job_done", T0)
+    job_store.extend_job_inputs(T0 + 50)
+    expiry = {name: getattr(job_store.get_asset(name), "expires_at", None) for name in ("in_1", "in_2")}
+    assert expiry == {"in_1": T0 + 50, "in_2": T0 + 50}
+    for name, expected in (("in_orbit", T0 + 50), ("in_done", T0), ("unrelated", T0)):
+        record = job_store.get_asset(name)
+        assert record is not None
+        assert record.expires_at == expected, name
+    job_store.extend_job_inputs(T0 + 70, job_id="job_done")
+    job_store.extend_job_inputs(T0 + 10, job_id="job_edit")  # never shortens
+    assert [getattr(job_store.get_asset(n), "expires_at", None) for n in ("in_done", "in_1")] == [
+        T0 + 70,
+        T0 + 50,
+    ]
+    job_store.extend_asset("unrelated", T0 + 5)
+    job_store.extend_asset("unrelated", T0 + 2)
+    assert getattr(job_store.get_asset("unrelated"), "expires_at", None) == T0 + 5
+
+
+def test_finished_jobs_are_deleted_after_their_retention(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_old")), NewJob(job=new_job("job_waiting"))])
+    job_store.cancel("job_old", T0 + 1)
+    assert job_store.delete_finished_before(T0 + 1) == 0
+    assert job_store.delete_finished_before(T0 + 2) == 1
+    assert job_store.get_job("job_old") is None
+    assert job_store.get_job("job_waiting") is not None
+
+
+# API keys and shared secrets -------------------------------------------------------------------------------
+
+
+def test_api_keys_are_found_by_their_hash(job_store: JobStore) -> None:
+    assert job_store.count_api_keys() == 0
+    job_store.insert_api_key("key_1", "ci", "hash-1", T0)
+    job_store.insert_api_key("key_2", "laptop", "hash-2", T0)
+    assert job_store.count_api_keys() == 2
+    assert (job_store.api_key_id("hash-2"), job_store.api_key_id("hash-x")) == ("key_2", None)
+
+
+def test_a_shared_secret_is_made_once_and_the_same_for_every_instance(open_store: StoreOpener) -> None:
+    first, second = open_store(), open_store()
+    secret, same = at_once(
+        lambda: first.shared_secret("url_signing"), lambda: second.shared_secret("url_signing")
+    )
+    assert secret == same
+    assert len(secret) == 64
+    int(secret, 16)
+    assert second.shared_secret("url_signing") == secret
+    assert first.shared_secret("other") != secret
+
+
+def test_workers_report_themselves_and_are_listed_while_heard_from(job_store: JobStore) -> None:
+    first = WorkerStatus(
+        name="gpu-box:101",
+        device="cuda:0",
+        engine="qwen",
+        models=("qwen-edit-multiangle-2511", "qwen-image-edit-2511"),
+        started_at=T0,
+        seen_at=T0 + 2,
+    )
+    second = replace(first, name="gpu-box:102", device="cuda:1", models=(), seen_at=T0 + 30)
+    job_store.record_worker(first)
+    job_store.record_worker(second)
+    assert job_store.list_workers(seen_since=T0) == [first, second]
+
+    beat = replace(first, seen_at=T0 + 40, job_id="job_1")  # a later heartbeat replaces the row
+    job_store.record_worker(beat)
+    assert job_store.list_workers(seen_since=T0 + 35) == [beat]
+
+    job_store.forget_worker(beat.name)
+    assert job_store.list_workers(seen_since=T0) == [second]
+
+
+def test_the_queue_depth_by_model_counts_queued_jobs_only(job_store: JobStore) -> None:
+    other = "qwen-image-edit-2511"
+    job_store.insert_jobs(
+        [
+            NewJob(job=new_job("job_1")),
+            NewJob(job=new_job("job_2")),
+            NewJob(job=replace(new_job("job_3"), model=other)),
+        ]
+    )
+    assert job_store.claim_next(T0 + 1) is not None  # job_1 runs
+    assert job_store.queued_by_model() == {"qwen-edit-multiangle-2511": 1, other: 1}

@@ -1,0 +1,117 @@
+"""PostgreSQL only: schema migrations (in order, once, keeping rows) and an unreachable database (Unavailable,
+fast; and working again once it is back, without a new store)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import partial
+
+import psycopg
+import pytest
+
+from reangle.core.ports import NewJob
+from reangle.errors import Unavailable
+from reangle.store.pg_schema import MIGRATIONS, Migration, schema_version, upgrade
+from reangle.store.postgres import PostgresStore
+from tests.pg_cluster import PgCluster
+from tests.store.test_job_stores import T0, at_once, new_job
+
+V1_JOB_ROW = (
+    "INSERT INTO jobs (id, owner, model, kind, input, status, created_at, history) VALUES "
+    "('job_v1', 'owner-1', 'qwen-edit-multiangle-2511', 'orbit', "
+    """'{"image": "asset_in"}', 'queued', 1700000000.5, '[{"status": "queued", "at": 1700000000.5}]')"""
+)
+
+
+def versions(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT version FROM reangle_schema_version ORDER BY version").fetchall()
+    return [row[0] for row in rows]
+
+
+def test_an_empty_database_gets_every_migration_once(pg_url: str) -> None:
+    assert [m.version for m in upgrade(pg_url)] == [m.version for m in MIGRATIONS]
+    assert upgrade(pg_url) == []
+    assert versions(pg_url) == [m.version for m in MIGRATIONS]
+
+
+def test_a_version_1_database_upgrades_without_losing_rows(pg_url: str) -> None:
+    assert upgrade(pg_url, MIGRATIONS[:1]) == [MIGRATIONS[0]]
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(V1_JOB_ROW)
+        conn.execute(
+            "INSERT INTO assets VALUES ('asset_in', 'owner-1', 'ab', 'image/png', 8, 8, 100, 1.0, 2.0, NULL)"
+        )
+        conn.execute("INSERT INTO api_keys VALUES ('key_1', 'ci', 'hash-1', 1.0)")
+        assert schema_version(conn) == 1
+
+    assert upgrade(pg_url) == list(MIGRATIONS[1:])
+    assert versions(pg_url) == [m.version for m in MIGRATIONS]
+    with psycopg.connect(pg_url) as conn:  # the job queued before dispatch existed gets its run
+        runs = conn.execute("SELECT args->>'job_id', queue_name FROM procrastinate_jobs").fetchall()
+    assert runs == [("job_v1", "reangle.jobs.qwen-edit-multiangle-2511")]
+    store = PostgresStore(pg_url)
+    try:
+        job = store.get_job("job_v1")
+        assert job is not None
+        assert (job.input, job.created_at, job.status) == ({"image": "asset_in"}, 1700000000.5, "queued")
+        assert store.get_asset("asset_in") is not None
+        assert store.api_key_id("hash-1") == "key_1"
+        assert store.claim_next(T0, models=["qwen-edit-multiangle-2511"]) == store.get_job("job_v1")
+        assert len(store.shared_secret("url_signing")) == 64  # migration 2's table
+    finally:
+        store.close()
+
+
+def test_processes_starting_at_once_apply_each_migration_exactly_once(pg_url: str) -> None:
+    last = len(MIGRATIONS) + 1
+    slow = Migration(last, "slow, to widen the race", "SELECT pg_sleep(0.2); CREATE TABLE once_only (x INT)")
+    applied = at_once(*(partial(upgrade, pg_url, (*MIGRATIONS, slow)) for _ in range(6)))
+    assert sorted(m.version for run in applied for m in run) == list(range(1, last + 1))
+    assert versions(pg_url) == list(range(1, last + 1))
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PgCluster]:
+    """A cluster of the test's own, which it may stop."""
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def test_an_unreachable_database_is_unavailable_fast_and_works_again_when_back(
+    own_cluster: PgCluster,
+) -> None:
+    url = own_cluster.create_database().replace("postgres@", "postgres:s3cret-pw@")
+    store = PostgresStore(url, timeout_s=2)
+    try:
+        store.insert_jobs([NewJob(job=new_job("job_1"))])
+        own_cluster.stop()
+        for call in (
+            lambda: store.get_job("job_1"),
+            lambda: store.insert_jobs([NewJob(job=new_job("job_2"))], max_queued=10),
+            lambda: store.claim_next(T0),
+            lambda: store.get_job("job_1"),
+        ):
+            started = time.monotonic()
+            with pytest.raises(Unavailable) as caught:
+                call()
+            assert time.monotonic() - started < 3
+            assert f"the database at 127.0.0.1:{own_cluster.port} cannot be reached" in caught.value.message
+            assert "s3cret" not in caught.value.message
+            assert caught.value.retry_after_s > 0
+        with pytest.raises(Unavailable, match="cannot be reached"):
+            PostgresStore(url)
+
+        own_cluster.start()
+        job = store.get_job("job_1")
+        assert job is not None
+        assert job.id == "job_1"
+        store.insert_jobs([NewJob(job=new_job("job_2"))])
+        assert store.count_by_status() == {"queued": 2}
+    finally:
+        store.close()
