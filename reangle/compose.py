@@ -8,7 +8,7 @@ Each back end is one module under `reangle.store`, named here by its URL scheme 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from reangle.core.assets import AssetService
@@ -19,6 +19,9 @@ from reangle.errors import InvalidInput
 from reangle.runtime.base import Runtime
 from reangle.settings import Settings
 from reangle.store.url_fetch import FetchPolicy, fetch_url
+
+if TYPE_CHECKING:
+    from reangle.runtime.webhook_sender import WebhookSender
 
 SQLITE_FILE = "reangle.sqlite3"
 T = TypeVar("T")
@@ -104,14 +107,39 @@ def open_runtime(
             )
         from reangle.runtime.embedded import EmbeddedRuntime
 
-        return EmbeddedRuntime(service, engine, sweep_interval_s=settings.sweep_interval_s)
+        return EmbeddedRuntime(
+            service,
+            engine,
+            sweep_interval_s=settings.sweep_interval_s,
+            webhooks=webhook_sender(settings, service, engine),
+        )
     if settings.role == "api":
         from reangle.runtime.base import NoRuntime
 
         return NoRuntime()
     from reangle.runtime.worker import WorkerRuntime
 
-    return WorkerRuntime(url, service, engine, settings, models=models)
+    webhooks = webhook_sender(settings, service, engine)
+    return WorkerRuntime(url, service, engine, settings, models=models, webhooks=webhooks)
+
+
+def webhook_sender(settings: Settings, service: JobService, engine: Engine) -> WebhookSender:
+    """The sender of the outbox's deliveries, with payloads carrying the download links the API gives."""
+    from reangle.api.state import url_signer
+    from reangle.api.webhook_payloads import PayloadRenderer
+    from reangle.runtime.webhook_sender import WebhookSender
+
+    renderer = PayloadRenderer(
+        service,
+        url_signer(settings, service.store),
+        public_base_url=settings.public_base_url,
+        url_ttl_s=settings.url_ttl_s,
+        demo=engine.info.demo,
+    )
+    policy = FetchPolicy(allow_private=settings.allow_private_urls, timeout_s=settings.url_fetch_timeout_s)
+    return WebhookSender(
+        service.store, renderer.render, retry_base_s=settings.webhook_retry_base_s, policy=policy
+    )
 
 
 def storage_summary(settings: Settings) -> dict[str, str]:
@@ -156,7 +184,8 @@ def _opener(openers: dict[str, T], url: str, setting: str) -> T:
 
 
 def _without_password(url: str) -> str:
+    """Scheme, host, port and path only: no user, password or query (libpq takes `?password=` too)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     #: Let input URLs point at loopback, private and link-local addresses (off: SSRF protection).
     allow_private_urls: bool = False
     url_fetch_timeout_s: float = Field(default=20, gt=0)
+    #: The first wait before a failed webhook delivery is tried again; the later waits of the schedule
+    #: (`reangle.core.webhooks.RETRY_DELAYS_S`: 8 attempts over about 23 h at the default 30 s) scale with it.
+    webhook_retry_base_s: float = Field(default=30, gt=0)
     #: HMAC key for download links; default: a random key kept in the data directory.
     signing_secret: str | None = None
     #: RunPod dialect: which model each endpoint id serves, as JSON ({"ep-abc": "qwen-image-edit-2511"});

@@ -47,6 +47,10 @@ class KeyRing:
         #: not cost a query per request. Only keys that exist get in, so it holds at most one per stored key.
         self._found: dict[str, tuple[str, float]] = {}
 
+    def env_key_ids(self) -> set[str]:
+        """The ids of the keys given in REANGLE_API_KEYS."""
+        return set(self._env.values())
+
     def owner(self, key: str | None) -> str:
         """The key id that owns what this request makes; Unauthorized for a missing or unknown key."""
         if not self.enabled:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -16,6 +16,7 @@ from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, Owner, caller_of
 from reangle.api.deps import State
 from reangle.api.forms import parse_form
 from reangle.api.render import Links, asset_json, iso, job_json
+from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
 from reangle.compose import storage_summary
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
@@ -30,6 +31,8 @@ SSE_PING_S = 15.0
 
 router = APIRouter()
 
+WebhookEvent = Literal["completed", "progress"]
+
 
 class JobSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +41,10 @@ class JobSubmission(BaseModel):
     input: dict[str, Any]
     kind: JobKind = JobKind.EDIT
     priority: int = Field(default=0, ge=-100, le=100)
+    #: POSTed to (signed, Standard Webhooks) when the job reaches what `webhook_events` asks for
+    webhook_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
+    #: "completed" (the default: succeeded, failed, canceled) and/or "progress" (status changes, progress)
+    webhook_events: list[WebhookEvent] | None = Field(default=None, min_length=1)
 
 
 class BatchItem(BaseModel):
@@ -51,6 +58,9 @@ class BatchSubmission(BaseModel):
 
     model: str
     items: list[BatchItem]
+    #: the webhook of every job of the batch (each job's events are delivered on their own)
+    webhook_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
+    webhook_events: list[WebhookEvent] | None = Field(default=None, min_length=1)
 
 
 # the status read -------------------------------------------------------------------------------------
@@ -138,12 +148,16 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
 @router.post("/v1/jobs", status_code=202, tags=["jobs"])
 async def submit_job(
     submission: JobSubmission,
+    request: Request,
     caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
 ) -> Response:
     """Queue a job; `?wait=N` holds the answer up to N seconds for it to finish (200 if it did)."""
     app, who = caller.app, caller.owner
+    webhook = await webhook_target(
+        app, request, submission.webhook_url, submission.webhook_events, field="webhook_url"
+    )
     job = await app.service.submit(
         who,
         SubmitRequest(
@@ -152,6 +166,7 @@ async def submit_job(
             kind=submission.kind,
             priority=submission.priority,
             idempotency_key=idempotency_key,
+            webhook=webhook,
         ),
     )
     if wait > 0:
@@ -225,10 +240,13 @@ def _sse(event: JobEvent, make_links: Links) -> str:
 
 
 @router.post("/v1/batches", status_code=202, tags=["jobs"])
-async def submit_batch(submission: BatchSubmission, caller: CallerDep) -> dict[str, Any]:
+async def submit_batch(submission: BatchSubmission, request: Request, caller: CallerDep) -> dict[str, Any]:
     """N (images, prompt) inputs at once: N edit jobs under one batch id, each with its own result."""
+    webhook = await webhook_target(
+        caller.app, request, submission.webhook_url, submission.webhook_events, field="webhook_url"
+    )
     batch_id, jobs = await caller.app.service.submit_batch(
-        caller.owner, submission.model, [item.input for item in submission.items]
+        caller.owner, submission.model, [item.input for item in submission.items], webhook=webhook
     )
     return {"id": batch_id, "jobs": [job_json(job, caller.links) for job in jobs]}
 

@@ -45,7 +45,7 @@ class AppState:
             service=service,
             engine=engine,
             keys=KeyRing(store, enabled=settings.auth == "on", env_keys=settings.api_keys),
-            signer=_url_signer(settings, store),
+            signer=url_signer(settings, store),
             metrics=metrics,
             runtime=open_runtime(settings, service, engine),
         )
@@ -70,7 +70,7 @@ class AppState:
             self.store.close()
 
 
-def _url_signer(settings: Settings, store: JobStore) -> UrlSigner:
+def url_signer(settings: Settings, store: JobStore) -> UrlSigner:
     """The configured secret; else, on a shared database, one kept in it, so that every API replica signs
     alike; else (SQLite) the key file in the data directory, which keeps existing links valid."""
     if settings.database_url and not settings.signing_secret:

@@ -1,4 +1,5 @@
-"""`reangle serve` (the server), `reangle worker` (a scale-out worker) and `reangle keys create`."""
+"""`reangle serve` (the server), `reangle worker` (a scale-out worker), `reangle keys create` and
+`reangle keys webhook-secret`."""
 
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
     create.add_argument("--name", default="default", help="a label for the key")
     create.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
     create.set_defaults(run=run_keys_create)
+    secret = key_commands.add_parser(
+        "webhook-secret", help="print the secret a key's webhooks are signed with (made on first use)"
+    )
+    secret.add_argument(
+        "--key-id", required=True, help="key_... (reangle keys create) or env_... (REANGLE_API_KEYS)"
+    )
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="make a new secret; the old one keeps signing beside it for 24 h",
+    )
+    secret.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
+    secret.set_defaults(run=run_keys_webhook_secret)
 
 
 def _with_flags(settings: Settings, args: argparse.Namespace, *names: str) -> Settings:
@@ -111,7 +125,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _work(settings: Settings, models: list[str] | None) -> int:
-    """A worker process: runs jobs until SIGTERM or SIGINT, then finishes the job in hand and exits."""
+    """A worker process: runs jobs until SIGTERM or SIGINT; then the job in hand gets a few seconds to end
+    before it goes back to the queue for another worker, and the process exits."""
     from reangle.compose import build_service, open_runtime
 
     if models is not None:
@@ -204,4 +219,36 @@ def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     print(key)
+    return 0
+
+
+def run_keys_webhook_secret(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from reangle.api.auth import ANONYMOUS, KeyRing
+    from reangle.compose import open_job_store
+    from reangle.core.webhooks import ROTATION_OVERLAP_S
+
+    settings = _with_flags(settings, args, "data_dir")
+    store = open_job_store(settings)
+    try:
+        env_ids = KeyRing(store, enabled=True, env_keys=settings.api_keys).env_key_ids()
+        if args.key_id not in env_ids and args.key_id != ANONYMOUS and not store.has_api_key(args.key_id):
+            raise InvalidInput(
+                f"no API key {args.key_id!r} in {settings.data_dir} or REANGLE_API_KEYS",
+                field="key-id",
+                hint="key ids look like key_0123456789abcdef; `reangle keys create` prints them",
+            )
+        now = time.time()
+        if args.rotate:
+            secret = store.rotate_webhook_secret(args.key_id, now, ROTATION_OVERLAP_S)
+            print(
+                f"reangle: new webhook secret for {args.key_id}; the old one signs too for 24 h",
+                file=sys.stderr,
+            )
+        else:
+            secret = store.webhook_secrets(args.key_id, now)[0]
+    finally:
+        store.close()
+    print(secret)
     return 0

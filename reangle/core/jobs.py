@@ -53,6 +53,19 @@ class OutputAsset:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebhookTarget:
+    """Where a job's events are POSTed (see `reangle.core.webhooks`)."""
+
+    url: str
+    #: "completed" (terminal statuses) and/or "progress" (status changes and throttled progress)
+    events: tuple[str, ...] = ("completed",)
+    #: the payload's shape: "native" (the job JSON in an envelope) or "runpod" (RunPod's /status body)
+    flavor: str = "native"
+    #: the base of the payload's download links: REANGLE_PUBLIC_BASE_URL, else the submitting request's
+    base_url: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StatusChange:
     status: JobStatus
     at: float
@@ -90,3 +103,4 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     batch_id: str | None = None
     cancel_requested: bool = False
+    webhook: WebhookTarget | None = None

@@ -47,6 +47,26 @@ class WorkerStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebhookDelivery:
+    """One event of a job for its webhook (an outbox row): pending while `next_attempt_at` is set."""
+
+    id: str
+    job_id: str
+    owner: str
+    url: str
+    #: "job.succeeded", "job.processing", "job.progress", ...
+    type: str
+    created_at: float
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    #: the body as first sent (every retry sends it again); None before the first attempt
+    payload: str | None = None
+    delivered_at: float | None = None
+    given_up_at: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class NewJob:
     job: Job
     idempotency_key: str | None = None
@@ -88,7 +108,13 @@ class JobStore(Protocol):
         stands (processing when the caller is to run it); None when it does not exist or had ended."""
         ...
 
-    def set_progress(self, job_id: str, attempt: int, progress: float) -> bool: ...
+    def set_progress(
+        self, job_id: str, attempt: int, progress: float, *, webhook_at: float | None = None
+    ) -> bool:
+        """Store the progress of a processing job of this attempt; with `webhook_at`, also write a
+        job.progress delivery when its webhook asks for progress (the caller throttles)."""
+        ...
+
     def finish(
         self,
         job_id: str,
@@ -133,9 +159,41 @@ class JobStore(Protocol):
     def count_api_keys(self) -> int: ...
     def api_key_id(self, key_hash: str) -> str | None: ...
 
+    def has_api_key(self, key_id: str) -> bool: ...
+
     # shared secrets
     def shared_secret(self, name: str) -> str:
         """A random secret created once and kept in the store, the same for every process that asks."""
+        ...
+
+    # webhooks
+    def webhook_secrets(self, owner: str, now: float) -> list[str]:
+        """The owner's signing secrets, made on first use: the current one, then the one it replaced while
+        that is still valid."""
+        ...
+
+    def rotate_webhook_secret(self, owner: str, now: float, overlap_s: float) -> str:
+        """A new current secret; the old one stays valid for `overlap_s`."""
+        ...
+
+    def claim_webhook_deliveries(self, now: float, limit: int, lease_s: float) -> list[WebhookDelivery]:
+        """Up to `limit` due deliveries, each pushed `lease_s` into the future so that no other sender takes
+        it meanwhile (a sender that dies lets it come due again)."""
+        ...
+
+    def record_webhook_attempt(
+        self, delivery_id: str, now: float, *, payload: str, error: str | None, retry_at: float | None
+    ) -> None:
+        """One attempt made: delivered when `error` is None; else tried again at `retry_at`, or given up
+        when that is None."""
+        ...
+
+    def postpone_webhook_delivery(self, delivery_id: str, at: float) -> None:
+        """Not yet sendable (a RunPod batch with items still running): due again at `at`, no attempt spent."""
+        ...
+
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        """The job's deliveries, oldest first."""
         ...
 
 

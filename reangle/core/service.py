@@ -20,9 +20,19 @@ from typing import Any
 from reangle.core.assets import AssetService, new_id
 from reangle.core.edit import EditRequest, SizeLimits, plan_edit
 from reangle.core.inputs import UrlFetcher, resolve_image
-from reangle.core.jobs import Job, JobError, JobEvent, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.jobs import (
+    Job,
+    JobError,
+    JobEvent,
+    JobKind,
+    JobStatus,
+    OutputAsset,
+    StatusChange,
+    WebhookTarget,
+)
 from reangle.core.models import MODELS, AnyInput, ModelSpec
 from reangle.core.ports import EventBus, JobStore, NewJob
+from reangle.core.webhooks import PROGRESS_EVERY_S, wants_progress
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
 
 MAX_PAGE = 100
@@ -49,6 +59,7 @@ class SubmitRequest:
     kind: JobKind = JobKind.EDIT
     priority: int = 0
     idempotency_key: str | None = None
+    webhook: WebhookTarget | None = None
 
 
 class JobService:
@@ -66,6 +77,8 @@ class JobService:
         self.events = events
         #: (job id, attempt) -> when its progress was last stored
         self._progress_written: dict[tuple[str, int], float] = {}
+        #: (job id, attempt) -> when its last progress webhook was written (for jobs whose webhook asks)
+        self._progress_notified: dict[tuple[str, int], float] = {}
         #: called with every job that reaches a terminal status (metrics)
         self.finished_hooks: list[Callable[[Job], None]] = []
 
@@ -89,8 +102,10 @@ class JobService:
         self._announce([job])
         return job
 
-    async def submit_batch(self, owner: str, model: str, inputs: Sequence[Any]) -> tuple[str, list[Job]]:
-        """Queue one edit job per input, all or none, under one batch id."""
+    async def submit_batch(
+        self, owner: str, model: str, inputs: Sequence[Any], *, webhook: WebhookTarget | None = None
+    ) -> tuple[str, list[Job]]:
+        """Queue one edit job per input, all or none, under one batch id (each with `webhook`)."""
         if not 1 <= len(inputs) <= MAX_BATCH:
             raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} items, got {len(inputs)}", field="items")
         model_spec(model)
@@ -100,7 +115,9 @@ class JobService:
         for index, data in enumerate(inputs):
             with _naming_item(index):
                 new_jobs.append(
-                    await self._prepare(owner, SubmitRequest(model=model, input=data), batch_id=batch_id)
+                    await self._prepare(
+                        owner, SubmitRequest(model=model, input=data, webhook=webhook), batch_id=batch_id
+                    )
                 )
         jobs = [job for job, _ in self.store.insert_jobs(new_jobs, max_queued=self.limits.max_queue)]
         self._announce(jobs)
@@ -162,6 +179,7 @@ class JobService:
             created_at=now,
             history=(StatusChange(status=JobStatus.QUEUED, at=now),),
             batch_id=batch_id,
+            webhook=request.webhook,
         )
         return NewJob(job=job, idempotency_key=request.idempotency_key, request_hash=request_hash)
 
@@ -204,9 +222,10 @@ class JobService:
             )
         canceled = self.store.cancel(job_id, self.clock())
         assert canceled is not None
-        if job.status == JobStatus.PROCESSING:
+        # decided from the store's answer, not the read above: a runner may have claimed the job in between
+        if canceled.status == JobStatus.PROCESSING and canceled.cancel_requested:
             self.events.request_stop(job_id)
-        if canceled.status != job.status:
+        if canceled.status.is_terminal and canceled.status != job.status:
             self._publish_status(canceled)
             for hook in self.finished_hooks:
                 hook(canceled)
@@ -273,9 +292,10 @@ class JobService:
 
     def _started(self, job: Job) -> None:
         self._keep_inputs(job)
-        self.events.forget(job.id)  # a fresh flag for this attempt
+        self.events.forget(job.id)
+        flag = self.events.stop_flag(job.id)  # a fresh flag for this attempt, there for a cancel from now on
         if job.cancel_requested:
-            self.events.stop_flag(job.id).set()
+            flag.set()
         self._publish_status(job)
 
     def stop_flag(self, job: Job) -> threading.Event:
@@ -288,9 +308,22 @@ class JobService:
             return
         self._progress_written[job.id, job.attempt] = now
         fraction = min(1.0, step / steps) if steps else 0.0
-        if self.store.set_progress(job.id, job.attempt, fraction):
+        if self.store.set_progress(
+            job.id, job.attempt, fraction, webhook_at=self._progress_webhook(job, now)
+        ):
             progress = {"progress": fraction, "step": step, "steps": steps}
             self.events.publish(JobEvent(job_id=job.id, kind="progress", progress=progress))
+
+    def _progress_webhook(self, job: Job, now: float) -> float | None:
+        """`now` when a progress event is due for the job's webhook: one per PROGRESS_EVERY_S of its run, the
+        first that long after its first step (a short job sends job.processing and its end only)."""
+        if not wants_progress(job.webhook):
+            return None
+        last = self._progress_notified.setdefault((job.id, job.attempt), now)
+        if now - last < PROGRESS_EVERY_S:
+            return None
+        self._progress_notified[job.id, job.attempt] = now
+        return now
 
     def complete(self, job: Job, outputs: Sequence[OutputAsset], timings: dict[str, float]) -> Job | None:
         return self._finish(job, JobStatus.SUCCEEDED, outputs=outputs, timings=timings)
@@ -335,6 +368,7 @@ class JobService:
         """The runner is done with the job (it ended, or went back to the queue)."""
         self.events.forget(job.id)
         self._progress_written.pop((job.id, job.attempt), None)
+        self._progress_notified.pop((job.id, job.attempt), None)
 
     def _publish_status(self, job: Job) -> None:
         self.events.publish(JobEvent(job_id=job.id, kind="status", job=job))

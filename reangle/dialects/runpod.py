@@ -10,6 +10,8 @@ built). Request and response shapes live in `runpod_schemas`; this module wires 
   that chain to the newest attempt.
 - Which model an endpoint id serves comes from the `runpod_endpoint_models` setting (default: the camera
   model); a job is found only under an endpoint serving its model.
+- `webhook` (top level of /run and /runsync): POSTed once the job (or the whole batch) ends, with the same
+  body as `/status`, signed as native webhooks are (docs/webhooks.md). A retried job does not call it again.
 - Errors are `{"error": "..."}`; invalid input is 400, as RunPod answers it.
 """
 
@@ -31,9 +33,11 @@ from fastapi.routing import APIRoute
 from reangle.api.auth import bearer_token
 from reangle.api.deps import State
 from reangle.api.state import AppState
+from reangle.api.webhooks import webhook_target
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT
 from reangle.core.service import MAX_PAGE, SubmitRequest
+from reangle.core.webhooks import RUNPOD
 from reangle.dialects import runpod_schemas as rp
 from reangle.dialects.base import dialect_route
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unavailable
@@ -88,7 +92,7 @@ def endpoint_model(app: AppState, endpoint_id: str) -> str:
 
 @router.post(PREFIX + "/run")
 async def run(endpoint_id: str, request: Request, app: State, who: Owner) -> dict[str, Any]:
-    runpod_id, jobs = await _submit(app, who, endpoint_id, await _json_body(request))
+    runpod_id, jobs = await _submit(app, who, endpoint_id, request)
     return {"id": runpod_id, "status": rp.runpod_status(jobs)}
 
 
@@ -97,7 +101,7 @@ async def runsync(
     endpoint_id: str, request: Request, app: State, who: Owner, wait: int = SYNC_WAIT_MS
 ) -> dict[str, Any]:
     """Wait up to `?wait=` ms (default 90 s) for the job; if it is not done, answer its status to poll."""
-    runpod_id, jobs = await _submit(app, who, endpoint_id, await _json_body(request))
+    runpod_id, jobs = await _submit(app, who, endpoint_id, request)
     deadline = time.monotonic() + min(max(wait, MIN_WAIT_MS), MAX_WAIT_MS) / 1000
     jobs = await _wait_all(app, who, jobs, deadline)
     return await _status_json(app, who, runpod_id, jobs)
@@ -212,13 +216,15 @@ async def _json_body(request: Request) -> Any:
         raise InvalidInput("the request body is not valid JSON", field="body") from None
 
 
-async def _submit(app: AppState, who: str, endpoint_id: str, body: Any) -> tuple[str, list[Job]]:
-    plan = rp.translate(body, endpoint_model(app, endpoint_id))
+async def _submit(app: AppState, who: str, endpoint_id: str, request: Request) -> tuple[str, list[Job]]:
+    plan = rp.translate(await _json_body(request), endpoint_model(app, endpoint_id))
+    webhook = await webhook_target(app, request, plan.webhook, field="webhook", flavor=RUNPOD)
     if not plan.batch:
-        job = await app.service.submit(who, SubmitRequest(model=plan.model, input=plan.inputs[0]))
+        submit = SubmitRequest(model=plan.model, input=plan.inputs[0], webhook=webhook)
+        job = await app.service.submit(who, submit)
         return job.id, [job]
     try:
-        batch_id, jobs = await app.service.submit_batch(who, plan.model, plan.inputs)
+        batch_id, jobs = await app.service.submit_batch(who, plan.model, plan.inputs, webhook=webhook)
     except InvalidInput as exc:
         raise _as_sent(exc) from None
     return batch_id, jobs

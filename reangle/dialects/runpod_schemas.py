@@ -35,7 +35,8 @@ IMAGE_ROLES = ("image", "view")
 
 
 class RunpodRequest(BaseModel):
-    """The body of /run and /runsync. `webhook` and `s3Config` are refused (see `translate`)."""
+    """The body of /run and /runsync. `webhook` is a URL called once the job ends, with its /status body;
+    `s3Config` is refused (see `translate`)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -72,6 +73,8 @@ class Translated:
     model: str
     inputs: list[dict[str, Any]]
     batch: bool
+    #: called with the job's /status body once it ends (checked against the SSRF rules by the caller)
+    webhook: str | None = None
 
 
 def translate(body: Any, model: str) -> Translated:
@@ -82,10 +85,8 @@ def translate(body: Any, model: str) -> Translated:
         request = RunpodRequest.model_validate(body)
     except ValidationError as exc:
         raise invalid_input_from(exc) from None
-    if request.webhook is not None:
-        raise InvalidInput(
-            "webhook: this server does not call webhooks; poll /status/{id} instead", field="webhook"
-        )
+    if request.webhook is not None and not isinstance(request.webhook, str):
+        raise InvalidInput("webhook: must be an http(s) URL string", field="webhook")
     if request.s3Config is not None:
         raise InvalidInput(
             "s3Config: this server returns images inline as base64 and uploads nothing", field="s3Config"
@@ -110,7 +111,8 @@ def translate(body: Any, model: str) -> Translated:
     prompts = _prompt(given.prompt)
     if isinstance(prompts, str) or len(prompts) == 1:
         prompt = prompts if isinstance(prompts, str) else prompts[0]
-        return Translated(model=model, inputs=[{"images": images, "prompt": prompt, **common}], batch=False)
+        inputs = [{"images": images, "prompt": prompt, **common}]
+        return Translated(model=model, inputs=inputs, batch=False, webhook=request.webhook)
     if len(prompts) != len(images):
         raise InvalidInput(
             f"input.prompt: a list of prompts is a batch and needs one prompt per image; got "
@@ -121,7 +123,7 @@ def translate(body: Any, model: str) -> Translated:
     inputs = [
         {"images": [image], "prompt": text, **common} for image, text in zip(images, prompts, strict=True)
     ]
-    return Translated(model=model, inputs=inputs, batch=True)
+    return Translated(model=model, inputs=inputs, batch=True, webhook=request.webhook)
 
 
 def _prompt(value: Any) -> str | list[str]:

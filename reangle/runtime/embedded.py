@@ -1,5 +1,5 @@
 """What the single-box server runs beside its API: the recovery of interrupted jobs at start, one runner on
-the engine, and the periodic retention sweep."""
+the engine, the periodic retention sweep and the webhook sender."""
 
 from __future__ import annotations
 
@@ -11,13 +11,22 @@ from reangle.core.service import JobService
 from reangle.engine.base import Engine
 from reangle.runtime.heartbeat import Heartbeat
 from reangle.runtime.local import LocalRunner
+from reangle.runtime.webhook_sender import WebhookSender
 
 log = logging.getLogger("reangle.server")
 
 
 class EmbeddedRuntime:
-    def __init__(self, service: JobService, engine: Engine, *, sweep_interval_s: float) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        engine: Engine,
+        *,
+        sweep_interval_s: float,
+        webhooks: WebhookSender | None = None,
+    ) -> None:
         self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
+        self.webhooks = webhooks
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -35,6 +44,8 @@ class EmbeddedRuntime:
             tasks.create_task(runner.run_forever(), name="runner")
             tasks.create_task(sweep_forever(self.service, self.sweep_interval_s), name="sweeper")
             tasks.create_task(heartbeat.run(), name="heartbeat")
+            if self.webhooks is not None:
+                tasks.create_task(self.webhooks.run(), name="webhooks")
 
 
 async def sweep_forever(service: JobService, interval_s: float) -> None:

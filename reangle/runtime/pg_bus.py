@@ -23,6 +23,7 @@ import psycopg
 
 from reangle.core.jobs import JobEvent
 from reangle.core.ports import JobStore
+from reangle.errors import ReangleError
 from reangle.runtime.local_bus import LocalEventBus
 
 log = logging.getLogger("reangle.events")
@@ -84,21 +85,25 @@ class PgEventBus:
             self._sender.start()
 
     def _send_forever(self) -> None:
-        """A notice lost while the database is down is logged, not retried: the job's state is in the store,
-        and listeners re-read it when they reconnect."""
+        """Each notice is tried on the open connection, then once more on a new one (a connection left over
+        from before a database restart fails at its first use). A notice still not sent is logged and
+        dropped: the job's state is in the store, and listeners re-read it when they reconnect."""
         connection: psycopg.Connection[Any] | None = None
         while (payload := self._outbox.get()) is not None:
-            try:
-                if connection is None or connection.closed:
-                    connection = psycopg.connect(
-                        self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-                    )
-                connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-            except psycopg.Error as exc:
-                log.warning("event bus: could not send an event (%s)", exc)
-                if connection is not None:
-                    connection.close()
-                connection = None
+            for last_try in (False, True):
+                try:
+                    if connection is None or connection.closed:
+                        connection = psycopg.connect(
+                            self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                        )
+                    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                    break
+                except psycopg.Error as exc:
+                    if connection is not None:
+                        connection.close()
+                    connection = None
+                    if last_try:
+                        log.warning("event bus: could not send an event (%s)", exc)
         if connection is not None:
             connection.close()
 
@@ -151,6 +156,10 @@ class PgEventBus:
             self._publish_stored_status(job_id)
 
     def _publish_stored_status(self, job_id: str) -> None:
-        job = self.store.get_job(job_id)
+        try:
+            job = self.store.get_job(job_id)
+        except ReangleError as exc:  # the store away for a moment: the listener must live on
+            log.warning("event bus: could not read job %s: %s", job_id, exc.message)
+            return
         if job is not None:
             self._local.publish(JobEvent(job_id=job_id, kind="status", job=job))

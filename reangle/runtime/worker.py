@@ -3,14 +3,16 @@
 The jobs table stays the system of record; a Procrastinate job only says "run reangle job X" and is deferred
 in the same transaction that queues the row (see `reangle.store.postgres`), on the queue of the job's model,
 so that a worker takes only the models its engine serves. A worker runs one job at a time (concurrency 1)
-and beats a heartbeat; a periodic task (run by one worker at a time) hands the jobs of a worker silent for
-`STALLED_S` to another worker, where the claim makes them the next attempt, so nothing the silent worker
-still writes lands. The retention sweep is a periodic task too: once per period across the deployment.
+and beats a heartbeat; every worker also watches for workers silent for `STALLED_S` and hands their jobs
+to another worker, where the claim makes them the next attempt, so nothing the silent worker still writes
+lands. The retention sweep is a periodic task too: once per period across the deployment. Each
+worker also runs a webhook sender beside its job (the outbox's leases keep two workers off one delivery).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -25,6 +27,7 @@ from reangle.core.service import JobService
 from reangle.engine.base import Engine
 from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat
 from reangle.runtime.local import LocalRunner
+from reangle.runtime.webhook_sender import WebhookSender
 from reangle.settings import Settings
 from reangle.store.pg_dispatch import RUN_JOB_TASK, job_queue
 
@@ -34,16 +37,28 @@ MAINTENANCE_QUEUE = "reangle.maintenance"
 #: How long a worker silent to Procrastinate (its heartbeat comes every HEARTBEAT_S) is given before its
 #: job is re-run elsewhere (the measured goal: a killed worker's job restarts within 15 s).
 STALLED_S = 8.0
-STALLED_CHECK_CRON = "*/2 * * * * *"  # every 2 s (Procrastinate's sixth cron field is seconds)
+STALLED_CHECK_S = 1.0
+#: On SIGTERM a worker gives its job this long to end, then stops it and puts it back on the queue for
+#: another worker. Shorter than STALLED_S: Procrastinate stops the heartbeat while it drains, so a longer
+#: drain would look like a dead worker and have its job run twice.
+STOP_GRACE_S = 5.0
 RESTART_S = (0.5, 1.0, 2.0, 5.0)
 
 
 def sweep_cron(interval_s: float) -> str:
-    """The retention sweep's schedule for `REANGLE_SWEEP_INTERVAL_S`, in whole seconds or minutes."""
+    """The retention sweep's schedule for `REANGLE_SWEEP_INTERVAL_S`: every n seconds or minutes, n the
+    largest divisor of 60 not above the interval (a cron step must divide 60 to keep its period), at least
+    hourly."""
     seconds = max(1, round(interval_s))
     if seconds < 60:
-        return f"*/{seconds} * * * * *"
-    return f"*/{min(59, seconds // 60)} * * * *"
+        return f"*/{_divisor_of_60(seconds)} * * * * *"
+    if seconds < 3600:
+        return f"*/{_divisor_of_60(seconds // 60)} * * * *"
+    return "0 * * * *"
+
+
+def _divisor_of_60(step: int) -> int:
+    return max(divisor for divisor in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) if divisor <= step)
 
 
 class WorkerRuntime:
@@ -58,8 +73,9 @@ class WorkerRuntime:
         *,
         models: Collection[str] | None = None,
         name: str | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
-        self.service, self.engine = service, engine
+        self.service, self.engine, self.webhooks = service, engine, webhooks
         self.models = sorted(models or MODELS)
         self.runner = LocalRunner(service, engine)
         # unique per process: Procrastinate can leave jobs stuck when a restarted worker reuses a name
@@ -69,14 +85,18 @@ class WorkerRuntime:
         self.app = build_app(conninfo, sweep_cron(settings.sweep_interval_s))
 
     async def run(self) -> None:
-        """Until cancelled, which lets the job in hand finish first. When the database goes away, the worker
-        stops and starts again once it is back (its job, if any, is then re-run as a stalled one)."""
+        """Until cancelled, which gives the job in hand STOP_GRACE_S to end before it goes back to the queue.
+        When the database goes away, the worker stops and starts again once it is back (its job, if any, is
+        then re-run as a stalled one)."""
         async with asyncio.TaskGroup() as tasks:
-            beating = tasks.create_task(self.heartbeat.run(), name="heartbeat")
+            beside = [tasks.create_task(self.heartbeat.run(), name="heartbeat")]
+            if self.webhooks is not None:
+                beside.append(tasks.create_task(self.webhooks.run(), name="webhooks"))
             try:
                 await self._work_forever()
             finally:
-                beating.cancel()
+                for task in beside:
+                    task.cancel()
 
     def _job_in_hand(self) -> str | None:
         return self._claimed
@@ -95,16 +115,45 @@ class WorkerRuntime:
     async def _run_worker(self) -> None:
         queues = [job_queue(model) for model in self.models] + [MAINTENANCE_QUEUE]
         async with self.app.open_async():
-            await self.app.run_worker_async(
-                queues=queues,
-                name=self.name,
-                concurrency=1,
-                install_signal_handlers=False,
-                update_heartbeat_interval=HEARTBEAT_S,
-                stalled_worker_timeout=STALLED_S,
-                delete_jobs="successful",
-                additional_context={"worker": self},
-            )
+            watcher = asyncio.create_task(self._retry_stalled_forever(), name="stalled jobs")
+            try:
+                await self._run_procrastinate(queues)
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _retry_stalled_forever(self) -> None:
+        """Hand the jobs of silent workers to the queue again. Every worker checks, on its own timer rather
+        than as a periodic task: a periodic task waits for a free worker, and with one worker left, busy,
+        nobody would check. Two workers retrying one job is harmless: the second finds it not running."""
+        manager = self.app.job_manager
+        while True:
+            await asyncio.sleep(STALLED_CHECK_S)
+            try:
+                for stalled in await manager.get_stalled_jobs(
+                    task_name=RUN_JOB_TASK, seconds_since_heartbeat=STALLED_S
+                ):
+                    log.warning(
+                        "%s: its worker stopped answering; handing it to another", stalled.task_kwargs
+                    )
+                    with contextlib.suppress(procrastinate.exceptions.ProcrastinateException):
+                        await manager.retry_job(stalled)
+                await manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_S)
+            except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
+                log.warning("could not check for stalled jobs: %s", exc)
+
+    async def _run_procrastinate(self, queues: list[str]) -> None:
+        await self.app.run_worker_async(
+            queues=queues,
+            name=self.name,
+            concurrency=1,
+            install_signal_handlers=False,
+            update_heartbeat_interval=HEARTBEAT_S,
+            stalled_worker_timeout=STALLED_S,
+            shutdown_graceful_timeout=STOP_GRACE_S,
+            delete_jobs="successful",
+            additional_context={"worker": self},
+        )
 
     async def run_job(self, job_id: str) -> None:
         job = self.service.claim(job_id)
@@ -132,22 +181,6 @@ def build_app(conninfo: str, sweep_schedule: str) -> procrastinate.App:
     @app.task(name=RUN_JOB_TASK, pass_context=True)
     async def run_job(context: JobContext, job_id: str) -> None:
         await _worker(context).run_job(job_id)
-
-    @app.periodic(cron=STALLED_CHECK_CRON)
-    @app.task(
-        name="reangle.retry_stalled",
-        queue=MAINTENANCE_QUEUE,
-        queueing_lock="reangle.retry_stalled",
-        pass_context=True,
-    )
-    async def retry_stalled(context: JobContext, timestamp: int) -> None:
-        manager = context.app.job_manager
-        for stalled in await manager.get_stalled_jobs(
-            task_name=RUN_JOB_TASK, seconds_since_heartbeat=STALLED_S
-        ):
-            log.warning("job %s: its worker stopped answering; handing it to another", stalled.task_kwargs)
-            await manager.retry_job(stalled)
-        await manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_S)
 
     @app.periodic(cron=sweep_schedule)
     @app.task(name="reangle.sweep", queue=MAINTENANCE_QUEUE, queueing_lock="reangle.sweep", pass_context=True)

@@ -18,6 +18,7 @@ from importlib import resources
 import psycopg
 
 from reangle.store.pg_dispatch import DEFER_RUNS
+from reangle.store.schema import WEBHOOK_TABLES
 
 #: Any fixed number: the key of the advisory lock that serializes migrations.
 MIGRATION_LOCK = 0x5245414E474C45  # "REANGLE"
@@ -91,10 +92,11 @@ CREATE INDEX assets_sha256 ON assets (sha256);
 
 #: Procrastinate's own tables and functions, as the installed Procrastinate ships them (a later Procrastinate
 #: is brought in by a migration that applies its migration files, procrastinate/sql/migrations), and a run
-#: deferred for every job already waiting.
+#: deferred for every job waiting, or left running by a single-box server (its claim then makes it the next
+#: attempt).
 V3_PROCRASTINATE = (
     resources.files("procrastinate") / "sql" / "schema.sql"
-).read_text() + f";\n{DEFER_RUNS} WHERE status = 'queued';\n"
+).read_text() + f";\n{DEFER_RUNS} WHERE status IN ('queued', 'processing');\n"
 
 V4_WORKERS = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -108,6 +110,8 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
+V5_WEBHOOKS = "ALTER TABLE jobs ADD COLUMN webhook TEXT;\n" + WEBHOOK_TABLES
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, asset records and API keys", V1_TABLES),
     Migration(
@@ -115,6 +119,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(3, "Procrastinate 3.10's schema: the queue the workers take jobs from", V3_PROCRASTINATE),
     Migration(4, "the workers: what each runs, when it was last heard from, its job in hand", V4_WORKERS),
+    Migration(5, "webhooks: each job's target, the outbox of deliveries, each key's secrets", V5_WEBHOOKS),
 )
 
 VERSION_TABLE = """

@@ -29,19 +29,22 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import AssetRecord, NewJob, WorkerStatus
+from reangle.core.ports import AssetRecord, NewJob, WebhookDelivery, WorkerStatus
+from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import QueueFull, Unavailable
+from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
 from reangle.store.pg_dispatch import defer_run
 from reangle.store.pg_schema import upgrade
 from reangle.store.rows import (
     asset_from_row,
+    delivery_from_row,
     history_json,
     interrupted_error,
     job_from_row,
     worker_from_row,
     worker_values,
 )
-from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, WORKER_COLUMNS
+from reangle.store.schema import ASSET_COLUMNS, DELIVERY_COLUMNS, JOB_COLUMNS, WORKER_COLUMNS
 
 Row = tuple[Any, ...]
 Cursor = psycopg.Cursor[Row]
@@ -82,7 +85,7 @@ class PostgresStore:
             conninfo,
             min_size=1,
             max_size=max_connections,
-            kwargs={"connect_timeout": connect_timeout_s, "autocommit": False},
+            kwargs={"connect_timeout": connect_timeout_s, "autocommit": True},
             timeout=timeout_s,
             name="reangle",
             open=True,
@@ -94,11 +97,23 @@ class PostgresStore:
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
         """A cursor in one transaction: committed when the block ends, rolled back when it raises."""
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            yield cursor
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        """A cursor for one read statement, outside any transaction: one round trip, not three (BEGIN, the
+        read, COMMIT), on the status reads clients poll."""
+        with self._connection() as conn, conn.cursor() as cursor:
+            yield cursor
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
         if self._failed:
             self._check_back()
         try:
-            with self._pool.connection() as conn, conn.cursor() as cursor:
-                yield cursor
+            with self._pool.connection() as conn:
+                yield conn
         except PoolTimeout as exc:
             self._failed = True
             raise Unavailable(
@@ -148,8 +163,8 @@ class PostgresStore:
                     raise QueueFull(f"the queue holds {already} jobs; its limit is {max_queued}")
                 cur.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
-                    "history, batch_id, idempotency_key, request_hash) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "history, batch_id, idempotency_key, request_hash, webhook) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                     "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING seq",
                     (
                         job.id,
@@ -165,6 +180,7 @@ class PostgresStore:
                         job.batch_id,
                         new.idempotency_key,
                         new.request_hash,
+                        target_json(job.webhook),
                     ),
                 )
                 if cur.fetchone() is None:  # another process inserted this key since we looked
@@ -186,11 +202,11 @@ class PostgresStore:
         return (job_from_row(row), row[-1]) if row else None
 
     def job_by_idempotency_key(self, owner: str, key: str) -> tuple[Job, str | None] | None:
-        with self._transaction() as cur:
+        with self._read() as cur:
             return self._by_key(cur, owner, key)
 
     def get_job(self, job_id: str) -> Job | None:
-        with self._transaction() as cur:
+        with self._read() as cur:
             row = cur.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
         return job_from_row(row) if row else None
 
@@ -208,14 +224,14 @@ class PostgresStore:
             args.append(before_seq)
         sql += " ORDER BY seq DESC LIMIT %s"
         args.append(limit + 1)
-        with self._transaction() as cur:
+        with self._read() as cur:
             rows = cur.execute(sql, args).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         return [job_from_row(row) for row in rows], (rows[-1][-1] if more else None)
 
     def batch_jobs(self, batch_id: str) -> list[Job]:
-        with self._transaction() as cur:
+        with self._read() as cur:
             rows = cur.execute(f"{SELECT_JOBS} WHERE batch_id = %s ORDER BY seq", (batch_id,)).fetchall()
         return [job_from_row(row) for row in rows]
 
@@ -235,6 +251,8 @@ class PostgresStore:
                 f"FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLUMNS}",
                 args,
             ).fetchone()
+            if row is not None:
+                _queue_webhook(cur, row[0], JobStatus.PROCESSING, now)
         return job_from_row(row) if row else None
 
     def claim_job(self, job_id: str, now: float, max_attempts: int) -> Job | None:
@@ -264,13 +282,21 @@ class PostgresStore:
         assert claimed is not None
         return job_from_row(claimed)
 
-    def set_progress(self, job_id: str, attempt: int, progress: float) -> bool:
+    def set_progress(
+        self, job_id: str, attempt: int, progress: float, *, webhook_at: float | None = None
+    ) -> bool:
         with self._transaction() as cur:
             cur.execute(
                 "UPDATE jobs SET progress = %s WHERE id = %s AND attempt = %s AND status = 'processing'",
                 (progress, job_id, attempt),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if webhook_at is not None:
+                delivery = progress_delivery(_job_webhook(cur, job_id), webhook_at)
+                if delivery is not None:
+                    cur.execute(INSERT_DELIVERY.format("%s"), delivery)
+            return True
 
     def finish(
         self,
@@ -307,6 +333,7 @@ class PostgresStore:
                     job_id,
                 ),
             ).fetchone()
+            _queue_webhook(cur, job_id, status, now)
         assert done is not None
         return job_from_row(done)
 
@@ -390,12 +417,12 @@ class PostgresStore:
         return [jobs[i] for i in requeued], [jobs[i] for i in failed]
 
     def count_by_status(self) -> dict[str, int]:
-        with self._transaction() as cur:
+        with self._read() as cur:
             rows = cur.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {status: int(n) for status, n in rows}
 
     def queued_by_model(self) -> dict[str, int]:
-        with self._transaction() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 "SELECT model, COUNT(*) FROM jobs WHERE status = 'queued' GROUP BY model"
             ).fetchall()
@@ -404,7 +431,11 @@ class PostgresStore:
     def delete_finished_before(self, cutoff: float) -> int:
         with self._transaction() as cur:
             cur.execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s", (cutoff,))
-            return cur.rowcount
+            deleted = cur.rowcount
+            cur.execute(
+                "DELETE FROM webhook_deliveries WHERE next_attempt_at IS NULL AND created_at < %s", (cutoff,)
+            )
+            return deleted
 
     @staticmethod
     def _set_status(
@@ -414,6 +445,7 @@ class PostgresStore:
         cur.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (status.value, status.value, now, *args, job_id))
         if status == JobStatus.QUEUED:
             defer_run(cur, job_id)
+        _queue_webhook(cur, job_id, status, now)
 
     # assets -------------------------------------------------------------------------------------------------
 
@@ -436,7 +468,7 @@ class PostgresStore:
             )
 
     def get_asset(self, asset_id: str) -> AssetRecord | None:
-        with self._transaction() as cur:
+        with self._read() as cur:
             row = cur.execute(f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = %s", (asset_id,)).fetchone()
         return asset_from_row(row) if row else None
 
@@ -481,7 +513,7 @@ class PostgresStore:
             )
 
     def list_workers(self, seen_since: float) -> list[WorkerStatus]:
-        with self._transaction() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 f"SELECT {WORKER_COLUMNS} FROM workers WHERE seen_at >= %s ORDER BY name", (seen_since,)
             ).fetchall()
@@ -498,13 +530,17 @@ class PostgresStore:
             cur.execute("INSERT INTO api_keys VALUES (%s,%s,%s,%s)", (key_id, name, key_hash, now))
 
     def count_api_keys(self) -> int:
-        with self._transaction() as cur:
+        with self._read() as cur:
             return _one(cur.execute("SELECT COUNT(*) FROM api_keys"))
 
     def api_key_id(self, key_hash: str) -> str | None:
-        with self._transaction() as cur:
+        with self._read() as cur:
             row = cur.execute("SELECT id FROM api_keys WHERE key_hash = %s", (key_hash,)).fetchone()
         return str(row[0]) if row else None
+
+    def has_api_key(self, key_id: str) -> bool:
+        with self._transaction() as cur:
+            return cur.execute("SELECT 1 FROM api_keys WHERE id = %s", (key_id,)).fetchone() is not None
 
     # shared secrets -----------------------------------------------------------------------------------------
 
@@ -518,6 +554,88 @@ class PostgresStore:
             row = cur.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
         assert row is not None
         return str(row[0])
+
+    # webhooks -----------------------------------------------------------------------------------------------
+
+    def webhook_secrets(self, owner: str, now: float) -> list[str]:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO webhook_secrets (owner, secret, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (owner) DO NOTHING",
+                (owner, new_secret(), now),
+            )
+            row = cur.execute(
+                "SELECT secret, previous, previous_until FROM webhook_secrets WHERE owner = %s", (owner,)
+            ).fetchone()
+        assert row is not None
+        return secrets_in_use(row[0], row[1], row[2], now)
+
+    def rotate_webhook_secret(self, owner: str, now: float, overlap_s: float) -> str:
+        secret = new_secret()
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO webhook_secrets (owner, secret, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (owner) DO UPDATE SET previous = webhook_secrets.secret, previous_until = %s, "
+                "secret = EXCLUDED.secret, created_at = EXCLUDED.created_at",
+                (owner, secret, now, now + overlap_s),
+            )
+        return secret
+
+    def claim_webhook_deliveries(self, now: float, limit: int, lease_s: float) -> list[WebhookDelivery]:
+        """Due rows another sender is claiming are skipped, not waited for; the lease keeps them from being
+        claimed again while their attempt is under way."""
+        with self._transaction() as cur:
+            rows = cur.execute(
+                f"UPDATE webhook_deliveries SET next_attempt_at = %s WHERE id IN (SELECT id FROM "
+                f"webhook_deliveries WHERE next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s "
+                f"FOR UPDATE SKIP LOCKED) RETURNING {DELIVERY_COLUMNS}",
+                (now + lease_s, now, limit),
+            ).fetchall()
+        return [delivery_from_row(row) for row in rows]
+
+    def record_webhook_attempt(
+        self, delivery_id: str, now: float, *, payload: str, error: str | None, retry_at: float | None
+    ) -> None:
+        delivered_at = now if error is None else None
+        given_up_at = now if error is not None and retry_at is None else None
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, payload = %s, last_error = %s, "
+                "delivered_at = %s, given_up_at = %s, next_attempt_at = %s "
+                "WHERE id = %s AND next_attempt_at IS NOT NULL",
+                (payload, error, delivered_at, given_up_at, retry_at if error else None, delivery_id),
+            )
+
+    def postpone_webhook_delivery(self, delivery_id: str, at: float) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = %s "
+                "WHERE id = %s AND next_attempt_at IS NOT NULL",
+                (at, delivery_id),
+            )
+
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        with self._transaction() as cur:
+            rows = cur.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = %s "
+                "ORDER BY created_at, id",
+                (job_id,),
+            ).fetchall()
+        return [delivery_from_row(row) for row in rows]
+
+
+def _job_webhook(cur: Cursor, job_id: str) -> JobWebhook:
+    row = cur.execute("SELECT owner, webhook, batch_id FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return JobWebhook(job_id=job_id, owner=row[0], webhook=row[1], batch_id=row[2])
+
+
+def _queue_webhook(cur: Cursor, job_id: str, status: JobStatus, now: float) -> None:
+    """The outbox: the job's delivery for this change, if its webhook asked for it, in the change's
+    transaction."""
+    delivery = status_delivery(_job_webhook(cur, job_id), status, now)
+    if delivery is not None:
+        cur.execute(INSERT_DELIVERY.format("%s"), delivery)
 
 
 def _one(cursor: Cursor) -> int:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
-from reangle.core.ports import AssetRecord, WorkerStatus
+from reangle.core.ports import AssetRecord, WebhookDelivery, WorkerStatus
+from reangle.core.webhooks import target_from_json
 from reangle.store.schema import JOB_COLUMN_COUNT
 
 # lookups in these are cheaper than calling the enum classes
@@ -41,6 +42,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         timings_json,
         batch_id,
         cancel_requested,
+        webhook_json,
     ) = row[:JOB_COLUMN_COUNT]
     return Job(
         id=job_id,
@@ -64,6 +66,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         timings=json.loads(timings_json),
         batch_id=batch_id,
         cancel_requested=bool(cancel_requested),
+        webhook=target_from_json(webhook_json),
     )
 
 
@@ -123,4 +126,36 @@ def worker_from_row(row: Sequence[Any]) -> WorkerStatus:
         started_at=started_at,
         seen_at=seen_at,
         job_id=job_id,
+    )
+
+
+def delivery_from_row(row: Sequence[Any]) -> WebhookDelivery:
+    """The WebhookDelivery in a row of `schema.DELIVERY_COLUMNS`."""
+    (
+        delivery_id,
+        job_id,
+        owner,
+        url,
+        event_type,
+        created_at,
+        attempts,
+        next_attempt_at,
+        payload,
+        delivered_at,
+        given_up_at,
+        last_error,
+    ) = row
+    return WebhookDelivery(
+        id=delivery_id,
+        job_id=job_id,
+        owner=owner,
+        url=url,
+        type=event_type,
+        created_at=created_at,
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+        payload=payload,
+        delivered_at=delivered_at,
+        given_up_at=given_up_at,
+        last_error=last_error,
     )

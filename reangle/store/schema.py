@@ -1,8 +1,37 @@
-"""The SQLite tables: jobs, asset records and API keys."""
+"""The SQLite tables: jobs, asset records, API keys, secrets and webhook deliveries."""
 
 from __future__ import annotations
 
-SCHEMA = """
+#: The outbox of webhook deliveries and each key's signing secrets; the same SQL on SQLite and PostgreSQL.
+WEBHOOK_TABLES = """
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION,
+    payload TEXT,
+    delivered_at DOUBLE PRECISION,
+    given_up_at DOUBLE PRECISION,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS webhook_deliveries_job ON webhook_deliveries (job_id, created_at);
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    owner TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    previous TEXT,
+    previous_until DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -25,6 +54,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     idempotency_key TEXT,
     request_hash TEXT,
+    webhook TEXT,
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, seq);
@@ -64,17 +94,28 @@ CREATE TABLE IF NOT EXISTS secrets (
     created_at REAL NOT NULL
 );
 """
+    + WEBHOOK_TABLES
+)
+
+#: Columns added to tables that older databases already have (CREATE TABLE IF NOT EXISTS leaves those be).
+ADDED_COLUMNS = (("jobs", "webhook", "TEXT"),)
 
 #: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more
 #: (`seq`, `request_hash`) select these first and the others after.
 JOB_COLUMNS = (
     "id, owner, model, kind, input, status, progress, attempt, priority, created_at, started_at, "
-    "finished_at, history, outputs, error, timings, batch_id, cancel_requested"
+    "finished_at, history, outputs, error, timings, batch_id, cancel_requested, webhook"
 )
 JOB_COLUMN_COUNT = len(JOB_COLUMNS.split(","))
 
 #: The columns of `workers`, in the order of WorkerStatus's fields.
 WORKER_COLUMNS = "name, device, engine, models, started_at, seen_at, job_id"
+
+#: The columns of `webhook_deliveries`, in the order of WebhookDelivery's fields.
+DELIVERY_COLUMNS = (
+    "id, job_id, owner, url, type, created_at, attempts, next_attempt_at, payload, delivered_at, "
+    "given_up_at, last_error"
+)
 
 #: The columns of `assets`, in the order of AssetRecord's fields.
 ASSET_COLUMNS = "id, owner, sha256, mime_type, width, height, bytes, created_at, expires_at, job_id"

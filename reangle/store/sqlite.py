@@ -18,17 +18,27 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import AssetRecord, NewJob, WorkerStatus
+from reangle.core.ports import AssetRecord, NewJob, WebhookDelivery, WorkerStatus
+from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import QueueFull
+from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
 from reangle.store.rows import (
     asset_from_row,
+    delivery_from_row,
     history_json,
     interrupted_error,
     job_from_row,
     worker_from_row,
     worker_values,
 )
-from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMNS, SCHEMA, WORKER_COLUMNS
+from reangle.store.schema import (
+    ADDED_COLUMNS,
+    ASSET_COLUMNS,
+    DELIVERY_COLUMNS,
+    JOB_COLUMNS,
+    SCHEMA,
+    WORKER_COLUMNS,
+)
 
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 SELECT_JOB_BY_ID = f"{SELECT_JOBS} WHERE id = ?"
@@ -49,6 +59,10 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -93,7 +107,8 @@ class SqliteStore:
                 queued += 1
                 db.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
-                    "history, batch_id, idempotency_key, request_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "history, batch_id, idempotency_key, request_hash, webhook) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id,
                         job.owner,
@@ -108,6 +123,7 @@ class SqliteStore:
                         job.batch_id,
                         new.idempotency_key,
                         new.request_hash,
+                        target_json(job.webhook),
                     ),
                 )
                 out.append((job, new.request_hash))
@@ -195,13 +211,21 @@ class SqliteStore:
             claimed = db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
         return job_from_row(claimed)
 
-    def set_progress(self, job_id: str, attempt: int, progress: float) -> bool:
-        with self._lock:
-            cursor = self._db.execute(
+    def set_progress(
+        self, job_id: str, attempt: int, progress: float, *, webhook_at: float | None = None
+    ) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
                 "UPDATE jobs SET progress = ? WHERE id = ? AND attempt = ? AND status = 'processing'",
                 (progress, job_id, attempt),
             )
-        return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            if webhook_at is not None:
+                row = progress_delivery(_job_webhook(db, job_id), webhook_at)
+                if row is not None:
+                    db.execute(INSERT_DELIVERY.format("?"), row)
+        return True
 
     def finish(
         self,
@@ -323,9 +347,12 @@ class SqliteStore:
         return {row[0]: row[1] for row in rows}
 
     def delete_finished_before(self, cutoff: float) -> int:
-        with self._lock:
-            cursor = self._db.execute(
+        with self._transaction() as db:
+            cursor = db.execute(
                 "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
+            )
+            db.execute(
+                "DELETE FROM webhook_deliveries WHERE next_attempt_at IS NULL AND created_at < ?", (cutoff,)
             )
         return cursor.rowcount
 
@@ -346,6 +373,9 @@ class SqliteStore:
         if keep_progress_when_null:
             sets = sets.replace("progress = ?", "progress = COALESCE(?, progress)")
         db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (status.value, json.dumps(history), *args, job_id))
+        delivery = status_delivery(_job_webhook(db, job_id), status, now)
+        if delivery is not None:
+            db.execute(INSERT_DELIVERY.format("?"), delivery)
 
     # assets -------------------------------------------------------------------------------------------------
 
@@ -440,6 +470,10 @@ class SqliteStore:
             row = self._db.execute("SELECT id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return row[0] if row else None
 
+    def has_api_key(self, key_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() is not None
+
     # shared secrets -----------------------------------------------------------------------------------------
 
     def shared_secret(self, name: str) -> str:
@@ -451,3 +485,73 @@ class SqliteStore:
             )
             row = db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
         return str(row[0])
+
+    # webhooks -----------------------------------------------------------------------------------------------
+
+    def webhook_secrets(self, owner: str, now: float) -> list[str]:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO webhook_secrets (owner, secret, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (owner) DO NOTHING",
+                (owner, new_secret(), now),
+            )
+            row = db.execute(
+                "SELECT secret, previous, previous_until FROM webhook_secrets WHERE owner = ?", (owner,)
+            ).fetchone()
+        return secrets_in_use(row[0], row[1], row[2], now)
+
+    def rotate_webhook_secret(self, owner: str, now: float, overlap_s: float) -> str:
+        secret = new_secret()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO webhook_secrets (owner, secret, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (owner) DO UPDATE SET previous = secret, previous_until = ?, "
+                "secret = excluded.secret, created_at = excluded.created_at",
+                (owner, secret, now, now + overlap_s),
+            )
+        return secret
+
+    def claim_webhook_deliveries(self, now: float, limit: int, lease_s: float) -> list[WebhookDelivery]:
+        with self._transaction() as db:
+            rows = db.execute(
+                f"UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id IN (SELECT id FROM "
+                f"webhook_deliveries WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
+                f"RETURNING {DELIVERY_COLUMNS}",
+                (now + lease_s, now, limit),
+            ).fetchall()
+        return [delivery_from_row(row) for row in rows]
+
+    def record_webhook_attempt(
+        self, delivery_id: str, now: float, *, payload: str, error: str | None, retry_at: float | None
+    ) -> None:
+        delivered_at = now if error is None else None
+        given_up_at = now if error is not None and retry_at is None else None
+        with self._lock:
+            self._db.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, payload = ?, last_error = ?, "
+                "delivered_at = ?, given_up_at = ?, next_attempt_at = ? "
+                "WHERE id = ? AND next_attempt_at IS NOT NULL",
+                (payload, error, delivered_at, given_up_at, retry_at if error else None, delivery_id),
+            )
+
+    def postpone_webhook_delivery(self, delivery_id: str, at: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = ? "
+                "WHERE id = ? AND next_attempt_at IS NOT NULL",
+                (at, delivery_id),
+            )
+
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ? "
+                "ORDER BY created_at, rowid",
+                (job_id,),
+            ).fetchall()
+        return [delivery_from_row(row) for row in rows]
+
+
+def _job_webhook(db: sqlite3.Connection, job_id: str) -> JobWebhook:
+    row = db.execute("SELECT owner, webhook, batch_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return JobWebhook(job_id=job_id, owner=row[0], webhook=row[1], batch_id=row[2])

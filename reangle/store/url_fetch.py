@@ -127,6 +127,20 @@ async def fetch_url(
         raise fetcher.timed_out(url) from None
 
 
+async def checked_addresses(
+    url: str, policy: FetchPolicy, *, field: str = "url", resolver: Resolver | None = None
+) -> list[IPAddress]:
+    """Check `url` as `fetch_url` checks its first hop (a plain http(s) URL whose host resolves only to
+    addresses the policy allows), sending nothing: its addresses, or an InvalidInput naming `field`."""
+    fetcher = _Fetcher(policy=policy, field=field, resolver=resolver or system_resolver)
+    parsed = fetcher._checked(url, came_from=None)
+    try:
+        async with asyncio.timeout(policy.timeout_s):
+            return await fetcher._addresses(parsed, _shown(parsed))
+    except TimeoutError:
+        raise fetcher.timed_out(url) from None
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """Certificates are verified against Mozilla's CA bundle, built once (the same roots httpx uses)."""

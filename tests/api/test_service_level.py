@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -198,9 +199,9 @@ def test_progress_is_stored_and_published_at_most_every_interval_besides_the_fir
     writes: list[float] = []
     set_progress = store.set_progress
 
-    def counting(job_id: str, attempt: int, progress: float) -> bool:
+    def counting(job_id: str, attempt: int, progress: float, *, webhook_at: float | None = None) -> bool:
         writes.append(progress)
-        return set_progress(job_id, attempt, progress)
+        return set_progress(job_id, attempt, progress, webhook_at=webhook_at)
 
     store.set_progress = counting  # type: ignore[method-assign]
 
@@ -219,3 +220,22 @@ def test_progress_is_stored_and_published_at_most_every_interval_besides_the_fir
     expected = [step / 40 for step in [1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 34, 37, 40]]
     assert writes == expected
     assert [event.progress["progress"] for event in published if event.progress] == expected
+
+
+def test_a_cancel_reaches_a_job_claimed_a_moment_before_it(store: SqliteStore, tmp_path: Path) -> None:
+    """The runner has the job (its stop flag exists from the claim on, before any render), and the cancel
+    read the job as queued just before: the store's answer decides, and the stop reaches the runner."""
+    service = service_on(store, tmp_path, ServiceLimits())
+    queued_job(store)
+    stale_read = service.get
+
+    async def scenario() -> Job:
+        claimed = await service.next_job(poll_s=0)
+        assert claimed is not None
+        service.get = lambda owner, job_id: replace(stale_read(owner, job_id), status=JobStatus.QUEUED)  # type: ignore[method-assign]
+        canceled = service.cancel(OWNER, claimed.id)
+        assert (canceled.status, canceled.cancel_requested) == (JobStatus.PROCESSING, True)
+        return claimed
+
+    claimed = asyncio.run(scenario())
+    assert service.stop_flag(claimed).is_set()

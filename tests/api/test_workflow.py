@@ -229,7 +229,7 @@ def test_healthz_names_the_engine_the_storage_and_the_runner_and_counts_the_queu
         "queue_depth": 0,
     }
     assert runner["name"].endswith(f":{shared_server.process.pid}")  # type: ignore[union-attr]
-    assert (runner["engine"], runner["device"], runner["job_id"]) == ("fake", "cpu", None)
+    assert (runner["engine"], runner["device"]) == ("fake", "cpu")
     assert set(runner["models"]) == {"qwen-edit-multiangle-2511", "qwen-image-edit-2511"}
     assert runner["last_heartbeat"] >= runner["started_at"]
 
@@ -238,12 +238,13 @@ def test_healthz_names_the_engine_the_storage_and_the_runner_and_counts_the_queu
     wait_job(api, holder["id"], running)
     waiting = submit(api, edit_input(asset["id"]))
     assert httpx.get(f"{shared_server.url}/healthz").json()["queue_depth"] == 1
-    in_hand = poll(
-        lambda: httpx.get(f"{shared_server.url}/healthz").json()["workers"][0]["job_id"] or None,
+    poll(  # the shared server may have held another test's job at the last heartbeat
+        lambda: (
+            httpx.get(f"{shared_server.url}/healthz").json()["workers"][0]["job_id"] == holder["id"] or None
+        ),
         timeout=10,
         what="the heartbeat naming the job in hand",
     )
-    assert in_hand == holder["id"]
     metrics = httpx.get(f"{shared_server.url}/metrics").text
     assert 'reangle_queue_depth_by_model{model="qwen-edit-multiangle-2511"} 1.0' in metrics
     assert re.search(r'^reangle_worker_busy\{worker="[^"]+"\} 1\.0$', metrics, re.M)

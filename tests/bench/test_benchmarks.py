@@ -78,3 +78,26 @@ def test_png_encode_refuses_a_size_below_one() -> None:
     result = run_script(ROOT / "bench" / "png_encode.py", "--size", "0")
     assert result.returncode == 2
     assert "--size and --rounds must be at least 1" in result.stderr
+
+
+def test_scale_out_compares_the_two_deployments(pg_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    result = run_script(
+        ROOT / "bench" / "scale_out.py",
+        *("--database-url", pg_url, "--jobs", "2", "--cancels", "1", "--step-s", "0.05"),
+        *("--clients", "2", "--read-seconds", "0.5", "--json-out", str(out)),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    report: dict[str, Any] = json.loads(out.read_text())
+    embedded, scaled = report["results"]
+    assert embedded["deployment"].startswith("embedded")
+    assert scaled["deployment"].startswith("scale-out")
+    for result_of in (embedded, scaled):
+        assert result_of["submit_to_start"]["n"] == 2
+        assert result_of["cancel_to_stopped"]["max_ms"] < 5000
+        assert result_of["status_reads_per_s"] > 0
+    assert "kill_to_restart_s" not in embedded
+    assert 0 < scaled["kill_to_restart_s"] < 60
+    assert report["reads_ratio_postgres_vs_sqlite"] > 0
+    assert "| scale-out (PostgreSQL" in result.stdout

@@ -92,6 +92,8 @@ class WorkerProcess:
 @dataclass
 class Deployment:
     database_url: str
+    #: the key prefix of this deployment's objects in the bucket
+    storage_prefix: str
     apis: list[ServerProcess] = field(default_factory=list)
     workers: list[WorkerProcess] = field(default_factory=list)
 
@@ -133,7 +135,8 @@ def deploy(
     def start(
         apis: int = 2, workers: int = 2, worker_args: tuple[str, ...] = (), **settings: str | float | int
     ) -> Deployment:
-        deployment = Deployment(database_url=pg_url)
+        prefix = shared_storage.settings["storage_url"].split("/", 3)[3]
+        deployment = Deployment(database_url=pg_url, storage_prefix=prefix)
         deployments.append(deployment)
         common = {"database_url": pg_url, **shared_storage.settings, **settings}
         for index in range(apis):

@@ -25,6 +25,7 @@ from tests.api.conftest import (
     wait_job,
 )
 from tests.api.test_events_and_cancel import events
+from tests.s3_server import S3Server
 from tests.scale.conftest import DeployFactory
 
 
@@ -187,3 +188,32 @@ def test_a_worker_takes_only_its_models_and_replicas_list_the_workers_they_hear_
     assert health["role"] == "api"
     assert health["storage"]["assets"].startswith("s3://")
     assert health["storage"]["jobs"].startswith("postgresql://")
+
+
+def test_the_retention_sweep_runs_on_a_worker_and_empties_the_bucket(
+    deploy: DeployFactory, s3_server: S3Server
+) -> None:
+    deployment = deploy(apis=1, workers=1, result_ttl_s=2, upload_ttl_s=2, sweep_interval_s=1)
+    api = client(deployment.apis[0])
+    job = succeeded(api, submit(api, edit_input(upload(api)["id"]))["id"])
+    prefix = deployment.storage_prefix
+    assert len(s3_server.keys(prefix)) == 2  # the upload and the output
+
+    poll(lambda: api.get(f"/v1/jobs/{job['id']}").status_code == 404 or None, timeout=30, what="the sweep")
+    poll(lambda: not s3_server.keys(prefix) or None, timeout=30, what="the bucket emptied")
+
+
+def test_a_worker_stopped_mid_job_hands_it_back_and_another_worker_runs_it(deploy: DeployFactory) -> None:
+    deployment = deploy(apis=1, workers=2, fake_step_seconds=0.1)
+    api = client(deployment.apis[0])
+    job = submit(api, slow_input(upload(api)["id"], steps=100))  # 10 s: longer than the stop's grace
+    wait_job(api, job["id"], running)
+    (holder,) = (worker for worker in deployment.workers if f"job {job['id']}: attempt 1" in worker.log())
+
+    asked = time.monotonic()
+    holder.stop()  # exit status 0, checked by stop()
+    assert time.monotonic() - asked < 10
+
+    done = succeeded(api, job["id"], timeout=40)
+    assert done["attempt"] == 1  # handed back cleanly: no attempt spent
+    assert statuses(done) == ["queued", "processing", "queued", "processing", "succeeded"]

@@ -9,17 +9,19 @@ twice.
 
 from __future__ import annotations
 
+import base64
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
-from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange, WebhookTarget
 from reangle.core.ports import AssetRecord, JobStore, NewJob, WorkerStatus
 from reangle.errors import QueueFull
 from reangle.store.postgres import PostgresStore
@@ -526,3 +528,144 @@ def test_the_queue_depth_by_model_counts_queued_jobs_only(job_store: JobStore) -
     )
     assert job_store.claim_next(T0 + 1) is not None  # job_1 runs
     assert job_store.queued_by_model() == {"qwen-edit-multiangle-2511": 1, other: 1}
+
+
+# webhooks: the outbox --------------------------------------------------------------------------------------
+
+HOOK = WebhookTarget(url="https://hooks.example.com/r", events=("completed",), base_url="https://api.test")
+
+
+def hooked_job(job_id: str, events: tuple[str, ...] = ("completed",), **fields: Any) -> Job:
+    return replace(new_job(job_id, **fields), webhook=replace(HOOK, events=events))
+
+
+def types(store: JobStore, job_id: str) -> list[str]:
+    return [delivery.type for delivery in store.webhook_deliveries(job_id)]
+
+
+def test_a_job_keeps_its_webhook_and_its_terminal_status_writes_one_delivery(job_store: JobStore) -> None:
+    job = hooked_job("job_1")
+    job_store.insert_jobs([NewJob(job=job), NewJob(job=new_job("job_plain"))])
+    assert job_store.get_job("job_1") == job
+    assert job_store.claim_next(T0 + 1) is not None  # processing: not asked for
+    assert job_store.webhook_deliveries("job_1") == []
+    assert not job_store.set_progress("job_1", 2, 0.5, webhook_at=T0 + 1)  # fenced: no row either
+    job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2)
+    [delivery] = job_store.webhook_deliveries("job_1")
+    assert delivery.id.startswith("evt_")
+    assert (delivery.owner, delivery.url, delivery.type) == ("owner-1", HOOK.url, "job.succeeded")
+    assert (delivery.attempts, delivery.next_attempt_at, delivery.payload) == (0, T0 + 2, None)
+    assert job_store.finish("job_1", 1, JobStatus.FAILED, T0 + 3) is None  # a fenced write adds nothing
+    assert len(job_store.webhook_deliveries("job_1")) == 1
+    job_store.claim_next(T0 + 4)
+    job_store.finish("job_plain", 1, JobStatus.SUCCEEDED, T0 + 5)
+    assert job_store.webhook_deliveries("job_plain") == []
+
+
+def test_progress_subscribers_hear_every_status_change_and_throttled_progress(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=hooked_job("job_1", ("progress",)))])
+    job_store.claim_next(T0 + 1)
+    assert job_store.set_progress("job_1", 1, 0.3)  # no webhook_at: the service did not ask for an event
+    assert job_store.set_progress("job_1", 1, 0.6, webhook_at=T0 + 6)
+    job_store.recover(T0 + 7, max_attempts=3)  # back to the queue: no event
+    job_store.claim_job("job_1", T0 + 8, max_attempts=3)
+    job_store.cancel("job_1", T0 + 9)
+    assert job_store.release("job_1", 2, T0 + 10)  # the requested cancel wins
+    assert types(job_store, "job_1") == ["job.processing", "job.progress", "job.processing", "job.canceled"]
+
+
+def test_a_queued_job_canceled_and_one_failed_at_recovery_write_their_events(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=hooked_job("job_1")), NewJob(job=hooked_job("job_2"))])
+    job_store.cancel("job_1", T0 + 1)
+    job_store.claim_next(T0 + 2)
+    job_store.recover(T0 + 3, max_attempts=1)
+    assert types(job_store, "job_1") == ["job.canceled"]
+    assert types(job_store, "job_2") == ["job.failed"]
+
+
+def test_the_delivery_row_exists_if_and_only_if_the_status_change_committed(
+    job_store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_module = sys.modules[type(job_store).__module__]
+    job_store.insert_jobs([NewJob(job=hooked_job("job_1"))])
+    running = job_store.claim_next(T0 + 1)
+    with monkeypatch.context() as patch:  # the outbox insert fails: the status change must not stay
+        patch.setattr(
+            store_module,
+            "INSERT_DELIVERY",
+            "INSERT INTO no_such_table VALUES (" + ",".join(["{0}"] * 7) + ")",
+        )
+        with pytest.raises(Exception, match="no_such_table"):
+            job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2)
+    assert job_store.get_job("job_1") == running
+    assert job_store.webhook_deliveries("job_1") == []
+    done = job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 3)
+    assert done is not None
+    assert done.status == JobStatus.SUCCEEDED
+    assert types(job_store, "job_1") == ["job.succeeded"]
+
+
+def test_a_runpod_batch_writes_one_terminal_delivery_whichever_item_ends_first(job_store: JobStore) -> None:
+    target = replace(HOOK, flavor="runpod")
+    jobs = [replace(new_job(f"job_{n}", batch_id="batch_1"), webhook=target) for n in (1, 2)]
+    job_store.insert_jobs([NewJob(job=job) for job in jobs])
+    job_store.claim_next(T0 + 1)
+    job_store.claim_next(T0 + 1)
+    job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2)
+    job_store.finish("job_2", 1, JobStatus.SUCCEEDED, T0 + 3)
+    assert types(job_store, "job_1") == ["job.succeeded"]
+    assert job_store.webhook_deliveries("job_2") == []
+
+
+def test_deliveries_are_leased_retried_and_never_claimed_once_done(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=hooked_job(f"job_{n}")) for n in (1, 2)])
+    for n in (1, 2):
+        job_store.cancel(f"job_{n}", T0 + n)
+    first = job_store.claim_webhook_deliveries(T0 + 5, limit=1, lease_s=60)
+    assert [d.job_id for d in first] == ["job_1"]
+    assert [d.job_id for d in job_store.claim_webhook_deliveries(T0 + 5, limit=5, lease_s=60)] == ["job_2"]
+    assert job_store.claim_webhook_deliveries(T0 + 6, limit=5, lease_s=60) == []  # both leased
+    job_store.record_webhook_attempt(first[0].id, T0 + 7, payload="{}", error="HTTP 500", retry_at=T0 + 30)
+    job_store.postpone_webhook_delivery(job_store.webhook_deliveries("job_2")[0].id, T0 + 100)
+    assert job_store.claim_webhook_deliveries(T0 + 29, limit=5, lease_s=60) == []
+    [again] = job_store.claim_webhook_deliveries(T0 + 30, limit=5, lease_s=60)
+    assert (again.id, again.attempts, again.payload, again.last_error) == (first[0].id, 1, "{}", "HTTP 500")
+    job_store.record_webhook_attempt(again.id, T0 + 31, payload="{}", error=None, retry_at=None)
+    [done] = job_store.webhook_deliveries("job_1")
+    assert (done.attempts, done.delivered_at, done.next_attempt_at) == (2, T0 + 31, None)
+    assert done.last_error is None
+    [gone] = job_store.claim_webhook_deliveries(T0 + 200, limit=5, lease_s=60)  # only job_2's, due again
+    job_store.record_webhook_attempt(gone.id, T0 + 201, payload="{}", error="HTTP 410 Gone", retry_at=None)
+    [given_up] = job_store.webhook_deliveries("job_2")
+    assert (given_up.given_up_at, given_up.delivered_at, given_up.next_attempt_at) == (T0 + 201, None, None)
+    assert job_store.claim_webhook_deliveries(T0 + 10_000, limit=5, lease_s=60) == []
+
+
+def test_instances_claiming_deliveries_at_once_never_take_one_twice(open_store: StoreOpener) -> None:
+    stores = [open_store() for _ in range(3)]
+    stores[0].insert_jobs([NewJob(job=hooked_job(f"job_{n:02}")) for n in range(40)])
+    for n in range(40):
+        stores[0].cancel(f"job_{n:02}", T0 + 1)
+
+    def claim_all(store: JobStore) -> list[str]:
+        claimed: list[str] = []
+        while batch := store.claim_webhook_deliveries(T0 + 2, limit=3, lease_s=60):
+            claimed += [delivery.job_id for delivery in batch]
+        return claimed
+
+    claims = at_once(*(partial(claim_all, store) for store in stores))
+    assert sorted(job_id for claimed in claims for job_id in claimed) == [f"job_{n:02}" for n in range(40)]
+
+
+def test_a_webhook_secret_is_made_once_and_a_rotated_one_signs_for_the_overlap(
+    open_store: StoreOpener,
+) -> None:
+    first, second = open_store(), open_store()
+    [secret] = first.webhook_secrets("key_1", T0)
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    assert second.webhook_secrets("key_1", T0 + 1) == [secret]
+    assert first.webhook_secrets("key_2", T0) != [secret]
+    new = second.rotate_webhook_secret("key_1", T0 + 2, overlap_s=100)
+    assert first.webhook_secrets("key_1", T0 + 3) == [new, secret]
+    assert first.webhook_secrets("key_1", T0 + 102) == [new]
