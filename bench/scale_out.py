@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from server_overhead import free_port, percentile, raw_status_reads, tiny_png
+from server_overhead import Server, free_port, percentile, raw_status_reads, tiny_png, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "qwen-edit-multiangle-2511"
@@ -73,16 +73,9 @@ def _serve(folder: Path, env: dict[str, str], log: Path) -> tuple[str, subproces
     port = free_port()
     command = [sys.executable, "-m", "reangle", "serve", "--engine", "fake", "--port", str(port)]
     process = _spawn(command, env, log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return url, process
-        time.sleep(0.1)
-    raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log)
+    wait_until_up(server, START_TIMEOUT_S)
+    return server.url, process
 
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

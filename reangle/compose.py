@@ -49,10 +49,16 @@ def open_blob_store(settings: Settings) -> BlobStore:
     return _opener(BLOB_STORES, url, "REANGLE_STORAGE_URL")(url, settings)
 
 
+def shared_database_url(settings: Settings) -> str | None:
+    """The PostgreSQL database the processes of a deployment share; None on the embedded SQLite store."""
+    url = settings.database_url
+    return url if url and urlsplit(url).scheme.lower() in JOB_STORES else None
+
+
 def open_event_bus(settings: Settings, store: JobStore) -> EventBus:
     """Between the processes sharing the database: PostgreSQL's NOTIFY; in-process otherwise."""
-    url = settings.database_url
-    if url and urlsplit(url).scheme.lower() in JOB_STORES:
+    url = shared_database_url(settings)
+    if url:
         from reangle.runtime.pg_bus import PgEventBus
 
         return PgEventBus(url, store)
@@ -98,8 +104,8 @@ def open_runtime(
     """What runs the jobs of this process. On the embedded store: the in-process runner and sweeper (role
     `all` only). On PostgreSQL: a Procrastinate worker (roles `all` and `worker`) or nothing (role `api`:
     the workers run the jobs)."""
-    url = settings.database_url
-    if not (url and urlsplit(url).scheme.lower() in JOB_STORES):
+    url = shared_database_url(settings)
+    if not url:
         if settings.role != "all":
             raise SettingsError(
                 f"role {settings.role!r} needs a database shared between processes",

@@ -154,7 +154,8 @@ def deploy(
 
     yield start
     for deployment in deployments:
-        for process in [*deployment.apis, *deployment.workers]:
+        running: list[ServerProcess | WorkerProcess] = [*deployment.apis, *deployment.workers]
+        for process in running:
             if process.process is not None:
                 process.kill()
         for api in deployment.apis:
