@@ -66,6 +66,22 @@ def pg_url(pg_cluster: PgCluster) -> str:
     return pg_cluster.create_database()
 
 
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The job store of the suites' shared servers: every test on those servers runs on the embedded SQLite
+    default and again on PostgreSQL."""
+    return str(request.param)
+
+
+def backend_settings(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+    """The settings of one server on `backend`: on PostgreSQL, a database of its own in the session's
+    cluster (two servers on one database would run each other's jobs)."""
+    if backend == "sqlite":
+        return {}
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return {"database_url": cluster.create_database()}
+
+
 @pytest.fixture
 def settings(cache_dir: Path) -> Settings:
     return Settings(cache_dir=cache_dir, fake_step_seconds=0)

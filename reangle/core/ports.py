@@ -143,7 +143,8 @@ class JobStore(Protocol):
     def extend_asset(self, asset_id: str, expires_at: float) -> None: ...
     def extend_job_inputs(self, expires_at: float, *, job_id: str | None = None) -> None: ...
     def delete_expired_assets(self, now: float) -> set[str]:
-        """Delete expired asset records; the content hashes no remaining record refers to."""
+        """Delete expired asset records, and the output records an ended job did not keep; the content
+        hashes no remaining record refers to."""
         ...
 
     # workers

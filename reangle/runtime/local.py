@@ -22,6 +22,7 @@ What holds across the two stages:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -36,13 +37,16 @@ from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.jobs import Job, JobError, JobKind, OutputAsset
 from reangle.core.service import JobService, edit_requests
 from reangle.engine.base import Engine
-from reangle.errors import Canceled, ReangleError
+from reangle.errors import Canceled, ReangleError, Unavailable
 from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
 
 log = logging.getLogger("reangle.runner")
 
 T = TypeVar("T")
 RETRY_S = 1.0
+#: Waits between tries to record a job's end while the store is unavailable (about 15 s in all): long enough
+#: for a database restart, short enough that the job is soon run again elsewhere if it stays down.
+COMPLETE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +89,11 @@ class LocalRunner:
         except asyncio.CancelledError:  # the server is stopping; the engine thread has already stopped
             self.service.release(job)
             raise
+        except Unavailable as exc:  # not the job's fault: it goes back to the queue, or is run again later
+            log.warning("job %s: %s; handing it back", job.id, exc)
+            with contextlib.suppress(Unavailable):
+                self.service.release(job)
+            return
         except Exception as exc:
             self._end_with_error(job, exc, timings, "rendering")
             return
@@ -125,7 +134,7 @@ class LocalRunner:
         stop = self.service.stop_flag(job)
 
         def on_step(step: int, steps: int) -> None:
-            loop.call_soon_threadsafe(self.service.report_progress, job, step, steps)
+            loop.call_soon_threadsafe(self._report_progress, job, step, steps)
 
         results = await _in_thread(
             lambda: self.engine.edit_views(images, plans, on_step=on_step, should_stop=stop.is_set),
@@ -140,20 +149,31 @@ class LocalRunner:
     async def _finish(
         self, job: Job, rendered: Sequence[_Rendered], timings: dict[str, float], started: float
     ) -> None:
-        """Store the outputs in a thread, then complete the job. Even when this task is canceled (the loop is
-        closing) the thread is waited for and the job completed: its render is done, and a thread cannot be
-        stopped halfway anyway."""
+        """Store the outputs in a thread, then complete the job; again, a few times, while the store is
+        unavailable. Even when this task is canceled (the loop is closing) the thread is waited for and the
+        job completed: its render is done, and a thread cannot be stopped halfway anyway."""
         stop = self.service.stop_flag(job)
         encoding = time.perf_counter()
-        # a bare executor future, not a task: nothing cancels it, not even the loop's shutdown
-        work = asyncio.get_running_loop().run_in_executor(None, self._store_outputs, job, rendered, stop)
-        try:
-            await asyncio.wait({work})  # unlike awaiting `work`, this neither cancels it nor raises its error
-        except asyncio.CancelledError:
-            await asyncio.wait({work})
-            self._complete(job, work, timings, started, encoding)
-            raise
-        self._complete(job, work, timings, started, encoding)
+        loop = asyncio.get_running_loop()
+        for wait in (*COMPLETE_RETRY_S, None):
+            # a bare executor future, not a task: nothing cancels it, not even the loop's shutdown
+            work = loop.run_in_executor(None, self._store_outputs, job, rendered, stop)
+            try:
+                await asyncio.wait({work})  # unlike awaiting `work`, this neither cancels it nor raises
+            except asyncio.CancelledError:
+                await asyncio.wait({work})
+                with contextlib.suppress(Unavailable):
+                    self._complete(job, work, timings, started, encoding)
+                raise
+            try:
+                self._complete(job, work, timings, started, encoding)
+                return
+            except Unavailable as exc:
+                if wait is None:
+                    log.error("could not record the end of job %s (%s): it will run again", job.id, exc)
+                    return
+                log.warning("could not record the end of job %s (%s); again in %g s", job.id, exc, wait)
+                await asyncio.sleep(wait)
 
     def _complete(
         self,
@@ -163,16 +183,30 @@ class LocalRunner:
         started: float,
         encoding: float,
     ) -> None:
+        """Record the job's end. Raises Unavailable when the store is (while storing the outputs or recording
+        the end), so that the caller may try again; after any other error of the store the job stays
+        processing, to be run again (at the next start, or by the scale-out workers' check for jobs whose end
+        went unrecorded)."""
         timings["encode_s"] = time.perf_counter() - encoding
         try:
             exc = work.exception()
+            if isinstance(exc, Unavailable):
+                raise exc
             if exc is not None:
                 self._end_with_error(job, exc, timings, "storing its outputs")
                 return
             timings["run_s"] = time.perf_counter() - started
             self.service.complete(job, work.result(), timings)
-        except Exception:  # the store itself failed: the job stays processing and is re-queued at restart
+        except Unavailable:
+            raise
+        except Exception:
             log.exception("could not record the end of job %s", job.id)
+
+    def _report_progress(self, job: Job, step: int, steps: int) -> None:
+        try:
+            self.service.report_progress(job, step, steps)
+        except Unavailable as exc:  # progress is advisory: the job goes on and its end is recorded later
+            log.warning("job %s: progress not recorded (%s)", job.id, exc)
 
     def _end_with_error(self, job: Job, exc: BaseException, timings: dict[str, float], stage: str) -> None:
         if isinstance(exc, Canceled):

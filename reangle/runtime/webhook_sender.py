@@ -29,8 +29,15 @@ from reangle.core.webhooks import (
     retry_delay,
     signed_headers,
 )
-from reangle.errors import InvalidInput
-from reangle.store.url_fetch import FetchPolicy, checked_addresses
+from reangle.errors import InvalidInput, Unavailable
+from reangle.store.url_fetch import (
+    FetchPolicy,
+    Resolver,
+    checked_addresses,
+    pin,
+    pinned_client,
+    system_resolver,
+)
 
 log = logging.getLogger("reangle.webhooks")
 
@@ -54,47 +61,45 @@ class WebhookSender:
         retry_base_s: float,
         policy: FetchPolicy,
         clock: Callable[[], float] = time.time,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.store, self.render, self.retry_base_s, self.policy = store, render, retry_base_s, policy
-        self.clock = clock
+        self.clock, self.resolver = clock, resolver
 
     async def run(self) -> None:
         """Until cancelled (attempts under way are dropped; their leases run out and they come due again)."""
         in_flight: set[asyncio.Task[None]] = set()
-        limits = httpx.Limits(max_connections=CONCURRENCY)
-        async with httpx.AsyncClient(
-            timeout=ATTEMPT_TIMEOUT_S, follow_redirects=False, trust_env=False, limits=limits
-        ) as client:
-            try:
-                while True:
-                    for delivery in await self._claim(CONCURRENCY - len(in_flight)):
-                        task = asyncio.create_task(
-                            self._deliver(client, delivery), name=f"webhook {delivery.id}"
-                        )
-                        in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
-                    await asyncio.sleep(POLL_S)
-            finally:
-                for task in in_flight:
-                    task.cancel()
-                await asyncio.gather(*in_flight, return_exceptions=True)
+        try:
+            while True:
+                for delivery in await self._claim(CONCURRENCY - len(in_flight)):
+                    task = asyncio.create_task(self._deliver(delivery), name=f"webhook {delivery.id}")
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(POLL_S)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _claim(self, room: int) -> list[WebhookDelivery]:
         if room <= 0:
             return []
         try:
             return await asyncio.to_thread(self.store.claim_webhook_deliveries, self.clock(), room, LEASE_S)
+        except Unavailable as exc:  # the database is away: no traceback twice a second while it is
+            log.warning("could not read the webhook outbox: %s", exc)
+            return []
         except Exception:
             log.exception("could not read the webhook outbox")
             return []
 
-    async def _deliver(self, client: httpx.AsyncClient, delivery: WebhookDelivery) -> None:
+    async def _deliver(self, delivery: WebhookDelivery) -> None:
         try:
-            await self._attempt(client, delivery)
+            await self._attempt(delivery)
         except Exception:  # the lease runs out and the delivery is tried again
             log.exception("webhook %s of job %s: the attempt failed", delivery.id, delivery.job_id)
 
-    async def _attempt(self, client: httpx.AsyncClient, delivery: WebhookDelivery) -> None:
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
         payload = delivery.payload
         if payload is None:
             try:
@@ -107,17 +112,18 @@ class WebhookSender:
             except Undeliverable as exc:
                 await self._record(delivery, "", str(exc), give_up=True)
                 return
-        error, give_up = await self._post(client, delivery, payload)
+        error, give_up = await self._post(delivery, payload)
         await self._record(delivery, payload, error, give_up=give_up)
 
-    async def _post(
-        self, client: httpx.AsyncClient, delivery: WebhookDelivery, payload: str
-    ) -> tuple[str | None, bool]:
+    async def _post(self, delivery: WebhookDelivery, payload: str) -> tuple[str | None, bool]:
         """(None, _) when delivered; else (why, whether to give up)."""
         try:
-            await checked_addresses(delivery.url, self.policy, field="url")
+            [address, *_] = await checked_addresses(delivery.url, self.policy, resolver=self.resolver)
+            pinned = pin(httpx.URL(delivery.url), address)
         except InvalidInput as exc:
             return exc.message, True
+        except httpx.InvalidURL as exc:
+            return f"cannot connect to {address} ({exc})", True
         now = self.clock()
         secrets = await asyncio.to_thread(self.store.webhook_secrets, delivery.owner, now)
         body = payload.encode()
@@ -126,7 +132,8 @@ class WebhookSender:
             "User-Agent": f"reangle/{__version__}",
         }
         try:
-            response = await client.post(delivery.url, content=body, headers=headers)
+            async with pinned_client(ATTEMPT_TIMEOUT_S) as client:
+                response = await client.send(pinned.request(client, "POST", content=body, headers=headers))
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__, False
         if response.is_success:

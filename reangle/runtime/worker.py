@@ -29,7 +29,7 @@ from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.webhook_sender import WebhookSender
 from reangle.settings import Settings
-from reangle.store.pg_dispatch import RUN_JOB_TASK, job_queue
+from reangle.store.pg_dispatch import RUN_JOB_TASK, defer_orphaned_jobs, job_queue
 
 log = logging.getLogger("reangle.worker")
 
@@ -38,6 +38,8 @@ MAINTENANCE_QUEUE = "reangle.maintenance"
 #: job is re-run elsewhere (the measured goal: a killed worker's job restarts within 15 s).
 STALLED_S = 8.0
 STALLED_CHECK_S = 1.0
+#: How often a worker looks for jobs that no Procrastinate job will run any more (see defer_orphaned_jobs).
+ORPHAN_CHECK_S = 10.0
 #: On SIGTERM a worker gives its job this long to end, then stops it and puts it back on the queue for
 #: another worker. Shorter than STALLED_S: Procrastinate stops the heartbeat while it drains, so a longer
 #: drain would look like a dead worker and have its job run twice.
@@ -115,12 +117,16 @@ class WorkerRuntime:
     async def _run_worker(self) -> None:
         queues = [job_queue(model) for model in self.models] + [MAINTENANCE_QUEUE]
         async with self.app.open_async():
-            watcher = asyncio.create_task(self._retry_stalled_forever(), name="stalled jobs")
+            watchers = [
+                asyncio.create_task(self._retry_stalled_forever(), name="stalled jobs"),
+                asyncio.create_task(self._defer_orphans_forever(), name="orphaned jobs"),
+            ]
             try:
                 await self._run_procrastinate(queues)
             finally:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+                for watcher in watchers:
+                    watcher.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
 
     async def _retry_stalled_forever(self) -> None:
         """Hand the jobs of silent workers to the queue again. Every worker checks, on its own timer rather
@@ -141,6 +147,19 @@ class WorkerRuntime:
                 await manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_S)
             except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
                 log.warning("could not check for stalled jobs: %s", exc)
+
+    async def _defer_orphans_forever(self) -> None:
+        connector = self.app.connector
+        assert isinstance(connector, procrastinate.PsycopgConnector)
+        while True:
+            await asyncio.sleep(ORPHAN_CHECK_S)
+            try:
+                async with connector.pool.connection() as connection:
+                    orphans = await defer_orphaned_jobs(connection)
+                if orphans:
+                    log.warning("jobs %s had no run left (their end went unrecorded); run again", orphans)
+            except psycopg.Error as exc:
+                log.warning("could not check for orphaned jobs: %s", exc)
 
     async def _run_procrastinate(self, queues: list[str]) -> None:
         await self.app.run_worker_async(

@@ -27,3 +27,31 @@ def job_queue(model: str) -> str:
 def defer_run(cursor: psycopg.Cursor[Any], job_id: str) -> None:
     """Within the caller's transaction: commits (or rolls back) with the row that made the job queued."""
     cursor.execute(DEFER_RUNS + " WHERE id = %s", (job_id,))
+
+
+#: Only one worker at a time looks for orphaned jobs (two would defer one job twice).
+ORPHAN_CHECK_LOCK = 0x5245414E474C4F
+
+#: Jobs the store says are queued or running but that no Procrastinate job will run any more: a worker ended
+#: its task without recording the job's end (the database went away at that moment), or its claim failed.
+#: Rows a claim or a status change holds locked are skipped: they are in hand.
+ORPHANED_JOBS = (
+    "SELECT id FROM jobs WHERE status IN ('queued', 'processing') AND NOT EXISTS ("
+    "SELECT 1 FROM procrastinate_jobs AS run WHERE run.task_name = %s AND run.status IN ('todo', 'doing') "
+    "AND run.args ->> 'job_id' = jobs.id) FOR UPDATE SKIP LOCKED"
+)
+
+
+async def defer_orphaned_jobs(connection: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Give every orphaned job a run again (a processing one becomes its next attempt when claimed); returns
+    their ids. Nothing when another worker is doing this check right now."""
+    async with connection.transaction(), connection.cursor() as cursor:
+        await cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", (ORPHAN_CHECK_LOCK,))
+        locked = await cursor.fetchone()
+        if not (locked and locked[0]):
+            return []
+        await cursor.execute(ORPHANED_JOBS, (RUN_JOB_TASK,))
+        orphans = [str(row[0]) for row in await cursor.fetchall()]
+        if orphans:
+            await cursor.execute(DEFER_RUNS + " WHERE id = ANY(%s)", (orphans,))
+        return orphans

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import weakref
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -58,6 +59,7 @@ HISTORY_PLUS = (
 )
 #: Any fixed number: the key of the advisory lock that serializes inserts checked against `max_queued`.
 QUEUE_LOCK = 0x5245414E474C46
+IDLE_CHECK_S = 5.0
 
 
 class PostgresStore:
@@ -81,6 +83,9 @@ class PostgresStore:
             upgrade(conninfo, connect_timeout_s=connect_timeout_s)
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from None
+        self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection[Row], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             conninfo,
             min_size=1,
@@ -88,11 +93,27 @@ class PostgresStore:
             kwargs={"connect_timeout": connect_timeout_s, "autocommit": True},
             timeout=timeout_s,
             name="reangle",
+            reset=self._note_returned,
             open=True,
         )
 
     def close(self) -> None:
         self._pool.close()
+
+    def _note_returned(self, conn: psycopg.Connection[Row]) -> None:
+        self._returned_at[conn] = time.monotonic()
+
+    def _broke_while_idle(self, conn: psycopg.Connection[Row]) -> bool:
+        """One empty round trip on a connection idle for IDLE_CHECK_S: after a database restart in a quiet
+        hour, a request finds the broken connection here, not in its own statement (which would answer 503).
+        Busy connections are not checked: no round trip is added to the reads clients poll."""
+        if time.monotonic() - self._returned_at.get(conn, 0.0) <= IDLE_CHECK_S:  # never used: checked
+            return False
+        try:
+            conn.execute("")
+        except psycopg.OperationalError:
+            return True
+        return False
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
@@ -112,6 +133,11 @@ class PostgresStore:
         if self._failed:
             self._check_back()
         try:
+            with self._pool.connection() as conn:
+                if not self._broke_while_idle(conn):
+                    yield conn
+                    return
+            self._check_back()  # Unavailable while the database is down; else drops every broken connection
             with self._pool.connection() as conn:
                 yield conn
         except PoolTimeout as exc:
@@ -492,9 +518,17 @@ class PostgresStore:
             )
 
     def delete_expired_assets(self, now: float) -> set[str]:
-        """Delete expired asset rows; returns the content hashes no remaining asset refers to."""
+        """Delete expired asset rows, and the outputs an ended job did not keep (an interrupted attempt's,
+        a canceled run's); returns the content hashes no remaining asset refers to."""
         with self._transaction() as cur:
-            deleted = cur.execute("DELETE FROM assets WHERE expires_at < %s RETURNING sha256", (now,))
+            deleted = cur.execute(
+                "DELETE FROM assets WHERE expires_at < %s OR id IN ("
+                "SELECT asset.id FROM assets AS asset JOIN jobs ON jobs.id = asset.job_id "
+                "WHERE jobs.status IN ('succeeded', 'failed', 'canceled') "
+                "AND asset.created_at <= jobs.finished_at AND NOT jobs.outputs::jsonb @> "
+                "jsonb_build_array(jsonb_build_object('asset_id', asset.id))) RETURNING sha256",
+                (now,),
+            )
             hashes = {row[0] for row in deleted.fetchall()}
             if not hashes:
                 return set()

@@ -44,6 +44,14 @@ SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 SELECT_JOB_BY_ID = f"{SELECT_JOBS} WHERE id = ?"
 SELECT_JOBS_WITH_HASH = f"SELECT {JOB_COLUMNS}, request_hash FROM jobs"
 SELECT_ASSET_BY_ID = f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = ?"
+#: The ids of the output assets an ended job made before it ended but does not list among its outputs (not
+#: those made from its outputs afterwards, as Scenario's format conversions).
+UNKEPT_OUTPUTS = (
+    "SELECT asset.id FROM assets AS asset JOIN jobs ON jobs.id = asset.job_id "
+    "WHERE jobs.status IN ('succeeded', 'failed', 'canceled') AND asset.created_at <= jobs.finished_at "
+    "AND asset.id NOT IN ("
+    "SELECT json_extract(kept.value, '$.asset_id') FROM json_each(jobs.outputs) AS kept)"
+)
 
 
 class SqliteStore:
@@ -421,10 +429,12 @@ class SqliteStore:
             )
 
     def delete_expired_assets(self, now: float) -> set[str]:
-        """Delete expired asset rows; returns the content hashes no remaining asset refers to."""
+        """Delete expired asset rows, and the outputs an ended job did not keep (an interrupted attempt's,
+        a canceled run's); returns the content hashes no remaining asset refers to."""
         with self._transaction() as db:
-            hashes = {row[0] for row in db.execute("SELECT sha256 FROM assets WHERE expires_at < ?", (now,))}
-            db.execute("DELETE FROM assets WHERE expires_at < ?", (now,))
+            which = f"expires_at < ? OR id IN ({UNKEPT_OUTPUTS})"
+            hashes = {row[0] for row in db.execute(f"SELECT sha256 FROM assets WHERE {which}", (now,))}
+            db.execute(f"DELETE FROM assets WHERE {which}", (now,))
             still_used = (
                 {
                     row[0]

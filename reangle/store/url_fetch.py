@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import certifi
 import httpx
@@ -141,6 +142,41 @@ async def checked_addresses(
         raise fetcher.timed_out(url) from None
 
 
+@dataclass(frozen=True)
+class PinnedURL:
+    """A URL whose host was checked, aimed at the address it was checked at. The request names the address,
+    so httpx connects there and resolves nothing (a second lookup could answer a private address); the Host
+    header keeps the original name for the server, and for https the `sni_hostname` extension makes httpcore
+    send that name in SNI and verify the certificate against it (not against the IP)."""
+
+    url: httpx.URL
+    target: httpx.URL
+
+    def request(self, client: httpx.AsyncClient, method: str, **options: Any) -> httpx.Request:
+        headers = {"Host": self.url.netloc.decode("ascii"), **options.pop("headers", {})}
+        sni = self.url.raw_host.decode("ascii")
+        extensions = {"sni_hostname": sni} if self.url.scheme == "https" else {}
+        return client.build_request(method, self.target, headers=headers, extensions=extensions, **options)
+
+
+def pin(url: httpx.URL, address: IPAddress) -> PinnedURL:
+    """`url` aimed at `address`, one of the addresses its host was checked to have; httpx.InvalidURL when
+    the address cannot stand in a URL."""
+    connect_to = address
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        connect_to = address.ipv4_mapped
+    return PinnedURL(url=url, target=url.copy_with(host=str(connect_to)))
+
+
+def pinned_client(timeout_s: float) -> httpx.AsyncClient:
+    """A client for pinned requests. Use a fresh one per host: a TLS connection verified for one name must not
+    be reused for another on the same address. trust_env=False keeps proxy variables from sending requests
+    somewhere that was not checked; redirects are not followed (each hop is checked by the caller)."""
+    return httpx.AsyncClient(
+        verify=_tls_context(), trust_env=False, timeout=httpx.Timeout(timeout_s), follow_redirects=False
+    )
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """Certificates are verified against Mozilla's CA bundle, built once (the same roots httpx uses)."""
@@ -253,7 +289,7 @@ class _Fetcher:
         error: httpx.HTTPError | None = None
         for address in addresses:
             try:
-                return await self._exchange(url, host, address, where)
+                return await self._exchange(url, address, where)
             except httpx.TimeoutException:
                 raise self.timed_out(str(url)) from None
             except httpx.ConnectError as exc:
@@ -265,29 +301,18 @@ class _Fetcher:
         detail = f" ({str(error)[:_SHOWN_CHARS]})" if str(error) else ""
         raise self._invalid(f"could not fetch {where}: {type(error).__name__} from {host}{detail}")
 
-    async def _exchange(self, url: httpx.URL, host: str, address: IPAddress, where: str) -> bytes | str:
-        # Pinning: the request URL names the checked address, so httpx connects there and resolves nothing;
-        # the Host header keeps the original name for the server, and for https the `sni_hostname` extension
-        # makes httpcore send that name in SNI and verify the certificate against it (not against the IP).
-        # A fresh client per hop keeps a TLS connection verified for one name from being reused for another;
-        # trust_env=False keeps proxy variables from sending the request somewhere we did not check.
-        connect_to = address
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            connect_to = address.ipv4_mapped
+    async def _exchange(self, url: httpx.URL, address: IPAddress, where: str) -> bytes | str:
         try:
-            pinned = url.copy_with(host=str(connect_to))
+            pinned = pin(url, address)
         except httpx.InvalidURL:
             raise self._invalid(f"could not fetch {where}: cannot connect to {address}") from None
         headers = {
-            "Host": url.netloc.decode("ascii"),
             "Accept": "image/*",
             "Accept-Encoding": "identity",  # a compressed body could expand past max_bytes in one chunk
             "User-Agent": f"reangle/{__version__}",
         }
-        extensions = {"sni_hostname": host} if url.scheme == "https" else {}
-        timeout = httpx.Timeout(self.policy.timeout_s)
-        async with httpx.AsyncClient(verify=_tls_context(), trust_env=False, timeout=timeout) as client:
-            request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
+        async with pinned_client(self.policy.timeout_s) as client:
+            request = pinned.request(client, "GET", headers=headers)
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 return await self._outcome(url, response, where)

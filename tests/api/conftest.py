@@ -28,7 +28,7 @@ from reangle.core.models import CAMERA_EDIT
 from reangle.core.ports import JobStore
 from reangle.store.postgres import PostgresStore
 from reangle.store.sqlite import SqliteStore
-from tests.conftest import image_bytes, make_image
+from tests.conftest import backend_settings, image_bytes, make_image
 
 KEY_A, KEY_B = "key-a", "key-b"
 STEP_S = 0.02  # per-step delay of the fake engine in every test server
@@ -204,8 +204,12 @@ def serve(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def shared_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(data_dir=tmp_path_factory.mktemp("shared") / "data", env=server_env(cache_dir))
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, backend: str
+) -> Iterator[ServerProcess]:
+    data_dir = tmp_path_factory.mktemp("shared") / "data"
+    env = server_env(cache_dir, **backend_settings(request, backend))
+    server = ServerProcess(data_dir=data_dir, env=env)
     server.start()
     yield server
     if server.process is not None:

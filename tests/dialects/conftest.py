@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import image_bytes, make_image
+from tests.conftest import backend_settings, image_bytes, make_image
 
 API_KEY = "test-key-1"
 OTHER_KEY = "test-key-2"
@@ -84,9 +84,13 @@ def stop_server(server: RunningServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A fake-engine server (0.02 s per step) accepting API_KEY and OTHER_KEY."""
-    running = start_server(tmp_path_factory.mktemp("dialect-server"))
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> Iterator[RunningServer]:
+    """A fake-engine server (0.02 s per step) accepting API_KEY and OTHER_KEY, on each job store in turn."""
+    settings = backend_settings(request, backend)
+    env = {f"REANGLE_{name.upper()}": value for name, value in settings.items()}
+    running = start_server(tmp_path_factory.mktemp("dialect-server"), env=env)
     yield running
     stop_server(running)
 

@@ -26,6 +26,8 @@ from reangle.core.ports import AssetRecord
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.engine.base import EditResult, StepCallback, StopCheck
 from reangle.engine.fake import FakeEngine
+from reangle.errors import Unavailable
+from reangle.runtime import local
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
@@ -51,6 +53,7 @@ class FakeGatedAssets(AssetService):
         )
         self.gated: set[str] = set()
         self.fail_for: dict[str, Exception] = {}
+        self.unavailable_writes = 0  # so many output writes, from now on, find the store unavailable
         self.gate = threading.Event()
         self.storing = threading.Event()  # a gated write is waiting at the gate
         self.writes: list[tuple[str | None, str]] = []  # (job id, thread name) of every write started
@@ -65,6 +68,9 @@ class FakeGatedAssets(AssetService):
         self.writes.append((job_id, threading.current_thread().name))
         if job_id in self.fail_for:
             raise self.fail_for[job_id]
+        if self.unavailable_writes > 0:
+            self.unavailable_writes -= 1
+            raise Unavailable("the fake store is unavailable")
         if job_id in self.gated:
             self.storing.set()
             assert self.gate.wait(WAIT_S), "the gate was never opened"
@@ -210,6 +216,43 @@ def test_every_output_lands_in_its_own_job_and_jobs_complete_in_render_order(rig
             assert [output.seed for output in job.outputs] == [seed, seed + 1]
             assert rig.output_pixels(job) == [image.tobytes() for image in rig.engine.images[seed]]
         assert rig.assets.stored == [jobs[0].id] * 2 + [jobs[1].id] * 2 + [jobs[2].id] * 2
+
+    run(scenario())
+
+
+def test_a_store_unavailable_for_a_while_delays_the_end_but_fails_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "COMPLETE_RETRY_S", (0.01, 0.01, 0.01))
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1)
+        rig.assets.unavailable_writes = 2
+        async with rig.runner():
+            done = await ended(rig, job)
+
+        assert (done.status, done.attempt, len(done.outputs)) == (JobStatus.SUCCEEDED, 1, 1)
+        assert rig.output_pixels(done) == [image.tobytes() for image in rig.engine.images[1]]
+        assert len(rig.assets.writes) == 3
+
+    run(scenario())
+
+
+def test_a_store_that_stays_unavailable_leaves_the_job_to_be_run_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "COMPLETE_RETRY_S", (0.01, 0.01))
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1)
+        rig.assets.unavailable_writes = 1000
+        async with rig.runner():
+            async with asyncio.timeout(WAIT_S):
+                while len(rig.assets.writes) < 3:  # the first write and one per retry
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert rig.job(job.id).status == JobStatus.PROCESSING  # not failed: it is not the job's fault
+        assert len(rig.assets.writes) == 3
 
     run(scenario())
 

@@ -4,11 +4,11 @@ other; workers and replicas are killed with SIGKILL mid-way."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import httpx
+import psycopg
 
 from reangle.core.models import INSTRUCTION_EDIT
 from tests.api.conftest import (
@@ -26,7 +26,7 @@ from tests.api.conftest import (
 )
 from tests.api.test_events_and_cancel import events
 from tests.s3_server import S3Server
-from tests.scale.conftest import DeployFactory
+from tests.scale.conftest import DeployFactory, WorkerProcess
 
 
 def statuses(job: dict[str, Any]) -> list[str]:
@@ -140,21 +140,24 @@ def test_a_replica_killed_after_accepting_a_job_loses_nothing_and_a_retry_elsewh
     succeeded(second, response.json()["id"])
 
 
-def test_many_jobs_all_succeed_exactly_once_while_workers_are_killed(deploy: DeployFactory) -> None:
-    deployment = deploy(apis=1, workers=2)
+def test_many_jobs_all_succeed_exactly_once_while_workers_are_killed(
+    deploy: DeployFactory, s3_server: S3Server
+) -> None:
+    deployment = deploy(apis=1, workers=2, sweep_interval_s=1)
     api = client(deployment.apis[0])
     image = upload(api)["id"]
-    jobs = [submit(api, edit_input(image, seed=index)) for index in range(200)]
+    jobs = [submit(api, edit_input(image, seed=index, num_inference_steps=8)) for index in range(200)]
 
-    def kill_and_restart_twice() -> None:
-        for victim in (0, 1):
-            time.sleep(2)
-            deployment.workers[victim].kill()
-            deployment.workers[victim].start()
+    def kill_mid_job_and_restart(victim: WorkerProcess) -> None:
+        """SIGKILL the worker right after it claims a job (which then has 8 steps to go), and restart it."""
+        since = victim.log_size()
+        poll(lambda: "attempt 1 on worker" in victim.log(since) or None, what=f"{victim.name} claims a job")
+        victim.kill()
+        victim.start()
 
-    killer = threading.Thread(target=kill_and_restart_twice)
-    killer.start()
-    killer.join(timeout=60)
+    for victim in deployment.workers:
+        time.sleep(1)
+        kill_mid_job_and_restart(victim)
     finished = [succeeded(api, job["id"], timeout=90) for job in jobs]
 
     assert len({job["id"] for job in finished}) == 200
@@ -162,6 +165,20 @@ def test_many_jobs_all_succeed_exactly_once_while_workers_are_killed(deploy: Dep
         assert statuses(job)[-1] == "succeeded"
         assert statuses(job).count("succeeded") == 1
         assert len(job["output"]["assets"]) == 1
+    assert any(job["attempt"] == 2 for job in finished), "no job was run again"
+    # the outputs of the killed attempts are swept: every record left is an upload or an output a job kept,
+    # and the bucket holds exactly their contents
+    kept = {job["output"]["assets"][0]["id"] for job in finished} | {image}
+    database = deployment.database_url
+
+    def swept() -> set[str] | None:
+        with psycopg.connect(database) as conn:
+            rows = conn.execute("SELECT id, sha256 FROM assets").fetchall()
+        return {sha for _, sha in rows} if {asset_id for asset_id, _ in rows} == kept else None
+
+    contents = poll(swept, timeout=30, what="the sweep of the unkept outputs")
+    prefix = deployment.storage_prefix
+    assert s3_server.keys(prefix) == {f"{prefix}/{sha[:2]}/{sha}" for sha in contents}
 
 
 def test_a_worker_takes_only_its_models_and_replicas_list_the_workers_they_hear_from(

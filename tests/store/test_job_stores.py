@@ -433,6 +433,26 @@ def test_the_expiry_sweep_returns_only_the_contents_no_record_still_uses(job_sto
     assert job_store.delete_expired_assets(T0 + 1) == set()
 
 
+def test_the_sweep_deletes_the_outputs_an_ended_job_did_not_keep(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_done")), NewJob(job=new_job("job_running"))])
+    for job_id in ("job_done", "job_running"):
+        assert job_store.claim_job(job_id, T0 + 1, max_attempts=3) is not None
+    for name, job_id in (("kept", "job_done"), ("unkept", "job_done"), ("in_hand", "job_running")):
+        # the unkept output's content is the kept one's: the content stays, the record goes
+        sha = "cc" * 32 if name != "in_hand" else "dd" * 32
+        job_store.insert_asset(replace(asset(name, sha256=sha, expires_at=T0 + 100), job_id=job_id))
+    kept = OutputAsset(asset_id="kept", role="image", width=8, height=8, mime_type="image/png")
+    assert job_store.finish("job_done", 1, JobStatus.SUCCEEDED, T0 + 2, outputs=[kept]) is not None
+    converted = replace(asset("converted", sha256="ee" * 32, expires_at=T0 + 100), job_id="job_done")
+    job_store.insert_asset(replace(converted, created_at=T0 + 2.5))  # made from an output, after the end
+
+    assert job_store.delete_expired_assets(T0 + 3) == set()
+    assert job_store.get_asset("unkept") is None
+    assert job_store.get_asset("kept") is not None
+    assert job_store.get_asset("converted") is not None
+    assert job_store.get_asset("in_hand") is not None  # its job has not ended: its outputs may be kept
+
+
 def test_the_inputs_of_unfinished_jobs_or_of_one_job_are_kept(job_store: JobStore) -> None:
     for name in ("in_1", "in_2", "in_orbit", "in_done", "unrelated"):
         job_store.insert_asset(asset(name, sha256=name * 4, expires_at=T0))

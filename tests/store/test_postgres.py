@@ -13,6 +13,7 @@ import pytest
 from reangle.core.ports import NewJob
 from reangle.errors import Unavailable
 from reangle.store.pg_schema import MIGRATIONS, Migration, schema_version, upgrade
+from reangle.store import postgres
 from reangle.store.postgres import PostgresStore
 from tests.pg_cluster import PgCluster
 from tests.store.test_job_stores import T0, at_once, new_job
@@ -111,6 +112,25 @@ def test_an_unreachable_database_is_unavailable_fast_and_works_again_when_back(
         job = store.get_job("job_1")
         assert job is not None
         assert job.id == "job_1"
+        store.insert_jobs([NewJob(job=new_job("job_2"))])
+        assert store.count_by_status() == {"queued": 2}
+    finally:
+        store.close()
+
+
+def test_a_database_restarted_while_the_store_was_idle_answers_the_next_call(
+    own_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "IDLE_CHECK_S", 0.2)
+    store = PostgresStore(own_cluster.create_database())
+    try:
+        store.insert_jobs([NewJob(job=new_job("job_1"))])
+        own_cluster.stop()  # ends every pooled connection
+        own_cluster.start()
+        time.sleep(0.3)
+
+        job = store.get_job("job_1")  # not the 503 of a pooled connection that broke while idle
+        assert job is not None
         store.insert_jobs([NewJob(job=new_job("job_2"))])
         assert store.count_by_status() == {"queued": 2}
     finally:

@@ -1,0 +1,103 @@
+"""PostgreSQL stopped and started again under load, with two API replicas and two workers on it: while it is
+down the replicas answer 503 at once (never a 500, never a hang); afterwards every process carries on by
+itself and every job accepted ends succeeded exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import KEY_A, edit_input, get_job, poll, submit, succeeded, upload
+from tests.pg_cluster import PgCluster
+from tests.scale.conftest import DeployFactory
+from tests.scale.test_scale_out import statuses
+
+OUTAGE_S = 4.0
+ANSWER_WITHIN_S = 5.0
+
+
+@pytest.fixture
+def cluster() -> Iterator[PgCluster]:
+    """A cluster of this test's own: stopping it leaves the session's cluster alone."""
+    own = PgCluster()
+    try:
+        own.start()
+        yield own
+    finally:
+        own.destroy()
+
+
+@pytest.fixture
+def pg_url(cluster: PgCluster) -> str:  # the deployment's database, on the cluster above
+    return cluster.create_database()
+
+
+@dataclass
+class StatusReader:
+    """Reads a job's status through every replica in turn, all the time, noting each answer's code and
+    how long it took."""
+
+    urls: list[str]
+    job_id: str
+    answers: list[tuple[int, float]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for url in self.urls:
+                started = time.monotonic()
+                response = httpx.get(
+                    f"{url}/v1/jobs/{self.job_id}",
+                    headers={"Authorization": f"Bearer {KEY_A}"},
+                    timeout=ANSWER_WITHIN_S * 3,
+                )
+                self.answers.append((response.status_code, time.monotonic() - started))
+            time.sleep(0.05)
+
+
+def test_the_database_restarted_under_load_loses_and_repeats_nothing(
+    deploy: DeployFactory, cluster: PgCluster
+) -> None:
+    deployment = deploy(apis=2, workers=2, fake_step_seconds=0.05)
+    first, second = (api.client(KEY_A) for api in deployment.apis)
+    image = upload(first)["id"]
+    jobs = [
+        submit((first, second)[n % 2], edit_input(image, seed=n, num_inference_steps=8)) for n in range(16)
+    ]
+    reader = StatusReader([api.url for api in deployment.apis], jobs[-1]["id"])
+    reading = threading.Thread(target=reader.run)
+    reading.start()
+    try:
+        poll(lambda: get_job(first, jobs[2]["id"])["status"] == "succeeded" or None, what="work under way")
+        cluster.stop()
+        time.sleep(OUTAGE_S)
+        cluster.start()
+        finished = [succeeded(first, job["id"], timeout=90) for job in jobs]
+    finally:
+        reader.done.set()
+        reading.join()
+
+    codes = {code for code, _ in reader.answers}
+    assert codes <= {200, 503}, codes
+    assert 503 in codes, "no read fell in the outage"
+    assert max(seconds for _, seconds in reader.answers) < ANSWER_WITHIN_S
+    for job in finished:
+        assert statuses(job).count("succeeded") == 1
+        assert len(job["output"]["assets"]) == 1
+    # every process reconnected by itself: both workers beat again and both replicas take new jobs
+    for api in (first, second):
+        succeeded(api, submit(api, edit_input(image, seed=99))["id"])
+
+    def both_workers_listed() -> dict[str, Any] | None:
+        health: dict[str, Any] = httpx.get(f"{deployment.apis[1].url}/healthz").json()
+        return health if len(health["workers"]) == 2 else None
+
+    health = poll(both_workers_listed, what="both workers listed again")
+    assert {worker["engine"] for worker in health["workers"]} == {"fake"}
+    assert all(worker.process is not None and worker.process.poll() is None for worker in deployment.workers)
