@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, Owner, caller_of
 from reangle.api.deps import State
 from reangle.api.forms import parse_form
-from reangle.api.render import Links, asset_json, iso, job_json
+from reangle.api.render import Links, asset_json, iso, job_json, output_records
 from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
 from reangle.compose import storage_summary
 from reangle.core.camera import all_poses
@@ -71,7 +71,8 @@ class BatchSubmission(BaseModel):
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     # The route clients poll reads its caller itself: FastAPI's dependency solving took a sixth of its time.
     caller = caller_of(request, request.headers.get("authorization"))
-    return job_json(caller.app.service.get(caller.owner, job_id), caller.links)
+    job, outputs = caller.app.service.get_with_outputs(caller.owner, job_id)
+    return job_json(job, caller.links, {record.id: record for record in outputs})
 
 
 # assets ----------------------------------------------------------------------------------------------
@@ -182,7 +183,8 @@ async def list_jobs(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     jobs, next_cursor = caller.app.service.list_jobs(caller.owner, status=status, limit=limit, cursor=cursor)
-    return {"data": [job_json(job, caller.links) for job in jobs], "next_cursor": next_cursor}
+    records = output_records(caller.app.store, jobs)
+    return {"data": [job_json(job, caller.links, records) for job in jobs], "next_cursor": next_cursor}
 
 
 @router.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])

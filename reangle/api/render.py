@@ -4,6 +4,7 @@ own presigned links, when it gives them)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -63,12 +64,23 @@ def asset_json(record: AssetRecord, links: Links) -> dict[str, Any]:
     }
 
 
-def job_json(job: Job, links: Links) -> dict[str, Any]:
+def output_records(store: JobStore, jobs: Iterable[Job]) -> dict[str, AssetRecord]:
+    """The records of the jobs' outputs that are still stored, by id, in one read."""
+    ids = [output.asset_id for job in jobs for output in job.outputs]
+    return {record.id: record for record in store.get_assets(ids)} if ids else {}
+
+
+def job_json(job: Job, links: Links, records: Mapping[str, AssetRecord] | None = None) -> dict[str, Any]:
+    """The job, with links to its outputs; `records` has their asset records when the caller read them with
+    the job (else they are read here)."""
+    if records is None:
+        records = output_records(links.store, [job])
     assets = []
     for output in job.outputs:
+        record = records.get(output.asset_id)
         item: dict[str, Any] = {
             "id": output.asset_id,
-            "url": links.asset_url_by_id(output.asset_id),
+            "url": links.asset_url(record) if record else None,
             "width": output.width,
             "height": output.height,
             "mime_type": output.mime_type,

@@ -31,7 +31,7 @@ from reangle.core.jobs import (
     WebhookTarget,
 )
 from reangle.core.models import MODELS, AnyInput, ModelSpec
-from reangle.core.ports import EventBus, JobStore, NewJob
+from reangle.core.ports import AssetRecord, EventBus, JobStore, NewJob
 from reangle.core.webhooks import PROGRESS_EVERY_S, wants_progress
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
 
@@ -192,6 +192,13 @@ class JobService:
         if job is None or job.owner != owner:
             raise NotFound(f"no job {job_id}")
         return job
+
+    def get_with_outputs(self, owner: str, job_id: str) -> tuple[Job, list[AssetRecord]]:
+        """The job and the records of its outputs still stored, in one read of the store."""
+        found = self.store.get_job_with_outputs(job_id)
+        if found is None or found[0].owner != owner:
+            raise NotFound(f"no job {job_id}")
+        return found
 
     def list_jobs(
         self,

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 import weakref
 from collections.abc import Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
@@ -53,6 +56,13 @@ Cursor = psycopg.Cursor[Row]
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 SELECT_JOB_BY_ID = f"{SELECT_JOBS} WHERE id = %s"
 SELECT_JOBS_WITH_HASH = f"SELECT {JOB_COLUMNS}, request_hash FROM jobs"
+#: A job and, in its last column, the asset records of its outputs (as JSON arrays in ASSET_COLUMNS order):
+#: one round trip for the status read of a finished job, however many outputs it has.
+SELECT_JOB_WITH_OUTPUTS = (
+    f"SELECT {JOB_COLUMNS}, (SELECT json_agg(json_build_array({ASSET_COLUMNS})) FROM assets WHERE "
+    "assets.id IN (SELECT kept ->> 'asset_id' FROM json_array_elements(jobs.outputs::json) AS kept)) "
+    "FROM jobs WHERE id = %s"
+)
 #: The job's history with one more status change (parameters: status, at).
 HISTORY_PLUS = (
     "(history::jsonb || jsonb_build_array(jsonb_build_object('status', %s::text, 'at', %s::float8)))::text"
@@ -60,6 +70,13 @@ HISTORY_PLUS = (
 #: Any fixed number: the key of the advisory lock that serializes inserts checked against `max_queued`.
 QUEUE_LOCK = 0x5245414E474C46
 IDLE_CHECK_S = 5.0
+#: While the database is failing, the call that starts the check that it is back waits this long for it (a
+#: refused connection answers at once; a silent network would hold the caller, the event loop of a replica,
+#: for the whole connect_timeout). Calls made while a check is under way fail at once.
+PROBE_WAIT_S = 0.5
+#: Sent data unacknowledged this long breaks the connection: a statement on a network gone silent fails in
+#: seconds (as Unavailable) instead of waiting out TCP's retransmissions (many minutes).
+TCP_USER_TIMEOUT_MS = 5000
 
 
 class PostgresStore:
@@ -79,6 +96,9 @@ class PostgresStore:
         self._connect_timeout_s = connect_timeout_s
         self._where = database_address(conninfo)
         self._failed = False
+        self._probe: Future[psycopg.OperationalError | None] | None = None
+        self._probe_lock = threading.Lock()
+        self._prober = ThreadPoolExecutor(1, thread_name_prefix="reangle-db-probe")
         try:
             upgrade(conninfo, connect_timeout_s=connect_timeout_s)
         except psycopg.OperationalError as exc:
@@ -90,7 +110,11 @@ class PostgresStore:
             conninfo,
             min_size=1,
             max_size=max_connections,
-            kwargs={"connect_timeout": connect_timeout_s, "autocommit": True},
+            kwargs={
+                "connect_timeout": connect_timeout_s,
+                "autocommit": True,
+                "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+            },
             timeout=timeout_s,
             name="reangle",
             reset=self._note_returned,
@@ -99,6 +123,7 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
+        self._prober.shutdown(wait=False, cancel_futures=True)
 
     def _note_returned(self, conn: psycopg.Connection[Row]) -> None:
         self._returned_at[conn] = time.monotonic()
@@ -153,13 +178,29 @@ class PostgresStore:
 
     def _check_back(self) -> None:
         """The database failed earlier: fail fast while it is still down; once it is back, drop the pooled
-        connections that broke."""
+        connections that broke. One probe at a time, in a thread."""
+        with self._probe_lock:
+            probe, started = self._probe, self._probe is None
+            if probe is None:
+                probe = self._probe = self._prober.submit(self._connect_error)
+        try:
+            error = probe.result(timeout=PROBE_WAIT_S if started else 0)
+        except FutureTimeout:
+            raise Unavailable(f"the database at {self._where} cannot be reached (no answer yet)") from None
+        with self._probe_lock:
+            if self._probe is probe:
+                self._probe = None
+        if error is not None:
+            raise self._unavailable(error)
+        self._failed = False
+        self._pool.check()
+
+    def _connect_error(self) -> psycopg.OperationalError | None:
         try:
             psycopg.connect(self._conninfo, connect_timeout=self._connect_timeout_s).close()
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
-        self._failed = False
-        self._pool.check()
+            return exc
+        return None
 
     def _unavailable(self, exc: psycopg.OperationalError) -> Unavailable:
         return Unavailable(f"the database at {self._where} cannot be reached ({_first_line(exc)})")
@@ -235,6 +276,13 @@ class PostgresStore:
         with self._read() as cur:
             row = cur.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
         return job_from_row(row) if row else None
+
+    def get_job_with_outputs(self, job_id: str) -> tuple[Job, list[AssetRecord]] | None:
+        with self._read() as cur:
+            row = cur.execute(SELECT_JOB_WITH_OUTPUTS, (job_id,)).fetchone()
+        if row is None:
+            return None
+        return job_from_row(row), [asset_from_row(values) for values in row[-1] or ()]
 
     def list_jobs(
         self, owner: str, *, status: JobStatus | None, limit: int, before_seq: int | None
@@ -497,6 +545,15 @@ class PostgresStore:
         with self._read() as cur:
             row = cur.execute(f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = %s", (asset_id,)).fetchone()
         return asset_from_row(row) if row else None
+
+    def get_assets(self, asset_ids: Sequence[str]) -> list[AssetRecord]:
+        if not asset_ids:
+            return []
+        with self._read() as cur:
+            rows = cur.execute(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = ANY(%s)", (list(asset_ids),)
+            ).fetchall()
+        return [asset_from_row(row) for row in rows]
 
     def extend_asset(self, asset_id: str, expires_at: float) -> None:
         """Keep an input alive at least as long as a job that uses it."""

@@ -149,6 +149,12 @@ class SqliteStore:
             row = self._db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
         return job_from_row(row) if row else None
 
+    def get_job_with_outputs(self, job_id: str) -> tuple[Job, list[AssetRecord]] | None:
+        job = self.get_job(job_id)
+        if job is None:
+            return None
+        return job, self.get_assets([output.asset_id for output in job.outputs])
+
     def list_jobs(
         self, owner: str, *, status: JobStatus | None, limit: int, before_seq: int | None
     ) -> tuple[list[Job], int | None]:
@@ -409,6 +415,16 @@ class SqliteStore:
         with self._lock:
             row = self._db.execute(SELECT_ASSET_BY_ID, (asset_id,)).fetchone()
         return asset_from_row(row) if row else None
+
+    def get_assets(self, asset_ids: Sequence[str]) -> list[AssetRecord]:
+        if not asset_ids:
+            return []
+        marks = ",".join("?" * len(asset_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE id IN ({marks})", tuple(asset_ids)
+            ).fetchall()
+        return [asset_from_row(row) for row in rows]
 
     def extend_asset(self, asset_id: str, expires_at: float) -> None:
         """Keep an input alive at least as long as a job that uses it."""

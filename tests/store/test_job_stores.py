@@ -433,6 +433,35 @@ def test_the_expiry_sweep_returns_only_the_contents_no_record_still_uses(job_sto
     assert job_store.delete_expired_assets(T0 + 1) == set()
 
 
+def test_a_job_reads_with_the_records_of_its_outputs_still_stored(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1"))])
+    assert job_store.get_job_with_outputs("job_1") == (job_store.get_job("job_1"), [])
+    assert job_store.claim_job("job_1", T0 + 1, max_attempts=3) is not None
+    records = [
+        replace(asset(f"out_{n}", sha256=f"{n}" * 64, expires_at=T0 + 100), job_id="job_1") for n in range(3)
+    ]
+    for record in records:
+        job_store.insert_asset(record)
+    outputs = [
+        OutputAsset(asset_id=record.id, role="view", width=8, height=8, mime_type="image/png")
+        for record in records
+    ]
+    outputs.append(replace(outputs[0], asset_id="out_swept"))  # listed, but its record is gone
+    assert job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2, outputs=outputs) is not None
+
+    found = job_store.get_job_with_outputs("job_1")
+    assert found is not None
+    job, stored = found
+    assert job == job_store.get_job("job_1")
+    assert sorted(stored, key=lambda record: record.id) == records
+    assert sorted(job_store.get_assets(["out_2", "out_0", "missing"]), key=lambda r: r.id) == [
+        records[0],
+        records[2],
+    ]
+    assert job_store.get_assets([]) == []
+    assert job_store.get_job_with_outputs("job_missing") is None
+
+
 def test_the_sweep_deletes_the_outputs_an_ended_job_did_not_keep(job_store: JobStore) -> None:
     job_store.insert_jobs([NewJob(job=new_job("job_done")), NewJob(job=new_job("job_running"))])
     for job_id in ("job_done", "job_running"):

@@ -3,6 +3,7 @@ fast; and working again once it is back, without a new store)."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -12,8 +13,8 @@ import pytest
 
 from reangle.core.ports import NewJob
 from reangle.errors import Unavailable
-from reangle.store.pg_schema import MIGRATIONS, Migration, schema_version, upgrade
 from reangle.store import postgres
+from reangle.store.pg_schema import MIGRATIONS, Migration, schema_version, upgrade
 from reangle.store.postgres import PostgresStore
 from tests.pg_cluster import PgCluster
 from tests.store.test_job_stores import T0, at_once, new_job
@@ -133,5 +134,34 @@ def test_a_database_restarted_while_the_store_was_idle_answers_the_next_call(
         assert job is not None
         store.insert_jobs([NewJob(job=new_job("job_2"))])
         assert store.count_by_status() == {"queued": 2}
+    finally:
+        store.close()
+
+
+def test_a_database_that_stops_answering_makes_calls_unavailable_at_once_not_slow(
+    own_cluster: PgCluster,
+) -> None:
+    store = PostgresStore(own_cluster.create_database(), connect_timeout_s=2)
+    try:
+        store.insert_jobs([NewJob(job=new_job("job_1"))])
+        own_cluster.stop()
+        # in its place, a server that takes connections and never answers: a connect waits its whole timeout
+        with socket.create_server(("127.0.0.1", own_cluster.port), reuse_port=False) as silent:
+            for _ in range(4):
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="cannot be reached"):
+                    store.get_job("job_1")
+                assert time.monotonic() - started < 1.0
+            silent.close()
+            own_cluster.start()
+
+            deadline = time.monotonic() + 15  # the probe that hung gives up after connect_timeout_s
+            while True:
+                try:
+                    assert store.get_job("job_1") is not None
+                    break
+                except Unavailable:
+                    assert time.monotonic() < deadline, "the store did not come back"
+                    time.sleep(0.1)
     finally:
         store.close()
