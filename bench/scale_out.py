@@ -9,7 +9,8 @@ in one directory shared by the scale-out processes (S3 adds its own latency; mea
 1. submit -> start on an idle runner: `started_at - created_at` of the job as the server records it;
 2. cancel -> stopped: a running job (`--step-s` per denoising step) canceled, until the API says canceled;
 3. (scale-out only) a worker SIGKILLed mid-job -> its job running again as attempt 2 on the other worker;
-4. status reads per second on one finished job (bare keep-alive HTTP clients, as `server_overhead.py`).
+4. status reads per second on one finished job, then on one running job whose progress is stored every 0.25 s
+   (bare keep-alive HTTP clients, as `server_overhead.py`).
 
     .venv/bin/python bench/scale_out.py --jobs 30 --read-seconds 5 --json-out scale.json
 
@@ -222,14 +223,25 @@ def measure(deployment: Deployment, args: argparse.Namespace) -> dict[str, Any]:
         if deployment.workers:
             report["kill_to_restart_s"] = round(kill_to_restart(client, image, deployment), 2)
         finished = _wait(client, _submit(client, image, 1)["id"], _ended)
+        report["status_reads_per_s"], finished_errors = _read_rate(deployment, finished["id"], args)
+        # a job running all along, its progress stored (and announced) every 0.25 s: what polling clients read
+        running = _submit(client, image, 100)  # the most steps a job takes: 10 s at the default step time
+        _wait(client, running["id"], lambda j: j["status"] == "processing" and j["progress"] > 0)
+        report["running_reads_per_s"], running_errors = _read_rate(deployment, running["id"], args)
+        client.post(f"/v1/jobs/{running['id']}/cancel").raise_for_status()
+    report["status_read_errors"] = finished_errors + running_errors
+    return report
+
+
+def _read_rate(deployment: Deployment, job_id: str, args: argparse.Namespace) -> tuple[float | None, int]:
+    """Reads per second of one job's status by `args.clients` clients for `args.read_seconds`; errors."""
     reads = asyncio.run(
         raw_status_reads(
-            deployment.url, finished["id"], clients=args.clients, seconds=args.read_seconds, max_reads=10**7
+            deployment.url, job_id, clients=args.clients, seconds=args.read_seconds, max_reads=10**7
         )
     )
-    report["status_reads_per_s"] = round(len(reads.latencies_s) / reads.wall_s, 1) if reads.wall_s else None
-    report["status_read_errors"] = len(reads.errors)
-    return report
+    rate = round(len(reads.latencies_s) / reads.wall_s, 1) if reads.wall_s else None
+    return rate, len(reads.errors)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -267,6 +279,11 @@ def database(url: str | None) -> Iterator[str]:
         cluster.destroy()
 
 
+def _ratio(results: list[dict[str, Any]], key: str) -> float | None:
+    embedded_rate, scaled_rate = (result[key] or 0 for result in results)
+    return round(scaled_rate / embedded_rate, 3) if embedded_rate else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results = []
@@ -275,27 +292,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(measure(deployment, args))
         with scale_out(Path(temp) / "scale", args.step_s, url) as deployment:
             results.append(measure(deployment, args))
-    embedded_reads, scaled_reads = (result["status_reads_per_s"] or 0 for result in results)
     report = {
         "bench": "scale_out",
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()),
         "settings": {key: str(value) for key, value in vars(args).items() if key != "database_url"},
         "results": results,
-        "reads_ratio_postgres_vs_sqlite": round(scaled_reads / embedded_reads, 3) if embedded_reads else None,
+        "reads_ratio_postgres_vs_sqlite": _ratio(results, "status_reads_per_s"),
+        "running_reads_ratio_postgres_vs_sqlite": _ratio(results, "running_reads_per_s"),
     }
     print(
         "| deployment | submit->start p50 / p95 ms | cancel->stopped p50 / max ms | kill->restart s ", end=""
     )
-    print("| reads/s |")
-    print("|---|---|---|---|---|")
+    print("| reads/s, finished job | reads/s, running job |")
+    print("|---|---|---|---|---|---|")
     for result in results:
         start, cancel = result["submit_to_start"], result["cancel_to_stopped"]
         print(
             f"| {result['deployment']} | {start['p50_ms']} / {start['p95_ms']} | {cancel['p50_ms']} / "
-            f"{cancel['max_ms']} | {result.get('kill_to_restart_s', '-')} | {result['status_reads_per_s']} |"
+            f"{cancel['max_ms']} | {result.get('kill_to_restart_s', '-')} | {result['status_reads_per_s']} "
+            f"| {result['running_reads_per_s']} |"
         )
-    print(f"\nstatus reads, PostgreSQL / SQLite: {report['reads_ratio_postgres_vs_sqlite']}")
+    print(
+        f"\nstatus reads, PostgreSQL / SQLite: {report['reads_ratio_postgres_vs_sqlite']} (finished job), "
+        f"{report['running_reads_ratio_postgres_vs_sqlite']} (running job)"
+    )
     print(
         f"(step time {args.step_s * 1000:.0f} ms; median of per-round values; load {report['load_average']})"
     )

@@ -230,6 +230,15 @@ class BlobStore(Protocol):
         ...
 
 
+class ChangeWatcher(Protocol):
+    """Told of every job event (see EventBus.watch): the status-read cache."""
+
+    enabled: bool
+
+    def changed(self, job_id: str) -> None: ...
+    def clear(self) -> None: ...
+
+
 class EventBus(Protocol):
     """Carries what happens to jobs to whoever waits on it: status and progress events to the job's
     subscribers, "there is work" to idle runners, a cancel to the runner holding the job. Within one process
@@ -257,6 +266,12 @@ class EventBus(Protocol):
 
     def forget(self, job_id: str) -> None:
         """The runner is done with the job: drop its stop flag."""
+        ...
+
+    def watch(self, watcher: ChangeWatcher) -> None:
+        """Tell `watcher` of every job event, this process's and the other processes'. A bus that carries
+        events between processes enables it while it hears them and clears it when it may have missed some;
+        in one process reads are local and it stays disabled."""
         ...
 
     async def listen(self) -> None:

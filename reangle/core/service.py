@@ -32,6 +32,7 @@ from reangle.core.jobs import (
 )
 from reangle.core.models import MODELS, AnyInput, ModelSpec
 from reangle.core.ports import AssetRecord, EventBus, JobStore, NewJob
+from reangle.core.read_cache import ReadCache
 from reangle.core.webhooks import PROGRESS_EVERY_S, wants_progress
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
 
@@ -75,6 +76,9 @@ class JobService:
     ) -> None:
         self.store, self.assets, self.fetch, self.limits, self.clock = store, assets, fetch, limits, clock
         self.events = events
+        #: status reads kept while no event of their job says otherwise (scaled out only: see ReadCache)
+        self.reads: ReadCache[tuple[Job, list[AssetRecord]]] = ReadCache()
+        events.watch(self.reads)
         #: (job id, attempt) -> when its progress was last stored
         self._progress_written: dict[tuple[str, int], float] = {}
         #: (job id, attempt) -> when its last progress webhook was written (for jobs whose webhook asks)
@@ -194,8 +198,14 @@ class JobService:
         return job
 
     def get_with_outputs(self, owner: str, job_id: str) -> tuple[Job, list[AssetRecord]]:
-        """The job and the records of its outputs still stored, in one read of the store."""
-        found = self.store.get_job_with_outputs(job_id)
+        """The job and the records of its outputs still stored, in one read of the store, or none when an
+        earlier read is still current (the status read clients poll)."""
+        found = self.reads.get(job_id)
+        if found is None:
+            ticket = self.reads.ticket()
+            found = self.store.get_job_with_outputs(job_id)
+            if found is not None:
+                self.reads.put(job_id, found, ticket)
         if found is None or found[0].owner != owner:
             raise NotFound(f"no job {job_id}")
         return found
@@ -339,9 +349,13 @@ class JobService:
         return self._finish(job, JobStatus.FAILED, error=error, timings=timings)
 
     def release(self, job: Job) -> None:
-        """The server is stopping cleanly: queue the job again without spending one of its attempts."""
+        """The runner gives the job back (the server is stopping cleanly, or the store was unavailable): queue
+        it again without spending one of its attempts."""
         self._forget(job)
-        self.store.release(job.id, job.attempt, self.clock())
+        if self.store.release(job.id, job.attempt, self.clock()):
+            released = self.store.get_job(job.id)
+            if released is not None:
+                self._publish_status(released)
 
     def mark_canceled(self, job: Job) -> Job | None:
         return self._finish(job, JobStatus.CANCELED)

@@ -93,6 +93,7 @@ class LocalRunner:
             log.warning("job %s: %s; handing it back", job.id, exc)
             with contextlib.suppress(Unavailable):
                 self.service.release(job)
+            await asyncio.sleep(RETRY_S)  # not at once again: the store or the bucket may stay away a while
             return
         except Exception as exc:
             self._end_with_error(job, exc, timings, "rendering")

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from reangle.core.jobs import JobEvent
+from reangle.core.ports import ChangeWatcher
 
 
 class LocalEventBus:
@@ -40,6 +41,9 @@ class LocalEventBus:
 
     async def listen(self) -> None:
         """Nothing comes from other processes."""
+
+    def watch(self, watcher: ChangeWatcher) -> None:
+        """Reads are in-process here: nothing is worth keeping, the watcher stays disabled."""
 
     def close(self) -> None:
         pass

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from reangle.core.jobs import JobEvent
-from reangle.core.ports import JobStore
+from reangle.core.ports import ChangeWatcher, JobStore
 from reangle.errors import ReangleError
 from reangle.runtime.local_bus import LocalEventBus
 
@@ -40,12 +40,14 @@ class PgEventBus:
         self._local = LocalEventBus()
         self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
+        self._watchers: list[ChangeWatcher] = []
         #: set while the listening connection is up (tests and health checks wait on it)
         self.listening = asyncio.Event()
 
     # what this process does ---------------------------------------------------------------------------------
 
     def publish(self, event: JobEvent) -> None:
+        self._changed(event.job_id)
         self._local.publish(event)
         notice: dict[str, Any] = {"job_id": event.job_id, "kind": event.kind}
         if event.progress is not None:
@@ -70,6 +72,20 @@ class PgEventBus:
 
     def forget(self, job_id: str) -> None:
         self._local.forget(job_id)
+
+    def watch(self, watcher: ChangeWatcher) -> None:
+        self._watchers.append(watcher)
+
+    def _changed(self, job_id: str) -> None:
+        for watcher in self._watchers:
+            watcher.changed(job_id)
+
+    def _hearing(self, hearing: bool) -> None:
+        """Whatever was kept may have missed events; from now on it is kept only while they are heard."""
+        for watcher in self._watchers:
+            watcher.enabled = False
+            watcher.clear()
+            watcher.enabled = hearing
 
     def close(self) -> None:
         """Send what is queued, then stop the sending thread."""
@@ -119,6 +135,7 @@ class PgEventBus:
                     self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                 ) as connection:
                     await connection.execute(f"LISTEN {CHANNEL}")
+                    self._hearing(True)
                     self.listening.set()
                     if failures:
                         log.info("event bus: listening again")
@@ -127,6 +144,7 @@ class PgEventBus:
                     async for notice in connection.notifies():
                         self._deliver(notice.payload)
             except psycopg.Error as exc:
+                self._hearing(False)
                 self.listening.clear()
                 wait = RECONNECT_S[min(failures, len(RECONNECT_S) - 1)]
                 if failures == 0:
@@ -145,7 +163,9 @@ class PgEventBus:
             return
         if kind == "stop":
             self._local.request_stop(job_id)
-        elif kind == "progress":
+            return
+        self._changed(job_id)
+        if kind == "progress":
             self._local.publish(JobEvent(job_id=job_id, kind="progress", progress=notice.get("progress")))
         elif kind == "status" and self._local.has_subscribers(job_id):
             self._publish_stored_status(job_id)

@@ -97,7 +97,10 @@ def test_scale_out_compares_the_two_deployments(pg_url: str, tmp_path: Path) -> 
         assert result_of["submit_to_start"]["n"] == 2
         assert result_of["cancel_to_stopped"]["max_ms"] < 5000
         assert result_of["status_reads_per_s"] > 0
+        assert result_of["running_reads_per_s"] > 0
+        assert result_of["status_read_errors"] == 0
     assert "kill_to_restart_s" not in embedded
     assert 0 < scaled["kill_to_restart_s"] < 60
     assert report["reads_ratio_postgres_vs_sqlite"] > 0
+    assert report["running_reads_ratio_postgres_vs_sqlite"] > 0
     assert "| scale-out (PostgreSQL" in result.stdout

@@ -54,6 +54,7 @@ class FakeGatedAssets(AssetService):
         self.gated: set[str] = set()
         self.fail_for: dict[str, Exception] = {}
         self.unavailable_writes = 0  # so many output writes, from now on, find the store unavailable
+        self.unavailable_loads = 0  # so many input loads, from now on, find the store unavailable
         self.gate = threading.Event()
         self.storing = threading.Event()  # a gated write is waiting at the gate
         self.writes: list[tuple[str | None, str]] = []  # (job id, thread name) of every write started
@@ -61,6 +62,12 @@ class FakeGatedAssets(AssetService):
 
     def open_gate(self) -> None:
         self.gate.set()
+
+    def load_image(self, record: AssetRecord) -> Image.Image:
+        if self.unavailable_loads > 0:
+            self.unavailable_loads -= 1
+            raise Unavailable("the fake store is unavailable")
+        return super().load_image(record)
 
     def put_output(
         self, owner: str, data: bytes, mime_type: str, width: int, height: int, *, job_id: str | None = None
@@ -253,6 +260,24 @@ def test_a_store_that_stays_unavailable_leaves_the_job_to_be_run_again(
             await asyncio.sleep(0.05)
             assert rig.job(job.id).status == JobStatus.PROCESSING  # not failed: it is not the job's fault
         assert len(rig.assets.writes) == 3
+
+    run(scenario())
+
+
+def test_inputs_unavailable_hand_the_job_back_and_it_runs_once_they_are_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "RETRY_S", 0.01)
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1)
+        rig.assets.unavailable_loads = 2
+        async with rig.runner():
+            done = await ended(rig, job)
+
+        assert (done.status, done.attempt) == (JobStatus.SUCCEEDED, 1)  # handed back, not failed or retried
+        assert [change.status for change in done.history].count(JobStatus.QUEUED) == 3
+        assert rig.assets.unavailable_loads == 0
 
     run(scenario())
 

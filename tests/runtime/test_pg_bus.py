@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pytest
 
 from reangle.core.jobs import Job, JobEvent, JobKind, JobStatus, StatusChange
 from reangle.core.ports import NewJob
+from reangle.core.read_cache import ReadCache
 from reangle.runtime.pg_bus import PgEventBus
 from reangle.store.sqlite import SqliteStore
 
@@ -134,3 +135,39 @@ def test_publishing_without_a_database_neither_raises_nor_waits(jobs: SqliteStor
     bus.request_stop("job_1")
     assert time.monotonic() - started < 0.5
     bus.close()
+
+
+def test_a_watching_cache_hears_other_processes_events_and_is_off_while_it_cannot(
+    pg_url: str, jobs: SqliteStore
+) -> None:
+    async def until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(DEADLINE_S):
+            while not condition():
+                await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        reads: ReadCache[str] = ReadCache(ttl_s=60)
+        api = PgEventBus(pg_url, jobs)
+        api.watch(reads)
+        assert not reads.enabled  # nothing is heard yet
+        async with running(api), running(PgEventBus(pg_url, jobs)) as worker:
+            assert reads.enabled
+            for kind in ("progress", "status"):
+                reads.put("job_1", "before", reads.ticket())
+                reads.put("job_2", "untouched", reads.ticket())
+                worker.publish(JobEvent(job_id="job_1", kind=kind, progress={"progress": 0.5}))
+                await until(lambda: reads.get("job_1") is None)
+                assert reads.get("job_2") == "untouched"
+
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                api.listening.clear()
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query = 'LISTEN reangle_events' AND pid <> pg_backend_pid()"
+                )
+            async with asyncio.timeout(DEADLINE_S):
+                await api.listening.wait()
+            assert reads.enabled
+            assert reads.get("job_2") is None  # kept from before the gap: dropped
+
+    asyncio.run(scenario())

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.api.conftest import REPO, START_TIMEOUT_S, STOP_TIMEOUT_S, ServerProcess, server_env
@@ -89,6 +90,21 @@ class WorkerProcess:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
 
+def wait_until_registered(database_url: str, workers: int, timeout: float = START_TIMEOUT_S) -> None:
+    """Until `workers` Procrastinate workers are registered: a worker prints its ready line before its
+    Procrastinate worker has started (registered, then listening and fetching at once); on a loaded machine
+    that takes seconds, in which the other workers would take every job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
+        if row is not None and row[0] >= workers:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{row} of {workers} workers registered in {timeout} s")
+        time.sleep(0.05)
+
+
 @dataclass
 class Deployment:
     database_url: str
@@ -150,6 +166,7 @@ def deploy(
                 name=f"worker{index}", log_path=folder / "worker.log", env=env, args=worker_args
             )
             deployment.workers.append(worker.start())
+        wait_until_registered(pg_url, workers)
         return deployment
 
     yield start
