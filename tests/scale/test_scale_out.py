@@ -223,7 +223,7 @@ def test_the_retention_sweep_runs_on_a_worker_and_empties_the_bucket(
 def test_a_worker_stopped_mid_job_hands_it_back_and_another_worker_runs_it(deploy: DeployFactory) -> None:
     deployment = deploy(apis=1, workers=2, fake_step_seconds=0.1)
     api = client(deployment.apis[0])
-    job = submit(api, slow_input(upload(api)["id"], steps=100))  # 10 s: longer than the stop's grace
+    job = submit(api, slow_input(upload(api)["id"], steps=70))  # 7 s: longer than the stop's grace (5 s)
     wait_job(api, job["id"], running)
     (holder,) = (worker for worker in deployment.workers if f"job {job['id']}: attempt 1" in worker.log())
 
