@@ -23,7 +23,7 @@ import certifi
 import httpx
 
 from reangle import __version__
-from reangle.errors import InvalidInput, TooLarge
+from reangle.errors import InvalidInput, TooLarge, Unavailable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Awaitable[Sequence[str]]]
@@ -350,3 +350,105 @@ class _Fetcher:
                 raise TooLarge(too_large, field=self.field)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+# Streaming a large body to the caller (LoRA files: tens to hundreds of MB) ----------------------------------
+
+#: HTTP answers worth trying again later: the server, or something in front of it, is busy or failing.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+async def fetch_url_streamed(
+    url: str,
+    policy: FetchPolicy,
+    write: Callable[[bytes], object],
+    *,
+    field: str = "url",
+    resolver: Resolver | None = None,
+) -> int:
+    """GET `url` as `fetch_url` does (the same checks on every hop, the same byte limit and deadline), but
+    hand the body to `write` chunk by chunk instead of holding it in memory; returns the bytes written.
+
+    A failure that may pass (no connection, a timeout, a cut-off body, HTTP 429/5xx) is `Unavailable`; the
+    rest (a refused target, HTTP 404, ...) is an `InvalidInput` naming `field`, and a body over the limit is
+    `TooLarge`. `write` may already have been given part of the body when it fails: write to a temporary file
+    and keep it only on success."""
+    written = [0]
+    fetcher = _StreamingFetcher(
+        policy=policy, field=field, resolver=resolver or system_resolver, write=write, written=written
+    )
+    try:
+        async with asyncio.timeout(policy.timeout_s):
+            await fetcher.run(url)
+    except TimeoutError:
+        raise fetcher.unavailable(f"fetching {_shown(url)} timed out after {policy.timeout_s:g} s") from None
+    return written[0]
+
+
+@dataclass(frozen=True)
+class _StreamingFetcher(_Fetcher):
+    """A `_Fetcher` whose final hop streams its body to `write` (and `run` returns b"")."""
+
+    write: Callable[[bytes], object]
+    written: list[int]  # one item: the bytes written so far
+
+    def unavailable(self, message: str) -> Unavailable:
+        return Unavailable(message, retry_after_s=30)
+
+    async def _send(self, url: httpx.URL, addresses: list[IPAddress], where: str) -> bytes | str:
+        host = url.raw_host.decode("ascii")
+        error: httpx.HTTPError | None = None
+        for address in addresses:
+            try:
+                return await self._exchange(url, address, where)
+            except httpx.TimeoutException:
+                raise self.unavailable(f"fetching {where} timed out") from None
+            except httpx.TransportError as exc:
+                if self.written[0]:  # cut off mid-body: another address would write the body again
+                    raise self.unavailable(
+                        f"fetching {where} failed after {self.written[0]} bytes: {type(exc).__name__}"
+                    ) from None
+                error = exc  # no connection: try the host's next address
+            except httpx.HTTPError as exc:
+                detail = f" ({str(exc)[:_SHOWN_CHARS]})" if str(exc) else ""
+                raise self._invalid(f"could not fetch {where}: {type(exc).__name__}{detail}") from None
+        assert error is not None
+        detail = f" ({str(error)[:_SHOWN_CHARS]})" if str(error) else ""
+        raise self.unavailable(f"could not fetch {where}: {type(error).__name__} from {host}{detail}")
+
+    async def _exchange(self, url: httpx.URL, address: IPAddress, where: str) -> bytes | str:
+        try:
+            pinned = pin(url, address)
+        except httpx.InvalidURL:
+            raise self._invalid(f"could not fetch {where}: cannot connect to {address}") from None
+        headers = {"Accept-Encoding": "identity", "User-Agent": f"reangle/{__version__}"}
+        async with pinned_client(self.policy.timeout_s) as client:
+            request = pinned.request(client, "GET", headers=headers)
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                return await self._outcome(url, response, where)
+            finally:
+                await response.aclose()
+
+    async def _outcome(self, url: httpx.URL, response: httpx.Response, where: str) -> bytes | str:
+        status = response.status_code
+        if status in TRANSIENT_STATUSES:
+            reason = httpx.codes.get_reason_phrase(status)
+            answer = f"HTTP {status} {reason}".rstrip()
+            raise self.unavailable(f"could not fetch {where}: the server answered {answer}")
+        if status in REDIRECT_STATUSES or not 200 <= status < 300:
+            return await super()._outcome(url, response, where)  # a redirect, or the same refusal
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise self._invalid(f"could not fetch {where}: the server sent a {encoding}-encoded body")
+        limit = self.policy.max_bytes
+        too_large = f"{where} is larger than the limit of {limit} bytes"
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TooLarge(too_large, field=self.field)
+        async for chunk in response.aiter_raw():
+            if self.written[0] + len(chunk) > limit:
+                raise TooLarge(too_large, field=self.field)
+            self.write(chunk)
+            self.written[0] += len(chunk)
+        return b""
