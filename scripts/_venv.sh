@@ -23,3 +23,9 @@ if [[ $installed != "$project_hash test" && $installed != "$project_hash $wanted
   fi
   echo "$project_hash $wanted_extras" >"$stamp"
 fi
+
+# The studio's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+if [[ $wanted_extras == test && ! -x /usr/bin/chromium ]]; then
+  echo "installing Debian's chromium for the studio's browser tests ..." >&2
+  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+fi

@@ -14,6 +14,7 @@ from reangle.api.docs_page import install_docs_page
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
 from reangle.api.state import AppState
+from reangle.api.studio import install_studio
 from reangle.api.webhooks import router as webhooks_router
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.dialects import dialect_routers
@@ -49,6 +50,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.add_middleware(DemoHeader)
     install_error_handlers(app)
     install_docs_page(app)
+    install_studio(app)
     app.include_router(native_router)
     app.include_router(webhooks_router)
     for router in dialect_routers():

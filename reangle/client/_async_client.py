@@ -211,8 +211,9 @@ class AsyncClient:
         image: ImageInput,
         *,
         azimuths: Sequence[float] | None = None,
-        elevation: float = 0,
-        distance: float = 1.0,
+        elevation: float | None = None,
+        distance: float | None = None,
+        poses: Sequence[Mapping[str, float]] | None = None,
         prompt: str = "",
         model: str = CAMERA_MODEL,
         seed: int | None = None,
@@ -226,7 +227,13 @@ class AsyncClient:
         ref = await self._image_ref(image)
         fields = {"seed": seed, **options}
         body = orbit_input(
-            ref, azimuths=azimuths, elevation=elevation, distance=distance, prompt=prompt, options=fields
+            ref,
+            azimuths=azimuths,
+            elevation=elevation,
+            distance=distance,
+            poses=poses,
+            prompt=prompt,
+            options=fields,
         )
         job = await self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
         return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)

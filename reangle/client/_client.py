@@ -228,8 +228,9 @@ class Client:
         image: ImageInput,
         *,
         azimuths: Sequence[float] | None = None,
-        elevation: float = 0,
-        distance: float = 1.0,
+        elevation: float | None = None,
+        distance: float | None = None,
+        poses: Sequence[Mapping[str, float]] | None = None,
         prompt: str = "",
         model: str = CAMERA_MODEL,
         seed: int | None = None,
@@ -240,13 +241,21 @@ class Client:
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Job:
-        """One image seen from each azimuth (default: the 8 views) at one elevation and distance, plus a
-        turntable and a contact sheet. Outputs have role "view" (with a `pose`), "turntable", "contact_sheet".
+        """One image seen from each azimuth (default: the 8 views) at one elevation (default 0) and distance
+        (default 1.0), or from each of `poses` in order (a path: mappings with the camera edit's fields, e.g.
+        `{"azimuth": 90, "elevation": 30}` or `{"horizontal_angle": 45, "zoom": 8}`), plus a turntable and a
+        contact sheet. Outputs have role "view" (with a `pose`), "turntable", "contact_sheet".
         """
         ref = self._image_ref(image)
         fields = {"seed": seed, **options}
         body = orbit_input(
-            ref, azimuths=azimuths, elevation=elevation, distance=distance, prompt=prompt, options=fields
+            ref,
+            azimuths=azimuths,
+            elevation=elevation,
+            distance=distance,
+            poses=poses,
+            prompt=prompt,
+            options=fields,
         )
         job = self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
         return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)

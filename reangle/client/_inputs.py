@@ -95,12 +95,19 @@ def orbit_input(
     image: str,
     *,
     azimuths: Sequence[float] | None,
-    elevation: float,
-    distance: float,
+    elevation: float | None,
+    distance: float | None,
+    poses: Sequence[Mapping[str, float]] | None,
     prompt: str,
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
+    """An orbit's input: the views as `poses` (any path), or as azimuths at one elevation and distance
+    (0 and 1.0 unless given). Fields given beside `poses` are sent as given, for the server to refuse."""
+    if poses is None:
+        elevation = 0 if elevation is None else elevation
+        distance = 1.0 if distance is None else distance
     fields = {
+        "poses": None if poses is None else [dict(pose) for pose in poses],
         "azimuths": None if azimuths is None else list(azimuths),
         "elevation": elevation,
         "distance": distance,

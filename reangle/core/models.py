@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose
 from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest
@@ -97,29 +106,97 @@ class InstructionEditInput(_Input):
 
 
 EIGHT_VIEWS = (0, 45, 90, 135, 180, 225, 270, 315)
+MAX_ORBIT_VIEWS = 16
+_SNAPPED_POSE_FIELDS = ("azimuths", "elevation", "distance")
+
+
+class OrbitPose(BaseModel):
+    """One view of an orbit path, in either parametrization (one field per axis, as in a camera edit)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    horizontal_angle: float | None = Field(default=None, description="degrees, any value (mod 360)")
+    vertical_angle: float | None = Field(default=None, description="degrees, -90..90")
+    zoom: float | None = Field(default=None, description="0 (wide shot) .. 10 (close-up)")
+    azimuth: float | None = Field(default=None, description="degrees, snapped to 0, 45, ..., 315")
+    elevation: float | None = Field(default=None, description="degrees, snapped to -30, 0, 30, 60")
+    distance: float | None = Field(default=None, description="factor, snapped to 0.6, 1.0, 1.8")
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> OrbitPose:
+        if not self.model_fields_set:
+            raise PydanticCustomError(
+                "empty_pose", "a pose needs at least one of " + ", ".join(type(self).model_fields)
+            )
+        try:
+            self.pose()
+        except InvalidInput as exc:
+            raise PydanticCustomError("invalid_pose", exc.message) from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_given(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = dump(self)
+        return {name: value for name, value in data.items() if value is not None}
+
+    def pose(self) -> CameraPose:
+        return resolve_pose(**self.model_dump())
 
 
 class OrbitInput(_Input):
-    """One image seen from a list of azimuths at one elevation and distance: one output per pose."""
+    """One image seen from several poses, one output per pose, plus a turntable and a contact sheet.
+
+    Either `azimuths` at one `elevation` and `distance` (the turntable), or `poses`: any path of poses, each
+    in the camera edit's fields.
+    """
 
     image: ImageRef
-    azimuths: list[float] = Field(default=list(EIGHT_VIEWS), min_length=1, max_length=16)
+    azimuths: list[float] = Field(default=list(EIGHT_VIEWS), min_length=1, max_length=MAX_ORBIT_VIEWS)
     elevation: float = Field(default=0, description="degrees, snapped to -30, 0, 30, 60")
     distance: float = Field(default=1.0, description="factor, snapped to 0.6, 1.0, 1.8")
+    poses: list[OrbitPose] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ORBIT_VIEWS,
+        description="the views in order, instead of azimuths/elevation/distance",
+    )
     lora_scale: float = Field(default=1.0, description="weight of the Multiple-Angles LoRA, 0..4")
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_views(self) -> OrbitInput:
+        if self.poses is not None:
+            clashing = [name for name in _SNAPPED_POSE_FIELDS if name in self.model_fields_set]
+            if clashing:
+                raise PydanticCustomError(
+                    "poses_clash", f"give either poses or {'/'.join(clashing)}, not both"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_one_way(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The stored input names its views one way only, so that it validates again as it did."""
+        data: dict[str, Any] = dump(self)
+        for name in _SNAPPED_POSE_FIELDS if self.poses is not None else ("poses",):
+            data.pop(name, None)
+        return data
 
     @property
     def images(self) -> list[str]:
         return [self.image]
 
-    def poses(self) -> list[CameraPose]:
+    def poses_in_order(self) -> list[CameraPose]:
+        if self.poses is not None:
+            return [view.pose() for view in self.poses]
         return [
             pose_from_snapped(azimuth=azimuth, elevation=self.elevation, distance=self.distance)
             for azimuth in self.azimuths
         ]
 
     def edit_requests(self) -> list[EditRequest]:
-        return [self._request(pose=pose, lora_scale=self.lora_scale, num_outputs=1) for pose in self.poses()]
+        return [
+            self._request(pose=pose, lora_scale=self.lora_scale, num_outputs=1)
+            for pose in self.poses_in_order()
+        ]
 
 
 AnyInput = CameraEditInput | InstructionEditInput | OrbitInput
@@ -160,10 +237,15 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+#: Errors found by a whole-input check, and the field each is about (pydantic gives them no location).
+_WHOLE_INPUT_ERROR_FIELDS: dict[str, tuple[str, ...]] = {"poses_clash": ("poses",)}
+
+
 def invalid_input_from(exc: ValidationError, *, prefix: str = "") -> InvalidInput:
     """The first pydantic error as one InvalidInput naming the field (`input.images.0`)."""
     first = exc.errors()[0]
-    field = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
+    loc = first["loc"] or _WHOLE_INPUT_ERROR_FIELDS.get(first["type"], ())
+    field = ".".join(str(part) for part in (prefix, *loc) if part != "")
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field"

@@ -258,18 +258,22 @@ class FakeServer:
             return [
                 output(k, "image", mime_type, plan=plan) for k in range(job["input"].get("num_outputs", 1))
             ]
-        azimuths = job["input"].get("azimuths", [0, 45, 90, 135, 180, 225, 270, 315])
-        elevation, distance = job["input"].get("elevation", 0), job["input"].get("distance", 1.0)
         views = [
-            output(
-                k,
-                "view",
-                mime_type,
-                pose={"azimuth_deg": a, "elevation_deg": elevation, "distance": distance},
-            )
-            for k, a in enumerate(azimuths)
+            output(k, "view", mime_type, pose=pose) for k, pose in enumerate(self._orbit_poses(job["input"]))
         ]
         return [*views, output(0, "turntable", "image/webp"), output(0, "contact_sheet", "image/png")]
+
+    @staticmethod
+    def _orbit_poses(orbit: dict[str, Any]) -> list[dict[str, Any]]:
+        """The views' poses as a server reports them (unsnapped here: the fake does no camera math)."""
+        if "poses" in orbit:
+            return [
+                {"azimuth_deg": p.get("azimuth", 0), "elevation_deg": p.get("elevation", 0), "distance": 1.0}
+                for p in orbit["poses"]
+            ]
+        azimuths = orbit.get("azimuths", [0, 45, 90, 135, 180, 225, 270, 315])
+        elevation, distance = orbit.get("elevation", 0), orbit.get("distance", 1.0)
+        return [{"azimuth_deg": a, "elevation_deg": elevation, "distance": distance} for a in azimuths]
 
     def _events(self, _request: httpx.Request, job_id: str) -> httpx.Response:
         if self.stream_mode == "missing" or job_id not in self.jobs:

@@ -80,6 +80,21 @@ def test_orbit_and_download_without_the_api_key() -> None:
     assert "authorization" not in download.headers
 
 
+def test_orbit_along_poses() -> None:
+    fake = FakeServer()
+
+    async def scenario(client: AsyncClient) -> list[float]:
+        job = await client.orbit("asset_1", poses=[{"azimuth": 270, "elevation": -30}, {"azimuth": 45}])
+        return [view.pose.elevation_deg for view in job.assets_with_role("view") if view.pose]
+
+    assert run(fake, scenario) == [-30, 0]
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert submitted["input"] == {
+        "image": "asset_1",
+        "poses": [{"azimuth": 270, "elevation": -30}, {"azimuth": 45}],
+    }
+
+
 def test_wait_falls_back_to_polling_when_the_stream_breaks() -> None:
     fake = FakeServer()
     fake.stream_mode = "break"

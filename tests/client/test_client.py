@@ -238,6 +238,25 @@ def test_orbit_submits_an_orbit_job_and_returns_views_turntable_and_contact_shee
     assert [asset.role for asset in job.assets[3:]] == ["turntable", "contact_sheet"]
 
 
+def test_orbit_along_poses_sends_the_path_alone(fake: FakeServer, client: Client) -> None:
+    path = [{"azimuth": 90, "elevation": 30}, {"horizontal_angle": 180, "zoom": 8}]
+    job = client.orbit("asset_1", poses=path, seed=3)
+    submitted = sent_json(fake, "POST", "/v1/jobs")
+    assert submitted["input"] == {"image": "asset_1", "poses": path, "seed": 3}
+    assert [view.pose.azimuth_deg for view in job.assets_with_role("view") if view.pose] == [90, 0]
+
+
+def test_orbit_along_poses_passes_a_clashing_elevation_on_for_the_server_to_refuse(
+    fake: FakeServer, client: Client
+) -> None:
+    client.orbit("asset_1", poses=[{"azimuth": 90}], elevation=30)
+    assert sent_json(fake, "POST", "/v1/jobs")["input"] == {
+        "image": "asset_1",
+        "poses": [{"azimuth": 90}],
+        "elevation": 30,
+    }
+
+
 def test_batches(fake: FakeServer, client: Client) -> None:
     batch = client.batch("qwen-edit-multiangle-2511", [{"images": ["a"]}, {"images": ["b"], "azimuth": 90}])
     assert len(batch.jobs) == 2

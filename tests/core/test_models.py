@@ -68,3 +68,59 @@ def test_input_schema_documents_defaults():
     schema = MODELS[CAMERA_EDIT].input_schema()
     assert schema["properties"]["acceleration"]["default"] == "high"
     assert "images" in schema["required"]
+
+
+def test_orbit_poses_name_any_path_in_either_parametrization():
+    orbit = validate(
+        CAMERA_EDIT,
+        {
+            "image": "a",
+            "poses": [
+                {"azimuth": 90, "elevation": 30},
+                {"horizontal_angle": 200, "vertical_angle": 70, "zoom": 9},
+                {"distance": 1.8},
+            ],
+        },
+        JobKind.ORBIT,
+    )
+    assert [r.pose.camera_phrase for r in orbit.edit_requests() if r.pose] == [
+        "<sks> right side view elevated shot medium shot",
+        "<sks> back view high-angle shot close-up",
+        "<sks> front view eye-level shot wide shot",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("poses_and_more", "field", "words"),
+    [
+        ({"poses": [{"azimuth": 90}], "elevation": 30}, "input.poses", "either poses or elevation"),
+        ({"poses": [{"azimuth": 90}], "azimuths": [0]}, "input.poses", "either poses or azimuths"),
+        ({"poses": []}, "input.poses", "at least 1"),
+        ({"poses": [{"azimuth": 0}] * 17}, "input.poses", "at most 16"),
+        ({"poses": [{"azimuth": 0}, {}]}, "input.poses.1", "at least one of"),
+        ({"poses": [{"azimuth": 90, "horizontal_angle": 3}]}, "input.poses.0", "either horizontal_angle"),
+        ({"poses": [{"vertical_angle": 100}]}, "input.poses.0", "vertical_angle must be between -90 and 90"),
+        ({"poses": [{"zoom": "near"}]}, "input.poses.0.zoom", "valid number"),
+        ({"poses": [{"tilt": 3}]}, "input.poses.0.tilt", "unknown field"),
+    ],
+)
+def test_bad_orbit_poses_name_the_field(poses_and_more, field, words):  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        validate(CAMERA_EDIT, {"image": "a", **poses_and_more}, JobKind.ORBIT)
+    assert caught.value.field == field
+    assert caught.value.message.startswith(f"{field}: ")
+    assert words in caught.value.message
+
+
+def test_a_stored_orbit_input_validates_again_to_the_same_views():
+    for data in (
+        {"image": "a", "poses": [{"azimuth": 90, "elevation": 30}]},
+        {"image": "a", "azimuths": [45]},
+    ):
+        orbit = validate(CAMERA_EDIT, data, JobKind.ORBIT)
+        stored = orbit.model_dump(mode="json")
+        assert ("poses" in stored) == ("poses" in data)
+        assert ("azimuths" in stored) == ("azimuths" in data)
+        assert stored.get("poses") == data.get("poses")  # as given: no fields added
+        again = validate(CAMERA_EDIT, stored, JobKind.ORBIT)
+        assert again.poses_in_order() == orbit.poses_in_order()

@@ -1,0 +1,115 @@
+// The native /v1 API over fetch: the key, the error shape, uploads, jobs and their Server-Sent Events.
+// EventSource cannot send an Authorization header, so events are read from a fetch stream.
+
+const KEY_STORAGE = "reangle.apiKey";
+
+/** An answer of the API that is not a success: status, code and message, the field it names, Retry-After. */
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+    this.field = fieldOf(message);
+  }
+}
+
+/** The input field an error message starts with: "input.seed: ..." or "num_inference_steps must be ...". */
+export function fieldOf(message) {
+  const match = /^(?:input\.)?([a-z_]+)(?:\.\d+)?(?:[.:]| must| is)/.exec(message || "");
+  return match ? match[1] : null;
+}
+
+export class Api {
+  constructor() {
+    this.key = localStorage.getItem(KEY_STORAGE) || "";
+  }
+
+  setKey(key) {
+    this.key = key.trim();
+    if (this.key) localStorage.setItem(KEY_STORAGE, this.key);
+    else localStorage.removeItem(KEY_STORAGE);
+  }
+
+  async request(method, path, { json, body, signal } = {}) {
+    const headers = {};
+    if (this.key) headers.Authorization = `Bearer ${this.key}`;
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(json);
+    }
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body, signal });
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      throw new ApiError(0, "unreachable", `the server did not answer (${error.message})`);
+    }
+    if (response.ok) return response.json();
+    throw await errorOf(response);
+  }
+
+  health() { return this.request("GET", "/healthz"); }
+  poses() { return this.request("GET", "/v1/poses"); }
+  getAsset(id) { return this.request("GET", `/v1/assets/${encodeURIComponent(id)}`); }
+  getJob(id) { return this.request("GET", `/v1/jobs/${encodeURIComponent(id)}`); }
+  cancelJob(id) { return this.request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`); }
+  listJobs(limit = 20) { return this.request("GET", `/v1/jobs?limit=${limit}`); }
+
+  upload(file) {
+    const form = new FormData();
+    form.append("file", file, file.name || "image");
+    return this.request("POST", "/v1/assets", { body: form });
+  }
+
+  submitJob(model, kind, input) {
+    return this.request("POST", "/v1/jobs", { json: { model, kind, input } });
+  }
+
+  /** Calls onEvent(kind, data) for each event until the job ends, the stream breaks or `signal` aborts. */
+  async followEvents(jobId, onEvent, signal) {
+    const headers = this.key ? { Authorization: `Bearer ${this.key}` } : {};
+    const response = await fetch(`/v1/jobs/${encodeURIComponent(jobId)}/events`, { headers, signal });
+    if (!response.ok) throw await errorOf(response);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = parseEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (event) onEvent(event.kind, event.data);
+      }
+    }
+  }
+}
+
+function parseEvent(block) {
+  let kind = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const name = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (name === "event") kind = value;
+    else if (name === "data") data.push(value);
+  }
+  return data.length ? { kind, data: JSON.parse(data.join("\n")) } : null;
+}
+
+async function errorOf(response) {
+  let code = "http_error";
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    if (body && body.error) ({ code, message } = body.error);
+  } catch {
+    // not JSON: keep the status line
+  }
+  const retry = response.headers.get("Retry-After");
+  return new ApiError(response.status, code, message, retry === null ? null : Number(retry));
+}

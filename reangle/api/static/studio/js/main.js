@@ -1,0 +1,218 @@
+// The studio page: wires the API client, the pose table, the 3D view and the panels together.
+import { Api } from "./api.js";
+import { PoseTable } from "./camera.js";
+import { createCameraControls } from "./controls.js";
+import { createGallery, createHistory } from "./gallery.js";
+import { clearErrors, createJobRunner, editInput, orbitCameras, orbitInput, showError } from "./jobs.js";
+import { createPath } from "./path.js";
+import { createScene } from "./scene.js";
+
+const $ = (id) => document.getElementById(id);
+const api = new Api();
+let studio = null; // the panels, made once the pose table is in
+
+async function boot() {
+  $("api-key").value = api.key;
+  showDemoNotice();
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    api.setKey($("api-key").value);
+    connect();
+  });
+  await connect();
+}
+
+async function showDemoNotice() {
+  try {
+    const health = await api.health();
+    if (health.demo) {
+      $("demo-notice").hidden = false;
+      $("demo-notice").textContent = `Demo engine (${health.engine}): the images it makes are meaningless. `
+        + "It is here to try the page; a server with the real model gives real pictures.";
+    }
+  } catch {
+    // the key and job panels say when the server cannot be reached
+  }
+}
+
+/** Read the pose table with the current key: that checks the key, and starts the panels the first time. */
+async function connect() {
+  $("api-key-error").textContent = "";
+  let poses;
+  try {
+    poses = await api.poses();
+  } catch (error) {
+    if (error.status === 401) {
+      $("api-key-error").textContent = api.key
+        ? `The server refused this key: ${error.message}`
+        : "This server needs an API key (make one with `reangle keys create`).";
+      $("api-key").focus();
+    } else {
+      $("api-key-error").textContent = error.message;
+    }
+    return;
+  }
+  $("key-status").textContent = api.key ? "Key accepted." : "No key needed: this server runs without auth.";
+  if (!api.key) $("key-form").hidden = true;
+  if (!studio) studio = start(new PoseTable(poses.data));
+  studio.history.refresh();
+}
+
+function start(table) {
+  const canvas = $("scene-canvas");
+  const gestures = {};
+  let scene = null;
+  try {
+    scene = createScene(canvas, gestures);
+    scene.setSnapPoints(table.entries, (entry) => table.cameraOf(entry));
+  } catch (error) {
+    $("view-fallback").hidden = false;
+    $("view-fallback").textContent = `The 3D view needs WebGL (${error.message}); the sliders still work.`;
+  }
+  const controls = createCameraControls({ table, scene, canvas, phrase: $("pose-phrase") });
+  const path = createPath({ onChange: (entries) => scene && scene.setPath(entries) });
+  Object.assign(gestures, controls.sceneHandlers, {
+    onPick: (entry) => (path.picking ? path.add(entry) : controls.set(table.cameraOf(entry))),
+  });
+  $("path-add").addEventListener("click", () => path.add(table.nearest(controls.camera)));
+
+  const input = { assetId: null };
+  function useInput(assetId, url, label) {
+    input.assetId = assetId;
+    $("input-preview").src = url;
+    $("input-preview").hidden = false;
+    $("input-preview").alt = `Input image: ${label}`;
+    $("input-status").textContent = `Input: ${label}`;
+    $("images-error").textContent = "";
+    gallery.setInputUrl(url);
+    if (scene) scene.setImage(url);
+  }
+
+  const gallery = createGallery({
+    onUseAsInput: (asset) => useInput(asset.id, asset.url, `a result (${asset.id})`),
+  });
+  const runner = createJobRunner({
+    api,
+    onDone: (job) => {
+      gallery.showJob(job);
+      history.refresh();
+    },
+  });
+  const history = createHistory({
+    api,
+    showError,
+    onLoad: (job) => loadJob(job, { table, controls, path, gallery, useInput }),
+  });
+
+  setUpUpload((file) => upload(file, useInput));
+  const needsInput = () => {
+    if (input.assetId) return false;
+    clearErrors();
+    $("images-error").textContent = "Bring an image first: choose, drop or paste one.";
+    return true;
+  };
+  $("generate").addEventListener("click", () => {
+    if (!needsInput()) runner.run("edit", editInput(input.assetId, controls.camera));
+  });
+  $("orbit").addEventListener("click", () => {
+    if (!needsInput()) runner.run("orbit", orbitInput(input.assetId, orbitCameras(controls.camera)));
+  });
+  $("render-path").addEventListener("click", () => {
+    if (needsInput()) return;
+    if (path.entries.length < 2) {
+      clearErrors();
+      $("generate-error").textContent = "Pick at least 2 poses for a path.";
+      return;
+    }
+    runner.run("orbit", orbitInput(input.assetId, path.entries.map((e) => table.cameraOf(e))));
+  });
+  $("dice").addEventListener("click", () => {
+    $("seed").value = String(Math.floor(Math.random() * 2 ** 31));
+  });
+
+  window.studio = { table, controls, path, scene: scene && scene.debug };
+  document.body.dataset.ready = "true";
+  return { history };
+}
+
+function setUpUpload(onFile) {
+  const zone = $("drop-zone");
+  $("file-input").addEventListener("change", () => {
+    const [file] = $("file-input").files;
+    if (file) onFile(file);
+    $("file-input").value = "";
+  });
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    const [file] = event.dataTransfer.files;
+    if (file) onFile(file);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files || [])][0];
+    if (file) {
+      event.preventDefault();
+      onFile(file);
+    }
+  });
+}
+
+async function upload(file, useInput) {
+  clearErrors();
+  $("input-status").textContent = `Uploading ${file.name || "the image"}…`;
+  try {
+    const asset = await api.upload(file);
+    useInput(asset.id, URL.createObjectURL(file), `${file.name || "pasted image"} (${asset.width}x${asset.height})`);
+  } catch (error) {
+    $("input-status").textContent = "";
+    showError(error, "images");
+  }
+}
+
+/** A job from the history back in the editor: its input image, camera (or path), prompt and options. */
+async function loadJob(job, { table, controls, path, gallery, useInput }) {
+  const input = job.input;
+  const assetId = input.image || (input.images && input.images[0]);
+  if (assetId && assetId.startsWith("asset_")) {
+    try {
+      const asset = await api.getAsset(assetId);
+      useInput(asset.id, asset.url, `from job ${job.id} (${asset.width}x${asset.height})`);
+    } catch (error) {
+      showError(error, "images");
+    }
+  }
+  const cameraOf = (fields) => ({
+    horizontal: fields.horizontal_angle ?? fields.azimuth ?? 0,
+    vertical: fields.vertical_angle ?? fields.elevation ?? 0,
+    zoom: fields.zoom ?? controls.camera.zoom,
+  });
+  if (input.poses) {
+    const cameras = input.poses.map(cameraOf);
+    path.set(cameras.map((camera) => table.nearest(camera)));
+    controls.set(cameras[0]);
+  } else if (job.kind === "edit") {
+    controls.set(cameraOf(input));
+  }
+  $("prompt").value = input.prompt || "";
+  const fields = {
+    acceleration: input.acceleration || "high",
+    steps: input.num_inference_steps ?? "",
+    guidance: input.guidance_scale ?? "",
+    "lora-scale": input.lora_scale ?? 1,
+    seed: input.seed ?? "",
+    "num-outputs": input.num_outputs ?? 1,
+    "aspect-ratio": input.aspect_ratio || "",
+    width: input.width ?? "",
+    height: input.height ?? "",
+    "output-format": input.output_format || "png",
+  };
+  for (const [id, value] of Object.entries(fields)) $(id).value = String(value);
+  gallery.showJob(job);
+}
+
+boot();

@@ -1,0 +1,338 @@
+"""The studio's job flow in a real browser: bring an image, generate with live progress, cancel, errors next
+to their controls, orbit with its turntable, a path of chosen poses, and the history."""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from tests.api.conftest import ServerFactory
+from tests.conftest import image_bytes, make_image
+from tests.studio.conftest import WAIT_MS, Studio, StudioFactory, drop_file
+
+RECORD_PROGRESS = """() => {
+    window.seenProgress = [];
+    const text = document.getElementById("progress-text");
+    const bar = document.getElementById("progress");
+    new MutationObserver(() => window.seenProgress.push([text.textContent, bar.value]))
+        .observe(text, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+def server_job(studio: Studio, job_id: str) -> dict[str, object]:
+    response = httpx.get(
+        f"{studio.server_url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {studio.key}"}
+    )
+    assert response.status_code == 200, response.text
+    job: dict[str, object] = response.json()
+    return job
+
+
+def only_job(studio: Studio) -> dict[str, object]:
+    response = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"})
+    (job,) = response.json()["data"]
+    assert isinstance(job, dict)
+    return job
+
+
+def set_advanced(page: Page, **values: str) -> None:
+    if page.locator("#advanced").get_attribute("open") is None:
+        page.locator("#advanced summary").click()
+    for control, value in values.items():
+        page.fill(f"#{control.replace('_', '-')}", value)
+
+
+def test_upload_by_file_input_shows_the_image_on_the_card(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    studio.upload(photo)
+    expect(studio.page.locator("#input-status")).to_contain_text("photo.png (96x64)")
+    expect(studio.page.locator("#input-preview")).to_be_visible()
+    assert studio.page.locator("#input-preview").evaluate("(img) => img.complete && img.naturalWidth") == 96
+
+
+def test_upload_by_drop_and_the_servers_message_for_a_bad_file(open_studio: StudioFactory) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    drop_file(page, "#drop-zone", "not-an-image.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image/gif")
+    expect(page.locator("#images-error")).to_have_text("file is not an image (expected PNG, JPEG or WebP)")
+    drop_file(page, "#drop-zone", "notes.txt", b"hello", "text/plain")
+    expect(page.locator("#images-error")).to_contain_text("not an image")
+    drop_file(page, "#drop-zone", "dropped.png", image_bytes(make_image(40, 30), "PNG"), "image/png")
+    expect(page.locator("#input-status")).to_contain_text("dropped.png (40x30)")
+    expect(page.locator("#images-error")).to_be_hidden()
+
+
+def test_upload_by_paste(open_studio: StudioFactory) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "clipboard.png", { type: "image/png" }));
+            document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
+        }""",
+        base64.b64encode(image_bytes(make_image(50, 40), "PNG")).decode(),
+    )
+    expect(page.locator("#input-status")).to_contain_text("clipboard.png (50x40)")
+    expect(page.locator("#input-preview")).to_be_visible()
+
+
+def test_a_file_over_the_servers_upload_limit_shows_its_message(
+    open_studio: StudioFactory, serve: ServerFactory
+) -> None:
+    small = serve(max_upload_bytes=2000, fake_step_seconds=0.05)
+    studio = open_studio(server=small).open()
+    page = studio.page
+    noise = Image.frombytes("RGB", (100, 100), random.Random(7).randbytes(30_000))  # hardly compresses
+    drop_file(page, "#drop-zone", "big.png", image_bytes(noise, "PNG"), "image/png")
+    expect(page.locator("#images-error")).to_contain_text("more than the limit of 2,000")
+    expect(page.locator("#input-preview")).to_be_hidden()
+
+
+def test_cancel_while_queued(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    # the server runs one job at a time: one of the same key's, sent by the API, holds it meanwhile
+    headers = {"Authorization": f"Bearer {studio.key}"}
+    image = httpx.post(
+        f"{studio.server_url}/v1/assets",
+        files={"file": ("holder.png", image_bytes(make_image(32, 32), "PNG"), "image/png")},
+        headers=headers,
+    ).json()["id"]
+    holder = httpx.post(
+        f"{studio.server_url}/v1/jobs",
+        json={"model": "qwen-edit-multiangle-2511", "input": {"images": [image], "num_inference_steps": 100}},
+        headers=headers,
+    ).json()
+    try:
+        set_advanced(page, steps="4", width="64", height="64")
+        page.click("#generate")
+        expect(page.locator("#progress-text")).to_have_text("Queued")
+        page.click("#cancel")
+        studio.wait_done("Canceled")
+        expect(page.locator("#generate")).to_be_enabled()
+    finally:
+        httpx.post(f"{studio.server_url}/v1/jobs/{holder['id']}/cancel", headers=headers)
+    jobs = httpx.get(f"{studio.server_url}/v1/jobs", headers=headers).json()["data"]
+    (mine,) = (job for job in jobs if job["id"] != holder["id"])
+    assert (mine["status"], mine["started_at"]) == ("canceled", None)  # canceled before it ever ran
+
+
+def test_generate_follows_the_jobs_progress_and_shows_the_result(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    page.fill("#horizontal-angle-number", "90")
+    page.fill("#prompt", "make it dusk")
+    set_advanced(page, steps="20", seed="7", width="64", height="64")
+    page.evaluate(RECORD_PROGRESS)
+    page.click("#generate")
+    studio.wait_done()
+    seen = page.evaluate("() => window.seenProgress")
+    texts = [text for text, _ in seen]
+    assert "Queued" in texts or "Running" in texts, texts
+    steps = [text for text in texts if text.startswith("Step ")]
+    assert steps[-1] == "Step 20 of 20", texts
+    assert steps[0] != steps[-1], texts  # seen while it ran, not only at the end
+    values = [value for _, value in seen]
+    assert values == sorted(values), values
+    result = page.locator("#results li")
+    expect(result).to_have_count(1)
+    expect(result.locator(".caption")).to_have_text(
+        "<sks> right side view eye-level shot medium shot make it dusk · seed 7"
+    )
+    image = result.locator("img")
+    expect(image).to_have_js_property("complete", True)
+    assert image.evaluate("(img) => img.naturalWidth") == 64
+    assert result.get_by_role("link", name="Download").get_attribute("download") == "result-0.png"
+    expect(page.locator("#compare")).to_be_visible()  # before / after
+    page.locator("#compare-slider").fill("80")
+    assert "80%" in str(page.locator("#compare-after").evaluate("(img) => img.style.clipPath"))
+    # "use as input" chains the next move from the result
+    result.get_by_role("button", name="Use as input").click()
+    expect(page.locator("#input-status")).to_contain_text("a result")
+    page.fill("#horizontal-angle-number", "180")
+    page.click("#generate")
+    studio.wait_done()
+    jobs = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"}).json()
+    newest, first = jobs["data"]
+    assert newest["input"]["images"] == [first["output"]["assets"][0]["id"]]
+
+
+def test_cancel_while_running(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, steps="100", width="64", height="64")
+    page.click("#generate")
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"Step \d+ of 100"))
+    expect(page.locator("#cancel")).to_be_enabled()
+    page.click("#cancel")
+    studio.wait_done("Canceled")
+    expect(page.locator("#generate")).to_be_enabled()
+    expect(page.locator("#cancel")).to_be_disabled()
+    job = only_job(studio)
+    assert job["status"] == "canceled"
+    assert job["started_at"] is not None  # it was canceled while running, not before
+
+
+def test_a_422_is_shown_next_to_its_field(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, steps="500")
+    page.click("#advanced summary")  # closed again: the error must open it
+    page.click("#generate")
+    expect(page.locator("#steps-error")).to_have_text(
+        "num_inference_steps must be between 1 and 100, got 500"
+    )
+    expect(page.locator("#steps")).to_be_visible()
+    expect(page.locator("#steps")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#generate-error")).to_be_hidden()
+    # fixed, it runs, and the error goes
+    page.fill("#steps", "4")
+    page.click("#generate")
+    studio.wait_done()
+    expect(page.locator("#steps-error")).to_be_hidden()
+
+
+def test_generate_without_an_image_says_so(open_studio: StudioFactory) -> None:
+    page = open_studio().open().page
+    page.click("#generate")
+    expect(page.locator("#images-error")).to_contain_text("Bring an image first")
+
+
+def test_a_wrong_key_is_explained_and_a_good_one_is_kept(open_studio: StudioFactory) -> None:
+    studio = open_studio(key=None)
+    page = studio.page
+    page.goto(f"{studio.server_url}/")
+    page.fill("#api-key", "not-a-key")
+    page.click("#save-key")
+    expect(page.locator("#api-key-error")).to_contain_text("The server refused this key")
+    good = studio.new_key()
+    page.fill("#api-key", good)
+    page.click("#save-key")
+    expect(page.locator("#key-status")).to_have_text("Key accepted.")
+    expect(page.locator("#api-key-error")).to_be_hidden()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.reload()
+    expect(page.locator("#api-key")).to_have_value(good)  # kept in local storage
+    expect(page.locator("#key-status")).to_have_text("Key accepted.")
+
+
+def test_a_missing_key_is_asked_for(open_studio: StudioFactory) -> None:
+    studio = open_studio(key=None)
+    studio.page.goto(f"{studio.server_url}/")
+    expect(studio.page.locator("#api-key-error")).to_contain_text("needs an API key")
+    expect(studio.page.locator("#api-key")).to_be_focused()
+
+
+def test_orbit_plays_the_turntable_and_offers_every_file(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    page.fill("#vertical-angle-number", "30")
+    set_advanced(page, width="64", height="64")
+    page.click("#orbit")
+    studio.wait_done()
+    views = page.locator("#results li .caption")
+    expect(views).to_have_count(8)
+    expect(views.nth(2)).to_contain_text("<sks> right side view elevated shot medium shot")
+    turntable = page.locator("#turntable")
+    expect(turntable).to_be_visible()
+    expect(turntable).to_have_js_property("complete", True)
+    assert_animation_plays(page)
+    links = page.locator("#turntable-links a")
+    expect(links).to_have_text(["Download turntable", "Contact sheet"])
+    assert httpx.get(str(links.nth(1).get_attribute("href"))).headers["content-type"] == "image/png"
+    assert page.locator("#results li a[download]").count() == 8
+
+
+def assert_animation_plays(page: Page) -> None:
+    """The turntable on screen shows another frame later. Screenshots, because a canvas only ever gets an
+    animated image's first frame; and on screen, because Chromium animates only what can be seen."""
+    turntable = page.locator("#turntable")
+    turntable.scroll_into_view_if_needed()
+    first = turntable.screenshot()
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while turntable.screenshot() == first:
+        assert time.monotonic() < deadline, "the turntable shows one frame only"
+
+
+def test_a_path_of_picked_poses_renders_in_order(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, width="64", height="64")
+    page.click("#path-pick")
+    expect(page.locator("#path-pick")).to_have_attribute("aria-pressed", "true")
+    picks = [(90, 0, 5), (45, 30, 8), (0, -30, 1)]
+    for horizontal, vertical, zoom in picks:
+        point = page.evaluate(
+            "(c) => window.studio.scene.pointOnScreen(c)",
+            {"horizontal": horizontal, "vertical": vertical, "zoom": zoom},
+        )
+        page.mouse.click(point["x"], point["y"])
+    expected = [
+        "right side view eye-level shot medium shot",
+        "front-right quarter view elevated shot close-up",
+        "front view low-angle shot wide shot",
+    ]
+    expect(page.locator("#path-list li")).to_have_text([f"{phrase} remove" for phrase in expected])
+    page.click("#render-path")
+    studio.wait_done()
+    expect(page.locator("#results li .caption")).to_have_count(3)
+    captions = page.locator("#results li .caption").all_text_contents()
+    assert [caption.split(" · ")[0] for caption in captions] == [f"<sks> {phrase}" for phrase in expected]
+    expect(page.locator("#turntable")).to_be_visible()
+    assert_animation_plays(page)
+    poses = only_job(studio)["input"]["poses"]  # type: ignore[index]
+    assert poses == [{"horizontal_angle": h, "vertical_angle": v, "zoom": z} for h, v, z in picks]
+
+
+def test_history_loads_a_job_back_into_the_editor(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    page.fill("#horizontal-angle-number", "135")
+    page.fill("#prompt", "snow")
+    set_advanced(page, seed="5", width="64", height="64")
+    page.click("#generate")
+    studio.wait_done()
+    job = only_job(studio)
+
+    page.reload()  # a new visit: nothing in the editor but what the history brings back
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#input-preview")).to_be_hidden()
+    item = page.locator(f"#history [data-job='{job['id']}']")
+    expect(item).to_contain_text("succeeded")
+    expect(item).to_contain_text("h 135° v 0° zoom 5, “snow”, seed 5")
+    expect(item.locator("img")).to_have_js_property("complete", True)
+    item.click()
+    expect(page.locator("#horizontal-angle-number")).to_have_value("135")
+    expect(page.locator("#pose-phrase")).to_have_text(
+        "<sks> back-right quarter view eye-level shot medium shot"
+    )
+    expect(page.locator("#prompt")).to_have_value("snow")
+    expect(page.locator("#seed")).to_have_value("5")
+    expect(page.locator("#input-preview")).to_be_visible()
+    expect(page.locator("#input-preview")).to_have_js_property("naturalWidth", 96)
+    expect(page.locator("#results li")).to_have_count(1)
+    # and runs again from there, on the same input asset
+    page.click("#generate")
+    studio.wait_done()
+    response = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"})
+    again, first = response.json()["data"]
+    assert again["input"]["images"] == first["input"]["images"]
+    assert (again["input"]["horizontal_angle"], again["input"]["seed"]) == (135, 5)
