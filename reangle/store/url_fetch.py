@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import certifi
 import httpx
@@ -221,6 +221,13 @@ def _literal_ip(host: str) -> IPAddress | None:
 class _Fetcher:
     """One fetch_url call: the hops, each resolved, checked, sent and read under the same policy."""
 
+    #: a compressed body could expand past max_bytes in one chunk: identity only
+    request_headers: ClassVar[dict[str, str]] = {
+        "Accept": "image/*",
+        "Accept-Encoding": "identity",
+        "User-Agent": f"reangle/{__version__}",
+    }
+
     policy: FetchPolicy
     field: str
     resolver: Resolver
@@ -306,13 +313,8 @@ class _Fetcher:
             pinned = pin(url, address)
         except httpx.InvalidURL:
             raise self._invalid(f"could not fetch {where}: cannot connect to {address}") from None
-        headers = {
-            "Accept": "image/*",
-            "Accept-Encoding": "identity",  # a compressed body could expand past max_bytes in one chunk
-            "User-Agent": f"reangle/{__version__}",
-        }
         async with pinned_client(self.policy.timeout_s) as client:
-            request = pinned.request(client, "GET", headers=headers)
+            request = pinned.request(client, "GET", headers=self.request_headers)
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 return await self._outcome(url, response, where)
@@ -389,6 +391,11 @@ async def fetch_url_streamed(
 class _StreamingFetcher(_Fetcher):
     """A `_Fetcher` whose final hop streams its body to `write` (and `run` returns b"")."""
 
+    request_headers: ClassVar[dict[str, str]] = {
+        "Accept-Encoding": "identity",
+        "User-Agent": f"reangle/{__version__}",
+    }
+
     write: Callable[[bytes], object]
     written: list[int]  # one item: the bytes written so far
 
@@ -415,20 +422,6 @@ class _StreamingFetcher(_Fetcher):
         assert error is not None
         detail = f" ({str(error)[:_SHOWN_CHARS]})" if str(error) else ""
         raise self.unavailable(f"could not fetch {where}: {type(error).__name__} from {host}{detail}")
-
-    async def _exchange(self, url: httpx.URL, address: IPAddress, where: str) -> bytes | str:
-        try:
-            pinned = pin(url, address)
-        except httpx.InvalidURL:
-            raise self._invalid(f"could not fetch {where}: cannot connect to {address}") from None
-        headers = {"Accept-Encoding": "identity", "User-Agent": f"reangle/{__version__}"}
-        async with pinned_client(self.policy.timeout_s) as client:
-            request = pinned.request(client, "GET", headers=headers)
-            response = await client.send(request, stream=True, follow_redirects=False)
-            try:
-                return await self._outcome(url, response, where)
-            finally:
-                await response.aclose()
 
     async def _outcome(self, url: httpx.URL, response: httpx.Response, where: str) -> bytes | str:
         status = response.status_code
