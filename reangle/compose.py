@@ -8,6 +8,7 @@ Each back end is one module under `reangle.store`, named here by its URL scheme 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
@@ -21,6 +22,10 @@ from reangle.settings import Settings
 from reangle.store.url_fetch import FetchPolicy, fetch_url
 
 if TYPE_CHECKING:
+    from reangle.engine.lora_sources import LoraSources
+    from reangle.engine.rewriter import PromptRewriter
+    from reangle.remote.dashscope import DashScopeClient
+    from reangle.runtime.local import LocalRunner
     from reangle.runtime.webhook_sender import WebhookSender
 
 SQLITE_FILE = "reangle.sqlite3"
@@ -116,6 +121,7 @@ def open_runtime(
         return EmbeddedRuntime(
             service,
             engine,
+            job_runner(settings, service, engine),
             sweep_interval_s=settings.sweep_interval_s,
             webhooks=webhook_sender(settings, service, engine),
         )
@@ -126,7 +132,105 @@ def open_runtime(
     from reangle.runtime.worker import WorkerRuntime
 
     webhooks = webhook_sender(settings, service, engine)
-    return WorkerRuntime(url, service, engine, settings, models=models, webhooks=webhooks)
+    runner = job_runner(settings, service, engine)
+    return WorkerRuntime(url, service, engine, settings, runner=runner, models=models, webhooks=webhooks)
+
+
+def job_runner(settings: Settings, service: JobService, engine: Engine) -> LocalRunner:
+    """The runner of this process's jobs: the engine, with the prompt rewriter, the request LoRAs' sources
+    and the remote models' clients the settings configure."""
+    from reangle.runtime.job_prep import JobPreparer
+    from reangle.runtime.local import LocalRunner
+    from reangle.runtime.remote_jobs import RemoteJobs
+
+    preparer = JobPreparer(
+        service,
+        rewriter=prompt_rewriter(settings, engine),
+        loras=lora_sources(settings),
+        layers=engine.lora_layers,
+    )
+    remote = RemoteJobs(
+        service,
+        preparer,
+        dashscope_clients(settings),
+        concurrency=settings.remote_concurrency,
+        unavailable=DASHSCOPE_UNAVAILABLE,
+    )
+    return LocalRunner(service, engine, preparer=preparer, remote=remote)
+
+
+DASHSCOPE_UNAVAILABLE = "set REANGLE_DASHSCOPE_API_KEY to run it through Alibaba's DashScope API"
+
+
+def prompt_rewriter(settings: Settings, engine: Engine) -> PromptRewriter | None:
+    """The Qwen3-VL rewriter the settings name, built at its first use (or now, with rewriter_preload).
+    The demo engines run a tiny random-weight (tiny) or scripted (fake) rewriter unless the setting names a
+    local checkpoint folder."""
+    from reangle.engine.rewriter import LazyRewriter, RewriteOptions, load_rewriter
+
+    choice = settings.rewriter_model.strip()
+    if choice.lower() == "off":
+        return None
+    local = Path(choice).expanduser().is_dir()
+    options = RewriteOptions(
+        max_new_tokens=settings.rewriter_max_new_tokens, timeout_s=settings.rewriter_timeout_s
+    )
+    if engine.info.name == "fake" and not local:
+        from reangle.engine.fake_rewriter import FakeRewriter
+
+        return FakeRewriter()
+    if engine.info.name == "tiny" and not local:
+        from reangle.engine.tiny_rewriter import tiny_rewriter
+
+        rewriter = LazyRewriter(tiny_rewriter)
+    else:
+        device = engine.info.device if settings.rewriter_device == "auto" else settings.rewriter_device
+        rewriter = LazyRewriter(
+            lambda: load_rewriter(choice, device=device, offline=settings.offline, options=options)
+        )
+    if settings.rewriter_preload:
+        rewriter.load()
+    return rewriter
+
+
+def lora_sources(settings: Settings) -> LoraSources:
+    from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
+
+    policy = FetchPolicy(
+        allow_private=settings.allow_private_urls,
+        max_bytes=settings.lora_max_bytes,
+        timeout_s=settings.lora_fetch_timeout_s,
+    )
+    try:
+        config = LoraSourcesConfig(
+            cache_dir=settings.cache_dir / "loras",
+            max_cache_bytes=settings.lora_cache_bytes,
+            fetch=policy,
+            allowed_dir=settings.lora_dir,
+            registered=settings.loras,
+            strict=settings.lora_strict,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"REANGLE_LORA_MAX_BYTES / REANGLE_LORA_CACHE_BYTES: {exc}") from None
+    return LoraSources(config)
+
+
+def dashscope_clients(settings: Settings) -> Callable[[str], DashScopeClient] | None:
+    """A new DashScope client per job (for the vendor model it names); None without an API key."""
+    key = settings.dashscope_api_key
+    if not key:
+        return None
+    from reangle.remote.dashscope import DashScopeClient, DashScopeConfig
+
+    download = FetchPolicy(allow_private=settings.allow_private_urls, max_bytes=64 * 1024 * 1024)
+
+    def client(model: str) -> DashScopeClient:
+        config = DashScopeConfig(
+            api_key=key, base_url=settings.dashscope_base_url, model=model, download=download
+        )
+        return DashScopeClient(config)
+
+    return client
 
 
 def webhook_sender(settings: Settings, service: JobService, engine: Engine) -> WebhookSender:

@@ -23,6 +23,15 @@ HUB_LIGHTNING_8STEP = f"{HUB_LIGHTNING}/Qwen-Image-Edit-2511-Lightning-8steps-V1
 HUB_ANGLES = (
     "fal/Qwen-Image-Edit-2511-Multiple-Angles-LoRA/qwen-image-edit-2511-multiple-angles-lora.safetensors"
 )
+HUB_TEXT_TO_IMAGE_MODEL = "Qwen/Qwen-Image-2512"
+HUB_TEXT_TO_IMAGE_LIGHTNING = "lightx2v/Qwen-Image-2512-Lightning"
+HUB_TEXT_TO_IMAGE_LIGHTNING_4STEP = (
+    f"{HUB_TEXT_TO_IMAGE_LIGHTNING}/Qwen-Image-2512-Lightning-4steps-V1.0-bf16.safetensors"
+)
+HUB_TEXT_TO_IMAGE_LIGHTNING_8STEP = (
+    f"{HUB_TEXT_TO_IMAGE_LIGHTNING}/Qwen-Image-2512-Lightning-8steps-V1.0-bf16.safetensors"
+)
+DASHSCOPE_INTL = "https://dashscope-intl.aliyuncs.com"
 
 
 def _default_cache_dir() -> Path:
@@ -81,6 +90,55 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     #: Seconds the fake engine sleeps per denoising step.
     fake_step_seconds: float = Field(default=0.05, ge=0)
+
+    # text-to-image (Qwen-Image): its pipeline shares the edit pipeline's text encoder and VAE
+    #: Qwen-Image in diffusers layout (hub id or local folder), loaded at the first generation; only its
+    #: transformer/ and scheduler/ are read. Empty: no text-to-image.
+    text_to_image_model: str = HUB_TEXT_TO_IMAGE_MODEL
+    text_to_image_lightning_4step_lora: str = HUB_TEXT_TO_IMAGE_LIGHTNING_4STEP
+    text_to_image_lightning_8step_lora: str = HUB_TEXT_TO_IMAGE_LIGHTNING_8STEP
+    #: `both`: the edit and text-to-image transformers stay on the GPU (~95 GiB of weights: an H200);
+    #: `swap`: one at a time, the other in host memory, moved when the kind of job changes (a few seconds);
+    #: `auto`: both when the GPU has room for the second one after the edit model, else swap
+    #: (docs/text-to-image.md).
+    text_to_image_residency: Literal["auto", "both", "swap"] = "auto"
+
+    # the prompt rewriter (Qwen3-VL)
+    #: `2b`, `4b` or `8b` (Qwen/Qwen3-VL-<size>-Instruct), a hub id or a local folder; `off` refuses
+    #: rewrite requests. 4b fits beside the edit model on an 80 GB GPU (docs/rewriter.md).
+    rewriter_model: str = "4b"
+    #: `auto`: the edit engine's device.
+    rewriter_device: str = "auto"
+    rewriter_max_new_tokens: int = Field(default=160, ge=8, le=1024)
+    #: A rewrite taking longer keeps the original prompt.
+    rewriter_timeout_s: float = Field(default=20, gt=0)
+    #: Load the rewriter when the worker starts rather than at the first request that asks for it.
+    rewriter_preload: bool = False
+
+    # requests' own LoRAs
+    #: Largest LoRA file a request may name by URL.
+    lora_max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    #: Bound of the disk cache of downloaded LoRAs (<cache_dir>/loras); least recently used go first.
+    lora_cache_bytes: int = Field(default=20 * 1024**3, gt=0)
+    lora_fetch_timeout_s: float = Field(default=600, gt=0)
+    #: The only folder `{"path": ...}` LoRA references may name; empty refuses them.
+    lora_dir: Path | None = None
+    #: LoRAs requests may name by id, as JSON ({"my-style": "/loras/style.safetensors" or an https URL}).
+    loras: dict[str, str] = Field(default_factory=dict)
+    #: Request LoRAs kept loaded on the GPU between jobs (least recently used are unloaded past it).
+    lora_gpu_capacity: int = Field(default=4, ge=0)
+
+    # remote models
+    #: DashScope (Alibaba Model Studio) key for Wan 2.7 image; empty lists the model as unavailable.
+    dashscope_api_key: str | None = None
+    #: The region's endpoint; the vendor's documented paths are appended (Beijing: https://dashscope.aliyuncs.com).
+    dashscope_base_url: str = DASHSCOPE_INTL
+    #: Remote jobs waited on at once (they hold no GPU).
+    remote_concurrency: int = Field(default=4, ge=1)
+
+    # the model catalog
+    #: An operator's TOML catalog, added to (and overriding by id) the shipped one (docs/catalog.md).
+    catalog_file: Path | None = None
 
     # server
     host: str = "127.0.0.1"

@@ -276,9 +276,17 @@ async def get_model(model_id: str, who: Owner) -> dict[str, Any]:
 
 def _model_json(model_id: str) -> dict[str, Any]:
     spec = model_spec(model_id)
+    entry = spec.entry
     return {
         "id": spec.id,
+        "name": entry.name,
         "description": spec.description,
+        "task": entry.task,
+        "engine": entry.engine,
+        "base": entry.base,
+        "loras": [{"source": lora.ref.value, "scale": lora.ref.scale} for lora in entry.loras],
+        "available": spec.unavailable is None,
+        "unavailable_reason": spec.unavailable,
         "kinds": [kind.value for kind in spec.inputs],
         "input_schema": spec.input_schema(JobKind.EDIT),
         "input_schemas": {kind.value: spec.input_schema(kind) for kind in spec.inputs},

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reangle.core.models import MODELS
+from reangle.catalog import load_catalog
+from reangle.core.models import MODELS, TASK_INPUTS, check_one_base_per_engine, install_catalog
 from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, cuda_available
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
@@ -90,6 +91,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.slow_clients import timed_protocol
 
     settings = _with_flags(settings, args, "engine", "host", "port", "data_dir", "role")
+    _serve_catalog(settings)
     if settings.role == "worker":
         return _work(settings, models=None)
     settings, engine = _engine(settings, load=settings.role == "all")
@@ -121,7 +123,18 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         update={"role": "worker"}
     )
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
+    _serve_catalog(settings)
     return _work(settings, models)
+
+
+def _serve_catalog(settings: Settings) -> None:
+    """Serve the shipped models and the operator's catalog file; a bad entry stops here with one line."""
+    catalog = load_catalog(settings.catalog_file, inputs=TASK_INPUTS)
+    check_one_base_per_engine(catalog)
+    install_catalog(catalog, settings.model_dump())
+    for spec in MODELS.values():
+        if spec.unavailable:
+            print(f"reangle: note: model {spec.id} is unavailable: {spec.unavailable}", file=sys.stderr)
 
 
 def _work(settings: Settings, models: list[str] | None) -> int:

@@ -6,7 +6,9 @@ input into the engine's EditRequest(s).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,23 +22,73 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from reangle.catalog import Catalog, CatalogError, ModelEntry, availability, entry_inputs, load_catalog
 from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose
-from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest
+from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest, GenerateRequest
 from reangle.core.jobs import JobKind
+from reangle.core.lora_refs import KINDS, MAX_LORAS, MAX_SCALE, LoraRef, RefKind
 from reangle.errors import InvalidInput
+from reangle.remote.dashscope_body import IMAGE_SIDE_RANGE as WAN_IMAGE_SIDES
+from reangle.remote.dashscope_body import MAX_ASPECT_RATIO as WAN_MAX_ASPECT
+from reangle.remote.dashscope_body import MAX_IMAGES as WAN_MAX_IMAGES
+from reangle.remote.dashscope_body import MAX_PROMPT_CHARS as WAN_MAX_PROMPT_CHARS
+from reangle.remote.dashscope_body import SEED_RANGE as WAN_SEED_RANGE
+from reangle.remote.dashscope_body import WanImageRequest, request_from_scenario
 
 CAMERA_EDIT = "qwen-edit-multiangle-2511"
 INSTRUCTION_EDIT = "qwen-image-edit-2511"
+TEXT_TO_IMAGE = "qwen-image-2512"
+WAN_IMAGE = "wan-2.7-image"
 
 ImageRef = Annotated[
     str, Field(min_length=1, description="an uploaded asset id, a data URL, raw base64, or an http(s) URL")
 ]
 
 
+class LoraReference(BaseModel):
+    """A LoRA of the request's own, applied on top of the model's: exactly one of url, path or id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(default=None, min_length=1, description="an http(s) URL of a .safetensors file")
+    path: str | None = Field(default=None, min_length=1, description="a file in the server's LoRA folder")
+    id: str | None = Field(default=None, min_length=1, description="a LoRA the operator registered")
+    scale: float = Field(default=1.0, ge=-MAX_SCALE, le=MAX_SCALE, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoraReference:
+        if len(self._given()) != 1:
+            raise PydanticCustomError("lora_source", "give exactly one of url, path or id")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_given(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = dump(self)
+        return {name: value for name, value in data.items() if value is not None}
+
+    def _given(self) -> list[RefKind]:
+        return [kind for kind in KINDS if getattr(self, kind) is not None]
+
+    def ref(self, field: str) -> LoraRef:
+        kind = self._given()[0]
+        value: str = getattr(self, kind)
+        return LoraRef(kind=kind, value=value.strip(), scale=self.scale, field=f"{field}.{kind}")
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="your own instruction")
+    rewrite_prompt: bool = Field(
+        default=False,
+        description="rewrite your words into a precise instruction with a vision-language model that sees "
+        "the input images first (the camera phrase is never changed); the job's outputs record both",
+    )
+    loras: list[LoraReference] = Field(
+        default_factory=list,
+        max_length=MAX_LORAS,
+        description="LoRAs of your own on top of the model's: [{url | path | id, scale}]",
+    )
     num_inference_steps: int | None = Field(default=None, description="default from acceleration")
     guidance_scale: float | None = Field(default=None, description="true CFG scale; above 1 doubles the cost")
     acceleration: Literal["none", "regular", "high"] = Field(
@@ -65,6 +117,9 @@ class _Input(BaseModel):
             height=self.height,
             aspect_ratio=self.aspect_ratio,
         )
+
+    def lora_refs(self) -> list[LoraRef]:
+        return [lora.ref(f"input.loras.{index}") for index, lora in enumerate(self.loras)]
 
 
 class CameraEditInput(_Input):
@@ -199,14 +254,179 @@ class OrbitInput(_Input):
         ]
 
 
-AnyInput = CameraEditInput | InstructionEditInput | OrbitInput
+#: What each view of a local image set adds to the prompt, in order, when the request names none.
+SET_SHOTS = (
+    "wide establishing shot",
+    "medium shot",
+    "close-up on the main subject",
+    "detail shot",
+    "seen from the side",
+    "seen from behind",
+    "seen from a low angle",
+    "seen from above",
+)
+MAX_SET_SIZE = len(SET_SHOTS)
+
+
+class TextToImageInput(_Input):
+    """Generate images from a prompt (no input image).
+
+    `image_set`: a coherent set of views of one subject instead of independent images: every image shares one
+    seed (so composition, colours and subject stay alike) and adds its own shot to the prompt, from
+    `set_prompts` or, when absent, the first `num_outputs` of SET_SHOTS.
+    """
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="what to generate")
+    negative_prompt: str | None = Field(
+        default=None,
+        max_length=MAX_PROMPT_CHARS,
+        description="what to avoid; used only with true CFG (guidance_scale above 1, or acceleration none)",
+    )
+    size: str | None = Field(
+        default=None,
+        description="1K (1024x1024 at 1:1), 2K or WxH; default: the target area (1 MP) at aspect_ratio",
+    )
+    num_outputs: int = Field(default=1, description="1..4; with image_set, the set's size (up to 8)")
+    image_set: bool = Field(default=False, description="a coherent set of views of one subject")
+    set_prompts: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SET_SIZE,
+        description="with image_set: what each image of the set adds to the prompt",
+    )
+
+    @model_validator(mode="after")
+    def _set_fields(self) -> TextToImageInput:
+        if self.set_prompts is not None and not self.image_set:
+            raise PydanticCustomError("set_without_image_set", "set_prompts needs image_set: true")
+        if self.image_set and self.set_prompts is None and not 1 <= self.num_outputs <= MAX_SET_SIZE:
+            raise PydanticCustomError(
+                "set_size", f"an image set has 1 to {MAX_SET_SIZE} images, not {self.num_outputs}"
+            )
+        return self
+
+    @property
+    def images(self) -> list[str]:
+        return []
+
+    def generate_requests(self, seed: int) -> list[GenerateRequest]:
+        """One request, or one per image of a set, all on one seed (`seed` when the input names none)."""
+        base = GenerateRequest(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            size=self.size,
+            width=self.width,
+            height=self.height,
+            aspect_ratio=self.aspect_ratio,
+            num_outputs=self.num_outputs,
+            steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            acceleration=self.acceleration,
+            seed=self.seed if self.seed is not None else seed,
+        )
+        if not self.image_set:
+            return [base]
+        shots = self.set_prompts or list(SET_SHOTS[: self.num_outputs])
+        return [
+            replace(base, prompt=f"{self.prompt.rstrip().rstrip('.')}. {shot}", num_outputs=1)
+            for shot in shots
+        ]
+
+
+class WanImageInput(BaseModel):
+    """Wan 2.7 image through Alibaba's DashScope API: text-to-image, editing with up to 9 reference images,
+    image sets; the images come back into this server's own asset store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, max_length=WAN_MAX_PROMPT_CHARS, description="the image or the edit")
+    images: list[ImageRef] = Field(default_factory=list, max_length=WAN_MAX_IMAGES, description="0-9 images")
+    size: str = Field(default="2K", description="1K, 2K or WxH (768x768 to 2048x2048 pixels in all)")
+    num_outputs: int = Field(default=1, description="1..4; an image set: 1..12")
+    image_set_mode: bool = Field(default=False, description="a set of related images from one prompt")
+    thinking_mode: bool = Field(default=True, description="plan the image first (text-to-image only)")
+    seed: int | None = Field(default=None, ge=WAN_SEED_RANGE[0], le=WAN_SEED_RANGE[1])
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality")
+
+    @model_validator(mode="after")
+    def _vendor_limits(self) -> WanImageInput:
+        try:
+            self.vendor_request(images=())
+        except InvalidInput as exc:
+            field = _NATIVE_WAN_FIELDS.get(exc.field or "", "input")
+            raise PydanticCustomError(f"wan_{field}", exc.message) from None
+        return self
+
+    def vendor_request(self, images: Sequence[bytes]) -> WanImageRequest:
+        """The vendor request with the input images' bytes; InvalidInput naming Scenario's field."""
+        return request_from_scenario(
+            {
+                "prompt": self.prompt,
+                "images": list(images),
+                "size": self.size,
+                "numOutputs": self.num_outputs,
+                "imageSetMode": self.image_set_mode,
+                "thinkingMode": self.thinking_mode,
+                "seed": self.seed,
+            }
+        )
+
+
+#: Scenario's field names (as dashscope_body's errors name them) -> this API's.
+_NATIVE_WAN_FIELDS = {"numOutputs": "num_outputs", "size": "size", "prompt": "prompt", "seed": "seed"}
+
+AnyInput = CameraEditInput | InstructionEditInput | OrbitInput | TextToImageInput | WanImageInput
+
+
+def check_vendor_images(sizes: Sequence[tuple[int, int]]) -> None:
+    """Wan 2.7's own limits on each input image, checked at submit rather than failing the job later."""
+    low, high = WAN_IMAGE_SIDES
+    for position, (width, height) in enumerate(sizes):
+        where = f"input.images.{position}"
+        if not (low <= width <= high and low <= height <= high):
+            raise InvalidInput(
+                f"{where} is {width}x{height} pixels; this model takes sides of {low} to {high}", field=where
+            )
+        if max(width, height) / min(width, height) > WAN_MAX_ASPECT:
+            raise InvalidInput(
+                f"{where} is {width}x{height}, wider than the 1:8 to 8:1 it takes", field=where
+            )
+
+
+#: The kinds of job each task runs, and their inputs.
+TASK_INPUTS: dict[str, dict[JobKind, type[AnyInput]]] = {
+    "camera_edit": {JobKind.EDIT: CameraEditInput, JobKind.ORBIT: OrbitInput},
+    "instruction_edit": {JobKind.EDIT: InstructionEditInput},
+    "text_to_image": {JobKind.EDIT: TextToImageInput},
+    "image_edit_or_generate": {JobKind.EDIT: WanImageInput},
+}
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    id: str
-    description: str
+    """A served model: its catalog entry, and its inputs with the entry's defaults."""
+
+    entry: ModelEntry
     inputs: dict[JobKind, type[AnyInput]]
+    #: Why the model cannot run on this server (a setting is missing); None when it can.
+    unavailable: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def description(self) -> str:
+        return self.entry.description
+
+    @property
+    def remote(self) -> bool:
+        return self.entry.remote
+
+    @property
+    def loras(self) -> tuple[LoraRef, ...]:
+        return self.entry.lora_refs
 
     def input_schema(self, kind: JobKind = JobKind.EDIT) -> dict[str, Any]:
         return self.inputs[kind].model_json_schema()
@@ -215,30 +435,76 @@ class ModelSpec:
         if kind not in self.inputs:
             raise InvalidInput(f"model {self.id} does not run {kind.value} jobs", field="kind")
         try:
-            return self.inputs[kind].model_validate(data)
+            validated = self.inputs[kind].model_validate(data)
         except ValidationError as exc:
             raise invalid_input_from(exc, prefix="input") from None
+        self._check_limits(validated)
+        return validated
+
+    def _check_limits(self, validated: AnyInput) -> None:
+        limits = self.entry.limits
+        outputs = getattr(validated, "num_outputs", None)
+        if limits.max_outputs is not None and isinstance(outputs, int) and outputs > limits.max_outputs:
+            raise InvalidInput(
+                f"input.num_outputs: model {self.id} makes at most {limits.max_outputs} images per job",
+                field="input.num_outputs",
+            )
+        if limits.max_images is not None and len(validated.images) > limits.max_images:
+            raise InvalidInput(
+                f"input.images: model {self.id} takes at most {limits.max_images} images",
+                field="input.images",
+            )
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (
-        ModelSpec(
-            id=CAMERA_EDIT,
-            description="Qwen-Image-Edit-2511 + Multiple-Angles LoRA: the scene from another camera pose",
-            inputs={JobKind.EDIT: CameraEditInput, JobKind.ORBIT: OrbitInput},
-        ),
-        ModelSpec(
-            id=INSTRUCTION_EDIT,
-            description="Qwen-Image-Edit-2511: edit 1-3 images by instruction",
-            inputs={JobKind.EDIT: InstructionEditInput},
-        ),
-    )
-}
+#: The served models, by id: the shipped catalog until `install_catalog` puts the server's own in place.
+MODELS: dict[str, ModelSpec] = {}
+
+
+def install_catalog(catalog: Catalog, settings_values: Mapping[str, object]) -> None:
+    """Serve the models of `catalog`, each available or not by `settings_values` (the settings, as a dict)."""
+    specs = {
+        entry.id: ModelSpec(
+            entry=entry,
+            inputs=entry_inputs(entry, TASK_INPUTS[entry.task]),
+            unavailable=availability(entry, settings_values),
+        )
+        for entry in catalog
+    }
+    MODELS.clear()
+    MODELS.update(specs)
+
+
+def check_one_base_per_engine(catalog: Catalog) -> None:
+    """A local engine runs one base model (set by REANGLE_MODEL and REANGLE_TEXT_TO_IMAGE_MODEL): an entry
+    naming other base weights than the shipped models of its engine is refused rather than silently run on
+    those weights."""
+    shipped = {entry.engine: entry.base for entry in shipped_catalog() if not entry.remote}
+    for entry in catalog:
+        expected = shipped.get(entry.engine)
+        if expected is not None and entry.base != expected:
+            raise CatalogError(
+                entry.source,
+                f"the {entry.engine} engine runs one base model, {expected} (where its weights are is a "
+                f"setting); use base = {json.dumps(expected)}",
+                entry=f'model "{entry.id}"',
+                field="base",
+            )
+
+
+def shipped_catalog() -> Catalog:
+    return load_catalog(inputs=TASK_INPUTS)
+
+
+install_catalog(shipped_catalog(), {})
 
 
 #: Errors found by a whole-input check, and the field each is about (pydantic gives them no location).
-_WHOLE_INPUT_ERROR_FIELDS: dict[str, tuple[str, ...]] = {"poses_clash": ("poses",)}
+_WHOLE_INPUT_ERROR_FIELDS: dict[str, tuple[str, ...]] = {
+    "poses_clash": ("poses",),
+    "set_without_image_set": ("set_prompts",),
+    "set_size": ("num_outputs",),
+    **{f"wan_{name}": (name,) for name in _NATIVE_WAN_FIELDS.values()},
+}
 
 
 def invalid_input_from(exc: ValidationError, *, prefix: str = "") -> InvalidInput:

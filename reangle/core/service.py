@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reangle.core.assets import AssetService, new_id
-from reangle.core.edit import EditRequest, SizeLimits, plan_edit
+from reangle.core.edit import EditPlan, EditRequest, GenerateRequest, SizeLimits, plan_edit, plan_generation
 from reangle.core.inputs import UrlFetcher, resolve_image
 from reangle.core.jobs import (
     Job,
@@ -30,7 +30,14 @@ from reangle.core.jobs import (
     StatusChange,
     WebhookTarget,
 )
-from reangle.core.models import MODELS, AnyInput, ModelSpec
+from reangle.core.models import (
+    MODELS,
+    AnyInput,
+    ModelSpec,
+    TextToImageInput,
+    WanImageInput,
+    check_vendor_images,
+)
 from reangle.core.ports import AssetRecord, EventBus, JobStore, NewJob
 from reangle.core.read_cache import ReadCache
 from reangle.core.webhooks import PROGRESS_EVERY_S, wants_progress
@@ -156,6 +163,10 @@ class JobService:
     ) -> NewJob:
         """Validate the input, resolve its images into assets and plan every edit; nothing is queued yet."""
         spec = model_spec(request.model)
+        if spec.unavailable:
+            raise InvalidInput(
+                f"model {spec.id} is unavailable on this server: {spec.unavailable}", field="model"
+            )
         validated = spec.validate(request.kind, request.input)
         data = validated.model_dump(mode="json")
         sizes = []
@@ -169,7 +180,7 @@ class JobService:
             sizes.append((record.width, record.height))
         if request.kind == JobKind.ORBIT:
             data["image"] = resolved[0]
-        else:
+        elif "images" in data:
             data["images"] = resolved
         self._check_plans(validated, sizes)
         now = self.clock()
@@ -188,8 +199,16 @@ class JobService:
         return NewJob(job=job, idempotency_key=request.idempotency_key, request_hash=request_hash)
 
     def _check_plans(self, validated: AnyInput, sizes: list[tuple[int, int]]) -> None:
-        for edit in validated.edit_requests():
-            plan_edit(edit, sizes, limits=self.limits.sizes, target_area=self.limits.target_area)
+        if isinstance(validated, WanImageInput):
+            check_vendor_images(sizes)
+            return
+        requests: Sequence[EditRequest | GenerateRequest] = (
+            validated.generate_requests(seed=0)
+            if isinstance(validated, TextToImageInput)
+            else validated.edit_requests()
+        )
+        for request in requests:
+            plan_request(request, sizes, limits=self.limits.sizes, target_area=self.limits.target_area)
 
     def get(self, owner: str, job_id: str) -> Job:
         job = self.store.get_job(job_id)
@@ -424,9 +443,17 @@ def _request_hash(request: SubmitRequest) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def edit_requests(job: Job) -> list[EditRequest]:
-    """The engine requests a stored job runs (its input was validated at submit)."""
-    return model_spec(job.model).validate(job.kind, job.input).edit_requests()
+def plan_request(
+    request: EditRequest | GenerateRequest,
+    sizes: Sequence[tuple[int, int]],
+    *,
+    limits: SizeLimits,
+    target_area: int,
+) -> EditPlan:
+    """An edit planned against its input images' sizes, or a generation (which has none)."""
+    if isinstance(request, GenerateRequest):
+        return plan_generation(request, limits=limits, target_area=target_area)
+    return plan_edit(request, sizes, limits=limits, target_area=target_area)
 
 
 _CURSOR = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and below 2**63 (SQLite's integers)

@@ -49,9 +49,8 @@ from typing import Any, Literal
 from reangle.api.errors import status_for
 from reangle.core.camera_text import parse_camera_text
 from reangle.core.edit import MAX_INPUT_IMAGES, MAX_OUTPUTS
-from reangle.core.jobs import Job, JobStatus
+from reangle.core.jobs import Job, JobStatus, OutputAsset
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
-from reangle.core.service import edit_requests
 from reangle.errors import InvalidInput, NotFound, ReangleError, Unauthorized
 
 FAL_CAMERA_MODEL = "qwen-image-edit-2511-multiple-angles"
@@ -312,9 +311,9 @@ def render_edit(
     url_for: Callable[[str], str | None],
 ) -> dict[str, Any]:
     """A succeeded job as an ImagesResponse (pure, given how to read an asset and link to it)."""
-    revised = _revised_prompt(job)
     data = []
     for output in job.outputs:
+        revised = _revised_prompt(job, output)
         if response_format == "url":
             url = url_for(output.asset_id)
             if url is None:
@@ -332,11 +331,13 @@ def render_edit(
     return body
 
 
-def _revised_prompt(job: Job) -> str | None:
-    """The camera model's actual prompt (`<sks> right side view ...`); None for plain instruction edits."""
-    requests = edit_requests(job)
-    pose = requests[0].pose if requests else None
-    return pose.prompt(requests[0].prompt) if pose is not None else None
+def _revised_prompt(job: Job, output: OutputAsset) -> str | None:
+    """The prompt the model was given for `output` when it differs from the caller's: with the camera phrase
+    (`<sks> right side view ...`), or rewritten; None for plain instruction edits as given."""
+    sent = output.plan.get("prompt") if output.plan else None
+    if not isinstance(sent, str) or sent.strip() == str(job.input.get("prompt", "")).strip():
+        return None
+    return sent
 
 
 def model_object(model_id: str) -> dict[str, Any]:

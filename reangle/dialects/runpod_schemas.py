@@ -98,16 +98,12 @@ def translate(body: Any, model: str) -> Translated:
         given = RunpodInput.model_validate(data)
     except ValidationError as exc:
         raise invalid_input_from(exc, prefix="input") from None
-    if given.rewrite_prompt:
-        raise InvalidInput(
-            "input.rewrite_prompt: no prompt rewriter is configured on this server",
-            field="input.rewrite_prompt",
-            hint="leave rewrite_prompt out or send false, and write the instruction yourself",
-        )
     images = _images(given)
     common = {name: _or_default(given, name) for name in DEFAULTS}
     common |= {name: getattr(given, name) for name in PASSED if getattr(given, name) is not None}
     common |= _camera(given, model)
+    if given.rewrite_prompt:
+        common["rewrite_prompt"] = True
     prompts = _prompt(given.prompt)
     if isinstance(prompts, str) or len(prompts) == 1:
         prompt = prompts if isinstance(prompts, str) else prompts[0]

@@ -255,7 +255,10 @@ def _reencode(app: AppState, record: AssetRecord, fmt: OutputFormat) -> tuple[by
 
 @router.get(PREFIX + "/models")
 async def list_models(who: Owner) -> dict[str, Any]:
-    return {"models": [model.to_json() for model in schemas.MODELS.values()], "nextPaginationToken": None}
+    return {
+        "models": [model.to_json() for model in schemas.scenario_models().values()],
+        "nextPaginationToken": None,
+    }
 
 
 @router.get(PREFIX + "/models/{model_id}")

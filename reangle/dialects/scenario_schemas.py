@@ -13,10 +13,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reangle.api.render import iso
+from reangle.catalog import ModelEntry
 from reangle.core.edit import PRESETS
 from reangle.core.images import OutputFormat
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, TEXT_TO_IMAGE, WAN_IMAGE
+from reangle.core.models import MODELS as NATIVE_MODELS
 from reangle.core.ports import AssetRecord
 from reangle.errors import InvalidInput, NotFound
 
@@ -47,7 +49,7 @@ class InputSpec:
 
     name: str
     native: str
-    type: str  #: number | string | file_array
+    type: str  #: number | string | boolean | file_array
     description: str = ""
     label: str = ""  #: default: from the name, horizontalAngle -> "Horizontal angle"
     default: Any = None
@@ -88,6 +90,7 @@ class ScenarioModel:
     name: str
     description: str
     inputs: tuple[InputSpec, ...]
+    capabilities: tuple[str, ...] = ("img2img",)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,7 +102,7 @@ class ScenarioModel:
             "source": "other",
             "privacy": "public",
             "custom": False,
-            "capabilities": ["img2img"],
+            "capabilities": list(self.capabilities),
             "collectionIds": [],
             "exampleAssetIds": [],
             "tags": [],
@@ -154,7 +157,7 @@ CAMERA_MODEL = ScenarioModel(
     id=MODEL_PREFIX + CAMERA_EDIT,
     native=CAMERA_EDIT,
     name="Qwen Edit Multiangle 2511",
-    description="Qwen-Image-Edit-2511 + Multiple-Angles LoRA: the scene from another camera angle",
+    description="Qwen-Image-Edit-2511 + Multiple-Angles LoRA: the scene from another camera pose",
     inputs=(
         _images("the image to re-photograph: asset id, data URL or http(s) URL"),
         _num(
@@ -184,14 +187,111 @@ INSTRUCTION_MODEL = ScenarioModel(
     ),
 )
 
-MODELS: dict[str, ScenarioModel] = {model.id: model for model in (CAMERA_MODEL, INSTRUCTION_MODEL)}
-BY_NATIVE: dict[str, ScenarioModel] = {model.native: model for model in MODELS.values()}
+WAN_MODEL = ScenarioModel(
+    id=MODEL_PREFIX + "wan-2-7-image",
+    native=WAN_IMAGE,
+    name="Wan 2.7 Image",
+    capabilities=("txt2img", "img2img"),
+    description="Alibaba's Wan 2.7 image through DashScope: text-to-image, editing with up to 9 images, sets",
+    inputs=(
+        InputSpec(
+            name="prompt", native="prompt", type="string", description="the image or edit", required=True
+        ),
+        replace(
+            _images("0-9 reference images: asset ids, data URLs or http(s) URLs"),
+            minimum=0,
+            maximum=9,
+            required=False,
+        ),
+        InputSpec(name="size", native="size", type="string", default="2K", description="1K, 2K or WxH"),
+        replace(
+            _num("numOutputs", "num_outputs", 1, 1, 12, "images to make (above 4 only in image set mode)"),
+            integer=True,
+            label="Outputs",
+        ),
+        InputSpec(
+            name="imageSetMode",
+            native="image_set_mode",
+            type="boolean",
+            default=False,
+            description="a set of related images from one prompt",
+        ),
+        InputSpec(
+            name="thinkingMode",
+            native="thinking_mode",
+            type="boolean",
+            default=True,
+            description="plan the image first (text-to-image only)",
+        ),
+        replace(_num("seed", "seed", None, 0, MAX_SEED, "random when absent"), integer=True),
+    ),
+)
+
+TEXT_TO_IMAGE_MODEL = ScenarioModel(
+    id=MODEL_PREFIX + TEXT_TO_IMAGE,
+    native=TEXT_TO_IMAGE,
+    name="Qwen Image 2512",
+    description="Qwen-Image-2512: images from a prompt",
+    capabilities=("txt2img",),
+    inputs=(
+        InputSpec(name="prompt", native="prompt", type="string", description="what to make", required=True),
+        InputSpec(
+            name="negativePrompt", native="negative_prompt", type="string", description="what to avoid"
+        ),
+        InputSpec(
+            name="size", native="size", type="string", description="1K, 2K or WxH (default: 1K square)"
+        ),
+        InputSpec(
+            name="imageSetMode",
+            native="image_set",
+            type="boolean",
+            default=False,
+            description="a coherent set of views of one subject, one per output",
+        ),
+        *_shared(steps=PRESETS["none"].steps, guidance=PRESETS["none"].true_cfg_scale),
+    ),
+)
+
+#: The Scenario model of each task; a catalog model is listed as its task's, under its own id and defaults.
+TASK_MODELS: dict[str, ScenarioModel] = {
+    "camera_edit": CAMERA_MODEL,
+    "instruction_edit": INSTRUCTION_MODEL,
+    "text_to_image": TEXT_TO_IMAGE_MODEL,
+    "image_edit_or_generate": WAN_MODEL,
+}
+
+
+def scenario_models() -> dict[str, ScenarioModel]:
+    """The served models that have a Scenario id, by that id."""
+    models = {}
+    for spec in NATIVE_MODELS.values():
+        model_id = spec.entry.dialect_id("scenario")
+        if model_id is not None:
+            models[model_id] = _for_entry(TASK_MODELS[spec.entry.task], model_id, spec.entry)
+    return models
+
+
+def by_native(native_id: str) -> ScenarioModel | None:
+    return next((model for model in scenario_models().values() if model.native == native_id), None)
+
+
+def _for_entry(template: ScenarioModel, model_id: str, entry: ModelEntry) -> ScenarioModel:
+    inputs = tuple(
+        replace(spec, default=entry.defaults[spec.native], required=False)
+        if spec.native in entry.defaults
+        else spec
+        for spec in template.inputs
+    )
+    return replace(
+        template, id=model_id, native=entry.id, name=entry.name, description=entry.description, inputs=inputs
+    )
 
 
 def scenario_model(model_id: str) -> ScenarioModel:
-    if model_id not in MODELS:
-        raise NotFound(f"no model {model_id}; this server runs {', '.join(MODELS)}")
-    return MODELS[model_id]
+    models = scenario_models()
+    if model_id not in models:
+        raise NotFound(f"no model {model_id}; this server runs {', '.join(models)}")
+    return models[model_id]
 
 
 # requests ------------------------------------------------------------------------------------------------
@@ -211,7 +311,8 @@ def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict
             field=unknown[0],
             hint=f"see GET /models/{model.id}",
         )
-    acceleration = _acceleration(body.get("acceleration", "none"))
+    accelerated = "acceleration" in known
+    acceleration = _acceleration(body.get("acceleration", "none")) if accelerated else "none"
     native: dict[str, Any] = {}
     for spec in model.inputs:
         if spec.name == "acceleration":
@@ -224,7 +325,8 @@ def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict
                 native[spec.native] = spec.default
             continue
         native[spec.native] = _value(spec, value)
-    native["acceleration"] = acceleration
+    if accelerated:
+        native["acceleration"] = acceleration
     return model.native, native
 
 
@@ -242,11 +344,16 @@ def _value(spec: InputSpec, value: object) -> object:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
             raise InvalidInput(f"{spec.name} must be a list of asset ids or image URLs", field=spec.name)
-        if not 1 <= len(items) <= (spec.maximum or 1):
+        low, high = spec.minimum or 0, spec.maximum or 1
+        if not low <= len(items) <= high:
             raise InvalidInput(
-                f"{spec.name} takes 1 to {spec.maximum:g} images, got {len(items)}", field=spec.name
+                f"{spec.name} takes {low:g} to {high:g} images, got {len(items)}", field=spec.name
             )
         return items
+    if spec.type == "boolean":
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{spec.name} must be true or false, got {value!r}", field=spec.name)
+        return value
     if spec.type == "string":
         if not isinstance(value, str):
             raise InvalidInput(f"{spec.name} must be a string, got {value!r}", field=spec.name)
@@ -272,7 +379,7 @@ def _number(spec: InputSpec, value: object) -> float | int:
 
 def echo_input(job: Job) -> dict[str, Any]:
     """The job's input as Scenario body keys (`metadata.input`), image references as asset ids."""
-    model = BY_NATIVE.get(job.model)
+    model = by_native(job.model)
     if model is None:
         return {}
     echoed = {}
@@ -330,8 +437,9 @@ def asset_json(
         metadata["name"] = name
     if job is not None:
         metadata.update(parentJobId=job.id, numOutputs=len(job.outputs))
-        if job.model in BY_NATIVE:
-            metadata["modelId"] = BY_NATIVE[job.model].id
+        model = by_native(job.model)
+        if model is not None:
+            metadata["modelId"] = model.id
         for index, output in enumerate(job.outputs):
             if output.asset_id == record.id:
                 metadata["outputIndex"] = index

@@ -85,12 +85,14 @@ CANCELED_ERROR = "canceled"
 # errors ----------------------------------------------------------------------------------------------
 
 _IMAGE_FIELD = re.compile(r"\binput\.images\.(\d+)")
+_LORA_FIELD = re.compile(r"\binput\.loras\.(\d+)\.url")
 _INPUT_PREFIX = re.compile(r"\binput\.")
 
 
 def segmind_message(exc: ReangleError) -> str:
     """The error's message with native field names (`input.images.0`) written as Segmind's (`image_1`)."""
     message = _IMAGE_FIELD.sub(lambda m: f"image_{int(m.group(1)) + 1}", exc.message)
+    message = _LORA_FIELD.sub(lambda m: f"lora_{int(m.group(1)) + 2}_url", message)
     return _INPUT_PREFIX.sub("", message)
 
 
@@ -163,12 +165,14 @@ def translate(body: Any) -> SegmindRequest:
     lora = body.get("lora")
     if lora not in (None, "multiple_angle"):
         raise InvalidInput(f"lora must be 'multiple_angle', got {lora!r}", field="lora")
+    loras = []
     for name in EXTRA_LORA_FIELDS:
-        if body.get(name) not in (None, ""):
-            raise InvalidInput(
-                f"{name}: extra LoRAs by URL are not supported by this server yet; leave {name} empty",
-                field=name,
-            )
+        url = body.get(name)
+        if url in (None, ""):
+            continue
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"{name} must be an http(s) URL of a .safetensors LoRA", field=name)
+        loras.append({"url": url})
 
     aspect_ratio = _choice(body, "aspect_ratio", SEGMIND_ASPECT_RATIOS, MATCH_INPUT_IMAGE)
     image_format = _choice(body, "image_format", FORMATS, "webp")
@@ -178,13 +182,15 @@ def translate(body: Any) -> SegmindRequest:
     if not isinstance(want_base64, bool):
         raise InvalidInput(f"base64 must be true or false, got {want_base64!r}", field="base64")
 
-    common = {
+    common: dict[str, Any] = {
         "images": images,
         "seed": None if seed == -1 else seed,
         "aspect_ratio": MATCH_INPUT if aspect_ratio == MATCH_INPUT_IMAGE else aspect_ratio,
         "output_format": image_format,
         "quality": quality,
     }
+    if loras:
+        common["loras"] = loras
     camera = parse_camera_text(prompt)
     if camera.pose is None and prompt.strip():  # no camera move: the prompt goes on as written
         return SegmindRequest(input={**common, "prompt": prompt}, base64=want_base64, model=INSTRUCTION_EDIT)

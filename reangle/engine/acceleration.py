@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from reangle.core.edit import EditPlan, EditRequest, plan_edit
+from reangle.core.edit import EditPlan, EditRequest, GenerateRequest, plan_edit, plan_generation
 from reangle.engine.base import EngineInfo
 from reangle.errors import EngineError
 from reangle.settings import CompileMode, CompileSetting, FuseMode, FuseSetting
@@ -177,6 +177,17 @@ def warmup_edit(info: EngineInfo, adapters: Collection[str]) -> tuple[list[Image
     image = Image.new("RGB", (WARMUP_INPUT_SIDE, WARMUP_INPUT_SIDE), (128, 128, 128))
     plan = plan_edit(EditRequest(seed=0), [image.size], limits=info.limits, target_area=info.target_area)
     return [image], replace(plan, loras=tuple(lora for lora in plan.loras if lora.adapter in adapters))
+
+
+def warmup_generation(info: EngineInfo, adapters: Collection[str]) -> EditPlan:
+    """The default text-to-image request (4 steps) at the engine's target area, with only the LoRAs that are
+    configured."""
+    plan = plan_generation(
+        GenerateRequest(prompt="a grey cube on a table", seed=0),
+        limits=info.limits,
+        target_area=info.target_area,
+    )
+    return replace(plan, loras=tuple(lora for lora in plan.loras if lora.adapter in adapters))
 
 
 def to_pil_images(images: Any) -> list[Image.Image]:

@@ -9,13 +9,14 @@ from typing import Protocol
 
 from PIL import Image
 
-from reangle.core.edit import EditPlan, EditRequest, SizeLimits, plan_edit
+from reangle.core.edit import EditPlan, EditRequest, GenerateRequest, SizeLimits, plan_edit, plan_generation
+from reangle.engine.lora_check import ModelLayers
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
 
 #: Called after each denoising step with (steps done, total steps).
 StepCallback = Callable[[int, int], None]
-#: Polled between steps; returning True cancels the edit (it raises `Canceled`, and no image is returned).
+#: Polled between steps; returning True cancels the call (it raises `Canceled`, and no image is returned).
 StopCheck = Callable[[], bool]
 
 
@@ -31,6 +32,8 @@ class EngineInfo:
     options: dict[str, str | int] = field(default_factory=dict)
     #: What an operator should know about how the engine loaded (a speed option that fell back), for the log.
     notes: tuple[str, ...] = ()
+    #: Whether `generate` (text-to-image) is available.
+    can_generate: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +73,23 @@ class Engine(Protocol):
         Progress counts the steps of all plans together; a stop cancels the whole call.
         """
 
+    def generate(
+        self,
+        plans: Sequence[EditPlan],
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[EditResult]:
+        """Text-to-image: one result per plan (from `plan_generation`); output k of a plan has its seed + k.
+
+        Progress counts the steps of all plans and all their outputs together; a stop cancels the whole call.
+        An engine without text-to-image (`info.can_generate` False) raises EngineError.
+        """
+
+    def lora_layers(self, text_to_image: bool) -> ModelLayers:
+        """The layers a request's LoRA may target in the transformer of the edit or the text-to-image model
+        (names, and shapes where known), for checking a LoRA file before a job runs."""
+
 
 def offset_progress(on_step: StepCallback | None, done: int, total: int) -> StepCallback | None:
     """One plan's progress (step, steps) as (steps of the plans before it + step, steps of all plans)."""
@@ -85,6 +105,10 @@ def plan_for(engine: Engine, request: EditRequest, images: Sequence[Image.Image]
         limits=engine.info.limits,
         target_area=engine.info.target_area,
     )
+
+
+def plan_generation_for(engine: Engine, request: GenerateRequest) -> EditPlan:
+    return plan_generation(request, limits=engine.info.limits, target_area=engine.info.target_area)
 
 
 def random_seed() -> int:

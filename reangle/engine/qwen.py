@@ -1,4 +1,9 @@
-"""The real engine: diffusers' QwenImageEditPlusPipeline with the Lightning and Multiple-Angles LoRAs.
+"""The real engine: diffusers' QwenImageEditPlusPipeline with the Lightning and Multiple-Angles LoRAs, and
+Qwen-Image's QwenImagePipeline for text-to-image, loaded at the first generation and sharing the edit
+pipeline's text encoder, tokenizer and VAE (see text_to_image.py).
+
+A request's own LoRAs are loaded on demand into each pipeline's LRU of adapters (`AdapterCache`), so that a
+job runs exactly its own adapters and the next job with the same LoRA loads nothing.
 
 torch and diffusers are imported here only, inside methods, so that importing reangle stays light.
 """
@@ -6,11 +11,13 @@ torch and diffusers are imported here only, inside methods, so that importing re
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -27,7 +34,9 @@ from reangle.engine.acceleration import (
     to_pil_images,
     uncompile_blocks,
     warmup_edit,
+    warmup_generation,
 )
+from reangle.engine.adapter_cache import AdapterCache, AdapterHost, AdapterUse
 from reangle.engine.base import (
     EditResult,
     EngineInfo,
@@ -36,15 +45,36 @@ from reangle.engine.base import (
     offset_progress,
     random_seed,
 )
-from reangle.engine.lora import load_lora, read_lora_file, resolve_lora_file
-from reangle.engine.lora_bake import bake_default_loras, residual_loras
+from reangle.engine.lora import LoraFile, load_lora, read_lora_file, resolve_lora_file
+from reangle.engine.lora_bake import FUSE_SETTING, bake_default_loras, bake_loras, residual_loras
+from reangle.engine.lora_check import ModelLayers, model_layers
 from reangle.engine.reference_latents import REFERENCE_CACHE_SETTING, ReferenceLatents
+from reangle.engine.text_to_image import (
+    LORA_SETTINGS,
+    MODEL_SETTING,
+    TextToImage,
+    TextToImageConfig,
+    empty_transformer,
+    read_scheduler,
+    read_transformer,
+    share_with,
+    transformer_config,
+)
+from reangle.engine.text_to_image_residency import (
+    Kind,
+    TransformerPlacement,
+    free_device_bytes,
+    module_bytes,
+    resolve_residency,
+)
 from reangle.engine.views import view_prompt_arguments
-from reangle.errors import Canceled, EngineError, ReangleError
+from reangle.errors import Canceled, EngineError, LoraLoadError, ReangleError
 from reangle.settings import CompileMode, CompileSetting, FuseSetting, QuantizeMode, Settings
 
 if TYPE_CHECKING:
     from reangle.engine.fp8 import Fp8Report
+
+logger = logging.getLogger(__name__)
 
 #: Qwen-Image-Edit-2511's own scheduler/scheduler_config.json (for acceleration "none"): dynamic shifting
 #: by image size, ending at shift_terminal 0.02. The real model brings it; tiny and bench pipelines use it.
@@ -116,6 +146,10 @@ class QwenConfig:
     lora_strict: bool = True
     #: Outputs above this many pixels are VAE-decoded in tiles (REANGLE_VAE_TILE_AREA); smaller ones whole.
     vae_tile_area: int = 2 * 1024 * 1024
+    #: A request's own LoRAs kept loaded between jobs, per pipeline (REANGLE_LORA_GPU_CAPACITY).
+    lora_gpu_capacity: int = 4
+    #: The text-to-image model, loaded at the first generation; None: this engine only edits.
+    text_to_image: TextToImageConfig | None = None
 
 
 def speed_options(settings: Settings) -> dict[str, Any]:
@@ -126,6 +160,7 @@ def speed_options(settings: Settings) -> dict[str, Any]:
         "quantize": settings.quantize,
         "fuse_loras": settings.fuse_loras,
         "reference_cache": settings.reference_cache,
+        "lora_gpu_capacity": settings.lora_gpu_capacity,
     }
 
 
@@ -152,6 +187,7 @@ class QwenEngine:
             demo=config.demo,
             limits=config.limits,
             target_area=config.target_area,
+            can_generate=config.text_to_image is not None,
         )
         self._lock = threading.Lock()
         self._pipe: Any = None
@@ -169,8 +205,15 @@ class QwenEngine:
                 hint="0 encodes every reference image anew",
             )
         self._references = ReferenceLatents(config.reference_cache)
-        #: (adapter, weight) pairs active in the pipeline; None when unknown (before the first edit).
-        self._lora_selection: tuple[tuple[str, float], ...] | None = None
+        self._adapters: AdapterCache | None = None
+        self._text_to_image: TextToImage | None = None
+        self._placement: TransformerPlacement | None = None
+        self._device = config.device
+        self._dtype: Any = None
+        self._compile_mode: CompileMode = "off"
+        self._fuse_mode = "off"
+        #: The LoRA-able layers of each pipeline's transformer, once known.
+        self._layers: dict[Kind, ModelLayers] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QwenEngine:
@@ -190,6 +233,7 @@ class QwenEngine:
                 vae_tile_area=settings.vae_tile_area,
                 target_area=settings.target_area,
                 reference_area=settings.reference_area,
+                text_to_image=text_to_image_config(settings),
                 **speed_options(settings),
             )
         )
@@ -198,6 +242,20 @@ class QwenEngine:
     def pipeline(self) -> Any:
         """The loaded diffusers pipeline (None before `load`), for benchmarks and tests to inspect."""
         return self._pipe
+
+    @property
+    def text_to_image_pipeline(self) -> Any:
+        """The text-to-image pipeline (None until the first generation), for benchmarks and tests."""
+        return None if self._text_to_image is None else self._text_to_image.pipe
+
+    @property
+    def adapters(self) -> AdapterCache | None:
+        """The edit pipeline's adapter cache (None before `load`)."""
+        return self._adapters
+
+    @property
+    def text_to_image_adapters(self) -> AdapterCache | None:
+        return None if self._text_to_image is None else self._text_to_image.adapters
 
     def load(self) -> None:
         with self._lock:
@@ -242,11 +300,7 @@ class QwenEngine:
             ) from exc
         pipe.set_progress_bar_config(disable=True)
         self._decode_tiling = DecodeTiling(pipe.vae, self.config.vae_tile_area)
-        notes = [
-            note
-            for adapter, lora in lora_files.items()
-            if (note := load_lora(pipe, adapter, lora, strict=self.config.lora_strict))
-        ]
+        notes = self._load_own_loras(pipe, lora_files)
         del lora_files
         if self.config.cpu_offload:
             pipe.enable_model_cpu_offload(device=device)
@@ -262,36 +316,71 @@ class QwenEngine:
             "default": pipe.scheduler,
             "lightning": FlowMatchEulerDiscreteScheduler.from_config(LIGHTNING_SCHEDULER_CONFIG),
         }
-        self._lora_selection = None
+        self._adapters = self._adapter_cache(pipe, self.config.loras)
+        self._layers["edit"] = model_layers(pipe.transformer)
+        self._device, self._dtype, self._fuse_mode = device, dtype, fuse_mode
         self._pipe = pipe
         if compile_mode == "blocks":
-            compile_mode, compile_notes = self._compile(pipe)
+            try:
+                compile_mode, compile_notes = self._compile(pipe.transformer, self._warm_up)
+            except EngineError:
+                self._pipe = None
+                raise
             notes.extend(compile_notes)
-        self.info = replace(
-            self.info,
-            device=device,
-            notes=tuple(notes),
-            options={
-                "attention_backend": self.config.attention_backend,
-                "compile": compile_mode,
-                "quantize": self.config.quantize,
-                "fuse_loras": fuse_mode,
-                "reference_cache": self.config.reference_cache,
-            },
+        self._compile_mode = compile_mode
+        options: dict[str, str | int] = {
+            "attention_backend": self.config.attention_backend,
+            "compile": compile_mode,
+            "quantize": self.config.quantize,
+            "fuse_loras": fuse_mode,
+            "reference_cache": self.config.reference_cache,
+            "lora_gpu_capacity": self.config.lora_gpu_capacity,
+        }
+        if self.config.text_to_image is not None:
+            options["text_to_image_residency"] = self.config.text_to_image.residency
+        self.info = replace(self.info, device=device, notes=tuple(notes), options=options)
+
+    def _load_own_loras(self, pipe: Any, lora_files: Mapping[str, LoraFile]) -> list[str]:
+        return [
+            note
+            for adapter, lora in lora_files.items()
+            if (note := load_lora(pipe, adapter, lora, strict=self.config.lora_strict))
+        ]
+
+    def _adapter_cache(self, pipe: Any, own: Mapping[str, str]) -> AdapterCache:
+        return AdapterCache(
+            pipe, capacity=self.config.lora_gpu_capacity, pinned=own.keys(), loader=self._load_request_lora
         )
 
-    def _compile(self, pipe: Any) -> tuple[CompileMode, tuple[str, ...]]:
+    def _load_request_lora(self, host: AdapterHost, name: str, path: Path) -> None:
+        """A request's LoRA, read and attached as strictly as the model's own; a file that matches no layer
+        (or, strict, not all of its layers) is a LoraLoadError naming it."""
+        try:
+            note = load_lora(host, name, read_lora_file(path), strict=self.config.lora_strict)
+        except LoraLoadError as exc:
+            if self.config.quantize == "fp8" and "not supported" in exc.message:
+                raise LoraLoadError(
+                    f"{exc.message} (with REANGLE_QUANTIZE=fp8 a request's LoRA can only target layers that "
+                    "the model's own LoRAs target too)",
+                    hint="set REANGLE_QUANTIZE=none to take LoRAs on any layer",
+                ) from exc
+            raise
+        if note:
+            logger.warning(note)
+
+    def _compile(self, transformer: Any, warm_up: Callable[[], None]) -> tuple[CompileMode, tuple[str, ...]]:
         """Compile the transformer blocks and warm them up. Asked for by `auto`, a failure (no C compiler or
         Triton for inductor, say) leaves the blocks eager, with a note: the server still starts."""
         try:
-            compile_blocks(pipe.transformer, self.config.compile_backend)
-            self._warm_up()
+            compile_blocks(transformer, self.config.compile_backend)
+            warm_up()
         except EngineError as exc:
             if self.config.compile != "auto":
-                self._pipe = None
                 raise
-            uncompile_blocks(pipe.transformer)
-            self._lora_selection = None
+            uncompile_blocks(transformer)
+            for cache in (self._adapters, self.text_to_image_adapters):
+                if cache is not None:
+                    cache.forget()
             note = (
                 f"{COMPILE_SETTING}=auto: compiling the transformer blocks failed, so they run eagerly "
                 f"(slower; set {COMPILE_SETTING}=off to skip the attempt): {exc.message}"
@@ -325,10 +414,13 @@ class QwenEngine:
         seed = random_seed() if plan.seed is None else plan.seed
         with self._lock:
             self._check_loras(plan)
+            with _as_engine_errors():
+                timings = self._use("edit")
             started = time.perf_counter()
             with _as_engine_errors(), self._references.serving(self._pipe):
                 output = self._run(images, plan, seed, _prompt_arguments(plan), on_step, should_stop)
-        return EditResult(images=output, seed=seed, timings={"inference_s": time.perf_counter() - started})
+        timings["inference_s"] = time.perf_counter() - started
+        return EditResult(images=output, seed=seed, timings=timings)
 
     def edit_views(
         self,
@@ -346,11 +438,13 @@ class QwenEngine:
             return [self.edit(images, plan, on_step=on_step, should_stop=should_stop) for plan in plans]
         self.load()
         seeds = [random_seed() if plan.seed is None else plan.seed for plan in plans]
-        total = sum(plan.steps for plan in plans)
+        total = sum(plan.steps * plan.num_outputs for plan in plans)
         results = []
         with self._lock:
             for plan in plans:
                 self._check_loras(plan)
+            with _as_engine_errors():
+                timings = self._use("edit")
             started = time.perf_counter()
             with _as_engine_errors(), self._references.serving(self._pipe):
                 _stop_if_asked(should_stop)
@@ -360,12 +454,66 @@ class QwenEngine:
                     progress = offset_progress(on_step, done, total)
                     output = self._run(images, plan, seed, prompt, progress, should_stop)
                     finished = time.perf_counter()
-                    results.append(
-                        EditResult(images=output, seed=seed, timings={"inference_s": finished - started})
-                    )
-                    started = finished
-                    done += plan.steps
+                    timings["inference_s"] = finished - started
+                    results.append(EditResult(images=output, seed=seed, timings=timings))
+                    timings, started = {}, finished
+                    done += plan.steps * plan.num_outputs
         return results
+
+    def generate(
+        self,
+        plans: Sequence[EditPlan],
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[EditResult]:
+        """Text-to-image, one result per plan; the text-to-image model loads at the first call. Output k of a
+        plan runs alone with seed + k; progress counts the steps of every output of every plan."""
+        for plan in plans:  # before 58 + 41 GB of weights are read for a job that cannot run
+            self._check_generation_loras(plan)
+        self.load()
+        seeds = [random_seed() if plan.seed is None else plan.seed for plan in plans]
+        total = sum(plan.steps * plan.num_outputs for plan in plans)
+        results = []
+        with self._lock:
+            text_to_image = self._loaded_text_to_image()
+            with _as_engine_errors():
+                timings = self._use("generate")
+                started = time.perf_counter()
+                done = 0
+                for plan, seed in zip(plans, seeds, strict=True):
+                    progress = offset_progress(on_step, done, total)
+                    output = self._generate(text_to_image, plan, seed, progress, should_stop)
+                    finished = time.perf_counter()
+                    timings["inference_s"] = finished - started
+                    results.append(EditResult(images=output, seed=seed, timings=timings))
+                    timings, started = {}, finished
+                    done += plan.steps * plan.num_outputs
+        return results
+
+    def load_text_to_image(self) -> None:
+        """Load the text-to-image model now rather than at the first generation; idempotent."""
+        self.load()
+        with self._lock:
+            self._loaded_text_to_image()
+
+    def lora_layers(self, text_to_image: bool) -> ModelLayers:
+        """The layers a request's LoRA may target. The edit model's come from the loaded transformer (this
+        loads it); the text-to-image model's from its config on the meta device until it is loaded, so that
+        checking a LoRA does not load 41 GB of weights."""
+        kind: Kind = "generate" if text_to_image else "edit"
+        known = self._layers.get(kind)
+        if known is not None:
+            return known
+        if not text_to_image:
+            self.load()
+            return self._layers["edit"]
+        config = self._text_to_image_config()
+        if config.transformer_factory is not None:
+            return self.lora_layers(False)  # the same architecture; building it would cost its weights
+        layers = model_layers(empty_transformer(transformer_config(config, offline=self.config.offline)))
+        self._layers.setdefault(kind, layers)
+        return layers
 
     def forget_references(self) -> None:
         """Drop the kept reference latents: the next edit of any picture encodes it anew (benchmarks)."""
@@ -374,25 +522,144 @@ class QwenEngine:
 
     def _check_loras(self, plan: EditPlan) -> None:
         for lora in plan.loras:
-            if lora.adapter not in self.config.loras:
+            if lora.path is None and lora.adapter not in self.config.loras:
                 raise EngineError(
                     f"this edit needs the {lora.adapter} LoRA, which is not configured",
                     hint=f"set REANGLE_{lora.adapter.upper()}_LORA to its file, or pick another acceleration",
                 )
 
-    def _select_loras(self, loras: Sequence[LoraUse]) -> None:
-        """Switch adapters only when the set or a weight differs from the last edit's: peft visits every LoRA
-        layer on a switch (40-80 ms per edit on the real model, docs/benchmarks.md 1.4)."""
-        selection = tuple((lora.adapter, lora.weight) for lora in loras)
-        if selection == self._lora_selection:
-            return
-        self._lora_selection = None  # unknown until the switch is complete
-        if loras:
-            self._pipe.enable_lora()
-            self._pipe.set_adapters([lora.adapter for lora in loras], [lora.weight for lora in loras])
-        elif self.config.loras:
-            self._pipe.disable_lora()
-        self._lora_selection = selection
+    def _check_generation_loras(self, plan: EditPlan) -> None:
+        own = self._text_to_image_config().loras
+        for lora in plan.loras:
+            if lora.path is None and lora.adapter not in own:
+                setting = LORA_SETTINGS.get(lora.adapter, MODEL_SETTING)
+                raise EngineError(
+                    f"this generation needs the text-to-image model's {lora.adapter} LoRA, which is not "
+                    "configured",
+                    hint=f"set {setting} to its file, or pick another acceleration",
+                )
+
+    def _use(self, kind: Kind) -> dict[str, float]:
+        """Put `kind`'s transformer on the device; the seconds it took to move, as a timing, when any."""
+        if self._placement is None:
+            return {}
+        moved = self._placement.use(kind)
+        return {"swap_s": moved} if moved else {}
+
+    def _text_to_image_config(self) -> TextToImageConfig:
+        if self.config.text_to_image is None:
+            raise EngineError(
+                "this engine has no text-to-image model", hint=f"set {MODEL_SETTING} to a Qwen-Image model"
+            )
+        return self.config.text_to_image
+
+    def _loaded_text_to_image(self) -> TextToImage:
+        """The text-to-image pipeline, loaded on first use (under the lock)."""
+        if self._text_to_image is None:
+            self._load_text_to_image(self._text_to_image_config())
+        assert self._text_to_image is not None
+        return self._text_to_image
+
+    def _load_text_to_image(self, config: TextToImageConfig) -> None:
+        """Read the transformer and scheduler, share the rest with the edit pipeline, attach the Lightning
+        LoRAs, then apply the engine's speed options as the edit transformer got them: bake (fuse_loras),
+        FP8, attention backend, compiled blocks with one warm-up generation."""
+        edit_pipe = self._pipe
+        lora_files = {
+            adapter: read_lora_file(resolve_lora_file(location, offline=self.config.offline))
+            for adapter, location in config.loras.items()
+        }
+        mode = resolve_residency(
+            config.residency,
+            cpu_offload=self.config.cpu_offload,
+            transformer_bytes=module_bytes(edit_pipe.transformer),
+            free_bytes=free_device_bytes(self._device),
+        )
+        placement = TransformerPlacement(mode, self._device)
+        placement.add("edit", edit_pipe, resident=True)
+        try:
+            self._read_text_to_image(config, placement, lora_files)
+        except BaseException as exc:
+            self._text_to_image, self._placement = None, None
+            placement.use("edit")  # swap: the edit transformer back in place
+            if isinstance(exc, Exception) and not isinstance(exc, ReangleError):
+                raise EngineError(
+                    f"cannot load the text-to-image model {config.model}: {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+
+    def _read_text_to_image(
+        self, config: TextToImageConfig, placement: TransformerPlacement, lora_files: Mapping[str, LoraFile]
+    ) -> None:
+        edit_pipe = self._pipe
+        device, dtype = self._device, self._dtype
+        placement.park("edit")  # swap: the new transformer is read straight onto the device, in its place
+        transformer = read_transformer(
+            config,
+            dtype=dtype,
+            offline=self.config.offline,
+            device_map=None if self.config.cpu_offload else device,
+        )
+        scheduler = read_scheduler(config, offline=self.config.offline, fallback=BASE_SCHEDULER_CONFIG)
+        pipe = share_with(edit_pipe, transformer, scheduler)
+        notes = self._load_own_loras(pipe, lora_files)
+        if not self.config.cpu_offload:
+            transformer.to(device)  # a factory's transformer, or adapters read onto the host
+        baked: dict[str, float] = {}
+        if self._fuse_mode == "default":
+            baked = _bake_generation_loras(transformer, config.loras)
+        if self.config.quantize == "fp8":
+            quantize_transformer(transformer)
+        set_attention_backend(transformer, self.config.attention_backend, device=device, dtype=dtype)
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        text_to_image = TextToImage(
+            pipe=pipe,
+            adapters=self._adapter_cache(pipe, config.loras),
+            schedulers={
+                "default": scheduler,
+                "lightning": FlowMatchEulerDiscreteScheduler.from_config(LIGHTNING_SCHEDULER_CONFIG),
+            },
+            baked=baked,
+        )
+        placement.add("generate", pipe, resident=placement.mode != "offload")
+        self._text_to_image, self._placement = text_to_image, placement
+        if self._compile_mode == "blocks":
+            notes.extend(self._compile(transformer, self._warm_up_generation)[1])
+        self._layers["generate"] = model_layers(transformer)
+        self.info = replace(
+            self.info,
+            notes=(*self.info.notes, *notes),
+            options={**self.info.options, "text_to_image_residency": placement.mode},
+        )
+
+    def _warm_up_generation(self) -> None:
+        """One generation through the same path as `generate`, so that the first request does not compile."""
+        assert self._text_to_image is not None
+        plan = warmup_generation(self.info, self._text_to_image_config().loras)
+        try:
+            with _as_engine_errors():
+                self._use("generate")
+                self._generate(self._text_to_image, plan, 0, None, None)
+        except EngineError as exc:
+            raise EngineError(
+                f"the warm-up generation of {COMPILE_SETTING}=blocks failed: {exc.message}",
+                hint=f"set {COMPILE_SETTING}=off",
+            ) from exc
+
+    def _generate(
+        self,
+        text_to_image: TextToImage,
+        plan: EditPlan,
+        seed: int,
+        on_step: StepCallback | None,
+        should_stop: StopCheck | None,
+    ) -> list[Image.Image]:
+        pipe = text_to_image.pipe
+        pipe.scheduler = text_to_image.schedulers[plan.scheduler]
+        text_to_image.adapters.activate(_adapter_uses(plan.loras, text_to_image.baked))
+        arguments = {"prompt": plan.prompt, "negative_prompt": plan.negative_prompt}
+        return self._denoise(pipe, plan, seed, arguments, on_step, should_stop)
 
     def _run(
         self,
@@ -403,16 +670,30 @@ class QwenEngine:
         on_step: StepCallback | None,
         should_stop: StopCheck | None,
     ) -> list[Image.Image]:
-        """Output k runs alone with seed + k, so it is exactly the picture a single run with that seed gives
-        (a batch would differ by rounding); progress counts the steps of all outputs."""
+        """One planned edit on the edit pipeline, with exactly the plan's adapters active."""
         import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as edit_plus
-        import torch
 
         pipe = self._pipe
         pipe.scheduler = self._schedulers[plan.scheduler]
-        self._select_loras(residual_loras(plan.loras, self.baked_loras))
+        assert self._adapters is not None
+        self._adapters.activate(_adapter_uses(plan.loras, self.baked_loras))
         # NOTE: the pipeline reads this module constant at call time; one pipeline per process makes it safe.
         edit_plus.VAE_IMAGE_SIZE = self.config.reference_area
+        return self._denoise(pipe, plan, seed, {"image": list(images), **prompt}, on_step, should_stop)
+
+    def _denoise(
+        self,
+        pipe: Any,
+        plan: EditPlan,
+        seed: int,
+        arguments: dict[str, Any],
+        on_step: StepCallback | None,
+        should_stop: StopCheck | None,
+    ) -> list[Image.Image]:
+        """Output k runs alone with seed + k, so it is exactly the picture a single run with that seed gives
+        (a batch would differ by rounding); progress counts the steps of all outputs."""
+        import torch
+
         outputs: list[Image.Image] = []
         total = plan.steps * plan.num_outputs
 
@@ -430,8 +711,7 @@ class QwenEngine:
                 self._decode_tiling.for_output(plan.width, plan.height),
             ):
                 result = pipe(
-                    image=list(images),
-                    **prompt,
+                    **arguments,
                     true_cfg_scale=plan.true_cfg_scale,
                     width=plan.width,
                     height=plan.height,
@@ -456,6 +736,45 @@ def _offload_restored(pipe: Any) -> Iterator[None]:
         raise
 
 
+def text_to_image_config(settings: Settings) -> TextToImageConfig | None:
+    """The text-to-image model the settings name; None when REANGLE_TEXT_TO_IMAGE_MODEL is empty."""
+    if not settings.text_to_image_model:
+        return None
+    locations = {
+        LIGHTNING_4STEP: settings.text_to_image_lightning_4step_lora,
+        LIGHTNING_8STEP: settings.text_to_image_lightning_8step_lora,
+    }
+    return TextToImageConfig(
+        model=settings.text_to_image_model,
+        loras={adapter: where for adapter, where in locations.items() if where},
+        residency=settings.text_to_image_residency,
+    )
+
+
+def _adapter_uses(loras: Sequence[LoraUse], baked: Mapping[str, float]) -> list[AdapterUse]:
+    """The adapters to activate for a plan's LoRAs on weights holding `baked`; a request's LoRAs (never
+    baked) keep their files."""
+    paths = {lora.adapter: lora.path for lora in loras}
+    return [
+        AdapterUse(name=lora.adapter, weight=lora.weight, path=paths.get(lora.adapter))
+        for lora in residual_loras(loras, baked)
+    ]
+
+
+def _bake_generation_loras(transformer: Any, configured: Mapping[str, str]) -> dict[str, float]:
+    """Bake the default generation's Lightning LoRA (4-step at 1.0, where configured) into `transformer`."""
+    weights = {LIGHTNING_4STEP: 1.0} if LIGHTNING_4STEP in configured else {}
+    try:
+        bake_loras(transformer, weights)
+    except Exception as exc:
+        raise EngineError(
+            f"cannot bake the LoRAs into the text-to-image weights ({FUSE_SETTING}=default): "
+            f"{type(exc).__name__}: {exc}",
+            hint=f"set {FUSE_SETTING}=off",
+        ) from exc
+    return weights
+
+
 def _load_device_map(device: str, *, cpu_offload: bool) -> str | None:
     """Where `from_pretrained` puts the weights as it reads them: straight onto the device, so the host never
     holds the whole 58 GB model on its way to the GPU. diffusers takes "cuda" and "cpu" (not "cuda:1"); the
@@ -469,7 +788,7 @@ def _prompt_arguments(plan: EditPlan) -> dict[str, Any]:
 
 def _stop_if_asked(should_stop: StopCheck | None) -> None:
     if should_stop is not None and should_stop():
-        raise Canceled("the edit was canceled")
+        raise Canceled("the job was canceled")
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """The tiny engine: the real qwen engine code on a random-weight pipeline built in process, fully offline.
 
 Its images are meaningless noise-like pictures; it exists so that the real diffusers path (from_pretrained,
-LoRA loading, scheduler, callbacks) runs on any CPU in seconds, for tests and for the demo mode.
+LoRA loading, scheduler, callbacks) runs on any CPU in seconds, for tests and for the demo mode. Text-to-image
+too: a tiny QwenImagePipeline transformer and scheduler are saved beside the edit pipeline (in
+`text-to-image/`) and share its text encoder, tokenizer and VAE, as the real models do.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from typing import Any
 
 from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, SizeLimits
 from reangle.engine.qwen import BASE_SCHEDULER_CONFIG, QwenConfig, QwenEngine, quiet_libraries, speed_options
+from reangle.engine.text_to_image import TextToImageConfig
 from reangle.settings import Settings
 
 #: Bump when the builder changes, so cached copies are rebuilt.
-TINY_VERSION = 2  # 2: the base model's scheduler config
+TINY_VERSION = 3  # 2: the base model's scheduler config; 3: the text-to-image transformer
+#: The tiny text-to-image model's folder inside the tiny model's: transformer/, scheduler/ and loras/.
+TEXT_TO_IMAGE_DIR = "text-to-image"
 TINY_TARGET_AREA = 128 * 128
 TINY_REFERENCE_AREA = 64 * 64
 TINY_LIMITS = SizeLimits(min_side=16, max_side=1024)
@@ -36,14 +41,24 @@ SPECIAL_TOKENS = [
 _LORA_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "img_mlp.net.2")
 #: Generator seed of each tiny LoRA file; the Lightning ones use kohya-style keys, like the real files.
 _LORA_SEEDS = {LIGHTNING_4STEP: 4, LIGHTNING_8STEP: 8, ANGLES: 1}
+_TEXT_TO_IMAGE_LORA_SEEDS = {LIGHTNING_4STEP: 14, LIGHTNING_8STEP: 18}
 
 
 def tiny_engine(settings: Settings) -> QwenEngine:
     model_dir = ensure_tiny_model(settings.cache_dir / f"tiny-v{TINY_VERSION}")
+    text_to_image_dir = model_dir / TEXT_TO_IMAGE_DIR
     return QwenEngine(
         QwenConfig(
             model=str(model_dir),
             loras={adapter: str(model_dir / "loras" / f"{adapter}.safetensors") for adapter in _LORA_SEEDS},
+            text_to_image=TextToImageConfig(
+                model=str(text_to_image_dir),
+                loras={
+                    adapter: str(text_to_image_dir / "loras" / f"{adapter}.safetensors")
+                    for adapter in _TEXT_TO_IMAGE_LORA_SEEDS
+                },
+                residency=settings.text_to_image_residency,
+            ),
             device="cpu",
             offline=True,
             target_area=TINY_TARGET_AREA,
@@ -85,15 +100,37 @@ def write_tiny_model(directory: Path) -> None:
         write_tiny_lora(
             pipe.transformer, loras / f"{adapter}.safetensors", seed=seed, kohya=adapter != ANGLES
         )
+    write_tiny_text_to_image(directory / TEXT_TO_IMAGE_DIR)
     # model_index.json is written last, so its presence marks a complete build
     pipe.save_pretrained(directory)
+
+
+def write_tiny_text_to_image(directory: Path) -> None:
+    """The tiny text-to-image model's own parts, as the engine reads a real one: transformer/ and scheduler/
+    (the text encoder, tokenizer and VAE are the edit pipeline's), and its Lightning LoRAs in loras/."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    transformer = build_tiny_text_to_image_transformer()
+    transformer.save_pretrained(directory / "transformer")
+    FlowMatchEulerDiscreteScheduler.from_config(BASE_SCHEDULER_CONFIG).save_pretrained(
+        directory / "scheduler"
+    )
+    (directory / "loras").mkdir()
+    for adapter, seed in _TEXT_TO_IMAGE_LORA_SEEDS.items():
+        write_tiny_lora(transformer, directory / "loras" / f"{adapter}.safetensors", seed=seed, kohya=True)
+
+
+def build_tiny_text_to_image_transformer(*, num_layers: int = 2) -> Any:
+    """A seeded tiny Qwen-Image transformer: the edit one's shapes (so that it takes the same text encoder
+    and VAE), its own weights, and no `zero_cond_t` (Qwen-Image has no reference images)."""
+    return _tiny_transformer(num_layers=num_layers, seed=1, zero_cond_t=False)
 
 
 def build_tiny_components(*, num_layers: int = 2) -> dict[str, Any]:
     """Seeded tiny transformer (`num_layers` blocks), VAE and Qwen2.5-VL text encoder, with an offline
     byte-level tokenizer."""
     import torch
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -109,19 +146,8 @@ def build_tiny_components(*, num_layers: int = 2) -> dict[str, Any]:
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
     )
-    torch.manual_seed(0)
-    transformer = QwenImageTransformer2DModel(
-        patch_size=2,
-        in_channels=16,
-        out_channels=4,
-        num_layers=num_layers,
-        attention_head_dim=16,
-        num_attention_heads=3,
-        joint_attention_dim=16,
-        guidance_embeds=False,
-        axes_dims_rope=(8, 4, 4),
-        zero_cond_t=True,  # as in 2511: reference tokens are modulated with t=0
-    )
+    # as in 2511: reference tokens are modulated with t=0
+    transformer = _tiny_transformer(num_layers=num_layers, seed=0, zero_cond_t=True)
     torch.manual_seed(0)
     vae = AutoencoderKLQwenImage(
         base_dim=24,
@@ -171,6 +197,25 @@ def build_tiny_components(*, num_layers: int = 2) -> dict[str, Any]:
         "tokenizer": tokenizer,
         "processor": processor,
     }
+
+
+def _tiny_transformer(*, num_layers: int, seed: int, zero_cond_t: bool) -> Any:
+    import torch
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=num_layers,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+        zero_cond_t=zero_cond_t,
+    )
 
 
 def _build_tokenizer() -> Any:

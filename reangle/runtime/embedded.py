@@ -21,12 +21,13 @@ class EmbeddedRuntime:
         self,
         service: JobService,
         engine: Engine,
+        runner: LocalRunner,
         *,
         sweep_interval_s: float,
         webhooks: WebhookSender | None = None,
     ) -> None:
         self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
-        self.webhooks = webhooks
+        self.runner, self.webhooks = runner, webhooks
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -38,7 +39,7 @@ class EmbeddedRuntime:
                 len(requeued),
                 len(failed),
             )
-        runner = LocalRunner(self.service, self.engine)
+        runner = self.runner
         heartbeat = Heartbeat(self.service.store, self.engine, MODELS, runner.job_in_hand)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(runner.run_forever(), name="runner")

@@ -32,13 +32,16 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from reangle.core.edit import EditPlan, plan_edit
+from reangle.core.edit import EditPlan
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.jobs import Job, JobError, JobKind, OutputAsset
-from reangle.core.service import JobService, edit_requests
-from reangle.engine.base import Engine
+from reangle.core.service import JobService, model_spec, plan_request
+from reangle.engine.base import EditResult, Engine
+from reangle.engine.rewriter import Rewrite
 from reangle.errors import Canceled, ReangleError, Unavailable
+from reangle.runtime.job_prep import JobPreparer, PreparedJob
 from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
+from reangle.runtime.remote_jobs import RemoteJobs
 
 log = logging.getLogger("reangle.runner")
 
@@ -54,11 +57,21 @@ class _Rendered:
     image: Image.Image
     seed: int
     plan: EditPlan
+    rewrite: Rewrite | None = None
 
 
 class LocalRunner:
-    def __init__(self, service: JobService, engine: Engine) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        engine: Engine,
+        *,
+        preparer: JobPreparer | None = None,
+        remote: RemoteJobs | None = None,
+    ) -> None:
         self.service, self.engine = service, engine
+        self.preparer = preparer or JobPreparer(service)
+        self.remote = remote
         self._finishing: asyncio.Task[None] | None = None
         #: the job being rendered (for the heartbeat)
         self.rendering: Job | None = None
@@ -69,13 +82,36 @@ class LocalRunner:
                 try:
                     job = await self.service.next_job()
                     if job is not None:
-                        await self.run_job(job)
+                        await self.take(job)
                 except Exception:
                     # An error of the store (a locked or full disk) must not end the runner: the server would
                     # go on accepting jobs that nothing runs.
                     log.exception("the runner failed; trying again in %g s", retry_s)
                     await asyncio.sleep(retry_s)
         finally:
+            try:
+                await self.wait_finishing()
+            finally:
+                if self.remote is not None:
+                    await self.remote.stop()
+
+    async def take(self, job: Job) -> None:
+        """Run a claimed job: on the engine, or in the background when a vendor's API runs its model."""
+        if model_spec(job.model).remote:
+            if self.remote is None:
+                raise RuntimeError(f"job {job.id} needs a remote model, and this runner runs none")
+            await self.remote.start(job)
+        else:
+            await self.run_job(job)
+
+    async def run_to_end(self, job: Job) -> None:
+        """Run a claimed job and return once it has ended (a remote one too: it holds this call's slot)."""
+        if model_spec(job.model).remote:
+            if self.remote is None:
+                raise RuntimeError(f"job {job.id} needs a remote model, and this runner runs none")
+            await self.remote.run(job)
+        else:
+            await self.run_job(job)
             await self.wait_finishing()
 
     async def run_job(self, job: Job) -> None:
@@ -114,35 +150,36 @@ class LocalRunner:
             self._finishing = None
 
     async def _render_job(self, job: Job, timings: dict[str, float]) -> list[_Rendered]:
-        requests = edit_requests(job)
-        image_ids = [job.input["image"]] if job.kind == JobKind.ORBIT else job.input["images"]
-        records = [self.service.assets.get(job.owner, asset_id) for asset_id in image_ids]
-        images = await _in_thread(lambda: [self.service.assets.load_image(r) for r in records])
-        info = self.engine.info
-        plans = [
-            plan_edit(
-                request, [image.size for image in images], limits=info.limits, target_area=info.target_area
-            )
-            for request in requests
-        ]
-        inference = time.perf_counter()
-        rendered = await self._render(job, images, plans)
-        timings["inference_s"] = time.perf_counter() - inference
-        return rendered
+        async with self.preparer.prepared(job) as prepared:
+            info = self.engine.info
+            sizes = [image.size for image in prepared.images]
+            plans = [
+                plan_request(request, sizes, limits=info.limits, target_area=info.target_area)
+                for request in prepared.requests
+            ]
+            if prepared.rewrite is not None:
+                timings["rewrite_s"] = prepared.rewrite.seconds
+            inference = time.perf_counter()
+            rendered = await self._render(job, prepared, plans)
+            timings["inference_s"] = time.perf_counter() - inference
+            return rendered
 
-    async def _render(self, job: Job, images: list[Image.Image], plans: list[EditPlan]) -> list[_Rendered]:
+    async def _render(self, job: Job, prepared: PreparedJob, plans: list[EditPlan]) -> list[_Rendered]:
         loop = asyncio.get_running_loop()
         stop = self.service.stop_flag(job)
+        images = prepared.images
 
         def on_step(step: int, steps: int) -> None:
             loop.call_soon_threadsafe(self._report_progress, job, step, steps)
 
-        results = await _in_thread(
-            lambda: self.engine.edit_views(images, plans, on_step=on_step, should_stop=stop.is_set),
-            on_cancel=stop.set,
-        )
+        def run() -> list[EditResult]:
+            if prepared.generates:
+                return self.engine.generate(plans, on_step=on_step, should_stop=stop.is_set)
+            return self.engine.edit_views(images, plans, on_step=on_step, should_stop=stop.is_set)
+
+        results = await _in_thread(run, on_cancel=stop.set)
         return [
-            _Rendered(image=image, seed=result.seed + k, plan=plan)
+            _Rendered(image=image, seed=result.seed + k, plan=plan, rewrite=prepared.rewrite)
             for plan, result in zip(plans, results, strict=True)
             for k, image in enumerate(result.images)
         ]
@@ -275,7 +312,7 @@ class LocalRunner:
                 if pose
                 else None
             ),
-            plan=_sent_to_model(item.plan) if item else None,
+            plan=_sent_to_model(item) if item else None,
         )
 
 
@@ -295,6 +332,10 @@ async def _in_thread(call: Callable[[], T], *, on_cancel: Callable[[], None] | N
         raise
 
 
-def _sent_to_model(plan: EditPlan) -> dict[str, Any]:
-    """The plan of one output as the model ran it; its seed and count are the output's own fields."""
-    return {key: value for key, value in plan.to_dict().items() if key not in ("seed", "num_outputs")}
+def _sent_to_model(item: _Rendered) -> dict[str, Any]:
+    """The plan of one output as the model ran it (its seed and count are the output's own fields), and what
+    the rewriter made of the prompt when the job asked for a rewrite."""
+    sent = {key: value for key, value in item.plan.to_dict().items() if key not in ("seed", "num_outputs")}
+    if item.rewrite is not None:
+        sent["rewrite"] = item.rewrite.to_dict()
+    return sent

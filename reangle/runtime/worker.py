@@ -73,13 +73,14 @@ class WorkerRuntime:
         engine: Engine,
         settings: Settings,
         *,
+        runner: LocalRunner | None = None,
         models: Collection[str] | None = None,
         name: str | None = None,
         webhooks: WebhookSender | None = None,
     ) -> None:
         self.service, self.engine, self.webhooks = service, engine, webhooks
         self.models = sorted(models or MODELS)
-        self.runner = LocalRunner(service, engine)
+        self.runner = runner or LocalRunner(service, engine)
         # unique per process: Procrastinate can leave jobs stuck when a restarted worker reuses a name
         self.heartbeat = Heartbeat(service.store, engine, self.models, self._job_in_hand, name=name)
         self.name = self.heartbeat.name
@@ -181,10 +182,9 @@ class WorkerRuntime:
         log.info("job %s: attempt %d on worker %s", job.id, job.attempt, self.name)
         self._claimed = job.id
         try:
-            await self.runner.run_job(job)
             # the outputs are stored before Procrastinate hears the job is done: a worker killed while
             # storing leaves a stalled job that another worker runs again
-            await self.runner.wait_finishing()
+            await self.runner.run_to_end(job)
         finally:
             self._claimed = None
 

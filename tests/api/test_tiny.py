@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from reangle.client import Health
+from reangle.core.models import TEXT_TO_IMAGE
 from tests.api.conftest import KEY_A, ServerFactory, download, edit_input, submit, succeeded, upload
 
 pytestmark = pytest.mark.tiny
@@ -29,6 +31,8 @@ def test_a_camera_edit_runs_on_the_tiny_pipeline(serve: ServerFactory) -> None:
             "quantize": "fp8",
             "fuse_loras": "default",
             "reference_cache": 8,
+            "lora_gpu_capacity": 4,
+            "text_to_image_residency": "auto",
         }
         assert Health.model_validate(health).options["reference_cache"] == 8  # the SDK reads it as a number
         asset = upload(api)
@@ -41,3 +45,31 @@ def test_a_camera_edit_runs_on_the_tiny_pipeline(serve: ServerFactory) -> None:
         image = Image.open(io.BytesIO(response.content))
         image.load()
         assert (image.format, image.size) == ("PNG", (64, 48))
+
+
+def test_text_to_image_a_rewrite_and_a_request_lora_run_on_the_tiny_pipelines(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    from reangle.engine.tiny import build_tiny_components, write_tiny_lora
+
+    (tmp_path / "loras").mkdir()
+    write_tiny_lora(build_tiny_components()["transformer"], tmp_path / "loras" / "mine.safetensors", seed=11)
+    server = serve(engine="tiny", lora_dir=str(tmp_path / "loras"))
+    with server.client(KEY_A) as api:
+        generated = submit(
+            api, {"prompt": "a lighthouse", "width": 64, "height": 48, "seed": 2}, model=TEXT_TO_IMAGE
+        )
+        [output] = succeeded(api, generated["id"], timeout=120)["output"]["assets"]
+        assert (output["width"], output["height"], output["seed"]) == (64, 48, 2)
+        asset = upload(api)
+        lora = {"path": "mine.safetensors", "scale": 0.5}
+        edited = submit(api, edit_input(asset["id"], prompt="add snow", rewrite_prompt=True, loras=[lora]))
+        [output] = succeeded(api, edited["id"], timeout=120)["output"]["assets"]
+        rewrite = output["plan"]["rewrite"]
+        # the tiny Qwen3-VL's random answers are never usable: the real generate path ran and fell back
+        assert (rewrite["original_prompt"], rewrite["rewritten"]) == ("add snow", False)
+        assert rewrite["fallback_reason"] in ("malformed", "empty", "overlong", "refused")
+        assert output["plan"]["prompt"].endswith(" add snow")
+        assert [
+            lora["weight"] for lora in output["plan"]["loras"] if lora["adapter"].startswith("lora_")
+        ] == [0.5]

@@ -183,7 +183,16 @@ def test_batch_children_each_have_their_own_result(api: httpx.Client) -> None:
 
 def test_models_list_their_input_schemas_with_defaults(api: httpx.Client) -> None:
     models = {model["id"]: model for model in api.get("/v1/models").json()["data"]}
-    assert set(models) == {CAMERA_EDIT, INSTRUCTION_EDIT}
+    assert set(models) == {CAMERA_EDIT, INSTRUCTION_EDIT, "qwen-image-2512", "wan-2.7-image"}
+    assert [models[name]["task"] for name in sorted(models)] == [
+        "camera_edit",
+        "text_to_image",
+        "instruction_edit",
+        "image_edit_or_generate",
+    ]
+    assert models[CAMERA_EDIT]["available"] is True
+    assert models["wan-2.7-image"]["available"] is False
+    assert "REANGLE_DASHSCOPE_API_KEY" in models["wan-2.7-image"]["unavailable_reason"]
     camera = models[CAMERA_EDIT]
     assert camera["kinds"] == ["edit", "orbit"]
     properties = camera["input_schema"]["properties"]
@@ -232,7 +241,12 @@ def test_healthz_names_the_engine_the_storage_and_the_runner_and_counts_the_queu
     }
     assert runner["name"].endswith(f":{shared_server.process.pid}")  # type: ignore[union-attr]
     assert (runner["engine"], runner["device"]) == ("fake", "cpu")
-    assert set(runner["models"]) == {"qwen-edit-multiangle-2511", "qwen-image-edit-2511"}
+    assert set(runner["models"]) == {
+        "qwen-edit-multiangle-2511",
+        "qwen-image-edit-2511",
+        "qwen-image-2512",
+        "wan-2.7-image",
+    }
     assert runner["last_heartbeat"] >= runner["started_at"]
 
     asset = upload(api)

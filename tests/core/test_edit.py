@@ -1,11 +1,23 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from reangle.core.camera import CameraPose
-from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditRequest, SizeLimits, plan_edit
+from reangle.core.edit import (
+    ANGLES,
+    LIGHTNING_4STEP,
+    LIGHTNING_8STEP,
+    MAX_PROMPT_CHARS,
+    EditRequest,
+    GenerateRequest,
+    LoraUse,
+    SizeLimits,
+    plan_edit,
+    plan_generation,
+)
 from reangle.errors import InvalidInput
 
 QWEN = SizeLimits(min_side=256, max_side=2048)
@@ -154,3 +166,117 @@ def test_an_edit_without_a_pose_uses_no_angle_lora_and_the_bare_instruction():
 def test_the_seed_is_kept_when_given_and_absent_otherwise():
     assert plan(EditRequest(seed=7)).seed == 7
     assert plan(EditRequest()).seed is None
+
+
+STYLE = LoraUse(adapter="lora_0123456789abcdef", weight=0.7, path=Path("/srv/cache/loras/style.safetensors"))
+
+
+def test_a_requests_own_loras_run_after_the_models_and_the_plan_shows_no_path():
+    result = plan(EditRequest(pose=CameraPose(azimuth_deg=90), extra_loras=(STYLE,)))
+    assert [lora.adapter for lora in result.loras] == [LIGHTNING_4STEP, ANGLES, STYLE.adapter]
+    assert result.loras[-1].path == STYLE.path
+    assert result.to_dict()["loras"][-1] == {"adapter": STYLE.adapter, "weight": 0.7}
+    assert "/srv" not in str(result.to_dict())
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [
+        (STYLE, STYLE),
+        (LoraUse(adapter="lora_x", weight=math.inf, path=Path("x.safetensors")),),
+        (LoraUse(adapter="lora_x", weight=-4.5, path=Path("x.safetensors")),),
+    ],
+)
+def test_a_lora_twice_or_at_a_strength_out_of_range_is_refused(extras):  # type: ignore[no-untyped-def]
+    for make in (lambda: plan(EditRequest(extra_loras=extras)), lambda: generation(extra_loras=extras)):
+        with pytest.raises(InvalidInput) as caught:
+            make()
+        assert caught.value.field == "loras"
+
+
+# text-to-image ----------------------------------------------------------------------------------------------
+
+
+def generation(**fields):  # type: ignore[no-untyped-def]
+    fields.setdefault("prompt", "a lighthouse at dawn")
+    return plan_generation(GenerateRequest(**fields), limits=QWEN, target_area=ONE_MP)
+
+
+@pytest.mark.parametrize(
+    ("fields", "size"),
+    [
+        ({}, (1024, 1024)),
+        ({"aspect_ratio": "16:9"}, (1360, 768)),
+        ({"size": "1K"}, (1024, 1024)),
+        ({"size": "1k", "aspect_ratio": "9:16"}, (768, 1360)),
+        ({"size": "2K"}, (2048, 2048)),
+        ({"size": "2K", "aspect_ratio": "16:9"}, (2048, 1152)),  # scaled down whole to the longest side
+        ({"size": "2K", "aspect_ratio": "21:9"}, (2048, 864)),
+        ({"size": "1328x1328"}, (1328, 1328)),
+        ({"size": "1664*928"}, (1664, 928)),
+        ({"size": " 1000 x 700 "}, (992, 688)),
+        ({"width": 1000, "height": 700}, (992, 688)),
+        ({"width": 800}, (800, 800)),
+        ({"width": 1600, "aspect_ratio": "16:9"}, (1600, 896)),
+        ({"height": 900, "aspect_ratio": "3:2"}, (1344, 896)),
+    ],
+)
+def test_generation_sizes(fields, size):  # type: ignore[no-untyped-def]
+    result = generation(**fields)
+    assert (result.width, result.height) == size
+
+
+def test_the_default_generation_size_is_the_target_area():
+    result = plan_generation(GenerateRequest(prompt="x"), limits=QWEN, target_area=1328 * 1328)
+    assert (result.width, result.height) == (1328, 1328)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"prompt": "  "}, "prompt"),
+        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "prompt"),
+        ({"negative_prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "negative_prompt"),
+        ({"size": "4K"}, "size"),
+        ({"size": "big"}, "size"),
+        ({"size": "4096x1024"}, "size"),
+        ({"size": "1024x100"}, "size"),
+        ({"size": "1K", "width": 512}, "size"),
+        ({"size": "1024x1024", "aspect_ratio": "1:1"}, "aspect_ratio"),
+        ({"width": 512, "height": 512, "aspect_ratio": "1:1"}, "aspect_ratio"),
+        ({"aspect_ratio": "match_input"}, "aspect_ratio"),
+        ({"width": 2100}, "width"),
+        ({"height": 240}, "height"),
+        ({"width": 2000, "aspect_ratio": "9:16"}, "height"),
+        ({"num_outputs": 5}, "num_outputs"),
+        ({"steps": 0}, "num_inference_steps"),
+        ({"guidance_scale": 21}, "guidance_scale"),
+        ({"seed": -1}, "seed"),
+        ({"acceleration": "turbo"}, "acceleration"),
+    ],
+)
+def test_bad_generation_requests_name_the_field(fields, field):  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        generation(**fields)
+    assert caught.value.field == field
+    assert caught.value.message
+
+
+def test_generation_presets_and_loras():
+    fast = generation(extra_loras=(STYLE,), seed=5, num_outputs=2)
+    assert (fast.steps, fast.true_cfg_scale, fast.scheduler, fast.pose) == (4, 1.0, "lightning", None)
+    assert [(lora.adapter, lora.weight) for lora in fast.loras] == [
+        (LIGHTNING_4STEP, 1.0),
+        (STYLE.adapter, 0.7),
+    ]
+    assert (fast.seed, fast.num_outputs, fast.prompt) == (5, 2, "a lighthouse at dawn")
+    assert generation(acceleration="regular").loras[0].adapter == LIGHTNING_8STEP
+    base = generation(acceleration="none")
+    assert (base.steps, base.true_cfg_scale, base.scheduler, base.loras) == (50, 4.0, "default", ())
+
+
+def test_the_negative_prompt_runs_only_with_true_cfg():
+    assert generation(negative_prompt="blurry").negative_prompt is None  # Lightning: guidance 1
+    assert generation(negative_prompt=" blurry ", guidance_scale=2.5).negative_prompt == "blurry"
+    assert generation(acceleration="none").negative_prompt == " "
+    assert generation(acceleration="none", negative_prompt="blurry").negative_prompt == "blurry"

@@ -271,7 +271,12 @@ def test_idempotency_key_returns_the_same_job(server: RunningServer, new_jobs: N
 
 def test_models_and_unknown_urls(server: RunningServer) -> None:
     sdk = client(server)
-    assert {model.id for model in sdk.models.list()} == {"qwen-edit-multiangle-2511", "qwen-image-edit-2511"}
+    assert {model.id for model in sdk.models.list()} == {
+        "qwen-edit-multiangle-2511",
+        "qwen-image-edit-2511",
+        "qwen-image-2512",
+        "wan-2.7-image",
+    }
     with pytest.raises(openai.NotFoundError) as caught:
         sdk.images.generate(prompt="a cat")
     assert "images/generations" in str(caught.value.message)

@@ -122,6 +122,21 @@ def test_prompt_list_is_a_batch_with_one_image_per_item(
     assert body["delayTime"] >= 0
 
 
+def test_rewrite_prompt_rewrites_the_words_and_the_job_records_both(
+    endpoint: runpod.Endpoint, server: RunningServer
+) -> None:
+    job = endpoint.run(camera_input(prompt="make it winter", rewrite_prompt=True, width=64, height=48))
+    assert job.output(timeout=30) is not None
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    native = httpx.get(f"{server.url}/v1/jobs/{job.job_id}", headers=headers).json()
+    (asset,) = native["output"]["assets"]
+    assert asset["plan"]["rewrite"]["original_prompt"] == "make it winter"
+    assert asset["plan"]["rewrite"]["rewritten"] is True
+    assert asset["plan"]["prompt"].startswith(
+        "<sks> right side view elevated shot medium shot make it winter ("
+    )
+
+
 def test_one_prompt_with_several_images_is_one_reference_edit(endpoint: runpod.Endpoint) -> None:
     output = endpoint.run_sync(
         {"images": [png_base64(), png_base64(64, 64)], "prompt": "style of image 2 on image 1"}, timeout=60
@@ -230,7 +245,6 @@ def test_purge_queue_cancels_only_this_keys_queued_jobs(
     ("extra", "words"),
     [
         ({"azimuth": "abc"}, "azimuth"),
-        ({"rewrite_prompt": True}, "no prompt rewriter"),
         ({"images": [png_base64()] * 2, "image": None, "prompt": ["a", "b", "c"]}, "3 prompts for 2 images"),
         ({"image": "not base64 at all!"}, "input.images.0"),
         ({"num_inference_steps": 0}, "num_inference_steps"),

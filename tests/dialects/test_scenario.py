@@ -310,7 +310,12 @@ def test_model_has_inputs_with_seed_defaults(client: Scenario) -> None:
     assert inputs["images"].type == "file_array"
     assert inputs["images"].required is not None
     assert inputs["images"].required.always is True
-    assert {model.id for model in client.models.list()} == {CAMERA, INSTRUCTION}
+    assert {model.id for model in client.models.list()} == {
+        CAMERA,
+        INSTRUCTION,
+        "model_qwen-image-2512",
+        "model_wan-2-7-image",
+    }
 
 
 def test_json_errors_even_for_bodies_that_are_not_json(server: RunningServer) -> None:

@@ -20,10 +20,10 @@ from reangle.core.ports import AssetRecord
 from reangle.core.service import model_spec
 from reangle.dialects.scenario import api_key, render_error
 from reangle.dialects.scenario_schemas import (
-    MODELS,
     asset_json,
     job_json,
     scenario_model,
+    scenario_models,
     target_format,
     translate_request,
 )
@@ -85,9 +85,11 @@ def test_model_renders_with_inputs(case: dict[str, Any]) -> None:
 
 
 def test_every_model_maps_to_a_native_model() -> None:
-    assert sorted(model.native for model in MODELS.values()) == [
+    assert sorted(model.native for model in scenario_models().values()) == [
         "qwen-edit-multiangle-2511",
+        "qwen-image-2512",
         "qwen-image-edit-2511",
+        "wan-2.7-image",
     ]
 
 

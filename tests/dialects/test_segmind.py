@@ -262,7 +262,7 @@ def test_unknown_or_other_keys_request_is_404(server: RunningServer, key: str) -
 BAD_INPUTS = [
     ({"image_format": "bmp"}, "image_format"),
     ({"image_2": png_base64(), "image_3": png_base64(), "image_4": png_base64()}, "at most 3 images"),
-    ({"lora_2_url": "https://example.com/style.safetensors"}, "not supported"),
+    ({"lora_2_url": "file:///etc/passwd"}, "lora_2_url must be an http(s) URL"),
     ({"seed": -7}, "seed"),
     ({"quality": 0}, "quality"),
     ({"aspect_ratio": "7:5"}, "aspect_ratio"),

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from reangle.core.camera import CameraPose
-from reangle.core.edit import EditRequest
-from reangle.engine.base import create_engine, plan_for
+from reangle.core.edit import EditRequest, GenerateRequest
+from reangle.engine.base import create_engine, plan_for, plan_generation_for
 from reangle.engine.fake import FakeEngine
 from reangle.errors import Canceled, EngineError
 from reangle.settings import Settings
@@ -93,3 +93,30 @@ def test_should_stop_cancels_the_remaining_views(settings):  # type: ignore[no-u
             IMAGES, plans, on_step=lambda done, _total: seen.append(done), should_stop=lambda: len(seen) >= 6
         )
     assert seen == [1, 2, 3, 4, 5, 6]
+
+
+def test_generate_gives_the_planned_count_and_size_deterministically(settings):  # type: ignore[no-untyped-def]
+    engine = FakeEngine(settings)
+    assert engine.info.can_generate
+    plan = plan_generation_for(engine, GenerateRequest(prompt="a red kite", size="1K", num_outputs=3, seed=9))
+    first, again = engine.generate([plan])[0], engine.generate([plan])[0]
+    assert [image.size for image in first.images] == [(1024, 1024)] * 3
+    assert [i.tobytes() for i in first.images] == [i.tobytes() for i in again.images]
+    assert len({image.tobytes() for image in first.images}) == 3
+
+
+def test_generate_counts_every_outputs_steps_and_a_stop_cancels_the_call(settings):  # type: ignore[no-untyped-def]
+    engine = FakeEngine(settings)
+    plans = [
+        plan_generation_for(engine, GenerateRequest(prompt=f"view {k}", steps=2, num_outputs=2, width=64))
+        for k in range(2)
+    ]
+    seen: list[tuple[int, int]] = []
+    engine.generate(plans, on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(done, 8) for done in range(1, 9)]
+    seen.clear()
+    with pytest.raises(Canceled):
+        engine.generate(
+            plans, on_step=lambda done, total: seen.append((done, total)), should_stop=lambda: len(seen) >= 5
+        )
+    assert len(seen) == 5

@@ -18,13 +18,9 @@ from typing import Any
 import pytest
 import torch
 
+from reangle.core.lora_refs import LoraRef, parse_lora_refs
 from reangle.engine.lora_check import check_lora_file, model_layers
-from reangle.engine.lora_sources import (
-    LoraRef,
-    LoraSources,
-    LoraSourcesConfig,
-    parse_lora_refs,
-)
+from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
 from reangle.errors import InvalidInput, LoraLoadError, TooLarge, Unavailable
 from reangle.store.url_fetch import FetchPolicy
 from tests.engine.lora_support import TARGETS, lora_bytes, lora_tensors, tiny_pipe, write_lora

@@ -1,0 +1,105 @@
+"""What a job needs before the engine runs it: its input images, its prompt rewritten when it asks for that,
+its model's and its own LoRAs as checked local files, and the engine requests built from all of those."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+
+from PIL import Image
+
+from reangle.core.edit import EditRequest, GenerateRequest, LoraUse
+from reangle.core.jobs import Job
+from reangle.core.lora_refs import LoraRef
+from reangle.core.models import AnyInput, ModelSpec, TextToImageInput, WanImageInput
+from reangle.core.service import JobService, model_spec
+from reangle.engine.base import random_seed
+from reangle.engine.lora_check import ModelLayers
+from reangle.engine.lora_sources import LoraSources, ResolvedLora
+from reangle.engine.rewriter import PromptRewriter, Rewrite, kept
+from reangle.errors import InvalidInput
+
+EngineRequest = EditRequest | GenerateRequest
+#: The layers a LoRA may target in the engine's model for a task (True: text-to-image).
+LayersFor = Callable[[bool], ModelLayers]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedJob:
+    spec: ModelSpec
+    input: AnyInput
+    images: list[Image.Image]
+    requests: list[EngineRequest]
+    #: What the rewriter made of the prompt; None when the job did not ask for a rewrite.
+    rewrite: Rewrite | None
+    loras: list[ResolvedLora]
+
+    @property
+    def generates(self) -> bool:
+        return isinstance(self.input, TextToImageInput)
+
+
+class JobPreparer:
+    def __init__(
+        self,
+        service: JobService,
+        *,
+        rewriter: PromptRewriter | None = None,
+        loras: LoraSources | None = None,
+        layers: LayersFor | None = None,
+    ) -> None:
+        self.service, self.rewriter, self.loras, self.layers = service, rewriter, loras, layers
+
+    def validated(self, job: Job) -> tuple[ModelSpec, AnyInput]:
+        spec = model_spec(job.model)
+        return spec, spec.validate(job.kind, job.input)
+
+    async def load_images(self, job: Job, image_ids: Sequence[str]) -> list[Image.Image]:
+        records = [self.service.assets.get(job.owner, asset_id) for asset_id in image_ids]
+        return await asyncio.to_thread(lambda: [self.service.assets.load_image(r) for r in records])
+
+    @contextlib.asynccontextmanager
+    async def prepared(self, job: Job) -> AsyncIterator[PreparedJob]:
+        """The job ready for a local engine; its LoRA files stay in the cache until the block ends."""
+        spec, validated = self.validated(job)
+        if isinstance(validated, WanImageInput):
+            raise TypeError(f"model {spec.id} runs remotely, not on a local engine")
+        images = await self.load_images(job, validated.images)
+        rewrite = None
+        if validated.rewrite_prompt:
+            rewrite = await self._rewrite(validated.prompt, images)
+        words = rewrite.prompt if rewrite else validated.prompt
+        validated = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})
+        refs = [*spec.loras, *validated.lora_refs()]
+        generates = isinstance(validated, TextToImageInput)
+        async with self._resolved(refs, generates) as loras:
+            extra = tuple(LoraUse(adapter=lora.adapter, weight=lora.scale, path=lora.path) for lora in loras)
+            if isinstance(validated, TextToImageInput):
+                requests: list[EngineRequest] = list(validated.generate_requests(random_seed()))
+            else:
+                requests = list(validated.edit_requests())
+            requests = [replace(request, extra_loras=extra) for request in requests]
+            yield PreparedJob(
+                spec=spec, input=validated, images=images, requests=requests, rewrite=rewrite, loras=loras
+            )
+
+    async def _rewrite(self, words: str, images: list[Image.Image]) -> Rewrite:
+        if self.rewriter is None:
+            return kept(words, "skipped", "this server runs no prompt rewriter (REANGLE_REWRITER_MODEL=off)")
+        if not words.strip():
+            return kept(words, "skipped", "there were no words of your own to rewrite")
+        rewriter = self.rewriter
+        return await asyncio.to_thread(rewriter.rewrite, words, images)
+
+    @contextlib.asynccontextmanager
+    async def _resolved(self, refs: list[LoraRef], generates: bool) -> AsyncIterator[list[ResolvedLora]]:
+        if not refs:
+            yield []
+            return
+        if self.loras is None or self.layers is None:
+            raise InvalidInput("this server takes no LoRAs of a request's own", field=refs[0].field)
+        layers = await asyncio.to_thread(self.layers, generates)  # may load the model, or read its config
+        async with self.loras.resolved(refs, layers) as found:
+            yield found

@@ -1,0 +1,160 @@
+"""Jobs of models served by a vendor's API (Wan 2.7 image through DashScope): no GPU of ours runs them, so
+several wait on the vendor at once beside the local engine, each as its own task.
+
+A job's vendor task is created once: an error of the vendor (refused content, a bad key, a task that did not
+finish in time) fails the job with the vendor's reason rather than sending the request again, which could
+bill twice. Only an unavailable store or bucket hands the job back, as for local jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from reangle.core.images import MIME_TYPES, decode_image, encode_image
+from reangle.core.jobs import Job, JobError, OutputAsset
+from reangle.core.models import WanImageInput
+from reangle.core.service import JobService
+from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
+from reangle.remote.dashscope import DashScopeClient, TaskResult, TaskUpdate
+from reangle.remote.errors import ProviderConfigError
+from reangle.runtime.job_prep import JobPreparer
+
+log = logging.getLogger("reangle.remote")
+
+ClientFactory = Callable[[str], DashScopeClient]
+#: How far along a vendor's task is, as the job's progress (there are no steps to count).
+_PROGRESS = {"PENDING": (0, 3), "RUNNING": (1, 3), "SUCCEEDED": (2, 3)}
+
+
+class RemoteJobs:
+    def __init__(
+        self,
+        service: JobService,
+        preparer: JobPreparer,
+        client: ClientFactory | None,
+        *,
+        concurrency: int,
+        unavailable: str = "",
+    ) -> None:
+        self.service, self.preparer, self._client = service, preparer, client
+        self.unavailable = unavailable
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, job: Job) -> None:
+        """Run `job` in the background once a slot is free (waits for the slot, not for the job)."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self.run(job), name=f"remote {job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def stop(self) -> None:
+        """Stop following every job in flight; each goes back to the queue (its vendor task is let go)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run(self, job: Job) -> None:
+        """Run `job` to its end (as `start` does in the background)."""
+        started = time.perf_counter()
+        timings = {"queue_s": (job.started_at or job.created_at) - job.created_at}
+        try:
+            outputs = await self._render(job, timings)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Unavailable):
+                self.service.release(job)
+            raise
+        except Canceled:
+            self.service.mark_canceled(job)
+            return
+        except _StoreUnavailable as exc:
+            log.warning("job %s: %s; handing it back", job.id, exc.__cause__)
+            with contextlib.suppress(Unavailable):
+                self.service.release(job)
+            return
+        except ReangleError as exc:
+            self.service.fail(job, JobError(code=exc.code, message=exc.message, hint=exc.hint), timings)
+            return
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.id)
+            error = JobError(code="internal_error", message="the remote job failed (the server log has why)")
+            self.service.fail(job, error, timings)
+            return
+        timings["run_s"] = time.perf_counter() - started
+        self.service.complete(job, outputs, timings)
+
+    async def _render(self, job: Job, timings: dict[str, float]) -> list[OutputAsset]:
+        spec, validated = self.preparer.validated(job)
+        if not isinstance(validated, WanImageInput):
+            raise TypeError(f"model {spec.id} is not a remote model")
+        if self._client is None:
+            raise ProviderConfigError(f"model {spec.id} is unavailable: {self.unavailable}")
+        try:
+            images = await asyncio.to_thread(self._inputs, job, validated)
+        except Unavailable as exc:
+            raise _StoreUnavailable from exc
+        body = validated.vendor_request(images).to_body(spec.entry.base)
+        stop = self.service.stop_flag(job)
+        remote = time.perf_counter()
+        async with self._client(spec.entry.base) as client:
+            result = await client.generate(
+                body, on_status=lambda update: self._progress(job, update), should_stop=stop.is_set
+            )
+        timings["inference_s"] = time.perf_counter() - remote
+        if stop.is_set():
+            raise Canceled("the job was canceled while its images were downloaded")
+        try:
+            return await asyncio.to_thread(self._store, job, validated, result)
+        except Unavailable as exc:
+            raise _StoreUnavailable from exc
+
+    def _inputs(self, job: Job, validated: WanImageInput) -> list[bytes]:
+        images = []
+        for position, asset_id in enumerate(validated.images):
+            self.service.assets.get(job.owner, asset_id)  # still there, and the job owner's
+            found = self.service.assets.read_bytes(asset_id)
+            if found is None:
+                raise AssetGone(f"input image {position} (asset {asset_id}) is gone")
+            images.append(found[0])
+        return images
+
+    def _progress(self, job: Job, update: TaskUpdate) -> None:
+        step = _PROGRESS.get(update.status)
+        if step is not None:
+            with contextlib.suppress(Unavailable):
+                self.service.report_progress(job, *step)
+
+    def _store(self, job: Job, validated: WanImageInput, result: TaskResult) -> list[OutputAsset]:
+        fmt = validated.output_format
+        outputs = []
+        for image in result.images:
+            data, mime = image.data, image.mime_type
+            if mime != MIME_TYPES[fmt]:
+                data, mime = encode_image(decode_image(data).image, fmt, validated.quality), MIME_TYPES[fmt]
+            record = self.service.assets.put_output(
+                job.owner, data, mime, image.width, image.height, job_id=job.id
+            )
+            outputs.append(
+                OutputAsset(
+                    asset_id=record.id,
+                    role="image",
+                    width=image.width,
+                    height=image.height,
+                    mime_type=mime,
+                    seed=validated.seed,
+                    plan={"provider": "dashscope", "task_id": result.task_id, "usage": result.usage},
+                )
+            )
+        return outputs
+
+
+class _StoreUnavailable(Exception):
+    """Our own store or bucket was unavailable (not the vendor): the job is handed back."""
