@@ -96,6 +96,13 @@ class DashScopeStandIn:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def reset(self, behavior: Behavior) -> None:
+        """Start over with `behavior`: no request seen, no task (for a stand-in shared by several tests)."""
+        with self.lock:
+            self.behavior = behavior
+            self.seen.clear()
+            self.tasks.clear()
+
     def count(self, method: str, path_start: str) -> int:
         with self.lock:
             return sum(1 for s in self.seen if s.method == method and s.path.startswith(path_start))
@@ -103,6 +110,34 @@ class DashScopeStandIn:
     def creates(self) -> list[Seen]:
         with self.lock:
             return [s for s in self.seen if s.method == "POST" and s.path == CREATE_PATH]
+
+    def advance(self) -> None:
+        """Every task waiting in PENDING or RUNNING moves to its next status at its next poll (for tasks
+        created with `pending_polls` or `running_polls` too large to pass on their own)."""
+        with self.lock:
+            for task in self.tasks.values():
+                status = task.status()
+                if status == "PENDING":
+                    task.pending_polls = task.polls
+                elif status == "RUNNING":
+                    task.running_polls = task.polls - task.pending_polls
+
+    def finish(self) -> None:
+        """Every task waiting in PENDING or RUNNING reaches its outcome at its next poll."""
+        with self.lock:
+            for task in self.tasks.values():
+                if task.status() in ("PENDING", "RUNNING"):
+                    task.pending_polls, task.running_polls = task.polls, 0
+
+    def statuses(self) -> list[str]:
+        """The status of every task created so far, in creation order (without polling them)."""
+        with self.lock:
+            return [task.status() for task in self.tasks.values()]
+
+    def expire_results(self) -> None:
+        """The vendor's 24 hours have passed: every task id and result URL is gone."""
+        with self.lock:
+            self.tasks.clear()
 
     def close(self) -> None:
         self.server.shutdown()

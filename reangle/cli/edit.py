@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
+from reangle.cli.prompt_args import add_prompt_flags
 from reangle.cli.remote import add_connection_flags
+from reangle.cli.remote_output import rewrite_note
 from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS, MATCH_INPUT, Acceleration, EditRequest
 from reangle.core.images import OUTPUT_FORMATS, OutputFormat, encode_image, read_image_file
 from reangle.engine.base import ENGINE_NAMES, create_engine, plan_for
@@ -53,6 +56,7 @@ def add_edit_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("-o", "--output", type=Path, help="out.png; several outputs: out-0.png ...")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan; load no model")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_prompt_flags(parser)
     add_connection_flags(parser)
     parser.add_argument(
         "--local", action="store_true", help="edit in this process even when REANGLE_SERVER is set"
@@ -65,16 +69,20 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
         from reangle.cli.remote import run_remote_edit
 
         return run_remote_edit(args, settings)
+    from reangle.cli.local_extras import local_extras, request_lora_refs, shown_extras
+
     request = _request_from_args(args)
+    refs = request_lora_refs(args.loras)
     # a dry run checks -o too when given, so it fails exactly where the real run would
-    fmt = _output_format(args.output, args.format) if args.output or not args.dry_run else "png"
+    fmt = output_format(args.output, args.format) if args.output or not args.dry_run else "png"
     images = [read_image_file(path).image for path in args.inputs]
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
     engine = create_engine(args.engine, settings)
     plan = plan_for(engine, request, images)
     if args.dry_run:
-        print(json.dumps({"engine": engine.info.name, **plan.to_dict()}, indent=None if args.json else 2))
+        shown = {"engine": engine.info.name, **plan.to_dict(), **shown_extras(args.rewrite, refs)}
+        print(json.dumps(shown, indent=None if args.json else 2))
         return 0
     if engine.info.demo:
         print(
@@ -85,9 +93,23 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
     engine.load()
     from tqdm import tqdm
 
-    with tqdm(total=plan.steps, unit="step", desc="editing", file=sys.stderr) as bar:
-        result = engine.edit(images, plan, on_step=lambda done, _total: bar.update(done - bar.n))
-    paths = _output_paths(args.output, len(result.images))
+    extras = local_extras(
+        settings,
+        engine,
+        words=request.prompt,
+        images=images,
+        rewrite=args.rewrite,
+        refs=refs,
+        text_to_image=False,
+    )
+    with extras as extra:
+        if extra.rewrite is not None:
+            print(rewrite_note(extra.rewrite.to_dict()), file=sys.stderr)
+            request = replace(request, prompt=extra.rewrite.prompt)
+        plan = plan_for(engine, replace(request, extra_loras=extra.loras), images)
+        with tqdm(total=plan.steps, unit="step", desc="editing", file=sys.stderr) as bar:
+            result = engine.edit(images, plan, on_step=lambda done, _total: bar.update(done - bar.n))
+    paths = output_paths(args.output, len(result.images))
     for path, image in zip(paths, result.images, strict=True):
         path.write_bytes(encode_image(image, fmt, args.quality))
     if args.json:
@@ -96,6 +118,8 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
             for k, (path, image) in enumerate(zip(paths, result.images, strict=True))
         ]
         report = {"engine": engine.info.name, "prompt": plan.prompt, "seed": result.seed, "steps": plan.steps}
+        report |= {"loras": plan.to_dict()["loras"]} if refs else {}
+        report |= {"rewrite": extra.rewrite.to_dict()} if extra.rewrite is not None else {}
         print(json.dumps(report | {"outputs": outputs, "timings": result.timings}))
     else:
         print("\n".join(map(str, paths)))
@@ -104,7 +128,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _request_from_args(args: argparse.Namespace) -> EditRequest:
     pose, instruction = pose_from_args(args)
-    _check_quality(args.quality)
+    check_local_quality(args.quality)
     return EditRequest(
         prompt=" ".join(part for part in (instruction, args.prompt.strip()) if part),
         pose=pose,
@@ -120,12 +144,12 @@ def _request_from_args(args: argparse.Namespace) -> EditRequest:
     )
 
 
-def _check_quality(quality: int) -> None:
+def check_local_quality(quality: int) -> None:
     if not 1 <= quality <= 100:
         raise InvalidInput(f"--quality must be between 1 and 100, got {quality}", field="quality")
 
 
-def _output_format(output: Path | None, explicit: str | None) -> OutputFormat:
+def output_format(output: Path | None, explicit: str | None) -> OutputFormat:
     if output is None:
         raise InvalidInput("give the output file with -o/--output", field="output")
     if not output.parent.is_dir():
@@ -141,7 +165,7 @@ def _output_format(output: Path | None, explicit: str | None) -> OutputFormat:
     return _SUFFIX_FORMATS[suffix]
 
 
-def _output_paths(output: Path, count: int) -> list[Path]:
+def output_paths(output: Path, count: int) -> list[Path]:
     if count == 1:
         return [output]
     return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(count)]

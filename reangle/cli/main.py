@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from reangle import __version__
 from reangle.cli.db import add_db_commands
 from reangle.cli.edit import add_edit_command
+from reangle.cli.generate import add_generate_command
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.remote import add_remote_commands
 from reangle.cli.serve import add_serve_commands
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     pose.set_defaults(run=run_pose)
 
     add_edit_command(commands)
+    add_generate_command(commands)
     add_remote_commands(commands)
     add_serve_commands(commands)
     add_db_commands(commands)

@@ -1,5 +1,6 @@
 """The commands that talk to a reangle server: `reangle orbit`, `reangle jobs list|show|cancel`, and
-`reangle edit --server URL`. They use only the SDK (reangle.client): no torch, no engine.
+`reangle edit --server URL`, `reangle generate --server URL`. They use only the SDK (reangle.client): no
+torch, no engine.
 
 Exit codes: 2 for bad input and any 4xx answer, 1 for a failed or canceled job, a server error or no
 connection, 130 when interrupted (the job is canceled on the server first).
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reangle.cli.pose_args import pose_from_args
+from reangle.cli.prompt_args import add_prompt_flags, prompt_fields
 from reangle.cli.remote_output import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -26,6 +28,7 @@ from reangle.cli.remote_output import (
     numbered_paths,
     orbit_file_names,
     report,
+    rewrite_note,
 )
 from reangle.client import (
     CAMERA_MODEL,
@@ -35,6 +38,7 @@ from reangle.client import (
     ReangleAPIError,
     ReangleClientError,
 )
+from reangle.client._inputs import generate_input
 from reangle.errors import InvalidInput
 
 EXIT_INTERRUPTED = 130
@@ -120,6 +124,7 @@ def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
         "-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the files"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_prompt_flags(parser)
     add_connection_flags(parser)
     parser.set_defaults(run=run_orbit)
 
@@ -142,13 +147,44 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     def edit(client: Client) -> int:
         job = client.edit(list(args.inputs), model=model, wait=False, **fields)
         job = _wait(client, job, "editing")
-        paths = numbered_paths(args.output, len(job.assets))
-        for path, asset in zip(paths, job.assets, strict=True):
-            client.download(asset, path)
-        report(args, job, list(zip(paths, job.assets, strict=True)))
+        _save_numbered(client, args, job)
         return 0
 
     return _with_client(args, settings, edit)
+
+
+def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    """`reangle generate PROMPT ... --server URL`: images from a prompt (or, with `--image`, from reference
+    images for a model that takes them) on a server."""
+    try:
+        fields = _remote_generate_fields(args)
+        images = [_orbit_image(value) for value in args.images]
+    except (CommandFailure, InvalidInput) as exc:
+        return _fail(exc.message)
+    if args.dry_run:
+        options = {name: value for name, value in fields.items() if name not in _GENERATE_KEYWORDS}
+        body = generate_input(
+            args.prompt,
+            model=args.model,
+            images=[str(image) for image in images] or None,
+            size=fields.get("size"),
+            num_outputs=fields.get("num_outputs"),
+            seed=fields.get("seed"),
+            negative_prompt=fields.get("negative_prompt"),
+            image_set=bool(fields.get("image_set")),
+            set_prompts=fields.get("set_prompts"),
+            options=options,
+        )
+        print(json.dumps({"model": args.model, "kind": "edit", "input": body}))
+        return 0
+
+    def generate(client: Client) -> int:
+        job = client.generate(args.prompt, model=args.model, images=images or None, wait=False, **fields)
+        job = _wait(client, job, "generating")
+        _save_numbered(client, args, job)
+        return 0
+
+    return _with_client(args, settings, generate)
 
 
 def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
@@ -169,6 +205,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         "aspect_ratio": args.aspect_ratio,
         "output_format": args.format,
         "quality": args.quality,
+        **prompt_fields(args),
     }
 
     def orbit(client: Client) -> int:
@@ -186,6 +223,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         files = [(args.output / name, asset) for name, asset in orbit_file_names(job.assets)]
         for path, asset in files:
             client.download(asset, path)
+        _note_rewrite(job)
         report(args, job, files)
         return 0
 
@@ -219,6 +257,21 @@ def run_jobs_cancel(args: argparse.Namespace, settings: RemoteSettings) -> int:
         return 0
 
     return _with_client(args, settings, cancel)
+
+
+def _save_numbered(client: Client, args: argparse.Namespace, job: Job) -> None:
+    """Download the outputs to -o (numbered when several), say what the rewriter did, report."""
+    paths = numbered_paths(args.output, len(job.assets))
+    for path, asset in zip(paths, job.assets, strict=True):
+        client.download(asset, path)
+    _note_rewrite(job)
+    report(args, job, list(zip(paths, job.assets, strict=True)))
+
+
+def _note_rewrite(job: Job) -> None:
+    rewrite = job.rewrite
+    if rewrite is not None:
+        print(rewrite_note(rewrite.model_dump()), file=sys.stderr)
 
 
 # talking to the server
@@ -307,6 +360,7 @@ def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
         "aspect_ratio": args.aspect_ratio,
         "output_format": fmt,
         "quality": None if fmt == "png" else args.quality,
+        **prompt_fields(args),
     }
     if any(getattr(args, flag) is not None for flag in _POSE_FLAGS):
         fields |= {
@@ -315,6 +369,35 @@ def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
             "distance": pose.distance_factor,
         }
     return {name: value for name, value in fields.items() if value is not None and value != ""}
+
+
+#: The keywords of `Client.generate` that are not input fields passed through as they are.
+_GENERATE_KEYWORDS = ("size", "num_outputs", "seed", "negative_prompt", "image_set", "set_prompts")
+
+
+def _remote_generate_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The generate flags as SDK `generate` keywords (beside the prompt, model and images)."""
+    check_quality(args.quality)
+    fmt = format_for(args.output, args.format, required=not args.dry_run)
+    fields: dict[str, Any] = {
+        "size": args.size,
+        "num_outputs": args.num_outputs,
+        "seed": args.seed,
+        "negative_prompt": args.negative,
+        "image_set": args.image_set or bool(args.set_prompts),
+        "set_prompts": args.set_prompts or None,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "acceleration": args.acceleration,
+        "width": args.width,
+        "height": args.height,
+        "aspect_ratio": args.aspect_ratio,
+        "thinking_mode": False if args.no_thinking else None,
+        "output_format": fmt,
+        "quality": None if fmt == "png" else args.quality,
+        **prompt_fields(args),
+    }
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _orbit_image(value: str) -> str | Path:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from reangle.client import Job, OutputAsset
 
@@ -129,3 +131,12 @@ def job_table(jobs: list[Job]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def rewrite_note(rewrite: Mapping[str, Any]) -> str:
+    """One stderr line on what the rewriter made of the prompt (a job's record of it)."""
+    if rewrite.get("rewritten"):
+        return f"reangle: prompt rewritten: {rewrite.get('prompt')}"
+    reason = rewrite.get("fallback_reason") or "not rewritten"
+    detail = f": {rewrite['detail']}" if rewrite.get("detail") else ""
+    return f"reangle: prompt kept as given ({reason}{detail})"

@@ -7,6 +7,8 @@ It needs only httpx and pydantic, and imports nothing else from reangle, so it w
     with Client("http://localhost:8000", api_key="...") as client:
         job = client.edit("photo.jpg", horizontal_angle=90)
         client.download(job.assets[0], "side.png")
+        job = client.generate("a lighthouse at dusk", size="1K", rewrite_prompt=True)
+        client.download(job.assets[0], "lighthouse.png")
 """
 
 from reangle.client._async_client import AsyncClient
@@ -30,7 +32,16 @@ from reangle.client._errors import (
     UnsupportedMediaTypeError,
     WaitTimeout,
 )
-from reangle.client._inputs import CAMERA_MODEL, INSTRUCTION_MODEL, FileInput, ImageInput
+from reangle.client._inputs import (
+    CAMERA_MODEL,
+    INSTRUCTION_MODEL,
+    TEXT_TO_IMAGE_MODEL,
+    WAN_IMAGE_MODEL,
+    FileInput,
+    ImageInput,
+    Lora,
+    LoraInput,
+)
 from reangle.client._models import (
     TERMINAL_STATUSES,
     Asset,
@@ -45,6 +56,7 @@ from reangle.client._models import (
     Model,
     OutputAsset,
     ProgressEvent,
+    PromptRewrite,
     ViewPose,
 )
 
@@ -52,6 +64,8 @@ __all__ = [
     "CAMERA_MODEL",
     "INSTRUCTION_MODEL",
     "TERMINAL_STATUSES",
+    "TEXT_TO_IMAGE_MODEL",
+    "WAN_IMAGE_MODEL",
     "APIConnectionError",
     "Asset",
     "AsyncClient",
@@ -72,6 +86,8 @@ __all__ = [
     "JobFailed",
     "JobOutput",
     "JobPage",
+    "Lora",
+    "LoraInput",
     "Model",
     "NotFoundError",
     "OutputAsset",
@@ -79,6 +95,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProgressCallback",
     "ProgressEvent",
+    "PromptRewrite",
     "RateLimitError",
     "ReangleAPIError",
     "ReangleClientError",

@@ -28,12 +28,16 @@ from reangle.client._base import (
 from reangle.client._errors import APIConnectionError, ServerError, error_for_response
 from reangle.client._inputs import (
     CAMERA_MODEL,
+    TEXT_TO_IMAGE_MODEL,
     FileInput,
     ImageInput,
+    LoraInput,
     as_image_list,
     edit_input,
     file_to_upload,
+    generate_input,
     orbit_input,
+    prompt_extras,
     reference,
     upload_file,
 )
@@ -185,6 +189,8 @@ class AsyncClient:
         model: str = CAMERA_MODEL,
         seed: int | None = None,
         num_outputs: int | None = None,
+        rewrite_prompt: bool = False,
+        loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
@@ -201,7 +207,8 @@ class AsyncClient:
             "elevation": elevation,
             "distance": distance,
         }
-        options = {"seed": seed, "num_outputs": num_outputs, **options}
+        extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
+        options = {"seed": seed, "num_outputs": num_outputs, **extras, **options}
         body = edit_input(refs, prompt=prompt, camera=camera, options=options)
         job = await self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
         return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
@@ -217,6 +224,8 @@ class AsyncClient:
         prompt: str = "",
         model: str = CAMERA_MODEL,
         seed: int | None = None,
+        rewrite_prompt: bool = False,
+        loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
@@ -225,7 +234,7 @@ class AsyncClient:
         **options: Any,
     ) -> Job:
         ref = await self._image_ref(image)
-        fields = {"seed": seed, **options}
+        fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
         body = orbit_input(
             ref,
             azimuths=azimuths,
@@ -236,6 +245,45 @@ class AsyncClient:
             options=fields,
         )
         job = await self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
+        return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = TEXT_TO_IMAGE_MODEL,
+        images: ImageInput | Sequence[ImageInput] | None = None,
+        size: str | None = None,
+        num_outputs: int | None = None,
+        seed: int | None = None,
+        negative_prompt: str | None = None,
+        image_set: bool = False,
+        set_prompts: Sequence[str] | None = None,
+        rewrite_prompt: bool = False,
+        loras: Sequence[LoraInput] | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Job:
+        """See `Client.generate`."""
+        refs = None if images is None else [await self._image_ref(image) for image in as_image_list(images)]
+        extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
+        body = generate_input(
+            prompt,
+            model=model,
+            images=refs,
+            size=size,
+            num_outputs=num_outputs,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            image_set=image_set,
+            set_prompts=set_prompts,
+            options={**extras, **options},
+        )
+        job = await self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
         return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     # batches

@@ -30,12 +30,16 @@ from reangle.client._base import (
 from reangle.client._errors import APIConnectionError, ServerError, error_for_response
 from reangle.client._inputs import (
     CAMERA_MODEL,
+    TEXT_TO_IMAGE_MODEL,
     FileInput,
     ImageInput,
+    LoraInput,
     as_image_list,
     edit_input,
     file_to_upload,
+    generate_input,
     orbit_input,
+    prompt_extras,
     reference,
     upload_file,
 )
@@ -196,6 +200,8 @@ class Client:
         model: str = CAMERA_MODEL,
         seed: int | None = None,
         num_outputs: int | None = None,
+        rewrite_prompt: bool = False,
+        loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
@@ -206,8 +212,12 @@ class Client:
         """Edit 1-3 images: the camera fields move the camera (see the API), `prompt` adds an instruction.
 
         Local paths and bytes are uploaded first; strings that are not local files (asset ids, URLs, data
-        URLs) are passed on. Other input fields (`acceleration`, `num_inference_steps`, `output_format`, ...)
-        go in `options`. With `wait`, returns the finished job or raises `JobFailed` / `JobCanceled`.
+        URLs) are passed on. `rewrite_prompt` has a vision-language model that sees the images make your
+        words precise first (never the camera phrase; `job.rewrite` says what it made of them); `loras`
+        adds LoRAs of your own on top of the model's (`Lora(url=..., scale=...)`, or mappings with one of
+        url, path, id and a scale). Other input fields (`acceleration`, `num_inference_steps`,
+        `output_format`, ...) go in `options`. With `wait`, returns the finished job or raises `JobFailed` /
+        `JobCanceled`.
         """
         refs = [self._image_ref(image) for image in as_image_list(images)]
         camera = {
@@ -218,7 +228,8 @@ class Client:
             "elevation": elevation,
             "distance": distance,
         }
-        options = {"seed": seed, "num_outputs": num_outputs, **options}
+        extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
+        options = {"seed": seed, "num_outputs": num_outputs, **extras, **options}
         body = edit_input(refs, prompt=prompt, camera=camera, options=options)
         job = self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
         return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
@@ -234,6 +245,8 @@ class Client:
         prompt: str = "",
         model: str = CAMERA_MODEL,
         seed: int | None = None,
+        rewrite_prompt: bool = False,
+        loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
@@ -245,9 +258,10 @@ class Client:
         (default 1.0), or from each of `poses` in order (a path: mappings with the camera edit's fields, e.g.
         `{"azimuth": 90, "elevation": 30}` or `{"horizontal_angle": 45, "zoom": 8}`), plus a turntable and a
         contact sheet. Outputs have role "view" (with a `pose`), "turntable", "contact_sheet".
+        `rewrite_prompt` and `loras` as for `edit`.
         """
         ref = self._image_ref(image)
-        fields = {"seed": seed, **options}
+        fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
         body = orbit_input(
             ref,
             azimuths=azimuths,
@@ -258,6 +272,59 @@ class Client:
             options=fields,
         )
         job = self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
+        return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = TEXT_TO_IMAGE_MODEL,
+        images: ImageInput | Sequence[ImageInput] | None = None,
+        size: str | None = None,
+        num_outputs: int | None = None,
+        seed: int | None = None,
+        negative_prompt: str | None = None,
+        image_set: bool = False,
+        set_prompts: Sequence[str] | None = None,
+        rewrite_prompt: bool = False,
+        loras: Sequence[LoraInput] | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Job:
+        """Images from a prompt (text-to-image, `qwen-image-2512` by default).
+
+        `size` is "1K", "2K" or "WxH"; `num_outputs` how many images (the server's default: 1). `image_set`
+        makes a coherent set of one subject instead of independent images: `num_outputs` shots, or one per
+        entry of `set_prompts` (what each image adds to the prompt; giving them implies `image_set`).
+        `negative_prompt` works with true CFG only (`guidance_scale` above 1, or `acceleration="none"`).
+        `rewrite_prompt` has a vision-language model make the prompt precise first (`job.rewrite` says
+        what it made of it); `loras` adds LoRAs of your own (`Lora(url=..., scale=...)` or mappings).
+
+        `model="wan-2.7-image"` runs Wan 2.7 through the server's DashScope key: `images` (0-9, uploaded
+        first when local) turns it into an edit of those, `image_set` is sent as its `image_set_mode`, and
+        `thinking_mode=False` (in `options`) turns its planning off. Other input fields (`aspect_ratio`,
+        `acceleration`, `output_format`, ...) go in `options`. With `wait`, returns the finished job or
+        raises `JobFailed` / `JobCanceled`.
+        """
+        refs = None if images is None else [self._image_ref(image) for image in as_image_list(images)]
+        extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
+        body = generate_input(
+            prompt,
+            model=model,
+            images=refs,
+            size=size,
+            num_outputs=num_outputs,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            image_set=image_set,
+            set_prompts=set_prompts,
+            options={**extras, **options},
+        )
+        job = self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
         return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     # batches

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reangle.client._models import Asset, OutputAsset
 
 #: The Multiple-Angles camera model, and the plain instruction editor.
 CAMERA_MODEL = "qwen-edit-multiangle-2511"
 INSTRUCTION_MODEL = "qwen-image-edit-2511"
+#: Text-to-image (Qwen-Image, local), and Wan 2.7 image (through Alibaba's DashScope API; takes 0-9 images).
+TEXT_TO_IMAGE_MODEL = "qwen-image-2512"
+WAN_IMAGE_MODEL = "wan-2.7-image"
 
 #: Something to upload: a local path, or the file's bytes.
 FileInput: TypeAlias = str | os.PathLike[str] | bytes
@@ -115,3 +122,116 @@ def orbit_input(
         **options,
     }
     return {"image": image} | compact(fields)
+
+
+class Lora(BaseModel):
+    """A LoRA of the request's own, applied on top of the model's: exactly one of `url` (an http(s) URL of a
+    .safetensors file the server fetches), `path` (a file in the server's LoRA folder) or `id` (a LoRA the
+    server's operator registered), at `scale` (default 1.0).
+
+        Lora(url="https://example.com/style.safetensors", scale=0.8)
+        Lora.parse("id:house-style:0.5")
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(default=None, min_length=1)
+    path: str | None = Field(default=None, min_length=1)
+    id: str | None = Field(default=None, min_length=1)
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [name for name in ("url", "path", "id") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of url, path or id, not {', '.join(given) or 'none'}")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Lora:
+        """A LoRA written as `SOURCE[:SCALE]`: `https://.../style.safetensors`, `id:NAME` or a path, then an
+        optional `:SCALE`. Only a trailing `:<number>` is a scale, so the colons of a URL stay in it (a URL
+        that ends in `:PORT` with no path keeps its port). ValueError when the text names nothing."""
+        source, scale = _split_scale(text.strip())
+        if source.startswith(("http://", "https://")):
+            kind, value = "url", source
+        elif source.startswith("id:"):
+            kind, value = "id", source.removeprefix("id:").strip()
+        else:
+            kind, value = "path", source
+        if not value:
+            raise ValueError(
+                f"{text!r} names no LoRA: give https://..., id:NAME or a path, then :SCALE if wanted"
+            )
+        return cls.model_validate({kind: value, "scale": scale})
+
+    def to_json(self) -> dict[str, Any]:
+        """What the API takes: the one source given, and the scale."""
+        return self.model_dump(exclude_none=True)
+
+
+LoraInput: TypeAlias = Lora | Mapping[str, Any]
+
+
+def _split_scale(value: str) -> tuple[str, float]:
+    head, colon, tail = value.rpartition(":")
+    if not colon:
+        return value, 1.0
+    try:
+        scale = float(tail)
+    except ValueError:
+        return value, 1.0
+    if not math.isfinite(scale) or "_" in tail:
+        return value, 1.0
+    is_url = head.startswith(("http://", "https://"))
+    if is_url and urlsplit(head).path in ("", "/"):  # `https://host:8080`: a port, not a scale
+        return value, 1.0
+    if head in ("http", "https", "id"):  # `id:3` is the LoRA named "3"
+        return value, 1.0
+    return head, scale
+
+
+def lora_list(loras: Sequence[LoraInput] | None) -> list[dict[str, Any]] | None:
+    """The `loras` field: Lora objects as the API takes them, mappings as given; None when there are none."""
+    if not loras:
+        return None
+    if isinstance(loras, Lora | Mapping):
+        raise TypeError("loras must be a list of Lora objects or mappings, not a single one")
+    return [lora.to_json() if isinstance(lora, Lora) else dict(lora) for lora in loras]
+
+
+def prompt_extras(*, rewrite_prompt: bool, loras: Sequence[LoraInput] | None) -> dict[str, Any]:
+    """`rewrite_prompt` and `loras` when asked for; left out otherwise, so servers and models without them
+    take the request as before."""
+    return compact({"rewrite_prompt": True if rewrite_prompt else None, "loras": lora_list(loras)})
+
+
+def generate_input(
+    prompt: str,
+    *,
+    model: str,
+    images: Sequence[str] | None,
+    size: str | None,
+    num_outputs: int | None,
+    seed: int | None,
+    negative_prompt: str | None,
+    image_set: bool,
+    set_prompts: Sequence[str] | None,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A text-to-image input. `set_prompts` implies an image set; Wan 2.7 names its image set
+    `image_set_mode`, and takes `images` (references to edit from; none for text-to-image)."""
+    image_set = image_set or set_prompts is not None
+    set_field = "image_set_mode" if model == WAN_IMAGE_MODEL else "image_set"
+    fields = {
+        "prompt": prompt,
+        "images": None if images is None else list(images),
+        "size": size,
+        "num_outputs": num_outputs,
+        "seed": seed,
+        "negative_prompt": negative_prompt,
+        set_field: True if image_set else None,
+        "set_prompts": None if set_prompts is None else list(set_prompts),
+        **options,
+    }
+    return compact(fields)

@@ -41,6 +41,20 @@ class ViewPose(_Model):
     distance: float
 
 
+class PromptRewrite(_Model):
+    """What the prompt rewriter made of a job's prompt (the job asked for `rewrite_prompt`). When `rewritten`
+    is False, `prompt` is `original_prompt` unchanged, and `fallback_reason` (refused, overlong, timeout,
+    skipped, ...) with `detail` says why."""
+
+    original_prompt: str
+    prompt: str
+    rewritten: bool
+    fallback_reason: str | None = None
+    detail: str | None = None
+    #: How long the rewrite took.
+    seconds: float = 0.0
+
+
 class OutputAsset(_Model):
     """One output of a job. `role` is "image" for edits; "view", "turntable" or "contact_sheet" for orbits."""
 
@@ -53,8 +67,16 @@ class OutputAsset(_Model):
     role: str = "image"
     #: The camera pose the request resolved to (camera edits and orbit views).
     pose: ViewPose | None = None
-    #: What the model was given: prompt, negative_prompt, width, height, steps, true_cfg_scale, loras.
+    #: What the model was given: prompt, negative_prompt, width, height, steps, true_cfg_scale, loras, and
+    #: `rewrite` when the job asked for its prompt to be rewritten (see `rewrite`).
     plan: dict[str, Any] | None = None
+
+    @property
+    def rewrite(self) -> PromptRewrite | None:
+        """What the rewriter made of the prompt of this output; None when the job asked for no rewrite (or
+        the output is not one the model made, as an orbit's turntable)."""
+        found = (self.plan or {}).get("rewrite")
+        return PromptRewrite.model_validate(found) if isinstance(found, dict) else None
 
 
 class JobOutput(_Model):
@@ -103,6 +125,12 @@ class Job(_Model):
 
     def assets_with_role(self, role: str) -> list[OutputAsset]:
         return [asset for asset in self.assets if asset.role == role]
+
+    @property
+    def rewrite(self) -> PromptRewrite | None:
+        """What the rewriter made of the job's prompt (its first output's record); None when the job asked
+        for no rewrite or has no outputs yet."""
+        return next((found for asset in self.assets if (found := asset.rewrite) is not None), None)
 
     def raise_for_status(self) -> Job:
         """Raise `JobFailed` or `JobCanceled` when the job ended that way; return the job otherwise."""

@@ -171,6 +171,20 @@ class DashScopeClient:
         self, task_id: str, *, on_status: StatusCallback | None = None, should_stop: StopCheck | None = None
     ) -> dict[str, Any]:
         """Poll until the task ends: its SUCCEEDED answer, or the reangle error for how it ended."""
+        status: list[str] = []  # the last status seen, once there is one
+        try:
+            return await self._follow(task_id, status, on_status, should_stop)
+        except asyncio.CancelledError:  # the server stops: the job will run again, in a new task
+            await self._let_go_on_shutdown(task_id, status[-1] if status else "PENDING", on_status)
+            raise
+
+    async def _follow(
+        self,
+        task_id: str,
+        seen: list[str],
+        on_status: StatusCallback | None,
+        should_stop: StopCheck | None,
+    ) -> dict[str, Any]:
         config = self.config
         deadline = time.monotonic() + config.task_timeout_s
         interval = config.poll_interval_s
@@ -184,6 +198,7 @@ class DashScopeClient:
             now_status = str(_output(payload).get("task_status") or "UNKNOWN").upper()
             if now_status != status:
                 status = now_status
+                seen[:] = [status]
                 _notify(on_status, TaskUpdate(task_id, status))
             if status == "SUCCEEDED":
                 return payload
@@ -223,6 +238,16 @@ class DashScopeClient:
             usage=dict(usage) if isinstance(usage, dict) else {},
             request_id=str(request_id) if request_id else None,
         )
+
+    async def _let_go_on_shutdown(self, task_id: str, status: str, on_status: StatusCallback | None) -> None:
+        """`wait` was cancelled (the server is stopping, and its job goes back to the queue): a PENDING task
+        is canceled at the vendor, within one request's timeout, so that it is not billed beside the task of
+        the job's next run. A task already running is left to finish (and be billed)."""
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                await self._let_go(task_id, status, on_status)
+        except (TimeoutError, ReangleError) as exc:
+            log.warning("DashScope task %s left %s while stopping: %s", task_id, status, exc)
 
     async def _let_go(self, task_id: str, status: str, on_status: StatusCallback | None) -> str:
         """Stop following the task: cancel it at the vendor while it is PENDING. A sentence on the outcome."""

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from reangle.core.images import MIME_TYPES, decode_image, encode_image
 from reangle.core.jobs import Job, JobError, OutputAsset
@@ -26,6 +27,8 @@ from reangle.runtime.job_prep import JobPreparer
 log = logging.getLogger("reangle.remote")
 
 ClientFactory = Callable[[str], DashScopeClient]
+#: Claims the next queued job of a remote model; None when none came within its wait.
+Claim = Callable[[], Awaitable[Job | None]]
 #: How far along a vendor's task is, as the job's progress (there are no steps to count).
 _PROGRESS = {"PENDING": (0, 3), "RUNNING": (1, 3), "SUCCEEDED": (2, 3)}
 
@@ -48,6 +51,32 @@ class RemoteJobs:
     async def start(self, job: Job) -> None:
         """Run `job` in the background once a slot is free (waits for the slot, not for the job)."""
         await self._slots.acquire()
+        self._spawn(job)
+
+    async def run_forever(self, claim: Claim, retry_s: float = 1.0) -> None:
+        """Claim remote jobs with `claim` (the job service's `next_job` for the remote models) and run each in
+        the background, in a loop of its own beside the local runner's. A job is claimed only once a slot is
+        free: one waiting for a slot stays queued, and no local job waits behind it. When this task is
+        canceled, every job in flight goes back to the queue (see `stop`)."""
+        try:
+            while True:
+                await self._slots.acquire()
+                try:
+                    job = await claim()
+                except Exception:  # the store: try again, as the local runner does
+                    self._slots.release()
+                    log.exception("claiming a remote job failed; trying again in %g s", retry_s)
+                    await asyncio.sleep(retry_s)
+                    continue
+                if job is None:
+                    self._slots.release()
+                    continue
+                self._spawn(job)
+        finally:
+            await self.stop()
+
+    def _spawn(self, job: Job) -> None:
+        """Run `job` in the background in the slot the caller has taken (released when it ends)."""
         task = asyncio.create_task(self.run(job), name=f"remote {job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -57,10 +86,12 @@ class RemoteJobs:
         self._slots.release()
 
     async def stop(self) -> None:
-        """Stop following every job in flight; each goes back to the queue (its vendor task is let go)."""
-        for task in self._tasks:
+        """Stop following every job in flight; each goes back to the queue (a PENDING vendor task is canceled
+        at the vendor, a running one is let go)."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run(self, job: Job) -> None:
         """Run `job` to its end (as `start` does in the background)."""
@@ -98,10 +129,10 @@ class RemoteJobs:
         if self._client is None:
             raise ProviderConfigError(f"model {spec.id} is unavailable: {self.unavailable}")
         try:
-            images = await asyncio.to_thread(self._inputs, job, validated)
+            # reading, decoding and base64-encoding up to 9 large images: not on the event loop
+            body = await asyncio.to_thread(self._body, job, validated, spec.entry.base)
         except Unavailable as exc:
             raise _StoreUnavailable from exc
-        body = validated.vendor_request(images).to_body(spec.entry.base)
         stop = self.service.stop_flag(job)
         remote = time.perf_counter()
         async with self._client(spec.entry.base) as client:
@@ -112,11 +143,12 @@ class RemoteJobs:
         if stop.is_set():
             raise Canceled("the job was canceled while its images were downloaded")
         try:
-            return await asyncio.to_thread(self._store, job, validated, result)
+            return await asyncio.to_thread(self._store, job, validated, result, spec.entry.base)
         except Unavailable as exc:
             raise _StoreUnavailable from exc
 
-    def _inputs(self, job: Job, validated: WanImageInput) -> list[bytes]:
+    def _body(self, job: Job, validated: WanImageInput, model: str) -> dict[str, Any]:
+        """The vendor's request body, with the input images' bytes from the store as data URLs."""
         images = []
         for position, asset_id in enumerate(validated.images):
             self.service.assets.get(job.owner, asset_id)  # still there, and the job owner's
@@ -124,7 +156,7 @@ class RemoteJobs:
             if found is None:
                 raise AssetGone(f"input image {position} (asset {asset_id}) is gone")
             images.append(found[0])
-        return images
+        return validated.vendor_request(images).to_body(model)
 
     def _progress(self, job: Job, update: TaskUpdate) -> None:
         step = _PROGRESS.get(update.status)
@@ -132,8 +164,17 @@ class RemoteJobs:
             with contextlib.suppress(Unavailable):
                 self.service.report_progress(job, *step)
 
-    def _store(self, job: Job, validated: WanImageInput, result: TaskResult) -> list[OutputAsset]:
+    def _store(self, job: Job, validated: WanImageInput, result: TaskResult, model: str) -> list[OutputAsset]:
         fmt = validated.output_format
+        #: What the vendor was asked and answered, for accounting and support (its task id, its usage).
+        plan = {
+            "provider": "dashscope",
+            "model": model,
+            "prompt": validated.prompt,
+            "task_id": result.task_id,
+            "request_id": result.request_id,
+            "usage": result.usage,
+        }
         outputs = []
         for image in result.images:
             data, mime = image.data, image.mime_type
@@ -150,7 +191,7 @@ class RemoteJobs:
                     height=image.height,
                     mime_type=mime,
                     seed=validated.seed,
-                    plan={"provider": "dashscope", "task_id": result.task_id, "usage": result.usage},
+                    plan=dict(plan),
                 )
             )
         return outputs

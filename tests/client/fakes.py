@@ -23,6 +23,8 @@ API = "http://reangle.test"
 FILES_HOST = "files.reangle.test"
 API_KEY = "sk-test"
 TERMINAL = ("succeeded", "failed", "canceled")
+#: The models the fake accepts: the camera and instruction editors, text-to-image and Wan 2.7 image.
+MODELS = ("qwen-edit-multiangle-2511", "qwen-image-edit-2511", "qwen-image-2512", "wan-2.7-image")
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -155,7 +157,7 @@ class FakeServer:
         key = request.headers.get("idempotency-key")
         if key in self._idempotency:
             return httpx.Response(202, json=_public(self.jobs[self._idempotency[key]]))
-        if body.get("model") not in ("qwen-edit-multiangle-2511", "qwen-image-edit-2511"):
+        if body.get("model") not in MODELS:
             return error(404, "model_not_found", f"unknown model {body.get('model')!r}")
         if not isinstance(body.get("input"), dict):
             return error(422, "invalid_input", "input: field required")
@@ -250,16 +252,20 @@ class FakeServer:
             return {key: asset[key] for key in keys} | {"seed": 7 + k, "role": role} | extra
 
         mime_type = "image/" + job["input"].get("output_format", "png")
+        words = job["input"].get("prompt", "")
+        rewrite = _fake_rewrite(words) if job["input"].get("rewrite_prompt") else None
+        if rewrite is not None:
+            words = rewrite["prompt"]
+        camera = "<sks> " if job["model"] == "qwen-edit-multiangle-2511" else ""
+        plan = {"prompt": camera + words, "steps": 4}  # a real server's, shortened
+        if rewrite is not None:
+            plan["rewrite"] = rewrite
         if job["kind"] != "orbit":
-            plan = {
-                "prompt": "<sks> " + job["input"].get("prompt", ""),
-                "steps": 4,
-            }  # a real server's, shortened
-            return [
-                output(k, "image", mime_type, plan=plan) for k in range(job["input"].get("num_outputs", 1))
-            ]
+            count = len(job["input"].get("set_prompts") or []) or job["input"].get("num_outputs", 1)
+            return [output(k, "image", mime_type, plan=plan) for k in range(count)]
         views = [
-            output(k, "view", mime_type, pose=pose) for k, pose in enumerate(self._orbit_poses(job["input"]))
+            output(k, "view", mime_type, pose=pose, plan=plan)
+            for k, pose in enumerate(self._orbit_poses(job["input"]))
         ]
         return [*views, output(0, "turntable", "image/webp"), output(0, "contact_sheet", "image/png")]
 
@@ -333,6 +339,28 @@ class FakeServer:
     def _health(self, _request: httpx.Request) -> httpx.Response:
         body = {"status": "ok", "engine": "fake", "demo": True, "device": "cpu", "queue_depth": 0}
         return httpx.Response(200, json=body)
+
+
+def _fake_rewrite(words: str) -> dict[str, Any]:
+    """A rewrite as a server records it: words with "[refuse]" are kept, as a refusal; others are made more
+    precise."""
+    if "[refuse]" in words:
+        return {
+            "original_prompt": words,
+            "prompt": words,
+            "rewritten": False,
+            "fallback_reason": "refused",
+            "detail": "the fake refuses [refuse]",
+            "seconds": 0.25,
+        }
+    precise = f"{words} (precisely)"
+    return {
+        "original_prompt": words,
+        "prompt": precise,
+        "rewritten": True,
+        "fallback_reason": None,
+        "seconds": 0.5,
+    }
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:

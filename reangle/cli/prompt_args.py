@@ -1,0 +1,57 @@
+"""`--rewrite` and `--lora SOURCE[:SCALE]`, shared by the commands that take a prompt (edit, generate, orbit).
+No torch, no engine: the remote commands import this too."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from reangle.client import Lora
+from reangle.core.lora_refs import MAX_LORAS, MAX_SCALE
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("prompt rewriting and LoRAs of your own")
+    group.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="have a vision-language model (Qwen3-VL) make your words precise first; the camera phrase is "
+        "never changed, and the original prompt is kept when the rewrite fails",
+    )
+    group.add_argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        default=[],
+        type=lora_arg,
+        metavar="SOURCE[:SCALE]",
+        help=f"a LoRA on top of the model's (repeatable, up to {MAX_LORAS}): an https:// URL of a "
+        ".safetensors file, id:NAME (registered in REANGLE_LORAS) or a .safetensors path (in "
+        "process: a file here; with --server: a file in the server's LoRA folder), then :SCALE (default "
+        "1.0), e.g. "
+        "https://example.com/style.safetensors:0.8",
+    )
+
+
+def lora_arg(text: str) -> Lora:
+    """argparse type of --lora: only a trailing `:<number>` is the scale (URLs keep their colons)."""
+    try:
+        lora = Lora.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not -MAX_SCALE <= lora.scale <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(
+            f"the scale of {text!r} must be between {-MAX_SCALE:g} and {MAX_SCALE:g}, got {lora.scale:g}"
+        )
+    return lora
+
+
+def prompt_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """`rewrite_prompt` and `loras` as the API takes them, when given (keywords of the SDK's edit, orbit and
+    generate)."""
+    fields: dict[str, Any] = {}
+    if args.rewrite:
+        fields["rewrite_prompt"] = True
+    if args.loras:
+        fields["loras"] = [lora.to_json() for lora in args.loras]
+    return fields
