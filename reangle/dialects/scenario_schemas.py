@@ -387,7 +387,7 @@ def echo_input(job: Job) -> dict[str, Any]:
         value = job.input.get(spec.native)
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # the core stores angles as floats; echo 90, as sent, not 90.0
-        if value is not None and value != "":
+        if value is not None and value not in ("", []):
             echoed[spec.name] = value
     return echoed
 
