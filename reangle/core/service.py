@@ -13,7 +13,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,12 +304,12 @@ class JobService:
             self.events.work_arrived()
         return requeued, failed
 
-    async def next_job(self, poll_s: float = 1.0) -> Job | None:
-        """Claim the next queued job, waiting up to `poll_s` for one to arrive."""
-        job = self.store.claim_next(self.clock())
+    async def next_job(self, poll_s: float = 1.0, *, models: Collection[str] | None = None) -> Job | None:
+        """Claim the next queued job (of `models` only, when given), waiting up to `poll_s` for one."""
+        job = self.store.claim_next(self.clock(), models=models)
         if job is None:
             await self.events.wait_for_work(poll_s)
-            job = self.store.claim_next(self.clock())
+            job = self.store.claim_next(self.clock(), models=models)
         if job is not None:
             self._started(job)
         return job

@@ -35,6 +35,7 @@ from PIL import Image
 from reangle.core.edit import EditPlan
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.jobs import Job, JobError, JobKind, OutputAsset
+from reangle.core.models import MODELS
 from reangle.core.service import JobService, model_spec, plan_request
 from reangle.engine.base import EditResult, Engine
 from reangle.engine.rewriter import Rewrite
@@ -77,12 +78,18 @@ class LocalRunner:
         self.rendering: Job | None = None
 
     async def run_forever(self, retry_s: float = RETRY_S) -> None:
+        remote_ids = [spec.id for spec in MODELS.values() if spec.remote]
+        local_ids = [spec.id for spec in MODELS.values() if not spec.remote]
+        remote_loop = None
+        if self.remote is not None and remote_ids:
+            remote = self.remote.run_forever(lambda: self.service.next_job(models=remote_ids), retry_s)
+            remote_loop = asyncio.create_task(remote, name="remote jobs")
         try:
             while True:
                 try:
-                    job = await self.service.next_job()
+                    job = await self.service.next_job(models=local_ids)
                     if job is not None:
-                        await self.take(job)
+                        await self.run_job(job)
                 except Exception:
                     # An error of the store (a locked or full disk) must not end the runner: the server would
                     # go on accepting jobs that nothing runs.
@@ -90,19 +97,11 @@ class LocalRunner:
                     await asyncio.sleep(retry_s)
         finally:
             try:
-                await self.wait_finishing()
+                if remote_loop is not None:
+                    remote_loop.cancel()
+                    await asyncio.gather(remote_loop, return_exceptions=True)
             finally:
-                if self.remote is not None:
-                    await self.remote.stop()
-
-    async def take(self, job: Job) -> None:
-        """Run a claimed job: on the engine, or in the background when a vendor's API runs its model."""
-        if model_spec(job.model).remote:
-            if self.remote is None:
-                raise RuntimeError(f"job {job.id} needs a remote model, and this runner runs none")
-            await self.remote.start(job)
-        else:
-            await self.run_job(job)
+                await self.wait_finishing()
 
     async def run_to_end(self, job: Job) -> None:
         """Run a claimed job and return once it has ended (a remote one too: it holds this call's slot)."""

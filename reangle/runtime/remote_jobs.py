@@ -48,11 +48,6 @@ class RemoteJobs:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, job: Job) -> None:
-        """Run `job` in the background once a slot is free (waits for the slot, not for the job)."""
-        await self._slots.acquire()
-        self._spawn(job)
-
     async def run_forever(self, claim: Claim, retry_s: float = 1.0) -> None:
         """Claim remote jobs with `claim` (the job service's `next_job` for the remote models) and run each in
         the background, in a loop of its own beside the local runner's. A job is claimed only once a slot is
@@ -94,7 +89,7 @@ class RemoteJobs:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run(self, job: Job) -> None:
-        """Run `job` to its end (as `start` does in the background)."""
+        """Run `job` to its end (as `run_forever` does in the background)."""
         started = time.perf_counter()
         timings = {"queue_s": (job.started_at or job.created_at) - job.created_at}
         try:

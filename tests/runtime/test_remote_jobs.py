@@ -666,11 +666,6 @@ def test_stopping_the_remote_loop_requeues_its_jobs(rig: Rig) -> None:
     run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner claims one job at a time: a local job at the head of the queue holds back the remote "
-    "jobs behind it for its whole render (needs a claim loop of its own for remote models)",
-)
 def test_a_local_job_queued_first_does_not_hold_back_remote_jobs(rig: Rig) -> None:
     rig.standin.behavior.pending_polls = HELD
 
@@ -692,11 +687,6 @@ def test_a_local_job_queued_first_does_not_hold_back_remote_jobs(rig: Rig) -> No
     run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RemoteJobs.start waits for a free slot inside the runner's loop: with every remote slot taken, "
-    "the local job behind them waits for a remote job to end",
-)
 def test_full_remote_slots_do_not_hold_back_a_local_job(rig: Rig) -> None:
     rig.standin.behavior.pending_polls = HELD
     rig.concurrency = 1
