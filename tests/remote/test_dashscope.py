@@ -26,18 +26,17 @@ from reangle.errors import (
     TooLarge,
     Unavailable,
 )
-from reangle.remote import (
-    ContentRefused,
-    DashScopeAPIError,
+from reangle.remote.dashscope import (
+    ABANDONED,
     DashScopeClient,
     DashScopeConfig,
-    ProviderConfigError,
+    StopCheck,
     TaskResult,
     TaskUpdate,
-    body_from_scenario,
 )
-from reangle.remote.dashscope import ABANDONED, StopCheck
-from reangle.remote.dashscope_errors import field_named_in, to_reangle
+from reangle.remote.dashscope_body import body_from_scenario
+from reangle.remote.dashscope_errors import DashScopeAPIError, field_named_in, to_reangle
+from reangle.remote.errors import ContentRefused, ProviderConfigError
 from reangle.store.url_fetch import FetchPolicy
 from tests.conftest import image_bytes, make_image
 from tests.dashscope_standin import CREATE_PATH, RESULT_SIZE, Behavior, DashScopeStandIn
