@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,11 +166,11 @@ def test_the_runner_outlives_an_error_of_its_store(
     asset = service.assets.ingest(OWNER, png())
     claim, failures = store.claim_next, list[float]()
 
-    def fake_claim_failing_once(now: float) -> Job | None:
+    def fake_claim_failing_once(now: float, *, models: Collection[str] | None = None) -> Job | None:
         if not failures:
             failures.append(now)
             raise sqlite3.OperationalError("database is locked")
-        return claim(now)
+        return claim(now, models=models)
 
     monkeypatch.setattr(store, "claim_next", fake_claim_failing_once)
 
