@@ -66,7 +66,9 @@ def test_jobs_spread_over_the_workers_and_a_higher_priority_goes_first(deploy: D
     deployment = deploy(apis=1, workers=2)
     api = client(deployment.apis[0])
     image = upload(api)["id"]
-    slow = [submit(api, slow_input(image, steps=30)) for _ in range(2)]  # both workers busy
+    # both workers busy, one freed a second before the other: the first free one must take the higher
+    # priority (two workers freed in the same millisecond would make the order a race)
+    slow = [submit(api, slow_input(image, steps=steps)) for steps in (30, 80)]
     poll(
         lambda: all(get_job(api, job["id"])["status"] == "processing" for job in slow) or None,
         what="2 running",
