@@ -217,7 +217,7 @@ def lora_sources(settings: Settings) -> LoraSources:
 
 def dashscope_clients(settings: Settings) -> Callable[[str], DashScopeClient] | None:
     """A new DashScope client per job (for the vendor model it names); None without an API key."""
-    key = settings.dashscope_api_key
+    key = settings.dashscope_api_key.get_secret_value().strip() if settings.dashscope_api_key else ""
     if not key:
         return None
     from reangle.remote.dashscope import DashScopeClient, DashScopeConfig
@@ -226,7 +226,13 @@ def dashscope_clients(settings: Settings) -> Callable[[str], DashScopeClient] | 
 
     def client(model: str) -> DashScopeClient:
         config = DashScopeConfig(
-            api_key=key, base_url=settings.dashscope_base_url, model=model, download=download
+            api_key=key,
+            base_url=settings.dashscope_base_url,
+            model=model,
+            poll_interval_s=settings.dashscope_poll_interval_s,
+            max_poll_interval_s=max(10.0, settings.dashscope_poll_interval_s),
+            task_timeout_s=settings.dashscope_task_timeout_s,
+            download=download,
         )
         return DashScopeClient(config)
 

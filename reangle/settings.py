@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineName = Literal["auto", "qwen", "tiny", "fake"]
@@ -130,9 +130,13 @@ class Settings(BaseSettings):
 
     # remote models
     #: DashScope (Alibaba Model Studio) key for Wan 2.7 image; empty lists the model as unavailable.
-    dashscope_api_key: str | None = None
+    dashscope_api_key: SecretStr | None = None
     #: The region's endpoint; the vendor's documented paths are appended (Beijing: https://dashscope.aliyuncs.com).
     dashscope_base_url: str = DASHSCOPE_INTL
+    #: First wait between polls of a vendor task; each next wait is half again as long, up to 10 s (or this).
+    dashscope_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
+    #: A vendor task not done this long after it was created fails its job (the vendor is not asked again).
+    dashscope_task_timeout_s: float = Field(default=600.0, gt=0)
     #: Remote jobs waited on at once (they hold no GPU).
     remote_concurrency: int = Field(default=4, ge=1)
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
-from reangle.compose import SettingsError, describe_storage, open_job_store, storage_summary
+from reangle.compose import (
+    SettingsError,
+    dashscope_clients,
+    describe_storage,
+    open_job_store,
+    storage_summary,
+)
 from reangle.settings import Settings
 
 
@@ -32,3 +39,24 @@ def test_an_unknown_database_scheme_is_a_settings_error_without_the_password() -
     ) as caught:
         open_job_store(Settings(database_url="mysql://root:hunter2@db/x"))
     assert "hunter2" not in caught.value.message
+
+
+def test_the_dashscope_clients_take_the_key_and_the_polling_settings_and_never_show_the_key() -> None:
+    settings = Settings(
+        dashscope_api_key=SecretStr(" sk-hunter2 "),
+        dashscope_poll_interval_s=0.5,
+        dashscope_task_timeout_s=120,
+    )
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.model_dump())
+    make = dashscope_clients(settings)
+    assert make is not None
+    config = make("wan2.7-image").config
+    assert config.api_key == "sk-hunter2"
+    assert (config.poll_interval_s, config.max_poll_interval_s, config.task_timeout_s) == (0.5, 10.0, 120)
+    assert "hunter2" not in repr(config)
+
+
+@pytest.mark.parametrize("key", [None, "", "  "])
+def test_without_a_dashscope_key_there_is_no_client(key: str | None) -> None:
+    assert dashscope_clients(Settings(dashscope_api_key=None if key is None else SecretStr(key))) is None

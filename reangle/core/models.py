@@ -27,13 +27,14 @@ from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose
 from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest, GenerateRequest
 from reangle.core.jobs import JobKind
 from reangle.core.lora_refs import KINDS, MAX_LORAS, MAX_SCALE, LoraRef, RefKind
-from reangle.errors import InvalidInput
-from reangle.remote.dashscope_body import IMAGE_SIDE_RANGE as WAN_IMAGE_SIDES
-from reangle.remote.dashscope_body import MAX_ASPECT_RATIO as WAN_MAX_ASPECT
-from reangle.remote.dashscope_body import MAX_IMAGES as WAN_MAX_IMAGES
-from reangle.remote.dashscope_body import MAX_PROMPT_CHARS as WAN_MAX_PROMPT_CHARS
-from reangle.remote.dashscope_body import SEED_RANGE as WAN_SEED_RANGE
-from reangle.remote.dashscope_body import WanImageRequest, request_from_scenario
+from reangle.core.wan_image import IMAGE_SIDE_RANGE as WAN_IMAGE_SIDES
+from reangle.core.wan_image import MAX_ASPECT_RATIO as WAN_MAX_ASPECT
+from reangle.core.wan_image import MAX_IMAGE_BYTES as WAN_MAX_IMAGE_BYTES
+from reangle.core.wan_image import MAX_IMAGES as WAN_MAX_IMAGES
+from reangle.core.wan_image import MAX_PROMPT_CHARS as WAN_MAX_PROMPT_CHARS
+from reangle.core.wan_image import SEED_RANGE as WAN_SEED_RANGE
+from reangle.core.wan_image import WanImageRequest, request_from_scenario
+from reangle.errors import InvalidInput, TooLarge
 
 CAMERA_EDIT = "qwen-edit-multiangle-2511"
 INSTRUCTION_EDIT = "qwen-image-edit-2511"
@@ -346,6 +347,11 @@ class WanImageInput(BaseModel):
     image_set_mode: bool = Field(default=False, description="a set of related images from one prompt")
     thinking_mode: bool = Field(default=True, description="plan the image first (text-to-image only)")
     seed: int | None = Field(default=None, ge=WAN_SEED_RANGE[0], le=WAN_SEED_RANGE[1])
+    rewrite_prompt: bool = Field(
+        default=False,
+        description="have this server's prompt rewriter make the prompt precise (seeing the images) before "
+        "it is sent; the outputs' plan records both",
+    )
     output_format: Literal["png", "jpeg", "webp"] = "png"
     quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality")
 
@@ -373,17 +379,23 @@ class WanImageInput(BaseModel):
         )
 
 
-#: Scenario's field names (as dashscope_body's errors name them) -> this API's.
+#: Scenario's field names (as wan_image's errors name them) -> this API's.
 _NATIVE_WAN_FIELDS = {"numOutputs": "num_outputs", "size": "size", "prompt": "prompt", "seed": "seed"}
 
 AnyInput = CameraEditInput | InstructionEditInput | OrbitInput | TextToImageInput | WanImageInput
 
 
-def check_vendor_images(sizes: Sequence[tuple[int, int]]) -> None:
-    """Wan 2.7's own limits on each input image, checked at submit rather than failing the job later."""
+def check_vendor_images(images: Sequence[tuple[int, int, int]]) -> None:
+    """Wan 2.7's own limits on each input image (width, height, bytes), checked at submit rather than failing
+    the job later."""
     low, high = WAN_IMAGE_SIDES
-    for position, (width, height) in enumerate(sizes):
+    for position, (width, height, size) in enumerate(images):
         where = f"input.images.{position}"
+        if size > WAN_MAX_IMAGE_BYTES:
+            raise TooLarge(
+                f"{where} is {size:,} bytes; this model takes images of at most {WAN_MAX_IMAGE_BYTES:,}",
+                field=where,
+            )
         if not (low <= width <= high and low <= height <= high):
             raise InvalidInput(
                 f"{where} is {width}x{height} pixels; this model takes sides of {low} to {high}", field=where

@@ -169,7 +169,7 @@ class JobService:
             )
         validated = spec.validate(request.kind, request.input)
         data = validated.model_dump(mode="json")
-        sizes = []
+        records = []
         image_field = "image" if request.kind == JobKind.ORBIT else "images"
         resolved = []
         for position, ref in enumerate(validated.images):
@@ -177,12 +177,12 @@ class JobService:
             record = await resolve_image(ref, owner, self.assets, self.fetch, field=field)
             self.store.extend_asset(record.id, self.clock() + self.limits.result_ttl_s)
             resolved.append(record.id)
-            sizes.append((record.width, record.height))
+            records.append(record)
         if request.kind == JobKind.ORBIT:
             data["image"] = resolved[0]
         elif "images" in data:
             data["images"] = resolved
-        self._check_plans(validated, sizes)
+        self._check_plans(validated, records)
         now = self.clock()
         job = Job(
             id=new_id("job"),
@@ -198,10 +198,11 @@ class JobService:
         )
         return NewJob(job=job, idempotency_key=request.idempotency_key, request_hash=request_hash)
 
-    def _check_plans(self, validated: AnyInput, sizes: list[tuple[int, int]]) -> None:
+    def _check_plans(self, validated: AnyInput, records: list[AssetRecord]) -> None:
         if isinstance(validated, WanImageInput):
-            check_vendor_images(sizes)
+            check_vendor_images([(r.width, r.height, r.bytes) for r in records])
             return
+        sizes = [(record.width, record.height) for record in records]
         requests: Sequence[EditRequest | GenerateRequest] = (
             validated.generate_requests(seed=0)
             if isinstance(validated, TextToImageInput)

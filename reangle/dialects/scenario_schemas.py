@@ -91,12 +91,17 @@ class ScenarioModel:
     description: str
     inputs: tuple[InputSpec, ...]
     capabilities: tuple[str, ...] = ("img2img",)
+    #: Why this server cannot run it now (a setting is missing); empty when it can.
+    unavailable: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        description = self.description
+        if self.unavailable:
+            description = f"{description}. Unavailable on this server: {self.unavailable}"
         return {
             "id": self.id,
             "name": self.name,
-            "shortDescription": self.description,
+            "shortDescription": description,
             "type": "custom",
             "status": "trained",
             "source": "other",
@@ -105,7 +110,7 @@ class ScenarioModel:
             "capabilities": list(self.capabilities),
             "collectionIds": [],
             "exampleAssetIds": [],
-            "tags": [],
+            "tags": ["unavailable"] if self.unavailable else [],
             "trainingImagesNumber": 0,
             "createdAt": MODEL_DATE,
             "updatedAt": MODEL_DATE,
@@ -267,7 +272,8 @@ def scenario_models() -> dict[str, ScenarioModel]:
     for spec in NATIVE_MODELS.values():
         model_id = spec.entry.dialect_id("scenario")
         if model_id is not None:
-            models[model_id] = _for_entry(TASK_MODELS[spec.entry.task], model_id, spec.entry)
+            model = _for_entry(TASK_MODELS[spec.entry.task], model_id, spec.entry)
+            models[model_id] = replace(model, unavailable=spec.unavailable or "")
     return models
 
 

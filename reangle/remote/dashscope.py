@@ -29,8 +29,8 @@ import httpx
 
 from reangle import __version__
 from reangle.core.images import decode_image
+from reangle.core.wan_image import DEFAULT_MODEL
 from reangle.errors import Canceled, EngineError, InvalidInput, ReangleError, TooLarge, Unavailable
-from reangle.remote.dashscope_body import DEFAULT_MODEL
 from reangle.remote.dashscope_errors import DashScopeAPIError, sent_before_failing, to_reangle
 from reangle.store.url_fetch import FetchPolicy, Resolver, checked_addresses, fetch_url
 
@@ -133,7 +133,7 @@ class DashScopeClient:
         on_status: StatusCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> TaskResult:
-        """Create a task for `body` (see `dashscope_body`), wait for it and download its images."""
+        """Create a task for `body` (see `reangle.core.wan_image`), wait for it and download its images."""
         if should_stop is not None and should_stop():
             raise Canceled("canceled before the DashScope task was created")
         task_id = await self.create_task(body, should_stop=should_stop)

@@ -69,7 +69,7 @@ class JobPreparer:
         images = await self.load_images(job, validated.images)
         rewrite = None
         if validated.rewrite_prompt:
-            rewrite = await self._rewrite(validated.prompt, images)
+            rewrite = await self.rewrite(validated.prompt, images)
         words = rewrite.prompt if rewrite else validated.prompt
         validated = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})
         refs = [*spec.loras, *validated.lora_refs()]
@@ -85,7 +85,8 @@ class JobPreparer:
                 spec=spec, input=validated, images=images, requests=requests, rewrite=rewrite, loras=loras
             )
 
-    async def _rewrite(self, words: str, images: list[Image.Image]) -> Rewrite:
+    async def rewrite(self, words: str, images: list[Image.Image]) -> Rewrite:
+        """The rewriter's take on the user's `words`, or why they were kept; never raises for the rewriter."""
         if self.rewriter is None:
             return kept(words, "skipped", "this server runs no prompt rewriter (REANGLE_REWRITER_MODEL=off)")
         if not words.strip():

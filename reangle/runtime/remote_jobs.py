@@ -19,6 +19,7 @@ from reangle.core.images import MIME_TYPES, decode_image, encode_image
 from reangle.core.jobs import Job, JobError, OutputAsset
 from reangle.core.models import WanImageInput
 from reangle.core.service import JobService
+from reangle.engine.rewriter import Rewrite
 from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
 from reangle.remote.dashscope import DashScopeClient, TaskResult, TaskUpdate
 from reangle.remote.errors import ProviderConfigError
@@ -123,6 +124,14 @@ class RemoteJobs:
             raise TypeError(f"model {spec.id} is not a remote model")
         if self._client is None:
             raise ProviderConfigError(f"model {spec.id} is unavailable: {self.unavailable}")
+        rewrite = None
+        if validated.rewrite_prompt:
+            rewrite = await self.preparer.rewrite(
+                validated.prompt, await self.preparer.load_images(job, validated.images)
+            )
+            timings["rewrite_s"] = rewrite.seconds
+        words = rewrite.prompt if rewrite else validated.prompt
+        validated = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})
         try:
             # reading, decoding and base64-encoding up to 9 large images: not on the event loop
             body = await asyncio.to_thread(self._body, job, validated, spec.entry.base)
@@ -138,7 +147,7 @@ class RemoteJobs:
         if stop.is_set():
             raise Canceled("the job was canceled while its images were downloaded")
         try:
-            return await asyncio.to_thread(self._store, job, validated, result, spec.entry.base)
+            return await asyncio.to_thread(self._store, job, validated, result, spec.entry.base, rewrite)
         except Unavailable as exc:
             raise _StoreUnavailable from exc
 
@@ -159,10 +168,12 @@ class RemoteJobs:
             with contextlib.suppress(Unavailable):
                 self.service.report_progress(job, *step)
 
-    def _store(self, job: Job, validated: WanImageInput, result: TaskResult, model: str) -> list[OutputAsset]:
+    def _store(
+        self, job: Job, validated: WanImageInput, result: TaskResult, model: str, rewrite: Rewrite | None
+    ) -> list[OutputAsset]:
         fmt = validated.output_format
         #: What the vendor was asked and answered, for accounting and support (its task id, its usage).
-        plan = {
+        plan: dict[str, object] = {
             "provider": "dashscope",
             "model": model,
             "prompt": validated.prompt,
@@ -170,6 +181,8 @@ class RemoteJobs:
             "request_id": result.request_id,
             "usage": result.usage,
         }
+        if rewrite is not None:
+            plan["rewrite"] = rewrite.to_dict()
         outputs = []
         for image in result.images:
             data, mime = image.data, image.mime_type

@@ -137,20 +137,24 @@ def test_wan_generates_through_the_vendor_from_reference_images(
         images=[png(256, 256)],
         num_outputs=2,
         size="1K",
+        rewrite_prompt=True,
     )
     assert [(asset.width, asset.height) for asset in job.assets] == [RESULT_SIZE, RESULT_SIZE]
     body = standin.creates()[-1].body
     assert isinstance(body, dict)
     content = body["input"]["messages"][0]["content"]
     assert sum(1 for part in content if "image" in part) == 1
-    assert {"text": "the same cat, at the beach"} in content
+    assert job.rewrite is not None
+    assert job.rewrite.rewritten
+    assert job.rewrite.original_prompt == "the same cat, at the beach"
+    assert {"text": job.rewrite.prompt} in content  # the vendor got the rewritten prompt
 
 
 def test_fields_a_model_does_not_take_are_refused_at_submit(client: reangle.Client) -> None:
     with pytest.raises(BadRequestError) as refused:
-        client.generate("a cat", model=WAN_IMAGE_MODEL, rewrite_prompt=True)
+        client.generate("a cat", model=WAN_IMAGE_MODEL, negative_prompt="dogs")
     assert refused.value.status_code == 422
-    assert "rewrite_prompt" in refused.value.message
+    assert "negative_prompt" in refused.value.message
 
 
 def test_async_generate(server: ServerProcess) -> None:

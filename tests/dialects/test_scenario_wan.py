@@ -291,8 +291,12 @@ def test_without_a_key_the_model_is_listed_unavailable_with_the_reason(keyless_s
     model = answer.raise_for_status().json()
     assert model["available"] is False
     assert "REANGLE_DASHSCOPE_API_KEY" in model["unavailable_reason"]
-    listed = {model.id for model in scenario_client(keyless_server).models.list()}
-    assert WAN in listed
+    listed = {model.id: model for model in scenario_client(keyless_server).models.list()}
+    wan = listed[WAN]
+    assert wan.tags == ["unavailable"]
+    assert wan.short_description is not None
+    assert "Unavailable on this server: set REANGLE_DASHSCOPE_API_KEY" in wan.short_description
+    assert listed[CAMERA].tags == []  # the local models run
 
 
 def test_without_a_key_a_job_is_a_400_in_scenarios_shape(keyless_server: RunningServer) -> None:

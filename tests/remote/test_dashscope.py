@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from reangle.core.wan_image import body_from_scenario
 from reangle.errors import (
     Canceled,
     Conflict,
@@ -34,7 +35,6 @@ from reangle.remote.dashscope import (
     TaskResult,
     TaskUpdate,
 )
-from reangle.remote.dashscope_body import body_from_scenario
 from reangle.remote.dashscope_errors import DashScopeAPIError, field_named_in, to_reangle
 from reangle.remote.errors import ContentRefused, ProviderConfigError
 from reangle.store.url_fetch import FetchPolicy

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from reangle.core import models
 from reangle.core.assets import AssetService
 from reangle.core.edit import EditPlan, SizeLimits
 from reangle.core.jobs import Job, JobStatus
@@ -27,7 +28,8 @@ from reangle.core.models import CAMERA_EDIT, WAN_IMAGE, install_catalog, shipped
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.engine.base import EditResult, StepCallback, StopCheck
 from reangle.engine.fake import FakeEngine
-from reangle.errors import InvalidInput
+from reangle.engine.fake_rewriter import REFUSE, FakeRewriter
+from reangle.errors import InvalidInput, TooLarge
 from reangle.remote.dashscope import DashScopeClient, DashScopeConfig
 from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local import LocalRunner
@@ -114,6 +116,7 @@ class Rig:
     engine: GatedEngine
     concurrency: int = 4
     clients: Callable[[str], DashScopeClient] | None = None
+    rewriter: FakeRewriter | None = None
     progress: list[tuple[str, float]] = field(default_factory=list)
 
     def upload(self, width: int = 256, height: int = 256, color: tuple[int, int, int] = (200, 40, 40)) -> str:
@@ -140,7 +143,7 @@ class Rig:
         clients = self.clients or client_factory(self.standin.base_url)
         return RemoteJobs(
             self.service,
-            JobPreparer(self.service),
+            JobPreparer(self.service, rewriter=self.rewriter),
             clients,
             concurrency=self.concurrency,
             unavailable="no key",
@@ -303,6 +306,52 @@ def test_an_image_set_of_six(rig: Rig) -> None:
         assert (parameters["n"], parameters["enable_sequential"]) == (6, True)
         assert len(done.outputs) == 6
         assert len({image.tobytes() for image in rig.output_images(done)}) == 6
+
+    run(scenario)
+
+
+def test_a_rewritten_prompt_is_what_the_vendor_gets_and_the_plan_records_both(rig: Rig) -> None:
+    rig.rewriter = FakeRewriter()
+
+    async def scenario() -> None:
+        image = rig.upload(320, 240)
+        asked = await rig.submit(prompt="make it night", images=[image], rewrite_prompt=True)
+        refused = await rig.submit(prompt=f"make it night {REFUSE}", rewrite_prompt=True)
+        async with rig.runner():
+            done = [await rig.ended(asked), await rig.ended(refused)]
+
+        assert [job.status for job in done] == [JobStatus.SUCCEEDED] * 2
+        sent = {
+            body["input"]["messages"][0]["content"][0]["text"]
+            for body in (sent_body(rig, 0), sent_body(rig, 1))
+        }
+        assert sent == {"make it night (precisely, for 320x240)", f"make it night {REFUSE}"}
+        plan, kept_plan = done[0].outputs[0].plan or {}, done[1].outputs[0].plan or {}
+        rewrite = plan["rewrite"]
+        assert (rewrite["original_prompt"], rewrite["prompt"], rewrite["rewritten"]) == (
+            "make it night",
+            "make it night (precisely, for 320x240)",
+            True,
+        )
+        assert plan["prompt"] == rewrite["prompt"]
+        kept = kept_plan["rewrite"]
+        assert (kept["rewritten"], kept["fallback_reason"]) == (False, "refused")
+        assert "rewrite_s" in done[0].timings
+
+    run(scenario)
+
+
+def test_without_a_rewriter_the_prompt_is_sent_as_given_and_the_plan_says_why(rig: Rig) -> None:
+    async def scenario() -> None:
+        job = await rig.submit(prompt="make it night", rewrite_prompt=True)
+        async with rig.runner():
+            done = await rig.ended(job)
+
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        assert sent_body(rig)["input"]["messages"][0]["content"] == [{"text": "make it night"}]
+        rewrite = (done.outputs[0].plan or {})["rewrite"]
+        assert (rewrite["rewritten"], rewrite["fallback_reason"]) == (False, "skipped")
+        assert "REANGLE_REWRITER_MODEL=off" in rewrite["detail"]
 
     run(scenario)
 
@@ -563,6 +612,24 @@ def test_bad_fields_are_refused_at_submit_naming_the_field(
             await rig.submit(**fields)
         assert caught.value.field == field
         assert words in caught.value.message
+
+    run(scenario)
+    assert rig.standin.creates() == []
+
+
+def test_an_image_over_the_vendors_byte_limit_is_refused_at_submit(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small, image = rig.upload(240, 240), rig.upload(600, 600)
+    size = rig.assets.get(OWNER, image).bytes
+    assert rig.assets.get(OWNER, small).bytes < size
+    monkeypatch.setattr(models, "WAN_MAX_IMAGE_BYTES", size - 1)  # the vendor's 20 MB, scaled to this image
+
+    async def scenario() -> None:
+        with pytest.raises(TooLarge) as caught:
+            await rig.submit(images=[small, image])
+        assert caught.value.field == "input.images.1"
+        assert f"{size:,} bytes" in caught.value.message
 
     run(scenario)
     assert rig.standin.creates() == []

@@ -1,5 +1,6 @@
-"""Scenario's `model_wan-2-7-image` fields -> the body of a DashScope Wan 2.7 image task, checked against the
-vendor's documented limits so that a bad request is our clear `InvalidInput`, not a billed round trip.
+"""Wan 2.7 image's request: Scenario's `model_wan-2-7-image` fields -> the body of a DashScope task, checked
+against the vendor's documented limits so that a bad request is our clear `InvalidInput` at submit, not a
+billed round trip. Pure data, no HTTP: `reangle.remote.dashscope` sends the body.
 
 Every error names the Scenario field (`prompt`, `images[3]`, `size`, `numOutputs`, `imageSetMode`,
 `thinkingMode`, `seed`).
