@@ -104,8 +104,9 @@ class Settings(BaseSettings):
     text_to_image_residency: Literal["auto", "both", "swap"] = "auto"
 
     # the prompt rewriter (Qwen3-VL)
-    #: `2b`, `4b` or `8b` (Qwen/Qwen3-VL-<size>-Instruct), a hub id or a local folder; `off` refuses
-    #: rewrite requests. 4b fits beside the edit model on an 80 GB GPU (docs/rewriter.md).
+    #: `2b`, `4b` or `8b` (Qwen/Qwen3-VL-<size>-Instruct), a hub id or a local folder; `off`: no rewriter
+    #: (a job asking for a rewrite keeps its prompt and says why). 4b fits beside the edit model on an 80 GB
+    #: GPU (docs/rewriter.md).
     rewriter_model: str = "4b"
     #: `auto`: the edit engine's device.
     rewriter_device: str = "auto"

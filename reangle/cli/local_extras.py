@@ -19,7 +19,7 @@ from reangle.client import Lora
 from reangle.core.edit import LoraUse
 from reangle.core.lora_refs import MAX_LORAS, LoraRef
 from reangle.engine.base import Engine
-from reangle.engine.rewriter import Rewrite, kept
+from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
 
@@ -89,7 +89,8 @@ def local_extras(
     """The rewrite (when asked for) and the LoRAs, resolved through the LoRA cache of REANGLE_CACHE_DIR (the
     one a server on this machine uses) and checked against the engine's model; their files stay in the
     cache until the block ends."""
-    rewritten = rewrite_words(settings, engine, words, images) if rewrite else None
+    task: RewriteTask = "generate" if text_to_image else "edit"
+    rewritten = rewrite_words(settings, engine, words, images, task) if rewrite else None
     if not refs:
         yield LocalExtras(rewritten, ())
         return
@@ -108,7 +109,9 @@ def local_extras(
             runner.run(holding.__aexit__(None, None, None))
 
 
-def rewrite_words(settings: Settings, engine: Engine, words: str, images: Sequence[Image.Image]) -> Rewrite:
+def rewrite_words(
+    settings: Settings, engine: Engine, words: str, images: Sequence[Image.Image], task: RewriteTask
+) -> Rewrite:
     """The user's words rewritten against the images; never raises (a fallback keeps the words)."""
     from reangle.compose import prompt_rewriter
 
@@ -118,4 +121,4 @@ def rewrite_words(settings: Settings, engine: Engine, words: str, images: Sequen
     if rewriter is None:
         return kept(words, "skipped", "the prompt rewriter is off (REANGLE_REWRITER_MODEL=off)")
     print("reangle: rewriting the prompt ...", file=sys.stderr)
-    return rewriter.rewrite(words, images)
+    return rewriter.rewrite(words, images, task=task)

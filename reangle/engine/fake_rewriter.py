@@ -7,16 +7,18 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from reangle.engine.rewriter import Rewrite, kept
+from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 
 #: Words that make the fake rewriter fall back, as the real one does on a refusal.
 REFUSE = "[refuse]"
 
 
 class FakeRewriter:
-    def rewrite(self, instruction: str, images: Sequence[Image.Image]) -> Rewrite:
+    def rewrite(
+        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+    ) -> Rewrite:
         if REFUSE in instruction:
             return kept(instruction, "refused", "the fake rewriter refuses prompts with [refuse]")
         sizes = ", ".join(f"{image.width}x{image.height}" for image in images) or "no image"
-        prompt = f"{instruction.strip()} (precisely, for {sizes})"
+        prompt = f"{instruction.strip()} ({'in detail' if task == 'generate' else 'precisely'}, for {sizes})"
         return Rewrite(original=instruction, prompt=prompt, rewritten=True)

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from PIL import Image
 
@@ -64,6 +64,17 @@ SYSTEM_PROMPT = (
     "user refers to pictures by number, keep those references. Write in the user's language. Answer with the "
     "instruction only, in one line of at most 60 words, without quotes, labels or explanations."
 )
+#: For a text-to-image model: the prompt describes the picture to make (any pictures given are references).
+GENERATION_SYSTEM_PROMPT = (
+    "You rewrite prompts for a text-to-image model. You see the user's prompt and any reference picture(s). "
+    "Write one precise description of the image to make: the subject, its look (materials, colours, "
+    "details), the setting, the lighting and the style. Keep everything the user asked for, add only "
+    "details that make it concrete, and never contradict it. If the user refers to pictures by number, keep "
+    "those references. Write in the user's language. Answer with the prompt only, in one paragraph of at "
+    "most 80 words, without quotes, labels or explanations."
+)
+#: What the rewritten words are for: an edit of the job's pictures, or a new picture.
+RewriteTask = Literal["edit", "generate"]
 
 _TRIGGER = MULTIPLE_ANGLES_2511.trigger
 _VOCAB_NAMES = sorted(
@@ -119,8 +130,11 @@ def kept(original: str, reason: FallbackReason, detail: str, seconds: float = 0.
 
 
 class PromptRewriter(Protocol):
-    def rewrite(self, instruction: str, images: Sequence[Image.Image]) -> Rewrite:
-        """Rewrite the user's own words (never a camera phrase) against the input images. Never raises."""
+    def rewrite(
+        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+    ) -> Rewrite:
+        """Rewrite the user's own words (never a camera phrase) against the input images, as an edit
+        instruction or (`task="generate"`) as a text-to-image prompt. Never raises."""
 
 
 @dataclass(frozen=True)
@@ -161,12 +175,13 @@ class RewriteOptions:
     #: The answer is cut here; an answer cut short is "overlong".
     max_new_tokens: int = 160
     #: Wall clock for one rewrite, from the call to the last token; past it generation stops ("timeout").
-    timeout_s: float = 15.0
+    timeout_s: float = 20.0
     #: Longest answer taken, in characters (never more than the prompt limit leaves beside a camera phrase).
     max_chars: int = 800
     #: Images larger than this many pixels are scaled down (aspect kept) before the model sees them.
     image_area: int = 448 * 448
     system_prompt: str = SYSTEM_PROMPT
+    generation_system_prompt: str = GENERATION_SYSTEM_PROMPT
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.max_chars < 1 or self.image_area < 1:
@@ -198,7 +213,9 @@ class QwenVLRewriter:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def rewrite(self, instruction: str, images: Sequence[Image.Image]) -> Rewrite:
+    def rewrite(
+        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+    ) -> Rewrite:
         start = self._clock()
         words = instruction.strip()
         if not words:
@@ -208,7 +225,7 @@ class QwenVLRewriter:
         max_chars = min(self.options.max_chars, _MAX_WORDS_CHARS)
         try:
             with self._lock:
-                answer = self._generate(words, images, deadline=start + self.options.timeout_s)
+                answer = self._generate(words, images, task, deadline=start + self.options.timeout_s)
             text = read_answer(answer, original=words, max_chars=max_chars)
         except Rejected as rejected:
             return kept(instruction, rejected.reason, rejected.detail, self._clock() - start)
@@ -217,13 +234,17 @@ class QwenVLRewriter:
             return kept(instruction, "error", f"{type(exc).__name__}: {exc}", self._clock() - start)
         return Rewrite(original=instruction, prompt=text, rewritten=True, seconds=self._clock() - start)
 
-    def _generate(self, words: str, images: Sequence[Image.Image], *, deadline: float) -> str:
+    def _generate(
+        self, words: str, images: Sequence[Image.Image], task: RewriteTask, *, deadline: float
+    ) -> str:
         """The model's answer as text, or `Rejected` when generation was cut short."""
         import torch
         from transformers import StoppingCriteriaList
 
+        generating = task == "generate"
+        system_prompt = self.options.generation_system_prompt if generating else self.options.system_prompt
         text = self.processor.apply_chat_template(
-            chat_messages(self.options.system_prompt, words, len(images)),
+            chat_messages(system_prompt, words, len(images), label="Prompt" if generating else "Instruction"),
             tokenize=False,
             add_generation_prompt=True,
         )
@@ -248,15 +269,17 @@ class QwenVLRewriter:
         return str(self.processor.tokenizer.decode(tokens[:end], skip_special_tokens=True))
 
 
-def chat_messages(system_prompt: str, words: str, image_count: int) -> list[dict[str, Any]]:
+def chat_messages(
+    system_prompt: str, words: str, image_count: int, *, label: str = "Instruction"
+) -> list[dict[str, Any]]:
     """The conversation the model sees: the system prompt, then the pictures (numbered when there are several,
-    as the edit model numbers them) and the user's words."""
+    as the edit model numbers them) and the user's words after `label`."""
     content: list[dict[str, str]] = []
     for index in range(image_count):
         if image_count > 1:
             content.append({"type": "text", "text": f"Picture {index + 1}:"})
         content.append({"type": "image"})
-    content.append({"type": "text", "text": f"Instruction: {words}"})
+    content.append({"type": "text", "text": f"{label}: {words}"})
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": content}]
 
 
@@ -359,9 +382,11 @@ class LazyRewriter:
                     raise
             return self._rewriter
 
-    def rewrite(self, instruction: str, images: Sequence[Image.Image]) -> Rewrite:
+    def rewrite(
+        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+    ) -> Rewrite:
         try:
             rewriter = self.load()
         except Exception as exc:
             return kept(instruction, "error", f"the rewriter is unavailable: {exc}")
-        return rewriter.rewrite(instruction, images)
+        return rewriter.rewrite(instruction, images, task=task)

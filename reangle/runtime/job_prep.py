@@ -18,7 +18,7 @@ from reangle.core.service import JobService, model_spec
 from reangle.engine.base import random_seed
 from reangle.engine.lora_check import ModelLayers
 from reangle.engine.lora_sources import LoraSources, ResolvedLora
-from reangle.engine.rewriter import PromptRewriter, Rewrite, kept
+from reangle.engine.rewriter import PromptRewriter, Rewrite, RewriteTask, kept
 from reangle.errors import InvalidInput
 
 EngineRequest = EditRequest | GenerateRequest
@@ -67,13 +67,13 @@ class JobPreparer:
         if isinstance(validated, WanImageInput):
             raise TypeError(f"model {spec.id} runs remotely, not on a local engine")
         images = await self.load_images(job, validated.images)
+        generates = isinstance(validated, TextToImageInput)
         rewrite = None
         if validated.rewrite_prompt:
-            rewrite = await self.rewrite(validated.prompt, images)
+            rewrite = await self.rewrite(validated.prompt, images, task="generate" if generates else "edit")
         words = rewrite.prompt if rewrite else validated.prompt
         validated = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})
         refs = [*spec.loras, *validated.lora_refs()]
-        generates = isinstance(validated, TextToImageInput)
         async with self._resolved(refs, generates) as loras:
             extra = tuple(LoraUse(adapter=lora.adapter, weight=lora.scale, path=lora.path) for lora in loras)
             if isinstance(validated, TextToImageInput):
@@ -85,14 +85,14 @@ class JobPreparer:
                 spec=spec, input=validated, images=images, requests=requests, rewrite=rewrite, loras=loras
             )
 
-    async def rewrite(self, words: str, images: list[Image.Image]) -> Rewrite:
+    async def rewrite(self, words: str, images: list[Image.Image], task: RewriteTask) -> Rewrite:
         """The rewriter's take on the user's `words`, or why they were kept; never raises for the rewriter."""
         if self.rewriter is None:
             return kept(words, "skipped", "this server runs no prompt rewriter (REANGLE_REWRITER_MODEL=off)")
         if not words.strip():
             return kept(words, "skipped", "there were no words of your own to rewrite")
         rewriter = self.rewriter
-        return await asyncio.to_thread(rewriter.rewrite, words, images)
+        return await asyncio.to_thread(lambda: rewriter.rewrite(words, images, task=task))
 
     @contextlib.asynccontextmanager
     async def _resolved(self, refs: list[LoraRef], generates: bool) -> AsyncIterator[list[ResolvedLora]]:

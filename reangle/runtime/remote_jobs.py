@@ -126,9 +126,9 @@ class RemoteJobs:
             raise ProviderConfigError(f"model {spec.id} is unavailable: {self.unavailable}")
         rewrite = None
         if validated.rewrite_prompt:
-            rewrite = await self.preparer.rewrite(
-                validated.prompt, await self.preparer.load_images(job, validated.images)
-            )
+            images = await self.preparer.load_images(job, validated.images)
+            # with images Wan edits them; without, it makes a new picture
+            rewrite = await self.preparer.rewrite(validated.prompt, images, "edit" if images else "generate")
             timings["rewrite_s"] = rewrite.seconds
         words = rewrite.prompt if rewrite else validated.prompt
         validated = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})

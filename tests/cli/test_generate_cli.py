@@ -251,13 +251,13 @@ def test_an_image_set_in_process_shares_one_seed_and_adds_each_shot(
     report = json.loads(captured.out)
     outputs = report["outputs"]
     assert [o["prompt"] for o in outputs] == [
-        "a red bicycle. (precisely, for no image). from the front",
-        "a red bicycle. (precisely, for no image). from above",
+        "a red bicycle. (in detail, for no image). from the front",
+        "a red bicycle. (in detail, for no image). from above",
     ]
     assert outputs[0]["seed"] == outputs[1]["seed"]
     assert report["rewrite"]["original_prompt"] == "a red bicycle."
     assert report["rewrite"]["rewritten"] is True
-    assert "reangle: prompt rewritten: a red bicycle. (precisely, for no image)" in captured.err
+    assert "reangle: prompt rewritten: a red bicycle. (in detail, for no image)" in captured.err
 
 
 def test_a_lora_file_in_process_runs_after_the_models_own(

@@ -192,7 +192,7 @@ def test_the_cli_generates_and_edits_with_rewrite_and_lora_on_the_server(
         with Image.open(output["path"]) as picture:
             assert picture.size == (48, 32)
         assert output["plan"]["rewrite"]["original_prompt"] == "a fox"
-    assert "reangle: prompt rewritten: a fox (precisely, for no image)" in captured.err
+    assert "reangle: prompt rewritten: a fox (in detail, for no image)" in captured.err
     photo = tmp_path / "photo.png"
     photo.write_bytes(png())
     argv = [

@@ -22,12 +22,15 @@ from reangle.core.edit import EditRequest, SizeLimits, plan_edit
 from reangle.engine.rewrite_answer import Rejected, read_answer
 from reangle.engine.rewriter import (
     CHECKPOINTS,
+    GENERATION_SYSTEM_PROMPT,
+    SYSTEM_PROMPT,
     LazyRewriter,
     PromptParts,
     PromptRewriter,
     QwenVLRewriter,
     Rewrite,
     RewriteOptions,
+    RewriteTask,
     fit_image,
     load_rewriter,
     resolve_checkpoint,
@@ -141,6 +144,23 @@ def test_a_rewrite_comes_from_generate_and_the_camera_phrase_goes_back_unchanged
         "detail": None,
         "seconds": round(result.seconds, 3),
     }
+
+
+@pytest.mark.tiny
+def test_a_text_to_image_prompt_is_rewritten_as_a_description_not_an_edit(tiny: tuple[Any, Any]) -> None:
+    description = "A small red fox of glazed ceramic on a wooden shelf, soft daylight."
+    built, _, recording = rewriter(tiny, description)
+
+    result = built.rewrite("a ceramic fox", [], task="generate")
+
+    assert result.rewritten
+    assert result.prompt == description
+    [(texts, images)] = recording.calls
+    assert images is None
+    assert GENERATION_SYSTEM_PROMPT in texts[0]
+    assert SYSTEM_PROMPT not in texts[0]
+    assert "Prompt: a ceramic fox" in texts[0]
+    assert "Instruction:" not in texts[0]
 
 
 @pytest.mark.tiny
@@ -382,8 +402,8 @@ def test_checkpoint_names() -> None:
 
 
 class EchoRewriter:
-    def rewrite(self, instruction: str, images: Any) -> Rewrite:
-        return Rewrite(original=instruction, prompt=instruction.upper(), rewritten=True)
+    def rewrite(self, instruction: str, images: Any, *, task: RewriteTask = "edit") -> Rewrite:
+        return Rewrite(original=instruction, prompt=f"{task}: {instruction.upper()}", rewritten=True)
 
 
 def test_lazy_rewriter_builds_once() -> None:
@@ -394,8 +414,9 @@ def test_lazy_rewriter_builds_once() -> None:
         return EchoRewriter()
 
     lazy = LazyRewriter(build)
-    assert lazy.rewrite("make it red", [IMAGE]).prompt == "MAKE IT RED"
-    assert rewrite_prompt(lazy, PROMPT, [IMAGE]).prompt == f"{PHRASE} MAKE IT RED"
+    assert lazy.rewrite("make it red", [IMAGE]).prompt == "edit: MAKE IT RED"
+    assert lazy.rewrite("a red fox", [], task="generate").prompt == "generate: A RED FOX"
+    assert rewrite_prompt(lazy, PROMPT, [IMAGE]).prompt == f"{PHRASE} edit: MAKE IT RED"
     assert builds == [1]
 
 

@@ -19,7 +19,7 @@ from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, TASK_INPUTS, TEXT
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest, plan_request
 from reangle.engine.fake import qwen_image_layer_names
 from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
-from reangle.engine.rewriter import Rewrite
+from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import InvalidInput
 from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local_bus import LocalEventBus
@@ -37,9 +37,13 @@ class FakeRecordingRewriter:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[tuple[int, int]]]] = []
+        self.tasks: list[RewriteTask] = []
 
-    def rewrite(self, instruction: str, images: Sequence[Image.Image]) -> Rewrite:
+    def rewrite(
+        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+    ) -> Rewrite:
         self.calls.append((instruction, [image.size for image in images]))
+        self.tasks.append(task)
         return Rewrite(original=instruction, prompt=f"{instruction} in detail", rewritten=True, seconds=0.01)
 
 
@@ -118,6 +122,10 @@ def test_the_rewriter_sees_the_words_and_images_never_the_camera_phrase(service:
             assert isinstance(request, EditRequest)
             plan = plan_request(request, [(40, 24)], limits=LIMITS, target_area=1024)
             assert plan.prompt == "<sks> right side view eye-level shot medium shot add snow in detail"
+        generation = await submit(service, TEXT_TO_IMAGE, prompt="a lighthouse", rewrite_prompt=True)
+        async with preparer.prepared(generation) as prepared:
+            assert [request.prompt for request in prepared.requests] == ["a lighthouse in detail"]
+        assert rewriter.tasks == ["edit", "generate"]  # a new picture is described, not edited
 
     asyncio.run(scenario())
 
