@@ -1,8 +1,9 @@
 """The OpenAI Images dialect: the `openai` Python client (3.x) pointed at `http://HOST/openai/v1`.
 
-    POST /openai/v1/images/edits     multipart; waits for the job, answers {"created", "data": [...], ...}
-    GET  /openai/v1/models[/{id}]    the served models, as OpenAI model objects
-    *    /openai/v1/...              anything else: 404 in OpenAI's error shape
+    POST /openai/v1/images/edits        multipart; waits for the job, answers {"created", "data": [...], ...}
+    POST /openai/v1/images/generations  JSON; text-to-image (qwen-image-2512 by default), answered alike
+    GET  /openai/v1/models[/{id}]       the served models, as OpenAI model objects
+    *    /openai/v1/...                 anything else: 404 in OpenAI's error shape
 
 The request fields, their mapping to the native input, the response and the error bodies are pure
 translations in `openai_schemas` (documented there); this module wires them onto JobService.
@@ -11,7 +12,9 @@ Errors: {"error": {"message", "type", "param", "code"}} (see `openai_schemas`); 
 Retry-After; no result in time 504 server_error, code "timeout" (the job is canceled). Every error except 429
 carries `x-should-retry: false`, so the SDK's automatic retries never run a job twice; `x-request-id` names
 the job. The wait is bounded by MAX_WAIT_S and by the client's own `x-stainless-read-timeout`; a client that
-disconnects gets its job canceled. An `Idempotency-Key` header is honoured as in the native API.
+disconnects gets its job canceled. An `Idempotency-Key` header is honoured as in the native API. Both image
+routes share all of this (`_answer`); they differ only in how they read and translate the request. A body
+that is not JSON (generations) or not a form (edits) is a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -46,6 +50,7 @@ from reangle.dialects.openai_schemas import (
     model_object,
     render_edit,
     translate,
+    translate_generation,
 )
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unavailable
 
@@ -77,7 +82,7 @@ def json_error(status: int, body: dict[str, Any], *, job_id: str | None = None) 
 def render_error(request: Request, exc: ReangleError, _status: int) -> Response:
     status, body = error_payload(exc)
     if status >= 500:
-        log.error("openai edit failed: %s", exc.message)
+        log.error("openai %s failed: %s", request.url.path, exc.message)
     response = json_error(status, body, job_id=getattr(request.state, "openai_job_id", None))
     if isinstance(exc, QueueFull | Unavailable):
         response.headers["Retry-After"] = str(exc.retry_after_s)
@@ -94,42 +99,20 @@ router = APIRouter(route_class=dialect_route(render_error), tags=["openai"])
 async def create_edit(request: Request, app: State, links: LinkMaker) -> Response:
     """Edit 1-3 images and answer when the job has finished (see the module docstrings)."""
     owner = app.keys.owner(bearer_token(request.headers.get("authorization")))
-    try:
+    with _unexpected_errors_as_server_failure():
         fields, images = await read_form(request)
         # Uploads go to the core as base64, which ingests them at submit: with an Idempotency-Key, a retry
         # that uploads the same bytes again is then the same request (asset ids would differ each time).
         refs = [item if isinstance(item, str) else base64.b64encode(item).decode("ascii") for item in images]
-        call: EditCall = translate(fields, refs)
-        submit = SubmitRequest(
-            model=call.model, input=call.input, idempotency_key=request.headers.get("idempotency-key")
-        )
-        job = await app.service.submit(owner, submit)
-        request.state.openai_job_id = job.id
-        finished = await _wait_or_disconnect(request, app, owner, job.id, wait_budget(request.headers))
-        if finished is None:  # the client went away: nobody will collect the result
-            _cancel_quietly(app, owner, job.id)
-            return Response(status_code=499)
-        timed_out = not finished.status.is_terminal
-        if timed_out:  # cancel it, unless it has just finished after all
-            finished = _cancel_quietly(app, owner, job.id)
-        if timed_out and finished.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-            message = f"job {job.id} did not finish in time and was canceled; retry with a longer timeout"
-            return json_error(504, error_body(message, "server_error", None, "timeout"), job_id=job.id)
-        if finished.status != JobStatus.SUCCEEDED:
-            status, body = job_error_payload(finished)
-            return json_error(status, body, job_id=job.id)
-        body = render_edit(
-            finished,
-            call.response_format,
-            read=lambda asset_id: _read_asset(app, asset_id),
-            url_for=links.asset_url_by_id,
-        )
-        return JSONResponse(body, headers={"x-request-id": job.id})
-    except ReangleError:
-        raise
-    except Exception as exc:
-        log.exception("openai edit failed unexpectedly")
-        raise ServerFailure() from exc
+        return await _answer(request, app, links, owner, translate(fields, refs))
+
+
+@router.post(f"{PREFIX}/images/generations", response_model=None)
+async def create_generation(request: Request, app: State, links: LinkMaker) -> Response:
+    """Generate images from a prompt and answer when the job has finished (see the module docstrings)."""
+    owner = app.keys.owner(bearer_token(request.headers.get("authorization")))
+    with _unexpected_errors_as_server_failure():
+        return await _answer(request, app, links, owner, translate_generation(await read_json(request)))
 
 
 @router.get(f"{PREFIX}/models")
@@ -152,11 +135,52 @@ async def get_model(model_id: str, request: Request, app: State) -> dict[str, An
 async def unknown_url(path: str, request: Request) -> Response:
     raise NotFound(
         f"Unknown request URL: {request.method} {PREFIX}/{path}. "
-        f"This server serves POST {PREFIX}/images/edits."
+        f"This server serves POST {PREFIX}/images/edits and POST {PREFIX}/images/generations."
     )
 
 
 # helpers ---------------------------------------------------------------------------------------------
+
+
+async def _answer(request: Request, app: State, links: LinkMaker, owner: str, call: EditCall) -> Response:
+    """Submit the job, wait for it, and answer with its images or its error (shared by both image routes)."""
+    submit = SubmitRequest(
+        model=call.model, input=call.input, idempotency_key=request.headers.get("idempotency-key")
+    )
+    job = await app.service.submit(owner, submit)
+    request.state.openai_job_id = job.id
+    finished = await _wait_or_disconnect(request, app, owner, job.id, wait_budget(request.headers))
+    if finished is None:  # the client went away: nobody will collect the result
+        _cancel_quietly(app, owner, job.id)
+        return Response(status_code=499)
+    timed_out = not finished.status.is_terminal
+    if timed_out:  # cancel it, unless it has just finished after all
+        finished = _cancel_quietly(app, owner, job.id)
+    if timed_out and finished.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        message = f"job {job.id} did not finish in time and was canceled; retry with a longer timeout"
+        return json_error(504, error_body(message, "server_error", None, "timeout"), job_id=job.id)
+    if finished.status != JobStatus.SUCCEEDED:
+        status, body = job_error_payload(finished)
+        return json_error(status, body, job_id=job.id)
+    body = render_edit(
+        finished,
+        call.response_format,
+        read=lambda asset_id: _read_asset(app, asset_id),
+        url_for=links.asset_url_by_id,
+    )
+    return JSONResponse(body, headers={"x-request-id": job.id})
+
+
+@contextlib.contextmanager
+def _unexpected_errors_as_server_failure() -> Iterator[None]:
+    """Errors of the error tree pass as they are; anything else is logged and answered as ServerFailure."""
+    try:
+        yield
+    except ReangleError:
+        raise
+    except Exception as exc:
+        log.exception("openai image request failed unexpectedly")
+        raise ServerFailure() from exc
 
 
 async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]]:
@@ -180,6 +204,23 @@ async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]
         return fields, images
     finally:
         await form.close()
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object (its size is capped while it streams in, as for every body)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise InvalidInput(f"send application/json, not {content_type.split(';')[0]!r}", field=None)
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidInput("the body is empty: send a JSON object with at least a prompt", field=None)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidInput(f"the body is not valid JSON: {exc}", field=None) from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be a JSON object, not {type(body).__name__}", field=None)
+    return body
 
 
 def wait_budget(headers: Mapping[str, str]) -> float:

@@ -1,10 +1,12 @@
-"""The OpenAI Images dialect's pure translations: an /images/edits form -> the native model and input, a
-core Job -> an ImagesResponse, a model id -> an OpenAI model object, errors -> OpenAI's error body.
+"""The OpenAI Images dialect's pure translations: an /images/edits form or an /images/generations JSON
+body -> the native model and input, a core Job -> an ImagesResponse, a model id -> an OpenAI model object,
+errors -> OpenAI's error body.
 
 No HTTP and no I/O here, so that golden tests can drive every mapping directly. The routes live in
 `reangle.dialects.openai_images`.
 
-Request (multipart form; the SDK sends every value as a string; `extra_body` keys arrive as plain fields):
+/images/edits request (multipart form; the SDK sends every value as a string; `extra_body` keys arrive as
+plain fields):
 
     image / image[]       1-3 files, any name and content type: the format is sniffed from the bytes.
                           A string value is an image reference (asset id, data URL, base64, http(s) URL).
@@ -31,6 +33,28 @@ Request (multipart form; the SDK sends every value as a string; `extra_body` key
                           camera 90 degrees right", "back view") set the pose; with camera fields, they win
                           and such phrases are dropped from the instruction. Other fields: 400.
 
+/images/generations request (JSON; `extra_body` keys arrive as top-level keys with their JSON types; a null
+value counts as omitted), text-to-image:
+
+    prompt                required, not blank: what to generate
+    model                 a served text-to-image model by id (qwen-image-2512, or a catalog model of that
+                          task, by its id or its openai id); omitted, "auto", gpt-image-*, dall-e-*,
+                          chatgpt-image-* -> qwen-image-2512. Any other model (the edit models, wan-2.7-image)
+                          is a 400 with param "model"
+    n                     num_outputs (1-4; an image set: up to 8; checked by the core, param "n")
+    size                  "auto" (default: about 1 MP, square unless aspect_ratio says otherwise), "WxH"
+                          (floored to multiples of 16, out of the engine's range: 400 param "size"), or the
+                          native presets 1K / 2K; anything else is a 400 with param "size"
+    response_format       b64_json (default) | url, as for edits
+    output_format         png (default) | jpeg | webp (gif, svg: 400); output_compression as for edits
+    quality               as for edits, and the legacy "hd" -> 8-step Lightning
+    background            auto | opaque (transparent: 400); moderation auto | low (this server runs no
+                          content filter); user, safety_identifier, partial_images, complexity: accepted
+                          and ignored; stream=true, style (describe it in the prompt), svg, frame_*: 400
+    native fields         seed num_inference_steps guidance_scale acceleration width height aspect_ratio
+                          negative_prompt rewrite_prompt image_set set_prompts, passed to the core as given
+                          (it validates them and names the field). Other keys: 400.
+
 Errors: {"error": {"message", "type", "param", "code"}}. Invalid input 400 invalid_request_error (param is
 the OpenAI field name); bad key 401 (code invalid_api_key); 404/409 invalid_request_error; queue full 429
 rate_limit_error; a failed or canceled job 500 server_error (a job failed on its input: 400).
@@ -48,9 +72,9 @@ from typing import Any, Literal
 
 from reangle.api.errors import status_for
 from reangle.core.camera_text import parse_camera_text
-from reangle.core.edit import MAX_INPUT_IMAGES, MAX_OUTPUTS
+from reangle.core.edit import MAX_INPUT_IMAGES, MAX_OUTPUTS, SIZE_PRESETS
 from reangle.core.jobs import Job, JobStatus, OutputAsset
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS, TEXT_TO_IMAGE
 from reangle.errors import InvalidInput, NotFound, ReangleError, Unauthorized
 
 FAL_CAMERA_MODEL = "qwen-image-edit-2511-multiple-angles"
@@ -68,6 +92,7 @@ CAMERA_FIELDS = (
 FLOAT_FIELDS = (*CAMERA_FIELDS, "guidance_scale")
 INT_FIELDS = ("seed", "num_inference_steps", "width", "height")
 TEXT_FIELDS = ("acceleration", "aspect_ratio")
+BOOL_FIELDS = ("rewrite_prompt",)
 OPENAI_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression")
 OPENAI_CHOICE_FIELDS = ("quality", "background", "stream")
 IGNORED_FIELDS = ("input_fidelity", "user", "safety_identifier", "partial_images", "complexity")
@@ -77,6 +102,32 @@ UNSUPPORTED_FIELDS = ("mask", "markup", "svg", "frame_count", "frame_duration_ms
 QUALITY_ACCELERATION: dict[str, str | None] = {"low": None, "auto": None, "standard": None}
 QUALITY_ACCELERATION.update(medium="regular", high="regular", xhigh="none", max="none")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+#: /images/generations: OpenAI's fields this server takes, those it accepts and ignores, those it refuses,
+#: and the native text-to-image fields `extra_body` may carry (validated by the core).
+GENERATION_FIELDS = (*OPENAI_FIELDS, *OPENAI_CHOICE_FIELDS, "moderation")
+GENERATION_IGNORED_FIELDS = ("user", "safety_identifier", "partial_images", "complexity")
+GENERATION_UNSUPPORTED_FIELDS = {
+    "style": "style is not supported; describe the style in the prompt",
+    "svg": "svg output is not supported by this server",
+    "frame_count": "gif output is not supported by this server",
+    "frame_duration_ms": "gif output is not supported by this server",
+}
+GENERATION_NATIVE_FIELDS = (
+    "seed",
+    "num_inference_steps",
+    "guidance_scale",
+    "acceleration",
+    "width",
+    "height",
+    "aspect_ratio",
+    "negative_prompt",
+    "rewrite_prompt",
+    "image_set",
+    "set_prompts",
+)
+#: OpenAI `quality` for generations: as for edits, and DALL-E 3's legacy "hd".
+GENERATION_QUALITY_ACCELERATION = {**QUALITY_ACCELERATION, "hd": "regular"}
+TEXT_TO_IMAGE_TASK = "text_to_image"
 #: Job error codes that mean the request itself was bad: answered 400, not 500.
 INPUT_ERROR_CODES = ("invalid_input", "invalid_image", "unsupported_image", "too_large")
 
@@ -143,7 +194,7 @@ def job_error_payload(job: Job) -> tuple[int, dict[str, Any]]:
 
 @dataclass(frozen=True, kw_only=True)
 class EditCall:
-    """An /images/edits request in core terms."""
+    """An /images/edits or /images/generations request in core terms."""
 
     model: str
     input: dict[str, Any]
@@ -157,12 +208,7 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     prompt = fields.get("prompt", "")
     _check_choice(fields, "background", ("auto", "opaque"), "transparent backgrounds are not supported")
     _check_choice(fields, "stream", ("false",), "streaming is not supported; leave stream unset")
-    requested_format = fields.get("response_format", "b64_json")
-    if requested_format not in ("b64_json", "url"):
-        raise InvalidInput(
-            f"response_format must be b64_json or url, got {requested_format!r}", field="response_format"
-        )
-    response_format: ResponseFormat = "url" if requested_format == "url" else "b64_json"
+    response_format = _response_format(fields)
     if not 1 <= len(images) <= MAX_INPUT_IMAGES:
         raise InvalidInput(f"give 1 to {MAX_INPUT_IMAGES} images, got {len(images)}", field="image")
     data: dict[str, Any] = {"images": list(images)}
@@ -175,9 +221,12 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     for name in TEXT_FIELDS:
         if name in fields:
             data[name] = fields[name]
+    for name in BOOL_FIELDS:
+        if name in fields:
+            data[name] = _flag(fields[name], name)
     data["num_outputs"] = _count(fields.get("n"))
     data.update(_size(fields.get("size"), data))
-    data.update(_output(fields))
+    data.update(_output(fields, acceleration_given="acceleration" in fields))
     model = _model(fields.get("model"), data, prompt)
     data["prompt"] = prompt
     if model == CAMERA_EDIT:
@@ -199,7 +248,15 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
 
 def check_known(name: str) -> None:
     """Refuse a form field this dialect does not take (InvalidInput naming it); image fields pass."""
-    known = (*OPENAI_FIELDS, *OPENAI_CHOICE_FIELDS, *FLOAT_FIELDS, *INT_FIELDS, *TEXT_FIELDS, *IGNORED_FIELDS)
+    known = (
+        *OPENAI_FIELDS,
+        *OPENAI_CHOICE_FIELDS,
+        *FLOAT_FIELDS,
+        *INT_FIELDS,
+        *TEXT_FIELDS,
+        *BOOL_FIELDS,
+        *IGNORED_FIELDS,
+    )
     if name in known or name in IMAGE_FIELDS:
         return
     if name.startswith(UNSUPPORTED_FIELDS):
@@ -212,6 +269,14 @@ def check_known(name: str) -> None:
 def _check_choice(fields: Mapping[str, str], name: str, allowed: tuple[str, ...], message: str) -> None:
     if name in fields and fields[name].strip().lower() not in allowed:
         raise InvalidInput(f"{message} (got {name}={fields[name]!r})", field=name)
+
+
+def _flag(raw: str, name: str) -> bool:
+    """A form value as a boolean: the SDK sends extra_body's True as "true"."""
+    text = raw.strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{name} must be true or false, got {raw!r}", field=name)
+    return text in ("true", "1")
 
 
 def _number(raw: str, name: str, *, integral: bool) -> int | float:
@@ -253,7 +318,23 @@ def _size(raw: str | None, data: Mapping[str, Any]) -> dict[str, int]:
     return {"width": int(match[1]), "height": int(match[2])}
 
 
-def _output(fields: Mapping[str, str]) -> dict[str, Any]:
+def _response_format(fields: Mapping[str, str]) -> ResponseFormat:
+    requested = fields.get("response_format", "b64_json")
+    if requested not in ("b64_json", "url"):
+        raise InvalidInput(
+            f"response_format must be b64_json or url, got {requested!r}", field="response_format"
+        )
+    return "url" if requested == "url" else "b64_json"
+
+
+def _output(
+    fields: Mapping[str, str],
+    *,
+    acceleration_given: bool,
+    qualities: Mapping[str, str | None] = QUALITY_ACCELERATION,
+) -> dict[str, Any]:
+    """output_format, output_compression and quality as native fields (`quality` sets `acceleration`
+    unless the request gives its own)."""
     out: dict[str, Any] = {}
     if "output_format" in fields:
         fmt = fields["output_format"].strip().lower()
@@ -272,11 +353,11 @@ def _output(fields: Mapping[str, str]) -> dict[str, Any]:
         out["quality"] = max(1, int(compression))
     if "quality" in fields:
         quality = fields["quality"].strip().lower()
-        if quality not in QUALITY_ACCELERATION:
-            choices = ", ".join(QUALITY_ACCELERATION)
+        if quality not in qualities:
+            choices = ", ".join(qualities)
             raise InvalidInput(f"quality must be one of {choices}, got {quality!r}", field="quality")
-        if QUALITY_ACCELERATION[quality] and "acceleration" not in fields:
-            out["acceleration"] = QUALITY_ACCELERATION[quality]
+        if qualities[quality] and not acceleration_given:
+            out["acceleration"] = qualities[quality]
     return out
 
 
@@ -300,6 +381,105 @@ def _model(raw: str | None, data: Mapping[str, Any], prompt: str) -> str:
     )
 
 
+def translate_generation(body: Mapping[str, Any]) -> EditCall:
+    """The native model and input for an /images/generations JSON body (pure, given the served models)."""
+    given = {name: value for name, value in body.items() if value is not None}  # null: as if omitted
+    for name in given:
+        _check_generation_field(name)
+    prompt = given.get("prompt")
+    if not isinstance(prompt, str):
+        problem = "is required" if prompt is None else f"must be a string, not {type(prompt).__name__}"
+        raise InvalidInput(f"prompt {problem}: say what to generate", field="prompt")
+    if not prompt.strip():
+        raise InvalidInput("prompt must not be empty: say what to generate", field="prompt")
+    fields = {
+        name: _text(given[name], name) for name in GENERATION_FIELDS if name in given and name != "prompt"
+    }
+    _check_choice(fields, "background", ("auto", "opaque"), "transparent backgrounds are not supported")
+    _check_choice(fields, "stream", ("false",), "streaming is not supported; leave stream unset")
+    _check_choice(fields, "moderation", ("auto", "low"), "moderation must be auto or low")
+    response_format = _response_format(fields)
+    data: dict[str, Any] = {"prompt": prompt}
+    data.update((name, given[name]) for name in GENERATION_NATIVE_FIELDS if name in given)
+    if "n" in fields:
+        count = _number(fields["n"], "n", integral=True)
+        if count < 1:
+            raise InvalidInput(f"n must be at least 1, got {fields['n']}", field="n")
+        data["num_outputs"] = count  # the upper bound (4, or 8 for an image set) is the core's
+    size = _generation_size(fields.get("size"))
+    if size is not None:
+        data["size"] = size
+    data.update(
+        _output(fields, acceleration_given="acceleration" in given, qualities=GENERATION_QUALITY_ACCELERATION)
+    )
+    return EditCall(model=_generation_model(fields.get("model")), input=data, response_format=response_format)
+
+
+def _check_generation_field(name: str) -> None:
+    if name in (*GENERATION_FIELDS, *GENERATION_IGNORED_FIELDS, *GENERATION_NATIVE_FIELDS):
+        return
+    if name in GENERATION_UNSUPPORTED_FIELDS:
+        raise InvalidInput(GENERATION_UNSUPPORTED_FIELDS[name], field=name)
+    raise InvalidInput(
+        f"Unknown parameter: {name!r}.",
+        field=name,
+        hint="text-to-image fields: " + ", ".join(GENERATION_NATIVE_FIELDS),
+    )
+
+
+def _text(value: Any, name: str) -> str:
+    """A JSON scalar as the text a form would have carried (true -> "true", 2 -> "2")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise InvalidInput(f"{name} must be a string or a number, not {type(value).__name__}", field=name)
+
+
+def _generation_size(raw: str | None) -> str | None:
+    """OpenAI's `size` as the native text-to-image `size` ("WxH", 1K, 2K); None for auto."""
+    if raw is None or raw.strip().lower() == "auto":
+        return None
+    if raw.strip().upper() in SIZE_PRESETS:
+        return raw.strip().upper()
+    match = re.fullmatch(r"\s*(\d{1,6})\s*x\s*(\d{1,6})\s*", raw.lower())
+    if match is None:
+        presets = ", ".join(SIZE_PRESETS)
+        raise InvalidInput(
+            f"size must be 'auto', 'WIDTHxHEIGHT' (e.g. '1024x1024') or {presets}, got {raw!r}", field="size"
+        )
+    return f"{int(match[1])}x{int(match[2])}"
+
+
+def text_to_image_models() -> dict[str, str]:
+    """The served text-to-image models: each one's id and OpenAI id -> its id."""
+    served: dict[str, str] = {}
+    for spec in MODELS.values():
+        if spec.entry.task == TEXT_TO_IMAGE_TASK:
+            served[spec.id] = spec.id
+            served[spec.entry.dialect_id("openai") or spec.id] = spec.id
+    return served
+
+
+def _generation_model(raw: str | None) -> str:
+    served = text_to_image_models()
+    name = (raw or "auto").strip()
+    if name in served:
+        return served[name]
+    choices = ", ".join([*served, "auto"])
+    if name != "auto" and not name.lower().startswith(AUTO_MODEL_PREFIXES):
+        served_elsewhere = name in MODELS or name in MODEL_ALIASES
+        kind = "does not generate images from a prompt here" if served_elsewhere else "is unknown"
+        raise InvalidInput(
+            f"model {name!r} {kind}; choose one of {choices} (or an OpenAI image model)",
+            field="model",
+            hint="POST /images/edits takes the image-editing models" if name in MODEL_ALIASES else None,
+        )
+    if not served:
+        raise InvalidInput("this server serves no text-to-image model", field="model")
+    return TEXT_TO_IMAGE if TEXT_TO_IMAGE in served.values() else next(iter(served.values()))
+
+
 # response rendering ----------------------------------------------------------------------------------
 
 
@@ -310,7 +490,8 @@ def render_edit(
     read: Callable[[str], bytes],
     url_for: Callable[[str], str | None],
 ) -> dict[str, Any]:
-    """A succeeded job as an ImagesResponse (pure, given how to read an asset and link to it)."""
+    """A succeeded job (an edit or a generation) as an ImagesResponse (pure, given how to read an asset and
+    link to it)."""
     data = []
     for output in job.outputs:
         revised = _revised_prompt(job, output)

@@ -106,6 +106,20 @@ def test_several_images_default_to_the_instruction_model(server: RunningServer, 
     assert decode(result.data[0].b64_json).size == (320, 256)
 
 
+def test_rewrite_prompt_rewrites_the_instruction_and_comes_back_as_revised_prompt(
+    server: RunningServer,
+) -> None:
+    result = client(server).images.edit(
+        image=png(96, 64), prompt="add snow", extra_body={"rewrite_prompt": True, "azimuth": 90}
+    )
+    assert result.data is not None
+    revised = result.data[0].revised_prompt
+    assert revised == "<sks> right side view eye-level shot medium shot add snow (precisely, for 96x64)"
+    job = native(server, f"/v1/jobs/{result._request_id}")
+    assert job["input"]["rewrite_prompt"] is True
+    assert job["output"]["assets"][0]["plan"]["rewrite"]["original_prompt"] == "add snow"
+
+
 def test_url_response_with_two_outputs_downloads_without_auth(server: RunningServer) -> None:
     result = client(server).images.edit(
         image=png(),
@@ -173,6 +187,7 @@ def test_failing_job_is_a_server_error_that_the_sdk_does_not_retry(
         ({"model": "stable-diffusion-xl"}, "model"),
         ({"extra_body": {"horizontal_angel": 90}}, "horizontal_angel"),
         ({"extra_body": {"zoom": "near"}}, "zoom"),
+        ({"extra_body": {"rewrite_prompt": "maybe"}}, "rewrite_prompt"),
         ({"output_format": "gif"}, "output_format"),
     ],
 )
@@ -278,8 +293,9 @@ def test_models_and_unknown_urls(server: RunningServer) -> None:
         "wan-2.7-image",
     }
     with pytest.raises(openai.NotFoundError) as caught:
-        sdk.images.generate(prompt="a cat")
-    assert "images/generations" in str(caught.value.message)
+        sdk.post("/images/variations", body={}, cast_to=object)
+    assert "images/variations" in str(caught.value.message)
+    assert "images/generations" in str(caught.value.message)  # says what is served
     assert caught.value.type == "invalid_request_error"
 
 
