@@ -20,7 +20,7 @@ from PIL import Image
 from reangle.dialects.openai_schemas import error_payload, translate_generation
 from reangle.errors import InvalidInput
 from tests.dialects.conftest import API_KEY, RunningServer
-from tests.dialects.test_openai_images import NewJobs, client, decode, native, wait_for_status
+from tests.dialects.openai_support import NewJobs, client, decode, native, wait_for_status
 
 TEXT_TO_IMAGE = "qwen-image-2512"
 

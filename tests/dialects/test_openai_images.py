@@ -6,7 +6,6 @@ one job, even where the SDK would retry by default (2 retries on 5xx and timeout
 
 from __future__ import annotations
 
-import base64
 import io
 import time
 from typing import Any
@@ -18,44 +17,12 @@ from PIL import Image
 
 from tests.conftest import image_bytes, make_image
 from tests.dialects.conftest import API_KEY, OTHER_KEY, RunningServer, png, png_base64
-
-
-def client(server: RunningServer, key: str = API_KEY, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=key, **options)
-
-
-def native(server: RunningServer, path: str, key: str = API_KEY) -> Any:
-    response = httpx.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
-def job_ids(server: RunningServer, key: str = API_KEY) -> list[str]:
-    """The key's newest jobs, newest first."""
-    return [job["id"] for job in native(server, "/v1/jobs?limit=100", key)["data"]]
-
-
-class NewJobs:
-    """The jobs a block of code made with one key."""
-
-    def __init__(self, server: RunningServer, key: str = API_KEY) -> None:
-        self.server, self.key = server, key
-        self.before = set(job_ids(server, key))
-        self.ids: list[str] = []
-
-    def collect(self) -> list[str]:
-        self.ids = [job_id for job_id in job_ids(self.server, self.key) if job_id not in self.before]
-        return self.ids
+from tests.dialects.openai_support import NewJobs, client, decode, job_ids, native, wait_for_status
 
 
 @pytest.fixture
 def new_jobs(server: RunningServer) -> NewJobs:
     return NewJobs(server)
-
-
-def decode(b64: str | None) -> Image.Image:
-    assert b64 is not None
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def test_camera_edit_one_image_sniffed_with_extra_body_and_empty_prompt(
@@ -297,15 +264,6 @@ def test_models_and_unknown_urls(server: RunningServer) -> None:
     assert "images/variations" in str(caught.value.message)
     assert "images/generations" in str(caught.value.message)  # says what is served
     assert caught.value.type == "invalid_request_error"
-
-
-def wait_for_status(server: RunningServer, job_id: str, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        status: str = native(server, f"/v1/jobs/{job_id}")["status"]
-        if status in ("succeeded", "failed", "canceled") or time.monotonic() > deadline:
-            return status
-        time.sleep(0.05)
 
 
 @pytest.mark.tiny
