@@ -107,6 +107,13 @@ class Unavailable(ReangleError):
         super().__init__(message, hint=f"retry in {retry_after_s} s")
 
 
+class SourceUnavailable(ReangleError):
+    """A file a job names (a LoRA URL) could not be fetched when the job ran. Unlike `Unavailable` it ends
+    the job: handing it back would put it at the head of the queue again, holding every job behind it."""
+
+    code = "source_unavailable"
+
+
 class EngineError(ReangleError):
     """The inference engine failed."""
 

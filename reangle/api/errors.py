@@ -21,6 +21,7 @@ from reangle.errors import (
     QueueFull,
     ReangleError,
     RequestTimeout,
+    SourceUnavailable,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -42,6 +43,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ReangleError], int], ...] = (
     (Conflict, 409),
     (QueueFull, 429),
     (Unavailable, 503),
+    (SourceUnavailable, 502),
 )
 
 

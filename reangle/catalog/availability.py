@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reangle.catalog.model import ENGINE_LABELS, ModelEntry
+from reangle.catalog.model import ENGINE_LABELS, ENGINE_SWITCHES, ModelEntry
 
 
 def availability(entry: ModelEntry, settings_values: Mapping[str, object]) -> str | None:
@@ -14,6 +14,9 @@ def availability(entry: ModelEntry, settings_values: Mapping[str, object]) -> st
     if missing:
         names = " and ".join(f"REANGLE_{name.upper()}" for name in missing)
         return f"set {names} to run {entry.name}{through}"
+    switch = ENGINE_SWITCHES.get(entry.engine)
+    if switch is not None and switch in settings_values and not _is_set(settings_values[switch]):
+        return f"REANGLE_{switch.upper()} is empty, which turns {entry.name} off on this server"
     registered = settings_values.get("loras")
     for lora in entry.loras:
         ref = lora.ref

@@ -28,6 +28,8 @@ REMOTE_ENGINES = frozenset({"dashscope"})
 ENGINE_REQUIRES: Mapping[EngineFamily, tuple[str, ...]] = MappingProxyType(
     {"dashscope": ("dashscope_api_key",)}
 )
+#: Settings whose default turns an engine on and whose empty value turns it off.
+ENGINE_SWITCHES: Mapping[EngineFamily, str] = MappingProxyType({"qwen-image": "text_to_image_model"})
 ENGINE_LABELS: Mapping[EngineFamily, str] = MappingProxyType({"dashscope": "Alibaba's DashScope API"})
 
 Dialect = Literal["scenario", "segmind", "runpod", "fal", "openai"]

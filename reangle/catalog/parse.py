@@ -98,7 +98,7 @@ def parse_entry(table: object, *, source: str, index: int, setting_names: Collec
         defaults=_defaults(table.get("defaults", {}), limits, where),
         prompt_template=_prompt_template(table.get("prompt_template"), where),
         limits=limits,
-        dialects=_dialects(table.get("dialects", {}), model_id, where),
+        dialects=_dialects(table.get("dialects", {}), model_id, task, where),
         requires=_requires(table.get("requires", []), setting_names, where),
         source=source,
     )
@@ -217,7 +217,13 @@ def _prompt_template(value: object, where: _Where) -> str | None:
     return text
 
 
-def _dialects(value: object, model_id: str, where: _Where) -> Mapping[str, str]:
+#: The tasks whose fields each dialect translates (the others list every task).
+DIALECT_TASKS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"segmind": ("camera_edit",), "runpod": ("camera_edit", "instruction_edit")}
+)
+
+
+def _dialects(value: object, model_id: str, task: Task, where: _Where) -> Mapping[str, str]:
     if not isinstance(value, dict):
         raise where.error("dialects", 'must be a table like { scenario = "model_..." }')
     _no_unknown_keys(value, DIALECTS, where, prefix="dialects.")
@@ -227,6 +233,9 @@ def _dialects(value: object, model_id: str, where: _Where) -> Mapping[str, str]:
         text = _text(dialect_id, field, where)
         if not NAME_PATTERN.fullmatch(text):
             raise where.error(field, f"{shown(text)} is not an id: letters, digits and . _ / : -")
+        tasks = DIALECT_TASKS.get(dialect)
+        if tasks is not None and task not in tasks:
+            raise where.error(field, f"the {dialect} dialect serves only {' and '.join(tasks)} models")
         if dialect == "scenario" and not text.startswith(SCENARIO_PREFIX):
             raise where.error(field, f"{shown(text)}: Scenario model ids start with {SCENARIO_PREFIX}")
         ids[dialect] = text

@@ -78,7 +78,7 @@ from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS, TEXT_TO_I
 from reangle.errors import InvalidInput, NotFound, ReangleError, Unauthorized
 
 FAL_CAMERA_MODEL = "qwen-image-edit-2511-multiple-angles"
-MODEL_ALIASES = {CAMERA_EDIT: CAMERA_EDIT, FAL_CAMERA_MODEL: CAMERA_EDIT, INSTRUCTION_EDIT: INSTRUCTION_EDIT}
+EDIT_TASKS = ("camera_edit", "instruction_edit")
 AUTO_MODEL_PREFIXES = ("gpt-image", "dall-e", "chatgpt-image")
 CAMERA_FIELDS = (
     "horizontal_angle",
@@ -229,7 +229,7 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     data.update(_output(fields, acceleration_given="acceleration" in fields))
     model = _model(fields.get("model"), data, prompt)
     data["prompt"] = prompt
-    if model == CAMERA_EDIT:
+    if MODELS[model].entry.task == "camera_edit":
         camera = parse_camera_text(prompt)
         if camera.pose is not None:
             data["prompt"] = camera.instruction
@@ -361,12 +361,27 @@ def _output(
     return out
 
 
+def edit_models() -> dict[str, str]:
+    """The served edit models: each one's id, OpenAI id and fal id -> its id (fal's camera model's name
+    names the shipped camera model unless the catalog gives it to another)."""
+    served: dict[str, str] = {}
+    for spec in MODELS.values():
+        if spec.entry.task in EDIT_TASKS:
+            for name in (spec.id, spec.entry.dialect_id("openai"), spec.entry.dialect_id("fal")):
+                if name:
+                    served[name] = spec.id
+    if CAMERA_EDIT in MODELS:
+        served.setdefault(FAL_CAMERA_MODEL, CAMERA_EDIT)
+    return served
+
+
 def _model(raw: str | None, data: Mapping[str, Any], prompt: str) -> str:
     name = (raw or "auto").strip()
-    if name in MODEL_ALIASES:
-        return MODEL_ALIASES[name]
+    served = edit_models()
+    if name in served:
+        return served[name]
     if name != "auto" and not name.lower().startswith(AUTO_MODEL_PREFIXES):
-        choices = ", ".join([*MODEL_ALIASES, "auto"])
+        choices = ", ".join([*served, "auto"])
         raise InvalidInput(
             f"unknown model {name!r}; choose one of {choices} (or an OpenAI image model)", field="model"
         )
@@ -468,12 +483,13 @@ def _generation_model(raw: str | None) -> str:
         return served[name]
     choices = ", ".join([*served, "auto"])
     if name != "auto" and not name.lower().startswith(AUTO_MODEL_PREFIXES):
-        served_elsewhere = name in MODELS or name in MODEL_ALIASES
+        edits = edit_models()
+        served_elsewhere = name in MODELS or name in edits
         kind = "does not generate images from a prompt here" if served_elsewhere else "is unknown"
         raise InvalidInput(
             f"model {name!r} {kind}; choose one of {choices} (or an OpenAI image model)",
             field="model",
-            hint="POST /images/edits takes the image-editing models" if name in MODEL_ALIASES else None,
+            hint="POST /images/edits takes the image-editing models" if name in edits else None,
         )
     if not served:
         raise InvalidInput("this server serves no text-to-image model", field="model")

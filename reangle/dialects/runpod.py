@@ -35,7 +35,7 @@ from reangle.api.deps import State
 from reangle.api.state import AppState
 from reangle.api.webhooks import webhook_target
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import CAMERA_EDIT
+from reangle.core.models import CAMERA_EDIT, MODELS
 from reangle.core.service import MAX_PAGE, SubmitRequest
 from reangle.core.webhooks import RUNPOD
 from reangle.dialects import runpod_schemas as rp
@@ -84,7 +84,13 @@ Owner = Annotated[str, Depends(runpod_owner)]
 
 
 def endpoint_model(app: AppState, endpoint_id: str) -> str:
-    return app.settings.runpod_endpoint_models.get(endpoint_id, CAMERA_EDIT)
+    """The model an endpoint id serves: REANGLE_RUNPOD_ENDPOINT_MODELS, then the catalog's `runpod` ids, and
+    the camera model for any other id (RunPod's clients need an id in the URL, whatever it is)."""
+    configured = app.settings.runpod_endpoint_models.get(endpoint_id)
+    if configured is not None:
+        return configured
+    named = (spec.id for spec in MODELS.values() if spec.entry.dialect_id("runpod") == endpoint_id)
+    return next(named, CAMERA_EDIT)
 
 
 # routes --------------------------------------------------------------------------------------------------

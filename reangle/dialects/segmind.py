@@ -32,7 +32,7 @@ from reangle.core.camera import DEFAULT_POSE
 from reangle.core.camera_text import parse_camera_text
 from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS
 from reangle.core.service import SubmitRequest
 from reangle.dialects.base import dialect_route
 from reangle.errors import (
@@ -133,13 +133,23 @@ class SegmindRequest:
     model: str = CAMERA_EDIT
 
 
-def check_slug(slug: str) -> None:
-    if slug != SLUG:
-        raise NotFound(f"model {slug!r} is not served here; this server runs {SLUG!r}")
+def slug_model(slug: str) -> str | None:
+    """The catalog camera model an operator serves under `slug`; None for Segmind's own slug (whose prompts
+    without a camera move run the instruction model); NotFound for any other."""
+    if slug == SLUG:
+        return None
+    named = next((spec.id for spec in MODELS.values() if spec.entry.dialect_id("segmind") == slug), None)
+    if named is None:
+        served = [SLUG, *(spec.entry.dialect_id("segmind") or "" for spec in MODELS.values())]
+        shown = ", ".join(dict.fromkeys(name for name in served if name))
+        raise NotFound(f"model {slug!r} is not served here; this server runs {shown}")
+    return named
 
 
-def translate(body: Any) -> SegmindRequest:
-    """A Segmind request body as the input of the native camera-edit model (or InvalidInput)."""
+def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
+    """A Segmind request body as the input of the native camera-edit model (or InvalidInput); with
+    `camera_model` (a catalog model's slug), that model runs every request, at the default pose when the
+    prompt names no camera move."""
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object", field="body")
     for name in body:
@@ -192,7 +202,7 @@ def translate(body: Any) -> SegmindRequest:
     if loras:
         common["loras"] = loras
     camera = parse_camera_text(prompt)
-    if camera.pose is None and prompt.strip():  # no camera move: the prompt goes on as written
+    if camera.pose is None and prompt.strip() and camera_model is None:  # no move: the prompt as written
         return SegmindRequest(input={**common, "prompt": prompt}, base64=want_base64, model=INSTRUCTION_EDIT)
     pose = camera.pose or DEFAULT_POSE
     native = {
@@ -202,7 +212,7 @@ def translate(body: Any) -> SegmindRequest:
         "elevation": pose.elevation_deg,
         "distance": pose.distance_factor,
     }
-    return SegmindRequest(input=native, base64=want_base64)
+    return SegmindRequest(input=native, base64=want_base64, model=camera_model or CAMERA_EDIT)
 
 
 def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -328,8 +338,7 @@ async def _base64_refs(app: AppState, job: Job) -> dict[str, str | None]:
 @router.post("/segmind/v1/{slug}", response_class=Response)
 async def run_sync(slug: str, request: Request, app: State, who: Owner) -> Response:
     """Run and wait: the image bytes (Content-Type per image_format), or `{"image": base64}`."""
-    check_slug(slug)
-    parsed = translate(await _json_body(request))
+    parsed = translate(await _json_body(request), slug_model(slug))
     job = await app.service.submit(who, SubmitRequest(model=parsed.model, input=parsed.input))
     finished = await _wait_or_cancel(request, app, who, job)
     if finished is None:  # the client went away; nobody reads this
@@ -387,8 +396,7 @@ def _cancel_quietly(app: AppState, who: str, job_id: str) -> None:
 @router.post("/segmind/v2/{slug}")
 async def submit_async(slug: str, request: Request, app: State, who: Owner, links: LinkMaker) -> JSONResponse:
     """Queue: `{request_id, status: QUEUED, status_url, response_url}`, both URLs absolute."""
-    check_slug(slug)
-    parsed = translate(await _json_body(request))
+    parsed = translate(await _json_body(request), slug_model(slug))
     job = await app.service.submit(who, SubmitRequest(model=parsed.model, input=parsed.input))
     return JSONResponse(submit_json(job, _v2_root(links), base64=parsed.base64))
 

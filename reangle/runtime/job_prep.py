@@ -19,7 +19,7 @@ from reangle.engine.base import random_seed
 from reangle.engine.lora_check import ModelLayers
 from reangle.engine.lora_sources import LoraSources, ResolvedLora
 from reangle.engine.rewriter import PromptRewriter, Rewrite, RewriteTask, kept
-from reangle.errors import InvalidInput
+from reangle.errors import InvalidInput, SourceUnavailable, Unavailable
 
 EngineRequest = EditRequest | GenerateRequest
 #: The layers a LoRA may target in the engine's model for a task (True: text-to-image).
@@ -102,5 +102,13 @@ class JobPreparer:
         if self.loras is None or self.layers is None:
             raise InvalidInput("this server takes no LoRAs of a request's own", field=refs[0].field)
         layers = await asyncio.to_thread(self.layers, generates)  # may load the model, or read its config
-        async with self.loras.resolved(refs, layers) as found:
-            yield found
+        fetched = False
+        try:
+            async with self.loras.resolved(refs, layers) as found:
+                fetched = True
+                yield found
+        except Unavailable as exc:
+            if fetched:  # the store, while the job ran: the runner hands the job back
+                raise
+            hint = "submit the job again once the LoRA's host answers"
+            raise SourceUnavailable(exc.message, hint=hint) from exc

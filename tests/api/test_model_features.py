@@ -41,6 +41,15 @@ base = "Qwen/Qwen-Image-Edit-2511"
 prompt_template = "{prompt}, studio product photo"
 defaults = { num_outputs = 2 }
 loras = [{ path = "house-style.safetensors", scale = 0.8, name = "house style" }]
+
+[[model]]
+id = "turntable"
+description = "product turntables in the house style"
+task = "camera_edit"
+engine = "qwen-edit"
+base = "Qwen/Qwen-Image-Edit-2511"
+prompt_template = "{prompt}, turntable photo"
+dialects = { segmind = "turntable-slug", runpod = "turntable-ep", openai = "turntable-oa", fal = "tt-fal" }
 """
 
 
@@ -207,6 +216,44 @@ def test_an_operators_model_is_listed_everywhere_and_runs_its_lora_and_template(
     plan = plans(done)[0]
     assert plan["prompt"] == "a red mug, studio product photo"
     assert [lora["weight"] for lora in plan["loras"] if lora["adapter"].startswith("lora_")] == [0.8]
+
+
+def test_each_dialect_runs_an_operators_model_by_the_id_the_catalog_gives_it(
+    api: httpx.Client, server: ServerProcess
+) -> None:
+    from tests.api.conftest import data_url, png
+
+    image = data_url(png())
+    calls = {
+        "segmind": (
+            "/segmind/v1/turntable-slug",
+            {"prompt": "make it glossy", "image_1": image, "base64": True},
+            {"x-api-key": KEY_A},
+        ),
+        "runpod": (
+            "/runpod/v2/turntable-ep/runsync",
+            {"input": {"image": image, "azimuth": 90, "prompt": "make it glossy"}},
+            {"Authorization": f"Bearer {KEY_A}"},
+        ),
+    }
+    for dialect, (path, body, headers) in calls.items():
+        answer = httpx.post(f"{server.url}{path}", json=body, headers=headers, timeout=30)
+        assert answer.status_code == 200, (dialect, answer.text)
+        job = api.get("/v1/jobs", params={"limit": 1}).json()["data"][0]
+        assert job["model"] == "turntable", dialect
+        assert plans(job)[0]["prompt"].endswith("make it glossy, turntable photo"), dialect
+    for name in ("turntable-oa", "tt-fal"):
+        answer = httpx.post(
+            f"{server.url}/openai/v1/images/edits",
+            files={"image": ("in.png", png(), "image/png")},
+            data={"prompt": "make it glossy", "model": name, "horizontal_angle": "90"},
+            headers={"Authorization": f"Bearer {KEY_A}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, (name, answer.text)
+        assert api.get("/v1/jobs", params={"limit": 1}).json()["data"][0]["model"] == "turntable"
+    openai_models = httpx.get(f"{server.url}/openai/v1/models", headers={"Authorization": f"Bearer {KEY_A}"})
+    assert "turntable-oa" in {model["id"] for model in openai_models.json()["data"]}
 
 
 def test_a_model_missing_its_setting_is_listed_unavailable_and_refused(api: httpx.Client) -> None:

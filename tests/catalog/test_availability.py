@@ -76,3 +76,12 @@ def test_a_models_own_loras_need_their_settings(
     kind: str, value: str, settings: dict[str, Any], reason: str | None
 ) -> None:
     assert availability(with_lora(kind, value), settings) == reason
+
+
+def test_text_to_image_is_off_when_its_model_setting_is_empty() -> None:
+    qwen_image = shipped("qwen-image-2512")
+    assert availability(qwen_image, Settings().model_dump()) is None
+    assert availability(qwen_image, {}) is None  # absent: the setting's default, which runs it
+    assert availability(qwen_image, Settings(text_to_image_model="").model_dump()) == (
+        "REANGLE_TEXT_TO_IMAGE_MODEL is empty, which turns Qwen Image 2512 off on this server"
+    )

@@ -159,6 +159,14 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ),
     (changed(dialects={"runpod": 7}), f"{ENTRY}: dialects.runpod: must be a non-empty string"),
     (
+        changed(dialects={"segmind": "product-slug"}),
+        f"{ENTRY}: dialects.segmind: the segmind dialect serves only camera_edit models",
+    ),
+    (
+        changed(task="text_to_image", engine="qwen-image", dialects={"runpod": "poster"}),
+        f"{ENTRY}: dialects.runpod: the runpod dialect serves only camera_edit and instruction_edit models",
+    ),
+    (
         changed(requires=["dashscope_key"]),
         f'{ENTRY}: requires[0]: "dashscope_key" is not a setting; did you mean dashscope_api_key?',
     ),

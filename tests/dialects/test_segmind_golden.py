@@ -79,10 +79,11 @@ def test_an_integral_float_is_accepted_as_an_integer() -> None:
     assert translated.input["quality"] == 70
 
 
-def test_only_the_one_slug_is_served() -> None:
-    segmind.check_slug("qwen-image-edit-plus-multiple-angle")
+def test_only_segmind_s_slug_and_the_catalog_s_are_served() -> None:
+    # None: Segmind's own slug, which runs the camera or the instruction model by the prompt
+    assert segmind.slug_model("qwen-image-edit-plus-multiple-angle") is None
     with pytest.raises(NotFound, match="not served here"):
-        segmind.check_slug("flux-schnell")
+        segmind.slug_model("flux-schnell")
 
 
 def test_errors_render_with_segmind_field_names_and_codes() -> None:

@@ -5,6 +5,7 @@ text-to-image jobs become generation requests. A real JobService on a temporary 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,20 @@ from PIL import Image
 
 from reangle.catalog import load_catalog
 from reangle.core.edit import EditRequest, GenerateRequest, SizeLimits
-from reangle.core.jobs import Job
+from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, TASK_INPUTS, TEXT_TO_IMAGE, install_catalog
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest, plan_request
-from reangle.engine.fake import qwen_image_layer_names
+from reangle.engine.fake import FakeEngine, qwen_image_layer_names
 from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
 from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import InvalidInput
 from reangle.runtime.job_prep import JobPreparer
+from reangle.runtime.local import LocalRunner
 from reangle.runtime.local_bus import LocalEventBus
+from reangle.settings import Settings
 from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
+from reangle.store.url_fetch import FetchPolicy
 from tests.conftest import image_bytes, make_image
 from tests.engine.lora_support import write_lora
 
@@ -236,5 +240,36 @@ def test_text_to_image_sets_share_one_seed_and_add_their_shots(service: JobServi
                 ("a lighthouse. at dawn", 9),
                 ("a lighthouse. at night", 9),
             ]
+
+    asyncio.run(scenario())
+
+
+def test_a_lora_host_that_does_not_answer_fails_its_job_and_the_queue_goes_on(
+    tmp_path: Path, service: JobService
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/style.safetensors"
+    fetch = FetchPolicy(allow_private=True, timeout_s=5)
+    loras = LoraSources(LoraSourcesConfig(cache_dir=tmp_path / "lora-cache", fetch=fetch))
+    preparer = JobPreparer(service, loras=loras, layers=lambda _t2i: qwen_image_layer_names())
+    runner = LocalRunner(service, FakeEngine(Settings(fake_step_seconds=0)), preparer=preparer)
+
+    async def scenario() -> None:
+        stuck = await submit(service, INSTRUCTION_EDIT, prompt="x", loras=[{"url": url}])
+        behind = await submit(service, INSTRUCTION_EDIT, prompt="y")
+        task = asyncio.create_task(runner.run_forever(0.01))
+        try:
+            done = await service.wait(OWNER, behind.id, timeout=15)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert done.status == JobStatus.SUCCEEDED
+        failed = service.get(OWNER, stuck.id)
+        assert failed.status == JobStatus.FAILED
+        assert failed.error is not None
+        assert failed.error.code == "source_unavailable"
+        assert "style.safetensors" in failed.error.message
+        assert failed.attempt == 1  # failed at once, not handed back again and again
 
     asyncio.run(scenario())
