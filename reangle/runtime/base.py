@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+#: Waits between tries to record a job's end while the store is unavailable (about 15 s in all): long enough
+#: for a database restart, short enough that the job is soon run again elsewhere if it stays down.
+COMPLETE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
 
 class Runtime(Protocol):
     async def run(self) -> None:

@@ -40,6 +40,7 @@ from reangle.core.service import JobService, model_spec, plan_request
 from reangle.engine.base import EditResult, Engine
 from reangle.engine.rewriter import Rewrite
 from reangle.errors import Canceled, ReangleError, Unavailable
+from reangle.runtime.base import COMPLETE_RETRY_S
 from reangle.runtime.job_prep import JobPreparer, PreparedJob
 from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
 from reangle.runtime.remote_jobs import RemoteJobs
@@ -48,9 +49,6 @@ log = logging.getLogger("reangle.runner")
 
 T = TypeVar("T")
 RETRY_S = 1.0
-#: Waits between tries to record a job's end while the store is unavailable (about 15 s in all): long enough
-#: for a database restart, short enough that the job is soon run again elsewhere if it stays down.
-COMPLETE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,6 +23,7 @@ from reangle.engine.rewriter import Rewrite
 from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
 from reangle.remote.dashscope import DashScopeClient, TaskResult, TaskUpdate
 from reangle.remote.errors import ProviderConfigError
+from reangle.runtime.base import COMPLETE_RETRY_S
 from reangle.runtime.job_prep import JobPreparer
 
 log = logging.getLogger("reangle.remote")
@@ -100,7 +101,7 @@ class RemoteJobs:
                 self.service.release(job)
             raise
         except Canceled:
-            self.service.mark_canceled(job)
+            await self._record(job, "cancel", lambda: self.service.mark_canceled(job))
             return
         except _StoreUnavailable as exc:
             log.warning("job %s: %s; handing it back", job.id, exc.__cause__)
@@ -108,15 +109,29 @@ class RemoteJobs:
                 self.service.release(job)
             return
         except ReangleError as exc:
-            self.service.fail(job, JobError(code=exc.code, message=exc.message, hint=exc.hint), timings)
+            error = JobError(code=exc.code, message=exc.message, hint=exc.hint)
+            await self._record(job, "failure", lambda: self.service.fail(job, error, timings))
             return
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
             error = JobError(code="internal_error", message="the remote job failed (the server log has why)")
-            self.service.fail(job, error, timings)
+            await self._record(job, "failure", lambda: self.service.fail(job, error, timings))
             return
         timings["run_s"] = time.perf_counter() - started
-        self.service.complete(job, outputs, timings)
+        await self._record(job, "outputs", lambda: self.service.complete(job, outputs, timings))
+
+    async def _record(self, job: Job, what: str, record: Callable[[], object]) -> None:
+        """Record the job's end, again a few times while the store is unavailable: the vendor's work is paid
+        for, and a job left processing would be run again, with a new (billed) vendor task."""
+        for wait in (*COMPLETE_RETRY_S, None):
+            try:
+                record()
+                return
+            except Unavailable:
+                if wait is None:
+                    log.error("job %s: its %s could not be recorded, the store is unavailable", job.id, what)
+                    return
+                await asyncio.sleep(wait)
 
     async def _render(self, job: Job, timings: dict[str, float]) -> list[OutputAsset]:
         spec, validated = self.preparer.validated(job)
@@ -126,7 +141,10 @@ class RemoteJobs:
             raise ProviderConfigError(f"model {spec.id} is unavailable: {self.unavailable}")
         rewrite = None
         if validated.rewrite_prompt:
-            images = await self.preparer.load_images(job, validated.images)
+            try:
+                images = await self.preparer.load_images(job, validated.images)
+            except Unavailable as exc:
+                raise _StoreUnavailable from exc
             # with images Wan edits them; without, it makes a new picture
             rewrite = await self.preparer.rewrite(validated.prompt, images, "edit" if images else "generate")
             timings["rewrite_s"] = rewrite.seconds

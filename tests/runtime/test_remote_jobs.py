@@ -29,8 +29,9 @@ from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.engine.base import EditResult, StepCallback, StopCheck
 from reangle.engine.fake import FakeEngine
 from reangle.engine.fake_rewriter import REFUSE, FakeRewriter
-from reangle.errors import InvalidInput, TooLarge
+from reangle.errors import InvalidInput, TooLarge, Unavailable
 from reangle.remote.dashscope import DashScopeClient, DashScopeConfig
+from reangle.runtime import remote_jobs
 from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.local_bus import LocalEventBus
@@ -615,6 +616,32 @@ def test_bad_fields_are_refused_at_submit_naming_the_field(
 
     run(scenario)
     assert rig.standin.creates() == []
+
+
+def test_a_store_outage_at_the_end_is_waited_out_and_the_vendor_is_not_asked_twice(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(remote_jobs, "COMPLETE_RETRY_S", (0.01, 0.01))
+    complete = rig.service.complete
+    calls: list[str] = []
+
+    def flaky_complete(job: Job, *args: Any, **kwargs: Any) -> Any:
+        calls.append(job.id)
+        if len(calls) == 1:
+            raise Unavailable("database is locked")
+        return complete(job, *args, **kwargs)
+
+    monkeypatch.setattr(rig.service, "complete", flaky_complete)
+
+    async def scenario() -> None:
+        job = await rig.submit()
+        async with rig.runner():
+            done = await rig.ended(job)
+        assert done.status == JobStatus.SUCCEEDED
+        assert calls == [job.id, job.id]
+        assert len(rig.standin.creates()) == 1
+
+    run(scenario)
 
 
 def test_an_image_over_the_vendors_byte_limit_is_refused_at_submit(
