@@ -361,15 +361,21 @@ def _output(
     return out
 
 
-def edit_models() -> dict[str, str]:
-    """The served edit models: each one's id, OpenAI id and fal id -> its id (fal's camera model's name
-    names the shipped camera model unless the catalog gives it to another)."""
+def served_models(tasks: Sequence[str]) -> dict[str, str]:
+    """The served models of these tasks: each one's id, OpenAI id and fal id -> its id."""
     served: dict[str, str] = {}
     for spec in MODELS.values():
-        if spec.entry.task in EDIT_TASKS:
+        if spec.entry.task in tasks:
             for name in (spec.id, spec.entry.dialect_id("openai"), spec.entry.dialect_id("fal")):
                 if name:
                     served[name] = spec.id
+    return served
+
+
+def edit_models() -> dict[str, str]:
+    """The served edit models by the names this dialect takes (fal's camera model's name names the shipped
+    camera model unless the catalog gives it to another)."""
+    served = served_models(EDIT_TASKS)
     if CAMERA_EDIT in MODELS:
         served.setdefault(FAL_CAMERA_MODEL, CAMERA_EDIT)
     return served
@@ -466,18 +472,8 @@ def _generation_size(raw: str | None) -> str | None:
     return f"{int(match[1])}x{int(match[2])}"
 
 
-def text_to_image_models() -> dict[str, str]:
-    """The served text-to-image models: each one's id and OpenAI id -> its id."""
-    served: dict[str, str] = {}
-    for spec in MODELS.values():
-        if spec.entry.task == TEXT_TO_IMAGE_TASK:
-            served[spec.id] = spec.id
-            served[spec.entry.dialect_id("openai") or spec.id] = spec.id
-    return served
-
-
 def _generation_model(raw: str | None) -> str:
-    served = text_to_image_models()
+    served = served_models((TEXT_TO_IMAGE_TASK,))
     name = (raw or "auto").strip()
     if name in served:
         return served[name]

@@ -68,11 +68,8 @@ class JobPreparer:
             raise TypeError(f"model {spec.id} runs remotely, not on a local engine")
         images = await self.load_images(job, validated.images)
         generates = isinstance(validated, TextToImageInput)
-        rewrite = None
-        if validated.rewrite_prompt:
-            rewrite = await self.rewrite(validated.prompt, images, task="generate" if generates else "edit")
-        words = rewrite.prompt if rewrite else validated.prompt
-        validated = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})
+        prompt, rewrite = await self.prompt(spec, validated, images, "generate" if generates else "edit")
+        validated = validated.model_copy(update={"prompt": prompt})
         refs = [*spec.loras, *validated.lora_refs()]
         async with self._resolved(refs, generates) as loras:
             extra = tuple(LoraUse(adapter=lora.adapter, weight=lora.scale, path=lora.path) for lora in loras)
@@ -84,6 +81,14 @@ class JobPreparer:
             yield PreparedJob(
                 spec=spec, input=validated, images=images, requests=requests, rewrite=rewrite, loras=loras
             )
+
+    async def prompt(
+        self, spec: ModelSpec, validated: AnyInput, images: list[Image.Image], task: RewriteTask
+    ) -> tuple[str, Rewrite | None]:
+        """The prompt the model runs: the user's words, rewritten when the job asks for it, in the model's
+        template; and the rewrite, if any."""
+        rewrite = await self.rewrite(validated.prompt, images, task) if validated.rewrite_prompt else None
+        return spec.entry.render_prompt(rewrite.prompt if rewrite else validated.prompt), rewrite
 
     async def rewrite(self, words: str, images: list[Image.Image], task: RewriteTask) -> Rewrite:
         """The rewriter's take on the user's `words`, or why they were kept; never raises for the rewriter."""

@@ -15,11 +15,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from PIL import Image
+
 from reangle.core.images import MIME_TYPES, decode_image, encode_image
 from reangle.core.jobs import Job, JobError, OutputAsset
 from reangle.core.models import WanImageInput
 from reangle.core.service import JobService
-from reangle.engine.rewriter import Rewrite
+from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
 from reangle.remote.dashscope import DashScopeClient, TaskResult, TaskUpdate
 from reangle.remote.errors import ProviderConfigError
@@ -139,17 +141,18 @@ class RemoteJobs:
             raise TypeError(f"model {spec.id} is not a remote model")
         if self._client is None:
             raise ProviderConfigError(f"model {spec.id} is unavailable: {self.unavailable}")
-        rewrite = None
-        if validated.rewrite_prompt:
+        images: list[Image.Image] = []
+        if validated.rewrite_prompt:  # the rewriter sees the images; the vendor gets their bytes (`_body`)
             try:
                 images = await self.preparer.load_images(job, validated.images)
             except Unavailable as exc:
                 raise _StoreUnavailable from exc
-            # with images Wan edits them; without, it makes a new picture
-            rewrite = await self.preparer.rewrite(validated.prompt, images, "edit" if images else "generate")
+        # with images Wan edits them; without, it makes a new picture
+        task: RewriteTask = "edit" if validated.images else "generate"
+        prompt, rewrite = await self.preparer.prompt(spec, validated, images, task)
+        if rewrite is not None:
             timings["rewrite_s"] = rewrite.seconds
-        words = rewrite.prompt if rewrite else validated.prompt
-        validated = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})
+        validated = validated.model_copy(update={"prompt": prompt})
         try:
             # reading, decoding and base64-encoding up to 9 large images: not on the event loop
             body = await asyncio.to_thread(self._body, job, validated, spec.entry.base)

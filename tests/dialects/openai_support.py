@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
+from openai.types import ImagesResponse
 from PIL import Image
 
 from tests.dialects.conftest import API_KEY, RunningServer
@@ -55,3 +57,30 @@ def wait_for_status(server: RunningServer, job_id: str, timeout: float = 10) -> 
         if status in ("succeeded", "failed", "canceled") or time.monotonic() > deadline:
             return status
         time.sleep(0.05)
+
+
+def assert_a_disconnect_cancels_the_job(
+    server: RunningServer, new_jobs: NewJobs, route: str, **request: Any
+) -> None:
+    """POST a slow request to `route`, hang up before it ends, and see its one job canceled."""
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server.url}/openai/v1/{route}",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=0.5,
+            **request,
+        )
+    deadline = time.monotonic() + 5
+    while not new_jobs.collect() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(new_jobs.ids) == 1
+    assert wait_for_status(server, new_jobs.ids[0]) == "canceled"
+
+
+def assert_one_job_answered_twice(first: ImagesResponse, again: ImagesResponse, new_jobs: NewJobs) -> None:
+    """Two calls with one Idempotency-Key: one job, and the same image in both answers."""
+    assert new_jobs.collect() == [first._request_id]
+    assert again._request_id == first._request_id
+    assert first.data is not None
+    assert again.data is not None
+    assert again.data[0].b64_json == first.data[0].b64_json

@@ -20,7 +20,15 @@ from PIL import Image
 from reangle.dialects.openai_schemas import error_payload, translate_generation
 from reangle.errors import InvalidInput
 from tests.dialects.conftest import API_KEY, RunningServer
-from tests.dialects.openai_support import NewJobs, client, decode, native, wait_for_status
+from tests.dialects.openai_support import (
+    NewJobs,
+    assert_a_disconnect_cancels_the_job,
+    assert_one_job_answered_twice,
+    client,
+    decode,
+    native,
+    wait_for_status,
+)
 
 TEXT_TO_IMAGE = "qwen-image-2512"
 
@@ -242,29 +250,15 @@ def test_client_timeout_bounds_the_wait_one_job_canceled(server: RunningServer, 
 
 
 def test_client_disconnect_cancels_the_job(server: RunningServer, new_jobs: NewJobs) -> None:
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
-            f"{server.url}/openai/v1/images/generations",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            json={"prompt": "slow", "size": "64x64", "num_inference_steps": 100},
-            timeout=0.5,
-        )
-    deadline = time.monotonic() + 5
-    while not new_jobs.collect() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(new_jobs.ids) == 1
-    assert wait_for_status(server, new_jobs.ids[0]) == "canceled"
+    body = {"prompt": "slow", "size": "64x64", "num_inference_steps": 100}
+    assert_a_disconnect_cancels_the_job(server, new_jobs, "images/generations", json=body)
 
 
 def test_idempotency_key_returns_the_same_job(server: RunningServer, new_jobs: NewJobs) -> None:
     headers = {"Idempotency-Key": f"openai-generate-{time.time_ns()}"}
     first = client(server).images.generate(prompt="a red bicycle", size="64x64", extra_headers=headers)
     again = client(server).images.generate(prompt="a red bicycle", size="64x64", extra_headers=headers)
-    assert new_jobs.collect() == [first._request_id]
-    assert again._request_id == first._request_id
-    assert first.data is not None
-    assert again.data is not None
-    assert again.data[0].b64_json == first.data[0].b64_json
+    assert_one_job_answered_twice(first, again, new_jobs)
     with pytest.raises(openai.ConflictError):  # the same key for another request
         client(server).images.generate(prompt="a blue bicycle", size="64x64", extra_headers=headers)
 
