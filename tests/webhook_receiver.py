@@ -1,15 +1,28 @@
 """A real HTTP receiver for webhooks, on 127.0.0.1 in the test process: it records every request and answers
-the statuses it was given, in order, then 200."""
+with the answers it was given, in order, then 200. An answer is an HTTP status, or one of two misbehaviours:
+TRICKLE (the status line and headers a byte at a time, each byte well within any read timeout, for
+TRICKLE_S) and ENDLESS_BODY (200 and its headers at once, then a body that never ends)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook
+
+TRICKLE = "trickle"
+ENDLESS_BODY = "endless body"
+Answer = int | str
+#: How long a trickled answer takes in all, and the pause before each of its bytes.
+TRICKLE_S = 30.0
+TRICKLE_BYTE_S = 0.05
+#: How long a misbehaving answer waits at most for the sender to hang up.
+HOLD_S = 30.0
+_TRICKLED_HEAD = b"HTTP/1.1 200 OK\r\nX-Padding: "
+_TRICKLED_TAIL = b"\r\nContent-Length: 0\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -24,9 +37,11 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, statuses: Sequence[int] = (), port: int = 0) -> None:
+    def __init__(self, statuses: Sequence[Answer] = (), port: int = 0) -> None:
         self.requests: list[Received] = []
-        self._statuses = list(statuses)
+        #: When (time.monotonic) the sender hung up on each misbehaving answer.
+        self.hang_ups: list[float] = []
+        self._answers = list(statuses)
         self._lock = threading.Lock()
         receiver = self
 
@@ -37,10 +52,44 @@ class Receiver:
                     receiver.requests.append(
                         Received({k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
                     )
-                    status = receiver._statuses.pop(0) if receiver._statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
+                    answer = receiver._answers.pop(0) if receiver._answers else 200
+                if answer == TRICKLE:
+                    self._misbehave(self._trickle)
+                elif answer == ENDLESS_BODY:
+                    self._misbehave(self._endless_body)
+                else:
+                    assert isinstance(answer, int)
+                    self.send_response(answer)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+            def _misbehave(self, answer: Callable[[], None]) -> None:
+                """Answer badly until the sender hangs up (noted in `hang_ups`), or HOLD_S has passed."""
+                self.close_connection = True
+                self.connection.settimeout(HOLD_S)
+                try:
+                    answer()
+                    while self.connection.recv(4096):  # a read sees the end of the connection
+                        pass
+                except TimeoutError:  # the sender is still there
+                    return
+                except OSError:  # a write failed: the sender hung up mid-answer
+                    pass
+                with receiver._lock:
+                    receiver.hang_ups.append(time.monotonic())
+
+            def _trickle(self) -> None:
+                self.connection.sendall(_TRICKLED_HEAD)
+                for _ in range(int(TRICKLE_S / TRICKLE_BYTE_S)):
+                    time.sleep(TRICKLE_BYTE_S)
+                    self.connection.sendall(b".")
+                self.connection.sendall(_TRICKLED_TAIL)
+
+            def _endless_body(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(10**12))
                 self.end_headers()
+                self.wfile.write(b"x" * 4096)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

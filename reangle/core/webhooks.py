@@ -3,7 +3,9 @@
 A delivery row (the outbox) is written by the job store in the same transaction as the status change it
 reports, so a committed change always has its delivery and a rolled-back one never does. The sender
 (`reangle.runtime.webhook_sender`) POSTs due rows and records each attempt; its payload is built at the first
-attempt from the job as it then stands, kept in the row, and sent unchanged on every retry.
+attempt from the job as it then stands, kept in the row, and sent unchanged on every retry. An attempt that
+fails (a status other than 2xx, a timeout, no connection, a name that does not resolve) is tried again on the
+RETRY_DELAYS_S schedule; a 410, or a target the SSRF rules refuse, gives the delivery up at once.
 
 Signing follows https://www.standardwebhooks.com: headers `webhook-id` (the event id, the same on every
 retry), `webhook-timestamp` (unix seconds) and `webhook-signature`: `v1,<base64 HMAC-SHA256 of
@@ -36,8 +38,8 @@ STATUS_TYPES = {
 }
 PROGRESS_TYPE = "job.progress"
 
-#: The waits between attempts, before jitter: 8 attempts over about 23 hours. REANGLE_WEBHOOK_RETRY_BASE_S
-#: replaces the first wait (30 s) and scales the others alike.
+#: The waits between attempts, before jitter: 8 attempts in all (the first and 7 retries), the last about 23 h
+#: after the first. REANGLE_WEBHOOK_RETRY_BASE_S replaces the first wait (30 s) and scales the others alike.
 RETRY_DELAYS_S = (30.0, 120.0, 600.0, 1800.0, 7200.0, 21600.0, 50400.0)
 MAX_ATTEMPTS = len(RETRY_DELAYS_S) + 1
 #: Each wait is moved by up to this fraction either way, so that receivers that come back are not hit by
@@ -45,6 +47,8 @@ MAX_ATTEMPTS = len(RETRY_DELAYS_S) + 1
 JITTER = 0.2
 #: "progress" subscribers get at most one progress event per job this often (status changes always go).
 PROGRESS_EVERY_S = 5.0
+#: The deadline of one attempt, from the lookup of the target's host to the response's status and headers
+#: (its body is never read); the sender keeps it within a third of its lease. A timed-out attempt is retried.
 ATTEMPT_TIMEOUT_S = 10.0
 #: A rotated-out secret still signs (beside the new one) for this long.
 ROTATION_OVERLAP_S = 24 * 3600.0

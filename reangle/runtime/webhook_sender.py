@@ -2,12 +2,19 @@
 
 Each delivery is claimed with a lease (on PostgreSQL with SKIP LOCKED), so that of several processes sending
 from one database only one holds a delivery at a time; one that dies mid-attempt lets its leases run out and
-the deliveries come due again. At most CONCURRENCY attempts run at once, each bounded by ATTEMPT_TIMEOUT_S, so
-a receiver that hangs or is down holds one slot, never the others or any job: jobs never wait on deliveries.
+the deliveries come due again. At most CONCURRENCY attempts run at once, so a receiver that hangs or is down
+holds one slot, never the others or any job: jobs never wait on deliveries.
+
+Each attempt (the lookup of the target's host, the connection, the request and the response's status line and
+headers) has one deadline, `attempt_timeout_s`, at most a third of the lease, so that an attempt ends long
+before another sender could take the delivery and send it twice. Only the status is read: the response body is
+never read and the connection is closed, so a receiver that trickles its answer or never ends its body holds
+the sender no longer than the deadline.
 
 An attempt succeeds on 2xx; 410 gives the delivery up; anything else (another status, a redirect, which is
-not followed, a connection error or a timeout) is tried again after `retry_delay` until MAX_ATTEMPTS. The
-target is checked against the SSRF rules again before each attempt (a host may resolve elsewhere by now).
+not followed, a connection error, a host name that does not resolve, or the deadline passing) is tried again
+after `retry_delay` until MAX_ATTEMPTS. The target is checked against the SSRF rules again before each attempt
+(a host may resolve elsewhere by now): a refused target is given up at once, saying why.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import httpx
 
@@ -44,12 +52,19 @@ log = logging.getLogger("reangle.webhooks")
 CONCURRENCY = 8
 #: How often the outbox is looked at for due deliveries.
 POLL_S = 0.5
-#: How long a claimed delivery is kept from other senders: past any attempt (render, check, POST).
+#: How long a claimed delivery is kept from other senders: past any attempt (render, check, POST, record).
 LEASE_S = 6 * ATTEMPT_TIMEOUT_S
+#: An attempt may take at most this part of the lease.
+MAX_LEASE_SHARE = 1 / 3
 #: A RunPod batch with items still running is looked at again after this long.
 NOT_READY_S = 2.0
 
 Render = Callable[[WebhookDelivery], str]
+
+
+class NameNotResolved(Exception):
+    """The target's host name does not resolve (now): a failed attempt, tried again like a refused
+    connection (DNS can come back), unlike a target the SSRF rules refuse."""
 
 
 class WebhookSender:
@@ -62,9 +77,15 @@ class WebhookSender:
         policy: FetchPolicy,
         clock: Callable[[], float] = time.time,
         resolver: Resolver = system_resolver,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
+        lease_s: float = LEASE_S,
     ) -> None:
-        self.store, self.render, self.retry_base_s, self.policy = store, render, retry_base_s, policy
-        self.clock, self.resolver = clock, resolver
+        self.store, self.render, self.retry_base_s = store, render, retry_base_s
+        self.clock, self.resolver, self.lease_s = clock, resolver, lease_s
+        self.attempt_timeout_s = min(attempt_timeout_s, lease_s * MAX_LEASE_SHARE)
+        # The attempt's own deadline, earlier, governs: a slow lookup is a timed-out attempt, tried again,
+        # not a refused target.
+        self.policy = replace(policy, timeout_s=self.attempt_timeout_s + 1)
 
     async def run(self) -> None:
         """Until cancelled (attempts under way are dropped; their leases run out and they come due again)."""
@@ -85,7 +106,9 @@ class WebhookSender:
         if room <= 0:
             return []
         try:
-            return await asyncio.to_thread(self.store.claim_webhook_deliveries, self.clock(), room, LEASE_S)
+            return await asyncio.to_thread(
+                self.store.claim_webhook_deliveries, self.clock(), room, self.lease_s
+            )
         except Unavailable as exc:  # the database is away: no traceback twice a second while it is
             log.warning("could not read the webhook outbox: %s", exc)
             return []
@@ -117,29 +140,53 @@ class WebhookSender:
 
     async def _post(self, delivery: WebhookDelivery, payload: str) -> tuple[str | None, bool]:
         """(None, _) when delivered; else (why, whether to give up)."""
-        try:
-            [address, *_] = await checked_addresses(delivery.url, self.policy, resolver=self.resolver)
-            pinned = pin(httpx.URL(delivery.url), address)
-        except InvalidInput as exc:
-            return exc.message, True
-        except httpx.InvalidURL as exc:
-            return f"cannot connect to {address} ({exc})", True
         now = self.clock()
         secrets = await asyncio.to_thread(self.store.webhook_secrets, delivery.owner, now)
         body = payload.encode()
         headers = signed_headers(secrets, delivery.id, int(now), body) | {
             "Content-Type": "application/json",
             "User-Agent": f"reangle/{__version__}",
+            "Connection": "close",
         }
         try:
-            async with pinned_client(ATTEMPT_TIMEOUT_S) as client:
-                response = await client.send(pinned.request(client, "POST", content=body, headers=headers))
+            async with asyncio.timeout(self.attempt_timeout_s):
+                return await self._send(delivery.url, body, headers)
+        except TimeoutError:
+            return f"timed out: no response status and headers within {self.attempt_timeout_s:g} s", False
+
+    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[str | None, bool]:
+        """Check the target, POST, read the status: what `_post` returns."""
+        try:
+            [address, *_] = await checked_addresses(url, self.policy, resolver=self._resolve)
+            pinned = pin(httpx.URL(url), address)
+        except NameNotResolved as exc:
+            return str(exc), False
+        except InvalidInput as exc:  # refused by the SSRF rules, or no usable URL: it will not get better
+            return exc.message.replace("refusing to fetch", "refusing to call"), True
+        except httpx.InvalidURL as exc:
+            return f"cannot connect to {address} ({exc})", True
+        try:
+            async with pinned_client(self.attempt_timeout_s) as client:
+                request = pinned.request(client, "POST", content=body, headers=headers)
+                response = await client.send(request, stream=True)
+                await response.aclose()  # unread: the body could be endless; the connection is closed
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__, False
         if response.is_success:
             return None, False
         answer = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
         return answer, response.status_code == 410
+
+    async def _resolve(self, host: str) -> Sequence[str]:
+        """The resolver's answer; a lookup that fails or finds nothing is NameNotResolved (tried again), which
+        the check passes on untouched, rather than an InvalidInput (given up)."""
+        try:
+            answers = await self.resolver(host)
+        except OSError as exc:  # socket.gaierror and the like
+            raise NameNotResolved(f"{host} could not be resolved ({type(exc).__name__}: {exc})") from None
+        if not answers:
+            raise NameNotResolved(f"{host} resolved to no address")
+        return answers
 
     async def _record(
         self, delivery: WebhookDelivery, payload: str, error: str | None, *, give_up: bool

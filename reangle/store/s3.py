@@ -2,7 +2,9 @@
 `<prefix>/<sha[:2]>/<sha>`; clients download them by presigned URL, never through the API.
 
 Every failure to reach the store surfaces as `Unavailable` (the API answers 503) within seconds: botocore's
-timeouts and retries are bounded here, not left at their defaults of a minute and more.
+timeouts and retries are bounded here, not left at their defaults of a minute and more. So does a store set up
+wrong (no such bucket, credentials refused): the server's configuration, not the request, is at fault, and the
+message says which, naming the bucket but never the endpoint (its URL might carry secrets).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from reangle.errors import AssetGone, Unavailable
@@ -44,6 +46,7 @@ class S3Client(Protocol):
     def put_object(self, **params: Any) -> Any: ...
     def get_object(self, **params: Any) -> Any: ...
     def delete_object(self, **params: Any) -> Any: ...
+    def head_bucket(self, **params: Any) -> Any: ...
     def generate_presigned_url(self, operation: str, *, Params: dict[str, str], ExpiresIn: int) -> str: ...
 
 
@@ -132,13 +135,14 @@ class S3BlobStore:
 
     @contextmanager
     def _reaching(self) -> Iterator[None]:
-        """Unreachable store, or one that keeps failing (5xx after the retries): Unavailable, naming the
-        bucket only (an endpoint URL might carry secrets)."""
+        """Unreachable store, missing bucket, refused credentials, or a store that keeps failing (5xx after
+        the retries): Unavailable, saying which."""
         try:
             yield
         except UNREACHABLE as error:
             raise Unavailable(
-                f"the object store of {self._where} cannot be reached ({type(error).__name__})"
+                f"the object store of {self._where} cannot be reached ({type(error).__name__}): is it "
+                "running, and is REANGLE_S3_ENDPOINT_URL its address?"
             ) from None
         except NoCredentialsError:
             raise Unavailable(
@@ -146,9 +150,12 @@ class S3BlobStore:
                 "AWS_SECRET_ACCESS_KEY (or an AWS profile) for the server"
             ) from None
         except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            code = error.response.get("Error", {}).get("Code", status)
+            status, code = _status_and_code(error)
+            if code == "NoSuchBucket":
+                raise self._no_bucket() from None
             if status in (401, 403):  # the server's configuration, not the request: say so, as a 503
+                if self._bucket_is_missing():
+                    raise self._no_bucket() from None
                 raise Unavailable(
                     f"the object store of {self._where} refused this server's credentials ({code}); "
                     "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's permissions"
@@ -156,6 +163,29 @@ class S3BlobStore:
             if status >= 500:
                 raise Unavailable(f"the object store of {self._where} failed ({code})") from None
             raise
+
+    def _no_bucket(self) -> Unavailable:
+        return Unavailable(
+            f"the bucket {self.bucket!r} of REANGLE_STORAGE_URL={self._where} does not exist on the object "
+            "store; create it, or name an existing bucket"
+        )
+
+    def _bucket_is_missing(self) -> bool:
+        """Whether the store says the bucket does not exist. Asked after a refusal: some stores (SeaweedFS)
+        answer a write to a missing bucket with AccessDenied, not NoSuchBucket."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            return _status_and_code(error)[0] == 404
+        except BotoCoreError:  # unreachable by now: the refusal stands
+            return False
+        return False
+
+
+def _status_and_code(error: ClientError) -> tuple[int, str]:
+    """The HTTP status of an S3 error answer and its code ("NoSuchBucket"; the status when it has none)."""
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return status, str(error.response.get("Error", {}).get("Code", status))
 
 
 def parse_storage_url(url: str) -> tuple[str, str]:

@@ -1,20 +1,31 @@
-"""A webhook goes to the address its host was checked at: the name is resolved once, for the check, and the
-connection is made to that address (a second lookup could answer a private one: DNS rebinding)."""
+"""The webhook sender's attempts against real HTTP receivers on 127.0.0.1 (tests/webhook_receiver.py), with
+deliveries in a real SQLite outbox.
+
+A webhook goes to the address its host was checked at: the name is resolved once, for the check, and the
+connection is made to that address (a second lookup could answer a private one: DNS rebinding). Each attempt
+has one deadline however the receiver trickles its answer, never reads the response body, and a name that
+does not resolve is tried again while a target the SSRF rules refuse is given up at once."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from reangle.core.ports import WebhookDelivery
-from reangle.runtime.webhook_sender import WebhookSender
+from reangle.core.jobs import Job, JobKind, JobStatus, StatusChange, WebhookTarget
+from reangle.core.ports import NewJob, WebhookDelivery
+from reangle.runtime.webhook_sender import LEASE_S, WebhookSender
 from reangle.store.sqlite import SqliteStore
-from reangle.store.url_fetch import FetchPolicy
-from tests.webhook_receiver import Receiver
+from reangle.store.url_fetch import FetchPolicy, Resolver
+from tests.webhook_receiver import ENDLESS_BODY, TRICKLE, TRICKLE_S, Receiver
 
 HOOK_HOST = "hooks.example.test"  # no DNS knows it: only the sender's resolver does
+JOB_ID = "job_1"
+PAYLOAD = '{"id": "job_1"}'
+RETRY_BASE_S = 0.2
 
 
 @pytest.fixture
@@ -26,56 +37,201 @@ def receiver() -> Iterator[Receiver]:
 
 def delivery(url: str) -> WebhookDelivery:
     return WebhookDelivery(
-        id="msg_1", job_id="job_1", owner="owner-1", url=url, type="job.succeeded", created_at=1.0
+        id="msg_1", job_id=JOB_ID, owner="owner-1", url=url, type="job.succeeded", created_at=1.0
     )
+
+
+def hook_url(receiver: Receiver) -> str:
+    return f"http://{HOOK_HOST}:{receiver.server.server_address[1]}/hook"
+
+
+def fake_resolver(answers: Sequence[list[str] | OSError], lookups: list[str] | None = None) -> Resolver:
+    """Answers each lookup with the next of `answers`: addresses, or an error to raise."""
+    pending = list(answers)
+
+    async def resolve(host: str) -> list[str]:
+        if lookups is not None:
+            lookups.append(host)
+        answer = pending.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    return resolve
 
 
 def sender(
-    store: SqliteStore, answers: list[str], lookups: list[str], *, allow_private: bool
+    store: SqliteStore,
+    answers: Sequence[list[str] | OSError],
+    lookups: list[str] | None = None,
+    *,
+    allow_private: bool = True,
+    attempt_timeout_s: float = 5.0,
+    lease_s: float = LEASE_S,
 ) -> WebhookSender:
-    async def fake_resolver(host: str) -> list[str]:
-        lookups.append(host)
-        return [answers.pop(0)]
-
-    def unused_render(delivery: WebhookDelivery) -> str:
-        raise AssertionError("the payload is given")
+    def render(delivery: WebhookDelivery) -> str:
+        return PAYLOAD
 
     return WebhookSender(
         store,
-        unused_render,
-        retry_base_s=1,
+        render,
+        retry_base_s=RETRY_BASE_S,
         policy=FetchPolicy(allow_private=allow_private, timeout_s=5),
-        resolver=fake_resolver,
+        resolver=fake_resolver(answers, lookups),
+        attempt_timeout_s=attempt_timeout_s,
+        lease_s=lease_s,
     )
+
+
+def due_delivery(store: SqliteStore, url: str) -> WebhookDelivery:
+    """The one delivery of a job with a webhook at `url`, canceled just now, claimed as the sender claims."""
+    now = time.time()
+    job = Job(
+        id=JOB_ID,
+        owner="owner-1",
+        model="qwen-edit-multiangle-2511",
+        kind=JobKind.ORBIT,
+        input={},
+        created_at=now,
+        history=(StatusChange(status=JobStatus.QUEUED, at=now),),
+        webhook=WebhookTarget(url=url, base_url="https://api.test"),
+    )
+    store.insert_jobs([NewJob(job=job)])
+    store.cancel(JOB_ID, now)
+    return claimed_again(store)
+
+
+def claimed_again(store: SqliteStore) -> WebhookDelivery:
+    """The delivery, claimed once it is due (waiting for that up to a few seconds)."""
+    deadline = time.monotonic() + 5
+    while True:
+        claimed = store.claim_webhook_deliveries(time.time(), 1, LEASE_S)
+        if claimed:
+            [due] = claimed
+            return due
+        assert time.monotonic() < deadline, store.webhook_deliveries(JOB_ID)
+        time.sleep(0.02)
+
+
+def recorded(store: SqliteStore) -> WebhookDelivery:
+    [row] = store.webhook_deliveries(JOB_ID)
+    return row
 
 
 def test_the_post_goes_to_the_checked_address_with_the_hosts_name(
     store: SqliteStore, receiver: Receiver
 ) -> None:
-    port = receiver.server.server_address[1]
     lookups: list[str] = []
     # were the name looked up again to connect, the second answer would be used: a metadata address
-    hooks = sender(store, ["127.0.0.1", "169.254.169.254"], lookups, allow_private=True)
+    hooks = sender(store, [["127.0.0.1"], ["169.254.169.254"]], lookups)
 
-    error, _ = asyncio.run(hooks._post(delivery(f"http://{HOOK_HOST}:{port}/hook"), '{"id": "job_1"}'))
+    error, _ = asyncio.run(hooks._post(delivery(hook_url(receiver)), PAYLOAD))
 
     assert error is None
     assert lookups == [HOOK_HOST]
     [received] = receiver.wait_for(1)
-    assert received.headers["host"] == f"{HOOK_HOST}:{port}"
-    assert received.body == b'{"id": "job_1"}'
+    assert received.headers["host"] == f"{HOOK_HOST}:{receiver.server.server_address[1]}"
+    assert received.body == PAYLOAD.encode()
     assert received.headers["webhook-id"] == "msg_1"
 
 
-def test_a_host_that_resolves_to_a_private_address_is_refused_for_good(
-    store: SqliteStore, receiver: Receiver
+def test_an_attempt_takes_at_most_a_third_of_the_lease(store: SqliteStore) -> None:
+    assert sender(store, [], attempt_timeout_s=5).attempt_timeout_s == 5.0
+    assert sender(store, [], attempt_timeout_s=10, lease_s=12).attempt_timeout_s == 4.0
+
+
+def test_a_trickling_receiver_times_out_within_the_limit_and_is_retried(store: SqliteStore) -> None:
+    receiver = Receiver([TRICKLE])  # then 200
+    try:
+        hooks = sender(store, [["127.0.0.1"], ["127.0.0.1"]], attempt_timeout_s=1.0)
+        first = due_delivery(store, hook_url(receiver))
+
+        started = time.monotonic()
+        asyncio.run(hooks._attempt(first))
+        took = time.monotonic() - started
+
+        # each byte comes well within httpx's read timeout: only the attempt's deadline ends it
+        assert 1.0 <= took < TRICKLE_S / 3
+        failed = recorded(store)
+        assert failed.attempts == 1
+        assert failed.last_error == "timed out: no response status and headers within 1 s"
+        assert failed.given_up_at is None
+        assert failed.next_attempt_at is not None
+        assert failed.next_attempt_at - time.time() <= RETRY_BASE_S * 1.2  # the first wait of the schedule
+        assert_hung_up(receiver, 1)
+
+        asyncio.run(hooks._attempt(claimed_again(store)))
+
+        delivered = recorded(store)
+        assert (delivered.attempts, delivered.last_error) == (2, None)
+        assert delivered.delivered_at is not None
+        requests = receiver.wait_for(2)
+        assert requests[0].headers["webhook-id"] == requests[1].headers["webhook-id"] == first.id
+    finally:
+        receiver.close()
+
+
+def test_a_body_that_never_ends_is_not_read(store: SqliteStore) -> None:
+    receiver = Receiver([ENDLESS_BODY])
+    try:
+        hooks = sender(store, [["127.0.0.1"]], attempt_timeout_s=5.0)
+
+        error, give_up = asyncio.run(hooks._post(delivery(hook_url(receiver)), PAYLOAD))
+
+        # had the sender waited for the body, the attempt's deadline would have ended it with an error
+        assert (error, give_up) == (None, False)
+        assert_hung_up(receiver, 1)
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize(
+    ("failed_lookup", "says"),
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "could not be resolved (gaierror"),
+        ([], "resolved to no address"),
+    ],
+)
+def test_a_name_that_does_not_resolve_is_tried_again(
+    store: SqliteStore, receiver: Receiver, failed_lookup: list[str] | OSError, says: str
 ) -> None:
-    port = receiver.server.server_address[1]
-    hooks = sender(store, ["127.0.0.1"], [], allow_private=False)
+    hooks = sender(store, [failed_lookup, ["127.0.0.1"]])
 
-    error, give_up = asyncio.run(hooks._post(delivery(f"http://{HOOK_HOST}:{port}/hook"), "{}"))
+    asyncio.run(hooks._attempt(due_delivery(store, hook_url(receiver))))
 
-    assert give_up
-    assert error is not None
-    assert "127.0.0.1" in error
+    failed = recorded(store)
+    assert failed.attempts == 1
+    assert failed.last_error is not None
+    assert failed.last_error.startswith(HOOK_HOST)
+    assert says in failed.last_error
+    assert failed.given_up_at is None
+    assert failed.next_attempt_at is not None
     assert receiver.requests == []
+
+    asyncio.run(hooks._attempt(claimed_again(store)))
+
+    assert recorded(store).delivered_at is not None
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_a_target_the_rules_refuse_is_given_up_at_once(store: SqliteStore, receiver: Receiver) -> None:
+    hooks = sender(store, [["169.254.169.254"]], allow_private=False)
+
+    asyncio.run(hooks._attempt(due_delivery(store, hook_url(receiver))))
+
+    given_up = recorded(store)
+    assert given_up.attempts == 1
+    assert given_up.given_up_at is not None
+    assert given_up.next_attempt_at is None
+    why = f"{HOOK_HOST} resolves to 169.254.169.254, a link-local address"
+    assert given_up.last_error == f"refusing to call {hook_url(receiver)}: {why}"
+    assert store.claim_webhook_deliveries(time.time() + 10**6, 1, LEASE_S) == []  # never again
+    assert receiver.requests == []
+
+
+def assert_hung_up(receiver: Receiver, count: int) -> None:
+    """The sender closed the connection of each misbehaving answer (it did not leave it open)."""
+    deadline = time.monotonic() + 5
+    while len(receiver.hang_ups) < count:
+        assert time.monotonic() < deadline, "the sender kept the connection open"
+        time.sleep(0.02)

@@ -1,24 +1,31 @@
 """S3BlobStore against a real S3-compatible server (SeaweedFS, shared by the session): content-addressed
-objects, presigned download links the server itself checks, and an unreachable store failing fast."""
+objects, presigned download links the server itself checks, and a store that is down or set up wrong (no such
+bucket, credentials refused) failing fast with a message naming the cause, which the API answers with 503."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from fastapi.testclient import TestClient
+from PIL import Image
 
+from reangle.api.app import create_app
 from reangle.compose import open_blob_store
 from reangle.errors import AssetGone, Unavailable
 from reangle.settings import Settings
 from reangle.store.s3 import MAX_URL_TTL_S, S3BlobStore
-from tests.s3_server import SECRET_KEY, S3Server, free_ports
+from tests.conftest import image_bytes
+from tests.s3_server import APP_SECRET_KEY, SECRET_KEY, S3Server, free_ports
 
+API_KEY = "rk_s3-test-key-0123456789"
 DATA = b"\x89PNG not really, but bytes " + secrets.token_bytes(64)
 
 
@@ -30,12 +37,16 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_store(
-    s3_server: S3Server, *, endpoint: str | None = None, public_endpoint: str | None = None
+    s3_server: S3Server,
+    *,
+    endpoint: str | None = None,
+    public_endpoint: str | None = None,
+    bucket: str | None = None,
 ) -> tuple[S3BlobStore, str]:
     """A store on its own prefix of the session's bucket, so no other test's objects show up."""
     prefix = f"test-{secrets.token_hex(4)}"
     settings = Settings(
-        storage_url=f"s3://{s3_server.bucket}/{prefix}/",
+        storage_url=f"s3://{bucket or s3_server.bucket}/{prefix}/",
         s3_endpoint_url=endpoint or s3_server.endpoint,
         s3_public_endpoint_url=public_endpoint,
         s3_path_style=True,
@@ -158,7 +169,32 @@ def test_an_unreachable_store_is_unavailable_within_seconds(s3_server: S3Server)
             operation()
         assert time.monotonic() - started < 8
         assert "cannot be reached" in caught.value.message
+        assert "REANGLE_S3_ENDPOINT_URL" in caught.value.message
         assert SECRET_KEY not in caught.value.message
+        assert str(closed) not in caught.value.message  # the endpoint is not shown: it may carry secrets
+
+
+def test_a_missing_bucket_is_unavailable_naming_it(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_server.app_env.items():
+        monkeypatch.setenv(name, value)
+    store, _ = make_store(s3_server)
+    assert store.read(store.put(DATA)) == DATA  # the key may use the bucket that exists
+
+    missing, _ = make_store(s3_server, bucket="reangle-no-such-bucket")
+    digest = hashlib.sha256(DATA).hexdigest()
+    # S3 and MinIO answer NoSuchBucket to all three; SeaweedFS answers a write with AccessDenied
+    for operation in (
+        lambda: missing.put(DATA),
+        lambda: missing.read(digest),
+        lambda: missing.delete(digest),
+    ):
+        with pytest.raises(
+            Unavailable, match=r"the bucket 'reangle-no-such-bucket' .* does not exist"
+        ) as caught:
+            operation()
+        assert APP_SECRET_KEY not in caught.value.message
 
 
 def test_wrong_or_missing_credentials_are_unavailable_saying_so(
@@ -171,6 +207,10 @@ def test_wrong_or_missing_credentials_are_unavailable_saying_so(
     with pytest.raises(Unavailable, match="refused this server's credentials") as caught:
         store.put(DATA)
     assert "not-the-secret" not in caught.value.message
+    # refused keys learn nothing about buckets: a wrong bucket name too is a refusal of the credentials
+    missing, _ = make_store(s3_server, bucket="reangle-no-such-bucket")
+    with pytest.raises(Unavailable, match="refused this server's credentials"):
+        missing.put(DATA)
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
@@ -217,7 +257,7 @@ class FailingClient:
     def put_object(self, **params: Any) -> Any:
         raise self.error
 
-    get_object = delete_object = put_object
+    get_object = delete_object = head_bucket = put_object
 
     def generate_presigned_url(self, operation: str, *, Params: dict[str, str], ExpiresIn: int) -> str:
         raise AssertionError("not called")
@@ -234,3 +274,48 @@ def test_a_failing_store_and_a_refusal_of_the_credentials_are_unavailable_saying
     other = S3BlobStore(FailingClient(400, "InvalidRequest"), "bucket")
     with pytest.raises(ClientError, match="InvalidRequest"):  # a bug of ours, not the store's state
         other.read("ab" * 32)
+
+
+@pytest.mark.parametrize(
+    ("misconfiguration", "says"),
+    [
+        ("no such bucket", "the bucket 'reangle-no-such-bucket' of REANGLE_STORAGE_URL="),
+        ("wrong secret", "refused this server's credentials"),
+        ("store down", "cannot be reached"),
+    ],
+)
+def test_the_api_answers_a_misconfigured_store_with_503_naming_the_cause(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, misconfiguration: str, says: str
+) -> None:
+    """In process: an upload needs the store, and the client is told what is wrong with it, as a 503."""
+    for name, value in s3_server.app_env.items():
+        monkeypatch.setenv(name, value)
+    bucket, endpoint = s3_server.bucket, s3_server.endpoint
+    if misconfiguration == "no such bucket":
+        bucket = "reangle-no-such-bucket"
+    elif misconfiguration == "wrong secret":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    else:
+        endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
+    settings = Settings(
+        engine="fake",
+        data_dir=tmp_path,
+        cache_dir=tmp_path,
+        api_keys=API_KEY,
+        storage_url=f"s3://{bucket}/api-{secrets.token_hex(4)}",
+        s3_endpoint_url=endpoint,
+        s3_path_style=True,
+    )
+    with TestClient(create_app(settings)) as http:
+        response = http.post(
+            "/v1/assets",
+            files={"file": ("input.png", image_bytes(Image.new("RGB", (8, 8))), "image/png")},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unavailable"
+    assert says in error["message"]
+    assert response.headers["Retry-After"].isdigit()
+    for secret in (APP_SECRET_KEY, "not-the-secret", endpoint):
+        assert secret not in response.text
