@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reangle.remote.base_url import base_url_problem
 
 EngineName = Literal["auto", "qwen", "tiny", "fake"]
 CompileMode = Literal["off", "blocks"]
@@ -32,6 +34,14 @@ HUB_TEXT_TO_IMAGE_LIGHTNING_8STEP = (
     f"{HUB_TEXT_TO_IMAGE_LIGHTNING}/Qwen-Image-2512-Lightning-8steps-V1.0-bf16.safetensors"
 )
 DASHSCOPE_INTL = "https://dashscope-intl.aliyuncs.com"
+
+
+def _endpoint(url: str) -> str:
+    """A vendor endpoint setting, refused at startup when unusable (rather than failing every job later)."""
+    problem = base_url_problem(url)
+    if problem is not None:
+        raise ValueError(f"must be the http(s) URL of the region's endpoint, as {DASHSCOPE_INTL}; {problem}")
+    return url.strip()
 
 
 def _default_cache_dir() -> Path:
@@ -133,7 +143,7 @@ class Settings(BaseSettings):
     #: DashScope (Alibaba Model Studio) key for Wan 2.7 image; empty lists the model as unavailable.
     dashscope_api_key: SecretStr | None = None
     #: The region's endpoint; the vendor's documented paths are appended (Beijing: https://dashscope.aliyuncs.com).
-    dashscope_base_url: str = DASHSCOPE_INTL
+    dashscope_base_url: Annotated[str, AfterValidator(_endpoint)] = DASHSCOPE_INTL
     #: First wait between polls of a vendor task; each next wait is half again as long, up to 10 s (or this).
     dashscope_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
     #: A vendor task not done this long after it was created fails its job (the vendor is not asked again).

@@ -104,3 +104,6 @@ class Job:
     batch_id: str | None = None
     cancel_requested: bool = False
     webhook: WebhookTarget | None = None
+    #: The id of the task a vendor's API runs for this job (remote models), recorded once created: a run
+    #: after a server stop follows that task instead of creating (and paying for) another.
+    vendor_task: str | None = None

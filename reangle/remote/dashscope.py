@@ -10,8 +10,10 @@ flow:
 
 A stop request between polls cancels the task at the vendor while it is PENDING (`POST
 /api/v1/tasks/{task_id}/cancel`, the only state the vendor cancels) and otherwise stops following it, saying
-so. Throttling, server errors and connection failures are retried with exponential backoff, bounded in count
-and time; every other vendor error becomes a reangle error (see `reangle.remote.dashscope_errors`).
+so. A task created by an earlier run (reported through `on_created`, passed back as `task_id`) is followed
+again instead of creating, and paying for, another one. Throttling, server errors and connection failures
+are retried with exponential backoff, bounded in count and time; every other vendor error becomes a reangle
+error (see `reangle.remote.dashscope_errors`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from reangle import __version__
 from reangle.core.images import decode_image
 from reangle.core.wan_image import DEFAULT_MODEL
 from reangle.errors import Canceled, EngineError, InvalidInput, ReangleError, TooLarge, Unavailable
+from reangle.remote.base_url import base_url_problem
 from reangle.remote.dashscope_errors import DashScopeAPIError, sent_before_failing, to_reangle
 from reangle.store.url_fetch import FetchPolicy, Resolver, checked_addresses, fetch_url
 
@@ -48,6 +51,8 @@ POLL_GROWTH = 1.5
 StatusCallback = Callable[["TaskUpdate"], None]
 #: Polled between requests and during waits; returning True stops the task (it raises `Canceled`).
 StopCheck = Callable[[], bool]
+#: Called with the id of a task as soon as DashScope has created it (to record it: see `generate`).
+CreatedCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +77,9 @@ class DashScopeConfig:
     resolver: Resolver | None = None  # DNS for result URLs; None is the system's
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("https://", "http://")):
-            raise ValueError(f"DashScope base_url must be an http(s) URL, got {self.base_url!r}")
+        problem = base_url_problem(self.base_url)
+        if problem is not None:
+            raise ValueError(f"DashScope base_url must be an http(s) URL of a host: {problem}")
         positive = (self.request_timeout_s, self.poll_interval_s, self.task_timeout_s, self.stop_check_s)
         if min(positive) <= 0 or self.max_retries < 0 or self.retry_base_s < 0:
             raise ValueError(f"invalid {type(self).__name__}: timeouts and intervals must be positive")
@@ -131,14 +137,46 @@ class DashScopeClient:
         body: Mapping[str, Any],
         *,
         on_status: StatusCallback | None = None,
+        on_created: CreatedCallback | None = None,
         should_stop: StopCheck | None = None,
+        task_id: str | None = None,
     ) -> TaskResult:
-        """Create a task for `body` (see `reangle.core.wan_image`), wait for it and download its images."""
+        """Create a task for `body` (see `reangle.core.wan_image`), wait for it and download its images.
+
+        `on_created` hears the new task's id before it is first polled. Given the `task_id` of a task an
+        earlier run created, that task is followed instead and none is created, unless DashScope answers
+        CANCELED: it cancels only PENDING tasks, so that one never ran and was not billed (as when `wait` was
+        interrupted by a server stop), and a new task is created for `body`. A task DashScope no longer knows
+        (UNKNOWN: ids live 24 h) fails with an `EngineError` rather than being paid for twice."""
+        if task_id is not None:
+            payload = await self._resume(task_id, on_status, should_stop)
+            if payload is not None:
+                return await self.download(task_id, payload)
         if should_stop is not None and should_stop():
             raise Canceled("canceled before the DashScope task was created")
         task_id = await self.create_task(body, should_stop=should_stop)
+        _created(on_created, task_id)
         payload = await self.wait(task_id, on_status=on_status, should_stop=should_stop)
         return await self.download(task_id, payload)
+
+    async def _resume(
+        self, task_id: str, on_status: StatusCallback | None, should_stop: StopCheck | None
+    ) -> dict[str, Any] | None:
+        """Follow a task an earlier run created: its SUCCEEDED answer, or None when it was canceled before
+        it ran (so that a new one may be created)."""
+        log.info("following DashScope task %s, created by an earlier run of the job", task_id)
+        try:
+            return await self.wait(task_id, on_status=on_status, should_stop=should_stop)
+        except _CanceledAtVendor:
+            log.info("DashScope task %s was canceled before it ran (not billed); creating a new one", task_id)
+            return None
+        except _UnknownTask as exc:
+            raise EngineError(
+                f"DashScope no longer knows task {task_id}, which this job created before the server "
+                "stopped (UNKNOWN: task ids live 24 h); it may have run and been billed, so no second task "
+                "was created",
+                hint="submit the job again to have a new task created",
+            ) from exc
 
     async def create_task(self, body: Mapping[str, Any], *, should_stop: StopCheck | None = None) -> str:
         if not self.config.api_key.strip():
@@ -174,7 +212,7 @@ class DashScopeClient:
         status: list[str] = []  # the last status seen, once there is one
         try:
             return await self._follow(task_id, status, on_status, should_stop)
-        except asyncio.CancelledError:  # the server stops: the job will run again, in a new task
+        except asyncio.CancelledError:  # the server stops: the job's next run follows this task again
             await self._let_go_on_shutdown(task_id, status[-1] if status else "PENDING", on_status)
             raise
 
@@ -241,8 +279,9 @@ class DashScopeClient:
 
     async def _let_go_on_shutdown(self, task_id: str, status: str, on_status: StatusCallback | None) -> None:
         """`wait` was cancelled (the server is stopping, and its job goes back to the queue): a PENDING task
-        is canceled at the vendor, within one request's timeout, so that it is not billed beside the task of
-        the job's next run. A task already running is left to finish (and be billed)."""
+        is canceled at the vendor, within one request's timeout, so that the job's next run finds it CANCELED
+        and creates a new one without two being billed. A task already running is left to finish (and be
+        billed), and the job's next run follows it again."""
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 await self._let_go(task_id, status, on_status)
@@ -374,9 +413,9 @@ def _ended(task_id: str, status: str, payload: Mapping[str, Any]) -> ReangleErro
     output = _output(payload)
     request_id = payload.get("request_id")
     if status == "CANCELED":
-        return Canceled(f"DashScope task {task_id} was canceled at DashScope")
+        return _CanceledAtVendor(f"DashScope task {task_id} was canceled at DashScope")
     if status == "UNKNOWN":
-        return EngineError(
+        return _UnknownTask(
             f"DashScope does not know task {task_id} (UNKNOWN): its id expired (ids live 24 h) or never was"
         )
     error = DashScopeAPIError(
@@ -385,6 +424,23 @@ def _ended(task_id: str, status: str, payload: Mapping[str, Any]) -> ReangleErro
         request_id=str(request_id) if request_id else None,
     )
     return to_reangle(error, doing=f"running task {task_id}")
+
+
+class _CanceledAtVendor(Canceled):
+    """The task's status is CANCELED: it was canceled while PENDING, before it ran."""
+
+
+class _UnknownTask(EngineError):
+    """The task's status is UNKNOWN: DashScope has no such task (any more)."""
+
+
+def _created(on_created: CreatedCallback | None, task_id: str) -> None:
+    if on_created is None:
+        return
+    try:
+        on_created(task_id)
+    except Exception:  # the task is created (and may be billed): it is followed all the same
+        log.exception("DashScope created-task hook failed on task %s", task_id)
 
 
 def _notify(on_status: StatusCallback | None, update: TaskUpdate) -> None:

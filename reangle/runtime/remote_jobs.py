@@ -3,7 +3,9 @@ several wait on the vendor at once beside the local engine, each as its own task
 
 A job's vendor task is created once: an error of the vendor (refused content, a bad key, a task that did not
 finish in time) fails the job with the vendor's reason rather than sending the request again, which could
-bill twice. Only an unavailable store or bucket hands the job back, as for local jobs.
+bill twice. Only an unavailable store or bucket hands the job back, as for local jobs. The task's id is
+recorded on the job as soon as the vendor gives it (`Job.vendor_task`), so that a run after a server stop or
+a hand-back follows that task instead of creating a second one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image
 from reangle.core.images import MIME_TYPES, decode_image, encode_image
 from reangle.core.jobs import Job, JobError, OutputAsset
 from reangle.core.models import WanImageInput
+from reangle.core.ports import JobStore
 from reangle.core.service import JobService
 from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
@@ -159,10 +162,15 @@ class RemoteJobs:
         except Unavailable as exc:
             raise _StoreUnavailable from exc
         stop = self.service.stop_flag(job)
+        vendor_task = _VendorTaskRecord(self.service.store, job)
         remote = time.perf_counter()
         async with self._client(spec.entry.base) as client:
             result = await client.generate(
-                body, on_status=lambda update: self._progress(job, update), should_stop=stop.is_set
+                body,
+                on_status=lambda update: self._progress(job, update, vendor_task),
+                on_created=vendor_task.created,
+                should_stop=stop.is_set,
+                task_id=job.vendor_task,  # created by an earlier run: followed, not created again
             )
         timings["inference_s"] = time.perf_counter() - remote
         if stop.is_set():
@@ -183,7 +191,8 @@ class RemoteJobs:
             images.append(found[0])
         return validated.vendor_request(images).to_body(model)
 
-    def _progress(self, job: Job, update: TaskUpdate) -> None:
+    def _progress(self, job: Job, update: TaskUpdate, vendor_task: _VendorTaskRecord) -> None:
+        vendor_task.retry()
         step = _PROGRESS.get(update.status)
         if step is not None:
             with contextlib.suppress(Unavailable):
@@ -224,6 +233,37 @@ class RemoteJobs:
                 )
             )
         return outputs
+
+
+class _VendorTaskRecord:
+    """Records on the job the vendor task its run created; while the store is unavailable, again at each
+    status update of the task (until then, a server stop would have the next run create another task)."""
+
+    def __init__(self, store: JobStore, job: Job) -> None:
+        self._store, self._job = store, job
+        self._unrecorded: str | None = None
+
+    def created(self, task_id: str) -> None:
+        self._unrecorded = task_id
+        self.retry()
+
+    def retry(self) -> None:
+        task_id, job = self._unrecorded, self._job
+        if task_id is None:
+            return
+        try:
+            recorded = self._store.set_vendor_task(job.id, job.attempt, task_id)
+        except Unavailable as exc:
+            log.warning("job %s: its vendor task %s is not recorded yet: %s", job.id, task_id, exc)
+            return
+        self._unrecorded = None
+        if not recorded:  # another runner holds the job now (it was recovered): that one decides
+            log.warning(
+                "job %s: attempt %d lost the job before its vendor task %s was recorded",
+                job.id,
+                job.attempt,
+                task_id,
+            )
 
 
 class _StoreUnavailable(Exception):

@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS workers (
 
 V5_WEBHOOKS = "ALTER TABLE jobs ADD COLUMN webhook TEXT;\n" + WEBHOOK_TABLES
 
+V6_VENDOR_TASKS = "ALTER TABLE jobs ADD COLUMN vendor_task TEXT;\n"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, asset records and API keys", V1_TABLES),
     Migration(
@@ -120,6 +122,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "Procrastinate 3.10's schema: the queue the workers take jobs from", V3_PROCRASTINATE),
     Migration(4, "the workers: what each runs, when it was last heard from, its job in hand", V4_WORKERS),
     Migration(5, "webhooks: each job's target, the outbox of deliveries, each key's secrets", V5_WEBHOOKS),
+    Migration(6, "each remote job's vendor task, followed again after a server stop", V6_VENDOR_TASKS),
 )
 
 VERSION_TABLE = """

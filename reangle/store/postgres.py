@@ -420,6 +420,14 @@ class PostgresStore:
             (job_id, attempt),
         ).fetchone()
 
+    def set_vendor_task(self, job_id: str, attempt: int, task_id: str) -> bool:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE jobs SET vendor_task = %s WHERE id = %s AND attempt = %s AND status = 'processing'",
+                (task_id, job_id, attempt),
+            )
+            return cur.rowcount == 1
+
     def cancel(self, job_id: str, now: float) -> Job | None:
         """Cancel a queued job at once, or flag a processing one for its runner; terminal jobs stay."""
         with self._transaction() as cur:

@@ -43,6 +43,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         batch_id,
         cancel_requested,
         webhook_json,
+        vendor_task,
     ) = row[:JOB_COLUMN_COUNT]
     return Job(
         id=job_id,
@@ -67,6 +68,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         batch_id=batch_id,
         cancel_requested=bool(cancel_requested),
         webhook=target_from_json(webhook_json),
+        vendor_task=vendor_task,
     )
 
 

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     request_hash TEXT,
     webhook TEXT,
+    vendor_task TEXT,
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, seq);
@@ -98,13 +99,13 @@ CREATE TABLE IF NOT EXISTS secrets (
 )
 
 #: Columns added to tables that older databases already have (CREATE TABLE IF NOT EXISTS leaves those be).
-ADDED_COLUMNS = (("jobs", "webhook", "TEXT"),)
+ADDED_COLUMNS = (("jobs", "webhook", "TEXT"), ("jobs", "vendor_task", "TEXT"))
 
 #: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more
 #: (`seq`, `request_hash`) select these first and the others after.
 JOB_COLUMNS = (
     "id, owner, model, kind, input, status, progress, attempt, priority, created_at, started_at, "
-    "finished_at, history, outputs, error, timings, batch_id, cancel_requested, webhook"
+    "finished_at, history, outputs, error, timings, batch_id, cancel_requested, webhook, vendor_task"
 )
 JOB_COLUMN_COUNT = len(JOB_COLUMNS.split(","))
 

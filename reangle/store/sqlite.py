@@ -280,6 +280,14 @@ class SqliteStore:
             done = db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
         return job_from_row(done)
 
+    def set_vendor_task(self, job_id: str, attempt: int, task_id: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET vendor_task = ? WHERE id = ? AND attempt = ? AND status = 'processing'",
+                (task_id, job_id, attempt),
+            )
+        return cursor.rowcount == 1
+
     def cancel(self, job_id: str, now: float) -> Job | None:
         """Cancel a queued job at once, or flag a processing one for its runner; terminal jobs stay."""
         with self._transaction() as db:

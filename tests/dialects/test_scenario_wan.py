@@ -12,6 +12,7 @@ import base64
 import io
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,14 +55,17 @@ def _server(
     stop_server(running)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, standin: DashScopeStandIn) -> Iterator[RunningServer]:
-    env = {
+def wan_env(standin: DashScopeStandIn) -> dict[str, str]:
+    return {
         "REANGLE_DASHSCOPE_API_KEY": VENDOR_KEY,
         "REANGLE_DASHSCOPE_BASE_URL": standin.base_url,
         "REANGLE_ALLOW_PRIVATE_URLS": "true",  # the stand-in's result URLs are on 127.0.0.1
     }
-    yield from _server(tmp_path_factory, "wan-server", env)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, standin: DashScopeStandIn) -> Iterator[RunningServer]:
+    yield from _server(tmp_path_factory, "wan-server", wan_env(standin))
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +245,30 @@ def test_remote_jobs_run_together_while_a_local_job_runs(client: Scenario, stand
     assert {client.jobs.retrieve(job_id).job.status for job_id in remote} == {"in-progress"}
     standin.finish()
     assert [wait(client, job_id).status for job_id in remote] == ["success"] * 3
+
+
+def test_a_server_killed_while_its_task_runs_follows_that_task_after_a_restart(
+    tmp_path: Path, standin: DashScopeStandIn
+) -> None:
+    standin.behavior.running_polls = HELD
+    env = wan_env(standin) | {"REANGLE_DASHSCOPE_POLL_INTERVAL_S": "0.1"}
+    first = start_server(tmp_path, env=env)
+    try:
+        job_id = scenario_client(first).generate.run_model(WAN, body={"prompt": PROMPT}).job.job_id
+        until(lambda: standin.statuses() == ["RUNNING"], "the vendor task never ran")
+    finally:
+        first.process.kill()  # kill -9: no graceful hand-back
+        first.process.wait(timeout=15)
+    standin.finish()  # the vendor finished the task while the server was down
+
+    second = start_server(tmp_path, env=env)
+    try:
+        job = wait(scenario_client(second), job_id)
+    finally:
+        stop_server(second)
+    assert job.status == "success"
+    assert len(standin.creates()) == 1  # the task was followed again, not created (and billed) twice
+    assert standin.statuses() == ["SUCCEEDED"]
 
 
 # -- refused at submit ---------------------------------------------------------------------------------------

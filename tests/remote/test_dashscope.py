@@ -76,12 +76,31 @@ def generate(
     *,
     updates: list[TaskUpdate] | None = None,
     should_stop: StopCheck | None = None,
+    created: list[str] | None = None,
+    task_id: str | None = None,
 ) -> TaskResult:
     async def run() -> TaskResult:
         async with DashScopeClient(config) as client:
             return await client.generate(
-                body, on_status=None if updates is None else updates.append, should_stop=should_stop
+                body,
+                on_status=None if updates is None else updates.append,
+                on_created=None if created is None else created.append,
+                should_stop=should_stop,
+                task_id=task_id,
             )
+
+    return asyncio.run(run())
+
+
+def created_task(config: DashScopeConfig, polls: int = 0) -> str:
+    """A task made as an earlier run of a job made it (then interrupted), polled `polls` times."""
+
+    async def run() -> str:
+        async with DashScopeClient(config) as client:
+            task_id = await client.create_task(scenario())
+            for _ in range(polls):
+                await client.get_task(task_id)
+            return task_id
 
     return asyncio.run(run())
 
@@ -426,6 +445,134 @@ def test_a_broken_status_hook_does_not_lose_the_task(
             return await client.generate(scenario(), on_status=hook)
 
     assert len(asyncio.run(run()).images) == 1
+
+
+# -- a task created by an earlier run ------------------------------------------------------------------------
+
+
+def test_the_new_task_is_reported_before_it_is_polled(
+    standin: DashScopeStandIn, config: DashScopeConfig
+) -> None:
+    created: list[str] = []
+    polls_when_reported: list[int] = []
+
+    def record(task_id: str) -> None:
+        created.append(task_id)
+        polls_when_reported.append(standin.count("GET", "/api/v1/tasks/"))
+
+    async def run() -> TaskResult:
+        async with DashScopeClient(config) as client:
+            return await client.generate(scenario(), on_created=record)
+
+    result = asyncio.run(run())
+    assert created == [result.task_id]
+    assert polls_when_reported == [0]
+
+
+@pytest.mark.parametrize(("polls", "was"), [(0, "PENDING"), (2, "RUNNING"), (3, "SUCCEEDED")])
+def test_a_recorded_task_is_followed_and_no_other_is_created(
+    standin: DashScopeStandIn, config: DashScopeConfig, polls: int, was: str
+) -> None:
+    task_id = created_task(config, polls)
+    assert standin.statuses() == [was]
+    created: list[str] = []
+    updates: list[TaskUpdate] = []
+
+    result = generate(config, scenario(), task_id=task_id, created=created, updates=updates)
+
+    assert result.task_id == task_id
+    assert len(result.images) == 1
+    assert len(standin.creates()) == 1  # the earlier run's, only
+    assert created == []
+    assert updates[-1].status == "SUCCEEDED"
+
+
+def test_a_recorded_task_canceled_before_it_ran_is_replaced_by_a_new_one(
+    standin: DashScopeStandIn, config: DashScopeConfig
+) -> None:
+    """As a server stop leaves it: canceled while PENDING, so never run and never billed."""
+    task_id = created_task(config)
+
+    async def cancel() -> None:
+        async with DashScopeClient(config) as client:
+            await client.cancel_task(task_id)
+
+    asyncio.run(cancel())
+    created: list[str] = []
+    result = generate(config, scenario(), task_id=task_id, created=created)
+
+    assert result.task_id != task_id
+    assert created == [result.task_id]
+    assert len(standin.creates()) == 2
+    assert standin.statuses() == ["CANCELED", "SUCCEEDED"]  # one task ran: one is billed
+
+
+def test_a_recorded_task_the_vendor_no_longer_knows_fails_without_a_new_one(
+    standin: DashScopeStandIn, config: DashScopeConfig
+) -> None:
+    task_id = created_task(config, polls=1)
+    standin.expire_results()  # 24 h later: the vendor has forgotten the task
+    created: list[str] = []
+
+    error = fails(EngineError, config, scenario(), task_id=task_id, created=created)
+
+    assert f"DashScope no longer knows task {task_id}" in error.message
+    assert "UNKNOWN" in error.message
+    assert "may have run and been billed, so no second task was created" in error.message
+    assert error.hint == "submit the job again to have a new task created"
+    assert len(standin.creates()) == 1
+    assert created == []
+
+
+def test_a_stop_while_following_a_recorded_pending_task_cancels_it_without_creating(
+    standin: DashScopeStandIn, config: DashScopeConfig
+) -> None:
+    standin.behavior.pending_polls = 10_000
+    task_id = created_task(config)
+    error = fails(Canceled, config, scenario(), task_id=task_id, should_stop=lambda: True)
+    assert "it was canceled at DashScope" in error.message
+    assert standin.statuses() == ["CANCELED"]
+    assert len(standin.creates()) == 1
+
+
+def test_a_broken_created_hook_does_not_lose_the_task(
+    standin: DashScopeStandIn, config: DashScopeConfig
+) -> None:
+    def hook(task_id: str) -> None:
+        raise RuntimeError("hook bug")
+
+    async def run() -> TaskResult:
+        async with DashScopeClient(config) as client:
+            return await client.generate(scenario(), on_created=hook)
+
+    assert len(asyncio.run(run()).images) == 1
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [
+        ("dashscope-intl.aliyuncs.com", "no http:// or https:// scheme"),
+        ("ftp://dashscope-intl.aliyuncs.com", "no http:// or https:// scheme"),
+        ("https://", "no host"),
+        ("https://:443", "no host"),
+        ("https://dashscope.aliyuncs.com:port", "not a valid URL"),
+        ("https://user:secret@dashscope.aliyuncs.com", "must not carry credentials"),
+        ("https://dashscope.aliyuncs.com/?region=cn", "must not have a query"),
+    ],
+)
+def test_an_unusable_base_url_is_refused_by_the_config(base_url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match="must be an http\\(s\\) URL of a host") as caught:
+        DashScopeConfig(api_key=KEY, base_url=base_url)
+    assert problem in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["https://dashscope.aliyuncs.com", "https://dashscope-intl.aliyuncs.com/", "http://127.0.0.1:8080"],
+)
+def test_usable_base_urls_are_accepted(base_url: str) -> None:
+    assert DashScopeConfig(api_key=KEY, base_url=base_url).base_url == base_url
 
 
 # -- Scenario fields -> vendor body --------------------------------------------------------------------------

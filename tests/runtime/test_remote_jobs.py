@@ -557,7 +557,57 @@ def test_a_job_canceled_while_queued_never_reaches_the_vendor(rig: Rig) -> None:
     run(scenario)
 
 
-def test_a_server_stop_while_pending_cancels_the_vendor_task_and_requeues_the_job(rig: Rig) -> None:
+def test_the_vendor_task_is_recorded_on_the_job_as_soon_as_it_is_created(rig: Rig) -> None:
+    rig.standin.behavior.pending_polls = HELD
+
+    async def scenario() -> None:
+        job = await rig.submit()
+        assert rig.job(job.id).vendor_task is None
+        async with rig.runner():
+            await until(lambda: polls(rig) >= 1, "the task was never polled")
+            [task_id] = rig.standin.tasks
+            assert rig.job(job.id).vendor_task == task_id
+            rig.standin.finish()
+            done = await rig.ended(job)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        assert done.vendor_task == task_id == (done.outputs[0].plan or {})["task_id"]
+
+    run(scenario)
+
+
+def test_a_vendor_task_the_store_could_not_record_is_recorded_at_the_next_status(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.standin.behavior.pending_polls = HELD
+    set_vendor_task = rig.store.set_vendor_task
+    calls: list[str] = []
+
+    def flaky_set_vendor_task(job_id: str, attempt: int, task_id: str) -> bool:
+        calls.append(task_id)
+        if len(calls) == 1:
+            raise Unavailable("database is locked")
+        return set_vendor_task(job_id, attempt, task_id)
+
+    monkeypatch.setattr(rig.store, "set_vendor_task", flaky_set_vendor_task)
+
+    async def scenario() -> None:
+        job = await rig.submit()
+        async with rig.runner():
+            await until(lambda: rig.job(job.id).vendor_task is not None, "the vendor task was never recorded")
+            [task_id] = rig.standin.tasks
+            assert calls == [task_id, task_id]  # at creation (refused), then at the first status (PENDING)
+            rig.standin.finish()
+            done = await rig.ended(job)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        assert done.vendor_task == task_id
+        assert len(calls) == 2
+
+    run(scenario)
+
+
+def test_a_server_stop_while_pending_cancels_the_vendor_task_and_the_next_run_makes_one_task(
+    rig: Rig,
+) -> None:
     rig.standin.behavior.pending_polls = HELD
 
     async def scenario() -> None:
@@ -568,10 +618,70 @@ def test_a_server_stop_while_pending_cancels_the_vendor_task_and_requeues_the_jo
         assert rig.job(job.id).status == JobStatus.QUEUED
         assert rig.standin.statuses() == ["CANCELED"]
 
+        rig.standin.behavior.pending_polls = 1
+        async with rig.runner():
+            done = await rig.ended(job)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        # the recorded task was CANCELED (never ran): a new one was made, and only it ran
+        assert rig.standin.statuses() == ["CANCELED", "SUCCEEDED"]
+        assert done.vendor_task == list(rig.standin.tasks)[1]
+
     run(scenario)
 
 
-def test_a_server_stop_while_running_requeues_the_job(rig: Rig) -> None:
+def test_a_server_stop_while_running_follows_the_same_task_on_the_next_run(rig: Rig) -> None:
+    rig.standin.behavior.pending_polls = 0
+    rig.standin.behavior.running_polls = HELD
+
+    async def scenario() -> None:
+        job = await rig.submit()
+        async with rig.runner():
+            await until(lambda: rig.job(job.id).progress > 0, "the job never saw its task run")
+        stopped = rig.job(job.id)
+        assert stopped.status == JobStatus.QUEUED
+        assert rig.standin.statuses() == ["RUNNING"]
+        assert rig.standin.count("POST", "/api/v1/tasks/") == 0  # the vendor cancels PENDING tasks only
+        [task_id] = rig.standin.tasks
+        assert stopped.vendor_task == task_id
+
+        rig.standin.finish()  # the vendor finished the task while the server was down
+        async with rig.runner():
+            done = await rig.ended(job)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        assert len(rig.standin.creates()) == 1  # one vendor task, billed once
+        assert (done.outputs[0].plan or {})["task_id"] == task_id
+        assert len(rig.output_images(done)) == 1
+
+    run(scenario)
+
+
+def test_a_store_outage_after_the_task_succeeded_hands_the_job_back_without_a_second_task(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_output = rig.assets.put_output
+    calls: list[str] = []
+
+    def flaky_put_output(*args: Any, **kwargs: Any) -> Any:
+        calls.append("put")
+        if len(calls) == 1:
+            raise Unavailable("the bucket is unavailable")
+        return put_output(*args, **kwargs)
+
+    monkeypatch.setattr(rig.assets, "put_output", flaky_put_output)
+
+    async def scenario() -> None:
+        job = await rig.submit()
+        async with rig.runner():
+            done = await rig.ended(job)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        assert calls == ["put", "put"]  # handed back once, then run again
+        assert len(rig.standin.creates()) == 1
+        assert rig.standin.count("GET", "/results/") == 2  # the same task's images, downloaded again
+
+    run(scenario)
+
+
+def test_a_cancel_while_following_a_recorded_running_task_stops_following_it(rig: Rig) -> None:
     rig.standin.behavior.pending_polls = 0
     rig.standin.behavior.running_polls = HELD
 
@@ -580,8 +690,37 @@ def test_a_server_stop_while_running_requeues_the_job(rig: Rig) -> None:
         async with rig.runner():
             await until(lambda: rig.job(job.id).progress > 0, "the job never saw its task run")
         assert rig.job(job.id).status == JobStatus.QUEUED
-        assert rig.standin.statuses() == ["RUNNING"]
-        assert rig.standin.count("POST", "/api/v1/tasks/") == 0  # the vendor cancels PENDING tasks only
+        async with rig.runner():
+            await until(lambda: rig.job(job.id).status == JobStatus.PROCESSING, "the job never ran again")
+            await until(lambda: rig.job(job.id).progress > 0, "the second run never saw the task run")
+            rig.service.cancel(OWNER, job.id)
+            done = await rig.ended(job)
+        assert done.status == JobStatus.CANCELED
+        assert rig.standin.statuses() == ["RUNNING"]  # the vendor finishes (and bills) it, as before
+        assert rig.standin.count("POST", "/api/v1/tasks/") == 0
+        assert len(rig.standin.creates()) == 1
+
+    run(scenario)
+
+
+def test_a_recorded_task_the_vendor_has_forgotten_fails_the_job_without_a_second_task(rig: Rig) -> None:
+    rig.standin.behavior.pending_polls = 0
+    rig.standin.behavior.running_polls = HELD
+
+    async def scenario() -> None:
+        job = await rig.submit()
+        async with rig.runner():
+            await until(lambda: rig.job(job.id).progress > 0, "the job never saw its task run")
+        rig.standin.expire_results()  # the server stayed down past the vendor's 24 h
+        async with rig.runner():
+            done = await rig.ended(job)
+        assert done.status == JobStatus.FAILED
+        assert done.error is not None
+        assert done.error.code == "engine_error"
+        assert "no longer knows task" in done.error.message
+        assert "no second task was created" in done.error.message
+        assert done.error.hint == "submit the job again to have a new task created"
+        assert len(rig.standin.creates()) == 1
 
     run(scenario)
 

@@ -10,6 +10,7 @@ twice.
 from __future__ import annotations
 
 import base64
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, St
 from reangle.core.ports import AssetRecord, JobStore, NewJob, WorkerStatus
 from reangle.errors import QueueFull
 from reangle.store.postgres import PostgresStore
+from reangle.store.schema import SCHEMA
 from reangle.store.sqlite import SqliteStore
 
 T = TypeVar("T")
@@ -294,6 +296,78 @@ def test_a_clean_release_requeues_without_spending_an_attempt(job_store: JobStor
     job = job_store.get_job("job_1")
     assert job is not None
     assert (job.status, job.attempt, job.progress, job.started_at) == (JobStatus.QUEUED, 1, 0.0, None)
+
+
+# a remote job's vendor task ---------------------------------------------------------------------------------
+
+
+def test_a_vendor_task_is_recorded_by_its_running_attempt_and_outlives_a_stop(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_1")), NewJob(job=new_job("job_2"))])
+    assert not job_store.set_vendor_task("job_1", 1, "task-queued")  # no runner holds it yet
+    claimed = job_store.claim_next(T0 + 1)
+    assert claimed is not None
+    assert claimed.vendor_task is None
+    assert job_store.set_vendor_task("job_1", 1, "task-a")
+    assert not job_store.set_vendor_task("job_1", 2, "task-stale")  # fenced
+    assert not job_store.set_vendor_task("job_missing", 1, "task-x")
+    recorded = job_store.get_job("job_1")
+    assert recorded == replace(claimed, vendor_task="task-a")
+
+    assert job_store.release("job_1", 1, T0 + 2)  # a graceful stop: the next run follows task-a
+    again = job_store.claim_next(T0 + 3)
+    assert again is not None
+    assert (again.id, again.attempt, again.vendor_task) == ("job_1", 1, "task-a")
+    [requeued], _ = job_store.recover(T0 + 4, max_attempts=3)  # a crash: the next attempt follows it too
+    assert (requeued.attempt, requeued.vendor_task) == (2, "task-a")
+    claimed_again = job_store.claim_job("job_1", T0 + 5, max_attempts=3)
+    assert claimed_again is not None
+    assert claimed_again.vendor_task == "task-a"
+    assert job_store.set_vendor_task("job_1", 2, "task-b")  # the vendor's answer for a new task
+
+    done = job_store.finish("job_1", 2, JobStatus.SUCCEEDED, T0 + 6)
+    assert done is not None
+    assert done.vendor_task == "task-b"
+    assert not job_store.set_vendor_task("job_1", 2, "task-c")  # ended: never changes
+    assert job_store.get_job("job_1") == done
+    assert [
+        job.vendor_task for job in job_store.list_jobs("owner-1", status=None, limit=5, before_seq=None)[0]
+    ] == [
+        None,
+        "task-b",
+    ]
+
+
+def test_a_sqlite_database_made_before_vendor_tasks_gets_the_column(tmp_path: Path) -> None:
+    """The jobs table as reangle made it before the webhook and vendor_task columns were added."""
+    old_schema = SCHEMA.replace("    webhook TEXT,\n    vendor_task TEXT,\n", "")
+    assert old_schema != SCHEMA
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(old_schema)
+        db.execute(
+            "INSERT INTO jobs (id, owner, model, kind, input, status, created_at, history) VALUES "
+            "('job_old', 'owner-1', 'wan-2.7-image', 'edit', '{}', 'queued', ?, '[]')",
+            (T0,),
+        )
+    db.close()
+
+    store = SqliteStore(path)
+    try:
+        old = store.get_job("job_old")
+        assert old is not None
+        assert (old.status, old.webhook, old.vendor_task) == (JobStatus.QUEUED, None, None)
+        assert store.claim_next(T0 + 1) is not None
+        assert store.set_vendor_task("job_old", 1, "task-a")
+        assert store.release("job_old", 1, T0 + 2)
+    finally:
+        store.close()
+    reopened = SqliteStore(path)  # the column is added once; opening again changes nothing
+    try:
+        kept = reopened.get_job("job_old")
+        assert kept is not None
+        assert (kept.status, kept.vendor_task) == (JobStatus.QUEUED, "task-a")
+    finally:
+        reopened.close()
 
 
 # recover ---------------------------------------------------------------------------------------------------

@@ -61,6 +61,11 @@ def test_a_version_1_database_upgrades_without_losing_rows(pg_url: str) -> None:
         assert store.get_asset("asset_in") is not None
         assert store.api_key_id("hash-1") == "key_1"
         assert store.claim_next(T0, models=["qwen-edit-multiangle-2511"]) == store.get_job("job_v1")
+        assert job.vendor_task is None  # migration 6's column, empty on the jobs it found
+        assert store.set_vendor_task("job_v1", 1, "task-a")
+        claimed = store.get_job("job_v1")
+        assert claimed is not None
+        assert claimed.vendor_task == "task-a"
         assert len(store.shared_secret("url_signing")) == 64  # migration 2's table
     finally:
         store.close()

@@ -1,0 +1,25 @@
+"""The check of a vendor endpoint setting (`REANGLE_DASHSCOPE_BASE_URL`), shared by the settings, which refuse
+a bad one at startup, and the client's config. Imports nothing heavy: the settings load it."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+
+def base_url_problem(url: str) -> str | None:
+    """What is wrong with `url` as the scheme and host that an API's paths are appended to; None when it is
+    usable. The URL itself is not repeated (it could carry credentials)."""
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return "it is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "it has no http:// or https:// scheme"
+    if not parts.hostname:
+        return "it has no host"
+    if parts.username is not None or parts.password is not None:
+        return "it must not carry credentials (the API key has a setting of its own)"
+    if parts.query or parts.fragment:
+        return "it must not have a query or a fragment (the API's paths are appended to it)"
+    return None
