@@ -125,7 +125,7 @@ async def run_model(
     who: Owner,
     dry_run: Annotated[str | None, Query(alias="dryRun")] = None,
 ) -> Response:
-    """Queue a job on `model_qwen-edit-multiangle-2511` or `model_qwen-image-edit-2511`."""
+    """Queue a job on any model `GET /models` lists; a text-to-image model takes no images."""
     model, native_input = schemas.translate_request(model_id, await json_object(request))
     if dry_run is not None and dry_run.lower() != "false":
         model_spec(model).validate(JobKind.EDIT, native_input)

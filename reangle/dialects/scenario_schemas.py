@@ -14,12 +14,14 @@ from typing import Any
 
 from reangle.api.render import iso
 from reangle.catalog import ModelEntry
-from reangle.core.edit import PRESETS
+from reangle.core.edit import GENERATION_PRESETS, MAX_OUTPUTS, PRESETS
 from reangle.core.images import OutputFormat
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, TEXT_TO_IMAGE, WAN_IMAGE
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MAX_SET_SIZE, TEXT_TO_IMAGE, WAN_IMAGE
 from reangle.core.models import MODELS as NATIVE_MODELS
 from reangle.core.ports import AssetRecord
+from reangle.core.wan_image import MAX_OUTPUTS as WAN_MAX_OUTPUTS
+from reangle.core.wan_image import MAX_SET_OUTPUTS as WAN_MAX_SET_OUTPUTS
 from reangle.errors import InvalidInput, NotFound
 
 MODEL_PREFIX = "model_"
@@ -93,6 +95,9 @@ class ScenarioModel:
     capabilities: tuple[str, ...] = ("img2img",)
     #: Why this server cannot run it now (a setting is missing); empty when it can.
     unavailable: str = ""
+    #: The most `numOutputs` one job makes; with `imageSetMode` true, `max_set_outputs` (None: no set mode).
+    max_outputs: int = MAX_OUTPUTS
+    max_set_outputs: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         description = self.description
@@ -136,9 +141,19 @@ def _images(about: str) -> InputSpec:
     )
 
 
-def _shared(steps: int, guidance: float) -> tuple[InputSpec, ...]:
+def _outputs(maximum: int, max_set: int | None = None) -> InputSpec:
+    """`numOutputs`, whose `max` is the most any request may ask for (in image set mode, when it has one)."""
+    if max_set is None:
+        spec = _num("numOutputs", "num_outputs", 1, 1, maximum, "images to make")
+    else:
+        about = f"images to make (above {maximum} only in image set mode)"
+        spec = _num("numOutputs", "num_outputs", 1, 1, max_set, about)
+    return replace(spec, integer=True, label="Outputs")
+
+
+def _shared(steps: int, guidance: float, max_set_outputs: int | None = None) -> tuple[InputSpec, ...]:
     return (
-        replace(_num("numOutputs", "num_outputs", 1, 1, 4, "images to make"), integer=True, label="Outputs"),
+        _outputs(MAX_OUTPUTS, max_set_outputs),
         replace(
             _num("numInferenceSteps", "num_inference_steps", steps, 1, 50, PER_PRESET),
             integer=True,
@@ -198,6 +213,8 @@ WAN_MODEL = ScenarioModel(
     name="Wan 2.7 Image",
     capabilities=("txt2img", "img2img"),
     description="Alibaba's Wan 2.7 image through DashScope: text-to-image, editing with up to 9 images, sets",
+    max_outputs=WAN_MAX_OUTPUTS,
+    max_set_outputs=WAN_MAX_SET_OUTPUTS,
     inputs=(
         InputSpec(
             name="prompt", native="prompt", type="string", description="the image or edit", required=True
@@ -209,11 +226,7 @@ WAN_MODEL = ScenarioModel(
             required=False,
         ),
         InputSpec(name="size", native="size", type="string", default="2K", description="1K, 2K or WxH"),
-        replace(
-            _num("numOutputs", "num_outputs", 1, 1, 12, "images to make (above 4 only in image set mode)"),
-            integer=True,
-            label="Outputs",
-        ),
+        _outputs(WAN_MAX_OUTPUTS, WAN_MAX_SET_OUTPUTS),
         InputSpec(
             name="imageSetMode",
             native="image_set_mode",
@@ -238,6 +251,7 @@ TEXT_TO_IMAGE_MODEL = ScenarioModel(
     name="Qwen Image 2512",
     description="Qwen-Image-2512: images from a prompt",
     capabilities=("txt2img",),
+    max_set_outputs=MAX_SET_SIZE,
     inputs=(
         InputSpec(name="prompt", native="prompt", type="string", description="what to make", required=True),
         InputSpec(
@@ -253,7 +267,12 @@ TEXT_TO_IMAGE_MODEL = ScenarioModel(
             default=False,
             description="a coherent set of views of one subject, one per output",
         ),
-        *_shared(steps=PRESETS["none"].steps, guidance=PRESETS["none"].true_cfg_scale),
+        # a generation's own recipe (50 steps), not an edit's
+        *_shared(
+            steps=GENERATION_PRESETS["none"].steps,
+            guidance=GENERATION_PRESETS["none"].true_cfg_scale,
+            max_set_outputs=MAX_SET_SIZE,
+        ),
     ),
 )
 
@@ -288,9 +307,24 @@ def _for_entry(template: ScenarioModel, model_id: str, entry: ModelEntry) -> Sce
         else spec
         for spec in template.inputs
     )
-    return replace(
+    model = replace(
         template, id=model_id, native=entry.id, name=entry.name, description=entry.description, inputs=inputs
     )
+    return _capped_outputs(model, entry.limits.max_outputs)
+
+
+def _capped_outputs(model: ScenarioModel, limit: int | None) -> ScenarioModel:
+    """The model with a catalog entry's lower bound on outputs, in both modes, and its `numOutputs` input
+    showing it."""
+    if limit is None:
+        return model
+    max_outputs = min(model.max_outputs, limit)
+    max_set = None if model.max_set_outputs is None else min(model.max_set_outputs, limit)
+    outputs = _outputs(max_outputs, max_set if max_set is not None and max_set > max_outputs else None)
+    inputs = tuple(
+        replace(outputs, default=spec.default) if spec.name == "numOutputs" else spec for spec in model.inputs
+    )
+    return replace(model, inputs=inputs, max_outputs=max_outputs, max_set_outputs=max_set)
 
 
 def scenario_model(model_id: str) -> ScenarioModel:
@@ -306,11 +340,14 @@ def scenario_model(model_id: str) -> ScenarioModel:
 def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """A `POST /generate/custom/{modelId}` body -> (native model id, native input), Scenario defaults filled.
 
-    Ranges are Scenario's (narrower than reangle's); an unknown key or acceleration value is an error.
+    Ranges are Scenario's (narrower than reangle's); an unknown key or acceleration value is an error. An
+    absent acceleration is the model's default (the catalog's, else Scenario's `none`), which picks the
+    steps and guidance defaults. A text-to-image model takes no images: an empty `images` (null or []) is no
+    image, not an unknown input.
     """
     model = scenario_model(model_id)
     known = {spec.name: spec for spec in model.inputs}
-    unknown = sorted(set(body) - set(known))
+    unknown = sorted(name for name in set(body) - set(known) if not _no_images(name, body[name]))
     if unknown:
         raise InvalidInput(
             f"{unknown[0]}: unknown input for {model.id}; its inputs are {', '.join(known)}",
@@ -318,7 +355,7 @@ def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict
             hint=f"see GET /models/{model.id}",
         )
     accelerated = "acceleration" in known
-    acceleration = _acceleration(body.get("acceleration", "none")) if accelerated else "none"
+    acceleration = _acceleration(_given_or_default(body, known["acceleration"])) if accelerated else "none"
     native: dict[str, Any] = {}
     for spec in model.inputs:
         if spec.name == "acceleration":
@@ -330,10 +367,38 @@ def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict
             if spec.default is not None and (acceleration == "none" or not spec.per_preset):
                 native[spec.native] = spec.default
             continue
+        if spec.name == "numOutputs":  # its range depends on imageSetMode: `_check_outputs` checks it
+            spec = replace(spec, minimum=None, maximum=None)
         native[spec.native] = _value(spec, value)
     if accelerated:
         native["acceleration"] = acceleration
+    _check_outputs(model, native)
     return model.native, native
+
+
+def _no_images(name: str, value: object) -> bool:
+    return name == "images" and value in (None, [])
+
+
+def _given_or_default(body: Mapping[str, Any], spec: InputSpec) -> object:
+    value = body.get(spec.name)
+    return spec.default if value is None else value
+
+
+def _check_outputs(model: ScenarioModel, native: Mapping[str, Any]) -> None:
+    """`numOutputs` within the model's limit for the mode the request runs in (image set or not)."""
+    count = next((native.get(spec.native) for spec in model.inputs if spec.name == "numOutputs"), None)
+    if not isinstance(count, int):
+        return
+    image_set = any(native.get(spec.native) is True for spec in model.inputs if spec.name == "imageSetMode")
+    max_set = model.max_set_outputs
+    limit, mode = model.max_outputs, ""
+    if image_set and max_set is not None:
+        limit, mode = max_set, " in image set mode"
+    elif max_set is not None and max_set > limit:
+        mode = f" without imageSetMode (up to {max_set} with it)"
+    if not 1 <= count <= limit:
+        raise InvalidInput(f"numOutputs must be between 1 and {limit}{mode}, got {count}", field="numOutputs")
 
 
 def _acceleration(value: object) -> str:

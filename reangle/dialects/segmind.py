@@ -7,8 +7,14 @@
 
 One slug, `qwen-image-edit-plus-multiple-angle`: the camera move is written in the prompt, parsed by
 `parse_camera_text` into a snapped pose; the rest of the prompt is the instruction. Auth is `x-api-key`;
-errors are `{"error": "<message>"}`. Statuses: queued QUEUED, processing PROCESSING, succeeded COMPLETED,
-failed and canceled FAILED (a canceled job's error is "canceled").
+errors are `{"error": "<message>"}`, naming Segmind's fields (`image_2`, `lora_3_url`) where the core names
+its own (`input.images.1`, `input.loras.0.url`). Statuses: queued QUEUED, processing PROCESSING, succeeded
+COMPLETED, failed and canceled FAILED (a canceled job's error is "canceled").
+
+The core's `loras` list holds only the LoRA fields a request filled, so `loras.0` is `lora_2_url` or
+`lora_3_url` depending on the request: the status and result URLs of a job with LoRAs carry
+`?loras=lora_3_url` (the Segmind field of each native LoRA, in order), so that a job's error, reported on a
+later poll, names the field the caller sent. Without it, `loras.0` is `lora_2_url` and `loras.1` `lora_3_url`.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -33,7 +40,7 @@ from reangle.core.camera_text import parse_camera_text
 from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS
-from reangle.core.service import SubmitRequest
+from reangle.core.service import JobService, SubmitRequest
 from reangle.dialects.base import dialect_route
 from reangle.errors import (
     Conflict,
@@ -85,15 +92,42 @@ CANCELED_ERROR = "canceled"
 # errors ----------------------------------------------------------------------------------------------
 
 _IMAGE_FIELD = re.compile(r"\binput\.images\.(\d+)")
-_LORA_FIELD = re.compile(r"\binput\.loras\.(\d+)\.url")
+#: A request LoRA's native path, with or without `input.` (`input.loras.1.url`, `loras.0.scale`): not inside
+#: another path (a catalog model's own `catalog.<id>.loras.0.url`) or a URL (`https://h/loras.0.url`).
+_LORA_FIELD = re.compile(r"(?<![^\s'\"(\[])(?:input\.)?loras\.(\d+)(?:\.\w+)?")
 _INPUT_PREFIX = re.compile(r"\binput\.")
 
 
-def segmind_message(exc: ReangleError) -> str:
-    """The error's message with native field names (`input.images.0`) written as Segmind's (`image_1`)."""
-    message = _IMAGE_FIELD.sub(lambda m: f"image_{int(m.group(1)) + 1}", exc.message)
-    message = _LORA_FIELD.sub(lambda m: f"lora_{int(m.group(1)) + 2}_url", message)
+def segmind_text(message: str, lora_fields: Sequence[str] = EXTRA_LORA_FIELDS) -> str:
+    """`message` with native field names written as Segmind's: `input.images.0` as `image_1`, and the LoRA
+    at `loras.N` (any of its keys) as the Segmind field it came from, `lora_fields[N]`."""
+    message = _IMAGE_FIELD.sub(lambda m: f"image_{int(m.group(1)) + 1}", message)
+    message = _LORA_FIELD.sub(lambda m: _lora_field(m, lora_fields), message)
     return _INPUT_PREFIX.sub("", message)
+
+
+def _lora_field(match: re.Match[str], lora_fields: Sequence[str]) -> str:
+    index = int(match.group(1))
+    return lora_fields[index] if index < len(lora_fields) else match.group(0)
+
+
+def segmind_message(exc: ReangleError, lora_fields: Sequence[str] = EXTRA_LORA_FIELDS) -> str:
+    """The error's message in Segmind's field names (`image_1`, not `input.images.0`)."""
+    return segmind_text(exc.message, lora_fields)
+
+
+def in_segmind_terms(exc: ReangleError, lora_fields: Sequence[str]) -> ReangleError:
+    """The error naming the request's own Segmind fields, for errors raised before the renderer (which maps
+    LoRAs by position) sees them; `exc` itself when it names none of the core's."""
+    message = segmind_message(exc, lora_fields)
+    if message == exc.message:
+        return exc
+    translated = copy.copy(exc)
+    translated.message = message
+    translated.args = (message,)
+    if isinstance(translated, InvalidInput) and translated.field:
+        translated.field = segmind_text(translated.field, lora_fields)
+    return translated
 
 
 def render_error(_request: Request, exc: ReangleError, status: int) -> Response:
@@ -131,6 +165,8 @@ class SegmindRequest:
     base64: bool
     #: The camera model; the instruction model (no angle LoRA) for a prompt that names no camera move.
     model: str = CAMERA_EDIT
+    #: The Segmind field of each entry of `input["loras"]`, in order (`("lora_3_url",)`).
+    lora_fields: tuple[str, ...] = ()
 
 
 def slug_model(slug: str) -> str | None:
@@ -175,7 +211,7 @@ def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
     lora = body.get("lora")
     if lora not in (None, "multiple_angle"):
         raise InvalidInput(f"lora must be 'multiple_angle', got {lora!r}", field="lora")
-    loras = []
+    loras, lora_fields = [], []
     for name in EXTRA_LORA_FIELDS:
         url = body.get(name)
         if url in (None, ""):
@@ -183,6 +219,7 @@ def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise InvalidInput(f"{name} must be an http(s) URL of a .safetensors LoRA", field=name)
         loras.append({"url": url})
+        lora_fields.append(name)
 
     aspect_ratio = _choice(body, "aspect_ratio", SEGMIND_ASPECT_RATIOS, MATCH_INPUT_IMAGE)
     image_format = _choice(body, "image_format", FORMATS, "webp")
@@ -203,7 +240,12 @@ def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
         common["loras"] = loras
     camera = parse_camera_text(prompt)
     if camera.pose is None and prompt.strip() and camera_model is None:  # no move: the prompt as written
-        return SegmindRequest(input={**common, "prompt": prompt}, base64=want_base64, model=INSTRUCTION_EDIT)
+        return SegmindRequest(
+            input={**common, "prompt": prompt},
+            base64=want_base64,
+            model=INSTRUCTION_EDIT,
+            lora_fields=tuple(lora_fields),
+        )
     pose = camera.pose or DEFAULT_POSE
     native = {
         **common,
@@ -212,7 +254,9 @@ def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
         "elevation": pose.elevation_deg,
         "distance": pose.distance_factor,
     }
-    return SegmindRequest(input=native, base64=want_base64, model=camera_model or CAMERA_EDIT)
+    return SegmindRequest(
+        input=native, base64=want_base64, model=camera_model or CAMERA_EDIT, lora_fields=tuple(lora_fields)
+    )
 
 
 def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -251,18 +295,37 @@ async def _json_body(request: Request) -> Any:
 OutputRef = Callable[[str], str | None]
 
 
-def request_urls(root: str, request_id: str, *, base64: bool) -> dict[str, str]:
-    """Absolute status and result URLs under the v2 root (`http://H/segmind/v2`). The result URL carries
-    `?base64=true` when the caller asked for base64 output, so no server state has to remember it."""
-    response_url = f"{root}/requests/{request_id}" + ("?base64=true" if base64 else "")
-    return {"status_url": f"{root}/requests/{request_id}/status", "response_url": response_url}
+def request_urls(
+    root: str, request_id: str, *, base64: bool, lora_fields: Sequence[str] = ()
+) -> dict[str, str]:
+    """Absolute status and result URLs under the v2 root (`http://H/segmind/v2`). What the caller asked for
+    rides in their queries, so that no server state has to remember it: the result URL carries
+    `?base64=true` for base64 output, and both carry `loras=` with the Segmind field of each LoRA."""
+    loras = [f"loras={','.join(lora_fields)}"] if lora_fields else []
+    status_query = "&".join(loras)
+    response_query = "&".join([*(["base64=true"] if base64 else []), *loras])
+    return {
+        "status_url": f"{root}/requests/{request_id}/status" + (f"?{status_query}" if status_query else ""),
+        "response_url": f"{root}/requests/{request_id}" + (f"?{response_query}" if response_query else ""),
+    }
 
 
-def submit_json(job: Job, root: str, *, base64: bool) -> dict[str, Any]:
+def lora_fields_from_query(value: str | None) -> tuple[str, ...]:
+    """The `loras=` query of a status or result URL as Segmind fields; the positional default (`loras.0` is
+    lora_2_url) when absent or not one this server wrote."""
+    if not value:
+        return EXTRA_LORA_FIELDS
+    fields = tuple(part.strip() for part in value.split(","))
+    if len(set(fields)) != len(fields) or not set(fields) <= set(EXTRA_LORA_FIELDS):
+        return EXTRA_LORA_FIELDS
+    return fields
+
+
+def submit_json(job: Job, root: str, *, base64: bool, lora_fields: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "request_id": job.id,
         "status": STATUS_NAMES[job.status],
-        **request_urls(root, job.id, base64=base64),
+        **request_urls(root, job.id, base64=base64, lora_fields=lora_fields),
     }
 
 
@@ -272,27 +335,30 @@ def metrics(job: Job) -> dict[str, float]:
     return {"inference_time": round(max(0.0, job.finished_at - job.started_at), 3)}
 
 
-def error_text(job: Job) -> str | None:
+def error_text(job: Job, lora_fields: Sequence[str] = EXTRA_LORA_FIELDS) -> str | None:
+    """A failed job's error in Segmind's field names (`lora_fields`: the Segmind field of each LoRA)."""
     if job.status == JobStatus.CANCELED:
         return CANCELED_ERROR
     if job.status == JobStatus.FAILED:
-        return job.error.message if job.error else "the request failed"
+        return segmind_text(job.error.message, lora_fields) if job.error else "the request failed"
     return None
 
 
-def status_json(job: Job) -> tuple[int, dict[str, Any]]:
+def status_json(job: Job, lora_fields: Sequence[str] = EXTRA_LORA_FIELDS) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of the status URL: 422 once FAILED, 200 otherwise."""
     body: dict[str, Any] = {"request_id": job.id, "status": STATUS_NAMES[job.status], "metrics": metrics(job)}
-    error = error_text(job)
+    error = error_text(job, lora_fields)
     if error is not None:
         body["error"] = error
     return (422 if error is not None else 200), body
 
 
-def result_json(job: Job, output_ref: OutputRef) -> tuple[int, dict[str, Any]]:
+def result_json(
+    job: Job, output_ref: OutputRef, lora_fields: Sequence[str] = EXTRA_LORA_FIELDS
+) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of the result URL. `output`: the image's URL (or base64) when COMPLETED, a list
     if the job made several images, null before it ends or when it failed."""
-    error = error_text(job)
+    error = error_text(job, lora_fields)
     output: Any = None
     if job.status == JobStatus.SUCCEEDED:
         refs = [output_ref(item.asset_id) for item in job.outputs]
@@ -320,6 +386,16 @@ def _job(app: AppState, who: str, request_id: str) -> Job:
         raise NotFound(f"no request {request_id} (unknown, expired, or another key's)") from None
 
 
+async def _submit(service: JobService, who: str, parsed: SegmindRequest) -> Job:
+    try:
+        return await service.submit(who, SubmitRequest(model=parsed.model, input=parsed.input))
+    except ReangleError as exc:
+        translated = in_segmind_terms(exc, parsed.lora_fields)
+        if translated is exc:
+            raise
+        raise translated from None
+
+
 async def _output_bytes(app: AppState, asset_id: str) -> tuple[bytes, str] | None:
     return await asyncio.to_thread(app.service.assets.read_bytes, asset_id)
 
@@ -339,7 +415,7 @@ async def _base64_refs(app: AppState, job: Job) -> dict[str, str | None]:
 async def run_sync(slug: str, request: Request, app: State, who: Owner) -> Response:
     """Run and wait: the image bytes (Content-Type per image_format), or `{"image": base64}`."""
     parsed = translate(await _json_body(request), slug_model(slug))
-    job = await app.service.submit(who, SubmitRequest(model=parsed.model, input=parsed.input))
+    job = await _submit(app.service, who, parsed)
     finished = await _wait_or_cancel(request, app, who, job)
     if finished is None:  # the client went away; nobody reads this
         return Response(status_code=499)
@@ -352,7 +428,7 @@ async def run_sync(slug: str, request: Request, app: State, who: Owner) -> Respo
             status_code=504,
         )
     if finished.status != JobStatus.SUCCEEDED:
-        _, body = status_json(finished)
+        _, body = status_json(finished, parsed.lora_fields)
         return JSONResponse(body, status_code=422)
     found = await _output_bytes(app, finished.outputs[0].asset_id) if finished.outputs else None
     if found is None:
@@ -397,13 +473,17 @@ def _cancel_quietly(app: AppState, who: str, job_id: str) -> None:
 async def submit_async(slug: str, request: Request, app: State, who: Owner, links: LinkMaker) -> JSONResponse:
     """Queue: `{request_id, status: QUEUED, status_url, response_url}`, both URLs absolute."""
     parsed = translate(await _json_body(request), slug_model(slug))
-    job = await app.service.submit(who, SubmitRequest(model=parsed.model, input=parsed.input))
-    return JSONResponse(submit_json(job, _v2_root(links), base64=parsed.base64))
+    job = await _submit(app.service, who, parsed)
+    return JSONResponse(
+        submit_json(job, _v2_root(links), base64=parsed.base64, lora_fields=parsed.lora_fields)
+    )
 
 
 @router.get("/segmind/v2/requests/{request_id}/status")
-async def request_status(request_id: str, app: State, who: Owner) -> JSONResponse:
-    code, body = status_json(_job(app, who, request_id))
+async def request_status(
+    request_id: str, app: State, who: Owner, loras: Annotated[str | None, Query()] = None
+) -> JSONResponse:
+    code, body = status_json(_job(app, who, request_id), lora_fields_from_query(loras))
     return JSONResponse(body, status_code=code)
 
 
@@ -414,9 +494,11 @@ async def request_result(
     who: Owner,
     links: LinkMaker,
     as_base64: Annotated[bool, Query(alias="base64")] = False,
+    loras: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
     """The result body; `?base64=true` (set on the response_url when asked for) puts base64 in `output`."""
     job = _job(app, who, request_id)
     refs = await _base64_refs(app, job) if as_base64 and job.status == JobStatus.SUCCEEDED else None
-    code, body = result_json(job, refs.get if refs is not None else links.asset_url_by_id)
+    output_ref = refs.get if refs is not None else links.asset_url_by_id
+    code, body = result_json(job, output_ref, lora_fields_from_query(loras))
     return JSONResponse(body, status_code=code)

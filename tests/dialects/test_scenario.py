@@ -24,6 +24,7 @@ from tests.dialects.conftest import API_KEY, OTHER_KEY, RunningServer, png, png_
 
 CAMERA = "model_qwen-edit-multiangle-2511"
 INSTRUCTION = "model_qwen-image-edit-2511"
+TEXT_TO_IMAGE = "model_qwen-image-2512"
 TERMINAL = {"success", "failure", "canceled"}
 JOB_TIMEOUT_S = 30.0
 #: the fake engine's output for a 96x64 input: the server's default 1 MP area at 3:2, in multiples of 16
@@ -176,6 +177,61 @@ def test_instruction_model_with_a_data_url_image(client: Scenario) -> None:
     images = job.metadata.input["images"]
     assert isinstance(images, list)
     assert str(images[0]).startswith("asset_")  # the data URL became an asset
+
+
+def test_text_to_image_needs_no_image_and_gets_generation_defaults(client: Scenario) -> None:
+    submitted = client.generate.run_model(
+        TEXT_TO_IMAGE, body={"prompt": "a lighthouse at dusk", "seed": 3}
+    ).job
+    assert submitted.metadata.input == {
+        "prompt": "a lighthouse at dusk",
+        "imageSetMode": False,
+        "numOutputs": 1,
+        "numInferenceSteps": 50,  # a generation's recipe, not an edit's 40
+        "guidanceScale": 4,
+        "acceleration": "none",
+        "seed": 3,
+    }
+    job = wait(client, submitted.job_id)
+    assert job.status == "success", job.metadata.error
+    assert job.metadata.asset_ids is not None
+    assert len(job.metadata.asset_ids) == 1
+
+
+def test_text_to_image_set_takes_more_outputs_than_a_plain_request(client: Scenario) -> None:
+    body = {
+        "prompt": "a lighthouse",
+        "imageSetMode": True,
+        "numOutputs": 6,
+        "numInferenceSteps": 2,
+        "images": [],
+    }
+    job = run(client, body, TEXT_TO_IMAGE)
+    assert job.status == "success", job.metadata.error
+    assert job.metadata.asset_ids is not None
+    assert len(set(job.metadata.asset_ids)) == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (
+            {"numOutputs": 9, "imageSetMode": True},
+            "numOutputs must be between 1 and 8 in image set mode, got 9",
+        ),
+        (
+            {"numOutputs": 5},
+            "numOutputs must be between 1 and 4 without imageSetMode (up to 8 with it), got 5",
+        ),
+    ],
+)
+def test_text_to_image_output_limits_are_scenario_bad_requests(
+    client: Scenario, body: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.generate.run_model(TEXT_TO_IMAGE, body={"prompt": "a lighthouse", **body})
+    assert caught.value.status_code == 400
+    assert caught.value.body == {"error": words, "code": "invalid_input"}
 
 
 def test_engine_failure_surfaces_as_failure(client: Scenario, asset_id: str) -> None:

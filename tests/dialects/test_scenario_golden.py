@@ -134,6 +134,66 @@ def test_instruction_model_requires_a_prompt_and_has_no_camera_inputs() -> None:
         translate_request("model_qwen-image-edit-2511", {"images": ["asset_x"], "prompt": "p", "zoom": 5})
 
 
+TEXT_TO_IMAGE = "model_qwen-image-2512"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (
+            {"numOutputs": 5},
+            "numOutputs must be between 1 and 4 without imageSetMode (up to 8 with it), got 5",
+        ),
+        (
+            {"numOutputs": 9, "imageSetMode": True},
+            "numOutputs must be between 1 and 8 in image set mode, got 9",
+        ),
+        (
+            {"numOutputs": 0, "imageSetMode": True},
+            "numOutputs must be between 1 and 8 in image set mode, got 0",
+        ),
+        (
+            {"numOutputs": 9},
+            "numOutputs must be between 1 and 4 without imageSetMode (up to 8 with it), got 9",
+        ),
+        ({"numOutputs": 2.5, "imageSetMode": True}, "numOutputs must be a whole number, got 2.5"),
+        ({"images": ["asset_x"]}, "images: unknown input for model_qwen-image-2512"),
+        ({"images": "asset_x"}, "images: unknown input for model_qwen-image-2512"),
+    ],
+)
+def test_text_to_image_outputs_and_images_are_refused_naming_the_scenario_field(
+    body: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        translate_request(TEXT_TO_IMAGE, {"prompt": "a lighthouse", **body})
+    assert caught.value.field == next(iter(body))
+    assert words in caught.value.message
+
+
+@pytest.mark.parametrize("count", [1, 4, 8])
+def test_an_image_set_takes_up_to_the_model_s_set_limit(count: int) -> None:
+    _, native = translate_request(TEXT_TO_IMAGE, {"prompt": "p", "imageSetMode": True, "numOutputs": count})
+    assert (native["image_set"], native["num_outputs"]) == (True, count)
+    model_spec("qwen-image-2512").validate(JobKind.EDIT, native)
+
+
+@pytest.mark.parametrize("images", [None, []])
+def test_a_text_to_image_request_needs_no_image(images: list[str] | None) -> None:
+    model, native = translate_request(TEXT_TO_IMAGE, {"prompt": "a lighthouse", "images": images})
+    assert "images" not in native
+    model_spec(model).validate(JobKind.EDIT, native)
+
+
+def test_the_text_to_image_model_shows_generation_defaults_and_its_set_limit() -> None:
+    inputs = {spec["name"]: spec for spec in scenario_model(TEXT_TO_IMAGE).to_json()["inputs"]}
+    assert "images" not in inputs
+    assert (inputs["numInferenceSteps"]["default"], inputs["guidanceScale"]["default"]) == (50, 4.0)
+    assert (inputs["numOutputs"]["min"], inputs["numOutputs"]["max"]) == (1, 8)
+    assert "above 4 only in image set mode" in inputs["numOutputs"]["description"]
+    camera = {spec["name"]: spec for spec in scenario_model(CAMERA).to_json()["inputs"]}
+    assert camera["numOutputs"]["max"] == 4
+
+
 def test_unknown_model_is_not_found() -> None:
     with pytest.raises(NotFound, match="model_flux"):
         translate_request("model_flux", {"images": ["asset_x"]})

@@ -346,20 +346,23 @@ def test_a_prompt_without_a_camera_move_is_an_edit_as_written(server: RunningSer
 # http(s) image URLs --------------------------------------------------------------------------------------
 
 
+NOT_A_LORA = b"plain text, not a safetensors LoRA"
+
+
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
-    """A local http.server with one PNG at /room.png."""
-    picture = png(80, 120)
+    """A local http.server with one PNG at /room.png, and text posing as a LoRA at /style.safetensors."""
+    files = {"/room.png": png(80, 120), "/style.safetensors": NOT_A_LORA}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            found = self.path == "/room.png"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(picture) if found else 0))
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "image/png" if self.path.endswith(".png") else "text/plain")
+            self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
-            if found:
-                self.wfile.write(picture)
+            if body is not None:
+                self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -395,6 +398,59 @@ def test_v1_with_an_http_image_url(open_server: RunningServer, image_host: str) 
     assert caught.value.status == 400
     assert caught.value.detail is not None
     assert "404" in caught.value.detail
+
+
+# LoRA fields in errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_lora_refused_at_submit_names_the_segmind_field_sent(server: RunningServer, version: str) -> None:
+    """The core refuses the URL at submit as `input.loras.0.url`; the request's only LoRA is lora_3_url."""
+    sdk = client(server)
+    call = sdk.run_sync if version == "v1" else sdk.submit_async
+    bad = "https://example.com/style\x00.safetensors"
+    with pytest.raises(SegmindError) as caught:
+        call(SLUG, prompt="back view", image_1=png_base64(), lora_3_url=bad)
+    assert caught.value.status == 400
+    assert caught.value.detail == "lora_3_url: must not contain a NUL character"
+
+
+def test_a_lora_failing_when_the_job_runs_names_the_segmind_field_on_later_polls(
+    open_server: RunningServer, image_host: str
+) -> None:
+    lora = f"{image_host}/style.safetensors"
+    job = client(open_server).submit_async(SLUG, prompt="back view", image_1=png_base64(), lora_3_url=lora)
+    root = f"{open_server.url}/segmind/v2/requests/{job.request_id}"
+    assert (job.status_url, job.response_url) == (
+        f"{root}/status?loras=lora_3_url",
+        f"{root}?loras=lora_3_url",
+    )
+    with pytest.raises(InferenceFailed) as caught:
+        job.wait(timeout=30, interval=0.05)
+    detail = caught.value.detail
+    assert detail is not None
+    assert detail.startswith("lora_3_url: ")
+    assert "not a safetensors file" in detail
+    assert "loras." not in detail
+    assert job.status()["error"] == detail
+    assert job.result()["error"] == detail
+    # the bare URLs (as handed out before `loras=`) still answer
+    for url in (f"{root}/status", root):
+        bare = httpx.get(url, headers={"x-api-key": API_KEY})
+        assert (bare.status_code, bare.json()["status"]) == (422, "FAILED")
+
+
+def test_a_lora_failing_in_a_sync_request_names_the_segmind_field(
+    open_server: RunningServer, image_host: str
+) -> None:
+    with pytest.raises(SegmindError) as caught:
+        client(open_server).run_sync(
+            SLUG, prompt="back view", image_1=png_base64(), lora_3_url=f"{image_host}/style.safetensors"
+        )
+    assert caught.value.status == 422
+    assert caught.value.detail is not None
+    assert caught.value.detail.startswith("lora_3_url: ")
+    assert "not a safetensors file" in caught.value.detail
 
 
 # the tiny engine ------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def test_request_translates_to_the_exact_native_input(name: str) -> None:
     assert translated.input == golden["input"]
     assert translated.base64 is golden["base64"]
     assert translated.model == golden.get("model", CAMERA_EDIT)
+    assert translated.lora_fields == tuple(golden.get("lora_fields", []))
 
 
 @pytest.mark.parametrize("name", REQUEST_FILES)
@@ -159,6 +160,121 @@ def test_submit_renders_absolute_urls() -> None:
     job = canned_job(golden["job"])
     assert segmind.submit_json(job, ROOT, base64=False) == expand(golden["submit"], job)
     assert segmind.submit_json(job, ROOT, base64=True) == expand(golden["submit_base64"], job)
+
+
+def test_submit_urls_carry_the_segmind_field_of_each_lora() -> None:
+    job = canned_job(load("job_queued.json")["job"])
+    root = f"{ROOT}/requests/{job.id}"
+    plain = segmind.submit_json(job, ROOT, base64=False, lora_fields=("lora_3_url",))
+    assert (plain["status_url"], plain["response_url"]) == (
+        f"{root}/status?loras=lora_3_url",
+        f"{root}?loras=lora_3_url",
+    )
+    both = segmind.submit_json(job, ROOT, base64=True, lora_fields=("lora_2_url", "lora_3_url"))
+    assert (both["status_url"], both["response_url"]) == (
+        f"{root}/status?loras=lora_2_url,lora_3_url",
+        f"{root}?base64=true&loras=lora_2_url,lora_3_url",
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "fields"),
+    [
+        (None, ("lora_2_url", "lora_3_url")),
+        ("", ("lora_2_url", "lora_3_url")),
+        ("lora_3_url", ("lora_3_url",)),
+        ("lora_3_url,lora_2_url", ("lora_3_url", "lora_2_url")),
+        ("lora_3_url,lora_3_url", ("lora_2_url", "lora_3_url")),
+        ("lora_1_url", ("lora_2_url", "lora_3_url")),
+        ("image_1", ("lora_2_url", "lora_3_url")),
+    ],
+)
+def test_the_loras_query_is_read_back_or_falls_back_to_the_positional_fields(
+    query: str | None, fields: tuple[str, ...]
+) -> None:
+    assert segmind.lora_fields_from_query(query) == fields
+
+
+LORA_ERROR_CASES = [
+    # (native message, Segmind fields of the request's LoRAs, message the caller sees)
+    (
+        "loras.0.url: must not contain a NUL character",
+        ("lora_2_url",),
+        "lora_2_url: must not contain a NUL character",
+    ),
+    (
+        "loras.0.url: must not contain a NUL character",
+        ("lora_3_url",),
+        "lora_3_url: must not contain a NUL character",
+    ),
+    (
+        "input.loras.1.url: must not contain a NUL character",
+        ("lora_2_url", "lora_3_url"),
+        "lora_3_url: must not contain a NUL character",
+    ),
+    (
+        "input.loras.0: give exactly one of url, path or id",
+        ("lora_3_url",),
+        "lora_3_url: give exactly one of url, path or id",
+    ),
+    (
+        "input.loras.0.scale: must be between -4 and 4",
+        ("lora_3_url",),
+        "lora_3_url: must be between -4 and 4",
+    ),
+    # a catalog model's own LoRA, and a URL that happens to hold the words, are not the request's fields
+    ("catalog.style.loras.0.url: not found", ("lora_3_url",), "catalog.style.loras.0.url: not found"),
+    (
+        "the LoRA url 'https://h/loras.0.url' is not a LoRA",
+        ("lora_3_url",),
+        "the LoRA url 'https://h/loras.0.url' is not a LoRA",
+    ),
+]
+
+
+@pytest.mark.parametrize(("native", "fields", "shown"), LORA_ERROR_CASES)
+def test_lora_errors_at_submit_name_the_segmind_field_sent(
+    native: str, fields: tuple[str, ...], shown: str
+) -> None:
+    field = native.partition(":")[0] if native.startswith(("loras", "input")) else None
+    translated = segmind.in_segmind_terms(InvalidInput(native, field=field), fields)
+    body = json.loads(bytes(segmind.render_error(cast(Request, None), translated, 422).body))
+    assert body == {"error": shown}
+    assert isinstance(translated, InvalidInput)
+    if field is not None:
+        assert translated.field == shown.partition(":")[0]
+
+
+def test_errors_without_core_field_names_pass_through_unchanged() -> None:
+    full = QueueFull("the queue holds 9 jobs", retry_after_s=7)
+    assert segmind.in_segmind_terms(full, ("lora_3_url",)) is full
+    plain = InvalidInput("lora_3_url must be an http(s) URL of a .safetensors LoRA", field="lora_3_url")
+    assert segmind.in_segmind_terms(plain, ("lora_3_url",)) is plain
+
+
+@pytest.mark.parametrize(("native", "fields", "shown"), LORA_ERROR_CASES)
+def test_lora_errors_of_a_failed_job_name_the_segmind_field_on_both_urls(
+    native: str, fields: tuple[str, ...], shown: str
+) -> None:
+    failed = load("job_failed.json")["job"]
+    job = canned_job({**failed, "error": {"code": "invalid_input", "message": native}})
+    assert segmind.status_json(job, fields) == (
+        422,
+        {"request_id": job.id, "status": "FAILED", "metrics": {"inference_time": 2.5}, "error": shown},
+    )
+    code, body = segmind.result_json(job, fake_output_ref, fields)
+    assert (code, body["error"]) == (422, shown)
+
+
+def test_a_failed_job_polled_without_the_loras_query_maps_loras_by_position() -> None:
+    """Status URLs handed out before the query existed: loras.0 is lora_2_url, loras.1 lora_3_url."""
+    failed = load("job_failed.json")["job"]
+    message = "input.loras.1.url: the LoRA url 'https://example.com/x.safetensors' is not a safetensors file"
+    job = canned_job({**failed, "error": {"code": "invalid_input", "message": message}})
+    _, body = segmind.status_json(job, segmind.lora_fields_from_query(None))
+    assert body["error"] == (
+        "lora_3_url: the LoRA url 'https://example.com/x.safetensors' is not a safetensors file"
+    )
 
 
 def test_a_result_whose_file_has_expired_is_a_404() -> None:
