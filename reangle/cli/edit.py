@@ -81,7 +81,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_engine(args.engine, settings)
     plan = plan_for(engine, request, images)
     if args.dry_run:
-        shown = {"engine": engine.info.name, **plan.to_dict(), **shown_extras(args.rewrite, refs)}
+        shown = {"engine": engine.info.name, **plan.to_dict(), **shown_extras(bool(args.rewrite), refs)}
         print(json.dumps(shown, indent=None if args.json else 2))
         return 0
     if engine.info.demo:
@@ -98,7 +98,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
         engine,
         words=request.prompt,
         images=images,
-        rewrite=args.rewrite,
+        rewrite=bool(args.rewrite),
         refs=refs,
         text_to_image=False,
     )

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reangle.cli.edit import check_local_quality, output_format, output_paths
+from reangle.cli.model_switches import check_model_switches, check_set_flags, switch_fields
+from reangle.cli.option_names import generate_options
 from reangle.cli.prompt_args import add_prompt_flags
 from reangle.cli.remote import add_connection_flags
 from reangle.cli.remote_output import rewrite_note
@@ -25,25 +26,6 @@ from reangle.settings import Settings
 
 if TYPE_CHECKING:
     from reangle.core.models import ModelSpec, TextToImageInput
-
-#: Input fields as this command's flags name them, for messages.
-_FLAGS = {
-    "prompt": "PROMPT",
-    "size": "--size",
-    "num_outputs": "--num-outputs",
-    "seed": "--seed",
-    "negative_prompt": "--negative",
-    "image_set": "--set",
-    "set_prompts": "--set-prompt",
-    "num_inference_steps": "--steps",
-    "guidance_scale": "--guidance",
-    "acceleration": "--acceleration",
-    "width": "--width",
-    "height": "--height",
-    "aspect_ratio": "--aspect-ratio",
-    "quality": "--quality",
-    "loras": "--lora",
-}
 
 
 def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
@@ -61,7 +43,11 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--size", metavar="SIZE", help="1K, 2K or WxH (default: 1 MP at --aspect-ratio)")
     parser.add_argument(
-        "-n", "--num-outputs", type=int, metavar="N", help="1..4 (default 1); with --set, the set's size"
+        "-n",
+        "--num-outputs",
+        type=int,
+        metavar="N",
+        help="1..4 (default 1); with --set, the set's size (with --set-prompt: their count, or leave it out)",
     )
     parser.add_argument("--seed", type=int, help="random when not given; output k uses seed + k")
     parser.add_argument(
@@ -71,8 +57,9 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
         "--set",
         "--image-set",
         dest="image_set",
-        action="store_true",
-        help="a coherent set of one subject (one seed, a shot each) instead of independent images",
+        action=argparse.BooleanOptionalAction,
+        help="a coherent set of one subject (one seed, a shot each) instead of independent images "
+        "(default: the model's; --no-set turns a default set off)",
     )
     parser.add_argument(
         "--set-prompt",
@@ -80,7 +67,7 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
         action="append",
         default=[],
         metavar="TEXT",
-        help="what one image of the set adds to the prompt (repeatable; implies --set)",
+        help="what one image of the set adds to the prompt (repeatable, one image each; implies --set)",
     )
     parser.add_argument(
         "--image",
@@ -91,7 +78,10 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
         help="a reference image, for models that take them (wan-2.7-image, up to 9; on a server)",
     )
     parser.add_argument(
-        "--no-thinking", action="store_true", help="wan-2.7-image: do not plan the image first"
+        "--thinking",
+        action=argparse.BooleanOptionalAction,
+        help="for models with a thinking input (wan-2.7-image): plan the image first, or not (default: "
+        "the model's)",
     )
     parser.add_argument(
         "--steps", type=int, metavar="N", help="denoising steps (default from --acceleration)"
@@ -120,6 +110,7 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
+    check_set_flags(args)
     if (args.server or settings.server) and not args.local:
         from reangle.cli.remote import run_remote_generate
 
@@ -135,10 +126,6 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidInput(
             "--image: models that take reference images (wan-2.7-image) run on a server; give --server URL",
             field="images",
-        )
-    if args.no_thinking:
-        raise InvalidInput(
-            "--no-thinking is a wan-2.7-image option, which runs on a server", field="thinking"
         )
     quality = 90 if args.quality is None else args.quality
     check_local_quality(quality)
@@ -264,25 +251,21 @@ def _validated_input(spec: ModelSpec, args: argparse.Namespace) -> TextToImageIn
         "num_outputs": args.num_outputs,
         "seed": args.seed,
         "negative_prompt": args.negative,
-        "image_set": True if args.image_set or args.set_prompts else None,
-        "set_prompts": args.set_prompts or None,
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance,
         "acceleration": args.acceleration,
         "width": args.width,
         "height": args.height,
         "aspect_ratio": args.aspect_ratio,
-        "rewrite_prompt": True if args.rewrite else None,
+        "rewrite_prompt": args.rewrite,
         "loras": [lora.to_json() for lora in args.loras] or None,
     }
+    schema = spec.input_schema(JobKind.EDIT)
+    check_model_switches(args, spec.id, schema)
+    given |= switch_fields(args, spec.id, schema)
     try:
         validated = spec.validate(JobKind.EDIT, {k: v for k, v in given.items() if v is not None})
     except InvalidInput as exc:
-        raise InvalidInput(_as_flags(exc.message), field=exc.field) from None
+        raise InvalidInput(generate_options(args).rewrite(exc.message), field=exc.field) from None
     assert isinstance(validated, TextToImageInput)
     return validated
-
-
-def _as_flags(message: str) -> str:
-    """`input.num_outputs: ...` as `--num-outputs: ...`."""
-    return re.sub(r"\binput\.(\w+)", lambda match: _FLAGS.get(match.group(1), match.group(0)), message)

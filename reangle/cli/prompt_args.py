@@ -14,9 +14,10 @@ def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("prompt rewriting and LoRAs of your own")
     group.add_argument(
         "--rewrite",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="have a vision-language model (Qwen3-VL) make your words precise first; the camera phrase is "
-        "never changed, and the original prompt is kept when the rewrite fails",
+        "never changed, and the original prompt is kept when the rewrite fails (default: the model's; "
+        "--no-rewrite turns it off for a model that rewrites by default)",
     )
     group.add_argument(
         "--lora",
@@ -48,10 +49,10 @@ def lora_arg(text: str) -> Lora:
 
 def prompt_fields(args: argparse.Namespace) -> dict[str, Any]:
     """`rewrite_prompt` and `loras` as the API takes them, when given (keywords of the SDK's edit, orbit and
-    generate)."""
+    generate); `--no-rewrite` is sent as False, so that it wins over a model's default."""
     fields: dict[str, Any] = {}
-    if args.rewrite:
-        fields["rewrite_prompt"] = True
+    if args.rewrite is not None:
+        fields["rewrite_prompt"] = args.rewrite
     if args.loras:
         fields["loras"] = [lora.to_json() for lora in args.loras]
     return fields

@@ -15,6 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from reangle.cli.model_switches import (
+    check_model_switches,
+    needs_schema,
+    set_switches,
+    switch_fields,
+    thinking_fields,
+)
+from reangle.cli.option_names import OptionNames, edit_options, generate_options, orbit_options
 from reangle.cli.pose_args import pose_from_args
 from reangle.cli.prompt_args import add_prompt_flags, prompt_fields
 from reangle.cli.remote_output import (
@@ -35,6 +43,7 @@ from reangle.client import (
     Client,
     Job,
     JobEvent,
+    JobFailed,
     ReangleAPIError,
     ReangleClientError,
 )
@@ -150,7 +159,7 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         _save_numbered(client, args, job)
         return 0
 
-    return _with_client(args, settings, edit)
+    return _with_client(args, settings, edit, edit_options(args))
 
 
 def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> int:
@@ -161,30 +170,32 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
         images = [_orbit_image(value) for value in args.images]
     except (CommandFailure, InvalidInput) as exc:
         return _fail(exc.message)
-    if args.dry_run:
-        options = {name: value for name, value in fields.items() if name not in _GENERATE_KEYWORDS}
-        body = generate_input(
-            args.prompt,
-            model=args.model,
-            images=[str(image) for image in images] or None,
-            size=fields.get("size"),
-            num_outputs=fields.get("num_outputs"),
-            seed=fields.get("seed"),
-            negative_prompt=fields.get("negative_prompt"),
-            image_set=bool(fields.get("image_set")),
-            set_prompts=fields.get("set_prompts"),
-            options=options,
-        )
-        print(json.dumps({"model": args.model, "kind": "edit", "input": body}))
-        return 0
 
     def generate(client: Client) -> int:
-        job = client.generate(args.prompt, model=args.model, images=images or None, wait=False, **fields)
+        # only flags whose field name depends on the model ask the server for its schema
+        schema = client.input_schema(args.model) if needs_schema(args) else {}
+        check_model_switches(args, args.model, schema)
+        if args.dry_run:
+            options = {name: value for name, value in fields.items() if name not in _GENERATE_KEYWORDS}
+            body = generate_input(
+                args.prompt,
+                images=[str(image) for image in images] or None,
+                size=fields.get("size"),
+                num_outputs=fields.get("num_outputs"),
+                seed=fields.get("seed"),
+                negative_prompt=fields.get("negative_prompt"),
+                set_fields=switch_fields(args, args.model, schema),
+                options=options,
+            )
+            print(json.dumps({"model": args.model, "kind": "edit", "input": body}))
+            return 0
+        options = fields | set_switches(args) | thinking_fields(args, schema)
+        job = client.generate(args.prompt, model=args.model, images=images or None, wait=False, **options)
         job = _wait(client, job, "generating")
         _save_numbered(client, args, job)
         return 0
 
-    return _with_client(args, settings, generate)
+    return _with_client(args, settings, generate, generate_options(args))
 
 
 def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
@@ -227,7 +238,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         report(args, job, files)
         return 0
 
-    return _with_client(args, settings, orbit)
+    return _with_client(args, settings, orbit, orbit_options(args))
 
 
 def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
@@ -277,19 +288,31 @@ def _note_rewrite(job: Job) -> None:
 # talking to the server
 
 
-def _with_client(args: argparse.Namespace, settings: RemoteSettings, command: Callable[[Client], int]) -> int:
-    """Run `command` with a client for the configured server; every SDK error becomes one line + exit code."""
+def _with_client(
+    args: argparse.Namespace,
+    settings: RemoteSettings,
+    command: Callable[[Client], int],
+    names: OptionNames | None = None,
+) -> int:
+    """Run `command` with a client for the configured server; every SDK error becomes one line + exit code.
+    With `names`, the input fields a refusal or a failed job names are given as the options that set them."""
     server = args.server or settings.server
     if not server:
         return _fail("no server: give --server URL or set REANGLE_SERVER")
+    as_options = names.rewrite if names is not None else str
     try:
         with client_factory(server, args.api_key or settings.api_key) as client:
             return command(client)
     except CommandFailure as exc:
         return _fail(exc.message, exc.exit_code)
+    except InvalidInput as exc:
+        return _fail(exc.message)
     except ReangleAPIError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
-        return _fail(f"{exc.message}{hint}", EXIT_BAD_INPUT if exc.status_code < 500 else EXIT_FAILED)
+        message = as_options(exc.message) if exc.status_code < 500 else exc.message
+        return _fail(f"{message}{hint}", EXIT_BAD_INPUT if exc.status_code < 500 else EXIT_FAILED)
+    except JobFailed as exc:
+        return _fail(as_options(str(exc)), EXIT_FAILED)
     except ReangleClientError as exc:  # a failed or canceled job, no connection, a broken answer
         return _fail(str(exc), EXIT_FAILED)
     except OSError as exc:
@@ -372,11 +395,12 @@ def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: The keywords of `Client.generate` that are not input fields passed through as they are.
-_GENERATE_KEYWORDS = ("size", "num_outputs", "seed", "negative_prompt", "image_set", "set_prompts")
+_GENERATE_KEYWORDS = ("size", "num_outputs", "seed", "negative_prompt")
 
 
 def _remote_generate_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The generate flags as SDK `generate` keywords (beside the prompt, model and images)."""
+    """The generate flags as SDK `generate` keywords (beside the prompt, model and images), but for those
+    whose field the model's schema names (`model_switches`)."""
     check_quality(args.quality)
     fmt = format_for(args.output, args.format, required=not args.dry_run)
     fields: dict[str, Any] = {
@@ -384,15 +408,12 @@ def _remote_generate_fields(args: argparse.Namespace) -> dict[str, Any]:
         "num_outputs": args.num_outputs,
         "seed": args.seed,
         "negative_prompt": args.negative,
-        "image_set": args.image_set or bool(args.set_prompts),
-        "set_prompts": args.set_prompts or None,
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance,
         "acceleration": args.acceleration,
         "width": args.width,
         "height": args.height,
         "aspect_ratio": args.aspect_ratio,
-        "thinking_mode": False if args.no_thinking else None,
         "output_format": fmt,
         "quality": None if fmt == "png" else args.quality,
         **prompt_fields(args),

@@ -33,9 +33,11 @@ from reangle.client._inputs import (
     ImageInput,
     LoraInput,
     as_image_list,
+    check_set_prompts,
     edit_input,
     file_to_upload,
     generate_input,
+    image_set_fields,
     orbit_input,
     prompt_extras,
     reference,
@@ -76,6 +78,7 @@ class AsyncClient:
         self._auth = auth_headers(api_key)
         self._timeout = timeout
         self._poll_interval = poll_interval
+        self._input_schemas: dict[str, dict[str, Any]] = {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout, transport=transport, headers={"User-Agent": USER_AGENT}
         )
@@ -189,7 +192,7 @@ class AsyncClient:
         model: str = CAMERA_MODEL,
         seed: int | None = None,
         num_outputs: int | None = None,
-        rewrite_prompt: bool = False,
+        rewrite_prompt: bool | None = None,
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
@@ -224,7 +227,7 @@ class AsyncClient:
         prompt: str = "",
         model: str = CAMERA_MODEL,
         seed: int | None = None,
-        rewrite_prompt: bool = False,
+        rewrite_prompt: bool | None = None,
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
@@ -257,9 +260,9 @@ class AsyncClient:
         num_outputs: int | None = None,
         seed: int | None = None,
         negative_prompt: str | None = None,
-        image_set: bool = False,
+        image_set: bool | None = None,
         set_prompts: Sequence[str] | None = None,
-        rewrite_prompt: bool = False,
+        rewrite_prompt: bool | None = None,
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
@@ -269,18 +272,20 @@ class AsyncClient:
         **options: Any,
     ) -> Job:
         """See `Client.generate`."""
+        check_set_prompts(set_prompts, num_outputs=num_outputs, image_set=image_set)
+        wants_set = image_set is not None or set_prompts is not None
+        schema = await self.input_schema(model) if wants_set else {}
+        set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
         refs = None if images is None else [await self._image_ref(image) for image in as_image_list(images)]
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(
             prompt,
-            model=model,
             images=refs,
             size=size,
             num_outputs=num_outputs,
             seed=seed,
             negative_prompt=negative_prompt,
-            image_set=image_set,
-            set_prompts=set_prompts,
+            set_fields=set_fields,
             options={**extras, **options},
         )
         job = await self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
@@ -302,6 +307,12 @@ class AsyncClient:
 
     async def get_model(self, model_id: str) -> Model:
         return parse(await self._send("GET", api_path("v1", "models", model_id)), Model)
+
+    async def input_schema(self, model_id: str) -> dict[str, Any]:
+        """See `Client.input_schema`."""
+        if model_id not in self._input_schemas:
+            self._input_schemas[model_id] = (await self.get_model(model_id)).input_schema
+        return self._input_schemas[model_id]
 
     async def poses(self) -> builtins.list[CameraPrompt]:
         return parse(await self._send("GET", "/v1/poses"), _CameraPromptList).data

@@ -35,9 +35,11 @@ from reangle.client._inputs import (
     ImageInput,
     LoraInput,
     as_image_list,
+    check_set_prompts,
     edit_input,
     file_to_upload,
     generate_input,
+    image_set_fields,
     orbit_input,
     prompt_extras,
     reference,
@@ -79,6 +81,7 @@ class Client:
         self._auth = auth_headers(api_key)
         self._timeout = timeout
         self._poll_interval = poll_interval
+        self._input_schemas: dict[str, dict[str, Any]] = {}
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout, transport=transport, headers={"User-Agent": USER_AGENT}
         )
@@ -200,7 +203,7 @@ class Client:
         model: str = CAMERA_MODEL,
         seed: int | None = None,
         num_outputs: int | None = None,
-        rewrite_prompt: bool = False,
+        rewrite_prompt: bool | None = None,
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
@@ -213,11 +216,11 @@ class Client:
 
         Local paths and bytes are uploaded first; strings that are not local files (asset ids, URLs, data
         URLs) are passed on. `rewrite_prompt` has a vision-language model that sees the images make your
-        words precise first (never the camera phrase; `job.rewrite` says what it made of them); `loras`
-        adds LoRAs of your own on top of the model's (`Lora(url=..., scale=...)`, or mappings with one of
-        url, path, id and a scale). Other input fields (`acceleration`, `num_inference_steps`,
-        `output_format`, ...) go in `options`. With `wait`, returns the finished job or raises `JobFailed` /
-        `JobCanceled`.
+        words precise first (never the camera phrase; `job.rewrite` says what it made of them; False is sent
+        as False, None leaves the model's default); `loras` adds LoRAs of your own on top of the model's
+        (`Lora(url=..., scale=...)`, or mappings with one of url, path, id and a scale). Other input fields
+        (`acceleration`, `num_inference_steps`, `output_format`, ...) go in `options`. With `wait`, returns
+        the finished job or raises `JobFailed` / `JobCanceled`.
         """
         refs = [self._image_ref(image) for image in as_image_list(images)]
         camera = {
@@ -245,7 +248,7 @@ class Client:
         prompt: str = "",
         model: str = CAMERA_MODEL,
         seed: int | None = None,
-        rewrite_prompt: bool = False,
+        rewrite_prompt: bool | None = None,
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
@@ -284,9 +287,9 @@ class Client:
         num_outputs: int | None = None,
         seed: int | None = None,
         negative_prompt: str | None = None,
-        image_set: bool = False,
+        image_set: bool | None = None,
         set_prompts: Sequence[str] | None = None,
-        rewrite_prompt: bool = False,
+        rewrite_prompt: bool | None = None,
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
@@ -299,29 +302,35 @@ class Client:
 
         `size` is "1K", "2K" or "WxH"; `num_outputs` how many images (the server's default: 1). `image_set`
         makes a coherent set of one subject instead of independent images: `num_outputs` shots, or one per
-        entry of `set_prompts` (what each image adds to the prompt; giving them implies `image_set`).
-        `negative_prompt` works with true CFG only (`guidance_scale` above 1, or `acceleration="none"`).
-        `rewrite_prompt` has a vision-language model make the prompt precise first (`job.rewrite` says
-        what it made of it); `loras` adds LoRAs of your own (`Lora(url=..., scale=...)` or mappings).
+        entry of `set_prompts` (what each image adds to the prompt; giving them implies `image_set`, and a
+        `num_outputs` given beside them must equal their number: ValueError before anything is sent).
+        `image_set` is sent in the field the model's input schema names (`image_set`, or Wan 2.7's
+        `image_set_mode`; read once per client with `input_schema`); ValueError when the model makes no
+        image sets. Booleans given as False are sent as False (a model's default may be True); None leaves
+        the server's default. `negative_prompt` works with true CFG only (`guidance_scale` above 1, or
+        `acceleration="none"`). `rewrite_prompt` has a vision-language model make the prompt precise first
+        (`job.rewrite` says what it made of it); `loras` adds LoRAs of your own (`Lora(url=..., scale=...)`
+        or mappings).
 
         `model="wan-2.7-image"` runs Wan 2.7 through the server's DashScope key: `images` (0-9, uploaded
-        first when local) turns it into an edit of those, `image_set` is sent as its `image_set_mode`, and
-        `thinking_mode=False` (in `options`) turns its planning off. Other input fields (`aspect_ratio`,
-        `acceleration`, `output_format`, ...) go in `options`. With `wait`, returns the finished job or
-        raises `JobFailed` / `JobCanceled`.
+        first when local) turns it into an edit of those, and `thinking_mode=False` (in `options`) turns its
+        planning off. Other input fields (`aspect_ratio`, `acceleration`, `output_format`, ...) go in
+        `options`. With `wait`, returns the finished job or raises `JobFailed` / `JobCanceled`.
         """
+        check_set_prompts(set_prompts, num_outputs=num_outputs, image_set=image_set)
+        wants_set = image_set is not None or set_prompts is not None
+        schema = self.input_schema(model) if wants_set else {}
+        set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
         refs = None if images is None else [self._image_ref(image) for image in as_image_list(images)]
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(
             prompt,
-            model=model,
             images=refs,
             size=size,
             num_outputs=num_outputs,
             seed=seed,
             negative_prompt=negative_prompt,
-            image_set=image_set,
-            set_prompts=set_prompts,
+            set_fields=set_fields,
             options={**extras, **options},
         )
         job = self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
@@ -344,6 +353,13 @@ class Client:
 
     def get_model(self, model_id: str) -> Model:
         return parse(self._send("GET", api_path("v1", "models", model_id)), Model)
+
+    def input_schema(self, model_id: str) -> dict[str, Any]:
+        """The JSON Schema of the model's input (its `get_model` description), asked once per client and kept:
+        `generate` reads from it what the model calls its image-set fields."""
+        if model_id not in self._input_schemas:
+            self._input_schemas[model_id] = self.get_model(model_id).input_schema
+        return self._input_schemas[model_id]
 
     def poses(self) -> builtins.list[CameraPrompt]:
         """The camera poses the Multiple-Angles LoRA knows, with their prompts."""

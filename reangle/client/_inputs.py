@@ -200,29 +200,85 @@ def lora_list(loras: Sequence[LoraInput] | None) -> list[dict[str, Any]] | None:
     return [lora.to_json() if isinstance(lora, Lora) else dict(lora) for lora in loras]
 
 
-def prompt_extras(*, rewrite_prompt: bool, loras: Sequence[LoraInput] | None) -> dict[str, Any]:
-    """`rewrite_prompt` and `loras` when asked for; left out otherwise, so servers and models without them
-    take the request as before."""
-    return compact({"rewrite_prompt": True if rewrite_prompt else None, "loras": lora_list(loras)})
+def prompt_extras(*, rewrite_prompt: bool | None, loras: Sequence[LoraInput] | None) -> dict[str, Any]:
+    """`rewrite_prompt` (True or False, as given: False turns off a model whose default is True) and `loras`
+    when given; left out otherwise, so servers and models without them take the request as before."""
+    return compact({"rewrite_prompt": rewrite_prompt, "loras": lora_list(loras)})
+
+
+#: What models call their image-set switch, in the order looked for (Wan 2.7 calls it `image_set_mode`).
+IMAGE_SET_FIELDS = ("image_set", "image_set_mode")
+
+
+def schema_fields(schema: Mapping[str, Any]) -> set[str]:
+    """The input fields a model's JSON Schema names."""
+    properties = schema.get("properties")
+    return set(properties) if isinstance(properties, Mapping) else set()
+
+
+def image_set_field(schema: Mapping[str, Any]) -> str | None:
+    """The model's image-set switch as its input schema names it; None when it makes no image sets."""
+    fields = schema_fields(schema)
+    return next((name for name in IMAGE_SET_FIELDS if name in fields), None)
+
+
+def check_set_prompts(
+    set_prompts: Sequence[str] | None, *, num_outputs: int | None, image_set: bool | None
+) -> None:
+    """`set_prompts` must agree with `num_outputs` and `image_set` (each prompt is one image of a set);
+    ValueError naming both when they do not. Checked before anything is sent."""
+    if set_prompts is None:
+        return
+    if isinstance(set_prompts, str):
+        raise TypeError("set_prompts must be a list of texts, one per image, not a single text")
+    count = len(set_prompts)
+    if count == 0:
+        raise ValueError("set_prompts is empty: give one text per image of the set, or leave it out")
+    if image_set is False:
+        raise ValueError("set_prompts make an image set, so they cannot go with image_set=False")
+    if num_outputs is not None and num_outputs != count:
+        texts = "1 text" if count == 1 else f"{count} texts"
+        raise ValueError(
+            f"set_prompts has {texts}, one image each, but num_outputs is {num_outputs}; leave num_outputs "
+            f"out or make it {count}"
+        )
+
+
+def image_set_fields(
+    model: str, schema: Mapping[str, Any], *, image_set: bool | None, set_prompts: Sequence[str] | None
+) -> dict[str, Any]:
+    """The image-set fields of a generate input, named as the model's input schema names them (`image_set`,
+    or Wan 2.7's `image_set_mode`); empty when neither was given. ValueError when the model makes no image
+    sets, or takes no `set_prompts`."""
+    wanted = True if set_prompts is not None else image_set
+    if wanted is None:
+        return {}
+    field = image_set_field(schema)
+    if field is None:
+        raise ValueError(f"model {model} makes no image sets (its input has no image_set field)")
+    fields: dict[str, Any] = {field: wanted}
+    if set_prompts is not None:
+        if "set_prompts" not in schema_fields(schema):
+            raise ValueError(
+                f"model {model} takes no set_prompts; ask for a set with image_set=True and num_outputs"
+            )
+        fields["set_prompts"] = list(set_prompts)
+    return fields
 
 
 def generate_input(
     prompt: str,
     *,
-    model: str,
     images: Sequence[str] | None,
     size: str | None,
     num_outputs: int | None,
     seed: int | None,
     negative_prompt: str | None,
-    image_set: bool,
-    set_prompts: Sequence[str] | None,
+    set_fields: Mapping[str, Any],
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """A text-to-image input. `set_prompts` implies an image set; Wan 2.7 names its image set
-    `image_set_mode`, and takes `images` (references to edit from; none for text-to-image)."""
-    image_set = image_set or set_prompts is not None
-    set_field = "image_set_mode" if model == WAN_IMAGE_MODEL else "image_set"
+    """A text-to-image input: `images` are references to edit from (for models that take them; none for
+    text-to-image), `set_fields` the image-set fields from `image_set_fields`."""
     fields = {
         "prompt": prompt,
         "images": None if images is None else list(images),
@@ -230,8 +286,7 @@ def generate_input(
         "num_outputs": num_outputs,
         "seed": seed,
         "negative_prompt": negative_prompt,
-        set_field: True if image_set else None,
-        "set_prompts": None if set_prompts is None else list(set_prompts),
+        **set_fields,
         **options,
     }
     return compact(fields)

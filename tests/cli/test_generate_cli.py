@@ -154,10 +154,10 @@ def test_generate_an_image_set_with_wan_and_reference_images(
     assert [Path(o["path"]).name for o in report["outputs"]] == ["beach-0.png", "beach-1.png"]
 
 
-def test_generate_dry_run_on_a_server_prints_the_job_and_sends_nothing(
+def test_generate_dry_run_on_a_server_prints_the_job_and_queues_nothing(
     fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["generate", "a cat", *SERVER, "--dry-run", "--set", "-n", "3", "--lora", "style.safetensors:0.7"]
+    argv = ["generate", "a cat", *SERVER, "--dry-run", "-n", "3", "--lora", "style.safetensors:0.7"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out) == {
         "model": "qwen-image-2512",
@@ -165,12 +165,36 @@ def test_generate_dry_run_on_a_server_prints_the_job_and_sends_nothing(
         "input": {
             "prompt": "a cat",
             "num_outputs": 3,
-            "image_set": True,
             "output_format": "png",
             "loras": [{"path": "style.safetensors", "scale": 0.7}],
         },
     }
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("model", "flags", "fields"),
+    [
+        ("qwen-image-2512", ["--set", "-n", "3"], {"num_outputs": 3, "image_set": True}),
+        ("qwen-image-2512", ["--no-set"], {"image_set": False}),
+        (
+            "qwen-image-2512",
+            ["--set-prompt", "front", "--set-prompt", "back"],
+            {"image_set": True, "set_prompts": ["front", "back"]},
+        ),
+        ("wan-2.7-image", ["--set", "-n", "3"], {"num_outputs": 3, "image_set_mode": True}),
+        ("wan-2.7-image", ["--no-thinking"], {"thinking_mode": False}),
+        ("wan-2.7-image", ["--thinking", "--no-set"], {"image_set_mode": False, "thinking_mode": True}),
+    ],
+)
+def test_the_set_and_thinking_fields_are_named_by_the_models_schema_on_the_server(
+    fake: FakeServer, model: str, flags: list[str], fields: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "a cat", *SERVER, "--model", model, "--dry-run", *flags]) == 0
+    shown = json.loads(capsys.readouterr().out)["input"]
+    assert shown == {"prompt": "a cat", "output_format": "png", **fields}
+    # the model's description is read; no job is queued
+    assert [(r.method, r.url.path) for r in fake.requests] == [("GET", f"/v1/models/{model}")]
 
 
 def test_a_server_refusal_of_a_generate_flag_exits_2_with_its_message(
@@ -180,6 +204,144 @@ def test_a_server_refusal_of_a_generate_flag_exits_2_with_its_message(
         main(["generate", "a cat", *SERVER, "--model", "no-such-model", "-o", str(tmp_path / "o.png")]) == 2
     )
     assert one_error_line(capsys.readouterr().err) == "reangle: error: unknown model 'no-such-model'"
+
+
+@pytest.mark.parametrize("where", ["server", "in process"])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--set-prompt", "front", "--set-prompt", "back", "-n", "3"],
+            "--set-prompt was given 2 times, one image each, but -n/--num-outputs is 3; leave -n out or "
+            "make it 2",
+        ),
+        (
+            ["--set-prompt", "front", "--num-outputs", "2"],
+            "--set-prompt was given once, one image each, but -n/--num-outputs is 2; leave -n out or "
+            "make it 1",
+        ),
+        (
+            ["--set-prompt", "front", "--no-set"],
+            "--set-prompt makes an image set, so it cannot go with --no-set",
+        ),
+    ],
+)
+def test_set_prompts_that_disagree_are_a_usage_error_before_anything_is_sent(
+    fake: FakeServer,
+    where: str,
+    flags: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    place = [*SERVER] if where == "server" else ["--engine", "fake", "--size", "32x32"]
+    out = tmp_path / "set.png"
+    assert main(["generate", "a cat", *place, *flags, "-o", str(out)]) == 2
+    assert one_error_line(capsys.readouterr().err) == f"reangle: error: {message}"
+    assert fake.requests == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("model", "flags", "message"),
+    [
+        ("qwen-image-2512", ["--no-thinking"], "--no-thinking: model qwen-image-2512 has no thinking input"),
+        ("qwen-image-2512", ["--thinking"], "--thinking: model qwen-image-2512 has no thinking input"),
+        (
+            "wan-2.7-image",
+            ["--set-prompt", "front"],
+            "--set-prompt: model wan-2.7-image takes no per-image prompts; ask for a set with --set and -n",
+        ),
+        ("qwen-image-edit-2511", ["--set"], "--set: model qwen-image-edit-2511 makes no image sets"),
+    ],
+)
+def test_a_switch_the_models_schema_lacks_is_refused_naming_the_flag_before_a_job_is_queued(
+    fake: FakeServer,
+    model: str,
+    flags: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["generate", "a cat", *SERVER, "--model", model, *flags, "-o", str(tmp_path / "o.png")]
+    assert main(argv) == 2
+    assert one_error_line(capsys.readouterr().err) == f"reangle: error: {message}"
+    assert fake.requests_to("POST", "/v1/jobs") == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "refusal", "message"),
+    [
+        (
+            ["-n", "9"],
+            "input.num_outputs: model qwen-image-2512 makes at most 4 images per job",
+            "--num-outputs: model qwen-image-2512 makes at most 4 images per job",
+        ),
+        (
+            ["--lora", "id:a"],
+            "input.loras.0.id: no LoRA named 'a' is registered",
+            "--lora: no LoRA named 'a' is registered",
+        ),
+        (
+            ["--lora", "id:a", "--lora", "id:b"],
+            "input.loras.1.id: no LoRA named 'b' is registered",
+            "--lora #2: no LoRA named 'b' is registered",
+        ),
+        (
+            ["--set-prompt", "front", "--set-prompt", "back"],
+            "input.set_prompts.1: String should have at most 2000 characters",
+            "--set-prompt #2: String should have at most 2000 characters",
+        ),
+        (["--no-set"], "input.image_set: boom", "--no-set: boom"),
+        (["--negative", "fog"], "input.negative_prompt: too long", "--negative: too long"),
+        (["--seed", "1"], "input.webhook_secret: unknown field", "input.webhook_secret: unknown field"),
+    ],
+)
+def test_a_field_the_server_refuses_is_named_as_the_option_that_set_it(
+    fake: FakeServer,
+    flags: list[str],
+    refusal: str,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake.refusal = refusal
+    assert main(["generate", "a cat", *SERVER, *flags, "-o", str(tmp_path / "o.png")]) == 2
+    assert one_error_line(capsys.readouterr().err) == f"reangle: error: {message}"
+
+
+def test_edit_and_orbit_name_their_own_options_in_refusals_and_failed_jobs(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.refusal = "input.images.1 is 10x10 pixels; this model takes sides of 240 to 8000"
+    argv = ["edit", str(photo), str(photo), *SERVER, "-o", str(tmp_path / "e.png")]
+    assert main(argv) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "reangle: error: INPUT #2 is 10x10 pixels; this model takes sides of 240 to 8000"
+    )
+    fake.refusal = None
+    fake.outcome = "failed"
+    fake.job_error = "input.loras.0.url: the LoRA matches none of the model's layers"
+    argv = ["orbit", str(photo), *SERVER, "--lora", STYLE_URL, "-o", str(tmp_path / "views")]
+    assert main(argv) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert " failed: engine_error: --lora: the LoRA matches none of the model's layers" in line
+
+
+def test_no_rewrite_and_no_set_are_sent_as_false_on_a_server(
+    fake: FakeServer, photo: Path, tmp_path: Path
+) -> None:
+    argv = ["generate", "a cat", *SERVER, "--no-rewrite", "--no-set", "-o", str(tmp_path / "c.png")]
+    assert main(argv) == 0
+    assert submitted(fake)["input"] == {
+        "prompt": "a cat",
+        "image_set": False,
+        "rewrite_prompt": False,
+        "output_format": "png",
+    }
+    fake.requests.clear()
+    assert main(["edit", str(photo), *SERVER, "--no-rewrite", "-o", str(tmp_path / "e.png")]) == 0
+    assert submitted(fake)["input"]["rewrite_prompt"] is False
 
 
 def test_edit_and_orbit_on_a_server_send_rewrite_and_loras(
@@ -301,12 +463,38 @@ def test_an_operators_text_to_image_model_runs_in_process_with_its_template_and_
     assert [lora["weight"] for lora in report["loras"]] == [1.0, 0.6]
 
 
+def test_no_set_and_no_rewrite_turn_off_a_local_models_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "models.toml").write_text(
+        "[[model]]\n"
+        'id = "set-maker"\nname = "Set maker"\ndescription = "sets by default"\n'
+        'task = "text_to_image"\nengine = "qwen-image"\nbase = "Qwen/Qwen-Image-2512"\n'
+        "defaults = { image_set = true, num_outputs = 2, rewrite_prompt = true }\n"
+    )
+    monkeypatch.setenv("REANGLE_CATALOG_FILE", str(tmp_path / "models.toml"))
+    argv = ["generate", "a fox", "--model", "set-maker", "--engine", "fake", "--dry-run", "--json"]
+    assert main(argv) == 0
+    by_default = json.loads(capsys.readouterr().out)
+    assert [plan["prompt"] for plan in by_default["plans"]] == [
+        "a fox. wide establishing shot",
+        "a fox. medium shot",
+    ]
+    assert by_default["rewrite_prompt"] is True
+    assert main([*argv, "--no-set", "--no-rewrite"]) == 0
+    turned_off = json.loads(capsys.readouterr().out)
+    assert [(plan["prompt"], plan["num_outputs"]) for plan in turned_off["plans"]] == [("a fox", 2)]
+    assert "rewrite_prompt" not in turned_off
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--model", "wan-2.7-image"], "wan-2.7-image runs through a vendor's API on a reangle server"),
         (["--model", "qwen-image-edit-2511"], "use `reangle edit` for it"),
         (["--image", "a.png"], "--image: models that take reference images"),
+        (["--no-thinking"], "--no-thinking: model qwen-image-2512 has no thinking input"),
+        (["--set-prompt", "a", "--set-prompt", "b", "-n", "1"], "--set-prompt was given 2 times"),
         (["--set", "-n", "9"], "--num-outputs: an image set has 1 to 8 images, not 9"),
         (["--size", "3K"], "size must be 1K, 2K or WxH"),
         (["--lora", "missing.safetensors"], "--lora: LoRA file not found: missing.safetensors"),

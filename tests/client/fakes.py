@@ -19,6 +19,10 @@ from typing import Any
 
 import httpx
 
+from reangle.catalog import entry_inputs
+from reangle.core.jobs import JobKind
+from reangle.core.models import TASK_INPUTS, shipped_catalog
+
 API = "http://reangle.test"
 FILES_HOST = "files.reangle.test"
 API_KEY = "sk-test"
@@ -59,6 +63,9 @@ class FakeServer:
       "close" (the stream ends after the first event); "interrupt" (Ctrl-C arrives while the client reads).
     - `advance_on_get`: each GET of a job moves it one step.
     - `failing_gets`: that many GETs of a job are answered 503 first (a restarting server).
+    - `refusal`: when set, every job submission is answered 422 invalid_input with this message (as the
+      real server refuses a field: "input.num_outputs: ...").
+    - `job_error`: the message of jobs that end "failed".
     """
 
     def __init__(self, *, api_key: str | None = API_KEY, steps: int = 4) -> None:
@@ -68,6 +75,8 @@ class FakeServer:
         self.stream_mode = "ok"
         self.advance_on_get = False
         self.failing_gets = 0
+        self.refusal: str | None = None
+        self.job_error = "CUDA out of memory"
         self.requests: list[httpx.Request] = []
         self.assets: dict[str, dict[str, Any]] = {}
         self.blobs: dict[str, bytes] = {}
@@ -86,6 +95,7 @@ class FakeServer:
             ("POST", re.compile(r"/v1/batches"), self._submit_batch),
             ("GET", re.compile(r"/v1/batches/(?P<batch_id>[^/]+)"), self._get_batch),
             ("GET", re.compile(r"/v1/models"), self._models),
+            ("GET", re.compile(r"/v1/models/(?P<model_id>[^/]+)"), self._get_model),
             ("GET", re.compile(r"/v1/poses"), self._poses),
             ("GET", re.compile(r"/healthz"), self._health),
         ]
@@ -161,6 +171,8 @@ class FakeServer:
             return error(404, "model_not_found", f"unknown model {body.get('model')!r}")
         if not isinstance(body.get("input"), dict):
             return error(422, "invalid_input", "input: field required")
+        if self.refusal is not None:
+            return error(422, "invalid_input", self.refusal)
         job = self.add_job(body["model"], body["input"], kind=body.get("kind", "edit"))
         job["priority"] = body.get("priority", 0)
         if key:
@@ -239,7 +251,7 @@ class FakeServer:
         if job["_outcome"] == "failed":
             job["error"] = {
                 "code": "engine_error",
-                "message": "CUDA out of memory",
+                "message": self.job_error,
                 "hint": "try a smaller size",
             }
         elif job["_outcome"] == "succeeded":
@@ -324,6 +336,15 @@ class FakeServer:
         schema = {"type": "object", "properties": {"images": {"type": "array"}}, "required": ["images"]}
         data = [{"id": "qwen-edit-multiangle-2511", "description": "camera edits", "input_schema": schema}]
         return httpx.Response(200, json={"data": data})
+
+    def _get_model(self, _request: httpx.Request, model_id: str) -> httpx.Response:
+        """A model of MODELS with the input schema the real server shows for it (the shipped catalog's)."""
+        if model_id not in MODELS:
+            return error(404, "not_found", f"no model {model_id}; see GET /v1/models")
+        entry = shipped_catalog().get(model_id)
+        assert entry is not None
+        schema = entry_inputs(entry, TASK_INPUTS[entry.task])[JobKind.EDIT].model_json_schema()
+        return httpx.Response(200, json={"id": model_id, "description": "", "input_schema": schema})
 
     def _poses(self, _request: httpx.Request) -> httpx.Response:
         pose = {

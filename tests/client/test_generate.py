@@ -92,6 +92,71 @@ def test_set_prompts_make_an_image_set(fake: FakeServer, client: Client) -> None
     assert submitted(fake, 1)["input"] == {"prompt": "a red bicycle", "num_outputs": 4, "image_set": True}
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"set_prompts": ["front", "back", "top"], "num_outputs": 2},
+            "set_prompts has 3 texts, one image each, but num_outputs is 2; leave num_outputs out or "
+            "make it 3",
+        ),
+        ({"set_prompts": []}, "set_prompts is empty"),
+        ({"set_prompts": ["front"], "image_set": False}, "set_prompts make an image set"),
+    ],
+)
+def test_set_prompts_that_disagree_are_refused_before_anything_is_sent(
+    fake: FakeServer, client: Client, arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        client.generate("a cat", images=[PNG], **arguments)
+    assert fake.requests == []
+
+
+def test_a_single_text_as_set_prompts_is_refused_rather_than_split_into_letters(
+    fake: FakeServer, client: Client
+) -> None:
+    with pytest.raises(TypeError, match="set_prompts must be a list of texts"):
+        client.generate("a cat", set_prompts="from the front")
+    assert fake.requests == []
+
+
+def test_set_prompts_that_agree_with_num_outputs_are_sent(fake: FakeServer, client: Client) -> None:
+    client.generate("a cat", set_prompts=["front", "back"], num_outputs=2)
+    assert submitted(fake)["input"] == {
+        "prompt": "a cat",
+        "num_outputs": 2,
+        "image_set": True,
+        "set_prompts": ["front", "back"],
+    }
+
+
+def test_the_image_set_field_comes_from_the_models_schema_read_once_per_client(
+    fake: FakeServer, client: Client
+) -> None:
+    client.generate("a cat", model=WAN_IMAGE_MODEL, image_set=True, num_outputs=2)
+    client.generate("a dog", model=WAN_IMAGE_MODEL, image_set=False)
+    assert submitted(fake, 0)["input"] == {"prompt": "a cat", "num_outputs": 2, "image_set_mode": True}
+    assert submitted(fake, 1)["input"] == {"prompt": "a dog", "image_set_mode": False}
+    assert len(fake.requests_to("GET", f"/v1/models/{WAN_IMAGE_MODEL}")) == 1
+    assert "thinking_mode" in client.input_schema(WAN_IMAGE_MODEL)["properties"]
+    assert len(fake.requests_to("GET", f"/v1/models/{WAN_IMAGE_MODEL}")) == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "arguments", "message"),
+    [
+        ("qwen-edit-multiangle-2511", {"image_set": True}, "makes no image sets"),
+        (WAN_IMAGE_MODEL, {"set_prompts": ["front"]}, "takes no set_prompts"),
+    ],
+)
+def test_an_image_set_a_model_cannot_make_is_refused_before_a_job_is_queued(
+    fake: FakeServer, client: Client, model: str, arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"model {model} {message}"):
+        client.generate("a cat", model=model, **arguments)
+    assert fake.requests_to("POST", "/v1/jobs") == []
+
+
 def test_wan_takes_reference_images_uploaded_first_and_names_its_image_set_its_own_way(
     fake: FakeServer, client: Client
 ) -> None:
@@ -147,8 +212,19 @@ def test_edit_sends_rewrite_prompt_and_loras_and_the_job_says_what_the_rewriter_
 
 
 def test_edit_without_rewrite_or_loras_sends_neither_field(fake: FakeServer, client: Client) -> None:
-    client.edit("asset_1", prompt="add snow", rewrite_prompt=False, loras=[])
+    client.edit("asset_1", prompt="add snow", loras=[])
     assert submitted(fake)["input"] == {"images": ["asset_1"], "prompt": "add snow"}
+
+
+def test_booleans_given_as_false_are_sent_so_they_win_over_a_models_default(
+    fake: FakeServer, client: Client
+) -> None:
+    client.edit("asset_1", prompt="add snow", rewrite_prompt=False)
+    client.generate("a cat", image_set=False, rewrite_prompt=False)
+    client.orbit("asset_1", rewrite_prompt=False)
+    assert submitted(fake, 0)["input"]["rewrite_prompt"] is False
+    assert submitted(fake, 1)["input"] == {"prompt": "a cat", "image_set": False, "rewrite_prompt": False}
+    assert submitted(fake, 2)["input"]["rewrite_prompt"] is False
 
 
 def test_a_refused_rewrite_is_reported_as_a_fallback(fake: FakeServer, client: Client) -> None:
@@ -226,15 +302,26 @@ def test_async_generate_and_edit_send_what_the_sync_client_sends() -> None:
 
     async def scenario() -> tuple[Job, Job]:
         async with AsyncClient(API, API_KEY, transport=fake.transport(), poll_interval=0.01) as client:
-            made = await client.generate("a cat", images=[PNG], model=WAN_IMAGE_MODEL, seed=9)
+            made = await client.generate(
+                "a cat", images=[PNG], model=WAN_IMAGE_MODEL, seed=9, image_set=False
+            )
             edited = await client.edit(
                 "asset_1", prompt="paint it", rewrite_prompt=True, loras=[Lora(id="x")]
             )
+            refused = "set_prompts has 1 text, one image each, but num_outputs is 2"
+            with pytest.raises(ValueError, match=refused):
+                await client.generate("a cat", set_prompts=["front"], num_outputs=2)
             return made, edited
 
     made, edited = asyncio.run(scenario())
     assert made.status == "succeeded"
-    assert submitted(fake, 0)["input"] == {"prompt": "a cat", "images": ["asset_1"], "seed": 9}
+    assert submitted(fake, 0)["input"] == {
+        "prompt": "a cat",
+        "images": ["asset_1"],
+        "seed": 9,
+        "image_set_mode": False,
+    }
+    assert len(fake.requests_to("POST", "/v1/jobs")) == 2
     assert submitted(fake, 1)["input"] == {
         "images": ["asset_1"],
         "prompt": "paint it",

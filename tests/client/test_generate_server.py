@@ -208,3 +208,41 @@ def test_the_cli_generates_and_edits_with_rewrite_and_lora_on_the_server(
     (edited,) = json.loads(capsys.readouterr().out)["outputs"]
     assert [lora["weight"] for lora in edited["plan"]["loras"]][-1] == 0.8
     assert (tmp_path / "snow.png").is_file()
+
+
+def test_the_cli_names_its_options_and_follows_the_models_schema_on_the_server(
+    server: ServerProcess,
+    client: reangle.Client,
+    standin: DashScopeStandIn,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    connection = ["--server", server.url, "--api-key", KEY_A]
+    out = ["-o", str(tmp_path / "out.png")]
+    queued = len(list(client.iter_jobs()))
+
+    def refused(*flags: str) -> str:
+        assert main(["generate", "a fox", *connection, *flags, *out]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("reangle: error: ")]
+        assert len(lines) == 1
+        return lines[0].removeprefix("reangle: error: ")
+
+    # the server's 422 names input.num_outputs; the CLI names the option that set it
+    assert refused("--set", "-n", "9") == "--num-outputs: an image set has 1 to 8 images, not 9"
+    assert refused("--set-prompt", "front", "--set-prompt", "back", "-n", "3").startswith(
+        "--set-prompt was given 2 times, one image each, but -n/--num-outputs is 3"
+    )
+    assert refused("--no-thinking") == "--no-thinking: model qwen-image-2512 has no thinking input"
+    assert refused("--model", WAN_IMAGE_MODEL, "--set-prompt", "front").startswith(
+        "--set-prompt: model wan-2.7-image takes no per-image prompts"
+    )
+    assert len(list(client.iter_jobs())) == queued
+
+    # Wan's own names for the switches come from the server's description of the model, False included
+    argv = ["generate", "a fox", *connection, "--model", WAN_IMAGE_MODEL, "--size", "1K"]
+    assert main([*argv, "--no-set", "--no-thinking", "--json", *out]) == 0
+    job = client.get(json.loads(capsys.readouterr().out)["job"])
+    assert (job.input["image_set_mode"], job.input["thinking_mode"]) == (False, False)
+    body = standin.creates()[-1].body
+    assert isinstance(body, dict)
+    assert body["parameters"]["thinking_mode"] is False
