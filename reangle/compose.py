@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from reangle.core.assets import AssetService
+from reangle.core.lora_refs import LoraRules
 from reangle.core.ports import BlobStore, EventBus, JobStore
 from reangle.core.service import JobService, ServiceLimits
 from reangle.engine.base import Engine
@@ -99,6 +100,10 @@ def build_service(settings: Settings, engine: Engine) -> JobService:
         result_ttl_s=settings.result_ttl_s,
         sizes=engine.info.limits,
         target_area=engine.info.target_area,
+        # embedded: this process runs the jobs, so its LoRA settings are the runner's
+        loras=None
+        if shared_database_url(settings)
+        else LoraRules.of(settings.loras, paths_allowed=settings.lora_dir is not None),
     )
     return JobService(store, assets, fetch, limits, events=open_event_bus(settings, store))
 

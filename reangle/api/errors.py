@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +70,26 @@ def reangle_error_response(exc: ReangleError) -> JSONResponse:
     return response
 
 
+def _database_data_error() -> type[Exception] | None:
+    """PostgreSQL's DataError class where PostgreSQL is the store (the app's store is opened, and psycopg
+    imported, before the app is built); None on the embedded store, which never imports psycopg."""
+    psycopg = sys.modules.get("psycopg")
+    return None if psycopg is None else psycopg.DataError
+
+
+def database_refusal(exc: Exception) -> InvalidInput | None:
+    """A request whose text the database refused to store or compare (PostgreSQL's DataError: a NUL
+    character, text it cannot encode) as the request's fault, not the server's; None for any other error.
+    The submit checks refuse such text first, naming its field: this is the net under them."""
+    data_error = _database_data_error()
+    if data_error is None or not isinstance(exc, data_error):
+        return None
+    return InvalidInput(
+        "the request holds text the database cannot store, such as a NUL character",
+        hint="remove NUL (\\u0000) characters from the request's text",
+    )
+
+
 def validation_message(error: Mapping[str, Any], content_type: str) -> str:
     """FastAPI's first complaint about a request as one sentence that starts with the field it is about."""
     loc = tuple(error["loc"])
@@ -103,6 +124,16 @@ def install_error_handlers(app: FastAPI) -> None:
             return reangle_error_response(exc.__cause__)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
+
+    data_error = _database_data_error()
+    if data_error is not None:
+
+        @app.exception_handler(data_error)
+        async def _database_refused(_request: Request, exc: Exception) -> JSONResponse:
+            log.warning("the database refused the text of a request: %s", type(exc).__name__)
+            refused = database_refusal(exc)
+            assert refused is not None
+            return reangle_error_response(refused)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -284,7 +284,7 @@ def _model_json(model_id: str) -> dict[str, Any]:
         "task": entry.task,
         "engine": entry.engine,
         "base": entry.base,
-        "loras": [{"source": lora.ref.value, "scale": lora.ref.scale} for lora in entry.loras],
+        "loras": [lora.public() for lora in entry.loras],
         "available": spec.unavailable is None,
         "unavailable_reason": spec.unavailable,
         "kinds": [kind.value for kind in spec.inputs],

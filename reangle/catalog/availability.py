@@ -21,7 +21,8 @@ def availability(entry: ModelEntry, settings_values: Mapping[str, object]) -> st
     for lora in entry.loras:
         ref = lora.ref
         if ref.kind == "path" and not _is_set(settings_values.get("lora_dir")):
-            return f"set REANGLE_LORA_DIR to the folder of its LoRA {ref.value} to run {entry.name}"
+            # not the path itself: this reason is listed to users
+            return f"set REANGLE_LORA_DIR to the folder of its LoRAs to run {entry.name}"
         if ref.kind == "id" and not (isinstance(registered, Mapping) and ref.value in registered):
             return f"register its LoRA id {ref.value!r} in REANGLE_LORAS to run {entry.name}"
     return None

@@ -50,8 +50,14 @@ class ModelLora:
     """A LoRA a model always runs with, on top of its engine's own (Lightning, angles)."""
 
     ref: LoraRef
-    #: A label for listings; the file's own name otherwise.
+    #: A label for listings and messages; its id, or its place in the catalog, otherwise.
     name: str | None = None
+
+    def public(self) -> dict[str, object]:
+        """How listings show it: its name, its registered id if it has one, and its strength; never its URL
+        or file path, which are the operator's (a URL may be signed, a path shows the server's folders)."""
+        registered = self.ref.value if self.ref.kind == "id" else None
+        return {"name": self.name or self.ref.label or registered, "id": registered, "scale": self.ref.scale}
 
 
 @dataclass(frozen=True, kw_only=True)

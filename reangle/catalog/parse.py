@@ -178,8 +178,16 @@ def _lora(item: object, field: str, model_id: str, index: int, where: _Where) ->
             f"{field}.scale", f"must be a number between {-MAX_SCALE:g} and {MAX_SCALE:g}, not {scale:g}"
         )
     name = _text(item["name"], f"{field}.name", where) if "name" in item else None
-    # errors at run time (a download that fails, an unregistered id) name the catalog entry's field
-    ref = LoraRef(kind=kind, value=text, scale=float(scale), field=f"catalog.{model_id}.loras.{index}.{kind}")
+    # errors at run time (a download that fails, an unregistered id) name the catalog entry's field, and the
+    # LoRA by its name or place, never by its URL or path (users see them)
+    label = name if name is not None or kind == "id" else f"loras[{index}] of {model_id}"
+    ref = LoraRef(
+        kind=kind,
+        value=text,
+        scale=float(scale),
+        field=f"catalog.{model_id}.loras.{index}.{kind}",
+        label=label,
+    )
     return ModelLora(ref=ref, name=name)
 
 
@@ -199,12 +207,28 @@ def _limits(value: object, task: Task, where: _Where) -> Limits:
 def _defaults(value: object, limits: Limits, where: _Where) -> Mapping[str, object]:
     if not isinstance(value, dict):
         raise where.error("defaults", "must be a table of input field = default value")
+    for key, default in value.items():
+        if not _finite(default):
+            raise where.error(
+                f"defaults.{key}", f"{default!r} is not a finite number (nan and inf are refused)"
+            )
     outputs = value.get("num_outputs")
     if limits.max_outputs is not None and isinstance(outputs, int) and outputs > limits.max_outputs:
         raise where.error(
             "defaults.num_outputs", f"{outputs} is above limits.max_outputs ({limits.max_outputs})"
         )
     return MappingProxyType(dict(value))
+
+
+def _finite(value: object) -> bool:
+    """False when `value` is, or holds, a float that is nan or infinite (TOML writes them `nan`, `inf`)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return True
 
 
 def _prompt_template(value: object, where: _Where) -> str | None:

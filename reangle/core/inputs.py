@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from reangle.core.assets import AssetService
 from reangle.core.ports import AssetRecord
@@ -14,14 +14,34 @@ from reangle.errors import InvalidInput, NotFound
 #: Fetches a URL's bytes, raising InvalidInput for refused or failed fetches.
 UrlFetcher = Callable[[str, str], Awaitable[bytes]]
 
+#: No text a request gives may hold it: PostgreSQL cannot store it, and no URL, path or prompt needs it.
+NUL = "\x00"
+NUL_MESSAGE = "must not contain a NUL character"
+
 _DATA_URL = re.compile(
     r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)", re.S
 )
 
 
+def refuse_nul(value: object, field: str) -> None:
+    """InvalidInput naming the place (`input.loras.2.url`) of the first text in `value` (a JSON value: text,
+    numbers, lists and objects, keys included) that holds a NUL character."""
+    if isinstance(value, str):
+        if NUL in value:
+            raise InvalidInput(f"{field}: {NUL_MESSAGE}", field=field)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            refuse_nul(key, field)
+            refuse_nul(item, f"{field}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            refuse_nul(item, f"{field}.{index}")
+
+
 async def resolve_image(
     ref: str, owner: str, assets: AssetService, fetch: UrlFetcher, *, field: str
 ) -> AssetRecord:
+    refuse_nul(ref, field)
     if ref.startswith("asset_"):
         try:
             return assets.get(owner, ref)
@@ -40,6 +60,7 @@ async def resolve_image(
 
 def decode_inline(ref: str, *, field: str) -> bytes:
     """Bytes of a `data:` URL (base64 only) or of a raw base64 string."""
+    refuse_nul(ref, field)
     payload = ref.strip()
     if payload.startswith("data:"):
         match = _DATA_URL.fullmatch(payload)

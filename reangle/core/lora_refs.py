@@ -1,12 +1,17 @@
 """References to LoRAs a request or a catalog entry adds on top of a model's own: `{"url"}`, `{"path"}` or
-`{"id"}` with a strength. Only their shape here: `reangle.engine.lora_sources` turns them into checked
-files."""
+`{"id"}` with a strength. Their shape, how messages name them, and the rules a server checks at submit
+(`LoraRules`); `reangle.engine.lora_sources` turns them into checked files.
+
+A LoRA the operator declared (a registered id, or a catalog model's own LoRA) is *private*: its location (a
+URL that may hold a signed query, a server file path) never appears in what users see; its id or label do."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from reangle.errors import InvalidInput
 
@@ -27,6 +32,63 @@ class LoraRef:
     scale: float = 1.0
     #: The request field of `value`, as errors name it (`loras.0.url`, or Segmind's `lora_2_url`).
     field: str
+    #: How users see a catalog model's own LoRA (its name, or its place in the catalog); None for a request's.
+    label: str | None = None
+
+    @property
+    def private(self) -> bool:
+        """Whether its location is the operator's (a registered id, a catalog LoRA): never shown to users."""
+        return self.kind == "id" or self.label is not None
+
+    @property
+    def shown(self) -> str:
+        """The LoRA as messages to users name it: by its label or id when private, else by what was given."""
+        if self.label is not None:
+            return f"the model's LoRA {self.label!r}"
+        if self.kind == "id":
+            return f"the LoRA id {self.value!r}"
+        if self.kind == "url":
+            return f"the LoRA url {without_query(self.value)!r}"
+        return f"the LoRA path {self.value!r}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraRules:
+    """What this server takes of a request's own LoRAs, checked at submit so that a job that cannot run is
+    refused at once, not failed later: `path` only with a folder of local LoRAs, `id` only when registered."""
+
+    #: The ids registered on this server (REANGLE_LORAS).
+    registered: frozenset[str] = frozenset()
+    #: Whether `path` references are accepted (REANGLE_LORA_DIR is set).
+    paths_allowed: bool = False
+
+    @classmethod
+    def of(cls, registered: Collection[str], *, paths_allowed: bool) -> LoraRules:
+        return cls(registered=frozenset(registered), paths_allowed=paths_allowed)
+
+    def check(self, refs: Sequence[LoraRef]) -> None:
+        """Raise InvalidInput naming the first reference this server would refuse when the job runs."""
+        for ref in refs:
+            if ref.kind == "path" and not self.paths_allowed:
+                raise InvalidInput(
+                    f"{ref.field}: local LoRA paths are not accepted by this server",
+                    field=ref.field,
+                    hint="give the LoRA as a url or a registered id",
+                )
+            if ref.kind == "id" and ref.value not in self.registered:
+                known = ", ".join(sorted(self.registered))
+                listed = f"the registered ids are {known}" if known else "this server registers no LoRA ids"
+                raise InvalidInput(f"{ref.field}: unknown LoRA id {ref.value!r}; {listed}", field=ref.field)
+
+
+def without_query(url: str) -> str:
+    """`url` without its user info, query and fragment (they may hold a password, a signature or a token)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def parse_lora_refs(value: object, *, field: str = "loras", max_count: int = MAX_LORAS) -> list[LoraRef]:

@@ -289,12 +289,20 @@ class TextToImageInput(_Input):
     )
     num_outputs: int = Field(default=1, description="1..4; with image_set, the set's size (up to 8)")
     image_set: bool = Field(default=False, description="a coherent set of views of one subject")
-    set_prompts: list[str] | None = Field(
+    set_prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_SET_SIZE,
         description="with image_set: what each image of the set adds to the prompt",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_set_prompts(cls, data: Any) -> Any:
+        """`num_outputs` left out beside `set_prompts` is their count (stored so, the job validates again)."""
+        if isinstance(data, dict) and isinstance(data.get("set_prompts"), list) and "num_outputs" not in data:
+            return {**data, "num_outputs": len(data["set_prompts"])}
+        return data
 
     @model_validator(mode="after")
     def _set_fields(self) -> TextToImageInput:
@@ -303,6 +311,13 @@ class TextToImageInput(_Input):
         if self.image_set and self.set_prompts is None and not 1 <= self.num_outputs <= MAX_SET_SIZE:
             raise PydanticCustomError(
                 "set_size", f"an image set has 1 to {MAX_SET_SIZE} images, not {self.num_outputs}"
+            )
+        given = self.set_prompts
+        if given is not None and self.num_outputs != len(given):
+            raise PydanticCustomError(
+                "set_size",
+                f"set_prompts makes one image each ({len(given)}), but num_outputs is {self.num_outputs}; "
+                "leave num_outputs out or make it match",
             )
         return self
 
@@ -327,11 +342,17 @@ class TextToImageInput(_Input):
         )
         if not self.image_set:
             return [base]
-        shots = self.set_prompts or list(SET_SHOTS[: self.num_outputs])
-        return [
-            replace(base, prompt=f"{self.prompt.rstrip().rstrip('.')}. {shot}", num_outputs=1)
-            for shot in shots
-        ]
+        return [replace(base, prompt=prompt, num_outputs=1) for prompt in self.set_view_prompts()]
+
+    def set_shots(self) -> list[str]:
+        """What each image of a set adds to the prompt (none without image_set)."""
+        if not self.image_set:
+            return []
+        return self.set_prompts or list(SET_SHOTS[: self.num_outputs])
+
+    def set_view_prompts(self) -> list[str]:
+        """The prompt of each image of a set: the prompt, then the image's shot."""
+        return [f"{self.prompt.rstrip().rstrip('.')}. {shot}" for shot in self.set_shots()]
 
 
 class WanImageInput(BaseModel):
@@ -451,7 +472,19 @@ class ModelSpec:
         except ValidationError as exc:
             raise invalid_input_from(exc, prefix="input") from None
         self._check_limits(validated)
+        self._check_prompt_fits(validated)
         return validated
+
+    def _check_prompt_fits(self, validated: AnyInput) -> None:
+        """A prompt within the request's limit can pass the model's once in its template, with a set's shot:
+        refused here rather than failing the job when it runs."""
+        excess = prompt_excess(self, validated)
+        if excess is not None:
+            raise InvalidInput(
+                f"input.prompt: {excess.describe()}",
+                field="input.prompt",
+                hint=f"shorten the prompt by {excess.excess:,} or more characters",
+            )
 
     def _check_limits(self, validated: AnyInput) -> None:
         limits = self.entry.limits
@@ -466,6 +499,60 @@ class ModelSpec:
                 f"input.images: model {self.id} takes at most {limits.max_images} images",
                 field="input.images",
             )
+
+
+def rendered(spec: ModelSpec, validated: AnyInput, words: str | None = None) -> str:
+    """The prompt the model runs: `words` (the request's own prompt when None) in the model's prompt
+    template. The one rendering, for the check at submit and for the runner."""
+    return spec.entry.render_prompt(validated.prompt if words is None else words)
+
+
+def prompt_limit(validated: AnyInput) -> int:
+    """The longest prompt, in characters, that the model of `validated` takes."""
+    return WAN_MAX_PROMPT_CHARS if isinstance(validated, WanImageInput) else MAX_PROMPT_CHARS
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptExcess:
+    """Words that make a prompt longer than the model takes, once rendered."""
+
+    words: int
+    #: The longest prompt the engine would get, in characters.
+    length: int
+    limit: int
+    #: What made the words longer (" in model x's prompt template with set_prompts.2 added"); may be empty.
+    how: str
+
+    @property
+    def excess(self) -> int:
+        return self.length - self.limit
+
+    def describe(self) -> str:
+        return (
+            f"{self.words:,} characters become {self.length:,}{self.how}, {self.excess:,} more than the "
+            f"model's limit of {self.limit:,}"
+        )
+
+
+def prompt_excess(spec: ModelSpec, validated: AnyInput, words: str | None = None) -> PromptExcess | None:
+    """How much `words` (the request's own prompt when None) pass the model's prompt limit once in its
+    template and, for an image set, with the longest image's shot; None when every prompt fits."""
+    own = validated.prompt if words is None else words
+    final = validated.model_copy(update={"prompt": rendered(spec, validated, own)})
+    prompts = [final.prompt]
+    if isinstance(final, TextToImageInput) and final.image_set:
+        prompts = final.set_view_prompts() or prompts
+    longest = max(range(len(prompts)), key=lambda index: len(prompts[index].strip()))
+    length, limit = len(prompts[longest].strip()), prompt_limit(validated)
+    if length <= limit:
+        return None
+    how = f" in model {spec.id}'s prompt template" if spec.entry.prompt_template is not None else ""
+    if isinstance(final, TextToImageInput) and final.image_set:
+        if final.set_prompts:
+            how += f" with set_prompts.{longest} added"
+        else:
+            how += f" with the image set's shot {final.set_shots()[longest]!r} added"
+    return PromptExcess(words=len(own), length=length, limit=limit, how=how)
 
 
 #: The served models, by id: the shipped catalog until `install_catalog` puts the server's own in place.

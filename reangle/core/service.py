@@ -19,7 +19,7 @@ from typing import Any
 
 from reangle.core.assets import AssetService, new_id
 from reangle.core.edit import EditPlan, EditRequest, GenerateRequest, SizeLimits, plan_edit, plan_generation
-from reangle.core.inputs import UrlFetcher, resolve_image
+from reangle.core.inputs import NUL, UrlFetcher, refuse_nul, resolve_image
 from reangle.core.jobs import (
     Job,
     JobError,
@@ -30,6 +30,7 @@ from reangle.core.jobs import (
     StatusChange,
     WebhookTarget,
 )
+from reangle.core.lora_refs import LoraRules
 from reangle.core.models import (
     MODELS,
     AnyInput,
@@ -58,6 +59,9 @@ class ServiceLimits:
     #: size limits and default area of the engine the jobs will run on
     sizes: SizeLimits = field(default_factory=SizeLimits)
     target_area: int = 1024 * 1024
+    #: what the runner takes of a request's own LoRAs, checked at submit; None: not checked here (the API
+    #: replica of a scale-out need not have the workers' settings; the runner still checks)
+    loras: LoraRules | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,7 +171,10 @@ class JobService:
             raise InvalidInput(
                 f"model {spec.id} is unavailable on this server: {spec.unavailable}", field="model"
             )
+        refuse_nul(request.input, "input")
         validated = spec.validate(request.kind, request.input)
+        if self.limits.loras is not None and not isinstance(validated, WanImageInput):
+            self.limits.loras.check(validated.lora_refs())
         data = validated.model_dump(mode="json")
         records = []
         image_field = "image" if request.kind == JobKind.ORBIT else "images"
@@ -212,7 +219,8 @@ class JobService:
             plan_request(request, sizes, limits=self.limits.sizes, target_area=self.limits.target_area)
 
     def get(self, owner: str, job_id: str) -> Job:
-        job = self.store.get_job(job_id)
+        # no id this server hands out holds a NUL; PostgreSQL cannot even compare one
+        job = self.store.get_job(job_id) if NUL not in job_id else None
         if job is None or job.owner != owner:
             raise NotFound(f"no job {job_id}")
         return job
@@ -223,7 +231,7 @@ class JobService:
         found = self.reads.get(job_id)
         if found is None:
             ticket = self.reads.ticket()
-            found = self.store.get_job_with_outputs(job_id)
+            found = self.store.get_job_with_outputs(job_id) if NUL not in job_id else None
             if found is not None:
                 self.reads.put(job_id, found, ticket)
         if found is None or found[0].owner != owner:
@@ -246,7 +254,8 @@ class JobService:
         return jobs, (str(next_seq) if next_seq is not None else None)
 
     def batch(self, owner: str, batch_id: str) -> list[Job]:
-        jobs = [job for job in self.store.batch_jobs(batch_id) if job.owner == owner]
+        stored = self.store.batch_jobs(batch_id) if NUL not in batch_id else []
+        jobs = [job for job in stored if job.owner == owner]
         if not jobs:
             raise NotFound(f"no batch {batch_id}")
         return jobs
@@ -304,6 +313,25 @@ class JobService:
         if requeued:
             self.events.work_arrived()
         return requeued, failed
+
+    def fail_unserved(self, served: Collection[str]) -> list[Job]:
+        """At start-up of a server that runs every job itself (the embedded one), before its runner: fail the
+        queued jobs of models it no longer serves (turned off or removed from the catalog), which would
+        otherwise wait forever. Scaled out, another worker may serve them: they are left queued there."""
+        failed = []
+        for model in sorted(set(self.store.queued_by_model()) - set(served)):
+            error = JobError(
+                code="model_unavailable",
+                message=f"model {model} is no longer served by this server (it was turned off or removed "
+                "from its catalog); the job never ran",
+                hint="submit it again to a model GET /v1/models lists",
+            )
+            # claimed first: the store ends processing jobs only (the job's history shows that instant)
+            while (job := self.store.claim_next(self.clock(), models=[model])) is not None:
+                ended = self.fail(job, error)
+                if ended is not None:
+                    failed.append(ended)
+        return failed
 
     async def next_job(self, poll_s: float = 1.0, *, models: Collection[str] | None = None) -> Job | None:
         """Claim the next queued job (of `models` only, when given), waiting up to `poll_s` for one."""

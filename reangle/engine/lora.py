@@ -5,17 +5,23 @@ the `transformer.` prefix, kohya `lora_down`/`lora_up` with or without `.alpha`,
 `diffusion_model.` prefixes, peft's `.default.` adapter names) and keeps the file's `lora_adapter_metadata`
 header (the trained `lora_alpha`, which a bare tensor dict would lose). `load_lora` then refuses a file whose
 modules the transformer lacks or whose shapes differ, instead of diffusers' warning and a half-applied LoRA.
+
+Errors name a file by its name only, never its folder: they may end up in a job's error, which users see (the
+runner names a request's LoRA there as the request did). The full path goes to the server log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reangle.errors import LoraLoadError
+
+log = logging.getLogger("reangle.lora")
 
 STRICT_SETTING = "REANGLE_LORA_STRICT"
 #: The safetensors header entry where diffusers' `save_lora_weights` keeps the adapter's LoraConfig.
@@ -49,13 +55,13 @@ def resolve_lora_file(location: str, *, offline: bool) -> Path:
         files = sorted(path.glob("*.safetensors"))
         if len(files) != 1:
             raise LoraLoadError(
-                f"LoRA directory {path} must hold exactly one .safetensors file, found {len(files)}"
+                f"LoRA directory {path.name} must hold exactly one .safetensors file, found {len(files)}"
             )
         return files[0]
     parts = location.split("/")
     if location.startswith((".", "/", "~")) or len(parts) < 3:
         raise LoraLoadError(
-            f"LoRA file not found: {location}",
+            f"LoRA file not found: {path.name}",
             hint="give a local .safetensors file or <owner>/<repo>/<file> on the Hugging Face hub",
         )
     from huggingface_hub import hf_hub_download
@@ -63,20 +69,23 @@ def resolve_lora_file(location: str, *, offline: bool) -> Path:
     try:
         return Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=offline))
     except Exception as exc:
-        raise LoraLoadError(f"cannot fetch LoRA {location} from the hub: {exc}") from exc
+        log.warning("cannot fetch LoRA %s from the hub", location, exc_info=True)
+        raise LoraLoadError(
+            f"cannot fetch LoRA {location} from the hub: {type(exc).__name__} (the server log has details)"
+        ) from exc
 
 
 def read_lora_file(path: Path) -> LoraFile:
     """Read `path` into diffusers' key form with its metadata, or raise a LoraLoadError naming the file."""
     tensors, header = _read_safetensors(path)
     if not tensors:
-        raise LoraLoadError(f"LoRA file {path} holds no tensors")
+        raise LoraLoadError(f"LoRA file {path.name} holds no tensors")
     try:
         state_dict = diffusers_state_dict(tensors)
         modules = _module_shapes(state_dict)
         metadata = _adapter_metadata(header)
     except ValueError as exc:
-        raise LoraLoadError(f"LoRA file {path} is not a LoRA reangle can read: {exc}") from exc
+        raise LoraLoadError(f"LoRA file {path.name} is not a LoRA reangle can read: {exc}") from exc
     return LoraFile(path=path, state_dict=state_dict, metadata=metadata, modules=modules)
 
 
@@ -162,7 +171,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             header = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:
-        raise LoraLoadError(f"{path} is not a readable safetensors LoRA file: {exc}") from exc
+        log.warning("cannot read the LoRA file %s", path, exc_info=True)
+        reason = str(exc).replace(str(path), path.name)  # safetensors' own words may name the whole path
+        raise LoraLoadError(f"{path.name} is not a readable safetensors LoRA file: {reason}") from exc
     return tensors, header
 
 
@@ -173,12 +184,12 @@ def load_lora(pipe: Any, adapter: str, lora: LoraFile, *, strict: bool = True) -
     missing, mismatched = _unmatched_modules(pipe.transformer, lora.modules)
     if mismatched:
         raise LoraLoadError(
-            f"LoRA file {lora.path} does not fit this model: shapes differ at {_listed(mismatched)}",
+            f"LoRA file {lora.path.name} does not fit this model: shapes differ at {_listed(mismatched)}",
             hint="is it a LoRA for Qwen-Image-Edit-2511?",
         )
     if len(missing) == len(lora.modules):
         raise LoraLoadError(
-            f"LoRA file {lora.path} matched no weights of the transformer (first: {_listed(missing)})",
+            f"LoRA file {lora.path.name} matched no weights of the transformer (first: {_listed(missing)})",
             hint="is it a LoRA for Qwen-Image-Edit (keys like transformer_blocks.N.attn.to_q...)?",
         )
     state_dict = lora.state_dict
@@ -186,7 +197,7 @@ def load_lora(pipe: Any, adapter: str, lora: LoraFile, *, strict: bool = True) -
     if missing:
         if strict:
             raise LoraLoadError(
-                f"LoRA file {lora.path} names {len(missing)} modules the transformer does not have: "
+                f"LoRA file {lora.path.name} names {len(missing)} modules the transformer does not have: "
                 f"{_listed(missing)}",
                 hint=f"another model or version? {STRICT_SETTING}=false loads the modules that match",
             )
@@ -207,13 +218,15 @@ def load_lora(pipe: Any, adapter: str, lora: LoraFile, *, strict: bool = True) -
             low_cpu_mem_usage=True,  # as the pipeline's own loader: no random init of what the file then sets
         )
     except Exception as exc:
+        log.warning("LoRA file %s does not fit the model", lora.path, exc_info=True)
+        reason = str(exc).replace(str(lora.path), lora.path.name)
         raise LoraLoadError(
-            f"LoRA file {lora.path} does not fit this model: {type(exc).__name__}: {exc}"
+            f"LoRA file {lora.path.name} does not fit this model: {type(exc).__name__}: {reason}"
         ) from exc
     attached = _lora_module_count(pipe.transformer, adapter)
     expected = len(lora.modules) - len(missing)
     if attached != expected:
-        raise LoraLoadError(f"LoRA file {lora.path} attached to {attached} of its {expected} modules")
+        raise LoraLoadError(f"LoRA file {lora.path.name} attached to {attached} of its {expected} modules")
     return note
 
 

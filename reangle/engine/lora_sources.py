@@ -11,11 +11,16 @@
 - id: a LoRA the operator registered by name, pointing at a local file (used where it is, no folder rule) or
   at an http(s) URL (fetched as above).
 
+A registered id and a catalog model's own LoRA are the operator's (`LoraRef.private`): when one cannot be
+fetched or read, the error names it by its id or label and says what went wrong (unreachable, not a LoRA
+file, too large, missing), and its URL or path, with the full reason, goes to the server log only.
+
 The disk cache is a size-bounded LRU (a file's mtime is its last use) shared safely by jobs and processes:
 a download is written under `tmp/` and renamed into `blobs/<sha256>.safetensors` only once whole and
 checked, so a half-written or invalid file is never in the cache; two processes fetching the same file both
 rename the same bytes to the same name. In one process, one URL is downloaded once however many jobs ask for
-it at the same time, and files held by a running job (`LoraSources.resolved`) are never evicted. Another
+it at the same time (and the download stops when every job waiting for it has left, canceled), and files held
+by a running job (`LoraSources.resolved`) are never evicted. Another
 process sharing the folder may evict a file between a job's resolve and its load; its loader then fails
 with a retryable error.
 
@@ -30,6 +35,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -39,10 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reangle.core.lora_refs import LoraRef
+from reangle.core.lora_refs import LoraRef, without_query
 from reangle.engine.lora_check import LoraCheck, ModelLayers, check_lora_file, lora_pairs, read_header
-from reangle.errors import InvalidInput, LoraLoadError, ReangleError, Unavailable
+from reangle.errors import InvalidInput, LoraLoadError, ReangleError, TooLarge, Unavailable
 from reangle.store.url_fetch import FetchPolicy, Resolver, fetch_url_streamed
+
+log = logging.getLogger("reangle.loras")
 
 SUFFIX = ".safetensors"
 #: Files in tmp/ older than this are left-overs of a crashed process (a live download is bounded by the
@@ -59,8 +67,11 @@ class ResolvedLora:
     sha256: str
     scale: float
     field: str
-    #: What the request named (the URL, path or id), for messages and the job record.
+    #: What the request named (the URL, path or id); the operator's location when `private`: not for users.
     source: str
+    #: How messages to users name it (`LoraRef.shown`).
+    shown: str
+    private: bool = False
     check: LoraCheck
 
     @property
@@ -112,6 +123,7 @@ class LoraSources:
         for folder in (self._blobs, self._urls, self._tmp):
             folder.mkdir(parents=True, exist_ok=True)
         self._inflight: dict[str, asyncio.Future[str]] = {}
+        self._waiting: dict[str, int] = {}  # url -> jobs waiting for its download
         self._held: dict[str, int] = {}  # sha256 -> jobs holding the file
         self._lock = threading.Lock()  # _held and eviction (eviction runs in a worker thread)
         self._hashes: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> sha256
@@ -146,17 +158,27 @@ class LoraSources:
         return [path for _mtime, _size, path in self._blob_entries()]
 
     async def _resolve(self, ref: LoraRef, layers: ModelLayers | Set[str], held: list[str]) -> ResolvedLora:
-        if ref.kind == "url":
-            path, sha = await self._from_url(ref.value, ref.field, held)
-        elif ref.kind == "path":
-            path, sha = await self._from_file(self._allowed_file(ref.value, ref.field))
-        else:
-            path, sha = await self._from_id(ref, held)
+        location = self._location(ref)
+        try:
+            path, sha = await self._locate(ref, location, held)
+        except ReangleError as exc:
+            if not ref.private:
+                raise
+            log.warning("%s (%s) could not be used: %s", ref.shown, location, exc.message)
+            raise _private_failure(ref, exc) from None
+        # the check's messages name the file as `ref.shown` and tell of its header and layers only
         check = await asyncio.to_thread(
-            check_lora_file, path, layers, field=ref.field, shown=_shown(ref), strict=self.config.strict
+            check_lora_file, path, layers, field=ref.field, shown=ref.shown, strict=self.config.strict
         )
         return ResolvedLora(
-            path=path, sha256=sha, scale=ref.scale, field=ref.field, source=ref.value, check=check
+            path=path,
+            sha256=sha,
+            scale=ref.scale,
+            field=ref.field,
+            source=ref.value,
+            shown=ref.shown,
+            private=ref.private,
+            check=check,
         )
 
     # references ---------------------------------------------------------------------------------------------
@@ -183,14 +205,22 @@ class LoraSources:
             )
         return real
 
-    async def _from_id(self, ref: LoraRef, held: list[str]) -> tuple[Path, str]:
+    def _location(self, ref: LoraRef) -> str:
+        """Where the LoRA is: what the reference gives, or the location registered for its id."""
+        if ref.kind != "id":
+            return ref.value
         location = self.config.registered.get(ref.value)
         if location is None:
             known = ", ".join(sorted(self.config.registered)) or "none"
             raise InvalidInput(
                 f"{ref.field}: unknown LoRA id {ref.value!r} (registered: {known})", field=ref.field
             )
-        if location.startswith(("http://", "https://")):
+        return location
+
+    async def _locate(self, ref: LoraRef, location: str, held: list[str]) -> tuple[Path, str]:
+        if ref.kind == "path":
+            return await self._from_file(self._allowed_file(location, ref.field))
+        if ref.kind == "url" or location.startswith(("http://", "https://")):
             return await self._from_url(location, ref.field, held)
         path = Path(location).expanduser()
         if not path.is_file():
@@ -222,13 +252,32 @@ class LoraSources:
                 self._inflight[url] = future
                 future.add_done_callback(lambda done: self._finished(url, done))
             try:
-                sha = await asyncio.shield(future)
+                sha = await self._wait_for(url, future)
             except ReangleError as exc:
                 raise _for_field(exc, where) from None
             if self._use(sha, held):
                 return self._blob(sha), sha
             # evicted between its download and now: by another process, or by a cache too small for a job
-        raise Unavailable(f"the LoRA cache could not keep {url} long enough to use it", retry_after_s=30)
+        raise Unavailable(
+            f"the LoRA cache could not keep {without_query(url)} long enough to use it", retry_after_s=30
+        )
+
+    async def _wait_for(self, url: str, download: asyncio.Future[str]) -> str:
+        """The download's sha256; shared by every job waiting for it, stopped when the last of them leaves."""
+        self._waiting[url] = self._waiting.get(url, 0) + 1
+        try:
+            return await asyncio.shield(download)
+        except asyncio.CancelledError:
+            if self._waiting[url] == 1 and not download.done():
+                # no job wants it any more (canceled): a later job for this URL starts a new download
+                if self._inflight.get(url) is download:
+                    del self._inflight[url]
+                download.cancel()
+            raise
+        finally:
+            self._waiting[url] -= 1
+            if not self._waiting[url]:
+                del self._waiting[url]
 
     def _finished(self, url: str, future: asyncio.Future[str]) -> None:
         if self._inflight.get(url) is future:
@@ -278,8 +327,11 @@ class LoraSources:
 
     def _commit(self, part: Path, url: str, sha: str, where: str) -> None:
         """Check the downloaded file, move it into the cache whole, record the URL, evict past the bound."""
-        shown = f"the file at {url}"
-        lora_pairs(read_header(part, field=where, shown=shown), field=where, shown=shown)
+        shown = f"the file at {without_query(url)}"
+        try:
+            lora_pairs(read_header(part, field=where, shown=shown), field=where, shown=shown)
+        except InvalidInput as exc:
+            raise _NotLoraFile(exc.message, field=exc.field, hint=exc.hint) from None
         with part.open("rb") as handle:
             os.fsync(handle.fileno())  # the bytes are on disk before the name says they are whole
         now = self._clock()
@@ -347,5 +399,29 @@ def _for_field(exc: ReangleError, where: str) -> ReangleError:
     return exc
 
 
-def _shown(ref: LoraRef) -> str:
-    return f"the LoRA {ref.kind} {ref.value!r}"
+class _NotLoraFile(InvalidInput):
+    """A downloaded file that is not a LoRA, told apart from a failed download in a private LoRA's message."""
+
+
+_OPERATOR_HINT = "the server's operator set up this LoRA; the server log has the details"
+
+
+def _private_failure(ref: LoraRef, exc: ReangleError) -> ReangleError:
+    """What users see when a private LoRA cannot be fetched or found: its id or label and the kind of
+    failure, never its URL, path or the underlying message (logged instead)."""
+    where, shown = ref.field, ref.shown
+    if isinstance(exc, TooLarge):
+        return TooLarge(f"{where}: {shown} is larger than this server's limit for a LoRA file", field=where)
+    if isinstance(exc, _NotLoraFile):
+        message = f"{where}: {shown} is not a LoRA file reangle can load"
+        return InvalidInput(message, field=where, hint=_OPERATOR_HINT)
+    if isinstance(exc, Unavailable):
+        # the job preparer turns it into SourceUnavailable, which ends the job
+        return Unavailable(
+            f"{shown} could not be fetched for now (unreachable)", retry_after_s=exc.retry_after_s
+        )
+    if isinstance(exc, InvalidInput) and ref.kind != "path":
+        return InvalidInput(
+            f"{where}: {shown} could not be fetched (unreachable)", field=where, hint=_OPERATOR_HINT
+        )
+    return LoraLoadError(f"{where}: {shown} is missing on this server", hint=_OPERATOR_HINT)

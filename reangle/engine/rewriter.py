@@ -129,6 +129,12 @@ def kept(original: str, reason: FallbackReason, detail: str, seconds: float = 0.
     )
 
 
+def failure_detail(exc: BaseException) -> str:
+    """What a job records of a rewriter's failure: the kind of error only. Its text may hold server paths or
+    the model's internals; the log has it."""
+    return f"rewriter failed: {type(exc).__name__}"
+
+
 class PromptRewriter(Protocol):
     def rewrite(
         self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
@@ -231,7 +237,7 @@ class QwenVLRewriter:
             return kept(instruction, rejected.reason, rejected.detail, self._clock() - start)
         except Exception as exc:  # the rewriter never fails a job: any error keeps the user's words
             log.warning("prompt rewriter failed, keeping the original prompt", exc_info=True)
-            return kept(instruction, "error", f"{type(exc).__name__}: {exc}", self._clock() - start)
+            return kept(instruction, "error", failure_detail(exc), self._clock() - start)
         return Rewrite(original=instruction, prompt=text, rewritten=True, seconds=self._clock() - start)
 
     def _generate(
@@ -388,5 +394,6 @@ class LazyRewriter:
         try:
             rewriter = self.load()
         except Exception as exc:
-            return kept(instruction, "error", f"the rewriter is unavailable: {exc}")
+            log.warning("the prompt rewriter is unavailable, keeping the original prompt: %s", exc)
+            return kept(instruction, "error", f"the rewriter is unavailable: {type(exc).__name__}")
         return rewriter.rewrite(instruction, images, task=task)

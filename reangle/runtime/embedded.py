@@ -1,5 +1,6 @@
-"""What the single-box server runs beside its API: the recovery of interrupted jobs at start, one runner on
-the engine, the periodic retention sweep and the webhook sender."""
+"""What the single-box server runs beside its API: at start, the recovery of interrupted jobs and the failure
+of queued jobs whose model it no longer serves; one runner on the engine, the periodic retention sweep and
+the webhook sender."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ class EmbeddedRuntime:
                 len(requeued),
                 len(failed),
             )
+        unserved = self.service.fail_unserved(MODELS)
+        if unserved:
+            models = ", ".join(sorted({job.model for job in unserved}))
+            log.warning("failed %d queued jobs of models no longer served: %s", len(unserved), models)
         runner = self.runner
         heartbeat = Heartbeat(self.service.store, self.engine, MODELS, runner.job_in_hand)
         async with asyncio.TaskGroup() as tasks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -13,13 +14,15 @@ from PIL import Image
 from reangle.core.edit import EditRequest, GenerateRequest, LoraUse
 from reangle.core.jobs import Job
 from reangle.core.lora_refs import LoraRef
-from reangle.core.models import AnyInput, ModelSpec, TextToImageInput, WanImageInput
+from reangle.core.models import AnyInput, ModelSpec, TextToImageInput, WanImageInput, prompt_excess, rendered
 from reangle.core.service import JobService, model_spec
 from reangle.engine.base import random_seed
 from reangle.engine.lora_check import ModelLayers
 from reangle.engine.lora_sources import LoraSources, ResolvedLora
-from reangle.engine.rewriter import PromptRewriter, Rewrite, RewriteTask, kept
+from reangle.engine.rewriter import PromptRewriter, Rewrite, RewriteTask, failure_detail, kept
 from reangle.errors import InvalidInput, SourceUnavailable, Unavailable
+
+log = logging.getLogger(__name__)
 
 EngineRequest = EditRequest | GenerateRequest
 #: The layers a LoRA may target in the engine's model for a task (True: text-to-image).
@@ -86,9 +89,16 @@ class JobPreparer:
         self, spec: ModelSpec, validated: AnyInput, images: list[Image.Image], task: RewriteTask
     ) -> tuple[str, Rewrite | None]:
         """The prompt the model runs: the user's words, rewritten when the job asks for it, in the model's
-        template; and the rewrite, if any."""
-        rewrite = await self.rewrite(validated.prompt, images, task) if validated.rewrite_prompt else None
-        return spec.entry.render_prompt(rewrite.prompt if rewrite else validated.prompt), rewrite
+        template; and the rewrite, if any. A rewrite that would pass the model's prompt limit once rendered
+        is not used (`overlong`): the user's words, checked at submit, fit."""
+        if not validated.rewrite_prompt:
+            return rendered(spec, validated), None
+        rewrite = await self.rewrite(validated.prompt, images, task)
+        excess = prompt_excess(spec, validated, rewrite.prompt) if rewrite.rewritten else None
+        if excess is not None:
+            detail = f"the rewritten prompt's {excess.describe()}"
+            rewrite = kept(validated.prompt, "overlong", detail, seconds=rewrite.seconds)
+        return rendered(spec, validated, rewrite.prompt), rewrite
 
     async def rewrite(self, words: str, images: list[Image.Image], task: RewriteTask) -> Rewrite:
         """The rewriter's take on the user's `words`, or why they were kept; never raises for the rewriter."""
@@ -97,7 +107,11 @@ class JobPreparer:
         if not words.strip():
             return kept(words, "skipped", "there were no words of your own to rewrite")
         rewriter = self.rewriter
-        return await asyncio.to_thread(lambda: rewriter.rewrite(words, images, task=task))
+        try:
+            return await asyncio.to_thread(lambda: rewriter.rewrite(words, images, task=task))
+        except Exception as exc:  # a rewriter of another make may raise: the user's words stand
+            log.warning("prompt rewriter failed, keeping the original prompt", exc_info=True)
+            return kept(words, "error", failure_detail(exc))
 
     @contextlib.asynccontextmanager
     async def _resolved(self, refs: list[LoraRef], generates: bool) -> AsyncIterator[list[ResolvedLora]]:

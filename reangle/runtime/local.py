@@ -12,6 +12,8 @@ What holds across the two stages:
   alone; the runner goes on.
 - A cancel accepted before the job completes wins, even when its render was done (the store's rule): the
   job ends canceled without outputs. The finish skips the encoding it has not started when it sees the cancel.
+- A cancel while the job is being prepared (its LoRAs downloaded, its prompt rewritten) ends it canceled
+  within STOP_CHECK_S: the preparation is abandoned, not waited for.
 - A graceful stop (this task canceled) stops the render in progress and re-queues its job (as it does a job
   rendered but still waiting for the previous finish), and waits for the finish in flight: a job whose finish
   has started is stored and completed, not rendered again.
@@ -26,7 +28,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,8 +40,9 @@ from reangle.core.jobs import Job, JobError, JobKind, OutputAsset
 from reangle.core.models import MODELS
 from reangle.core.service import JobService, model_spec, plan_request
 from reangle.engine.base import EditResult, Engine
+from reangle.engine.lora_sources import ResolvedLora
 from reangle.engine.rewriter import Rewrite
-from reangle.errors import Canceled, ReangleError, Unavailable
+from reangle.errors import Canceled, LoraLoadError, ReangleError, Unavailable
 from reangle.runtime.base import COMPLETE_RETRY_S
 from reangle.runtime.job_prep import JobPreparer, PreparedJob
 from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
@@ -49,6 +52,8 @@ log = logging.getLogger("reangle.runner")
 
 T = TypeVar("T")
 RETRY_S = 1.0
+#: How often the stop flag of a job being prepared is looked at.
+STOP_CHECK_S = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +152,9 @@ class LocalRunner:
             self._finishing = None
 
     async def _render_job(self, job: Job, timings: dict[str, float]) -> list[_Rendered]:
-        async with self.preparer.prepared(job) as prepared:
+        async with contextlib.AsyncExitStack() as stack:
+            entering = stack.enter_async_context(self.preparer.prepared(job))
+            prepared = await _unless_stopped(entering, self.service.stop_flag(job))
             info = self.engine.info
             sizes = [image.size for image in prepared.images]
             plans = [
@@ -174,7 +181,10 @@ class LocalRunner:
                 return self.engine.generate(plans, on_step=on_step, should_stop=stop.is_set)
             return self.engine.edit_views(images, plans, on_step=on_step, should_stop=stop.is_set)
 
-        results = await _in_thread(run, on_cancel=stop.set)
+        try:
+            results = await _in_thread(run, on_cancel=stop.set)
+        except LoraLoadError as exc:
+            raise _as_users_see_it(exc, prepared.loras) from None
         return [
             _Rendered(image=image, seed=result.seed + k, plan=plan, rewrite=prepared.rewrite)
             for plan, result in zip(plans, results, strict=True)
@@ -327,6 +337,37 @@ async def _in_thread(call: Callable[[], T], *, on_cancel: Callable[[], None] | N
         if not work.cancelled():
             work.exception()  # the engine's Canceled, expected here; retrieved so that it is not logged
         raise
+
+
+async def _unless_stopped(work: Awaitable[T], stop: threading.Event) -> T:
+    """`work`'s result; or, once `stop` is set (looked at every STOP_CHECK_S), `work` canceled (its cleanup
+    done) and Canceled raised. A job's preparation may wait minutes on a download or a rewrite: a cancel
+    must not."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not stop.is_set():
+            done, _ = await asyncio.wait({task}, timeout=STOP_CHECK_S)
+            if done:
+                return task.result()
+        raise Canceled("the job was canceled while it was being prepared")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: an error of a preparation left behind is not logged as lost
+
+
+def _as_users_see_it(exc: LoraLoadError, loras: Sequence[ResolvedLora]) -> LoraLoadError:
+    """The engine's error with each LoRA file named as the request or catalog named it: the engine knows only
+    the cached file, whose name is a hash, or an operator's file. The engine's words stay in the log."""
+    message = exc.message
+    for lora in loras:
+        message = message.replace(str(lora.path), lora.shown).replace(lora.path.name, lora.shown)
+    if message == exc.message:
+        return exc
+    log.warning("LoRA error: %s", exc.message)
+    return LoraLoadError(message, hint=exc.hint)
 
 
 def _sent_to_model(item: _Rendered) -> dict[str, Any]:

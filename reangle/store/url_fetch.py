@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import certifi
 import httpx
+import idna
 
 from reangle import __version__
 from reangle.errors import InvalidInput, TooLarge, Unavailable
@@ -32,6 +33,9 @@ Resolver = Callable[[str], Awaitable[Sequence[str]]]
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _SHOWN_CHARS = 200
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+#: DNS limits (RFC 1035): a label of at most 63 characters, a name of at most 253 (without its final dot).
+MAX_LABEL_CHARS = 63
+MAX_HOST_CHARS = 253
 
 _IPV4_CLASSES = tuple(
     (ipaddress.IPv4Network(network), label)
@@ -198,15 +202,38 @@ def _url_problem(text: str) -> str | None:
         return "has no scheme; only http and https URLs are fetched"
     if url.scheme not in ("http", "https"):
         return f"is a {url.scheme}: URL; only http and https URLs are fetched"
-    if not url.host:
+    host = url.raw_host.decode("ascii")  # IDNA-encoded; `url.host` would decode it, and can fail doing so
+    if not host:
         return "has no host name"
-    host = url.raw_host.decode("ascii")
-    if _literal_ip(host) is None and not _HOST_NAME.fullmatch(host):
-        return f"has an invalid host name {host!r}"
+    if _literal_ip(host) is None:
+        problem = _host_name_problem(host)
+        if problem is not None:
+            return problem
     if url.userinfo:
         return "contains a user name or password, which is not accepted"
     if url.port is not None and not 0 < url.port < 65536:
         return f"has an invalid port {url.port}"
+    return None
+
+
+def _host_name_problem(host: str) -> str | None:
+    """What makes an (IDNA-encoded) host name unusable, as the end of a sentence about its URL, or None."""
+    if not _HOST_NAME.fullmatch(host):
+        return f"has an invalid host name {host!r}"
+    name = host.removesuffix(".")
+    if len(name) > MAX_HOST_CHARS:
+        return f"has a host name of {len(name)} characters; at most {MAX_HOST_CHARS} are possible"
+    for label in name.split("."):
+        if len(label) > MAX_LABEL_CHARS:
+            return (
+                f"has a host name part of {len(label)} characters ({label[:40]}...); at most "
+                f"{MAX_LABEL_CHARS} are possible"
+            )
+        if label.lower().startswith("xn--"):
+            try:
+                idna.decode(label)
+            except (idna.IDNAError, UnicodeError):
+                return f"has an invalid international host name {host!r} ({label!r} is not valid IDNA)"
     return None
 
 
@@ -254,6 +281,8 @@ class _Fetcher:
 
     def _checked(self, text: str, *, came_from: httpx.URL | None) -> httpx.URL:
         """Parse one hop's URL with the parser that will send it, and accept only plain http(s) URLs."""
+        if "\x00" in text:
+            raise self._invalid(f"{self.field}: must not contain a NUL character")
         problem = _url_problem(text)
         if problem is None:
             return httpx.URL(text)

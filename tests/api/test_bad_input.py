@@ -9,6 +9,7 @@ import json
 import os
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +22,15 @@ from tests.api.conftest import (
     ServerFactory,
     ServerProcess,
     assert_error,
+    cancel,
     data_url,
     edit_input,
+    get_job,
+    hold_input,
     png,
+    running,
+    submit,
+    succeeded,
     upload,
     wait_job,
 )
@@ -317,3 +324,193 @@ def test_downloads_are_never_sniffed_or_rendered_as_pages(api: httpx.Client) -> 
     assert response.status_code == 200
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["content-security-policy"] == "default-src 'none'; sandbox"
+
+
+# NUL characters: refused at submit naming the field, on either store; never a 500 -----------------------
+
+NUL_MESSAGE = "must not contain a NUL character"
+TEXT_TO_IMAGE_MODEL = "qwen-image-2512"
+
+
+@pytest.mark.parametrize(
+    ("model", "input", "field"),
+    [
+        (CAMERA_EDIT, {"prompt": "add\x00snow"}, "input.prompt"),
+        (
+            CAMERA_EDIT,
+            {
+                "loras": [
+                    {"url": "https://example.com/a.safetensors"},
+                    {"path": "b"},
+                    {"url": "https://e.x/\x00"},
+                ]
+            },
+            "input.loras.2.url",
+        ),
+        (CAMERA_EDIT, {"loras": [{"path": "styles/a\x00.safetensors"}]}, "input.loras.0.path"),
+        (CAMERA_EDIT, {"loras": [{"id": "house\x00"}]}, "input.loras.0.id"),
+        (CAMERA_EDIT, {"aspect_ratio": "1:1\x00"}, "input.aspect_ratio"),
+        (TEXT_TO_IMAGE_MODEL, {"prompt": "a lighthouse", "negative_prompt": "\x00"}, "input.negative_prompt"),
+        (
+            TEXT_TO_IMAGE_MODEL,
+            {"prompt": "a lighthouse", "image_set": True, "set_prompts": ["dawn", "du\x00sk"]},
+            "input.set_prompts.1",
+        ),
+    ],
+    ids=["prompt", "lora-url", "lora-path", "lora-id", "aspect-ratio", "negative-prompt", "set-prompt"],
+)
+def test_a_nul_character_in_any_input_text_is_refused_naming_the_field(
+    api: httpx.Client, model: str, input: dict[str, Any], field: str
+) -> None:
+    if model == CAMERA_EDIT:
+        input = edit_input(upload(api)["id"]) | input
+    error = assert_error(post_job(api, input, model=model), 422, "invalid_input")
+    assert error["message"] == f"{field}: {NUL_MESSAGE}"
+    assert api.get("/v1/jobs").json()["data"] == []  # nothing was stored
+
+
+def test_a_nul_character_in_an_image_reference_a_webhook_or_a_batch_item_names_its_place(
+    api: httpx.Client,
+) -> None:
+    asset = upload(api)["id"]
+    for image in ("https://example.com/a\x00.png", f"{asset}\x00", "data:image/png;base64,\x00"):
+        error = assert_error(post_job(api, edit_input(asset, images=[asset, image])), 422, "invalid_input")
+        assert error["message"] == f"input.images.1: {NUL_MESSAGE}"
+    hooked = post_job(api, edit_input(asset), webhook_url="https://example.com/hook\x00")
+    assert assert_error(hooked, 422, "invalid_input")["message"] == f"webhook_url: {NUL_MESSAGE}"
+    upload_by_url = api.post("/v1/assets", json={"url": "https://example.com/a\x00.png"})
+    assert assert_error(upload_by_url, 422, "invalid_input")["message"] == f"url: {NUL_MESSAGE}"
+    items = [{"input": {"images": [asset], "prompt": "x"}}, {"input": {"images": [asset], "prompt": "\x00"}}]
+    batch = api.post("/v1/batches", json={"model": INSTRUCTION_EDIT, "items": items})
+    error = assert_error(batch, 422, "invalid_input", "items.1")
+    assert error["message"].endswith(f"input.prompt: {NUL_MESSAGE}")
+    assert api.get("/v1/jobs").json()["data"] == []
+
+
+def test_ids_with_a_nul_character_are_not_found(shared_server: ServerProcess, api: httpx.Client) -> None:
+    assert_error(api.get("/v1/jobs/job_%00x"), 404, "not_found", "no job")
+    assert_error(api.get("/v1/jobs/job_%00x/events"), 404, "not_found", "no job")
+    assert_error(api.post("/v1/jobs/job_%00x/cancel"), 404, "not_found", "no job")
+    assert_error(api.get("/v1/batches/batch_%00x"), 404, "not_found", "no batch")
+    scenario = httpx.get(f"{shared_server.url}/scenario/v1/jobs/job_%00x", headers=api.headers, timeout=10)
+    assert (scenario.status_code, scenario.json()["code"]) == (404, "not_found")
+    # asset ids are looked up by the asset service, which reads the store as it is given them: never a 500
+    asset = api.get("/v1/assets/asset_%00x")
+    assert asset.status_code in (404, 422), asset.text
+    assert asset.json()["error"]["code"] in ("not_found", "invalid_input")
+
+
+# host names DNS cannot carry -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://xn--a.example/x.png", ("international host name", "xn--a.example")),
+        (f"http://{'a' * 64}.example/x.png", ("64 characters", "at most 63")),
+    ],
+    ids=["bad-idna", "long-label"],
+)
+def test_a_url_whose_host_dns_cannot_carry_is_invalid_input_naming_the_field(
+    api: httpx.Client, url: str, words: tuple[str, ...]
+) -> None:
+    asset = upload(api)["id"]
+    assert_error(
+        post_job(api, edit_input(asset, images=[url])), 422, "invalid_input", "input.images.0", *words
+    )
+    assert_error(
+        post_job(api, edit_input(asset), webhook_url=url), 422, "invalid_input", "webhook_url", *words
+    )
+    assert_error(api.post("/v1/assets", json={"url": url}), 422, "invalid_input", "url", *words)
+
+
+def test_text_the_database_refuses_is_the_requests_fault_with_the_native_shape() -> None:
+    import psycopg
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from reangle.api.errors import database_refusal, install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)  # psycopg is imported: as on a server whose store is PostgreSQL
+
+    @app.get("/refused")
+    def refused() -> None:
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+    with TestClient(app) as client:  # raises if the error went on to the server (logged as a 500)
+        error = assert_error(client.get("/refused"), 422, "invalid_input", "NUL character")
+    assert "0x00" not in error["message"]  # the database's own words stay in the log
+    assert database_refusal(ValueError("x")) is None
+
+
+# prompts that a model's template takes past its limit; jobs of models no longer served ------------------
+
+POSTER_STYLE = ", in the style of a 1950s travel poster"
+OPERATOR_CATALOG = f"""
+[[model]]
+id = "poster"
+description = "travel posters"
+task = "text_to_image"
+engine = "qwen-image"
+base = "Qwen/Qwen-Image-2512"
+prompt_template = "{{prompt}}{POSTER_STYLE}"
+
+[[model]]
+id = "retiring"
+description = "a house style the operator is about to retire"
+task = "instruction_edit"
+engine = "qwen-edit"
+base = "Qwen/Qwen-Image-Edit-2511"
+"""
+
+
+@pytest.fixture
+def catalog_file(tmp_path: Path) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(OPERATOR_CATALOG)
+    return path
+
+
+def test_a_prompt_the_models_template_takes_past_the_limit_is_refused_at_submit(
+    serve: ServerFactory, catalog_file: Path
+) -> None:
+    server = serve(catalog_file=str(catalog_file))
+    words = "w" * (2001 - len(POSTER_STYLE))
+    with server.client(KEY_A) as api:
+        answer = api.post("/v1/jobs", json={"model": "poster", "input": {"prompt": words}})
+        error = assert_error(
+            answer, 422, "invalid_input", "input.prompt", "2,001", "1 more", "limit of 2,000"
+        )
+        assert error["hint"] == "shorten the prompt by 1 or more characters"
+        scenario = api.post("/scenario/v1/generate/custom/model_poster", json={"prompt": words})
+        assert scenario.status_code == 400, scenario.text
+        assert scenario.json()["code"] == "invalid_input"
+        assert "2,001" in scenario.json()["error"]
+        fits = api.post("/v1/jobs", json={"model": "poster", "input": {"prompt": words[1:]}})
+        assert fits.status_code == 202, fits.text
+        assert api.get("/v1/jobs").json()["data"][0]["id"] == fits.json()["id"]  # the refused ones: none
+
+
+def test_queued_jobs_of_a_model_turned_off_fail_when_the_server_starts_again(
+    serve: ServerFactory, catalog_file: Path
+) -> None:
+    server = serve(catalog_file=str(catalog_file))
+    with server.client(KEY_A) as api:
+        asset = upload(api)["id"]
+        holding = submit(api, hold_input(asset), kind="orbit")
+        wait_job(api, holding["id"], running)  # the runner is busy: what comes next stays queued
+        retiring = [submit(api, {"images": [asset], "prompt": "x"}, model="retiring") for _ in range(2)]
+        staying = submit(api, edit_input(asset))
+    server.kill()
+    catalog_file.write_text(OPERATOR_CATALOG.split('[[model]]\nid = "retiring"')[0])  # the entry is gone
+    server.start()
+    with server.client(KEY_A) as api:
+        for job in retiring:
+            failed = get_job(api, job["id"])
+            assert failed["status"] == "failed", failed
+            assert failed["error"]["code"] == "model_unavailable"
+            assert "model retiring is no longer served" in failed["error"]["message"]
+        cancel(api, holding["id"])
+        assert succeeded(api, staying["id"])["status"] == "succeeded"  # a served model's job runs as ever
+    assert "failed 2 queued jobs of models no longer served: retiring" in server.log()

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reangle.core.models import INSTRUCTION_EDIT, TEXT_TO_IMAGE
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, TEXT_TO_IMAGE
 from tests.api.conftest import (
     KEY_A,
     ServerProcess,
@@ -261,6 +261,20 @@ def test_a_model_missing_its_setting_is_listed_unavailable_and_refused(api: http
     assert wan["available"] is False
     response = api.post("/v1/jobs", json={"model": "wan-2.7-image", "input": {"prompt": "a cat"}})
     assert_error(response, 422, "invalid_input", "model wan-2.7-image", "REANGLE_DASHSCOPE_API_KEY")
+
+
+def test_models_list_a_catalog_lora_by_its_name_never_its_file(api: httpx.Client) -> None:
+    listing = api.get("/v1/models")
+    custom = {model["id"]: model for model in listing.json()["data"]}["product-shot"]
+    assert custom["loras"] == [{"name": "house style", "id": None, "scale": 0.8}]
+    assert "house-style.safetensors" not in listing.text
+
+
+def test_a_lora_id_this_server_does_not_register_is_refused_at_submit(api: httpx.Client) -> None:
+    asset = upload(api)
+    body = {"model": CAMERA_EDIT, "input": edit_input(asset["id"], loras=[{"id": "nope"}])}
+    response = api.post("/v1/jobs", json=body)
+    assert_error(response, 422, "invalid_input", "input.loras.0.id", "this server registers no LoRA ids")
 
 
 def succeeded_or_failed(api: httpx.Client, job_id: str) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def test_every_missing_setting_is_named() -> None:
             "path",
             "styles/a.safetensors",
             {"lora_dir": None},
-            "set REANGLE_LORA_DIR to the folder of its LoRA styles/a.safetensors to run Styled",
+            "set REANGLE_LORA_DIR to the folder of its LoRAs to run Styled",  # the path is not shown
         ),
         ("id", "my-style", {"loras": {"my-style": "/loras/a.safetensors"}}, None),
         ("id", "my-style", {"loras": {}}, "register its LoRA id 'my-style' in REANGLE_LORAS to run Styled"),

@@ -71,6 +71,7 @@ def test_an_operator_model_is_added_after_the_shipped_ones(write_catalog: WriteC
             value="https://example.com/loras/product-photo.safetensors",
             scale=0.8,
             field="catalog.product-photo.loras.0.url",
+            label="loras[0] of product-photo",  # how users see it: never by its URL
         ),
     )
     assert dict(entry.dialects) == {"scenario": "model_product-photo", "openai": "product-photo"}

@@ -221,3 +221,37 @@ def test_a_value_with_a_line_break_stays_on_one_line(write_catalog: WriteCatalog
         'task: "edit\\nnow" is not one of camera_edit, instruction_edit, text_to_image, '
         "image_edit_or_generate"
     )
+
+
+@pytest.mark.parametrize("number", ["nan", "inf", "-inf", "+nan"])
+def test_a_default_that_is_not_a_finite_number_is_refused_naming_the_model_and_field(
+    write_catalog: WriteCatalog, number: str
+) -> None:
+    from tests.catalog.conftest import toml_models
+
+    text = toml_models([changed(drop=("defaults",))]) + f"defaults = {{ guidance_scale = {number} }}\n"
+    path = write_catalog(text=text)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(path)
+    shown = repr(float(number))
+    assert caught.value.message == (
+        f"catalog {path}: {ENTRY}: defaults.guidance_scale: {shown} is not a finite number "
+        "(nan and inf are refused)"
+    )
+
+
+def test_a_catalog_lora_is_shown_by_its_name_or_place_never_its_url(write_catalog: WriteCatalog) -> None:
+    named = {**LORA, "name": "Product photo"}
+    catalog = load_catalog(write_catalog(changed(loras=[LORA, named, {"id": "house", "scale": 0.5}])))
+    entry = catalog.get("product-photo")
+    assert entry is not None
+    assert [lora.ref.shown for lora in entry.loras] == [
+        "the model's LoRA 'loras[0] of product-photo'",
+        "the model's LoRA 'Product photo'",
+        "the LoRA id 'house'",
+    ]
+    assert [lora.public() for lora in entry.loras] == [
+        {"name": "loras[0] of product-photo", "id": None, "scale": 0.8},
+        {"name": "Product photo", "id": None, "scale": 0.8},
+        {"name": "house", "id": "house", "scale": 0.5},
+    ]

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from reangle.core.inputs import decode_inline
+from reangle.core.inputs import decode_inline, refuse_nul
 from reangle.errors import InvalidInput
 from tests.conftest import image_bytes, make_image
 
@@ -35,3 +35,35 @@ def test_bad_inline_images_name_the_field(ref, message):  # type: ignore[no-unty
     with pytest.raises(InvalidInput, match=re.escape(message)) as caught:
         decode_inline(ref, field="input.images.0")
     assert caught.value.field == "input.images.0"
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("a\x00b", "input"),
+        (
+            {"prompt": "ok", "loras": [{"url": "https://x"}, {"path": "a"}, {"url": "x\x00"}]},
+            "input.loras.2.url",
+        ),
+        ({"set_prompts": ["one", "two\x00"]}, "input.set_prompts.1"),
+        ({"meta": {"tags": ("a", "\x00")}}, "input.meta.tags.1"),
+        ({"key\x00": 1}, "input"),
+    ],
+    ids=["text", "lora-url", "set-prompt", "nested", "key"],
+)
+def test_text_with_a_nul_character_is_refused_naming_where_it_is(value, field):  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        refuse_nul(value, "input")
+    assert caught.value.field == field
+    assert caught.value.message == f"{field}: must not contain a NUL character"
+
+
+def test_text_without_a_nul_character_passes_whatever_its_shape():
+    refuse_nul(
+        {"prompt": "caf\u00e9 \\x00 \u2603", "n": 3, "f": 1.5, "no": None, "l": [True, {"k": "v"}]}, "input"
+    )
+
+
+def test_an_inline_image_with_a_nul_character_is_refused_before_decoding():
+    with pytest.raises(InvalidInput, match=re.escape("input.images.0: must not contain a NUL character")):
+        decode_inline(base64.b64encode(PNG).decode() + "\x00", field="input.images.0")

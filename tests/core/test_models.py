@@ -1,9 +1,21 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from reangle.core.jobs import JobKind
-from reangle.core.models import CAMERA_EDIT, EIGHT_VIEWS, INSTRUCTION_EDIT, MODELS
+from reangle.core.models import (
+    CAMERA_EDIT,
+    EIGHT_VIEWS,
+    INSTRUCTION_EDIT,
+    MODELS,
+    TEXT_TO_IMAGE,
+    WAN_IMAGE,
+    ModelSpec,
+    prompt_excess,
+    rendered,
+)
 from reangle.errors import InvalidInput
 
 
@@ -124,3 +136,96 @@ def test_a_stored_orbit_input_validates_again_to_the_same_views():
         assert stored.get("poses") == data.get("poses")  # as given: no fields added
         again = validate(CAMERA_EDIT, stored, JobKind.ORBIT)
         assert again.poses_in_order() == orbit.poses_in_order()
+
+
+# prompts once rendered -------------------------------------------------------------------------------------
+
+
+def templated(model: str, template: str | None) -> ModelSpec:
+    """The served model with another prompt template."""
+    spec = MODELS[model]
+    return replace(spec, entry=replace(spec.entry, prompt_template=template))
+
+
+def test_rendered_puts_the_words_in_the_models_template_or_leaves_them():
+    poster = templated(TEXT_TO_IMAGE, "{prompt}, travel poster")
+    validated = poster.validate(JobKind.EDIT, {"prompt": "a lighthouse"})
+    assert rendered(poster, validated) == "a lighthouse, travel poster"
+    assert rendered(poster, validated, "a harbour at dusk") == "a harbour at dusk, travel poster"
+    assert rendered(MODELS[TEXT_TO_IMAGE], validated) == "a lighthouse"
+
+
+def test_a_prompt_that_passes_the_limit_once_in_the_template_is_refused_saying_by_how_much():
+    suffix = ", " + "s" * 48  # the template adds 50 characters
+    poster = templated(TEXT_TO_IMAGE, "{prompt}" + suffix)
+    assert poster.validate(JobKind.EDIT, {"prompt": "p" * 1950}).prompt == "p" * 1950  # exactly 2,000
+    with pytest.raises(InvalidInput) as caught:
+        poster.validate(JobKind.EDIT, {"prompt": "p" * 1990})
+    assert caught.value.field == "input.prompt"
+    assert caught.value.message == (
+        f"input.prompt: 1,990 characters become 2,040 in model {TEXT_TO_IMAGE}'s prompt template, 40 more "
+        "than the model's limit of 2,000"
+    )
+    assert caught.value.hint == "shorten the prompt by 40 or more characters"
+
+
+def test_an_edit_models_template_counts_too():
+    styled = templated(INSTRUCTION_EDIT, "{prompt}" + "!" * 100)
+    with pytest.raises(InvalidInput, match=r"input\.prompt: 1,901 characters become 2,001") as caught:
+        styled.validate(JobKind.EDIT, {"images": ["a"], "prompt": "p" * 1901})
+    assert caught.value.field == "input.prompt"
+
+
+def test_an_image_sets_longest_shot_counts_and_is_named():
+    spec = MODELS[TEXT_TO_IMAGE]
+    words = "p" * 1975  # "<words>. close-up on the main subject" is 2,005; "<words>. medium shot" fits
+    assert spec.validate(JobKind.EDIT, {"prompt": words, "image_set": True, "num_outputs": 2})
+    with pytest.raises(InvalidInput) as caught:
+        spec.validate(JobKind.EDIT, {"prompt": words, "image_set": True, "num_outputs": 3})
+    assert caught.value.message == (
+        "input.prompt: 1,975 characters become 2,005 with the image set's shot 'close-up on the main "
+        "subject' added, 5 more than the model's limit of 2,000"
+    )
+    own_shots = {"prompt": words, "image_set": True, "set_prompts": ["dusk", "a" * 30, "dawn"]}
+    with pytest.raises(InvalidInput, match=r"2,007 with set_prompts\.1 added, 7 more") as caught:
+        spec.validate(JobKind.EDIT, own_shots)
+    assert caught.value.field == "input.prompt"
+
+
+def test_wan_takes_its_own_longer_limit_in_a_template():
+    wan = templated(WAN_IMAGE, "{prompt}, " + "w" * 98)
+    assert wan.validate(JobKind.EDIT, {"prompt": "p" * 4900}).prompt == "p" * 4900  # 5,000 once rendered
+    with pytest.raises(
+        InvalidInput, match=r"5,001 in model wan-2\.7-image's prompt template, 1 more .* 5,000"
+    ):
+        wan.validate(JobKind.EDIT, {"prompt": "p" * 4901})
+
+
+def test_prompt_excess_of_other_words_is_what_the_runner_asks_of_a_rewrite():
+    poster = templated(TEXT_TO_IMAGE, "{prompt}, travel poster")  # adds 15 characters
+    validated = poster.validate(JobKind.EDIT, {"prompt": "a lighthouse"})
+    assert prompt_excess(poster, validated) is None
+    assert prompt_excess(poster, validated, "r" * 1985) is None
+    excess = prompt_excess(poster, validated, "r" * 1986)
+    assert excess is not None
+    assert (excess.words, excess.length, excess.limit, excess.excess) == (1986, 2001, 2000, 1)
+
+
+def test_each_set_prompt_is_limited_on_its_own():
+    with pytest.raises(InvalidInput) as caught:
+        MODELS[TEXT_TO_IMAGE].validate(
+            JobKind.EDIT, {"prompt": "a", "image_set": True, "set_prompts": ["dusk", "s" * 2001]}
+        )
+    assert caught.value.field == "input.set_prompts.1"
+    assert "2000" in caught.value.message
+
+
+def test_set_prompts_and_a_num_outputs_that_disagrees_is_refused_naming_num_outputs():
+    data = {"prompt": "a lighthouse", "image_set": True, "set_prompts": ["dusk", "dawn"]}
+    with pytest.raises(
+        InvalidInput, match=r"set_prompts makes one image each \(2\), but num_outputs is 3"
+    ) as caught:
+        MODELS[TEXT_TO_IMAGE].validate(JobKind.EDIT, {**data, "num_outputs": 3})
+    assert caught.value.field == "input.num_outputs"
+    assert len(MODELS[TEXT_TO_IMAGE].validate(JobKind.EDIT, {**data, "num_outputs": 2}).set_shots()) == 2
+    assert len(MODELS[TEXT_TO_IMAGE].validate(JobKind.EDIT, data).set_shots()) == 2

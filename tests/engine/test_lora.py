@@ -18,7 +18,7 @@ import torch
 from reangle.core.camera import CameraPose
 from reangle.core.edit import ANGLES, EditRequest
 from reangle.engine.base import plan_for
-from reangle.engine.lora import load_lora, read_lora_file
+from reangle.engine.lora import load_lora, read_lora_file, resolve_lora_file
 from reangle.engine.qwen import QwenConfig, QwenEngine
 from reangle.errors import LoraLoadError
 from tests.engine.tiny_support import IMAGES, SIZE
@@ -307,7 +307,8 @@ def test_a_file_reangle_cannot_read_is_one_line_naming_it_and_why(
     with pytest.raises(LoraLoadError) as caught:
         read_lora_file(path)
     message = caught.value.message
-    assert str(path) in message
+    assert path.name in message
+    assert str(tmp_path) not in message  # the folder is the server's: users may see this error in a job
     assert reason in message
     assert "\n" not in message
 
@@ -315,8 +316,17 @@ def test_a_file_reangle_cannot_read_is_one_line_naming_it_and_why(
 def test_a_file_that_is_not_safetensors_is_named(tmp_path: Path) -> None:
     path = tmp_path / "notes.safetensors"
     path.write_text("not a tensor file")
-    with pytest.raises(LoraLoadError, match=r"notes\.safetensors is not a readable safetensors LoRA file"):
+    with pytest.raises(
+        LoraLoadError, match=r"notes\.safetensors is not a readable safetensors LoRA file"
+    ) as caught:
         read_lora_file(path)
+    assert str(tmp_path) not in caught.value.message
+
+
+def test_a_missing_local_lora_is_named_without_its_folder(tmp_path: Path) -> None:
+    with pytest.raises(LoraLoadError, match=r"not found: gone\.safetensors") as caught:
+        resolve_lora_file(str(tmp_path / "gone.safetensors"), offline=True)
+    assert str(tmp_path) not in caught.value.message
 
 
 # Order of failure -----------------------------------------------------------------------------------------

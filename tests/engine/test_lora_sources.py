@@ -497,8 +497,109 @@ def test_a_registered_id_names_a_file_or_a_url(
     ) as caught:
         asyncio.run(lora_sources.resolve(ref("nope"), layers))
     assert caught.value.field == "loras.1.id"
-    with pytest.raises(LoraLoadError, match="registered LoRA 'broken'"):
+    missing = r"loras\.1\.id: the LoRA id 'broken' is missing on this server"
+    with pytest.raises(LoraLoadError, match=missing) as gone:
         asyncio.run(lora_sources.resolve(ref("broken"), layers))
+    assert str(tmp_path) not in gone.value.message  # the registered path is the operator's: logged only
+
+
+SIGNED = "?X-Amz-Signature=s3cr3t"
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "said"),
+    [
+        ("404", InvalidInput, "could not be fetched (unreachable)"),
+        ("503", Unavailable, "could not be fetched for now (unreachable)"),
+        ("too large", TooLarge, "is larger than this server's limit for a LoRA file"),
+        ("not a lora", InvalidInput, "is not a LoRA file reangle can load"),
+    ],
+)
+@pytest.mark.parametrize("declared", ["registered id", "catalog url"])
+def test_a_private_lora_that_fails_is_named_by_its_id_or_label_and_its_url_only_logged(
+    tmp_path: Path,
+    server: _Server,
+    clock: Clock,
+    layers: Any,
+    shapes: Any,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    error: type[Exception],
+    said: str,
+    declared: str,
+) -> None:
+    body = lora_bytes(shapes, seed=7)
+    answers = {
+        "404": (404, b"no"),
+        "503": (503, b"later"),
+        "too large": (200, body),
+        "not a lora": (200, b"<html>"),
+    }
+    status, sent = answers[case]
+    url = server.serve(f"/private/house.safetensors{SIGNED}", sent, status=status)
+    policy = fits(len(body) - 1) if case == "too large" else LOCAL
+    lora_sources = sources(tmp_path, clock, fetch=policy, registered={"house": url})
+    if declared == "registered id":
+        ref, shown = LoraRef(kind="id", value="house", field="input.loras.0.id"), "the LoRA id 'house'"
+    else:
+        ref = LoraRef(kind="url", value=url, field="catalog.shop.loras.0.url", label="House style")
+        shown = "the model's LoRA 'House style'"
+
+    with pytest.raises(error) as caught:
+        asyncio.run(lora_sources.resolve(ref, layers))
+
+    message = caught.value.message  # type: ignore[attr-defined]
+    assert shown in message
+    assert said in message
+    for secret in ("/private/", "s3cr3t", "127.0.0.1"):
+        assert secret not in message
+    assert url in caplog.text  # the operator finds the cause in the log
+    if isinstance(caught.value, InvalidInput):
+        assert caught.value.field == ref.field
+
+
+def test_a_catalog_path_outside_the_folder_is_missing_without_its_path(
+    tmp_path: Path, clock: Clock, layers: Any
+) -> None:
+    lora_sources = sources(tmp_path, clock)
+    ref = LoraRef(
+        kind="path", value="../secret/house.safetensors", field="catalog.shop.loras.0.path", label="x"
+    )
+    with pytest.raises(LoraLoadError) as caught:
+        asyncio.run(lora_sources.resolve(ref, layers))
+    assert caught.value.message == "catalog.shop.loras.0.path: the model's LoRA 'x' is missing on this server"
+
+
+def test_a_request_url_that_is_not_a_lora_is_named_without_its_query(
+    tmp_path: Path, server: _Server, clock: Clock, layers: Any
+) -> None:
+    url = server.serve(f"/mine.safetensors{SIGNED}", b"<html>not a LoRA</html>")
+    with pytest.raises(InvalidInput) as caught:
+        asyncio.run(sources(tmp_path, clock).resolve(url_ref(url), layers))
+    assert server.url("/mine.safetensors") in caught.value.message
+    assert "s3cr3t" not in caught.value.message
+
+
+def test_a_download_every_waiting_job_left_stops_and_a_later_job_fetches_again(
+    tmp_path: Path, server: _Server, clock: Clock, layers: Any, shapes: Any
+) -> None:
+    server.serve("/style.safetensors", lora_bytes(shapes, seed=8))
+    url = server.url("/gate/style.safetensors")
+    lora_sources = sources(tmp_path, clock)
+
+    async def jobs() -> Path:
+        canceled = asyncio.create_task(lora_sources.resolve(url_ref(url), layers))
+        await _until(lambda: len(server.seen) == 1)
+        canceled.cancel()
+        await asyncio.gather(canceled, return_exceptions=True)
+        later = asyncio.create_task(lora_sources.resolve(url_ref(url), layers))
+        await _until(
+            lambda: len(server.seen) == 2
+        )  # not joined to the abandoned download: a request of its own
+        server.release.set()
+        return (await later).path
+
+    assert asyncio.run(jobs()).read_bytes() == lora_bytes(shapes, seed=8)
 
 
 # The header check -----------------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ def test_an_error_inside_generate_keeps_the_prompt(tiny: tuple[Any, Any]) -> Non
     result = rewrite_prompt(built, PROMPT, [IMAGE])
 
     assert (result.rewritten, result.reason, result.prompt) == (False, "error", PROMPT)
-    assert result.detail == "RuntimeError: CUDA out of memory (simulated)"
+    assert result.detail == "rewriter failed: RuntimeError"  # its text only in the server log
 
 
 class FakeClock:
@@ -431,8 +431,8 @@ def test_lazy_rewriter_that_cannot_build_falls_back_without_trying_again() -> No
     first, second = (rewrite_prompt(lazy, PROMPT, [IMAGE]) for _ in range(2))
 
     assert (first.reason, first.prompt) == ("error", PROMPT)
-    assert first.detail is not None
-    assert "no such folder" in first.detail
+    assert first.detail == "the rewriter is unavailable: EngineError"
+    assert "no such folder" not in first.detail  # the load error may name server folders: logged only
     assert second == first
     assert builds == [1]
     with pytest.raises(EngineError):

@@ -51,6 +51,15 @@ class FakeRecordingRewriter:
         return Rewrite(original=instruction, prompt=f"{instruction} in detail", rewritten=True, seconds=0.01)
 
 
+class FakeFailingRewriter:
+    """A rewriter of another make that raises, its message holding a server path."""
+
+    def rewrite(
+        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+    ) -> Rewrite:
+        raise RuntimeError("cannot read /srv/models/secret-rewriter/config.json")
+
+
 @pytest.fixture
 def service(tmp_path: Path, store: SqliteStore) -> JobService:
     from reangle.core.assets import AssetService
@@ -192,6 +201,34 @@ def test_a_models_template_wraps_the_rewritten_words_and_its_lora_comes_first(
     asyncio.run(scenario())
 
 
+def test_a_rewrite_that_the_template_would_take_past_the_limit_falls_back_to_the_words(
+    service: JobService, loras: LoraSources, operator_catalog: None
+) -> None:
+    preparer = JobPreparer(
+        service, rewriter=FakeRecordingRewriter(), loras=loras, layers=lambda _t2i: qwen_image_layer_names()
+    )
+    words = "w" * 1975  # 1,997 characters in the template; the rewrite's 1,985 would become 2,007
+
+    async def scenario() -> None:
+        job = await submit(service, "product-shot", prompt=words, rewrite_prompt=True)
+        async with preparer.prepared(job) as prepared:
+            (request,) = prepared.requests
+            assert request.prompt == f"{words}, studio product photo"
+            rewrite = prepared.rewrite
+            assert rewrite is not None
+            assert (rewrite.rewritten, rewrite.reason, rewrite.prompt) == (False, "overlong", words)
+            assert rewrite.detail == (
+                "the rewritten prompt's 1,985 characters become 2,007 in model product-shot's prompt "
+                "template, 7 more than the model's limit of 2,000"
+            )
+            assert rewrite.seconds == 0.01  # the rewriter's time was spent all the same
+        with pytest.raises(InvalidInput, match=r"input\.prompt: 1,979 characters become 2,001") as caught:
+            await submit(service, "product-shot", prompt="w" * 1979)
+        assert caught.value.field == "input.prompt"
+
+    asyncio.run(scenario())
+
+
 def test_a_request_lora_outside_the_folder_or_unknown_is_refused_naming_its_field(
     service: JobService, loras: LoraSources
 ) -> None:
@@ -271,5 +308,21 @@ def test_a_lora_host_that_does_not_answer_fails_its_job_and_the_queue_goes_on(
         assert failed.error.code == "source_unavailable"
         assert "style.safetensors" in failed.error.message
         assert failed.attempt == 1  # failed at once, not handed back again and again
+
+    asyncio.run(scenario())
+
+
+def test_a_rewriter_that_raises_keeps_the_words_and_records_only_the_kind_of_error(
+    service: JobService,
+) -> None:
+    async def scenario() -> None:
+        job = await submit(service, INSTRUCTION_EDIT, prompt="add snow", rewrite_prompt=True)
+        async with JobPreparer(service, rewriter=FakeFailingRewriter()).prepared(job) as prepared:
+            assert [request.prompt for request in prepared.requests] == ["add snow"]
+            assert prepared.rewrite is not None
+            assert (prepared.rewrite.reason, prepared.rewrite.detail) == (
+                "error",
+                "rewriter failed: RuntimeError",
+            )
 
     asyncio.run(scenario())

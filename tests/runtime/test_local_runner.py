@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +27,21 @@ from reangle.core.models import CAMERA_EDIT
 from reangle.core.ports import AssetRecord
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.engine.base import EditResult, StepCallback, StopCheck
-from reangle.engine.fake import FakeEngine
+from reangle.engine.fake import FakeEngine, qwen_image_layer_names
+from reangle.engine.lora import load_lora, read_lora_file
+from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
+from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import Unavailable
 from reangle.runtime import local
+from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
 from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
+from reangle.store.url_fetch import FetchPolicy
 from tests.conftest import image_bytes, make_image
+from tests.engine.lora_support import lora_bytes, write_lora
 
 OWNER = "owner-1"
 WAIT_S = 20.0  # only reached when a test is about to fail
@@ -119,6 +127,7 @@ class Rig:
     service: JobService
     engine: FakeRecordingEngine
     image_id: str
+    preparer: JobPreparer | None = None
 
     async def submit(self, seed: int, **fields: Any) -> Job:
         data = {"images": [self.image_id], "width": 32, "height": 32, "seed": seed} | fields
@@ -137,7 +146,8 @@ class Rig:
 
     @asynccontextmanager
     async def runner(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(LocalRunner(self.service, self.engine).run_forever(retry_s=0.01))
+        runner = LocalRunner(self.service, self.engine, preparer=self.preparer)
+        task = asyncio.create_task(runner.run_forever(retry_s=0.01))
         try:
             yield
         finally:
@@ -433,5 +443,165 @@ def test_an_orbit_is_one_engine_call_with_every_pose(tmp_path: Path, store: Sqli
         assert len(set(prompts)) == 4
         views = [output for output in done.outputs if output.role == "view"]
         assert [output.pose["azimuth_deg"] for output in views if output.pose] == [0, 90, 180, 270]
+
+    run(scenario())
+
+
+# Preparation: LoRA downloads and prompt rewrites ----------------------------------------------------------
+
+LORA_SHAPES = {"transformer_blocks.0.attn.to_q": (16, 16)}
+#: A cancel must end a job being prepared within this (the runner looks every STOP_CHECK_S).
+CANCEL_S = 2.0
+
+
+class _SlowLoraHandler(BaseHTTPRequestHandler):
+    """Answers a LoRA only once the test opens its gate: a download that takes as long as the test wants."""
+
+    server: SlowLoraServer
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.asked.set()
+        self.server.gate.wait(WAIT_S)
+        body = lora_bytes(LORA_SHAPES, seed=1)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class SlowLoraServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _SlowLoraHandler)
+        self.asked = threading.Event()
+        self.gate = threading.Event()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/style.safetensors"
+
+
+@pytest.fixture
+def slow_lora_server() -> Iterator[SlowLoraServer]:
+    server = SlowLoraServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.gate.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def lora_preparer(rig: Rig, tmp_path: Path, **config: Any) -> JobPreparer:
+    policy = FetchPolicy(allow_private=True, timeout_s=WAIT_S, max_bytes=1 << 20)
+    sources = LoraSources(LoraSourcesConfig(cache_dir=tmp_path / "lora-cache", fetch=policy, **config))
+    return JobPreparer(rig.service, loras=sources, layers=lambda _t2i: qwen_image_layer_names())
+
+
+async def canceled_quickly(rig: Rig, job: Job) -> float:
+    """Cancel `job` and return how long it took to end canceled."""
+    started = time.monotonic()
+    rig.service.cancel(OWNER, job.id)
+    done = await ended(rig, job)
+    assert done.status == JobStatus.CANCELED, done.error
+    return time.monotonic() - started
+
+
+def test_a_cancel_while_the_lora_downloads_ends_the_job_at_once_and_the_next_runs(
+    tmp_path: Path, store: SqliteStore, slow_lora_server: SlowLoraServer
+) -> None:
+    rig = rig_on(tmp_path, store, FakeRecordingEngine())
+    rig.preparer = lora_preparer(rig, tmp_path)
+
+    async def scenario() -> None:
+        downloading = await rig.submit(seed=1, loras=[{"url": slow_lora_server.url()}])
+        following = await rig.submit(seed=2)
+        async with rig.runner():
+            assert await happens(slow_lora_server.asked)
+            assert await canceled_quickly(rig, downloading) < CANCEL_S  # the download would take WAIT_S
+            assert (await ended(rig, following)).status == JobStatus.SUCCEEDED
+            assert not slow_lora_server.gate.is_set()  # all while the download was still held up
+        assert 1 not in rig.engine.started  # the canceled job never reached the engine
+
+    run(scenario())
+
+
+class FakeBlockedRewriter:
+    """A rewriter that holds every rewrite until its gate opens."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.gate = threading.Event()
+
+    def rewrite(
+        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+    ) -> Rewrite:
+        self.started.set()
+        assert self.gate.wait(WAIT_S), "the rewrite was never let through"
+        return Rewrite(original=instruction, prompt=instruction, rewritten=True)
+
+
+def test_a_cancel_while_the_prompt_is_rewritten_ends_the_job_at_once(rig: Rig) -> None:
+    rewriter = FakeBlockedRewriter()
+    rig.preparer = JobPreparer(rig.service, rewriter=rewriter)
+
+    async def scenario() -> None:
+        rewriting = await rig.submit(seed=1, prompt="add snow", rewrite_prompt=True)
+        following = await rig.submit(seed=2)
+        try:
+            async with rig.runner():
+                assert await happens(rewriter.started)
+                assert await canceled_quickly(rig, rewriting) < CANCEL_S
+                assert (await ended(rig, following)).status == JobStatus.SUCCEEDED
+        finally:
+            rewriter.gate.set()  # the abandoned rewrite's thread ends before the loop closes
+
+    run(scenario())
+
+
+class FakeLoraLoadingEngine(FakeRecordingEngine):
+    """Loads each request LoRA with reangle's real loader into a transformer that has no layers at all."""
+
+    def edit(
+        self,
+        images: Sequence[Image.Image],
+        plan: EditPlan,
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> EditResult:
+        import torch
+
+        class EmptyPipe:
+            transformer = torch.nn.Module()
+
+        for lora in plan.loras:
+            if lora.path is not None:
+                load_lora(EmptyPipe(), lora.adapter, read_lora_file(lora.path))
+        return super().edit(images, plan, on_step=on_step, should_stop=should_stop)
+
+
+def test_an_engine_lora_error_names_a_registered_lora_by_its_id_not_its_file(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    operator_file = write_lora(tmp_path / "operator-secrets" / "client-x.safetensors", LORA_SHAPES, seed=3)
+    rig = rig_on(tmp_path, store, FakeLoraLoadingEngine())
+    rig.preparer = lora_preparer(rig, tmp_path, registered={"house": str(operator_file)})
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1, loras=[{"id": "house"}])
+        async with rig.runner():
+            done = await ended(rig, job)
+        assert done.status == JobStatus.FAILED
+        assert done.error is not None
+        assert "the LoRA id 'house' matched no weights" in done.error.message
+        assert "operator-secrets" not in done.error.message
+        assert "client-x" not in done.error.message
 
     run(scenario())

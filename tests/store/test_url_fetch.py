@@ -26,7 +26,7 @@ import pytest
 
 from reangle.errors import InvalidInput, TooLarge
 from reangle.store import url_fetch
-from reangle.store.url_fetch import FetchPolicy, IPAddress, address_class, fetch_url
+from reangle.store.url_fetch import FetchPolicy, IPAddress, address_class, checked_addresses, fetch_url
 from tests.conftest import image_bytes, make_image
 
 IMAGE = image_bytes(make_image(), "PNG")
@@ -451,6 +451,49 @@ def test_a_malformed_url_is_invalid_input(url: str, problem: str) -> None:
     resolver = FakeResolver({"images.example": ["127.0.0.1"]})
     assert refused(url, resolver=resolver).message.startswith(f"url {problem}")
     assert resolver.asked == []
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://xn--a.example/x.png", "has an invalid international host name 'xn--a.example'"),
+        ("http://cdn.XN--A.example/x.png", "has an invalid international host name 'cdn.xn--a.example'"),
+        (f"http://{'a' * 64}.example/x.png", "has a host name part of 64 characters"),
+        (f"http://{'abcdefg.' * 32}example/x.png", "has a host name of 263 characters; at most 253"),
+    ],
+    ids=["bad-punycode", "bad-punycode-label", "label-over-63", "name-over-253"],
+)
+def test_a_host_name_dns_cannot_carry_is_invalid_input_before_any_lookup(url: str, problem: str) -> None:
+    resolver = FakeResolver({})
+    assert refused(url, resolver=resolver).message.startswith(f"url {problem}")
+    checked = asyncio.run(
+        _refused_check(url, FetchPolicy(timeout_s=1.0), resolver=resolver, field="webhook_url")
+    )
+    assert checked.message.startswith(f"webhook_url {problem}")
+    assert resolver.asked == []
+
+
+def test_the_longest_host_names_dns_carries_are_fetched(server: _Server) -> None:
+    host = f"{'a' * 63}.{'b' * 57}.example"
+    resolver = FakeResolver({host: ["127.0.0.1"], "xn--bcher-kva.example": ["127.0.0.1"]})
+    assert fetch(server.url("/image", host=host), resolver=resolver) == IMAGE
+    assert fetch(server.url("/image", host="xn--bcher-kva.example"), resolver=resolver) == IMAGE
+
+
+@pytest.mark.parametrize(
+    "url", ["http://images.example/a\x00.png", "http://images\x00.example/a.png", "\x00"], ids=repr
+)
+def test_a_url_with_a_nul_character_is_refused_naming_the_field(url: str) -> None:
+    resolver = FakeResolver({"images.example": ["127.0.0.1"]})
+    error = refused(url, resolver=resolver, field="input.loras.0.url")
+    assert error.message == "input.loras.0.url: must not contain a NUL character"
+    assert resolver.asked == []
+
+
+async def _refused_check(url: str, policy: FetchPolicy, **options: Any) -> InvalidInput:
+    with pytest.raises(InvalidInput) as caught:
+        await checked_addresses(url, policy, **options)
+    return caught.value
 
 
 def test_a_name_that_does_not_resolve(server: _Server) -> None:

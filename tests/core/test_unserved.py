@@ -1,0 +1,96 @@
+"""Queued jobs of a model the server no longer serves are failed at the embedded server's start, saying which
+model; the jobs of the models it serves stay queued. A real JobService on a temporary SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reangle.catalog import load_catalog
+from reangle.core.assets import AssetService
+from reangle.core.jobs import Job, JobStatus
+from reangle.core.models import INSTRUCTION_EDIT, MODELS, TASK_INPUTS, install_catalog
+from reangle.core.service import JobService, ServiceLimits, SubmitRequest
+from reangle.runtime.local_bus import LocalEventBus
+from reangle.store.files import FileBlobStore
+from reangle.store.sqlite import SqliteStore
+from tests.conftest import image_bytes, make_image
+
+OWNER = "owner-1"
+RETIRED = "retired-style"
+
+
+@pytest.fixture
+def service(tmp_path: Path, store: SqliteStore) -> JobService:
+    assets = AssetService(
+        store,
+        FileBlobStore(tmp_path / "assets"),
+        max_bytes=1 << 20,
+        max_pixels=1 << 20,
+        upload_ttl_s=600,
+        result_ttl_s=600,
+    )
+
+    async def no_fetch(url: str, field: str) -> bytes:
+        raise AssertionError("no URL is fetched here")
+
+    return JobService(store, assets, no_fetch, ServiceLimits(), events=LocalEventBus())
+
+
+@pytest.fixture
+def catalog_with_retired(tmp_path: Path) -> Iterator[None]:
+    """The shipped models and an operator's model that the next start will no longer serve."""
+    path = tmp_path / "models.toml"
+    path.write_text(
+        f"""
+[[model]]
+id = "{RETIRED}"
+description = "a style the operator will retire"
+task = "instruction_edit"
+engine = "qwen-edit"
+base = "Qwen/Qwen-Image-Edit-2511"
+prompt_template = "{{prompt}}, in the old style"
+"""
+    )
+    install_catalog(load_catalog(path, inputs=TASK_INPUTS), {})
+    yield
+    install_catalog(load_catalog(inputs=TASK_INPUTS), {})
+
+
+def submit(service: JobService, model: str) -> Job:
+    image = service.assets.ingest(OWNER, image_bytes(make_image(40, 24), "PNG"))
+    data = {"images": [image.id], "prompt": "add snow"}
+    return asyncio.run(service.submit(OWNER, SubmitRequest(model=model, input=data)))
+
+
+def test_queued_jobs_of_a_model_no_longer_served_fail_naming_it(
+    service: JobService, catalog_with_retired: None
+) -> None:
+    retired = [submit(service, RETIRED) for _ in range(2)]
+    kept = submit(service, INSTRUCTION_EDIT)
+    install_catalog(load_catalog(inputs=TASK_INPUTS), {})  # the next start: the operator's entry is gone
+    assert RETIRED not in MODELS
+
+    failed = service.fail_unserved(MODELS)
+
+    assert sorted(job.id for job in failed) == sorted(job.id for job in retired)
+    for job in retired:
+        stored = service.get(OWNER, job.id)
+        assert stored.status == JobStatus.FAILED
+        assert stored.error is not None
+        assert stored.error.code == "model_unavailable"
+        assert f"model {RETIRED} is no longer served" in stored.error.message
+        assert stored.outputs == ()
+    assert service.get(OWNER, kept.id).status == JobStatus.QUEUED
+    assert service.fail_unserved(MODELS) == []  # nothing left to fail
+
+
+def test_nothing_fails_while_every_queued_model_is_served(
+    service: JobService, catalog_with_retired: None
+) -> None:
+    job = submit(service, RETIRED)
+    assert service.fail_unserved(MODELS) == []
+    assert service.get(OWNER, job.id).status == JobStatus.QUEUED
