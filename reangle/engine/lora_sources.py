@@ -392,11 +392,17 @@ def _file_sha256(path: Path) -> str:
 
 
 def _for_field(exc: ReangleError, where: str) -> ReangleError:
-    """The shared download's error for one of its waiters, naming that waiter's field."""
-    if isinstance(exc, InvalidInput) and exc.field != where:
-        exc = copy.copy(exc)
-        exc.field = where
-    return exc
+    """The shared download's error for one of its waiters, naming that waiter's field, first in its message
+    too (the fetcher's own messages are about the URL only)."""
+    if not isinstance(exc, InvalidInput):
+        return exc
+    message = exc.message
+    if exc.field and message.startswith(f"{exc.field}: "):
+        message = message.removeprefix(f"{exc.field}: ")
+    named = copy.copy(exc)
+    named.field, named.message = where, f"{where}: {message}"
+    named.args = (named.message,)
+    return named
 
 
 class _NotLoraFile(InvalidInput):

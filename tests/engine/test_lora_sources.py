@@ -195,6 +195,7 @@ def test_without_allow_private_a_loopback_url_is_refused_before_any_request(
     with pytest.raises(InvalidInput, match="loopback") as caught:
         asyncio.run(lora_sources.resolve(url_ref(url, index=2), layers))
     assert caught.value.field == "loras.2.url"
+    assert caught.value.message.startswith("loras.2.url: refusing to fetch http://127.0.0.1:")
     assert server.seen == []
 
 
