@@ -1,5 +1,7 @@
 """Each process running jobs says, every few seconds, that it is alive, what it runs and which job it holds;
-/healthz and /metrics read it back from the store."""
+/healthz and /metrics read it back from the store, and scale-out workers leave a job a live heartbeat names
+to its worker. On each beat a scale-out worker also reads whether a cancel was requested for its job in hand:
+a cancel reaches the job even when its NOTIFY was lost."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Collection
 
+from reangle.core.jobs import JobStatus
 from reangle.core.ports import JobStore, WorkerStatus
 from reangle.engine.base import Engine
 
@@ -34,10 +37,14 @@ class Heartbeat:
         models: Collection[str],
         job_in_hand: Callable[[], str | None],
         *,
+        stop_job: Callable[[str], None] | None = None,
         name: str | None = None,
         interval_s: float = HEARTBEAT_S,
     ) -> None:
+        """`stop_job(job_id)`, when given, is called on each beat that finds a cancel requested for the job in
+        hand (it sets the job's stop flag)."""
         self.store, self.engine, self.job_in_hand = store, engine, job_in_hand
+        self.stop_job = stop_job
         self.models = tuple(sorted(models))
         self.name = name or process_name()
         self.interval_s = interval_s
@@ -59,11 +66,29 @@ class Heartbeat:
         """Until cancelled; then the worker's row is removed (a killed worker's row just ages out)."""
         try:
             while True:
-                try:
-                    await asyncio.to_thread(self.store.record_worker, self.status())
-                except Exception as exc:  # the database away for a while: keep beating
-                    log.warning("heartbeat of %s not recorded: %s", self.name, exc)
+                await self.beat()
                 await asyncio.sleep(self.interval_s)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.forget_worker, self.name)
+
+    async def beat(self) -> None:
+        """Record this worker's status; then, with `stop_job`, stop the job in hand if a cancel of it was
+        requested."""
+        status = self.status()
+        try:
+            await asyncio.to_thread(self.store.record_worker, status)
+        except Exception as exc:  # the database away for a while: keep beating
+            log.warning("heartbeat of %s not recorded: %s", self.name, exc)
+            return
+        if self.stop_job is not None and status.job_id is not None:
+            await self._stop_if_canceled(status.job_id, self.stop_job)
+
+    async def _stop_if_canceled(self, job_id: str, stop_job: Callable[[str], None]) -> None:
+        try:
+            job = await asyncio.to_thread(self.store.get_job, job_id)
+        except Exception as exc:
+            log.warning("heartbeat of %s could not read job %s: %s", self.name, job_id, exc)
+            return
+        if job is not None and job.status == JobStatus.PROCESSING and job.cancel_requested:
+            stop_job(job_id)

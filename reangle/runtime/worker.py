@@ -3,10 +3,12 @@
 The jobs table stays the system of record; a Procrastinate job only says "run reangle job X" and is deferred
 in the same transaction that queues the row (see `reangle.store.postgres`), on the queue of the job's model,
 so that a worker takes only the models its engine serves. A worker runs one job at a time (concurrency 1)
-and beats a heartbeat; every worker also watches for workers silent for `STALLED_S` and hands their jobs
-to another worker, where the claim makes them the next attempt, so nothing the silent worker still writes
-lands. The retention sweep is a periodic task too: once per period across the deployment. Each
-worker also runs a webhook sender beside its job (the outbox's leases keep two workers off one delivery).
+and beats two heartbeats, Procrastinate's and reangle's (the workers table, which names the job in hand).
+Every worker also watches for workers silent for `STALLED_S` and hands their jobs to another worker, where
+the claim makes them the next attempt, so nothing the silent worker still writes lands; a job that a live
+reangle heartbeat still names is left to its worker. The retention sweep is a periodic task too: once per
+period across the deployment. Each worker also runs a webhook sender beside its job (the outbox's leases keep
+two workers off one delivery).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection
+import time
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import procrastinate
@@ -29,7 +32,12 @@ from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.webhook_sender import WebhookSender
 from reangle.settings import Settings
-from reangle.store.pg_dispatch import RUN_JOB_TASK, defer_orphaned_jobs, job_queue
+from reangle.store.pg_dispatch import (
+    RUN_JOB_TASK,
+    defer_orphaned_jobs,
+    job_queue,
+    jobs_held_by_live_workers,
+)
 
 log = logging.getLogger("reangle.worker")
 
@@ -41,8 +49,8 @@ STALLED_CHECK_S = 1.0
 #: How often a worker looks for jobs that no Procrastinate job will run any more (see defer_orphaned_jobs).
 ORPHAN_CHECK_S = 10.0
 #: On SIGTERM a worker gives its job this long to end, then stops it and puts it back on the queue for
-#: another worker. Shorter than STALLED_S: Procrastinate stops the heartbeat while it drains, so a longer
-#: drain would look like a dead worker and have its job run twice.
+#: another worker (a job already storing its outputs is let complete). Procrastinate stops its heartbeat while
+#: it drains, but reangle's goes on naming the job in hand, which keeps the other workers off it.
 STOP_GRACE_S = 5.0
 RESTART_S = (0.5, 1.0, 2.0, 5.0)
 
@@ -82,15 +90,20 @@ class WorkerRuntime:
         self.models = sorted(models or MODELS)
         self.runner = runner or LocalRunner(service, engine)
         # unique per process: Procrastinate can leave jobs stuck when a restarted worker reuses a name
-        self.heartbeat = Heartbeat(service.store, engine, self.models, self._job_in_hand, name=name)
+        self.heartbeat = Heartbeat(
+            service.store, engine, self.models, self._job_in_hand, stop_job=self._stop_job, name=name
+        )
         self.name = self.heartbeat.name
         self._claimed: str | None = None
+        #: the Procrastinate task running the job in hand
+        self._job_task: asyncio.Task[Any] | None = None
         self.app = build_app(conninfo, sweep_cron(settings.sweep_interval_s))
 
     async def run(self) -> None:
         """Until cancelled, which gives the job in hand STOP_GRACE_S to end before it goes back to the queue.
-        When the database goes away, the worker stops and starts again once it is back (its job, if any, is
-        then re-run as a stalled one)."""
+        It returns only once that job has reached its end state (completed, or back on the queue), so the
+        caller may close the store then. When the database goes away, the worker stops and starts again once
+        it is back (its job, if any, is then re-run as a stalled one)."""
         async with asyncio.TaskGroup() as tasks:
             beside = [tasks.create_task(self.heartbeat.run(), name="heartbeat")]
             if self.webhooks is not None:
@@ -98,11 +111,34 @@ class WorkerRuntime:
             try:
                 await self._work_forever()
             finally:
+                await self._settle_job_in_hand()  # the heartbeat still names the job meanwhile
                 for task in beside:
                     task.cancel()
 
     def _job_in_hand(self) -> str | None:
         return self._claimed
+
+    def _stop_job(self, job_id: str) -> None:
+        """The heartbeat read a cancel of the job in hand: stop it, as the cancel's notice would have."""
+        if self._claimed != job_id:  # ended meanwhile
+            return
+        flag = self.service.events.stop_flag(job_id)
+        if not flag.is_set():
+            log.info("job %s: cancel requested (read by the heartbeat); stopping it", job_id)
+            flag.set()
+
+    async def _settle_job_in_hand(self) -> None:
+        """Wait until the job in hand has reached its end state. Procrastinate's graceful stop has normally
+        done so; a job task it left behind (its stop itself cancelled, by a second signal) is stopped here as
+        the graceful stop would have."""
+        job_task = self._job_task
+        if job_task is not None and not job_task.done():
+            log.warning("job %s still in hand after the worker stopped; stopping it", self._claimed)
+            job_task.cancel()
+            await _despite_cancels(lambda: asyncio.wait({job_task}))
+            if not job_task.cancelled():
+                job_task.exception()  # retrieved: Procrastinate could not record its end, its pool closed
+        await _despite_cancels(self.runner.wait_finishing)
 
     async def _work_forever(self) -> None:
         failures = 0
@@ -133,21 +169,41 @@ class WorkerRuntime:
         """Hand the jobs of silent workers to the queue again. Every worker checks, on its own timer rather
         than as a periodic task: a periodic task waits for a free worker, and with one worker left, busy,
         nobody would check. Two workers retrying one job is harmless: the second finds it not running."""
-        manager = self.app.job_manager
         while True:
             await asyncio.sleep(STALLED_CHECK_S)
             try:
-                for stalled in await manager.get_stalled_jobs(
-                    task_name=RUN_JOB_TASK, seconds_since_heartbeat=STALLED_S
-                ):
-                    log.warning(
-                        "%s: its worker stopped answering; handing it to another", stalled.task_kwargs
-                    )
-                    with contextlib.suppress(procrastinate.exceptions.ProcrastinateException):
-                        await manager.retry_job(stalled)
-                await manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_S)
+                await self.retry_stalled_jobs()
             except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
                 log.warning("could not check for stalled jobs: %s", exc)
+
+    async def retry_stalled_jobs(self) -> list[str]:
+        """One check (the app open): the jobs whose Procrastinate worker has been silent for STALLED_S go back
+        on the queue, unless a reangle heartbeat heard within STALLED_S names them (their worker is alive,
+        draining its job on SIGTERM, say). Returns the ids of the jobs handed back."""
+        manager = self.app.job_manager
+        stalled = list(
+            await manager.get_stalled_jobs(task_name=RUN_JOB_TASK, seconds_since_heartbeat=STALLED_S)
+        )
+        held = await self._held_by_live_workers({str(run.task_kwargs.get("job_id")) for run in stalled})
+        retried = []
+        for run in stalled:
+            job_id = str(run.task_kwargs.get("job_id"))
+            if job_id in held:
+                continue
+            log.warning("job %s: its worker stopped answering; handing it to another", job_id)
+            with contextlib.suppress(procrastinate.exceptions.ProcrastinateException):
+                await manager.retry_job(run)
+                retried.append(job_id)
+        await manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_S)
+        return retried
+
+    async def _held_by_live_workers(self, job_ids: set[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        connector = self.app.connector
+        assert isinstance(connector, procrastinate.PsycopgConnector)
+        async with connector.pool.connection() as connection:
+            return await jobs_held_by_live_workers(connection, job_ids, time.time() - STALLED_S)
 
     async def _defer_orphans_forever(self) -> None:
         connector = self.app.connector
@@ -180,13 +236,18 @@ class WorkerRuntime:
         if job is None:  # canceled while queued, already ended, or out of attempts
             return
         log.info("job %s: attempt %d on worker %s", job.id, job.attempt, self.name)
-        self._claimed = job.id
+        self._claimed, self._job_task = job.id, asyncio.current_task()
         try:
             # the outputs are stored before Procrastinate hears the job is done: a worker killed while
             # storing leaves a stalled job that another worker runs again
             await self.runner.run_to_end(job)
+        except asyncio.CancelledError:
+            # a stop: a render is stopped and its job put back on the queue, but outputs already being stored
+            # are stored and the job completed (the store must stay open until then)
+            await _despite_cancels(self.runner.wait_finishing)
+            raise
         finally:
-            self._claimed = None
+            self._claimed, self._job_task = None, None
 
     def sweep(self) -> None:
         jobs, files = self.service.sweep()
@@ -207,6 +268,17 @@ def build_app(conninfo: str, sweep_schedule: str) -> procrastinate.App:
         await asyncio.to_thread(_worker(context).sweep)
 
     return app
+
+
+async def _despite_cancels(wait: Callable[[], Awaitable[object]]) -> None:
+    """Await `wait()` to its end, awaiting it again after each cancel of the caller (what it waits for is
+    not cancelled by that). The caller is on its way out already: it raises its own CancelledError after."""
+    while True:
+        try:
+            await wait()
+            return
+        except asyncio.CancelledError:
+            continue
 
 
 def _worker(context: JobContext) -> WorkerRuntime:

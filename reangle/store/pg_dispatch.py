@@ -4,6 +4,7 @@ listen on those queues and run the task named here."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
@@ -55,3 +56,21 @@ async def defer_orphaned_jobs(connection: psycopg.AsyncConnection[Any]) -> list[
         if orphans:
             await cursor.execute(DEFER_RUNS + " WHERE id = ANY(%s)", (orphans,))
         return orphans
+
+
+#: The jobs among those given that a worker heard from since a time (reangle's own heartbeat, the workers
+#: table) names as its job in hand.
+HELD_JOBS = "SELECT DISTINCT job_id FROM workers WHERE job_id = ANY(%s) AND seen_at >= %s"
+
+
+async def jobs_held_by_live_workers(
+    connection: psycopg.AsyncConnection[Any], job_ids: Collection[str], seen_since: float
+) -> set[str]:
+    """Those of `job_ids` that a worker heard from at `seen_since` or later (its clock) still holds: its
+    Procrastinate heartbeat may have stopped (a worker draining its job on SIGTERM), but the job is in
+    hand."""
+    if not job_ids:
+        return set()
+    async with connection.cursor() as cursor:
+        await cursor.execute(HELD_JOBS, (list(job_ids), seen_since))
+        return {str(row[0]) for row in await cursor.fetchall()}

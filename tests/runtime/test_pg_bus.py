@@ -4,6 +4,9 @@ worker); they share only the database, as processes do."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -15,7 +18,8 @@ import pytest
 from reangle.core.jobs import Job, JobEvent, JobKind, JobStatus, StatusChange
 from reangle.core.ports import NewJob
 from reangle.core.read_cache import ReadCache
-from reangle.runtime.pg_bus import PgEventBus
+from reangle.runtime import pg_bus
+from reangle.runtime.pg_bus import NoticeOutbox, PgEventBus
 from reangle.store.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -171,3 +175,145 @@ def test_a_watching_cache_hears_other_processes_events_and_is_off_while_it_canno
             assert reads.get("job_2") is None  # kept from before the gap: dropped
 
     asyncio.run(scenario())
+
+
+def test_a_status_whose_notice_was_lost_reaches_the_subscribers_at_the_next_recheck_once(
+    pg_url: str, jobs: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_bus, "RECHECK_S", 0.1)
+
+    async def scenario() -> None:
+        async with running(PgEventBus(pg_url, jobs)) as api:
+            with api.subscribe("job_1") as events:
+                # changes no notice told of: the store is written directly, nothing is published
+                claimed = jobs.claim_next(T0 + 1)
+                assert claimed is not None
+                await asyncio.sleep(0.5)  # rechecks: the subscriber read the job itself when it subscribed
+                assert events.empty()  # (and awaits its end)
+                assert jobs.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2) is not None
+
+                ended = await next_event(events)
+                assert ended.kind == "status"
+                assert ended.job is not None
+                assert ended.job.status == JobStatus.SUCCEEDED
+                await asyncio.sleep(0.5)
+                assert events.empty()  # passed on once, not at every recheck
+
+    asyncio.run(scenario())
+
+
+def test_a_recheck_passes_on_a_change_later_than_the_status_last_heard(
+    pg_url: str, jobs: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_bus, "RECHECK_S", 0.1)
+
+    async def scenario() -> None:
+        async with running(PgEventBus(pg_url, jobs)) as api, running(PgEventBus(pg_url, jobs)) as worker:
+            with api.subscribe("job_1") as events:
+                claimed = jobs.claim_next(T0 + 1)
+                assert claimed is not None
+                worker.publish(JobEvent(job_id="job_1", kind="status", job=claimed))
+                heard = await next_event(events)
+                assert heard.job is not None
+                assert heard.job.status == JobStatus.PROCESSING
+                await asyncio.sleep(0.5)
+                assert events.empty()
+
+                assert jobs.release("job_1", 1, T0 + 2)  # back in the queue: its notice is lost
+                requeued = await next_event(events)
+                assert requeued.job is not None
+                assert requeued.job.status == JobStatus.QUEUED
+
+    asyncio.run(scenario())
+
+
+def test_the_listening_connection_has_tcp_keepalives(pg_url: str, jobs: SqliteStore) -> None:
+    async def scenario() -> None:
+        bus = PgEventBus(pg_url, jobs)
+        connection = await bus.open_listening_connection()
+        try:
+            with socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock:
+                options = {
+                    "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                    "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                    "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+                }
+        finally:
+            await connection.close()
+        assert options == {"keepalive": 1, "idle": 5, "interval": 2, "count": 3, "user_timeout_ms": 10_000}
+
+    asyncio.run(scenario())
+
+
+def test_keepalive_settings_of_the_database_url_win() -> None:
+    named = psycopg.conninfo.conninfo_to_dict(
+        pg_bus.with_connection_options("postgresql://u@db.example/reangle?keepalives_idle=30")
+    )
+    assert named["keepalives_idle"] == "30"
+    assert named["keepalives"] == "1"
+    assert named["tcp_user_timeout"] == "10000"
+
+
+def progress(job_id: str, value: float) -> str:
+    return json.dumps({"job_id": job_id, "kind": "progress", "progress": {"progress": value}})
+
+
+def status(job_id: str) -> str:
+    return json.dumps({"job_id": job_id, "kind": "status"})
+
+
+def drain(outbox: NoticeOutbox) -> list[str]:
+    outbox.close()
+    taken = []
+    while (payload := outbox.take()) is not None:
+        taken.append(payload)
+    return taken
+
+
+def test_the_outbox_keeps_the_latest_progress_of_each_job_and_sends_statuses_first() -> None:
+    outbox = NoticeOutbox()
+    for step in range(10_000):
+        for job_id in ("job_a", "job_b", "job_c"):
+            outbox.put(job_id, "progress", progress(job_id, step / 10_000))
+    assert len(outbox) == 3
+    outbox.put("job_b", "status", status("job_b"))
+    outbox.put("job_d", "stop", json.dumps({"job_id": "job_d", "kind": "stop"}))
+
+    assert drain(outbox) == [
+        progress("job_b", 0.9999),  # a job's progress goes just before its status: never after its end
+        status("job_b"),
+        json.dumps({"job_id": "job_d", "kind": "stop"}),
+        progress("job_a", 0.9999),
+        progress("job_c", 0.9999),
+    ]
+
+
+def test_the_outbox_holds_a_status_notice_once_while_it_waits() -> None:
+    outbox = NoticeOutbox()
+    for _ in range(1000):
+        outbox.put("job_a", "status", status("job_a"))
+    assert len(outbox) == 1
+    assert outbox.take() == status("job_a")
+    outbox.put("job_a", "status", status("job_a"))  # sent already: this one goes too
+    assert drain(outbox) == [status("job_a")]
+
+
+def test_the_outbox_drops_the_oldest_progress_beyond_its_bound() -> None:
+    outbox = NoticeOutbox(max_pending_progress=2)
+    for job_id in ("job_a", "job_b", "job_c"):
+        outbox.put(job_id, "progress", progress(job_id, 0.5))
+    assert outbox.dropped == 1
+    assert drain(outbox) == [progress("job_b", 0.5), progress("job_c", 0.5)]
+
+
+def test_a_burst_of_progress_without_a_database_stays_bounded(jobs: SqliteStore) -> None:
+    bus = PgEventBus("postgresql://nobody@127.0.0.1:9/none?connect_timeout=1", jobs)
+    try:
+        for step in range(20_000):
+            job_id = f"job_{step % 4}"
+            bus.publish(JobEvent(job_id=job_id, kind="progress", progress={"progress": step / 20_000}))
+        assert bus.pending_notices() <= 4
+    finally:
+        bus.close()

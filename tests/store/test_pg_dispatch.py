@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from reangle.core.jobs import JobStatus
-from reangle.core.ports import NewJob
-from reangle.store.pg_dispatch import ORPHAN_CHECK_LOCK, defer_orphaned_jobs
+from reangle.core.ports import NewJob, WorkerStatus
+from reangle.store.pg_dispatch import ORPHAN_CHECK_LOCK, defer_orphaned_jobs, jobs_held_by_live_workers
 from reangle.store.postgres import PostgresStore
 from tests.store.test_job_stores import T0, new_job
 
@@ -80,3 +80,33 @@ def test_one_worker_checks_at_a_time(store: PostgresStore, pg_url: str) -> None:
         other.execute("SELECT pg_advisory_xact_lock(%s)", (ORPHAN_CHECK_LOCK,))
         assert check(pg_url) == []
     assert check(pg_url) == ["job_1"]
+
+
+def held(url: str, job_ids: list[str], seen_since: float) -> set[str]:
+    async def once() -> set[str]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await jobs_held_by_live_workers(conn, job_ids, seen_since)
+
+    return asyncio.run(once())
+
+
+def test_a_job_is_held_while_a_worker_heard_from_lately_names_it(store: PostgresStore, pg_url: str) -> None:
+    for name, job_id, seen_at in [
+        ("alive", "job_1", T0 + 10),
+        ("silent", "job_2", T0),
+        ("idle", None, T0 + 10),
+    ]:
+        status = WorkerStatus(
+            name=name,
+            device="cpu",
+            engine="fake",
+            models=("m",),
+            started_at=T0,
+            seen_at=seen_at,
+            job_id=job_id,
+        )
+        store.record_worker(status)
+
+    assert held(pg_url, ["job_1", "job_2", "job_3"], seen_since=T0 + 5) == {"job_1"}
+    assert held(pg_url, ["job_1", "job_2"], seen_since=T0) == {"job_1", "job_2"}
+    assert held(pg_url, [], seen_since=T0) == set()

@@ -1,0 +1,246 @@
+"""A scale-out worker (WorkerRuntime) in this process, on real PostgreSQL with its Procrastinate queue: what
+it does when stopped with SIGTERM mid-job, how a cancel reaches its job without any NOTIFY, and which stalled
+jobs it hands to another worker.
+
+The worker runs the fake engine; its asset service is the runner tests' fake that holds output writes at a
+gate, so a test decides when a job's outputs are stored."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from reangle.cli.serve import _until_stopped
+from reangle.core.edit import SizeLimits
+from reangle.core.jobs import Job, JobStatus
+from reangle.core.models import CAMERA_EDIT
+from reangle.core.ports import WorkerStatus
+from reangle.core.service import JobService, ServiceLimits, SubmitRequest
+from reangle.runtime import worker
+from reangle.runtime.local import LocalRunner
+from reangle.runtime.pg_bus import PgEventBus
+from reangle.runtime.worker import WorkerRuntime
+from reangle.settings import Settings
+from reangle.store.postgres import PostgresStore
+from tests.conftest import image_bytes, make_image
+from tests.runtime.test_local_runner import FakeGatedAssets, FakeRecordingEngine
+
+OWNER = "owner-1"
+WAIT_S = 20.0  # only reached when a test is about to fail
+GRACE_S = 0.3
+
+
+@dataclass
+class Rig:
+    store: PostgresStore
+    assets: FakeGatedAssets
+    service: JobService
+    runtime: WorkerRuntime
+    image_id: str
+    url: str
+
+    async def submit(self, seed: int, **fields: Any) -> Job:
+        data = {"images": [self.image_id], "width": 32, "height": 32, "seed": seed} | fields
+        return await self.service.submit(OWNER, SubmitRequest(model=CAMERA_EDIT, input=data))
+
+    def job(self, job_id: str) -> Job:
+        return self.service.get(OWNER, job_id)
+
+    async def until_status(self, job_id: str, status: JobStatus) -> Job:
+        async with asyncio.timeout(WAIT_S):
+            while (job := self.job(job_id)).status != status:
+                await asyncio.sleep(0.02)
+        return job
+
+    def runs(self) -> dict[str, str]:
+        """Procrastinate status of each job's latest run."""
+        with psycopg.connect(self.url) as conn:
+            rows = conn.execute("SELECT args->>'job_id', status::text FROM procrastinate_jobs ORDER BY id")
+            return {str(job_id): str(status) for job_id, status in rows.fetchall()}
+
+
+def make_rig(url: str, tmp_path: Path, settings: Settings, step_seconds: float) -> Rig:
+    store = PostgresStore(url)
+    assets = FakeGatedAssets(store, tmp_path / "assets")  # type: ignore[arg-type]
+
+    async def fake_fetch_refused(url: str, field: str) -> bytes:
+        raise AssertionError("no URL is fetched here")
+
+    limits = ServiceLimits(sizes=SizeLimits(min_side=16))
+    # the bus is never started listening here: no NOTIFY reaches this process
+    service = JobService(store, assets, fake_fetch_refused, limits, events=PgEventBus(url, store))
+    engine = FakeRecordingEngine(step_seconds)
+    runtime = WorkerRuntime(
+        url, service, engine, settings, runner=LocalRunner(service, engine), models=[CAMERA_EDIT]
+    )
+    image = assets.ingest(OWNER, image_bytes(make_image(48, 48), "PNG"))
+    return Rig(store=store, assets=assets, service=service, runtime=runtime, image_id=image.id, url=url)
+
+
+@pytest.fixture
+def rig(pg_url: str, tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    monkeypatch.setattr(worker, "STOP_GRACE_S", GRACE_S)
+    made = make_rig(pg_url, tmp_path, settings, step_seconds=0.2)
+    try:
+        yield made
+    finally:
+        made.assets.open_gate()
+        made.service.events.close()
+        made.store.close()
+
+
+@asynccontextmanager
+async def working(rig: Rig) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(rig.runtime.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        rig.assets.open_gate()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def happens(condition: Any) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def run(scenario: Any) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(4 * WAIT_S):
+            await scenario
+
+    asyncio.run(bounded())
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_sigterm_while_a_job_stores_its_outputs_lets_it_complete_before_the_store_closes(
+    rig: Rig, caplog: pytest.LogCaptureFixture, signals: int
+) -> None:
+    caplog.set_level(logging.INFO, logger="procrastinate")
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1, num_inference_steps=2)
+        rig.assets.gated.add(job.id)
+        # the worker process's own loop: SIGTERM cancels it, then the event bus and the store are closed
+        process = asyncio.create_task(_until_stopped(rig.service, rig.runtime))
+        await asyncio.to_thread(rig.assets.storing.wait, WAIT_S)
+        assert rig.assets.storing.is_set(), "the job's outputs were never stored"
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        if signals == 1:
+            # Procrastinate's grace (GRACE_S) ends and it cancels the job's task, its outputs still held
+            await happens(lambda: "Aborting them" in caplog.text)
+        else:
+            # a second SIGTERM within the grace cuts Procrastinate's graceful stop short
+            await asyncio.sleep(GRACE_S / 3)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(GRACE_S)
+        await asyncio.sleep(0.5)
+        assert not process.done(), "the worker stopped (and closed the store) under the job's finish"
+        assert rig.assets.stored == []
+
+        rig.assets.open_gate()
+        async with asyncio.timeout(WAIT_S):
+            await process
+
+    run(scenario())
+    reopened = PostgresStore(rig.url)  # the worker closed its store
+    try:
+        [job] = reopened.list_jobs(OWNER, status=None, limit=10, before_seq=None)[0]
+    finally:
+        reopened.close()
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.attempt == 1
+    assert len(job.outputs) == 1
+    assert [change.status for change in job.history] == [
+        JobStatus.QUEUED,
+        JobStatus.PROCESSING,
+        JobStatus.SUCCEEDED,
+    ]
+
+
+def test_a_job_still_rendering_when_the_grace_ends_goes_back_to_the_queue_before_the_worker_returns(
+    rig: Rig,
+) -> None:
+    async def scenario() -> None:
+        job = await rig.submit(seed=1, num_inference_steps=100)  # 20 s of steps
+        async with working(rig) as task:
+            await rig.until_status(job.id, JobStatus.PROCESSING)
+            await happens(lambda: rig.job(job.id).progress > 0)
+            stopped = time.monotonic()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert time.monotonic() - stopped < GRACE_S + 5
+
+        back = rig.job(job.id)
+        assert back.status == JobStatus.QUEUED
+        assert back.attempt == 1  # handed back cleanly: no attempt spent
+        assert rig.runs()[job.id] == "todo"  # with a run for the next worker
+        assert rig.store.list_workers(0) == []  # the worker's heartbeat row is gone
+
+    run(scenario())
+
+
+def test_a_cancel_written_to_the_store_reaches_the_running_job_without_any_notice(rig: Rig) -> None:
+    async def scenario() -> None:
+        job = await rig.submit(seed=1, num_inference_steps=100)  # 20 s of steps
+        async with working(rig):
+            await happens(lambda: rig.job(job.id).progress > 0)
+            # as a replica whose NOTIFY is lost: only the stored flag tells the worker
+            flagged = rig.store.cancel(job.id, time.time())
+            assert flagged is not None
+            assert flagged.cancel_requested
+            asked = time.monotonic()
+            ended = await rig.until_status(job.id, JobStatus.CANCELED)
+            stopped_after = time.monotonic() - asked
+
+        assert stopped_after < 2 * worker.HEARTBEAT_S + 2, stopped_after
+        assert ended.outputs == ()
+        assert ended.progress < 1
+
+    run(scenario())
+
+
+def test_stalled_jobs_go_back_to_the_queue_unless_a_live_heartbeat_names_them(rig: Rig) -> None:
+    async def scenario() -> None:
+        held, abandoned, idle = [await rig.submit(seed=seed) for seed in (1, 2, 3)]
+        for job in (held, abandoned, idle):
+            assert rig.service.claim(job.id) is not None
+        with psycopg.connect(rig.url) as conn:  # runs in hand with no Procrastinate worker beating
+            conn.execute("UPDATE procrastinate_jobs SET status = 'doing'")
+        now = time.time()
+        for name, job_id, seen_at in [
+            ("draining", held.id, now),  # alive: its Procrastinate heartbeat stopped while it drains
+            ("killed", abandoned.id, now - 2 * worker.STALLED_S),  # silent
+        ]:
+            status = WorkerStatus(
+                name=name,
+                device="cpu",
+                engine="fake",
+                models=(CAMERA_EDIT,),
+                started_at=now - 60,
+                seen_at=seen_at,
+                job_id=job_id,
+            )
+            rig.store.record_worker(status)
+
+        async with rig.runtime.app.open_async():
+            retried = await rig.runtime.retry_stalled_jobs()
+
+        assert sorted(retried) == sorted([abandoned.id, idle.id])  # idle: no heartbeat names it at all
+        assert rig.runs() == {held.id: "doing", abandoned.id: "todo", idle.id: "todo"}
+
+    run(scenario())
