@@ -120,7 +120,9 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.cli.local_extras import local_extras, model_lora_refs, request_lora_refs, shown_extras
+    from reangle.core.models import rendered as rendered_prompt
     from reangle.engine.base import create_engine, plan_generation_for, random_seed
+    from reangle.runtime.job_prep import fitting
 
     if args.images:
         raise InvalidInput(
@@ -139,7 +141,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
             f"the {engine.info.name} engine runs no text-to-image model",
             hint="set REANGLE_TEXT_TO_IMAGE_MODEL to a Qwen-Image hub id or folder",
         )
-    rendered = validated.model_copy(update={"prompt": spec.entry.render_prompt(validated.prompt)})
+    rendered = validated.model_copy(update={"prompt": rendered_prompt(spec, validated)})
     # checked before anything loads; a dry run shows the seed as given (None: each run draws one)
     planned = [
         plan_generation_for(engine, replace(request, seed=validated.seed))
@@ -171,10 +173,11 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     )
     with extras as extra:
         words = validated.prompt
-        if extra.rewrite is not None:
-            print(rewrite_note(extra.rewrite.to_dict()), file=sys.stderr)
-            words = extra.rewrite.prompt
-        final = validated.model_copy(update={"prompt": spec.entry.render_prompt(words)})
+        rewrite = None if extra.rewrite is None else fitting(extra.rewrite, spec, validated)
+        if rewrite is not None:
+            print(rewrite_note(rewrite.to_dict()), file=sys.stderr)
+            words = rewrite.prompt
+        final = validated.model_copy(update={"prompt": rendered_prompt(spec, validated, words)})
         requests = [
             replace(request, extra_loras=extra.loras) for request in final.generate_requests(random_seed())
         ]
@@ -203,7 +206,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
         ]
         report: dict[str, Any] = {"engine": engine.info.name, "model": spec.id, "steps": plans[0].steps}
         report |= {"loras": plans[0].to_dict()["loras"]} if refs else {}
-        report |= {"rewrite": extra.rewrite.to_dict()} if extra.rewrite is not None else {}
+        report |= {"rewrite": rewrite.to_dict()} if rewrite is not None else {}
         timings = [result.timings for result in results]
         print(json.dumps(report | {"outputs": outputs, "timings": timings}))
     else:

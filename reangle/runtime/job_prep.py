@@ -29,6 +29,16 @@ EngineRequest = EditRequest | GenerateRequest
 LayersFor = Callable[[bool], ModelLayers]
 
 
+def fitting(rewrite: Rewrite, spec: ModelSpec, validated: AnyInput) -> Rewrite:
+    """`rewrite`, or the user's words (`overlong`) when the rewrite would pass the model's prompt limit once
+    rendered: the user's words, checked at submit, fit."""
+    excess = prompt_excess(spec, validated, rewrite.prompt) if rewrite.rewritten else None
+    if excess is None:
+        return rewrite
+    detail = f"the rewritten prompt's {excess.describe()}"
+    return kept(validated.prompt, "overlong", detail, seconds=rewrite.seconds)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PreparedJob:
     spec: ModelSpec
@@ -93,11 +103,7 @@ class JobPreparer:
         is not used (`overlong`): the user's words, checked at submit, fit."""
         if not validated.rewrite_prompt:
             return rendered(spec, validated), None
-        rewrite = await self.rewrite(validated.prompt, images, task)
-        excess = prompt_excess(spec, validated, rewrite.prompt) if rewrite.rewritten else None
-        if excess is not None:
-            detail = f"the rewritten prompt's {excess.describe()}"
-            rewrite = kept(validated.prompt, "overlong", detail, seconds=rewrite.seconds)
+        rewrite = fitting(await self.rewrite(validated.prompt, images, task), spec, validated)
         return rendered(spec, validated, rewrite.prompt), rewrite
 
     async def rewrite(self, words: str, images: list[Image.Image], task: RewriteTask) -> Rewrite:

@@ -463,6 +463,25 @@ def test_an_operators_text_to_image_model_runs_in_process_with_its_template_and_
     assert [lora["weight"] for lora in report["loras"]] == [1.0, 0.6]
 
 
+def test_a_rewrite_the_models_template_would_take_past_the_limit_is_dropped_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "models.toml").write_text(
+        "[[model]]\n"
+        'id = "ink-sketch"\nname = "Ink sketch"\ndescription = "ink sketches"\n'
+        'task = "text_to_image"\nengine = "qwen-image"\nbase = "Qwen/Qwen-Image-2512"\n'
+        'prompt_template = "{prompt}, ink sketch"\n'
+    )
+    monkeypatch.setenv("REANGLE_CATALOG_FILE", str(tmp_path / "models.toml"))
+    words = "w" * 1985  # 1,997 characters in the template: the fake rewriter's longer words would not fit
+    argv = ["generate", words, "--model", "ink-sketch", "--engine", "fake", "--size", "32x32", "--rewrite"]
+    assert main([*argv, "--json", "-o", str(tmp_path / "fox.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"][0]["prompt"] == f"{words}, ink sketch"
+    assert (report["rewrite"]["fallback_reason"], report["rewrite"]["rewritten"]) == ("overlong", False)
+    assert "more than the model's limit of 2,000" in report["rewrite"]["detail"]
+
+
 def test_no_set_and_no_rewrite_turn_off_a_local_models_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
