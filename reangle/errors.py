@@ -11,6 +11,8 @@ ReangleError
 
 from __future__ import annotations
 
+import copy
+
 
 class ReangleError(Exception):
     """Something went wrong in reangle."""
@@ -37,6 +39,17 @@ class InvalidInput(ReangleError):
     def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
         self.field = field
         super().__init__(message, hint=hint)
+
+    def about(self, field: str) -> InvalidInput:
+        """This error, of the same kind, about `field`: its message starts with that field's name, once."""
+        message = self.message
+        if self.field and message.startswith(self.field):
+            message = field + message.removeprefix(self.field)  # "x: ..." or "x has ..."
+        else:
+            message = f"{field}: {message}"
+        named = copy.copy(self)
+        named.field, named.message, named.args = field, message, (message,)
+        return named
 
 
 class InvalidImage(InvalidInput):

@@ -53,7 +53,7 @@ async def resolve_image(
         try:
             data = await fetch(ref, field)
         except InvalidInput as exc:  # the fetcher's messages are about the URL; say which field held it
-            raise type(exc)(f"{field}: {exc.message}", field=field, hint=exc.hint) from None
+            raise exc.about(field) from None
         return await assets.ingest_async(owner, data, field=field)
     return await assets.ingest_async(owner, decode_inline(ref, field=field), field=field)
 

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from reangle.errors import InvalidInput, TooLarge
+
+
+@pytest.mark.parametrize(
+    ("message", "field", "named"),
+    [
+        (
+            "refusing to fetch http://h/x: h is a loopback address",
+            "url",
+            "input.loras.1.url: refusing to fetch",
+        ),
+        ("url: must not contain a NUL character", "url", "input.loras.1.url: must not contain a NUL"),
+        ("url has an invalid host name 'a_b'", "url", "input.loras.1.url has an invalid host name"),
+        ("url has an invalid host name 'a_b'", None, "input.loras.1.url: url has an invalid host name"),
+    ],
+)
+def test_an_error_about_another_field_names_that_field_once_first_in_its_message(
+    message: str, field: str | None, named: str
+) -> None:
+    about = InvalidInput(message, field=field, hint="fix it").about("input.loras.1.url")
+    assert about.message.startswith(named)
+    assert about.message.count("input.loras.1.url") == 1
+    assert (about.field, about.hint, str(about)) == ("input.loras.1.url", "fix it", about.message)
+
+
+def test_the_error_keeps_its_kind_and_the_original_is_unchanged() -> None:
+    original = TooLarge("the file is larger than 10 bytes", field="image")
+    about = original.about("input.images.0")
+    assert isinstance(about, TooLarge)
+    assert about.code == "too_large"
+    assert (original.field, original.message) == ("image", "the file is larger than 10 bytes")
