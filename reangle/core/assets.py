@@ -100,7 +100,7 @@ class AssetService:
 
     def get(self, owner: str, asset_id: str) -> AssetRecord:
         """The asset if it exists, has not expired and belongs to `owner`; otherwise NotFound."""
-        record = self.store.get_asset(asset_id)
+        record = self._stored(asset_id)
         if record is None or record.owner != owner or record.expires_at < self.clock():
             raise NotFound(f"no asset {asset_id}")
         return record
@@ -108,7 +108,7 @@ class AssetService:
     def file_for(self, asset_id: str) -> tuple[AssetRecord, Path] | None:
         """The record and local file of an asset, or None once it is gone (or not on this machine). No owner
         check: for callers that hold a signed link or a job they were already allowed to see."""
-        record = self.store.get_asset(asset_id)
+        record = self._stored(asset_id)
         if record is None:
             return None
         path = self.blobs.local_path(record.sha256)
@@ -116,13 +116,18 @@ class AssetService:
 
     def read_bytes(self, asset_id: str) -> tuple[bytes, str] | None:
         """An asset's bytes and MIME type (no owner check, as `file_for`), or None once it is gone."""
-        record = self.store.get_asset(asset_id)
+        record = self._stored(asset_id)
         if record is None:
             return None
         try:
             return self.blobs.read(record.sha256), record.mime_type
         except AssetGone:  # swept between the lookup and the read, or lost
             return None
+
+    def _stored(self, asset_id: str) -> AssetRecord | None:
+        """The stored record of an id as a URL path gives it. No id this server hands out holds a NUL, and
+        PostgreSQL cannot even compare one: such an id is unknown without asking the store."""
+        return self.store.get_asset(asset_id) if "\x00" not in asset_id else None
 
     def load_image(self, record: AssetRecord) -> Image.Image:
         """An input's pixels, upright and RGB, as the engine wants them."""

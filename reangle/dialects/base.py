@@ -14,7 +14,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from reangle.api.errors import status_for
+from reangle.api.errors import database_refusal, status_for
 from reangle.errors import InternalError, InvalidInput, ReangleError
 
 log = logging.getLogger("reangle.api")
@@ -52,7 +52,11 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     if not isinstance(exc.__cause__, ReangleError):  # FastAPI wraps body-reading errors
                         raise
                     return render(request, exc.__cause__, status_for(exc.__cause__))
-                except Exception:
+                except Exception as exc:
+                    refused = database_refusal(exc)
+                    if refused is not None:  # the request's text, not the server, is at fault
+                        log.warning("the database refused the text of a request: %s", type(exc).__name__)
+                        return render(request, refused, status_for(refused))
                     log.exception("unexpected error in %s %s", request.method, request.url.path)
                     response = render(request, InternalError(), 500)
                     response.headers["Connection"] = "close"  # the connection's state is unknown

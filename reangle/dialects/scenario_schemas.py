@@ -492,11 +492,18 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
+def job_source(job: Job) -> str:
+    """How Scenario names what made a job's outputs: `img2img` from images, `txt2img` from a prompt alone."""
+    made_from_images = bool(job.input.get("images") or job.input.get("image"))
+    return "img2img" if made_from_images else "txt2img"
+
+
 def asset_json(
     record: AssetRecord, url: str, *, job: Job | None = None, name: str | None = None
 ) -> dict[str, Any]:
-    """An asset as Scenario's Asset object: an upload, or an output of `job` (source img2img)."""
-    source = "uploaded" if job is None else "img2img"
+    """An asset as Scenario's Asset object: an upload, or an output of `job` (source img2img when the job
+    was given images, txt2img when it made its images from a prompt alone)."""
+    source = "uploaded" if job is None else job_source(job)
     fmt = record.mime_type.removeprefix("image/")
     metadata: dict[str, Any] = {
         "kind": "image",

@@ -510,6 +510,27 @@ class PostgresStore:
             ).fetchall()
         return {model: int(n) for model, n in rows}
 
+    def queued_job_ids(self, model: str, limit: int) -> list[str]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' AND model = %s ORDER BY seq LIMIT %s",
+                (model, limit),
+            ).fetchall()
+        return [job_id for (job_id,) in rows]
+
+    def fail_queued(self, job_id: str, error: JobError, now: float) -> Job | None:
+        """Fail a queued job that will never run; None when it is not queued (any more). Its Procrastinate
+        task, if a worker ever takes it, finds the job ended and does nothing."""
+        with self._transaction() as cur:
+            row = cur.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            if row is None or row[0] != JobStatus.QUEUED:
+                return None
+            failure = "finished_at = %s, error = %s"
+            self._set_status(cur, job_id, JobStatus.FAILED, now, failure, [now, json.dumps(error.to_dict())])
+            failed = cur.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        assert failed is not None
+        return job_from_row(failed)
+
     def delete_finished_before(self, cutoff: float) -> int:
         with self._transaction() as cur:
             cur.execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s", (cutoff,))

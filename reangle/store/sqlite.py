@@ -368,6 +368,31 @@ class SqliteStore:
             ).fetchall()
         return {row[0]: row[1] for row in rows}
 
+    def queued_job_ids(self, model: str, limit: int) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' AND model = ? ORDER BY seq LIMIT ?",
+                (model, limit),
+            ).fetchall()
+        return [row["id"] for row in rows]
+
+    def fail_queued(self, job_id: str, error: JobError, now: float) -> Job | None:
+        """Fail a queued job that will never run; None when it is not queued (any more)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] != JobStatus.QUEUED:
+                return None
+            self._set_status(
+                db,
+                job_id,
+                JobStatus.FAILED,
+                now,
+                extra="finished_at = ?, error = ?",
+                args=[now, json.dumps(error.to_dict())],
+            )
+            failed = db.execute(SELECT_JOB_BY_ID, (job_id,)).fetchone()
+        return job_from_row(failed)
+
     def delete_finished_before(self, cutoff: float) -> int:
         with self._transaction() as db:
             cursor = db.execute(

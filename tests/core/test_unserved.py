@@ -11,7 +11,7 @@ import pytest
 
 from reangle.catalog import load_catalog
 from reangle.core.assets import AssetService
-from reangle.core.jobs import Job, JobStatus
+from reangle.core.jobs import Job, JobStatus, WebhookTarget
 from reangle.core.models import INSTRUCTION_EDIT, MODELS, TASK_INPUTS, install_catalog
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.runtime.local_bus import LocalEventBus
@@ -60,10 +60,10 @@ prompt_template = "{{prompt}}, in the old style"
     install_catalog(load_catalog(inputs=TASK_INPUTS), {})
 
 
-def submit(service: JobService, model: str) -> Job:
+def submit(service: JobService, model: str, webhook: WebhookTarget | None = None) -> Job:
     image = service.assets.ingest(OWNER, image_bytes(make_image(40, 24), "PNG"))
     data = {"images": [image.id], "prompt": "add snow"}
-    return asyncio.run(service.submit(OWNER, SubmitRequest(model=model, input=data)))
+    return asyncio.run(service.submit(OWNER, SubmitRequest(model=model, input=data, webhook=webhook)))
 
 
 def test_queued_jobs_of_a_model_no_longer_served_fail_naming_it(
@@ -86,6 +86,28 @@ def test_queued_jobs_of_a_model_no_longer_served_fail_naming_it(
         assert stored.outputs == ()
     assert service.get(OWNER, kept.id).status == JobStatus.QUEUED
     assert service.fail_unserved(MODELS) == []  # nothing left to fail
+
+
+def test_a_job_no_longer_served_goes_from_queued_to_failed_announced_as_any_failure(
+    service: JobService, store: SqliteStore, catalog_with_retired: None
+) -> None:
+    progress_hook = WebhookTarget(url="https://hooks.example.com/r", events=("progress",))
+    job = submit(service, RETIRED, webhook=progress_hook)
+    install_catalog(load_catalog(inputs=TASK_INPUTS), {})
+    ended: list[Job] = []
+    service.finished_hooks.append(ended.append)
+
+    with service.events.subscribe(job.id) as events:
+        [failed] = service.fail_unserved(MODELS)
+        published = [events.get_nowait() for _ in range(events.qsize())]
+
+    # it never ran: no processing in its history, no started_at, and no job.processing for its webhook
+    assert [change.status for change in failed.history] == [JobStatus.QUEUED, JobStatus.FAILED]
+    assert (failed.started_at, failed.finished_at) == (None, failed.history[-1].at)
+    assert service.get(OWNER, job.id) == failed
+    assert [delivery.type for delivery in store.webhook_deliveries(job.id)] == ["job.failed"]
+    assert [(event.kind, event.job) for event in published] == [("status", failed)]
+    assert ended == [failed]
 
 
 def test_nothing_fails_while_every_queued_model_is_served(

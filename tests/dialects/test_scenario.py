@@ -196,6 +196,9 @@ def test_text_to_image_needs_no_image_and_gets_generation_defaults(client: Scena
     assert job.status == "success", job.metadata.error
     assert job.metadata.asset_ids is not None
     assert len(job.metadata.asset_ids) == 1
+    asset = client.assets.retrieve(job.metadata.asset_ids[0]).asset  # made from a prompt alone
+    assert (asset.source, asset.metadata.type) == ("txt2img", "txt2img")
+    assert (asset.metadata.parent_job_id, asset.metadata.api_model_id) == (job.job_id, TEXT_TO_IMAGE)
 
 
 def test_text_to_image_set_takes_more_outputs_than_a_plain_request(client: Scenario) -> None:

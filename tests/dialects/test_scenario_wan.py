@@ -150,7 +150,7 @@ def test_text_to_image_results_are_reangles_own_assets(client: Scenario, standin
     standin.expire_results()  # the vendor's result URLs are gone (they live 24 h)
     for asset_id in job.metadata.asset_ids:
         asset = client.assets.retrieve(asset_id).asset
-        assert (asset.source, asset.mime_type) == ("img2img", "image/png")
+        assert (asset.source, asset.metadata.type, asset.mime_type) == ("txt2img", "txt2img", "image/png")
         assert asset.metadata.parent_job_id == job.job_id
         assert asset.metadata.api_model_id == WAN
         assert asset.metadata.seed == "5"
@@ -173,6 +173,9 @@ def test_editing_with_two_images_sends_them_as_data_urls(client: Scenario, stand
     assert [base64.b64decode(url.split(",", 1)[1]) for url in sent] == [png(256, 256), png(320, 240)]
     # the vendor takes thinking_mode for text-to-image only
     assert "thinking_mode" not in sent_body(standin)["parameters"]
+    assert job.metadata.asset_ids
+    edited = client.assets.retrieve(job.metadata.asset_ids[0]).asset  # an edit: made from images
+    assert (edited.source, edited.metadata.type) == ("img2img", "img2img")
 
 
 def test_image_set_of_six(client: Scenario, standin: DashScopeStandIn) -> None:

@@ -697,6 +697,49 @@ def test_progress_subscribers_hear_every_status_change_and_throttled_progress(jo
     assert types(job_store, "job_1") == ["job.processing", "job.progress", "job.processing", "job.canceled"]
 
 
+def test_a_queued_job_fails_straight_from_the_queue_with_its_events_and_a_started_one_stays(
+    job_store: JobStore,
+) -> None:
+    model, other = "qwen-edit-multiangle-2511", "qwen-image-edit-2511"
+    job_store.insert_jobs(
+        [
+            NewJob(job=hooked_job("job_1", ("progress",))),  # hears every status change
+            NewJob(job=hooked_job("job_2")),
+            NewJob(job=new_job("job_3")),
+            NewJob(job=new_job("job_4", model=other)),
+        ]
+    )
+    assert job_store.queued_job_ids(model, 10) == ["job_1", "job_2", "job_3"]
+    assert job_store.queued_job_ids(model, 2) == ["job_1", "job_2"]
+    error = JobError(code="model_unavailable", message="model gone", hint="submit it again")
+
+    failed = job_store.fail_queued("job_1", error, T0 + 1)
+    assert failed is not None
+    assert (failed.status, failed.error, failed.finished_at, failed.started_at) == (
+        JobStatus.FAILED,
+        error,
+        T0 + 1,
+        None,
+    )
+    assert [change.status for change in failed.history] == [JobStatus.QUEUED, JobStatus.FAILED]
+    assert (failed.outputs, failed.attempt) == ((), 1)
+    assert job_store.get_job("job_1") == failed
+    assert types(job_store, "job_1") == ["job.failed"]  # no job.processing: it never ran
+    assert job_store.fail_queued("job_2", error, T0 + 1) is not None
+    assert types(job_store, "job_2") == ["job.failed"]
+
+    assert job_store.fail_queued("job_1", error, T0 + 2) is None  # ended: stays as it ended
+    assert job_store.get_job("job_1") == failed
+    running = job_store.claim_next(T0 + 2)
+    assert running is not None
+    assert running.id == "job_3"
+    assert job_store.fail_queued("job_3", error, T0 + 3) is None  # started: its runner ends it
+    assert job_store.get_job("job_3") == running
+    assert job_store.fail_queued("job_missing", error, T0 + 3) is None
+    assert job_store.queued_job_ids(model, 10) == []
+    assert job_store.queued_job_ids(other, 10) == ["job_4"]
+
+
 def test_a_queued_job_canceled_and_one_failed_at_recovery_write_their_events(job_store: JobStore) -> None:
     job_store.insert_jobs([NewJob(job=hooked_job("job_1")), NewJob(job=hooked_job("job_2"))])
     job_store.cancel("job_1", T0 + 1)
