@@ -320,6 +320,7 @@ class NoticeOutbox:
                 progress = self._progress.pop(job_id, None)
                 if progress is not None:
                     self._urgent.append(progress)
+                    self._urgent_pending[progress] += 1
                 elif payload in self._urgent_pending:
                     return
                 self._urgent.append(payload)

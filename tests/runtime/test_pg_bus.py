@@ -300,6 +300,16 @@ def test_the_outbox_holds_a_status_notice_once_while_it_waits() -> None:
     assert drain(outbox) == [status("job_a")]
 
 
+def test_the_outbox_holds_nothing_of_the_jobs_it_sent_once_drained() -> None:
+    outbox = NoticeOutbox()
+    for index in range(50):
+        job_id = f"job_{index}"
+        outbox.put(job_id, "progress", progress(job_id, 0.5))
+        outbox.put(job_id, "status", status(job_id))
+    assert len(drain(outbox)) == 100
+    assert not outbox._urgent_pending  # no bookkeeping left behind per ended job: memory stays flat
+
+
 def test_the_outbox_drops_the_oldest_progress_beyond_its_bound() -> None:
     outbox = NoticeOutbox(max_pending_progress=2)
     for job_id in ("job_a", "job_b", "job_c"):
