@@ -475,6 +475,13 @@ class ModelSpec:
         self._check_prompt_fits(validated)
         return validated
 
+    def validate_stored(self, kind: JobKind, stored: dict[str, Any]) -> AnyInput:
+        """`validate` for a queued job's stored input. Inputs stored before `num_outputs` had to match
+        `set_prompts` hold the default 1 beside them: their count is what ran, and runs."""
+        if stored.get("set_prompts"):
+            stored = {name: value for name, value in stored.items() if name != "num_outputs"}
+        return self.validate(kind, stored)
+
     def _check_prompt_fits(self, validated: AnyInput) -> None:
         """A prompt within the request's limit can pass the model's once in its template, with a set's shot:
         refused here rather than failing the job when it runs."""

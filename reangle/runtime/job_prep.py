@@ -67,7 +67,7 @@ class JobPreparer:
 
     def validated(self, job: Job) -> tuple[ModelSpec, AnyInput]:
         spec = model_spec(job.model)
-        return spec, spec.validate(job.kind, job.input)
+        return spec, spec.validate_stored(job.kind, job.input)
 
     async def load_images(self, job: Job, image_ids: Sequence[str]) -> list[Image.Image]:
         records = [self.service.assets.get(job.owner, asset_id) for asset_id in image_ids]

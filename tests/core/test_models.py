@@ -229,3 +229,19 @@ def test_set_prompts_and_a_num_outputs_that_disagrees_is_refused_naming_num_outp
     assert caught.value.field == "input.num_outputs"
     assert len(MODELS[TEXT_TO_IMAGE].validate(JobKind.EDIT, {**data, "num_outputs": 2}).set_shots()) == 2
     assert len(MODELS[TEXT_TO_IMAGE].validate(JobKind.EDIT, data).set_shots()) == 2
+
+
+def test_a_stored_input_from_before_num_outputs_had_to_match_set_prompts_still_runs_them_all():
+    spec = MODELS[TEXT_TO_IMAGE]
+    legacy = {
+        "prompt": "a lighthouse",
+        "image_set": True,
+        "set_prompts": ["dusk", "dawn", "noon"],
+        "num_outputs": 1,
+    }
+    with pytest.raises(InvalidInput, match="num_outputs is 1"):
+        spec.validate(JobKind.EDIT, legacy)
+    assert spec.validate_stored(JobKind.EDIT, legacy).num_outputs == 3
+    stored = spec.validate(JobKind.EDIT, {"prompt": "a lighthouse", "num_outputs": 4}).model_dump(mode="json")
+    assert stored["set_prompts"] is None
+    assert spec.validate_stored(JobKind.EDIT, stored).num_outputs == 4
