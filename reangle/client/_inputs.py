@@ -254,6 +254,8 @@ def image_set_fields(
     if wanted is None:
         return {}
     field = image_set_field(schema)
+    if field is None and wanted is False:  # no set asked for, and the model makes none
+        return {}
     if field is None:
         raise ValueError(f"model {model} makes no image sets (its input has no image_set field)")
     fields: dict[str, Any] = {field: wanted}

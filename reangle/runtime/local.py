@@ -342,7 +342,7 @@ async def _in_thread(call: Callable[[], T], *, on_cancel: Callable[[], None] | N
 async def _unless_stopped(work: Awaitable[T], stop: threading.Event) -> T:
     """`work`'s result; or, once `stop` is set (looked at every STOP_CHECK_S), `work` canceled (its cleanup
     done) and Canceled raised. A job's preparation may wait minutes on a download or a rewrite: a cancel
-    must not."""
+    must not. Work already handed to a thread (a rewrite under way) runs on to its end unseen."""
     task = asyncio.ensure_future(work)
     try:
         while not stop.is_set():

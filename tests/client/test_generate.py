@@ -157,6 +157,13 @@ def test_an_image_set_a_model_cannot_make_is_refused_before_a_job_is_queued(
     assert fake.requests_to("POST", "/v1/jobs") == []
 
 
+def test_image_set_false_for_a_model_without_sets_sends_no_set_field(
+    fake: FakeServer, client: Client
+) -> None:
+    client.generate("a cat", model="qwen-edit-multiangle-2511", image_set=False)
+    assert submitted(fake)["input"] == {"prompt": "a cat"}
+
+
 def test_wan_takes_reference_images_uploaded_first_and_names_its_image_set_its_own_way(
     fake: FakeServer, client: Client
 ) -> None:

@@ -26,6 +26,11 @@ def test_serve_stops_with_one_line_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, problem: str
 ) -> None:
     monkeypatch.setenv("REANGLE_DASHSCOPE_BASE_URL", value)
+
+    def fake_server_start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server started despite the bad setting")
+
+    monkeypatch.setattr("uvicorn.run", fake_server_start)
     assert main(["serve", "--engine", "fake"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
