@@ -126,6 +126,8 @@ class WorkerRuntime:
         if not flag.is_set():
             log.info("job %s: cancel requested (read by the heartbeat); stopping it", job_id)
             flag.set()
+        if self._claimed != job_id:  # it ended while the flag was made: none stays behind for a later run
+            self.service.events.forget(job_id)
 
     async def _settle_job_in_hand(self) -> None:
         """Wait until the job in hand has reached its end state. Procrastinate's graceful stop has normally
