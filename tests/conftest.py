@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from reangle.core.assets import AssetService
+from reangle.core.service import JobService, ServiceLimits
+from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
+from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
 from tests.pg_cluster import PgCluster, PostgresMissing
 from tests.s3_server import S3Missing, S3Server
@@ -85,6 +89,25 @@ def backend_settings(request: pytest.FixtureRequest, backend: str) -> dict[str, 
 @pytest.fixture
 def settings(cache_dir: Path) -> Settings:
     return Settings(cache_dir=cache_dir, fake_step_seconds=0)
+
+
+def job_service(
+    store: SqliteStore, folder: Path, limits: ServiceLimits | None = None, *, max_bytes: int = 1 << 20
+) -> JobService:
+    """A job service on `store`, its files under `folder`, that fetches no URL (a test that tries fails)."""
+    assets = AssetService(
+        store,
+        FileBlobStore(folder / "assets"),
+        max_bytes=max_bytes,
+        max_pixels=max_bytes,
+        upload_ttl_s=600,
+        result_ttl_s=600,
+    )
+
+    async def no_fetch(url: str, field: str) -> bytes:
+        raise AssertionError("no URL is fetched here")
+
+    return JobService(store, assets, no_fetch, limits or ServiceLimits(), events=LocalEventBus())
 
 
 def make_image(

@@ -10,35 +10,19 @@ from typing import Any
 
 import pytest
 
-from reangle.core.assets import AssetService
 from reangle.core.edit import SizeLimits
 from reangle.core.lora_refs import LoraRef, LoraRules, without_query
 from reangle.core.models import INSTRUCTION_EDIT
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest
 from reangle.errors import InvalidInput
-from reangle.runtime.local_bus import LocalEventBus
-from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
-from tests.conftest import image_bytes, make_image
+from tests.conftest import image_bytes, job_service, make_image
 
 OWNER = "owner-1"
 
 
 def service_with(tmp_path: Path, store: SqliteStore, rules: LoraRules | None) -> JobService:
-    assets = AssetService(
-        store,
-        FileBlobStore(tmp_path / "assets"),
-        max_bytes=1 << 20,
-        max_pixels=1 << 20,
-        upload_ttl_s=600,
-        result_ttl_s=600,
-    )
-
-    async def no_fetch(url: str, field: str) -> bytes:
-        raise AssertionError("no URL is fetched here")
-
-    limits = ServiceLimits(sizes=SizeLimits(min_side=16), loras=rules)
-    return JobService(store, assets, no_fetch, limits, events=LocalEventBus())
+    return job_service(store, tmp_path, ServiceLimits(sizes=SizeLimits(min_side=16), loras=rules))
 
 
 def submit(service: JobService, loras: list[dict[str, Any]]) -> None:

@@ -10,14 +10,11 @@ from pathlib import Path
 import pytest
 
 from reangle.catalog import load_catalog
-from reangle.core.assets import AssetService
 from reangle.core.jobs import Job, JobStatus, WebhookTarget
 from reangle.core.models import INSTRUCTION_EDIT, MODELS, TASK_INPUTS, install_catalog
-from reangle.core.service import JobService, ServiceLimits, SubmitRequest
-from reangle.runtime.local_bus import LocalEventBus
-from reangle.store.files import FileBlobStore
+from reangle.core.service import JobService, SubmitRequest
 from reangle.store.sqlite import SqliteStore
-from tests.conftest import image_bytes, make_image
+from tests.conftest import image_bytes, job_service, make_image
 
 OWNER = "owner-1"
 RETIRED = "retired-style"
@@ -25,19 +22,7 @@ RETIRED = "retired-style"
 
 @pytest.fixture
 def service(tmp_path: Path, store: SqliteStore) -> JobService:
-    assets = AssetService(
-        store,
-        FileBlobStore(tmp_path / "assets"),
-        max_bytes=1 << 20,
-        max_pixels=1 << 20,
-        upload_ttl_s=600,
-        result_ttl_s=600,
-    )
-
-    async def no_fetch(url: str, field: str) -> bytes:
-        raise AssertionError("no URL is fetched here")
-
-    return JobService(store, assets, no_fetch, ServiceLimits(), events=LocalEventBus())
+    return job_service(store, tmp_path)
 
 
 @pytest.fixture

@@ -24,12 +24,10 @@ from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import InvalidInput
 from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local import LocalRunner
-from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
-from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy
-from tests.conftest import image_bytes, make_image
+from tests.conftest import image_bytes, job_service, make_image
 from tests.engine.lora_support import write_lora
 
 OWNER = "owner-1"
@@ -62,21 +60,7 @@ class FakeFailingRewriter:
 
 @pytest.fixture
 def service(tmp_path: Path, store: SqliteStore) -> JobService:
-    from reangle.core.assets import AssetService
-
-    assets = AssetService(
-        store,
-        FileBlobStore(tmp_path / "assets"),
-        max_bytes=1 << 20,
-        max_pixels=1 << 20,
-        upload_ttl_s=600,
-        result_ttl_s=600,
-    )
-
-    async def no_fetch(url: str, field: str) -> bytes:
-        raise AssertionError("no URL is fetched here")
-
-    return JobService(store, assets, no_fetch, ServiceLimits(sizes=LIMITS), events=LocalEventBus())
+    return job_service(store, tmp_path, ServiceLimits(sizes=LIMITS))
 
 
 @pytest.fixture

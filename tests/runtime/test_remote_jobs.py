@@ -34,13 +34,11 @@ from reangle.remote.dashscope import DashScopeClient, DashScopeConfig
 from reangle.runtime import remote_jobs
 from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local import LocalRunner
-from reangle.runtime.local_bus import LocalEventBus
 from reangle.runtime.remote_jobs import RemoteJobs
 from reangle.settings import Settings
-from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy
-from tests.conftest import image_bytes, make_image
+from tests.conftest import image_bytes, job_service, make_image
 from tests.dashscope_standin import CREATE_PATH, RESULT_SIZE, Behavior, DashScopeStandIn
 
 OWNER = "owner-1"
@@ -175,21 +173,8 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path, store: SqliteStore, standin: DashScopeStandIn) -> Rig:
-    assets = AssetService(
-        store,
-        FileBlobStore(tmp_path / "assets"),
-        max_bytes=1 << 22,
-        max_pixels=1 << 22,
-        upload_ttl_s=600,
-        result_ttl_s=600,
-    )
-
-    async def no_fetch(url: str, where: str) -> bytes:
-        raise AssertionError("no URL is fetched here")
-
-    limits = ServiceLimits(sizes=SizeLimits(min_side=16))
-    service = JobService(store, assets, no_fetch, limits, events=LocalEventBus())
-    return Rig(store=store, assets=assets, service=service, standin=standin, engine=GatedEngine())
+    service = job_service(store, tmp_path, ServiceLimits(sizes=SizeLimits(min_side=16)), max_bytes=1 << 22)
+    return Rig(store=store, assets=service.assets, service=service, standin=standin, engine=GatedEngine())
 
 
 async def until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
