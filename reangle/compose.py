@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from reangle.engine.rewriter import PromptRewriter
     from reangle.remote.dashscope import DashScopeClient
     from reangle.runtime.local import LocalRunner
+    from reangle.runtime.lora_prefetch import LoraPrefetch
     from reangle.runtime.webhook_sender import WebhookSender
 
 SQLITE_FILE = "reangle.sqlite3"
@@ -123,12 +124,14 @@ def open_runtime(
             )
         from reangle.runtime.embedded import EmbeddedRuntime
 
+        runner = job_runner(settings, service, engine)
         return EmbeddedRuntime(
             service,
             engine,
-            job_runner(settings, service, engine),
+            runner,
             sweep_interval_s=settings.sweep_interval_s,
             webhooks=webhook_sender(settings, service, engine),
+            prefetch=lora_prefetch(service, runner.preparer.loras),
         )
     if settings.role == "api":
         from reangle.runtime.base import NoRuntime
@@ -218,6 +221,17 @@ def lora_sources(settings: Settings) -> LoraSources:
     except ValueError as exc:
         raise SettingsError(f"REANGLE_LORA_MAX_BYTES / REANGLE_LORA_CACHE_BYTES: {exc}") from None
     return LoraSources(config)
+
+
+def lora_prefetch(service: JobService, loras: LoraSources | None) -> LoraPrefetch | None:
+    """The download of queued jobs' LoRA URLs into the runner's cache (`loras`), for a process that runs
+    the jobs it accepts (the embedded server); None without LoRA sources, or when every job must fetch its
+    URLs itself (url_trust_s 0)."""
+    if loras is None or loras.config.url_trust_s <= 0:
+        return None
+    from reangle.runtime.lora_prefetch import LoraPrefetch
+
+    return LoraPrefetch(service, loras)
 
 
 def dashscope_clients(settings: Settings) -> Callable[[str], DashScopeClient] | None:

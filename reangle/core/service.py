@@ -46,6 +46,8 @@ from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
 
 MAX_PAGE = 100
 MAX_BATCH = 64
+#: fail_unserved reads the queued jobs of a model no longer served this many at a time.
+UNSERVED_PAGE = 100
 #: Progress of one job is stored (and published) at most this often, besides its first and last step: a
 #: 40-step job on a fast GPU would otherwise write 40 rows a second.
 PROGRESS_INTERVAL_S = 0.25
@@ -96,6 +98,8 @@ class JobService:
         self._progress_notified: dict[tuple[str, int], float] = {}
         #: called with every job that reaches a terminal status (metrics)
         self.finished_hooks: list[Callable[[Job], None]] = []
+        #: called with the jobs of every submit once they are queued (the embedded server's LoRA prefetch)
+        self.queued_hooks: list[Callable[[Sequence[Job]], None]] = []
 
     # clients ------------------------------------------------------------------------------------------------
 
@@ -156,6 +160,8 @@ class JobService:
         self.events.work_arrived()
         for job in jobs:
             self._publish_status(job)
+        for hook in self.queued_hooks:
+            hook(jobs)
 
     async def _prepare(
         self,
@@ -326,11 +332,14 @@ class JobService:
                 "from its catalog); the job never ran",
                 hint="submit it again to a model GET /v1/models lists",
             )
-            # claimed first: the store ends processing jobs only (the job's history shows that instant)
-            while (job := self.store.claim_next(self.clock(), models=[model])) is not None:
-                ended = self.fail(job, error)
-                if ended is not None:
-                    failed.append(ended)
+            # straight from queued to failed: never shown processing, as the job never ran
+            while job_ids := self.store.queued_job_ids(model, UNSERVED_PAGE):
+                for job_id in job_ids:
+                    ended = self.store.fail_queued(job_id, error, self.clock())
+                    if ended is not None:  # None: canceled (or failed) meanwhile, and announced then
+                        self._keep_inputs(ended)
+                        self._ended(ended)
+                        failed.append(ended)
         return failed
 
     async def next_job(self, poll_s: float = 1.0, *, models: Collection[str] | None = None) -> Job | None:

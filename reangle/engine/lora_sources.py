@@ -20,9 +20,11 @@ a download is written under `tmp/` and renamed into `blobs/<sha256>.safetensors`
 checked, so a half-written or invalid file is never in the cache; two processes fetching the same file both
 rename the same bytes to the same name. In one process, one URL is downloaded once however many jobs ask for
 it at the same time (and the download stops when every job waiting for it has left, canceled), and files held
-by a running job (`LoraSources.resolved`) are never evicted. Another
-process sharing the folder may evict a file between a job's resolve and its load; its loader then fails
-with a retryable error.
+by a running job (`LoraSources.resolved`) are never evicted. A file fetched ahead of its job
+(`LoraSources.prefetch`, the embedded server's `reangle.runtime.lora_prefetch`) is not held: a cache too
+small for the queue's LoRAs may evict it before its job runs, which then fetches it again. Another process
+sharing the folder may evict a file between a job's resolve and its load; its loader then fails with a
+retryable error.
 
 Every refusal is reangle's own: `InvalidInput` naming the field (`loras.0.url`), `TooLarge`, or
 `Unavailable` for a network failure that may pass.
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -142,16 +143,21 @@ class LoraSources:
                 found.append(lora)
             yield found
         finally:
-            with self._lock:
-                for sha in held:
-                    self._held[sha] -= 1
-                    if not self._held[sha]:
-                        del self._held[sha]
+            self._release(held)
 
     async def resolve(self, ref: LoraRef, layers: ModelLayers | Set[str]) -> ResolvedLora:
         """Resolve and check one reference. Its cached file may be evicted afterwards: jobs use `resolved`."""
         async with self.resolved([ref], layers) as (lora,):
             return lora
+
+    async def prefetch(self, url: str, where: str) -> None:
+        """Download a request's LoRA `url` into the cache ahead of its job, or join its download in flight.
+        The file is not held: the job's `resolved` finds it cached, unless a cache too small evicted it."""
+        held: list[str] = []
+        try:
+            await self._from_url(url, where, held)
+        finally:
+            self._release(held)
 
     def cached_files(self) -> list[Path]:
         """The cache's files, least recently used first."""
@@ -285,6 +291,13 @@ class LoraSources:
         if not future.cancelled():
             future.exception()  # retrieved here, so that a download all its waiters left is not logged
 
+    def _release(self, held: list[str]) -> None:
+        with self._lock:
+            for sha in held:
+                self._held[sha] -= 1
+                if not self._held[sha]:
+                    del self._held[sha]
+
     def _known(self, url: str) -> str | None:
         """The sha256 the URL gave when last fetched, while that is trusted."""
         try:
@@ -394,15 +407,7 @@ def _file_sha256(path: Path) -> str:
 def _for_field(exc: ReangleError, where: str) -> ReangleError:
     """The shared download's error for one of its waiters, naming that waiter's field, first in its message
     too (the fetcher's own messages are about the URL only)."""
-    if not isinstance(exc, InvalidInput):
-        return exc
-    message = exc.message
-    if exc.field and message.startswith(f"{exc.field}: "):
-        message = message.removeprefix(f"{exc.field}: ")
-    named = copy.copy(exc)
-    named.field, named.message = where, f"{where}: {message}"
-    named.args = (named.message,)
-    return named
+    return exc.about(where) if isinstance(exc, InvalidInput) else exc
 
 
 class _NotLoraFile(InvalidInput):

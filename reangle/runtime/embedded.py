@@ -1,6 +1,6 @@
 """What the single-box server runs beside its API: at start, the recovery of interrupted jobs and the failure
 of queued jobs whose model it no longer serves; one runner on the engine, the periodic retention sweep and
-the webhook sender."""
+the webhook sender; and the download of queued jobs' LoRA URLs (`lora_prefetch`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from reangle.core.service import JobService
 from reangle.engine.base import Engine
 from reangle.runtime.heartbeat import Heartbeat
 from reangle.runtime.local import LocalRunner
+from reangle.runtime.lora_prefetch import LoraPrefetch
 from reangle.runtime.webhook_sender import WebhookSender
 
 log = logging.getLogger("reangle.server")
@@ -26,9 +27,10 @@ class EmbeddedRuntime:
         *,
         sweep_interval_s: float,
         webhooks: WebhookSender | None = None,
+        prefetch: LoraPrefetch | None = None,
     ) -> None:
         self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
-        self.runner, self.webhooks = runner, webhooks
+        self.runner, self.webhooks, self.prefetch = runner, webhooks, prefetch
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -52,6 +54,8 @@ class EmbeddedRuntime:
             tasks.create_task(heartbeat.run(), name="heartbeat")
             if self.webhooks is not None:
                 tasks.create_task(self.webhooks.run(), name="webhooks")
+            if self.prefetch is not None:
+                tasks.create_task(self.prefetch.run(), name="lora prefetch")
 
 
 async def sweep_forever(service: JobService, interval_s: float) -> None:
