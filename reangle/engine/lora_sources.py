@@ -124,7 +124,8 @@ class LoraSources:
         for folder in (self._blobs, self._urls, self._tmp):
             folder.mkdir(parents=True, exist_ok=True)
         self._inflight: dict[str, asyncio.Future[str]] = {}
-        self._waiting: dict[str, int] = {}  # url -> jobs waiting for its download
+        #: a download -> the jobs waiting for it (by download: a URL may have a finished one and a new one)
+        self._waiting: dict[asyncio.Future[str], int] = {}
         self._held: dict[str, int] = {}  # sha256 -> jobs holding the file
         self._lock = threading.Lock()  # _held and eviction (eviction runs in a worker thread)
         self._hashes: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> sha256
@@ -270,20 +271,20 @@ class LoraSources:
 
     async def _wait_for(self, url: str, download: asyncio.Future[str]) -> str:
         """The download's sha256; shared by every job waiting for it, stopped when the last of them leaves."""
-        self._waiting[url] = self._waiting.get(url, 0) + 1
+        self._waiting[download] = self._waiting.get(download, 0) + 1
         try:
             return await asyncio.shield(download)
         except asyncio.CancelledError:
-            if self._waiting[url] == 1 and not download.done():
+            if self._waiting[download] == 1 and not download.done():
                 # no job wants it any more (canceled): a later job for this URL starts a new download
                 if self._inflight.get(url) is download:
                     del self._inflight[url]
                 download.cancel()
             raise
         finally:
-            self._waiting[url] -= 1
-            if not self._waiting[url]:
-                del self._waiting[url]
+            self._waiting[download] -= 1
+            if not self._waiting[download]:
+                del self._waiting[download]
 
     def _finished(self, url: str, future: asyncio.Future[str]) -> None:
         if self._inflight.get(url) is future:
