@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Iterator
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,6 +111,20 @@ def job_service(
         raise AssertionError("no URL is fetched here")
 
     return JobService(store, assets, no_fetch, limits or ServiceLimits(), events=LocalEventBus())
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer, before_stop: Callable[[], None]) -> Iterator[None]:
+    """`server` answering on a thread of its own; `before_stop` (release what it holds) before it stops."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        before_stop()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def make_image(

@@ -23,6 +23,7 @@ from reangle.engine.lora_check import check_lora_file, model_layers
 from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
 from reangle.errors import InvalidInput, LoraLoadError, TooLarge, Unavailable
 from reangle.store.url_fetch import FetchPolicy
+from tests.conftest import serving
 from tests.engine.lora_support import TARGETS, lora_bytes, lora_tensors, tiny_pipe, write_lora
 
 LOCAL = FetchPolicy(allow_private=True, timeout_s=10.0, max_bytes=64 * 1024)
@@ -90,15 +91,8 @@ class _Server(ThreadingHTTPServer):
 @pytest.fixture
 def server() -> Iterator[_Server]:
     running = _Server()
-    thread = threading.Thread(target=running.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(running, running.release.set):
         yield running
-    finally:
-        running.release.set()
-        running.shutdown()
-        running.server_close()
-        thread.join(timeout=5)
 
 
 # The model and the sources ---------------------------------------------------------------------------------

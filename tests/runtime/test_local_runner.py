@@ -40,7 +40,7 @@ from reangle.settings import Settings
 from reangle.store.files import FileBlobStore
 from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy
-from tests.conftest import image_bytes, make_image
+from tests.conftest import image_bytes, make_image, serving
 from tests.engine.lora_support import lora_bytes, write_lora
 
 OWNER = "owner-1"
@@ -487,15 +487,8 @@ class SlowLoraServer(ThreadingHTTPServer):
 @pytest.fixture
 def slow_lora_server() -> Iterator[SlowLoraServer]:
     server = SlowLoraServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server, server.gate.set):
         yield server
-    finally:
-        server.gate.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def lora_preparer(rig: Rig, tmp_path: Path, **config: Any) -> JobPreparer:

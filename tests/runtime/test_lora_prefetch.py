@@ -28,6 +28,7 @@ from reangle.runtime.embedded import EmbeddedRuntime
 from reangle.runtime.lora_prefetch import LoraPrefetch
 from reangle.settings import Settings
 from reangle.store.sqlite import SqliteStore
+from tests.conftest import serving
 from tests.engine.lora_support import lora_bytes
 from tests.runtime.test_local_runner import (
     LORA_SHAPES,
@@ -98,15 +99,8 @@ class LoraHost(ThreadingHTTPServer):
 @pytest.fixture
 def host() -> Iterator[LoraHost]:
     server = LoraHost()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server, server.release.set):
         yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class FakeHeldEngine(FakeRecordingEngine):
