@@ -12,6 +12,7 @@ ReangleError
 from __future__ import annotations
 
 import copy
+from typing import Self
 
 
 class ReangleError(Exception):
@@ -23,6 +24,12 @@ class ReangleError(Exception):
         self.message = message or (type(self).__doc__ or self.code).strip()
         self.hint = hint
         super().__init__(self.message)
+
+    def reworded(self, message: str) -> Self:
+        """This error, of the same kind and with the same details, saying `message`."""
+        copied = copy.copy(self)
+        copied.message, copied.args = message, (message,)
+        return copied
 
     def to_dict(self) -> dict[str, str]:
         out = {"code": self.code, "message": self.message}
@@ -47,8 +54,8 @@ class InvalidInput(ReangleError):
             message = field + message.removeprefix(self.field)  # "x: ..." or "x has ..."
         else:
             message = f"{field}: {message}"
-        named = copy.copy(self)
-        named.field, named.message, named.args = field, message, (message,)
+        named = self.reworded(message)
+        named.field = field
         return named
 
 

@@ -33,3 +33,12 @@ def test_the_error_keeps_its_kind_and_the_original_is_unchanged() -> None:
     assert isinstance(about, TooLarge)
     assert about.code == "too_large"
     assert (original.field, original.message) == ("image", "the file is larger than 10 bytes")
+
+
+def test_a_reworded_error_says_the_new_message_and_keeps_the_rest() -> None:
+    original = TooLarge("the file is too large", field="image", hint="send a smaller one")
+    reworded = original.reworded("image_1: the file is too large")
+    assert isinstance(reworded, TooLarge)
+    assert (reworded.message, str(reworded)) == ("image_1: the file is too large",) * 2
+    assert (reworded.field, reworded.hint) == ("image", "send a smaller one")
+    assert original.message == "the file is too large"

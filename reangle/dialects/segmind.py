@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import copy
 import json
 import logging
 import re
@@ -122,9 +121,7 @@ def in_segmind_terms(exc: ReangleError, lora_fields: Sequence[str]) -> ReangleEr
     message = segmind_message(exc, lora_fields)
     if message == exc.message:
         return exc
-    translated = copy.copy(exc)
-    translated.message = message
-    translated.args = (message,)
+    translated = exc.reworded(message)
     if isinstance(translated, InvalidInput) and translated.field:
         translated.field = segmind_text(translated.field, lora_fields)
     return translated

@@ -24,6 +24,7 @@ import httpx
 import idna
 
 from reangle import __version__
+from reangle.core.inputs import NUL, NUL_MESSAGE
 from reangle.errors import InvalidInput, TooLarge, Unavailable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -281,8 +282,8 @@ class _Fetcher:
 
     def _checked(self, text: str, *, came_from: httpx.URL | None) -> httpx.URL:
         """Parse one hop's URL with the parser that will send it, and accept only plain http(s) URLs."""
-        if "\x00" in text:
-            raise self._invalid(f"{self.field}: must not contain a NUL character")
+        if NUL in text:
+            raise self._invalid(f"{self.field}: {NUL_MESSAGE}")
         problem = _url_problem(text)
         if problem is None:
             return httpx.URL(text)
