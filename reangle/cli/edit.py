@@ -10,13 +10,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+from PIL import Image
+
+from reangle.cli.option_names import edit_options
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.prompt_args import add_prompt_flags
 from reangle.cli.remote import add_connection_flags
 from reangle.cli.remote_output import rewrite_note
-from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS, MATCH_INPUT, Acceleration, EditRequest
+from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS, MATCH_INPUT, Acceleration, EditPlan, EditRequest
 from reangle.core.images import OUTPUT_FORMATS, OutputFormat, encode_image, read_image_file
-from reangle.engine.base import ENGINE_NAMES, create_engine, plan_for
+from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, plan_for
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
 
@@ -79,7 +82,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
     engine = create_engine(args.engine, settings)
-    plan = plan_for(engine, request, images)
+    plan = _planned(args, engine, request, images)
     if args.dry_run:
         shown = {"engine": engine.info.name, **plan.to_dict(), **shown_extras(bool(args.rewrite), refs)}
         print(json.dumps(shown, indent=None if args.json else 2))
@@ -106,7 +109,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
         if extra.rewrite is not None:
             print(rewrite_note(extra.rewrite.to_dict()), file=sys.stderr)
             request = replace(request, prompt=extra.rewrite.prompt)
-        plan = plan_for(engine, replace(request, extra_loras=extra.loras), images)
+        plan = _planned(args, engine, replace(request, extra_loras=extra.loras), images)
         with tqdm(total=plan.steps, unit="step", desc="editing", file=sys.stderr) as bar:
             result = engine.edit(images, plan, on_step=lambda done, _total: bar.update(done - bar.n))
     paths = output_paths(args.output, len(result.images))
@@ -124,6 +127,16 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("\n".join(map(str, paths)))
     return 0
+
+
+def _planned(
+    args: argparse.Namespace, engine: Engine, request: EditRequest, images: list[Image.Image]
+) -> EditPlan:
+    """The engine's plan; a refusal names the option that set the field (`--num-outputs`)."""
+    try:
+        return plan_for(engine, request, images)
+    except InvalidInput as exc:
+        raise exc.reworded(edit_options(args).rewrite(exc.message)) from None
 
 
 def _request_from_args(args: argparse.Namespace) -> EditRequest:

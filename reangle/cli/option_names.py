@@ -13,6 +13,8 @@ from reangle.client._inputs import IMAGE_SET_FIELDS
 
 #: `input.<field>` and any path below it (`input.loras.0.url`), as the server's messages name fields.
 _FIELD_PATH = re.compile(r"\binput\.([A-Za-z_]\w*)((?:\.\w+)*)")
+#: A bare field name opening a message (`num_outputs must be between 1 and 4`), as the engine words it.
+_LEADING_FIELD = re.compile(r"^([a-z_]+)(?=:| must | is | has )")
 
 #: The fields the commands that take a prompt share, and their options.
 _PROMPT_OPTIONS = {
@@ -40,9 +42,10 @@ class OptionNames:
     repeated: Mapping[str, int] = field(default_factory=dict)
 
     def rewrite(self, message: str) -> str:
-        """`message` with each `input.<field>...` it names replaced by that field's option; fields no option
-        sets stay as they are."""
-        return _FIELD_PATH.sub(self._option_for, message)
+        """`message` with each `input.<field>...` it names, and a bare field name it opens with, replaced by
+        that field's option; fields no option sets stay as they are."""
+        named = _FIELD_PATH.sub(self._option_for, message)
+        return _LEADING_FIELD.sub(lambda match: self.options.get(match.group(1), match.group(0)), named)
 
     def _option_for(self, match: re.Match[str]) -> str:
         name, below = match.group(1), match.group(2)
