@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+#: Where every path of the vendor's API starts; a path before it (a proxy's prefix) is kept.
+API_PATH = "/api/v1"
+
 
 def base_url_problem(url: str) -> str | None:
     """What is wrong with `url` as the scheme and host that an API's paths are appended to; None when it is
@@ -22,4 +25,7 @@ def base_url_problem(url: str) -> str | None:
         return "it must not carry credentials (the API key has a setting of its own)"
     if parts.query or parts.fragment:
         return "it must not have a query or a fragment (the API's paths are appended to it)"
+    if parts.path.rstrip("/").endswith(API_PATH):
+        # the vendor's own SDKs take the base URL with this path; here it would be doubled (/api/v1/api/v1/...)
+        return f"it must not end in {API_PATH} (the API's paths, {API_PATH}/..., are appended to it)"
     return None

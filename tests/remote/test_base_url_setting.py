@@ -20,6 +20,10 @@ from reangle.settings import DASHSCOPE_INTL, Settings
             "https://user:sk-secret@dashscope.aliyuncs.com",
             "it must not carry credentials (the API key has a setting of its own)",
         ),
+        (
+            "https://dashscope-intl.aliyuncs.com/api/v1/",
+            "it must not end in /api/v1 (the API's paths, /api/v1/..., are appended to it)",
+        ),
     ],
 )
 def test_serve_stops_with_one_line_naming_the_setting(
@@ -43,7 +47,12 @@ def test_serve_stops_with_one_line_naming_the_setting(
 
 @pytest.mark.parametrize(
     "value",
-    ["https://dashscope.aliyuncs.com", " https://dashscope-intl.aliyuncs.com/ ", "http://127.0.0.1:9"],
+    [
+        "https://dashscope.aliyuncs.com",
+        " https://dashscope-intl.aliyuncs.com/ ",
+        "http://127.0.0.1:9",
+        "https://proxy.example.com/dashscope",
+    ],
 )
 def test_a_usable_endpoint_is_kept_without_surrounding_spaces(
     monkeypatch: pytest.MonkeyPatch, value: str
