@@ -11,6 +11,7 @@ URL's turn comes (canceled, or already taken by the runner) is skipped, and a jo
 prefetches. Failures are logged only: the runner fetches again when it runs the job, and reports the error to
 the user then, as without a prefetch.
 
+Jobs left queued by the server's last run are prefetched when it starts, in queue order for each model.
 A prefetched file is not held in the cache: a cache too small for the LoRAs of the queue may evict it before
 its job runs, and the runner then downloads it again.
 """
@@ -69,11 +70,17 @@ class LoraPrefetch:
         self._downloads: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
 
     async def run(self) -> None:
-        """Prefetch the URLs of the jobs queued from now on, until cancelled."""
+        """Prefetch the URLs of the jobs queued already and from now on, until cancelled."""
         self._loop = asyncio.get_running_loop()
         self.service.queued_hooks.append(self.queued)
         self.service.finished_hooks.append(self.ended)
         try:
+            try:
+                self.queued(await asyncio.to_thread(self._queued_before))
+            except Exception:  # the store: those jobs' LoRAs are left to the runner
+                log.exception(
+                    "could not read the jobs queued before the server started to prefetch their LoRAs"
+                )
             async with asyncio.TaskGroup() as tasks:
                 for slot in range(self.concurrency):
                     tasks.create_task(self._prefetch_forever(), name=f"lora prefetch {slot}")
@@ -81,6 +88,17 @@ class LoraPrefetch:
             self.service.queued_hooks.remove(self.queued)
             self.service.finished_hooks.remove(self.ended)
             self._loop = None
+
+    def _queued_before(self) -> list[Job]:
+        """The jobs already queued when the prefetch starts (left by the server's last run), in queue order
+        for each model, up to as many as the prefetch could take."""
+        store, jobs = self.service.store, []
+        for model in store.queued_by_model():
+            for job_id in store.queued_job_ids(model, self._pending.maxsize):
+                job = store.get_job(job_id)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
 
     def queued(self, jobs: Sequence[Job]) -> None:
         """The service's hook: `jobs` were just queued. Never raises (the jobs are queued already)."""

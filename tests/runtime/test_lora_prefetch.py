@@ -324,6 +324,24 @@ def test_a_store_error_while_prefetching_leaves_that_url_to_the_runner_and_prefe
     run(scenario())
 
 
+def test_jobs_queued_before_the_prefetch_starts_are_prefetched_when_it_starts(
+    tmp_path: Path, store: SqliteStore, host: LoraHost
+) -> None:
+    rig, loras = prefetch_rig(tmp_path, store, FakeRecordingEngine())
+
+    async def scenario() -> None:
+        # queued by the server's last run: no prefetch heard of them
+        await rig.submit(seed=1, loras=[{"url": host.url("/a.safetensors")}])
+        canceled = await rig.submit(seed=2, loras=[{"url": host.url("/b.safetensors")}])
+        await rig.submit(seed=3, loras=[{"url": host.url("/c.safetensors")}])
+        rig.service.cancel(OWNER, canceled.id)
+        async with prefetching(LoraPrefetch(rig.service, loras, concurrency=1)):
+            await until(lambda: len(loras.cached_files()) == 2, "the queued jobs' LoRAs are fetched")
+        assert host.seen == ["/a.safetensors", "/c.safetensors"]  # in queue order, none for the canceled job
+
+    run(scenario())
+
+
 def test_the_embedded_server_prefetches_with_its_runners_lora_sources(tmp_path: Path) -> None:
     settings = Settings(engine="fake", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     engine = FakeEngine(settings)
