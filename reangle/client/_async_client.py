@@ -20,12 +20,13 @@ from reangle.client._base import (
     api_path,
     auth_headers,
     check,
+    check_api,
     connection_error,
     parse,
     query,
     server_root,
 )
-from reangle.client._errors import APIConnectionError, ServerError, error_for_response
+from reangle.client._errors import APIConnectionError, PermissionDeniedError, ServerError
 from reangle.client._inputs import (
     CAMERA_MODEL,
     TEXT_TO_IMAGE_MODEL,
@@ -33,6 +34,7 @@ from reangle.client._inputs import (
     ImageInput,
     LoraInput,
     as_image_list,
+    check_finite,
     check_set_prompts,
     edit_input,
     file_to_upload,
@@ -107,13 +109,16 @@ class AsyncClient:
     async def download(
         self, asset: Asset | OutputAsset | str, path: str | os.PathLike[str] | None = None
     ) -> bytes:
-        """The file behind a signed URL (no API key is sent with it), also written to `path` when given."""
+        """The file behind a signed URL (no API key is sent with it), also written to `path` when given; an
+        Asset whose link was refused (403: it expired) gets a fresh one (`get_asset`), tried once."""
         url = asset if isinstance(asset, str) else asset.url
         try:
-            response = await self._http.get(url, follow_redirects=True)
-        except httpx.TransportError as exc:
-            raise connection_error(exc) from exc
-        content = check(response).content
+            content = await self._get_file(url)
+        except PermissionDeniedError:
+            if isinstance(asset, str):
+                raise
+            # the link expired (or was signed with another key): sign a fresh one, once
+            content = await self._get_file((await self.get_asset(asset.id)).url)
         if path is not None:
             Path(path).write_bytes(content)
         return content
@@ -129,6 +134,7 @@ class AsyncClient:
         priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
+        check_finite(input, "input")
         body = {"model": model, "input": dict(input), "kind": kind} | query(priority=priority)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return parse(await self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
@@ -201,7 +207,7 @@ class AsyncClient:
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Job:
-        refs = [await self._image_ref(image) for image in as_image_list(images)]
+        refs = await self._image_refs(as_image_list(images))
         camera = {
             "horizontal_angle": horizontal_angle,
             "vertical_angle": vertical_angle,
@@ -236,7 +242,7 @@ class AsyncClient:
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Job:
-        ref = await self._image_ref(image)
+        (ref,) = await self._image_refs([image])
         fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
         body = orbit_input(
             ref,
@@ -276,7 +282,7 @@ class AsyncClient:
         wants_set = image_set is not None or set_prompts is not None
         schema = await self.input_schema(model) if wants_set else {}
         set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
-        refs = None if images is None else [await self._image_ref(image) for image in as_image_list(images)]
+        refs = None if images is None else await self._image_refs(as_image_list(images))
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(
             prompt,
@@ -294,6 +300,8 @@ class AsyncClient:
     # batches
 
     async def batch(self, model: str, inputs: Sequence[Mapping[str, Any]]) -> Batch:
+        for index, item in enumerate(inputs):
+            check_finite(item, f"items.{index}.input")
         body = {"model": model, "items": [{"input": dict(item)} for item in inputs]}
         return parse(await self._send("POST", "/v1/batches", json=body), Batch)
 
@@ -325,13 +333,26 @@ class AsyncClient:
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         headers = self._auth | kwargs.pop("headers", {})
         try:
-            return check(await self._http.request(method, url, headers=headers, **kwargs))
+            response = await self._http.request(method, url, headers=headers, **kwargs)
+            return check_api(response, has_key=bool(self._auth))
         except httpx.TransportError as exc:
             raise connection_error(exc) from exc
 
-    async def _image_ref(self, image: ImageInput) -> str:
-        file = file_to_upload(image)
-        return reference(image) if file is None else (await self.upload(file)).id
+    async def _get_file(self, url: str) -> bytes:
+        try:
+            response = await self._http.get(url, follow_redirects=True)
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        return check(response).content
+
+    async def _image_refs(self, images: Sequence[ImageInput]) -> builtins.list[str]:
+        """The references the API takes: local files uploaded, once every image was checked (a missing file
+        fails before anything is sent)."""
+        files = [file_to_upload(image) for image in images]
+        refs = []
+        for image, file in zip(images, files, strict=True):
+            refs.append(reference(image) if file is None else (await self.upload(file)).id)
+        return refs
 
     async def _finish(
         self, job: Job, *, wait: bool, timeout: float | None, on_progress: ProgressCallback | None
@@ -355,7 +376,7 @@ class AsyncClient:
         try:
             if not response.is_success:
                 await response.aread()
-                raise error_for_response(response)
+                check_api(response, has_key=bool(self._auth))  # raises: the answer is an error
             decoder = SSEDecoder()
             async for line in response.aiter_lines():
                 if tick is not None:

@@ -13,10 +13,14 @@ from pydantic import BaseModel
 
 from reangle.client._errors import (
     APIConnectionError,
+    AuthenticationError,
     InvalidResponseError,
+    InvalidServerURLError,
     ReangleAPIError,
     WaitTimeout,
     error_for_response,
+    is_html,
+    server_of,
 )
 from reangle.client._models import Job, JobEvent
 
@@ -44,13 +48,31 @@ USER_AGENT = _user_agent()
 
 
 def server_root(base_url: str) -> str:
-    """The server's root URL: a trailing slash or `/v1` is dropped, since paths start with /v1 or /healthz."""
+    """The server's root URL: a trailing slash or `/v1` is dropped, since paths start with /v1 or /healthz.
+    `InvalidServerURLError` (a ValueError) when it is not an http(s) URL with a host."""
     root = base_url.strip().rstrip("/")
+    scheme, _, rest = root.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+        raise InvalidServerURLError(f"server URL must start with http:// or https:// (got {base_url!r})")
     return root.removesuffix("/v1")
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+#: What a 401 says when the client has no key: the server's own hint is for curl users.
+NO_KEY_HINT = "pass api_key=... to the client"
+
+
+def check_api(response: httpx.Response, *, has_key: bool) -> httpx.Response:
+    """`check` for an API call: a 401 to a client without a key says how to give it one."""
+    try:
+        return check(response)
+    except AuthenticationError as exc:
+        if not has_key:
+            exc.hint = NO_KEY_HINT
+        raise
 
 
 def api_path(*parts: str) -> str:
@@ -73,6 +95,12 @@ def parse(response: httpx.Response, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(check(response).json())
     except ValueError as exc:  # the body is not JSON (JSONDecodeError), or not this model (ValidationError)
+        if is_html(response):  # a web server or a proxy's page, not a reangle server
+            raise InvalidResponseError(
+                f"{server_of(response)} answered {response.request.method} {response.request.url.path} "
+                f"with an HTML page, not JSON; is this a reangle server?",
+                response=response,
+            ) from exc
         raise InvalidResponseError(
             f"the server's answer to {response.request.method} {response.request.url.path} is not "
             f"a valid {model.__name__}: {exc}",
@@ -86,7 +114,17 @@ def connection_error(exc: httpx.TransportError) -> APIConnectionError:
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return APIConnectionError(f"timed out talking to the server{where}: {detail}", request=request)
+    if request is not None and request.url.scheme == "https" and _is_tls_to_plain_http(detail):
+        detail += " (is the server http://?)"
     return APIConnectionError(f"cannot reach the server{where}: {detail}", request=request)
+
+
+#: What OpenSSL says when a TLS handshake gets a plain HTTP answer.
+_PLAIN_HTTP_SIGNS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST")
+
+
+def _is_tls_to_plain_http(detail: str) -> bool:
+    return any(sign in detail for sign in _PLAIN_HTTP_SIGNS)
 
 
 def _request_of(exc: httpx.TransportError) -> httpx.Request | None:

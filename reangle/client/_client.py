@@ -22,12 +22,13 @@ from reangle.client._base import (
     api_path,
     auth_headers,
     check,
+    check_api,
     connection_error,
     parse,
     query,
     server_root,
 )
-from reangle.client._errors import APIConnectionError, ServerError, error_for_response
+from reangle.client._errors import APIConnectionError, PermissionDeniedError, ServerError
 from reangle.client._inputs import (
     CAMERA_MODEL,
     TEXT_TO_IMAGE_MODEL,
@@ -35,6 +36,7 @@ from reangle.client._inputs import (
     ImageInput,
     LoraInput,
     as_image_list,
+    check_finite,
     check_set_prompts,
     edit_input,
     file_to_upload,
@@ -113,14 +115,17 @@ class Client:
     def download(self, asset: Asset | OutputAsset | str, path: str | os.PathLike[str] | None = None) -> bytes:
         """The file behind a signed URL (or an asset's URL), also written to `path` when given.
 
-        The URL is signed, so no API key is sent with it.
+        The URL is signed, so no API key is sent with it. When an Asset's link was refused (403: it expired),
+        a fresh one is asked for (`get_asset`) and tried once.
         """
         url = asset if isinstance(asset, str) else asset.url
         try:
-            response = self._http.get(url, follow_redirects=True)
-        except httpx.TransportError as exc:
-            raise connection_error(exc) from exc
-        content = check(response).content
+            content = self._get_file(url)
+        except PermissionDeniedError:
+            if isinstance(asset, str):
+                raise
+            # the link expired (or was signed with another key): sign a fresh one, once
+            content = self._get_file(self.get_asset(asset.id).url)
         if path is not None:
             Path(path).write_bytes(content)
         return content
@@ -138,6 +143,7 @@ class Client:
     ) -> Job:
         """Queue a job; returns at once with the job as queued. Resending an `idempotency_key` returns the
         job first created with it instead of a new one."""
+        check_finite(input, "input")
         body = {"model": model, "input": dict(input), "kind": kind} | query(priority=priority)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return parse(self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
@@ -214,15 +220,16 @@ class Client:
     ) -> Job:
         """Edit 1-3 images: the camera fields move the camera (see the API), `prompt` adds an instruction.
 
-        Local paths and bytes are uploaded first; strings that are not local files (asset ids, URLs, data
-        URLs) are passed on. `rewrite_prompt` has a vision-language model that sees the images make your
+        Local paths, bytes and PIL images (as PNG) are uploaded first; asset ids, http(s) URLs, data URLs
+        and base64 are passed on. FileNotFoundError, before anything is sent, for a string that is none of
+        these and no local file. `rewrite_prompt` has a vision-language model that sees the images make your
         words precise first (never the camera phrase; `job.rewrite` says what it made of them; False is sent
         as False, None leaves the model's default); `loras` adds LoRAs of your own on top of the model's
         (`Lora(url=..., scale=...)`, or mappings with one of url, path, id and a scale). Other input fields
         (`acceleration`, `num_inference_steps`, `output_format`, ...) go in `options`. With `wait`, returns
         the finished job or raises `JobFailed` / `JobCanceled`.
         """
-        refs = [self._image_ref(image) for image in as_image_list(images)]
+        refs = self._image_refs(as_image_list(images))
         camera = {
             "horizontal_angle": horizontal_angle,
             "vertical_angle": vertical_angle,
@@ -263,7 +270,7 @@ class Client:
         contact sheet. Outputs have role "view" (with a `pose`), "turntable", "contact_sheet".
         `rewrite_prompt` and `loras` as for `edit`.
         """
-        ref = self._image_ref(image)
+        (ref,) = self._image_refs([image])
         fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
         body = orbit_input(
             ref,
@@ -321,7 +328,7 @@ class Client:
         wants_set = image_set is not None or set_prompts is not None
         schema = self.input_schema(model) if wants_set else {}
         set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
-        refs = None if images is None else [self._image_ref(image) for image in as_image_list(images)]
+        refs = None if images is None else self._image_refs(as_image_list(images))
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(
             prompt,
@@ -340,6 +347,8 @@ class Client:
 
     def batch(self, model: str, inputs: Sequence[Mapping[str, Any]]) -> Batch:
         """Queue one edit job per input (image references must already be asset ids, URLs or data URLs)."""
+        for index, item in enumerate(inputs):
+            check_finite(item, f"items.{index}.input")
         body = {"model": model, "items": [{"input": dict(item)} for item in inputs]}
         return parse(self._send("POST", "/v1/batches", json=body), Batch)
 
@@ -373,13 +382,27 @@ class Client:
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         headers = self._auth | kwargs.pop("headers", {})
         try:
-            return check(self._http.request(method, url, headers=headers, **kwargs))
+            return check_api(
+                self._http.request(method, url, headers=headers, **kwargs), has_key=bool(self._auth)
+            )
         except httpx.TransportError as exc:
             raise connection_error(exc) from exc
 
-    def _image_ref(self, image: ImageInput) -> str:
-        file = file_to_upload(image)
-        return reference(image) if file is None else self.upload(file).id
+    def _get_file(self, url: str) -> bytes:
+        try:
+            response = self._http.get(url, follow_redirects=True)
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        return check(response).content
+
+    def _image_refs(self, images: Sequence[ImageInput]) -> builtins.list[str]:
+        """The references the API takes: local files uploaded, once every image was checked (a missing file
+        fails before anything is sent)."""
+        files = [file_to_upload(image) for image in images]
+        refs = []
+        for image, file in zip(images, files, strict=True):
+            refs.append(reference(image) if file is None else self.upload(file).id)
+        return refs
 
     def _finish(
         self, job: Job, *, wait: bool, timeout: float | None, on_progress: ProgressCallback | None
@@ -404,7 +427,7 @@ class Client:
         try:
             if not response.is_success:
                 response.read()
-                raise error_for_response(response)
+                check_api(response, has_key=bool(self._auth))  # raises: the answer is an error
             decoder = SSEDecoder()
             for line in response.iter_lines():
                 if tick is not None:

@@ -12,6 +12,7 @@ ReangleClientError
 |   +-- RateLimitError            429 (`retry_after` in seconds)
 |   +-- ServerError               5xx
 +-- APIConnectionError            no answer: the server could not be reached, or it did not answer in time
++-- InvalidServerURLError         the server URL given to the client is not http(s)://... (also a ValueError)
 +-- InvalidResponseError          a success answer that is not the documented JSON (not a reangle server?)
 +-- WaitTimeout                   `wait` gave up; the job goes on running on the server
 +-- JobFailed                     the job ended with status `failed` (its error code and message)
@@ -21,6 +22,7 @@ ReangleClientError
 from __future__ import annotations
 
 import json
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -116,6 +118,10 @@ class APIConnectionError(ReangleClientError):
         self.message = message
         self.request = request
         super().__init__(message)
+
+
+class InvalidServerURLError(ReangleClientError, ValueError):
+    """The server URL given to `Client` or `AsyncClient` does not start with http:// or https://."""
 
 
 class InvalidResponseError(ReangleClientError):
@@ -225,9 +231,39 @@ def _fallback_code(status: int) -> str:
     return f"http_{status}"
 
 
+#: Statuses a proxy answers (with its own HTML page) when the reangle server behind it is down or slow.
+_GATEWAY_ERRORS = (502, 503, 504)
+_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.S | re.I)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def is_html(response: httpx.Response) -> bool:
+    """Whether the body is an HTML page (a plain web server's or a proxy's, not the API's JSON)."""
+    if "html" in response.headers.get("content-type", "").lower():
+        return True
+    start = response.content[:256].lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+def server_of(response: httpx.Response) -> str:
+    """`the server at http://host:port`, or `the server` when the response has no request."""
+    if not _has_request(response):
+        return "the server"
+    url = response.request.url
+    return f"the server at {url.scheme}://{url.netloc.decode()}"
+
+
 def _plain_message(response: httpx.Response) -> str:
     reason = response.reason_phrase or "error"
-    text = " ".join(response.text.split()) if response.content else ""
+    if is_html(response) and response.status_code not in _GATEWAY_ERRORS:  # a web server's page, not the API
+        return (
+            f"{server_of(response)} answered {response.status_code} {reason} with an HTML page, not the "
+            "API's JSON; is this a reangle server?"
+        )
+    text = response.text if response.content else ""
+    if is_html(response):  # a proxy's error page: its words, without the markup
+        text = _TAG.sub(" ", _HIDDEN.sub(" ", text))
+    text = " ".join(text.split())
     if len(text) > _BODY_EXCERPT:
         text = text[:_BODY_EXCERPT] + "..."
     where = f" from {response.request.url}" if _has_request(response) else ""

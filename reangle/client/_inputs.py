@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import mimetypes
 import os
-from collections.abc import Mapping, Sequence
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self, TypeAlias
+from typing import IO, Any, Protocol, Self, TypeAlias, TypeGuard
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,13 +25,25 @@ INSTRUCTION_MODEL = "qwen-image-edit-2511"
 TEXT_TO_IMAGE_MODEL = "qwen-image-2512"
 WAN_IMAGE_MODEL = "wan-2.7-image"
 
+
+class PILImage(Protocol):
+    """A PIL (Pillow) image, as far as the SDK uses one: it is saved as PNG and uploaded."""
+
+    def save(self, fp: IO[bytes], format: str | None = None) -> None: ...
+
+    def convert(self, mode: str) -> PILImage: ...
+
+
 #: Something to upload: a local path, or the file's bytes.
 FileInput: TypeAlias = str | os.PathLike[str] | bytes
-#: An input image: a local path or bytes (uploaded first), an Asset, or a string the server reads as it is
-#: (an asset id, a data URL, raw base64, or an http(s) URL).
-ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Asset | OutputAsset
+#: An input image: a local path, bytes or a PIL image (uploaded first), an Asset, or a string the server
+#: reads as it is (an asset id, a data URL, raw base64, or an http(s) URL).
+ImageInput: TypeAlias = str | os.PathLike[str] | bytes | PILImage | Asset | OutputAsset
 
+_ACCEPTED_IMAGES = "a file path, bytes, a PIL image, an Asset, or an asset id, URL, data URL or base64 text"
 _PASS_THROUGH_PREFIXES = ("http://", "https://", "data:")
+#: What the server decodes as raw base64 (whitespace aside): nothing else (no '.', '-', '_', '\\', ':').
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png", ".png"),
     (b"\xff\xd8\xff", "image/jpeg", ".jpg"),
@@ -60,16 +76,61 @@ def sniff_image_type(content: bytes) -> tuple[str, str]:
 
 
 def file_to_upload(image: ImageInput) -> FileInput | None:
-    """The file to upload for bytes, paths, and strings naming an existing local file; None for an image
-    the server reads as it is (an Asset, or a string that is not a local file: id, URL, data URL, base64)."""
-    if isinstance(image, bytes | os.PathLike):
+    """The file to upload for bytes, paths, PIL images (as PNG) and strings naming an existing local file;
+    None for an image the server reads as it is (an Asset, or a string that is an asset id, an http(s) URL,
+    a data URL or base64). Raised before anything is sent: FileNotFoundError for a path (or a string that
+    can be nothing but a path) that names no file, TypeError for anything else."""
+    if isinstance(image, bytes):
         return image
-    if isinstance(image, Asset | OutputAsset) or image.startswith(_PASS_THROUGH_PREFIXES):
+    if isinstance(image, os.PathLike):
+        if not Path(image).exists():
+            raise _no_such_file(os.fspath(image))
+        return image
+    if isinstance(image, Asset | OutputAsset):
+        return None
+    if _is_pil_image(image):
+        return _png_bytes(image)
+    if not isinstance(image, str):
+        raise TypeError(f"an input image must be {_ACCEPTED_IMAGES}, not {type(image).__name__}")
+    if image[:8].lower().startswith(_PASS_THROUGH_PREFIXES):  # URL schemes are case-insensitive
         return None
     try:
-        return image if Path(image).is_file() else None
+        if Path(image).is_file():
+            return image
     except (OSError, ValueError):  # raw base64 makes a name too long for the file system, or holds a NUL
         return None
+    if image.startswith("asset_") or _may_be_base64(image):
+        return None
+    raise _no_such_file(image)
+
+
+def _may_be_base64(text: str) -> bool:
+    """Whether the server could decode `text` as raw base64 (it pads it, and ignores whitespace)."""
+    compact = "".join(text.split())
+    return bool(compact) and _BASE64.fullmatch(compact) is not None and len(compact.rstrip("=")) % 4 != 1
+
+
+def _no_such_file(path: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        errno.ENOENT, "no such image file (nor an asset id, an http(s) URL, a data URL or base64)", path
+    )
+
+
+def _is_pil_image(image: object) -> TypeGuard[PILImage]:
+    """Whether `image` is a PIL image; PIL is not imported for this (if it is not loaded, it is not one)."""
+    pil = sys.modules.get("PIL.Image")
+    return pil is not None and isinstance(image, pil.Image)
+
+
+def _png_bytes(image: PILImage) -> bytes:
+    """A PIL image encoded as PNG; modes PNG cannot hold (CMYK, YCbCr, ...) are converted to RGB first."""
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format="PNG")
+    except OSError:  # "cannot write mode CMYK as PNG"
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def reference(image: ImageInput) -> str:
@@ -82,9 +143,27 @@ def reference(image: ImageInput) -> str:
 
 
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
-    if isinstance(images, str | bytes | os.PathLike | Asset | OutputAsset):
+    """One image or a sequence of them, as a list. TypeError naming the accepted types for anything else."""
+    if isinstance(images, str | bytes | os.PathLike | Asset | OutputAsset) or _is_pil_image(images):
         return [images]
+    if not isinstance(images, Iterable):
+        raise TypeError(
+            f"images must be an image ({_ACCEPTED_IMAGES}) or a list of them, not {type(images).__name__}"
+        )
     return list(images)
+
+
+def check_finite(value: object, field: str) -> None:
+    """ValueError naming the field when a number in `value` (nested in lists and mappings) is NaN or
+    infinite: JSON has no such numbers, so the request could not be sent."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{field} is {value}: numbers sent to the server must be finite")
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            check_finite(item, f"{field}.{name}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_finite(item, f"{field}.{index}")
 
 
 def compact(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -185,7 +185,12 @@ def test_edit_uploads_local_images_and_passes_references_through(
 
 
 def test_edit_passes_urls_and_data_urls_as_they_are(fake: FakeServer, client: Client) -> None:
-    images = ["https://example.com/a.png", "data:image/png;base64,iVBORw0KGgo=", "not-a-file-so-an-id"]
+    images = [
+        "https://example.com/a.png",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "asset_not_a_file",
+        "iVBORw0KGgo=",
+    ]
     client.edit(images, wait=False)
     assert sent_json(fake, "POST", "/v1/jobs")["input"] == {"images": images}
     assert fake.requests_to("POST", "/v1/assets") == []

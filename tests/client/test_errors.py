@@ -103,9 +103,9 @@ def test_a_non_json_502_from_a_proxy_still_gives_a_useful_message() -> None:
         client.get("job_1")
     exc = caught.value
     assert exc.code == "http_502"
-    assert exc.message.startswith("HTTP 502 Bad Gateway from http://reangle.test/v1/jobs/job_1: <html>")
-    assert "upstream went away" in exc.message
-    assert "\n" not in exc.message
+    assert exc.message == (
+        "HTTP 502 Bad Gateway from http://reangle.test/v1/jobs/job_1: 502 Bad Gateway upstream went away"
+    )
 
 
 def test_a_framework_detail_body_is_read_too() -> None:
@@ -139,7 +139,7 @@ def test_timeouts_are_connection_errors_that_say_so() -> None:
 
 def test_a_success_that_is_not_the_documented_json_is_an_invalid_response() -> None:
     with (
-        client_answering(httpx.Response(200, text="<html>a login page</html>")) as client,
+        client_answering(httpx.Response(200, text="a login page")) as client,
         pytest.raises(InvalidResponseError, match="not a valid Job"),
     ):
         client.get("job_1")
