@@ -109,19 +109,25 @@ def build_service(settings: Settings, engine: Engine) -> JobService:
     return JobService(store, assets, fetch, limits, events=open_event_bus(settings, store))
 
 
+def check_role(settings: Settings) -> None:
+    """SettingsError unless the role can run on the settings' database: `api` and `worker` need one shared
+    between processes. Cheap: the CLI asks before it loads an engine."""
+    if settings.role != "all" and not shared_database_url(settings):
+        raise SettingsError(
+            f"role {settings.role!r} needs a database shared between processes",
+            hint="set REANGLE_DATABASE_URL=postgresql://...; the embedded SQLite default runs role all",
+        )
+
+
 def open_runtime(
     settings: Settings, service: JobService, engine: Engine, *, models: Collection[str] | None = None
 ) -> Runtime:
     """What runs the jobs of this process. On the embedded store: the in-process runner and sweeper (role
     `all` only). On PostgreSQL: a Procrastinate worker (roles `all` and `worker`) or nothing (role `api`:
     the workers run the jobs)."""
+    check_role(settings)
     url = shared_database_url(settings)
     if not url:
-        if settings.role != "all":
-            raise SettingsError(
-                f"role {settings.role!r} needs a database shared between processes",
-                hint="set REANGLE_DATABASE_URL=postgresql://...; the embedded SQLite default runs role all",
-            )
         from reangle.runtime.embedded import EmbeddedRuntime
 
         runner = job_runner(settings, service, engine)

@@ -44,6 +44,13 @@ def _endpoint(url: str) -> str:
     return url.strip()
 
 
+def _tcp_port(port: int) -> int:
+    """A port a server can listen on: 0 would be any free port, not the one printed."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{port} is not a TCP port: use 1 to 65535")
+    return port
+
+
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "reangle"
 
@@ -157,7 +164,7 @@ class Settings(BaseSettings):
 
     # server
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: Annotated[int, AfterValidator(_tcp_port)] = 8000
     #: SQLite database, asset files, hashed API keys and the URL-signing secret live here.
     data_dir: Path = Field(default_factory=_default_data_dir)
     #: What `reangle serve` runs: `all` (the API and the jobs), `api` (the API only: on PostgreSQL, workers

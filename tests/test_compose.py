@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from pydantic import SecretStr
 
 from reangle.compose import (
     SettingsError,
+    check_role,
     dashscope_clients,
     describe_storage,
     open_job_store,
@@ -60,3 +63,13 @@ def test_the_dashscope_clients_take_the_key_and_the_polling_settings_and_never_s
 @pytest.mark.parametrize("key", [None, "", "  "])
 def test_without_a_dashscope_key_there_is_no_client(key: str | None) -> None:
     assert dashscope_clients(Settings(dashscope_api_key=None if key is None else SecretStr(key))) is None
+
+
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_roles_but_all_need_a_shared_database_and_say_how_to_set_one(role: Literal["api", "worker"]) -> None:
+    with pytest.raises(SettingsError, match=f"role '{role}' needs a database shared") as caught:
+        check_role(Settings(role=role))
+    assert caught.value.hint is not None
+    assert "REANGLE_DATABASE_URL=postgresql://" in caught.value.hint
+    check_role(Settings(role=role, database_url="postgresql://db.internal/reangle"))  # no connection made
+    check_role(Settings(role="all"))

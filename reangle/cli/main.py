@@ -14,6 +14,7 @@ from reangle import __version__
 from reangle.cli.db import add_db_commands
 from reangle.cli.edit import add_edit_command
 from reangle.cli.generate import add_generate_command
+from reangle.cli.keys import add_keys_commands
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.remote import add_remote_commands
 from reangle.cli.serve import add_serve_commands
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_command(commands)
     add_remote_commands(commands)
     add_serve_commands(commands)
+    add_keys_commands(commands)
     add_db_commands(commands)
     return parser
 
@@ -76,19 +78,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"REANGLE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            f"REANGLE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         print(f"reangle: error: bad setting: {problems}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         return int(args.run(args, settings))
     except InvalidInput as exc:
-        print(f"reangle: error: {exc.message}", file=sys.stderr)
+        print(f"reangle: error: {_with_hint(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Canceled, KeyboardInterrupt):
         print("reangle: canceled", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ReangleError as exc:
-        hint = f" ({exc.hint})" if exc.hint else ""
-        print(f"reangle: error: {exc.message}{hint}", file=sys.stderr)
+        print(f"reangle: error: {_with_hint(exc)}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _with_hint(error: ReangleError) -> str:
+    """The error's message, and what to do about it when the error says."""
+    return f"{error.message} ({error.hint})" if error.hint else error.message

@@ -1,5 +1,4 @@
-"""`reangle serve` (the server), `reangle worker` (a scale-out worker), `reangle keys create` and
-`reangle keys webhook-secret`."""
+"""`reangle serve` (the server) and `reangle worker` (a scale-out worker); `reangle keys` is in keys.py."""
 
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
     serve = commands.add_parser("serve", help="run the HTTP server (SQLite + files, nothing else to start)")
     serve.add_argument("--engine", choices=("auto", *ENGINE_NAMES), help="default: REANGLE_ENGINE or auto")
     serve.add_argument("--host", help="default: REANGLE_HOST or 127.0.0.1")
-    serve.add_argument("--port", type=int, help="default: REANGLE_PORT or 8000")
+    serve.add_argument("--port", type=tcp_port, help="1 to 65535 (default: REANGLE_PORT or 8000)")
     serve.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
     serve.add_argument(
         "--role",
@@ -55,32 +54,38 @@ def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
     worker.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
     worker.set_defaults(run=run_worker)
 
-    keys = commands.add_parser("keys", help="manage API keys")
-    key_commands = keys.add_subparsers(metavar="ACTION", required=True)
-    create = key_commands.add_parser("create", help="make a new API key (printed once; stored hashed)")
-    create.add_argument("--name", default="default", help="a label for the key")
-    create.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
-    create.set_defaults(run=run_keys_create)
-    secret = key_commands.add_parser(
-        "webhook-secret", help="print the secret a key's webhooks are signed with (made on first use)"
-    )
-    secret.add_argument(
-        "--key-id", required=True, help="key_... (reangle keys create) or env_... (REANGLE_API_KEYS)"
-    )
-    secret.add_argument(
-        "--rotate",
-        action="store_true",
-        help="make a new secret; the old one keeps signing beside it for 24 h",
-    )
-    secret.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
-    secret.set_defaults(run=run_keys_webhook_secret)
+
+def tcp_port(text: str) -> int:
+    """--port: a TCP port a server can listen on (argparse's one-line error otherwise)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: use 1 to 65535")
+    return port
 
 
-def _with_flags(settings: Settings, args: argparse.Namespace, *names: str) -> Settings:
+def with_flags(settings: Settings, args: argparse.Namespace, *names: str) -> Settings:
     """The settings with the command's flags applied, and the data directory made absolute."""
     update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     settings = settings.model_copy(update=update)
     return settings.model_copy(update={"data_dir": settings.data_dir.expanduser().resolve()})
+
+
+def make_data_dir(settings: Settings, *, jobs_only: bool = False) -> None:
+    """Create the data folder where the stores the settings name keep files in it (the SQLite database;
+    asset files and the signing key unless REANGLE_STORAGE_URL is set): an unusable folder is then one line
+    (InvalidInput), before any engine loads. `jobs_only`: the command opens only the job store."""
+    uses_folder = not settings.database_url or (not jobs_only and not settings.storage_url)
+    if not uses_folder:
+        return
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot create the data folder {settings.data_dir}: {exc.strerror or exc}", field="data-dir"
+        ) from None
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -89,8 +94,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.access_log import log_config
     from reangle.api.app import create_app
     from reangle.api.slow_clients import timed_protocol
+    from reangle.compose import check_role
 
-    settings = _with_flags(settings, args, "engine", "host", "port", "data_dir", "role")
+    settings = with_flags(settings, args, "engine", "host", "port", "data_dir", "role")
+    check_role(settings)
+    make_data_dir(settings)
     _serve_catalog(settings)
     if settings.role == "worker":
         return _work(settings, models=None)
@@ -119,9 +127,13 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    settings = _with_flags(settings, args, "engine", "device", "data_dir").model_copy(
+    from reangle.compose import check_role
+
+    settings = with_flags(settings, args, "engine", "device", "data_dir").model_copy(
         update={"role": "worker"}
     )
+    check_role(settings)
+    make_data_dir(settings)
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
     _serve_catalog(settings)
     return _work(settings, models)
@@ -214,54 +226,3 @@ def _has_stored_keys(settings: Settings) -> bool:
         return store.count_api_keys() > 0
     finally:
         store.close()
-
-
-def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from reangle.api.auth import create_key
-    from reangle.compose import open_job_store
-
-    settings = _with_flags(settings, args, "data_dir")
-    store = open_job_store(settings)
-    try:
-        key_id, key = create_key(store, args.name)
-    finally:
-        store.close()
-    print(
-        f"reangle: created {key_id} ({args.name}) in {settings.data_dir}; this is the only time the key is "
-        "shown:",
-        file=sys.stderr,
-    )
-    print(key)
-    return 0
-
-
-def run_keys_webhook_secret(args: argparse.Namespace, settings: Settings) -> int:
-    import time
-
-    from reangle.api.auth import ANONYMOUS, KeyRing
-    from reangle.compose import open_job_store
-    from reangle.core.webhooks import ROTATION_OVERLAP_S
-
-    settings = _with_flags(settings, args, "data_dir")
-    store = open_job_store(settings)
-    try:
-        env_ids = KeyRing(store, enabled=True, env_keys=settings.api_keys).env_key_ids()
-        if args.key_id not in env_ids and args.key_id != ANONYMOUS and not store.has_api_key(args.key_id):
-            raise InvalidInput(
-                f"no API key {args.key_id!r} in {settings.data_dir} or REANGLE_API_KEYS",
-                field="key-id",
-                hint="key ids look like key_0123456789abcdef; `reangle keys create` prints them",
-            )
-        now = time.time()
-        if args.rotate:
-            secret = store.rotate_webhook_secret(args.key_id, now, ROTATION_OVERLAP_S)
-            print(
-                f"reangle: new webhook secret for {args.key_id}; the old one signs too for 24 h",
-                file=sys.stderr,
-            )
-        else:
-            secret = store.webhook_secrets(args.key_id, now)[0]
-    finally:
-        store.close()
-    print(secret)
-    return 0

@@ -47,6 +47,15 @@ class WorkerStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApiKeyRecord:
+    """A stored API key as it is listed: never its secret, nor the secret's hash."""
+
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class WebhookDelivery:
     """One event of a job for its webhook (an outbox row): pending while `next_attempt_at` is set."""
 
@@ -183,6 +192,13 @@ class JobStore(Protocol):
     def api_key_id(self, key_hash: str) -> str | None: ...
 
     def has_api_key(self, key_id: str) -> bool: ...
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every stored key, oldest first."""
+        ...
+
+    def delete_api_key(self, key_id: str) -> bool:
+        """Remove the key (requests with it are refused from then on); False if there was none."""
+        ...
 
     # shared secrets
     def shared_secret(self, name: str) -> str:

@@ -26,6 +26,6 @@ def base_url_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return "it must not have a query or a fragment (the API's paths are appended to it)"
     if parts.path.rstrip("/").endswith(API_PATH):
-        # the vendor's own SDKs take the base URL with this path; here it would be doubled (/api/v1/api/v1/...)
+        # the vendor's own SDKs take the base URL with this path: here it would be doubled
         return f"it must not end in {API_PATH} (the API's paths, {API_PATH}/..., are appended to it)"
     return None

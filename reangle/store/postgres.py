@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import AssetRecord, NewJob, WebhookDelivery, WorkerStatus
+from reangle.core.ports import ApiKeyRecord, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import QueueFull, Unavailable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
@@ -661,6 +661,15 @@ class PostgresStore:
     def has_api_key(self, key_id: str) -> bool:
         with self._transaction() as cur:
             return cur.execute("SELECT 1 FROM api_keys WHERE id = %s", (key_id,)).fetchone() is not None
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT id, name, created_at FROM api_keys ORDER BY created_at, id").fetchall()
+        return [ApiKeyRecord(id=str(row[0]), name=str(row[1]), created_at=float(row[2])) for row in rows]
+
+    def delete_api_key(self, key_id: str) -> bool:
+        with self._transaction() as cur:
+            return cur.execute("DELETE FROM api_keys WHERE id = %s", (key_id,)).rowcount > 0
 
     # shared secrets -----------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import AssetRecord, NewJob, WebhookDelivery, WorkerStatus
+from reangle.core.ports import ApiKeyRecord, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import QueueFull
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
@@ -532,6 +532,17 @@ class SqliteStore:
     def has_api_key(self, key_id: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() is not None
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, created_at FROM api_keys ORDER BY created_at, id"
+            ).fetchall()
+        return [ApiKeyRecord(id=row[0], name=row[1], created_at=row[2]) for row in rows]
+
+    def delete_api_key(self, key_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)).rowcount > 0
 
     # shared secrets -----------------------------------------------------------------------------------------
 

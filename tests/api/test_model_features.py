@@ -29,6 +29,7 @@ from tests.api.conftest import (
     upload,
 )
 from tests.engine.lora_support import write_lora
+from tests.pg_cluster import free_port
 
 CUSTOM_MODEL = """
 [[model]]
@@ -308,7 +309,7 @@ def test_a_bad_catalog_entry_stops_serve_with_one_line(
     catalog.write_text(f"{head}\n{body}\n")
     env = server_env(cache_dir, catalog_file=str(catalog), data_dir=str(tmp_path / "data"))
     done = subprocess.run(
-        [sys.executable, "-m", "reangle", "serve", "--engine", "fake", "--port", "0"],
+        [sys.executable, "-m", "reangle", "serve", "--engine", "fake", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ import base64
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -25,12 +25,11 @@ import pytest
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange, WebhookTarget
 from reangle.core.ports import AssetRecord, JobStore, NewJob, WorkerStatus
 from reangle.errors import QueueFull
-from reangle.store.postgres import PostgresStore
 from reangle.store.schema import SCHEMA
 from reangle.store.sqlite import SqliteStore
+from tests.store.conftest import StoreOpener
 
 T = TypeVar("T")
-StoreOpener = Callable[[], JobStore]
 
 T0 = 1_700_000_000.125
 
@@ -54,36 +53,6 @@ def new_job(
         history=(StatusChange(status=JobStatus.QUEUED, at=T0),),
         batch_id=batch_id,
     )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOpener]:
-    """Opens one more store instance on the test's own database (as another process would); all are closed
-    afterwards."""
-    opened: list[JobStore] = []
-    if request.param == "sqlite":
-        path = tmp_path / "reangle.sqlite3"
-
-        def make() -> JobStore:
-            return SqliteStore(path)
-    else:
-        url: str = request.getfixturevalue("pg_url")
-
-        def make() -> JobStore:
-            return PostgresStore(url)
-
-    def opener() -> JobStore:
-        opened.append(make())
-        return opened[-1]
-
-    yield opener
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def job_store(open_store: StoreOpener) -> JobStore:
-    return open_store()
 
 
 def at_once(*calls: Callable[[], T]) -> list[T]:

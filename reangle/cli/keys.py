@@ -1,0 +1,172 @@
+"""`reangle keys`: create, list and revoke the stored API keys, and print a key's webhook signing secret."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reangle.cli.serve import make_data_dir, with_flags
+from reangle.errors import InvalidInput
+from reangle.settings import Settings
+
+if TYPE_CHECKING:
+    from reangle.core.ports import ApiKeyRecord, JobStore
+
+DATA_DIR_HELP = "default: REANGLE_DATA_DIR or ~/.local/share/reangle"
+
+
+def add_keys_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(metavar="ACTION", required=True)
+    create = key_commands.add_parser("create", help="make a new API key (printed once; stored hashed)")
+    create.add_argument("--name", default="default", help="a label for the key")
+    create.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    create.set_defaults(run=run_keys_create)
+
+    listing = key_commands.add_parser(
+        "list", help="list the stored API keys: id, name and when made (never the key itself)"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per key")
+    listing.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    listing.set_defaults(run=run_keys_list)
+
+    revoke = key_commands.add_parser(
+        "revoke", help="delete a stored API key; a running server refuses it within 10 seconds"
+    )
+    revoke.add_argument("key", metavar="NAME_OR_ID", help="the key's id (key_...) or its name, if unique")
+    revoke.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    revoke.set_defaults(run=run_keys_revoke)
+
+    secret = key_commands.add_parser(
+        "webhook-secret", help="print the secret a key's webhooks are signed with (made on first use)"
+    )
+    secret.add_argument(
+        "--key-id", required=True, help="key_... (reangle keys create) or env_... (REANGLE_API_KEYS)"
+    )
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="make a new secret; the old one keeps signing beside it for 24 h",
+    )
+    secret.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    secret.set_defaults(run=run_keys_webhook_secret)
+
+
+def _open_store(args: argparse.Namespace, settings: Settings) -> tuple[Settings, JobStore]:
+    """The settings with --data-dir applied, and the job store they name (an unusable data folder is one
+    line, not a traceback)."""
+    from reangle.compose import open_job_store
+
+    settings = with_flags(settings, args, "data_dir")
+    make_data_dir(settings, jobs_only=True)
+    return settings, open_job_store(settings)
+
+
+def _where(settings: Settings) -> str:
+    from reangle.compose import storage_summary
+
+    return str(settings.data_dir) if not settings.database_url else storage_summary(settings)["jobs"]
+
+
+def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from reangle.api.auth import create_key
+
+    settings, store = _open_store(args, settings)
+    try:
+        key_id, key = create_key(store, args.name)
+    finally:
+        store.close()
+    print(
+        f"reangle: created {key_id} ({args.name}) in {_where(settings)}; this is the only time the key is "
+        "shown:",
+        file=sys.stderr,
+    )
+    print(key)
+    return 0
+
+
+def _created(record: ApiKeyRecord) -> str:
+    return datetime.fromtimestamp(record.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    settings, store = _open_store(args, settings)
+    try:
+        records = store.list_api_keys()
+    finally:
+        store.close()
+    if args.json:
+        for record in records:
+            print(json.dumps({"id": record.id, "name": record.name, "created": _created(record)}))
+        return 0
+    if not records:
+        print(f"reangle: no stored API keys in {_where(settings)}", file=sys.stderr)
+        return 0
+    width = max(len(record.name) for record in records)
+    for record in records:
+        print(f"{record.id}  {record.name:<{width}}  {_created(record)}")
+    return 0
+
+
+def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    wanted: str = args.key
+    if wanted.startswith("env_"):
+        raise InvalidInput(
+            f"{wanted} is a key of REANGLE_API_KEYS: remove it from that setting and restart the servers",
+            field="key",
+        )
+    settings, store = _open_store(args, settings)
+    try:
+        records = store.list_api_keys()
+        matches = [record for record in records if record.id == wanted] or [
+            record for record in records if record.name == wanted
+        ]
+        if not matches:
+            raise InvalidInput(f"no API key {wanted!r} in {_where(settings)}", field="key")
+        if len(matches) > 1:
+            ids = ", ".join(record.id for record in matches)
+            raise InvalidInput(f"{len(matches)} keys are named {wanted!r} ({ids}): give the id", field="key")
+        record = matches[0]
+        if not store.delete_api_key(record.id):  # revoked meanwhile by someone else
+            raise InvalidInput(f"no API key {wanted!r} in {_where(settings)}", field="key")
+    finally:
+        store.close()
+    print(
+        f"reangle: revoked {record.id} ({record.name}); running servers refuse it within 10 seconds",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_keys_webhook_secret(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from reangle.api.auth import ANONYMOUS, KeyRing
+    from reangle.core.webhooks import ROTATION_OVERLAP_S
+
+    settings, store = _open_store(args, settings)
+    try:
+        env_ids = KeyRing(store, enabled=True, env_keys=settings.api_keys).env_key_ids()
+        if args.key_id not in env_ids and args.key_id != ANONYMOUS and not store.has_api_key(args.key_id):
+            raise InvalidInput(
+                f"no API key {args.key_id!r} in {_where(settings)} or REANGLE_API_KEYS",
+                field="key-id",
+                hint="key ids look like key_0123456789abcdef; `reangle keys create` prints them",
+            )
+        now = time.time()
+        if args.rotate:
+            secret = store.rotate_webhook_secret(args.key_id, now, ROTATION_OVERLAP_S)
+            print(
+                f"reangle: new webhook secret for {args.key_id}; the old one signs too for 24 h",
+                file=sys.stderr,
+            )
+        else:
+            secret = store.webhook_secrets(args.key_id, now)[0]
+    finally:
+        store.close()
+    print(secret)
+    return 0
