@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -90,6 +91,35 @@ def database_refusal(exc: Exception) -> InvalidInput | None:
     )
 
 
+def _too_deep() -> InvalidInput:
+    """A JSON body nested deeper than the parser goes."""
+    return InvalidInput(
+        "body: the request body nests arrays or objects too deeply to be read",
+        field="body",
+        hint="send JSON nested at most a few hundred levels deep",
+    )
+
+
+def body_refusal(exc: Exception) -> InvalidInput | None:
+    """A body FastAPI could not parse for a reason that is the request's fault (JSON nested so deeply that
+    the parser gives up, which FastAPI reports as a bare 400 "There was an error parsing the body") as
+    InvalidInput; None for any other error."""
+    if isinstance(exc, RecursionError) or isinstance(exc.__cause__, RecursionError):
+        return _too_deep()
+    return None
+
+
+def json_body(raw: bytes, *, not_json: str) -> Any:
+    """The JSON value of a request body a route reads itself; InvalidInput about the body, saying `not_json`
+    (in the dialect's words) when it is not JSON, or that it nests too deeply to be read."""
+    try:
+        return json.loads(raw)
+    except ValueError:  # UnicodeDecodeError is one
+        raise InvalidInput(not_json, field="body") from None
+    except RecursionError:
+        raise _too_deep() from None
+
+
 def validation_message(error: Mapping[str, Any], content_type: str) -> str:
     """FastAPI's first complaint about a request as one sentence that starts with the field it is about."""
     loc = tuple(error["loc"])
@@ -122,6 +152,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, ReangleError):  # FastAPI wraps errors raised while reading the body
             return reangle_error_response(exc.__cause__)
+        unreadable = body_refusal(exc)
+        if unreadable is not None:
+            return reangle_error_response(unreadable)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 

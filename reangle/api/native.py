@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, Owner, caller_of
 from reangle.api.deps import State
+from reangle.api.errors import json_body
 from reangle.api.forms import parse_form
 from reangle.api.render import Links, asset_json, iso, job_json, output_records
 from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
@@ -91,22 +92,44 @@ async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
         record = await app.service.assets.ingest_async(who, await upload.read(), field="file")
     elif content_type.startswith("application/json"):
         body = await _json_body(request)
-        if isinstance(body.get("url"), str):
-            record = await resolve_image(body["url"], who, app.service.assets, app.service.fetch, field="url")
-        elif isinstance(body.get("data"), str):
-            record = await app.service.assets.ingest_async(
-                who, decode_inline(body["data"], field="data"), field="data"
-            )
+        field, ref = _asset_source(body)
+        if field == "url":
+            record = await resolve_image(ref, who, app.service.assets, app.service.fetch, field="url")
         else:
-            raise InvalidInput(
-                'send {"data": "<base64 or data URL>"} or {"url": "https://..."}', field="data"
-            )
+            data = decode_inline(ref, field="data")
+            record = await app.service.assets.ingest_async(who, data, field="data")
     else:
         raise InvalidInput(
             f"unsupported content type {content_type or 'none'!r}; send multipart/form-data or JSON",
             field="content-type",
         )
     return asset_json(record, caller.links)
+
+
+ASSET_JSON_FORMS = 'send {"data": "<base64 or data URL>"} or {"url": "https://..."}'
+
+
+def _asset_source(body: dict[str, Any]) -> tuple[Literal["url", "data"], str]:
+    """The one image source a JSON upload names: ("url", an http(s) URL) or ("data", base64 or a data URL);
+    InvalidInput for anything else, as a job refuses fields it does not know."""
+    unknown = sorted(str(key) for key in body if key not in ("url", "data"))
+    if unknown:
+        raise InvalidInput(f"{unknown[0]}: unknown field; {ASSET_JSON_FORMS}", field=unknown[0])
+    if "url" in body and "data" in body:
+        raise InvalidInput(f"body: give either url or data, not both; {ASSET_JSON_FORMS}", field="url")
+    if not body:
+        raise InvalidInput(f"body: {ASSET_JSON_FORMS}", field="data")
+    field: Literal["url", "data"] = "url" if "url" in body else "data"
+    value = body[field]
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a text; {ASSET_JSON_FORMS}", field=field)
+    if field == "url" and not value[:8].lower().startswith(("http://", "https://")):
+        raise InvalidInput(
+            "url: only http and https URLs are fetched",
+            field="url",
+            hint='send image bytes as {"data": "<base64 or data URL>"}, or multipart field `file`',
+        )
+    return field, value
 
 
 @router.get("/v1/assets/{asset_id}", tags=["assets"])
@@ -333,10 +356,7 @@ async def metrics(app: State) -> Response:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise InvalidInput("body: the request body is not valid JSON", field="body") from None
+    body = json_body(await request.body(), not_json="body: the request body is not valid JSON")
     if not isinstance(body, dict):
         raise InvalidInput("body: the request body must be a JSON object", field="body")
     return body

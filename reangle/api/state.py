@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from reangle.api.auth import KeyRing
+from reangle.api.lora_urls import lora_url_check
 from reangle.api.metrics import Metrics
 from reangle.api.signing import UrlSigner
 from reangle.compose import build_service, open_runtime
@@ -17,6 +18,7 @@ from reangle.core.service import JobService
 from reangle.engine.base import Engine
 from reangle.runtime.base import Runtime
 from reangle.settings import Settings
+from reangle.store.url_fetch import FetchPolicy
 
 log = logging.getLogger("reangle.server")
 
@@ -36,6 +38,9 @@ class AppState:
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> AppState:
         service = build_service(settings, engine)
+        service.check_url = lora_url_check(
+            FetchPolicy(allow_private=settings.allow_private_urls, timeout_s=settings.url_fetch_timeout_s)
+        )
         store = service.store
         metrics = Metrics(service)
         service.finished_hooks.append(metrics.observe_finished)

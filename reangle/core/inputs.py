@@ -13,6 +13,9 @@ from reangle.errors import InvalidInput, NotFound
 
 #: Fetches a URL's bytes, raising InvalidInput for refused or failed fetches.
 UrlFetcher = Callable[[str, str], Awaitable[bytes]]
+#: Checks a URL (and the field that holds it) as fetching it would at its first hop, sending nothing: raises
+#: InvalidInput naming the field for a URL that fetching would refuse (scheme, host, a private address).
+UrlCheck = Callable[[str, str], Awaitable[None]]
 
 #: No text a request gives may hold it: PostgreSQL cannot store it, and no URL, path or prompt needs it.
 NUL = "\x00"

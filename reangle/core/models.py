@@ -7,6 +7,7 @@ input into the engine's EditRequest(s).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
@@ -382,7 +383,7 @@ class WanImageInput(BaseModel):
             self.vendor_request(images=())
         except InvalidInput as exc:
             field = _NATIVE_WAN_FIELDS.get(exc.field or "", "input")
-            raise PydanticCustomError(f"wan_{field}", exc.message) from None
+            raise PydanticCustomError(f"wan_{field}", native_wan_text(exc.message)) from None
         return self
 
     def vendor_request(self, images: Sequence[bytes]) -> WanImageRequest:
@@ -402,6 +403,20 @@ class WanImageInput(BaseModel):
 
 #: Scenario's field names (as wan_image's errors name them) -> this API's.
 _NATIVE_WAN_FIELDS = {"numOutputs": "num_outputs", "size": "size", "prompt": "prompt", "seed": "seed"}
+#: Every Scenario field name a wan_image message may mention that this API spells otherwise.
+_NATIVE_WAN_WORDS = {
+    "numOutputs": "num_outputs",
+    "imageSetMode": "image_set_mode",
+    "thinkingMode": "thinking_mode",
+}
+_SCENARIO_WAN_WORD = re.compile(r"\b(" + "|".join(_NATIVE_WAN_WORDS) + r")\b")
+
+
+def native_wan_text(message: str) -> str:
+    """A wan_image message (in Scenario's field names) in this API's: `numOutputs ... without imageSetMode`
+    -> `num_outputs ... without image_set_mode`."""
+    return _SCENARIO_WAN_WORD.sub(lambda match: _NATIVE_WAN_WORDS[match[1]], message)
+
 
 AnyInput = CameraEditInput | InstructionEditInput | OrbitInput | TextToImageInput | WanImageInput
 

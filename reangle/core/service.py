@@ -19,7 +19,7 @@ from typing import Any
 
 from reangle.core.assets import AssetService, new_id
 from reangle.core.edit import EditPlan, EditRequest, GenerateRequest, SizeLimits, plan_edit, plan_generation
-from reangle.core.inputs import NUL, UrlFetcher, refuse_nul, resolve_image
+from reangle.core.inputs import NUL, UrlCheck, UrlFetcher, refuse_nul, resolve_image
 from reangle.core.jobs import (
     Job,
     JobError,
@@ -86,9 +86,14 @@ class JobService:
         *,
         events: EventBus,
         clock: Callable[[], float] = time.time,
+        check_url: UrlCheck | None = None,
     ) -> None:
         self.store, self.assets, self.fetch, self.limits, self.clock = store, assets, fetch, limits, clock
         self.events = events
+        #: checks a request's LoRA URLs at submit under the URL rules the runner's download applies (scheme,
+        #: host, private addresses), so that one it would refuse is a 422 now, not a failed job later; None:
+        #: not checked at submit (the runner still checks each download)
+        self.check_url = check_url
         #: status reads kept while no event of their job says otherwise (scaled out only: see ReadCache)
         self.reads: ReadCache[tuple[Job, list[AssetRecord]]] = ReadCache()
         events.watch(self.reads)
@@ -154,7 +159,8 @@ class JobService:
     def _check_queue_room(self, count: int) -> None:
         queued = self.queue_depth()
         if queued + count > self.limits.max_queue:
-            raise QueueFull(f"the queue holds {queued} jobs; its limit is {self.limits.max_queue}")
+            held = f"{queued} job" if queued == 1 else f"{queued} jobs"
+            raise QueueFull(f"the queue holds {held}; its limit is {self.limits.max_queue}")
 
     def _announce(self, jobs: Sequence[Job]) -> None:
         self.events.work_arrived()
@@ -179,8 +185,13 @@ class JobService:
             )
         refuse_nul(request.input, "input")
         validated = spec.validate(request.kind, request.input)
-        if self.limits.loras is not None and not isinstance(validated, WanImageInput):
-            self.limits.loras.check(validated.lora_refs())
+        loras = [] if isinstance(validated, WanImageInput) else validated.lora_refs()
+        if self.limits.loras is not None:
+            self.limits.loras.check(loras)
+        if self.check_url is not None:
+            for lora in loras:
+                if lora.kind == "url":
+                    await self.check_url(lora.value, lora.field)
         data = validated.model_dump(mode="json")
         records = []
         image_field = "image" if request.kind == JobKind.ORBIT else "images"
@@ -326,15 +337,12 @@ class JobService:
         otherwise wait forever. Scaled out, another worker may serve them: they are left queued there."""
         failed = []
         for model in sorted(set(self.store.queued_by_model()) - set(served)):
-            error = JobError(
-                code="model_unavailable",
-                message=f"model {model} is no longer served by this server (it was turned off or removed "
-                "from its catalog); the job never ran",
-                hint="submit it again to a model GET /v1/models lists",
-            )
-            # straight from queued to failed: never shown processing, as the job never ran
+            # straight from queued to failed: not shown processing again (a job re-queued at a restart ran
+            # before, and its error says so)
             while job_ids := self.store.queued_job_ids(model, UNSERVED_PAGE):
                 for job_id in job_ids:
+                    queued = self.store.get_job(job_id)
+                    error = unserved_error(model, ran_before=queued is not None and _ran_before(queued))
                     ended = self.store.fail_queued(job_id, error, self.clock())
                     if ended is not None:  # None: canceled (or failed) meanwhile, and announced then
                         self._keep_inputs(ended)
@@ -468,6 +476,27 @@ async def _until_terminal(queue: asyncio.Queue[JobEvent]) -> AsyncIterator[JobEv
         yield event
         if event.job is not None and event.job.status.is_terminal:
             return
+
+
+def unserved_error(model: str, *, ran_before: bool) -> JobError:
+    """The error of a queued job failed at start-up because its model is no longer served: a job re-queued
+    at a restart ran before (and was interrupted), any other never ran."""
+    ran = (
+        "the job had started before a restart interrupted it, and was not run again"
+        if ran_before
+        else "the job never ran"
+    )
+    return JobError(
+        code="model_unavailable",
+        message=f"model {model} is no longer served by this server (it was turned off or removed from its "
+        f"catalog); {ran}",
+        hint="submit it again to a model GET /v1/models lists",
+    )
+
+
+def _ran_before(job: Job) -> bool:
+    """Whether a queued job was processing once (a runner took it, and a restart re-queued it)."""
+    return job.attempt > 1 or any(change.status == JobStatus.PROCESSING for change in job.history)
 
 
 def model_spec(model_id: str) -> ModelSpec:

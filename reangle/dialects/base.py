@@ -14,7 +14,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from reangle.api.errors import database_refusal, status_for
+from reangle.api.errors import body_refusal, database_refusal, status_for
 from reangle.errors import InternalError, InvalidInput, ReangleError
 
 log = logging.getLogger("reangle.api")
@@ -49,9 +49,11 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                 except ReangleError as exc:
                     return render(request, exc, status_for(exc))
                 except HTTPException as exc:
-                    if not isinstance(exc.__cause__, ReangleError):  # FastAPI wraps body-reading errors
+                    # FastAPI wraps body-reading errors; JSON nested too deeply to parse is the request's
+                    cause = exc.__cause__ if isinstance(exc.__cause__, ReangleError) else body_refusal(exc)
+                    if cause is None:
                         raise
-                    return render(request, exc.__cause__, status_for(exc.__cause__))
+                    return render(request, cause, status_for(cause))
                 except Exception as exc:
                     refused = database_refusal(exc)
                     if refused is not None:  # the request's text, not the server, is at fault

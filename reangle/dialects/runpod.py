@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import re
 import time
@@ -32,6 +31,7 @@ from fastapi.routing import APIRoute
 
 from reangle.api.auth import bearer_token
 from reangle.api.deps import State
+from reangle.api.errors import json_body
 from reangle.api.state import AppState
 from reangle.api.webhooks import webhook_target
 from reangle.core.jobs import Job, JobStatus
@@ -216,10 +216,7 @@ async def _json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
         raise InvalidInput('the body is empty; send {"input": {...}}', field="body")
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidInput("the request body is not valid JSON", field="body") from None
+    return json_body(raw, not_json="the request body is not valid JSON")
 
 
 async def _submit(app: AppState, who: str, endpoint_id: str, request: Request) -> tuple[str, list[Job]]:

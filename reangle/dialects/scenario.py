@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from reangle.api.deps import LinkMaker, State
+from reangle.api.errors import json_body
 from reangle.api.state import AppState
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.inputs import decode_inline
@@ -105,10 +105,7 @@ async def json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidInput("the request body is not valid JSON", field="body") from None
+    body = json_body(raw, not_json="the request body is not valid JSON")
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object", field="body")
     return body

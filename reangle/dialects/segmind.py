@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from reangle.api.deps import LinkMaker, State
+from reangle.api.errors import json_body
 from reangle.api.state import AppState
 from reangle.core.camera import DEFAULT_POSE
 from reangle.core.camera_text import parse_camera_text
@@ -280,10 +280,7 @@ async def _json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidInput("the request body is not valid JSON", field="body") from None
+    return json_body(raw, not_json="the request body is not valid JSON")
 
 
 # responses -------------------------------------------------------------------------------------------

@@ -101,3 +101,27 @@ def test_nothing_fails_while_every_queued_model_is_served(
     job = submit(service, RETIRED)
     assert service.fail_unserved(MODELS) == []
     assert service.get(OWNER, job.id).status == JobStatus.QUEUED
+
+
+def test_a_job_that_ran_before_a_restart_is_not_said_to_have_never_run(
+    service: JobService, catalog_with_retired: None
+) -> None:
+    ran = submit(service, RETIRED)
+    waited = submit(service, RETIRED)
+    claimed = asyncio.run(service.next_job(0.01, models=[RETIRED]))
+    assert claimed is not None
+    assert claimed.id == ran.id
+    requeued, _ = service.recover()  # the restart: the job it ran goes back to the queue
+    assert [job.id for job in requeued] == [ran.id]
+    install_catalog(load_catalog(inputs=TASK_INPUTS), {})  # ...and its model is gone
+
+    service.fail_unserved(MODELS)
+
+    again, never = service.get(OWNER, ran.id), service.get(OWNER, waited.id)
+    assert again.error is not None
+    assert never.error is not None
+    assert (again.error.code, never.error.code) == ("model_unavailable", "model_unavailable")
+    assert "never ran" not in again.error.message
+    assert "had started before a restart interrupted it" in again.error.message
+    assert f"model {RETIRED} is no longer served" in again.error.message
+    assert never.error.message.endswith("; the job never ran")

@@ -311,6 +311,7 @@ def test_bare_key_authorizes_like_bearer(server: RunningServer) -> None:
         ("POST", "/run", {}, b'{"input": {}}', 401, "API key is required"),
         ("POST", "/run", {"Authorization": "Bearer nope"}, b"{}", 401, "not valid"),
         ("POST", "/run", None, b"{not json", 400, "not valid JSON"),
+        ("POST", "/run", None, b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "too deeply"),
         ("POST", "/run", None, b"", 400, "empty"),
         ("POST", "/runsync?wait=soon", None, b'{"input": {}}', 400, "wait"),
         (

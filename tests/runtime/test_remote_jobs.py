@@ -718,7 +718,7 @@ def test_a_recorded_task_the_vendor_has_forgotten_fails_the_job_without_a_second
     [
         ({"size": "3K"}, "input.size", "1K, 2K or WxH"),
         ({"size": "4096x4096"}, "input.size", "2048x2048"),
-        ({"num_outputs": 9}, "input.num_outputs", "without imageSetMode"),
+        ({"num_outputs": 9}, "input.num_outputs", "without image_set_mode"),
         ({"num_outputs": 13, "image_set_mode": True}, "input.num_outputs", "between 1 and 12"),
         ({"prompt": ""}, "input.prompt", ""),
         ({"seed": -1}, "input.seed", ""),

@@ -1,0 +1,120 @@
+"""JobService edges a caller reads: a request's LoRA URLs checked at submit (under the URL rules of fetching),
+the queue-full message, and Wan 2.7's limits in the native API's field names. A real JobService on a
+temporary SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from reangle.api.lora_urls import lora_url_check
+from reangle.core.jobs import Job, JobStatus
+from reangle.core.models import CAMERA_EDIT, WanImageInput
+from reangle.core.service import JobService, ServiceLimits, SubmitRequest
+from reangle.errors import InvalidInput, QueueFull
+from reangle.store.sqlite import SqliteStore
+from reangle.store.url_fetch import FetchPolicy
+from tests.conftest import image_bytes, job_service, make_image
+
+OWNER = "owner-1"
+
+
+@pytest.fixture
+def service(tmp_path: Path, store: SqliteStore) -> JobService:
+    return job_service(store, tmp_path)
+
+
+def camera_input(service: JobService, **fields: Any) -> dict[str, Any]:
+    image = service.assets.ingest(OWNER, image_bytes(make_image(40, 24), "PNG"))
+    return {"images": [image.id], "horizontal_angle": 90} | fields
+
+
+def submit(service: JobService, data: dict[str, Any], model: str = CAMERA_EDIT) -> Job:
+    return asyncio.run(service.submit(OWNER, SubmitRequest(model=model, input=data)))
+
+
+# LoRA URLs at submit ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("ftp://example.com/a.safetensors", "only http and https URLs are fetched"),
+        ("http://127.0.0.1:8080/a.safetensors", "127.0.0.1 is a loopback address"),
+        ("http://LOCALHOST./a.safetensors", "a loopback address"),
+        ("http://192.168.1.5/a.safetensors", "a private address"),
+        ("http://[fe80::1]/a.safetensors", "a link-local address"),
+    ],
+)
+def test_a_lora_url_fetching_would_refuse_is_refused_at_submit(
+    service: JobService, url: str, words: str
+) -> None:
+    service.check_url = lora_url_check(FetchPolicy())
+    with pytest.raises(InvalidInput) as refused:
+        submit(service, camera_input(service, loras=[{"url": url}]))
+    assert refused.value.field == "input.loras.0.url"
+    assert refused.value.message.startswith("input.loras.0.url")
+    assert words in refused.value.message
+    assert service.queue_depth() == 0
+
+
+def test_with_private_urls_allowed_only_the_scheme_and_host_are_checked(service: JobService) -> None:
+    service.check_url = lora_url_check(FetchPolicy(allow_private=True))
+    job = submit(service, camera_input(service, loras=[{"url": "http://127.0.0.1:9/a.safetensors"}]))
+    assert job.status == JobStatus.QUEUED
+    with pytest.raises(InvalidInput) as refused:
+        submit(service, camera_input(service, loras=[{"url": "file:///etc/passwd"}]))
+    assert refused.value.message.startswith("input.loras.0.url is a file: URL")
+
+
+def test_a_lora_host_name_is_not_looked_up_at_submit(service: JobService) -> None:
+    """`.invalid` never resolves (RFC 6761): the download, not the submit, finds that out."""
+    service.check_url = lora_url_check(FetchPolicy())
+    job = submit(service, camera_input(service, loras=[{"url": "https://loras.invalid/a.safetensors"}]))
+    assert job.status == JobStatus.QUEUED
+
+
+def test_without_a_url_check_lora_urls_are_left_to_the_runner(service: JobService) -> None:
+    """A service built without one (a test rig, a tool) queues as it always did; the runner still checks."""
+    job = submit(service, camera_input(service, loras=[{"url": "ftp://example.com/a.safetensors"}]))
+    assert job.status == JobStatus.QUEUED
+
+
+# the queue-full message ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("max_queue", "held"), [(1, "the queue holds 1 job;"), (2, "the queue holds 2 jobs;")]
+)
+def test_the_queue_full_message_counts_jobs_in_good_english(
+    tmp_path: Path, store: SqliteStore, max_queue: int, held: str
+) -> None:
+    service = job_service(store, tmp_path, ServiceLimits(max_queue=max_queue))
+    for _ in range(max_queue):
+        submit(service, camera_input(service))
+    with pytest.raises(QueueFull) as full:
+        submit(service, camera_input(service))
+    assert full.value.message == f"{held} its limit is {max_queue}"
+
+
+# Wan 2.7 in the native API ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"num_outputs": 9}, "num_outputs must be between 1 and 4 without image_set_mode (up to 12 with"),
+        ({"num_outputs": 13, "image_set_mode": True}, "num_outputs must be between 1 and 12 in image set"),
+    ],
+)
+def test_wan_limits_name_the_native_fields(fields: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        WanImageInput.model_validate({"prompt": "a red fox"} | fields)
+    [error] = refused.value.errors()
+    assert words in error["msg"]
+    assert "numOutputs" not in error["msg"]
+    assert "imageSetMode" not in error["msg"]
