@@ -11,7 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reangle.cli.edit import check_local_quality, output_format, output_paths
+from reangle.cli.edit import (
+    announce_load,
+    check_local_quality,
+    output_format,
+    output_paths,
+    runs_on_server,
+    write_output,
+)
 from reangle.cli.model_switches import check_model_switches, check_set_flags, switch_fields
 from reangle.cli.option_names import generate_options
 from reangle.cli.prompt_args import add_prompt_flags
@@ -98,7 +105,11 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--format", choices=OUTPUT_FORMATS, help="default: from the -o suffix")
     parser.add_argument("--quality", type=int, help="JPEG/WebP quality 1..100 (default 90)")
     parser.add_argument("-o", "--output", type=Path, help="out.png; several outputs: out-0.png ...")
-    parser.add_argument("--engine", choices=ENGINE_NAMES, default="qwen", help="in process (default: qwen)")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_NAMES,
+        help="in process (default: qwen); giving it generates in process even when REANGLE_SERVER is set",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plans; load no model")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_prompt_flags(parser)
@@ -111,7 +122,7 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     check_set_flags(args)
-    if (args.server or settings.server) and not args.local:
+    if runs_on_server(args, settings):
         from reangle.cli.remote import run_remote_generate
 
         return run_remote_generate(args, settings)
@@ -135,7 +146,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     validated = _validated_input(spec, args)
     refs = [*model_lora_refs(spec.entry, settings), *request_lora_refs(args.loras)]
     fmt: OutputFormat = output_format(args.output, args.format) if args.output or not args.dry_run else "png"
-    engine = create_engine(args.engine, settings)
+    engine = create_engine(args.engine or "qwen", settings)
     if not engine.info.can_generate:
         raise EngineError(
             f"the {engine.info.name} engine runs no text-to-image model",
@@ -153,12 +164,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
             json.dumps(shown | shown_extras(validated.rewrite_prompt, refs), indent=None if args.json else 2)
         )
         return 0
-    if engine.info.demo:
-        print(
-            f"reangle: {engine.info.name} engine: images come from a random-weight demo model",
-            file=sys.stderr,
-        )
-    print(f"reangle: loading the {engine.info.name} engine ...", file=sys.stderr)
+    announce_load(engine, settings)
     engine.load()
     from tqdm import tqdm
 
@@ -192,7 +198,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     ]
     paths = output_paths(args.output, len(made))
     for path, (_plan, _seed, image) in zip(paths, made, strict=True):
-        path.write_bytes(encode_image(image, fmt, quality))
+        write_output(path, encode_image(image, fmt, quality))
     if args.json:
         outputs = [
             {

@@ -40,11 +40,41 @@ def lora_arg(text: str) -> Lora:
         lora = Lora.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    bad_scale = _bad_scale(text.strip(), lora)
+    if bad_scale is not None:
+        raise argparse.ArgumentTypeError(
+            f"the scale of {text!r} is not a number: {bad_scale!r} (write SOURCE:SCALE, e.g. ...:0.8)"
+        )
     if not -MAX_SCALE <= lora.scale <= MAX_SCALE:
         raise argparse.ArgumentTypeError(
             f"the scale of {text!r} must be between {-MAX_SCALE:g} and {MAX_SCALE:g}, got {lora.scale:g}"
         )
     return lora
+
+
+#: What a LoRA file's name ends in; a `:` after one starts a scale.
+_LORA_SUFFIXES = (".safetensors",)
+
+
+def _bad_scale(text: str, lora: Lora) -> str | None:
+    """What follows the last `:` when it was meant as a scale but is no number (`style.safetensors:abc`,
+    `https://host/style:abc`), which Lora.parse keeps as part of the source; None otherwise."""
+    source = lora.url if lora.url is not None else lora.path
+    if source is None or source != text:  # an id, or a scale was split off
+        return None
+    rest = source.split("://", 1)[1] if lora.url is not None else source
+    head, colon, tail = rest.rpartition(":")
+    if not colon or any(c in tail for c in "/?=&#") or tail.lower().endswith(_LORA_SUFFIXES):
+        return None  # no colon, a port before the path (`host:8080/a.safetensors`), a query's colon
+    try:
+        float(tail)
+    except ValueError:
+        pass
+    else:
+        return None  # a number Lora.parse kept on purpose (`https://host:8080`: a port)
+    if lora.url is None and not head.lower().endswith(_LORA_SUFFIXES):
+        return None  # a path with a colon in its name
+    return tail
 
 
 def prompt_fields(args: argparse.Namespace) -> dict[str, Any]:

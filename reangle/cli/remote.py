@@ -2,14 +2,15 @@
 `reangle edit --server URL`, `reangle generate --server URL`. They use only the SDK (reangle.client): no
 torch, no engine.
 
-Exit codes: 2 for bad input and any 4xx answer, 1 for a failed or canceled job, a server error or no
-connection, 130 when interrupted (the job is canceled on the server first).
+Exit codes: 2 for bad input and any 4xx answer but 429, 1 for a failed or canceled job, a full queue (429),
+a server error or no connection, 130 when interrupted (the job is canceled on the server first).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,12 +41,20 @@ from reangle.cli.remote_output import (
 )
 from reangle.client import (
     CAMERA_MODEL,
+    APIConnectionError,
+    Asset,
+    AuthenticationError,
     Client,
+    InvalidResponseError,
+    InvalidServerURLError,
     Job,
     JobEvent,
     JobFailed,
+    RateLimitError,
     ReangleAPIError,
     ReangleClientError,
+    ServerError,
+    WaitTimeout,
 )
 from reangle.client._inputs import generate_input
 from reangle.errors import InvalidInput
@@ -107,7 +116,9 @@ def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
         description="Re-photograph one image from several azimuths on a reangle server. -o DIR gets one "
         "view-<azimuth> file per view, turntable.webp and contact-sheet.png.",
     )
-    parser.add_argument("input", metavar="INPUT", help="an image file, or an http(s) URL the server can read")
+    parser.add_argument(
+        "input", metavar="INPUT", help="an image file, an http(s) URL the server can read, or an asset id"
+    )
     parser.add_argument(
         "--azimuths", type=_degrees_list, metavar="A,B,...", help="degrees (default: 0,45,...,315)"
     )
@@ -125,9 +136,7 @@ def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
     parser.add_argument("--aspect-ratio", metavar="R", help="e.g. 1:1, 16:9, match_input")
-    parser.add_argument(
-        "--format", choices=_FORMATS, default="png", help="format of the views (default: png)"
-    )
+    parser.add_argument("--format", choices=_FORMATS, help="format of the views (default: the model's, png)")
     parser.add_argument("--quality", type=int, help="JPEG/WebP quality 1..100")
     parser.add_argument(
         "-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the files"
@@ -145,16 +154,18 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     """`reangle edit ... --server URL`: the local edit's flags, run on a server."""
     try:
         fields = _remote_edit_fields(args)
+        inputs = [_image_arg(value) for value in args.inputs]
     except (CommandFailure, InvalidInput) as exc:
-        return _fail(exc.message)
+        return _fail(_with_hint(exc))
     model = args.model or CAMERA_MODEL
     if args.dry_run:
-        images = [str(path) for path in args.inputs]
+        images = [str(value) for value in args.inputs]
         print(json.dumps({"model": model, "kind": "edit", "input": {"images": images, **fields}}))
         return 0
 
     def edit(client: Client) -> int:
-        job = client.edit(list(args.inputs), model=model, wait=False, **fields)
+        images = [_uploaded(client, image) for image in inputs]
+        job = client.edit(images, model=model, wait=False, **fields)
         job = _wait(client, job, "editing")
         _save_numbered(client, args, job)
         return 0
@@ -167,9 +178,9 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
     images for a model that takes them) on a server."""
     try:
         fields = _remote_generate_fields(args)
-        images = [_orbit_image(value) for value in args.images]
+        images = [_image_arg(value) for value in args.images]
     except (CommandFailure, InvalidInput) as exc:
-        return _fail(exc.message)
+        return _fail(_with_hint(exc))
 
     def generate(client: Client) -> int:
         # only flags whose field name depends on the model ask the server for its schema
@@ -190,7 +201,8 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
             print(json.dumps({"model": args.model, "kind": "edit", "input": body}))
             return 0
         options = fields | set_switches(args) | thinking_fields(args, schema)
-        job = client.generate(args.prompt, model=args.model, images=images or None, wait=False, **options)
+        refs = [_uploaded(client, image) for image in images]
+        job = client.generate(args.prompt, model=args.model, images=refs or None, wait=False, **options)
         job = _wait(client, job, "generating")
         _save_numbered(client, args, job)
         return 0
@@ -200,7 +212,7 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
 
 def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     try:
-        image = _orbit_image(args.input)
+        image = _image_arg(args.input)
         check_quality(args.quality)
         make_folder(args.output)
     except CommandFailure as exc:
@@ -221,7 +233,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
 
     def orbit(client: Client) -> int:
         job = client.orbit(
-            image,
+            _uploaded(client, image),
             azimuths=args.azimuths,
             elevation=args.elevation,
             distance=args.distance,
@@ -233,7 +245,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         job = _wait(client, job, "orbit")
         files = [(args.output / name, asset) for name, asset in orbit_file_names(job.assets)]
         for path, asset in files:
-            client.download(asset, path)
+            _download(client, job, asset, path)
         _note_rewrite(job)
         report(args, job, files)
         return 0
@@ -246,6 +258,8 @@ def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
         jobs = client.list(status=args.status, limit=args.limit).data
         if args.json:
             print(json.dumps([job.model_dump(mode="json") for job in jobs]))
+        elif not jobs:
+            print(f"no {args.status} jobs" if args.status else "no jobs")
         else:
             print(job_table(jobs))
         return 0
@@ -254,6 +268,9 @@ def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
 
 
 def run_jobs_show(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    if not args.job_id.strip():
+        return _fail("give a job id (job_...), as `reangle jobs list` shows them")
+
     def show(client: Client) -> int:
         print(json.dumps(client.get(args.job_id).model_dump(mode="json"), indent=2))
         return 0
@@ -262,9 +279,12 @@ def run_jobs_show(args: argparse.Namespace, settings: RemoteSettings) -> int:
 
 
 def run_jobs_cancel(args: argparse.Namespace, settings: RemoteSettings) -> int:
+    if not args.job_id.strip():
+        return _fail("give a job id (job_...), as `reangle jobs list` shows them")
+
     def cancel(client: Client) -> int:
         job = client.cancel(args.job_id)
-        print(json.dumps(job.model_dump(mode="json")) if args.json else f"{job.id} {job.status}")
+        print(json.dumps(job.model_dump(mode="json")) if args.json else _cancel_line(job))
         return 0
 
     return _with_client(args, settings, cancel)
@@ -274,9 +294,30 @@ def _save_numbered(client: Client, args: argparse.Namespace, job: Job) -> None:
     """Download the outputs to -o (numbered when several), say what the rewriter did, report."""
     paths = numbered_paths(args.output, len(job.assets))
     for path, asset in zip(paths, job.assets, strict=True):
-        client.download(asset, path)
+        _download(client, job, asset, path)
     _note_rewrite(job)
     report(args, job, list(zip(paths, job.assets, strict=True)))
+
+
+def _cancel_line(job: Job) -> str:
+    if job.status == "canceled":
+        return f"{job.id} canceled"
+    if job.status in ("queued", "processing"):
+        return f"{job.id}: cancel requested; the job stops at its next step"
+    return f"{job.id} had already {job.status}: nothing to cancel"
+
+
+def _download(client: Client, job: Job, asset: Any, path: Path) -> None:
+    """One output to `path`; a file that cannot be written ends the command naming the job, whose outputs
+    stay on the server."""
+    try:
+        client.download(asset, path)
+    except OSError as exc:
+        raise CommandFailure(
+            f"cannot write {path}: {exc.strerror or exc}; job {job.id} succeeded, its outputs stay on the "
+            f"server (see `reangle jobs show {job.id}`)",
+            EXIT_FAILED,
+        ) from None
 
 
 def _note_rewrite(job: Job) -> None:
@@ -300,19 +341,29 @@ def _with_client(
     if not server:
         return _fail("no server: give --server URL or set REANGLE_SERVER")
     as_options = names.rewrite if names is not None else str
+    api_key = args.api_key or settings.api_key
     try:
-        with client_factory(server, args.api_key or settings.api_key) as client:
+        with client_factory(server, api_key) as client:
             return command(client)
     except CommandFailure as exc:
         return _fail(exc.message, exc.exit_code)
     except InvalidInput as exc:
-        return _fail(exc.message)
+        return _fail(_with_hint(exc))
+    except RateLimitError as exc:
+        wait = "a moment" if exc.retry_after is None else f"{math.ceil(exc.retry_after)} s"
+        return _fail(f"{exc.message} (retry in {wait})", EXIT_FAILED)
+    except AuthenticationError as exc:
+        if api_key:
+            return _fail(f"{exc.message} (check --api-key or REANGLE_API_KEY)")
+        return _fail("the server wants an API key: give --api-key or set REANGLE_API_KEY")
     except ReangleAPIError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
         message = as_options(exc.message) if exc.status_code < 500 else exc.message
         return _fail(f"{message}{hint}", EXIT_BAD_INPUT if exc.status_code < 500 else EXIT_FAILED)
     except JobFailed as exc:
         return _fail(as_options(str(exc)), EXIT_FAILED)
+    except InvalidServerURLError as exc:
+        return _fail(f"{exc} (check --server or REANGLE_SERVER)")
     except ReangleClientError as exc:  # a failed or canceled job, no connection, a broken answer
         return _fail(str(exc), EXIT_FAILED)
     except OSError as exc:
@@ -344,6 +395,13 @@ def _wait(client: Client, job: Job, desc: str) -> Job:
             bar.close()
             _cancel_after_interrupt(client, job.id)
             raise
+        except (APIConnectionError, ServerError, InvalidResponseError, WaitTimeout) as exc:
+            # the connection dropped, the server broke down: the job may go on
+            bar.close()
+            raise CommandFailure(
+                f"{exc}; job {job.id} may still be running: check it later with `reangle jobs show {job.id}`",
+                EXIT_FAILED,
+            ) from None
     return job.raise_for_status()
 
 
@@ -367,16 +425,13 @@ def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
     pose, instruction = pose_from_args(args)
     check_quality(args.quality)
     fmt = format_for(args.output, args.format, required=not args.dry_run)
-    for path in args.inputs:
-        if not path.is_file():
-            raise CommandFailure(f"input file not found: {path}")
     fields: dict[str, Any] = {
         "prompt": " ".join(part for part in (instruction, args.prompt.strip()) if part),
         "seed": args.seed,
         "num_outputs": args.num_outputs,
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance,
-        "lora_scale": None if args.lora_scale == 1.0 else args.lora_scale,
+        "lora_scale": args.lora_scale,
         "acceleration": args.acceleration,
         "width": args.width,
         "height": args.height,
@@ -421,13 +476,35 @@ def _remote_generate_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def _orbit_image(value: str) -> str | Path:
+def _image_arg(value: str) -> str | Path:
+    """An input image as given: an http(s) URL or an asset id the server reads, else a local file."""
     if value.startswith(("http://", "https://")):
         return value
     path = Path(value)
-    if not path.is_file():
-        raise CommandFailure(f"input file not found: {value}")
-    return path
+    if path.is_file():
+        return path
+    if value.startswith("asset_") and "/" not in value:
+        return value
+    raise CommandFailure(f"input file not found: {value}")
+
+
+def _uploaded(client: Client, image: str | Path) -> Asset | str:
+    """A local file uploaded (a refusal names the file, as a local edit does); URLs and ids as they are."""
+    if isinstance(image, str):
+        return image
+    try:
+        return client.upload(image)
+    except ReangleAPIError as exc:
+        if exc.status_code not in (400, 413, 415, 422):
+            raise
+        message = exc.message
+        named = f"{image} {message[5:]}" if message.startswith("file ") else f"{image}: {message}"
+        raise CommandFailure(named + (f" ({exc.hint})" if exc.hint else "")) from None
+
+
+def _with_hint(exc: CommandFailure | InvalidInput) -> str:
+    hint = getattr(exc, "hint", None)
+    return f"{exc.message} ({hint})" if hint else exc.message
 
 
 def _degrees_list(value: str) -> list[float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ def format_for(output: Path | None, explicit: str | None, *, required: bool) -> 
         if required:
             raise CommandFailure("give the output file with -o/--output")
         return explicit or "png"
-    if not output.parent.is_dir():
-        raise CommandFailure(f"output folder does not exist: {output.parent}")
+    problem = output_file_problem(output)
+    if problem is not None:
+        raise CommandFailure(problem)
     if explicit:
         return explicit
     if output.suffix.lower() not in _SUFFIX_FORMATS:
@@ -42,6 +44,18 @@ def format_for(output: Path | None, explicit: str | None, *, required: bool) -> 
             f"cannot tell the image format from {output.name!r}; use a .png, .jpg or .webp name or --format"
         )
     return _SUFFIX_FORMATS[output.suffix.lower()]
+
+
+def output_file_problem(output: Path) -> str | None:
+    """Why the outputs cannot be written to -o `output` (checked before anything runs): it is a folder, or
+    its folder is missing or not writable; None when it looks writable."""
+    if output.is_dir():
+        return f"-o {output} is a folder; give a file name in it, such as {output / 'out.png'}"
+    if not output.parent.is_dir():
+        return f"output folder does not exist: {output.parent}"
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        return f"cannot write to the output folder {output.parent}"
+    return None
 
 
 def check_quality(quality: int | None) -> None:
@@ -56,6 +70,8 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandFailure(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandFailure(f"cannot write to the output folder {folder}")
 
 
 def numbered_paths(output: Path, count: int) -> list[Path]:

@@ -203,6 +203,21 @@ def test_bad_edit_input_exits_2_with_one_line_and_no_traceback(photo, tmp_path, 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["edit", "generate"])
+def test_the_real_model_without_a_gpu_is_refused_before_anything_loads(  # type: ignore[no-untyped-def]
+    photo, tmp_path, capsys, monkeypatch, command
+):
+    monkeypatch.setattr("reangle.cli.edit.cuda_available", lambda: False)
+    monkeypatch.setattr("reangle.engine.qwen.QwenEngine.load", lambda self: pytest.fail("loaded the model"))
+    given = str(photo) if command == "edit" else "a red bicycle"
+    assert main([command, given, "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reangle: error: the qwen engine needs a CUDA GPU, and this machine has none (")
+    assert "--engine tiny" in err
+    assert "REANGLE_DEVICE=cpu" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_unknown_output_suffix_is_a_clear_error(photo, tmp_path, capsys):  # type: ignore[no-untyped-def]
     assert main(["edit", str(photo), "--dry-run", "-o", str(tmp_path / "out.bmp")]) == 2
     assert "cannot tell the image format" in capsys.readouterr().err
@@ -230,3 +245,57 @@ def test_serve_with_a_model_that_cannot_load_says_so_in_one_line(tmp_path):  # t
     assert "Traceback" not in result.stderr
     assert "reangle: error: cannot load the model" in result.stderr
     assert "REANGLE_MODEL" in result.stderr  # the hint says what to do
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REANGLE_SERVER", raising=False)
+    monkeypatch.setenv("REANGLE_FAKE_STEP_SECONDS", "0")
+
+
+@pytest.mark.usefixtures("no_server")
+@pytest.mark.parametrize("command", ["edit", "generate"])
+def test_an_output_folder_as_o_is_refused_before_the_run(photo, tmp_path, capsys, command):  # type: ignore[no-untyped-def]
+    first = str(photo) if command == "edit" else "a cat"
+    assert main([command, first, "--engine", "fake", "-o", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"reangle: error: -o {tmp_path} is a folder; give a file name in it, such as {tmp_path / 'out.png'}\n"
+    )
+
+
+@pytest.mark.usefixtures("no_server")
+def test_an_output_that_cannot_be_written_is_one_line(photo, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    (tmp_path / "out-1.png").mkdir()
+    argv = ["edit", str(photo), "--engine", "fake", "--num-outputs", "2", "-o", str(tmp_path / "out.png")]
+    assert main(argv) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("reangle: error")]
+    assert lines == [f"reangle: error: cannot write {tmp_path / 'out-1.png'}: Is a directory"]
+
+
+@pytest.mark.usefixtures("no_server")
+def test_the_fake_engine_notice_says_no_model_runs(photo, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    assert main(["edit", str(photo), "--engine", "fake", "-o", str(tmp_path / "o.png")]) == 0
+    err = capsys.readouterr().err
+    assert "reangle: fake engine: images come from test pictures" in err
+    assert "random-weight" not in err
+
+
+@pytest.mark.parametrize(
+    "lora",
+    ["https://example.com/style.safetensors:abc", "https://example.com/style:abc", "style.safetensors:x"],
+)
+def test_a_lora_scale_that_is_not_a_number_is_refused(photo, capsys, lora):  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exited:
+        main(["edit", str(photo), "--dry-run", "--lora", lora])
+    assert exited.value.code == 2
+    assert f"the scale of {lora!r} is not a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "lora", ["https://host:8080/a.safetensors", "https://host:8080", "https://example.com/lora", "id:a:b"]
+)
+def test_loras_whose_colons_are_no_scale_are_taken(lora):  # type: ignore[no-untyped-def]
+    from reangle.cli.prompt_args import lora_arg
+
+    assert lora_arg(lora).scale == 1.0

@@ -66,6 +66,11 @@ class FakeServer:
     - `refusal`: when set, every job submission is answered 422 invalid_input with this message (as the
       real server refuses a field: "input.num_outputs: ...").
     - `job_error`: the message of jobs that end "failed".
+    - `check_uploads`: uploads that are not PNG, JPEG or WebP are refused 400, worded as the real server
+      words it ("file is not an image ...").
+    - `queue_full`: when set, every job submission is answered 429 with this many seconds in Retry-After.
+    - `cancel_at_next_step`: canceling a processing job only asks for it (the answer still says
+      processing), as the real server does for a job on the GPU.
     """
 
     def __init__(self, *, api_key: str | None = API_KEY, steps: int = 4) -> None:
@@ -77,6 +82,9 @@ class FakeServer:
         self.failing_gets = 0
         self.refusal: str | None = None
         self.job_error = "CUDA out of memory"
+        self.check_uploads = False
+        self.queue_full: int | None = None
+        self.cancel_at_next_step = False
         self.requests: list[httpx.Request] = []
         self.assets: dict[str, dict[str, Any]] = {}
         self.blobs: dict[str, bytes] = {}
@@ -141,6 +149,8 @@ class FakeServer:
             if part is None:
                 return error(400, "invalid_input", "no `file` field in the form")
             content, mime_type = part
+            if self.check_uploads and not content.startswith((b"\x89PNG", b"\xff\xd8\xff", b"RIFF")):
+                return error(400, "invalid_input", "file is not an image (expected PNG, JPEG or WebP)")
         else:
             body = json.loads(request.content)
             if "data" in body:
@@ -173,6 +183,14 @@ class FakeServer:
             return error(422, "invalid_input", "input: field required")
         if self.refusal is not None:
             return error(422, "invalid_input", self.refusal)
+        if self.queue_full is not None:
+            return error(
+                429,
+                "queue_full",
+                "the queue is full",
+                f"retry in {self.queue_full} s",
+                **{"Retry-After": str(self.queue_full)},
+            )
         job = self.add_job(body["model"], body["input"], kind=body.get("kind", "edit"))
         job["priority"] = body.get("priority", 0)
         if key:
@@ -226,6 +244,8 @@ class FakeServer:
         if job_id not in self.jobs:
             return error(404, "not_found", f"no job {job_id}")
         job = self.jobs[job_id]
+        if job["status"] == "processing" and self.cancel_at_next_step:
+            return httpx.Response(200, json=_public(job))
         if job["status"] not in TERMINAL:
             job.update(status="canceled", finished_at=_time(60))
         return httpx.Response(200, json=_public(job))

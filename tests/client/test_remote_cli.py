@@ -13,6 +13,7 @@ import pytest
 from reangle.cli import remote
 from reangle.cli.main import build_parser as main_parser
 from reangle.client import Client
+from reangle.errors import InvalidInput
 from reangle.settings import Settings
 from tests.client.fakes import API, API_KEY, FakeServer
 from tests.conftest import image_bytes, make_image
@@ -111,6 +112,15 @@ def test_no_server_configured_exits_2(fake: FakeServer, capsys: pytest.CaptureFi
     assert fake.requests == []
 
 
+def test_a_server_url_without_a_scheme_exits_2(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert reangle("jobs", "list", settings=SettingsStub(server="127.0.0.1:8000")) == 2
+    assert capsys.readouterr().err == (
+        "reangle: error: server URL must start with http:// or https:// (got '127.0.0.1:8000') "
+        "(check --server or REANGLE_SERVER)\n"
+    )
+    assert fake.requests == []
+
+
 def test_flags_win_over_settings(fake: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[tuple[str, str | None]] = []
 
@@ -127,7 +137,17 @@ def test_flags_win_over_settings(fake: FakeServer, monkeypatch: pytest.MonkeyPat
 
 def test_a_wrong_key_exits_2(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert reangle("jobs", "list", "--api-key", "sk-wrong") == 2
-    assert capsys.readouterr().err == "reangle: error: missing or unknown API key\n"
+    assert capsys.readouterr().err == (
+        "reangle: error: missing or unknown API key (check --api-key or REANGLE_API_KEY)\n"
+    )
+
+
+def test_no_key_says_how_to_give_one(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """The server's hint is for HTTP callers (send Authorization: Bearer <key>); the CLI names its flag."""
+    assert reangle("jobs", "list", settings=SettingsStub(server=API)) == 2
+    assert capsys.readouterr().err == (
+        "reangle: error: the server wants an API key: give --api-key or set REANGLE_API_KEY\n"
+    )
 
 
 def test_no_connection_exits_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,8 +208,6 @@ def test_remote_edit_uploads_submits_shows_progress_and_downloads(
         "elevation": 0,
         "distance": 0.6,
         "seed": 5,
-        "num_outputs": 1,
-        "acceleration": "high",
         "output_format": "png",
     }
 
@@ -204,15 +222,8 @@ def test_remote_edit_without_pose_flags_sends_no_camera_fields(
     )
     submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
     assert submitted["model"] == "qwen-image-edit-2511"
-    assert set(submitted["input"]) == {
-        "images",
-        "prompt",
-        "num_outputs",
-        "acceleration",
-        "output_format",
-        "quality",
-    }
-    assert (submitted["input"]["output_format"], submitted["input"]["quality"]) == ("jpeg", 90)
+    # only what was typed (-o x.jpg sets the format): the model's own defaults stay in force
+    assert submitted["input"] == {"images": ["asset_1"], "prompt": "add snow", "output_format": "jpeg"}
 
 
 def test_remote_edit_numbers_several_outputs_and_prints_json(
@@ -309,7 +320,6 @@ def test_orbit_writes_views_by_azimuth_a_turntable_and_a_contact_sheet(
         "image": "asset_1",
         "elevation": 30.0,
         "distance": 1.0,
-        "output_format": "png",
     }
 
 
@@ -373,3 +383,172 @@ def test_real_settings_read_the_server_and_key_from_the_environment(
     args = build_parser().parse_args(["jobs", "cancel", "job_1"])
     assert args.run(args, Settings()) == 0
     assert fake.jobs["job_1"]["status"] == "canceled"
+
+
+def test_remote_edit_sends_the_flags_typed_even_at_their_usual_values(
+    fake: FakeServer, photo: Path, tmp_path: Path
+) -> None:
+    """A model's catalog defaults are overridden only by what the user typed, --lora-scale 1.0 included."""
+    out = str(tmp_path / "o.jpg")
+    typed = ["--num-outputs", "1", "--acceleration", "high", "--lora-scale", "1.0", "--quality", "90"]
+    assert reangle("edit", str(photo), *typed, "-o", out) == 0
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)["input"]
+    assert {name: submitted[name] for name in ("num_outputs", "acceleration", "lora_scale", "quality")} == {
+        "num_outputs": 1,
+        "acceleration": "high",
+        "lora_scale": 1.0,
+        "quality": 90,
+    }
+
+
+@pytest.mark.parametrize("command", ["edit", "generate"])
+def test_an_output_that_is_a_folder_exits_2_before_anything_is_sent(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    first = str(photo) if command == "edit" else "a cat"
+    args = build_parser().parse_args([command, first, "-o", str(tmp_path)])
+    assert args.run(args, SettingsStub(server=API, api_key=API_KEY)) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"reangle: error: -o {tmp_path} is a folder; give a file name in it, such as {tmp_path / 'out.png'}"
+    ]
+    assert fake.requests == []
+
+
+def test_an_output_that_cannot_be_written_names_the_job(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "o-1.png").mkdir()  # the second of two outputs cannot be written
+    assert reangle("edit", str(photo), "--num-outputs", "2", "-o", str(tmp_path / "o.png")) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"reangle: error: cannot write {tmp_path / 'o-1.png'}: Is a directory; ")
+    assert line.endswith(
+        "job job_2 succeeded, its outputs stay on the server (see `reangle jobs show job_2`)"
+    )
+
+
+def test_an_orbit_view_that_cannot_be_written_names_the_job(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "view-000.png").mkdir()
+    assert reangle("orbit", str(photo), "-o", str(tmp_path)) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"reangle: error: cannot write {tmp_path / 'view-000.png'}: Is a directory")
+    assert "job job_2 succeeded" in line
+
+
+@pytest.mark.parametrize("command", ["edit", "generate"])
+def test_an_explicit_engine_runs_in_process_even_with_a_server_set(
+    fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    photo = tmp_path / "real.png"
+    photo.write_bytes(image_bytes(make_image(64, 48)))
+    first = str(photo) if command == "edit" else "a cat"
+    args = build_parser().parse_args([command, first, "--engine", "fake", "--dry-run", "--json"])
+    assert args.run(args, Settings(server=API, api_key=API_KEY)) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == "fake"
+    assert fake.requests == []
+
+
+def test_engine_and_server_flags_together_are_refused(fake: FakeServer, photo: Path) -> None:
+    args = build_parser().parse_args(["edit", str(photo), "--engine", "fake", "--server", API, "--dry-run"])
+    with pytest.raises(InvalidInput, match="--engine fake runs in this process, --server on a server"):
+        args.run(args, SettingsStub())
+    assert fake.requests == []
+
+
+def test_a_refused_upload_names_the_file(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.check_uploads = True
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    assert reangle("edit", str(photo), str(bad), "-o", str(tmp_path / "o.png")) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"reangle: error: {bad} is not an image (expected PNG, JPEG or WebP)"
+    ]
+    assert fake.requests_to("POST", "/v1/jobs") == []
+    assert reangle("orbit", str(bad), "-o", str(tmp_path / "views")) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"reangle: error: {bad} is not an image (expected PNG, JPEG or WebP)"
+    ]
+
+
+def test_remote_edit_takes_urls_and_asset_ids(fake: FakeServer, tmp_path: Path) -> None:
+    url = "https://example.com/a.png"
+    assert reangle("edit", url, "asset_7", "-o", str(tmp_path / "o.png")) == 0
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert submitted["input"]["images"] == [url, "asset_7"]
+    assert fake.requests_to("POST", "/v1/assets") == []
+
+
+def test_a_local_edit_of_a_url_says_it_needs_a_server(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["edit", "https://example.com/a.png", "--engine", "fake", "--dry-run"])
+    with pytest.raises(InvalidInput, match=r"^https://example.com/a.png: a URL input needs a server"):
+        args.run(args, Settings())
+
+
+def test_cancel_of_a_running_job_says_it_was_requested(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.cancel_at_next_step = True
+    fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})["status"] = "processing"
+    assert reangle("jobs", "cancel", "job_1") == 0
+    assert capsys.readouterr().out == "job_1: cancel requested; the job stops at its next step\n"
+
+
+def test_a_full_queue_exits_1_and_says_when_to_retry(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.queue_full = 7
+    assert reangle("edit", str(photo), "-o", str(tmp_path / "o.png")) == 1
+    assert error_lines(capsys.readouterr().err) == ["reangle: error: the queue is full (retry in 7 s)"]
+
+
+def test_an_invalid_input_keeps_its_hint(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    def command(_client: Client) -> int:
+        raise InvalidInput("--set: model m makes no image sets", field="image_set", hint="try --model x")
+
+    args = build_parser().parse_args(["jobs", "list"])
+    assert remote._with_client(args, SettingsStub(server=API, api_key=API_KEY), command) == 2
+    assert capsys.readouterr().err == "reangle: error: --set: model m makes no image sets (try --model x)\n"
+
+
+def test_an_empty_job_list_says_so(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert reangle("jobs", "list") == 0
+    assert reangle("jobs", "list", "--status", "failed") == 0
+    assert capsys.readouterr().out == "no jobs\nno failed jobs\n"
+
+
+@pytest.mark.parametrize("action", ["show", "cancel"])
+def test_an_empty_job_id_is_refused(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    assert reangle("jobs", action, "") == 2
+    assert (
+        capsys.readouterr().err
+        == "reangle: error: give a job id (job_...), as `reangle jobs list` shows them\n"
+    )
+    assert fake.requests == []
+
+
+def test_a_connection_lost_while_waiting_names_the_job(
+    fake: FakeServer,
+    photo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.startswith("/v1/jobs/"):
+            raise httpx.ConnectError("connection refused", request=request)
+        return fake.handle(request)
+
+    monkeypatch.setattr(
+        remote,
+        "client_factory",
+        lambda url, key: Client(url, key, transport=httpx.MockTransport(handle), poll_interval=0.001),
+    )
+    assert reangle("edit", str(photo), "-o", str(tmp_path / "o.png")) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith("reangle: error: cannot reach the server")
+    assert line.endswith("job job_2 may still be running: check it later with `reangle jobs show job_2`")
