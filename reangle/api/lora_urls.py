@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from reangle.core.inputs import UrlCheck
 from reangle.errors import InvalidInput
 from reangle.store.url_fetch import FetchPolicy, checked_addresses
@@ -12,11 +14,17 @@ class _Unresolved(Exception):
 
 
 async def _without_dns(host: str) -> list[str]:
-    """The addresses of the names that stand for this machine whatever DNS says (`localhost`, RFC 6761);
-    any other name is left unresolved: a lookup now would slow the submit, and could not be trusted later."""
+    """The addresses of what stands for an address whatever DNS says: `localhost` (RFC 6761) and the numeric
+    shorthands of IPv4 (`127.1`). Any other name is left unresolved: a lookup now would slow the submit, and
+    could not be trusted later."""
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return ["127.0.0.1", "::1"]
+    if name and all(part.isdigit() for part in name.split(".")):
+        try:  # the resolver reads `127.1` or `2130706433` as an IPv4 address, without asking DNS
+            return [socket.inet_ntoa(socket.inet_aton(name))]
+        except OSError:
+            pass
     raise _Unresolved(host)
 
 

@@ -83,7 +83,7 @@ async def get_job(job_id: str, request: Request) -> dict[str, Any]:
 async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
     """Upload an image: multipart field `file`, or JSON `{"data": base64 or data URL}` or `{"url": ...}`."""
     app, who = caller.app, caller.owner  # the body's size is capped as it arrives: BodyLimit, upload_limits
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/form-data"):
         form = await parse_form(request, max_files=1, max_fields=10)
         upload = form.get("file")
@@ -110,22 +110,20 @@ ASSET_JSON_FORMS = 'send {"data": "<base64 or data URL>"} or {"url": "https://..
 
 
 def _asset_source(body: dict[str, Any]) -> tuple[Literal["url", "data"], str]:
-    """The one image source a JSON upload names: ("url", an http(s) URL) or ("data", base64 or a data URL);
-    InvalidInput for anything else, as a job refuses fields it does not know."""
-    unknown = sorted(str(key) for key in body if key not in ("url", "data"))
-    if unknown:
-        raise InvalidInput(f"{unknown[0]}: unknown field; {ASSET_JSON_FORMS}", field=unknown[0])
-    if "url" in body and "data" in body:
-        raise InvalidInput(f"body: give either url or data, not both; {ASSET_JSON_FORMS}", field="url")
-    if not body:
-        raise InvalidInput(f"body: {ASSET_JSON_FORMS}", field="data")
-    field: Literal["url", "data"] = "url" if "url" in body else "data"
-    value = body[field]
+    """The one image source a JSON upload names: ("url", what an input image may be: an http(s) URL, a data
+    URL or an asset id) or ("data", base64 or a data URL). A null counts as absent; other keys are ignored."""
+    given = {name: body[name] for name in ("url", "data") if body.get(name) is not None}
+    if len(given) != 1:
+        problem = "give either url or data, not both" if given else ASSET_JSON_FORMS
+        raise InvalidInput(f"body: {problem}", field="data" if not given else "url", hint=ASSET_JSON_FORMS)
+    field: Literal["url", "data"] = "url" if "url" in given else "data"
+    value = given[field]
     if not isinstance(value, str):
         raise InvalidInput(f"{field} must be a text; {ASSET_JSON_FORMS}", field=field)
-    if field == "url" and not value[:8].lower().startswith(("http://", "https://")):
+    scheme, separator, _ = value.partition("://")
+    if field == "url" and separator and scheme.lower() not in ("http", "https"):
         raise InvalidInput(
-            "url: only http and https URLs are fetched",
+            f"url: only http and https URLs are fetched, not {scheme}://",
             field="url",
             hint='send image bytes as {"data": "<base64 or data URL>"}, or multipart field `file`',
         )

@@ -56,12 +56,21 @@ def add_keys_commands(commands: argparse._SubParsersAction[Any]) -> None:
     secret.set_defaults(run=run_keys_webhook_secret)
 
 
-def _open_store(args: argparse.Namespace, settings: Settings) -> tuple[Settings, JobStore]:
+def _open_store(
+    args: argparse.Namespace, settings: Settings, *, existing: bool = False
+) -> tuple[Settings, JobStore]:
     """The settings with --data-dir applied, and the job store they name (an unusable data folder is one
-    line, not a traceback)."""
-    from reangle.compose import open_job_store
+    line, not a traceback). `existing`: a command that only reads or removes keys makes no database, so that
+    a mistyped data folder says so instead of listing no keys."""
+    from reangle.compose import SQLITE_FILE, open_job_store
 
     settings = with_flags(settings, args, "data_dir")
+    if existing and not settings.database_url and not (settings.data_dir / SQLITE_FILE).is_file():
+        raise InvalidInput(
+            f"no reangle database in {settings.data_dir}",
+            field="data-dir",
+            hint="check --data-dir or REANGLE_DATA_DIR; `reangle keys create` makes the first key",
+        )
     make_data_dir(settings, jobs_only=True)
     return settings, open_job_store(settings)
 
@@ -94,7 +103,7 @@ def _created(record: ApiKeyRecord) -> str:
 
 
 def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    settings, store = _open_store(args, settings)
+    settings, store = _open_store(args, settings, existing=True)
     try:
         records = store.list_api_keys()
     finally:
@@ -119,7 +128,7 @@ def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
             f"{wanted} is a key of REANGLE_API_KEYS: remove it from that setting and restart the servers",
             field="key",
         )
-    settings, store = _open_store(args, settings)
+    settings, store = _open_store(args, settings, existing=True)
     try:
         records = store.list_api_keys()
         matches = [record for record in records if record.id == wanted] or [

@@ -52,28 +52,20 @@ def lora_arg(text: str) -> Lora:
     return lora
 
 
-#: What a LoRA file's name ends in; a `:` after one starts a scale.
-_LORA_SUFFIXES = (".safetensors",)
+#: What a LoRA file's name ends in; a `:` right after one starts a scale.
+_LORA_SUFFIX = ".safetensors"
 
 
 def _bad_scale(text: str, lora: Lora) -> str | None:
-    """What follows the last `:` when it was meant as a scale but is no number (`style.safetensors:abc`,
-    `https://host/style:abc`), which Lora.parse keeps as part of the source; None otherwise."""
+    """What follows `<name>.safetensors:` when it is no number (`style.safetensors:abc`), which Lora.parse
+    keeps as part of the source; None otherwise: any other colon may belong to the source (a port, a query,
+    a file name)."""
     source = lora.url if lora.url is not None else lora.path
-    if source is None or source != text:  # an id, or a scale was split off
+    if source is None or source != text or "?" in source or "#" in source:  # an id, a scale split off
         return None
-    rest = source.split("://", 1)[1] if lora.url is not None else source
-    head, colon, tail = rest.rpartition(":")
-    if not colon or any(c in tail for c in "/?=&#") or tail.lower().endswith(_LORA_SUFFIXES):
-        return None  # no colon, a port before the path (`host:8080/a.safetensors`), a query's colon
-    try:
-        float(tail)
-    except ValueError:
-        pass
-    else:
-        return None  # a number Lora.parse kept on purpose (`https://host:8080`: a port)
-    if lora.url is None and not head.lower().endswith(_LORA_SUFFIXES):
-        return None  # a path with a colon in its name
+    head, colon, tail = source.rpartition(":")
+    if not colon or not head.lower().endswith(_LORA_SUFFIX) or "/" in tail:
+        return None
     return tail
 
 

@@ -207,7 +207,6 @@ class AsyncClient:
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Job:
-        refs = await self._image_refs(as_image_list(images))
         camera = {
             "horizontal_angle": horizontal_angle,
             "vertical_angle": vertical_angle,
@@ -218,6 +217,8 @@ class AsyncClient:
         }
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         options = {"seed": seed, "num_outputs": num_outputs, **extras, **options}
+        check_finite({**camera, **options}, "input")  # before any upload
+        refs = await self._image_refs(as_image_list(images))
         body = edit_input(refs, prompt=prompt, camera=camera, options=options)
         job = await self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
         return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
@@ -242,8 +243,10 @@ class AsyncClient:
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Job:
-        (ref,) = await self._image_refs([image])
         fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
+        path = {"azimuths": azimuths, "elevation": elevation, "distance": distance, "poses": poses}
+        check_finite({**path, **fields}, "input")  # before any upload
+        (ref,) = await self._image_refs([image])
         body = orbit_input(
             ref,
             azimuths=azimuths,
@@ -282,6 +285,7 @@ class AsyncClient:
         wants_set = image_set is not None or set_prompts is not None
         schema = await self.input_schema(model) if wants_set else {}
         set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
+        check_finite(options, "input")  # before any upload
         refs = None if images is None else await self._image_refs(as_image_list(images))
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(

@@ -229,7 +229,6 @@ class Client:
         (`acceleration`, `num_inference_steps`, `output_format`, ...) go in `options`. With `wait`, returns
         the finished job or raises `JobFailed` / `JobCanceled`.
         """
-        refs = self._image_refs(as_image_list(images))
         camera = {
             "horizontal_angle": horizontal_angle,
             "vertical_angle": vertical_angle,
@@ -240,6 +239,8 @@ class Client:
         }
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         options = {"seed": seed, "num_outputs": num_outputs, **extras, **options}
+        check_finite({**camera, **options}, "input")  # before any upload
+        refs = self._image_refs(as_image_list(images))
         body = edit_input(refs, prompt=prompt, camera=camera, options=options)
         job = self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
         return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
@@ -270,8 +271,10 @@ class Client:
         contact sheet. Outputs have role "view" (with a `pose`), "turntable", "contact_sheet".
         `rewrite_prompt` and `loras` as for `edit`.
         """
-        (ref,) = self._image_refs([image])
         fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
+        path = {"azimuths": azimuths, "elevation": elevation, "distance": distance, "poses": poses}
+        check_finite({**path, **fields}, "input")  # before any upload
+        (ref,) = self._image_refs([image])
         body = orbit_input(
             ref,
             azimuths=azimuths,
@@ -328,6 +331,7 @@ class Client:
         wants_set = image_set is not None or set_prompts is not None
         schema = self.input_schema(model) if wants_set else {}
         set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
+        check_finite(options, "input")  # before any upload
         refs = None if images is None else self._image_refs(as_image_list(images))
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(

@@ -266,7 +266,8 @@ def _plain_message(response: httpx.Response) -> str:
     text = " ".join(text.split())
     if len(text) > _BODY_EXCERPT:
         text = text[:_BODY_EXCERPT] + "..."
-    where = f" from {response.request.url}" if _has_request(response) else ""
+    # not the query: a signed download link's signature would end up in logs
+    where = f" from {response.request.url.copy_with(query=None)}" if _has_request(response) else ""
     return f"HTTP {response.status_code} {reason}{where}" + (f": {text}" if text else "")
 
 

@@ -104,10 +104,19 @@ def file_to_upload(image: ImageInput) -> FileInput | None:
     raise _no_such_file(image)
 
 
+#: Fewer base64 characters than this hold no PNG, JPEG or WebP (24 bytes): such a string is a path.
+_SHORTEST_IMAGE_BASE64 = 32
+
+
 def _may_be_base64(text: str) -> bool:
-    """Whether the server could decode `text` as raw base64 (it pads it, and ignores whitespace)."""
+    """Whether the server could decode `text` as raw base64 image data (it pads it, and ignores
+    whitespace)."""
     compact = "".join(text.split())
-    return bool(compact) and _BASE64.fullmatch(compact) is not None and len(compact.rstrip("=")) % 4 != 1
+    return (
+        len(compact) >= _SHORTEST_IMAGE_BASE64
+        and _BASE64.fullmatch(compact) is not None
+        and len(compact.rstrip("=")) % 4 != 1
+    )
 
 
 def _no_such_file(path: str) -> FileNotFoundError:

@@ -283,7 +283,7 @@ def test_the_fake_engine_notice_says_no_model_runs(photo, tmp_path, capsys):  # 
 
 @pytest.mark.parametrize(
     "lora",
-    ["https://example.com/style.safetensors:abc", "https://example.com/style:abc", "style.safetensors:x"],
+    ["https://example.com/style.safetensors:abc", "style.safetensors:x"],
 )
 def test_a_lora_scale_that_is_not_a_number_is_refused(photo, capsys, lora):  # type: ignore[no-untyped-def]
     with pytest.raises(SystemExit) as exited:
@@ -293,7 +293,16 @@ def test_a_lora_scale_that_is_not_a_number_is_refused(photo, capsys, lora):  # t
 
 
 @pytest.mark.parametrize(
-    "lora", ["https://host:8080/a.safetensors", "https://host:8080", "https://example.com/lora", "id:a:b"]
+    "lora",
+    [
+        "https://host:8080/a.safetensors",
+        "https://host:8080",
+        "https://example.com/lora",
+        "id:a:b",
+        "https://example.com/models/lora:latest",
+        "https://civitai.com/api/download/models/123?token=ab:cd",
+        "https://h.example/a.safetensors?se=2025-01-01T00:00:00Z",
+    ],
 )
 def test_loras_whose_colons_are_no_scale_are_taken(lora):  # type: ignore[no-untyped-def]
     from reangle.cli.prompt_args import lora_arg

@@ -34,6 +34,7 @@ def listed(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str,
 def test_list_shows_ids_names_and_dates_never_the_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    open_job_store(Settings(data_dir=tmp_path)).close()  # a server ran here, and made no key
     assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out == ""  # no keys yet (said on stderr)
     ci_id, ci_key = create(tmp_path, "ci", capsys)
@@ -99,9 +100,18 @@ def test_a_key_of_the_setting_cannot_be_revoked_here(
     assert "REANGLE_API_KEYS" in lines[0]
 
 
-@pytest.mark.parametrize(
-    "action", [["create"], ["list"], ["revoke", "ci"], ["webhook-secret", "--key-id", "x"]]
-)
+@pytest.mark.parametrize("action", [["list"], ["revoke", "ci"]])
+def test_listing_or_revoking_in_a_folder_without_a_database_says_so_and_makes_none(
+    action: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mistyped = tmp_path / "dta"
+    assert main(["keys", *action, "--data-dir", str(mistyped)]) == 2
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"reangle: error: no reangle database in {mistyped} (check --data-dir")
+    assert not mistyped.exists()
+
+
+@pytest.mark.parametrize("action", [["create"], ["webhook-secret", "--key-id", "x"]])
 def test_a_data_folder_that_cannot_be_made_is_one_line(
     action: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -189,7 +189,7 @@ def test_edit_passes_urls_and_data_urls_as_they_are(fake: FakeServer, client: Cl
         "https://example.com/a.png",
         "data:image/png;base64,iVBORw0KGgo=",
         "asset_not_a_file",
-        "iVBORw0KGgo=",
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC",
     ]
     client.edit(images, wait=False)
     assert sent_json(fake, "POST", "/v1/jobs")["input"] == {"images": images}

@@ -108,6 +108,13 @@ def test_a_non_json_502_from_a_proxy_still_gives_a_useful_message() -> None:
     )
 
 
+def test_a_failed_download_names_the_link_without_its_signature() -> None:
+    answer = httpx.Response(404, text="gone")
+    with client_answering(answer) as client, pytest.raises(NotFoundError) as caught:
+        client.download("http://files.test/v1/files/asset_1?expires=1&sig=SECRET123")
+    assert caught.value.message == "HTTP 404 Not Found from http://files.test/v1/files/asset_1: gone"
+
+
 def test_a_framework_detail_body_is_read_too() -> None:
     body = {"detail": [{"loc": ["body", "model"], "msg": "field required"}]}
     with client_answering(httpx.Response(422, json=body)) as client, pytest.raises(BadRequestError) as caught:

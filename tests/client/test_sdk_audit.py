@@ -4,6 +4,7 @@ server that is not reangle, a 401 without a key, and a download link that expire
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import math
@@ -41,7 +42,9 @@ def answering(response: httpx.Response, api_key: str | None = "sk-test", base_ur
 # 1. a local file that is not there
 
 
-@pytest.mark.parametrize("missing", ["missing.png", "photos/cat.jpeg", "./holiday", "C:\\pics\\a.png"])
+@pytest.mark.parametrize(
+    "missing", ["missing.png", "photos/cat.jpeg", "./holiday", "C:\\pics\\a.png", "photos/cat", "cat"]
+)
 def test_a_missing_file_is_named_before_any_request(missing: str, tmp_path: Path) -> None:
     fake = FakeServer()
     photo = tmp_path / "photo.png"
@@ -75,7 +78,8 @@ def test_the_async_client_names_a_missing_file_too() -> None:
 
 def test_references_that_are_not_files_still_pass_through() -> None:
     fake = FakeServer()
-    images = ["HTTPS://example.com/a.png", "asset_9", "iVBORw0KGgo=", "iVBORw0K\nGgoA"]
+    b64 = base64.b64encode(PNG).decode()
+    images = ["HTTPS://example.com/a.png", "asset_9", b64, f"{b64[:12]}\n{b64[12:]}"]
     with client_for(fake) as client:
         client.edit(images, wait=False)
     (request,) = fake.requests_to("POST", "/v1/jobs")
@@ -135,10 +139,11 @@ def test_an_image_of_another_type_is_a_type_error_naming_what_is_accepted(bad: o
 @pytest.mark.parametrize(
     ("call", "field"),
     [
-        (lambda c: c.edit("asset_1", horizontal_angle=math.nan), "input.horizontal_angle is nan"),
-        (lambda c: c.orbit("asset_1", azimuths=[0, math.inf]), "input.azimuths.1 is inf"),
-        (lambda c: c.orbit("asset_1", poses=[{"azimuth": -math.inf}]), "input.poses.0.azimuth is -inf"),
-        (lambda c: c.generate("a fox", guidance_scale=math.nan), "input.guidance_scale is nan"),
+        # the images are bytes, uploaded once the job's numbers were checked: no upload is left behind
+        (lambda c: c.edit(PNG, horizontal_angle=math.nan), "input.horizontal_angle is nan"),
+        (lambda c: c.orbit(PNG, azimuths=[0, math.inf]), "input.azimuths.1 is inf"),
+        (lambda c: c.orbit(PNG, poses=[{"azimuth": -math.inf}]), "input.poses.0.azimuth is -inf"),
+        (lambda c: c.generate("a fox", images=[PNG], guidance_scale=math.nan), "input.guidance_scale is nan"),
         (lambda c: c.batch("m", [{"zoom": 1.0}, {"zoom": math.nan}]), "items.1.input.zoom is nan"),
     ],
 )
@@ -154,7 +159,7 @@ def test_the_async_client_names_a_nan_field_too() -> None:
 
     async def main() -> None:
         async with AsyncClient(API, API_KEY, transport=fake.transport()) as client:
-            await client.edit("asset_1", zoom=math.nan)
+            await client.edit(PNG, zoom=math.nan)
 
     with pytest.raises(ValueError, match=r"^input\.zoom is nan"):
         asyncio.run(main())
