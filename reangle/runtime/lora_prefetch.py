@@ -39,6 +39,8 @@ T = TypeVar("T")
 CONCURRENCY = 2
 #: URLs waiting for a prefetch slot; one more is left to the runner.
 MAX_PENDING = 64
+#: At start, queued jobs read per pending place, for the LoRA URLs to fill them (most jobs have none).
+SCANNED_PER_PLACE = 10
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class LoraPrefetch:
         self.service.finished_hooks.append(self.ended)
         try:
             try:
-                self.queued(await asyncio.to_thread(self._queued_before))
+                self._enqueue(await asyncio.to_thread(self._queued_before))
             except Exception:  # the store: those jobs' LoRAs are left to the runner
                 log.exception(
                     "could not read the jobs queued before the server started to prefetch their LoRAs"
@@ -89,16 +91,22 @@ class LoraPrefetch:
             self.service.finished_hooks.remove(self.ended)
             self._loop = None
 
-    def _queued_before(self) -> list[Job]:
-        """The jobs already queued when the prefetch starts (left by the server's last run), in queue order
-        for each model, up to as many as the prefetch could take."""
-        store, jobs = self.service.store, []
+    def _queued_before(self) -> list[_Wanted]:
+        """The LoRA URLs of the jobs already queued when the prefetch starts (left by the server's last run),
+        in queue order for each model, up to as many as the prefetch can hold."""
+        store, wanted, room = self.service.store, [], self._pending.maxsize
         for model in store.queued_by_model():
-            for job_id in store.queued_job_ids(model, self._pending.maxsize):
+            for job_id in store.queued_job_ids(model, room * SCANNED_PER_PLACE):
                 job = store.get_job(job_id)
-                if job is not None:
-                    jobs.append(job)
-        return jobs
+                if job is None:
+                    continue
+                try:
+                    wanted.extend(_lora_urls(job))
+                except Exception:  # an input the service accepted: the runner will tell
+                    log.exception("could not read the LoRAs of queued job %s to prefetch them", job_id)
+                if len(wanted) >= room:
+                    return wanted[:room]
+        return wanted
 
     def queued(self, jobs: Sequence[Job]) -> None:
         """The service's hook: `jobs` were just queued. Never raises (the jobs are queued already)."""

@@ -342,6 +342,22 @@ def test_jobs_queued_before_the_prefetch_starts_are_prefetched_when_it_starts(
     run(scenario())
 
 
+def test_at_start_jobs_without_loras_do_not_take_the_places_of_those_with(
+    tmp_path: Path, store: SqliteStore, host: LoraHost
+) -> None:
+    rig, loras = prefetch_rig(tmp_path, store, FakeRecordingEngine())
+
+    async def scenario() -> None:
+        for seed in range(3):
+            await rig.submit(seed=seed)
+        await rig.submit(seed=3, loras=[{"url": host.url("/late.safetensors")}])
+        async with prefetching(LoraPrefetch(rig.service, loras, max_pending=2)):
+            await until(lambda: len(loras.cached_files()) == 1, "the fourth job's LoRA is fetched")
+        assert host.seen == ["/late.safetensors"]
+
+    run(scenario())
+
+
 def test_the_embedded_server_prefetches_with_its_runners_lora_sources(tmp_path: Path) -> None:
     settings = Settings(engine="fake", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     engine = FakeEngine(settings)
