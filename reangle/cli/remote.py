@@ -122,8 +122,8 @@ def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--azimuths", type=_degrees_list, metavar="A,B,...", help="degrees (default: 0,45,...,315)"
     )
-    parser.add_argument("--elevation", type=float, default=0.0, metavar="E", help="degrees (default: 0)")
-    parser.add_argument("--distance", type=float, default=1.0, metavar="D", help="factor (default: 1.0)")
+    parser.add_argument("--elevation", type=float, metavar="E", help="degrees (default: the model's, 0)")
+    parser.add_argument("--distance", type=float, metavar="D", help="factor (default: the model's, 1.0)")
     parser.add_argument("--prompt", default="", help="your own instruction, after the camera phrase")
     parser.add_argument("--model", default=CAMERA_MODEL, help=f"server model id (default: {CAMERA_MODEL})")
     parser.add_argument("--seed", type=int)

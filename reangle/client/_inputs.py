@@ -196,11 +196,9 @@ def orbit_input(
     prompt: str,
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """An orbit's input: the views as `poses` (any path), or as azimuths at one elevation and distance
-    (0 and 1.0 unless given). Fields given beside `poses` are sent as given, for the server to refuse."""
-    if poses is None:
-        elevation = 0 if elevation is None else elevation
-        distance = 1.0 if distance is None else distance
+    """An orbit's input: the views as `poses` (any path), or as azimuths at one elevation and distance (the
+    model's defaults, 0 and 1.0 unless its catalog entry says otherwise, when not given). Fields given
+    beside `poses` are sent as given, for the server to refuse."""
     fields = {
         "poses": None if poses is None else [dict(pose) for pose in poses],
         "azimuths": None if azimuths is None else list(azimuths),

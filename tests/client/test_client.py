@@ -229,7 +229,6 @@ def test_orbit_submits_an_orbit_job_and_returns_views_turntable_and_contact_shee
         "image": next(iter(fake.blobs)),
         "azimuths": [0, 90, 180],
         "elevation": 30,
-        "distance": 1.0,
         "seed": 1,
         "output_format": "webp",
     }

@@ -319,7 +319,6 @@ def test_orbit_writes_views_by_azimuth_a_turntable_and_a_contact_sheet(
     assert submitted["input"] == {
         "image": "asset_1",
         "elevation": 30.0,
-        "distance": 1.0,
     }
 
 
