@@ -23,7 +23,7 @@ from reangle.cli.model_switches import check_model_switches, check_set_flags, sw
 from reangle.cli.option_names import generate_options
 from reangle.cli.prompt_args import add_prompt_flags
 from reangle.cli.remote import add_connection_flags
-from reangle.cli.remote_output import rewrite_note
+from reangle.cli.remote_output import note_unused_negative, rewrite_note
 from reangle.client import TEXT_TO_IMAGE_MODEL
 from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS
 from reangle.core.images import OUTPUT_FORMATS, OutputFormat, encode_image
@@ -158,6 +158,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
         plan_generation_for(engine, replace(request, seed=validated.seed))
         for request in rendered.generate_requests(0)
     ]
+    note_unused_negative(args.negative, [plan.to_dict() for plan in planned])
     if args.dry_run:
         shown = {"engine": engine.info.name, "model": spec.id, "plans": [plan.to_dict() for plan in planned]}
         print(

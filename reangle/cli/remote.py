@@ -34,6 +34,7 @@ from reangle.cli.remote_output import (
     format_for,
     job_table,
     make_folder,
+    note_unused_negative,
     numbered_paths,
     orbit_file_names,
     report,
@@ -204,6 +205,7 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
         refs = [_uploaded(client, image) for image in images]
         job = client.generate(args.prompt, model=args.model, images=refs or None, wait=False, **options)
         job = _wait(client, job, "generating")
+        note_unused_negative(args.negative, [asset.plan for asset in job.assets])
         _save_numbered(client, args, job)
         return 0
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,18 @@ def output_file_problem(output: Path) -> str | None:
     if not os.access(output.parent, os.W_OK | os.X_OK):
         return f"cannot write to the output folder {output.parent}"
     return None
+
+
+def note_unused_negative(negative: str | None, plans: Sequence[Mapping[str, Any] | None]) -> None:
+    """Say on stderr when a --negative the user gave was left out of what the model ran: a local model's
+    plans (those with a true CFG scale) carry no negative prompt without true CFG."""
+    local = [plan for plan in plans if plan is not None and "true_cfg_scale" in plan]
+    if negative and local and all(plan.get("negative_prompt") is None for plan in local):
+        print(
+            "reangle: note: --negative was left out: it is used only with true CFG (--guidance above 1, "
+            "or --acceleration none)",
+            file=sys.stderr,
+        )
 
 
 def check_quality(quality: int | None) -> None:

@@ -564,3 +564,18 @@ def test_generate_help_and_dry_run_load_no_torch(tmp_path: Path) -> None:
     ]
     assert [plan["seed"] for plan in dry_run["plans"]] == [None, None]
     assert (dry_run["rewrite_prompt"], dry_run["request_loras"]) == (True, [{"id": "ink", "scale": 0.5}])
+
+
+@pytest.mark.parametrize(
+    ("flags", "noted"),
+    [([], True), (["--guidance", "2.5"], False), (["--acceleration", "none"], False)],
+)
+def test_a_negative_prompt_left_out_without_true_cfg_is_said(
+    capsys: pytest.CaptureFixture[str], flags: list[str], noted: bool
+) -> None:
+    argv = ["generate", "a fox", "--negative", "blurry", "--engine", "fake", "--dry-run", "--json", *flags]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    [plan] = json.loads(captured.out)["plans"]
+    assert (plan["negative_prompt"] is None) == noted
+    assert ("--negative was left out: it is used only with true CFG" in captured.err) == noted

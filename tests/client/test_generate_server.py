@@ -210,6 +210,17 @@ def test_the_cli_generates_and_edits_with_rewrite_and_lora_on_the_server(
     assert (tmp_path / "snow.png").is_file()
 
 
+def test_the_cli_says_when_the_server_left_its_negative_prompt_out(
+    server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["generate", "a fox", "--server", server.url, "--api-key", KEY_A, "--size", "48x32"]
+    argv += ["--negative", "blurry", "-o", str(tmp_path / "fox.png")]
+    assert main(argv) == 0
+    assert "--negative was left out" in capsys.readouterr().err
+    assert main([*argv, "--guidance", "2"]) == 0
+    assert "--negative was left out" not in capsys.readouterr().err
+
+
 def test_the_cli_names_its_options_and_follows_the_models_schema_on_the_server(
     server: ServerProcess,
     client: reangle.Client,
