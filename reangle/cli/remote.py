@@ -34,6 +34,7 @@ from reangle.cli.remote_output import (
     format_for,
     job_table,
     make_folder,
+    note_older_views,
     note_unused_negative,
     numbered_paths,
     orbit_file_names,
@@ -248,6 +249,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         files = [(args.output / name, asset) for name, asset in orbit_file_names(job.assets)]
         for path, asset in files:
             _download(client, job, asset, path)
+        note_older_views(args.output, [path for path, _asset in files])
         _note_rewrite(job)
         report(args, job, files)
         return 0

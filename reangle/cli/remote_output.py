@@ -113,6 +113,20 @@ def orbit_file_names(assets: list[OutputAsset]) -> list[tuple[str, OutputAsset]]
     return names
 
 
+def note_older_views(folder: Path, written: Sequence[Path]) -> None:
+    """Say on stderr which view files in `folder` an earlier orbit left there (this run wrote `written`):
+    they are not removed, but they are not this orbit's."""
+    ours = {path.name for path in written}
+    older = sorted(path.name for path in folder.glob("view-*") if path.is_file() and path.name not in ours)
+    if older:
+        shown = ", ".join(older[:4]) + (", ..." if len(older) > 4 else "")
+        print(
+            f"reangle: note: {len(older)} view files in {folder} are from an earlier orbit, not this one "
+            f"({shown})",
+            file=sys.stderr,
+        )
+
+
 def azimuth_label(degrees: float) -> str:
     degrees %= 360
     return f"{int(degrees):03d}" if degrees == int(degrees) else f"{degrees:05.1f}"

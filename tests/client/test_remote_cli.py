@@ -336,6 +336,20 @@ def test_orbit_with_chosen_azimuths_and_json(
     assert json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)["input"]["azimuths"] == [0, 22.5, 405]
 
 
+def test_a_second_orbit_into_a_folder_names_the_views_an_earlier_one_left(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reangle("orbit", str(photo), "-o", str(tmp_path)) == 0
+    assert "earlier orbit" not in capsys.readouterr().err
+    assert reangle("orbit", str(photo), "--azimuths", "0,90", "-o", str(tmp_path)) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "earlier orbit" in line]
+    assert notes == [
+        f"reangle: note: 6 view files in {tmp_path} are from an earlier orbit, not this one "
+        "(view-045.png, view-135.png, view-180.png, view-225.png, ...)"
+    ]
+    assert (tmp_path / "view-315.png").is_file()  # left as it was
+
+
 def test_orbit_into_a_file_exits_2(fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert reangle("orbit", str(photo), "-o", str(photo)) == 2
     assert "must be a folder" in capsys.readouterr().err
