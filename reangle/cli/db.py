@@ -21,16 +21,13 @@ def run_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
         return 0
     import psycopg
 
-    from reangle.errors import Unavailable
     from reangle.store.pg_schema import upgrade
-    from reangle.store.postgres import database_address
+    from reangle.store.postgres import connection_failure, database_address
 
     try:
         applied = upgrade(settings.database_url)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = database_address(settings.database_url)
-        raise Unavailable(f"the database at {where} cannot be reached ({reason})") from None
+        raise connection_failure(database_address(settings.database_url), exc) from None
     for migration in applied:
         print(f"applied migration {migration.version}: {migration.description}")
     if not applied:

@@ -203,7 +203,7 @@ class PostgresStore:
         return None
 
     def _unavailable(self, exc: psycopg.OperationalError) -> Unavailable:
-        return Unavailable(f"the database at {self._where} cannot be reached ({_first_line(exc)})")
+        return connection_failure(self._where, exc)
 
     # jobs ---------------------------------------------------------------------------------------------------
 
@@ -788,6 +788,15 @@ def _lost_connection(exc: psycopg.OperationalError) -> bool:
     opposed to a statement that failed on a live connection (a deadlock, a cancel)."""
     state = exc.sqlstate
     return state is None or state.startswith(("08", "57P"))
+
+
+def connection_failure(where: str, exc: psycopg.OperationalError) -> Unavailable:
+    """Why the database at `where` could not be used: it refused the connection (a FATAL answer: no such
+    database, a login refused), or it could not be reached at all."""
+    reason = _first_line(exc)
+    if "FATAL:" in reason:  # the server answered, and said no: check the URL, not the network
+        return Unavailable(f"the database at {where} refused the connection ({reason})")
+    return Unavailable(f"the database at {where} cannot be reached ({reason})")
 
 
 def _first_line(exc: Exception) -> str:

@@ -34,3 +34,13 @@ def test_an_unreachable_database_is_one_line_without_the_password(
     err = capsys.readouterr().err
     assert f"the database at 127.0.0.1:{port} cannot be reached" in err
     assert "hunter2" not in err
+
+
+def test_a_database_that_does_not_exist_is_refused_not_unreachable(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REANGLE_DATABASE_URL", pg_url.rsplit("/", 1)[0] + "/no_such_db")
+    assert main(["db", "upgrade"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert " refused the connection (" in line
+    assert 'database "no_such_db" does not exist' in line
