@@ -89,8 +89,9 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
         return run_remote_edit(args, settings)
     from reangle.cli.local_extras import local_extras, request_lora_refs, shown_extras
 
-    request = _request_from_args(args)
     quality = 90 if args.quality is None else args.quality
+    check_local_quality(quality)
+    request = _request_from_args(args)
     refs = request_lora_refs(args.loras)
     # a dry run checks -o too when given, so it fails exactly where the real run would
     fmt = output_format(args.output, args.format) if args.output or not args.dry_run else "png"
@@ -152,7 +153,6 @@ def _planned(
 
 def _request_from_args(args: argparse.Namespace) -> EditRequest:
     pose, instruction = pose_from_args(args)
-    check_local_quality(90 if args.quality is None else args.quality)
     return EditRequest(
         prompt=" ".join(part for part in (instruction, args.prompt.strip()) if part),
         pose=pose,
@@ -219,14 +219,6 @@ def _local_input(value: str) -> Path:
     return Path(value)
 
 
-def check_output_file(output: Path) -> None:
-    """Refuse an -o the outputs cannot be written to, before anything runs: a folder, or a file in a folder
-    that is missing or not writable."""
-    problem = output_file_problem(output)
-    if problem is not None:
-        raise InvalidInput(problem, field="output")
-
-
 def write_output(path: Path, content: bytes) -> None:
     """Write one output file; a failure is one line (an EngineError: the run itself went well)."""
     try:
@@ -238,7 +230,9 @@ def write_output(path: Path, content: bytes) -> None:
 def output_format(output: Path | None, explicit: str | None) -> OutputFormat:
     if output is None:
         raise InvalidInput("give the output file with -o/--output", field="output")
-    check_output_file(output)
+    problem = output_file_problem(output)  # before anything runs
+    if problem is not None:
+        raise InvalidInput(problem, field="output")
     if explicit:
         return cast(OutputFormat, explicit)
     suffix = output.suffix.lower()
