@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from reangle.core.jobs import Job, JobStatus
+from reangle.core.models import MODELS
 from reangle.runtime.heartbeat import LISTED_FOR_S
 
 if TYPE_CHECKING:
@@ -35,7 +36,9 @@ class _StoreCollector(Collector):
         by_model = GaugeMetricFamily(
             "reangle_queue_depth_by_model", "Jobs waiting for a runner, by model", labels=["model"]
         )
-        for model, waiting in sorted(self.service.store.queued_by_model().items()):
+        # every model this server lists, at 0 when none of its jobs waits: a dashboard gets 0, not no data
+        depths = dict.fromkeys(MODELS, 0) | self.service.store.queued_by_model()
+        for model, waiting in sorted(depths.items()):
             by_model.add_metric([model], waiting)
         yield by_model
         now = time.time()

@@ -263,6 +263,7 @@ def test_healthz_names_the_engine_the_storage_and_the_runner_and_counts_the_queu
     )
     metrics = httpx.get(f"{shared_server.url}/metrics").text
     assert 'reangle_queue_depth_by_model{model="qwen-edit-multiangle-2511"} 1.0' in metrics
+    assert 'reangle_queue_depth_by_model{model="qwen-image-2512"} 0.0' in metrics  # none of its jobs waits
     assert re.search(r'^reangle_worker_busy\{worker="[^"]+"\} 1\.0$', metrics, re.M)
     for job in (waiting, holder):
         cancel(api, job["id"])
