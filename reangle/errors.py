@@ -31,6 +31,10 @@ class ReangleError(Exception):
         copied.message, copied.args = message, (message,)
         return copied
 
+    def with_hint(self) -> str:
+        """The message, and what to do about it when the error says: `message (hint)`."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
     def to_dict(self) -> dict[str, str]:
         out = {"code": self.code, "message": self.message}
         if self.hint:

@@ -42,3 +42,8 @@ def test_a_reworded_error_says_the_new_message_and_keeps_the_rest() -> None:
     assert (reworded.message, str(reworded)) == ("image_1: the file is too large",) * 2
     assert (reworded.field, reworded.hint) == ("image", "send a smaller one")
     assert original.message == "the file is too large"
+
+
+def test_an_error_with_a_hint_says_it_after_the_message() -> None:
+    assert InvalidInput("bad size", hint="use 1K or 2K").with_hint() == "bad size (use 1K or 2K)"
+    assert InvalidInput("bad size").with_hint() == "bad size"

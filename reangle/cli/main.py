@@ -86,16 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args, settings))
     except InvalidInput as exc:
-        print(f"reangle: error: {_with_hint(exc)}", file=sys.stderr)
+        print(f"reangle: error: {exc.with_hint()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Canceled, KeyboardInterrupt):
         print("reangle: canceled", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ReangleError as exc:
-        print(f"reangle: error: {_with_hint(exc)}", file=sys.stderr)
+        print(f"reangle: error: {exc.with_hint()}", file=sys.stderr)
         return EXIT_FAILED
-
-
-def _with_hint(error: ReangleError) -> str:
-    """The error's message, and what to do about it when the error says."""
-    return f"{error.message} ({error.hint})" if error.hint else error.message

@@ -507,8 +507,7 @@ def _uploaded(client: Client, image: str | Path) -> Asset | str:
 
 
 def _with_hint(exc: CommandFailure | InvalidInput) -> str:
-    hint = getattr(exc, "hint", None)
-    return f"{exc.message} ({hint})" if hint else exc.message
+    return exc.with_hint() if isinstance(exc, InvalidInput) else exc.message
 
 
 def _degrees_list(value: str) -> list[float]:

@@ -164,7 +164,7 @@ def error_type(status: int) -> str:
 def error_payload(exc: ReangleError) -> tuple[int, dict[str, Any]]:
     """The status and body a ReangleError answers with in this dialect."""
     status = 400 if isinstance(exc, InvalidInput) else status_for(exc)
-    message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+    message = exc.with_hint()
     param = openai_param(exc.field) if isinstance(exc, InvalidInput) else None
     if isinstance(exc, InvalidInput) and exc.field and param:
         message = message.removeprefix("input.")

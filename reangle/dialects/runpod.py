@@ -68,8 +68,7 @@ def render_error(request: Request, exc: ReangleError, status: int) -> JSONRespon
         headers["Retry-After"] = str(exc.retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"error": exc.with_hint()}, status_code=status, headers=headers)
 
 
 router = APIRouter(route_class=dialect_route(render_error), tags=["runpod"])
