@@ -63,12 +63,15 @@ def test_a_job_sent_to_one_replica_runs_on_a_worker_and_is_followed_and_fetched_
 
 
 def test_jobs_spread_over_the_workers_and_a_higher_priority_goes_first(deploy: DeployFactory) -> None:
-    deployment = deploy(apis=1, workers=2)
+    # steps of 0.1 s: the first job runs 6 s, longer than Procrastinate's 5 s fetch poll, so the other worker
+    # takes the second even if it started listening just after the job's notice (at the servers' default
+    # 0.02 s the first job ran 0.6 s, and one worker could finish it and take the second itself)
+    deployment = deploy(apis=1, workers=2, fake_step_seconds=0.1)
     api = client(deployment.apis[0])
     image = upload(api)["id"]
     # both workers busy, one freed a second before the other: the first free one must take the higher
     # priority (two workers freed in the same millisecond would make the order a race)
-    slow = [submit(api, slow_input(image, steps=steps)) for steps in (30, 80)]
+    slow = [submit(api, slow_input(image, steps=steps)) for steps in (60, 70)]
     poll(
         lambda: all(get_job(api, job["id"])["status"] == "processing" for job in slow) or None,
         what="2 running",
