@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from reangle.engine.base import StopCheck
 from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 
 #: Words that make the fake rewriter fall back, as the real one does on a refusal.
@@ -15,7 +16,12 @@ REFUSE = "[refuse]"
 
 class FakeRewriter:
     def rewrite(
-        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+        self,
+        instruction: str,
+        images: Sequence[Image.Image],
+        *,
+        task: RewriteTask = "edit",
+        should_stop: StopCheck | None = None,  # answers at once: nothing to stop
     ) -> Rewrite:
         if REFUSE in instruction:
             return kept(instruction, "refused", "the fake rewriter refuses prompts with [refuse]")

@@ -14,7 +14,9 @@ from reangle.core.camera_text import parse_camera_text
 from reangle.core.edit import MAX_PROMPT_CHARS
 
 #: Why a prompt was kept as it was: nothing to rewrite, or what was wrong with the answer.
-FallbackReason = Literal["skipped", "empty", "overlong", "refused", "malformed", "error", "timeout"]
+FallbackReason = Literal[
+    "skipped", "empty", "overlong", "refused", "malformed", "error", "timeout", "canceled"
+]
 
 _TRIGGER = MULTIPLE_ANGLES_2511.trigger
 

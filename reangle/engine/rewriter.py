@@ -41,6 +41,7 @@ from PIL import Image
 
 from reangle.core.camera import MULTIPLE_ANGLES_2511, all_poses
 from reangle.core.edit import MAX_PROMPT_CHARS
+from reangle.engine.base import StopCheck
 from reangle.engine.rewrite_answer import FallbackReason, Rejected, read_answer
 from reangle.errors import EngineError
 
@@ -137,10 +138,16 @@ def failure_detail(exc: BaseException) -> str:
 
 class PromptRewriter(Protocol):
     def rewrite(
-        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+        self,
+        instruction: str,
+        images: Sequence[Image.Image],
+        *,
+        task: RewriteTask = "edit",
+        should_stop: StopCheck | None = None,
     ) -> Rewrite:
         """Rewrite the user's own words (never a camera phrase) against the input images, as an edit
-        instruction or (`task="generate"`) as a text-to-image prompt. Never raises."""
+        instruction or (`task="generate"`) as a text-to-image prompt. Never raises. Once `should_stop()` is
+        true (the job was canceled) it gives up and keeps the words (`canceled`)."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +227,12 @@ class QwenVLRewriter:
         self._lock = threading.Lock()
 
     def rewrite(
-        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+        self,
+        instruction: str,
+        images: Sequence[Image.Image],
+        *,
+        task: RewriteTask = "edit",
+        should_stop: StopCheck | None = None,
     ) -> Rewrite:
         start = self._clock()
         words = instruction.strip()
@@ -231,7 +243,9 @@ class QwenVLRewriter:
         max_chars = min(self.options.max_chars, _MAX_WORDS_CHARS)
         try:
             with self._lock:
-                answer = self._generate(words, images, task, deadline=start + self.options.timeout_s)
+                answer = self._generate(
+                    words, images, task, deadline=start + self.options.timeout_s, should_stop=should_stop
+                )
             text = read_answer(answer, original=words, max_chars=max_chars)
         except Rejected as rejected:
             return kept(instruction, rejected.reason, rejected.detail, self._clock() - start)
@@ -241,7 +255,13 @@ class QwenVLRewriter:
         return Rewrite(original=instruction, prompt=text, rewritten=True, seconds=self._clock() - start)
 
     def _generate(
-        self, words: str, images: Sequence[Image.Image], task: RewriteTask, *, deadline: float
+        self,
+        words: str,
+        images: Sequence[Image.Image],
+        task: RewriteTask,
+        *,
+        deadline: float,
+        should_stop: StopCheck | None,
     ) -> str:
         """The model's answer as text, or `Rejected` when generation was cut short."""
         import torch
@@ -259,13 +279,15 @@ class QwenVLRewriter:
         inputs = inputs.to(self.model.device)
         if self._clock() >= deadline:  # the wait for the lock or the processor took it all
             raise Rejected("timeout", f"no time left for an answer within {self.options.timeout_s:g} s")
-        stop = _Deadline(self._clock, deadline)
+        stop = _Deadline(self._clock, deadline, should_stop)
         kwargs = {"max_new_tokens": self.options.max_new_tokens, "do_sample": False, **self._generate_kwargs}
         with torch.inference_mode():
             output = self.model.generate(**inputs, stopping_criteria=StoppingCriteriaList([stop]), **kwargs)
         tokens: list[int] = output[0, inputs["input_ids"].shape[1] :].tolist()
         ends = _end_token_ids(self.model, self.processor)
         end = next((index for index, token in enumerate(tokens) if token in ends), None)
+        if stop.canceled:
+            raise Rejected("canceled", "the job was canceled while its prompt was rewritten")
         if end is None:
             if stop.fired:
                 raise Rejected("timeout", f"no complete answer within {self.options.timeout_s:g} s")
@@ -301,18 +323,23 @@ def fit_image(image: Image.Image, area: int) -> Image.Image:
 
 
 class _Deadline:
-    """A stopping criterion for `generate`: stop once the clock reaches `at`, and remember that it did."""
+    """A stopping criterion for `generate`: stop once the clock reaches `at` (`fired`) or `should_stop()` is
+    true (`canceled`), and remember which."""
 
-    def __init__(self, clock: Callable[[], float], at: float) -> None:
+    def __init__(self, clock: Callable[[], float], at: float, should_stop: StopCheck | None = None) -> None:
         self._clock = clock
         self._at = at
+        self._should_stop = should_stop
         self.fired = False
+        self.canceled = False
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
+        self.canceled = self.canceled or (self._should_stop is not None and self._should_stop())
         self.fired = self.fired or self._clock() >= self._at
-        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
+        stop = self.fired or self.canceled
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def _end_token_ids(model: Any, processor: Any) -> set[int]:
@@ -389,11 +416,16 @@ class LazyRewriter:
             return self._rewriter
 
     def rewrite(
-        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+        self,
+        instruction: str,
+        images: Sequence[Image.Image],
+        *,
+        task: RewriteTask = "edit",
+        should_stop: StopCheck | None = None,
     ) -> Rewrite:
         try:
             rewriter = self.load()
         except Exception as exc:
             log.warning("the prompt rewriter is unavailable, keeping the original prompt: %s", exc)
             return kept(instruction, "error", f"the rewriter is unavailable: {type(exc).__name__}")
-        return rewriter.rewrite(instruction, images, task=task)
+        return rewriter.rewrite(instruction, images, task=task, should_stop=should_stop)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Collection
 
 from reangle.core.jobs import JobStatus
+from reangle.core.models import MODELS
 from reangle.core.ports import JobStore, WorkerStatus
 from reangle.engine.base import Engine
 
@@ -45,7 +46,10 @@ class Heartbeat:
         hand (it sets the job's stop flag)."""
         self.store, self.engine, self.job_in_hand = store, engine, job_in_hand
         self.stop_job = stop_job
-        self.models = tuple(sorted(models))
+        # a model it would only fail (Wan without a DashScope key) is not one it serves
+        self.models = tuple(
+            sorted(model for model in models if model in MODELS and not MODELS[model].unavailable)
+        )
         self.name = name or process_name()
         self.interval_s = interval_s
         self.started_at = time.time()

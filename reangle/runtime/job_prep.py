@@ -16,7 +16,7 @@ from reangle.core.jobs import Job
 from reangle.core.lora_refs import LoraRef
 from reangle.core.models import AnyInput, ModelSpec, TextToImageInput, WanImageInput, prompt_excess, rendered
 from reangle.core.service import JobService, model_spec
-from reangle.engine.base import random_seed
+from reangle.engine.base import StopCheck, random_seed
 from reangle.engine.lora_check import ModelLayers
 from reangle.engine.lora_sources import LoraSources, ResolvedLora
 from reangle.engine.rewriter import PromptRewriter, Rewrite, RewriteTask, failure_detail, kept
@@ -81,7 +81,10 @@ class JobPreparer:
             raise TypeError(f"model {spec.id} runs remotely, not on a local engine")
         images = await self.load_images(job, validated.images)
         generates = isinstance(validated, TextToImageInput)
-        prompt, rewrite = await self.prompt(spec, validated, images, "generate" if generates else "edit")
+        task: RewriteTask = "generate" if generates else "edit"
+        prompt, rewrite = await self.prompt(
+            spec, validated, images, task, should_stop=self.service.stop_flag(job).is_set
+        )
         validated = validated.model_copy(update={"prompt": prompt})
         refs = [*spec.loras, *validated.lora_refs()]
         async with self._resolved(refs, generates) as loras:
@@ -96,17 +99,32 @@ class JobPreparer:
             )
 
     async def prompt(
-        self, spec: ModelSpec, validated: AnyInput, images: list[Image.Image], task: RewriteTask
+        self,
+        spec: ModelSpec,
+        validated: AnyInput,
+        images: list[Image.Image],
+        task: RewriteTask,
+        *,
+        should_stop: StopCheck | None = None,
     ) -> tuple[str, Rewrite | None]:
         """The prompt the model runs: the user's words, rewritten when the job asks for it, in the model's
         template; and the rewrite, if any. A rewrite that would pass the model's prompt limit once rendered
-        is not used (`overlong`): the user's words, checked at submit, fit."""
+        is not used (`overlong`): the user's words, checked at submit, fit. `should_stop` (the job's cancel)
+        ends a rewrite under way at its next token."""
         if not validated.rewrite_prompt:
             return rendered(spec, validated), None
-        rewrite = fitting(await self.rewrite(validated.prompt, images, task), spec, validated)
+        rewrite = await self.rewrite(validated.prompt, images, task, should_stop=should_stop)
+        rewrite = fitting(rewrite, spec, validated)
         return rendered(spec, validated, rewrite.prompt), rewrite
 
-    async def rewrite(self, words: str, images: list[Image.Image], task: RewriteTask) -> Rewrite:
+    async def rewrite(
+        self,
+        words: str,
+        images: list[Image.Image],
+        task: RewriteTask,
+        *,
+        should_stop: StopCheck | None = None,
+    ) -> Rewrite:
         """The rewriter's take on the user's `words`, or why they were kept; never raises for the rewriter."""
         if self.rewriter is None:
             return kept(words, "skipped", "this server runs no prompt rewriter (REANGLE_REWRITER_MODEL=off)")
@@ -114,7 +132,9 @@ class JobPreparer:
             return kept(words, "skipped", "there were no words of your own to rewrite")
         rewriter = self.rewriter
         try:
-            return await asyncio.to_thread(lambda: rewriter.rewrite(words, images, task=task))
+            return await asyncio.to_thread(
+                lambda: rewriter.rewrite(words, images, task=task, should_stop=should_stop)
+            )
         except Exception as exc:  # a rewriter of another make may raise: the user's words stand
             log.warning("prompt rewriter failed, keeping the original prompt", exc_info=True)
             return kept(words, "error", failure_detail(exc))

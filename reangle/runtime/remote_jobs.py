@@ -152,7 +152,8 @@ class RemoteJobs:
                 raise _StoreUnavailable from exc
         # with images Wan edits them; without, it makes a new picture
         task: RewriteTask = "edit" if validated.images else "generate"
-        prompt, rewrite = await self.preparer.prompt(spec, validated, images, task)
+        stop = self.service.stop_flag(job)
+        prompt, rewrite = await self.preparer.prompt(spec, validated, images, task, should_stop=stop.is_set)
         if rewrite is not None:
             timings["rewrite_s"] = rewrite.seconds
         validated = validated.model_copy(update={"prompt": prompt})
@@ -161,7 +162,6 @@ class RemoteJobs:
             body = await asyncio.to_thread(self._body, job, validated, spec.entry.base)
         except Unavailable as exc:
             raise _StoreUnavailable from exc
-        stop = self.service.stop_flag(job)
         vendor_task = _VendorTaskRecord(self.service.store, job)
         remote = time.perf_counter()
         async with self._client(spec.entry.base) as client:

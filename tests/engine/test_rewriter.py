@@ -254,6 +254,16 @@ def test_a_generation_past_the_timeout_is_stopped_and_keeps_the_prompt(tiny: tup
 
 
 @pytest.mark.tiny
+def test_a_cancel_stops_the_generation_at_its_next_token_and_keeps_the_prompt(tiny: tuple[Any, Any]) -> None:
+    built, scripted, _ = rewriter(tiny, ANSWER)
+
+    result = built.rewrite("make it red", [IMAGE], should_stop=lambda: scripted.steps >= 3)
+
+    assert (result.rewritten, result.reason, result.prompt) == (False, "canceled", "make it red")
+    assert scripted.steps == 3  # stopped after the third token, well before the answer's end
+
+
+@pytest.mark.tiny
 def test_no_generation_starts_once_the_time_is_up(tiny: tuple[Any, Any]) -> None:
     built, scripted, recording = rewriter(tiny, ANSWER, timeout_s=1e-6)  # on the real clock
 
@@ -402,7 +412,9 @@ def test_checkpoint_names() -> None:
 
 
 class EchoRewriter:
-    def rewrite(self, instruction: str, images: Any, *, task: RewriteTask = "edit") -> Rewrite:
+    def rewrite(
+        self, instruction: str, images: Any, *, task: RewriteTask = "edit", should_stop: Any = None
+    ) -> Rewrite:
         return Rewrite(original=instruction, prompt=f"{task}: {instruction.upper()}", rewritten=True)
 
 

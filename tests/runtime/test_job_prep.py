@@ -18,6 +18,7 @@ from reangle.core.edit import EditRequest, GenerateRequest, SizeLimits
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, TASK_INPUTS, TEXT_TO_IMAGE, install_catalog
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest, plan_request
+from reangle.engine.base import StopCheck
 from reangle.engine.fake import FakeEngine, qwen_image_layer_names
 from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
 from reangle.engine.rewriter import Rewrite, RewriteTask
@@ -42,7 +43,12 @@ class FakeRecordingRewriter:
         self.tasks: list[RewriteTask] = []
 
     def rewrite(
-        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+        self,
+        instruction: str,
+        images: Sequence[Image.Image],
+        *,
+        task: RewriteTask = "edit",
+        should_stop: StopCheck | None = None,
     ) -> Rewrite:
         self.calls.append((instruction, [image.size for image in images]))
         self.tasks.append(task)
@@ -53,7 +59,12 @@ class FakeFailingRewriter:
     """A rewriter of another make that raises, its message holding a server path."""
 
     def rewrite(
-        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+        self,
+        instruction: str,
+        images: Sequence[Image.Image],
+        *,
+        task: RewriteTask = "edit",
+        should_stop: StopCheck | None = None,
     ) -> Rewrite:
         raise RuntimeError("cannot read /srv/models/secret-rewriter/config.json")
 

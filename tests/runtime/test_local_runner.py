@@ -30,7 +30,7 @@ from reangle.engine.base import EditResult, StepCallback, StopCheck
 from reangle.engine.fake import FakeEngine, qwen_image_layer_names
 from reangle.engine.lora import load_lora, read_lora_file
 from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
-from reangle.engine.rewriter import Rewrite, RewriteTask
+from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 from reangle.errors import Unavailable
 from reangle.runtime import local
 from reangle.runtime.job_prep import JobPreparer
@@ -526,17 +526,28 @@ def test_a_cancel_while_the_lora_downloads_ends_the_job_at_once_and_the_next_run
 
 
 class FakeBlockedRewriter:
-    """A rewriter that holds every rewrite until its gate opens."""
+    """A rewriter that holds every rewrite until its gate opens or its `should_stop()` is true."""
 
     def __init__(self) -> None:
         self.started = threading.Event()
         self.gate = threading.Event()
+        self.stopped = threading.Event()
 
     def rewrite(
-        self, instruction: str, images: Sequence[Image.Image], *, task: RewriteTask = "edit"
+        self,
+        instruction: str,
+        images: Sequence[Image.Image],
+        *,
+        task: RewriteTask = "edit",
+        should_stop: StopCheck | None = None,
     ) -> Rewrite:
         self.started.set()
-        assert self.gate.wait(WAIT_S), "the rewrite was never let through"
+        deadline = time.monotonic() + WAIT_S
+        while not self.gate.wait(0.01):
+            if should_stop is not None and should_stop():
+                self.stopped.set()
+                return kept(instruction, "canceled", "stopped")
+            assert time.monotonic() < deadline, "the rewrite was never let through"
         return Rewrite(original=instruction, prompt=instruction, rewritten=True)
 
 
@@ -551,9 +562,10 @@ def test_a_cancel_while_the_prompt_is_rewritten_ends_the_job_at_once(rig: Rig) -
             async with rig.runner():
                 assert await happens(rewriter.started)
                 assert await canceled_quickly(rig, rewriting) < CANCEL_S
+                assert await happens(rewriter.stopped)  # the rewrite's thread was told to stop, too
                 assert (await ended(rig, following)).status == JobStatus.SUCCEEDED
         finally:
-            rewriter.gate.set()  # the abandoned rewrite's thread ends before the loop closes
+            rewriter.gate.set()
 
     run(scenario())
 
