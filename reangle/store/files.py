@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from reangle.errors import AssetGone
+from reangle.errors import AssetGone, Unavailable
+
+#: A disk full (or over quota) now may have room later: the caller retries, as when a database is down.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class FileBlobStore:
@@ -22,11 +26,20 @@ class FileBlobStore:
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            except OSError as exc:
+                refuse_if_full(exc)
+                raise
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(tmp, path)
+            except OSError as exc:
+                Path(tmp).unlink(missing_ok=True)
+                refuse_if_full(exc)
+                raise
         return digest
 
     def path(self, digest: str) -> Path:
@@ -48,3 +61,9 @@ class FileBlobStore:
 
     def public_url(self, digest: str, *, expires_at: float, mime_type: str) -> str | None:
         return None  # the API serves files itself, by its own signed links
+
+
+def refuse_if_full(exc: OSError) -> None:
+    """Unavailable (retry later) when `exc` says the disk is full."""
+    if exc.errno in DISK_FULL:
+        raise Unavailable(f"the asset folder cannot take more files now: {exc.strerror}") from exc

@@ -20,7 +20,7 @@ from typing import Any
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
 from reangle.core.ports import ApiKeyRecord, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
-from reangle.errors import QueueFull
+from reangle.errors import QueueFull, Unavailable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
 from reangle.store.rows import (
     asset_from_row,
@@ -54,6 +54,33 @@ UNKEPT_OUTPUTS = (
 )
 
 
+#: How long a write waits for another process's lock on the file (the `sqlite3` shell, a backup, `reangle
+#: keys`) before the call answers Unavailable: this process's own calls queue on its lock meanwhile.
+BUSY_TIMEOUT_S = 5.0
+
+#: SQLite's result codes for states that pass (another process's lock, a full disk, a failing disk): the call
+#: answers Unavailable, retried like a database that is down. Other errors are bugs and stay as they are.
+PASSING_STATES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
+
+class _Connection(sqlite3.Connection):
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in PASSING_STATES:
+                raise Unavailable(f"the job database cannot be used now: {exc}") from exc
+            raise
+
+
 class SqliteStore:
     """The JobStore of the embedded default."""
 
@@ -61,7 +88,9 @@ class SqliteStore:
         #: The database file (other processes, such as the `sqlite3` shell, may open it too).
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=_Connection
+        )
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -82,10 +111,11 @@ class SqliteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # also after a COMMIT that failed (a full disk)
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # jobs ---------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,64 @@
+"""The embedded store in states that pass: another process holding the file's write lock, a full database.
+Each call answers Unavailable (retry later: the API's 503, the runner's retries), never SQLite's own error,
+and the store works again once the state has passed."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reangle.core.ports import NewJob
+from reangle.errors import Unavailable
+from reangle.store import sqlite as sqlite_store
+from reangle.store.sqlite import SqliteStore
+from tests.store.test_job_stores import new_job
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteStore]:
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2)
+    opened = SqliteStore(tmp_path / "reangle.sqlite3")
+    yield opened
+    opened.close()
+
+
+def test_a_write_lock_held_by_another_process_is_unavailable_after_the_busy_timeout(
+    store: SqliteStore,
+) -> None:
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # as the sqlite3 shell or a backup holds it
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="database is locked"):
+        store.insert_jobs([NewJob(job=new_job("job_1"))])
+    assert time.monotonic() - started < 5
+    other.execute("ROLLBACK")
+    other.close()
+
+    store.insert_jobs([NewJob(job=new_job("job_1"))])
+    assert store.get_job("job_1") is not None
+
+
+def test_a_full_database_is_unavailable_and_the_failed_write_leaves_nothing_behind(
+    store: SqliteStore,
+) -> None:
+    store.insert_jobs([NewJob(job=new_job("job_0"))])
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # full, as a full disk is for SQLite
+    big = [NewJob(job=new_job(f"job_{i}")) for i in range(1, 200)]
+    with pytest.raises(Unavailable, match="database or disk is full"):
+        store.insert_jobs(big)
+    assert store.get_job("job_1") is None  # all or none
+    assert store.get_job("job_0") is not None
+
+    store._db.execute("PRAGMA max_page_count = 1000000")  # room again
+    store.insert_jobs(big)
+    assert store.get_job("job_199") is not None
+
+
+def test_an_error_that_is_a_bug_stays_itself(store: SqliteStore) -> None:
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store._db.execute("SELECT * FROM no_such_table")
