@@ -2,8 +2,9 @@
 
 Each delivery is claimed with a lease (on PostgreSQL with SKIP LOCKED), so that of several processes sending
 from one database only one holds a delivery at a time; one that dies mid-attempt lets its leases run out and
-the deliveries come due again. At most CONCURRENCY attempts run at once, so a receiver that hangs or is down
-holds one slot, never the others or any job: jobs never wait on deliveries.
+the deliveries come due again. At most CONCURRENCY attempts run at once, and at most PER_HOST to one receiver:
+a delivery claimed for a receiver at its limit is put back for an attempt's length. So a receiver that hangs
+or is down holds at most PER_HOST slots, never the others or any job: jobs never wait on deliveries.
 
 Each attempt (the lookup of the target's host, the connection, the request and the response's status line and
 headers) has one deadline, `attempt_timeout_s`, at most a third of the lease, so that an attempt ends long
@@ -22,8 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -50,6 +54,8 @@ from reangle.store.url_fetch import (
 log = logging.getLogger("reangle.webhooks")
 
 CONCURRENCY = 8
+#: Attempts at once to one receiver (host and port).
+PER_HOST = 2
 #: How often the outbox is looked at for due deliveries.
 POLL_S = 0.5
 #: How long a claimed delivery is kept from other senders: past any attempt (render, check, POST, record).
@@ -90,12 +96,23 @@ class WebhookSender:
     async def run(self) -> None:
         """Until cancelled (attempts under way are dropped; their leases run out and they come due again)."""
         in_flight: set[asyncio.Task[None]] = set()
+        per_host: Counter[str] = Counter()
+
+        def ended(host: str, task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            per_host[host] -= 1
+
         try:
             while True:
                 for delivery in await self._claim(CONCURRENCY - len(in_flight)):
+                    host = receiver_of(delivery.url)
+                    if per_host[host] >= PER_HOST:
+                        await self._put_back(delivery, self.clock() + self.attempt_timeout_s)
+                        continue
+                    per_host[host] += 1
                     task = asyncio.create_task(self._deliver(delivery), name=f"webhook {delivery.id}")
                     in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                    task.add_done_callback(partial(ended, host))
                 await asyncio.sleep(POLL_S)
         finally:
             for task in in_flight:
@@ -116,6 +133,12 @@ class WebhookSender:
             log.exception("could not read the webhook outbox")
             return []
 
+    async def _put_back(self, delivery: WebhookDelivery, at: float) -> None:
+        try:
+            await asyncio.to_thread(self.store.postpone_webhook_delivery, delivery.id, at)
+        except Unavailable as exc:  # its lease runs out instead
+            log.warning("could not put webhook %s back: %s", delivery.id, exc)
+
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         try:
             await self._attempt(delivery)
@@ -135,6 +158,10 @@ class WebhookSender:
             except Undeliverable as exc:
                 await self._record(delivery, "", str(exc), give_up=True)
                 return
+        elif await asyncio.to_thread(self.store.get_job, delivery.job_id) is None:  # a retry
+            gone = f"job {delivery.job_id} was deleted before its webhook was delivered"
+            await self._record(delivery, payload, gone, give_up=True)
+            return
         error, give_up = await self._post(delivery, payload)
         await self._record(delivery, payload, error, give_up=give_up)
 
@@ -222,3 +249,9 @@ class WebhookSender:
             error=error,
             retry_at=retry_at,
         )
+
+
+def receiver_of(url: str) -> str:
+    """What PER_HOST counts: the host and port a delivery goes to."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or parts.scheme}"

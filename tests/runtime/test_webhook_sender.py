@@ -9,6 +9,7 @@ does not resolve is tried again while a target the SSRF rules refuse is given up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ import pytest
 
 from reangle.core.jobs import Job, JobKind, JobStatus, StatusChange, WebhookTarget
 from reangle.core.ports import NewJob, WebhookDelivery
-from reangle.runtime.webhook_sender import LEASE_S, WebhookSender
+from reangle.runtime.webhook_sender import CONCURRENCY, LEASE_S, WebhookSender
 from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy, Resolver
 from tests.webhook_receiver import ENDLESS_BODY, TRICKLE, TRICKLE_S, Receiver
@@ -235,3 +236,67 @@ def assert_hung_up(receiver: Receiver, count: int) -> None:
     while len(receiver.hang_ups) < count:
         assert time.monotonic() < deadline, "the sender kept the connection open"
         time.sleep(0.02)
+
+
+def test_a_retry_for_a_job_deleted_meanwhile_is_given_up(store: SqliteStore) -> None:
+    failing = Receiver(statuses=[500])
+    try:
+        hooks = sender(store, [["127.0.0.1"]])
+        asyncio.run(hooks._attempt(due_delivery(store, hook_url(failing))))
+        assert recorded(store).next_attempt_at is not None  # to be tried again
+        store.delete_finished_before(time.time() + 1)  # the retention sweep
+        asyncio.run(hooks._attempt(claimed_again(store)))
+    finally:
+        failing.close()
+    given_up = recorded(store)
+    assert given_up.given_up_at is not None
+    assert given_up.last_error == f"job {JOB_ID} was deleted before its webhook was delivered"
+    assert len(failing.requests) == 1
+
+
+def test_a_hanging_receiver_holds_at_most_two_attempts_and_never_the_others(
+    store: SqliteStore, receiver: Receiver
+) -> None:
+    """More deliveries due to a receiver that never answers than the sender runs at once, all due before one
+    to a healthy receiver: that one still goes out at the next look at the outbox, not after the timeouts."""
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(32)
+        hanging = f"http://{HOOK_HOST}:{silent.getsockname()[1]}/hook"
+        now = time.time()
+        for number in range(CONCURRENCY + 2):
+            hooked_job(store, f"job_hang_{number}", hanging, at=now - 10 + number * 0.01)
+        hooked_job(store, JOB_ID, hook_url(receiver), at=now)
+
+        async def resolve(host: str) -> list[str]:
+            return ["127.0.0.1"]
+
+        hooks = sender(store, [], attempt_timeout_s=5)
+        hooks.resolver = resolve
+
+        async def send_for(seconds: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await hooks.run()
+
+        started = time.monotonic()
+        asyncio.run(send_for(2.5))
+        [request] = receiver.wait_for(1, timeout=0.1)
+        assert request.at - started < 2  # the timeouts at the silent receiver are 5 s
+        assert request.headers["webhook-id"] == recorded(store).id
+
+
+def hooked_job(store: SqliteStore, job_id: str, url: str, *, at: float) -> None:
+    """A job with a webhook at `url`, canceled at `at`: its job.canceled delivery is due from then on."""
+    job = Job(
+        id=job_id,
+        owner="owner-1",
+        model="qwen-edit-multiangle-2511",
+        kind=JobKind.ORBIT,
+        input={},
+        created_at=at,
+        history=(StatusChange(status=JobStatus.QUEUED, at=at),),
+        webhook=WebhookTarget(url=url, base_url="https://api.test"),
+    )
+    store.insert_jobs([NewJob(job=job)])
+    store.cancel(job_id, at)
