@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,25 @@ def _tcp_port(port: int) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"{port} is not a TCP port: use 1 to 65535")
     return port
+
+
+def _public_base_url(url: str | None) -> str | None:
+    """The absolute base of the links handed out: a typo would break every link, so it stops the start."""
+    if not url:  # unset, or set empty
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"{url!r} is not an absolute http(s) URL such as https://reangle.example.com")
+    return url.strip().rstrip("/")
+
+
+def _secret(value: str | None) -> str | None:
+    """A key of spaces would sign every link with nothing secret in it; empty means unset."""
+    if not value:
+        return None
+    if not value.strip():
+        raise ValueError("is blank: set a long random string, or unset it to use the generated key")
+    return value
 
 
 def _default_cache_dir() -> Path:
@@ -185,7 +205,7 @@ class Settings(BaseSettings):
     #: S3-compatible servers need it).
     s3_path_style: bool = False
     #: Absolute base of the links given to clients (https://reangle.example.com); default: the request's.
-    public_base_url: str | None = None
+    public_base_url: Annotated[str | None, AfterValidator(_public_base_url)] = None
     auth: Literal["on", "off"] = "on"
     #: Extra accepted API keys, comma-separated (besides those made with `reangle keys create`).
     api_keys: str = ""
@@ -214,7 +234,7 @@ class Settings(BaseSettings):
     #: (`reangle.core.webhooks.RETRY_DELAYS_S`: 8 attempts over about 23 h at the default 30 s) scale with it.
     webhook_retry_base_s: float = Field(default=30, gt=0)
     #: HMAC key for download links; default: a random key kept in the data directory.
-    signing_secret: str | None = None
+    signing_secret: Annotated[str | None, AfterValidator(_secret)] = None
     #: RunPod dialect: which model each endpoint id serves, as JSON ({"ep-abc": "qwen-image-edit-2511"});
     #: any other endpoint id serves the multi-angle camera model.
     runpod_endpoint_models: dict[str, str] = Field(default_factory=dict)

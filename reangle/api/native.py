@@ -135,9 +135,10 @@ async def get_asset(asset_id: str, caller: CallerDep) -> dict[str, Any]:
     return asset_json(caller.app.service.assets.get(caller.owner, asset_id), caller.links)
 
 
-#: A download is only ever an image of its stated type: never sniffed as another type, never a page.
+#: A download is only ever an image of its stated type: never sniffed as another type, never a page. It may be
+#: cached for an hour, never past its link's expiry.
+DOWNLOAD_CACHE_S = 3600
 DOWNLOAD_HEADERS = {
-    "Cache-Control": "private, max-age=3600",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; sandbox",
 }
@@ -152,7 +153,9 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
     found = app.service.assets.file_for(asset_id)
     if found is not None:
         record, path = found
-        return FileResponse(path, media_type=record.mime_type, headers=DOWNLOAD_HEADERS)
+        cache_s = max(0, min(DOWNLOAD_CACHE_S, int(expires - now)))
+        headers = DOWNLOAD_HEADERS | {"Cache-Control": f"private, max-age={cache_s}"}
+        return FileResponse(path, media_type=record.mime_type, headers=headers)
     stored = app.store.get_asset(asset_id)  # bytes elsewhere: in an object store?
     if stored is not None and stored.expires_at > now:
         expires_at = min(stored.expires_at, now + app.settings.url_ttl_s)
@@ -320,8 +323,12 @@ async def list_poses(who: Owner) -> dict[str, Any]:
 
 
 @router.get("/healthz", tags=["ops"])
-async def health(app: State) -> dict[str, Any]:
-    """This process (its role, engine, where state lives) and the workers heard from lately."""
+async def health(app: State, response: Response) -> dict[str, Any]:
+    """This process (its role, engine, where state lives) and the workers heard from lately; 503 with
+    `status` "failed" and the `failure` once the job runtime has failed (the server is stopping)."""
+    if app.failure is not None:
+        response.status_code = 503
+        return {"status": "failed", "failure": app.failure, "role": app.settings.role}
     info = app.engine.info
     workers = app.service.store.list_workers(seen_since=time.time() - LISTED_FOR_S)
     return {

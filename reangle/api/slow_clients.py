@@ -16,7 +16,7 @@ REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnect
 
 
 def timed_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a deadline for each request head, for `uvicorn.run(http=...)`."""
+    """uvicorn's httptools protocol with a deadline for each request head, for `uvicorn.Config(http=...)`."""
 
     class HeadDeadlineProtocol(HttpToolsProtocol):
         _head_deadline: asyncio.TimerHandle | None = None

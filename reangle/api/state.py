@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from reangle.api.auth import KeyRing
@@ -34,6 +34,10 @@ class AppState:
     metrics: Metrics
     runtime: Runtime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Why the server cannot go on: its runtime or event listener failed (no job would ever run again).
+    failure: str | None = None
+    #: Called once on such a failure: `reangle serve` stops the HTTP server there.
+    on_failure: Callable[[], None] | None = None
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> AppState:
@@ -65,6 +69,8 @@ class AppState:
             asyncio.create_task(self.service.events.listen(), name="events"),
             asyncio.create_task(self.runtime.run(), name="runtime"),
         ]
+        for task in self.tasks:
+            task.add_done_callback(self._task_ended)
         try:
             yield
         finally:
@@ -73,6 +79,15 @@ class AppState:
             await asyncio.gather(*self.tasks, return_exceptions=True)
             self.service.events.close()
             self.store.close()
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None or self.failure is not None:
+            return
+        error = task.exception()
+        self.failure = f"the {task.get_name()} task failed: {type(error).__name__}: {error}"
+        log.critical("%s; the server stops", self.failure, exc_info=error)
+        if self.on_failure is not None:
+            self.on_failure()
 
 
 def url_signer(settings: Settings, store: JobStore) -> UrlSigner:

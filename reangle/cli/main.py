@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from reangle import __version__
 from reangle.cli.db import add_db_commands
@@ -72,6 +74,13 @@ def run_pose(args: argparse.Namespace, _settings: Settings) -> int:
     return 0
 
 
+def unparsable_setting(exc: SettingsError) -> str:
+    """pydantic-settings says `error parsing value for field "loras" from source ...`: name the variable."""
+    field = re.search(r'field "(\w+)"', str(exc))
+    name = f"REANGLE_{field.group(1).upper()}" if field else "a REANGLE_ variable"
+    return f"{name}: not valid JSON ({exc.__cause__})" if exc.__cause__ else f"{name}: {exc}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -82,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for e in exc.errors()
         )
         print(f"reangle: error: bad setting: {problems}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SettingsError as exc:  # a JSON setting that is not JSON
+        print(f"reangle: error: bad setting: {unparsable_setting(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         return int(args.run(args, settings))

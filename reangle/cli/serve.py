@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from reangle.core.models import MODELS, TASK_INPUTS, check_one_base_per_engine, 
 from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, cuda_available
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
+from reangle.store.data_lock import DataFolderLock
 
 if TYPE_CHECKING:
     from reangle.core.service import JobService
@@ -94,6 +96,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.access_log import log_config
     from reangle.api.app import create_app
     from reangle.api.slow_clients import timed_protocol
+    from reangle.api.stopping_server import StoppingServer
     from reangle.compose import check_role
 
     settings = with_flags(settings, args, "engine", "host", "port", "data_dir", "role")
@@ -102,6 +105,10 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     _serve_catalog(settings)
     if settings.role == "worker":
         return _work(settings, models=None)
+    data_lock = DataFolderLock(settings.data_dir)
+    if not settings.database_url:
+        data_lock.acquire()
+    listener = bound_socket(settings.host, settings.port)  # before the engine loads: a taken port is one line
     settings, engine = _engine(settings, load=settings.role == "all")
     if settings.auth == "on" and not settings.api_keys and not _has_stored_keys(settings):
         print(
@@ -109,21 +116,47 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     app = create_app(settings, engine)
-    print(
-        f"reangle: serving on http://{settings.host}:{settings.port} (role {settings.role}; "
-        f"{_where(settings)})",
-        file=sys.stderr,
-    )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         log_level="info",
         log_config=log_config(),
         timeout_graceful_shutdown=5,
         http=timed_protocol(settings.header_timeout_s),
     )
+    state = app.state.reangle
+    server = StoppingServer(config, on_stop=state.service.stop_waiting)
+    state.on_failure = lambda: setattr(server, "should_exit", True)
+    print(
+        f"reangle: serving on http://{settings.host}:{settings.port} (role {settings.role}; "
+        f"{_where(settings)})",
+        file=sys.stderr,
+    )
+    try:
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it caught once it has shut down
+        pass
+    finally:
+        data_lock.release()
+    if state.failure is not None:
+        print(f"reangle: stopped: {state.failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port for the server to listen on; InvalidInput when it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            field="host" if isinstance(exc, socket.gaierror) else "port",
+        ) from None
+    return sock
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,6 +180,22 @@ def _serve_catalog(settings: Settings) -> None:
     for spec in MODELS.values():
         if spec.unavailable:
             print(f"reangle: note: model {spec.id} is unavailable: {spec.unavailable}", file=sys.stderr)
+    check_served_settings(settings)
+
+
+def check_served_settings(settings: Settings) -> None:
+    """Settings that name things the server serves or reads, checked against them once it knows them."""
+    if settings.lora_dir is not None and not settings.lora_dir.is_dir():
+        raise InvalidInput(
+            f"bad setting: REANGLE_LORA_DIR: {settings.lora_dir} is not a folder", field="lora_dir"
+        )
+    for endpoint, model in settings.runpod_endpoint_models.items():
+        if model not in MODELS:
+            raise InvalidInput(
+                f"bad setting: REANGLE_RUNPOD_ENDPOINT_MODELS: endpoint {endpoint!r} names unknown model "
+                f"{model!r}; choose from {', '.join(MODELS)}",
+                field="runpod_endpoint_models",
+            )
 
 
 def _work(settings: Settings, models: list[str] | None) -> int:
@@ -160,7 +209,9 @@ def _work(settings: Settings, models: list[str] | None) -> int:
             raise InvalidInput(
                 f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}", field="models"
             )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from reangle.api.access_log import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
     settings, engine = _engine(settings, load=True)
     service = build_service(settings, engine)

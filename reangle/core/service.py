@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -48,9 +49,13 @@ MAX_PAGE = 100
 MAX_BATCH = 64
 #: fail_unserved reads the queued jobs of a model no longer served this many at a time.
 UNSERVED_PAGE = 100
+#: What a synchronous request whose job was canceled because the server stops answers (503, retried).
+STOPPING = "the server is stopping, so the request's job was canceled: send the request again"
 #: Progress of one job is stored (and published) at most this often, besides its first and last step: a
 #: 40-step job on a fast GPU would otherwise write 40 rows a second.
 PROGRESS_INTERVAL_S = 0.25
+
+log = logging.getLogger("reangle.jobs")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +110,8 @@ class JobService:
         self.finished_hooks: list[Callable[[Job], None]] = []
         #: called with the jobs of every submit once they are queued (the embedded server's LoRA prefetch)
         self.queued_hooks: list[Callable[[Sequence[Job]], None]] = []
+        #: set when the server stops: every `wait` answers and every event stream ends (see stop_waiting)
+        self._stopping = asyncio.Event()
 
     # clients ------------------------------------------------------------------------------------------------
 
@@ -309,7 +316,16 @@ class JobService:
         """Events of one job, starting with its current status; the stream ends after a terminal status."""
         with self.events.subscribe(job_id) as queue:
             queue.put_nowait(JobEvent(job_id=job_id, kind="status", job=self.get(owner, job_id)))
-            yield _until_terminal(queue)
+            yield _until_terminal(queue, self._stopping)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop_waiting(self) -> None:
+        """The server is stopping: every `wait` answers with its job as it stands and every event stream ends
+        now, so that clients get a whole answer (and poll or reconnect) rather than a cut connection."""
+        self._stopping.set()
 
     def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         found = self.store.job_by_idempotency_key(owner, key)
@@ -373,6 +389,7 @@ class JobService:
         return job
 
     def _started(self, job: Job) -> None:
+        log.info("job %s started: %s, attempt %d", job.id, job.model, job.attempt)
         self._keep_inputs(job)
         self.events.forget(job.id)
         flag = self.events.stop_flag(job.id)  # a fresh flag for this attempt, there for a cancel from now on
@@ -434,6 +451,7 @@ class JobService:
         return finished
 
     def _ended(self, job: Job) -> None:
+        log.info("%s", ended_line(job))
         self._publish_status(job)
         for hook in self.finished_hooks:
             hook(job)
@@ -470,12 +488,23 @@ def _naming_item(index: int) -> Iterator[None]:
         raise type(exc)(f"items.{index}: {exc.message}", field=field, hint=exc.hint) from None
 
 
-async def _until_terminal(queue: asyncio.Queue[JobEvent]) -> AsyncIterator[JobEvent]:
-    while True:
-        event = await queue.get()
-        yield event
-        if event.job is not None and event.job.status.is_terminal:
-            return
+async def _until_terminal(queue: asyncio.Queue[JobEvent], stopping: asyncio.Event) -> AsyncIterator[JobEvent]:
+    stop = asyncio.ensure_future(stopping.wait())
+    get: asyncio.Future[JobEvent] | None = None
+    try:
+        while True:
+            get = asyncio.ensure_future(queue.get())
+            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not get.done():
+                return
+            event = get.result()
+            yield event
+            if event.job is not None and event.job.status.is_terminal:
+                return
+    finally:
+        stop.cancel()
+        if get is not None:
+            get.cancel()
 
 
 def unserved_error(model: str, *, ran_before: bool) -> JobError:
@@ -531,3 +560,10 @@ def parse_cursor(text: str, *, field: str) -> int:
     if not _CURSOR.fullmatch(text):
         raise InvalidInput(f"{field} is not one this server returned", field=field)
     return int(text)
+
+
+def ended_line(job: Job) -> str:
+    """The log's line for a job that has ended: its status, run time, and its error's code and message."""
+    ran = f" after {job.finished_at - job.started_at:.1f} s" if job.started_at and job.finished_at else ""
+    line = f"job {job.id} {job.status.value}{ran}: {job.model}, attempt {job.attempt}"
+    return f"{line}; {job.error.code}: {job.error.message}" if job.error else line

@@ -38,7 +38,7 @@ from reangle.api.forms import parse_form
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import MODELS
-from reangle.core.service import SubmitRequest
+from reangle.core.service import STOPPING, SubmitRequest
 from reangle.dialects.base import dialect_route
 from reangle.dialects.openai_schemas import (
     IMAGE_FIELDS,
@@ -162,6 +162,8 @@ async def _answer(request: Request, app: State, links: LinkMaker, owner: str, ca
     if timed_out:  # cancel it, unless it has just finished after all
         finished = _cancel_quietly(app, owner, job.id)
     if timed_out and finished.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        if app.service.stopping:
+            raise Unavailable(STOPPING)
         message = f"job {job.id} did not finish in time and was canceled; retry with a longer timeout"
         return json_error(504, error_body(message, "server_error", None, "timeout"), job_id=job.id)
     if finished.status != JobStatus.SUCCEEDED:

@@ -39,7 +39,7 @@ from reangle.core.camera_text import parse_camera_text
 from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS
-from reangle.core.service import JobService, SubmitRequest
+from reangle.core.service import STOPPING, JobService, SubmitRequest
 from reangle.dialects.base import dialect_route
 from reangle.errors import (
     Conflict,
@@ -414,6 +414,8 @@ async def run_sync(slug: str, request: Request, app: State, who: Owner) -> Respo
     if finished is None:  # the client went away; nobody reads this
         return Response(status_code=499)
     if not finished.status.is_terminal:
+        if app.service.stopping:
+            raise Unavailable(STOPPING)
         return JSONResponse(
             {
                 "error": f"the request did not finish within {SYNC_WAIT_S:g} s and was canceled; "

@@ -10,12 +10,17 @@ import logging
 from reangle.core.models import MODELS
 from reangle.core.service import JobService
 from reangle.engine.base import Engine
+from reangle.errors import Unavailable
 from reangle.runtime.heartbeat import Heartbeat
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.lora_prefetch import LoraPrefetch
 from reangle.runtime.webhook_sender import WebhookSender
 
 log = logging.getLogger("reangle.server")
+
+#: Waits between tries of the recovery at start while the store is unavailable (a lock another process
+#: holds on the SQLite file, a full disk): 15 s in all; then the server stops (exit 1): it could run no job.
+START_RETRY_S = (1.0, 2.0, 4.0, 8.0)
 
 
 class EmbeddedRuntime:
@@ -34,6 +39,29 @@ class EmbeddedRuntime:
 
     async def run(self) -> None:
         """Until cancelled."""
+        for wait in (*START_RETRY_S, None):
+            try:
+                await asyncio.to_thread(self.recover)
+                break
+            except Unavailable as exc:
+                if wait is None:
+                    raise
+                log.warning("could not recover the interrupted jobs (%s); again in %g s", exc, wait)
+                await asyncio.sleep(wait)
+        runner = self.runner
+        heartbeat = Heartbeat(self.service.store, self.engine, MODELS, runner.job_in_hand)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(runner.run_forever(), name="runner")
+            tasks.create_task(sweep_forever(self.service, self.sweep_interval_s), name="sweeper")
+            tasks.create_task(heartbeat.run(), name="heartbeat")
+            if self.webhooks is not None:
+                tasks.create_task(self.webhooks.run(), name="webhooks")
+            if self.prefetch is not None:
+                tasks.create_task(self.prefetch.run(), name="lora prefetch")
+
+    def recover(self) -> None:
+        """Re-queue (or fail) the jobs the last run of the server left running; fail the queued jobs of
+        models it no longer serves."""
         requeued, failed = self.service.recover()
         if requeued or failed:
             log.warning(
@@ -46,16 +74,6 @@ class EmbeddedRuntime:
         if unserved:
             models = ", ".join(sorted({job.model for job in unserved}))
             log.warning("failed %d queued jobs of models no longer served: %s", len(unserved), models)
-        runner = self.runner
-        heartbeat = Heartbeat(self.service.store, self.engine, MODELS, runner.job_in_hand)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(runner.run_forever(), name="runner")
-            tasks.create_task(sweep_forever(self.service, self.sweep_interval_s), name="sweeper")
-            tasks.create_task(heartbeat.run(), name="heartbeat")
-            if self.webhooks is not None:
-                tasks.create_task(self.webhooks.run(), name="webhooks")
-            if self.prefetch is not None:
-                tasks.create_task(self.prefetch.run(), name="lora prefetch")
 
 
 async def sweep_forever(service: JobService, interval_s: float) -> None:

@@ -145,7 +145,10 @@ def test_an_expired_link_is_403_and_the_api_gives_a_fresh_one(serve: ServerFacto
         assert error["hint"]
         fresh = api.get(f"/v1/assets/{asset['id']}").json()["url"]
         assert fresh != asset["url"]
-        assert download(fresh).status_code == 200
+        downloaded = download(fresh)
+        assert downloaded.status_code == 200
+        # a cache keeps it no longer than its link is valid (1 s here), not the hour a long-lived link gets
+        assert downloaded.headers["cache-control"] in ("private, max-age=0", "private, max-age=1")
 
 
 @pytest.mark.parametrize(

@@ -324,6 +324,9 @@ def test_downloads_are_never_sniffed_or_rendered_as_pages(api: httpx.Client) -> 
     assert response.status_code == 200
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    cache, _, seconds = response.headers["cache-control"].partition("=")
+    assert cache == "private, max-age"
+    assert 3500 < int(seconds) <= 3600  # an hour, less the seconds since the link was made
 
 
 # NUL characters: refused at submit naming the field, on either store; never a 500 -----------------------

@@ -1,17 +1,26 @@
 """Restarts: a job caught mid-run by kill -9 runs again as attempt 2; jobs behind it keep their place; a job
-interrupted max_attempts times fails; a graceful stop does not wait for a long job to finish."""
+interrupted max_attempts times fails; a graceful stop does not wait for a long job to finish; a second server
+on the same data folder refuses to start instead of re-queuing the first one's running job."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
+from reangle.core.models import CAMERA_EDIT
 from tests.api.conftest import (
+    REPO,
     ServerFactory,
+    cancel,
     download,
     edit_input,
+    free_port,
     get_job,
     running,
     slow_input,
@@ -90,3 +99,63 @@ def test_a_graceful_stop_does_not_wait_and_costs_no_attempt(
         assert resumed["attempt"] == 1
         assert resumed["status"] in ("queued", "processing")
         assert [change["status"] for change in resumed["history"]][:3] == ["queued", "processing", "queued"]
+
+
+def test_a_second_server_on_the_same_data_folder_refuses_and_leaves_the_running_job_alone(
+    serve: ServerFactory,
+) -> None:
+    server = serve(fake_step_seconds=0.3)  # 100 steps: 30 s, still running when the second one gives up
+    assert server.process is not None
+    with server.client() as api:
+        job = submit(api, slow_input(upload(api)["id"]))
+        wait_job(api, job["id"], running)
+        second = subprocess.run(
+            [
+                *(sys.executable, "-m", "reangle", "serve", "--engine", "fake"),
+                *("--port", str(free_port()), "--data-dir", str(server.data_dir)),
+            ],
+            cwd=REPO,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.splitlines()[-1] == (
+            f"reangle: error: another reangle server (pid {server.process.pid}) is running on the data "
+            f"folder {server.data_dir}: stop it, or give this one its own --data-dir"
+        )
+        untouched = get_job(api, job["id"])
+        assert untouched["status"] == "processing"
+        assert untouched["attempt"] == 1
+        assert [change["status"] for change in untouched["history"]] == ["queued", "processing"]
+        cancel(api, job["id"])
+
+
+def test_a_stop_answers_waiting_requests_and_ends_event_streams_at_once(serve: ServerFactory) -> None:
+    """`?wait=` and an event stream are held open on purpose: a stop answers the one with the job as it
+    stands and ends the other cleanly, instead of leaving them to be cut when the graceful time runs out."""
+    server = serve(fake_step_seconds=0.5)  # 100 steps: 50 s
+    with server.client() as api, ThreadPoolExecutor(2) as pool:
+        asset = upload(api)["id"]
+        running_job = submit(api, slow_input(asset))
+        wait_job(api, running_job["id"], running)
+
+        def wait_for_a_job() -> httpx.Response:
+            return api.post("/v1/jobs?wait=60", json={"model": CAMERA_EDIT, "input": slow_input(asset)})
+
+        def stream_events() -> list[str]:
+            with api.stream("GET", f"/v1/jobs/{running_job['id']}/events") as stream:
+                return [line for line in stream.iter_lines() if line.startswith("event:")]
+
+        waiting, streaming = pool.submit(wait_for_a_job), pool.submit(stream_events)
+        time.sleep(1)  # both are held open by now
+        started = time.monotonic()
+        server.stop(timeout=10)
+        stopped_after = time.monotonic() - started
+        answer, events = waiting.result(timeout=5), streaming.result(timeout=5)
+    assert stopped_after < 4  # not the 5 s graceful limit, and more
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] in ("queued", "processing")
+    assert events[0] == "event: status"
+    assert "Traceback" not in server.log()

@@ -1,15 +1,24 @@
 """`reangle serve` and `reangle worker` refuse what cannot work in one line, exit 2, before any engine loads:
-an unusable data folder, a port out of range, a role the database cannot take."""
+an unusable data folder, a port out of range or taken, a data folder another server runs on, a role the
+database cannot take. A server whose job runtime fails stops with exit 1 instead of serving with no runner."""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from reangle.cli import serve
 from reangle.cli.main import main
+from reangle.core.service import JobService
 from reangle.settings import Settings
+from reangle.store.data_lock import DataFolderLock
+from tests.api.conftest import free_port
 
 
 @pytest.fixture
@@ -105,3 +114,145 @@ def test_a_role_sqlite_cannot_take_says_what_to_set_before_loading_an_engine(
         "REANGLE_DATABASE_URL=postgresql://...; the embedded SQLite default runs role all)"
     ]
     assert no_engine == []
+
+
+def test_a_taken_port_is_one_line_before_any_engine_loads(
+    tmp_path: Path, no_engine: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--engine", "fake", "--port", str(port), "--data-dir", str(tmp_path)]) == 2
+    assert error_lines(capsys.readouterr().err)[-1] == (
+        f"reangle: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert no_engine == []
+
+
+def test_an_address_this_machine_does_not_have_is_one_line(
+    tmp_path: Path, no_engine: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REANGLE_HOST", "192.0.2.1")  # TEST-NET-1: never a local address
+    assert main(["serve", "--engine", "fake", "--port", "8000", "--data-dir", str(tmp_path)]) == 2
+    assert error_lines(capsys.readouterr().err)[-1] == (
+        "reangle: error: cannot listen on 192.0.2.1:8000: Cannot assign requested address"
+    )
+
+
+def test_a_data_folder_another_server_runs_on_is_refused_naming_its_pid(
+    tmp_path: Path, no_engine: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = DataFolderLock(tmp_path)
+    running.acquire()
+    try:
+        assert (
+            main(["serve", "--engine", "fake", "--port", str(free_port()), "--data-dir", str(tmp_path)]) == 2
+        )
+    finally:
+        running.release()
+    assert error_lines(capsys.readouterr().err)[-1] == (
+        f"reangle: error: another reangle server (pid {os.getpid()}) is running on the data folder "
+        f"{tmp_path}: stop it, or give this one its own --data-dir"
+    )
+    assert no_engine == []
+
+
+def test_a_released_data_folder_can_be_taken_again(tmp_path: Path) -> None:
+    first = DataFolderLock(tmp_path)
+    first.acquire()
+    first.release()
+    second = DataFolderLock(tmp_path)
+    second.acquire()
+    assert (tmp_path / "server.lock").read_text() == f"{os.getpid()}\n"
+    second.release()
+
+
+@pytest.fixture
+def server_logging() -> Iterator[None]:
+    """`reangle serve` in this process configures the uvicorn and reangle loggers: as they were afterwards."""
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "reangle")]
+    saved = [(logger.handlers[:], logger.level, logger.propagate, logger.disabled) for logger in loggers]
+    yield
+    for logger, (handlers, level, propagate, disabled) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.level, logger.propagate, logger.disabled = (
+            handlers,
+            level,
+            propagate,
+            disabled,
+        )
+
+
+def test_serve_stops_with_exit_1_when_its_job_runtime_fails(
+    tmp_path: Path, server_logging: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Recovery at start meets a malformed database: no job could ever run, so the server must not go on
+    answering /healthz "ok"."""
+
+    def malformed(self: JobService) -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(JobService, "recover", malformed)
+    monkeypatch.setenv("REANGLE_AUTH", "off")
+    assert main(["serve", "--engine", "fake", "--port", str(free_port()), "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "CRITICAL reangle.server: the runtime task failed: DatabaseError: " in err  # with its traceback
+    assert error_lines(err)[-1] == (
+        "reangle: stopped: the runtime task failed: DatabaseError: database disk image is malformed"
+    )
+    relaunch = DataFolderLock(tmp_path)
+    relaunch.acquire()  # the stopped server let go of its data folder
+    relaunch.release()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("REANGLE_LORAS", "notjson", "not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+        (
+            "REANGLE_RUNPOD_ENDPOINT_MODELS",
+            "{ep: 1}",
+            "not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+        ),
+        (
+            "REANGLE_PUBLIC_BASE_URL",
+            "reangle.example.com",
+            "'reangle.example.com' is not an absolute http(s) URL such as https://reangle.example.com",
+        ),
+        (
+            "REANGLE_SIGNING_SECRET",
+            "   ",
+            "is blank: set a long random string, or unset it to use the generated key",
+        ),
+        ("REANGLE_LORA_DIR", "/no/such/folder", "/no/such/folder is not a folder"),
+        (
+            "REANGLE_RUNPOD_ENDPOINT_MODELS",
+            '{"ep-1": "qwen-edit"}',
+            "endpoint 'ep-1' names unknown model 'qwen-edit'; choose from qwen-edit-multiangle-2511, "
+            "qwen-image-edit-2511, qwen-image-2512, wan-2.7-image",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    name: str,
+    value: str,
+    problem: str,
+    tmp_path: Path,
+    no_engine: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["serve", "--engine", "fake", "--data-dir", str(tmp_path)]) == 2
+    assert error_lines(capsys.readouterr().err)[-1] == f"reangle: error: bad setting: {name}: {problem}"
+    assert no_engine == []
+
+
+def test_empty_link_settings_mean_unset_and_a_base_url_loses_its_trailing_slash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REANGLE_SIGNING_SECRET", "")
+    monkeypatch.setenv("REANGLE_PUBLIC_BASE_URL", "")
+    assert (Settings().signing_secret, Settings().public_base_url) == (None, None)
+    monkeypatch.setenv("REANGLE_PUBLIC_BASE_URL", " https://reangle.example.com/ ")
+    assert Settings().public_base_url == "https://reangle.example.com"

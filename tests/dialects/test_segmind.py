@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from segmind.v2 import AsyncJob
 
 from reangle.api.app import create_app
 from reangle.core.models import CAMERA_EDIT
+from reangle.core.service import STOPPING
 from reangle.dialects import segmind as dialect
 from reangle.settings import Settings
 from tests.dialects.conftest import (
@@ -183,6 +185,40 @@ def test_v1_gives_up_with_504_after_its_bound_and_cancels(
             jobs = http.get("/v1/jobs").json()["data"]
             mine = [job for job in jobs if job["input"]["prompt"] == "bounded"]
             assert [job["status"] for job in mine] == ["canceled"]
+        finally:
+            http.post(f"/v1/jobs/{hold}/cancel")
+
+
+def test_v1_answers_503_retry_when_the_server_stops_and_cancels(tmp_path: Path) -> None:
+    """In process: the server starts to stop while a sync request waits (the runner held by another job)."""
+    settings = Settings(
+        engine="fake", data_dir=tmp_path, api_keys=API_KEY, fake_step_seconds=0.02, cache_dir=tmp_path
+    )
+    app = create_app(settings)
+    with TestClient(app) as http, ThreadPoolExecutor(1) as pool:
+        http.headers["Authorization"] = f"Bearer {API_KEY}"
+        hold = hold_runner(http)
+        try:
+            waiting = pool.submit(
+                http.post,
+                f"/segmind/v1/{SLUG}",
+                json={"prompt": "back view stopping", "image_1": png_base64()},
+                headers={"x-api-key": API_KEY},
+            )
+            deadline = time.monotonic() + 10
+            while not [
+                job for job in http.get("/v1/jobs").json()["data"] if "stopping" in job["input"]["prompt"]
+            ]:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert http.portal is not None
+            http.portal.call(app.state.reangle.service.stop_waiting)  # as `reangle serve` does on SIGTERM
+            response = waiting.result(timeout=5)
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "5"
+            assert response.json() == {"error": STOPPING}
+            jobs = http.get("/v1/jobs").json()["data"]
+            assert [job["status"] for job in jobs if job["input"]["prompt"] == "stopping"] == ["canceled"]
         finally:
             http.post(f"/v1/jobs/{hold}/cancel")
 

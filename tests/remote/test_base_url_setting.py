@@ -34,7 +34,7 @@ def test_serve_stops_with_one_line_naming_the_setting(
     def fake_server_start(*args: object, **kwargs: object) -> None:
         raise AssertionError("the server started despite the bad setting")
 
-    monkeypatch.setattr("uvicorn.run", fake_server_start)
+    monkeypatch.setattr("uvicorn.Server.run", fake_server_start)
     assert main(["serve", "--engine", "fake"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
