@@ -1,4 +1,4 @@
-"""The server's log: reangle's own lines with a timestamp, and uvicorn's access lines for less CPU.
+"""uvicorn's access log, the same lines for less CPU.
 
 uvicorn's AccessFormatter copies every log record twice and looks the status phrase up through the
 HTTPStatus enum: about a tenth of the server's CPU on a status read. PlainAccessFormatter writes the same
@@ -18,8 +18,6 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import AccessFormatter
 
-#: reangle's own log lines, in `reangle serve` and `reangle worker`.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS_FORMAT: str = LOGGING_CONFIG["formatters"]["access"]["fmt"]
 _PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 _SIGNATURE = re.compile(r"(?<=[?&]sig=)[^&]*")
@@ -52,15 +50,7 @@ def without_signature(record: logging.LogRecord) -> logging.LogRecord:
 
 
 def log_config() -> dict[str, Any]:
-    """uvicorn's default logging configuration, its access lines formatted by PlainAccessFormatter, and
-    reangle's own lines (jobs started and ended, warnings) at INFO with a timestamp, on stderr."""
+    """uvicorn's default logging configuration, its access lines formatted by PlainAccessFormatter."""
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["access"]["()"] = f"{__name__}.{PlainAccessFormatter.__name__}"
-    config["formatters"]["reangle"] = {"format": LOG_FORMAT}
-    config["handlers"]["reangle"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "reangle",
-        "stream": "ext://sys.stderr",
-    }
-    config["loggers"]["reangle"] = {"handlers": ["reangle"], "level": "INFO", "propagate": False}
     return config

@@ -29,6 +29,8 @@ DEMO_BANNER = """
 ==========================================================================================
 """
 DEMO_ENGINES = {"tiny": "a random-weight model", "fake": "placeholder pictures, no model"}
+#: reangle's own log lines (jobs started and ended, warnings), in `reangle serve` and `reangle worker`.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -93,7 +95,6 @@ def make_data_dir(settings: Settings, *, jobs_only: bool = False) -> None:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from reangle.api.access_log import log_config
     from reangle.api.app import create_app
     from reangle.api.slow_clients import timed_protocol
     from reangle.api.stopping_server import StoppingServer
@@ -119,7 +120,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     config = uvicorn.Config(
         app,
         log_level="info",
-        log_config=log_config(),
+        log_config=server_logging(),
         timeout_graceful_shutdown=5,
         http=timed_protocol(settings.header_timeout_s),
     )
@@ -141,6 +142,22 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"reangle: stopped: {state.failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def server_logging() -> dict[str, Any]:
+    """uvicorn's logging configuration (its access lines by PlainAccessFormatter), with reangle's own lines at
+    INFO, timestamped, on stderr."""
+    from reangle.api.access_log import log_config
+
+    config = log_config()
+    config["formatters"]["reangle"] = {"format": LOG_FORMAT}
+    config["handlers"]["reangle"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "reangle",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["reangle"] = {"handlers": ["reangle"], "level": "INFO", "propagate": False}
+    return config
 
 
 def bound_socket(host: str, port: int) -> socket.socket:
@@ -209,8 +226,6 @@ def _work(settings: Settings, models: list[str] | None) -> int:
             raise InvalidInput(
                 f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}", field="models"
             )
-    from reangle.api.access_log import LOG_FORMAT
-
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
     settings, engine = _engine(settings, load=True)

@@ -101,6 +101,8 @@ class WebhookSender:
         def ended(host: str, task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
             per_host[host] -= 1
+            if not per_host[host]:
+                del per_host[host]
 
         try:
             while True:
@@ -138,6 +140,8 @@ class WebhookSender:
             await asyncio.to_thread(self.store.postpone_webhook_delivery, delivery.id, at)
         except Unavailable as exc:  # its lease runs out instead
             log.warning("could not put webhook %s back: %s", delivery.id, exc)
+        except Exception:
+            log.exception("could not put webhook %s back", delivery.id)
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         try:

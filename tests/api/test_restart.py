@@ -55,6 +55,10 @@ def test_a_killed_job_runs_again_as_attempt_2_and_the_queue_keeps_its_order(serv
         ]
         assert behind["attempt"] == 1
         assert behind["started_at"] > redone["started_at"]
+        # the server's log says which job ran when, and how it ended
+        log = server.full_log()
+        assert f"INFO reangle.jobs: job {first['id']} started: {CAMERA_EDIT}, attempt 2" in log
+        assert f"INFO reangle.jobs: job {first['id']} succeeded after " in log
         for job in (redone, behind):
             [output] = job["output"]["assets"]
             assert download(output["url"]).status_code == 200
