@@ -86,19 +86,7 @@ def sender(
 
 def due_delivery(store: SqliteStore, url: str) -> WebhookDelivery:
     """The one delivery of a job with a webhook at `url`, canceled just now, claimed as the sender claims."""
-    now = time.time()
-    job = Job(
-        id=JOB_ID,
-        owner="owner-1",
-        model="qwen-edit-multiangle-2511",
-        kind=JobKind.ORBIT,
-        input={},
-        created_at=now,
-        history=(StatusChange(status=JobStatus.QUEUED, at=now),),
-        webhook=WebhookTarget(url=url, base_url="https://api.test"),
-    )
-    store.insert_jobs([NewJob(job=job)])
-    store.cancel(JOB_ID, now)
+    hooked_job(store, JOB_ID, url, at=time.time())
     return claimed_again(store)
 
 
