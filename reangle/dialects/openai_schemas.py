@@ -29,9 +29,10 @@ plain fields):
                           svg*, frame_*: 400
     camera fields         horizontal_angle vertical_angle zoom | azimuth elevation distance, lora_scale;
                           also seed num_inference_steps guidance_scale acceleration width height
-                          aspect_ratio. With no camera field, camera phrases in the prompt ("rotate the
-                          camera 90 degrees right", "back view") set the pose; with camera fields, they win
-                          and such phrases are dropped from the instruction. Other fields: 400.
+                          aspect_ratio. Camera phrases in the prompt ("rotate the camera 90 degrees right",
+                          "back view") set the pose and are dropped from the instruction; a camera field
+                          sets its own axis over them (the prompt's phrases still set the others). Other
+                          fields: 400.
 
 /images/generations request (JSON; `extra_body` keys arrive as top-level keys with their JSON types; a null
 value counts as omitted), text-to-image:
@@ -89,6 +90,8 @@ CAMERA_FIELDS = (
     "distance",
     "lora_scale",
 )
+#: Each axis of the pose, by its two fields: the 96-pose grid's and the continuous one.
+AXES = (("horizontal_angle", "azimuth"), ("vertical_angle", "elevation"), ("zoom", "distance"))
 FLOAT_FIELDS = (*CAMERA_FIELDS, "guidance_scale")
 INT_FIELDS = ("seed", "num_inference_steps", "width", "height")
 TEXT_FIELDS = ("acceleration", "aspect_ratio")
@@ -231,12 +234,14 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     data["prompt"] = prompt
     if MODELS[model].entry.task == "camera_edit":
         camera = parse_camera_text(prompt)
-        if camera.pose is not None:
+        if camera.pose is not None:  # a field sets its axis; the prompt's phrases set the others
             data["prompt"] = camera.instruction
-            if not any(name in data for name in CAMERA_FIELDS):
-                pose = camera.pose
-                data |= {"azimuth": pose.azimuth_deg, "elevation": pose.elevation_deg}
-                data["distance"] = pose.distance_factor
+            pose = camera.pose
+            from_prompt = {"azimuth": pose.azimuth_deg, "elevation": pose.elevation_deg}
+            from_prompt["distance"] = pose.distance_factor
+            for grid, continuous in AXES:
+                if grid not in data and continuous not in data:
+                    data[continuous] = from_prompt[continuous]
     else:
         given = [name for name in CAMERA_FIELDS if name in data]
         if given:
