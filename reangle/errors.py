@@ -12,6 +12,7 @@ ReangleError
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Self
 
 
@@ -97,6 +98,16 @@ class NotFound(ReangleError):
     """Not found."""
 
     code = "not_found"
+
+
+class MethodNotAllowed(ReangleError):
+    """The path exists, not with this HTTP method."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: Sequence[str]) -> None:
+        self.allow = tuple(allow)
+        super().__init__(message)
 
 
 class AssetGone(NotFound):

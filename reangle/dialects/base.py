@@ -12,10 +12,10 @@ from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 
 from reangle.api.errors import body_refusal, database_refusal, status_for
-from reangle.errors import InternalError, InvalidInput, ReangleError
+from reangle.errors import InternalError, InvalidInput, MethodNotAllowed, NotFound, ReangleError
 
 log = logging.getLogger("reangle.api")
 
@@ -47,7 +47,10 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     error = validation_error(exc)
                     return render(request, error, status_for(error))
                 except ReangleError as exc:
-                    return render(request, exc, status_for(exc))
+                    response = render(request, exc, status_for(exc))
+                    if isinstance(exc, MethodNotAllowed):
+                        response.headers["Allow"] = ", ".join(exc.allow)
+                    return response
                 except HTTPException as exc:
                     # FastAPI wraps body-reading errors; JSON nested too deeply to parse is the request's
                     cause = exc.__cause__ if isinstance(exc.__cause__, ReangleError) else body_refusal(exc)
@@ -67,3 +70,30 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
             return guarded
 
     return DialectRoute
+
+
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def add_fallback_routes(router: APIRouter, prefix: str, *, base_url: str) -> None:
+    """Routes, added last, that answer every other path and method under `prefix` in the dialect's error
+    shape, naming what was asked: 404 for a path the dialect does not serve (saying the client's `base_url`),
+    405 (with Allow) for a method a path does not take. A client pointed at the wrong base URL then reads
+    why, not a bare "Not Found"."""
+
+    async def fallback(request: Request) -> Response:
+        path = request.url.path
+        allowed = sorted(
+            method
+            for route in router.routes
+            if isinstance(route, APIRoute) and route.endpoint is not fallback and route.path_regex.match(path)
+            for method in route.methods or ()
+        )
+        if allowed:
+            raise MethodNotAllowed(
+                f"method {request.method} is not allowed on {path}; use {', '.join(allowed)}", allow=allowed
+            )
+        raise NotFound(f"no route {request.method} {path}; point the client at {base_url}")
+
+    for path in (prefix, prefix + "/{path:path}"):
+        router.add_api_route(path, fallback, methods=ANY_METHOD, include_in_schema=False)

@@ -237,8 +237,11 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
         if camera.pose is not None:  # a field sets its axis; the prompt's phrases set the others
             data["prompt"] = camera.instruction
             pose = camera.pose
-            from_prompt = {"azimuth": pose.azimuth_deg, "elevation": pose.elevation_deg}
-            from_prompt["distance"] = pose.distance_factor
+            from_prompt: dict[str, float] = {
+                "azimuth": pose.azimuth_deg,
+                "elevation": pose.elevation_deg,
+                "distance": pose.distance_factor,
+            }
             for grid, continuous in AXES:
                 if grid not in data and continuous not in data:
                     data[continuous] = from_prompt[continuous]

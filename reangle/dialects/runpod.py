@@ -27,7 +27,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
 from reangle.api.auth import bearer_token
 from reangle.api.deps import State
@@ -39,7 +38,7 @@ from reangle.core.models import CAMERA_EDIT, MODELS
 from reangle.core.service import MAX_PAGE, SubmitRequest
 from reangle.core.webhooks import RUNPOD
 from reangle.dialects import runpod_schemas as rp
-from reangle.dialects.base import dialect_route
+from reangle.dialects.base import add_fallback_routes, dialect_route
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unavailable
 
 log = logging.getLogger("reangle.dialects.runpod")
@@ -51,7 +50,6 @@ SYNC_WAIT_MS, MIN_WAIT_MS, MAX_WAIT_MS = 90_000, 1_000, 300_000
 #: How long /cancel waits for a running job to stop (the sync client gives up after 3 s).
 CANCEL_WAIT_S = 2.0
 MAX_CHAIN = 1000
-ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: RunPod ids whose completed output /stream has delivered; bounded, per process (the core has no stream
 #: cursor). After a restart a finished job's output is streamed once more, never forever.
 _STREAMED: OrderedDict[str, None] = OrderedDict()
@@ -191,21 +189,7 @@ async def health(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
     return rp.health_body(jobs, running=running)
 
 
-@router.api_route("/runpod", methods=ANY_METHOD, include_in_schema=False)
-@router.api_route("/runpod/{path:path}", methods=ANY_METHOD, include_in_schema=False)
-async def not_found(request: Request) -> JSONResponse:
-    """Unknown paths and wrong methods under /runpod answer in RunPod's JSON error shape too."""
-    path = request.url.path
-    allowed = sorted(
-        method
-        for route in router.routes
-        if isinstance(route, APIRoute) and route.endpoint is not not_found and route.path_regex.match(path)
-        for method in route.methods or ()
-    )
-    if allowed:
-        message = f"method {request.method} is not allowed on {path}; use {', '.join(allowed)}"
-        return JSONResponse({"error": message}, status_code=405, headers={"Allow": ", ".join(allowed)})
-    return JSONResponse({"error": f"no route {request.method} {path}"}, status_code=404)
+add_fallback_routes(router, "/runpod", base_url="http://HOST/runpod/v2 (runpod.endpoint_url_base)")
 
 
 # helpers -------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from reangle.core.jobs import Job, JobKind
 from reangle.core.ports import AssetRecord
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.dialects import scenario_schemas as schemas
-from reangle.dialects.base import dialect_route
+from reangle.dialects.base import add_fallback_routes, dialect_route
 from reangle.errors import (
     Conflict,
     InvalidInput,
@@ -261,3 +261,6 @@ async def list_models(who: Owner) -> dict[str, Any]:
 @router.get(PREFIX + "/models/{model_id}")
 async def get_model(model_id: str, who: Owner) -> dict[str, Any]:
     return {"model": schemas.scenario_model(model_id).to_json()}
+
+
+add_fallback_routes(router, "/scenario", base_url="http://HOST/scenario/v1")

@@ -40,7 +40,7 @@ from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS
 from reangle.core.service import STOPPING, JobService, SubmitRequest
-from reangle.dialects.base import dialect_route
+from reangle.dialects.base import add_fallback_routes, dialect_route
 from reangle.errors import (
     Conflict,
     InvalidInput,
@@ -498,3 +498,6 @@ async def request_result(
     output_ref = refs.get if refs is not None else links.asset_url_by_id
     code, body = result_json(job, output_ref, lora_fields_from_query(loras))
     return JSONResponse(body, status_code=code)
+
+
+add_fallback_routes(router, "/segmind", base_url="http://HOST/segmind/v1")

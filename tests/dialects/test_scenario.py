@@ -322,6 +322,18 @@ def test_unknown_model_is_not_found(client: Scenario, asset_id: str) -> None:
         client.models.retrieve("model_flux-1-dev")
 
 
+def test_a_base_url_without_the_version_is_a_not_found_that_says_where_to_point(
+    server: RunningServer,
+) -> None:
+    wrong = Scenario(base_url=f"{server.url}/scenario", api_key="label", api_secret=API_KEY, max_retries=0)
+    with pytest.raises(scenario_sdk.NotFoundError) as caught:
+        wrong.jobs.list()
+    assert caught.value.body == {
+        "error": "no route GET /scenario/jobs; point the client at http://HOST/scenario/v1",
+        "code": "not_found",
+    }
+
+
 def test_wrong_secret_is_an_authentication_error(make_client: MakeClient) -> None:
     with pytest.raises(scenario_sdk.AuthenticationError):
         make_client(api_key="any-label", api_secret="not-a-key").models.retrieve(CAMERA)

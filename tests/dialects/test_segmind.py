@@ -331,6 +331,23 @@ def test_unknown_slug_is_404(server: RunningServer) -> None:
     assert SLUG in caught.value.detail
 
 
+def test_a_base_url_without_the_version_is_a_404_that_says_where_to_point(server: RunningServer) -> None:
+    wrong = SegmindClient(base_url=f"{server.url}/segmind", api_key=API_KEY)
+    with pytest.raises(SegmindError) as caught:
+        wrong.run_sync(SLUG, prompt="back view", image_1=png_base64())
+    assert caught.value.status == 404
+    assert caught.value.detail == (
+        f"no route POST /segmind/{SLUG}; point the client at http://HOST/segmind/v1"
+    )
+
+
+def test_a_method_a_route_does_not_take_is_405_in_segmind_shape(server: RunningServer) -> None:
+    response = httpx.get(f"{server.url}/segmind/v1/{SLUG}", headers={"x-api-key": API_KEY})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json() == {"error": f"method GET is not allowed on /segmind/v1/{SLUG}; use POST"}
+
+
 @pytest.mark.parametrize("key", ["wrong-key", None])
 def test_bad_or_missing_key_is_the_clients_401(
     server: RunningServer, key: str | None, monkeypatch: pytest.MonkeyPatch
