@@ -60,6 +60,12 @@ class KeyRing:
         digest = hash_key(key)
         owner = self._env.get(digest) or self._stored_key_id(digest)
         if owner is None:
+            scheme, space, _ = key.partition(" ")
+            if space:  # `Basic ...` where `Bearer KEY` (or a bare key) was wanted
+                raise Unauthorized(
+                    f"the {scheme} authorization scheme is not taken here",
+                    hint="send Authorization: Bearer <key>",
+                )
             raise Unauthorized("this API key is not valid", hint="create one with `reangle keys create`")
         return owner
 

@@ -70,31 +70,50 @@ def render_error(request: Request, exc: ReangleError, status: int) -> Response:
 router = APIRouter(route_class=dialect_route(render_error), tags=["scenario"])
 
 
-def api_key(authorization: str | None) -> str | None:
-    """The reangle key in `Basic base64(label:KEY)` or `Bearer KEY`; None when no key is given."""
+def credentials(authorization: str | None) -> tuple[str, str] | None:
+    """(label, key) from `Basic base64(label:KEY)`, ("", key) from `Bearer KEY`; None when none is given."""
     if not authorization or not authorization.strip():
         return None
-    scheme, _, credentials = authorization.strip().partition(" ")
-    credentials = credentials.strip()
+    scheme, _, given = authorization.strip().partition(" ")
+    given = given.strip()
     if scheme.lower() == "bearer":
-        return credentials or None
+        return ("", given) if given else None
     if scheme.lower() != "basic":
         raise Unauthorized(f"unsupported authorization scheme {scheme!r}", hint=AUTH_HINT)
     try:
-        decoded = base64.b64decode(credentials, validate=True).decode()
+        decoded = base64.b64decode(given, validate=True).decode()
     except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         raise Unauthorized("the Basic credentials are not base64 of label:secret", hint=AUTH_HINT) from None
-    _, colon, secret = decoded.partition(":")
-    return secret if colon and secret else None
+    label, colon, secret = decoded.partition(":")
+    if not colon:
+        raise Unauthorized("the Basic credentials hold no ':': send label:secret", hint=AUTH_HINT)
+    return label, secret
 
 
 async def owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:
     if not app.keys.enabled:
         return app.keys.owner(None)
-    key = api_key(authorization)
-    if key is None:
+    given = credentials(authorization)
+    if given is None or not given[1]:
         raise Unauthorized("an API key is required", hint=AUTH_HINT)
-    return app.keys.owner(key)
+    label, key = given
+    try:
+        return app.keys.owner(key)
+    except Unauthorized:
+        if label and _is_key(app, label):
+            raise Unauthorized(
+                "this API key is not valid: the key was sent as the label, the first part of Basic auth",
+                hint=AUTH_HINT,
+            ) from None
+        raise
+
+
+def _is_key(app: AppState, text: str) -> bool:
+    try:
+        app.keys.owner(text)
+    except Unauthorized:
+        return False
+    return True
 
 
 Owner = Annotated[str, Depends(owner)]

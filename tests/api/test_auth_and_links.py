@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
@@ -169,6 +170,17 @@ def test_a_key_with_bytes_outside_ascii_is_401_on_every_dialect(
 ) -> None:
     response = httpx.get(shared_server.url + path, headers={header: value})
     assert response.status_code == 401, response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/runpod/v2/ep/health", "/openai/v1/models"])
+def test_a_valid_key_sent_as_basic_auth_says_which_scheme_to_use(
+    shared_server: ServerProcess, path: str
+) -> None:
+    basic = "Basic " + base64.b64encode(f"label:{KEY_A}".encode()).decode()
+    response = httpx.get(shared_server.url + path, headers={"Authorization": basic})
+    assert response.status_code == 401
+    assert "the Basic authorization scheme is not taken here" in response.text
+    assert "Bearer" in response.text
 
 
 def test_keys_create_and_serve_share_the_default_data_dir_from_any_directory(

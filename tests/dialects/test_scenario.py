@@ -335,11 +335,15 @@ def test_a_base_url_without_the_version_is_a_not_found_that_says_where_to_point(
 
 
 def test_wrong_secret_is_an_authentication_error(make_client: MakeClient) -> None:
-    with pytest.raises(scenario_sdk.AuthenticationError):
+    with pytest.raises(scenario_sdk.AuthenticationError) as wrong:
         make_client(api_key="any-label", api_secret="not-a-key").models.retrieve(CAMERA)
-    # the key must be the secret, not the user name
-    with pytest.raises(scenario_sdk.AuthenticationError):
+    assert wrong.value.body["error"] == "this API key is not valid"
+    # the key must be the secret, not the user name: the error says so
+    with pytest.raises(scenario_sdk.AuthenticationError) as swapped:
         make_client(api_key=API_KEY, api_secret="label").models.retrieve(CAMERA)
+    assert swapped.value.body["error"] == (
+        "this API key is not valid: the key was sent as the label, the first part of Basic auth"
+    )
 
 
 def test_missing_credentials_are_401_in_scenario_shape(server: RunningServer) -> None:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
 from reangle.core.ports import AssetRecord
 from reangle.core.service import model_spec
-from reangle.dialects.scenario import api_key, render_error
+from reangle.dialects.scenario import credentials, render_error
 from reangle.dialects.scenario_schemas import (
     asset_json,
     job_json,
@@ -221,19 +221,27 @@ def basic(user: str, secret: str) -> str:
 
 
 def test_basic_auth_carries_the_key_as_the_secret_and_any_user_name() -> None:
-    assert api_key(basic("any-label", "rk_key")) == "rk_key"
-    assert api_key(basic("", "rk:with:colons")) == "rk:with:colons"
-    assert api_key("Bearer rk_key") == "rk_key"
-    assert api_key("bearer   rk_key ") == "rk_key"
-    assert api_key(None) is None
-    assert api_key(basic("label", "")) is None
-    assert api_key("Basic " + base64.b64encode(b"no-colon").decode()) is None
+    assert credentials(basic("any-label", "rk_key")) == ("any-label", "rk_key")
+    assert credentials(basic("", "rk:with:colons")) == ("", "rk:with:colons")
+    assert credentials("Bearer rk_key") == ("", "rk_key")
+    assert credentials("bearer   rk_key ") == ("", "rk_key")
+    assert credentials(None) is None
+    assert credentials("Bearer ") is None
+    assert credentials(basic("label", "")) == ("label", "")
 
 
-@pytest.mark.parametrize("header", ["Basic not*base64", "Token rk_key", "rk_key"])
-def test_malformed_authorization_is_unauthorized(header: str) -> None:
-    with pytest.raises(Unauthorized):
-        api_key(header)
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        ("Basic not*base64", "not base64 of label:secret"),
+        ("Token rk_key", "unsupported authorization scheme 'Token'"),
+        ("rk_key", "unsupported authorization scheme 'rk_key'"),
+        ("Basic " + base64.b64encode(b"no-colon").decode(), "hold no ':'"),
+    ],
+)
+def test_malformed_authorization_is_unauthorized(header: str, says: str) -> None:
+    with pytest.raises(Unauthorized, match=says):
+        credentials(header)
 
 
 def fake_request(method: str) -> Request:
