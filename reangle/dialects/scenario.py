@@ -38,6 +38,7 @@ from reangle.errors import (
 )
 
 PREFIX = "/scenario/v1"
+FLAGS = {"true": True, "1": True, "": True, "false": False, "0": False}
 #: Scenario's answer to `?dryRun=`: an estimate, no job.
 DRY_RUN_STATUS = 269
 #: GET /assets/{id} looks for the job that made an asset among this many of the owner's latest successes.
@@ -119,6 +120,14 @@ def _is_key(app: AppState, text: str) -> bool:
 Owner = Annotated[str, Depends(owner)]
 
 
+def _flag(text: str, name: str) -> bool:
+    """A query flag: true, 1 or empty (`?dryRun`) is on, false or 0 off; anything else a 400."""
+    value = FLAGS.get(text.strip().lower())
+    if value is None:
+        raise InvalidInput(f"{name} must be true or false, got {text!r}", field=name)
+    return value
+
+
 async def json_object(request: Request) -> dict[str, Any]:
     """The JSON object body; an empty body is `{}`."""
     raw = await request.body()
@@ -143,7 +152,7 @@ async def run_model(
 ) -> Response:
     """Queue a job on any model `GET /models` lists; a text-to-image model takes no images."""
     model, native_input = schemas.translate_request(model_id, await json_object(request))
-    if dry_run is not None and dry_run.lower() != "false":
+    if dry_run is not None and _flag(dry_run, "dryRun"):
         model_spec(model).validate(JobKind.EDIT, native_input)
         return JSONResponse({"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}, status_code=DRY_RUN_STATUS)
     try:

@@ -432,6 +432,11 @@ def _value(spec: InputSpec, value: object) -> object:
     return _number(spec, value)
 
 
+def _shown(number: float) -> str:
+    """A bound or value as written: 2147483647, not 2.14748e+09."""
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e16 else f"{number:g}"
+
+
 def _number(spec: InputSpec, value: object) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"{spec.name} must be a number, got {value!r}", field=spec.name)
@@ -439,7 +444,8 @@ def _number(spec: InputSpec, value: object) -> float | int:
     high = math.inf if spec.maximum is None else spec.maximum
     if not low <= value <= high:
         raise InvalidInput(
-            f"{spec.name} must be between {low:g} and {high:g}, got {value:g}", field=spec.name
+            f"{spec.name} must be between {_shown(low)} and {_shown(high)}, got {_shown(value)}",
+            field=spec.name,
         )
     if spec.integer:
         if value != int(value):

@@ -192,7 +192,9 @@ def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
             raise InvalidInput(f"unknown parameter {name!r}; accepted: {', '.join(PARAMETERS)}", field=name)
 
     prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    if prompt is not None and not isinstance(prompt, str):
+        raise InvalidInput(f"prompt must be a string, got {prompt!r}", field="prompt")
+    if not prompt or not prompt.strip():
         raise InvalidInput("prompt is required: describe the camera move, e.g. 'rotate 90 degrees right'")
     images = []
     for name in IMAGE_FIELDS:

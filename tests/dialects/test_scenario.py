@@ -293,6 +293,10 @@ def test_dry_run_estimates_without_a_job(client: Scenario, asset_id: str) -> Non
     assert raw.status_code == 269
     assert raw.http_response.json() == {"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}
     assert len(list(client.jobs.list(page_size=100))) == before
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:  # not taken for a dry run
+        client.generate.run_model(CAMERA, body={"images": [asset_id]}, dry_run="bogus")
+    assert caught.value.body["error"] == "dryRun must be true or false, got 'bogus'"
+    assert len(list(client.jobs.list(page_size=100))) == before
 
 
 @pytest.mark.parametrize(
@@ -304,6 +308,7 @@ def test_dry_run_estimates_without_a_job(client: Scenario, asset_id: str) -> Non
         ({"numOutputs": 9}, "numOutputs"),
         ({"images": ["asset_0123456789abcdef01234567"]}, "no asset"),
         ({"images": None}, "images"),
+        ({"seed": 1e30}, "seed must be between 0 and 2147483647, got 1e+30"),
     ],
 )
 def test_bad_input_is_a_bad_request(client: Scenario, asset_id: str, body: dict[str, Any], word: str) -> None:

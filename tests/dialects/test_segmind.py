@@ -304,6 +304,7 @@ BAD_INPUTS = [
     ({"aspect_ratio": "7:5"}, "aspect_ratio"),
     ({"image_1": "not an image"}, "image_1"),
     ({"image_1": base64.b64encode(b"plain text, not pixels").decode()}, "image_1"),
+    ({"prompt": 5}, "prompt must be a string, got 5"),
 ]
 
 
