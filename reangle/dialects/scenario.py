@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -179,12 +180,23 @@ async def list_jobs(
     status: str | None = None,
     job_type: Annotated[str | None, Query(alias="type")] = None,
     types: str | None = None,
+    created_after: Annotated[str | None, Query(alias="createdAfter")] = None,
+    updated_after: Annotated[str | None, Query(alias="updatedAfter")] = None,
+    author_id: Annotated[str | None, Query(alias="authorId")] = None,
+    workflow_id: Annotated[str | None, Query(alias="workflowId")] = None,
 ) -> dict[str, Any]:
-    """The caller's jobs, newest first. Filters other than status, type and types are ignored."""
+    """The caller's jobs, newest first, filtered on status, type/types, createdAfter, updatedAfter and
+    authorId; reangle runs no workflows, so a workflowId matches none. hideResults and projectId change
+    nothing (no job here is hidden; the key owns its jobs). With updatedAfter a page may hold fewer jobs than
+    its size, or none, and still have a next page."""
     wanted_types = types or job_type
     nothing: dict[str, Any] = {"jobs": [], "nextPaginationToken": None}
     if wanted_types and schemas.JOB_TYPE not in wanted_types.split(","):
         return nothing
+    if workflow_id is not None or (author_id is not None and author_id != who):
+        return nothing
+    created_floor = _instant(created_after, "createdAfter")
+    updated_floor = _instant(updated_after, "updatedAfter")
     core_status = None
     if status is not None:
         if status in UNREPORTED_STATUSES:
@@ -196,7 +208,33 @@ async def list_jobs(
     jobs, cursor = app.service.list_jobs(
         who, status=core_status, limit=page_size, cursor=pagination_token, cursor_field="paginationToken"
     )
+    if created_floor is not None:
+        if any(_millis(job.created_at) <= created_floor for job in jobs):  # newest first: the rest are older
+            cursor = None
+        jobs = [job for job in jobs if _millis(job.created_at) > created_floor]
+    if updated_floor is not None:
+        jobs = [job for job in jobs if _millis(schemas.updated_at(job)) > updated_floor]
     return {"jobs": [schemas.job_json(job) for job in jobs], "nextPaginationToken": cursor}
+
+
+def _millis(timestamp: float) -> int:
+    """A timestamp in whole milliseconds, as the dates shown (`createdAt`, `updatedAt`) carry it."""
+    return round(timestamp * 1_000_000) // 1000
+
+
+def _instant(text: str | None, name: str) -> int | None:
+    """An ISO 8601 date (`2026-12-01T10:00:00.000Z`) in whole milliseconds; one without a zone is UTC."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"{name} must be an ISO 8601 date such as 2026-12-01T10:00:00.000Z, got {text!r}", field=name
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return _millis(moment.timestamp())
 
 
 @router.post(PREFIX + "/jobs/{job_id}/action")

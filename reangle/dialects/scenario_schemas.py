@@ -472,6 +472,12 @@ def echo_input(job: Job) -> dict[str, Any]:
 # responses -----------------------------------------------------------------------------------------------
 
 
+def updated_at(job: Job) -> float:
+    """When the job last changed (Scenario's `updatedAt`)."""
+    moments = [job.created_at, job.started_at, job.finished_at, *(change.at for change in job.history)]
+    return max(moment for moment in moments if moment is not None)
+
+
 def job_json(job: Job) -> dict[str, Any]:
     """A core Job as Scenario's Job object (every field scenario-sdk marks required)."""
     metadata: dict[str, Any] = {"input": echo_input(job)}
@@ -481,14 +487,13 @@ def job_json(job: Job) -> dict[str, Any]:
         metadata["error"] = job.error.message
         if job.error.hint:
             metadata["hint"] = job.error.hint
-    moments = [job.created_at, job.started_at, job.finished_at, *(change.at for change in job.history)]
     return {
         "jobId": job.id,
         "jobType": JOB_TYPE,
         "status": STATUS[job.status],
         "progress": 1.0 if job.status == JobStatus.SUCCEEDED else round(job.progress, 4),
         "createdAt": iso(job.created_at),
-        "updatedAt": iso(max(moment for moment in moments if moment is not None)),
+        "updatedAt": iso(updated_at(job)),
         "statusHistory": [
             {"status": STATUS[change.status], "date": iso(change.at)} for change in job.history
         ],

@@ -11,6 +11,7 @@ import hashlib
 import io
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -285,6 +286,28 @@ def test_list_jobs_pages_and_filters(client: Scenario, camera_job: Job) -> None:
     assert list(client.jobs.list(status="warming-up")) == []  # a status reangle never reports
     with pytest.raises(scenario_sdk.BadRequestError):
         client.jobs.list(pagination_token="not-a-token")
+
+
+def test_list_jobs_by_date_author_and_workflow(client: Scenario, camera_job: Job, asset_id: str) -> None:
+    """An incremental poller's filters: only what is newer than its last look, never the whole history."""
+    created = datetime.fromisoformat(camera_job.created_at)
+    before = (created - timedelta(seconds=1)).isoformat()
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    assert list(client.jobs.list(created_after=later, page_size=100)) == []
+    assert list(client.jobs.list(updated_after=later, status="success", page_size=100)) == []
+    since_before = [job.job_id for job in client.jobs.list(created_after=before, page_size=1)]
+    assert camera_job.job_id in since_before  # the SDK follows the tokens until the floor is passed
+    newer = run(client, {"images": [asset_id], "seed": 8})
+    after_first = datetime.fromisoformat(camera_job.updated_at).isoformat()
+    fresh = [job.job_id for job in client.jobs.list(updated_after=after_first, page_size=100)]
+    assert newer.job_id in fresh
+    assert camera_job.job_id not in fresh
+    assert list(client.jobs.list(workflow_id="wf_anything")) == []  # reangle runs no workflows
+    assert list(client.jobs.list(author_id="someone-else")) == []
+    assert camera_job.job_id in [job.job_id for job in client.jobs.list(author_id=camera_job.author_id)]
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.jobs.list(created_after="notadate")
+    assert "createdAfter must be an ISO 8601 date" in caught.value.body["error"]
 
 
 def test_dry_run_estimates_without_a_job(client: Scenario, asset_id: str) -> None:
