@@ -107,3 +107,6 @@ class Job:
     #: The id of the task a vendor's API runs for this job (remote models), recorded once created: a run
     #: after a server stop follows that task instead of creating (and paying for) another.
     vendor_task: str | None = None
+    #: Which client route submitted it, where that route's answers depend on it: `runpod:<endpoint id>` (a
+    #: RunPod endpoint sees and purges only its own jobs); None for the others.
+    source: str | None = None

@@ -79,6 +79,8 @@ class SubmitRequest:
     priority: int = 0
     idempotency_key: str | None = None
     webhook: WebhookTarget | None = None
+    #: see Job.source
+    source: str | None = None
 
 
 class JobService:
@@ -134,9 +136,15 @@ class JobService:
         return job
 
     async def submit_batch(
-        self, owner: str, model: str, inputs: Sequence[Any], *, webhook: WebhookTarget | None = None
+        self,
+        owner: str,
+        model: str,
+        inputs: Sequence[Any],
+        *,
+        webhook: WebhookTarget | None = None,
+        source: str | None = None,
     ) -> tuple[str, list[Job]]:
-        """Queue one edit job per input, all or none, under one batch id (each with `webhook`)."""
+        """Queue one edit job per input, all or none, under one batch id (each with `webhook`, `source`)."""
         if not 1 <= len(inputs) <= MAX_BATCH:
             raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} items, got {len(inputs)}", field="items")
         model_spec(model)
@@ -147,7 +155,9 @@ class JobService:
             with _naming_item(index):
                 new_jobs.append(
                     await self._prepare(
-                        owner, SubmitRequest(model=model, input=data, webhook=webhook), batch_id=batch_id
+                        owner,
+                        SubmitRequest(model=model, input=data, webhook=webhook, source=source),
+                        batch_id=batch_id,
                     )
                 )
         jobs = [job for job, _ in self.store.insert_jobs(new_jobs, max_queued=self.limits.max_queue)]
@@ -226,6 +236,7 @@ class JobService:
             history=(StatusChange(status=JobStatus.QUEUED, at=now),),
             batch_id=batch_id,
             webhook=request.webhook,
+            source=request.source,
         )
         return NewJob(job=job, idempotency_key=request.idempotency_key, request_hash=request_hash)
 

@@ -9,7 +9,8 @@ built). Request and response shapes live in `runpod_schemas`; this module wires 
   unsucceeded item under the idempotency key `runpod-retry:<failed job id>`; every lookup of the id follows
   that chain to the newest attempt.
 - Which model an endpoint id serves comes from the `runpod_endpoint_models` setting (default: the camera
-  model); a job is found only under an endpoint serving its model.
+  model). Each job remembers the endpoint it was sent to (`Job.source`): status, stream, cancel, retry,
+  purge-queue and health see only that endpoint's jobs, never another endpoint's or another dialect's.
 - `webhook` (top level of /run and /runsync): POSTed once the job (or the whole batch) ends, with the same
   body as `/status`, signed as native webhooks are (docs/webhooks.md). A retried job does not call it again.
 - Errors are `{"error": "..."}`; invalid input is 400, as RunPod answers it.
@@ -90,6 +91,11 @@ def endpoint_model(app: AppState, endpoint_id: str) -> str:
     return next(named, CAMERA_EDIT)
 
 
+def source_of(endpoint_id: str) -> str:
+    """What a job sent to this endpoint keeps as its `source`."""
+    return f"runpod:{endpoint_id}"
+
+
 # routes --------------------------------------------------------------------------------------------------
 
 
@@ -165,6 +171,7 @@ async def retry(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[s
                 kind=job.kind,
                 priority=job.priority,
                 idempotency_key=RETRY_KEY + job.id,
+                source=job.source,
             )
             job = await app.service.submit(who, request)
         retried.append(job)
@@ -173,18 +180,16 @@ async def retry(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[s
 
 @router.post(PREFIX + "/purge-queue")
 async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
-    """Cancel this key's queued jobs on this endpoint's model; running jobs go on."""
-    model = endpoint_model(app, endpoint_id)
-    queued = [job for job in _all_jobs(app, who, JobStatus.QUEUED) if job.model == model]
+    """Cancel this key's queued jobs on this endpoint; running jobs go on."""
+    queued = [job for job in _all_jobs(app, who, JobStatus.QUEUED) if job.source == source_of(endpoint_id)]
     removed = sum(_cancel_quietly(app, who, job).status == JobStatus.CANCELED for job in queued)
     return {"removed": removed, "status": "completed"}
 
 
 @router.get(PREFIX + "/health")
 async def health(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
-    """This key's job counts on this endpoint's model (each batch item counts), and the local worker."""
-    model = endpoint_model(app, endpoint_id)
-    jobs = [job for job in _all_jobs(app, who, None) if job.model == model]
+    """This key's job counts on this endpoint (each batch item counts), and the local worker."""
+    jobs = [job for job in _all_jobs(app, who, None) if job.source == source_of(endpoint_id)]
     running = app.service.counts().get(JobStatus.PROCESSING, 0) > 0
     return rp.health_body(jobs, running=running)
 
@@ -205,12 +210,15 @@ async def _json_body(request: Request) -> Any:
 async def _submit(app: AppState, who: str, endpoint_id: str, request: Request) -> tuple[str, list[Job]]:
     plan = rp.translate(await _json_body(request), endpoint_model(app, endpoint_id))
     webhook = await webhook_target(app, request, plan.webhook, field="webhook", flavor=RUNPOD)
+    source = source_of(endpoint_id)
     if not plan.batch:
-        submit = SubmitRequest(model=plan.model, input=plan.inputs[0], webhook=webhook)
+        submit = SubmitRequest(model=plan.model, input=plan.inputs[0], webhook=webhook, source=source)
         job = await app.service.submit(who, submit)
         return job.id, [job]
     try:
-        batch_id, jobs = await app.service.submit_batch(who, plan.model, plan.inputs, webhook=webhook)
+        batch_id, jobs = await app.service.submit_batch(
+            who, plan.model, plan.inputs, webhook=webhook, source=source
+        )
     except InvalidInput as exc:
         raise _as_sent(exc) from None
     return batch_id, jobs
@@ -236,7 +244,7 @@ def _lookup(app: AppState, who: str, endpoint_id: str, runpod_id: str) -> list[J
         )
     except NotFound:
         raise NotFound(f"no job {runpod_id} (unknown, expired, or another key's)") from None
-    if any(job.model != endpoint_model(app, endpoint_id) for job in jobs):
+    if any(job.source != source_of(endpoint_id) for job in jobs):
         raise NotFound(f"no job {runpod_id} on endpoint {endpoint_id}")
     return [_newest_attempt(app, who, job) for job in jobs]
 

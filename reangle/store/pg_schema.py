@@ -114,6 +114,8 @@ V5_WEBHOOKS = "ALTER TABLE jobs ADD COLUMN webhook TEXT;\n" + WEBHOOK_TABLES
 
 V6_VENDOR_TASKS = "ALTER TABLE jobs ADD COLUMN vendor_task TEXT;\n"
 
+V7_SOURCES = "ALTER TABLE jobs ADD COLUMN source TEXT;\n"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, asset records and API keys", V1_TABLES),
     Migration(
@@ -123,6 +125,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "the workers: what each runs, when it was last heard from, its job in hand", V4_WORKERS),
     Migration(5, "webhooks: each job's target, the outbox of deliveries, each key's secrets", V5_WEBHOOKS),
     Migration(6, "each remote job's vendor task, followed again after a server stop", V6_VENDOR_TASKS),
+    Migration(7, "the client route that submitted each job (a RunPod endpoint's own jobs)", V7_SOURCES),
 )
 
 VERSION_TABLE = """

@@ -230,8 +230,8 @@ class PostgresStore:
                     raise QueueFull(f"the queue holds {already} jobs; its limit is {max_queued}")
                 cur.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
-                    "history, batch_id, idempotency_key, request_hash, webhook) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "history, batch_id, idempotency_key, request_hash, webhook, source) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                     "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING seq",
                     (
                         job.id,
@@ -248,6 +248,7 @@ class PostgresStore:
                         new.idempotency_key,
                         new.request_hash,
                         target_json(job.webhook),
+                        job.source,
                     ),
                 )
                 if cur.fetchone() is None:  # another process inserted this key since we looked

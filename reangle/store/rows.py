@@ -44,6 +44,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         cancel_requested,
         webhook_json,
         vendor_task,
+        source,
     ) = row[:JOB_COLUMN_COUNT]
     return Job(
         id=job_id,
@@ -69,6 +70,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         cancel_requested=bool(cancel_requested),
         webhook=target_from_json(webhook_json),
         vendor_task=vendor_task,
+        source=source,
     )
 
 

@@ -145,8 +145,8 @@ class SqliteStore:
                 queued += 1
                 db.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
-                    "history, batch_id, idempotency_key, request_hash, webhook) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "history, batch_id, idempotency_key, request_hash, webhook, source) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id,
                         job.owner,
@@ -162,6 +162,7 @@ class SqliteStore:
                         new.idempotency_key,
                         new.request_hash,
                         target_json(job.webhook),
+                        job.source,
                     ),
                 )
                 out.append((job, new.request_hash))

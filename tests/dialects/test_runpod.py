@@ -23,6 +23,7 @@ import requests
 import runpod
 from PIL import Image
 
+from reangle.core.models import CAMERA_EDIT
 from tests.dialects.conftest import API_KEY, OTHER_KEY, RunningServer, png_base64, start_server, stop_server
 
 ENDPOINT_ID = "qwen-camera-edit"
@@ -241,6 +242,40 @@ def test_purge_queue_cancels_only_this_keys_queued_jobs(
         other.close()
 
 
+def test_an_endpoint_sees_and_purges_only_its_own_jobs(
+    endpoint: runpod.Endpoint, http: httpx.Client, base: str
+) -> None:
+    """Two RunPod apps on one key and one model, and a job sent through the native API: a purge, a health
+    count or a lookup on one endpoint never reaches the others' jobs."""
+    running = endpoint.run(camera_input(**SLOW))
+    wait_for(http, running.job_id, {"IN_PROGRESS"})
+    mine = endpoint.run(camera_input(**SLOW))
+    other_app = runpod.Endpoint("another-app")
+    theirs = other_app.run(camera_input(**SLOW))
+    native_client = httpx.Client(base_url=base.removesuffix("/runpod/v2"), headers=http.headers, timeout=30)
+    native_input = {"images": [png_base64()], "azimuth": 90, **SLOW}
+    native = native_client.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": native_input})
+    assert native.status_code == 202, native.text
+    native_id = native.json()["id"]
+    try:
+        assert endpoint.purge_queue() == {"removed": 1, "status": "completed"}
+        assert mine.status() == "CANCELLED"
+        assert theirs.status() == "IN_QUEUE"
+        assert native_client.get(f"/v1/jobs/{native_id}").json()["status"] == "queued"
+        for foreign in (theirs.job_id, native_id):
+            refused = http.post(f"/cancel/{foreign}")
+            assert refused.status_code == 404
+            assert refused.json() == {"error": f"no job {foreign} on endpoint {ENDPOINT_ID}"}
+        assert other_app.health()["jobs"]["inQueue"] == 1  # its own job only
+    finally:
+        settle(http, running.job_id)
+        other = httpx.Client(base_url=f"{base}/another-app", headers=http.headers, timeout=30)
+        settle(other, theirs.job_id)
+        other.close()
+        native_client.post(f"/v1/jobs/{native_id}/cancel")
+        native_client.close()
+
+
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
@@ -450,7 +485,7 @@ def test_endpoint_models_setting_picks_the_model(
     ).json()
     assert native["model"] == "qwen-edit-multiangle-2511"
     assert camera_job.output(timeout=30) is not None
-    missing = httpx.get(  # a job is found only under an endpoint serving its model
+    missing = httpx.get(  # a job is found only under the endpoint it was sent to
         f"{mapped_server.url}/runpod/v2/ep-instruct/status/{camera_job.job_id}",
         headers={"Authorization": f"Bearer {API_KEY}"},
     )

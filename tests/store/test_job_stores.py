@@ -68,7 +68,7 @@ def at_once(*calls: Callable[[], T]) -> list[T]:
 
 
 def test_a_queued_job_reads_back_as_it_was_inserted(job_store: JobStore) -> None:
-    job = new_job("job_1", batch_id="batch_1", priority=5)
+    job = replace(new_job("job_1", batch_id="batch_1", priority=5), source="runpod:ep-1")
     assert job_store.insert_jobs([NewJob(job=job)]) == [(job, None)]
     assert job_store.get_job("job_1") == job
     assert job_store.batch_jobs("batch_1") == [job]
