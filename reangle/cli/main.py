@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from reangle.settings import Settings
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+#: As a command killed by SIGPIPE exits: what `reangle poses | head -1` ends with, quietly.
+EXIT_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,7 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reangle: error: bad setting: {unparsable_setting(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return int(args.run(args, settings))
+        code = int(args.run(args, settings))
+        sys.stdout.flush()  # here, where a reader that stopped early is caught, not at the exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more goes to the pipe
+        return EXIT_BROKEN_PIPE
     except InvalidInput as exc:
         print(f"reangle: error: {exc.with_hint()}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -90,7 +90,9 @@ def add_remote_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
     listing = actions.add_parser("list", help="this key's jobs, newest first")
     listing.add_argument("--status", choices=_STATUSES)
-    listing.add_argument("--limit", type=int, metavar="N", help="at most N jobs (default: the server's page)")
+    listing.add_argument(
+        "--limit", type=page_size, metavar="N", help="at most N jobs, 1 to 100 (default: the server's page)"
+    )
     listing.add_argument("--json", action="store_true", help="print the jobs as JSON")
     listing.set_defaults(run=run_jobs_list)
 
@@ -257,6 +259,17 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     return _with_client(args, settings, orbit, orbit_options(args))
 
 
+def page_size(text: str) -> int:
+    """--limit: 1 to 100, what the server's list takes (else argparse's one line naming --limit)."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= size <= 100:
+        raise argparse.ArgumentTypeError(f"{size} is out of range: use 1 to 100")
+    return size
+
+
 def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
     def listing(client: Client) -> int:
         jobs = client.list(status=args.status, limit=args.limit).data
@@ -370,6 +383,8 @@ def _with_client(
         return _fail(f"{exc} (check --server or REANGLE_SERVER)")
     except ReangleClientError as exc:  # a failed or canceled job, no connection, a broken answer
         return _fail(str(exc), EXIT_FAILED)
+    except BrokenPipeError:  # stdout's reader stopped early: the CLI's main ends quietly
+        raise
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_FAILED)
     except KeyboardInterrupt:

@@ -33,6 +33,19 @@ def test_poses_prints_96_distinct_prompts(capsys):  # type: ignore[no-untyped-de
     assert all(line.startswith("<sks> ") for line in lines)
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
+    """`reangle poses | head -1`: the reader has gone before the output is written; no traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reangle", "poses"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # before the command, still importing, writes anything
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert errors == ""
+
+
 def test_pose_json_is_exactly_the_documented_object(capsys):  # type: ignore[no-untyped-def]
     assert main(["pose", "--horizontal-angle", "90", "--vertical-angle", "30", "--zoom", "8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {

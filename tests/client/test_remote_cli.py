@@ -84,6 +84,17 @@ def test_jobs_list_json_with_status_and_limit(fake: FakeServer, capsys: pytest.C
     assert dict(request.url.params) == {"status": "queued", "limit": "1"}
 
 
+@pytest.mark.parametrize("limit", ["0", "101", "ten"])
+def test_a_jobs_list_limit_out_of_range_names_the_option(
+    limit: str, fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        reangle("jobs", "list", "--limit", limit)
+    assert exited.value.code == 2
+    assert "argument --limit: " in capsys.readouterr().err
+    assert fake.requests_to("GET", "/v1/jobs") == []
+
+
 def test_jobs_show_prints_the_job_json(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})
     assert reangle("jobs", "show", "job_1") == 0
