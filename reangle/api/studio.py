@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -55,12 +55,10 @@ class StudioFiles(StaticFiles):
 
 def install_studio(app: FastAPI) -> None:
     """Serve the page at `/` and its files under /studio."""
-    app.mount(FILES_PATH, StudioFiles(directory=FILES), name="studio")
+    files = StudioFiles(directory=FILES)
+    app.mount(FILES_PATH, files, name="studio")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def studio_page() -> FileResponse:
-        return FileResponse(
-            FILES / "index.html",
-            media_type="text/html; charset=utf-8",
-            headers={"Cache-Control": REVALIDATE, **SECURITY_HEADERS},
-        )
+    async def studio_page(request: Request) -> Response:
+        # through the same files app as the modules: ETag and Last-Modified, and 304 to a revalidation
+        return await files.get_response("index.html", request.scope)

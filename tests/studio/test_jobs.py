@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.api.conftest import ServerFactory
 from tests.conftest import image_bytes, make_image
-from tests.studio.conftest import WAIT_MS, Studio, StudioFactory, drop_file
+from tests.studio.conftest import STEP_S, WAIT_MS, Studio, StudioFactory, drop_file
 
 RECORD_PROGRESS = """() => {
     window.seenProgress = [];
@@ -24,6 +24,33 @@ RECORD_PROGRESS = """() => {
     new MutationObserver(() => window.seenProgress.push([text.textContent, bar.value]))
         .observe(text, { childList: true, characterData: true, subtree: true });
 }"""
+
+
+RECORD_FOCUS = """() => {
+    window.seenFocus = [];
+    const text = document.getElementById("progress-text");
+    new MutationObserver(() => window.seenFocus.push([text.textContent, document.activeElement.id]))
+        .observe(text, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+def api_job(studio: Studio, kind: str, **input: object) -> dict[str, object]:
+    """A finished job of the studio's key made through the API (not the page), on a small image."""
+    headers = {"Authorization": f"Bearer {studio.key}"}
+    image = httpx.post(
+        f"{studio.server_url}/v1/assets",
+        files={"file": ("api.png", image_bytes(make_image(32, 32), "PNG"), "image/png")},
+        headers=headers,
+    ).json()["id"]
+    image_field = {"image": image} if kind == "orbit" else {"images": [image]}
+    response = httpx.post(
+        f"{studio.server_url}/v1/jobs?wait=30",
+        json={"model": "qwen-edit-multiangle-2511", "kind": kind, "input": image_field | input},
+        headers=headers,
+        timeout=40,
+    )
+    job: dict[str, object] = response.json()
+    return job
 
 
 def server_job(studio: Studio, job_id: str) -> dict[str, object]:
@@ -55,6 +82,8 @@ def test_upload_by_file_input_shows_the_image_on_the_card(open_studio: StudioFac
     expect(studio.page.locator("#input-status")).to_contain_text("photo.png (96x64)")
     expect(studio.page.locator("#input-preview")).to_be_visible()
     assert studio.page.locator("#input-preview").evaluate("(img) => img.complete && img.naturalWidth") == 96
+    # the panel is no tab stop of its own (Tab reaches its file input): a focus there would do nothing
+    assert studio.page.locator("#drop-zone").evaluate("(zone) => zone.tabIndex") == -1
 
 
 def test_upload_by_drop_and_the_servers_message_for_a_bad_file(open_studio: StudioFactory) -> None:
@@ -67,6 +96,12 @@ def test_upload_by_drop_and_the_servers_message_for_a_bad_file(open_studio: Stud
     drop_file(page, "#drop-zone", "dropped.png", image_bytes(make_image(40, 30), "PNG"), "image/png")
     expect(page.locator("#input-status")).to_contain_text("dropped.png (40x30)")
     expect(page.locator("#images-error")).to_be_hidden()
+    # a refused file after it: the image before it stays in use, and the page says which one that is
+    drop_file(page, "#drop-zone", "notes.txt", b"hello", "text/plain")
+    expect(page.locator("#images-error")).to_contain_text("not an image")
+    expect(page.locator("#input-status")).to_have_text(
+        "Input: dropped.png (40x30) (kept: the new file was refused)"
+    )
 
 
 def test_upload_by_paste(open_studio: StudioFactory) -> None:
@@ -157,6 +192,8 @@ def test_generate_follows_the_jobs_progress_and_shows_the_result(
     assert image.evaluate("(img) => img.naturalWidth") == 64
     assert result.get_by_role("link", name="Download").get_attribute("download") == "result-0.png"
     expect(page.locator("#compare")).to_be_visible()  # before / after
+    # the 64x64 result over the 96x64 input: letterboxed, not stretched to the input's shape
+    assert page.locator("#compare-after").evaluate("(img) => getComputedStyle(img).objectFit") == "contain"
     page.locator("#compare-slider").fill("80")
     assert "80%" in str(page.locator("#compare-after").evaluate("(img) => img.style.clipPath"))
     # "use as input" chains the next move from the result
@@ -170,13 +207,18 @@ def test_generate_follows_the_jobs_progress_and_shows_the_result(
     assert newest["input"]["images"] == [first["output"]["assets"][0]["id"]]
 
 
+def start_a_long_job(studio: Studio, photo: Path) -> None:
+    """A 100-step edit of `photo`, generated and seen running."""
+    studio.upload(photo)
+    set_advanced(studio.page, steps="100", width="64", height="64")
+    studio.page.click("#generate")
+    expect(studio.page.locator("#progress-text")).to_have_text(re.compile(r"Step \d+ of 100"))
+
+
 def test_cancel_while_running(open_studio: StudioFactory, photo: Path) -> None:
     studio = open_studio().open()
     page = studio.page
-    studio.upload(photo)
-    set_advanced(page, steps="100", width="64", height="64")
-    page.click("#generate")
-    expect(page.locator("#progress-text")).to_have_text(re.compile(r"Step \d+ of 100"))
+    start_a_long_job(studio, photo)
     expect(page.locator("#cancel")).to_be_enabled()
     page.click("#cancel")
     studio.wait_done("Canceled")
@@ -220,15 +262,24 @@ def test_a_wrong_key_is_explained_and_a_good_one_is_kept(open_studio: StudioFact
     page.fill("#api-key", "not-a-key")
     page.click("#save-key")
     expect(page.locator("#api-key-error")).to_contain_text("The server refused this key")
+    expect(page.locator("#key-status")).to_have_text("Enter your API key above to start.")
+    expect(page.locator("#studio")).to_have_js_property("inert", True)
     good = studio.new_key()
     page.fill("#api-key", good)
     page.click("#save-key")
     expect(page.locator("#key-status")).to_have_text("Key accepted.")
     expect(page.locator("#api-key-error")).to_be_hidden()
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#studio")).to_have_js_property("inert", False)
     page.reload()
     expect(page.locator("#api-key")).to_have_value(good)  # kept in local storage
     expect(page.locator("#key-status")).to_have_text("Key accepted.")
+    # a wrong key after the good one: refused, with nothing left that says it was accepted
+    page.fill("#api-key", "not-a-key-either")
+    page.click("#save-key")
+    expect(page.locator("#api-key-error")).to_contain_text("The server refused this key")
+    expect(page.locator("#key-status")).to_have_text("Enter your API key above to start.")
+    expect(page.locator("#studio")).to_have_js_property("inert", True)
 
 
 def test_a_missing_key_is_asked_for(open_studio: StudioFactory) -> None:
@@ -236,6 +287,9 @@ def test_a_missing_key_is_asked_for(open_studio: StudioFactory) -> None:
     studio.page.goto(f"{studio.server_url}/")
     expect(studio.page.locator("#api-key-error")).to_contain_text("needs an API key")
     expect(studio.page.locator("#api-key")).to_be_focused()
+    # nothing below can work without a key: the panels are inert (no click, no focus, no drop) and say why
+    expect(studio.page.locator("#key-status")).to_have_text("Enter your API key above to start.")
+    expect(studio.page.locator("#studio")).to_have_js_property("inert", True)
 
 
 def test_orbit_plays_the_turntable_and_offers_every_file(open_studio: StudioFactory, photo: Path) -> None:
@@ -336,3 +390,188 @@ def test_history_loads_a_job_back_into_the_editor(open_studio: StudioFactory, ph
     again, first = response.json()["data"]
     assert again["input"]["images"] == first["input"]["images"]
     assert (again["input"]["horizontal_angle"], again["input"]["seed"]) == (135, 5)
+
+
+def test_a_server_restart_mid_job_is_followed_to_the_end(
+    open_studio: StudioFactory, serve: ServerFactory, photo: Path
+) -> None:
+    server = serve(fake_step_seconds=STEP_S)
+    studio = open_studio(server=server).open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, steps="60", width="64", height="64")
+    page.click("#generate")
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"Step \d+ of 60"))
+    server.stop()  # the server queues the running job again for its next start
+    expect(page.locator("#progress-text")).to_have_text("Reconnecting to the server…")
+    expect(page.locator("#cancel")).to_be_enabled()
+    expect(page.locator("#generate")).to_be_disabled()
+    expect(page.locator("#generate-error")).to_be_hidden()
+    server.start()
+    studio.wait_done()
+    expect(page.locator("#results li")).to_have_count(1)
+    assert only_job(studio)["status"] == "succeeded"
+
+
+def test_a_reload_mid_job_follows_it_again_with_cancel(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    start_a_long_job(studio, photo)
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"Step \d+ of 100"))
+    expect(page.locator("#generate")).to_be_disabled()
+    job_id = only_job(studio)["id"]
+    expect(page.locator(f"#history [data-job='{job_id}'] .status")).to_have_text("processing")
+    page.click("#cancel")
+    studio.wait_done("Canceled")
+    expect(page.locator("#generate")).to_be_enabled()
+    assert only_job(studio)["status"] == "canceled"
+    expect(page.locator(f"#history [data-job='{job_id}'] .status")).to_have_text("canceled")
+
+
+def test_the_history_follows_unfinished_jobs_to_their_end(open_studio: StudioFactory) -> None:
+    studio = open_studio()
+    headers = {"Authorization": f"Bearer {studio.key}"}
+    image = httpx.post(
+        f"{studio.server_url}/v1/assets",
+        files={"file": ("api.png", image_bytes(make_image(32, 32), "PNG"), "image/png")},
+        headers=headers,
+    ).json()["id"]
+    job = httpx.post(  # made by another client: the page does not follow it, only lists it
+        f"{studio.server_url}/v1/jobs",
+        json={"model": "qwen-edit-multiangle-2511", "input": {"images": [image], "num_inference_steps": 60}},
+        headers=headers,
+    ).json()
+    page = studio.open().page
+    status = page.locator(f"#history [data-job='{job['id']}'] .status")
+    expect(status).to_have_text(re.compile("queued|processing"))
+    expect(status).to_have_text("succeeded")  # with no click on Refresh
+
+
+def test_cancel_pressed_while_the_job_is_submitted_cancels_it(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, steps="100", width="64", height="64")
+    held: list[Route] = []  # the submission, held until Cancel is pressed
+
+    def hold_submission(route: Route) -> None:
+        if route.request.method == "POST":
+            held.append(route)
+        else:
+            route.fallback()
+
+    page.route("**/v1/jobs", hold_submission)
+    page.click("#generate")
+    expect(page.locator("#progress-text")).to_have_text("Submitting")
+    expect(page.locator("#cancel")).to_be_enabled()
+    page.click("#cancel")
+    expect(page.locator("#progress-text")).to_have_text("Canceling")
+    assert len(held) == 1
+    held[0].continue_()
+    studio.wait_done("Canceled")
+    expect(page.locator("#generate")).to_be_enabled()
+    assert only_job(studio)["status"] == "canceled"
+
+
+def test_history_loads_api_jobs_made_with_azimuth_elevation_and_distance(open_studio: StudioFactory) -> None:
+    studio = open_studio()
+    edit = api_job(studio, "edit", azimuth=90, elevation=30, distance=0.6, num_inference_steps=1)
+    orbit = api_job(studio, "orbit", azimuths=[0, 90, 180], elevation=30, distance=1.8, num_inference_steps=1)
+    page = studio.open().page
+    edit_item = page.locator(f"#history [data-job='{edit['id']}']")
+    expect(edit_item).to_contain_text("edit: azimuth 90° elevation 30° distance 0.6")
+    orbit_item = page.locator(f"#history [data-job='{orbit['id']}']")
+    expect(orbit_item).to_contain_text("orbit: azimuths 0° 90° 180° elevation 30° distance 1.8")
+
+    page.fill("#zoom-number", "1")  # the loaded job's distance replaces the zoom, it does not keep it
+    page.keyboard.press("Tab")
+    edit_item.click()
+    expect(page.locator("#pose-phrase")).to_have_text("<sks> right side view elevated shot close-up")
+    expect(page.locator("#horizontal-angle-number")).to_have_value("90")
+    expect(page.locator("#zoom-number")).to_have_value("8")
+
+    orbit_item.click()
+    expect(page.locator("#path-list li")).to_have_text(
+        [
+            f"{azimuth} elevated shot wide shot remove"
+            for azimuth in ("front view", "right side view", "back view")
+        ]
+    )
+    expect(page.locator("#pose-phrase")).to_have_text("<sks> front view elevated shot wide shot")
+
+
+def test_keyboard_focus_moves_to_cancel_while_running_and_back_after(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, steps="20", width="64", height="64")
+    page.evaluate(RECORD_FOCUS)
+    page.focus("#generate")
+    page.keyboard.press("Enter")
+    studio.wait_done()
+    expect(page.locator("#generate")).to_be_focused()
+    seen = page.evaluate("() => window.seenFocus")
+    running = [focus for text, focus in seen if text.startswith("Step ")]
+    assert running, seen
+    assert set(running) == {"cancel"}, seen
+
+
+def test_removing_a_path_pose_keeps_the_keyboard_focus_in_the_list(open_studio: StudioFactory) -> None:
+    page = open_studio().open().page
+    for preset in ("Front", "Right side", "Back"):
+        page.get_by_role("button", name=preset, exact=True).click()
+        page.click("#path-add")
+    removes = page.locator("#path-list button")
+    expect(removes).to_have_count(3)
+    removes.nth(1).focus()
+    page.keyboard.press("Enter")  # the middle one: the focus goes to the one that took its place
+    expect(page.locator("#path-list li")).to_have_text(
+        ["front view eye-level shot medium shot remove", "back view eye-level shot medium shot remove"]
+    )
+    expect(removes.nth(1)).to_be_focused()
+    page.keyboard.press("Enter")  # the last one: to the one before it
+    expect(removes.nth(0)).to_be_focused()
+    page.keyboard.press("Enter")  # the only one: to the list
+    expect(page.locator("#path-list")).to_be_focused()
+
+
+def test_messages_go_when_their_cause_does(open_studio: StudioFactory) -> None:
+    page = open_studio().open().page
+    for _ in range(17):
+        page.click("#path-add")
+    expect(page.locator("#path-error")).to_have_text("A path has at most 16 poses.")
+    page.click("#path-clear")
+    expect(page.locator("#path-error")).to_be_hidden()
+
+    error = page.locator("#horizontal-angle-error")
+    page.fill("#horizontal-angle-number", "400")
+    expect(error).to_contain_text("between 0 and 360")
+    page.locator("#horizontal-angle").fill("90")  # the slider moves the camera: the field is valid again
+    expect(error).to_be_hidden()
+    expect(page.locator("#horizontal-angle-number")).to_have_value("90")
+    page.fill("#horizontal-angle-number", "-5")
+    expect(error).to_contain_text("between 0 and 360")
+    page.keyboard.press("Tab")  # leaving the field puts the camera's value back, and takes the error away
+    expect(page.locator("#horizontal-angle-number")).to_have_value("90")
+    expect(error).to_be_hidden()
+
+
+def test_a_seed_the_page_cannot_send_exactly_is_refused_at_its_field(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, seed="9007199254740993")  # 2**53 + 1: a double would send 2**53
+    page.click("#generate")
+    expect(page.locator("#seed-error")).to_have_text("seed must be at most 9007199254740991")
+    expect(page.locator("#seed")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#generate")).to_be_enabled()
+    response = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"})
+    assert response.json()["data"] == []  # nothing was sent

@@ -29,6 +29,13 @@ def test_the_page_and_its_files_have_caching_and_a_policy_against_remote_scripts
     assert policy["default-src"] == "'self'"
     assert page.headers["x-content-type-options"] == "nosniff"
     assert httpx.head(f"{studio_server.url}/").status_code == 200
+    for revalidation in (
+        {"If-None-Match": page.headers["etag"]},
+        {"If-Modified-Since": page.headers["last-modified"]},
+    ):
+        unchanged = httpx.get(f"{studio_server.url}/", headers=revalidation)
+        assert unchanged.status_code == 304, revalidation
+        assert unchanged.headers["cache-control"] == "no-cache"
 
     module = httpx.get(f"{studio_server.url}/studio/js/main.js")
     assert module.headers["content-type"].startswith("text/javascript")

@@ -52,7 +52,7 @@ export class Api {
   health() { return this.request("GET", "/healthz"); }
   poses() { return this.request("GET", "/v1/poses"); }
   getAsset(id) { return this.request("GET", `/v1/assets/${encodeURIComponent(id)}`); }
-  getJob(id) { return this.request("GET", `/v1/jobs/${encodeURIComponent(id)}`); }
+  getJob(id, signal) { return this.request("GET", `/v1/jobs/${encodeURIComponent(id)}`, { signal }); }
   cancelJob(id) { return this.request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`); }
   listJobs(limit = 20) { return this.request("GET", `/v1/jobs?limit=${limit}`); }
 

@@ -17,6 +17,10 @@ const ZOOM_BANDS = [[2, 2], [6, 1]]; // zoom -> distance rank (0 close-up, 1 med
 const ZOOM_TOP = 0;
 // Where a snap point of each distance rank sits on the zoom axis (inside its band).
 const ZOOM_OF_RANK = [8, 5, 1];
+// The API's distance factor -> distance rank, as camera.py's _FACTOR_BANDS: (0, 0.8) close-up,
+// [0.8, 1.6) medium shot, [1.6, 10] wide shot.
+const FACTOR_BANDS = [[0.8, 0], [1.6, 1]];
+const FACTOR_TOP = 2;
 // The sphere's radius in scene units at zoom 0 (wide) and zoom 10 (close-up); the card is ~1.6 units high.
 const RADIUS_WIDE = 3.0;
 const RADIUS_CLOSE = 1.35;
@@ -48,6 +52,11 @@ export function snapElevation(vertical) {
 
 export function distanceRank(zoom) {
   return band(zoom, ZOOM_BANDS, ZOOM_TOP);
+}
+
+/** The zoom of the snap point for an API distance factor (`distance`: 0.6 close-up, 1 medium, 1.8 wide). */
+export function zoomOfDistance(distance) {
+  return ZOOM_OF_RANK[band(distance, FACTOR_BANDS, FACTOR_TOP)];
 }
 
 export function radiusOf(zoom) {

@@ -57,7 +57,11 @@ export function createCameraControls({ table, scene, canvas, phrase }) {
       error.textContent = "";
       set({ [axis.name]: value });
     });
-    number.addEventListener("change", () => set({}));
+    number.addEventListener("change", () => {
+      // leaving (or Enter in) the field: a value that was refused goes back to the camera's, and its error
+      number.value = String(round(camera[axis.name]));
+      document.getElementById(`${axis.id}-error`).textContent = "";
+    });
   }
 
   for (const button of document.querySelectorAll(".presets button")) {

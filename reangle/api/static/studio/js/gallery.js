@@ -2,6 +2,7 @@
 // of an orbit or path, and the history of the key's recent jobs.
 
 const $ = (id) => document.getElementById(id);
+const HISTORY_POLL_MS = 3000; // while a listed job is unfinished
 
 function element(tag, attributes = {}, children = []) {
   const node = document.createElement(tag);
@@ -82,9 +83,14 @@ export function createGallery({ onUseAsInput }) {
   return { showJob, setInputUrl };
 }
 
-/** The history list: recent jobs with status, a thumbnail and their settings; a click loads one back. */
+/** The history list: recent jobs with status, a thumbnail and their settings; a click loads one back. While
+ * any listed job is unfinished the list refreshes itself every few seconds, so its row ends as the job does. */
 export function createHistory({ api, onLoad, showError }) {
+  let timer = null;
+
   async function refresh() {
+    clearTimeout(timer);
+    timer = null;
     $("history-error").textContent = "";
     let page;
     try {
@@ -94,6 +100,10 @@ export function createHistory({ api, onLoad, showError }) {
       return;
     }
     $("history").replaceChildren(...page.data.map(item));
+    if (page.data.some((job) => job.status === "queued" || job.status === "processing")) {
+      clearTimeout(timer); // another refresh may have started meanwhile: keep one timer
+      timer = setTimeout(refresh, HISTORY_POLL_MS);
+    }
   }
 
   function item(job) {
@@ -109,17 +119,29 @@ export function createHistory({ api, onLoad, showError }) {
     return element("li", {}, [button]);
   }
 
-  function describe(input) {
-    const parts = [];
-    if (input.poses) parts.push(`${input.poses.length} poses`);
-    if (input.horizontal_angle != null) {
-      parts.push(`h ${input.horizontal_angle}° v ${input.vertical_angle ?? 0}° zoom ${input.zoom ?? 5}`);
-    }
-    if (input.prompt) parts.push(`“${input.prompt}”`);
-    if (input.seed != null) parts.push(`seed ${input.seed}`);
-    return parts.join(", ") || "defaults";
-  }
-
   $("refresh-history").addEventListener("click", refresh);
   return { refresh };
+}
+
+/** A job's settings in a few words, in the fields it was given: the studio's `h 90° v 30° zoom 8`, the
+ * API's `azimuth 90° elevation 30° distance 0.6`, an orbit's azimuths or its number of poses. */
+export function describe(input) {
+  const parts = [];
+  if (input.poses) {
+    parts.push(`${input.poses.length} poses`);
+  } else if (input.azimuths) {
+    const azimuths = input.azimuths.map((a) => `${a}°`).join(" ");
+    parts.push(`azimuths ${azimuths} elevation ${input.elevation ?? 0}° distance ${input.distance ?? 1}`);
+  } else {
+    const axes = [
+      ["h", input.horizontal_angle, "°"], ["azimuth", input.azimuth, "°"],
+      ["v", input.vertical_angle, "°"], ["elevation", input.elevation, "°"],
+      ["zoom", input.zoom, ""], ["distance", input.distance, ""],
+    ];
+    const given = axes.filter(([, value]) => value != null);
+    if (given.length) parts.push(given.map(([name, value, unit]) => `${name} ${value}${unit}`).join(" "));
+  }
+  if (input.prompt) parts.push(`“${input.prompt}”`);
+  if (input.seed != null) parts.push(`seed ${input.seed}`);
+  return parts.join(", ") || "defaults";
 }

@@ -1,10 +1,15 @@
 // Running jobs: the request from the form, submit, live progress from the job's events, cancel, and every
 // error shown next to the control that caused it.
+import { ApiError } from "./api.js";
 import { round } from "./camera.js";
 
 export const CAMERA_MODEL = "qwen-edit-multiangle-2511";
 const ORBIT_AZIMUTHS = [0, 45, 90, 135, 180, 225, 270, 315];
 const POLL_MS = 500;
+// While the server does not answer: the first wait before asking again, doubled up to the last.
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 5000;
+const FOLLOWED_JOB = "reangle.followedJob"; // session storage: the job this tab follows
 
 // The input field an error names -> the control whose error line shows it.
 const CONTROL_OF_FIELD = {
@@ -28,7 +33,8 @@ const CONTROL_OF_FIELD = {
 
 const $ = (id) => document.getElementById(id);
 
-/** The advanced panel's values that differ from the API's defaults, as input fields. */
+/** The advanced panel's values that differ from the API's defaults, as input fields; an ApiError (422) for a
+ * field the page cannot send as it is. */
 export function readOptions() {
   const options = {};
   const number = (id) => ($(id).value === "" ? null : Number($(id).value));
@@ -43,6 +49,10 @@ export function readOptions() {
     height: number("height"),
   };
   for (const [name, value] of Object.entries(fields)) if (value !== null) options[name] = value;
+  if (options.seed !== undefined && Math.abs(options.seed) > Number.MAX_SAFE_INTEGER) {
+    // a JSON number from the page is a double: a larger seed would reach the server as another number
+    throw new ApiError(422, "invalid_input", `seed must be at most ${Number.MAX_SAFE_INTEGER}`);
+  }
   if (number("lora-scale") !== null && number("lora-scale") !== 1) options.lora_scale = number("lora-scale");
   if ($("aspect-ratio").value) options.aspect_ratio = $("aspect-ratio").value;
   if ($("output-format").value !== "png") options.output_format = $("output-format").value;
@@ -102,14 +112,27 @@ export function showError(error, fallback = "generate") {
   }
 }
 
-/** Submits jobs one at a time, follows them, and hands finished ones to `onDone(job)`. */
-export function createJobRunner({ api, onDone }) {
-  let current = null;
+/** Submits jobs one at a time, follows them, and hands finished ones to `onDone(job)`. The job being
+ * followed is remembered for this tab (session storage), so that a reload picks it up again (`resume`). */
+export function createJobRunner({ api, onSubmitted, onDone }) {
+  let current = null; // { id, controller, cancelRequested, returnFocus }
   const buttons = ["generate", "orbit", "render-path"].map($);
+  const cancel = $("cancel");
 
-  function busy(on) {
-    for (const button of buttons) button.disabled = on;
-    $("cancel").disabled = !on;
+  function begin() {
+    const pressed = buttons.includes(document.activeElement) ? document.activeElement : null;
+    current = { id: null, controller: new AbortController(), cancelRequested: false, returnFocus: pressed };
+    cancel.disabled = false;
+    for (const button of buttons) button.disabled = true;
+    // the pressed button is disabled now, which would drop the keyboard focus onto the page itself
+    if (pressed) cancel.focus();
+  }
+
+  function end() {
+    for (const button of buttons) button.disabled = false;
+    if (document.activeElement === cancel) (current.returnFocus || $("generate")).focus();
+    cancel.disabled = true;
+    current = null;
   }
 
   function progress(value, text) {
@@ -125,67 +148,129 @@ export function createJobRunner({ api, onDone }) {
     else if (job.status === "failed") progress(null, "Failed");
   }
 
+  /** Follow a job until it ends: its events, and when the stream breaks (a restart, a dropped connection)
+   * polls, retried with a growing wait for as long as the server does not answer. Only a 4xx ends it early. */
   async function follow(job, signal) {
     let last = job;
-    try {
-      await api.followEvents(
-        job.id,
-        (kind, data) => {
-          if (kind === "status") {
-            last = data;
-            showStatus(data);
-          } else if (kind === "progress") {
-            progress(data.progress, `Step ${data.step} of ${data.steps}`);
-          }
-        },
-        signal,
-      );
-    } catch (error) {
-      if (error.name === "AbortError") throw error;
-    }
-    while (!["succeeded", "failed", "canceled"].includes(last.status)) {
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS)); // the stream broke: poll
-      last = await api.getJob(job.id);
-      showStatus(last);
+    let retryMs = RETRY_FIRST_MS;
+    const onEvent = (kind, data) => {
+      if (kind === "status") {
+        last = data;
+        showStatus(data);
+      } else if (kind === "progress") {
+        progress(data.progress, `Step ${data.step} of ${data.steps}`);
+      }
+    };
+    while (!isTerminal(last)) {
+      try {
+        await api.followEvents(job.id, onEvent, signal);
+      } catch (error) {
+        if (!isTransient(error)) throw error;
+      }
+      if (isTerminal(last)) break;
+      await sleep(POLL_MS, signal);
+      try {
+        last = await api.getJob(job.id, signal);
+        showStatus(last);
+        retryMs = RETRY_FIRST_MS;
+      } catch (error) {
+        if (!isTransient(error)) throw error;
+        progress(null, "Reconnecting to the server…");
+        await sleep(retryMs, signal);
+        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+      }
     }
     return last;
+  }
+
+  async function sendCancel(id) {
+    progress(null, "Canceling");
+    try {
+      await api.cancelJob(id);
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  /** Follow a submitted (or resumed) job to its end; `current` is set. */
+  async function track(job) {
+    current.id = job.id;
+    sessionStorage.setItem(FOLLOWED_JOB, job.id);
+    showStatus(job);
+    if (onSubmitted) onSubmitted(job);
+    if (current.cancelRequested) sendCancel(job.id); // Cancel was pressed while the job was being submitted
+    const done = await follow(job, current.controller.signal);
+    sessionStorage.removeItem(FOLLOWED_JOB);
+    if (done.status === "failed") {
+      const { message, hint } = done.error || {};
+      $("generate-error").textContent = `The job failed: ${message || "no message"}${hint ? ` (${hint})` : ""}`;
+    }
+    onDone(done);
   }
 
   async function run(kind, input) {
     if (current) return;
     clearErrors();
-    const controller = new AbortController();
-    current = { id: null, controller };
-    busy(true);
+    begin();
     progress(0, "Submitting");
     try {
-      const job = await api.submitJob(CAMERA_MODEL, kind, input);
-      current.id = job.id;
-      showStatus(job);
-      const done = await follow(job, controller.signal);
-      if (done.status === "failed") {
-        const { message, hint } = done.error || {};
-        $("generate-error").textContent = `The job failed: ${message || "no message"}${hint ? ` (${hint})` : ""}`;
-      }
-      onDone(done);
+      await track(await api.submitJob(CAMERA_MODEL, kind, input));
     } catch (error) {
-      progress(0, "");
-      if (error.name !== "AbortError") showError(error);
+      failed(error);
     } finally {
-      current = null;
-      busy(false);
+      end();
     }
   }
 
-  $("cancel").addEventListener("click", async () => {
-    if (!current || !current.id) return;
-    progress(null, "Canceling");
+  /** Follow again the job this tab followed before a reload, if there is one: until it ends, with Cancel. */
+  async function resume() {
+    const id = sessionStorage.getItem(FOLLOWED_JOB);
+    if (!id || current) return;
+    begin();
+    progress(null, `Following job ${id} again`);
     try {
-      await api.cancelJob(current.id);
+      await track({ id, status: "unknown" });
     } catch (error) {
-      showError(error);
+      failed(error);
+    } finally {
+      end();
     }
+  }
+
+  function failed(error) {
+    progress(0, "");
+    if (error.name === "AbortError") return;
+    sessionStorage.removeItem(FOLLOWED_JOB); // refused (a 4xx): it is gone, or not this key's
+    showError(error);
+  }
+
+  cancel.addEventListener("click", () => {
+    if (!current) return;
+    current.cancelRequested = true;
+    if (current.id) sendCancel(current.id);
+    else progress(null, "Canceling");
   });
 
-  return { run, get running() { return current !== null; } };
+  return { run, resume, get running() { return current !== null; } };
+}
+
+function isTerminal(job) {
+  return ["succeeded", "failed", "canceled"].includes(job.status);
+}
+
+/** A failure worth retrying: no answer at all, a 5xx, a timeout or a full queue; not an abort or a refusal. */
+function isTransient(error) {
+  if (error.name === "AbortError") return false;
+  if (!(error instanceof ApiError)) return true; // the event stream's own fetch failing
+  return error.status === 0 || error.status >= 500 || error.status === 408 || error.status === 429;
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("aborted", "AbortError"));
+    }, { once: true });
+  });
 }

@@ -1,6 +1,6 @@
 // The studio page: wires the API client, the pose table, the 3D view and the panels together.
 import { Api } from "./api.js";
-import { PoseTable } from "./camera.js";
+import { PoseTable, ZOOM_DEFAULT, zoomOfDistance } from "./camera.js";
 import { createCameraControls } from "./controls.js";
 import { createGallery, createHistory } from "./gallery.js";
 import { clearErrors, createJobRunner, editInput, orbitCameras, orbitInput, showError } from "./jobs.js";
@@ -35,9 +35,11 @@ async function showDemoNotice() {
   }
 }
 
-/** Read the pose table with the current key: that checks the key, and starts the panels the first time. */
+/** Read the pose table with the current key: that checks the key, and starts the panels the first time.
+ * Until a key is accepted the panels are inert (nothing in them could work without one) and say so. */
 async function connect() {
   $("api-key-error").textContent = "";
+  $("key-status").textContent = "";
   let poses;
   try {
     poses = await api.poses();
@@ -46,6 +48,8 @@ async function connect() {
       $("api-key-error").textContent = api.key
         ? `The server refused this key: ${error.message}`
         : "This server needs an API key (make one with `reangle keys create`).";
+      $("key-status").textContent = "Enter your API key above to start.";
+      $("studio").inert = true;
       $("api-key").focus();
     } else {
       $("api-key-error").textContent = error.message;
@@ -54,6 +58,7 @@ async function connect() {
   }
   $("key-status").textContent = api.key ? "Key accepted." : "No key needed: this server runs without auth.";
   if (!api.key) $("key-form").hidden = true;
+  $("studio").inert = false;
   if (!studio) studio = start(new PoseTable(poses.data));
   studio.history.refresh();
 }
@@ -76,9 +81,10 @@ function start(table) {
   });
   $("path-add").addEventListener("click", () => path.add(table.nearest(controls.camera)));
 
-  const input = { assetId: null };
+  const input = { assetId: null, label: "" };
   function useInput(assetId, url, label) {
     input.assetId = assetId;
+    input.label = label;
     $("input-preview").src = url;
     $("input-preview").hidden = false;
     $("input-preview").alt = `Input image: ${label}`;
@@ -93,6 +99,7 @@ function start(table) {
   });
   const runner = createJobRunner({
     api,
+    onSubmitted: () => history.refresh(),
     onDone: (job) => {
       gallery.showJob(job);
       history.refresh();
@@ -104,18 +111,32 @@ function start(table) {
     onLoad: (job) => loadJob(job, { table, controls, path, gallery, useInput }),
   });
 
-  setUpUpload((file) => upload(file, useInput));
+  // a refused upload keeps the image before it, and says so: that is the one Generate uses
+  const keptInput = () => (input.assetId ? `Input: ${input.label} (kept: the new file was refused)` : "");
+  setUpUpload((file) => upload(file, useInput, keptInput));
   const needsInput = () => {
     if (input.assetId) return false;
     clearErrors();
     $("images-error").textContent = "Bring an image first: choose, drop or paste one.";
     return true;
   };
+  /** Run a job of the form's input, or show why the form cannot make one (a field the page refuses). */
+  function submit(kind, makeInput) {
+    let request;
+    try {
+      request = makeInput();
+    } catch (error) {
+      clearErrors();
+      showError(error);
+      return;
+    }
+    runner.run(kind, request);
+  }
   $("generate").addEventListener("click", () => {
-    if (!needsInput()) runner.run("edit", editInput(input.assetId, controls.camera));
+    if (!needsInput()) submit("edit", () => editInput(input.assetId, controls.camera));
   });
   $("orbit").addEventListener("click", () => {
-    if (!needsInput()) runner.run("orbit", orbitInput(input.assetId, orbitCameras(controls.camera)));
+    if (!needsInput()) submit("orbit", () => orbitInput(input.assetId, orbitCameras(controls.camera)));
   });
   $("render-path").addEventListener("click", () => {
     if (needsInput()) return;
@@ -124,7 +145,7 @@ function start(table) {
       $("generate-error").textContent = "Pick at least 2 poses for a path.";
       return;
     }
-    runner.run("orbit", orbitInput(input.assetId, path.entries.map((e) => table.cameraOf(e))));
+    submit("orbit", () => orbitInput(input.assetId, path.entries.map((e) => table.cameraOf(e))));
   });
   $("dice").addEventListener("click", () => {
     $("seed").value = String(Math.floor(Math.random() * 2 ** 31));
@@ -132,6 +153,7 @@ function start(table) {
 
   window.studio = { table, controls, path, scene: scene && scene.debug };
   document.body.dataset.ready = "true";
+  runner.resume(); // a job this tab followed before a reload
   return { history };
 }
 
@@ -162,14 +184,14 @@ function setUpUpload(onFile) {
   });
 }
 
-async function upload(file, useInput) {
+async function upload(file, useInput, keptInput) {
   clearErrors();
   $("input-status").textContent = `Uploading ${file.name || "the image"}…`;
   try {
     const asset = await api.upload(file);
     useInput(asset.id, URL.createObjectURL(file), `${file.name || "pasted image"} (${asset.width}x${asset.height})`);
   } catch (error) {
-    $("input-status").textContent = "";
+    $("input-status").textContent = keptInput();
     showError(error, "images");
   }
 }
@@ -186,13 +208,16 @@ async function loadJob(job, { table, controls, path, gallery, useInput }) {
       showError(error, "images");
     }
   }
+  // either style of camera fields, one per axis; an axis given by neither is the API's default
   const cameraOf = (fields) => ({
     horizontal: fields.horizontal_angle ?? fields.azimuth ?? 0,
     vertical: fields.vertical_angle ?? fields.elevation ?? 0,
-    zoom: fields.zoom ?? controls.camera.zoom,
+    zoom: fields.zoom ?? (fields.distance != null ? zoomOfDistance(fields.distance) : ZOOM_DEFAULT),
   });
-  if (input.poses) {
-    const cameras = input.poses.map(cameraOf);
+  const views = input.poses
+    || (input.azimuths || []).map((azimuth) => ({ azimuth, elevation: input.elevation, distance: input.distance }));
+  if (job.kind === "orbit" && views.length) {
+    const cameras = views.map(cameraOf);
     path.set(cameras.map((camera) => table.nearest(camera)));
     controls.set(cameras[0]);
   } else if (job.kind === "edit") {

@@ -16,6 +16,7 @@ export function createPath({ onChange }) {
         remove.addEventListener("click", () => {
           entries = entries.filter((_, k) => k !== index);
           render();
+          focusAfterRemoving(index);
         });
         const item = document.createElement("li");
         item.append(document.createTextNode(entry.prompt.replace("<sks> ", "")), " ", remove);
@@ -23,12 +24,21 @@ export function createPath({ onChange }) {
       }),
     );
     $("render-path").title = entries.length < 2 ? "pick at least 2 poses" : "";
+    $("path-error").textContent = "";
     onChange(entries);
+  }
+
+  /** The list was rebuilt: keep the keyboard focus on the remove button that took the removed one's place,
+   * else the one before it, else the list itself. */
+  function focusAfterRemoving(index) {
+    const removes = $("path-list").querySelectorAll("button");
+    const next = removes[Math.min(index, removes.length - 1)];
+    (next || $("path-list")).focus();
   }
 
   function add(entry) {
     if (entries.length >= MAX_POSES) {
-      $("generate-error").textContent = `A path has at most ${MAX_POSES} poses.`;
+      $("path-error").textContent = `A path has at most ${MAX_POSES} poses.`;
       return;
     }
     entries = [...entries, entry];
