@@ -207,8 +207,14 @@ def _check_inputs(request: EditRequest, input_sizes: Sequence[tuple[int, int]]) 
         raise InvalidInput(
             f"give 1 to {MAX_INPUT_IMAGES} input images, got {len(input_sizes)}", field="images"
         )
+    check_request(request)
+
+
+def check_request(request: EditRequest | GenerateRequest) -> None:
+    """The ranges of a request's numbers (outputs, steps, guidance, seed, LoRA scale) and its acceleration."""
     _check_common(request)
-    _check_range("lora_scale", request.lora_scale, 0, MAX_LORA_SCALE)
+    if isinstance(request, EditRequest):
+        _check_range("lora_scale", request.lora_scale, 0, MAX_LORA_SCALE)
 
 
 def _check_common(request: EditRequest | GenerateRequest) -> None:

@@ -23,9 +23,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from reangle.catalog import Catalog, CatalogError, ModelEntry, availability, entry_inputs, load_catalog
+from reangle.catalog import (
+    Catalog,
+    CatalogError,
+    ModelEntry,
+    availability,
+    entry_inputs,
+    load_catalog,
+)
+from reangle.catalog.errors import entry_label
 from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose
-from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest, GenerateRequest
+from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest, GenerateRequest, check_request
 from reangle.core.jobs import JobKind
 from reangle.core.lora_refs import KINDS, MAX_LORAS, MAX_SCALE, LoraRef, RefKind
 from reangle.core.wan_image import IMAGE_SIDE_RANGE as WAN_IMAGE_SIDES
@@ -591,8 +599,44 @@ def install_catalog(catalog: Catalog, settings_values: Mapping[str, object]) -> 
         )
         for entry in catalog
     }
+    for spec in specs.values():
+        check_defaults(spec)
     MODELS.clear()
     MODELS.update(specs)
+
+
+#: Stands for what a request brings itself when its model's defaults are checked alone.
+PROBE = {"images": ["asset_probe"], "prompt": "probe"}
+
+
+def check_defaults(spec: ModelSpec) -> None:
+    """A request of the entry's defaults alone (with a stand-in image and prompt) through the checks a submit
+    runs: a default no request could use (`num_outputs = 9`) stops the start, naming it, instead of failing
+    every request that leaves it as it is."""
+    defaults = spec.entry.defaults
+    for kind, model in spec.inputs.items():
+        probe = {
+            name: value for name, value in (PROBE | dict(defaults)).items() if name in model.model_fields
+        }
+        try:
+            validated = spec.validate(kind, probe)
+            requests = (
+                validated.edit_requests()
+                if isinstance(validated, CameraEditInput | InstructionEditInput | OrbitInput)
+                else validated.generate_requests(seed=0)
+                if isinstance(validated, TextToImageInput)
+                else []
+            )
+            for request in requests:
+                check_request(request)
+        except InvalidInput as exc:
+            field = (exc.field or "").removeprefix("input.")
+            if field not in defaults:
+                continue  # the stand-ins' doing, not the defaults'
+            label = entry_label(spec.id, 0)
+            raise CatalogError(
+                spec.entry.source, exc.message, entry=label, field=f"defaults.{field}"
+            ) from None
 
 
 def check_one_base_per_engine(catalog: Catalog) -> None:
@@ -616,9 +660,6 @@ def shipped_catalog() -> Catalog:
     return load_catalog(inputs=TASK_INPUTS)
 
 
-install_catalog(shipped_catalog(), {})
-
-
 #: Errors found by a whole-input check, and the field each is about (pydantic gives them no location).
 _WHOLE_INPUT_ERROR_FIELDS: dict[str, tuple[str, ...]] = {
     "poses_clash": ("poses",),
@@ -639,3 +680,6 @@ def invalid_input_from(exc: ValidationError, *, prefix: str = "") -> InvalidInpu
     elif first["type"] == "missing":
         message = "field required"
     return InvalidInput(f"{field}: {message}", field=field)
+
+
+install_catalog(shipped_catalog(), {})  # last: it runs every check above

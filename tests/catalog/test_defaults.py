@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from reangle.catalog import CatalogError, InvalidDefault, entry_inputs, load_catalog, with_defaults
+from reangle.core.models import MODELS, TASK_INPUTS, install_catalog
 from tests.catalog.conftest import INPUTS, PRODUCT_PHOTO, CameraIn, EditIn, OrbitIn, WriteCatalog
 
 ENTRY = 'model "product-photo"'
@@ -129,3 +130,27 @@ def test_a_bad_default_stops_the_catalog_with_one_line(
         load_catalog(path, inputs=INPUTS)
     assert caught.value.message == f"catalog {path}: {ENTRY}: {problem}"
     assert caught.value.field == problem.split(": ")[0]
+
+
+@pytest.mark.parametrize(
+    ("defaults", "problem"),
+    [
+        ({"num_outputs": 9}, "defaults.num_outputs: num_outputs must be between 1 and 4, got 9"),
+        ({"lora_scale": 9.0}, "defaults.lora_scale: lora_scale must be between 0 and 4.0, got 9.0"),
+        (
+            {"vertical_angle": 300.0},
+            "defaults.vertical_angle: vertical_angle must be between -90 and 90, got 300",
+        ),
+    ],
+)
+def test_a_default_no_request_could_use_stops_the_start_and_serves_nothing_new(
+    write_catalog: WriteCatalog, defaults: dict[str, Any], problem: str
+) -> None:
+    """Each is a valid value of its field's type, so the catalog loads; a request keeping it would fail."""
+    entry = {**PRODUCT_PHOTO, "id": "angles", "task": "camera_edit", "loras": [], "defaults": defaults}
+    catalog = load_catalog(write_catalog(entry), inputs=TASK_INPUTS)
+    served = dict(MODELS)
+    with pytest.raises(CatalogError) as caught:
+        install_catalog(catalog, {})
+    assert caught.value.message.endswith(f': model "angles": {problem}')
+    assert served == MODELS
