@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from reangle.client._errors import (
     APIConnectionError,
@@ -103,9 +103,19 @@ def parse(response: httpx.Response, model: type[ModelT]) -> ModelT:
             ) from exc
         raise InvalidResponseError(
             f"the server's answer to {response.request.method} {response.request.url.path} is not "
-            f"a valid {model.__name__}: {exc}",
+            f"a valid {model.__name__} ({first_problem(exc)}); is {server_of(response)} a reangle server's "
+            "root URL (not a provider's path such as /scenario/v1)?",
             response=response,
         ) from exc
+
+
+def first_problem(exc: ValueError) -> str:
+    """One line for why a body is not the model: pydantic's first error, not its whole report."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    return str(exc)
 
 
 def connection_error(exc: httpx.TransportError) -> APIConnectionError:
