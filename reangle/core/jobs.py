@@ -66,6 +66,39 @@ class WebhookTarget:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TimeLimits:
+    """How long a client lets its job take (RunPod's `policy`); None: no limit. A job past either limit is
+    stopped at its next step and ends failed with the code `timed_out`; a job whose render has finished is
+    stored, whatever the time."""
+
+    #: its run, counted from the start of each attempt (`executionTimeout`)
+    run_s: float | None = None
+    #: its whole life, counted from its submission: time in the queue and its run (`ttl`)
+    total_s: float | None = None
+
+    def deadline(self, job: Job) -> float | None:
+        """When `job`'s current attempt must have ended; None: never."""
+        ends = []
+        if self.run_s is not None and job.started_at is not None:
+            ends.append(job.started_at + self.run_s)
+        if self.total_s is not None:
+            ends.append(job.created_at + self.total_s)
+        return min(ends, default=None)
+
+    def error(self, job: Job, now: float) -> JobError:
+        """Why `job` ended at `now`: which limit it ran past."""
+        if self.total_s is not None and now >= job.created_at + self.total_s:
+            message = f"the job was not done within its ttl ({self.total_s:g} s from its submission)"
+        else:
+            message = f"the job ran longer than its execution timeout ({self.run_s:g} s)"
+        return JobError(code=TIMED_OUT_CODE, message=message, hint="give it a longer limit, or retry it")
+
+
+#: The error code of a job stopped by its TimeLimits.
+TIMED_OUT_CODE = "timed_out"
+
+
+@dataclass(frozen=True, kw_only=True)
 class StatusChange:
     status: JobStatus
     at: float
@@ -110,3 +143,4 @@ class Job:
     #: Which client route submitted it, where that route's answers depend on it: `runpod:<endpoint id>` (a
     #: RunPod endpoint sees and purges only its own jobs); None for the others.
     source: str | None = None
+    limits: TimeLimits | None = None

@@ -29,6 +29,7 @@ from reangle.core.jobs import (
     JobStatus,
     OutputAsset,
     StatusChange,
+    TimeLimits,
     WebhookTarget,
 )
 from reangle.core.lora_refs import LoraRules
@@ -81,6 +82,7 @@ class SubmitRequest:
     webhook: WebhookTarget | None = None
     #: see Job.source
     source: str | None = None
+    limits: TimeLimits | None = None
 
 
 class JobService:
@@ -143,8 +145,10 @@ class JobService:
         *,
         webhook: WebhookTarget | None = None,
         source: str | None = None,
+        limits: TimeLimits | None = None,
     ) -> tuple[str, list[Job]]:
-        """Queue one edit job per input, all or none, under one batch id (each with `webhook`, `source`)."""
+        """Queue one edit job per input, all or none, under one batch id (each with `webhook`, `source`,
+        `limits`)."""
         if not 1 <= len(inputs) <= MAX_BATCH:
             raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} items, got {len(inputs)}", field="items")
         model_spec(model)
@@ -156,7 +160,7 @@ class JobService:
                 new_jobs.append(
                     await self._prepare(
                         owner,
-                        SubmitRequest(model=model, input=data, webhook=webhook, source=source),
+                        SubmitRequest(model=model, input=data, webhook=webhook, source=source, limits=limits),
                         batch_id=batch_id,
                     )
                 )
@@ -237,6 +241,7 @@ class JobService:
             batch_id=batch_id,
             webhook=request.webhook,
             source=request.source,
+            limits=request.limits,
         )
         return NewJob(job=job, idempotency_key=request.idempotency_key, request_hash=request_hash)
 
@@ -410,6 +415,23 @@ class JobService:
 
     def stop_flag(self, job: Job) -> threading.Event:
         return self.events.stop_flag(job.id)
+
+    def should_stop(self, job: Job) -> Callable[[], bool]:
+        """What a running job looks at between its steps: true once it is canceled or past its time limits
+        (thread-safe). A job stopped on it ends with `end_stopped`."""
+        stop = self.stop_flag(job)
+        deadline = job.limits.deadline(job) if job.limits else None
+        if deadline is None:
+            return stop.is_set
+        return lambda: stop.is_set() or self.clock() >= deadline
+
+    def end_stopped(self, job: Job, timings: dict[str, float] | None = None) -> Job | None:
+        """End a job whose run stopped on `should_stop`: canceled, or failed as timed out."""
+        now = self.clock()
+        deadline = job.limits.deadline(job) if job.limits else None
+        if job.limits and deadline is not None and now >= deadline and not self.stop_flag(job).is_set():
+            return self.fail(job, job.limits.error(job, now), timings)
+        return self.mark_canceled(job)
 
     def report_progress(self, job: Job, step: int, steps: int) -> None:
         now = self.clock()

@@ -13,6 +13,9 @@ built). Request and response shapes live in `runpod_schemas`; this module wires 
   purge-queue and health see only that endpoint's jobs, never another endpoint's or another dialect's.
 - `webhook` (top level of /run and /runsync): POSTed once the job (or the whole batch) ends, with the same
   body as `/status`, signed as native webhooks are (docs/webhooks.md). A retried job does not call it again.
+- `policy` (top level): `executionTimeout` (ms) bounds each run of the job and `ttl` (ms) its whole life from
+  submission; a job past either is stopped at its next step and reported TIMED_OUT (`retry` runs it again
+  under the same policy, counted afresh). `lowPriority` is accepted and changes nothing.
 - Errors are `{"error": "..."}`; invalid input is 400, as RunPod answers it.
 """
 
@@ -172,6 +175,7 @@ async def retry(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[s
                 priority=job.priority,
                 idempotency_key=RETRY_KEY + job.id,
                 source=job.source,
+                limits=job.limits,
             )
             job = await app.service.submit(who, request)
         retried.append(job)
@@ -212,12 +216,14 @@ async def _submit(app: AppState, who: str, endpoint_id: str, request: Request) -
     webhook = await webhook_target(app, request, plan.webhook, field="webhook", flavor=RUNPOD)
     source = source_of(endpoint_id)
     if not plan.batch:
-        submit = SubmitRequest(model=plan.model, input=plan.inputs[0], webhook=webhook, source=source)
+        submit = SubmitRequest(
+            model=plan.model, input=plan.inputs[0], webhook=webhook, source=source, limits=plan.limits
+        )
         job = await app.service.submit(who, submit)
         return job.id, [job]
     try:
         batch_id, jobs = await app.service.submit_batch(
-            who, plan.model, plan.inputs, webhook=webhook, source=source
+            who, plan.model, plan.inputs, webhook=webhook, source=source, limits=plan.limits
         )
     except InvalidInput as exc:
         raise _as_sent(exc) from None

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reangle.core.jobs import Job, JobKind, JobStatus
+from reangle.core.jobs import TIMED_OUT_CODE, Job, JobKind, JobStatus, TimeLimits
 from reangle.core.models import invalid_input_from
 from reangle.core.service import model_spec
 from reangle.errors import InvalidInput
@@ -22,8 +22,8 @@ IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 FAILED, CANCELLED, TIMED_OUT = "FAILED", "CANCELLED", "TIMED_OUT"
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 RETRYABLE = frozenset({FAILED, TIMED_OUT})
-#: Core error codes that RunPod reports as TIMED_OUT rather than FAILED (none of today's engines emit them).
-TIMEOUT_CODES = frozenset({"timed_out", "timeout"})
+#: The bounds RunPod sets on `policy`, in milliseconds.
+MIN_EXECUTION_TIMEOUT_MS, MIN_TTL_MS, MAX_POLICY_MS = 5_000, 10_000, 7 * 24 * 3600 * 1000
 
 #: The worker's defaults (seed doc 001): Lightning, 4 steps, no true CFG, a fixed seed.
 DEFAULTS: dict[str, Any] = {"seed": 42, "num_inference_steps": 4, "guidance_scale": 1.0}
@@ -34,6 +34,25 @@ CAMERA_FIELDS = ("azimuth", "elevation", "distance", "lora_scale")
 IMAGE_ROLES = ("image", "view")
 
 
+class RunpodPolicy(BaseModel):
+    """How long the job may take, in ms: `executionTimeout` its run, `ttl` its whole life from submission
+    (see TimeLimits). `lowPriority` keeps RunPod from starting workers for it; here it changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executionTimeout: int | None = Field(None, ge=MIN_EXECUTION_TIMEOUT_MS, le=MAX_POLICY_MS)
+    lowPriority: bool = False
+    ttl: int | None = Field(None, ge=MIN_TTL_MS, le=MAX_POLICY_MS)
+
+    def limits(self) -> TimeLimits | None:
+        if self.executionTimeout is None and self.ttl is None:
+            return None
+        return TimeLimits(
+            run_s=None if self.executionTimeout is None else self.executionTimeout / 1000,
+            total_s=None if self.ttl is None else self.ttl / 1000,
+        )
+
+
 class RunpodRequest(BaseModel):
     """The body of /run and /runsync. `webhook` is a URL called once the job ends, with its /status body;
     `s3Config` is refused (see `translate`)."""
@@ -42,7 +61,7 @@ class RunpodRequest(BaseModel):
 
     input: dict[str, Any]
     webhook: Any = None
-    policy: dict[str, Any] | None = None  # executionTimeout, lowPriority, ttl: accepted, not enforced
+    policy: RunpodPolicy | None = None
     s3Config: Any = None
 
 
@@ -75,6 +94,7 @@ class Translated:
     batch: bool
     #: called with the job's /status body once it ends (checked against the SSRF rules by the caller)
     webhook: str | None = None
+    limits: TimeLimits | None = None
 
 
 def translate(body: Any, model: str) -> Translated:
@@ -91,6 +111,7 @@ def translate(body: Any, model: str) -> Translated:
         raise InvalidInput(
             "s3Config: this server returns images inline as base64 and uploads nothing", field="s3Config"
         )
+    limits = request.policy.limits() if request.policy is not None else None
     data = request.input
     if set(data) == {"input"} and isinstance(data["input"], dict):  # the async SDK wraps {"input": ...} again
         data = data["input"]
@@ -108,7 +129,7 @@ def translate(body: Any, model: str) -> Translated:
     if isinstance(prompts, str) or len(prompts) == 1:
         prompt = prompts if isinstance(prompts, str) else prompts[0]
         inputs = [{"images": images, "prompt": prompt, **common}]
-        return Translated(model=model, inputs=inputs, batch=False, webhook=request.webhook)
+        return Translated(model=model, inputs=inputs, batch=False, webhook=request.webhook, limits=limits)
     if len(prompts) != len(images):
         raise InvalidInput(
             f"input.prompt: a list of prompts is a batch and needs one prompt per image; got "
@@ -119,7 +140,7 @@ def translate(body: Any, model: str) -> Translated:
     inputs = [
         {"images": [image], "prompt": text, **common} for image, text in zip(images, prompts, strict=True)
     ]
-    return Translated(model=model, inputs=inputs, batch=True, webhook=request.webhook)
+    return Translated(model=model, inputs=inputs, batch=True, webhook=request.webhook, limits=limits)
 
 
 def _prompt(value: Any) -> str | list[str]:
@@ -175,7 +196,7 @@ def job_status(job: Job) -> str:
         return COMPLETED
     if job.status == JobStatus.CANCELED:
         return CANCELLED
-    return TIMED_OUT if job.error is not None and job.error.code in TIMEOUT_CODES else FAILED
+    return TIMED_OUT if job.error is not None and job.error.code == TIMED_OUT_CODE else FAILED
 
 
 def runpod_status(jobs: Sequence[Job]) -> str:

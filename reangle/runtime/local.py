@@ -154,7 +154,7 @@ class LocalRunner:
     async def _render_job(self, job: Job, timings: dict[str, float]) -> list[_Rendered]:
         async with contextlib.AsyncExitStack() as stack:
             entering = stack.enter_async_context(self.preparer.prepared(job))
-            prepared = await _unless_stopped(entering, self.service.stop_flag(job))
+            prepared = await _unless_stopped(entering, self.service.should_stop(job))
             info = self.engine.info
             sizes = [image.size for image in prepared.images]
             plans = [
@@ -171,6 +171,7 @@ class LocalRunner:
     async def _render(self, job: Job, prepared: PreparedJob, plans: list[EditPlan]) -> list[_Rendered]:
         loop = asyncio.get_running_loop()
         stop = self.service.stop_flag(job)
+        should_stop = self.service.should_stop(job)
         images = prepared.images
 
         def on_step(step: int, steps: int) -> None:
@@ -178,8 +179,8 @@ class LocalRunner:
 
         def run() -> list[EditResult]:
             if prepared.generates:
-                return self.engine.generate(plans, on_step=on_step, should_stop=stop.is_set)
-            return self.engine.edit_views(images, plans, on_step=on_step, should_stop=stop.is_set)
+                return self.engine.generate(plans, on_step=on_step, should_stop=should_stop)
+            return self.engine.edit_views(images, plans, on_step=on_step, should_stop=should_stop)
 
         try:
             results = await _in_thread(run, on_cancel=stop.set)
@@ -255,7 +256,7 @@ class LocalRunner:
 
     def _end_with_error(self, job: Job, exc: BaseException, timings: dict[str, float], stage: str) -> None:
         if isinstance(exc, Canceled):
-            self.service.mark_canceled(job)
+            self.service.end_stopped(job, timings)
         elif isinstance(exc, ReangleError):
             self.service.fail(job, JobError(code=exc.code, message=exc.message, hint=exc.hint), timings)
         else:
@@ -339,13 +340,13 @@ async def _in_thread(call: Callable[[], T], *, on_cancel: Callable[[], None] | N
         raise
 
 
-async def _unless_stopped(work: Awaitable[T], stop: threading.Event) -> T:
-    """`work`'s result; or, once `stop` is set (looked at every STOP_CHECK_S), `work` canceled (its cleanup
+async def _unless_stopped(work: Awaitable[T], should_stop: Callable[[], bool]) -> T:
+    """`work`'s result; or, once `should_stop()` (looked at every STOP_CHECK_S), `work` canceled (its cleanup
     done) and Canceled raised. A job's preparation may wait minutes on a download or a rewrite: a cancel
     must not. Work already handed to a thread (a rewrite under way) runs on to its end unseen."""
     task = asyncio.ensure_future(work)
     try:
-        while not stop.is_set():
+        while not should_stop():
             done, _ = await asyncio.wait({task}, timeout=STOP_CHECK_S)
             if done:
                 return task.result()

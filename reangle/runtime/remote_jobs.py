@@ -106,7 +106,7 @@ class RemoteJobs:
                 self.service.release(job)
             raise
         except Canceled:
-            await self._record(job, "cancel", lambda: self.service.mark_canceled(job))
+            await self._record(job, "cancel", lambda: self.service.end_stopped(job, timings))
             return
         except _StoreUnavailable as exc:
             log.warning("job %s: %s; handing it back", job.id, exc.__cause__)
@@ -152,8 +152,8 @@ class RemoteJobs:
                 raise _StoreUnavailable from exc
         # with images Wan edits them; without, it makes a new picture
         task: RewriteTask = "edit" if validated.images else "generate"
-        stop = self.service.stop_flag(job)
-        prompt, rewrite = await self.preparer.prompt(spec, validated, images, task, should_stop=stop.is_set)
+        should_stop = self.service.should_stop(job)
+        prompt, rewrite = await self.preparer.prompt(spec, validated, images, task, should_stop=should_stop)
         if rewrite is not None:
             timings["rewrite_s"] = rewrite.seconds
         validated = validated.model_copy(update={"prompt": prompt})
@@ -169,11 +169,11 @@ class RemoteJobs:
                 body,
                 on_status=lambda update: self._progress(job, update, vendor_task),
                 on_created=vendor_task.created,
-                should_stop=stop.is_set,
+                should_stop=should_stop,
                 task_id=job.vendor_task,  # created by an earlier run: followed, not created again
             )
         timings["inference_s"] = time.perf_counter() - remote
-        if stop.is_set():
+        if self.service.stop_flag(job).is_set():  # a cancel; the time limits spare a finished render
             raise Canceled("the job was canceled while its images were downloaded")
         try:
             return await asyncio.to_thread(self._store, job, validated, result, spec.entry.base, rewrite)

@@ -116,6 +116,8 @@ V6_VENDOR_TASKS = "ALTER TABLE jobs ADD COLUMN vendor_task TEXT;\n"
 
 V7_SOURCES = "ALTER TABLE jobs ADD COLUMN source TEXT;\n"
 
+V8_LIMITS = "ALTER TABLE jobs ADD COLUMN limits TEXT;\n"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, asset records and API keys", V1_TABLES),
     Migration(
@@ -126,6 +128,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "webhooks: each job's target, the outbox of deliveries, each key's secrets", V5_WEBHOOKS),
     Migration(6, "each remote job's vendor task, followed again after a server stop", V6_VENDOR_TASKS),
     Migration(7, "the client route that submitted each job (a RunPod endpoint's own jobs)", V7_SOURCES),
+    Migration(8, "the time limits a client set on each job (RunPod's policy)", V8_LIMITS),
 )
 
 VERSION_TABLE = """

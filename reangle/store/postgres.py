@@ -45,6 +45,7 @@ from reangle.store.rows import (
     history_json,
     interrupted_error,
     job_from_row,
+    limits_json,
     worker_from_row,
     worker_values,
 )
@@ -230,8 +231,8 @@ class PostgresStore:
                     raise QueueFull(f"the queue holds {already} jobs; its limit is {max_queued}")
                 cur.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
-                    "history, batch_id, idempotency_key, request_hash, webhook, source) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "history, batch_id, idempotency_key, request_hash, webhook, source, limits) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                     "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING seq",
                     (
                         job.id,
@@ -249,6 +250,7 @@ class PostgresStore:
                         new.request_hash,
                         target_json(job.webhook),
                         job.source,
+                        limits_json(job.limits),
                     ),
                 )
                 if cur.fetchone() is None:  # another process inserted this key since we looked

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
-from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange
+from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange, TimeLimits
 from reangle.core.ports import AssetRecord, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import target_from_json
 from reangle.store.schema import JOB_COLUMN_COUNT
@@ -45,6 +46,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         webhook_json,
         vendor_task,
         source,
+        limits,
     ) = row[:JOB_COLUMN_COUNT]
     return Job(
         id=job_id,
@@ -71,6 +73,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         webhook=target_from_json(webhook_json),
         vendor_task=vendor_task,
         source=source,
+        limits=TimeLimits(**json.loads(limits)) if limits else None,
     )
 
 
@@ -89,6 +92,10 @@ def asset_from_row(row: Sequence[Any]) -> AssetRecord:
         expires_at=expires_at,
         job_id=job_id,
     )
+
+
+def limits_json(limits: TimeLimits | None) -> str | None:
+    return json.dumps(asdict(limits)) if limits is not None else None
 
 
 def history_json(history: Sequence[StatusChange]) -> str:

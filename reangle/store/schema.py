@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     webhook TEXT,
     vendor_task TEXT,
     source TEXT,
+    limits TEXT,
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, priority DESC, seq);
@@ -100,14 +101,19 @@ CREATE TABLE IF NOT EXISTS secrets (
 )
 
 #: Columns added to tables that older databases already have (CREATE TABLE IF NOT EXISTS leaves those be).
-ADDED_COLUMNS = (("jobs", "webhook", "TEXT"), ("jobs", "vendor_task", "TEXT"), ("jobs", "source", "TEXT"))
+ADDED_COLUMNS = (
+    ("jobs", "webhook", "TEXT"),
+    ("jobs", "vendor_task", "TEXT"),
+    ("jobs", "source", "TEXT"),
+    ("jobs", "limits", "TEXT"),
+)
 
 #: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more
 #: (`seq`, `request_hash`) select these first and the others after.
 JOB_COLUMNS = (
     "id, owner, model, kind, input, status, progress, attempt, priority, created_at, started_at, "
     "finished_at, history, outputs, error, timings, batch_id, cancel_requested, webhook, vendor_task, "
-    "source"
+    "source, limits"
 )
 JOB_COLUMN_COUNT = len(JOB_COLUMNS.split(","))
 

@@ -28,6 +28,7 @@ from reangle.store.rows import (
     history_json,
     interrupted_error,
     job_from_row,
+    limits_json,
     worker_from_row,
     worker_values,
 )
@@ -145,8 +146,8 @@ class SqliteStore:
                 queued += 1
                 db.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
-                    "history, batch_id, idempotency_key, request_hash, webhook, source) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "history, batch_id, idempotency_key, request_hash, webhook, source, limits) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id,
                         job.owner,
@@ -163,6 +164,7 @@ class SqliteStore:
                         new.request_hash,
                         target_json(job.webhook),
                         job.source,
+                        limits_json(job.limits),
                     ),
                 )
                 out.append((job, new.request_hash))

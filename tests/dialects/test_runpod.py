@@ -453,6 +453,55 @@ def test_retry_of_a_completed_job_is_refused(http: httpx.Client) -> None:
     assert "COMPLETED" in response.json()["error"]
 
 
+# policy ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "words"),
+    [
+        ({"executionTimeout": 1000}, "policy.executionTimeout"),
+        ({"ttl": 5000}, "policy.ttl"),
+        ({"ttl": 8 * 24 * 3600 * 1000}, "policy.ttl"),
+        ({"executionTimeout": "soon"}, "policy.executionTimeout"),
+        ({"timeout": 60000}, "policy.timeout"),
+        ("fast", "policy"),
+    ],
+)
+def test_a_policy_out_of_runpods_bounds_is_refused(http: httpx.Client, policy: Any, words: str) -> None:
+    response = http.post("/run", json={"input": camera_input(), "policy": policy})
+    assert response.status_code == 400
+    assert words in response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Fake steps of 0.1 s: 100 steps run 10 s, past RunPod's shortest execution timeout (5 s)."""
+    running = start_server(tmp_path_factory.mktemp("runpod-slow"), env={"REANGLE_FAKE_STEP_SECONDS": "0.1"})
+    yield running
+    stop_server(running)
+
+
+def test_a_job_past_its_execution_timeout_is_timed_out(
+    slow_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runpod, "endpoint_url_base", f"{slow_server.url}/runpod/v2")
+    monkeypatch.setattr(runpod, "api_key", API_KEY)
+    policy = {"executionTimeout": 5000, "lowPriority": True, "ttl": 60000}
+    job = runpod.Endpoint(ENDPOINT_ID).run({"input": camera_input(**SLOW), "policy": policy})
+    assert job.output(timeout=60) is None  # the SDK's wait ends on TIMED_OUT, with no output
+    assert job.status() == "TIMED_OUT"
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=f"{slow_server.url}/runpod/v2/{ENDPOINT_ID}", headers=headers) as http:
+        body = http.get(f"/status/{job.job_id}").json()
+        error = json.loads(body["error"])
+        assert error["error_type"] == "timed_out"
+        assert "execution timeout (5 s)" in error["error_message"]
+        assert 5000 <= body["executionTime"] < 10000  # stopped, not run to its end
+        assert http.post(f"/retry/{job.job_id}").json() == {"id": job.job_id, "status": "IN_QUEUE"}
+        settle(http, job.job_id)
+
+
 # endpoint ids -> models -----------------------------------------------------------------------------------
 
 

@@ -22,7 +22,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange, WebhookTarget
+from reangle.core.jobs import (
+    Job,
+    JobError,
+    JobKind,
+    JobStatus,
+    OutputAsset,
+    StatusChange,
+    TimeLimits,
+    WebhookTarget,
+)
 from reangle.core.ports import AssetRecord, JobStore, NewJob, WorkerStatus
 from reangle.errors import QueueFull
 from reangle.store.schema import SCHEMA
@@ -68,7 +77,11 @@ def at_once(*calls: Callable[[], T]) -> list[T]:
 
 
 def test_a_queued_job_reads_back_as_it_was_inserted(job_store: JobStore) -> None:
-    job = replace(new_job("job_1", batch_id="batch_1", priority=5), source="runpod:ep-1")
+    job = replace(
+        new_job("job_1", batch_id="batch_1", priority=5),
+        source="runpod:ep-1",
+        limits=TimeLimits(run_s=6.5, total_s=30.0),
+    )
     assert job_store.insert_jobs([NewJob(job=job)]) == [(job, None)]
     assert job_store.get_job("job_1") == job
     assert job_store.batch_jobs("batch_1") == [job]
