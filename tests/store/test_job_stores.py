@@ -319,9 +319,11 @@ def test_a_vendor_task_is_recorded_by_its_running_attempt_and_outlives_a_stop(jo
     ]
 
 
-def test_a_sqlite_database_made_before_vendor_tasks_gets_the_column(tmp_path: Path) -> None:
-    """The jobs table as reangle made it before the webhook and vendor_task columns were added."""
-    old_schema = SCHEMA.replace("    webhook TEXT,\n    vendor_task TEXT,\n", "")
+def test_a_sqlite_database_made_before_the_added_columns_gets_them(tmp_path: Path) -> None:
+    """The jobs table as reangle made it before the webhook, vendor_task, source and limits columns."""
+    old_schema = SCHEMA.replace(
+        "    webhook TEXT,\n    vendor_task TEXT,\n    source TEXT,\n    limits TEXT,\n", ""
+    )
     assert old_schema != SCHEMA
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:
@@ -337,7 +339,13 @@ def test_a_sqlite_database_made_before_vendor_tasks_gets_the_column(tmp_path: Pa
     try:
         old = store.get_job("job_old")
         assert old is not None
-        assert (old.status, old.webhook, old.vendor_task) == (JobStatus.QUEUED, None, None)
+        assert (old.status, old.webhook, old.vendor_task, old.source, old.limits) == (
+            JobStatus.QUEUED,
+            None,
+            None,
+            None,
+            None,
+        )
         assert store.claim_next(T0 + 1) is not None
         assert store.set_vendor_task("job_old", 1, "task-a")
         assert store.release("job_old", 1, T0 + 2)
