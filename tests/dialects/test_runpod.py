@@ -32,12 +32,17 @@ ORIGINAL_BASE, ORIGINAL_KEY = runpod.endpoint_url_base, runpod.api_key
 SLOW = {"num_inference_steps": 100}
 
 
-@pytest.fixture
-def base(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> str:
+def point_client_at(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Set the client's base URL and key (for this test only); returns the base URL."""
     url = f"{server.url}/runpod/v2"
     monkeypatch.setattr(runpod, "endpoint_url_base", url)
     monkeypatch.setattr(runpod, "api_key", API_KEY)
     return url
+
+
+@pytest.fixture
+def base(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    return point_client_at(server, monkeypatch)
 
 
 @pytest.fixture
@@ -484,8 +489,7 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
 def test_a_job_past_its_execution_timeout_is_timed_out(
     slow_server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runpod, "endpoint_url_base", f"{slow_server.url}/runpod/v2")
-    monkeypatch.setattr(runpod, "api_key", API_KEY)
+    point_client_at(slow_server, monkeypatch)
     policy = {"executionTimeout": 5000, "lowPriority": True, "ttl": 60000}
     job = runpod.Endpoint(ENDPOINT_ID).run({"input": camera_input(**SLOW), "policy": policy})
     assert job.output(timeout=60) is None  # the SDK's wait ends on TIMED_OUT, with no output
@@ -519,8 +523,7 @@ def mapped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 def test_endpoint_models_setting_picks_the_model(
     mapped_server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runpod, "endpoint_url_base", f"{mapped_server.url}/runpod/v2")
-    monkeypatch.setattr(runpod, "api_key", API_KEY)
+    point_client_at(mapped_server, monkeypatch)
     instruct = runpod.Endpoint("ep-instruct")
     output = instruct.run_sync({"image": png_base64(), "prompt": "add a hat", "width": 32, "height": 32})
     assert decode_png(output["images"][0]).size == (32, 32)
@@ -547,8 +550,7 @@ def test_endpoint_models_setting_picks_the_model(
 
 @pytest.mark.tiny
 def test_tiny_engine_through_the_client(tiny_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runpod, "endpoint_url_base", f"{tiny_server.url}/runpod/v2")
-    monkeypatch.setattr(runpod, "api_key", API_KEY)
+    point_client_at(tiny_server, monkeypatch)
     output = runpod.Endpoint(ENDPOINT_ID).run_sync(
         {
             "image": png_base64(64, 48),
