@@ -2,6 +2,9 @@
 // EventSource cannot send an Authorization header, so events are read from a fetch stream.
 
 const KEY_STORAGE = "reangle.apiKey";
+// While the server does not answer: the first wait before asking again, doubled up to the last.
+export const RETRY_FIRST_MS = 500;
+export const RETRY_MAX_MS = 5000;
 
 /** An answer of the API that is not a success: status, code and message, the field it names, Retry-After. */
 export class ApiError extends Error {
@@ -50,10 +53,10 @@ export class Api {
   }
 
   health() { return this.request("GET", "/healthz"); }
-  poses() { return this.request("GET", "/v1/poses"); }
+  poses(signal) { return this.request("GET", "/v1/poses", { signal }); }
   getAsset(id) { return this.request("GET", `/v1/assets/${encodeURIComponent(id)}`); }
   getJob(id, signal) { return this.request("GET", `/v1/jobs/${encodeURIComponent(id)}`, { signal }); }
-  cancelJob(id) { return this.request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`); }
+  cancelJob(id, signal) { return this.request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`, { signal }); }
   listJobs(limit = 20) { return this.request("GET", `/v1/jobs?limit=${limit}`); }
 
   upload(file) {
@@ -85,6 +88,29 @@ export class Api {
       }
     }
   }
+}
+
+/** A failure worth retrying: no answer at all, a 5xx, a timeout or a full queue; not an abort or a refusal. */
+export function isTransient(error) {
+  if (error.name === "AbortError") return false;
+  if (!(error instanceof ApiError)) return true; // the event stream's own fetch failing
+  return error.status === 0 || error.status >= 500 || error.status === 408 || error.status === 429;
+}
+
+/** Resolves after `ms`; rejects with an AbortError as soon as `signal` aborts. */
+export function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const abort = () => {
+      clearTimeout(timer);
+      reject(new DOMException("aborted", "AbortError"));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", abort);
+      resolve();
+    }, ms);
+    if (signal.aborted) abort();
+    else signal.addEventListener("abort", abort, { once: true });
+  });
 }
 
 function parseEvent(block) {

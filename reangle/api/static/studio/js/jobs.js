@@ -1,14 +1,11 @@
 // Running jobs: the request from the form, submit, live progress from the job's events, cancel, and every
 // error shown next to the control that caused it.
-import { ApiError } from "./api.js";
+import { ApiError, RETRY_FIRST_MS, RETRY_MAX_MS, isTransient, sleep } from "./api.js";
 import { round } from "./camera.js";
 
 export const CAMERA_MODEL = "qwen-edit-multiangle-2511";
 const ORBIT_AZIMUTHS = [0, 45, 90, 135, 180, 225, 270, 315];
 const POLL_MS = 500;
-// While the server does not answer: the first wait before asking again, doubled up to the last.
-const RETRY_FIRST_MS = 500;
-const RETRY_MAX_MS = 5000;
 const FOLLOWED_JOB = "reangle.followedJob"; // session storage: the job this tab follows
 
 // The input field an error names -> the control whose error line shows it.
@@ -115,13 +112,23 @@ export function showError(error, fallback = "generate") {
 /** Submits jobs one at a time, follows them, and hands finished ones to `onDone(job)`. The job being
  * followed is remembered for this tab (session storage), so that a reload picks it up again (`resume`). */
 export function createJobRunner({ api, onSubmitted, onDone }) {
-  let current = null; // { id, controller, cancelRequested, returnFocus }
+  // cancelPending: a cancel not answered yet, sent again while the server does not answer; wakeCancel: sends
+  // such a kept cancel at once
+  let current = null; // { id, status, controller, cancelRequested, cancelPending, wakeCancel, returnFocus }
   const buttons = ["generate", "orbit", "render-path"].map($);
   const cancel = $("cancel");
 
   function begin() {
     const pressed = buttons.includes(document.activeElement) ? document.activeElement : null;
-    current = { id: null, controller: new AbortController(), cancelRequested: false, returnFocus: pressed };
+    current = {
+      id: null,
+      status: null,
+      controller: new AbortController(),
+      cancelRequested: false,
+      cancelPending: false,
+      wakeCancel: null,
+      returnFocus: pressed,
+    };
     cancel.disabled = false;
     for (const button of buttons) button.disabled = true;
     // the pressed button is disabled now, which would drop the keyboard focus onto the page itself
@@ -129,6 +136,7 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
   }
 
   function end() {
+    current.controller.abort(); // stops a cancel still being retried
     for (const button of buttons) button.disabled = false;
     if (document.activeElement === cancel) (current.returnFocus || $("generate")).focus();
     cancel.disabled = true;
@@ -140,7 +148,18 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     $("progress-text").textContent = text;
   }
 
+  function reconnecting() {
+    const kept = current && current.cancelPending ? " The job will be canceled when reconnected." : "";
+    progress(null, `Reconnecting to the server…${kept}`);
+  }
+
+  /** The server answered the follow: a cancel waiting to be sent again goes now. */
+  function answered() {
+    if (current && current.wakeCancel) current.wakeCancel();
+  }
+
   function showStatus(job) {
+    if (current) current.status = job.status;
     if (job.status === "queued") progress(0, "Queued");
     else if (job.status === "processing") progress(job.progress, "Running");
     else if (job.status === "succeeded") progress(1, "Done");
@@ -154,6 +173,7 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     let last = job;
     let retryMs = RETRY_FIRST_MS;
     const onEvent = (kind, data) => {
+      answered();
       if (kind === "status") {
         last = data;
         showStatus(data);
@@ -172,10 +192,11 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
       try {
         last = await api.getJob(job.id, signal);
         showStatus(last);
+        answered();
         retryMs = RETRY_FIRST_MS;
       } catch (error) {
         if (!isTransient(error)) throw error;
-        progress(null, "Reconnecting to the server…");
+        reconnecting();
         await sleep(retryMs, signal);
         retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
       }
@@ -183,12 +204,49 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     return last;
   }
 
+  /** Cancel the followed job. While the server does not answer, the cancel is kept and sent again (with the
+   * follow's backoff, and at once when the follow reaches the server) until it is answered or the job ends.
+   * A refusal (4xx: the job has ended already, or is gone) is no error: the job's own state is shown. */
   async function sendCancel(id) {
+    const followed = current;
+    if (followed.cancelPending) return; // already on its way
+    followed.cancelPending = true;
     progress(null, "Canceling");
+    const { signal } = followed.controller;
+    let retryMs = RETRY_FIRST_MS;
     try {
-      await api.cancelJob(id);
+      for (;;) {
+        try {
+          await api.cancelJob(id, signal);
+          if (!isTerminal(followed)) progress(null, "Canceling"); // in place of a reconnecting notice
+          return;
+        } catch (error) {
+          if (!isTransient(error)) {
+            if (error.name !== "AbortError") showStateOf(followed, id);
+            return;
+          }
+        }
+        reconnecting();
+        await new Promise((resolve, reject) => {
+          followed.wakeCancel = resolve;
+          sleep(retryMs, signal).then(resolve, reject);
+        });
+        followed.wakeCancel = null;
+        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+      }
+    } catch {
+      // aborted: the job has ended
+    } finally {
+      followed.cancelPending = false;
+    }
+  }
+
+  async function showStateOf(followed, id) {
+    try {
+      const job = await api.getJob(id, followed.controller.signal);
+      if (current === followed) showStatus(job);
     } catch (error) {
-      showError(error);
+      if (current === followed && isTransient(error)) reconnecting(); // the follow says what became of it
     }
   }
 
@@ -256,21 +314,4 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
 
 function isTerminal(job) {
   return ["succeeded", "failed", "canceled"].includes(job.status);
-}
-
-/** A failure worth retrying: no answer at all, a 5xx, a timeout or a full queue; not an abort or a refusal. */
-function isTransient(error) {
-  if (error.name === "AbortError") return false;
-  if (!(error instanceof ApiError)) return true; // the event stream's own fetch failing
-  return error.status === 0 || error.status >= 500 || error.status === 408 || error.status === 429;
-}
-
-function sleep(ms, signal) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      reject(new DOMException("aborted", "AbortError"));
-    }, { once: true });
-  });
 }

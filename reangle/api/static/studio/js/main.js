@@ -1,5 +1,5 @@
 // The studio page: wires the API client, the pose table, the 3D view and the panels together.
-import { Api } from "./api.js";
+import { Api, RETRY_FIRST_MS, RETRY_MAX_MS, isTransient, sleep } from "./api.js";
 import { PoseTable, ZOOM_DEFAULT, zoomOfDistance } from "./camera.js";
 import { createCameraControls } from "./controls.js";
 import { createGallery, createHistory } from "./gallery.js";
@@ -10,6 +10,8 @@ import { createScene } from "./scene.js";
 const $ = (id) => document.getElementById(id);
 const api = new Api();
 let studio = null; // the panels, made once the pose table is in
+let connecting = null; // the AbortController of the connect() under way
+let healthAsked = false; // the health check: answered, or on its way
 
 async function boot() {
   $("api-key").value = api.key;
@@ -23,6 +25,8 @@ async function boot() {
 }
 
 async function showDemoNotice() {
+  if (healthAsked) return;
+  healthAsked = true;
   try {
     const health = await api.health();
     if (health.demo) {
@@ -31,36 +35,59 @@ async function showDemoNotice() {
         + "It is here to try the page; a server with the real model gives real pictures.";
     }
   } catch {
-    // the key and job panels say when the server cannot be reached
+    healthAsked = false; // asked again once the server answers the key check
   }
 }
 
 /** Read the pose table with the current key: that checks the key, and starts the panels the first time.
- * Until a key is accepted the panels are inert (nothing in them could work without one) and say so. */
+ * Until a key is accepted the panels are inert (nothing in them could work without one) and say so. While
+ * the server does not answer (or answers 5xx) the page says so and asks again, with a growing wait. */
 async function connect() {
+  if (connecting) connecting.abort(); // a key entered meanwhile: ask with that one instead
+  const { signal } = (connecting = new AbortController());
   $("api-key-error").textContent = "";
   $("key-status").textContent = "";
   let poses;
-  try {
-    poses = await api.poses();
-  } catch (error) {
-    if (error.status === 401) {
-      $("api-key-error").textContent = api.key
-        ? `The server refused this key: ${error.message}`
-        : "This server needs an API key (make one with `reangle keys create`).";
-      $("key-status").textContent = "Enter your API key above to start.";
-      $("studio").inert = true;
-      $("api-key").focus();
-    } else {
-      $("api-key-error").textContent = error.message;
+  for (let retryMs = RETRY_FIRST_MS; !poses; retryMs = Math.min(retryMs * 2, RETRY_MAX_MS)) {
+    try {
+      poses = await api.poses(signal);
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      if (!isTransient(error)) {
+        refused(error);
+        return;
+      }
+      const why = error.status ? ` (${error.message})` : ""; // a 5xx's own words; a network error has none
+      $("api-key-error").textContent = `Cannot reach the server at ${location.origin}${why}; retrying…`;
+      $("key-status").textContent = "The panels open once it answers.";
+      try {
+        await sleep(retryMs, signal);
+      } catch {
+        return; // aborted
+      }
     }
-    return;
   }
+  $("api-key-error").textContent = "";
   $("key-status").textContent = api.key ? "Key accepted." : "No key needed: this server runs without auth.";
   if (!api.key) $("key-form").hidden = true;
   $("studio").inert = false;
+  showDemoNotice();
   if (!studio) studio = start(new PoseTable(poses.data));
   studio.history.refresh();
+}
+
+/** A refused key (or no key where one is needed) locks the panels; any other refusal is said as it is. */
+function refused(error) {
+  if (error.status === 401) {
+    $("api-key-error").textContent = api.key
+      ? `The server refused this key: ${error.message}`
+      : "This server needs an API key (make one with `reangle keys create`).";
+    $("key-status").textContent = "Enter your API key above to start.";
+    $("studio").inert = true;
+    $("api-key").focus();
+  } else {
+    $("api-key-error").textContent = error.message;
+  }
 }
 
 function start(table) {

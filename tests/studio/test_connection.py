@@ -1,0 +1,134 @@
+"""The studio when the server cannot be reached: a Cancel pressed meanwhile is kept and sent once it answers,
+and a page opened while it is down says so and opens its panels by itself once it answers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from playwright.sync_api import Route, expect
+
+from tests.studio.conftest import WAIT_MS, Studio, StudioFactory
+from tests.studio.test_jobs import only_job, set_advanced
+
+RECONNECTING = "Reconnecting to the server…"
+CANCEL_KEPT = f"{RECONNECTING} The job will be canceled when reconnected."
+
+#: Every text #api-key-error shows, recorded from the page's first script on (the element comes later).
+RECORD_KEY_ERRORS = """() => {
+    window.seenKeyErrors = [];
+    new MutationObserver(() => {
+        const text = document.getElementById("api-key-error")?.textContent;
+        const seen = window.seenKeyErrors;
+        if (text !== undefined && text !== seen[seen.length - 1]) seen.push(text);
+    }).observe(document, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+JOB, EVENTS, CANCEL = "**/v1/jobs/*", "**/v1/jobs/*/events", "**/v1/jobs/*/cancel"
+
+
+def abort(route: Route) -> None:
+    route.abort()
+
+
+def cut_off_mid_job(studio: Studio, photo: Path, button: str) -> None:
+    """A job of 100 steps a view, seen running; then every request about it fails as if the server were gone,
+    and the page says it is reconnecting. Its event stream fails from the start (the page polls the job
+    instead), because a route cannot break a stream once it is open."""
+    page = studio.page
+    page.route(EVENTS, abort)
+    studio.upload(photo)
+    set_advanced(page, steps="100", width="64", height="64")
+    page.click(button)
+    expect(page.locator("#progress-text")).to_have_text("Running")
+    page.route(JOB, abort)
+    page.route(CANCEL, abort)
+    expect(page.locator("#progress-text")).to_have_text(RECONNECTING)
+
+
+def test_cancel_pressed_while_the_server_is_unreachable_is_sent_once_it_answers(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    cut_off_mid_job(studio, photo, "#orbit")  # 8 views of 100 steps: 40 s
+    page.click("#cancel")
+    expect(page.locator("#progress-text")).to_have_text(CANCEL_KEPT)
+    expect(page.locator("#generate-error")).to_be_hidden()
+    assert only_job(studio)["status"] == "processing"  # nothing reached the server
+    page.unroute_all()
+    studio.wait_done("Canceled")
+    assert only_job(studio)["status"] == "canceled"
+    expect(page.locator("#generate")).to_be_enabled()
+    expect(page.locator("#generate-error")).to_be_hidden()
+
+
+def test_a_kept_cancel_refused_because_the_job_ended_meanwhile_shows_how_it_ended(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    cut_off_mid_job(studio, photo, "#generate")  # 5 s
+    page.click("#cancel")
+    expect(page.locator("#progress-text")).to_have_text(CANCEL_KEPT)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while only_job(studio)["status"] != "succeeded":
+        assert time.monotonic() < deadline, only_job(studio)
+        time.sleep(0.1)
+    # the cancel gets through first, while the job's own reads still fail: refused (409), it is no error
+    with page.expect_response(CANCEL) as answer:
+        page.unroute(CANCEL)
+    assert answer.value.status == 409
+    expect(page.locator("#progress-text")).to_have_text(RECONNECTING)  # no cancel is promised any more
+    expect(page.locator("#generate-error")).to_be_hidden()
+    page.unroute_all()
+    studio.wait_done("Done")
+    expect(page.locator("#results li")).to_have_count(1)
+    expect(page.locator("#generate-error")).to_be_hidden()
+    expect(page.locator("#generate")).to_be_enabled()
+
+
+def test_a_server_unreachable_at_first_load_is_said_and_the_page_opens_once_it_answers(
+    open_studio: StudioFactory,
+) -> None:
+    studio = open_studio()
+    page = studio.page
+    page.context.add_init_script(f"({RECORD_KEY_ERRORS})()")
+    server: dict[str, object] = {"state": "down"}  # down: no answer at all; 503: an error of its own; up
+    asked: list[str] = []
+
+    def through(route: Route) -> None:
+        asked.append(route.request.url)
+        if server["state"] == "down":
+            route.abort()
+        elif server["state"] == 503:
+            route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "starting up"}})
+        else:
+            route.fallback()
+
+    page.route("**/v1/poses", through)
+    page.route("**/healthz", through)
+    page.goto(f"{studio.server_url}/")
+    error = page.locator("#api-key-error")
+    expect(error).to_have_text(f"Cannot reach the server at {studio.server_url}; retrying…")
+    expect(page.locator("#studio")).to_have_js_property("inert", True)
+    page.evaluate("() => { window.sameDocument = true; }")
+    server["state"] = 503
+    expect(error).to_have_text(f"Cannot reach the server at {studio.server_url} (starting up); retrying…")
+    expect(page.locator("#studio")).to_have_js_property("inert", True)
+    server["state"] = "up"
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    assert page.evaluate("() => window.sameDocument") is True  # asked again by itself, with no reload
+    assert sum(url.endswith("/v1/poses") for url in asked) >= 3
+    expect(page.locator("#studio")).to_have_js_property("inert", False)
+    expect(page.locator("#key-status")).to_have_text("Key accepted.")
+    expect(error).to_be_hidden()
+    expect(page.locator("#demo-notice")).to_be_visible()  # its health check is asked again too
+    seen = page.evaluate("() => window.seenKeyErrors")
+    assert seen == [
+        "",
+        f"Cannot reach the server at {studio.server_url}; retrying…",
+        f"Cannot reach the server at {studio.server_url} (starting up); retrying…",
+        "",
+    ], seen
