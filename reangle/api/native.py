@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, Owner, caller_of
+from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, KeyFirstRoute, Owner, caller_of
 from reangle.api.deps import State
 from reangle.api.errors import json_body
 from reangle.api.forms import parse_form
@@ -170,7 +170,6 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
 # jobs ------------------------------------------------------------------------------------------------
 
 
-@router.post("/v1/jobs", status_code=202, tags=["jobs"])
 async def submit_job(
     submission: JobSubmission,
     request: Request,
@@ -197,6 +196,16 @@ async def submit_job(
     if wait > 0:
         job = await app.service.wait(who, job.id, wait)
     return JSONResponse(job_json(job, caller.links), status_code=200 if job.status.is_terminal else 202)
+
+
+router.add_api_route(
+    "/v1/jobs",
+    submit_job,
+    methods=["POST"],
+    status_code=202,
+    tags=["jobs"],
+    route_class_override=KeyFirstRoute,
+)
 
 
 @router.get("/v1/jobs", tags=["jobs"])
@@ -265,7 +274,6 @@ def _sse(event: JobEvent, make_links: Links) -> str:
 # batches ---------------------------------------------------------------------------------------------
 
 
-@router.post("/v1/batches", status_code=202, tags=["jobs"])
 async def submit_batch(submission: BatchSubmission, request: Request, caller: CallerDep) -> dict[str, Any]:
     """N (images, prompt) inputs at once: N edit jobs under one batch id, each with its own result."""
     webhook = await webhook_target(
@@ -275,6 +283,16 @@ async def submit_batch(submission: BatchSubmission, request: Request, caller: Ca
         caller.owner, submission.model, [item.input for item in submission.items], webhook=webhook
     )
     return {"id": batch_id, "jobs": [job_json(job, caller.links) for job in jobs]}
+
+
+router.add_api_route(
+    "/v1/batches",
+    submit_batch,
+    methods=["POST"],
+    status_code=202,
+    tags=["jobs"],
+    route_class_override=KeyFirstRoute,
+)
 
 
 @router.get("/v1/batches/{batch_id}", tags=["jobs"])

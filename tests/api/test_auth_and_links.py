@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,25 @@ def test_without_a_valid_key_every_api_route_is_401(
             assert_error(response, 401, "unauthorized", mention)
             assert response.headers["WWW-Authenticate"] == "Bearer"
         assert anonymous.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/batches"])
+def test_a_submission_without_a_key_is_refused_before_its_body_is_read(
+    shared_server: ServerProcess, path: str
+) -> None:
+    """The 401 comes while the (announced 50 MB) body has not even been sent: nothing of it is taken in."""
+    with socket.create_connection(("127.0.0.1", shared_server.port), timeout=10) as conn:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer nope\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {50 << 20}\r\n\r\n"
+        )
+        conn.sendall(head.encode() + b'{"model": "')
+        answer = b""
+        while chunk := conn.recv(65536):  # the server closes the connection after its answer
+            answer += chunk
+    answer_text = answer.decode("latin-1")
+    assert answer_text.startswith("HTTP/1.1 401"), answer_text[:200]
+    assert '"unauthorized"' in answer_text
 
 
 def test_a_bare_key_in_authorization_is_accepted(shared_server: ServerProcess) -> None:
