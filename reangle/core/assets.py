@@ -9,12 +9,15 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 
 from reangle.core.images import decode_image
 from reangle.core.ports import AssetRecord, BlobStore, JobStore
 from reangle.errors import AssetGone, NotFound, TooLarge
+
+T = TypeVar("T")
 
 
 def new_id(prefix: str) -> str:
@@ -58,10 +61,14 @@ class AssetService:
 
     async def ingest_async(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
         """`ingest` in a worker thread: decoding a large image must not stall the event loop."""
+        return await self.decoding(lambda: self.ingest(owner, data, field=field))
+
+    async def decoding(self, call: Callable[[], T]) -> T:
+        """`call`, work that decodes an image, in a worker thread once one of the decode slots is free."""
         loop = asyncio.get_running_loop()
         slots = self._decoding.setdefault(loop, asyncio.Semaphore(self._decode_slots))
         async with slots:
-            return await asyncio.to_thread(self.ingest, owner, data, field=field)
+            return await asyncio.to_thread(call)
 
     def put_output(
         self, owner: str, data: bytes, mime_type: str, width: int, height: int, *, job_id: str | None = None

@@ -8,7 +8,6 @@ The translations themselves are pure functions in `scenario_schemas`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from datetime import UTC, datetime
@@ -302,13 +301,13 @@ async def download_asset(
     fmt = schemas.target_format((await json_object(request)).get("targetFormat"))
     record = app.service.assets.get(who, asset_id)
     if fmt is not None and MIME_TYPES[fmt] != record.mime_type:
-        data, size = await asyncio.to_thread(_reencode, app, record, fmt)
+        data, size = await app.service.assets.decoding(lambda: _reencode(app, record, fmt))
         record = app.service.assets.put_output(who, data, MIME_TYPES[fmt], *size, job_id=record.job_id)
     return {"url": links.asset_url(record), "mimeType": record.mime_type}
 
 
 def _reencode(app: AppState, record: AssetRecord, fmt: OutputFormat) -> tuple[bytes, tuple[int, int]]:
-    """Off the event loop: the asset's pixels in another format."""
+    """The asset's pixels in another format (a decode: see AssetService.decoding)."""
     image = app.service.assets.load_image(record)
     return encode_image(image, fmt), image.size
 

@@ -17,9 +17,11 @@ from reangle.store.sqlite import SqliteStore
 from tests.conftest import image_bytes, make_image
 
 
-def test_concurrent_ingests_decode_at_most_the_configured_number_at_once(
-    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("way", ["ingest", "stored"])
+def test_concurrent_decodes_run_at_most_the_configured_number_at_once(
+    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
+    """Uploads (`ingest_async`), and decodes of stored images in `decoding` (a Scenario format conversion)."""
     decoding, most = 0, 0
     lock = threading.Lock()
     real_decode = assets_module.decode_image
@@ -37,7 +39,6 @@ def test_concurrent_ingests_decode_at_most_the_configured_number_at_once(
             with lock:
                 decoding -= 1
 
-    monkeypatch.setattr(assets_module, "decode_image", counting_decode)
     service = AssetService(
         store,
         FileBlobStore(tmp_path / "assets"),
@@ -48,10 +49,17 @@ def test_concurrent_ingests_decode_at_most_the_configured_number_at_once(
         max_concurrent_decodes=2,
     )
     data = [image_bytes(make_image(20 + i, 20)) for i in range(8)]
+    stored = [service.ingest("owner", item) for item in data] if way == "stored" else []
+    monkeypatch.setattr(assets_module, "decode_image", counting_decode)
 
-    async def ingest_all() -> list[Any]:
-        return await asyncio.gather(*(service.ingest_async("owner", item) for item in data))
+    async def decode_all() -> list[int]:
+        if way == "ingest":
+            records = await asyncio.gather(*(service.ingest_async("owner", item) for item in data))
+            return [record.width for record in records]
+        images = await asyncio.gather(
+            *(service.decoding(lambda record=record: service.load_image(record)) for record in stored)
+        )
+        return [image.width for image in images]
 
-    records = asyncio.run(ingest_all())
-    assert [record.width for record in records] == [20 + i for i in range(8)]
+    assert asyncio.run(decode_all()) == [20 + i for i in range(8)]
     assert most == 2
