@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from pathlib import Path
 
@@ -22,8 +23,8 @@ class UrlSigner:
         path = data_dir / "signing.key"
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as key_file:
+                key_file.write(secrets.token_hex(32))
         return cls(path.read_text().strip().encode())
 
     def signature(self, asset_id: str, expires: int) -> str:

@@ -85,7 +85,7 @@ def make_data_dir(settings: Settings, *, jobs_only: bool = False) -> None:
     if not uses_folder:
         return
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its owner's alone
     except OSError as exc:
         raise InvalidInput(
             f"cannot create the data folder {settings.data_dir}: {exc.strerror or exc}", field="data-dir"

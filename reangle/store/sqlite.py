@@ -89,6 +89,10 @@ class SqliteStore:
         #: The database file (other processes, such as the `sqlite3` shell, may open it too).
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        # readable by its owner only: it holds webhook signing secrets (SQLite gives its -wal and -shm files
+        # the database's permissions)
+        if not path.exists():
+            path.touch(mode=0o600, exist_ok=True)
         self._db = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=_Connection
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -139,6 +140,23 @@ def with_query(url: str, **changes: str) -> str:
     parts = urlsplit(url)
     query = {name: values[0] for name, values in parse_qs(parts.query).items()} | changes
     return parts._replace(query=urlencode(query)).geturl()
+
+
+def test_the_data_folder_and_its_secrets_are_readable_by_their_owner_only(
+    shared_server: ServerProcess, api: httpx.Client, backend: str
+) -> None:
+    """The signing key, and the database (webhook signing secrets, key hashes, job inputs) with its WAL; on
+    PostgreSQL the folder holds only the asset files (and the test servers set the signing secret)."""
+    upload(api)  # something written: the WAL exists
+    assert stat.S_IMODE(shared_server.data_dir.stat().st_mode) == 0o700
+    if backend == "sqlite":
+        files = [
+            shared_server.data_dir / name
+            for name in ("signing.key", "reangle.sqlite3", "reangle.sqlite3-wal")
+        ]
+        assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in files} == {
+            path.name: 0o600 for path in files
+        }
 
 
 def test_a_tampered_link_is_403(api: httpx.Client) -> None:
