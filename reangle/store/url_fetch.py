@@ -10,6 +10,7 @@ fetch. Whatever is wrong with the URL, the target or the response is an `Invalid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import re
@@ -189,7 +190,13 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _shown(url: str | httpx.URL) -> str:
+    """The URL as job errors and the log show it: without its query (a presigned URL's signature, a token),
+    which the user who sent it knows and nobody else should read. A URL with a password is refused unshown."""
     text = str(url)
+    with contextlib.suppress(httpx.InvalidURL, ValueError):
+        parsed = httpx.URL(text)
+        text = str(parsed.copy_with(query=None, fragment=None))
+        text += "?..." if parsed.query else ""
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
 

@@ -211,6 +211,12 @@ def refused(url: str, policy: FetchPolicy = LOCAL, **options: Any) -> InvalidInp
     return caught.value
 
 
+def as_shown(url: str) -> str:
+    """`url` as errors show it: its query (a presigned URL's signature) left out."""
+    base, query = url.split("?", 1) if "?" in url else (url, "")
+    return base + ("?..." if query else "")
+
+
 def probe() -> str:
     """A query string that marks one request, to check that it never reached the server."""
     return f"probe={uuid.uuid4().hex}"
@@ -295,8 +301,16 @@ def test_literal_addresses_of_each_class_are_refused(server: _Server, address: s
     host = f"[{address}]" if ":" in address else address
     url = f"http://{host}:{server.port}/image?{mark}"
     error = refused(url, FetchPolicy(timeout_s=1.0))
-    assert error.message == f"refusing to fetch {url}: {address} is {kind}"
+    assert error.message == f"refusing to fetch {as_shown(url)}: {address} is {kind}"
     assert not [path for path in server.seen if mark in path]
+
+
+def test_an_error_leaves_out_the_urls_query(server: _Server) -> None:
+    url = f"http://127.0.0.1:{server.port}/lora.safetensors?X-Amz-Signature=5ec7e7&token=t0k"
+    error = refused(url, FetchPolicy(timeout_s=1.0))
+    assert error.message == f"refusing to fetch http://127.0.0.1:{server.port}/lora.safetensors?...: " + (
+        "127.0.0.1 is a loopback address"
+    )
 
 
 @pytest.mark.parametrize(("address", "kind"), FORBIDDEN)
@@ -306,7 +320,7 @@ def test_names_resolving_to_each_class_are_refused(server: _Server, address: str
     resolver = FakeResolver({"images.example": [address]})
     error = refused(url, FetchPolicy(timeout_s=1.0), resolver=resolver)
     shown = ipaddress.ip_address(address)  # in its canonical spelling: ::ffff:7f00:1
-    assert error.message == f"refusing to fetch {url}: images.example resolves to {shown}, {kind}"
+    assert error.message == f"refusing to fetch {as_shown(url)}: images.example resolves to {shown}, {kind}"
     assert not [path for path in server.seen if mark in path]
 
 
@@ -358,7 +372,9 @@ def test_redirect_to_a_loopback_literal_is_refused(server: _Server) -> None:
     target = server.url(f"/image?{mark}")
     resolver = FakeResolver({"public.test": ["127.0.0.1"]})
     error = refused(_public_redirect(server, target), PUBLIC, resolver=resolver)
-    assert error.message.startswith(f"refusing to fetch {target} (redirected from http://public.test:")
+    assert error.message.startswith(
+        f"refusing to fetch {as_shown(target)} (redirected from http://public.test:"
+    )
     assert error.message.endswith(": 127.0.0.1 is a loopback address")
     assert any("/redirect-to" in path for path in server.seen)  # the first hop did go out
     assert not [path for path in server.seen if mark in path]
@@ -382,9 +398,10 @@ def test_redirect_to_cloud_metadata_is_refused(server: _Server) -> None:
 
 
 def test_redirect_to_another_scheme_is_refused(server: _Server) -> None:
-    error = refused(server.url("/redirect-to?location=file:///etc/passwd"))
+    url = server.url("/redirect-to?location=file:///etc/passwd")
+    error = refused(url)
     assert error.message == (
-        f"refusing to follow the redirect from {server.url('/redirect-to?location=file:///etc/passwd')}: "
+        f"refusing to follow the redirect from {as_shown(url)}: "
         "its target is a file: URL; only http and https URLs are fetched"
     )
 
@@ -564,7 +581,7 @@ def test_a_closed_port_is_a_connection_error_naming_the_host() -> None:
         port = probe_socket.getsockname()[1]
     url = f"http://images.example:{port}/a.png"
     error = refused(url, resolver=FakeResolver({"images.example": ["127.0.0.1"]}))
-    assert error.message.startswith(f"could not fetch {url}: ConnectError from images.example")
+    assert error.message.startswith(f"could not fetch {as_shown(url)}: ConnectError from images.example")
 
 
 # --- https -------------------------------------------------------------------------------------------------
@@ -588,7 +605,7 @@ def test_https_to_a_name_the_certificate_does_not_cover_fails(tls_server: tuple[
     resolver = FakeResolver({"other.example": ["127.0.0.1"]})
     url = running.url(f"/image?{mark}", host="other.example", scheme="https")
     error = refused(url, resolver=resolver)
-    assert error.message.startswith(f"could not fetch {url}: ConnectError from other.example")
+    assert error.message.startswith(f"could not fetch {as_shown(url)}: ConnectError from other.example")
     assert "CERTIFICATE_VERIFY_FAILED" in error.message
     assert not [path for path in running.seen if mark in path]
 
