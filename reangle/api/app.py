@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,6 +14,7 @@ from reangle.api.body_limit import UPLOAD_OVERHEAD_BYTES, BodyLimit
 from reangle.api.docs_page import install_docs_page
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
+from reangle.api.no_auth_guard import NoAuthGuard
 from reangle.api.state import AppState
 from reangle.api.studio import install_studio
 from reangle.api.webhooks import router as webhooks_router
@@ -48,6 +50,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     if app_state.engine.info.demo:
         app.add_middleware(DemoHeader)
+    if settings.auth == "off":  # added last: the outermost, before any body is read
+        public_host = urlsplit(settings.public_base_url).hostname if settings.public_base_url else None
+        app.add_middleware(NoAuthGuard, public_host=public_host)
     install_error_handlers(app)
     install_docs_page(app)
     install_studio(app)

@@ -113,6 +113,43 @@ def test_auth_off_needs_no_key(serve: ServerFactory) -> None:
     with server.client(None) as api:
         job = succeeded(api, submit(api, edit_input(upload(api)["id"]))["id"])
         assert download(job["output"]["assets"][0]["url"]).status_code == 200
+        # the studio's own requests: its origin is the server's
+        same_site = {"Origin": server.url}
+        assert api.post(f"/v1/jobs/{job['id']}/cancel", headers=same_site).status_code == 409
+        assert api.get("/v1/models", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        (
+            {"Origin": "https://evil.example"},
+            "refuses requests from other sites' pages (https://evil.example)",
+        ),
+        ({"Origin": "null"}, "other sites' pages (null)"),
+        ({"Host": "rebound.example:8000"}, "not 'rebound.example:8000'"),
+    ],
+)
+def test_auth_off_refuses_other_sites_and_names_that_are_not_its_own(
+    serve: ServerFactory, headers: dict[str, str], words: str
+) -> None:
+    """A page in a browser on the machine could otherwise queue jobs (a form or fetch from its own site) or,
+    with a DNS name of its own pointed at 127.0.0.1, read the results too."""
+    server = serve(auth="off")
+    with server.client(None) as api:
+        for method, path in (("POST", "/runpod/v2/ep/run"), ("GET", "/v1/jobs"), ("POST", "/v1/assets")):
+            refused = api.request(method, path, headers=headers, content=b'{"input": {}}')
+            assert_error(refused, 403, "forbidden", words)
+        assert api.get("/v1/jobs").status_code == 200
+
+
+def test_auth_off_answers_the_name_of_its_public_base_url(serve: ServerFactory) -> None:
+    server = serve(auth="off", public_base_url="http://gpu-box.lan:8000")
+    with server.client(None) as api:
+        headers = {"Host": "gpu-box.lan:8000", "Origin": "http://gpu-box.lan:8000"}
+        assert api.get("/v1/jobs", headers=headers).status_code == 200
+        refused = api.get("/v1/jobs", headers={"Host": "other-box.lan:8000"})
+        assert_error(refused, 403, "forbidden", "REANGLE_PUBLIC_BASE_URL")
 
 
 def test_a_key_from_keys_create_is_accepted_by_the_running_server(shared_server: ServerProcess) -> None:

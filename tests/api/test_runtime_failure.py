@@ -32,7 +32,10 @@ def test_a_lock_held_at_start_delays_the_recovery_and_jobs_run_once_it_is_let_go
     other = sqlite3.connect(tmp_path / "reangle.sqlite3", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # as the sqlite3 shell or a backup holds it
     app = create_app(settings(tmp_path))
-    with caplog.at_level(logging.WARNING, "reangle.server"), TestClient(app) as http:
+    with (
+        caplog.at_level(logging.WARNING, "reangle.server"),
+        TestClient(app, base_url="http://127.0.0.1") as http,
+    ):
         deadline = time.monotonic() + 10
         while "could not recover the interrupted jobs" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -54,7 +57,7 @@ def test_healthz_answers_503_naming_the_failure_and_the_server_is_asked_to_stop(
     app = create_app(settings(tmp_path))
     stop_requests: list[str] = []
     app.state.reangle.on_failure = lambda: stop_requests.append("stop")
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://127.0.0.1") as http:
         deadline = time.monotonic() + 10
         while (health := http.get("/healthz")).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.02)
