@@ -223,8 +223,14 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise InvalidInput("the body is empty: send a JSON object with at least a prompt", field=None)
     try:
         body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except ValueError as exc:  # UnicodeDecodeError is one
         raise InvalidInput(f"the body is not valid JSON: {exc}", field=None) from None
+    except RecursionError:
+        raise InvalidInput(
+            "the body nests arrays or objects too deeply to be read",
+            field=None,
+            hint="send JSON nested at most a few hundred levels deep",
+        ) from None
     if not isinstance(body, dict):
         raise InvalidInput(f"the body must be a JSON object, not {type(body).__name__}", field=None)
     return body

@@ -41,7 +41,7 @@ DEEP = b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}"
             {"Authorization": f"Bearer {API_KEY}"},
             400,
             ("error", "message"),
-            "maximum recursion depth",
+            "too deeply",
         ),
     ],
 )
