@@ -97,6 +97,7 @@ def build_service(settings: Settings, engine: Engine) -> JobService:
 
     limits = ServiceLimits(
         max_queue=settings.max_queue,
+        max_queue_per_key=settings.max_queue_per_key,
         max_attempts=settings.max_attempts,
         result_ttl_s=settings.result_ttl_s,
         sizes=engine.info.limits,

@@ -210,6 +210,8 @@ class Settings(BaseSettings):
     #: Extra accepted API keys, comma-separated (besides those made with `reangle keys create`).
     api_keys: str = ""
     max_queue: int = Field(default=1000, ge=1)
+    #: Queued jobs one API key may have at a time (None: only max_queue), so no key can fill the queue.
+    max_queue_per_key: int | None = Field(default=None, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     result_ttl_s: float = Field(default=24 * 3600, gt=0)
     upload_ttl_s: float = Field(default=3600, gt=0)

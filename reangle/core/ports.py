@@ -90,10 +90,15 @@ class JobStore(Protocol):
 
     # jobs
     def insert_jobs(
-        self, new_jobs: Sequence[NewJob], *, max_queued: int | None = None
+        self,
+        new_jobs: Sequence[NewJob],
+        *,
+        max_queued: int | None = None,
+        max_queued_per_owner: int | None = None,
     ) -> list[tuple[Job, str | None]]:
         """Insert all or none; each job with its stored request hash. A job whose idempotency key is taken
-        comes back as the stored one. QueueFull when the queued jobs would pass `max_queued`."""
+        comes back as the stored one. QueueFull when the queued jobs would pass `max_queued`, or a job's
+        owner's queued jobs `max_queued_per_owner`."""
         ...
 
     def job_by_idempotency_key(self, owner: str, key: str) -> tuple[Job, str | None] | None: ...

@@ -62,6 +62,8 @@ log = logging.getLogger("reangle.jobs")
 @dataclass(frozen=True, kw_only=True)
 class ServiceLimits:
     max_queue: int = 1000
+    #: queued jobs one owner may have at a time; None: no limit but max_queue
+    max_queue_per_key: int | None = None
     max_attempts: int = 3
     result_ttl_s: float = 24 * 3600
     #: size limits and default area of the engine the jobs will run on
@@ -131,7 +133,7 @@ class JobService:
             # twin that got in meanwhile is found by the insert and returned, not refused as a full queue.
             self._check_queue_room(1)
         new = await self._prepare(owner, request, batch_id=None, request_hash=request_hash)
-        job, stored_hash = self.store.insert_jobs([new], max_queued=self.limits.max_queue)[0]
+        job, stored_hash = self._insert([new])[0]
         if request.idempotency_key is not None:  # a concurrent submit with this key may have won
             job = self._same_request((job, stored_hash), request_hash, request.idempotency_key)
         self._announce([job])
@@ -164,7 +166,7 @@ class JobService:
                         batch_id=batch_id,
                     )
                 )
-        jobs = [job for job, _ in self.store.insert_jobs(new_jobs, max_queued=self.limits.max_queue)]
+        jobs = [job for job, _ in self._insert(new_jobs)]
         self._announce(jobs)
         return batch_id, jobs
 
@@ -176,6 +178,11 @@ class JobService:
                 hint="use a new key for a new request",
             )
         return job
+
+    def _insert(self, new_jobs: Sequence[NewJob]) -> list[tuple[Job, str | None]]:
+        return self.store.insert_jobs(
+            new_jobs, max_queued=self.limits.max_queue, max_queued_per_owner=self.limits.max_queue_per_key
+        )
 
     def _check_queue_room(self, count: int) -> None:
         queued = self.queue_depth()

@@ -35,10 +35,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
 from reangle.core.ports import ApiKeyRecord, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
-from reangle.errors import QueueFull, Unavailable
+from reangle.errors import Unavailable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
 from reangle.store.pg_dispatch import defer_run
 from reangle.store.pg_schema import upgrade
+from reangle.store.queue_room import QueueRoom
 from reangle.store.rows import (
     asset_from_row,
     delivery_from_row,
@@ -209,17 +210,29 @@ class PostgresStore:
     # jobs ---------------------------------------------------------------------------------------------------
 
     def insert_jobs(
-        self, new_jobs: Sequence[NewJob], *, max_queued: int | None = None
+        self,
+        new_jobs: Sequence[NewJob],
+        *,
+        max_queued: int | None = None,
+        max_queued_per_owner: int | None = None,
     ) -> list[tuple[Job, str | None]]:
-        """Insert all or none; an idempotent repeat returns the job stored under its key. With `max_queued`,
-        QueueFull when the new jobs would take the queued count past it, checked under a lock that every
-        such insert takes, in the insert's transaction."""
+        """Insert all or none; an idempotent repeat returns the job stored under its key. QueueFull when the
+        new jobs would take the queued count past `max_queued`, or an owner's past `max_queued_per_owner`,
+        checked under a lock that every such insert takes, in the insert's transaction."""
         out: list[tuple[Job, str | None]] = []
         with self._transaction() as cur:
-            queued = already = 0
-            if max_queued is not None:
+            queued = 0
+            if max_queued is not None or max_queued_per_owner is not None:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (QUEUE_LOCK,))
-                queued = already = _one(cur.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"))
+                queued = _one(cur.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"))
+            room = QueueRoom(
+                queued,
+                max_queued=max_queued,
+                max_per_owner=max_queued_per_owner,
+                count_owner=lambda owner: _one(
+                    cur.execute("SELECT COUNT(*) FROM jobs WHERE owner = %s AND status = 'queued'", (owner,))
+                ),
+            )
             for new in new_jobs:
                 job = new.job
                 if new.idempotency_key is not None:
@@ -227,8 +240,7 @@ class PostgresStore:
                     if stored is not None:
                         out.append(stored)
                         continue
-                if max_queued is not None and queued >= max_queued:
-                    raise QueueFull(f"the queue holds {already} jobs; its limit is {max_queued}")
+                room.take(job.owner)
                 cur.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
                     "history, batch_id, idempotency_key, request_hash, webhook, source, limits) "
@@ -260,7 +272,6 @@ class PostgresStore:
                     out.append(raced)
                     continue
                 defer_run(cur, job.id)
-                queued += 1
                 out.append((job, new.request_hash))
         return out
 

@@ -20,8 +20,9 @@ from typing import Any
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
 from reangle.core.ports import ApiKeyRecord, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
-from reangle.errors import QueueFull, Unavailable
+from reangle.errors import Unavailable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
+from reangle.store.queue_room import QueueRoom
 from reangle.store.rows import (
     asset_from_row,
     delivery_from_row,
@@ -125,16 +126,29 @@ class SqliteStore:
     # jobs ---------------------------------------------------------------------------------------------------
 
     def insert_jobs(
-        self, new_jobs: Sequence[NewJob], *, max_queued: int | None = None
+        self,
+        new_jobs: Sequence[NewJob],
+        *,
+        max_queued: int | None = None,
+        max_queued_per_owner: int | None = None,
     ) -> list[tuple[Job, str | None]]:
         """Insert all or none. Returns each job with the stored request hash: an idempotent repeat returns
-        the job already stored under its key (the caller compares hashes). With `max_queued`, QueueFull when
-        the new jobs would take the queued count past it: checked in the insert's own transaction, so that
-        concurrent submits cannot overfill the queue between a check and their insert."""
+        the job already stored under its key (the caller compares hashes). QueueFull when the new jobs would
+        take the queued count past `max_queued`, or an owner's past `max_queued_per_owner`: checked in the
+        insert's own transaction, so that concurrent submits cannot overfill the queue between a check and
+        their insert."""
         out: list[tuple[Job, str | None]] = []
         with self._transaction() as db:
             waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus.QUEUED.value,))
-            queued = already = waiting.fetchone()[0]
+            room = QueueRoom(
+                waiting.fetchone()[0],
+                max_queued=max_queued,
+                max_per_owner=max_queued_per_owner,
+                count_owner=lambda owner: db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = ?",
+                    (owner, JobStatus.QUEUED.value),
+                ).fetchone()[0],
+            )
             for new in new_jobs:
                 job = new.job
                 if new.idempotency_key is not None:
@@ -145,9 +159,7 @@ class SqliteStore:
                     if row is not None:
                         out.append((job_from_row(row), row["request_hash"]))
                         continue
-                if max_queued is not None and queued >= max_queued:
-                    raise QueueFull(f"the queue holds {already} jobs; its limit is {max_queued}")
-                queued += 1
+                room.take(job.owner)
                 db.execute(
                     "INSERT INTO jobs (id, owner, model, kind, input, status, attempt, priority, created_at, "
                     "history, batch_id, idempotency_key, request_hash, webhook, source, limits) "

@@ -11,6 +11,7 @@ import httpx
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
 from tests.api.conftest import (
     KEY_A,
+    KEY_B,
     ServerFactory,
     ServerProcess,
     assert_error,
@@ -101,6 +102,21 @@ def test_over_the_queue_limit_is_429_with_retry_after_and_nothing_accepted_is_lo
         assert sorted(job["id"] for job in listed) == sorted(job["id"] for job in accepted)
         # room again once the queue drains
         succeeded(api, submit(api, edit_input(asset["id"]))["id"])
+
+
+def test_a_key_at_its_own_queue_limit_is_429_and_other_keys_still_submit(serve: ServerFactory) -> None:
+    server = serve(max_queue_per_key=1)
+    with server.client(KEY_A) as a, server.client(KEY_B) as b:
+        asset = upload(a)
+        holder = submit(a, hold_input(asset["id"]), kind="orbit")  # holds the runner about 30 s
+        wait_job(a, holder["id"], running)
+        queued = submit(a, edit_input(asset["id"]))
+        refused = a.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(asset["id"])})
+        assert_error(refused, 429, "queue_full", "this API key has 1 queued jobs; each key may have 1")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert submit(b, edit_input(upload(b)["id"]))["status"] == "queued"
+        a.post(f"/v1/jobs/{holder['id']}/cancel")
+        succeeded(a, queued["id"])
 
 
 def test_concurrent_submits_with_inline_images_never_overfill_the_queue(serve: ServerFactory) -> None:

@@ -468,6 +468,21 @@ def test_a_batch_over_the_queue_limit_inserts_nothing(job_store: JobStore) -> No
     assert job_store.count_by_status() == {"queued": 1}
 
 
+def test_one_owner_cannot_queue_past_its_own_limit_and_others_still_can(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job("job_a1", owner="a"))], max_queued_per_owner=2)
+    with pytest.raises(QueueFull, match="this API key has 1 queued jobs; each key may have 2"):
+        job_store.insert_jobs(  # a batch of two, one too many: nothing of it is queued
+            [NewJob(job=new_job(f"job_a{n}", owner="a")) for n in (2, 3)],
+            max_queued=100,
+            max_queued_per_owner=2,
+        )
+    job_store.insert_jobs([NewJob(job=new_job("job_a2", owner="a"))], max_queued_per_owner=2)
+    job_store.insert_jobs([NewJob(job=new_job("job_b1", owner="b"))], max_queued_per_owner=2)
+    assert job_store.claim_next(T0 + 1) is not None  # a's first job starts: room for one more of a's
+    job_store.insert_jobs([NewJob(job=new_job("job_a3", owner="a"))], max_queued_per_owner=2)
+    assert job_store.count_by_status() == {"queued": 3, "processing": 1}
+
+
 def test_instances_claiming_at_once_never_take_one_job_twice(open_store: StoreOpener) -> None:
     stores = [open_store() for _ in range(3)]
     stores[0].insert_jobs([NewJob(job=new_job(f"job_{n:02}")) for n in range(60)])
