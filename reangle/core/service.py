@@ -44,7 +44,7 @@ from reangle.core.models import (
 from reangle.core.ports import AssetRecord, EventBus, JobStore, NewJob
 from reangle.core.read_cache import ReadCache
 from reangle.core.webhooks import PROGRESS_EVERY_S, wants_progress
-from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, Unavailable
 
 MAX_PAGE = 100
 MAX_BATCH = 64
@@ -55,6 +55,9 @@ STOPPING = "the server is stopping, so the request's job was canceled: send the 
 #: Progress of one job is stored (and published) at most this often, besides its first and last step: a
 #: 40-step job on a fast GPU would otherwise write 40 rows a second.
 PROGRESS_INTERVAL_S = 0.25
+#: After a progress write the store could not take (another process holds the database), the job's progress
+#: is not written for this long: each try would hold the event loop for the store's busy timeout.
+PROGRESS_PAUSE_S = 10.0
 
 log = logging.getLogger("reangle.jobs")
 
@@ -443,13 +446,18 @@ class JobService:
     def report_progress(self, job: Job, step: int, steps: int) -> None:
         now = self.clock()
         last = self._progress_written.get((job.id, job.attempt))
-        if last is not None and step < steps and now - last < PROGRESS_INTERVAL_S:
-            return
+        if last is not None and (now < last or (step < steps and now - last < PROGRESS_INTERVAL_S)):
+            return  # paused (see PROGRESS_PAUSE_S), or written a moment ago
         self._progress_written[job.id, job.attempt] = now
         fraction = min(1.0, step / steps) if steps else 0.0
-        if self.store.set_progress(
-            job.id, job.attempt, fraction, webhook_at=self._progress_webhook(job, now)
-        ):
+        try:
+            stored = self.store.set_progress(
+                job.id, job.attempt, fraction, webhook_at=self._progress_webhook(job, now)
+            )
+        except Unavailable:
+            self._progress_written[job.id, job.attempt] = self.clock() + PROGRESS_PAUSE_S
+            raise
+        if stored:
             progress = {"progress": fraction, "step": step, "steps": steps}
             self.events.publish(JobEvent(job_id=job.id, kind="progress", progress=progress))
 

@@ -57,7 +57,7 @@ UNKEPT_OUTPUTS = (
 
 
 #: How long a write waits for another process's lock on the file (the `sqlite3` shell, a backup, `reangle
-#: keys`) before the call answers Unavailable: this process's own calls queue on its lock meanwhile.
+#: keys`) before the call answers Unavailable; and how long a call waits for this process's other calls.
 BUSY_TIMEOUT_S = 5.0
 
 #: SQLite's result codes for states that pass (another process's lock, a full disk, a failing disk): the call
@@ -83,6 +83,27 @@ class _Connection(sqlite3.Connection):
             raise
 
 
+class _ConnectionLock:
+    """The store's one connection, used by one thread at a time. A wait for it is bounded too: while another
+    process holds the file's lock, this process's background writers (heartbeat, progress, webhooks) take
+    turns waiting BUSY_TIMEOUT_S on it, and a request queued behind them would wait as long as that lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
+            raise Unavailable(f"the job database is busy: nothing could use it for {BUSY_TIMEOUT_S:g} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    @contextmanager
+    def unbounded(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+
 class SqliteStore:
     """The JobStore of the embedded default."""
 
@@ -98,7 +119,7 @@ class SqliteStore:
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=_Connection
         )
         self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
+        self._lock = _ConnectionLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -108,7 +129,7 @@ class SqliteStore:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock.unbounded():  # at the end, however long the calls under way take
             self._db.close()
 
     @contextmanager

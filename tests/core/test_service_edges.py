@@ -5,6 +5,7 @@ temporary SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from reangle.api.lora_urls import lora_url_check
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, WanImageInput
 from reangle.core.service import JobService, ServiceLimits, SubmitRequest
-from reangle.errors import InvalidInput, QueueFull
+from reangle.errors import InvalidInput, QueueFull, Unavailable
 from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy
 from tests.conftest import image_bytes, job_service, make_image
@@ -118,3 +119,33 @@ def test_wan_limits_name_the_native_fields(fields: dict[str, Any], words: str) -
     assert words in error["msg"]
     assert "numOutputs" not in error["msg"]
     assert "imageSetMode" not in error["msg"]
+
+
+# progress while the database is locked ---------------------------------------------------------------------
+
+
+class FakeLockedProgressStore(SqliteStore):
+    """A store whose progress writes find the database locked (as another process's lock makes them)."""
+
+    progress_writes = 0
+
+    def set_progress(
+        self, job_id: str, attempt: int, progress: float, *, webhook_at: float | None = None
+    ) -> bool:
+        self.progress_writes += 1
+        raise Unavailable("the job database cannot be used now: database is locked")
+
+
+def test_progress_is_not_written_for_a_while_after_the_database_refused_it(tmp_path: Path) -> None:
+    """Each try would hold the event loop for the busy timeout, at every step of the job."""
+    store = FakeLockedProgressStore(tmp_path / "locked.sqlite3")
+    service = job_service(store, tmp_path)
+    now = [1000.0]
+    service.clock = lambda: now[0]
+    job = submit(service, camera_input(service))
+    for step in range(1, 41):  # a step every 0.5 s, for 20 s; the last one too
+        now[0] += 0.5
+        with contextlib.suppress(Unavailable):
+            service.report_progress(job, step, 40)
+    assert store.progress_writes == 2  # at 0.5 s, and once the pause is over
+    store.close()

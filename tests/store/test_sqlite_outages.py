@@ -5,6 +5,7 @@ and the store works again once the state has passed."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,34 @@ def test_a_write_lock_held_by_another_process_is_unavailable_after_the_busy_time
     other.execute("ROLLBACK")
     other.close()
 
+    store.insert_jobs([NewJob(job=new_job("job_1"))])
+    assert store.get_job("job_1") is not None
+
+
+def test_a_call_waiting_behind_this_processs_other_calls_is_unavailable_after_the_busy_timeout(
+    store: SqliteStore,
+) -> None:
+    """While another process holds the file's lock, this process's background writers (heartbeat, progress,
+    webhooks) take turns waiting on it, each holding the connection meanwhile: a request's call must not
+    wait behind them for as long as that lock holds. Here one call holds the connection for 3 s."""
+    holding, let_go = threading.Event(), threading.Event()
+
+    def long_call() -> None:
+        with store._lock:
+            holding.set()
+            let_go.wait(10)
+
+    holder = threading.Thread(target=long_call)
+    holder.start()
+    try:
+        assert holding.wait(5)
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="the job database is busy"):
+            store.insert_jobs([NewJob(job=new_job("job_1"))])
+        assert time.monotonic() - started < 2  # BUSY_TIMEOUT_S is 0.2 s here
+    finally:
+        let_go.set()
+        holder.join()
     store.insert_jobs([NewJob(job=new_job("job_1"))])
     assert store.get_job("job_1") is not None
 
