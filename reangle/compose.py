@@ -227,7 +227,27 @@ def lora_sources(settings: Settings) -> LoraSources:
         )
     except ValueError as exc:
         raise SettingsError(f"REANGLE_LORA_MAX_BYTES / REANGLE_LORA_CACHE_BYTES: {exc}") from None
-    return LoraSources(config)
+    try:
+        return LoraSources(config)
+    except OSError as exc:
+        raise _unusable_cache_dir(settings, exc) from None
+
+
+def make_cache_dir(settings: Settings) -> None:
+    """Create the cache folder's LoRA folder, which a process running jobs needs: an unusable
+    REANGLE_CACHE_DIR is then one line (SettingsError) before any engine loads."""
+    try:
+        (settings.cache_dir / "loras").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unusable_cache_dir(settings, exc) from None
+
+
+def _unusable_cache_dir(settings: Settings, exc: OSError) -> SettingsError:
+    return SettingsError(
+        f"bad setting: REANGLE_CACHE_DIR: cannot create folders in {settings.cache_dir}: "
+        f"{exc.strerror or exc}",
+        field="cache_dir",
+    )
 
 
 def lora_prefetch(service: JobService, loras: LoraSources | None) -> LoraPrefetch | None:

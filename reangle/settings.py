@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -71,6 +73,30 @@ def _secret(value: str | None) -> str | None:
     return value
 
 
+def _at_most(limit: float, words: str) -> Callable[[float], float]:
+    """A bound on a number of seconds: far past it is a typo, or a value whose date no clock can write."""
+
+    def check(seconds: float) -> float:
+        if seconds > limit:
+            raise ValueError(f"{seconds:.12g} seconds is more than {words}: use at most {limit:.0f}")
+        return seconds
+
+    return check
+
+
+#: Ten years: a TTL or sweep interval of `inf` or 1e12 would date links and expiries past the year 9999.
+TEN_YEARS_S = 10 * 365 * 24 * 3600
+ONE_DAY_S = 24 * 3600
+#: How long something lasts or waits (TTLs, the sweep's interval): finite, positive, at most ten years.
+Lifetime = Annotated[
+    float, Field(gt=0, allow_inf_nan=False), AfterValidator(_at_most(TEN_YEARS_S, "10 years"))
+]
+#: A deadline or a wait between tries: finite, positive, at most a day.
+Timeout = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_at_most(ONE_DAY_S, "a day"))]
+#: A count the job store compares in SQL (a 64-bit integer there): far beyond any real queue.
+MAX_COUNT = 1_000_000_000
+
+
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "reangle"
 
@@ -126,7 +152,9 @@ class Settings(BaseSettings):
     #: Where the tiny demo pipeline is built and cached.
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     #: Seconds the fake engine sleeps per denoising step.
-    fake_step_seconds: float = Field(default=0.05, ge=0)
+    fake_step_seconds: Annotated[float, AfterValidator(_at_most(ONE_DAY_S, "a day"))] = Field(
+        default=0.05, ge=0, allow_inf_nan=False
+    )
 
     # text-to-image (Qwen-Image): its pipeline shares the edit pipeline's text encoder and VAE
     #: Qwen-Image in diffusers layout (hub id or local folder), loaded at the first generation; only its
@@ -149,7 +177,7 @@ class Settings(BaseSettings):
     rewriter_device: str = "auto"
     rewriter_max_new_tokens: int = Field(default=160, ge=8, le=1024)
     #: A rewrite taking longer keeps the original prompt.
-    rewriter_timeout_s: float = Field(default=20, gt=0)
+    rewriter_timeout_s: Timeout = 20
     #: Load the rewriter when the worker starts rather than at the first request that asks for it.
     rewriter_preload: bool = False
 
@@ -158,7 +186,7 @@ class Settings(BaseSettings):
     lora_max_bytes: int = Field(default=2 * 1024**3, gt=0)
     #: Bound of the disk cache of downloaded LoRAs (<cache_dir>/loras); least recently used go first.
     lora_cache_bytes: int = Field(default=20 * 1024**3, gt=0)
-    lora_fetch_timeout_s: float = Field(default=600, gt=0)
+    lora_fetch_timeout_s: Timeout = 600
     #: The only folder `{"path": ...}` LoRA references may name; empty refuses them.
     lora_dir: Path | None = None
     #: LoRAs requests may name by id, as JSON ({"my-style": "/loras/style.safetensors" or an https URL}).
@@ -172,9 +200,9 @@ class Settings(BaseSettings):
     #: The region's endpoint; the vendor's documented paths are appended (Beijing: https://dashscope.aliyuncs.com).
     dashscope_base_url: Annotated[str, AfterValidator(_endpoint)] = DASHSCOPE_INTL
     #: First wait between polls of a vendor task; each next wait is half again as long, up to 10 s (or this).
-    dashscope_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
+    dashscope_poll_interval_s: float = Field(default=2.0, gt=0, le=60, allow_inf_nan=False)
     #: A vendor task not done this long after it was created fails its job (the vendor is not asked again).
-    dashscope_task_timeout_s: float = Field(default=600.0, gt=0)
+    dashscope_task_timeout_s: Timeout = 600.0
     #: Remote jobs waited on at once (they hold no GPU).
     remote_concurrency: int = Field(default=4, ge=1)
 
@@ -209,19 +237,19 @@ class Settings(BaseSettings):
     auth: Literal["on", "off"] = "on"
     #: Extra accepted API keys, comma-separated (besides those made with `reangle keys create`).
     api_keys: str = ""
-    max_queue: int = Field(default=1000, ge=1)
+    max_queue: int = Field(default=1000, ge=1, le=MAX_COUNT)
     #: Queued jobs one API key may have at a time (None: only max_queue), so no key can fill the queue.
-    max_queue_per_key: int | None = Field(default=None, ge=1)
-    max_attempts: int = Field(default=3, ge=1)
-    result_ttl_s: float = Field(default=24 * 3600, gt=0)
-    upload_ttl_s: float = Field(default=3600, gt=0)
+    max_queue_per_key: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+    result_ttl_s: Lifetime = 24 * 3600
+    upload_ttl_s: Lifetime = 3600
     #: How long a download link stays valid (never past the asset's own expiry).
-    url_ttl_s: float = Field(default=3600, gt=0)
-    sweep_interval_s: float = Field(default=60, gt=0)
+    url_ttl_s: Lifetime = 3600
+    sweep_interval_s: Lifetime = 60
     #: Seconds a client has to send a request's line and headers once it starts (or connects): 408 after.
-    header_timeout_s: float = Field(default=10, gt=0)
+    header_timeout_s: Timeout = 10
     #: Seconds a request body may go without a byte arriving before it is answered 408.
-    body_timeout_s: float = Field(default=30, gt=0)
+    body_timeout_s: Timeout = 30
     max_upload_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     max_upload_pixels: int = Field(default=40_000_000, gt=0)
     #: Images decoded at once (uploads, inline and URL images); the others wait. Bounds the memory that
@@ -231,10 +259,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
     #: Let input URLs point at loopback, private and link-local addresses (off: SSRF protection).
     allow_private_urls: bool = False
-    url_fetch_timeout_s: float = Field(default=20, gt=0)
+    url_fetch_timeout_s: Timeout = 20
     #: The first wait before a failed webhook delivery is tried again; the later waits of the schedule
     #: (`reangle.core.webhooks.RETRY_DELAYS_S`: 8 attempts over about 23 h at the default 30 s) scale with it.
-    webhook_retry_base_s: float = Field(default=30, gt=0)
+    webhook_retry_base_s: Timeout = 30
     #: HMAC key for download links; default: a random key kept in the data directory.
     signing_secret: Annotated[str | None, AfterValidator(_secret)] = None
     #: RunPod dialect: which model each endpoint id serves, as JSON ({"ep-abc": "qwen-image-edit-2511"});
@@ -245,3 +273,25 @@ class Settings(BaseSettings):
     #: Server the CLI's --server commands talk to, and the key they send.
     server: str | None = None
     api_key: str | None = None
+
+
+def setting_names() -> set[str]:
+    """Every REANGLE_ variable reangle reads: each Settings field's (the CLI's REANGLE_SERVER and
+    REANGLE_API_KEY included)."""
+    return {f"REANGLE_{name.upper()}" for name in Settings.model_fields}
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The REANGLE_ variables of `environ` that name no setting (a typo reangle would silently ignore), each
+    with the known name closest to it, if any is close."""
+    known = setting_names()
+    suffixes = {name.removeprefix("REANGLE_"): name for name in known}
+    unknown = []
+    for name in sorted(environ):
+        # pydantic-settings reads the variables whatever their case
+        upper = name.upper()
+        if not upper.startswith("REANGLE_") or upper in known:
+            continue
+        close = difflib.get_close_matches(upper.removeprefix("REANGLE_"), suffixes, n=1)
+        unknown.append((name, suffixes[close[0]] if close else None))
+    return unknown

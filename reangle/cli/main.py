@@ -23,7 +23,7 @@ from reangle.cli.remote import add_remote_commands
 from reangle.cli.serve import add_serve_commands
 from reangle.core.camera import all_poses
 from reangle.errors import Canceled, InvalidInput, ReangleError
-from reangle.settings import Settings
+from reangle.settings import Settings, unknown_settings
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -86,6 +86,9 @@ def unparsable_setting(exc: SettingsError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name, close in unknown_settings(os.environ):
+        maybe = f" (did you mean {close}?)" if close else ""
+        print(f"reangle: warning: {name} is not a reangle setting: ignored{maybe}", file=sys.stderr)
     try:
         settings = Settings()
     except ValidationError as exc:

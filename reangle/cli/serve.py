@@ -98,11 +98,13 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.app import create_app
     from reangle.api.slow_clients import timed_protocol
     from reangle.api.stopping_server import StoppingServer
-    from reangle.compose import check_role
+    from reangle.compose import check_role, make_cache_dir
 
     settings = with_flags(settings, args, "engine", "host", "port", "data_dir", "role")
     check_role(settings)
     make_data_dir(settings)
+    if settings.role != "api":  # it runs jobs: their LoRAs are cached there
+        make_cache_dir(settings)
     _serve_catalog(settings)
     if settings.role == "worker":
         return _work(settings, models=None)
@@ -177,13 +179,14 @@ def bound_socket(host: str, port: int) -> socket.socket:
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from reangle.compose import check_role
+    from reangle.compose import check_role, make_cache_dir
 
     settings = with_flags(settings, args, "engine", "device", "data_dir").model_copy(
         update={"role": "worker"}
     )
     check_role(settings)
     make_data_dir(settings)
+    make_cache_dir(settings)
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
     _serve_catalog(settings)
     return _work(settings, models)

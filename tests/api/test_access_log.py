@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 
 import pytest
 from uvicorn.logging import AccessFormatter
 
 from reangle.api.access_log import ACCESS_FORMAT, PlainAccessFormatter, log_config
+from reangle.cli.serve import server_logging
 
 # (client address, method, path with query, HTTP version, status), as uvicorn logs a request
 REQUESTS = [
@@ -49,7 +51,27 @@ def test_the_serve_log_config_formats_access_lines_with_it() -> None:
     config = log_config()
     formatter = logging.config.DictConfigurator(config).configure_formatter(config["formatters"]["access"])
     assert isinstance(formatter, PlainAccessFormatter)
-    assert formatter.format(access_record(REQUESTS[0])) == (
+    record = access_record(REQUESTS[0])
+    assert formatter.format(record) == (
+        f"{formatter.formatTime(record)} "
         'INFO:     127.0.0.1:50312 - "GET /v1/jobs/job_0123456789abcdef01234567 HTTP/1.1" 200 OK'
     )
     assert config["loggers"]["uvicorn.access"]["handlers"] == ["access"]
+
+
+@pytest.mark.parametrize("use_colors", [False, True])
+def test_serve_access_lines_carry_the_timestamp_of_its_own_log_lines(use_colors: bool) -> None:
+    """A request's line and the lines of the job it made can be matched by time: the same clock format."""
+    config = server_logging()
+    configure = logging.config.DictConfigurator(config).configure_formatter
+    access = configure(config["formatters"]["access"] | {"use_colors": use_colors})
+    reangle = configure(config["formatters"]["reangle"])
+    request = access_record(REQUESTS[2])
+    job = logging.LogRecord("reangle.runner", logging.INFO, __file__, 1, "job started", None, None)
+    request.created, request.msecs = job.created, job.msecs = 1_780_000_000.25, 250.0
+    stamp = reangle.format(job).removesuffix(" INFO reangle.runner: job started")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,250", stamp)
+    line = access.format(request)
+    assert line.startswith(f"{stamp} ")
+    assert "sig=[redacted]&x=1" in line
+    assert "%22ab%22" not in line

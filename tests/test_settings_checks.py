@@ -1,0 +1,205 @@
+"""Settings an operator gets wrong are caught at start: numbers of seconds that are infinite or absurdly
+large (every link or expiry would then fail to render), misspelled REANGLE_ variables (otherwise silently
+ignored) and an unusable cache folder (a traceback otherwise)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from reangle.cli import serve
+from reangle.cli.main import main
+from reangle.compose import SettingsError, lora_sources
+from reangle.settings import ONE_DAY_S, TEN_YEARS_S, Settings, setting_names, unknown_settings
+
+REANGLE = Path(__file__).parents[1] / "reangle"
+FLOAT_SETTINGS = [name for name, field in Settings.model_fields.items() if field.annotation is float]
+LIFETIMES = ["result_ttl_s", "upload_ttl_s", "url_ttl_s", "sweep_interval_s"]
+TIMEOUTS = [
+    "header_timeout_s",
+    "body_timeout_s",
+    "url_fetch_timeout_s",
+    "lora_fetch_timeout_s",
+    "rewriter_timeout_s",
+    "dashscope_task_timeout_s",
+    "webhook_retry_base_s",
+    "fake_step_seconds",
+]
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    made: list[str] = []
+
+    def create_engine(name: str, settings: Settings) -> None:
+        made.append(name)
+        raise AssertionError(f"the {name} engine was made before the settings were checked")
+
+    monkeypatch.setattr(serve, "create_engine", create_engine)
+    return made
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_the_bounded_settings_are_every_number_of_seconds() -> None:
+    assert sorted(FLOAT_SETTINGS) == sorted([*LIFETIMES, *TIMEOUTS, "dashscope_poll_interval_s"])
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", ["inf", "1e400", "-inf", "nan"])
+def test_no_number_of_seconds_may_be_infinite(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"REANGLE_{name.upper()}", value)
+    with pytest.raises(ValidationError, match="Input should be a finite number"):
+        Settings()
+
+
+@pytest.mark.parametrize(("names", "limit"), [(LIFETIMES, TEN_YEARS_S), (TIMEOUTS, ONE_DAY_S)])
+def test_numbers_of_seconds_are_taken_up_to_their_bound(
+    names: list[str], limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in names:
+        monkeypatch.setenv(f"REANGLE_{name.upper()}", str(limit))
+    settings = Settings()
+    assert [getattr(settings, name) for name in names] == [limit] * len(names)
+    for name in names:
+        monkeypatch.setenv(f"REANGLE_{name.upper()}", str(limit + 1))
+        with pytest.raises(
+            ValidationError, match=f" {limit + 1} seconds is more than .*: use at most {limit} "
+        ):
+            Settings()
+        monkeypatch.setenv(f"REANGLE_{name.upper()}", str(limit))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("REANGLE_RESULT_TTL_S", "inf", "Input should be a finite number"),
+        ("REANGLE_UPLOAD_TTL_S", "1e400", "Input should be a finite number"),
+        ("REANGLE_URL_TTL_S", "1e12", "1e+12 seconds is more than 10 years: use at most 315360000"),
+        ("REANGLE_SWEEP_INTERVAL_S", "nan", "Input should be a finite number"),
+        ("REANGLE_HEADER_TIMEOUT_S", "1e9", "1000000000 seconds is more than a day: use at most 86400"),
+        ("REANGLE_MAX_QUEUE", "1" + "0" * 20, "Input should be less than or equal to 1000000000"),
+        ("REANGLE_MAX_ATTEMPTS", "1000000", "Input should be less than or equal to 1000"),
+    ],
+)
+def test_an_absurd_number_stops_the_start_in_one_line(
+    name: str,
+    value: str,
+    problem: str,
+    tmp_path: Path,
+    no_engine: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["serve", "--engine", "fake", "--data-dir", str(tmp_path)]) == 2
+    assert error_lines(capsys.readouterr().err) == [f"reangle: error: bad setting: {name}: {problem}"]
+    assert no_engine == []
+
+
+# misspelled variables -----------------------------------------------------------------------------------
+
+
+def test_every_reangle_variable_the_code_names_is_a_known_one() -> None:
+    named = {
+        name
+        for path in REANGLE.rglob("*.py")
+        for name in re.findall(r"REANGLE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert {"REANGLE_FUSE_LORAS", "REANGLE_SERVER", "REANGLE_API_KEY"} <= named
+    assert named <= setting_names()
+
+
+def test_unknown_names_come_with_the_closest_known_one() -> None:
+    environ = {
+        "REANGLE_RESULT_TTL": "60",
+        "REANGLE_MAX_QUEUE_SIZE": "5",
+        "reangle_prot": "80",
+        "REANGLE_WHATEVER_ELSE": "x",
+        "REANGLE_MAX_QUEUE": "5",
+        "REANGLE_SERVER": "http://x",
+        "REANGLE_API_KEY": "k",
+        "REANGLE_FUSE_LORAS": "off",
+        "HOME": "/root",
+    }
+    assert unknown_settings(environ) == [
+        ("REANGLE_MAX_QUEUE_SIZE", "REANGLE_MAX_QUEUE"),
+        ("REANGLE_RESULT_TTL", "REANGLE_RESULT_TTL_S"),
+        ("REANGLE_WHATEVER_ELSE", None),
+        ("reangle_prot", "REANGLE_PORT"),
+    ]
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_misspelled_variable_is_warned_about_once_at_start(
+    command: str,
+    tmp_path: Path,
+    no_engine: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REANGLE_RESULT_TTL", "60")
+    monkeypatch.setenv("REANGLE_MAX_QUEUE_SIZE", "5")
+    monkeypatch.setenv("REANGLE_MAX_QUEUE", "5")  # known: no warning
+    monkeypatch.setenv("REANGLE_PORT", "99999")  # stops the start right after the warnings
+    assert main([command, "--engine", "fake", "--data-dir", str(tmp_path)]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "reangle: warning: REANGLE_MAX_QUEUE_SIZE is not a reangle setting: ignored "
+        "(did you mean REANGLE_MAX_QUEUE?)",
+        "reangle: warning: REANGLE_RESULT_TTL is not a reangle setting: ignored "
+        "(did you mean REANGLE_RESULT_TTL_S?)",
+        "reangle: error: bad setting: REANGLE_PORT: 99999 is not a TCP port: use 1 to 65535",
+    ]
+
+
+def test_known_variables_are_not_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REANGLE_MAX_QUEUE", "5")
+    monkeypatch.setenv("REANGLE_SERVER", "http://127.0.0.1:1")
+    assert main(["poses"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# the cache folder ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unusable(tmp_path: Path) -> Path:
+    """A cache folder that cannot be made: its parent is a file."""
+    (tmp_path / "a-file").write_text("")
+    return tmp_path / "a-file" / "cache"
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_an_unusable_cache_folder_is_one_line_before_any_engine_loads(
+    command: str,
+    unusable: Path,
+    tmp_path: Path,
+    no_engine: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if command == "worker":  # a database it could share (never reached): the role check passes
+        monkeypatch.setenv("REANGLE_DATABASE_URL", "postgresql://db.invalid/reangle")
+    monkeypatch.setenv("REANGLE_CACHE_DIR", str(unusable))
+    assert main([command, "--engine", "fake", "--data-dir", str(tmp_path / "data")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"reangle: error: bad setting: REANGLE_CACHE_DIR: cannot create folders in {unusable}: "
+        "Not a directory"
+    ]
+    assert no_engine == []
+
+
+def test_the_lora_cache_refuses_an_unusable_cache_folder_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "loras").write_text("")  # a file where its folder goes
+    with pytest.raises(SettingsError) as refused:
+        lora_sources(Settings(cache_dir=tmp_path))
+    assert refused.value.with_hint() == (
+        f"bad setting: REANGLE_CACHE_DIR: cannot create folders in {tmp_path}: Not a directory"
+    )
