@@ -216,7 +216,12 @@ class LocalRunner:
                 return
             except Unavailable as exc:
                 if wait is None:
-                    log.error("could not record the end of job %s (%s): it will run again", job.id, exc)
+                    log.error(
+                        "could not record the end of job %s (%s): it stays processing until it runs again "
+                        "(at the next start; scaled out, on another worker)",
+                        job.id,
+                        exc,
+                    )
                     return
                 log.warning("could not record the end of job %s (%s); again in %g s", job.id, exc, wait)
                 await asyncio.sleep(wait)

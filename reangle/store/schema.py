@@ -106,6 +106,7 @@ ADDED_COLUMNS = (
     ("jobs", "vendor_task", "TEXT"),
     ("jobs", "source", "TEXT"),
     ("jobs", "limits", "TEXT"),
+    ("assets", "job_id", "TEXT"),
 )
 
 #: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more

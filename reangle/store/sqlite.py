@@ -6,6 +6,7 @@ writes from attempt N match no row and change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -83,6 +84,14 @@ class _Connection(sqlite3.Connection):
             raise
 
 
+def _make_private(file: Path) -> None:
+    """Take away the group's and others' permissions of `file` where it has some (and is this user's)."""
+    with contextlib.suppress(OSError):  # missing, or another user's: it stays as it is
+        mode = file.stat().st_mode
+        if mode & 0o077:
+            file.chmod(mode & 0o700)
+
+
 class _ConnectionLock:
     """The store's one connection, used by one thread at a time. A wait for it is bounded too: while another
     process holds the file's lock, this process's background writers (heartbeat, progress, webhooks) take
@@ -112,9 +121,11 @@ class SqliteStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # readable by its owner only: it holds webhook signing secrets (SQLite gives its -wal and -shm files
-        # the database's permissions)
+        # the database's permissions); a database an older reangle made readable to others is made private
         if not path.exists():
             path.touch(mode=0o600, exist_ok=True)
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            _make_private(file)
         self._db = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=_Connection
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -320,11 +321,12 @@ def test_a_vendor_task_is_recorded_by_its_running_attempt_and_outlives_a_stop(jo
 
 
 def test_a_sqlite_database_made_before_the_added_columns_gets_them(tmp_path: Path) -> None:
-    """The jobs table as reangle made it before the webhook, vendor_task, source and limits columns."""
+    """The tables as reangle made them before the jobs' webhook, vendor_task, source and limits columns and
+    the assets' job_id; and readable by others, as reangle made the file then."""
     old_schema = SCHEMA.replace(
         "    webhook TEXT,\n    vendor_task TEXT,\n    source TEXT,\n    limits TEXT,\n", ""
-    )
-    assert old_schema != SCHEMA
+    ).replace("    expires_at REAL NOT NULL,\n    job_id TEXT\n", "    expires_at REAL NOT NULL\n")
+    assert "job_id TEXT\n);\nCREATE INDEX IF NOT EXISTS assets_expiry" not in old_schema
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:
         db.executescript(old_schema)
@@ -334,9 +336,14 @@ def test_a_sqlite_database_made_before_the_added_columns_gets_them(tmp_path: Pat
             (T0,),
         )
     db.close()
+    path.chmod(0o644)
 
     store = SqliteStore(path)
     try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        record = replace(asset("asset_new", sha256="cd" * 32, expires_at=T0 + 60), job_id="job_old")
+        store.insert_asset(record)
+        assert store.get_asset("asset_new") == record
         old = store.get_job("job_old")
         assert old is not None
         assert (old.status, old.webhook, old.vendor_task, old.source, old.limits) == (
