@@ -322,9 +322,7 @@ class JobService:
         if canceled.status == JobStatus.PROCESSING and canceled.cancel_requested:
             self.events.request_stop(job_id)
         if canceled.status.is_terminal and canceled.status != job.status:
-            self._publish_status(canceled)
-            for hook in self.finished_hooks:
-                hook(canceled)
+            self._ended(canceled)
         return canceled
 
     async def wait(self, owner: str, job_id: str, timeout: float) -> Job:
@@ -367,11 +365,15 @@ class JobService:
     # runners ------------------------------------------------------------------------------------------------
 
     def recover(self) -> tuple[list[Job], list[Job]]:
-        """At start-up, before any runner: re-queue jobs a previous process left processing."""
-        requeued, failed = self.store.recover(self.clock(), self.limits.max_attempts)
+        """At start-up, before any runner: re-queue jobs a previous process left processing, or end them (see
+        JobStore.recover). Returns (requeued, ended)."""
+        requeued, ended = self.store.recover(self.clock(), self.limits.max_attempts)
+        for job in ended:
+            self._keep_inputs(job)
+            self._ended(job)
         if requeued:
             self.events.work_arrived()
-        return requeued, failed
+        return requeued, ended
 
     def fail_unserved(self, served: Collection[str]) -> list[Job]:
         """At start-up of a server that runs every job itself (the embedded one), before its runner: fail the

@@ -60,15 +60,15 @@ class EmbeddedRuntime:
                 tasks.create_task(self.prefetch.run(), name="lora prefetch")
 
     def recover(self) -> None:
-        """Re-queue (or fail) the jobs the last run of the server left running; fail the queued jobs of
+        """Re-queue (or end) the jobs the last run of the server left running; fail the queued jobs of
         models it no longer serves."""
-        requeued, failed = self.service.recover()
-        if requeued or failed:
+        requeued, ended = self.service.recover()
+        if requeued or ended:
             log.warning(
-                "recovered %d interrupted jobs (%d re-queued, %d failed)",
-                len(requeued) + len(failed),
+                "recovered %d interrupted jobs (%d re-queued, %d ended: out of attempts, or canceled)",
+                len(requeued) + len(ended),
                 len(requeued),
-                len(failed),
+                len(ended),
             )
         unserved = self.service.fail_unserved(MODELS)
         if unserved:

@@ -471,11 +471,11 @@ class PostgresStore:
 
     def recover(self, now: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
         """At the start of a single-box server: jobs left processing go back to the queue as the next attempt,
-        or fail after `max_attempts`. Returns (requeued, failed).
+        or fail after `max_attempts`, or end canceled when a cancel was asked. Returns (requeued, ended).
 
         It takes every processing job, so it is right only when no other process runs jobs on this database;
         scale-out workers get stalled jobs back by heartbeat-based redelivery instead."""
-        requeued, failed = [], []
+        requeued, ended = [], []
         with self._transaction() as cur:
             rows = cur.execute(
                 "SELECT id, attempt, cancel_requested FROM jobs WHERE status = 'processing' FOR UPDATE"
@@ -483,6 +483,7 @@ class PostgresStore:
             for job_id, attempt, cancel_requested in rows:
                 if cancel_requested:
                     self._set_status(cur, job_id, JobStatus.CANCELED, now, "finished_at = %s", [now])
+                    ended.append(job_id)
                 elif attempt >= max_attempts:
                     error = interrupted_error(attempt)
                     self._set_status(
@@ -493,7 +494,7 @@ class PostgresStore:
                         "finished_at = %s, error = %s",
                         [now, json.dumps(error.to_dict())],
                     )
-                    failed.append(job_id)
+                    ended.append(job_id)
                 else:
                     self._set_status(
                         cur,
@@ -503,14 +504,14 @@ class PostgresStore:
                         "attempt = attempt + 1, progress = 0, started_at = NULL",
                     )
                     requeued.append(job_id)
-            touched = requeued + failed
+            touched = requeued + ended
             jobs = {
                 job.id: job
                 for job in map(
                     job_from_row, cur.execute(f"{SELECT_JOBS} WHERE id = ANY(%s)", (touched,)).fetchall()
                 )
             }
-        return [jobs[i] for i in requeued], [jobs[i] for i in failed]
+        return [jobs[i] for i in requeued], [jobs[i] for i in ended]
 
     def count_by_status(self) -> dict[str, int]:
         with self._read() as cur:

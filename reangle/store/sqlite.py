@@ -399,8 +399,8 @@ class SqliteStore:
 
     def recover(self, now: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
         """At start-up: jobs left processing go back to the queue as the next attempt, or fail after
-        `max_attempts`. Returns (requeued, failed)."""
-        requeued, failed = [], []
+        `max_attempts`, or end canceled when a cancel was asked. Returns (requeued, ended)."""
+        requeued, ended = [], []
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT id, attempt, cancel_requested FROM jobs WHERE status = 'processing'"
@@ -410,6 +410,7 @@ class SqliteStore:
                     self._set_status(
                         db, row["id"], JobStatus.CANCELED, now, extra="finished_at = ?", args=[now]
                     )
+                    ended.append(row["id"])
                     continue
                 if row["attempt"] >= max_attempts:
                     error = interrupted_error(row["attempt"])
@@ -421,7 +422,7 @@ class SqliteStore:
                         extra="finished_at = ?, error = ?",
                         args=[now, json.dumps(error.to_dict())],
                     )
-                    failed.append(row["id"])
+                    ended.append(row["id"])
                 else:
                     self._set_status(
                         db,
@@ -431,11 +432,13 @@ class SqliteStore:
                         extra="attempt = attempt + 1, progress = 0, started_at = NULL",
                     )
                     requeued.append(row["id"])
+            touched = requeued + ended
+            marks = ",".join("?" * len(touched))
             jobs = {
                 job.id: job
-                for job in map(job_from_row, db.execute(f"{SELECT_JOBS} WHERE status IN ('queued','failed')"))
+                for job in map(job_from_row, db.execute(f"{SELECT_JOBS} WHERE id IN ({marks})", touched))
             }
-        return [jobs[i] for i in requeued], [jobs[i] for i in failed]
+        return [jobs[i] for i in requeued], [jobs[i] for i in ended]
 
     def count_by_status(self) -> dict[str, int]:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,28 @@ def test_progress_is_not_written_for_a_while_after_the_database_refused_it(tmp_p
             service.report_progress(job, step, 40)
     assert store.progress_writes == 2  # at 0.5 s, and once the pause is over
     store.close()
+
+
+# every ending is logged and counted ------------------------------------------------------------------------
+
+
+def test_jobs_ended_by_a_cancel_or_at_start_up_are_logged_and_counted(
+    tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = job_service(store, tmp_path, ServiceLimits(max_attempts=1))
+    finished: list[str] = []
+    service.finished_hooks.append(lambda job: finished.append(f"{job.id} {job.status.value}"))
+    out_of_attempts, cancel_asked, queued = (submit(service, camera_input(service)) for _ in range(3))
+    store.claim_next(service.clock())
+    store.claim_next(service.clock())
+    store.cancel(cancel_asked.id, service.clock())  # a cancel the server stopped before it took effect
+    with caplog.at_level(logging.INFO, "reangle.jobs"):
+        service.cancel(OWNER, queued.id)
+        requeued, ended = service.recover()  # as at the next start
+
+    assert requeued == []
+    assert [job.id for job in ended] == [out_of_attempts.id, cancel_asked.id]
+    expected = [f"{queued.id} canceled", f"{out_of_attempts.id} failed", f"{cancel_asked.id} canceled"]
+    assert finished == expected
+    logged = [record.getMessage() for record in caplog.records]
+    assert [line.split(":")[0].removeprefix("job ").rsplit(" after", 1)[0] for line in logged] == expected

@@ -162,13 +162,15 @@ def test_an_idempotency_key_finds_the_job_and_its_request_hash(job_store: JobSto
     assert job_store.insert_jobs([repeat]) == [(job, "hash-1")]
 
 
-def test_recovery_reads_the_jobs_it_requeues_and_fails(job_store: JobStore) -> None:
-    job_store.insert_jobs([NewJob(job=new_job("job_1")), NewJob(job=new_job("job_2"))])
-    job_store.claim_next(T0 + 1)
-    job_store.claim_next(T0 + 1)
+def test_recovery_reads_the_jobs_it_requeues_and_ends(job_store: JobStore) -> None:
+    job_store.insert_jobs([NewJob(job=new_job(f"job_{n}")) for n in (1, 2, 3)])
+    for _ in range(3):
+        job_store.claim_next(T0 + 1)
     job_store.finish("job_2", 1, JobStatus.SUCCEEDED, T0 + 2)
-    requeued, failed = job_store.recover(T0 + 3, max_attempts=3)
-    assert failed == []
+    job_store.cancel("job_3", T0 + 2)  # asked while it ran; the server stopped before it did
+    requeued, ended = job_store.recover(T0 + 3, max_attempts=3)
+    assert ended == [job_store.get_job("job_3")]
+    assert (ended[0].status, ended[0].finished_at) == (JobStatus.CANCELED, T0 + 3)
     assert [job.id for job in requeued] == ["job_1"]
     assert requeued[0] == job_store.get_job("job_1")
     assert (requeued[0].status, requeued[0].attempt, requeued[0].started_at) == (JobStatus.QUEUED, 2, None)
