@@ -52,6 +52,8 @@ log = logging.getLogger("reangle.runner")
 
 T = TypeVar("T")
 RETRY_S = 1.0
+#: How long the runner waits after the store could not give it a job (another process holds the database).
+UNAVAILABLE_RETRY_S = 5.0
 #: How often the stop flag of a job being prepared is looked at.
 STOP_CHECK_S = 0.1
 
@@ -93,9 +95,15 @@ class LocalRunner:
                     job = await self.service.next_job(models=local_ids)
                     if job is not None:
                         await self.run_job(job)
+                except Unavailable as exc:
+                    # each try holds the event loop up to the store's busy timeout: not again at once
+                    log.warning(
+                        "the runner cannot take a job (%s); trying again in %g s", exc, UNAVAILABLE_RETRY_S
+                    )
+                    await asyncio.sleep(UNAVAILABLE_RETRY_S)
                 except Exception:
-                    # An error of the store (a locked or full disk) must not end the runner: the server would
-                    # go on accepting jobs that nothing runs.
+                    # An error of the store must not end the runner: the server would go on accepting jobs
+                    # that nothing runs.
                     log.exception("the runner failed; trying again in %g s", retry_s)
                     await asyncio.sleep(retry_s)
         finally:

@@ -19,6 +19,8 @@ from reangle.core.models import CAMERA_EDIT
 from reangle.core.ports import NewJob
 from reangle.core.service import JobEvent, JobService, ServiceLimits, SubmitRequest
 from reangle.engine.fake import FakeEngine
+from reangle.errors import Unavailable
+from reangle.runtime import local
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
@@ -158,9 +160,22 @@ def test_a_cancel_accepted_during_the_last_step_wins_over_the_result(
     assert store.get_job(ended.id) == ended
 
 
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (sqlite3.OperationalError("database is locked"), "the runner failed"),  # a bug's error: logged whole
+        (Unavailable("the job database cannot be used now"), "the runner cannot take a job"),
+    ],
+)
 def test_the_runner_outlives_an_error_of_its_store(
-    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    store: SqliteStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    logged: str,
 ) -> None:
+    monkeypatch.setattr(local, "UNAVAILABLE_RETRY_S", 0.01)
     service = service_on(store, tmp_path, ServiceLimits(sizes=SizeLimits(min_side=16)))
     engine = FakeEngine(Settings(fake_step_seconds=0))
     asset = service.assets.ingest(OWNER, png())
@@ -169,7 +184,7 @@ def test_the_runner_outlives_an_error_of_its_store(
     def fake_claim_failing_once(now: float, *, models: Collection[str] | None = None) -> Job | None:
         if not failures:
             failures.append(now)
-            raise sqlite3.OperationalError("database is locked")
+            raise error
         return claim(now, models=models)
 
     monkeypatch.setattr(store, "claim_next", fake_claim_failing_once)
@@ -183,11 +198,11 @@ def test_the_runner_outlives_an_error_of_its_store(
         finally:
             runner.cancel()
 
-    with caplog.at_level(logging.ERROR, logger="reangle.runner"):
+    with caplog.at_level(logging.WARNING, logger="reangle.runner"):
         done = asyncio.run(scenario())
     assert len(failures) == 1
     assert done.status == JobStatus.SUCCEEDED
-    assert "the runner failed" in caplog.text
+    assert [record.getMessage().split(";")[0].split(" (")[0] for record in caplog.records] == [logged]
 
 
 def test_progress_is_stored_and_published_at_most_every_interval_besides_the_first_and_last_step(
