@@ -43,7 +43,7 @@ from reangle.engine.base import EditResult, Engine
 from reangle.engine.lora_sources import ResolvedLora
 from reangle.engine.rewriter import Rewrite
 from reangle.errors import Canceled, LoraLoadError, ReangleError, Unavailable
-from reangle.runtime.base import COMPLETE_RETRY_S
+from reangle.runtime.base import COMPLETE_RETRY_S, UNAVAILABLE_RETRY_S
 from reangle.runtime.job_prep import JobPreparer, PreparedJob
 from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
 from reangle.runtime.remote_jobs import RemoteJobs
@@ -52,8 +52,6 @@ log = logging.getLogger("reangle.runner")
 
 T = TypeVar("T")
 RETRY_S = 1.0
-#: How long the runner waits after the store could not give it a job (another process holds the database).
-UNAVAILABLE_RETRY_S = 5.0
 #: How often the stop flag of a job being prepared is looked at.
 STOP_CHECK_S = 0.1
 
@@ -96,7 +94,6 @@ class LocalRunner:
                     if job is not None:
                         await self.run_job(job)
                 except Unavailable as exc:
-                    # each try holds the event loop up to the store's busy timeout: not again at once
                     log.warning(
                         "the runner cannot take a job (%s); trying again in %g s", exc, UNAVAILABLE_RETRY_S
                     )

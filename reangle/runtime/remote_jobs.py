@@ -28,7 +28,7 @@ from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
 from reangle.remote.dashscope import DashScopeClient, TaskResult, TaskUpdate
 from reangle.remote.errors import ProviderConfigError
-from reangle.runtime.base import COMPLETE_RETRY_S
+from reangle.runtime.base import COMPLETE_RETRY_S, UNAVAILABLE_RETRY_S
 from reangle.runtime.job_prep import JobPreparer
 
 log = logging.getLogger("reangle.remote")
@@ -65,6 +65,13 @@ class RemoteJobs:
                 await self._slots.acquire()
                 try:
                     job = await claim()
+                except Unavailable as exc:  # another process holds the database: as the local runner does
+                    self._slots.release()
+                    log.warning(
+                        "cannot claim a remote job (%s); trying again in %g s", exc, UNAVAILABLE_RETRY_S
+                    )
+                    await asyncio.sleep(UNAVAILABLE_RETRY_S)
+                    continue
                 except Exception:  # the store: try again, as the local runner does
                     self._slots.release()
                     log.exception("claiming a remote job failed; trying again in %g s", retry_s)

@@ -12,6 +12,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from asyncio import events as asyncio_events
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -60,6 +61,9 @@ UNKEPT_OUTPUTS = (
 #: How long a write waits for another process's lock on the file (the `sqlite3` shell, a backup, `reangle
 #: keys`) before the call answers Unavailable; and how long a call waits for this process's other calls.
 BUSY_TIMEOUT_S = 5.0
+#: The same wait for a call made on the event loop (request handlers, the runner's bookkeeping, heartbeats):
+#: while it waits, the server answers nothing else.
+LOOP_BUSY_TIMEOUT_S = 1.0
 
 #: SQLite's result codes for states that pass (another process's lock, a full disk, a failing disk): the call
 #: answers Unavailable, retried like a database that is down. Other errors are bugs and stay as they are.
@@ -94,15 +98,27 @@ def _make_private(file: Path) -> None:
 
 class _ConnectionLock:
     """The store's one connection, used by one thread at a time. A wait for it is bounded too: while another
-    process holds the file's lock, this process's background writers (heartbeat, progress, webhooks) take
-    turns waiting BUSY_TIMEOUT_S on it, and a request queued behind them would wait as long as that lock."""
+    process holds the file's lock, this process's other calls take turns waiting on it, and a request queued
+    behind them would wait as long as that lock. The wait for the file's lock is set for each caller: shorter
+    on the event loop (LOOP_BUSY_TIMEOUT_S), which answers nothing else meanwhile."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: sqlite3.Connection) -> None:
         self._lock = threading.RLock()
+        self._db = db
+        self._busy_timeout_s: float | None = None
 
     def __enter__(self) -> None:
-        if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
-            raise Unavailable(f"the job database is busy: nothing could use it for {BUSY_TIMEOUT_S:g} s")
+        on_loop = asyncio_events._get_running_loop() is not None
+        wanted = min(LOOP_BUSY_TIMEOUT_S, BUSY_TIMEOUT_S) if on_loop else BUSY_TIMEOUT_S
+        if not self._lock.acquire(timeout=wanted):
+            raise Unavailable(f"the job database is busy: nothing could use it for {wanted:g} s")
+        if wanted != self._busy_timeout_s:
+            try:
+                self._db.execute(f"PRAGMA busy_timeout = {round(wanted * 1000)}")
+            except BaseException:
+                self._lock.release()
+                raise
+            self._busy_timeout_s = wanted
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
@@ -130,7 +146,7 @@ class SqliteStore:
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=_Connection
         )
         self._db.row_factory = sqlite3.Row
-        self._lock = _ConnectionLock()
+        self._lock = _ConnectionLock(self._db)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)

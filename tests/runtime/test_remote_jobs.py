@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -866,6 +867,33 @@ def test_the_remote_loop_claims_a_job_only_when_a_slot_is_free(rig: Rig) -> None
         assert len(rig.standin.tasks) == 3
 
     run(scenario)
+
+
+def test_the_remote_loop_waits_out_a_database_another_process_holds(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(remote_jobs, "UNAVAILABLE_RETRY_S", 0.01)
+    refusals = [Unavailable("the job database cannot be used now: database is locked")]
+
+    async def claim_once_refused() -> Job | None:
+        if refusals:
+            raise refusals.pop()
+        return await rig.service.next_job(poll_s=0.01)
+
+    async def scenario() -> None:
+        job = await rig.submit()
+        loop = asyncio.create_task(rig.remote().run_forever(claim_once_refused))
+        try:
+            [done] = await advance_until_ended(rig, [job])
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+        assert done.status == JobStatus.SUCCEEDED
+
+    with caplog.at_level(logging.WARNING, "reangle.remote"):
+        run(scenario)
+    assert [record.getMessage().split(" (")[0] for record in caplog.records] == ["cannot claim a remote job"]
+    assert all(record.exc_info is None for record in caplog.records)  # one line, no traceback
 
 
 def test_stopping_the_remote_loop_requeues_its_jobs(rig: Rig) -> None:

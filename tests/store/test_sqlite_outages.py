@@ -4,6 +4,7 @@ and the store works again once the state has passed."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -68,6 +69,30 @@ def test_a_call_waiting_behind_this_processs_other_calls_is_unavailable_after_th
         let_go.set()
         holder.join()
     store.insert_jobs([NewJob(job=new_job("job_1"))])
+    assert store.get_job("job_1") is not None
+
+
+def test_on_the_event_loop_a_call_waits_for_the_lock_only_briefly(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a call on the event loop waits, the server answers nothing else: it gives up sooner."""
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 30.0)
+    monkeypatch.setattr(sqlite_store, "LOOP_BUSY_TIMEOUT_S", 0.2)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def insert_on_the_loop() -> float:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="database is locked"):
+            store.insert_jobs([NewJob(job=new_job("job_1"))])
+        return time.monotonic() - started
+
+    try:
+        assert asyncio.run(insert_on_the_loop()) < 10
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.insert_jobs([NewJob(job=new_job("job_1"))])  # off the loop, and nothing holds the lock now
     assert store.get_job("job_1") is not None
 
 
