@@ -36,14 +36,29 @@ class NoAuthGuard:
         await error_response(403, "forbidden", problem, HINT)(scope, receive, send)
 
     def _problem(self, host: str, origin: str | None) -> str | None:
-        name = (urlsplit(f"//{host}").hostname or "").lower()
-        if name and not _is_own_name(name) and name != self.public_host:  # browsers always send a Host
+        name = _host_name(f"//{host}")
+        if host and not (name and (_is_own_name(name) or name == self.public_host)):  # browsers send a Host
             return (
                 f"this server runs without auth and answers only requests to its own address, not {host!r} "
                 f"(an IP address, localhost, or the host of REANGLE_PUBLIC_BASE_URL)"
             )
-        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        if origin is not None and _netloc(origin) != host.lower():
             return f"this server runs without auth and refuses requests from other sites' pages ({origin})"
+        return None
+
+
+def _host_name(url: str) -> str | None:
+    try:
+        name = urlsplit(url).hostname
+    except ValueError:  # such as an unclosed IPv6 bracket
+        return None
+    return name.lower() if name else None
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:
         return None
 
 
