@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from reangle.cli import serve
 from reangle.core.assets import AssetService
 from reangle.core.service import JobService, ServiceLimits
 from reangle.runtime.local_bus import LocalEventBus
@@ -42,6 +43,25 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None
     """Every test (and every CLI it starts) builds the tiny model in the session cache, offline."""
     monkeypatch.setenv("REANGLE_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """For `reangle serve` and `reangle worker` run in process: the engines the command asked for, none of
+    which may be made (a command that refuses its settings stops before; with qwen, loading takes minutes)."""
+    made: list[str] = []
+
+    def create_engine(name: str, settings: Settings) -> None:
+        made.append(name)
+        raise AssertionError(f"the {name} engine was made before the settings were checked")
+
+    monkeypatch.setattr(serve, "create_engine", create_engine)
+    return made
+
+
+def error_lines(err: str) -> list[str]:
+    """The lines of a command's stderr that say something."""
+    return [line for line in err.splitlines() if line.strip()]
 
 
 @pytest.fixture

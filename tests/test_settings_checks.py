@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from reangle.cli import serve
 from reangle.cli.main import main
 from reangle.compose import SettingsError, lora_sources
 from reangle.settings import ONE_DAY_S, TEN_YEARS_S, Settings, setting_names, unknown_settings
+from tests.conftest import error_lines
 
 REANGLE = Path(__file__).parents[1] / "reangle"
 FLOAT_SETTINGS = [name for name, field in Settings.model_fields.items() if field.annotation is float]
@@ -28,26 +28,6 @@ TIMEOUTS = [
     "webhook_retry_base_s",
     "fake_step_seconds",
 ]
-
-
-@pytest.fixture
-def no_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    made: list[str] = []
-
-    def create_engine(name: str, settings: Settings) -> None:
-        made.append(name)
-        raise AssertionError(f"the {name} engine was made before the settings were checked")
-
-    monkeypatch.setattr(serve, "create_engine", create_engine)
-    return made
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.strip()]
-
-
-def test_the_bounded_settings_are_every_number_of_seconds() -> None:
-    assert sorted(FLOAT_SETTINGS) == sorted([*LIFETIMES, *TIMEOUTS, "dashscope_poll_interval_s"])
 
 
 @pytest.mark.parametrize("name", FLOAT_SETTINGS)
@@ -73,33 +53,6 @@ def test_numbers_of_seconds_are_taken_up_to_their_bound(
         ):
             Settings()
         monkeypatch.setenv(f"REANGLE_{name.upper()}", str(limit))
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "problem"),
-    [
-        ("REANGLE_RESULT_TTL_S", "inf", "Input should be a finite number"),
-        ("REANGLE_UPLOAD_TTL_S", "1e400", "Input should be a finite number"),
-        ("REANGLE_URL_TTL_S", "1e12", "1e+12 seconds is more than 10 years: use at most 315360000"),
-        ("REANGLE_SWEEP_INTERVAL_S", "nan", "Input should be a finite number"),
-        ("REANGLE_HEADER_TIMEOUT_S", "1e9", "1000000000 seconds is more than a day: use at most 86400"),
-        ("REANGLE_MAX_QUEUE", "1" + "0" * 20, "Input should be less than or equal to 1000000000"),
-        ("REANGLE_MAX_ATTEMPTS", "1000000", "Input should be less than or equal to 1000"),
-    ],
-)
-def test_an_absurd_number_stops_the_start_in_one_line(
-    name: str,
-    value: str,
-    problem: str,
-    tmp_path: Path,
-    no_engine: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setenv(name, value)
-    assert main(["serve", "--engine", "fake", "--data-dir", str(tmp_path)]) == 2
-    assert error_lines(capsys.readouterr().err) == [f"reangle: error: bad setting: {name}: {problem}"]
-    assert no_engine == []
 
 
 # misspelled variables -----------------------------------------------------------------------------------
@@ -167,33 +120,6 @@ def test_known_variables_are_not_warned_about(
 
 
 # the cache folder ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def unusable(tmp_path: Path) -> Path:
-    """A cache folder that cannot be made: its parent is a file."""
-    (tmp_path / "a-file").write_text("")
-    return tmp_path / "a-file" / "cache"
-
-
-@pytest.mark.parametrize("command", ["serve", "worker"])
-def test_an_unusable_cache_folder_is_one_line_before_any_engine_loads(
-    command: str,
-    unusable: Path,
-    tmp_path: Path,
-    no_engine: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    if command == "worker":  # a database it could share (never reached): the role check passes
-        monkeypatch.setenv("REANGLE_DATABASE_URL", "postgresql://db.invalid/reangle")
-    monkeypatch.setenv("REANGLE_CACHE_DIR", str(unusable))
-    assert main([command, "--engine", "fake", "--data-dir", str(tmp_path / "data")]) == 2
-    assert error_lines(capsys.readouterr().err) == [
-        f"reangle: error: bad setting: REANGLE_CACHE_DIR: cannot create folders in {unusable}: "
-        "Not a directory"
-    ]
-    assert no_engine == []
 
 
 def test_the_lora_cache_refuses_an_unusable_cache_folder_in_one_line(tmp_path: Path) -> None:

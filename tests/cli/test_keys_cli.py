@@ -12,10 +12,7 @@ from reangle.api.auth import hash_key
 from reangle.cli.main import main
 from reangle.compose import open_job_store
 from reangle.settings import Settings
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.strip()]
+from tests.conftest import error_lines
 
 
 def create(data_dir: Path, name: str, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:

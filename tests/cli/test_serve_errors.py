@@ -19,23 +19,7 @@ from reangle.core.service import JobService
 from reangle.settings import Settings
 from reangle.store.data_lock import DataFolderLock
 from tests.api.conftest import free_port
-
-
-@pytest.fixture
-def no_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The engines the command asked for: none may be made (with qwen, loading one takes minutes)."""
-    made: list[str] = []
-
-    def create_engine(name: str, settings: Settings) -> None:
-        made.append(name)
-        raise AssertionError(f"the {name} engine was made before the settings were checked")
-
-    monkeypatch.setattr(serve, "create_engine", create_engine)
-    return made
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.strip()]
+from tests.conftest import error_lines
 
 
 @pytest.fixture
@@ -46,19 +30,28 @@ def unusable(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
-def test_a_data_folder_that_cannot_be_made_is_one_line(
+@pytest.mark.parametrize("folder", ["data", "cache"])
+def test_a_folder_that_cannot_be_made_is_one_line(
     command: str,
+    folder: str,
     unusable: Path,
+    tmp_path: Path,
     no_engine: list[str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     if command == "worker":  # a database it could share (never reached): the role check passes
         monkeypatch.setenv("REANGLE_DATABASE_URL", "postgresql://db.invalid/reangle")
-    assert main([command, "--engine", "fake", "--data-dir", str(unusable)]) == 2
-    assert error_lines(capsys.readouterr().err) == [
-        f"reangle: error: cannot create the data folder {unusable}: Not a directory"
-    ]
+    if folder == "cache":  # where fetched LoRAs go
+        monkeypatch.setenv("REANGLE_CACHE_DIR", str(unusable))
+    data_dir = unusable if folder == "data" else tmp_path / "data"
+    assert main([command, "--engine", "fake", "--data-dir", str(data_dir)]) == 2
+    expected = {
+        "data": f"reangle: error: cannot create the data folder {unusable}: Not a directory",
+        "cache": f"reangle: error: bad setting: REANGLE_CACHE_DIR: cannot create folders in {unusable}: "
+        "Not a directory",
+    }
+    assert error_lines(capsys.readouterr().err) == [expected[folder]]
     assert no_engine == []
 
 
@@ -231,6 +224,14 @@ def test_serve_stops_with_exit_1_when_its_job_runtime_fails(
             "endpoint 'ep-1' names unknown model 'qwen-edit'; choose from qwen-edit-multiangle-2511, "
             "qwen-image-edit-2511, qwen-image-2512, wan-2.7-image",
         ),
+        # numbers no clock or database can take (an infinite TTL made every upload a 500)
+        ("REANGLE_RESULT_TTL_S", "inf", "Input should be a finite number"),
+        ("REANGLE_UPLOAD_TTL_S", "1e400", "Input should be a finite number"),
+        ("REANGLE_URL_TTL_S", "1e12", "1e+12 seconds is more than 10 years: use at most 315360000"),
+        ("REANGLE_SWEEP_INTERVAL_S", "nan", "Input should be a finite number"),
+        ("REANGLE_HEADER_TIMEOUT_S", "1e9", "1000000000 seconds is more than a day: use at most 86400"),
+        ("REANGLE_MAX_QUEUE", "1" + "0" * 20, "Input should be less than or equal to 1000000000"),
+        ("REANGLE_MAX_ATTEMPTS", "1000000", "Input should be less than or equal to 1000"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(
