@@ -113,7 +113,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         data_lock.acquire()
     listener = bound_socket(settings.host, settings.port)  # before the engine loads: a taken port is one line
     settings, engine = _engine(settings, load=settings.role == "all")
-    if settings.auth == "on" and not settings.api_keys and not _has_stored_keys(settings):
+    if settings.auth == "on" and not has_api_keys(settings):
         print(
             "reangle: no API keys yet: make one with `reangle keys create`, or set REANGLE_AUTH=off",
             file=sys.stderr,
@@ -287,7 +287,10 @@ def _engine(settings: Settings, *, load: bool) -> tuple[Settings, Engine]:
     return settings, engine
 
 
-def _has_stored_keys(settings: Settings) -> bool:
+def has_api_keys(settings: Settings) -> bool:
+    """Whether any key would be accepted: one in REANGLE_API_KEYS (not just commas and blanks) or stored."""
+    if any(key.strip() for key in settings.api_keys.split(",")):
+        return True
     from reangle.compose import open_job_store
 
     store = open_job_store(settings)

@@ -257,3 +257,17 @@ def test_empty_link_settings_mean_unset_and_a_base_url_loses_its_trailing_slash(
     assert (Settings().signing_secret, Settings().public_base_url) == (None, None)
     monkeypatch.setenv("REANGLE_PUBLIC_BASE_URL", " https://reangle.example.com/ ")
     assert Settings().public_base_url == "https://reangle.example.com"
+
+
+@pytest.mark.parametrize(
+    ("api_keys", "stored", "has_keys"),
+    [("", False, False), (" , ,", False, False), ("k1", False, True), ("", True, True)],
+)
+def test_a_server_without_any_key_is_told_so(
+    api_keys: str, stored: bool, has_keys: bool, tmp_path: Path
+) -> None:
+    """`REANGLE_API_KEYS=" , ,"` accepts no key: `serve` still says that none exists."""
+    settings = Settings(api_keys=api_keys, data_dir=tmp_path)
+    if stored:
+        assert main(["keys", "create", "--name", "ci", "--data-dir", str(tmp_path)]) == 0
+    assert serve.has_api_keys(settings) is has_keys
