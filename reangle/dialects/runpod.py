@@ -185,7 +185,9 @@ async def retry(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[s
 @router.post(PREFIX + "/purge-queue")
 async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
     """Cancel this key's queued jobs on this endpoint; running jobs go on."""
-    queued = [job for job in _all_jobs(app, who, JobStatus.QUEUED) if job.source == source_of(endpoint_id)]
+    queued = [
+        job for job in await _all_jobs(app, who, JobStatus.QUEUED) if job.source == source_of(endpoint_id)
+    ]
     removed = sum(_cancel_quietly(app, who, job).status == JobStatus.CANCELED for job in queued)
     return {"removed": removed, "status": "completed"}
 
@@ -193,7 +195,7 @@ async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any
 @router.get(PREFIX + "/health")
 async def health(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
     """This key's job counts on this endpoint (each batch item counts), and the local worker."""
-    jobs = [job for job in _all_jobs(app, who, None) if job.source == source_of(endpoint_id)]
+    jobs = [job for job in await _all_jobs(app, who, None) if job.source == source_of(endpoint_id)]
     running = app.service.counts().get(JobStatus.PROCESSING, 0) > 0
     return rp.health_body(jobs, running=running)
 
@@ -303,7 +305,12 @@ def _cancel_quietly(app: AppState, who: str, job: Job) -> Job:
         return job
 
 
-def _all_jobs(app: AppState, who: str, status: JobStatus | None) -> list[Job]:
+async def _all_jobs(app: AppState, who: str, status: JobStatus | None) -> list[Job]:
+    """Every job of the key (with `status`): read in a worker thread, as a key may have many thousands."""
+    return await asyncio.to_thread(_read_all_jobs, app, who, status)
+
+
+def _read_all_jobs(app: AppState, who: str, status: JobStatus | None) -> list[Job]:
     jobs: list[Job] = []
     cursor: str | None = None
     while True:
