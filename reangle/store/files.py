@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from reangle.errors import AssetGone, Unavailable
 
 #: A disk full (or over quota) now may have room later: the caller retries, as when a database is down.
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: The files being written are named so until they are complete (then renamed to their digest).
+TEMPORARY_PREFIX = ".tmp-"
+STALE_TEMPORARY_S = 3600.0
 
 
 class FileBlobStore:
@@ -20,6 +25,16 @@ class FileBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporary_files()
+
+    def _remove_stale_temporary_files(self) -> None:
+        """Half-written files a process killed in the middle of a write left (a live write is a matter of
+        moments, so one older than STALE_TEMPORARY_S is nobody's)."""
+        stale_before = time.time() - STALE_TEMPORARY_S
+        for leftover in self.root.glob(f"*/{TEMPORARY_PREFIX}*"):
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+                if leftover.stat().st_mtime < stale_before:
+                    leftover.unlink()
 
     def put(self, data: bytes) -> str:
         """Store `data` once (atomically) and return its SHA-256."""
@@ -28,7 +43,7 @@ class FileBlobStore:
         if not path.exists():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY_PREFIX)
             except OSError as exc:
                 refuse_if_full(exc)
                 raise

@@ -1,4 +1,5 @@
-"""The embedded asset folder: a full disk is Unavailable (retry later) and leaves no partial file behind."""
+"""The embedded asset folder: a full disk is Unavailable (retry later) and leaves no partial file behind; a
+killed write's half-written file is removed at the next start."""
 
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def test_stored_bytes_read_back_by_their_digest(tmp_path: Path) -> None:
     digest = blobs.put(b"pixels")
     assert blobs.read(digest) == b"pixels"
     assert [path.name for path in tmp_path.rglob(".tmp-*")] == []
+
+
+def test_half_written_files_a_killed_process_left_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    digest = FileBlobStore(tmp_path).put(b"kept")
+    folder = tmp_path / digest[:2]
+    stale, live = folder / ".tmp-stale", folder / ".tmp-live"  # a write killed an hour ago; one under way
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    an_hour_ago = os.path.getmtime(live) - files.STALE_TEMPORARY_S - 1
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+
+    restarted = FileBlobStore(tmp_path)
+    assert not stale.exists()
+    assert live.exists()
+    assert restarted.read(digest) == b"kept"
