@@ -21,7 +21,7 @@ from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
 from reangle.compose import storage_summary
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
-from reangle.core.jobs import JobEvent, JobKind, JobStatus
+from reangle.core.jobs import JobEvent, JobKind, JobStatus, TimeLimits
 from reangle.core.models import MODELS
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.errors import InvalidInput, NotFound
@@ -33,6 +33,21 @@ SSE_PING_S = 15.0
 router = APIRouter()
 
 WebhookEvent = Literal["completed", "progress"]
+#: The longest time limit a job may be given: a week, as RunPod allows.
+MAX_TIME_LIMIT_S = 7 * 24 * 3600
+
+
+class TimeLimitsIn(BaseModel):
+    """How long the job may take (see TimeLimits): `run_s` each run of it, `total_s` its whole life from
+    submission, queue included. A job past either ends failed with the code `timed_out`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_s: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+    total_s: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+
+    def limits(self) -> TimeLimits | None:
+        return TimeLimits(run_s=self.run_s, total_s=self.total_s) if self.run_s or self.total_s else None
 
 
 class JobSubmission(BaseModel):
@@ -46,6 +61,7 @@ class JobSubmission(BaseModel):
     webhook_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
     #: "completed" (the default: succeeded, failed, canceled) and/or "progress" (status changes, progress)
     webhook_events: list[WebhookEvent] | None = Field(default=None, min_length=1)
+    time_limits: TimeLimitsIn | None = None
 
 
 class BatchItem(BaseModel):
@@ -62,6 +78,8 @@ class BatchSubmission(BaseModel):
     #: the webhook of every job of the batch (each job's events are delivered on their own)
     webhook_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
     webhook_events: list[WebhookEvent] | None = Field(default=None, min_length=1)
+    #: the time limits of every job of the batch
+    time_limits: TimeLimitsIn | None = None
 
 
 # the status read -------------------------------------------------------------------------------------
@@ -191,6 +209,7 @@ async def submit_job(
             priority=submission.priority,
             idempotency_key=idempotency_key,
             webhook=webhook,
+            limits=submission.time_limits.limits() if submission.time_limits else None,
         ),
     )
     if wait > 0:
@@ -280,7 +299,11 @@ async def submit_batch(submission: BatchSubmission, request: Request, caller: Ca
         caller.app, request, submission.webhook_url, submission.webhook_events, field="webhook_url"
     )
     batch_id, jobs = await caller.app.service.submit_batch(
-        caller.owner, submission.model, [item.input for item in submission.items], webhook=webhook
+        caller.owner,
+        submission.model,
+        [item.input for item in submission.items],
+        webhook=webhook,
+        limits=submission.time_limits.limits() if submission.time_limits else None,
     )
     return {"id": batch_id, "jobs": [job_json(job, caller.links) for job in jobs]}
 

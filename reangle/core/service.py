@@ -585,7 +585,10 @@ def model_spec(model_id: str) -> ModelSpec:
 
 
 def _request_hash(request: SubmitRequest) -> str:
-    body = json.dumps([request.model, request.kind.value, request.input, request.priority], sort_keys=True)
+    fields = [request.model, request.kind.value, request.input, request.priority]
+    if request.limits is not None:  # a request without limits hashes as before they existed
+        fields.append([request.limits.run_s, request.limits.total_s])
+    body = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()
 
 

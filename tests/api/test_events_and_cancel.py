@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT
 from tests.api.conftest import (
     ServerProcess,
     assert_error,
@@ -18,6 +20,7 @@ from tests.api.conftest import (
     get_job,
     hold_input,
     running,
+    slow_input,
     submit,
     succeeded,
     upload,
@@ -157,3 +160,53 @@ def test_events_of_a_canceled_job_end_with_canceled(shared_server: ServerProcess
     assert rest[-1].kind == "status"
     assert rest[-1].data["status"] == "canceled"
     assert all(event.kind == "progress" for event in rest[:-1])
+
+
+# time limits -----------------------------------------------------------------------------------------------
+
+
+def test_a_job_past_its_time_limit_ends_failed_as_timed_out(api: httpx.Client) -> None:
+    asset = upload(api)
+    body = {"model": CAMERA_EDIT, "input": slow_input(asset["id"]), "time_limits": {"run_s": 0.3}}
+    accepted = api.post("/v1/jobs", json=body)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["time_limits"] == {"run_s": 0.3, "total_s": None}
+    ended = wait_job(api, accepted.json()["id"])  # 100 steps: about 2 s, had it run to its end
+    assert ended["status"] == "failed"
+    assert ended["error"]["code"] == "timed_out"
+    assert ended["error"]["message"] == "the job ran longer than its execution timeout (0.3 s)"
+    assert ended["output"]["assets"] == []
+    plain = submit(api, edit_input(asset["id"]))
+    assert plain["time_limits"] is None
+    succeeded(api, plain["id"])
+
+
+def test_time_limits_go_to_every_job_of_a_batch_and_into_the_idempotency_check(api: httpx.Client) -> None:
+    asset = upload(api)
+    batch = {
+        "model": INSTRUCTION_EDIT,
+        "items": [{"input": {"images": [asset["id"]], "prompt": "x"}}] * 2,
+        "time_limits": {"total_s": 600},
+    }
+    jobs = api.post("/v1/batches", json=batch).json()["jobs"]
+    assert [job["time_limits"] for job in jobs] == [{"run_s": None, "total_s": 600}] * 2
+    body = {"model": CAMERA_EDIT, "input": edit_input(asset["id"]), "time_limits": {"run_s": 60}}
+    key = {"Idempotency-Key": "limited"}
+    first = api.post("/v1/jobs", json=body, headers=key).json()
+    assert api.post("/v1/jobs", json=body, headers=key).json()["id"] == first["id"]
+    other = api.post("/v1/jobs", json={**body, "time_limits": {"run_s": 30}}, headers=key)
+    assert_error(other, 409, "conflict", "limited")
+
+
+@pytest.mark.parametrize(
+    ("time_limits", "words"),
+    [
+        ({"run_s": 0}, "time_limits.run_s"),
+        ({"total_s": 8 * 24 * 3600}, "time_limits.total_s"),
+        ({"run_s": "soon"}, "time_limits.run_s"),
+        ({"timeout_s": 5}, "time_limits.timeout_s"),
+    ],
+)
+def test_a_time_limit_out_of_bounds_is_refused(api: httpx.Client, time_limits: Any, words: str) -> None:
+    body = {"model": CAMERA_EDIT, "input": edit_input(upload(api)["id"]), "time_limits": time_limits}
+    assert_error(api.post("/v1/jobs", json=body), 422, "invalid_input", words)
