@@ -30,6 +30,11 @@ def create_key(store: JobStore, name: str) -> tuple[str, str]:
     return key_id, key
 
 
+def listed_keys(text: str) -> list[str]:
+    """The keys of REANGLE_API_KEYS: comma-separated, blanks around them and empty items left out."""
+    return [key.strip() for key in text.split(",") if key.strip()]
+
+
 class KeyRing:
     def __init__(
         self,
@@ -40,9 +45,7 @@ class KeyRing:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store, self.enabled, self.clock = store, enabled, clock
-        self._env = {
-            hash_key(k.strip()): "env_" + hash_key(k.strip())[:16] for k in env_keys.split(",") if k.strip()
-        }
+        self._env = {hash_key(key): "env_" + hash_key(key)[:16] for key in listed_keys(env_keys)}
         #: digest -> (key id, trusted until): stored keys found lately, so that a client polling a job does
         #: not cost a query per request. Only keys that exist get in, so it holds at most one per stored key.
         self._found: dict[str, tuple[str, float]] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -31,6 +31,25 @@ MAX_WAIT_S = 300
 SSE_PING_S = 15.0
 
 router = APIRouter()
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def submission_route(path: str) -> Callable[[Endpoint], Endpoint]:
+    """`POST path` answering 202, its key checked before its body is read (see KeyFirstRoute)."""
+
+    def add(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            status_code=202,
+            tags=["jobs"],
+            route_class_override=KeyFirstRoute,
+        )
+        return endpoint
+
+    return add
+
 
 WebhookEvent = Literal["completed", "progress"]
 #: The longest time limit a job may be given: a week, as RunPod allows.
@@ -188,6 +207,7 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
 # jobs ------------------------------------------------------------------------------------------------
 
 
+@submission_route("/v1/jobs")
 async def submit_job(
     submission: JobSubmission,
     request: Request,
@@ -215,16 +235,6 @@ async def submit_job(
     if wait > 0:
         job = await app.service.wait(who, job.id, wait)
     return JSONResponse(job_json(job, caller.links), status_code=200 if job.status.is_terminal else 202)
-
-
-router.add_api_route(
-    "/v1/jobs",
-    submit_job,
-    methods=["POST"],
-    status_code=202,
-    tags=["jobs"],
-    route_class_override=KeyFirstRoute,
-)
 
 
 @router.get("/v1/jobs", tags=["jobs"])
@@ -293,6 +303,7 @@ def _sse(event: JobEvent, make_links: Links) -> str:
 # batches ---------------------------------------------------------------------------------------------
 
 
+@submission_route("/v1/batches")
 async def submit_batch(submission: BatchSubmission, request: Request, caller: CallerDep) -> dict[str, Any]:
     """N (images, prompt) inputs at once: N edit jobs under one batch id, each with its own result."""
     webhook = await webhook_target(
@@ -306,16 +317,6 @@ async def submit_batch(submission: BatchSubmission, request: Request, caller: Ca
         limits=submission.time_limits.limits() if submission.time_limits else None,
     )
     return {"id": batch_id, "jobs": [job_json(job, caller.links) for job in jobs]}
-
-
-router.add_api_route(
-    "/v1/batches",
-    submit_batch,
-    methods=["POST"],
-    status_code=202,
-    tags=["jobs"],
-    route_class_override=KeyFirstRoute,
-)
 
 
 @router.get("/v1/batches/{batch_id}", tags=["jobs"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -109,6 +109,6 @@ def job_json(job: Job, links: Links, records: Mapping[str, AssetRecord] | None =
         "error": job.error.to_dict() if job.error else None,
         "timings": {name: round(value, 4) for name, value in job.timings.items()},
         "batch_id": job.batch_id,
-        "time_limits": {"run_s": job.limits.run_s, "total_s": job.limits.total_s} if job.limits else None,
+        "time_limits": asdict(job.limits) if job.limits else None,
         "history": [{"status": change.status.value, "at": iso(change.at)} for change in job.history],
     }

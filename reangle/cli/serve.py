@@ -289,7 +289,9 @@ def _engine(settings: Settings, *, load: bool) -> tuple[Settings, Engine]:
 
 def has_api_keys(settings: Settings) -> bool:
     """Whether any key would be accepted: one in REANGLE_API_KEYS (not just commas and blanks) or stored."""
-    if any(key.strip() for key in settings.api_keys.split(",")):
+    from reangle.api.auth import listed_keys
+
+    if listed_keys(settings.api_keys):
         return True
     from reangle.compose import open_job_store
 

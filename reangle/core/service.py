@@ -439,10 +439,10 @@ class JobService:
 
     def end_stopped(self, job: Job, timings: dict[str, float] | None = None) -> Job | None:
         """End a job whose run stopped on `should_stop`: canceled, or failed as timed out."""
-        now = self.clock()
-        deadline = job.limits.deadline(job) if job.limits else None
-        if job.limits and deadline is not None and now >= deadline and not self.stop_flag(job).is_set():
-            return self.fail(job, job.limits.error(job, now), timings)
+        now, limits = self.clock(), job.limits
+        deadline = limits.deadline(job) if limits else None
+        if limits and deadline is not None and now >= deadline and not self.stop_flag(job).is_set():
+            return self.fail(job, limits.error(job, now), timings)
         return self.mark_canceled(job)
 
     def report_progress(self, job: Job, step: int, steps: int) -> None:
