@@ -366,11 +366,15 @@ async def list_poses(who: Owner) -> dict[str, Any]:
 
 @router.get("/healthz", tags=["ops"])
 async def health(app: State, response: Response) -> dict[str, Any]:
-    """This process (its role, engine, where state lives) and the workers heard from lately; 503 with
-    `status` "failed" and the `failure` once the job runtime has failed (the server is stopping)."""
+    """This process (its role, engine, where state lives) and the workers heard from lately. 503 with
+    `status` "failed" and the `failure` once the job runtime has failed (the server is stopping); 503 with
+    `status` "degraded" and the `problem` while the store refuses this process's writes."""
     if app.failure is not None:
         response.status_code = 503
         return {"status": "failed", "failure": app.failure, "role": app.settings.role}
+    if (problem := app.runtime.store_trouble()) is not None:
+        response.status_code = 503
+        return {"status": "degraded", "problem": problem, "role": app.settings.role}
     info = app.engine.info
     workers = app.service.store.list_workers(seen_since=time.time() - LISTED_FOR_S)
     return {

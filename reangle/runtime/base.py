@@ -17,9 +17,16 @@ class Runtime(Protocol):
         """Run jobs (and periodic upkeep) until cancelled; a graceful stop when cancelled."""
         ...
 
+    def store_trouble(self) -> str | None:
+        """Why the store refuses this process's writes (see Heartbeat.store_trouble), for /healthz."""
+        ...
+
 
 class NoRuntime:
     """An API replica of a scale-out deployment: the workers run the jobs and the upkeep."""
 
     async def run(self) -> None:
+        return None
+
+    def store_trouble(self) -> str | None:
         return None

@@ -36,6 +36,7 @@ class EmbeddedRuntime:
     ) -> None:
         self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
         self.runner, self.webhooks, self.prefetch = runner, webhooks, prefetch
+        self.heartbeat = Heartbeat(service.store, engine, MODELS, runner.job_in_hand)
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -48,16 +49,17 @@ class EmbeddedRuntime:
                     raise
                 log.warning("could not recover the interrupted jobs (%s); again in %g s", exc, wait)
                 await asyncio.sleep(wait)
-        runner = self.runner
-        heartbeat = Heartbeat(self.service.store, self.engine, MODELS, runner.job_in_hand)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(runner.run_forever(), name="runner")
+            tasks.create_task(self.runner.run_forever(), name="runner")
             tasks.create_task(sweep_forever(self.service, self.sweep_interval_s), name="sweeper")
-            tasks.create_task(heartbeat.run(), name="heartbeat")
+            tasks.create_task(self.heartbeat.run(), name="heartbeat")
             if self.webhooks is not None:
                 tasks.create_task(self.webhooks.run(), name="webhooks")
             if self.prefetch is not None:
                 tasks.create_task(self.prefetch.run(), name="lora prefetch")
+
+    def store_trouble(self) -> str | None:
+        return self.heartbeat.store_trouble()
 
     def recover(self) -> None:
         """Re-queue (or end) the jobs the last run of the server left running; fail the queued jobs of

@@ -23,6 +23,10 @@ log = logging.getLogger("reangle.worker")
 HEARTBEAT_S = 2.0
 #: /healthz lists the workers heard from within this many seconds.
 LISTED_FOR_S = 30.0
+#: A process whose own beats the store has refused for this long answers /healthz 503 ("degraded"): it can
+#: neither take jobs in nor record their progress (a full disk, a lock held by another process, a database
+#: gone read-only). Longer than a lock wait (5 s) and two beats, so one slow write does not flip it.
+REFUSED_FOR_S = 15.0
 
 
 def process_name() -> str:
@@ -53,6 +57,8 @@ class Heartbeat:
         self.name = name or process_name()
         self.interval_s = interval_s
         self.started_at = time.time()
+        self.recorded_at = self.started_at
+        self.refusal: str | None = None
 
     def status(self) -> WorkerStatus:
         info = self.engine.info
@@ -84,9 +90,18 @@ class Heartbeat:
             await asyncio.to_thread(self.store.record_worker, status)
         except Exception as exc:  # the database away for a while: keep beating
             log.warning("heartbeat of %s not recorded: %s", self.name, exc)
+            self.refusal = str(exc) or type(exc).__name__
             return
+        self.recorded_at, self.refusal = status.seen_at, None
         if self.stop_job is not None and status.job_id is not None:
             await self._stop_if_canceled(status.job_id, self.stop_job)
+
+    def store_trouble(self) -> str | None:
+        """Why this process cannot write to the store, once its beats have been refused for REFUSED_FOR_S."""
+        refused_for = time.time() - self.recorded_at
+        if self.refusal is None or refused_for < REFUSED_FOR_S:
+            return None
+        return f"the store has refused this process's writes for {refused_for:.0f} s: {self.refusal}"
 
     async def _stop_if_canceled(self, job_id: str, stop_job: Callable[[str], None]) -> None:
         try:

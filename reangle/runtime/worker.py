@@ -115,6 +115,9 @@ class WorkerRuntime:
                 for task in beside:
                     task.cancel()
 
+    def store_trouble(self) -> str | None:
+        return self.heartbeat.store_trouble()
+
     def _job_in_hand(self) -> str | None:
         return self._claimed
 

@@ -1,10 +1,12 @@
 """The server's job runtime at start: a store unavailable a while (another process's lock on the SQLite file)
 delays the recovery of interrupted jobs; a failure that does not pass (a malformed database) answers /healthz
-503 with the failure and asks the server to stop: it must not answer "ok" with no runner."""
+503 with the failure and asks the server to stop: it must not answer "ok" with no runner. Later, a store that
+refuses the server's writes makes /healthz 503 "degraded" until it takes them again."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from reangle.api.app import create_app
 from reangle.core.service import JobService
+from reangle.runtime import heartbeat
 from reangle.settings import Settings
 from reangle.store import sqlite as sqlite_store
 from reangle.store.sqlite import SqliteStore
@@ -68,3 +71,35 @@ def test_healthz_answers_503_naming_the_failure_and_the_server_is_asked_to_stop(
         "role": "all",
     }
     assert stop_requests == ["stop"]
+
+
+def test_healthz_is_degraded_while_the_store_refuses_writes_and_ok_once_it_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(heartbeat, "REFUSED_FOR_S", 0.5)
+    with TestClient(create_app(settings(tmp_path)), base_url="http://127.0.0.1") as http:
+        assert http.get("/healthz").json()["status"] == "ok"
+        other = sqlite3.connect(tmp_path / "reangle.sqlite3", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        # before the refusals have lasted REFUSED_FOR_S, a read waiting for the connection may answer 503 too
+        deadline = time.monotonic() + 10
+        while (body := http.get("/healthz").json()).get(
+            "status"
+        ) != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert body["status"] == "degraded"
+        assert body["role"] == "all"
+        assert http.get("/healthz").status_code == 503
+        # the store's own words: "is busy" while its wait lasts, "cannot be used now" once SQLite gives up
+        refused = (
+            r"the store has refused this process's writes for \d+ s: the job database (is busy|cannot be)"
+        )
+        assert re.match(refused, body["problem"])
+        other.execute("ROLLBACK")
+        other.close()
+        deadline = time.monotonic() + 10
+        while (health := http.get("/healthz")).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok"
