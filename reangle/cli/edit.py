@@ -15,7 +15,7 @@ from PIL import Image
 from reangle.cli.option_names import edit_options
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.prompt_args import add_prompt_flags
-from reangle.cli.remote import add_connection_flags
+from reangle.cli.remote import add_connection_flags, refuse_submission_flags
 from reangle.cli.remote_output import output_file_problem, rewrite_note
 from reangle.client import CAMERA_MODEL
 from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS, MATCH_INPUT, Acceleration, EditPlan, EditRequest
@@ -87,6 +87,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
         from reangle.cli.remote import run_remote_edit
 
         return run_remote_edit(args, settings)
+    refuse_submission_flags(args)
     from reangle.cli.local_extras import local_extras, request_lora_refs, shown_extras
 
     quality = 90 if args.quality is None else args.quality

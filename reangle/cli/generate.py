@@ -22,7 +22,7 @@ from reangle.cli.edit import (
 from reangle.cli.model_switches import check_model_switches, check_set_flags, switch_fields
 from reangle.cli.option_names import generate_options
 from reangle.cli.prompt_args import add_prompt_flags
-from reangle.cli.remote import add_connection_flags
+from reangle.cli.remote import add_connection_flags, refuse_submission_flags
 from reangle.cli.remote_output import note_unused_negative, rewrite_note
 from reangle.client import TEXT_TO_IMAGE_MODEL
 from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS
@@ -126,6 +126,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         from reangle.cli.remote import run_remote_generate
 
         return run_remote_generate(args, settings)
+    refuse_submission_flags(args)
     return _run_local(args, settings)
 
 

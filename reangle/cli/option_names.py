@@ -29,6 +29,10 @@ _PROMPT_OPTIONS = {
     "quality": "--quality",
 }
 
+#: The fields beside the input of a submitted job that an option sets (its webhook), as the server's
+#: refusals name them (`webhook_url: refusing to call ...`).
+_SUBMISSION_OPTIONS = {"webhook_url": "--webhook-url", "webhook_events": "--webhook-event"}
+
 #: What models call their thinking switch (planning the image first), in the order looked for.
 THINKING_FIELDS = ("thinking_mode", "thinking")
 
@@ -69,6 +73,7 @@ def generate_options(args: argparse.Namespace) -> OptionNames:
     set_option = "--set-prompt" if args.set_prompts and args.image_set is None else "--set"
     options = {
         **_PROMPT_OPTIONS,
+        **_SUBMISSION_OPTIONS,
         **_shared_prompt_options(args),
         "prompt": "PROMPT",
         "size": "--size",
@@ -87,6 +92,7 @@ def edit_options(args: argparse.Namespace) -> OptionNames:
     """`reangle edit --server URL`."""
     options = {
         **_PROMPT_OPTIONS,
+        **_SUBMISSION_OPTIONS,
         **_shared_prompt_options(args),
         "images": "INPUT",
         "prompt": "--prompt",
@@ -100,6 +106,7 @@ def orbit_options(args: argparse.Namespace) -> OptionNames:
     """`reangle orbit`."""
     options = {
         **_PROMPT_OPTIONS,
+        **_SUBMISSION_OPTIONS,
         **_shared_prompt_options(args),
         "image": "INPUT",
         "azimuths": "--azimuths",

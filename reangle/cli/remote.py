@@ -2,6 +2,9 @@
 `reangle edit --server URL`, `reangle generate --server URL`. They use only the SDK (reangle.client): no
 torch, no engine.
 
+The commands that submit a job (edit, generate, orbit) also take its webhook (--webhook-url, --webhook-event)
+and time limits (--run-timeout, --total-timeout).
+
 Exit codes: 2 for bad input and any 4xx answer but 429, 1 for a failed or canceled job, a full queue (429),
 a server error or no connection, 130 when interrupted (the job is canceled on the server first).
 """
@@ -56,9 +59,10 @@ from reangle.client import (
     ReangleAPIError,
     ReangleClientError,
     ServerError,
+    TimeLimits,
     WaitTimeout,
 )
-from reangle.client._inputs import generate_input
+from reangle.client._inputs import WEBHOOK_EVENTS, generate_input, submission_fields
 from reangle.errors import InvalidInput
 
 EXIT_INTERRUPTED = 130
@@ -70,6 +74,8 @@ _ACCELERATIONS = ("none", "regular", "high")
 _FORMATS = ("png", "jpeg", "webp")
 _STATUSES = ("queued", "processing", "succeeded", "failed", "canceled")
 _POSE_FLAGS = ("horizontal_angle", "vertical_angle", "zoom", "azimuth", "elevation", "distance", "text")
+#: The longest time limit the server takes (a week); a longer --run-timeout is a usage error here.
+MAX_TIMEOUT_S = 7 * 24 * 3600
 
 
 class RemoteSettings(Protocol):
@@ -105,12 +111,47 @@ def add_remote_commands(commands: argparse._SubParsersAction[Any]) -> None:
     cancel.add_argument("--json", action="store_true", help="print the job as JSON")
     cancel.set_defaults(run=run_jobs_cancel)
     for parser in (listing, show, cancel):
-        add_connection_flags(parser)
+        add_connection_flags(parser, submits_jobs=False)
 
 
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+def add_connection_flags(parser: argparse.ArgumentParser, *, submits_jobs: bool = True) -> None:
+    """--server and --api-key; for a command that submits a job (edit, generate, orbit), also the job's
+    webhook and time limits, which only a server takes."""
     parser.add_argument("--server", metavar="URL", help="the reangle server (default: REANGLE_SERVER)")
     parser.add_argument("--api-key", metavar="KEY", help="its API key (default: REANGLE_API_KEY)")
+    if submits_jobs:
+        _add_submission_flags(parser)
+
+
+def _add_submission_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--webhook-url",
+        type=webhook_url,
+        metavar="URL",
+        help="on a server: POST the job to this http(s) URL when it ends (signed; see docs/webhooks.md)",
+    )
+    parser.add_argument(
+        "--webhook-event",
+        dest="webhook_events",
+        action="append",
+        choices=WEBHOOK_EVENTS,
+        metavar="EVENT",
+        help="what calls --webhook-url: completed (the default) or progress (every status change and "
+        "progress); repeatable",
+    )
+    parser.add_argument(
+        "--run-timeout",
+        type=timeout_seconds,
+        metavar="SECONDS",
+        help="on a server: fail the job (timed_out) if a run of it takes longer",
+    )
+    parser.add_argument(
+        "--total-timeout",
+        type=timeout_seconds,
+        metavar="SECONDS",
+        help="on a server: fail the job (timed_out) if it is not done this long after its submission, "
+        "queue included",
+    )
 
 
 def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
@@ -158,18 +199,20 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     """`reangle edit ... --server URL`: the local edit's flags, run on a server."""
     try:
         fields = _remote_edit_fields(args)
+        submission = _submission_args(args)
         inputs = [_image_arg(value) for value in args.inputs]
     except (CommandFailure, InvalidInput) as exc:
         return _fail(_with_hint(exc))
     model = args.model or CAMERA_MODEL
     if args.dry_run:
         images = [str(value) for value in args.inputs]
-        print(json.dumps({"model": model, "kind": "edit", "input": {"images": images, **fields}}))
+        body = {"model": model, "kind": "edit", "input": {"images": images, **fields}}
+        print(json.dumps(body | submission_fields(**submission)))
         return 0
 
     def edit(client: Client) -> int:
         images = [_uploaded(client, image) for image in inputs]
-        job = client.edit(images, model=model, wait=False, **fields)
+        job = client.edit(images, model=model, wait=False, **fields, **submission)
         job = _wait(client, job, "editing")
         _save_numbered(client, args, job)
         return 0
@@ -182,6 +225,7 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
     images for a model that takes them) on a server."""
     try:
         fields = _remote_generate_fields(args)
+        submission = _submission_args(args)
         images = [_image_arg(value) for value in args.images]
     except (CommandFailure, InvalidInput) as exc:
         return _fail(_with_hint(exc))
@@ -202,11 +246,14 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
                 set_fields=switch_fields(args, args.model, schema),
                 options=options,
             )
-            print(json.dumps({"model": args.model, "kind": "edit", "input": body}))
+            request = {"model": args.model, "kind": "edit", "input": body}
+            print(json.dumps(request | submission_fields(**submission)))
             return 0
         options = fields | set_switches(args) | thinking_fields(args, schema)
         refs = [_uploaded(client, image) for image in images]
-        job = client.generate(args.prompt, model=args.model, images=refs or None, wait=False, **options)
+        job = client.generate(
+            args.prompt, model=args.model, images=refs or None, wait=False, **options, **submission
+        )
         job = _wait(client, job, "generating")
         note_unused_negative(args.negative, [asset.plan for asset in job.assets])
         _save_numbered(client, args, job)
@@ -218,6 +265,7 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
 def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
     try:
         image = _image_arg(args.input)
+        submission = _submission_args(args)
         check_quality(args.quality)
         make_folder(args.output)
     except CommandFailure as exc:
@@ -246,6 +294,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
             model=args.model,
             wait=False,
             **options,
+            **submission,
         )
         job = _wait(client, job, "orbit")
         files = [(args.output / name, asset) for name, asset in orbit_file_names(job.assets)]
@@ -257,6 +306,40 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         return 0
 
     return _with_client(args, settings, orbit, orbit_options(args))
+
+
+def refuse_submission_flags(args: argparse.Namespace) -> None:
+    """In process there is no job to call back or to time out: the webhook and time-limit flags are refused
+    rather than ignored."""
+    given = {
+        "--webhook-url": args.webhook_url,
+        "--webhook-event": args.webhook_events,
+        "--run-timeout": args.run_timeout,
+        "--total-timeout": args.total_timeout,
+    }
+    for flag, value in given.items():
+        if value is not None:
+            raise InvalidInput(f"{flag} is for a job on a server: give --server URL (or drop {flag})")
+
+
+def webhook_url(text: str) -> str:
+    """--webhook-url: an http(s) URL (the server checks the rest: that it is public, not too long)."""
+    if not text.lower().startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {text!r}")
+    return text
+
+
+def timeout_seconds(text: str) -> float:
+    """--run-timeout, --total-timeout: seconds, more than 0 and at most a week (what the server takes)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S):
+        raise argparse.ArgumentTypeError(
+            f"{text} is out of range: give more than 0 and at most {MAX_TIMEOUT_S}"
+        )
+    return seconds
 
 
 def page_size(text: str) -> int:
@@ -493,6 +576,18 @@ def _remote_generate_fields(args: argparse.Namespace) -> dict[str, Any]:
         **prompt_fields(args),
     }
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def _submission_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The webhook and time-limit flags as SDK keywords (`webhook_url`, `webhook_events`, `time_limits`; None
+    when not given); CommandFailure for --webhook-event without --webhook-url."""
+    if args.webhook_events and args.webhook_url is None:
+        raise CommandFailure("--webhook-event needs --webhook-url: the URL to send the events to")
+    return {
+        "webhook_url": args.webhook_url,
+        "webhook_events": args.webhook_events,
+        "time_limits": TimeLimits(run_s=args.run_timeout, total_s=args.total_timeout),
+    }
 
 
 def _image_arg(value: str) -> str | Path:

@@ -42,6 +42,7 @@ from reangle.client._inputs import (
     ImageInput,
     Lora,
     LoraInput,
+    TimeLimitsInput,
 )
 from reangle.client._models import (
     TERMINAL_STATUSES,
@@ -58,7 +59,9 @@ from reangle.client._models import (
     OutputAsset,
     ProgressEvent,
     PromptRewrite,
+    TimeLimits,
     ViewPose,
+    WebhookSecret,
 )
 
 __all__ = [
@@ -102,7 +105,10 @@ __all__ = [
     "ReangleAPIError",
     "ReangleClientError",
     "ServerError",
+    "TimeLimits",
+    "TimeLimitsInput",
     "UnsupportedMediaTypeError",
     "ViewPose",
     "WaitTimeout",
+    "WebhookSecret",
 ]

@@ -33,6 +33,7 @@ from reangle.client._inputs import (
     FileInput,
     ImageInput,
     LoraInput,
+    TimeLimitsInput,
     as_image_list,
     check_finite,
     check_set_prompts,
@@ -40,9 +41,11 @@ from reangle.client._inputs import (
     file_to_upload,
     generate_input,
     image_set_fields,
+    job_body,
     orbit_input,
     prompt_extras,
     reference,
+    submission_fields,
     upload_file,
 )
 from reangle.client._models import (
@@ -55,6 +58,7 @@ from reangle.client._models import (
     JobPage,
     Model,
     OutputAsset,
+    WebhookSecret,
     _CameraPromptList,
     _ModelList,
 )
@@ -133,11 +137,17 @@ class AsyncClient:
         kind: str = "edit",
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
     ) -> Job:
-        check_finite(input, "input")
-        body = {"model": model, "input": dict(input), "kind": kind} | query(priority=priority)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return parse(await self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
+        """See `Client.submit`."""
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
+        return await self._submit(
+            model, input, kind=kind, priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
 
     async def get(self, job_id: str) -> Job:
         return parse(await self._send("GET", api_path("v1", "jobs", job_id)), Job)
@@ -202,6 +212,9 @@ class AsyncClient:
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
         wait: bool = True,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
@@ -218,9 +231,14 @@ class AsyncClient:
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         options = {"seed": seed, "num_outputs": num_outputs, **extras, **options}
         check_finite({**camera, **options}, "input")  # before any upload
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
         refs = await self._image_refs(as_image_list(images))
         body = edit_input(refs, prompt=prompt, camera=camera, options=options)
-        job = await self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
+        job = await self._submit(
+            model, body, kind="edit", priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
         return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     async def orbit(
@@ -238,14 +256,20 @@ class AsyncClient:
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
         wait: bool = True,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Job:
-        fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
+        options = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
         path = {"azimuths": azimuths, "elevation": elevation, "distance": distance, "poses": poses}
-        check_finite({**path, **fields}, "input")  # before any upload
+        check_finite({**path, **options}, "input")  # before any upload
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
         (ref,) = await self._image_refs([image])
         body = orbit_input(
             ref,
@@ -254,9 +278,11 @@ class AsyncClient:
             distance=distance,
             poses=poses,
             prompt=prompt,
-            options=fields,
+            options=options,
         )
-        job = await self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
+        job = await self._submit(
+            model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
         return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     async def generate(
@@ -275,6 +301,9 @@ class AsyncClient:
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
         wait: bool = True,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
@@ -286,6 +315,9 @@ class AsyncClient:
         schema = await self.input_schema(model) if wants_set else {}
         set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
         check_finite(options, "input")  # before any upload
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
         refs = None if images is None else await self._image_refs(as_image_list(images))
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(
@@ -298,15 +330,29 @@ class AsyncClient:
             set_fields=set_fields,
             options={**extras, **options},
         )
-        job = await self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
+        job = await self._submit(
+            model, body, kind="edit", priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
         return await self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     # batches
 
-    async def batch(self, model: str, inputs: Sequence[Mapping[str, Any]]) -> Batch:
+    async def batch(
+        self,
+        model: str,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
+    ) -> Batch:
+        """See `Client.batch`."""
         for index, item in enumerate(inputs):
             check_finite(item, f"items.{index}.input")
-        body = {"model": model, "items": [{"input": dict(item)} for item in inputs]}
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
+        body = {"model": model, "items": [{"input": dict(item)} for item in inputs], **fields}
         return parse(await self._send("POST", "/v1/batches", json=body), Batch)
 
     async def get_batch(self, batch_id: str) -> Batch:
@@ -332,7 +378,25 @@ class AsyncClient:
     async def health(self) -> Health:
         return parse(await self._send("GET", "/healthz"), Health)
 
+    async def webhook_secret(self) -> WebhookSecret:
+        """See `Client.webhook_secret`."""
+        return parse(await self._send("GET", "/v1/webhook-secret"), WebhookSecret)
+
     # plumbing
+
+    async def _submit(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        *,
+        kind: str,
+        priority: int | None,
+        idempotency_key: str | None,
+        fields: Mapping[str, Any],
+    ) -> Job:
+        body = job_body(model, input, kind=kind, priority=priority, fields=fields)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return parse(await self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         headers = self._auth | kwargs.pop("headers", {})

@@ -35,6 +35,7 @@ from reangle.client._inputs import (
     FileInput,
     ImageInput,
     LoraInput,
+    TimeLimitsInput,
     as_image_list,
     check_finite,
     check_set_prompts,
@@ -42,9 +43,11 @@ from reangle.client._inputs import (
     file_to_upload,
     generate_input,
     image_set_fields,
+    job_body,
     orbit_input,
     prompt_extras,
     reference,
+    submission_fields,
     upload_file,
 )
 from reangle.client._models import (
@@ -57,6 +60,7 @@ from reangle.client._models import (
     JobPage,
     Model,
     OutputAsset,
+    WebhookSecret,
     _CameraPromptList,
     _ModelList,
 )
@@ -140,13 +144,25 @@ class Client:
         kind: str = "edit",
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
     ) -> Job:
         """Queue a job; returns at once with the job as queued. Resending an `idempotency_key` returns the
-        job first created with it instead of a new one."""
-        check_finite(input, "input")
-        body = {"model": model, "input": dict(input), "kind": kind} | query(priority=priority)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return parse(self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
+        job first created with it instead of a new one.
+
+        `webhook_url` has the server POST the job there (signed: see `webhook_secret`) when it ends, or also
+        at each status change and progress with `webhook_events=["completed", "progress"]`. `time_limits`
+        (`TimeLimits(run_s=..., total_s=...)` or a mapping with those keys, in seconds) ends the job failed,
+        code "timed_out", once it runs or lives longer; ValueError, before anything is sent, for a limit that
+        is not a positive, finite number. None leaves each out.
+        """
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
+        return self._submit(
+            model, input, kind=kind, priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
 
     def get(self, job_id: str) -> Job:
         return parse(self._send("GET", api_path("v1", "jobs", job_id)), Job)
@@ -213,6 +229,9 @@ class Client:
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
         wait: bool = True,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
@@ -226,8 +245,10 @@ class Client:
         words precise first (never the camera phrase; `job.rewrite` says what it made of them; False is sent
         as False, None leaves the model's default); `loras` adds LoRAs of your own on top of the model's
         (`Lora(url=..., scale=...)`, or mappings with one of url, path, id and a scale). Other input fields
-        (`acceleration`, `num_inference_steps`, `output_format`, ...) go in `options`. With `wait`, returns
-        the finished job or raises `JobFailed` / `JobCanceled`.
+        (`acceleration`, `num_inference_steps`, `output_format`, ...) go in `options`. `webhook_url`,
+        `webhook_events` and `time_limits` are the job's, as for `submit` (`timeout` is how long this call
+        waits; `time_limits` how long the server lets the job take). With `wait`, returns the finished job
+        or raises `JobFailed` / `JobCanceled` (a job past its time limits fails, code "timed_out").
         """
         camera = {
             "horizontal_angle": horizontal_angle,
@@ -240,9 +261,14 @@ class Client:
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         options = {"seed": seed, "num_outputs": num_outputs, **extras, **options}
         check_finite({**camera, **options}, "input")  # before any upload
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
         refs = self._image_refs(as_image_list(images))
         body = edit_input(refs, prompt=prompt, camera=camera, options=options)
-        job = self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
+        job = self._submit(
+            model, body, kind="edit", priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
         return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     def orbit(
@@ -260,6 +286,9 @@ class Client:
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
         wait: bool = True,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
@@ -269,11 +298,14 @@ class Client:
         (default 1.0), or from each of `poses` in order (a path: mappings with the camera edit's fields, e.g.
         `{"azimuth": 90, "elevation": 30}` or `{"horizontal_angle": 45, "zoom": 8}`), plus a turntable and a
         contact sheet. Outputs have role "view" (with a `pose`), "turntable", "contact_sheet".
-        `rewrite_prompt` and `loras` as for `edit`.
+        `rewrite_prompt`, `loras`, the webhook and `time_limits` as for `edit`.
         """
-        fields = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
+        options = {"seed": seed, **prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras), **options}
         path = {"azimuths": azimuths, "elevation": elevation, "distance": distance, "poses": poses}
-        check_finite({**path, **fields}, "input")  # before any upload
+        check_finite({**path, **options}, "input")  # before any upload
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
         (ref,) = self._image_refs([image])
         body = orbit_input(
             ref,
@@ -282,9 +314,11 @@ class Client:
             distance=distance,
             poses=poses,
             prompt=prompt,
-            options=fields,
+            options=options,
         )
-        job = self.submit(model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key)
+        job = self._submit(
+            model, body, kind="orbit", priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
         return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     def generate(
@@ -303,6 +337,9 @@ class Client:
         loras: Sequence[LoraInput] | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
         wait: bool = True,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
@@ -325,13 +362,17 @@ class Client:
         `model="wan-2.7-image"` runs Wan 2.7 through the server's DashScope key: `images` (0-9, uploaded
         first when local) turns it into an edit of those, and `thinking_mode=False` (in `options`) turns its
         planning off. Other input fields (`aspect_ratio`, `acceleration`, `output_format`, ...) go in
-        `options`. With `wait`, returns the finished job or raises `JobFailed` / `JobCanceled`.
+        `options`. The webhook and `time_limits` as for `edit`. With `wait`, returns the finished job or
+        raises `JobFailed` / `JobCanceled`.
         """
         check_set_prompts(set_prompts, num_outputs=num_outputs, image_set=image_set)
         wants_set = image_set is not None or set_prompts is not None
         schema = self.input_schema(model) if wants_set else {}
         set_fields = image_set_fields(model, schema, image_set=image_set, set_prompts=set_prompts)
         check_finite(options, "input")  # before any upload
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
         refs = None if images is None else self._image_refs(as_image_list(images))
         extras = prompt_extras(rewrite_prompt=rewrite_prompt, loras=loras)
         body = generate_input(
@@ -344,16 +385,30 @@ class Client:
             set_fields=set_fields,
             options={**extras, **options},
         )
-        job = self.submit(model, body, kind="edit", priority=priority, idempotency_key=idempotency_key)
+        job = self._submit(
+            model, body, kind="edit", priority=priority, idempotency_key=idempotency_key, fields=fields
+        )
         return self._finish(job, wait=wait, timeout=timeout, on_progress=on_progress)
 
     # batches
 
-    def batch(self, model: str, inputs: Sequence[Mapping[str, Any]]) -> Batch:
-        """Queue one edit job per input (image references must already be asset ids, URLs or data URLs)."""
+    def batch(
+        self,
+        model: str,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        time_limits: TimeLimitsInput | None = None,
+    ) -> Batch:
+        """Queue one edit job per input (image references must already be asset ids, URLs or data URLs). The
+        webhook and time limits (as for `submit`) are every job's: each job's events are sent on their own."""
         for index, item in enumerate(inputs):
             check_finite(item, f"items.{index}.input")
-        body = {"model": model, "items": [{"input": dict(item)} for item in inputs]}
+        fields = submission_fields(
+            webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
+        )
+        body = {"model": model, "items": [{"input": dict(item)} for item in inputs], **fields}
         return parse(self._send("POST", "/v1/batches", json=body), Batch)
 
     def get_batch(self, batch_id: str) -> Batch:
@@ -381,7 +436,26 @@ class Client:
     def health(self) -> Health:
         return parse(self._send("GET", "/healthz"), Health)
 
+    def webhook_secret(self) -> WebhookSecret:
+        """The secret (`whsec_...`) this key's webhooks are signed with, to verify them (Standard Webhooks),
+        and during the 24 h after a rotation the one it replaced (`previous`)."""
+        return parse(self._send("GET", "/v1/webhook-secret"), WebhookSecret)
+
     # plumbing
+
+    def _submit(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        *,
+        kind: str,
+        priority: int | None,
+        idempotency_key: str | None,
+        fields: Mapping[str, Any],
+    ) -> Job:
+        body = job_body(model, input, kind=kind, priority=priority, fields=fields)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return parse(self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         headers = self._auth | kwargs.pop("headers", {})

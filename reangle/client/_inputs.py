@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reangle.client._models import Asset, OutputAsset
+from reangle.client._models import Asset, OutputAsset, TimeLimits
 
 #: The Multiple-Angles camera model, and the plain instruction editor.
 CAMERA_MODEL = "qwen-edit-multiangle-2511"
@@ -290,6 +290,61 @@ def prompt_extras(*, rewrite_prompt: bool | None, loras: Sequence[LoraInput] | N
     """`rewrite_prompt` (True or False, as given: False turns off a model whose default is True) and `loras`
     when given; left out otherwise, so servers and models without them take the request as before."""
     return compact({"rewrite_prompt": rewrite_prompt, "loras": lora_list(loras)})
+
+
+#: Time limits as `TimeLimits(run_s=..., total_s=...)` or a mapping with those keys (`{"run_s": 120}`).
+TimeLimitsInput: TypeAlias = TimeLimits | Mapping[str, float | None]
+#: The events a webhook may ask for: "completed" (the job succeeded, failed or was canceled; the server's
+#: default) and "progress" (every status change and, at most every 5 s, its progress).
+WEBHOOK_EVENTS = ("completed", "progress")
+
+
+def time_limits_json(limits: TimeLimitsInput | None) -> dict[str, float] | None:
+    """The `time_limits` field; None (left out) when no limit is given. ValueError for a limit that is not a
+    positive, finite number or a mapping key that names no limit, TypeError for anything but the two forms."""
+    if limits is None:
+        return None
+    if isinstance(limits, Mapping):
+        unknown = sorted(set(limits) - {"run_s", "total_s"})
+        if unknown:
+            raise ValueError(
+                f"time_limits: unknown {', '.join(map(str, unknown))}; give run_s and/or total_s"
+            )
+        limits = TimeLimits(**limits)
+    elif not isinstance(limits, TimeLimits):
+        raise TypeError(f"time_limits must be a TimeLimits or a mapping, not {type(limits).__name__}")
+    return limits.to_json() or None
+
+
+def submission_fields(
+    *, webhook_url: str | None, webhook_events: Sequence[str] | None, time_limits: TimeLimitsInput | None
+) -> dict[str, Any]:
+    """A job submission's fields beside its model and input: the webhook and the time limits, checked
+    (before any upload) and left out when not given. Event names are the server's to check (a newer one may
+    know more than WEBHOOK_EVENTS)."""
+    if isinstance(webhook_events, str):
+        raise TypeError(
+            f"webhook_events must be a list of event names, such as [{webhook_events!r}], not a text"
+        )
+    if webhook_events is not None and webhook_url is None:
+        raise ValueError("webhook_events needs webhook_url: the URL to send them to")
+    fields = {
+        "webhook_url": webhook_url,
+        "webhook_events": None if webhook_events is None else list(webhook_events),
+        "time_limits": time_limits_json(time_limits),
+    }
+    return compact(fields)
+
+
+def job_body(
+    model: str, input: Mapping[str, Any], *, kind: str, priority: int | None, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The body of `POST /v1/jobs`: `fields` are its `submission_fields`. ValueError for a number in the
+    input that JSON cannot hold (see `check_finite`)."""
+    check_finite(input, "input")
+    return (
+        {"model": model, "input": dict(input), "kind": kind} | compact({"priority": priority}) | dict(fields)
+    )
 
 
 #: What models call their image-set switch, in the order looked for (Wan 2.7 calls it `image_set_mode`).

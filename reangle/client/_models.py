@@ -4,6 +4,8 @@ adds fields still parses; `status`, `kind` and `role` are plain strings for the 
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -83,6 +85,37 @@ class JobOutput(_Model):
     assets: list[OutputAsset] = Field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TimeLimits:
+    """How long a job may take, in seconds (None: no limit of that kind). `run_s` bounds each run of it, from
+    when a runner starts it; `total_s` its whole life from its submission, time in the queue included. A job
+    past either ends failed with the error code "timed_out" (`JobFailed` when waited for). The server takes
+    up to a week for each. ValueError when one is not a positive, finite number.
+
+        client.edit("photo.jpg", azimuth=90, time_limits=TimeLimits(run_s=120, total_s=600))
+    """
+
+    run_s: float | None = None
+    total_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("run_s", "total_s"):
+            _check_seconds(getattr(self, name), f"time_limits.{name}")
+
+    def to_json(self) -> dict[str, float]:
+        """The limits given, as the API takes them (`{"run_s": 120}`); empty when neither is."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+def _check_seconds(value: object, field: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{field} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{field} is {value}: a time limit must be a positive, finite number of seconds")
+
+
 class JobError(_Model):
     """Why a job failed: a stable `code`, a readable `message`, and sometimes a `hint` on what to change."""
 
@@ -110,6 +143,8 @@ class Job(_Model):
     error: JobError | None = None
     timings: dict[str, Any] = Field(default_factory=dict)
     batch_id: str | None = None
+    #: The time limits the job was submitted with; None when it has none (or the server shows none).
+    time_limits: TimeLimits | None = None
     #: True when the server runs a demo engine (tiny, fake): its images are meaningless.
     demo: bool = False
 
@@ -188,6 +223,14 @@ class CameraPrompt(_Model):
 
 class _CameraPromptList(_Model):
     data: list[CameraPrompt]
+
+
+class WebhookSecret(_Model):
+    """`GET /v1/webhook-secret`: the secret (`whsec_...`) the key's webhooks are signed with, per Standard
+    Webhooks, and the one it replaced while that still signs too (for 24 h after a rotation; else None)."""
+
+    secret: str
+    previous: str | None = None
 
 
 class Health(_Model):

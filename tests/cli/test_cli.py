@@ -321,3 +321,24 @@ def test_loras_whose_colons_are_no_scale_are_taken(lora):  # type: ignore[no-unt
     from reangle.cli.prompt_args import lora_arg
 
     assert lora_arg(lora).scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ("edit", ["--webhook-url", "https://example.com/hook"]),
+        ("edit", ["--run-timeout", "60"]),
+        ("generate", ["--total-timeout", "60"]),
+        ("generate", ["--webhook-url", "https://example.com/hook", "--webhook-event", "progress"]),
+    ],
+)
+def test_job_flags_without_a_server_are_refused_not_ignored(
+    photo, tmp_path, capsys, monkeypatch, command, flags
+):  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("REANGLE_SERVER", raising=False)
+    given = str(photo) if command == "edit" else "a red bicycle"
+    assert main([command, given, *flags, "--engine", "fake", "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"reangle: error: {flags[0]} is for a job on a server: give --server URL")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.png").exists()

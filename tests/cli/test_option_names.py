@@ -18,8 +18,9 @@ def edit_args(loras: int = 0) -> argparse.Namespace:
         ("input.num_inference_steps: must be at most 50", "--steps: must be at most 50"),
         ("input.loras.1.url: could not fetch it", "--lora #2: could not fetch it"),
         ("width is not a multiple of 16", "--width is not a multiple of 16"),
+        ("webhook_url: refusing to call it", "--webhook-url: refusing to call it"),
         # a field no option sets, and words that only look like a field, stay as they are
-        ("webhook_url: not allowed", "webhook_url: not allowed"),
+        ("priority: not allowed", "priority: not allowed"),
         (
             "give either width/height or aspect_ratio, not both",
             "give either width/height or aspect_ratio, not both",

@@ -1,9 +1,9 @@
 """FakeServer: a fake of the reangle HTTP API for the SDK and CLI tests. It is NOT the real server.
 
 It keeps jobs and assets in memory and answers through `httpx.MockTransport`, implementing just enough of the
-documented /v1 API (auth, errors, assets, jobs, events, batches, models, poses, health). Jobs never run: a job
-moves one step each time its event stream is read further (or, with `advance_on_get`, at each GET), and ends
-as `outcome` says. Signed download URLs point at a separate fake host that wants no API key.
+documented /v1 API (auth, errors, assets, jobs, events, batches, models, poses, health, webhook secret). Jobs
+never run: a job moves one step each time its event stream is read further (or, with `advance_on_get`, at each
+GET), and ends as `outcome` says. Signed download URLs point at a separate fake host that wants no API key.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from reangle.core.models import TASK_INPUTS, shipped_catalog
 API = "http://reangle.test"
 FILES_HOST = "files.reangle.test"
 API_KEY = "sk-test"
+WEBHOOK_SECRET = "whsec_ZmFrZSBzZWNyZXQ="
 TERMINAL = ("succeeded", "failed", "canceled")
 #: The models the fake accepts: the camera and instruction editors, text-to-image and Wan 2.7 image.
 MODELS = ("qwen-edit-multiangle-2511", "qwen-image-edit-2511", "qwen-image-2512", "wan-2.7-image")
@@ -106,6 +107,7 @@ class FakeServer:
             ("GET", re.compile(r"/v1/models/(?P<model_id>[^/]+)"), self._get_model),
             ("GET", re.compile(r"/v1/poses"), self._poses),
             ("GET", re.compile(r"/healthz"), self._health),
+            ("GET", re.compile(r"/v1/webhook-secret"), self._webhook_secret),
         ]
 
     def transport(self) -> httpx.MockTransport:
@@ -193,6 +195,7 @@ class FakeServer:
             )
         job = self.add_job(body["model"], body["input"], kind=body.get("kind", "edit"))
         job["priority"] = body.get("priority", 0)
+        job["time_limits"] = _time_limits(body)
         if key:
             self._idempotency[key] = job["id"]
         return httpx.Response(202, json=_public(job))
@@ -342,7 +345,7 @@ class FakeServer:
         batch_id = f"batch_{next(self._ids)}"
         jobs = [self.add_job(body["model"], item["input"]) for item in body["items"]]
         for job in jobs:
-            job["batch_id"] = batch_id
+            job.update(batch_id=batch_id, time_limits=_time_limits(body))
         self.batches[batch_id] = [job["id"] for job in jobs]
         return httpx.Response(202, json={"id": batch_id, "jobs": [_public(job) for job in jobs]})
 
@@ -380,6 +383,15 @@ class FakeServer:
     def _health(self, _request: httpx.Request) -> httpx.Response:
         body = {"status": "ok", "engine": "fake", "demo": True, "device": "cpu", "queue_depth": 0}
         return httpx.Response(200, json=body)
+
+    def _webhook_secret(self, _request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"secret": WEBHOOK_SECRET, "previous": None})
+
+
+def _time_limits(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A submission's time limits as the job JSON shows them: both keys, or None without any."""
+    limits = body.get("time_limits")
+    return None if not limits else {"run_s": limits.get("run_s"), "total_s": limits.get("total_s")}
 
 
 def _fake_rewrite(words: str) -> dict[str, Any]:

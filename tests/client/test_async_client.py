@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -12,15 +13,18 @@ import pytest
 
 from reangle.client import (
     AsyncClient,
+    Client,
     Job,
     JobEvent,
     JobFailed,
     ProgressEvent,
     RateLimitError,
     ServerError,
+    TimeLimits,
     WaitTimeout,
+    WebhookSecret,
 )
-from tests.client.fakes import API, API_KEY, FakeServer, error
+from tests.client.fakes import API, API_KEY, WEBHOOK_SECRET, FakeServer, error
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend pixels"
 T = TypeVar("T")
@@ -165,3 +169,47 @@ def test_errors_map_as_in_the_sync_client() -> None:
                 await client.health()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("method", ["submit", "edit", "orbit", "generate", "batch", "webhook_secret"])
+def test_the_submitting_methods_take_the_same_arguments_as_the_sync_ones(method: str) -> None:
+    sync, async_ = inspect.signature(getattr(Client, method)), inspect.signature(getattr(AsyncClient, method))
+    assert list(async_.parameters.values()) == list(sync.parameters.values())
+    assert inspect.iscoroutinefunction(getattr(AsyncClient, method))
+    if method != "webhook_secret":
+        keyword_only = [p.name for p in sync.parameters.values() if p.kind is p.KEYWORD_ONLY]
+        assert {"webhook_url", "webhook_events", "time_limits"} <= set(keyword_only)
+
+
+def test_edit_and_batch_send_the_webhook_and_time_limits_and_read_them_back() -> None:
+    fake = FakeServer()
+    hook = "https://example.com/hooks/reangle"
+
+    async def scenario(client: AsyncClient) -> tuple[Job, list[Job], WebhookSecret]:
+        job = await client.edit(PNG, azimuth=90, webhook_url=hook, time_limits={"run_s": 45})
+        batch = await client.batch(
+            "qwen-image-edit-2511", [{"images": ["a"]}], webhook_url=hook, webhook_events=["progress"]
+        )
+        return job, batch.jobs, await client.webhook_secret()
+
+    job, batch_jobs, secret = run(fake, scenario)
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert (submitted["webhook_url"], submitted["time_limits"]) == (hook, {"run_s": 45})
+    assert "webhook_events" not in submitted
+    assert job.time_limits == TimeLimits(run_s=45)
+    batch = json.loads(fake.requests_to("POST", "/v1/batches")[0].content)
+    assert (batch["webhook_url"], batch["webhook_events"]) == (hook, ["progress"])
+    assert "time_limits" not in batch
+    assert [job.time_limits for job in batch_jobs] == [None]
+    assert secret.secret == WEBHOOK_SECRET
+
+
+def test_a_bad_time_limit_fails_before_the_upload() -> None:
+    fake = FakeServer()
+
+    async def scenario(client: AsyncClient) -> Job:
+        return await client.generate("a fox", model="wan-2.7-image", images=[PNG], time_limits={"total_s": 0})
+
+    with pytest.raises(ValueError, match=r"time_limits\.total_s is 0"):
+        run(fake, scenario)
+    assert fake.requests == []

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,8 +15,11 @@ from reangle.client import (
     JobCanceled,
     JobFailed,
     NotFoundError,
+    TimeLimits,
+    TimeLimitsInput,
+    WebhookSecret,
 )
-from tests.client.fakes import API, API_KEY, FakeServer
+from tests.client.fakes import API, API_KEY, WEBHOOK_SECRET, FakeServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend pixels"
 JPEG = b"\xff\xd8\xff\xe0" + b"pretend jpeg"
@@ -308,3 +313,134 @@ def test_raise_for_status_returns_a_succeeded_job() -> None:
     )
     assert job.raise_for_status() is job
     assert job.assets == []
+
+
+# webhooks and time limits
+
+HOOK = "https://example.com/hooks/reangle"
+#: The webhook and time limits as keywords of every submitting method, and the body fields they make.
+SUBMISSION: dict[str, Any] = {
+    "webhook_url": HOOK,
+    "webhook_events": ("completed", "progress"),
+    "time_limits": TimeLimits(run_s=30, total_s=600),
+}
+SENT = {
+    "webhook_url": HOOK,
+    "webhook_events": ["completed", "progress"],
+    "time_limits": {"run_s": 30, "total_s": 600},
+}
+
+
+def test_submit_sends_the_webhook_and_time_limits_and_reads_the_limits_back(
+    fake: FakeServer, client: Client
+) -> None:
+    job = client.submit("qwen-edit-multiangle-2511", {"images": ["asset_x"]}, **SUBMISSION)
+    assert sent_json(fake, "POST", "/v1/jobs") == {
+        "model": "qwen-edit-multiangle-2511",
+        "input": {"images": ["asset_x"]},
+        "kind": "edit",
+        **SENT,
+    }
+    assert job.time_limits == TimeLimits(run_s=30, total_s=600)
+    assert client.get(job.id).time_limits == TimeLimits(run_s=30, total_s=600)
+
+
+@pytest.mark.parametrize(
+    ("limits", "sent"),
+    [
+        (TimeLimits(run_s=0.5), {"run_s": 0.5}),
+        ({"total_s": 60}, {"total_s": 60}),
+        ({"run_s": 10, "total_s": None}, {"run_s": 10}),
+    ],
+)
+def test_time_limits_are_a_time_limits_or_a_mapping_and_send_only_what_is_given(
+    fake: FakeServer, client: Client, limits: TimeLimitsInput, sent: dict[str, float]
+) -> None:
+    client.submit("qwen-edit-multiangle-2511", {"images": ["asset_x"]}, time_limits=limits)
+    assert sent_json(fake, "POST", "/v1/jobs")["time_limits"] == sent
+
+
+def test_without_them_no_webhook_or_time_limit_field_is_sent(fake: FakeServer, client: Client) -> None:
+    job = client.edit("asset_1", azimuth=90, time_limits=TimeLimits(), wait=False)
+    assert set(sent_json(fake, "POST", "/v1/jobs")) == {"model", "input", "kind"}
+    assert job.time_limits is None
+
+
+@pytest.mark.parametrize(
+    "helper",
+    [
+        lambda client, extra: client.edit("asset_1", azimuth=90, **extra),
+        lambda client, extra: client.orbit("asset_1", azimuths=[0, 90], **extra),
+        lambda client, extra: client.generate("a fox", **extra),
+    ],
+    ids=["edit", "orbit", "generate"],
+)
+def test_edit_orbit_and_generate_send_the_webhook_and_time_limits(
+    fake: FakeServer, client: Client, helper: Callable[[Client, dict[str, Any]], Job]
+) -> None:
+    job = helper(client, SUBMISSION)
+    body = sent_json(fake, "POST", "/v1/jobs")
+    assert {name: body[name] for name in SENT} == SENT
+    assert job.status == "succeeded"
+    assert job.time_limits == TimeLimits(run_s=30, total_s=600)
+
+
+def test_a_batch_gives_every_job_the_webhook_and_time_limits(fake: FakeServer, client: Client) -> None:
+    batch = client.batch("qwen-edit-multiangle-2511", [{"images": ["a"]}, {"images": ["b"]}], **SUBMISSION)
+    assert sent_json(fake, "POST", "/v1/batches") == {
+        "model": "qwen-edit-multiangle-2511",
+        "items": [{"input": {"images": ["a"]}}, {"input": {"images": ["b"]}}],
+        **SENT,
+    }
+    assert [job.time_limits for job in batch.jobs] == [TimeLimits(run_s=30, total_s=600)] * 2
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        (
+            {"run_s": 0},
+            r"^time_limits\.run_s is 0: a time limit must be a positive, finite number of seconds",
+        ),
+        ({"total_s": -5}, r"^time_limits\.total_s is -5"),
+        ({"run_s": math.nan}, r"^time_limits\.run_s is nan"),
+        ({"total_s": math.inf}, r"^time_limits\.total_s is inf"),
+        ({"run": 10}, r"^time_limits: unknown run; give run_s and/or total_s"),
+    ],
+)
+def test_a_bad_time_limit_is_a_value_error_before_anything_is_uploaded(
+    fake: FakeServer, client: Client, tmp_path: Path, limits: dict[str, float], problem: str
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PNG)
+    with pytest.raises(ValueError, match=problem):
+        client.edit(photo, azimuth=90, time_limits=limits)
+    assert fake.requests == []
+
+
+def test_time_limits_are_checked_when_made() -> None:
+    with pytest.raises(ValueError, match=r"time_limits\.run_s is 0"):
+        TimeLimits(run_s=0)
+    with pytest.raises(TypeError, match=r"time_limits\.total_s must be a number of seconds, not str"):
+        TimeLimits(total_s="60")  # type: ignore[arg-type]
+
+
+def test_webhook_events_need_a_url_and_a_list(fake: FakeServer, client: Client) -> None:
+    with pytest.raises(ValueError, match="webhook_events needs webhook_url"):
+        client.orbit(PNG, webhook_events=["progress"])
+    with pytest.raises(TypeError, match=r"a list of event names, such as \['progress'\], not a text"):
+        client.generate("a fox", webhook_url=HOOK, webhook_events="progress")
+    assert fake.requests == []
+
+
+def test_a_job_without_time_limits_in_its_json_has_none() -> None:
+    bare = {"id": "j", "model": "m", "status": "queued", "created_at": "2026-01-01T00:00:00Z"}
+    assert Job.model_validate(bare).time_limits is None
+    shown = Job.model_validate(bare | {"time_limits": {"run_s": 5, "total_s": None, "from_the_future": 1}})
+    assert shown.time_limits == TimeLimits(run_s=5)
+    assert shown.model_dump(mode="json")["time_limits"] == {"run_s": 5, "total_s": None}
+
+
+def test_webhook_secret(fake: FakeServer, client: Client) -> None:
+    assert client.webhook_secret() == WebhookSecret(secret=WEBHOOK_SECRET, previous=None)
+    assert [r.url.path for r in fake.requests] == ["/v1/webhook-secret"]

@@ -1,6 +1,6 @@
 """The SDK's `generate`, `rewrite_prompt` and `loras`, and `reangle generate/edit --server`, against a real
 `reangle serve` (fake engine, its fake rewriter) whose DashScope endpoint is the local stand-in, with LoRA
-files on a local HTTP server."""
+files on a local HTTP server; and a job's time limits and webhook through the SDK."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from safetensors.numpy import save_file
 
 import reangle
 from reangle.cli.main import main
-from reangle.client import WAN_IMAGE_MODEL, BadRequestError, JobFailed, Lora, ProgressEvent
+from reangle.client import WAN_IMAGE_MODEL, BadRequestError, JobFailed, Lora, ProgressEvent, TimeLimits
 from tests.api.conftest import KEY_A, ServerProcess, png, server_env
 from tests.dashscope_standin import RESULT_SIZE, Behavior, DashScopeStandIn
+from tests.webhook_receiver import Receiver
 
 VENDOR_KEY = "sk-vendor"
 
@@ -148,6 +149,34 @@ def test_wan_generates_through_the_vendor_from_reference_images(
     assert job.rewrite.rewritten
     assert job.rewrite.original_prompt == "the same cat, at the beach"
     assert {"text": job.rewrite.prompt} in content  # the vendor got the rewritten prompt
+
+
+def test_a_job_past_its_time_limit_fails_timed_out_and_calls_its_webhook_signed_with_the_keys_secret(
+    client: reangle.Client,
+) -> None:
+    receiver = Receiver()
+    try:
+        with pytest.raises(JobFailed) as failed:  # 100 steps: about 2 s, had it run to its end
+            client.edit(
+                png(),
+                horizontal_angle=90,
+                width=64,
+                height=64,
+                num_inference_steps=100,
+                time_limits=TimeLimits(run_s=0.3),
+                webhook_url=receiver.url,
+            )
+        job = failed.value.job
+        assert job.error is not None
+        assert job.error.code == "timed_out"
+        assert job.time_limits == TimeLimits(run_s=0.3)
+        assert client.get(job.id).time_limits == TimeLimits(run_s=0.3)
+        [request] = receiver.wait_for(1)
+        event = request.verified(client.webhook_secret().secret)
+        assert isinstance(event, dict)
+        assert (event["type"], event["data"]["id"]) == ("job.failed", job.id)
+    finally:
+        receiver.close()
 
 
 def test_fields_a_model_does_not_take_are_refused_at_submit(client: reangle.Client) -> None:

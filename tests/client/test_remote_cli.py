@@ -576,3 +576,115 @@ def test_a_connection_lost_while_waiting_names_the_job(
     (line,) = error_lines(capsys.readouterr().err)
     assert line.startswith("reangle: error: cannot reach the server")
     assert line.endswith("job job_2 may still be running: check it later with `reangle jobs show job_2`")
+
+
+# webhooks and time limits
+
+HOOK = "https://example.com/hooks/reangle"
+SUBMISSION_FLAGS = (
+    "--webhook-url",
+    HOOK,
+    "--webhook-event",
+    "progress",
+    "--webhook-event",
+    "completed",
+    "--run-timeout",
+    "90",
+    "--total-timeout",
+    "1.5e3",
+)
+SENT = {
+    "webhook_url": HOOK,
+    "webhook_events": ["progress", "completed"],
+    "time_limits": {"run_s": 90.0, "total_s": 1500.0},
+}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["edit", "--azimuth", "90", "-o", "out.png"],
+        ["orbit", "-o", "views"],
+        ["generate", "a fox", "-o", "fox.png"],
+    ],
+    ids=["edit", "orbit", "generate"],
+)
+def test_the_submitting_commands_send_the_webhook_and_time_limits(
+    fake: FakeServer, photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    name, *rest = command
+    inputs = [] if name == "generate" else [str(photo)]
+    assert reangle(name, *inputs, *rest, *SUBMISSION_FLAGS) == 0
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert {field: submitted.get(field) for field in SENT} == SENT
+
+
+def test_only_the_submission_flags_given_are_sent(fake: FakeServer, photo: Path, tmp_path: Path) -> None:
+    assert reangle("edit", str(photo), "--run-timeout", "30", "-o", str(tmp_path / "o.png")) == 0
+    submitted = json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)
+    assert set(submitted) == {"model", "input", "kind", "time_limits"}
+    assert submitted["time_limits"] == {"run_s": 30.0}
+
+
+def test_a_dry_run_shows_the_webhook_and_time_limits(
+    fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reangle("edit", str(photo), "--dry-run", "--webhook-url", HOOK, "--total-timeout", "60") == 0
+    request = json.loads(capsys.readouterr().out)
+    assert (request["webhook_url"], request["time_limits"]) == (HOOK, {"total_s": 60.0})
+    assert "webhook_events" not in request
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--run-timeout", "0"],
+            "argument --run-timeout: 0 is out of range: give more than 0 and at most 604800",
+        ),
+        (["--total-timeout", "-3"], "argument --total-timeout: -3 is out of range"),
+        (["--run-timeout", "nan"], "argument --run-timeout: nan is out of range"),
+        (["--run-timeout", "604801"], "argument --run-timeout: 604801 is out of range"),
+        (["--run-timeout", "10s"], "argument --run-timeout: not a number of seconds: '10s'"),
+        (["--webhook-event", "done"], "argument --webhook-event: invalid choice: 'done'"),
+        (["--webhook-url", "ftp://example.com/x"], "argument --webhook-url: not an http:// or https:// URL"),
+    ],
+)
+def test_bad_webhook_and_timeout_values_are_usage_errors(
+    fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        reangle("edit", str(photo), "-o", "out.png", *flags)
+    assert exited.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert line.startswith("reangle edit: error: ")
+    assert message in line
+    assert fake.requests == []
+
+
+def test_a_webhook_event_without_the_url_exits_2_before_anything_is_sent(
+    fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reangle("orbit", str(photo), "--webhook-event", "progress", "-o", "views") == 2
+    assert capsys.readouterr().err == (
+        "reangle: error: --webhook-event needs --webhook-url: the URL to send the events to\n"
+    )
+    assert fake.requests == []
+
+
+def test_a_refused_webhook_url_names_the_option(
+    fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.refusal = "webhook_url: refusing to call http://10.0.0.5/hook: 10.0.0.5 is a private address"
+    code = reangle("edit", str(photo), "--webhook-url", "http://10.0.0.5/hook", "-o", str(tmp_path / "o.png"))
+    assert code == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "reangle: error: --webhook-url: refusing to call http://10.0.0.5/hook: 10.0.0.5 is a private address"
+    ]
+
+
+def test_the_job_commands_take_no_webhook_flags(fake: FakeServer) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["jobs", "list", "--webhook-url", HOOK])
