@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reangle.catalog import load_catalog
+from reangle.cli.open_files import raise_open_file_limit
 from reangle.core.models import MODELS, TASK_INPUTS, check_one_base_per_engine, install_catalog
 from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, cuda_available
 from reangle.errors import InvalidInput
@@ -102,6 +103,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     settings = with_flags(settings, args, "engine", "host", "port", "data_dir", "role")
     check_role(settings)
+    raise_open_file_limit()
     make_data_dir(settings)
     if settings.role != "api":  # it runs jobs: their LoRAs are cached there
         make_cache_dir(settings)
@@ -185,6 +187,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         update={"role": "worker"}
     )
     check_role(settings)
+    raise_open_file_limit()
     make_data_dir(settings)
     make_cache_dir(settings)
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
