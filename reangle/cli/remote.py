@@ -63,6 +63,7 @@ from reangle.client import (
     WaitTimeout,
 )
 from reangle.client._inputs import WEBHOOK_EVENTS, generate_input, submission_fields
+from reangle.client._models import MAX_TIME_LIMIT_S
 from reangle.errors import InvalidInput
 
 EXIT_INTERRUPTED = 130
@@ -74,8 +75,6 @@ _ACCELERATIONS = ("none", "regular", "high")
 _FORMATS = ("png", "jpeg", "webp")
 _STATUSES = ("queued", "processing", "succeeded", "failed", "canceled")
 _POSE_FLAGS = ("horizontal_angle", "vertical_angle", "zoom", "azimuth", "elevation", "distance", "text")
-#: The longest time limit the server takes (a week); a longer --run-timeout is a usage error here.
-MAX_TIMEOUT_S = 7 * 24 * 3600
 
 
 class RemoteSettings(Protocol):
@@ -335,9 +334,9 @@ def timeout_seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S):
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIME_LIMIT_S):
         raise argparse.ArgumentTypeError(
-            f"{text} is out of range: give more than 0 and at most {MAX_TIMEOUT_S}"
+            f"{text} is out of range: give more than 0 and at most {MAX_TIME_LIMIT_S}"
         )
     return seconds
 

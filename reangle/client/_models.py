@@ -85,6 +85,10 @@ class JobOutput(_Model):
     assets: list[OutputAsset] = Field(default_factory=list)
 
 
+#: The longest time limit of either kind the server takes: a week.
+MAX_TIME_LIMIT_S = 7 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class TimeLimits:
     """How long a job may take, in seconds (None: no limit of that kind). `run_s` bounds each run of it, from
@@ -114,6 +118,8 @@ def _check_seconds(value: object, field: str) -> None:
         raise TypeError(f"{field} must be a number of seconds, not {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{field} is {value}: a time limit must be a positive, finite number of seconds")
+    if value > MAX_TIME_LIMIT_S:
+        raise ValueError(f"{field} is {value}: the server takes at most a week ({MAX_TIME_LIMIT_S} s)")
 
 
 class JobError(_Model):

@@ -33,7 +33,18 @@ from reangle.catalog import (
 )
 from reangle.catalog.errors import entry_label
 from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose
-from reangle.core.edit import MAX_PROMPT_CHARS, EditRequest, GenerateRequest, check_request
+from reangle.core.edit import (
+    ASPECT_RATIOS,
+    GENERATION_PRESETS,
+    MATCH_INPUT,
+    MAX_PROMPT_CHARS,
+    PRESETS,
+    Acceleration,
+    EditRequest,
+    GenerateRequest,
+    Preset,
+    check_request,
+)
 from reangle.core.jobs import JobKind
 from reangle.core.lora_refs import KINDS, MAX_LORAS, MAX_SCALE, LoraRef, RefKind
 from reangle.core.wan_image import IMAGE_SIDE_RANGE as WAN_IMAGE_SIDES
@@ -85,6 +96,14 @@ class LoraReference(BaseModel):
         return LoraRef(kind=kind, value=value.strip(), scale=self.scale, field=f"{field}.{kind}")
 
 
+def _acceleration_help(presets: Mapping[Acceleration, Preset]) -> str:
+    base = presets["none"]
+    return (
+        f"high: Lightning {presets['high'].steps} steps; regular: {presets['regular'].steps} steps; "
+        f"none: base model, {base.steps} steps at true CFG {base.true_cfg_scale:g}"
+    )
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,14 +121,12 @@ class _Input(BaseModel):
     num_inference_steps: int | None = Field(default=None, description="default from acceleration")
     guidance_scale: float | None = Field(default=None, description="true CFG scale; above 1 doubles the cost")
     acceleration: Literal["none", "regular", "high"] = Field(
-        default="high", description="high: Lightning 4 steps; regular: 8 steps; none: base model, 40 steps"
+        default="high", description=_acceleration_help(PRESETS)
     )
     seed: int | None = Field(default=None, description="random when absent; output k uses seed + k")
     width: int | None = None
     height: int | None = None
-    aspect_ratio: str | None = Field(
-        default=None, description="1:1 2:3 3:2 3:4 4:3 4:5 5:4 9:16 16:9 21:9 match_input"
-    )
+    aspect_ratio: str | None = Field(default=None, description=" ".join([*ASPECT_RATIOS, MATCH_INPUT]))
     output_format: Literal["png", "jpeg", "webp"] = "png"
     quality: int = Field(default=90, ge=1, le=100, description="JPEG/WebP quality")
 
@@ -287,6 +304,10 @@ class TextToImageInput(_Input):
     """
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="what to generate")
+    acceleration: Literal["none", "regular", "high"] = Field(
+        default="high", description=_acceleration_help(GENERATION_PRESETS)
+    )
+    aspect_ratio: str | None = Field(default=None, description=" ".join(ASPECT_RATIOS))
     negative_prompt: str | None = Field(
         default=None,
         max_length=MAX_PROMPT_CHARS,

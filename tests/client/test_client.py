@@ -423,6 +423,9 @@ def test_time_limits_are_checked_when_made() -> None:
         TimeLimits(run_s=0)
     with pytest.raises(TypeError, match=r"time_limits\.total_s must be a number of seconds, not str"):
         TimeLimits(total_s="60")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"time_limits\.run_s is 1000000.0: the server takes at most a week"):
+        TimeLimits(run_s=1e6)  # refused here, not after the upload
+    assert TimeLimits(run_s=7 * 24 * 3600).run_s == 604800
 
 
 def test_webhook_events_need_a_url_and_a_list(fake: FakeServer, client: Client) -> None:

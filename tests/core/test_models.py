@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from reangle.core.edit import GENERATION_PRESETS, PRESETS
 from reangle.core.jobs import JobKind
 from reangle.core.models import (
     CAMERA_EDIT,
@@ -245,3 +246,14 @@ def test_a_stored_input_from_before_num_outputs_had_to_match_set_prompts_still_r
     stored = spec.validate(JobKind.EDIT, {"prompt": "a lighthouse", "num_outputs": 4}).model_dump(mode="json")
     assert stored["set_prompts"] is None
     assert spec.validate_stored(JobKind.EDIT, stored).num_outputs == 4
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "presets"),
+    [(CAMERA_EDIT, {"images": ["a"]}, PRESETS), (TEXT_TO_IMAGE, {"prompt": "a fox"}, GENERATION_PRESETS)],
+)
+def test_the_input_schema_describes_the_steps_and_aspect_ratios_the_model_takes(model, given, presets):  # type: ignore[no-untyped-def]
+    properties = MODELS[model].input_schema()["properties"]
+    assert f"none: base model, {presets['none'].steps} steps" in properties["acceleration"]["description"]
+    for ratio in properties["aspect_ratio"]["description"].split():
+        validate(model, {**given, "aspect_ratio": ratio})  # each one listed is taken
