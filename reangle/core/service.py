@@ -273,7 +273,7 @@ class JobService:
         job = self.store.get_job(job_id) if NUL not in job_id else None
         if job is None or job.owner != owner:
             raise NotFound(f"no job {job_id}")
-        return job
+        return self._past_ttl_ended(job)
 
     def get_with_outputs(self, owner: str, job_id: str) -> tuple[Job, list[AssetRecord]]:
         """The job and the records of its outputs still stored, in one read of the store, or none when an
@@ -286,7 +286,25 @@ class JobService:
                 self.reads.put(job_id, found, ticket)
         if found is None or found[0].owner != owner:
             raise NotFound(f"no job {job_id}")
-        return found
+        job, outputs = found
+        return self._past_ttl_ended(job), outputs
+
+    def _past_ttl_ended(self, job: Job) -> Job:
+        """The job as it stands; a queued one past its total time limit (RunPod's ttl) is ended as timed out
+        when read, as the limit promises, rather than once a runner takes it."""
+        limits, now = job.limits, self.clock()
+        if job.status != JobStatus.QUEUED or limits is None or limits.total_s is None:
+            return job
+        if now < job.created_at + limits.total_s:
+            return job
+        try:
+            failed = self.store.fail_queued(job.id, limits.error(job, now), now)
+        except Unavailable:
+            return job  # a runner (or the next read) ends it
+        if failed is None:  # taken or canceled meanwhile
+            return self.store.get_job(job.id) or job
+        self._ended(failed)
+        return failed
 
     def list_jobs(
         self,

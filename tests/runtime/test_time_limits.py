@@ -101,3 +101,34 @@ def test_a_render_done_within_its_limit_is_stored_even_past_it(tmp_path: Path, s
         assert len(done.outputs) == 1
 
     run(scenario())
+
+
+def test_a_queued_job_past_its_ttl_ends_when_read_with_no_runner_to_take_it(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    rig = rig_on(tmp_path, store, FakeRecordingEngine())
+
+    async def scenario() -> None:
+        read_first, unlimited = await submit(rig, 1, TimeLimits(total_s=5.0)), await submit(rig, 2, None)
+        polled = await submit(rig, 3, TimeLimits(total_s=5.0))
+        assert rig.service.get(OWNER, read_first.id).status == JobStatus.QUEUED  # within its ttl
+        ended_jobs: list[Job] = []
+        rig.service.finished_hooks.append(ended_jobs.append)
+        rig.service.clock = lambda: time.time() + 10  # no runner: it would wait in the queue for ever
+
+        read = rig.service.get(OWNER, read_first.id)
+        (shown, _) = rig.service.get_with_outputs(OWNER, polled.id)
+
+        for job in (read, shown):
+            assert job.status == JobStatus.FAILED
+            assert job.error is not None
+            assert job.error.code == TIMED_OUT_CODE
+            assert "ttl (5 s from its submission)" in job.error.message
+        assert [job.id for job in ended_jobs] == [read_first.id, polled.id]  # each ended once
+        assert rig.service.get(OWNER, read_first.id).status == JobStatus.FAILED
+        stored = store.get_job(polled.id)
+        assert stored is not None
+        assert stored.status == JobStatus.FAILED
+        assert rig.service.get(OWNER, unlimited.id).status == JobStatus.QUEUED  # no limit: waits
+
+    run(scenario())
