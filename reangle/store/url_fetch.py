@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -27,6 +28,8 @@ import idna
 from reangle import __version__
 from reangle.core.inputs import NUL, NUL_MESSAGE
 from reangle.errors import InvalidInput, TooLarge, Unavailable
+
+log = logging.getLogger("reangle.server")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Awaitable[Sequence[str]]]
@@ -323,8 +326,11 @@ class _Fetcher:
         for address in addresses:
             reason = self.policy.refusal(host, address)
             if reason is not None:
-                target = f"{host} is {reason}" if literal else f"{host} resolves to {address}, {reason}"
-                raise self._invalid(f"refusing to fetch {where}: {target}")
+                if literal:
+                    raise self._invalid(f"refusing to fetch {where}: {host} is {reason}")
+                # the address stays in the log: told to the caller, it would map the internal network
+                log.info("refused to fetch %s: %s resolves to %s, %s", where, host, address, reason)
+                raise self._invalid(f"refusing to fetch {where}: {host} resolves to {reason}")
         return addresses
 
     async def _send(self, url: httpx.URL, addresses: list[IPAddress], where: str) -> bytes | str:

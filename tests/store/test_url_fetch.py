@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ipaddress
+import logging
 import shutil
 import socket
 import ssl
@@ -319,8 +320,7 @@ def test_names_resolving_to_each_class_are_refused(server: _Server, address: str
     url = f"http://images.example:{server.port}/image?{mark}"
     resolver = FakeResolver({"images.example": [address]})
     error = refused(url, FetchPolicy(timeout_s=1.0), resolver=resolver)
-    shown = ipaddress.ip_address(address)  # in its canonical spelling: ::ffff:7f00:1
-    assert error.message == f"refusing to fetch {as_shown(url)}: images.example resolves to {shown}, {kind}"
+    assert error.message == f"refusing to fetch {as_shown(url)}: images.example resolves to {kind}"
     assert not [path for path in server.seen if mark in path]
 
 
@@ -335,12 +335,18 @@ def test_allow_private_lets_every_class_through() -> None:
         assert FetchPolicy(allow_private=True).refusal("lan.example", ipaddress.ip_address(address)) is None
 
 
-def test_one_forbidden_address_among_several_is_enough(server: _Server) -> None:
+def test_one_forbidden_address_among_several_is_enough(
+    server: _Server, caplog: pytest.LogCaptureFixture
+) -> None:
     mark = probe()
     vetted = FakeVettedPolicy(vetted=frozenset({("images.example", "127.0.0.1")}), timeout_s=1.0)
     resolver = FakeResolver({"images.example": ["127.0.0.1", "10.0.0.1"]})
-    error = refused(server.url(f"/image?{mark}", host="images.example"), vetted, resolver=resolver)
-    assert "images.example resolves to 10.0.0.1, a private address" in error.message
+    with caplog.at_level(logging.INFO, "reangle.server"):
+        error = refused(server.url(f"/image?{mark}", host="images.example"), vetted, resolver=resolver)
+    # the caller is not told where an internal name points; the operator's log is
+    assert "images.example resolves to a private address" in error.message
+    assert "10.0.0.1" not in error.message
+    assert "images.example resolves to 10.0.0.1, a private address" in caplog.text
     assert not [path for path in server.seen if mark in path]
 
 
@@ -348,9 +354,7 @@ def test_one_forbidden_address_among_several_is_enough(server: _Server) -> None:
 def test_odd_spellings_of_loopback_are_caught_by_their_resolved_address(host: str) -> None:
     # The system resolver reads these spellings as numbers, without asking DNS.
     error = refused(f"http://{host}/", FetchPolicy(timeout_s=1.0), resolver=url_fetch.system_resolver)
-    assert (
-        error.message == f"refusing to fetch http://{host}/: {host} resolves to 127.0.0.1, a loopback address"
-    )
+    assert error.message == f"refusing to fetch http://{host}/: {host} resolves to a loopback address"
 
 
 # --- redirects ---------------------------------------------------------------------------------------------
@@ -385,7 +389,7 @@ def test_redirect_to_a_name_resolving_to_loopback_is_refused(server: _Server) ->
     resolver = FakeResolver({"public.test": ["127.0.0.1"], "images.example": ["127.0.0.1"]})
     url = _public_redirect(server, server.url(f"/image?{mark}", host="images.example"))
     error = refused(url, PUBLIC, resolver=resolver)
-    assert error.message.endswith("images.example resolves to 127.0.0.1, a loopback address")
+    assert error.message.endswith("images.example resolves to a loopback address")
     assert resolver.asked == ["public.test", "images.example"]
     assert not [path for path in server.seen if mark in path]
 
