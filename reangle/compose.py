@@ -71,7 +71,7 @@ def open_event_bus(settings: Settings, store: JobStore) -> EventBus:
         return PgEventBus(url, store)
     from reangle.runtime.local_bus import LocalEventBus
 
-    return LocalEventBus()
+    return LocalEventBus(store.get_job)
 
 
 def build_service(settings: Settings, engine: Engine) -> JobService:

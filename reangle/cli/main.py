@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from reangle import __version__
+from reangle.cli.admin import add_admin_commands
 from reangle.cli.db import add_db_commands
 from reangle.cli.edit import add_edit_command
 from reangle.cli.generate import add_generate_command
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_remote_commands(commands)
     add_serve_commands(commands)
     add_keys_commands(commands)
+    add_admin_commands(commands)
     add_db_commands(commands)
     return parser
 

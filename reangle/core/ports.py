@@ -113,6 +113,18 @@ class JobStore(Protocol):
         """Newest first: the page, and the cursor of the next page (None on the last)."""
         ...
 
+    def list_all_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        owner: str | None = None,
+        model: str | None = None,
+        limit: int,
+    ) -> list[Job]:
+        """Up to `limit` jobs of every owner, newest first; only those of `status`, `owner` and `model` where
+        given (the operator's view: `reangle admin jobs`)."""
+        ...
+
     def batch_jobs(self, batch_id: str) -> list[Job]: ...
     def claim_next(self, now: float, *, models: Collection[str] | None = None) -> Job | None:
         """Move the next queued job (highest priority, then oldest) to processing; only a job for one of

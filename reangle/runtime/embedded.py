@@ -1,6 +1,8 @@
 """What the single-box server runs beside its API: at start, the recovery of interrupted jobs and the failure
 of queued jobs whose model it no longer serves; one runner on the engine, the periodic retention sweep and
-the webhook sender; and the download of queued jobs' LoRA URLs (`lora_prefetch`)."""
+the webhook sender; and the download of queued jobs' LoRA URLs (`lora_prefetch`). Its heartbeat also stops
+the job in hand once a cancel of it is in the store, written there by another process (`reangle admin
+cancel`)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class EmbeddedRuntime:
     ) -> None:
         self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
         self.runner, self.webhooks, self.prefetch = runner, webhooks, prefetch
-        self.heartbeat = Heartbeat(service.store, engine, MODELS, runner.job_in_hand)
+        self.heartbeat = Heartbeat(service.store, engine, MODELS, runner.job_in_hand, stop_job=self._stop_job)
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -57,6 +59,17 @@ class EmbeddedRuntime:
                 tasks.create_task(self.webhooks.run(), name="webhooks")
             if self.prefetch is not None:
                 tasks.create_task(self.prefetch.run(), name="lora prefetch")
+
+    def _stop_job(self, job_id: str) -> None:
+        """The heartbeat read a cancel of the job in hand that may not have come through this process's
+        service (`reangle admin cancel` writes it to the store): stop the job at its next step, as the
+        service's own cancel does."""
+        if self.runner.job_in_hand() != job_id:  # ended meanwhile
+            return
+        flag = self.service.events.stop_flag(job_id)  # the one the runner made when it took the job
+        if not flag.is_set():
+            log.info("job %s: cancel requested (read by the heartbeat); stopping it", job_id)
+            flag.set()
 
     def store_trouble(self) -> str | None:
         return self.heartbeat.store_trouble()

@@ -272,6 +272,24 @@ class SqliteStore:
         rows = rows[:limit]
         return [job_from_row(row) for row in rows], (rows[-1]["seq"] if more else None)
 
+    def list_all_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        owner: str | None = None,
+        model: str | None = None,
+        limit: int,
+    ) -> list[Job]:
+        """Every owner's jobs, newest first; of `status`, `owner` and `model` where given."""
+        filters = [("status", status.value if status else None), ("owner", owner), ("model", model)]
+        wanted = [(column, value) for column, value in filters if value is not None]
+        where = " AND ".join(f"{column} = ?" for column, _ in wanted)
+        sql = f"{SELECT_JOBS}{' WHERE ' + where if where else ''} ORDER BY seq DESC LIMIT ?"
+        args: list[Any] = [value for _, value in wanted] + [limit]
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [job_from_row(row) for row in rows]
+
     def batch_jobs(self, batch_id: str) -> list[Job]:
         with self._lock:
             rows = self._db.execute(f"{SELECT_JOBS} WHERE batch_id = ? ORDER BY seq", (batch_id,)).fetchall()

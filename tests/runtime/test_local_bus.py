@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
-from reangle.core.jobs import JobEvent
+from reangle.core.jobs import Job, JobEvent, JobKind, JobStatus
 from reangle.runtime.local_bus import LocalEventBus
 
 
@@ -62,3 +63,28 @@ def test_a_stop_reaches_the_flag_of_a_job_being_run_and_a_forgotten_job_gets_a_f
 
     bus.forget("job_a")
     assert not bus.stop_flag("job_a").is_set()
+
+
+def test_a_recheck_passes_on_the_end_another_process_stored_and_nothing_else() -> None:
+    stored = {
+        "job_canceled": Job(
+            id="job_canceled", owner="o", model="m", kind=JobKind.EDIT, input={}, created_at=1.0
+        ),
+        "job_running": Job(
+            id="job_running", owner="o", model="m", kind=JobKind.EDIT, input={}, created_at=1.0
+        ),
+    }
+
+    async def scenario() -> None:
+        bus = LocalEventBus(stored.get)  # a fake store: a dict of the jobs as another process left them
+        with bus.subscribe("job_canceled") as watcher, bus.subscribe("job_running") as other:
+            await bus.recheck()
+            assert watcher.empty()  # still queued: nothing to pass on
+            stored["job_canceled"] = replace(stored["job_canceled"], status=JobStatus.CANCELED)
+            stored["job_running"] = replace(stored["job_running"], status=JobStatus.PROCESSING)
+            await bus.recheck()
+            event = watcher.get_nowait()
+            assert (event.kind, event.job) == ("status", stored["job_canceled"])
+            assert other.empty()  # a change short of an end is this process's own to publish
+
+    asyncio.run(scenario())

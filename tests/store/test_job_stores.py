@@ -153,6 +153,23 @@ def test_listing_pages_newest_first_by_owner_and_status(job_store: JobStore) -> 
     assert job_store.list_jobs("owner-1", status=JobStatus.SUCCEEDED, limit=3, before_seq=None) == ([], None)
 
 
+def test_the_operators_listing_takes_every_owner_newest_first_and_filters(job_store: JobStore) -> None:
+    mine = [new_job(f"job_mine_{n}") for n in range(3)]
+    theirs = new_job("job_theirs", owner="owner-2", model="qwen-image-2512")
+    job_store.insert_jobs([NewJob(job=job) for job in mine])
+    job_store.insert_jobs([NewJob(job=theirs)])
+    claimed = job_store.claim_next(T0 + 1, models=["qwen-image-2512"])
+    assert claimed is not None
+    assert job_store.list_all_jobs(limit=10) == [claimed, *mine[::-1]]
+    assert job_store.list_all_jobs(limit=2) == [claimed, mine[2]]
+    assert job_store.list_all_jobs(owner="owner-1", limit=10) == mine[::-1]
+    assert job_store.list_all_jobs(model="qwen-image-2512", limit=10) == [claimed]
+    assert job_store.list_all_jobs(status=JobStatus.QUEUED, limit=10) == mine[::-1]
+    assert job_store.list_all_jobs(status=JobStatus.PROCESSING, owner="owner-2", limit=10) == [claimed]
+    assert job_store.list_all_jobs(status=JobStatus.PROCESSING, owner="owner-1", limit=10) == []
+    assert job_store.list_all_jobs(model="qwen-image-2512", owner="owner-1", limit=10) == []
+
+
 def test_an_idempotency_key_finds_the_job_and_its_request_hash(job_store: JobStore) -> None:
     job = new_job("job_1")
     job_store.insert_jobs([NewJob(job=job, idempotency_key="key-1", request_hash="hash-1")])
