@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
-#: Waits between tries to record a job's end while the store is unavailable (about 15 s in all): long enough
-#: for a database restart, short enough that the job is soon run again elsewhere if it stays down.
+#: Waits between the first tries to record a job's end while the store is unavailable (about 15 s in all:
+#: a database restart); then it is tried every UNRECORDED_RETRY_S until the store takes it or the process
+#: stops. A job whose end is given up on would stay processing until the next start (the embedded default), or
+#: be rendered again (and a remote one paid for again).
 COMPLETE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+UNRECORDED_RETRY_S = 15.0
 #: How long a runner waits after the store could not give it a job (another process holds the database):
 #: each try holds the event loop up to the store's wait for that lock.
 UNAVAILABLE_RETRY_S = 5.0
+
+
+def end_record_waits() -> Iterator[float]:
+    """The waits between tries to record a job's end: COMPLETE_RETRY_S, then UNRECORDED_RETRY_S for ever."""
+    yield from COMPLETE_RETRY_S
+    while True:
+        yield UNRECORDED_RETRY_S
 
 
 class Runtime(Protocol):

@@ -43,7 +43,7 @@ from reangle.engine.base import EditResult, Engine
 from reangle.engine.lora_sources import ResolvedLora
 from reangle.engine.rewriter import Rewrite
 from reangle.errors import Canceled, LoraLoadError, ReangleError, Unavailable
-from reangle.runtime.base import COMPLETE_RETRY_S, UNAVAILABLE_RETRY_S
+from reangle.runtime.base import UNAVAILABLE_RETRY_S, end_record_waits
 from reangle.runtime.job_prep import JobPreparer, PreparedJob
 from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
 from reangle.runtime.remote_jobs import RemoteJobs
@@ -200,13 +200,13 @@ class LocalRunner:
     async def _finish(
         self, job: Job, rendered: Sequence[_Rendered], timings: dict[str, float], started: float
     ) -> None:
-        """Store the outputs in a thread, then complete the job; again, a few times, while the store is
-        unavailable. Even when this task is canceled (the loop is closing) the thread is waited for and the
-        job completed: its render is done, and a thread cannot be stopped halfway anyway."""
+        """Store the outputs in a thread, then complete the job; again, while the store is unavailable, until
+        it takes them (see end_record_waits). Even when this task is canceled (the loop is closing) the thread
+        is waited for and the job completed: its render is done, and a thread cannot be stopped halfway."""
         stop = self.service.stop_flag(job)
         encoding = time.perf_counter()
         loop = asyncio.get_running_loop()
-        for wait in (*COMPLETE_RETRY_S, None):
+        for wait in end_record_waits():
             # a bare executor future, not a task: nothing cancels it, not even the loop's shutdown
             work = loop.run_in_executor(None, self._store_outputs, job, rendered, stop)
             try:
@@ -220,14 +220,6 @@ class LocalRunner:
                 self._complete(job, work, timings, started, encoding)
                 return
             except Unavailable as exc:
-                if wait is None:
-                    log.error(
-                        "could not record the end of job %s (%s): it stays processing until it runs again "
-                        "(at the next start; scaled out, on another worker)",
-                        job.id,
-                        exc,
-                    )
-                    return
                 log.warning("could not record the end of job %s (%s); again in %g s", job.id, exc, wait)
                 await asyncio.sleep(wait)
 

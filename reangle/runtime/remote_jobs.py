@@ -28,7 +28,7 @@ from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
 from reangle.remote.dashscope import DashScopeClient, TaskResult, TaskUpdate
 from reangle.remote.errors import ProviderConfigError
-from reangle.runtime.base import COMPLETE_RETRY_S, UNAVAILABLE_RETRY_S
+from reangle.runtime.base import UNAVAILABLE_RETRY_S, end_record_waits
 from reangle.runtime.job_prep import JobPreparer
 
 log = logging.getLogger("reangle.remote")
@@ -133,16 +133,17 @@ class RemoteJobs:
         await self._record(job, "outputs", lambda: self.service.complete(job, outputs, timings))
 
     async def _record(self, job: Job, what: str, record: Callable[[], object]) -> None:
-        """Record the job's end, again a few times while the store is unavailable: the vendor's work is paid
-        for, and a job left processing would be run again, with a new (billed) vendor task."""
-        for wait in (*COMPLETE_RETRY_S, None):
+        """Record the job's end, again while the store is unavailable, until it takes it (see
+        end_record_waits): the vendor's work is paid for, and a job left processing would be run again, with a
+        new (billed) vendor task."""
+        for wait in end_record_waits():
             try:
                 record()
                 return
-            except Unavailable:
-                if wait is None:
-                    log.error("job %s: its %s could not be recorded, the store is unavailable", job.id, what)
-                    return
+            except Unavailable as exc:
+                log.warning(
+                    "job %s: its %s could not be recorded (%s); again in %g s", job.id, what, exc, wait
+                )
                 await asyncio.sleep(wait)
 
     async def _render(self, job: Job, timings: dict[str, float]) -> list[OutputAsset]:

@@ -32,6 +32,7 @@ from reangle.engine.lora import load_lora, read_lora_file
 from reangle.engine.lora_sources import LoraSources, LoraSourcesConfig
 from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 from reangle.errors import Unavailable
+from reangle.runtime import base as runtime_base
 from reangle.runtime import local
 from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local import LocalRunner
@@ -240,7 +241,7 @@ def test_every_output_lands_in_its_own_job_and_jobs_complete_in_render_order(rig
 def test_a_store_unavailable_for_a_while_delays_the_end_but_fails_nothing(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "COMPLETE_RETRY_S", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(runtime_base, "COMPLETE_RETRY_S", (0.01, 0.01, 0.01))
 
     async def scenario() -> None:
         job = await rig.submit(seed=1)
@@ -255,21 +256,24 @@ def test_a_store_unavailable_for_a_while_delays_the_end_but_fails_nothing(
     run(scenario())
 
 
-def test_a_store_that_stays_unavailable_leaves_the_job_to_be_run_again(
+def test_a_store_away_past_the_first_retries_is_tried_until_it_takes_the_end(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local, "COMPLETE_RETRY_S", (0.01, 0.01))
+    monkeypatch.setattr(runtime_base, "COMPLETE_RETRY_S", (0.01, 0.01))
+    monkeypatch.setattr(runtime_base, "UNRECORDED_RETRY_S", 0.02)
 
     async def scenario() -> None:
         job = await rig.submit(seed=1)
-        rig.assets.unavailable_writes = 1000
+        rig.assets.unavailable_writes = 6  # past the first retries: it had stayed processing until a restart
         async with rig.runner():
             async with asyncio.timeout(WAIT_S):
-                while len(rig.assets.writes) < 3:  # the first write and one per retry
+                while len(rig.assets.writes) < 4:
                     await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)
             assert rig.job(job.id).status == JobStatus.PROCESSING  # not failed: it is not the job's fault
-        assert len(rig.assets.writes) == 3
+            done = await ended(rig, job)
+
+        assert (done.status, done.attempt, len(done.outputs)) == (JobStatus.SUCCEEDED, 1, 1)
+        assert len(rig.assets.writes) == 7  # the first write, and one per retry until the store took it
 
     run(scenario())
 

@@ -32,6 +32,7 @@ from reangle.engine.fake import FakeEngine
 from reangle.engine.fake_rewriter import REFUSE, FakeRewriter
 from reangle.errors import InvalidInput, TooLarge, Unavailable
 from reangle.remote.dashscope import DashScopeClient, DashScopeConfig
+from reangle.runtime import base as runtime_base
 from reangle.runtime import remote_jobs
 from reangle.runtime.job_prep import JobPreparer
 from reangle.runtime.local import LocalRunner
@@ -746,7 +747,7 @@ def test_bad_fields_are_refused_at_submit_naming_the_field(
 def test_a_store_outage_at_the_end_is_waited_out_and_the_vendor_is_not_asked_twice(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote_jobs, "COMPLETE_RETRY_S", (0.01, 0.01))
+    monkeypatch.setattr(runtime_base, "COMPLETE_RETRY_S", (0.01, 0.01))
     complete = rig.service.complete
     calls: list[str] = []
 
