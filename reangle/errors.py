@@ -132,6 +132,12 @@ class QueueFull(ReangleError):
         super().__init__(message, hint=f"retry in {retry_after_s} s")
 
 
+class TooManyStreams(QueueFull):
+    """This API key holds as many event streams as it may; poll, or close one (429, like a full queue)."""
+
+    code = "too_many_streams"
+
+
 class Unavailable(ReangleError):
     """A service the server depends on (its database, its object store) cannot be reached; retry later."""
 

@@ -240,6 +240,8 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=1000, ge=1, le=MAX_COUNT)
     #: Queued jobs one API key may have at a time (None: only max_queue), so no key can fill the queue.
     max_queue_per_key: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    #: Event streams one API key may hold open at once in this process (429 past it: clients poll instead).
+    max_streams_per_key: int = Field(default=50, ge=1, le=MAX_COUNT)
     max_attempts: int = Field(default=3, ge=1, le=1000)
     result_ttl_s: Lifetime = 24 * 3600
     upload_ttl_s: Lifetime = 3600

@@ -17,6 +17,7 @@ from reangle.api.deps import State
 from reangle.api.errors import json_body
 from reangle.api.forms import parse_form
 from reangle.api.render import Links, asset_json, iso, job_json, output_records
+from reangle.api.stream_slots import SlotStreamingResponse
 from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
 from reangle.compose import storage_summary
 from reangle.core.camera import all_poses
@@ -257,9 +258,11 @@ async def cancel_job(job_id: str, caller: CallerDep) -> dict[str, Any]:
 
 @router.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse)
 async def job_events(job_id: str, caller: CallerDep) -> StreamingResponse:
-    """Server-Sent Events, `status` (the job) and `progress` ({progress, step, steps}), until the job ends."""
+    """Server-Sent Events, `status` (the job) and `progress` ({progress, step, steps}), until the job ends.
+    429 `too_many_streams` when the key already holds REANGLE_MAX_STREAMS_PER_KEY of them."""
     app, who, make_links = caller.app, caller.owner, caller.links
     app.service.get(who, job_id)  # 404 before the stream starts
+    give_back = app.streams.take(who)
 
     async def stream() -> AsyncIterator[str]:
         async with app.service.subscribe(who, job_id) as events:
@@ -269,8 +272,9 @@ async def job_events(job_id: str, caller: CallerDep) -> StreamingResponse:
                 else:
                     yield _sse(event, make_links)
 
-    return StreamingResponse(
+    return SlotStreamingResponse(
         stream(),
+        give_back=give_back,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -12,6 +12,7 @@ from reangle.api.auth import KeyRing
 from reangle.api.lora_urls import lora_url_check
 from reangle.api.metrics import Metrics
 from reangle.api.signing import UrlSigner
+from reangle.api.stream_slots import StreamSlots
 from reangle.compose import build_service, open_runtime
 from reangle.core.ports import JobStore
 from reangle.core.service import JobService
@@ -33,6 +34,7 @@ class AppState:
     signer: UrlSigner
     metrics: Metrics
     runtime: Runtime
+    streams: StreamSlots
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Why the server cannot go on: its runtime or event listener failed (no job would ever run again).
     failure: str | None = None
@@ -57,6 +59,7 @@ class AppState:
             signer=url_signer(settings, store),
             metrics=metrics,
             runtime=open_runtime(settings, service, engine),
+            streams=StreamSlots(settings.max_streams_per_key),
         )
 
     @contextlib.asynccontextmanager

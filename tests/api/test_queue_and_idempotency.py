@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from typing import Any
 
 import httpx
@@ -104,8 +105,8 @@ def test_over_the_queue_limit_is_429_with_retry_after_and_nothing_accepted_is_lo
         succeeded(api, submit(api, edit_input(asset["id"]))["id"])
 
 
-def test_a_key_at_its_own_queue_limit_is_429_and_other_keys_still_submit(serve: ServerFactory) -> None:
-    server = serve(max_queue_per_key=1)
+def test_a_key_at_its_own_queue_or_stream_limit_is_429_and_other_keys_still_go(serve: ServerFactory) -> None:
+    server = serve(max_queue_per_key=1, max_streams_per_key=1)
     with server.client(KEY_A) as a, server.client(KEY_B) as b:
         asset = upload(a)
         holder = submit(a, hold_input(asset["id"]), kind="orbit")  # holds the runner about 30 s
@@ -114,7 +115,24 @@ def test_a_key_at_its_own_queue_limit_is_429_and_other_keys_still_submit(serve: 
         refused = a.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(asset["id"])})
         assert_error(refused, 429, "queue_full", "this API key has 1 queued jobs; each key may have 1")
         assert int(refused.headers["Retry-After"]) > 0
-        assert submit(b, edit_input(upload(b)["id"]))["status"] == "queued"
+        other = submit(b, edit_input(upload(b)["id"]))
+        assert other["status"] == "queued"
+
+        with a.stream("GET", f"/v1/jobs/{holder['id']}/events") as first:
+            assert first.status_code == 200
+            too_many = a.get(f"/v1/jobs/{queued['id']}/events")
+            assert_error(too_many, 429, "too_many_streams", "this API key has 1 event streams open")
+            assert int(too_many.headers["Retry-After"]) > 0
+            with b.stream("GET", f"/v1/jobs/{other['id']}/events") as others:
+                assert others.status_code == 200  # a slot of its own
+        # the closed stream gives its slot back once the server sees it gone (at its next event)
+        deadline = time.monotonic() + 10
+        while True:
+            with a.stream("GET", f"/v1/jobs/{queued['id']}/events") as again:
+                if again.status_code == 200 or time.monotonic() > deadline:
+                    break
+            time.sleep(0.05)
+        assert again.status_code == 200
         a.post(f"/v1/jobs/{holder['id']}/cancel")
         succeeded(a, queued["id"])
 
