@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reangle.cli.arg_types import whole_number
 from reangle.cli.keys import DATA_DIR_HELP, _open_store, _where
 from reangle.core.jobs import Job, JobEvent, JobStatus
 from reangle.errors import InvalidInput
@@ -37,7 +38,7 @@ def add_admin_commands(commands: argparse._SubParsersAction[Any]) -> None:
     listing.add_argument("--model", help="only this model's jobs")
     listing.add_argument(
         "--limit",
-        type=job_count,
+        type=whole_number(1, MAX_LIMIT),
         default=DEFAULT_LIMIT,
         metavar="N",
         help=f"at most N jobs, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})",
@@ -57,17 +58,6 @@ def add_admin_commands(commands: argparse._SubParsersAction[Any]) -> None:
     cancel.set_defaults(run=run_admin_cancel)
     for parser in (listing, show, cancel):
         parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-
-
-def job_count(text: str) -> int:
-    """--limit: 1 to MAX_LIMIT (else argparse's one line naming --limit)."""
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= count <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"{count} is out of range: use 1 to {MAX_LIMIT}")
-    return count
 
 
 def _iso(timestamp: float | None, timespec: str = "milliseconds") -> str | None:

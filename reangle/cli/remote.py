@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from reangle.cli.arg_types import whole_number
 from reangle.cli.model_switches import (
     check_model_switches,
     needs_schema,
@@ -96,7 +97,10 @@ def add_remote_commands(commands: argparse._SubParsersAction[Any]) -> None:
     listing = actions.add_parser("list", help="this key's jobs, newest first")
     listing.add_argument("--status", choices=_STATUSES)
     listing.add_argument(
-        "--limit", type=page_size, metavar="N", help="at most N jobs, 1 to 100 (default: the server's page)"
+        "--limit",
+        type=whole_number(1, 100),
+        metavar="N",
+        help="at most N jobs, 1 to 100 (default: the server's page)",
     )
     listing.add_argument("--json", action="store_true", help="print the jobs as JSON")
     listing.set_defaults(run=run_jobs_list)
@@ -339,17 +343,6 @@ def timeout_seconds(text: str) -> float:
             f"{text} is out of range: give more than 0 and at most {MAX_TIME_LIMIT_S}"
         )
     return seconds
-
-
-def page_size(text: str) -> int:
-    """--limit: 1 to 100, what the server's list takes (else argparse's one line naming --limit)."""
-    try:
-        size = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= size <= 100:
-        raise argparse.ArgumentTypeError(f"{size} is out of range: use 1 to 100")
-    return size
 
 
 def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
