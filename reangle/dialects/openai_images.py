@@ -37,7 +37,6 @@ from reangle.api.deps import LinkMaker, State
 from reangle.api.forms import parse_form
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import MODELS
 from reangle.core.service import STOPPING, SubmitRequest
 from reangle.dialects.base import dialect_route
 from reangle.dialects.openai_schemas import (
@@ -48,6 +47,7 @@ from reangle.dialects.openai_schemas import (
     error_payload,
     job_error_payload,
     model_object,
+    openai_ids,
     render_edit,
     translate,
     translate_generation,
@@ -118,20 +118,15 @@ async def create_generation(request: Request, app: State, links: LinkMaker) -> R
 @router.get(f"{PREFIX}/models")
 async def list_models(request: Request, app: State) -> dict[str, Any]:
     app.keys.owner(bearer_token(request.headers.get("authorization")))
-    return {"object": "list", "data": [model_object(model_id) for model_id in _openai_ids()]}
+    return {"object": "list", "data": [model_object(model_id) for model_id in openai_ids()]}
 
 
 @router.get(f"{PREFIX}/models/{{model_id}}")
 async def get_model(model_id: str, request: Request, app: State) -> dict[str, Any]:
     app.keys.owner(bearer_token(request.headers.get("authorization")))
-    if model_id not in _openai_ids():
+    if model_id not in openai_ids():
         raise NotFound(f"The model {model_id!r} does not exist")
     return model_object(model_id)
-
-
-def _openai_ids() -> list[str]:
-    """The served models under the ids this dialect takes them by (the catalog's `openai` id, else theirs)."""
-    return [spec.entry.dialect_id("openai") or spec.id for spec in MODELS.values()]
 
 
 @router.api_route(

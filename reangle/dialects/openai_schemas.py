@@ -11,7 +11,8 @@ plain fields):
     image / image[]       1-3 files, any name and content type: the format is sniffed from the bytes.
                           A string value is an image reference (asset id, data URL, base64, http(s) URL).
     prompt                the instruction; may be empty for a camera-only edit
-    model                 qwen-edit-multiangle-2511 | qwen-image-edit-2511-multiple-angles -> camera model
+    model                 qwen-edit-multiangle-2511 | qwen-image-edit-2511-multiple-angles (also as fal's
+                          endpoint id, fal-ai/qwen-image-edit-2511-multiple-angles) -> camera model
                           qwen-image-edit-2511 -> instruction model (no angle LoRA)
                           omitted, "auto", gpt-image-*, dall-e-*, chatgpt-image-* -> auto: the camera model
                           when camera fields are given or the prompt names a camera move, else the
@@ -33,6 +34,11 @@ plain fields):
                           "back view") set the pose and are dropped from the instruction; a camera field
                           sets its own axis over them (the prompt's phrases still set the others). Other
                           fields: 400.
+    fal's input names     num_images -> n; image_size square_hd | square (1:1), portrait_4_3 (3:4),
+                          portrait_16_9 (9:16), landscape_4_3 (4:3), landscape_16_9 (16:9) -> aspect_ratio
+                          at the default area, or {width, height} -> width, height; additional_prompt is
+                          appended to the prompt; enable_safety_checker, sync_mode: accepted and ignored;
+                          negative_prompt: 400 unless empty (the edit path runs no negative prompt)
 
 /images/generations request (JSON; `extra_body` keys arrive as top-level keys with their JSON types; a null
 value counts as omitted), text-to-image:
@@ -41,7 +47,8 @@ value counts as omitted), text-to-image:
     model                 a served text-to-image model by id (qwen-image-2512, or a catalog model of that
                           task, by its id or its openai id); omitted, "auto", gpt-image-*, dall-e-*,
                           chatgpt-image-* -> qwen-image-2512. Any other model (the edit models, wan-2.7-image)
-                          is a 400 with param "model"
+                          is a 400 with param "model". GET /models lists only the models the two image
+                          routes take (wan-2.7-image is served by the Scenario dialect and the native API)
     n                     num_outputs (1-4; an image set: up to 8; checked by the core, param "n")
     size                  "auto" (default: about 1 MP, square unless aspect_ratio says otherwise), "WxH"
                           (floored to multiples of 16, out of the engine's range: 400 param "size"), or the
@@ -50,8 +57,8 @@ value counts as omitted), text-to-image:
     output_format         png (default) | jpeg | webp (gif, svg: 400); output_compression as for edits
     quality               as for edits, and the legacy "hd" -> 8-step Lightning
     background            auto | opaque (transparent: 400); moderation auto | low (this server runs no
-                          content filter); user, safety_identifier, partial_images, complexity: accepted
-                          and ignored; stream=true, style (describe it in the prompt), svg, frame_*: 400
+                          content filter); user, safety_identifier, partial_images, complexity, style
+                          (DALL-E 3's vivid | natural): accepted and ignored; stream=true, svg, frame_*: 400
     native fields         seed num_inference_steps guidance_scale acceleration width height aspect_ratio
                           negative_prompt rewrite_prompt image_set set_prompts, passed to the core as given
                           (it validates them and names the field). Other keys: 400.
@@ -65,6 +72,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +87,8 @@ from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS, TEXT_TO_I
 from reangle.errors import InvalidInput, NotFound, ReangleError, Unauthorized
 
 FAL_CAMERA_MODEL = "qwen-image-edit-2511-multiple-angles"
+#: fal's endpoint ids are its model names under this owner (`fal-ai/qwen-image-edit-2511-multiple-angles`).
+FAL_OWNER_PREFIX = "fal-ai/"
 EDIT_TASKS = ("camera_edit", "instruction_edit")
 AUTO_MODEL_PREFIXES = ("gpt-image", "dall-e", "chatgpt-image")
 CAMERA_FIELDS = (
@@ -99,6 +109,19 @@ BOOL_FIELDS = ("rewrite_prompt",)
 OPENAI_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression")
 OPENAI_CHOICE_FIELDS = ("quality", "background", "stream")
 IGNORED_FIELDS = ("input_fidelity", "user", "safety_identifier", "partial_images", "complexity")
+#: fal's input names for its edit endpoints, taken on /images/edits besides the camera fields (`_from_fal`).
+FAL_FIELDS = ("num_images", "image_size", "additional_prompt", "negative_prompt")
+FAL_IMAGE_SIZE_FIELDS = ("image_size[width]", "image_size[height]")  # the SDK's form of {width, height}
+FAL_IGNORED_FIELDS = ("enable_safety_checker", "sync_mode")
+#: fal's `image_size` names -> the aspect ratio each names (the size is this server's default area).
+FAL_IMAGE_SIZES = {
+    "square_hd": "1:1",
+    "square": "1:1",
+    "portrait_4_3": "3:4",
+    "portrait_16_9": "9:16",
+    "landscape_4_3": "4:3",
+    "landscape_16_9": "16:9",
+}
 IMAGE_FIELDS = ("image", "image[]")
 UNSUPPORTED_FIELDS = ("mask", "markup", "svg", "frame_count", "frame_duration_ms")
 #: OpenAI `quality` -> reangle `acceleration` (None: the model's default, 4-step Lightning).
@@ -108,9 +131,9 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 #: /images/generations: OpenAI's fields this server takes, those it accepts and ignores, those it refuses,
 #: and the native text-to-image fields `extra_body` may carry (validated by the core).
 GENERATION_FIELDS = (*OPENAI_FIELDS, *OPENAI_CHOICE_FIELDS, "moderation")
-GENERATION_IGNORED_FIELDS = ("user", "safety_identifier", "partial_images", "complexity")
+#: DALL-E 3's `style` (vivid | natural) is ignored too: `dall-e-*` map to the text-to-image model.
+GENERATION_IGNORED_FIELDS = ("user", "safety_identifier", "partial_images", "complexity", "style")
 GENERATION_UNSUPPORTED_FIELDS = {
-    "style": "style is not supported; describe the style in the prompt",
     "svg": "svg output is not supported by this server",
     "frame_count": "gif output is not supported by this server",
     "frame_duration_ms": "gif output is not supported by this server",
@@ -208,6 +231,7 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     """The native model and input for an edit's form fields and its image references (pure)."""
     for name in fields:
         check_known(name)
+    fields = _from_fal(fields)
     prompt = fields.get("prompt", "")
     _check_choice(fields, "background", ("auto", "opaque"), "transparent backgrounds are not supported")
     _check_choice(fields, "stream", ("false",), "streaming is not supported; leave stream unset")
@@ -264,6 +288,9 @@ def check_known(name: str) -> None:
         *TEXT_FIELDS,
         *BOOL_FIELDS,
         *IGNORED_FIELDS,
+        *FAL_FIELDS,
+        *FAL_IMAGE_SIZE_FIELDS,
+        *FAL_IGNORED_FIELDS,
     )
     if name in known or name in IMAGE_FIELDS:
         return
@@ -272,6 +299,77 @@ def check_known(name: str) -> None:
     raise InvalidInput(
         f"Unknown parameter: {name!r}.", field=name, hint="camera fields: " + ", ".join(CAMERA_FIELDS)
     )
+
+
+def _from_fal(fields: Mapping[str, str]) -> dict[str, str]:
+    """The form's fields with fal's input names put in this dialect's terms: num_images -> n, image_size ->
+    aspect_ratio (a name) or width/height (an object), additional_prompt appended to the prompt;
+    enable_safety_checker and sync_mode dropped (no content filter here; response_format says how images
+    come back); a negative_prompt refused (the edit path runs none)."""
+    fal = (*FAL_FIELDS, *FAL_IMAGE_SIZE_FIELDS, *FAL_IGNORED_FIELDS)
+    out = {name: value for name, value in fields.items() if name not in fal}
+    if fields.get("negative_prompt", "").strip():
+        raise InvalidInput(
+            "negative_prompt is not supported on edits: the edit models take no negative prompt here",
+            field="negative_prompt",
+            hint="say what to avoid in the prompt instead",
+        )
+    if "num_images" in fields:
+        if "n" in fields:
+            raise InvalidInput("give either n or num_images, not both", field="num_images")
+        count = _number(fields["num_images"], "num_images", integral=True)
+        if not 1 <= count <= MAX_OUTPUTS:
+            raise InvalidInput(
+                f"num_images must be between 1 and {MAX_OUTPUTS}, got {fields['num_images']}",
+                field="num_images",
+            )
+        out["n"] = str(count)
+    out.update(_fal_image_size(fields))
+    additional = fields.get("additional_prompt", "").strip()
+    if additional:
+        out["prompt"] = f"{fields.get('prompt', '').strip()} {additional}".strip()
+    return out
+
+
+def _fal_image_size(fields: Mapping[str, str]) -> dict[str, str]:
+    """fal's `image_size` as native fields: a name -> aspect_ratio, {width, height} -> width and height."""
+    raw = fields.get("image_size")
+    sides = {
+        side: fields[f"image_size[{side}]"] for side in ("width", "height") if f"image_size[{side}]" in fields
+    }
+    if raw is None and not sides:
+        return {}
+    clash = [name for name in ("size", "width", "height", "aspect_ratio") if name in fields]
+    if clash == ["size"] and fields["size"].strip().lower() == "auto":  # the default says nothing
+        clash = []
+    if clash:
+        raise InvalidInput(f"give either image_size or {clash[0]}, not both", field="image_size")
+    if raw is not None and raw.strip().startswith("{"):
+        sides = _size_object(raw)
+    elif raw is not None:
+        name = raw.strip().lower()
+        if name not in FAL_IMAGE_SIZES or sides:
+            choices = ", ".join(FAL_IMAGE_SIZES)
+            raise InvalidInput(
+                f"image_size must be one of {choices} or {{width, height}}, got {raw!r}", field="image_size"
+            )
+        return {"aspect_ratio": FAL_IMAGE_SIZES[name]}
+    if set(sides) != {"width", "height"}:
+        raise InvalidInput("image_size must give both width and height", field="image_size")
+    return {side: str(_number(str(value), "image_size", integral=True)) for side, value in sides.items()}
+
+
+def _size_object(raw: str) -> dict[str, str]:
+    """`{"width": 1024, "height": 768}` sent as one text field."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not set(value) <= {"width", "height"}:
+        raise InvalidInput(
+            f'image_size must be a name or {{"width": W, "height": H}}, got {raw!r}', field="image_size"
+        )
+    return {side: str(size) for side, size in value.items()}
 
 
 def _check_choice(fields: Mapping[str, str], name: str, allowed: tuple[str, ...], message: str) -> None:
@@ -369,15 +467,32 @@ def _output(
     return out
 
 
+def openai_ids() -> list[str]:
+    """The served models an images route takes, under the ids this dialect lists them by (the catalog's
+    `openai` id, else their own). Models of other tasks (wan-2.7-image) are served by other dialects."""
+    tasks = (*EDIT_TASKS, TEXT_TO_IMAGE_TASK)
+    return [
+        spec.entry.dialect_id("openai") or spec.id for spec in MODELS.values() if spec.entry.task in tasks
+    ]
+
+
 def served_models(tasks: Sequence[str]) -> dict[str, str]:
     """The served models of these tasks: each one's id, OpenAI id and fal id -> its id."""
     served: dict[str, str] = {}
     for spec in MODELS.values():
         if spec.entry.task in tasks:
-            for name in (spec.id, spec.entry.dialect_id("openai"), spec.entry.dialect_id("fal")):
+            for name in (spec.id, spec.entry.dialect_id("openai"), *fal_names(spec.entry.dialect_id("fal"))):
                 if name:
                     served[name] = spec.id
     return served
+
+
+def fal_names(fal_id: str | None) -> tuple[str, ...]:
+    """The names a fal model id is taken by: bare, and as fal's endpoint id (`fal-ai/<name>`)."""
+    if not fal_id:
+        return ()
+    bare = fal_id.removeprefix(FAL_OWNER_PREFIX)
+    return (bare, FAL_OWNER_PREFIX + bare)
 
 
 def edit_models() -> dict[str, str]:
@@ -385,8 +500,14 @@ def edit_models() -> dict[str, str]:
     camera model unless the catalog gives it to another)."""
     served = served_models(EDIT_TASKS)
     if CAMERA_EDIT in MODELS:
-        served.setdefault(FAL_CAMERA_MODEL, CAMERA_EDIT)
+        for name in fal_names(FAL_CAMERA_MODEL):
+            served.setdefault(name, CAMERA_EDIT)
     return served
+
+
+def _listed(served: Mapping[str, str]) -> list[str]:
+    """The names to offer in a message: each fal name once, without fal's owner prefix."""
+    return [name for name in served if not name.startswith(FAL_OWNER_PREFIX)]
 
 
 def _model(raw: str | None, data: Mapping[str, Any], prompt: str) -> str:
@@ -395,9 +516,10 @@ def _model(raw: str | None, data: Mapping[str, Any], prompt: str) -> str:
     if name in served:
         return served[name]
     if name != "auto" and not name.lower().startswith(AUTO_MODEL_PREFIXES):
-        choices = ", ".join([*served, "auto"])
+        choices = ", ".join([*_listed(served), "auto"])
         raise InvalidInput(
-            f"unknown model {name!r}; choose one of {choices} (or an OpenAI image model)", field="model"
+            f"unknown model {name!r}; choose one of {choices} (or an OpenAI image model)",
+            field="model",
         )
     if any(field in data for field in CAMERA_FIELDS) or parse_camera_text(prompt).pose is not None:
         return CAMERA_EDIT
@@ -485,7 +607,7 @@ def _generation_model(raw: str | None) -> str:
     name = (raw or "auto").strip()
     if name in served:
         return served[name]
-    choices = ", ".join([*served, "auto"])
+    choices = ", ".join([*_listed(served), "auto"])
     if name != "auto" and not name.lower().startswith(AUTO_MODEL_PREFIXES):
         edits = edit_models()
         served_elsewhere = name in MODELS or name in edits

@@ -194,10 +194,11 @@ async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any
 
 @router.get(PREFIX + "/health")
 async def health(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
-    """This key's job counts on this endpoint (each batch item counts), and the local worker."""
-    jobs = [job for job in await _all_jobs(app, who, None) if job.source == source_of(endpoint_id)]
+    """This key's job counts on this endpoint (each batch item counts, by its newest attempt), and the local
+    worker."""
+    jobs, retries = await asyncio.to_thread(_newest_attempts_on, app, who, endpoint_id)
     running = app.service.counts().get(JobStatus.PROCESSING, 0) > 0
-    return rp.health_body(jobs, running=running)
+    return rp.health_body(jobs, running=running, retries=retries)
 
 
 add_fallback_routes(router, "/runpod", base_url="http://HOST/runpod/v2 (runpod.endpoint_url_base)")
@@ -264,6 +265,21 @@ def _newest_attempt(app: AppState, who: str, job: Job) -> Job:
             break
         job = found
     return job
+
+
+def _newest_attempts_on(app: AppState, who: str, endpoint_id: str) -> tuple[list[Job], set[str]]:
+    """The key's jobs on this endpoint, each by its newest attempt (a job /retry superseded is left out), and
+    the ids of the attempts /retry queued. Only an unsucceeded job can have been retried, so only those are
+    looked up."""
+    jobs = [job for job in _read_all_jobs(app, who, None) if job.source == source_of(endpoint_id)]
+    superseded, retries = set(), set()
+    for job in jobs:
+        if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+            attempt = app.service.job_by_idempotency_key(who, RETRY_KEY + job.id)
+            if attempt is not None:
+                superseded.add(job.id)
+                retries.add(attempt.id)
+    return [job for job in jobs if job.id not in superseded], retries
 
 
 async def _wait_all(app: AppState, who: str, jobs: list[Job], deadline: float) -> list[Job]:

@@ -7,7 +7,7 @@ per image), in item order. Free of HTTP and I/O, so the golden tests can pin it 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +66,15 @@ class RunpodRequest(BaseModel):
 
 
 class RunpodInput(BaseModel):
-    """The worker's `input`. Numbers are left to the native model, which validates and snaps them."""
+    """The worker's `input`. Numbers are left to the native model, which validates and snaps them. A key not
+    listed is refused (typo protection); a null value is as if the key were not given."""
 
     model_config = ConfigDict(extra="forbid")
 
     image: str | None = None
     images: list[str] | None = None
     prompt: Any = ""  # a string, or a list of strings (checked in `_prompt` to name the field plainly)
-    rewrite_prompt: bool = False
+    rewrite_prompt: bool | None = None
     azimuth: Any = None
     elevation: Any = None
     distance: Any = None
@@ -125,7 +126,7 @@ def translate(body: Any, model: str) -> Translated:
     common |= _camera(given, model)
     if given.rewrite_prompt:
         common["rewrite_prompt"] = True
-    prompts = _prompt(given.prompt)
+    prompts = _prompt("" if given.prompt is None else given.prompt)  # null: not given
     if isinstance(prompts, str) or len(prompts) == 1:
         prompt = prompts if isinstance(prompts, str) else prompts[0]
         inputs = [{"images": images, "prompt": prompt, **common}]
@@ -249,8 +250,10 @@ def error_text(jobs: Sequence[Job]) -> str:
     return json.dumps({"error_type": "error", "error_message": "the job failed"})
 
 
-def health_body(jobs: Sequence[Job], *, running: bool) -> dict[str, Any]:
-    """GET /health: this key's jobs on this endpoint by RunPod status, and the one local worker."""
+def health_body(jobs: Sequence[Job], *, running: bool, retries: Collection[str] = ()) -> dict[str, Any]:
+    """GET /health: this key's jobs on this endpoint by RunPod status, and the one local worker. `jobs` holds
+    each job once, by its newest attempt; `retries` names the attempts that /retry queued (counted, like jobs
+    the core ran again, as `retried`)."""
     statuses = [job_status(job) for job in jobs]
     return {
         "jobs": {
@@ -258,7 +261,7 @@ def health_body(jobs: Sequence[Job], *, running: bool) -> dict[str, Any]:
             "failed": statuses.count(FAILED) + statuses.count(TIMED_OUT),
             "inProgress": statuses.count(IN_PROGRESS),
             "inQueue": statuses.count(IN_QUEUE),
-            "retried": sum(1 for job in jobs if job.attempt > 1),
+            "retried": sum(1 for job in jobs if job.attempt > 1 or job.id in retries),
         },
         "workers": {"idle": 0 if running else 1, "running": 1 if running else 0},
     }

@@ -29,6 +29,7 @@ from reangle.dialects.base import add_fallback_routes, dialect_route
 from reangle.errors import (
     Conflict,
     InvalidInput,
+    MethodNotAllowed,
     NotFound,
     QueueFull,
     ReangleError,
@@ -274,6 +275,34 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
         )
     record = await app.service.assets.ingest_async(who, decode_inline(image, field="image"), field="image")
     return {"asset": schemas.asset_json(record, links.asset_url(record), name=name)}
+
+
+@router.get(PREFIX + "/assets")
+async def list_assets(who: Owner) -> Response:
+    """Not served: the job store keeps no per-key index of assets to page through."""
+    raise MethodNotAllowed(
+        f"listing assets (GET {PREFIX}/assets) is not supported by this server; keep the ids that uploads "
+        f"and jobs return (GET {PREFIX}/jobs lists the jobs with their output asset ids) and read them with "
+        f"GET {PREFIX}/assets/{{assetId}} or POST {PREFIX}/assets/get-bulk",
+        allow=["POST"],
+    )
+
+
+@router.post(PREFIX + "/assets/get-bulk")
+async def get_assets_in_bulk(request: Request, app: State, who: Owner, links: LinkMaker) -> dict[str, Any]:
+    """`{"assetIds": [...]}` (up to MAX_BULK_ASSETS) -> `{"assets": [Asset, ...]}`: those of the ids that name
+    this key's assets, in the order given; an unknown or expired id is left out, as Scenario leaves out
+    those the team cannot read."""
+    asset_ids = schemas.bulk_asset_ids((await json_object(request)).get("assetIds"))
+    assets = []
+    for asset_id in asset_ids:
+        try:
+            record = app.service.assets.get(who, asset_id)
+        except NotFound:
+            continue
+        job = _producing_job(app, who, record)
+        assets.append(schemas.asset_json(record, links.asset_url(record), job=job))
+    return {"assets": assets}
 
 
 @router.get(PREFIX + "/assets/{asset_id}")

@@ -39,6 +39,8 @@ JOB_TYPE = "custom"
 #: Scenario's `acceleration` spellings -> reangle's presets (none: base model; regular/high: Lightning 8/4).
 ACCELERATION = {"none": "none", "regular": "regular", "high": "high"}
 MAX_SEED = 2_147_483_647
+#: POST /assets/get-bulk reads at most this many ids (Scenario's own limit).
+MAX_BULK_ASSETS = 200
 #: Models are declared data, not records: one fixed date for their createdAt/updatedAt.
 MODEL_DATE = "2025-12-23T00:00:00.000Z"
 PER_PRESET = "default for acceleration none; regular and high choose their own unless given"
@@ -507,6 +509,17 @@ def job_source(job: Job) -> str:
     """How Scenario names what made a job's outputs: `img2img` from images, `txt2img` from a prompt alone."""
     made_from_images = bool(job.input.get("images") or job.input.get("image"))
     return "img2img" if made_from_images else "txt2img"
+
+
+def bulk_asset_ids(given: Any) -> list[str]:
+    """POST /assets/get-bulk's `assetIds`: a list of up to MAX_BULK_ASSETS ids, each once, in order."""
+    if not isinstance(given, list) or not all(isinstance(item, str) for item in given):
+        raise InvalidInput("assetIds must be a list of asset ids", field="assetIds")
+    if len(given) > MAX_BULK_ASSETS:
+        raise InvalidInput(
+            f"assetIds may hold at most {MAX_BULK_ASSETS} ids, got {len(given)}", field="assetIds"
+        )
+    return list(dict.fromkeys(given))
 
 
 def asset_json(

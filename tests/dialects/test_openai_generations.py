@@ -155,7 +155,6 @@ def test_an_image_set_through_extra_body_reports_each_shot_as_revised_prompt(ser
         ({"n": 0}, "n"),
         ({"output_format": "gif"}, "output_format"),
         ({"background": "transparent"}, "background"),
-        ({"style": "vivid"}, "style"),
         ({"quality": "ultra"}, "quality"),
         ({"extra_body": {"horizontal_angle": 90}}, "horizontal_angle"),
         ({"extra_body": {"seed": "lucky"}}, "seed"),
@@ -173,6 +172,16 @@ def test_bad_input_is_a_bad_request_naming_the_param(
     assert caught.value.type == "invalid_request_error"
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert new_jobs.collect() == []
+
+
+def test_dall_e_3_style_is_accepted_and_ignored(server: RunningServer, new_jobs: NewJobs) -> None:
+    result = client(server).images.generate(
+        prompt="a teapot", model="dall-e-3", size="64x64", style="natural"
+    )
+    assert new_jobs.collect() == [result._request_id]
+    job = native(server, f"/v1/jobs/{result._request_id}")
+    assert job["model"] == TEXT_TO_IMAGE
+    assert "style" not in job["input"]
 
 
 def test_wrong_model_says_which_models_generate(server: RunningServer) -> None:

@@ -228,6 +228,23 @@ def test_health_counts_this_keys_jobs(endpoint: runpod.Endpoint) -> None:
     assert after["jobs"]["failed"] == before["jobs"]["failed"] + 1
 
 
+def test_a_null_prompt_is_no_prompt(endpoint: runpod.Endpoint) -> None:
+    output = endpoint.run_sync(camera_input(prompt=None, width=128, height=96), timeout=60)
+    assert decode_png(output["images"][0]).size == (128, 96)
+
+
+def test_health_counts_a_retried_job_once_as_retried(base: str) -> None:
+    endpoint_id = f"health-retry-{time.time_ns()}"  # an endpoint of its own: counts start at zero
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=f"{base}/{endpoint_id}", headers=headers, timeout=30) as http:
+        job_id = http.post("/run", json={"input": camera_input(prompt="fake:fail")}).json()["id"]
+        wait_for(http, job_id, {"FAILED"})
+        assert http.post(f"/retry/{job_id}").status_code == 200
+        wait_for(http, job_id, {"FAILED"})
+    counts = runpod.Endpoint(endpoint_id).health()["jobs"]
+    assert counts == {"completed": 0, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 1}
+
+
 def test_purge_queue_cancels_only_this_keys_queued_jobs(
     endpoint: runpod.Endpoint, http: httpx.Client, base: str
 ) -> None:

@@ -98,6 +98,14 @@ def test_bad_request_names_its_field(case: dict[str, Any]) -> None:
     assert case["contains"] in caught.value.message
 
 
+def test_null_input_values_are_as_if_not_given() -> None:
+    given = {"image": "aGk=", "prompt": None, "rewrite_prompt": None, "seed": None, "azimuth": None}
+    translated = rp.translate({"input": given}, CAMERA_EDIT)
+    assert translated.inputs == [
+        {"images": ["aGk="], "prompt": "", "seed": 42, "num_inference_steps": 4, "guidance_scale": 1.0}
+    ]
+
+
 def test_non_object_body_is_refused() -> None:
     with pytest.raises(InvalidInput, match="JSON object"):
         rp.translate(["input"], CAMERA_EDIT)

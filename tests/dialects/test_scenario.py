@@ -399,6 +399,31 @@ def test_another_key_sees_neither_jobs_nor_assets(make_client: MakeClient, camer
     assert camera_job.job_id not in [job.job_id for job in other.jobs.list(page_size=100)]
 
 
+def test_get_bulk_answers_this_keys_assets_in_the_order_asked(
+    client: Scenario, make_client: MakeClient, camera_job: Job, asset_id: str
+) -> None:
+    assert camera_job.metadata.asset_ids
+    output_id = camera_job.metadata.asset_ids[0]
+    others = make_client(api_key="someone", api_secret=OTHER_KEY)
+    foreign_id = others.assets.upload(name="theirs.png", image=png_base64()).asset.id
+    asked = [output_id, "asset_unknown", foreign_id, asset_id, output_id]
+    assets = client.assets.get_bulk(asset_ids=asked).assets
+    assert [asset.id for asset in assets] == [output_id, asset_id]
+    assert assets[0].metadata.parent_job_id == camera_job.job_id
+    assert (assets[1].source, assets[1].metadata.type) == ("uploaded", "uploaded")
+    with pytest.raises(scenario_sdk.BadRequestError):
+        client.assets.get_bulk(asset_ids=["asset_x"] * 201)
+
+
+def test_listing_assets_is_refused_naming_the_route(client: Scenario) -> None:
+    with pytest.raises(scenario_sdk.APIStatusError) as caught:
+        client.assets.list()
+    assert caught.value.status_code == 405
+    message = caught.value.response.json()["error"]
+    assert "GET /scenario/v1/assets" in message
+    assert "get-bulk" in message
+
+
 def test_model_has_inputs_with_seed_defaults(client: Scenario) -> None:
     model = client.models.retrieve(CAMERA).model
     assert (model.id, model.type, model.status) == (CAMERA, "custom", "trained")
