@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reangle.cli.arg_types import whole_number
-from reangle.cli.keys import DATA_DIR_HELP, _open_store, _where
+from reangle.cli.keys import DATA_DIR_HELP, jobs_location, open_store
 from reangle.core.jobs import Job, JobEvent, JobStatus
 from reangle.errors import InvalidInput
 from reangle.runtime.heartbeat import HEARTBEAT_S
@@ -132,7 +132,7 @@ def _open_existing_store(args: argparse.Namespace, settings: Settings) -> tuple[
     """The settings with --data-dir applied and their job store; a data folder with no database is one line
     (none is made: a mistyped folder would list no jobs)."""
     try:
-        return _open_store(args, settings, existing=True)
+        return open_store(args, settings, existing=True)
     except InvalidInput as exc:
         if exc.field != "data-dir":
             raise
@@ -161,7 +161,7 @@ def run_admin_jobs(args: argparse.Namespace, settings: Settings) -> int:
         print(job_table(jobs))
     else:
         filtered = args.status or args.key_id or args.model
-        print(f"reangle: no {'such ' if filtered else ''}jobs in {_where(settings)}", file=sys.stderr)
+        print(f"reangle: no {'such ' if filtered else ''}jobs in {jobs_location(settings)}", file=sys.stderr)
     return 0
 
 
@@ -185,7 +185,7 @@ def run_admin_show(args: argparse.Namespace, settings: Settings) -> int:
 def _stored_job(store: JobStore, job_id: str, settings: Settings) -> Job:
     job = store.get_job(job_id)
     if job is None:
-        raise InvalidInput(f"no job {job_id} in {_where(settings)}", field="job-id")
+        raise InvalidInput(f"no job {job_id} in {jobs_location(settings)}", field="job-id")
     return job
 
 
@@ -195,7 +195,7 @@ def run_admin_cancel(args: argparse.Namespace, settings: Settings) -> int:
         before = _stored_job(store, args.job_id, settings)
         job = store.cancel(before.id, time.time())  # changes nothing once the job has ended
         if job is None:  # deleted by the retention sweep meanwhile
-            raise InvalidInput(f"no job {args.job_id} in {_where(settings)}", field="job-id")
+            raise InvalidInput(f"no job {args.job_id} in {jobs_location(settings)}", field="job-id")
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # the API's 409, in its words
             raise InvalidInput(
                 f"job {job.id} has already {job.status.value}; only queued or processing jobs cancel",

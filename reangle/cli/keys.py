@@ -56,7 +56,7 @@ def add_keys_commands(commands: argparse._SubParsersAction[Any]) -> None:
     secret.set_defaults(run=run_keys_webhook_secret)
 
 
-def _open_store(
+def open_store(
     args: argparse.Namespace, settings: Settings, *, existing: bool = False
 ) -> tuple[Settings, JobStore]:
     """The settings with --data-dir applied, and the job store they name (an unusable data folder is one
@@ -75,7 +75,8 @@ def _open_store(
     return settings, open_job_store(settings)
 
 
-def _where(settings: Settings) -> str:
+def jobs_location(settings: Settings) -> str:
+    """Where the job store is: the data folder, or the database (without its password)."""
     from reangle.compose import storage_summary
 
     return str(settings.data_dir) if not settings.database_url else storage_summary(settings)["jobs"]
@@ -84,14 +85,14 @@ def _where(settings: Settings) -> str:
 def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.auth import create_key
 
-    settings, store = _open_store(args, settings)
+    settings, store = open_store(args, settings)
     try:
         key_id, key = create_key(store, args.name)
     finally:
         store.close()
     print(
-        f"reangle: created {key_id} ({args.name}) in {_where(settings)}; this is the only time the key is "
-        "shown:",
+        f"reangle: created {key_id} ({args.name}) in {jobs_location(settings)}; this is the only time the "
+        "key is shown:",
         file=sys.stderr,
     )
     print(key)
@@ -103,7 +104,7 @@ def _created(record: ApiKeyRecord) -> str:
 
 
 def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    settings, store = _open_store(args, settings, existing=True)
+    settings, store = open_store(args, settings, existing=True)
     try:
         records = store.list_api_keys()
     finally:
@@ -113,7 +114,7 @@ def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({"id": record.id, "name": record.name, "created": _created(record)}))
         return 0
     if not records:
-        print(f"reangle: no stored API keys in {_where(settings)}", file=sys.stderr)
+        print(f"reangle: no stored API keys in {jobs_location(settings)}", file=sys.stderr)
         return 0
     width = max(len(record.name) for record in records)
     for record in records:
@@ -128,20 +129,20 @@ def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
             f"{wanted} is a key of REANGLE_API_KEYS: remove it from that setting and restart the servers",
             field="key",
         )
-    settings, store = _open_store(args, settings, existing=True)
+    settings, store = open_store(args, settings, existing=True)
     try:
         records = store.list_api_keys()
         matches = [record for record in records if record.id == wanted] or [
             record for record in records if record.name == wanted
         ]
         if not matches:
-            raise InvalidInput(f"no API key {wanted!r} in {_where(settings)}", field="key")
+            raise InvalidInput(f"no API key {wanted!r} in {jobs_location(settings)}", field="key")
         if len(matches) > 1:
             ids = ", ".join(record.id for record in matches)
             raise InvalidInput(f"{len(matches)} keys are named {wanted!r} ({ids}): give the id", field="key")
         record = matches[0]
         if not store.delete_api_key(record.id):  # revoked meanwhile by someone else
-            raise InvalidInput(f"no API key {wanted!r} in {_where(settings)}", field="key")
+            raise InvalidInput(f"no API key {wanted!r} in {jobs_location(settings)}", field="key")
     finally:
         store.close()
     print(
@@ -157,12 +158,12 @@ def run_keys_webhook_secret(args: argparse.Namespace, settings: Settings) -> int
     from reangle.api.auth import ANONYMOUS, KeyRing
     from reangle.core.webhooks import ROTATION_OVERLAP_S
 
-    settings, store = _open_store(args, settings)
+    settings, store = open_store(args, settings)
     try:
         env_ids = KeyRing(store, enabled=True, env_keys=settings.api_keys).env_key_ids()
         if args.key_id not in env_ids and args.key_id != ANONYMOUS and not store.has_api_key(args.key_id):
             raise InvalidInput(
-                f"no API key {args.key_id!r} in {_where(settings)} or REANGLE_API_KEYS",
+                f"no API key {args.key_id!r} in {jobs_location(settings)} or REANGLE_API_KEYS",
                 field="key-id",
                 hint="key ids look like key_0123456789abcdef; `reangle keys create` prints them",
             )
