@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
 from typing import Protocol
 
 #: Waits between the first tries to record a job's end while the store is unavailable (about 15 s in all:
@@ -16,11 +17,19 @@ UNRECORDED_RETRY_S = 15.0
 UNAVAILABLE_RETRY_S = 5.0
 
 
-def end_record_waits() -> Iterator[float]:
-    """The waits between tries to record a job's end: COMPLETE_RETRY_S, then UNRECORDED_RETRY_S for ever."""
-    yield from COMPLETE_RETRY_S
-    while True:
-        yield UNRECORDED_RETRY_S
+async def wait_to_record_again(tries: int, stopping: asyncio.Event | None = None) -> bool:
+    """Wait before the next try to record a job's end, after `tries` refused ones: COMPLETE_RETRY_S, then
+    UNRECORDED_RETRY_S each. False when there is to be none: `stopping` is set and the first tries are spent
+    (the job stays processing and runs again at the next start; scaled out, on another worker)."""
+    if tries < len(COMPLETE_RETRY_S):
+        await asyncio.sleep(COMPLETE_RETRY_S[tries])
+        return True
+    if stopping is None:
+        await asyncio.sleep(UNRECORDED_RETRY_S)
+        return True
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), UNRECORDED_RETRY_S)
+    return not stopping.is_set()
 
 
 class Runtime(Protocol):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -43,7 +44,7 @@ from reangle.engine.base import EditResult, Engine
 from reangle.engine.lora_sources import ResolvedLora
 from reangle.engine.rewriter import Rewrite
 from reangle.errors import Canceled, LoraLoadError, ReangleError, Unavailable
-from reangle.runtime.base import UNAVAILABLE_RETRY_S, end_record_waits
+from reangle.runtime.base import UNAVAILABLE_RETRY_S, wait_to_record_again
 from reangle.runtime.job_prep import JobPreparer, PreparedJob
 from reangle.runtime.orbit_extras import contact_sheet, turntable_webp
 from reangle.runtime.remote_jobs import RemoteJobs
@@ -77,6 +78,7 @@ class LocalRunner:
         self.preparer = preparer or JobPreparer(service)
         self.remote = remote
         self._finishing: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         #: the job being rendered (for the heartbeat)
         self.rendering: Job | None = None
 
@@ -109,7 +111,7 @@ class LocalRunner:
                     remote_loop.cancel()
                     await asyncio.gather(remote_loop, return_exceptions=True)
             finally:
-                await self.wait_finishing()
+                await self.wait_finishing(stopping=True)
 
     async def run_to_end(self, job: Job) -> None:
         """Run a claimed job and return once it has ended (a remote one too: it holds this call's slot)."""
@@ -150,8 +152,11 @@ class LocalRunner:
     def job_in_hand(self) -> str | None:
         return self.rendering.id if self.rendering else None
 
-    async def wait_finishing(self) -> None:
-        """Wait until the job finishing in the background, if any, has completed or failed."""
+    async def wait_finishing(self, *, stopping: bool = False) -> None:
+        """Wait until the job finishing in the background, if any, has completed or failed. `stopping`: the
+        runner stops, so a store still refusing the job's end after the first tries is not waited out."""
+        if stopping:
+            self._stopping.set()
         if self._finishing is not None:
             await asyncio.wait({self._finishing})
             self._finishing = None
@@ -201,14 +206,17 @@ class LocalRunner:
         self, job: Job, rendered: Sequence[_Rendered], timings: dict[str, float], started: float
     ) -> None:
         """Store the outputs in a thread, then complete the job; again, while the store is unavailable, until
-        it takes them (see end_record_waits). Even when this task is canceled (the loop is closing) the thread
-        is waited for and the job completed: its render is done, and a thread cannot be stopped halfway."""
+        it takes them, or until the runner stops (see wait_to_record_again). Outputs once stored are not
+        stored again. Even when this task is canceled (the loop is closing) the thread is waited for and the
+        job completed: its render is done, and a thread cannot be stopped halfway."""
         stop = self.service.stop_flag(job)
         encoding = time.perf_counter()
         loop = asyncio.get_running_loop()
-        for wait in end_record_waits():
-            # a bare executor future, not a task: nothing cancels it, not even the loop's shutdown
-            work = loop.run_in_executor(None, self._store_outputs, job, rendered, stop)
+        work: asyncio.Future[list[OutputAsset]] | None = None
+        for tries in itertools.count():
+            if work is None or work.exception() is not None:
+                # a bare executor future, not a task: nothing cancels it, not even the loop's shutdown
+                work = loop.run_in_executor(None, self._store_outputs, job, rendered, stop)
             try:
                 await asyncio.wait({work})  # unlike awaiting `work`, this neither cancels it nor raises
             except asyncio.CancelledError:
@@ -220,8 +228,14 @@ class LocalRunner:
                 self._complete(job, work, timings, started, encoding)
                 return
             except Unavailable as exc:
-                log.warning("could not record the end of job %s (%s); again in %g s", job.id, exc, wait)
-                await asyncio.sleep(wait)
+                log.warning("could not record the end of job %s (%s); trying again", job.id, exc)
+                if not await wait_to_record_again(tries, self._stopping):
+                    log.error(
+                        "could not record the end of job %s and the runner is stopping: it stays processing "
+                        "until it runs again (at the next start; scaled out, on another worker)",
+                        job.id,
+                    )
+                    return
 
     def _complete(
         self,

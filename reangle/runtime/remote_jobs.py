@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from reangle.engine.rewriter import Rewrite, RewriteTask
 from reangle.errors import AssetGone, Canceled, ReangleError, Unavailable
 from reangle.remote.dashscope import DashScopeClient, TaskResult, TaskUpdate
 from reangle.remote.errors import ProviderConfigError
-from reangle.runtime.base import UNAVAILABLE_RETRY_S, end_record_waits
+from reangle.runtime.base import UNAVAILABLE_RETRY_S, wait_to_record_again
 from reangle.runtime.job_prep import JobPreparer
 
 log = logging.getLogger("reangle.remote")
@@ -134,17 +135,15 @@ class RemoteJobs:
 
     async def _record(self, job: Job, what: str, record: Callable[[], object]) -> None:
         """Record the job's end, again while the store is unavailable, until it takes it (see
-        end_record_waits): the vendor's work is paid for, and a job left processing would be run again, with a
-        new (billed) vendor task."""
-        for wait in end_record_waits():
+        wait_to_record_again; a stop cancels this task): the vendor's work is paid for, and a job left
+        processing would be run again, with a new (billed) vendor task."""
+        for tries in itertools.count():
             try:
                 record()
                 return
             except Unavailable as exc:
-                log.warning(
-                    "job %s: its %s could not be recorded (%s); again in %g s", job.id, what, exc, wait
-                )
-                await asyncio.sleep(wait)
+                log.warning("job %s: its %s could not be recorded (%s); trying again", job.id, what, exc)
+                await wait_to_record_again(tries)
 
     async def _render(self, job: Job, timings: dict[str, float]) -> list[OutputAsset]:
         spec, validated = self.preparer.validated(job)

@@ -143,7 +143,7 @@ class WorkerRuntime:
             await _despite_cancels(lambda: asyncio.wait({job_task}))
             if not job_task.cancelled():
                 job_task.exception()  # retrieved: Procrastinate could not record its end, its pool closed
-        await _despite_cancels(self.runner.wait_finishing)
+        await _despite_cancels(lambda: self.runner.wait_finishing(stopping=True))
 
     async def _work_forever(self) -> None:
         failures = 0
@@ -249,7 +249,7 @@ class WorkerRuntime:
         except asyncio.CancelledError:
             # a stop: a render is stopped and its job put back on the queue, but outputs already being stored
             # are stored and the job completed (the store must stay open until then)
-            await _despite_cancels(self.runner.wait_finishing)
+            await _despite_cancels(lambda: self.runner.wait_finishing(stopping=True))
             raise
         finally:
             self._claimed, self._job_task = None, None

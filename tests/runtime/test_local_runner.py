@@ -278,6 +278,51 @@ def test_a_store_away_past_the_first_retries_is_tried_until_it_takes_the_end(
     run(scenario())
 
 
+def test_a_stop_while_the_store_stays_away_gives_up_after_the_first_retries_and_the_job_stays_processing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_base, "COMPLETE_RETRY_S", (0.01, 0.01))
+    monkeypatch.setattr(runtime_base, "UNRECORDED_RETRY_S", 60.0)  # a stop must not wait this out
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1)
+        rig.assets.unavailable_writes = 1000
+        started = time.monotonic()
+        async with rig.runner():
+            async with asyncio.timeout(WAIT_S):
+                while len(rig.assets.writes) < 3:  # the first write and the first retries
+                    await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 30  # the stop did not wait for the store to come back
+        assert rig.job(job.id).status == JobStatus.PROCESSING  # left to run again at the next start
+        assert len(rig.assets.writes) == 3
+
+    run(scenario())
+
+
+def test_outputs_stored_once_are_not_stored_again_while_the_end_is_retried(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_base, "COMPLETE_RETRY_S", (0.01, 0.01, 0.01))
+    complete, refusals = rig.service.complete, [Unavailable("database is locked")] * 2
+
+    def flaky_complete(job: Job, *args: Any, **kwargs: Any) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return complete(job, *args, **kwargs)
+
+    monkeypatch.setattr(rig.service, "complete", flaky_complete)
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1)
+        async with rig.runner():
+            done = await ended(rig, job)
+
+        assert (done.status, len(done.outputs)) == (JobStatus.SUCCEEDED, 1)
+        assert len(rig.assets.writes) == 1  # stored once, though its end was recorded at the third try
+
+    run(scenario())
+
+
 def test_inputs_unavailable_hand_the_job_back_and_it_runs_once_they_are_back(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
