@@ -192,6 +192,20 @@ class JobStore(Protocol):
         """The records of those assets that exist, in one read."""
         ...
 
+    def list_assets(
+        self,
+        owner: str,
+        *,
+        now: float,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        outputs_only: bool = False,
+    ) -> tuple[list[AssetRecord], tuple[float, str] | None]:
+        """The owner's records not expired at `now`, newest first by (created_at, id): those before the key
+        `before` where given, outputs only when asked. The page, and the key of its last record when more
+        follow (the next page's `before`; None on the last)."""
+        ...
+
     def extend_asset(self, asset_id: str, expires_at: float) -> None: ...
     def extend_job_inputs(self, expires_at: float, *, job_id: str | None = None) -> None: ...
     def delete_expired_assets(self, now: float) -> set[str]:

@@ -8,8 +8,12 @@ The translations themselves are pure functions in `scenario_schemas`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from reangle.api.deps import LinkMaker, State
 from reangle.api.errors import json_body
+from reangle.api.render import Links
 from reangle.api.state import AppState
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.inputs import decode_inline
@@ -29,7 +34,6 @@ from reangle.dialects.base import add_fallback_routes, dialect_route
 from reangle.errors import (
     Conflict,
     InvalidInput,
-    MethodNotAllowed,
     NotFound,
     QueueFull,
     ReangleError,
@@ -278,14 +282,127 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
 
 
 @router.get(PREFIX + "/assets")
-async def list_assets(who: Owner) -> Response:
-    """Not served: the job store keeps no per-key index of assets to page through."""
-    raise MethodNotAllowed(
-        f"listing assets (GET {PREFIX}/assets) is not supported by this server; keep the ids that uploads "
-        f"and jobs return (GET {PREFIX}/jobs lists the jobs with their output asset ids) and read them with "
-        f"GET {PREFIX}/assets/{{assetId}} or POST {PREFIX}/assets/get-bulk",
-        allow=["POST"],
+async def list_assets(
+    app: State,
+    who: Owner,
+    links: LinkMaker,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=100)] = 50,
+    pagination_token: Annotated[str | None, Query(alias="paginationToken")] = None,
+    asset_type: Annotated[str | None, Query(alias="type")] = None,
+    types: str | None = None,
+    author_id: Annotated[str | None, Query(alias="authorId")] = None,
+    model_id: Annotated[str | None, Query(alias="modelId")] = None,
+    created_after: Annotated[str | None, Query(alias="createdAfter")] = None,
+    created_before: Annotated[str | None, Query(alias="createdBefore")] = None,
+    updated_after: Annotated[str | None, Query(alias="updatedAfter")] = None,
+    updated_before: Annotated[str | None, Query(alias="updatedBefore")] = None,
+    sort_by: Annotated[str | None, Query(alias="sortBy")] = None,
+    sort_direction: Annotated[str | None, Query(alias="sortDirection")] = None,
+    privacy: str | None = None,
+    deleted: str | None = None,
+    collection_id: Annotated[str | None, Query(alias="collectionId")] = None,
+    inference_id: Annotated[str | None, Query(alias="inferenceId")] = None,
+    tags: str | None = None,
+) -> dict[str, Any]:
+    """The caller's uploads and outputs still stored, newest first, filtered on type/types, authorId,
+    modelId and the dates (an asset's updatedAt is its createdAt). reangle has no collections, inferences,
+    tags, deleted or public assets: filtering on them finds none. projectId and originalAssets change
+    nothing. A page is full unless it is the last."""
+    wanted = schemas.asset_types(asset_type, types)
+    if sort_by is not None and sort_by not in schemas.ASSET_SORT_FIELDS:
+        choices = " or ".join(schemas.ASSET_SORT_FIELDS)
+        raise InvalidInput(f"sortBy must be {choices}, got {sort_by!r}", field="sortBy")
+    if sort_direction is not None and sort_direction != "desc":
+        raise InvalidInput(
+            f"sortDirection must be desc (newest first), got {sort_direction!r}", field="sortDirection"
+        )
+    if privacy is not None and privacy not in schemas.ASSET_PRIVACY:
+        choices = ", ".join(schemas.ASSET_PRIVACY)
+        raise InvalidInput(f"privacy must be one of {choices}, got {privacy!r}", field="privacy")
+    listing = AssetListing(
+        wanted=wanted,
+        model_id=model_id,
+        floor=_latest(_instant(created_after, "createdAfter"), _instant(updated_after, "updatedAfter")),
+        ceiling=_earliest(
+            _instant(created_before, "createdBefore"), _instant(updated_before, "updatedBefore")
+        ),
     )
+    before = schemas.asset_page_key(pagination_token) if pagination_token is not None else None
+    finds_none = (
+        (wanted is not None and not wanted & schemas.MADE_ASSET_TYPES)
+        or (author_id is not None and author_id != who)
+        or (privacy is not None and not schemas.ASSET_PRIVACY[privacy])
+        or (deleted is not None and _flag(deleted, "deleted"))
+        or any(given is not None for given in (collection_id, inference_id, tags))
+    )
+    if finds_none:
+        return {"assets": [], "nextPaginationToken": None}
+    # pages of the store until this one is full: off the event loop
+    assets, next_key = await asyncio.to_thread(listing.page, app, who, links, page_size, before)
+    return {"assets": assets, "nextPaginationToken": next_key and schemas.asset_page_token(next_key)}
+
+
+def _latest(*instants: int | None) -> int | None:
+    given = [instant for instant in instants if instant is not None]
+    return max(given) if given else None
+
+
+def _earliest(*instants: int | None) -> int | None:
+    given = [instant for instant in instants if instant is not None]
+    return min(given) if given else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssetListing:
+    """What `GET /assets` keeps of the owner's assets: of the `wanted` types (sources), made by the model
+    `model_id`, created after `floor` and before `ceiling` (whole milliseconds, as createdAt shows them)."""
+
+    wanted: frozenset[str] | None = None
+    model_id: str | None = None
+    floor: int | None = None
+    ceiling: int | None = None
+
+    def page(
+        self, app: AppState, who: str, links: Links, size: int, before: schemas.AssetKey | None
+    ) -> tuple[list[dict[str, Any]], schemas.AssetKey | None]:
+        """Up to `size` assets from the store's pages after `before`, read until the page is full or none
+        are left, so that a page short of `size` is the last (the client stops at an empty page)."""
+        if self.ceiling is not None:  # the store's order starts at the ceiling; the keep test is exact
+            before = min(before or (math.inf, ""), (self.ceiling / 1000, ""))
+        # only outputs have a source other than "uploaded", or a model
+        outputs_only = self.model_id is not None or (
+            self.wanted is not None and "uploaded" not in self.wanted
+        )
+        producers: dict[str, Job | None] = {}
+        kept: list[dict[str, Any]] = []
+        while True:
+            records, next_key = app.store.list_assets(
+                who, now=app.service.assets.clock(), limit=size, before=before, outputs_only=outputs_only
+            )
+            for record in records:
+                if self.floor is not None and _millis(record.created_at) <= self.floor:
+                    return kept, None  # newest first: the rest are older
+                job = None
+                if record.job_id is not None:  # read once for all the outputs of one job
+                    if record.job_id not in producers:
+                        producers[record.job_id] = _producing_job(app, who, record)
+                    job = producers[record.job_id]
+                shown = schemas.asset_json(record, links.asset_url(record), job=job)
+                if self.keeps(shown, record):
+                    kept.append(shown)
+                if len(kept) == size:
+                    last = record is records[-1]
+                    return kept, (None if last and next_key is None else (record.created_at, record.id))
+            if next_key is None:
+                return kept, None
+            before = next_key
+
+    def keeps(self, shown: dict[str, Any], record: AssetRecord) -> bool:
+        if self.wanted is not None and shown["source"] not in self.wanted:
+            return False
+        if self.model_id is not None and shown["metadata"].get("modelId") != self.model_id:
+            return False
+        return self.ceiling is None or _millis(record.created_at) < self.ceiling
 
 
 @router.post(PREFIX + "/assets/get-bulk")
@@ -294,6 +411,11 @@ async def get_assets_in_bulk(request: Request, app: State, who: Owner, links: Li
     this key's assets, in the order given; an unknown or expired id is left out, as Scenario leaves out
     those the team cannot read."""
     asset_ids = schemas.bulk_asset_ids((await json_object(request)).get("assetIds"))
+    # up to two store reads an id: off the event loop
+    return {"assets": await asyncio.to_thread(_assets_of, app, who, links, asset_ids)}
+
+
+def _assets_of(app: AppState, who: str, links: Links, asset_ids: Sequence[str]) -> list[dict[str, Any]]:
     assets = []
     for asset_id in asset_ids:
         try:
@@ -302,7 +424,7 @@ async def get_assets_in_bulk(request: Request, app: State, who: Owner, links: Li
             continue
         job = _producing_job(app, who, record)
         assets.append(schemas.asset_json(record, links.asset_url(record), job=job))
-    return {"assets": assets}
+    return assets
 
 
 @router.get(PREFIX + "/assets/{asset_id}")

@@ -6,6 +6,9 @@ No HTTP and no I/O here, so that golden tests can drive every mapping directly. 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -45,6 +48,36 @@ MAX_BULK_ASSETS = 200
 MODEL_DATE = "2025-12-23T00:00:00.000Z"
 PER_PRESET = "default for acceleration none; regular and high choose their own unless given"
 TARGET_FORMATS: dict[str, OutputFormat] = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+#: The asset types `GET /assets?type=` (or `types=`, comma separated) takes, as scenario-sdk 2.4.0 lists them.
+ASSET_TYPES = frozenset(
+    {
+        *("inference-txt2img", "inference-txt2img-ip-adapter", "inference-txt2img-texture"),
+        *("inference-img2img", "inference-img2img-ip-adapter", "inference-img2img-texture"),
+        *("inference-inpaint", "inference-inpaint-ip-adapter", "inference-reference"),
+        *("inference-reference-texture", "inference-controlnet", "inference-controlnet-ip-adapter"),
+        *("inference-controlnet-img2img", "inference-controlnet-reference", "inference-controlnet-inpaint"),
+        *("inference-controlnet-inpaint-ip-adapter", "inference-controlnet-texture", "background-removal"),
+        *("canvas", "canvas-export", "canvas-drawing", "detection", "patch", "pixelization", "upscale"),
+        *("upscale-texture", "upscale-skybox", "vectorization", "segment", "segmentation-image"),
+        *("segmentation-mask", "skybox-base-360", "skybox-hdri", "skybox-3d", "restyle", "reframe"),
+        *("generative-fill", "texture", "texture-height", "texture-normal", "texture-smoothness"),
+        *("texture-metallic", "texture-edge", "texture-ao", "texture-albedo", "image-prompt-editing"),
+        *("unknown", "img23d", "txt23d", "video23d", "3d23d", "img2splat", "3d23d-texture", "3d-texture"),
+        *("3d-texture-mtl", "3d-texture-albedo", "3d-texture-normal", "3d-texture-roughness"),
+        *("3d-texture-metallic", "img2video", "txt2audio", "audio2audio", "audio2video", "video2audio"),
+        *("voice-clone", "video2video", "video2img", "txt2img", "img2img", "txt2video", "uploaded"),
+        *("uploaded-video", "uploaded-audio", "uploaded-3d", "uploaded-avatar", "upscale-video"),
+        *("uploaded-text", "audio2txt", "txt2txt", "img2txt", "video2txt"),
+    }
+)
+#: The asset types reangle makes (an asset's `source`): uploads, outputs made from images or from a prompt.
+MADE_ASSET_TYPES = frozenset({"uploaded", "img2img", "txt2img"})
+#: `GET /assets?privacy=` values -> whether reangle's assets (all private to their key) match.
+ASSET_PRIVACY = {"private": True, "public": False, "unlisted": False}
+#: `GET /assets?sortBy=`: an asset here never changes, so its updatedAt is its createdAt.
+ASSET_SORT_FIELDS = ("createdAt", "updatedAt")
+#: A key of the asset listing's order: (created_at, asset id).
+AssetKey = tuple[float, str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -578,3 +611,37 @@ def target_format(value: object) -> OutputFormat | None:
             field="targetFormat",
         )
     return TARGET_FORMATS[value.lower()]
+
+
+def asset_types(one: str | None, several: str | None) -> frozenset[str] | None:
+    """The types of `GET /assets?type=` or `?types=` (comma separated); None when neither is given."""
+    if one is not None and several is not None:
+        raise InvalidInput('"type" and "types" cannot be used together', field="types")
+    field, given = ("type", one) if several is None else ("types", several)
+    names = [name.strip() for name in (given or "").split(",") if name.strip()]
+    for name in names:
+        if name not in ASSET_TYPES:
+            raise InvalidInput(
+                f"{field} holds {name!r}, not a Scenario asset type; this server makes "
+                f"{', '.join(sorted(MADE_ASSET_TYPES))}",
+                field=field,
+            )
+    return frozenset(names) or None
+
+
+def asset_page_token(key: AssetKey) -> str:
+    """The opaque `nextPaginationToken` that resumes the asset listing after `key`."""
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def asset_page_key(token: str) -> AssetKey:
+    """The key an `asset_page_token` holds, or InvalidInput when the token is not one."""
+    try:
+        created_at, asset_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, TypeError):  # not base64, not JSON, not a pair
+        created_at = asset_id = None
+    is_time = isinstance(created_at, int | float) and not isinstance(created_at, bool)
+    # no id this server hands out holds a NUL, which PostgreSQL cannot even compare
+    if not (is_time and math.isfinite(created_at) and isinstance(asset_id, str) and "\x00" not in asset_id):
+        raise InvalidInput("paginationToken is not one this server returned", field="paginationToken")
+    return float(created_at), asset_id

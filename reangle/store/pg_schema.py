@@ -118,6 +118,8 @@ V7_SOURCES = "ALTER TABLE jobs ADD COLUMN source TEXT;\n"
 
 V8_LIMITS = "ALTER TABLE jobs ADD COLUMN limits TEXT;\n"
 
+V9_ASSETS_BY_OWNER = "CREATE INDEX assets_owner ON assets (owner, created_at DESC, id DESC);\n"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, asset records and API keys", V1_TABLES),
     Migration(
@@ -129,6 +131,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "each remote job's vendor task, followed again after a server stop", V6_VENDOR_TASKS),
     Migration(7, "the client route that submitted each job (a RunPod endpoint's own jobs)", V7_SOURCES),
     Migration(8, "the time limits a client set on each job (RunPod's policy)", V8_LIMITS),
+    Migration(
+        9, "an index of each key's assets, newest first (Scenario's asset listing)", V9_ASSETS_BY_OWNER
+    ),
 )
 
 VERSION_TABLE = """

@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS assets (
     job_id TEXT
 );
 CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at);
+CREATE INDEX IF NOT EXISTS assets_owner ON assets (owner, created_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,

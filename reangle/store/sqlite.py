@@ -577,6 +577,31 @@ class SqliteStore:
             ).fetchall()
         return [asset_from_row(row) for row in rows]
 
+    def list_assets(
+        self,
+        owner: str,
+        *,
+        now: float,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        outputs_only: bool = False,
+    ) -> tuple[list[AssetRecord], tuple[float, str] | None]:
+        """Newest first by (created_at, id), through the index assets_owner; the next page's key."""
+        sql = f"SELECT {ASSET_COLUMNS} FROM assets WHERE owner = ? AND expires_at >= ?"
+        args: list[Any] = [owner, now]
+        if outputs_only:
+            sql += " AND job_id IS NOT NULL"
+        if before is not None:
+            sql += " AND (created_at, id) < (?, ?)"
+            args.extend(before)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit + 1)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        records = [asset_from_row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return records, ((records[-1].created_at, records[-1].id) if more else None)
+
     def extend_asset(self, asset_id: str, expires_at: float) -> None:
         """Keep an input alive at least as long as a job that uses it."""
         with self._lock:

@@ -415,13 +415,91 @@ def test_get_bulk_answers_this_keys_assets_in_the_order_asked(
         client.assets.get_bulk(asset_ids=["asset_x"] * 201)
 
 
-def test_listing_assets_is_refused_naming_the_route(client: Scenario) -> None:
-    with pytest.raises(scenario_sdk.APIStatusError) as caught:
-        client.assets.list()
-    assert caught.value.status_code == 405
-    message = caught.value.response.json()["error"]
-    assert "GET /scenario/v1/assets" in message
-    assert "get-bulk" in message
+def test_list_assets_pages_newest_first_through_the_sdk(
+    client: Scenario, make_client: MakeClient, camera_job: Job
+) -> None:
+    assert camera_job.metadata.asset_ids
+    output_id = camera_job.metadata.asset_ids[0]
+    uploads = [client.assets.upload(name=f"{n}.png", image=png_base64()).asset.id for n in range(3)]
+    others = make_client(api_key="someone", api_secret=OTHER_KEY)
+    foreign_id = others.assets.upload(name="theirs.png", image=png_base64()).asset.id
+
+    first = client.assets.list(page_size=2)
+    assert [asset.id for asset in first.assets] == uploads[:0:-1]  # the newest two, newest first
+    assert first.next_pagination_token
+    listed = list(client.assets.list(page_size=2))  # the SDK follows the tokens to the end
+    ids = [asset.id for asset in listed]
+    assert ids[:3] == uploads[::-1]
+    assert len(ids) == len(set(ids))
+    assert output_id in ids
+    assert foreign_id not in ids
+    assert [asset.created_at for asset in listed] == sorted(
+        (asset.created_at for asset in listed), reverse=True
+    )
+    output = next(asset for asset in listed if asset.id == output_id)
+    assert (output.source, output.metadata.parent_job_id) == ("img2img", camera_job.job_id)
+    theirs = [asset.id for asset in others.assets.list(page_size=100)]
+    assert theirs[0] == foreign_id
+    assert not set(theirs) & set(ids)
+
+
+def test_list_assets_filters_on_type_model_author_and_dates(client: Scenario, camera_job: Job) -> None:
+    assert camera_job.metadata.asset_ids
+    output_id = camera_job.metadata.asset_ids[0]
+    upload = client.assets.upload(name="filtered.png", image=png_base64()).asset
+
+    outputs = [asset.id for asset in client.assets.list(type="img2img", page_size=1)]
+    assert output_id in outputs
+    assert upload.id not in outputs
+    uploaded = list(client.assets.list(types=["uploaded"], page_size=100))
+    assert upload.id in [asset.id for asset in uploaded]
+    assert {asset.source for asset in uploaded} == {"uploaded"}
+    both = [asset.id for asset in client.assets.list(types=["uploaded", "img2img"], page_size=100)]
+    assert {output_id, upload.id} <= set(both)
+    assert list(client.assets.list(type="upscale")) == []  # a Scenario type reangle never makes
+    assert output_id in [asset.id for asset in client.assets.list(model_id=CAMERA, page_size=100)]
+    generated = list(client.assets.list(model_id=TEXT_TO_IMAGE, page_size=100))
+    assert output_id not in [asset.id for asset in generated]
+    assert {asset.metadata.api_model_id for asset in generated} <= {TEXT_TO_IMAGE}
+    assert list(client.assets.list(author_id="someone-else")) == []
+    assert list(client.assets.list(collection_id="collection_any")) == []  # reangle has no collections
+    assert list(client.assets.list(privacy="public")) == []  # every asset here is private to its key
+    newest = client.assets.list(sort_by="updatedAt", sort_direction="desc", privacy="private", page_size=1)
+    assert [asset.id for asset in newest.assets] == [upload.id]
+
+    created = datetime.fromisoformat(upload.created_at)
+    since = client.assets.list(created_after=(created - timedelta(seconds=1)).isoformat(), page_size=1)
+    assert upload.id in [asset.id for asset in since]  # the SDK follows the tokens until the floor is passed
+    assert list(client.assets.list(created_after=upload.created_at)) == []  # exclusive: it is the newest
+    before = [asset.id for asset in client.assets.list(created_before=upload.created_at, page_size=100)]
+    assert upload.id not in before
+    assert output_id in before
+
+
+@pytest.mark.parametrize(
+    ("query", "word"),
+    [
+        ({"type": "photo"}, "type holds 'photo', not a Scenario asset type"),
+        ({"types": "uploaded,nonsense"}, "types holds 'nonsense'"),
+        ({"type": "uploaded", "types": "uploaded"}, '"type" and "types" cannot be used together'),
+        ({"sortDirection": "asc"}, "sortDirection must be desc"),
+        ({"sortBy": "name"}, "sortBy must be createdAt or updatedAt"),
+        ({"privacy": "secret"}, "privacy must be one of"),
+        ({"pageSize": "101"}, "pageSize"),
+        ({"createdAfter": "yesterday"}, "createdAfter must be an ISO 8601 date"),
+        ({"paginationToken": "not-a-token"}, "paginationToken is not one this server returned"),
+        ({"paginationToken": "WzEsICJhXHUwMDAwIl0"}, "paginationToken is not one this server returned"),
+    ],
+)
+def test_list_assets_refuses_unknown_filter_values_in_scenario_shape(
+    client: Scenario, query: dict[str, str], word: str
+) -> None:
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.assets.list(extra_query=query)
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["code"] == "invalid_input"
+    assert word in body["error"]
 
 
 def test_model_has_inputs_with_seed_defaults(client: Scenario) -> None:
