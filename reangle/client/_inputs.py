@@ -313,6 +313,7 @@ def time_limits_json(limits: TimeLimitsInput | None) -> dict[str, float] | None:
         limits = TimeLimits(**limits)
     elif not isinstance(limits, TimeLimits):
         raise TypeError(f"time_limits must be a TimeLimits or a mapping, not {type(limits).__name__}")
+    limits.check()
     return limits.to_json() or None
 
 

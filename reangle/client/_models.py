@@ -94,7 +94,7 @@ class TimeLimits:
     """How long a job may take, in seconds (None: no limit of that kind). `run_s` bounds each run of it, from
     when a runner starts it; `total_s` its whole life from its submission, time in the queue included. A job
     past either ends failed with the error code "timed_out" (`JobFailed` when waited for). The server takes
-    up to a week for each. ValueError when one is not a positive, finite number.
+    up to a week for each. Checked when sent (`check`), not when read back: a server's own limits may differ.
 
         client.edit("photo.jpg", azimuth=90, time_limits=TimeLimits(run_s=120, total_s=600))
     """
@@ -102,7 +102,9 @@ class TimeLimits:
     run_s: float | None = None
     total_s: float | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """ValueError when a limit is not a positive, finite number of seconds or is over a week; TypeError
+        when it is no number."""
         for name in ("run_s", "total_s"):
             _check_seconds(getattr(self, name), f"time_limits.{name}")
 

@@ -291,7 +291,8 @@ class JobService:
 
     def _past_ttl_ended(self, job: Job) -> Job:
         """The job as it stands; a queued one past its total time limit (RunPod's ttl) is ended as timed out
-        when read, as the limit promises, rather than once a runner takes it."""
+        when read, as the limit promises, rather than once a runner takes it. Every read of jobs a client
+        sees goes through here, some in a worker thread (see LocalEventBus.publish)."""
         limits, now = job.limits, self.clock()
         if job.status != JobStatus.QUEUED or limits is None or limits.total_s is None:
             return job
@@ -319,11 +320,12 @@ class JobService:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}", field="limit")
         before = None if cursor is None else parse_cursor(cursor, field=cursor_field)
         jobs, next_seq = self.store.list_jobs(owner, status=status, limit=limit, before_seq=before)
+        jobs = [self._past_ttl_ended(job) for job in jobs]
         return jobs, (str(next_seq) if next_seq is not None else None)
 
     def batch(self, owner: str, batch_id: str) -> list[Job]:
         stored = self.store.batch_jobs(batch_id) if NUL not in batch_id else []
-        jobs = [job for job in stored if job.owner == owner]
+        jobs = [self._past_ttl_ended(job) for job in stored if job.owner == owner]
         if not jobs:
             raise NotFound(f"no batch {batch_id}")
         return jobs
@@ -371,7 +373,7 @@ class JobService:
 
     def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         found = self.store.job_by_idempotency_key(owner, key)
-        return found[0] if found else None
+        return self._past_ttl_ended(found[0]) if found else None
 
     def counts(self) -> dict[str, int]:
         """How many stored jobs have each status, across all keys."""

@@ -38,7 +38,14 @@ class EmbeddedRuntime:
     ) -> None:
         self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
         self.runner, self.webhooks, self.prefetch = runner, webhooks, prefetch
-        self.heartbeat = Heartbeat(service.store, engine, MODELS, runner.job_in_hand, stop_job=self._stop_job)
+        self.heartbeat = Heartbeat(
+            service.store,
+            engine,
+            MODELS,
+            runner.job_in_hand,
+            stop_job=self._stop_job,
+            jobs_to_stop=runner.jobs_in_hand,
+        )
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -64,7 +71,7 @@ class EmbeddedRuntime:
         """The heartbeat read a cancel of the job in hand that may not have come through this process's
         service (`reangle admin cancel` writes it to the store): stop the job at its next step, as the
         service's own cancel does."""
-        if self.runner.job_in_hand() != job_id:  # ended meanwhile
+        if job_id not in self.runner.jobs_in_hand():  # ended meanwhile
             return
         flag = self.service.events.stop_flag(job_id)  # the one the runner made when it took the job
         if not flag.is_set():

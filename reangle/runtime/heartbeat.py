@@ -43,13 +43,16 @@ class Heartbeat:
         job_in_hand: Callable[[], str | None],
         *,
         stop_job: Callable[[str], None] | None = None,
+        jobs_to_stop: Callable[[], Collection[str]] | None = None,
         name: str | None = None,
         interval_s: float = HEARTBEAT_S,
     ) -> None:
         """`stop_job(job_id)`, when given, is called on each beat that finds a cancel requested for the job in
-        hand (it sets the job's stop flag)."""
+        hand (it sets the job's stop flag); `jobs_to_stop`, when given, names the jobs so checked instead (the
+        job in hand and those a process follows beside it, remote ones)."""
         self.store, self.engine, self.job_in_hand = store, engine, job_in_hand
         self.stop_job = stop_job
+        self.jobs_to_stop = jobs_to_stop
         # a model it would only fail (Wan without a DashScope key) is not one it serves
         self.models = tuple(
             sorted(model for model in models if model in MODELS and not MODELS[model].unavailable)
@@ -93,8 +96,12 @@ class Heartbeat:
             self.refusal = str(exc) or type(exc).__name__
             return
         self.recorded_at, self.refusal = status.seen_at, None
-        if self.stop_job is not None and status.job_id is not None:
-            await self._stop_if_canceled(status.job_id, self.stop_job)
+        if self.stop_job is None:
+            return
+        watched = self.jobs_to_stop() if self.jobs_to_stop is not None else [status.job_id]
+        for job_id in watched:
+            if job_id is not None:
+                await self._stop_if_canceled(job_id, self.stop_job)
 
     def store_trouble(self) -> str | None:
         """Why this process cannot write to the store, once its beats have been refused for REFUSED_FOR_S."""

@@ -152,6 +152,11 @@ class LocalRunner:
     def job_in_hand(self) -> str | None:
         return self.rendering.id if self.rendering else None
 
+    def jobs_in_hand(self) -> list[str]:
+        """The job being rendered and the remote jobs being followed."""
+        remote = sorted(self.remote.running) if self.remote is not None else []
+        return [self.rendering.id, *remote] if self.rendering else remote
+
     async def wait_finishing(self, *, stopping: bool = False) -> None:
         """Wait until the job finishing in the background, if any, has completed or failed. `stopping`: the
         runner stops, so a store still refusing the job's end after the first tries is not waited out."""

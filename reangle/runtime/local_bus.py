@@ -25,16 +25,31 @@ class LocalEventBus:
     def __init__(self, read_job: Callable[[str], Job | None] | None = None) -> None:
         """`read_job` reads a job from the store, for `recheck`; without it nothing is re-read."""
         self._read_job = read_job
+        #: the event loop of the subscribers (they subscribe on it)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
         self._work = asyncio.Event()
         self._stop_flags: dict[str, threading.Event] = {}
 
     def publish(self, event: JobEvent) -> None:
+        """Deliver `event` to the job's subscribers; from a worker thread (a read in `asyncio.to_thread` may
+        end a job: JobService._past_ttl_ended), through their event loop, as asyncio queues are not
+        thread-safe."""
+        if not self._subscribers.get(event.job_id):
+            return
+        loop = self._loop
+        if loop is not None and _running_loop() is not loop:
+            loop.call_soon_threadsafe(self._deliver, event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: JobEvent) -> None:
         for queue in self._subscribers.get(event.job_id, ()):
             queue.put_nowait(event)
 
     @contextlib.contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Queue[JobEvent]]:
+        self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._subscribers[job_id].add(queue)
         try:
@@ -103,3 +118,10 @@ class LocalEventBus:
 
     def forget(self, job_id: str) -> None:
         self._stop_flags.pop(job_id, None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread
+        return None

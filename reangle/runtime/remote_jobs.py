@@ -55,6 +55,8 @@ class RemoteJobs:
         self.unavailable = unavailable
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the ids of the jobs being run (for the heartbeat's check of cancels stored by another process)
+        self.running: set[str] = set()
 
     async def run_forever(self, claim: Claim, retry_s: float = 1.0) -> None:
         """Claim remote jobs with `claim` (the job service's `next_job` for the remote models) and run each in
@@ -105,6 +107,13 @@ class RemoteJobs:
 
     async def run(self, job: Job) -> None:
         """Run `job` to its end (as `run_forever` does in the background)."""
+        self.running.add(job.id)
+        try:
+            await self._run(job)
+        finally:
+            self.running.discard(job.id)
+
+    async def _run(self, job: Job) -> None:
         started = time.perf_counter()
         timings = {"queue_s": (job.started_at or job.created_at) - job.created_at}
         try:

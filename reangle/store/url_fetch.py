@@ -81,7 +81,7 @@ def address_class(address: IPAddress) -> str | None:
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             label4 = address_class(embedded)
-            return None if label4 is None else f"{label4} (IPv4 {embedded} inside IPv6)"
+            return None if label4 is None else f"{label4} (an IPv4 one inside IPv6)"
         for network6, label in _IPV6_CLASSES:
             if address in network6:
                 return label

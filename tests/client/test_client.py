@@ -418,14 +418,21 @@ def test_a_bad_time_limit_is_a_value_error_before_anything_is_uploaded(
     assert fake.requests == []
 
 
-def test_time_limits_are_checked_when_made() -> None:
+def test_time_limits_are_checked_before_anything_is_sent(fake: FakeServer, client: Client) -> None:
     with pytest.raises(ValueError, match=r"time_limits\.run_s is 0"):
-        TimeLimits(run_s=0)
+        client.edit(PNG, azimuth=90, time_limits=TimeLimits(run_s=0))
     with pytest.raises(TypeError, match=r"time_limits\.total_s must be a number of seconds, not str"):
-        TimeLimits(total_s="60")  # type: ignore[arg-type]
+        client.edit(PNG, azimuth=90, time_limits=TimeLimits(total_s="60"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"time_limits\.run_s is 1000000.0: the server takes at most a week"):
-        TimeLimits(run_s=1e6)  # refused here, not after the upload
-    assert TimeLimits(run_s=7 * 24 * 3600).run_s == 604800
+        client.generate("a fox", time_limits={"run_s": 1e6})
+    assert fake.requests == []  # refused here, not after the upload
+    TimeLimits(run_s=7 * 24 * 3600).check()
+
+
+def test_time_limits_read_back_are_taken_as_the_server_shows_them() -> None:
+    bare = {"id": "j", "model": "m", "status": "queued", "created_at": "2026-01-01T00:00:00Z"}
+    longer = Job.model_validate(bare | {"time_limits": {"total_s": 8 * 24 * 3600}})  # another server's limits
+    assert longer.time_limits == TimeLimits(total_s=8 * 24 * 3600)
 
 
 def test_webhook_events_need_a_url_and_a_list(fake: FakeServer, client: Client) -> None:

@@ -88,3 +88,18 @@ def test_a_recheck_passes_on_the_end_another_process_stored_and_nothing_else() -
             assert other.empty()  # a change short of an end is this process's own to publish
 
     asyncio.run(scenario())
+
+
+def test_an_event_published_from_a_worker_thread_reaches_a_waiting_subscriber() -> None:
+    async def scenario() -> JobEvent:
+        bus = LocalEventBus()
+        with bus.subscribe("job_a") as queue:
+            waiting = asyncio.ensure_future(queue.get())
+            await asyncio.sleep(0)  # the subscriber waits on the loop
+            # a read in asyncio.to_thread may end a job and publish its end
+            await asyncio.to_thread(bus.publish, progress("job_a", 1.0))
+            async with asyncio.timeout(5):
+                return await waiting
+
+    # debug mode refuses an event loop's non-thread-safe calls from another thread
+    assert asyncio.run(scenario(), debug=True) == progress("job_a", 1.0)

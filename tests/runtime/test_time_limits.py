@@ -111,6 +111,7 @@ def test_a_queued_job_past_its_ttl_ends_when_read_with_no_runner_to_take_it(
     async def scenario() -> None:
         read_first, unlimited = await submit(rig, 1, TimeLimits(total_s=5.0)), await submit(rig, 2, None)
         polled = await submit(rig, 3, TimeLimits(total_s=5.0))
+        listed = await submit(rig, 4, TimeLimits(total_s=5.0))
         assert rig.service.get(OWNER, read_first.id).status == JobStatus.QUEUED  # within its ttl
         ended_jobs: list[Job] = []
         rig.service.finished_hooks.append(ended_jobs.append)
@@ -118,13 +119,14 @@ def test_a_queued_job_past_its_ttl_ends_when_read_with_no_runner_to_take_it(
 
         read = rig.service.get(OWNER, read_first.id)
         (shown, _) = rig.service.get_with_outputs(OWNER, polled.id)
+        (in_list,) = [job for job in rig.service.list_jobs(OWNER)[0] if job.id == listed.id]
 
-        for job in (read, shown):
+        for job in (read, shown, in_list):
             assert job.status == JobStatus.FAILED
             assert job.error is not None
             assert job.error.code == TIMED_OUT_CODE
             assert "ttl (5 s from its submission)" in job.error.message
-        assert [job.id for job in ended_jobs] == [read_first.id, polled.id]  # each ended once
+        assert [job.id for job in ended_jobs] == [read_first.id, polled.id, listed.id]  # each ended once
         assert rig.service.get(OWNER, read_first.id).status == JobStatus.FAILED
         stored = store.get_job(polled.id)
         assert stored is not None

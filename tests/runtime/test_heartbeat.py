@@ -1,0 +1,65 @@
+"""The heartbeat's check of cancels another process stored (`reangle admin cancel`, another API replica): each
+beat reads the jobs the process holds, the remote ones it follows too, and stops those with a cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from reangle.core.jobs import Job, JobKind, JobStatus
+from reangle.core.ports import WorkerStatus
+from reangle.engine.fake import FakeEngine
+from reangle.runtime.heartbeat import Heartbeat
+from reangle.settings import Settings
+
+
+class FakeJobRows:
+    """A fake of the two store calls a beat makes (the stores themselves are tested in tests/store)."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs = {job.id: job for job in jobs}
+        self.recorded: list[WorkerStatus] = []
+
+    def record_worker(self, worker: WorkerStatus) -> None:
+        self.recorded.append(worker)
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+
+def processing(job_id: str, *, cancel_requested: bool) -> Job:
+    return Job(
+        id=job_id,
+        owner="key_a",
+        model="m",
+        kind=JobKind.EDIT,
+        input={},
+        created_at=1.0,
+        status=JobStatus.PROCESSING,
+        cancel_requested=cancel_requested,
+    )
+
+
+def test_a_beat_stops_every_job_held_whose_cancel_is_stored_the_remote_ones_too() -> None:
+    rows = FakeJobRows(
+        [
+            processing("job_rendered", cancel_requested=False),
+            processing("job_remote", cancel_requested=True),
+            processing("job_other_remote", cancel_requested=False),
+        ]
+    )
+    stopped: list[str] = []
+    heartbeat = Heartbeat(
+        rows,  # type: ignore[arg-type]
+        FakeEngine(Settings()),
+        [],
+        lambda: "job_rendered",
+        stop_job=stopped.append,
+        jobs_to_stop=lambda: ["job_rendered", "job_remote", "job_other_remote"],
+    )
+    asyncio.run(heartbeat.beat())
+    assert stopped == ["job_remote"]
+    assert rows.recorded[0].job_id == "job_rendered"  # the workers table still names the job rendered
+
+    rows.jobs["job_rendered"] = processing("job_rendered", cancel_requested=True)
+    asyncio.run(heartbeat.beat())
+    assert stopped == ["job_remote", "job_rendered", "job_remote"]  # each beat asks again
