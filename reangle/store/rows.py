@@ -15,7 +15,7 @@ from typing import Any
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange, TimeLimits
 from reangle.core.ports import AssetRecord, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import target_from_json
-from reangle.store.schema import JOB_COLUMN_COUNT
+from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMN_COUNT
 
 # lookups in these are cheaper than calling the enum classes
 _STATUSES = {status.value: status for status in JobStatus}
@@ -170,3 +170,29 @@ def delivery_from_row(row: Sequence[Any]) -> WebhookDelivery:
         given_up_at=given_up_at,
         last_error=last_error,
     )
+
+
+#: An asset page's key: the (created_at, id) of the last asset of the page before it.
+AssetKey = tuple[float, str]
+
+
+def asset_listing_query(
+    mark: str, owner: str, *, now: float, limit: int, before: AssetKey | None, outputs_only: bool
+) -> tuple[str, list[Any]]:
+    """An owner's unexpired assets newest first by (created_at, id) (through the index assets_owner), one
+    more than `limit` (whether a next page exists); `mark` is the driver's placeholder (? or %s)."""
+    sql = f"SELECT {ASSET_COLUMNS} FROM assets WHERE owner = {mark} AND expires_at >= {mark}"
+    args: list[Any] = [owner, now]
+    if outputs_only:
+        sql += " AND job_id IS NOT NULL"
+    if before is not None:
+        sql += f" AND (created_at, id) < ({mark}, {mark})"
+        args.extend(before)
+    return f"{sql} ORDER BY created_at DESC, id DESC LIMIT {mark}", [*args, limit + 1]
+
+
+def asset_page(rows: Sequence[Sequence[Any]], limit: int) -> tuple[list[AssetRecord], AssetKey | None]:
+    """The records of an `asset_listing_query`'s rows, and the next page's key (None on the last)."""
+    records = [asset_from_row(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return records, ((records[-1].created_at, records[-1].id) if more else None)

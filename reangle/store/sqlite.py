@@ -27,6 +27,8 @@ from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery,
 from reangle.store.queue_room import QueueRoom
 from reangle.store.rows import (
     asset_from_row,
+    asset_listing_query,
+    asset_page,
     delivery_from_row,
     history_json,
     interrupted_error,
@@ -586,21 +588,12 @@ class SqliteStore:
         before: tuple[float, str] | None = None,
         outputs_only: bool = False,
     ) -> tuple[list[AssetRecord], tuple[float, str] | None]:
-        """Newest first by (created_at, id), through the index assets_owner; the next page's key."""
-        sql = f"SELECT {ASSET_COLUMNS} FROM assets WHERE owner = ? AND expires_at >= ?"
-        args: list[Any] = [owner, now]
-        if outputs_only:
-            sql += " AND job_id IS NOT NULL"
-        if before is not None:
-            sql += " AND (created_at, id) < (?, ?)"
-            args.extend(before)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        args.append(limit + 1)
+        sql, args = asset_listing_query(
+            "?", owner, now=now, limit=limit, before=before, outputs_only=outputs_only
+        )
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        records = [asset_from_row(row) for row in rows[:limit]]
-        more = len(rows) > limit
-        return records, ((records[-1].created_at, records[-1].id) if more else None)
+        return asset_page(rows, limit)
 
     def extend_asset(self, asset_id: str, expires_at: float) -> None:
         """Keep an input alive at least as long as a job that uses it."""
