@@ -32,6 +32,9 @@ DEMO_BANNER = """
 DEMO_ENGINES = {"tiny": "a random-weight model", "fake": "placeholder pictures, no model"}
 #: reangle's own log lines (jobs started and ended, warnings), in `reangle serve` and `reangle worker`.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: psycopg's pool logs each failed reconnection (about two a second while PostgreSQL is down); reangle says
+#: once that the database is away.
+QUIET_POOL_LEVEL = "ERROR"
 
 
 def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -161,6 +164,7 @@ def server_logging() -> dict[str, Any]:
         "stream": "ext://sys.stderr",
     }
     config["loggers"]["reangle"] = {"handlers": ["reangle"], "level": "INFO", "propagate": False}
+    config["loggers"]["psycopg.pool"] = {"level": QUIET_POOL_LEVEL}
     return config
 
 
@@ -234,6 +238,7 @@ def _work(settings: Settings, models: list[str] | None) -> int:
             )
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    logging.getLogger("psycopg.pool").setLevel(QUIET_POOL_LEVEL)
     settings, engine = _engine(settings, load=True)
     service = build_service(settings, engine)
     runtime = open_runtime(settings, service, engine, models=models)

@@ -178,6 +178,10 @@ class JobStore(Protocol):
         """Up to `limit` ids of the model's queued jobs, oldest first."""
         ...
 
+    def queued_with_time_limits(self, limit: int) -> list[Job]:
+        """Up to `limit` queued jobs that have time limits, oldest first (the sweep ends those past them)."""
+        ...
+
     def fail_queued(self, job_id: str, error: JobError, now: float) -> Job | None:
         """Fail a queued job straight away with `error`, never having run it (its events and webhook
         deliveries as any failure's); None when the job is not queued (any more)."""

@@ -527,9 +527,12 @@ class JobService:
             hook(job)
 
     def sweep(self) -> tuple[int, int]:
-        """Delete finished jobs past retention and expired assets; returns (jobs, files) deleted. The inputs
-        of unfinished jobs are kept, however long those jobs wait or run."""
+        """End the queued jobs past their total time limit; delete finished jobs past retention and expired
+        assets; returns (jobs, files) deleted. The inputs of unfinished jobs are kept, however long those jobs
+        wait or run."""
         now = self.clock()
+        for job in self.store.queued_with_time_limits(self.limits.max_queue):
+            self._past_ttl_ended(job)  # told to webhooks and event streams now, not once a runner takes it
         self.store.extend_job_inputs(now + self.limits.result_ttl_s)
         jobs = self.store.delete_finished_before(now - self.limits.result_ttl_s)
         return jobs, self.assets.sweep()

@@ -56,8 +56,9 @@ log = logging.getLogger("reangle.webhooks")
 CONCURRENCY = 8
 #: Attempts at once to one receiver (host and port).
 PER_HOST = 2
-#: How often the outbox is looked at for due deliveries.
+#: How often the outbox is looked at for due deliveries; while the store cannot be read, OUTBOX_RETRY_S.
 POLL_S = 0.5
+OUTBOX_RETRY_S = 5.0
 #: How long a claimed delivery is kept from other senders: past any attempt (render, check, POST, record).
 LEASE_S = 6 * ATTEMPT_TIMEOUT_S
 #: An attempt may take at most this part of the lease.
@@ -92,6 +93,8 @@ class WebhookSender:
         # The attempt's own deadline, earlier, governs: a slow lookup is a timed-out attempt, tried again,
         # not a refused target.
         self.policy = replace(policy, timeout_s=self.attempt_timeout_s + 1)
+        #: Why the outbox could not be read, while it cannot (said once, and once more when it can again).
+        self.outbox_trouble: str | None = None
 
     async def run(self) -> None:
         """Until cancelled (attempts under way are dropped; their leases run out and they come due again)."""
@@ -115,7 +118,7 @@ class WebhookSender:
                     task = asyncio.create_task(self._deliver(delivery), name=f"webhook {delivery.id}")
                     in_flight.add(task)
                     task.add_done_callback(partial(ended, host))
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(POLL_S if self.outbox_trouble is None else OUTBOX_RETRY_S)
         finally:
             for task in in_flight:
                 task.cancel()
@@ -125,15 +128,23 @@ class WebhookSender:
         if room <= 0:
             return []
         try:
-            return await asyncio.to_thread(
+            claimed = await asyncio.to_thread(
                 self.store.claim_webhook_deliveries, self.clock(), room, self.lease_s
             )
-        except Unavailable as exc:  # the database is away: no traceback twice a second while it is
-            log.warning("could not read the webhook outbox: %s", exc)
+        except Unavailable as exc:  # the database is away: one line, not one each poll while it is
+            if self.outbox_trouble is None:
+                log.warning(
+                    "could not read the webhook outbox: %s; trying again every %g s", exc, OUTBOX_RETRY_S
+                )
+            self.outbox_trouble = str(exc)
             return []
         except Exception:
             log.exception("could not read the webhook outbox")
             return []
+        if self.outbox_trouble is not None:
+            log.info("the webhook outbox can be read again")
+            self.outbox_trouble = None
+        return claimed
 
     async def _put_back(self, delivery: WebhookDelivery, at: float) -> None:
         try:

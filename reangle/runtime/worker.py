@@ -53,6 +53,8 @@ ORPHAN_CHECK_S = 10.0
 #: it drains, but reangle's goes on naming the job in hand, which keeps the other workers off it.
 STOP_GRACE_S = 5.0
 RESTART_S = (0.5, 1.0, 2.0, 5.0)
+#: How long a restart of the worker waits for its watchers (the stalled and orphaned job checks) to stop.
+WATCHERS_STOP_S = 5.0
 
 
 def sweep_cron(interval_s: float) -> str:
@@ -95,6 +97,10 @@ class WorkerRuntime:
         )
         self.name = self.heartbeat.name
         self._claimed: str | None = None
+        #: No check for stalled jobs before then: right after a database outage every heartbeat is stale,
+        #: this process's own too, and the jobs of live workers would be handed to others.
+        self._stalled_checks_from = 0.0
+        self._after_outage = False
         #: the Procrastinate task running the job in hand
         self._job_task: asyncio.Task[Any] | None = None
         self.app = build_app(conninfo, sweep_cron(settings.sweep_interval_s))
@@ -151,6 +157,7 @@ class WorkerRuntime:
             try:
                 await self._run_worker()
             except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
+                self._after_outage = True
                 wait = RESTART_S[min(failures, len(RESTART_S) - 1)]
                 log.warning("worker stopped (%s: %s); starting again in %g s", type(exc).__name__, exc, wait)
                 failures += 1
@@ -159,27 +166,38 @@ class WorkerRuntime:
     async def _run_worker(self) -> None:
         queues = [job_queue(model) for model in self.models] + [MAINTENANCE_QUEUE]
         async with self.app.open_async():
+            if self._after_outage:
+                self._stalled_checks_from, self._after_outage = time.time() + STALLED_S, False
+            # Hand the jobs of silent workers to the queue again. Every worker checks, on its own timer rather
+            # than as a periodic task: a periodic task waits for a free worker, and with one worker left,
+            # busy, nobody would check. Two workers retrying one job is harmless: the second finds it not
+            # running.
+            stop = asyncio.Event()
             watchers = [
-                asyncio.create_task(self._retry_stalled_forever(), name="stalled jobs"),
-                asyncio.create_task(self._defer_orphans_forever(), name="orphaned jobs"),
+                asyncio.create_task(
+                    watch(stop, STALLED_CHECK_S, self._check_stalled, "check for stalled jobs"),
+                    name="stalled jobs",
+                ),
+                asyncio.create_task(
+                    watch(stop, ORPHAN_CHECK_S, self._defer_orphans, "check for orphaned jobs"),
+                    name="orphaned jobs",
+                ),
             ]
             try:
                 await self._run_procrastinate(queues)
             finally:
-                for watcher in watchers:
-                    watcher.cancel()
-                await asyncio.gather(*watchers, return_exceptions=True)
+                await stop_watchers(watchers, stop)
 
-    async def _retry_stalled_forever(self) -> None:
-        """Hand the jobs of silent workers to the queue again. Every worker checks, on its own timer rather
-        than as a periodic task: a periodic task waits for a free worker, and with one worker left, busy,
-        nobody would check. Two workers retrying one job is harmless: the second finds it not running."""
-        while True:
-            await asyncio.sleep(STALLED_CHECK_S)
-            try:
-                await self.retry_stalled_jobs()
-            except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
-                log.warning("could not check for stalled jobs: %s", exc)
+    async def _check_stalled(self) -> None:
+        """`retry_stalled_jobs`, but not within STALLED_S of the database coming back (see
+        `_stalled_checks_from`)."""
+        if time.time() < self._stalled_checks_from:
+            return
+        try:
+            await self.retry_stalled_jobs()
+        except (psycopg.Error, procrastinate.exceptions.ProcrastinateException):
+            self._stalled_checks_from = time.time() + STALLED_S
+            raise
 
     async def retry_stalled_jobs(self) -> list[str]:
         """One check (the app open): the jobs whose Procrastinate worker has been silent for STALLED_S go back
@@ -210,18 +228,13 @@ class WorkerRuntime:
         async with connector.pool.connection() as connection:
             return await jobs_held_by_live_workers(connection, job_ids, time.time() - STALLED_S)
 
-    async def _defer_orphans_forever(self) -> None:
+    async def _defer_orphans(self) -> None:
         connector = self.app.connector
         assert isinstance(connector, procrastinate.PsycopgConnector)
-        while True:
-            await asyncio.sleep(ORPHAN_CHECK_S)
-            try:
-                async with connector.pool.connection() as connection:
-                    orphans = await defer_orphaned_jobs(connection)
-                if orphans:
-                    log.warning("jobs %s had no run left (their end went unrecorded); run again", orphans)
-            except psycopg.Error as exc:
-                log.warning("could not check for orphaned jobs: %s", exc)
+        async with connector.pool.connection() as connection:
+            orphans = await defer_orphaned_jobs(connection)
+        if orphans:
+            log.warning("jobs %s had no run left (their end went unrecorded); run again", orphans)
 
     async def _run_procrastinate(self, queues: list[str]) -> None:
         await self.app.run_worker_async(
@@ -273,6 +286,35 @@ def build_app(conninfo: str, sweep_schedule: str) -> procrastinate.App:
         await asyncio.to_thread(_worker(context).sweep)
 
     return app
+
+
+async def watch(
+    stop: asyncio.Event, period_s: float, check: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """Run `check` every `period_s` until `stop` is set; a database error is one line, and the next check
+    comes all the same."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period_s)
+        if stop.is_set():
+            return
+        try:
+            await check()
+        except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
+            log.warning("could not %s: %s", what, exc)
+
+
+async def stop_watchers(watchers: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Stop the `watch` tasks, by `stop` as well as by a cancel: a cancel landing as a database call completes
+    can be lost (Python 3.11's asyncio.wait_for, inside the connection pool, drops it), and a watcher that
+    lived on would hold up the worker's restart after a database outage for good. One still busy after
+    WATCHERS_STOP_S is left to end by itself at its next check of `stop`."""
+    stop.set()
+    for watcher in watchers:
+        watcher.cancel()
+    _, running = await asyncio.wait(watchers, timeout=WATCHERS_STOP_S)
+    for watcher in running:
+        log.warning("the %s watcher has not stopped yet; going on without it", watcher.get_name())
 
 
 async def _despite_cancels(wait: Callable[[], Awaitable[object]]) -> None:

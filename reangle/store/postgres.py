@@ -553,6 +553,14 @@ class PostgresStore:
             ).fetchall()
         return [job_id for (job_id,) in rows]
 
+    def queued_with_time_limits(self, limit: int) -> list[Job]:
+        with self._read() as cur:
+            rows = cur.execute(
+                f"{SELECT_JOBS} WHERE status = 'queued' AND limits IS NOT NULL ORDER BY seq LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [job_from_row(row) for row in rows]
+
     def fail_queued(self, job_id: str, error: JobError, now: float) -> Job | None:
         """Fail a queued job that will never run; None when it is not queued (any more). Its Procrastinate
         task, if a worker ever takes it, finds the job ended and does nothing."""

@@ -496,6 +496,13 @@ class SqliteStore:
             ).fetchall()
         return [row["id"] for row in rows]
 
+    def queued_with_time_limits(self, limit: int) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                f"{SELECT_JOBS} WHERE status = 'queued' AND limits IS NOT NULL ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        return [job_from_row(row) for row in rows]
+
     def fail_queued(self, job_id: str, error: JobError, now: float) -> Job | None:
         """Fail a queued job that will never run; None when it is not queued (any more)."""
         with self._transaction() as db:

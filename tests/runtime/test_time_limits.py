@@ -134,3 +134,29 @@ def test_a_queued_job_past_its_ttl_ends_when_read_with_no_runner_to_take_it(
         assert rig.service.get(OWNER, unlimited.id).status == JobStatus.QUEUED  # no limit: waits
 
     run(scenario())
+
+
+def test_the_sweep_ends_queued_jobs_past_their_ttl_without_any_read(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    rig = rig_on(tmp_path, store, FakeRecordingEngine())
+
+    async def scenario() -> None:
+        limited, unlimited = await submit(rig, 1, TimeLimits(total_s=5.0)), await submit(rig, 2, None)
+        within = await submit(rig, 3, TimeLimits(total_s=600.0))
+        ended_jobs: list[Job] = []
+        rig.service.finished_hooks.append(ended_jobs.append)  # its webhook is written, its streams told
+        rig.service.clock = lambda: time.time() + 10
+        rig.service.sweep()
+
+        assert [job.id for job in ended_jobs] == [limited.id]
+        statuses = {
+            job.id: stored.status for job in (limited, unlimited, within) if (stored := store.get_job(job.id))
+        }
+        assert statuses == {
+            limited.id: JobStatus.FAILED,
+            unlimited.id: JobStatus.QUEUED,
+            within.id: JobStatus.QUEUED,
+        }
+
+    run(scenario())

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from reangle.core.jobs import Job, JobKind, JobStatus, StatusChange, WebhookTarget
 from reangle.core.ports import NewJob, WebhookDelivery
+from reangle.errors import Unavailable
 from reangle.runtime.webhook_sender import CONCURRENCY, LEASE_S, WebhookSender
 from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy, Resolver
@@ -288,3 +291,27 @@ def hooked_job(store: SqliteStore, job_id: str, url: str, *, at: float) -> None:
     )
     store.insert_jobs([NewJob(job=job)])
     store.cancel(job_id, at)
+
+
+def test_an_outbox_the_store_cannot_read_is_said_once_and_once_more_when_it_can(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = sender(store, [])
+    claim = store.claim_webhook_deliveries
+    refusals = [Unavailable("the job database cannot be reached")] * 3
+
+    def fake_claim(*args: Any) -> list[WebhookDelivery]:  # the store away for three polls
+        if refusals:
+            raise refusals.pop()
+        return claim(*args)
+
+    monkeypatch.setattr(store, "claim_webhook_deliveries", fake_claim)
+    with caplog.at_level(logging.INFO, "reangle.webhooks"):
+        for _ in range(4):
+            asyncio.run(hooks._claim(1))
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "could not read the webhook outbox: the job database cannot be reached; trying again every 5 s",
+        "the webhook outbox can be read again",
+    ]
+    assert hooks.outbox_trouble is None

@@ -244,3 +244,31 @@ def test_stalled_jobs_go_back_to_the_queue_unless_a_live_heartbeat_names_them(ri
         assert rig.runs() == {held.id: "doing", abandoned.id: "todo", idle.id: "todo"}
 
     run(scenario())
+
+
+def test_no_job_is_called_stalled_until_heartbeats_had_time_to_resume_after_a_database_outage(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[float] = []
+
+    async def fake_retry() -> list[str]:  # the check itself is tested above, on the real queue
+        checks.append(time.time())
+        if len(checks) == 2:
+            raise psycopg.OperationalError("the database is away")
+        return []
+
+    monkeypatch.setattr(rig.runtime, "retry_stalled_jobs", fake_retry)
+
+    async def scenario() -> None:
+        rig.runtime._stalled_checks_from = time.time() + 60  # as just after the database came back
+        await rig.runtime._check_stalled()
+        assert checks == []
+        rig.runtime._stalled_checks_from = 0.0
+        await rig.runtime._check_stalled()
+        with pytest.raises(psycopg.OperationalError):
+            await rig.runtime._check_stalled()
+        assert rig.runtime._stalled_checks_from >= checks[-1] + worker.STALLED_S  # the outage is waited out
+        await rig.runtime._check_stalled()
+        assert len(checks) == 2
+
+    run(scenario())

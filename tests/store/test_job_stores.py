@@ -866,3 +866,18 @@ def test_a_webhook_secret_is_made_once_and_a_rotated_one_signs_for_the_overlap(
     new = second.rotate_webhook_secret("key_1", T0 + 2, overlap_s=100)
     assert first.webhook_secrets("key_1", T0 + 3) == [new, secret]
     assert first.webhook_secrets("key_1", T0 + 102) == [new]
+
+
+def test_queued_jobs_with_time_limits_are_found_oldest_first(job_store: JobStore) -> None:
+    limits = TimeLimits(total_s=60)
+    jobs = [
+        replace(new_job("job_1"), limits=limits),
+        new_job("job_2"),
+        replace(new_job("job_3"), limits=TimeLimits(run_s=5)),
+        replace(new_job("job_4"), limits=limits),
+    ]
+    job_store.insert_jobs([NewJob(job=job) for job in jobs])
+    job_store.cancel("job_4", T0 + 1)  # ended: no longer queued
+    found = job_store.queued_with_time_limits(limit=10)
+    assert [(job.id, job.limits) for job in found] == [("job_1", limits), ("job_3", TimeLimits(run_s=5))]
+    assert [job.id for job in job_store.queued_with_time_limits(limit=1)] == ["job_1"]
