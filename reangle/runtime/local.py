@@ -233,7 +233,8 @@ class LocalRunner:
                 self._complete(job, work, timings, started, encoding)
                 return
             except Unavailable as exc:
-                log.warning("could not record the end of job %s (%s); trying again", job.id, exc)
+                what = "store the outputs" if work.exception() is not None else "record the end"
+                log.warning("could not %s of job %s (%s); trying again", what, job.id, exc)
                 if not await wait_to_record_again(tries, self._stopping):
                     log.error(
                         "could not record the end of job %s and the runner is stopping: it stays processing "

@@ -239,7 +239,7 @@ def test_every_output_lands_in_its_own_job_and_jobs_complete_in_render_order(rig
 
 
 def test_a_store_unavailable_for_a_while_delays_the_end_but_fails_nothing(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(runtime_base, "COMPLETE_RETRY_S", (0.01, 0.01, 0.01))
 
@@ -252,6 +252,7 @@ def test_a_store_unavailable_for_a_while_delays_the_end_but_fails_nothing(
         assert (done.status, done.attempt, len(done.outputs)) == (JobStatus.SUCCEEDED, 1, 1)
         assert rig.output_pixels(done) == [image.tobytes() for image in rig.engine.images[1]]
         assert len(rig.assets.writes) == 3
+        assert caplog.text.count(f"could not store the outputs of job {job.id}") == 2
 
     run(scenario())
 
@@ -300,7 +301,7 @@ def test_a_stop_while_the_store_stays_away_gives_up_after_the_first_retries_and_
 
 
 def test_outputs_stored_once_are_not_stored_again_while_the_end_is_retried(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(runtime_base, "COMPLETE_RETRY_S", (0.01, 0.01, 0.01))
     complete, refusals = rig.service.complete, [Unavailable("database is locked")] * 2
@@ -319,6 +320,7 @@ def test_outputs_stored_once_are_not_stored_again_while_the_end_is_retried(
 
         assert (done.status, len(done.outputs)) == (JobStatus.SUCCEEDED, 1)
         assert len(rig.assets.writes) == 1  # stored once, though its end was recorded at the third try
+        assert caplog.text.count(f"could not record the end of job {job.id}") == 2
 
     run(scenario())
 
