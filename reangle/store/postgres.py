@@ -41,6 +41,7 @@ from reangle.store.pg_dispatch import defer_run
 from reangle.store.pg_schema import upgrade
 from reangle.store.queue_room import QueueRoom
 from reangle.store.rows import (
+    all_jobs_query,
     asset_from_row,
     asset_listing_query,
     asset_page,
@@ -328,12 +329,7 @@ class PostgresStore:
         model: str | None = None,
         limit: int,
     ) -> list[Job]:
-        """Every owner's jobs, newest first; of `status`, `owner` and `model` where given."""
-        filters = [("status", status.value if status else None), ("owner", owner), ("model", model)]
-        wanted = [(column, value) for column, value in filters if value is not None]
-        where = " AND ".join(f"{column} = %s" for column, _ in wanted)
-        sql = f"{SELECT_JOBS}{' WHERE ' + where if where else ''} ORDER BY seq DESC LIMIT %s"
-        args: list[Any] = [value for _, value in wanted] + [limit]
+        sql, args = all_jobs_query("%s", status=status, owner=owner, model=model, limit=limit)
         with self._read() as cur:
             rows = cur.execute(sql, args).fetchall()
         return [job_from_row(row) for row in rows]

@@ -15,7 +15,7 @@ from typing import Any
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange, TimeLimits
 from reangle.core.ports import AssetRecord, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import target_from_json
-from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMN_COUNT
+from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMN_COUNT, JOB_COLUMNS
 
 # lookups in these are cheaper than calling the enum classes
 _STATUSES = {status.value: status for status in JobStatus}
@@ -196,3 +196,14 @@ def asset_page(rows: Sequence[Sequence[Any]], limit: int) -> tuple[list[AssetRec
     records = [asset_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
     return records, ((records[-1].created_at, records[-1].id) if more else None)
+
+
+def all_jobs_query(
+    mark: str, *, status: JobStatus | None, owner: str | None, model: str | None, limit: int
+) -> tuple[str, list[Any]]:
+    """Every owner's jobs, newest first; of `status`, `owner` and `model` where given (`mark`: ? or %s)."""
+    filters = [("status", status.value if status else None), ("owner", owner), ("model", model)]
+    wanted = [(column, value) for column, value in filters if value is not None]
+    where = " AND ".join(f"{column} = {mark}" for column, _ in wanted)
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs{' WHERE ' + where if where else ''} ORDER BY seq DESC LIMIT {mark}"
+    return sql, [value for _, value in wanted] + [limit]

@@ -26,6 +26,7 @@ from reangle.errors import Unavailable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
 from reangle.store.queue_room import QueueRoom
 from reangle.store.rows import (
+    all_jobs_query,
     asset_from_row,
     asset_listing_query,
     asset_page,
@@ -282,12 +283,7 @@ class SqliteStore:
         model: str | None = None,
         limit: int,
     ) -> list[Job]:
-        """Every owner's jobs, newest first; of `status`, `owner` and `model` where given."""
-        filters = [("status", status.value if status else None), ("owner", owner), ("model", model)]
-        wanted = [(column, value) for column, value in filters if value is not None]
-        where = " AND ".join(f"{column} = ?" for column, _ in wanted)
-        sql = f"{SELECT_JOBS}{' WHERE ' + where if where else ''} ORDER BY seq DESC LIMIT ?"
-        args: list[Any] = [value for _, value in wanted] + [limit]
+        sql, args = all_jobs_query("?", status=status, owner=owner, model=model, limit=limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [job_from_row(row) for row in rows]
