@@ -53,6 +53,9 @@ ORPHAN_CHECK_S = 10.0
 #: it drains, but reangle's goes on naming the job in hand, which keeps the other workers off it.
 STOP_GRACE_S = 5.0
 RESTART_S = (0.5, 1.0, 2.0, 5.0)
+#: A stalled-job query slower than this waited for the database: its answer is not trusted (see
+#: `_stalled_checks_from`).
+SLOW_CHECK_S = 2.0
 #: How long a restart of the worker waits for its watchers (the stalled and orphaned job checks) to stop.
 WATCHERS_STOP_S = 5.0
 
@@ -157,11 +160,12 @@ class WorkerRuntime:
             try:
                 await self._run_worker()
             except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
-                self._after_outage = True
                 wait = RESTART_S[min(failures, len(RESTART_S) - 1)]
                 log.warning("worker stopped (%s: %s); starting again in %g s", type(exc).__name__, exc, wait)
                 failures += 1
                 await asyncio.sleep(wait)
+            finally:  # Procrastinate also stops by itself when its listener loses the database
+                self._after_outage = True
 
     async def _run_worker(self) -> None:
         queues = [job_queue(model) for model in self.models] + [MAINTENANCE_QUEUE]
@@ -190,7 +194,7 @@ class WorkerRuntime:
 
     async def _check_stalled(self) -> None:
         """`retry_stalled_jobs`, but not within STALLED_S of the database coming back (see
-        `_stalled_checks_from`)."""
+        `_stalled_checks_from`): not after a check that failed, nor after one that waited for a connection."""
         if time.time() < self._stalled_checks_from:
             return
         try:
@@ -204,9 +208,15 @@ class WorkerRuntime:
         on the queue, unless a reangle heartbeat heard within STALLED_S names them (their worker is alive,
         draining its job on SIGTERM, say). Returns the ids of the jobs handed back."""
         manager = self.app.job_manager
+        asked = time.time()
         stalled = list(
             await manager.get_stalled_jobs(task_name=RUN_JOB_TASK, seconds_since_heartbeat=STALLED_S)
         )
+        if time.time() - asked > SLOW_CHECK_S or time.time() < self._stalled_checks_from:
+            # it waited for the database (away meanwhile), or the worker started again after an outage
+            # meanwhile: every heartbeat is stale for a while
+            self._stalled_checks_from = max(self._stalled_checks_from, time.time() + STALLED_S)
+            return []
         held = await self._held_by_live_workers({str(run.task_kwargs.get("job_id")) for run in stalled})
         retried = []
         for run in stalled:

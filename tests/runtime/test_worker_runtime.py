@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -270,5 +271,37 @@ def test_no_job_is_called_stalled_until_heartbeats_had_time_to_resume_after_a_da
         assert rig.runtime._stalled_checks_from >= checks[-1] + worker.STALLED_S  # the outage is waited out
         await rig.runtime._check_stalled()
         assert len(checks) == 2
+
+    run(scenario())
+
+
+def test_a_stalled_job_query_that_waited_for_the_database_hands_nothing_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "SLOW_CHECK_S", 0.05)
+    handed_back: list[object] = []
+
+    stale_run = SimpleNamespace(task_kwargs={"job_id": "job_of_a_live_worker"})
+
+    async def fake_slow_stalled_jobs(**kwargs: object) -> list[object]:
+        await asyncio.sleep(0.2)  # as a query waiting in the pool while the database is away
+        return [stale_run]  # its worker's heartbeat is stale, as every heartbeat is just after an outage
+
+    async def fake_retry(run: object) -> None:
+        handed_back.append(run)
+
+    async def fake_nothing(*args: object, **kwargs: object) -> set[str]:
+        return set()
+
+    manager = rig.runtime.app.job_manager
+    monkeypatch.setattr(manager, "get_stalled_jobs", fake_slow_stalled_jobs)
+    monkeypatch.setattr(manager, "retry_job", fake_retry)
+    monkeypatch.setattr(manager, "prune_stalled_workers", fake_nothing)
+    monkeypatch.setattr(rig.runtime, "_held_by_live_workers", fake_nothing)
+
+    async def scenario() -> None:
+        assert await rig.runtime.retry_stalled_jobs() == []
+        assert handed_back == []
+        assert rig.runtime._stalled_checks_from > time.time() + worker.STALLED_S - 1  # and none for a while
 
     run(scenario())
