@@ -49,7 +49,7 @@ class LocalEventBus:
 
     @contextlib.contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Queue[JobEvent]]:
-        self._loop = asyncio.get_running_loop()
+        self._loop = _running_loop() or self._loop
         queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._subscribers[job_id].add(queue)
         try:
