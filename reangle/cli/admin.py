@@ -8,10 +8,10 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reangle.api.render import iso
 from reangle.cli.arg_types import whole_number
 from reangle.cli.keys import DATA_DIR_HELP, jobs_location, open_store
 from reangle.core.jobs import Job, JobEvent, JobStatus
@@ -60,10 +60,10 @@ def add_admin_commands(commands: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
 
 
-def _iso(timestamp: float | None, timespec: str = "milliseconds") -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+def _to_the_second(timestamp: float | None) -> str:
+    """A table's time: the API's ISO time without its milliseconds (`2026-12-06T22:44:41Z`), or "-"."""
+    shown = iso(timestamp)
+    return "-" if shown is None else shown.split(".")[0] + "Z"
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -77,9 +77,9 @@ def job_summary(job: Job) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "progress": round(job.progress, 4),
         "attempt": job.attempt,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "error": job.error.to_dict() if job.error else None,
     }
 
@@ -97,7 +97,7 @@ def job_detail(job: Job) -> dict[str, Any]:
         "webhook": {"url": job.webhook.url, "events": list(job.webhook.events)} if job.webhook else None,
         "vendor_task": job.vendor_task,
         "source": job.source,
-        "history": [{"status": change.status.value, "at": _iso(change.at)} for change in job.history],
+        "history": [{"status": change.status.value, "at": iso(change.at)} for change in job.history],
     }
 
 
@@ -111,9 +111,9 @@ def job_table(jobs: list[Job]) -> str:
             job.kind.value,
             job.status.value + (" (cancel requested)" if _cancel_pending(job) else ""),
             str(job.attempt),
-            _iso(job.created_at, "seconds") or "-",
-            _iso(job.started_at, "seconds") or "-",
-            _iso(job.finished_at, "seconds") or "-",
+            _to_the_second(job.created_at),
+            _to_the_second(job.started_at),
+            _to_the_second(job.finished_at),
             job.error.code if job.error else "-",
         )
         for job in jobs

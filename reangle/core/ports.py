@@ -82,6 +82,10 @@ class NewJob:
     request_hash: str | None = None
 
 
+#: Where a page of an owner's assets resumes: the (created_at, id) of the last asset before it.
+AssetKey = tuple[float, str]
+
+
 class JobStore(Protocol):
     """Jobs, asset records and API keys, durably. Every write a runner makes names the job's attempt and
     changes nothing once the job has moved on to another attempt; terminal statuses never change."""
@@ -202,9 +206,9 @@ class JobStore(Protocol):
         *,
         now: float,
         limit: int,
-        before: tuple[float, str] | None = None,
+        before: AssetKey | None = None,
         outputs_only: bool = False,
-    ) -> tuple[list[AssetRecord], tuple[float, str] | None]:
+    ) -> tuple[list[AssetRecord], AssetKey | None]:
         """The owner's records not expired at `now`, newest first by (created_at, id): those before the key
         `before` where given, outputs only when asked. The page, and the key of its last record when more
         follow (the next page's `before`; None on the last)."""

@@ -27,7 +27,7 @@ from reangle.api.state import AppState
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.inputs import decode_inline
 from reangle.core.jobs import Job, JobKind
-from reangle.core.ports import AssetRecord
+from reangle.core.ports import AssetKey, AssetRecord
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.dialects import scenario_schemas as schemas
 from reangle.dialects.base import add_fallback_routes, dialect_route
@@ -363,8 +363,8 @@ class AssetListing:
     ceiling: int | None = None
 
     def page(
-        self, app: AppState, who: str, links: Links, size: int, before: schemas.AssetKey | None
-    ) -> tuple[list[dict[str, Any]], schemas.AssetKey | None]:
+        self, app: AppState, who: str, links: Links, size: int, before: AssetKey | None
+    ) -> tuple[list[dict[str, Any]], AssetKey | None]:
         """Up to `size` assets from the store's pages after `before`, read until the page is full or none
         are left, so that a page short of `size` is the last (the client stops at an empty page)."""
         if self.ceiling is not None:  # the store's order starts at the ceiling; the keep test is exact

@@ -19,10 +19,11 @@ from reangle.api.render import iso
 from reangle.catalog import ModelEntry
 from reangle.core.edit import GENERATION_PRESETS, MAX_OUTPUTS, PRESETS
 from reangle.core.images import OutputFormat
+from reangle.core.inputs import NUL
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MAX_SET_SIZE, TEXT_TO_IMAGE, WAN_IMAGE
 from reangle.core.models import MODELS as NATIVE_MODELS
-from reangle.core.ports import AssetRecord
+from reangle.core.ports import AssetKey, AssetRecord
 from reangle.core.wan_image import MAX_OUTPUTS as WAN_MAX_OUTPUTS
 from reangle.core.wan_image import MAX_SET_OUTPUTS as WAN_MAX_SET_OUTPUTS
 from reangle.errors import InvalidInput, NotFound
@@ -76,8 +77,6 @@ MADE_ASSET_TYPES = frozenset({"uploaded", "img2img", "txt2img"})
 ASSET_PRIVACY = {"private": True, "public": False, "unlisted": False}
 #: `GET /assets?sortBy=`: an asset here never changes, so its updatedAt is its createdAt.
 ASSET_SORT_FIELDS = ("createdAt", "updatedAt")
-#: A key of the asset listing's order: (created_at, asset id).
-AssetKey = tuple[float, str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -642,6 +641,6 @@ def asset_page_key(token: str) -> AssetKey:
         created_at = asset_id = None
     is_time = isinstance(created_at, int | float) and not isinstance(created_at, bool)
     # no id this server hands out holds a NUL, which PostgreSQL cannot even compare
-    if not (is_time and math.isfinite(created_at) and isinstance(asset_id, str) and "\x00" not in asset_id):
+    if not (is_time and math.isfinite(created_at) and isinstance(asset_id, str) and NUL not in asset_id):
         raise InvalidInput("paginationToken is not one this server returned", field="paginationToken")
     return float(created_at), asset_id

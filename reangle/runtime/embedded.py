@@ -13,7 +13,7 @@ from reangle.core.models import MODELS
 from reangle.core.service import JobService
 from reangle.engine.base import Engine
 from reangle.errors import Unavailable
-from reangle.runtime.heartbeat import Heartbeat
+from reangle.runtime.heartbeat import Heartbeat, JobStops
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.lora_prefetch import LoraPrefetch
 from reangle.runtime.webhook_sender import WebhookSender
@@ -38,14 +38,8 @@ class EmbeddedRuntime:
     ) -> None:
         self.service, self.engine, self.sweep_interval_s = service, engine, sweep_interval_s
         self.runner, self.webhooks, self.prefetch = runner, webhooks, prefetch
-        self.heartbeat = Heartbeat(
-            service.store,
-            engine,
-            MODELS,
-            runner.job_in_hand,
-            stop_job=self._stop_job,
-            jobs_to_stop=runner.jobs_in_hand,
-        )
+        stops = JobStops(service.events, runner.jobs_in_hand)
+        self.heartbeat = Heartbeat(service.store, engine, MODELS, runner.job_in_hand, stops=stops)
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -66,17 +60,6 @@ class EmbeddedRuntime:
                 tasks.create_task(self.webhooks.run(), name="webhooks")
             if self.prefetch is not None:
                 tasks.create_task(self.prefetch.run(), name="lora prefetch")
-
-    def _stop_job(self, job_id: str) -> None:
-        """The heartbeat read a cancel of the job in hand that may not have come through this process's
-        service (`reangle admin cancel` writes it to the store): stop the job at its next step, as the
-        service's own cancel does."""
-        if job_id not in self.runner.jobs_in_hand():  # ended meanwhile
-            return
-        flag = self.service.events.stop_flag(job_id)  # the one the runner made when it took the job
-        if not flag.is_set():
-            log.info("job %s: cancel requested (read by the heartbeat); stopping it", job_id)
-            flag.set()
 
     def store_trouble(self) -> str | None:
         return self.heartbeat.store_trouble()

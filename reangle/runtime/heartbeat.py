@@ -1,7 +1,7 @@
 """Each process running jobs says, every few seconds, that it is alive, what it runs and which job it holds;
 /healthz and /metrics read it back from the store, and scale-out workers leave a job a live heartbeat names
-to its worker. On each beat a scale-out worker also reads whether a cancel was requested for its job in hand:
-a cancel reaches the job even when its NOTIFY was lost."""
+to its worker. On each beat a process also reads whether a cancel was stored for the jobs it holds: a cancel
+reaches the job even when its NOTIFY was lost, or when another process wrote it (`reangle admin cancel`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from reangle.core.jobs import JobStatus
 from reangle.core.models import MODELS
-from reangle.core.ports import JobStore, WorkerStatus
+from reangle.core.ports import EventBus, JobStore, WorkerStatus
 from reangle.engine.base import Engine
 
 log = logging.getLogger("reangle.worker")
@@ -42,17 +43,13 @@ class Heartbeat:
         models: Collection[str],
         job_in_hand: Callable[[], str | None],
         *,
-        stop_job: Callable[[str], None] | None = None,
-        jobs_to_stop: Callable[[], Collection[str]] | None = None,
+        stops: JobStops | None = None,
         name: str | None = None,
         interval_s: float = HEARTBEAT_S,
     ) -> None:
-        """`stop_job(job_id)`, when given, is called on each beat that finds a cancel requested for the job in
-        hand (it sets the job's stop flag); `jobs_to_stop`, when given, names the jobs so checked instead (the
-        job in hand and those a process follows beside it, remote ones)."""
+        """With `stops`, each beat stops the held jobs whose cancel is stored."""
         self.store, self.engine, self.job_in_hand = store, engine, job_in_hand
-        self.stop_job = stop_job
-        self.jobs_to_stop = jobs_to_stop
+        self.stops = stops
         # a model it would only fail (Wan without a DashScope key) is not one it serves
         self.models = tuple(
             sorted(model for model in models if model in MODELS and not MODELS[model].unavailable)
@@ -86,8 +83,7 @@ class Heartbeat:
                 await asyncio.to_thread(self.store.forget_worker, self.name)
 
     async def beat(self) -> None:
-        """Record this worker's status; then, with `stop_job`, stop the job in hand if a cancel of it was
-        requested."""
+        """Record this worker's status; then, with `stops`, stop each held job whose cancel is stored."""
         status = self.status()
         try:
             await asyncio.to_thread(self.store.record_worker, status)
@@ -96,12 +92,9 @@ class Heartbeat:
             self.refusal = str(exc) or type(exc).__name__
             return
         self.recorded_at, self.refusal = status.seen_at, None
-        if self.stop_job is None:
-            return
-        watched = self.jobs_to_stop() if self.jobs_to_stop is not None else [status.job_id]
-        for job_id in watched:
-            if job_id is not None:
-                await self._stop_if_canceled(job_id, self.stop_job)
+        if self.stops is not None:
+            for job_id in self.stops.held():
+                await self._stop_if_canceled(job_id, self.stops)
 
     def store_trouble(self) -> str | None:
         """Why this process cannot write to the store, once its beats have been refused for REFUSED_FOR_S."""
@@ -110,11 +103,31 @@ class Heartbeat:
             return None
         return f"the store has refused this process's writes for {refused_for:.0f} s: {self.refusal}"
 
-    async def _stop_if_canceled(self, job_id: str, stop_job: Callable[[str], None]) -> None:
+    async def _stop_if_canceled(self, job_id: str, stops: JobStops) -> None:
         try:
             job = await asyncio.to_thread(self.store.get_job, job_id)
         except Exception as exc:
             log.warning("heartbeat of %s could not read job %s: %s", self.name, job_id, exc)
             return
         if job is not None and job.status == JobStatus.PROCESSING and job.cancel_requested:
-            stop_job(job_id)
+            stops.stop(job_id)
+
+
+@dataclass(frozen=True)
+class JobStops:
+    """The jobs a process holds (`held`: the one it renders, the remote ones it follows) and their stop flags
+    on its event bus, for the heartbeat's check of stored cancels."""
+
+    events: EventBus
+    held: Callable[[], Collection[str]]
+
+    def stop(self, job_id: str) -> None:
+        """Stop a held job at its next step, as a cancel's notice would have."""
+        if job_id not in self.held():  # ended meanwhile
+            return
+        flag = self.events.stop_flag(job_id)
+        if not flag.is_set():
+            log.info("job %s: cancel requested (read by the heartbeat); stopping it", job_id)
+            flag.set()
+        if job_id not in self.held():  # it ended while the flag was made: none stays behind for a later run
+            self.events.forget(job_id)

@@ -28,7 +28,7 @@ from procrastinate import JobContext
 from reangle.core.models import MODELS
 from reangle.core.service import JobService
 from reangle.engine.base import Engine
-from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat
+from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat, JobStops
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.webhook_sender import WebhookSender
 from reangle.settings import Settings
@@ -96,7 +96,12 @@ class WorkerRuntime:
         self.runner = runner or LocalRunner(service, engine)
         # unique per process: Procrastinate can leave jobs stuck when a restarted worker reuses a name
         self.heartbeat = Heartbeat(
-            service.store, engine, self.models, self._job_in_hand, stop_job=self._stop_job, name=name
+            service.store,
+            engine,
+            self.models,
+            self._job_in_hand,
+            stops=JobStops(service.events, self._held),
+            name=name,
         )
         self.name = self.heartbeat.name
         self._claimed: str | None = None
@@ -130,16 +135,8 @@ class WorkerRuntime:
     def _job_in_hand(self) -> str | None:
         return self._claimed
 
-    def _stop_job(self, job_id: str) -> None:
-        """The heartbeat read a cancel of the job in hand: stop it, as the cancel's notice would have."""
-        if self._claimed != job_id:  # ended meanwhile
-            return
-        flag = self.service.events.stop_flag(job_id)
-        if not flag.is_set():
-            log.info("job %s: cancel requested (read by the heartbeat); stopping it", job_id)
-            flag.set()
-        if self._claimed != job_id:  # it ended while the flag was made: none stays behind for a later run
-            self.service.events.forget(job_id)
+    def _held(self) -> list[str]:
+        return [self._claimed] if self._claimed else []
 
     async def _settle_job_in_hand(self) -> None:
         """Wait until the job in hand has reached its end state. Procrastinate's graceful stop has normally

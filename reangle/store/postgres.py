@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import ApiKeyRecord, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
+from reangle.core.ports import ApiKeyRecord, AssetKey, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import Unavailable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
@@ -629,9 +629,9 @@ class PostgresStore:
         *,
         now: float,
         limit: int,
-        before: tuple[float, str] | None = None,
+        before: AssetKey | None = None,
         outputs_only: bool = False,
-    ) -> tuple[list[AssetRecord], tuple[float, str] | None]:
+    ) -> tuple[list[AssetRecord], AssetKey | None]:
         sql, args = asset_listing_query(
             "%s", owner, now=now, limit=limit, before=before, outputs_only=outputs_only
         )

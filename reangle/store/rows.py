@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset, StatusChange, TimeLimits
-from reangle.core.ports import AssetRecord, WebhookDelivery, WorkerStatus
+from reangle.core.ports import AssetKey, AssetRecord, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import target_from_json
 from reangle.store.schema import ASSET_COLUMNS, JOB_COLUMN_COUNT, JOB_COLUMNS
 
@@ -170,10 +170,6 @@ def delivery_from_row(row: Sequence[Any]) -> WebhookDelivery:
         given_up_at=given_up_at,
         last_error=last_error,
     )
-
-
-#: An asset page's key: the (created_at, id) of the last asset of the page before it.
-AssetKey = tuple[float, str]
 
 
 def asset_listing_query(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import ApiKeyRecord, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
+from reangle.core.ports import ApiKeyRecord, AssetKey, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import Unavailable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
@@ -588,9 +588,9 @@ class SqliteStore:
         *,
         now: float,
         limit: int,
-        before: tuple[float, str] | None = None,
+        before: AssetKey | None = None,
         outputs_only: bool = False,
-    ) -> tuple[list[AssetRecord], tuple[float, str] | None]:
+    ) -> tuple[list[AssetRecord], AssetKey | None]:
         sql, args = asset_listing_query(
             "?", owner, now=now, limit=limit, before=before, outputs_only=outputs_only
         )

@@ -8,7 +8,8 @@ import asyncio
 from reangle.core.jobs import Job, JobKind, JobStatus
 from reangle.core.ports import WorkerStatus
 from reangle.engine.fake import FakeEngine
-from reangle.runtime.heartbeat import Heartbeat
+from reangle.runtime.heartbeat import Heartbeat, JobStops
+from reangle.runtime.local_bus import LocalEventBus
 from reangle.settings import Settings
 
 
@@ -47,19 +48,34 @@ def test_a_beat_stops_every_job_held_whose_cancel_is_stored_the_remote_ones_too(
             processing("job_other_remote", cancel_requested=False),
         ]
     )
-    stopped: list[str] = []
+    held = ["job_rendered", "job_remote", "job_other_remote"]
+    events = LocalEventBus()
+    flags = {job_id: events.stop_flag(job_id) for job_id in held}  # made by the runner as it took each job
     heartbeat = Heartbeat(
         rows,  # type: ignore[arg-type]
         FakeEngine(Settings()),
         [],
         lambda: "job_rendered",
-        stop_job=stopped.append,
-        jobs_to_stop=lambda: ["job_rendered", "job_remote", "job_other_remote"],
+        stops=JobStops(events, lambda: list(held)),
     )
     asyncio.run(heartbeat.beat())
-    assert stopped == ["job_remote"]
+    assert [job_id for job_id, flag in flags.items() if flag.is_set()] == ["job_remote"]
     assert rows.recorded[0].job_id == "job_rendered"  # the workers table still names the job rendered
 
     rows.jobs["job_rendered"] = processing("job_rendered", cancel_requested=True)
     asyncio.run(heartbeat.beat())
-    assert stopped == ["job_remote", "job_rendered", "job_remote"]  # each beat asks again
+    assert [job_id for job_id, flag in flags.items() if flag.is_set()] == ["job_rendered", "job_remote"]
+
+
+def test_a_job_that_ended_before_its_stop_leaves_no_flag_behind() -> None:
+    rows = FakeJobRows([processing("job_ended", cancel_requested=True)])
+    events = LocalEventBus()
+    heartbeat = Heartbeat(
+        rows,  # type: ignore[arg-type]
+        FakeEngine(Settings()),
+        [],
+        lambda: None,
+        stops=JobStops(events, lambda: []),  # the runner let go of it after the read
+    )
+    asyncio.run(heartbeat.beat())
+    assert not events.stop_flag("job_ended").is_set()  # a later run of it starts with a fresh flag
