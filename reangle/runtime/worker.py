@@ -9,6 +9,10 @@ the claim makes them the next attempt, so nothing the silent worker still writes
 reangle heartbeat still names is left to its worker. The retention sweep is a periodic task too: once per
 period across the deployment. Each worker also runs a webhook sender beside its job (the outbox's leases keep
 two workers off one delivery).
+
+When Procrastinate stops by itself (it lost the database), the job in hand goes on: a render is minutes of GPU
+time, and its end is recorded once the database is back (see `LocalRunner`). The worker takes no other job
+until it has ended; reangle's heartbeat names it meanwhile, which keeps the other workers off it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from typing import Any
 
 import procrastinate
 import procrastinate.exceptions
+import procrastinate.jobs
 import psycopg
 from procrastinate import JobContext
 
+from reangle.core.jobs import Job
 from reangle.core.models import MODELS
 from reangle.core.service import JobService
 from reangle.engine.base import Engine
@@ -35,6 +41,7 @@ from reangle.settings import Settings
 from reangle.store.pg_dispatch import (
     RUN_JOB_TASK,
     defer_orphaned_jobs,
+    drop_run,
     job_queue,
     jobs_held_by_live_workers,
 )
@@ -109,15 +116,20 @@ class WorkerRuntime:
         #: this process's own too, and the jobs of live workers would be handed to others.
         self._stalled_checks_from = 0.0
         self._after_outage = False
-        #: the Procrastinate task running the job in hand
-        self._job_task: asyncio.Task[Any] | None = None
+        #: the task rendering the job in hand, to its end
+        self._job_task: asyncio.Task[None] | None = None
+        #: the Procrastinate run of a job that went on when Procrastinate stopped by itself
+        self._carried_run: procrastinate.jobs.Job | None = None
+        #: the task of `run`, whose cancel is a stop (SIGTERM), unlike Procrastinate stopping by itself
+        self._run_task: asyncio.Task[Any] | None = None
         self.app = build_app(conninfo, sweep_cron(settings.sweep_interval_s))
 
     async def run(self) -> None:
         """Until cancelled, which gives the job in hand STOP_GRACE_S to end before it goes back to the queue.
         It returns only once that job has reached its end state (completed, or back on the queue), so the
-        caller may close the store then. When the database goes away, the worker stops and starts again once
-        it is back (its job, if any, is then re-run as a stalled one)."""
+        caller may close the store then. When the database goes away, Procrastinate stops and starts again
+        once it is back, once the job in hand, which goes on meanwhile, has ended."""
+        self._run_task = asyncio.current_task()
         async with asyncio.TaskGroup() as tasks:
             beside = [tasks.create_task(self.heartbeat.run(), name="heartbeat")]
             if self.webhooks is not None:
@@ -140,22 +152,30 @@ class WorkerRuntime:
 
     async def _settle_job_in_hand(self) -> None:
         """Wait until the job in hand has reached its end state. Procrastinate's graceful stop has normally
-        done so; a job task it left behind (its stop itself cancelled, by a second signal) is stopped here as
-        the graceful stop would have."""
+        done so. A job carried through an outage gets STOP_GRACE_S, as the graceful stop would have given it,
+        and a job task left behind (the graceful stop itself cancelled, by a second signal) none; then it is
+        stopped, and goes back to the queue."""
         job_task = self._job_task
         if job_task is not None and not job_task.done():
-            log.warning("job %s still in hand after the worker stopped; stopping it", self._claimed)
-            job_task.cancel()
-            await _despite_cancels(lambda: asyncio.wait({job_task}))
-            if not job_task.cancelled():
-                job_task.exception()  # retrieved: Procrastinate could not record its end, its pool closed
+            if self._carried_run is not None:
+                await _despite_cancels(lambda: asyncio.wait({job_task}, timeout=STOP_GRACE_S))
+            if not job_task.done():
+                log.warning("job %s still in hand after the worker stopped; stopping it", self._claimed)
+            await self._stop_job(job_task)
         await _despite_cancels(lambda: self.runner.wait_finishing(stopping=True))
+
+    async def _stop_job(self, job_task: asyncio.Task[None]) -> None:
+        job_task.cancel()
+        await _despite_cancels(lambda: asyncio.wait({job_task}))
+        if not job_task.cancelled():
+            job_task.exception()  # retrieved: its end could not be recorded (the store closing, say)
 
     async def _work_forever(self) -> None:
         failures = 0
         while True:
             try:
                 await self._run_worker()
+                log.warning("the job queue stopped by itself; starting it again")
             except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
                 wait = RESTART_S[min(failures, len(RESTART_S) - 1)]
                 log.warning("worker stopped (%s: %s); starting again in %g s", type(exc).__name__, exc, wait)
@@ -185,9 +205,29 @@ class WorkerRuntime:
                 ),
             ]
             try:
+                await self._end_carried_job()
                 await self._run_procrastinate(queues)
             finally:
                 await stop_watchers(watchers, stop)
+
+    async def _end_carried_job(self) -> None:
+        """Wait for the job carried through an outage to end, then drop its Procrastinate run, still `doing`
+        under a worker that stopped (unless Procrastinate recorded it aborted): the job's own end is in the
+        jobs table, and a run left would be handed on as a stalled one."""
+        if self._carried_run is None:
+            return
+        if self._job_task is not None:
+            job_task = self._job_task
+            await asyncio.wait({job_task})
+        log.info(
+            "job %s, carried through the outage, has ended; taking jobs again",
+            self._carried_run.task_kwargs.get("job_id"),
+        )
+        connector = self.app.connector
+        assert isinstance(connector, procrastinate.PsycopgConnector)
+        async with connector.pool.connection() as connection:
+            await drop_run(connection, self._carried_run.id)
+        self._carried_run = None
 
     async def _check_stalled(self) -> None:
         """`retry_stalled_jobs`, but not within STALLED_S of the database coming back (see
@@ -239,7 +279,7 @@ class WorkerRuntime:
         connector = self.app.connector
         assert isinstance(connector, procrastinate.PsycopgConnector)
         async with connector.pool.connection() as connection:
-            orphans = await defer_orphaned_jobs(connection)
+            orphans = await defer_orphaned_jobs(connection, time.time() - STALLED_S)
         if orphans:
             log.warning("jobs %s had no run left (their end went unrecorded); run again", orphans)
 
@@ -256,23 +296,42 @@ class WorkerRuntime:
             additional_context={"worker": self},
         )
 
-    async def run_job(self, job_id: str) -> None:
+    async def run_job(self, job_id: str, run: procrastinate.jobs.Job) -> None:
         job = self.service.claim(job_id)
         if job is None:  # canceled while queued, already ended, or out of attempts
             return
         log.info("job %s: attempt %d on worker %s", job.id, job.attempt, self.name)
-        self._claimed, self._job_task = job.id, asyncio.current_task()
+        # the outputs are stored before Procrastinate hears the job is done: a worker killed while storing
+        # leaves a stalled job that another worker runs again
+        job_task = asyncio.create_task(self._run_to_end(job), name=f"job {job.id}")
+        self._claimed, self._job_task = job.id, job_task
         try:
-            # the outputs are stored before Procrastinate hears the job is done: a worker killed while
-            # storing leaves a stalled job that another worker runs again
-            await self.runner.run_to_end(job)
+            await asyncio.shield(job_task)
         except asyncio.CancelledError:
-            # a stop: a render is stopped and its job put back on the queue, but outputs already being stored
-            # are stored and the job completed (the store must stay open until then)
-            await _despite_cancels(lambda: self.runner.wait_finishing(stopping=True))
+            if self._stopping():
+                # a render is stopped and its job put back on the queue, but outputs already being stored are
+                # stored and the job completed (the store must stay open until then)
+                await self._stop_job(job_task)
+                await _despite_cancels(lambda: self.runner.wait_finishing(stopping=True))
+                raise
+            # Procrastinate stopped by itself: it lost the database
+            if not job_task.done():
+                log.warning(
+                    "job %s: the job queue lost the database; the job goes on, and its end is recorded once "
+                    "the database is back",
+                    job.id,
+                )
+            self._carried_run = run
             raise
+
+    async def _run_to_end(self, job: Job) -> None:
+        try:
+            await self.runner.run_to_end(job)
         finally:
             self._claimed, self._job_task = None, None
+
+    def _stopping(self) -> bool:
+        return self._run_task is not None and self._run_task.cancelling() > 0
 
     def sweep(self) -> None:
         jobs, files = self.service.sweep()
@@ -285,7 +344,7 @@ def build_app(conninfo: str, sweep_schedule: str) -> procrastinate.App:
 
     @app.task(name=RUN_JOB_TASK, pass_context=True)
     async def run_job(context: JobContext, job_id: str) -> None:
-        await _worker(context).run_job(job_id)
+        await _worker(context).run_job(job_id, context.job)
 
     @app.periodic(cron=sweep_schedule)
     @app.task(name="reangle.sweep", queue=MAINTENANCE_QUEUE, queueing_lock="reangle.sweep", pass_context=True)

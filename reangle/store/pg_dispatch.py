@@ -35,27 +35,36 @@ ORPHAN_CHECK_LOCK = 0x5245414E474C4F
 
 #: Jobs the store says are queued or running but that no Procrastinate job will run any more: a worker ended
 #: its task without recording the job's end (the database went away at that moment), or its claim failed.
-#: Rows a claim or a status change holds locked are skipped: they are in hand.
+#: Rows a claim or a status change holds locked are skipped: they are in hand; so are the jobs a worker heard
+#: from since a time names (one carried through a database outage, its run recorded aborted).
 ORPHANED_JOBS = (
     "SELECT id FROM jobs WHERE status IN ('queued', 'processing') AND NOT EXISTS ("
     "SELECT 1 FROM procrastinate_jobs AS run WHERE run.task_name = %s AND run.status IN ('todo', 'doing') "
-    "AND run.args ->> 'job_id' = jobs.id) FOR UPDATE SKIP LOCKED"
+    "AND run.args ->> 'job_id' = jobs.id) AND NOT EXISTS ("
+    "SELECT 1 FROM workers WHERE workers.job_id = jobs.id AND workers.seen_at >= %s) FOR UPDATE SKIP LOCKED"
 )
 
 
-async def defer_orphaned_jobs(connection: psycopg.AsyncConnection[Any]) -> list[str]:
+async def defer_orphaned_jobs(connection: psycopg.AsyncConnection[Any], seen_since: float) -> list[str]:
     """Give every orphaned job a run again (a processing one becomes its next attempt when claimed); returns
-    their ids. Nothing when another worker is doing this check right now."""
+    their ids. Nothing when another worker is doing this check right now. A job that a worker heard from at
+    `seen_since` or later (its clock) names is in hand, not orphaned."""
     async with connection.transaction(), connection.cursor() as cursor:
         await cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", (ORPHAN_CHECK_LOCK,))
         locked = await cursor.fetchone()
         if not (locked and locked[0]):
             return []
-        await cursor.execute(ORPHANED_JOBS, (RUN_JOB_TASK,))
+        await cursor.execute(ORPHANED_JOBS, (RUN_JOB_TASK, seen_since))
         orphans = [str(row[0]) for row in await cursor.fetchall()]
         if orphans:
             await cursor.execute(DEFER_RUNS + " WHERE id = ANY(%s)", (orphans,))
         return orphans
+
+
+async def drop_run(connection: psycopg.AsyncConnection[Any], run_id: int | None) -> None:
+    """Delete a Procrastinate run still `doing` whose job has ended without it (see WorkerRuntime)."""
+    async with connection.cursor() as cursor:
+        await cursor.execute("DELETE FROM procrastinate_jobs WHERE id = %s AND status = 'doing'", (run_id,))
 
 
 #: The jobs among those given that a worker heard from since a time (reangle's own heartbeat, the workers

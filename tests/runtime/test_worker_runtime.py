@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -191,6 +191,78 @@ def test_a_job_still_rendering_when_the_grace_ends_goes_back_to_the_queue_before
         assert back.attempt == 1  # handed back cleanly: no attempt spent
         assert rig.runs()[job.id] == "todo"  # with a run for the next worker
         assert rig.store.list_workers(0) == []  # the worker's heartbeat row is gone
+
+    run(scenario())
+
+
+@contextmanager
+def database_away(url: str) -> Iterator[None]:
+    """This test's database refuses connections, and every open one is cut (the other tests' databases on the
+    cluster stay up), until the block ends."""
+    database = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        others = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({others}) AS other", (database,))
+        try:
+            yield
+        finally:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+def test_a_job_in_hand_goes_on_through_a_database_outage_and_is_recorded_once_it_is_back(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="procrastinate")
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1, num_inference_steps=25)  # 5 s of steps
+        async with working(rig):
+            await happens(lambda: rig.job(job.id).progress > 0)
+            with database_away(rig.url):
+                # Procrastinate stops by itself, and cancels the job's task once its grace (GRACE_S) is over
+                await happens(lambda: "Aborting them" in caplog.text)
+                await asyncio.sleep(1.0)
+            assert "the job queue lost the database; the job goes on" in caplog.text
+            ended = await rig.until_status(job.id, JobStatus.SUCCEEDED)
+            assert rig.job(job.id).attempt == 1
+            # the worker takes jobs again, once the one it carried has ended
+            after = await rig.submit(seed=2, num_inference_steps=1)
+            await rig.until_status(after.id, JobStatus.SUCCEEDED)
+
+        assert [change.status for change in ended.history] == [
+            JobStatus.QUEUED,
+            JobStatus.PROCESSING,
+            JobStatus.SUCCEEDED,
+        ]  # not handed back, nor rendered again
+        assert len(ended.outputs) == 1
+        assert rig.runs().get(job.id) != "doing"  # no run left for the stalled-job check to hand on
+
+    run(scenario())
+
+
+def test_a_stop_while_a_job_is_carried_through_an_outage_gives_it_the_grace_then_hands_it_back(
+    rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grace_s = 2.0
+    monkeypatch.setattr(worker, "STOP_GRACE_S", grace_s)
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1, num_inference_steps=100)  # 20 s of steps
+        async with working(rig) as task:
+            await happens(lambda: rig.job(job.id).progress > 0)
+            with database_away(rig.url):
+                await happens(lambda: "the job goes on" in caplog.text)
+            stopped = time.monotonic()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert grace_s <= time.monotonic() - stopped < grace_s + 5
+
+        back = rig.job(job.id)
+        assert back.status == JobStatus.QUEUED
+        assert back.attempt == 1
+        assert rig.store.list_workers(0) == []
 
     run(scenario())
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from reangle.runtime.worker import STOP_GRACE_S
 from tests.api.conftest import KEY_A, edit_input, get_job, poll, submit, succeeded, upload
 from tests.pg_cluster import PgCluster
 from tests.scale.conftest import DeployFactory
@@ -101,3 +102,23 @@ def test_the_database_restarted_under_load_loses_and_repeats_nothing(
     health = poll(both_workers_listed, what="both workers listed again")
     assert {worker["engine"] for worker in health["workers"]} == {"fake"}
     assert all(worker.process is not None and worker.process.poll() is None for worker in deployment.workers)
+
+
+def test_a_job_in_hand_renders_on_through_an_outage_longer_than_the_workers_grace(
+    deploy: DeployFactory, cluster: PgCluster
+) -> None:
+    """A render is GPU minutes: an outage stops the worker's job queue, not the job it has in hand."""
+    deployment = deploy(apis=1, workers=1, fake_step_seconds=0.15)
+    api, worker = deployment.apis[0].client(KEY_A), deployment.workers[0]
+    image = upload(api)["id"]
+    job = submit(api, edit_input(image, num_inference_steps=100))  # 15 s of steps
+    poll(lambda: get_job(api, job["id"])["progress"] > 0 or None, what="the job under way")
+    cluster.stop()
+    time.sleep(STOP_GRACE_S + 3)  # past the grace after which the job queue cancels the job's task
+    cluster.start()
+
+    done = succeeded(api, job["id"], timeout=90)
+    assert statuses(done) == ["queued", "processing", "succeeded"]  # neither handed back nor run again
+    assert done["attempt"] == 1
+    assert "the job goes on" in worker.log()
+    succeeded(api, submit(api, edit_input(image, seed=2))["id"])  # and the worker takes jobs again

@@ -11,7 +11,12 @@ import pytest
 
 from reangle.core.jobs import JobStatus
 from reangle.core.ports import NewJob, WorkerStatus
-from reangle.store.pg_dispatch import ORPHAN_CHECK_LOCK, defer_orphaned_jobs, jobs_held_by_live_workers
+from reangle.store.pg_dispatch import (
+    ORPHAN_CHECK_LOCK,
+    defer_orphaned_jobs,
+    drop_run,
+    jobs_held_by_live_workers,
+)
 from reangle.store.postgres import PostgresStore
 from tests.store.test_job_stores import T0, new_job
 
@@ -36,10 +41,10 @@ def end_runs(url: str, status: str) -> None:
         conn.execute("UPDATE procrastinate_jobs SET status = %s::procrastinate_job_status", (status,))
 
 
-def check(url: str) -> list[str]:
+def check(url: str, seen_since: float = T0) -> list[str]:
     async def once() -> list[str]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            return await defer_orphaned_jobs(conn)
+            return await defer_orphaned_jobs(conn, seen_since)
 
     return asyncio.run(once())
 
@@ -71,6 +76,48 @@ def test_jobs_with_a_run_waiting_or_in_hand_are_left_alone(store: PostgresStore,
 
     assert check(pg_url) == []
     assert len(runs(pg_url)) == 2
+
+
+def worker_holding(store: PostgresStore, job_id: str, seen_at: float) -> None:
+    status = WorkerStatus(
+        name=f"worker-of-{job_id}",
+        device="cpu",
+        engine="fake",
+        models=("m",),
+        started_at=T0,
+        seen_at=seen_at,
+        job_id=job_id,
+    )
+    store.record_worker(status)
+
+
+def test_a_job_without_a_run_that_a_live_worker_names_is_in_hand_not_orphaned(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """A job carried through a database outage: its run was recorded aborted, and its worker renders on."""
+    store.insert_jobs([NewJob(job=new_job("job_carried"))])
+    assert store.claim_job("job_carried", T0 + 1, max_attempts=3) is not None
+    end_runs(pg_url, "aborted")
+    worker_holding(store, "job_carried", seen_at=T0 + 10)
+
+    assert check(pg_url, seen_since=T0 + 5) == []
+    assert check(pg_url, seen_since=T0 + 15) == ["job_carried"]  # its worker went silent
+
+
+def test_dropping_a_run_deletes_it_only_while_it_is_in_hand(store: PostgresStore, pg_url: str) -> None:
+    store.insert_jobs([NewJob(job=new_job("job_1")), NewJob(job=new_job("job_2"))])
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE args->>'job_id' = 'job_1'")
+        rows = conn.execute("SELECT args->>'job_id', id FROM procrastinate_jobs").fetchall()
+    run_ids = {str(job_id): int(run_id) for job_id, run_id in rows}
+
+    async def drop(run_id: int) -> None:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await drop_run(conn, run_id)
+
+    for run_id in run_ids.values():
+        asyncio.run(drop(run_id))
+    assert runs(pg_url) == [("job_2", "todo")]  # a run waiting for a worker is not dropped
 
 
 def test_one_worker_checks_at_a_time(store: PostgresStore, pg_url: str) -> None:
