@@ -12,8 +12,22 @@ ReangleError
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from typing import Self
+
+#: An error repeats what the request sent (a model id, a field name, a value) cut to this many characters
+#: a word, and its whole message to MAX_MESSAGE_CHARS: a refusal must not echo megabytes back.
+MAX_WORD_CHARS = 100
+MAX_MESSAGE_CHARS = 1000
+_LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
+
+
+def bounded(text: str) -> str:
+    """`text` with each word longer than MAX_WORD_CHARS cut, then cut to MAX_MESSAGE_CHARS ("…" marks a
+    cut)."""
+    text = _LONG_WORD.sub(lambda word: word.group()[: MAX_WORD_CHARS - 1] + "…", text)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 class ReangleError(Exception):
@@ -22,13 +36,14 @@ class ReangleError(Exception):
     code = "error"
 
     def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
-        self.message = message or (type(self).__doc__ or self.code).strip()
-        self.hint = hint
+        self.message = bounded(message) if message else (type(self).__doc__ or self.code).strip()
+        self.hint = bounded(hint) if hint else hint
         super().__init__(self.message)
 
     def reworded(self, message: str) -> Self:
         """This error, of the same kind and with the same details, saying `message`."""
         copied = copy.copy(self)
+        message = bounded(message)
         copied.message, copied.args = message, (message,)
         return copied
 
@@ -49,7 +64,7 @@ class InvalidInput(ReangleError):
     code = "invalid_input"
 
     def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
-        self.field = field
+        self.field = bounded(field) if field else field
         super().__init__(message, hint=hint)
 
     def about(self, field: str) -> InvalidInput:
@@ -60,7 +75,7 @@ class InvalidInput(ReangleError):
         else:
             message = f"{field}: {message}"
         named = self.reworded(message)
-        named.field = field
+        named.field = bounded(field)
         return named
 
 

@@ -16,6 +16,12 @@ KEY_PREFIX = "rk_"
 #: How long a stored key, once found, is trusted without asking the database again (a key deleted from the
 #: database stops working after at most this long).
 STORED_KEY_TRUST_S = 10.0
+#: HTTP authorization schemes (IANA's registry, and the API-key ones other services use) that a refusal may
+#: name; any other first word is not repeated, being perhaps the key itself.
+OTHER_SCHEMES = frozenset(
+    {"basic", "digest", "negotiate", "ntlm", "hoba", "mutual", "vapid", "dpop", "token", "key", "apikey"}
+    | {"scram-sha-1", "scram-sha-256", "aws4-hmac-sha256", "gnap", "privatetoken", "concealed"}
+)
 
 
 def hash_key(key: str) -> str:
@@ -64,10 +70,15 @@ class KeyRing:
         owner = self._env.get(digest) or self._stored_key_id(digest)
         if owner is None:
             scheme, space, _ = key.partition(" ")
-            if space:  # `Basic ...` where `Bearer KEY` (or a bare key) was wanted
+            if space and scheme.lower() in OTHER_SCHEMES:  # `Basic ...` where `Bearer KEY` was wanted
                 raise Unauthorized(
                     f"the {scheme} authorization scheme is not taken here",
                     hint="send Authorization: Bearer <key>",
+                )
+            if space:  # never repeated: it may be the key itself, followed by something else
+                raise Unauthorized(
+                    "the Authorization header has more than the key after its scheme",
+                    hint="send Authorization: Bearer <key>, with nothing after the key",
                 )
             raise Unauthorized("this API key is not valid", hint="create one with `reangle keys create`")
         return owner

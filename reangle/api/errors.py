@@ -10,8 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from reangle.errors import (
     AssetGone,
@@ -29,6 +31,7 @@ from reangle.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedImage,
+    bounded,
 )
 
 log = logging.getLogger("reangle.api")
@@ -104,10 +107,12 @@ def _too_deep() -> InvalidInput:
 
 def body_refusal(exc: Exception) -> InvalidInput | None:
     """A body FastAPI could not parse for a reason that is the request's fault (JSON nested so deeply that
-    the parser gives up, which FastAPI reports as a bare 400 "There was an error parsing the body") as
-    InvalidInput; None for any other error."""
+    the parser gives up, or bytes that are not UTF-8, which FastAPI reports as a bare 400 "There was an error
+    parsing the body") as InvalidInput; None for any other error."""
     if isinstance(exc, RecursionError) or isinstance(exc.__cause__, RecursionError):
         return _too_deep()
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        return InvalidInput(f"body: the request body is not valid JSON ({exc.__cause__})", field="body")
     return None
 
 
@@ -120,6 +125,39 @@ def json_body(raw: bytes, *, not_json: str) -> Any:
         raise InvalidInput(not_json, field="body") from None
     except RecursionError:
         raise _too_deep() from None
+
+
+def client_gone(request: Request) -> Response:
+    """The answer to a request whose client went away while its body was being read (an upload aborted): the
+    client's doing, logged as such; nobody receives the answer."""
+    log.info("%s %s: the client went away before its request was read", request.method, request.url.path)
+    return Response(status_code=400)
+
+
+def _router_refusal(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """The router's own 404 (no such path) and 405 (with its Allow header), saying what was asked."""
+    path = bounded(request.url.path)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"no route {request.method} {path}; the API's routes are listed at /docs"
+        return error_response(404, "not_found", message)
+    if exc.status_code == 405:  # the router's Allow names only the first route of the path
+        allow = ", ".join(_methods_taken(request))
+        response = error_response(
+            405, "method_not_allowed", f"method {request.method} is not allowed on {path}; use {allow}"
+        )
+        response.headers["Allow"] = allow
+        return response
+    code = {404: "not_found"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, bounded(str(exc.detail)))
+
+
+def _methods_taken(request: Request) -> list[str]:
+    taken = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            taken.append(method)
+    return taken
 
 
 def validation_message(error: Mapping[str, Any], content_type: str) -> str:
@@ -148,17 +186,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message = validation_message(exc.errors()[0], request.headers.get("content-type", ""))
-        return error_response(422, "invalid_input", message)
+        return error_response(422, "invalid_input", bounded(message))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, ReangleError):  # FastAPI wraps errors raised while reading the body
             return reangle_error_response(exc.__cause__)
         unreadable = body_refusal(exc)
         if unreadable is not None:
             return reangle_error_response(unreadable)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return _router_refusal(request, exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        return client_gone(request)
 
     data_error = _database_data_error()
     if data_error is not None:

@@ -48,6 +48,7 @@ from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, Unavaila
 
 MAX_PAGE = 100
 MAX_BATCH = 64
+MAX_IDEMPOTENCY_KEY = 200
 #: fail_unserved reads the queued jobs of a model no longer served this many at a time.
 UNSERVED_PAGE = 100
 #: What a synchronous request whose job was canceled because the server stops answers (503, retried).
@@ -126,6 +127,10 @@ class JobService:
 
     async def submit(self, owner: str, request: SubmitRequest) -> Job:
         """Queue one job. The same Idempotency-Key with the same request returns the job already queued."""
+        if request.idempotency_key is not None and len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(
+                f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
+            )
         request_hash = _request_hash(request) if request.idempotency_key else None
         if request.idempotency_key is not None:
             existing = self.store.job_by_idempotency_key(owner, request.idempotency_key)

@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, APIRouter
+from starlette.requests import ClientDisconnect
 
-from reangle.api.errors import body_refusal, database_refusal, status_for
+from reangle.api.errors import body_refusal, client_gone, database_refusal, status_for
 from reangle.errors import InternalError, InvalidInput, MethodNotAllowed, NotFound, ReangleError
 
 log = logging.getLogger("reangle.api")
@@ -57,6 +58,8 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     if cause is None:
                         raise
                     return render(request, cause, status_for(cause))
+                except ClientDisconnect:
+                    return client_gone(request)
                 except Exception as exc:
                     refused = database_refusal(exc)
                     if refused is not None:  # the request's text, not the server, is at fault

@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from reangle.api.auth import bearer_token
 from reangle.api.deps import LinkMaker, State
@@ -178,7 +179,7 @@ def _unexpected_errors_as_server_failure() -> Iterator[None]:
     """Errors of the error tree pass as they are; anything else is logged and answered as ServerFailure."""
     try:
         yield
-    except ReangleError:
+    except (ReangleError, ClientDisconnect):
         raise
     except Exception as exc:
         log.exception("openai image request failed unexpectedly")
