@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from reangle.catalog import load_catalog
 from reangle.cli.open_files import raise_open_file_limit
+from reangle.cli.queue_logs import QUEUE_LOGGER, queue_handler
 from reangle.core.models import MODELS, TASK_INPUTS, check_one_base_per_engine, install_catalog
 from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, cuda_available
 from reangle.errors import InvalidInput
@@ -165,6 +166,8 @@ def server_logging() -> dict[str, Any]:
     }
     config["loggers"]["reangle"] = {"handlers": ["reangle"], "level": "INFO", "propagate": False}
     config["loggers"]["psycopg.pool"] = {"level": QUIET_POOL_LEVEL}
+    config["handlers"]["queue"] = {"()": queue_handler, "format": LOG_FORMAT}
+    config["loggers"][QUEUE_LOGGER] = {"handlers": ["queue"], "level": "WARNING", "propagate": False}
     return config
 
 
@@ -237,7 +240,10 @@ def _work(settings: Settings, models: list[str] | None) -> int:
                 f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}", field="models"
             )
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    queue_logger = logging.getLogger(QUEUE_LOGGER)
+    queue_logger.setLevel(logging.WARNING)
+    queue_logger.addHandler(queue_handler(LOG_FORMAT))
+    queue_logger.propagate = False
     logging.getLogger("psycopg.pool").setLevel(QUIET_POOL_LEVEL)
     settings, engine = _engine(settings, load=True)
     service = build_service(settings, engine)

@@ -1,0 +1,58 @@
+"""Procrastinate's lines about a database outage are one WARNING line each; its other lines pass as is."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import procrastinate.exceptions
+import psycopg
+import pytest
+
+from reangle.cli.queue_logs import QueueOutageLines
+
+
+def record_of(
+    exc: BaseException, message: str = "Side task listener failed with exception: "
+) -> logging.LogRecord:
+    try:
+        raise exc
+    except BaseException:
+        exc_info = sys.exc_info()
+    return logging.LogRecord("procrastinate.worker.w1", logging.ERROR, __file__, 1, message, None, exc_info)
+
+
+def connector_error(reason: str) -> procrastinate.exceptions.ConnectorException:
+    try:
+        try:
+            raise psycopg.OperationalError(reason)
+        except psycopg.OperationalError as exc:
+            raise procrastinate.exceptions.ConnectorException() from exc
+    except procrastinate.exceptions.ConnectorException as wrapped:
+        return wrapped
+
+
+def test_a_lost_database_is_one_warning_line_with_its_reason() -> None:
+    error = connector_error("connection failed: the database system is shutting down\nmore")
+    record = record_of(
+        error, "Side task listener failed with exception: \n    Database error.\n    , stopping"
+    )
+
+    assert QueueOutageLines().filter(record)
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    line = logging.Formatter("%(levelname)s %(message)s").format(record)
+    assert line == (
+        "WARNING Side task listener failed with exception: Database error. , stopping (the database is away: "
+        "connection failed: the database system is shutting down)"
+    )
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), procrastinate.exceptions.TaskNotFound()])
+def test_any_other_error_passes_as_it_is(exc: BaseException) -> None:
+    record = record_of(exc, "Task was not found")
+
+    assert QueueOutageLines().filter(record)
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert "Traceback" in logging.Formatter().format(record)
