@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, KeyFirstRoute, Owner, caller_of
 from reangle.api.deps import State
+from reangle.api.download import DownloadResponse
 from reangle.api.errors import json_body
 from reangle.api.forms import parse_form
 from reangle.api.render import Links, asset_json, iso, job_json, output_records
@@ -70,10 +72,14 @@ class TimeLimitsIn(BaseModel):
         return TimeLimits(run_s=self.run_s, total_s=self.total_s) if self.run_s or self.total_s else None
 
 
+#: Longer than any model id: a longer one is refused without being echoed.
+MAX_MODEL_CHARS = 200
+
+
 class JobSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: str = Field(max_length=MAX_MODEL_CHARS)
     input: dict[str, Any]
     kind: JobKind = JobKind.EDIT
     priority: int = Field(default=0, ge=-100, le=100)
@@ -93,7 +99,7 @@ class BatchItem(BaseModel):
 class BatchSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: str = Field(max_length=MAX_MODEL_CHARS)
     items: list[BatchItem]
     #: the webhook of every job of the batch (each job's events are delivered on their own)
     webhook_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
@@ -185,15 +191,19 @@ DOWNLOAD_HEADERS = {
 @router.get("/v1/files/{asset_id}", tags=["assets"], response_class=FileResponse)
 async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = "") -> Response:
     """The bytes of an asset, by signed link (no auth header needed); with an object store, a redirect to a
-    fresh presigned link of the store."""
+    fresh presigned link of the store. `Range: bytes=...` gets those bytes (206)."""
     now = time.time()
     app.signer.verify(asset_id, expires, sig, now)
     found = app.service.assets.file_for(asset_id)
     if found is not None:
         record, path = found
+        try:
+            stat_result = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:  # deleted since: expired in between
+            raise NotFound(f"asset {asset_id} has expired or was deleted") from None
         cache_s = max(0, min(DOWNLOAD_CACHE_S, int(expires - now)))
         headers = DOWNLOAD_HEADERS | {"Cache-Control": f"private, max-age={cache_s}"}
-        return FileResponse(path, media_type=record.mime_type, headers=headers)
+        return DownloadResponse(path, media_type=record.mime_type, headers=headers, stat_result=stat_result)
     stored = app.store.get_asset(asset_id)  # bytes elsewhere: in an object store?
     if stored is not None and stored.expires_at > now:
         expires_at = min(stored.expires_at, now + app.settings.url_ttl_s)
@@ -204,6 +214,9 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
             return RedirectResponse(url, status_code=307)
     raise NotFound(f"asset {asset_id} has expired or was deleted")
 
+
+# Link checkers and uptime probes ask with HEAD: the same answer without its body (the server drops it).
+router.add_api_route("/v1/files/{asset_id}", download_file, methods=["HEAD"], include_in_schema=False)
 
 # jobs ------------------------------------------------------------------------------------------------
 
@@ -403,6 +416,9 @@ async def health(app: State, response: Response) -> dict[str, Any]:
         "options": info.options,
         "queue_depth": app.service.queue_depth(),
     }
+
+
+router.add_api_route("/healthz", health, methods=["HEAD"], include_in_schema=False)  # uptime probes
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response)

@@ -271,14 +271,32 @@ def _output_size(
     width, height = (side // 16 * 16 for side in size)
     sides = [("width", width, size[0], request.width), ("height", height, size[1], request.height)]
     for name, side, given, asked in sorted(sides, key=lambda item: item[3] is None):  # asked-for sides first
-        if not limits.min_side <= side <= limits.max_side:
-            origin = "" if asked is not None else f" (from the aspect ratio {last_input[0]}x{last_input[1]})"
+        if limits.min_side <= side <= limits.max_side:
+            continue
+        bounds = f"between {limits.min_side} and {limits.max_side} after rounding down to a multiple of 16"
+        image_ratio = f"{last_input[0]}x{last_input[1]}"
+        if asked is not None:
+            raise InvalidInput(f"{name} must be {bounds}, got {given}", field=name)
+        if explicit:  # the other side was given; this one follows the input image's aspect ratio
+            other = "height" if name == "width" else "width"
             raise InvalidInput(
-                f"{name} must be between {limits.min_side} and {limits.max_side} after rounding down to a "
-                f"multiple of 16, got {given}{origin}",
+                f"{name} would be {given}, from the {other} asked for and the input image's aspect ratio "
+                f"({image_ratio}); it must be {bounds}",
                 field=name,
-                hint="give width and height explicitly" if not explicit else None,
+                hint=f"give the output's {name} as well, or crop the image closer to square",
             )
+        if request.aspect_ratio not in (None, MATCH_INPUT):
+            raise InvalidInput(
+                f"aspect_ratio {request.aspect_ratio} gives a {name} of {given}; it must be {bounds}",
+                field="aspect_ratio",
+            )
+        # Dialects name their size fields differently: the hint says "output size", not a field name.
+        raise InvalidInput(
+            f"the input image's aspect ratio ({image_ratio}) is too extreme for this model's output sizes: "
+            f"at that ratio the output's {name} would be {given}, and each side must be {bounds}",
+            field="images",
+            hint="crop the image closer to square, or give the output size explicitly",
+        )
     return width, height
 
 
@@ -376,12 +394,13 @@ def _generation_size(request: GenerateRequest, limits: SizeLimits, target_area: 
         if request.aspect_ratio is not None:
             raise InvalidInput("give either width and height or aspect_ratio, not both", field="aspect_ratio")
         return _within(request.width, "width", limits), _within(request.height, "height", limits)
+    derived_from = f"the aspect ratio {request.aspect_ratio or '1:1'}"
     if request.width is not None:
         width = _within(request.width, "width", limits)
-        return width, _within(round(request.width / ratio), "height", limits, derived=True)
+        return width, _within(round(request.width / ratio), "height", limits, derived_from=derived_from)
     if request.height is not None:
         height = _within(request.height, "height", limits)
-        return _within(round(request.height * ratio), "width", limits, derived=True), height
+        return _within(round(request.height * ratio), "width", limits, derived_from=derived_from), height
     return _fitted(target_area, ratio, limits, request)
 
 
@@ -416,15 +435,19 @@ def _floor16(side: float) -> int:
     return int(side + 1e-6) // 16 * 16
 
 
-def _within(side: int, name: str, limits: SizeLimits, *, derived: bool = False) -> int:
+def _within(side: int, name: str, limits: SizeLimits, *, derived_from: str | None = None) -> int:
+    """`side` floored to a multiple of 16, or InvalidInput about `name`: a side the request gave, or one it
+    did not give that follows from the other side and `derived_from` (which the error then names)."""
     if isinstance(side, bool) or not isinstance(side, int):
         raise InvalidInput(f"{name} must be a whole number of pixels, got {side!r}", field=name)
     floored = side // 16 * 16
     if not limits.min_side <= floored <= limits.max_side:
-        origin = " (from the aspect ratio)" if derived else ""
+        bounds = f"between {limits.min_side} and {limits.max_side} after rounding down to a multiple of 16"
+        if derived_from is None:
+            raise InvalidInput(f"{name} must be {bounds}, got {side}", field=name)
         raise InvalidInput(
-            f"{name} must be between {limits.min_side} and {limits.max_side} after rounding down to a "
-            f"multiple of 16, got {side}{origin}",
+            f"{name} would be {side}, from the other side asked for and {derived_from}; it must be {bounds}",
             field=name,
+            hint=f"give the output's {name} as well, or another aspect ratio",
         )
     return floored

@@ -49,7 +49,8 @@ log = logging.getLogger("reangle.dialects.runpod")
 
 PREFIX = "/runpod/v2/{endpoint_id}"
 RETRY_KEY = "runpod-retry:"
-#: /runsync waits this long by default; `?wait=` (ms) is clamped to RunPod's 1 s .. 300 s.
+#: /runsync waits this long by default; `?wait=` (ms) is clamped to RunPod's 1 s .. 300 s (a negative one is
+#: refused).
 SYNC_WAIT_MS, MIN_WAIT_MS, MAX_WAIT_MS = 90_000, 1_000, 300_000
 #: How long /cancel waits for a running job to stop (the sync client gives up after 3 s).
 CANCEL_WAIT_S = 2.0
@@ -108,9 +109,19 @@ async def run(endpoint_id: str, request: Request, app: State, who: Owner) -> dic
     return {"id": runpod_id, "status": rp.runpod_status(jobs)}
 
 
+#: `?ttl=` (ms): how long RunPod keeps a job's result; accepted and not used (reangle keeps results for
+#: REANGLE_RESULT_TTL_S), but a value that is not a count of milliseconds is refused.
+ResultTtl = Annotated[int | None, Query(ge=0)]
+
+
 @router.post(PREFIX + "/runsync")
 async def runsync(
-    endpoint_id: str, request: Request, app: State, who: Owner, wait: int = SYNC_WAIT_MS
+    endpoint_id: str,
+    request: Request,
+    app: State,
+    who: Owner,
+    wait: Annotated[int, Query(ge=0)] = SYNC_WAIT_MS,
+    ttl: ResultTtl = None,
 ) -> dict[str, Any]:
     """Wait up to `?wait=` ms (default 90 s) for the job; if it is not done, answer its status to poll."""
     runpod_id, jobs = await _submit(app, who, endpoint_id, request)
@@ -121,9 +132,9 @@ async def runsync(
 
 @router.api_route(PREFIX + "/status/{job_id}", methods=["GET", "POST"])
 async def status(
-    endpoint_id: str, job_id: str, app: State, who: Owner, ttl: Annotated[int | None, Query()] = None
+    endpoint_id: str, job_id: str, app: State, who: Owner, ttl: ResultTtl = None
 ) -> dict[str, Any]:
-    """The job; POST as the SDK's local test server takes it. `ttl` is accepted and not used."""
+    """The job; POST as the SDK's local test server takes it."""
     return await _status_json(app, who, job_id, _lookup(app, who, endpoint_id, job_id))
 
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from reangle.api.auth import OTHER_SCHEMES
 from reangle.api.deps import LinkMaker, State
 from reangle.api.errors import json_body
 from reangle.api.render import Links
@@ -52,6 +53,8 @@ CANCEL_WAIT_S = 10.0
 AUTH_HINT = "send Basic auth with your reangle API key as the secret (api_secret=KEY), or Bearer KEY"
 #: Scenario statuses reangle never reports; filtering on them finds nothing.
 UNREPORTED_STATUSES = frozenset({"pending", "warming-up", "finalizing"})
+#: The longest asset name an upload may give (a file name's usual limit).
+MAX_ASSET_NAME_CHARS = 255
 
 log = logging.getLogger("reangle.dialects.scenario")
 
@@ -84,8 +87,10 @@ def credentials(authorization: str | None) -> tuple[str, str] | None:
     given = given.strip()
     if scheme.lower() == "bearer":
         return ("", given) if given else None
-    if scheme.lower() != "basic":
+    if scheme.lower() in OTHER_SCHEMES - {"basic"}:
         raise Unauthorized(f"unsupported authorization scheme {scheme!r}", hint=AUTH_HINT)
+    if scheme.lower() != "basic":  # not repeated: it may be a key sent bare
+        raise Unauthorized("the Authorization header is neither Basic nor Bearer", hint=AUTH_HINT)
     try:
         decoded = base64.b64decode(given, validate=True).decode()
     except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
@@ -262,7 +267,9 @@ async def job_action(job_id: str, request: Request, app: State, who: Owner) -> d
 
 @router.post(PREFIX + "/assets")
 async def upload_asset(request: Request, app: State, who: Owner, links: LinkMaker) -> dict[str, Any]:
-    """`{"name", "image": base64 or data URL}`; the answer's `asset.id` goes into a model's `images`."""
+    """`{"name", "image": base64 or data URL}`; the answer's `asset.id` goes into a model's `images`. The name
+    is checked but not kept (an asset has no place for it), so this answer, like GET /assets/{id}, leaves it
+    out."""
     limit = app.settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit * 4 // 3 + 64 * 1024:
@@ -273,12 +280,18 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
     name, image = body.get("name"), body.get("image")
     if not isinstance(name, str) or not name:
         raise InvalidInput("name: field required", field="name")
+    if len(name) > MAX_ASSET_NAME_CHARS:
+        raise InvalidInput(
+            f"name has {len(name):,} characters; at most {MAX_ASSET_NAME_CHARS}",
+            field="name",
+            hint="send the file's own name, such as my-photo.png",
+        )
     if not isinstance(image, str) or not image:
         raise InvalidInput(
             "image: send the image as base64 or a data URL (canvas uploads are not supported)", field="image"
         )
     record = await app.service.assets.ingest_async(who, decode_inline(image, field="image"), field="image")
-    return {"asset": schemas.asset_json(record, links.asset_url(record), name=name)}
+    return {"asset": schemas.asset_json(record, links.asset_url(record))}
 
 
 @router.get(PREFIX + "/assets")

@@ -554,9 +554,7 @@ def bulk_asset_ids(given: Any) -> list[str]:
     return list(dict.fromkeys(given))
 
 
-def asset_json(
-    record: AssetRecord, url: str, *, job: Job | None = None, name: str | None = None
-) -> dict[str, Any]:
+def asset_json(record: AssetRecord, url: str, *, job: Job | None = None) -> dict[str, Any]:
     """An asset as Scenario's Asset object: an upload, or an output of `job` (source img2img when the job
     was given images, txt2img when it made its images from a prompt alone)."""
     source = "uploaded" if job is None else job_source(job)
@@ -567,8 +565,6 @@ def asset_json(
         "width": record.width,
         "height": record.height,
     }
-    if name:
-        metadata["name"] = name
     if job is not None:
         metadata.update(parentJobId=job.id, numOutputs=len(job.outputs))
         model = by_native(job.model)

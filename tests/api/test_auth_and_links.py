@@ -296,3 +296,56 @@ def test_keys_create_and_serve_share_the_default_data_dir_from_any_directory(
             _, log = server.communicate(timeout=30)
     assert f"data in {data_dir}" in log
     assert not (elsewhere / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "ignored", ["items=0-1", "bytes=", "bytes=abc", "bytes=10-5", "bytes=-", "bytes 0-1"]
+)
+def test_a_range_header_the_server_does_not_understand_is_ignored(api: httpx.Client, ignored: str) -> None:
+    """RFC 9110 14.2: another unit, or a range set that is not valid, gets the whole file."""
+    url = upload(api)["url"]
+    whole = download(url).content
+    response = httpx.get(url, headers={"Range": ignored})
+    assert response.status_code == 200, response.text
+    assert response.content == whole
+
+
+@pytest.mark.parametrize("unsatisfiable", ["bytes=99999999-", "bytes=-0", "bytes=99999999-99999999999"])
+def test_a_range_outside_the_file_is_416_with_its_size(api: httpx.Client, unsatisfiable: str) -> None:
+    url = upload(api)["url"]
+    size = len(download(url).content)
+    response = httpx.get(url, headers={"Range": unsatisfiable})
+    error = assert_error(response, 416, "range_not_satisfiable", str(size))
+    assert error["hint"]
+    assert response.headers["content-range"] == f"bytes */{size}"
+
+
+def test_byte_ranges_get_those_bytes(api: httpx.Client) -> None:
+    url = upload(api)["url"]
+    whole = download(url).content
+    size = len(whole)
+    for asked, first, last in [
+        ("bytes=0-9", 0, 9),
+        ("bytes=-5", size - 5, size - 1),
+        ("bytes=3-", 3, size - 1),
+    ]:
+        response = httpx.get(url, headers={"Range": asked})
+        assert response.status_code == 206, (asked, response.text)
+        assert response.headers["content-range"] == f"bytes {first}-{last}/{size}"
+        assert response.content == whole[first : last + 1]
+    # one range inside the file is enough; the ones past its end are left out
+    response = httpx.get(url, headers={"Range": "bytes=0-1,99999999-"})
+    assert (response.status_code, response.content) == (206, whole[:2])
+
+
+def test_head_answers_as_get_without_the_body(api: httpx.Client, shared_server: ServerProcess) -> None:
+    """Link checkers and uptime probes ask with HEAD."""
+    url = upload(api)["url"]
+    got, head = download(url), httpx.head(url)
+    assert head.status_code == 200, head.text
+    assert head.content == b""
+    for name in ("content-type", "content-length", "etag", "cache-control", "accept-ranges"):
+        assert head.headers[name] == got.headers[name], name
+    health = httpx.head(f"{shared_server.url}/healthz")
+    assert health.status_code == 200
+    assert health.headers["content-type"] == "application/json"

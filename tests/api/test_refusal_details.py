@@ -63,7 +63,7 @@ def test_a_malformed_authorization_header_is_refused_without_repeating_the_key(
 ) -> None:
     key = str(api.headers["Authorization"]).removeprefix("Bearer ")
     headers = {"Authorization": authorization.format(key=key)}
-    for path in ("/v1/jobs", "/runpod/v2/ep/health"):
+    for path in ("/v1/jobs", "/runpod/v2/ep/health", "/scenario/v1/jobs"):
         response = httpx.get(f"{api.base_url}{path}", headers=headers)
         assert response.status_code == 401, response.text
         assert key not in response.text

@@ -109,10 +109,35 @@ def test_bad_requests_name_the_field(request_, field):  # type: ignore[no-untype
     assert caught.value.message
 
 
-def test_extreme_input_aspect_is_a_clear_error_with_a_hint():
-    with pytest.raises(InvalidInput, match="from the aspect ratio 10000x100") as caught:
-        plan(EditRequest(), (10000, 100))
-    assert caught.value.hint
+def test_an_input_image_too_wide_for_any_output_size_blames_the_image_not_a_width_never_sent():
+    with pytest.raises(InvalidInput) as caught:
+        plan(EditRequest(), (20000, 1))
+    assert caught.value.message.startswith(
+        "the input image's aspect ratio (20000x1) is too extreme for this model's output sizes"
+    )
+    assert caught.value.field == "images"
+    assert caught.value.hint == "crop the image closer to square, or give the output size explicitly"
+
+
+def test_a_side_that_follows_from_the_input_image_names_both_causes():
+    with pytest.raises(InvalidInput) as caught:
+        plan(EditRequest(width=1024), (10000, 100))
+    assert caught.value.message.startswith(
+        "height would be 10, from the width asked for and the input image's aspect ratio (10000x100)"
+    )
+    assert caught.value.field == "height"
+    assert caught.value.hint == "give the output's height as well, or crop the image closer to square"
+
+
+def test_a_generated_side_that_follows_from_the_aspect_ratio_says_so():
+    with pytest.raises(InvalidInput) as caught:
+        generation(prompt="x", width=2048, aspect_ratio="9:16")
+    assert caught.value.message.startswith("height would be 3641, from the other side asked for and the ")
+    assert "aspect ratio 9:16" in caught.value.message
+    assert (caught.value.field, caught.value.hint) == (
+        "height",
+        "give the output's height as well, or another aspect ratio",
+    )
 
 
 @pytest.mark.parametrize("count", [0, 4])
@@ -280,3 +305,11 @@ def test_the_negative_prompt_runs_only_with_true_cfg():
     assert generation(negative_prompt=" blurry ", guidance_scale=2.5).negative_prompt == "blurry"
     assert generation(acceleration="none").negative_prompt == " "
     assert generation(acceleration="none", negative_prompt="blurry").negative_prompt == "blurry"
+
+
+def test_an_aspect_ratio_asked_for_that_no_output_size_fits_blames_the_aspect_ratio():
+    narrow = SizeLimits(min_side=256, max_side=1024)
+    with pytest.raises(InvalidInput) as caught:
+        plan_edit(EditRequest(aspect_ratio="21:9"), [(20000, 1)], limits=narrow, target_area=ONE_MP)
+    assert caught.value.field == "aspect_ratio"
+    assert caught.value.message.startswith("aspect_ratio 21:9 gives a width of ")

@@ -405,6 +405,32 @@ def test_every_error_is_runpod_json(
     assert words in payload["error"]
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("/runsync?wait=-5", "wait"),
+        ("/runsync?wait=abc", "wait"),
+        ("/runsync?ttl=abc", "ttl"),
+        ("/runsync?ttl=-1", "ttl"),
+        ("/status/job_doesnotexist?ttl=-1", "ttl"),
+        ("/status/job_doesnotexist?ttl=abc", "ttl"),
+    ],
+)
+def test_a_bad_query_value_is_a_400_naming_it_and_runs_nothing(
+    http: httpx.Client, path: str, value: str
+) -> None:
+    def jobs_seen() -> int:
+        return sum(http.get("/health").json()["jobs"].values())
+
+    before = jobs_seen()
+    method = "POST" if path.startswith("/runsync") else "GET"
+    response = http.request(method, path, json={"input": camera_input()} if method == "POST" else None)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"].startswith(f"{value}: ")
+    assert jobs_seen() == before
+
+
 def test_runsync_answers_in_progress_when_its_wait_runs_out(http: httpx.Client) -> None:
     started = time.monotonic()
     body = http.post("/runsync", params={"wait": 1000}, json={"input": camera_input(**SLOW)}).json()

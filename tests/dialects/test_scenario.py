@@ -98,9 +98,27 @@ def test_upload_gives_an_asset_with_an_absolute_expiring_url(client: Scenario, s
         "success",
         "image/png",
     )
-    assert (asset.metadata.name, asset.metadata.width, asset.metadata.height) == ("in.png", 96, 64)
+    assert (asset.metadata.width, asset.metadata.height) == (96, 64)
     assert asset.properties.size == len(png())
     assert httpx.get(asset.url).content == png()  # no auth header, as the SDK's users download
+
+
+def test_an_upload_shows_its_asset_as_a_later_read_does(client: Scenario) -> None:
+    """The name is not kept, so the upload's answer does not show it either."""
+    uploaded = client.assets.upload(name="my-photo.png", image=png_base64()).asset
+    assert uploaded.metadata.name is None
+    assert client.assets.retrieve(uploaded.id).asset.metadata.model_dump() == uploaded.metadata.model_dump()
+
+
+def test_a_long_asset_name_is_a_bad_request(client: Scenario) -> None:
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.assets.upload(name="x" * 256, image=png_base64())
+    assert caught.value.body == {
+        "error": "name has 256 characters; at most 255",
+        "code": "invalid_input",
+        "hint": "send the file's own name, such as my-photo.png",
+    }
+    assert client.assets.upload(name="x" * 255, image=png_base64()).asset.id.startswith("asset_")
 
 
 def test_submit_answers_a_queued_custom_job_echoing_the_body(client: Scenario, asset_id: str) -> None:

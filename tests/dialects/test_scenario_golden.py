@@ -76,7 +76,7 @@ def test_core_job_renders_as_scenario_job(case: dict[str, Any]) -> None:
 def test_asset_renders_as_scenario_asset(case: dict[str, Any]) -> None:
     record = AssetRecord(**case["record"])
     job = core_job(case["job"]) if "job" in case else None
-    assert asset_json(record, case["url"], job=job, name=case.get("name")) == case["scenario"]
+    assert asset_json(record, case["url"], job=job) == case["scenario"]
 
 
 @pytest.mark.parametrize("case", golden("model_*.json"))
@@ -235,7 +235,7 @@ def test_basic_auth_carries_the_key_as_the_secret_and_any_user_name() -> None:
     [
         ("Basic not*base64", "not base64 of label:secret"),
         ("Token rk_key", "unsupported authorization scheme 'Token'"),
-        ("rk_key", "unsupported authorization scheme 'rk_key'"),
+        ("rk_key", "neither Basic nor Bearer"),
         ("Basic " + base64.b64encode(b"no-colon").decode(), "hold no ':'"),
     ],
 )
