@@ -128,13 +128,15 @@ def in_segmind_terms(exc: ReangleError, lora_fields: Sequence[str]) -> ReangleEr
 
 
 def render_error(_request: Request, exc: ReangleError, status: int) -> Response:
-    """`{"error": "<message>"}`; invalid parameters are 400 (reangle's 422), other codes as reangle's."""
+    """`{"error": "<message> (<hint>)"}`: Segmind's shape has no place of its own for the hint; invalid
+    parameters are 400 (reangle's 422), other codes as reangle's."""
     if status == 422:
         status = 400
     if status >= 500:
         log.error("segmind request failed: %s", exc.message)
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull | Unavailable) else None
-    return JSONResponse({"error": segmind_message(exc)}, status_code=status, headers=headers)
+    message = segmind_message(exc) + (f" ({segmind_text(exc.hint, EXTRA_LORA_FIELDS)})" if exc.hint else "")
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 router = APIRouter(route_class=dialect_route(render_error), tags=["segmind"])

@@ -216,7 +216,7 @@ def test_v1_answers_503_retry_when_the_server_stops_and_cancels(tmp_path: Path) 
             response = waiting.result(timeout=5)
             assert response.status_code == 503
             assert response.headers["retry-after"] == "5"
-            assert response.json() == {"error": STOPPING}
+            assert response.json() == {"error": f"{STOPPING} (retry in 5 s)"}
             jobs = http.get("/v1/jobs").json()["data"]
             assert [job["status"] for job in jobs if job["input"]["prompt"] == "stopping"] == ["canceled"]
         finally:

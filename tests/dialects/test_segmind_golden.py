@@ -92,11 +92,14 @@ def test_errors_render_with_segmind_field_names_and_codes() -> None:
     core = InvalidInput("input.images.1: not an asset id, an http(s) URL", field="input.images.1")
     body = json.loads(bytes(render(cast(Request, None), core, 422).body))
     assert body == {"error": "image_2: not an asset id, an http(s) URL"}
+    hinted = InvalidInput("input.images.0: too wide", field="input.images.0", hint="crop input.images.0")
+    body = json.loads(bytes(render(cast(Request, None), hinted, 422).body))
+    assert body == {"error": "image_1: too wide (crop image_1)"}  # the shape has no place of its own for it
     full = QueueFull("the queue holds 9 jobs", retry_after_s=7)
     response = render(cast(Request, None), full, status_for(full))
     assert response.status_code == 429
     assert response.headers["retry-after"] == "7"
-    assert json.loads(bytes(response.body)) == {"error": "the queue holds 9 jobs"}
+    assert json.loads(bytes(response.body)) == {"error": "the queue holds 9 jobs (retry in 7 s)"}
     missing = NotFound("no request job_x")
     assert render(cast(Request, None), missing, status_for(missing)).status_code == 404
 
