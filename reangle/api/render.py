@@ -3,6 +3,7 @@ own presigned links, when it gives them)."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -24,10 +25,23 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: The most a file link's expiry is rounded up by (see `stable_expiry`).
+LINK_EXPIRY_STEP_S = 300
+
+
+def stable_expiry(expires_at: float, ttl_s: float) -> int:
+    """`expires_at` rounded up to a step (a tenth of the TTL, at most `LINK_EXPIRY_STEP_S`), so that an asset
+    read again within the step gets the same link and a browser's cached copy of it is used. A TTL under 10 s
+    has no whole-second step: its links expire as given."""
+    step = int(min(LINK_EXPIRY_STEP_S, ttl_s / 10))
+    return int(expires_at) if step < 1 else math.ceil(expires_at / step) * step
+
+
 @dataclass(frozen=True, kw_only=True)
 class Links:
-    """Builds download links for one request: absolute on `base_url`, expiring after `ttl_s`; links straight
-    to the blob store when it has its own (S3 presigned URLs)."""
+    """Builds download links for one request: absolute on `base_url`, expiring after `ttl_s` (rounded up by
+    `stable_expiry`, never past the asset); links straight to the blob store when it has its own (S3
+    presigned URLs)."""
 
     signer: UrlSigner
     base_url: str
@@ -42,7 +56,7 @@ class Links:
         direct = self.blobs.public_url(record.sha256, expires_at=expires_at, mime_type=record.mime_type)
         if direct is not None:
             return direct
-        expires = int(expires_at)
+        expires = min(int(record.expires_at), stable_expiry(time.time() + self.ttl_s, self.ttl_s))
         signature = self.signer.signature(record.id, expires)
         return f"{self.base_url}/v1/files/{record.id}?expires={expires}&sig={signature}"
 

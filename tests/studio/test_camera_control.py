@@ -10,10 +10,11 @@ import subprocess
 import sys
 from typing import Any
 
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from reangle.core.camera import all_poses, pose_from_continuous
-from tests.studio.conftest import REPO, StudioFactory
+from tests.conftest import image_bytes, make_image
+from tests.studio.conftest import REPO, StudioFactory, drop_file
 
 CAMERA_MODULE = "/studio/js/camera.js"
 
@@ -228,3 +229,51 @@ def test_keyboard_reaches_the_3d_view_and_rotates_the_camera(open_studio: Studio
     page.keyboard.press("ArrowLeft")
     expect(page.locator("#pose-phrase")).to_have_text("<sks> front-left quarter view elevated shot close-up")
     expect(page.locator("#horizontal-angle-number")).to_have_value("315")
+
+
+def test_a_very_wide_image_stays_inside_the_camera_sphere(open_studio: StudioFactory) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    drop_file(page, "#drop-zone", "panorama.png", image_bytes(make_image(300, 20), "PNG"), "image/png")
+    expect(page.locator("#input-status")).to_contain_text("panorama.png (300x20)")
+    edge = "() => window.studio.scene.imageEdge('right')[0]"
+    page.wait_for_function(f"() => ({edge})() !== 0.75")  # the square placeholder until the image is in
+    closest = reangle_radius(page, 10)
+    assert float(str(studio.evaluate(edge))) < 0.9 * closest
+
+
+def reangle_radius(page: Page, zoom: float) -> float:
+    """The camera's distance from the subject at `zoom`, as the 3D view places it."""
+    page.fill("#zoom-number", str(zoom))
+    position = page.evaluate("() => window.studio.scene.cameraPosition()")
+    assert isinstance(position, list)
+    return math.hypot(*position)
+
+
+def drag_camera(page: Page, dx: float, dy: float) -> dict[str, float]:
+    """Drag the camera model by (dx, dy) pixels; the camera just before the button is released."""
+    start = page.evaluate("() => window.studio.scene.cameraOnScreen()")
+    assert isinstance(start, dict)
+    page.mouse.move(start["x"], start["y"])
+    page.mouse.down()
+    page.mouse.move(start["x"] + dx, start["y"] + dy, steps=20)
+    camera = page.evaluate("() => ({ ...window.studio.controls.camera })")
+    page.mouse.up()
+    assert isinstance(camera, dict)
+    return camera
+
+
+def test_a_sideways_drag_keeps_the_elevation_and_a_drag_leaves_a_pole(open_studio: StudioFactory) -> None:
+    page = open_studio().open().page
+    page.get_by_role("button", name="Bird's-eye").click()
+    expect(page.locator("#vertical-angle-number")).to_have_value("60")
+    camera = drag_camera(page, 120, 0)
+    assert camera["vertical"] == 60
+    assert camera["horizontal"] not in (0, 360)
+    expect(page.locator("#vertical-angle-number")).to_have_value("60")
+    for pole in (90, -90):  # seen from above the front, a pole's camera comes down toward us
+        page.fill("#vertical-angle-number", str(pole))
+        page.keyboard.press("Tab")
+        expect(page.locator("#vertical-angle")).to_have_value(str(pole))
+        camera = drag_camera(page, 0, 100)
+        assert abs(camera["vertical"]) < 80, camera

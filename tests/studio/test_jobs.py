@@ -190,7 +190,8 @@ def test_generate_follows_the_jobs_progress_and_shows_the_result(
     image = result.locator("img")
     expect(image).to_have_js_property("complete", True)
     assert image.evaluate("(img) => img.naturalWidth") == 64
-    assert result.get_by_role("link", name="Download").get_attribute("download") == "result-0.png"
+    job_id = only_job(studio)["id"]  # in the name, so that the downloads of several jobs do not collide
+    assert result.get_by_role("link", name="Download").get_attribute("download") == f"result-{job_id}-0.png"
     expect(page.locator("#compare")).to_be_visible()  # before / after
     # the 64x64 result over the 96x64 input: letterboxed, not stretched to the input's shape
     assert page.locator("#compare-after").evaluate("(img) => getComputedStyle(img).objectFit") == "contain"
@@ -311,6 +312,12 @@ def test_orbit_plays_the_turntable_and_offers_every_file(open_studio: StudioFact
     expect(links).to_have_text(["Download turntable", "Contact sheet"])
     assert httpx.get(str(links.nth(1).get_attribute("href"))).headers["content-type"] == "image/png"
     assert page.locator("#results li a[download]").count() == 8
+    job_id = only_job(studio)["id"]
+    assert [links.nth(i).get_attribute("download") for i in range(2)] == [
+        f"turntable-{job_id}.webp",
+        f"contact-sheet-{job_id}.png",
+    ]
+    assert page.locator("#results li a[download]").nth(2).get_attribute("download") == f"view-{job_id}-2.png"
 
 
 def assert_animation_plays(page: Page) -> None:

@@ -59,10 +59,10 @@ export class Api {
   cancelJob(id, signal) { return this.request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`, { signal }); }
   listJobs(limit = 20) { return this.request("GET", `/v1/jobs?limit=${limit}`); }
 
-  upload(file) {
+  upload(file, signal) {
     const form = new FormData();
     form.append("file", file, file.name || "image");
-    return this.request("POST", "/v1/assets", { body: form });
+    return this.request("POST", "/v1/assets", { body: form, signal });
   }
 
   submitJob(model, kind, input) {

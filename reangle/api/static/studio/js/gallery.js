@@ -14,10 +14,11 @@ function element(tag, attributes = {}, children = []) {
   return node;
 }
 
-function fileName(asset, index) {
+/** `result-job_123-0.png`, `turntable-job_123.webp`: the job's id keeps downloads of several jobs apart. */
+function fileName(asset, jobId, index = null) {
   const suffix = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp" }[asset.mime_type] || "bin";
   const stem = asset.role === "image" ? "result" : asset.role.replace("_", "-");
-  return `${stem}-${index}.${suffix}`;
+  return `${stem}-${jobId}${index === null ? "" : `-${index}`}.${suffix}`;
 }
 
 /** The exact prompt the model got for an output ("<sks> right side view elevated shot close-up ..."). */
@@ -44,9 +45,11 @@ export function createGallery({ onUseAsInput }) {
     $("compare-after").style.clipPath = `inset(0 0 0 ${$("compare-slider").value}%)`;
   });
 
+  /** Show a job's outputs. A job without any (canceled, failed, unfinished) leaves the last ones shown. */
   function showJob(job) {
     const assets = job.output ? job.output.assets : [];
     const views = assets.filter((a) => a.role === "image" || a.role === "view");
+    if (!views.length) return;
     const gallery = $("results");
     gallery.replaceChildren(
       ...views.map((asset, index) => {
@@ -59,7 +62,7 @@ export function createGallery({ onUseAsInput }) {
           element("img", { src: asset.url, alt: `Output ${index + 1}: ${label}` }),
           element("p", { class: "caption", text: `${label} · seed ${asset.seed ?? "?"}` }),
           element("p", { class: "row" }, [
-            element("a", { href: asset.url, download: fileName(asset, index), text: "Download" }),
+            element("a", { href: asset.url, download: fileName(asset, job.id, index), text: "Download" }),
             use,
             before,
           ]),
@@ -71,56 +74,110 @@ export function createGallery({ onUseAsInput }) {
     if (turntable) {
       $("turntable").src = turntable.url;
       const sheet = assets.find((a) => a.role === "contact_sheet");
+      const link = (asset, text) => element("a", { href: asset.url, download: fileName(asset, job.id), text });
       $("turntable-links").replaceChildren(
-        element("a", { href: turntable.url, download: "turntable.webp", text: "Download turntable" }),
-        ...(sheet ? [element("a", { href: sheet.url, download: "contact-sheet.png", text: "Contact sheet" })] : []),
+        link(turntable, "Download turntable"),
+        ...(sheet ? [link(sheet, "Contact sheet")] : []),
       );
     }
-    if (views.length && job.kind === "edit") compare(views[0].url);
+    if (job.kind === "edit") compare(views[0].url);
     else $("compare").hidden = true;
   }
 
-  return { showJob, setInputUrl };
+  /** Nothing shown: another key's outputs are not this one's. */
+  function clear() {
+    $("results").replaceChildren();
+    $("turntable-box").hidden = true;
+    $("turntable").removeAttribute("src");
+    $("compare").hidden = true;
+    inputUrl = null;
+  }
+
+  return { showJob, setInputUrl, clear };
 }
 
 /** The history list: recent jobs with status, a thumbnail and their settings; a click loads one back. While
  * any listed job is unfinished the list refreshes itself every few seconds, so its row ends as the job does. */
 export function createHistory({ api, onLoad, showError }) {
   let timer = null;
+  let asked = 0; // refreshes asked for: only the newest one's answer is shown
+  const items = new Map(); // job id -> { node, job, thumbId }: kept across refreshes, updated in place
 
   async function refresh() {
     clearTimeout(timer);
     timer = null;
     $("history-error").textContent = "";
+    const ask = ++asked;
     let page;
     try {
       page = await api.listJobs(20);
     } catch (error) {
-      showError(error, "history");
+      if (ask === asked) showError(error, "history");
       return;
     }
-    $("history").replaceChildren(...page.data.map(item));
+    if (ask !== asked) return;
+    show(page.data);
     if (page.data.some((job) => job.status === "queued" || job.status === "processing")) {
       clearTimeout(timer); // another refresh may have started meanwhile: keep one timer
       timer = setTimeout(refresh, HISTORY_POLL_MS);
     }
   }
 
+  /** The list as `jobs`, moving no row that stays: a row taken out of the page loses the keyboard focus. */
+  function show(jobs) {
+    const list = $("history");
+    const wanted = jobs.map((job) => update(items.get(job.id) || item(job), job).node);
+    const ids = new Set(jobs.map((job) => job.id));
+    for (const id of items.keys()) if (!ids.has(id)) items.delete(id);
+    for (const child of [...list.children]) if (!wanted.includes(child)) child.remove();
+    wanted.forEach((node, index) => {
+      if (list.children[index] !== node) list.insertBefore(node, list.children[index] || null);
+    });
+  }
+
   function item(job) {
-    const thumb = (job.output.assets || []).find((a) => a.role === "image" || a.role === "view");
-    const settings = describe(job.input);
     const button = element("button", { type: "button", class: "history-item", "data-job": job.id }, [
-      thumb ? element("img", { src: thumb.url, alt: "" }) : element("span", { class: "no-thumb" }),
-      element("span", { class: `status status-${job.status}`, text: job.status }),
-      element("span", { class: "settings", text: `${job.kind}: ${settings}` }),
+      element("span", { class: "no-thumb" }),
+      element("span", { class: "status" }),
+      element("span", { class: "settings" }),
     ]);
+    const entry = { node: element("li", {}, [button]), job, thumbId: null };
+    button.addEventListener("click", () => onLoad(entry.job));
+    items.set(job.id, entry);
+    return entry;
+  }
+
+  function update(entry, job) {
+    entry.job = job;
+    const button = entry.node.firstChild;
+    const thumb = (job.output.assets || []).find((a) => a.role === "image" || a.role === "view");
+    const thumbId = thumb && thumb.url ? thumb.id : null;
+    if (thumbId !== entry.thumbId) { // the same output keeps its image: no download again for a fresh link
+      entry.thumbId = thumbId;
+      button.firstChild.replaceWith(
+        thumbId ? element("img", { src: thumb.url, alt: "" }) : element("span", { class: "no-thumb" }),
+      );
+    }
+    const status = button.querySelector(".status");
+    status.textContent = job.status;
+    status.className = `status status-${job.status}`;
+    const settings = describe(job.input);
+    button.querySelector(".settings").textContent = `${job.kind}: ${settings}`;
     button.setAttribute("aria-label", `Load ${job.kind} job ${job.id} (${job.status}): ${settings}`);
-    button.addEventListener("click", () => onLoad(job));
-    return element("li", {}, [button]);
+    return entry;
+  }
+
+  /** No rows and no refreshing: the jobs of a key no longer in use. */
+  function clear() {
+    asked += 1;
+    clearTimeout(timer);
+    timer = null;
+    items.clear();
+    $("history").replaceChildren();
   }
 
   $("refresh-history").addEventListener("click", refresh);
-  return { refresh };
+  return { refresh, clear };
 }
 
 /** A job's settings in a few words, in the fields it was given: the studio's `h 90° v 30° zoom 8`, the

@@ -86,12 +86,21 @@ export function clearErrors() {
   for (const control of document.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
 }
 
+/** A key refused (or missing): said by the key field, which gets the focus, and the panels are locked until
+ * a key is accepted. */
+export function keyRefused(message) {
+  $("api-key-error").textContent = message;
+  $("key-status").textContent = "Enter your API key above to start.";
+  $("studio").inert = true;
+  $("api-key").focus();
+}
+
 /** Put an API error next to its control: 422 by field, 401 by the key, 429 with its wait, else by `fallback`. */
 export function showError(error, fallback = "generate") {
   let target = fallback;
   let text = error.message;
   if (error.status === 401) {
-    $("api-key-error").textContent = `${error.message}: enter a valid API key`;
+    keyRefused(`The server refused this key: ${error.message}`);
     text = "The server refused the API key.";
   } else if (error.status === 422 && CONTROL_OF_FIELD[error.field]) {
     target = CONTROL_OF_FIELD[error.field];
@@ -297,9 +306,14 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
 
   function failed(error) {
     progress(0, "");
-    if (error.name === "AbortError") return;
-    sessionStorage.removeItem(FOLLOWED_JOB); // refused (a 4xx): it is gone, or not this key's
-    showError(error);
+    sessionStorage.removeItem(FOLLOWED_JOB); // refused (a 4xx): it is gone, or not this key's; or forgotten
+    if (error.name !== "AbortError") showError(error);
+  }
+
+  /** Stop following the job (it runs on): it is another key's now. */
+  function forget() {
+    sessionStorage.removeItem(FOLLOWED_JOB);
+    if (current) current.controller.abort();
   }
 
   cancel.addEventListener("click", () => {
@@ -309,7 +323,7 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     else progress(null, "Canceling");
   });
 
-  return { run, resume, get running() { return current !== null; } };
+  return { run, resume, forget, get running() { return current !== null; } };
 }
 
 function isTerminal(job) {

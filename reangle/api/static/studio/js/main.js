@@ -3,7 +3,9 @@ import { Api, RETRY_FIRST_MS, RETRY_MAX_MS, isTransient, sleep } from "./api.js"
 import { PoseTable, ZOOM_DEFAULT, zoomOfDistance } from "./camera.js";
 import { createCameraControls } from "./controls.js";
 import { createGallery, createHistory } from "./gallery.js";
-import { clearErrors, createJobRunner, editInput, orbitCameras, orbitInput, showError } from "./jobs.js";
+import {
+  clearErrors, createJobRunner, editInput, keyRefused, orbitCameras, orbitInput, showError,
+} from "./jobs.js";
 import { createPath } from "./path.js";
 import { createScene } from "./scene.js";
 
@@ -18,7 +20,9 @@ async function boot() {
   showDemoNotice();
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
+    const before = api.key;
     api.setKey($("api-key").value);
+    if (studio && api.key !== before) studio.forgetKey();
     connect();
   });
   await connect();
@@ -79,12 +83,9 @@ async function connect() {
 /** A refused key (or no key where one is needed) locks the panels; any other refusal is said as it is. */
 function refused(error) {
   if (error.status === 401) {
-    $("api-key-error").textContent = api.key
+    keyRefused(api.key
       ? `The server refused this key: ${error.message}`
-      : "This server needs an API key (make one with `reangle keys create`).";
-    $("key-status").textContent = "Enter your API key above to start.";
-    $("studio").inert = true;
-    $("api-key").focus();
+      : "This server needs an API key (make one with `reangle keys create`).");
   } else {
     $("api-key-error").textContent = error.message;
   }
@@ -109,6 +110,14 @@ function start(table) {
   $("path-add").addEventListener("click", () => path.add(table.nearest(controls.camera)));
 
   const input = { assetId: null, label: "" };
+  function clearInput() {
+    input.assetId = null;
+    input.label = "";
+    $("input-preview").hidden = true;
+    $("input-preview").removeAttribute("src");
+    $("input-status").textContent = "";
+    if (scene) scene.setImage(null);
+  }
   function useInput(assetId, url, label) {
     input.assetId = assetId;
     input.label = label;
@@ -140,7 +149,8 @@ function start(table) {
 
   // a refused upload keeps the image before it, and says so: that is the one Generate uses
   const keptInput = () => (input.assetId ? `Input: ${input.label} (kept: the new file was refused)` : "");
-  setUpUpload((file) => upload(file, useInput, keptInput));
+  const uploads = createUploads(useInput, keptInput);
+  setUpUpload(uploads.upload);
   const needsInput = () => {
     if (input.assetId) return false;
     clearErrors();
@@ -159,21 +169,24 @@ function start(table) {
     }
     runner.run(kind, request);
   }
-  $("generate").addEventListener("click", () => {
-    if (!needsInput()) submit("edit", () => editInput(input.assetId, controls.camera));
-  });
-  $("orbit").addEventListener("click", () => {
-    if (!needsInput()) submit("orbit", () => orbitInput(input.assetId, orbitCameras(controls.camera)));
-  });
-  $("render-path").addEventListener("click", () => {
-    if (needsInput()) return;
+  /** A click handler that runs `then` with the input image: a click during an upload waits for its image. */
+  const withInput = (then) => async () => {
+    if ((await uploads.settled()) && !needsInput()) then();
+  };
+  $("generate").addEventListener("click", withInput(() => {
+    submit("edit", () => editInput(input.assetId, controls.camera));
+  }));
+  $("orbit").addEventListener("click", withInput(() => {
+    submit("orbit", () => orbitInput(input.assetId, orbitCameras(controls.camera)));
+  }));
+  $("render-path").addEventListener("click", withInput(() => {
     if (path.entries.length < 2) {
       clearErrors();
       $("generate-error").textContent = "Pick at least 2 poses for a path.";
       return;
     }
     submit("orbit", () => orbitInput(input.assetId, path.entries.map((e) => table.cameraOf(e))));
-  });
+  }));
   $("dice").addEventListener("click", () => {
     $("seed").value = String(Math.floor(Math.random() * 2 ** 31));
   });
@@ -181,7 +194,15 @@ function start(table) {
   window.studio = { table, controls, path, scene: scene && scene.debug };
   document.body.dataset.ready = "true";
   runner.resume(); // a job this tab followed before a reload
-  return { history };
+  /** Another key: the image, results, followed job and history of the one before are not this one's. */
+  function forgetKey() {
+    uploads.abort();
+    runner.forget();
+    clearInput();
+    gallery.clear();
+    history.clear();
+  }
+  return { history, forgetKey };
 }
 
 function setUpUpload(onFile) {
@@ -211,16 +232,48 @@ function setUpUpload(onFile) {
   });
 }
 
-async function upload(file, useInput, keptInput) {
-  clearErrors();
-  $("input-status").textContent = `Uploading ${file.name || "the image"}…`;
-  try {
-    const asset = await api.upload(file);
-    useInput(asset.id, URL.createObjectURL(file), `${file.name || "pasted image"} (${asset.width}x${asset.height})`);
-  } catch (error) {
-    $("input-status").textContent = keptInput();
-    showError(error, "images");
+/** Uploads: the newest file chosen wins (one chosen before it is aborted), and `settled()` waits for it. */
+function createUploads(useInput, keptInput) {
+  let newest = null; // { controller, done }: the upload under way, done resolving to whether it is the input
+
+  function upload(file) {
+    if (newest) newest.controller.abort();
+    clearErrors();
+    $("input-status").textContent = `Uploading ${file.name || "the image"}…`;
+    const controller = new AbortController();
+    const mine = { controller, done: null };
+    newest = mine;
+    mine.done = (async () => {
+      try {
+        const asset = await api.upload(file, controller.signal);
+        if (controller.signal.aborted) return false;
+        const label = `${file.name || "pasted image"} (${asset.width}x${asset.height})`;
+        useInput(asset.id, URL.createObjectURL(file), label);
+        return true;
+      } catch (error) {
+        if (error.name === "AbortError" || controller.signal.aborted) return false;
+        $("input-status").textContent = keptInput();
+        showError(error, "images");
+        return false;
+      } finally {
+        if (newest === mine) newest = null;
+      }
+    })();
   }
+
+  /** Whether the input may be used now: after the newest upload, true unless it was refused or aborted. */
+  async function settled() {
+    let ok = true;
+    while (newest) ok = await newest.done;
+    return ok;
+  }
+
+  function abort() {
+    if (newest) newest.controller.abort();
+    newest = null;
+  }
+
+  return { upload, settled, abort };
 }
 
 /** A job from the history back in the editor: its input image, camera (or path), prompt and options. */

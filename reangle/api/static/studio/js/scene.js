@@ -4,6 +4,7 @@ import * as THREE from "../vendor/three-0.180.0/three.module.min.js";
 import { clamp, positionOf, radiusOf } from "./camera.js";
 
 const CARD_HEIGHT = 1.5;
+const CARD_MAX_WIDTH = 2.4; // a wide image is made lower instead: it stays inside the nearest camera sphere
 const VIEWER_DISTANCE = 9.6;
 const GROUND_Y = -1.1;
 const PICK_RADIUS_PX = 32; // how near the camera model a press must be to grab it
@@ -112,17 +113,25 @@ export function createScene(canvas, handlers) {
     }
   }
 
+  let imageAsked = 0; // only the newest image asked for is shown, however the loads end
   function setImage(url) {
+    const ask = ++imageAsked;
+    if (!url) {
+      card.show(null, 1);
+      redraw();
+      return;
+    }
     new THREE.TextureLoader().load(
       url,
       (texture) => {
+        if (ask !== imageAsked) return;
         texture.colorSpace = THREE.SRGBColorSpace;
         const { width, height } = texture.image;
         card.show(texture, width / height);
         redraw();
       },
       undefined,
-      () => card.show(null, 1),
+      () => ask === imageAsked && card.show(null, 1),
     );
   }
 
@@ -180,14 +189,21 @@ export function createScene(canvas, handlers) {
     { passive: false },
   );
 
-  /** The change of camera that moves its picture on screen by (dx, dy): a damped least-squares step. */
+  /** The change of camera that moves its picture on screen by (dx, dy): a damped least-squares step, except
+   * that off the poles the elevation follows only the pointer's vertical motion (a sideways drag orbits at
+   * the same height). */
   function followPointer(dx, dy) {
-    const { horizontal, vertical, zoom } = state.camera;
-    const here = screenOf(new THREE.Vector3(...positionOf(state.camera)));
-    const alongH = screenOf(new THREE.Vector3(...positionOf({ horizontal: horizontal + 1, vertical, zoom })));
-    const alongV = screenOf(new THREE.Vector3(...positionOf({ horizontal, vertical: vertical + 1, zoom })));
+    const { vertical, zoom } = state.camera;
+    const atPole = Math.abs(vertical) >= 89;
+    const horizontal = atPole ? meridianToward(dx, dy) : state.camera.horizontal;
+    const screenAt = (camera) => screenOf(new THREE.Vector3(...positionOf(camera)));
+    const here = screenAt({ horizontal, vertical, zoom });
+    const alongH = screenAt({ horizontal: horizontal + 1, vertical, zoom });
+    // at a pole a degree up would be clamped back to where it is, a derivative of 0: take a degree down
+    const up = vertical + 1 <= 89 ? 1 : -1;
+    const alongV = screenAt({ horizontal, vertical: vertical + up, zoom });
     const a = [alongH.x - here.x, alongH.y - here.y];
-    const b = [alongV.x - here.x, alongV.y - here.y];
+    const b = [(alongV.x - here.x) * up, (alongV.y - here.y) * up];
     const damping = 0.5;
     const aa = a[0] * a[0] + a[1] * a[1] + damping;
     const bb = b[0] * b[0] + b[1] * b[1] + damping;
@@ -196,8 +212,24 @@ export function createScene(canvas, handlers) {
     const bd = b[0] * dx + b[1] * dy;
     const det = aa * bb - ab * ab;
     const dh = clamp((bb * ad - ab * bd) / det, -30, 30);
-    const dv = clamp((aa * bd - ab * ad) / det, -30, 30);
+    const fromDy = ((aa * b[1] - ab * a[1]) * dy) / det;
+    const dv = clamp(atPole ? (aa * bd - ab * ad) / det : fromDy, -30, 30);
     return { horizontal: horizontal + dh, vertical: clamp(vertical + dv, -90, 90) };
+  }
+
+  /** At a pole every horizontal angle is the same point: the one whose way off the pole goes the pointer's. */
+  function meridianToward(dx, dy) {
+    const { vertical, zoom } = state.camera;
+    const pole = screenOf(new THREE.Vector3(...positionOf({ horizontal: 0, vertical, zoom })));
+    const off = vertical > 0 ? vertical - 1 : vertical + 1;
+    let best = state.camera.horizontal;
+    let most = -Infinity;
+    for (let horizontal = 0; horizontal < 360; horizontal += 5) {
+      const next = screenOf(new THREE.Vector3(...positionOf({ horizontal, vertical: off, zoom })));
+      const along = (next.x - pole.x) * dx + (next.y - pole.y) * dy;
+      if (along > most) [best, most] = [horizontal, along];
+    }
+    return best;
   }
 
   function screenOf(point) {
@@ -284,7 +316,8 @@ function makeCard() {
     front.material.map = texture;
     front.material.color.setHex(texture ? 0xffffff : 0x3a4356);
     front.material.needsUpdate = true;
-    group.scale.set(CARD_HEIGHT * aspect, CARD_HEIGHT, 1);
+    const width = Math.min(CARD_HEIGHT * aspect, CARD_MAX_WIDTH);
+    group.scale.set(width, width / aspect, 1);
   };
   show(null, 1);
   // The image's left edge (its first pixel column) in the scene: the subject's right, when it faces us.
