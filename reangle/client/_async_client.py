@@ -174,12 +174,21 @@ class AsyncClient:
         return parse(await self._send("POST", api_path("v1", "jobs", job_id, "cancel")), Job)
 
     async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
-        stream = self._stream(job_id, httpx.Timeout(self._timeout, read=None))
-        try:
-            async for event in stream:
-                yield event
-        finally:
-            await stream.aclose()
+        """See `Client.events`."""
+        state = WaitState(job_id, None, self._poll_interval)
+        while True:
+            stream = self._stream(job_id, httpx.Timeout(self._timeout, read=None))
+            try:
+                async for event in stream:
+                    state.poll_succeeded()
+                    yield event
+                    if isinstance(event, Job) and event.is_terminal:
+                        return
+            except (APIConnectionError, ServerError) as exc:
+                state.poll_failed(exc)
+            finally:
+                await stream.aclose()
+            await asyncio.sleep(state.poll_delay())
 
     async def wait(
         self, job_id: str, *, timeout: float | None = None, on_progress: ProgressCallback | None = None

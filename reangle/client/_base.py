@@ -33,8 +33,11 @@ STREAM_BREAKS = (ReangleAPIError, APIConnectionError, ValueError)
 
 #: Consecutive event streams that deliver nothing before `wait` polls only.
 MAX_STREAM_FAILURES = 3
-#: Consecutive failed polls (no connection, 5xx) that `wait` sits out before it gives up.
-MAX_POLL_FAILURES = 5
+#: How long `wait` sits out a server it cannot reach or that answers 5xx before it gives up: a GPU server
+#: restarting loads its model before it listens again, which takes minutes.
+SERVER_AWAY_S = 600.0
+#: The longest pause between polls while the server is away (they back off from the poll interval to this).
+AWAY_POLL_MAX_S = 5.0
 
 
 def _user_agent() -> str:
@@ -155,6 +158,7 @@ class WaitState:
         self.job: Job | None = None
         self._stream_failures = 0
         self._poll_failures = 0
+        self._away_since: float | None = None
 
     @property
     def use_stream(self) -> bool:
@@ -175,8 +179,12 @@ class WaitState:
         return httpx.Timeout(timeout, read=read)
 
     def poll_delay(self) -> float:
+        """The poll interval; backing off to AWAY_POLL_MAX_S while polls fail; never past the deadline."""
+        delay = self.poll_interval
+        if self._poll_failures:
+            delay = min(delay * 2 ** (self._poll_failures - 1), max(delay, AWAY_POLL_MAX_S))
         remaining = self.remaining()
-        return self.poll_interval if remaining is None else max(0.0, min(self.poll_interval, remaining))
+        return delay if remaining is None else max(0.0, min(delay, remaining))
 
     def seen(self, job: Job) -> bool:
         """Record a job state; True when its status or progress changed since the last one."""
@@ -189,10 +197,13 @@ class WaitState:
         self._stream_failures = 0 if events else self._stream_failures + 1
 
     def poll_succeeded(self) -> None:
-        self._poll_failures = 0
+        self._poll_failures, self._away_since = 0, None
 
     def poll_failed(self, exc: Exception) -> None:
-        """Sit out a passing failure (a restarting server); re-raise it once it keeps happening."""
+        """Sit out a server away (restarting); re-raise the failure once it has been away SERVER_AWAY_S."""
+        now = time.monotonic()
+        if self._away_since is None:
+            self._away_since = now
         self._poll_failures += 1
-        if self._poll_failures >= MAX_POLL_FAILURES:
+        if now - self._away_since >= SERVER_AWAY_S:
             raise exc

@@ -188,9 +188,21 @@ class Client:
 
     def events(self, job_id: str) -> Iterator[JobEvent]:
         """The job's events as they happen (a `Job` per status change, a `ProgressEvent` per step), until it
-        ends. The first is always the job as it is now."""
-        with closing(self._stream(job_id, httpx.Timeout(self._timeout, read=None))) as stream:
-            yield from stream
+        ends. The first is always the job as it is now. A stream that ends or breaks before the job does (a
+        server restarting) is opened again, and starts again with the job as it is then; a server away (no
+        connection, 5xx) for 10 minutes raises its error."""
+        state = WaitState(job_id, None, self._poll_interval)
+        while True:
+            try:
+                with closing(self._stream(job_id, httpx.Timeout(self._timeout, read=None))) as stream:
+                    for event in stream:
+                        state.poll_succeeded()
+                        yield event
+                        if isinstance(event, Job) and event.is_terminal:
+                            return
+            except (APIConnectionError, ServerError) as exc:
+                state.poll_failed(exc)
+            time.sleep(state.poll_delay())
 
     def wait(
         self, job_id: str, *, timeout: float | None = None, on_progress: ProgressCallback | None = None

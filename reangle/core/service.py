@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,11 +131,12 @@ class JobService:
             raise InvalidInput(
                 f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
             )
-        request_hash = _request_hash(request) if request.idempotency_key else None
+        hashes = self._request_hashes(owner, request) if request.idempotency_key else (None,)
+        request_hash = hashes[0]
         if request.idempotency_key is not None:
             existing = self.store.job_by_idempotency_key(owner, request.idempotency_key)
             if existing is not None:
-                return self._same_request(existing, request_hash, request.idempotency_key)
+                return self._same_request(existing, hashes, request.idempotency_key)
         if request.idempotency_key is None:
             # early, before the images are fetched; the insert checks again. A keyed request skips it: a
             # twin that got in meanwhile is found by the insert and returned, not refused as a full queue.
@@ -143,7 +144,7 @@ class JobService:
         new = await self._prepare(owner, request, batch_id=None, request_hash=request_hash)
         job, stored_hash = self._insert([new])[0]
         if request.idempotency_key is not None:  # a concurrent submit with this key may have won
-            job = self._same_request((job, stored_hash), request_hash, request.idempotency_key)
+            job = self._same_request((job, stored_hash), hashes, request.idempotency_key)
         self._announce([job])
         return job
 
@@ -178,9 +179,21 @@ class JobService:
         self._announce(jobs)
         return batch_id, jobs
 
-    def _same_request(self, stored: tuple[Job, str | None], request_hash: str | None, key: str) -> Job:
+    def _request_hashes(self, owner: str, request: SubmitRequest) -> tuple[str, str]:
+        """What a keyed request is recognised by: its hash with its images by content (a client retrying
+        uploads its file again, as a new asset of the same bytes), stored with its job; then its hash as sent,
+        as jobs stored before were hashed."""
+        digests = {}
+        images = request.input.get("images") if isinstance(request.input, dict) else None
+        for ref in images if isinstance(images, list) else ():
+            if isinstance(ref, str) and ref.startswith("asset_"):
+                with contextlib.suppress(NotFound):  # refused later, by the submit itself
+                    digests[ref] = "sha256:" + self.assets.get(owner, ref).sha256
+        return _request_hash(request, digests), _request_hash(request, {})
+
+    def _same_request(self, stored: tuple[Job, str | None], hashes: Sequence[str | None], key: str) -> Job:
         job, stored_hash = stored
-        if stored_hash != request_hash:
+        if stored_hash not in hashes:
             raise Conflict(
                 f"Idempotency-Key {key!r} was already used for a different request (job {job.id})",
                 hint="use a new key for a new request",
@@ -612,8 +625,13 @@ def model_spec(model_id: str) -> ModelSpec:
     return MODELS[model_id]
 
 
-def _request_hash(request: SubmitRequest) -> str:
-    fields = [request.model, request.kind.value, request.input, request.priority]
+def _request_hash(request: SubmitRequest, image_digests: Mapping[str, str]) -> str:
+    """A hash of the request, with each input image `image_digests` names replaced by its digest."""
+    data = request.input
+    if image_digests:
+        images = [image_digests.get(ref, ref) if isinstance(ref, str) else ref for ref in data["images"]]
+        data = {**data, "images": images}
+    fields = [request.model, request.kind.value, data, request.priority]
     if request.limits is not None:  # a request without limits hashes as before they existed
         fields.append([request.limits.run_s, request.limits.total_s])
     body = json.dumps(fields, sort_keys=True)

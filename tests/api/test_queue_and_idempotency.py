@@ -74,6 +74,22 @@ def test_the_same_idempotency_key_of_another_api_key_is_another_job(shared_serve
     assert ids[0] != ids[1]
 
 
+def test_a_retry_that_uploads_its_image_again_is_the_same_request(api: httpx.Client) -> None:
+    """As the SDK retries `edit("photo.png", idempotency_key=...)`: each try uploads the file anew."""
+    first, again = upload(api, png(color=(1, 2, 3)))["id"], upload(api, png(color=(1, 2, 3)))["id"]
+    other = upload(api, png(color=(9, 9, 9)))["id"]
+    assert first != again
+    headers = {"Idempotency-Key": "retry-with-upload"}
+
+    job = api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(first)}, headers=headers)
+    retry = api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(again)}, headers=headers)
+    assert job.status_code == 202, job.text
+    assert retry.status_code in (200, 202), retry.text
+    assert retry.json()["id"] == job.json()["id"]
+    changed = api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(other)}, headers=headers)
+    assert_error(changed, 409, "conflict", "retry-with-upload")
+
+
 def test_over_the_queue_limit_is_429_with_retry_after_and_nothing_accepted_is_lost(
     serve: ServerFactory,
 ) -> None:

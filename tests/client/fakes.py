@@ -64,6 +64,7 @@ class FakeServer:
       "close" (the stream ends after the first event); "interrupt" (Ctrl-C arrives while the client reads).
     - `advance_on_get`: each GET of a job moves it one step.
     - `failing_gets`: that many GETs of a job are answered 503 first (a restarting server).
+    - `failing_streams`: that many event stream requests are answered 503 first.
     - `refusal`: when set, every job submission is answered 422 invalid_input with this message (as the
       real server refuses a field: "input.num_outputs: ...").
     - `job_error`: the message of jobs that end "failed".
@@ -81,6 +82,7 @@ class FakeServer:
         self.stream_mode = "ok"
         self.advance_on_get = False
         self.failing_gets = 0
+        self.failing_streams = 0
         self.refusal: str | None = None
         self.job_error = "CUDA out of memory"
         self.check_uploads = False
@@ -317,6 +319,9 @@ class FakeServer:
         return [{"azimuth_deg": a, "elevation_deg": elevation, "distance": distance} for a in azimuths]
 
     def _events(self, _request: httpx.Request, job_id: str) -> httpx.Response:
+        if self.failing_streams > 0:
+            self.failing_streams -= 1
+            return error(503, "unavailable", "the server is restarting")
         if self.stream_mode == "missing" or job_id not in self.jobs:
             return error(404, "not_found", f"no events for {job_id}")
         headers = {"content-type": "text/event-stream"}

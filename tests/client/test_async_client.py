@@ -213,3 +213,17 @@ def test_a_bad_time_limit_fails_before_the_upload() -> None:
     with pytest.raises(ValueError, match=r"time_limits\.total_s is 0"):
         run(fake, scenario)
     assert fake.requests == []
+
+
+def test_events_open_a_broken_stream_again_until_the_job_ends() -> None:
+    fake = FakeServer(steps=3)
+    fake.stream_mode = "break"
+
+    async def follow(client: AsyncClient) -> list[JobEvent]:
+        job = await client.submit("qwen-edit-multiangle-2511", {"images": ["asset_1"]})
+        return [event async for event in client.events(job.id)]
+
+    events = run(fake, follow)
+    assert isinstance(events[-1], Job)
+    assert events[-1].status == "succeeded"
+    assert sum(isinstance(event, ProgressEvent) for event in events) == 3

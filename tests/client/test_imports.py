@@ -6,6 +6,7 @@ import ast
 import inspect
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import reangle.client
@@ -58,3 +59,10 @@ def test_everything_public_is_exported_in_a_sorted_all() -> None:
         assert public <= exported
     assert all(hasattr(reangle.client, name) for name in exported)
     assert reangle.client.__all__ == sorted(reangle.client.__all__, key=lambda n: (not n.isupper(), n))
+
+
+def test_the_package_is_marked_typed_for_a_user_s_type_checker() -> None:
+    package = CLIENT_DIR.parent
+    assert (package / "py.typed").is_file()
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["reangle"]  # shipped in the wheel

@@ -12,7 +12,7 @@ import pytest
 
 from reangle.cli import remote
 from reangle.cli.main import build_parser as main_parser
-from reangle.client import Client
+from reangle.client import Client, _base
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
 from tests.client.fakes import API, API_KEY, FakeServer
@@ -572,6 +572,8 @@ def test_a_connection_lost_while_waiting_names_the_job(
         "client_factory",
         lambda url, key: Client(url, key, transport=httpx.MockTransport(handle), poll_interval=0.001),
     )
+    monkeypatch.setattr(_base, "SERVER_AWAY_S", 0.2)  # not the minutes a restarting server gets
+    monkeypatch.setattr(_base, "AWAY_POLL_MAX_S", 0.01)
     assert reangle("edit", str(photo), "-o", str(tmp_path / "o.png")) == 1
     (line,) = error_lines(capsys.readouterr().err)
     assert line.startswith("reangle: error: cannot reach the server")

@@ -5,7 +5,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from reangle.client import Client, Job, JobEvent, NotFoundError, ProgressEvent, ServerError, WaitTimeout
+from reangle.client import (
+    Client,
+    Job,
+    JobEvent,
+    NotFoundError,
+    ProgressEvent,
+    ServerError,
+    WaitTimeout,
+    _base,
+)
 from tests.client.fakes import API, API_KEY, FakeServer
 
 
@@ -66,6 +75,30 @@ def test_events_yields_the_current_job_first_then_each_step(client: Client) -> N
     assert sum(isinstance(event, ProgressEvent) for event in events) == 4
 
 
+def test_events_open_a_broken_stream_again_until_the_job_ends(fake: FakeServer, client: Client) -> None:
+    fake.stream_mode = "break"  # as a server restarting under the stream
+    job = submit(client)
+    events = list(client.events(job.id))
+    assert isinstance(events[-1], Job)
+    assert events[-1].status == "succeeded"
+    assert [event.progress for event in events if isinstance(event, ProgressEvent)] == [0.25, 0.5, 0.75, 1.0]
+    assert len(fake.requests_to("GET", f"/v1/jobs/{job.id}/events")) == 4
+
+
+def test_events_sit_out_a_server_away_then_give_up_once_it_stays_away(
+    fake: FakeServer, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_base, "AWAY_POLL_MAX_S", 0.02)
+    fake.failing_streams = 5
+    events = list(client.events(submit(client).id))
+    assert events[-1].status == "succeeded"  # type: ignore[union-attr]
+
+    monkeypatch.setattr(_base, "SERVER_AWAY_S", 0.3)
+    fake.failing_streams = 10**6
+    with pytest.raises(ServerError, match="restarting"):
+        list(client.events(submit(client).id))
+
+
 def test_when_the_stream_breaks_wait_polls_and_resumes(fake: FakeServer, client: Client) -> None:
     fake.stream_mode = "break"
     job = submit(client)
@@ -99,12 +132,30 @@ def test_polling_sits_out_a_few_server_errors(fake: FakeServer, client: Client) 
     assert fake.failing_gets == 0
 
 
-def test_polling_gives_up_when_the_server_keeps_failing(fake: FakeServer, client: Client) -> None:
+def test_polling_sits_out_a_server_away_for_many_polls_backing_off(
+    fake: FakeServer, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_base, "AWAY_POLL_MAX_S", 0.04)
     fake.stream_mode = "missing"
-    fake.failing_gets = 100
+    fake.advance_on_get = True
+    fake.failing_gets = 20  # a restart that takes a while: the poll interval is 0.01 s
+    started = time.monotonic()
+    assert client.wait(submit(client).id).status == "succeeded"
+    assert fake.failing_gets == 0
+    assert time.monotonic() - started >= 16 * 0.04  # backed off to AWAY_POLL_MAX_S
+
+
+def test_polling_gives_up_when_the_server_stays_away(
+    fake: FakeServer, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_base, "SERVER_AWAY_S", 0.3)
+    monkeypatch.setattr(_base, "AWAY_POLL_MAX_S", 0.02)
+    fake.stream_mode = "missing"
+    fake.failing_gets = 10**6
+    started = time.monotonic()
     with pytest.raises(ServerError, match="restarting"):
         client.wait(submit(client).id)
-    assert fake.failing_gets == 95
+    assert 0.3 <= time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("stream_mode", ["heartbeat", "close"])
