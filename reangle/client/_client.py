@@ -210,8 +210,9 @@ class Client:
         """Block until the job ends and return it, whatever its final status.
 
         Follows the event stream, calling `on_progress` with each event. When the stream breaks, it asks for
-        the job and goes on; without a stream it polls. Raises `WaitTimeout` after `timeout` seconds, leaving
-        the job running.
+        the job and goes on; without a stream it polls. A server away (restarting) is waited for, for up to 10
+        minutes; then its error is raised. Raises `WaitTimeout` after `timeout` seconds, leaving the job
+        running.
         """
         state = WaitState(job_id, timeout, self._poll_interval)
         while True:
