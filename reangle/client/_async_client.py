@@ -26,6 +26,7 @@ from reangle.client._base import (
     query,
     server_root,
 )
+from reangle.client._client import Client
 from reangle.client._errors import APIConnectionError, PermissionDeniedError, ServerError
 from reangle.client._inputs import (
     CAMERA_MODEL,
@@ -513,3 +514,15 @@ async def _report(on_progress: ProgressCallback | None, event: JobEvent) -> None
         result = on_progress(event)
         if inspect.isawaitable(result):
             await result
+
+
+def _documented_as_the_sync_client() -> None:
+    """Each public method says what `Client`'s twin says (`help(AsyncClient.edit)`): the two are kept method
+    for method, and the words are written once, on `Client`."""
+    for name, method in vars(AsyncClient).items():
+        twin = getattr(Client, name, None)
+        if not name.startswith("_") and callable(method) and twin is not None and twin.__doc__:
+            method.__doc__ = twin.__doc__
+
+
+_documented_as_the_sync_client()

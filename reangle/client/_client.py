@@ -70,8 +70,10 @@ from reangle.client._sse import SSEDecoder, decode_job_event
 class Client:
     """A reangle server. `base_url` is its root (http://host:8000); `api_key` is sent as a Bearer token.
 
-    `transport` replaces httpx's network transport (tests pass an `httpx.MockTransport`). `poll_interval` is
-    how often `wait` asks for the job when the event stream is not available.
+    `timeout` bounds each HTTP request (seconds); how long a call waits for its job is the call's own
+    `timeout` (None: until the job ends). `transport` replaces httpx's network transport (tests pass an
+    `httpx.MockTransport`). `poll_interval` is how often `wait` asks for the job when the event stream is not
+    available.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the connections to the server (leaving a `with` block does): the client is not used after."""
         self._http.close()
 
     # assets
@@ -165,6 +168,7 @@ class Client:
         )
 
     def get(self, job_id: str) -> Job:
+        """The job as it is now (`NotFoundError` for an unknown id, or another key's)."""
         return parse(self._send("GET", api_path("v1", "jobs", job_id)), Job)
 
     def list(self, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> JobPage:
@@ -250,7 +254,15 @@ class Client:
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Job:
-        """Edit 1-3 images: the camera fields move the camera (see the API), `prompt` adds an instruction.
+        """Edit 1-3 images: the camera fields move the camera, `prompt` adds an instruction.
+
+        Each camera axis takes one field of a pair (both is a BadRequestError), and lands on one of the
+        model's 96 poses (docs/camera.md): `horizontal_angle` or `azimuth` (degrees, any value; clockwise
+        seen from above, 90 is the subject's right side; snapped to 0, 45, ..., 315), `vertical_angle` or
+        `elevation` (degrees, -90..90; snapped to -30, 0, 30, 60), `zoom` (0 wide shot .. 10 close-up) or
+        `distance` (a factor: 0.6 close-up, 1.0 medium shot, 1.8 wide shot). An axis given by neither keeps
+        the model's default: a front view, at eye level, a medium shot, unless its catalog entry says
+        otherwise.
 
         Local paths, bytes and PIL images (as PNG) are uploaded first; asset ids, http(s) URLs, data URLs
         and base64 are passed on. FileNotFoundError, before anything is sent, for a string that is none of
@@ -425,14 +437,17 @@ class Client:
         return parse(self._send("POST", "/v1/batches", json=body), Batch)
 
     def get_batch(self, batch_id: str) -> Batch:
+        """The batch with each of its jobs as it is now."""
         return parse(self._send("GET", api_path("v1", "batches", batch_id)), Batch)
 
     # the server
 
     def models(self) -> builtins.list[Model]:
+        """The models the server runs, each with its input JSON Schema."""
         return parse(self._send("GET", "/v1/models"), _ModelList).data
 
     def get_model(self, model_id: str) -> Model:
+        """One model the server runs, with its input JSON Schema."""
         return parse(self._send("GET", api_path("v1", "models", model_id)), Model)
 
     def input_schema(self, model_id: str) -> dict[str, Any]:
@@ -447,6 +462,7 @@ class Client:
         return parse(self._send("GET", "/v1/poses"), _CameraPromptList).data
 
     def health(self) -> Health:
+        """The server's health: engine, device, queue depth, workers (`/healthz`; no key needed)."""
         return parse(self._send("GET", "/healthz"), Health)
 
     def webhook_secret(self) -> WebhookSecret:

@@ -171,6 +171,15 @@ def test_errors_map_as_in_the_sync_client() -> None:
     asyncio.run(scenario())
 
 
+def test_every_public_method_is_documented_as_its_sync_twin() -> None:
+    public = [name for name in vars(AsyncClient) if not name.startswith("_")]
+    assert {"edit", "events", "wait", "cancel", "upload", "health"} <= set(public)
+    for name in public:
+        doc = inspect.getdoc(getattr(AsyncClient, name))
+        assert doc, name
+        assert doc == inspect.getdoc(getattr(Client, name)), name
+
+
 @pytest.mark.parametrize("method", ["submit", "edit", "orbit", "generate", "batch", "webhook_secret"])
 def test_the_submitting_methods_take_the_same_arguments_as_the_sync_ones(method: str) -> None:
     sync, async_ = inspect.signature(getattr(Client, method)), inspect.signature(getattr(AsyncClient, method))
