@@ -104,9 +104,10 @@ def parse(response: httpx.Response, model: type[ModelT]) -> ModelT:
                 f"with an HTML page, not JSON; is this a reangle server?",
                 response=response,
             ) from exc
+        shape = model.__name__.lstrip("_")
         raise InvalidResponseError(
             f"the server's answer to {response.request.method} {response.request.url.path} is not "
-            f"a valid {model.__name__} ({first_problem(exc)}); is {server_of(response)} a reangle server's "
+            f"a valid {shape} ({first_problem(exc)}); is {server_of(response)} a reangle server's "
             "root URL (not a provider's path such as /scenario/v1)?",
             response=response,
         ) from exc

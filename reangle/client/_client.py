@@ -187,7 +187,9 @@ class Client:
             cursor = page.next_cursor
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a job: at once while queued, at the next step while it runs. Returns the job as it is."""
+        """Cancel a job: at once while queued, at the next step while it runs. Returns the job as it is then
+        (processing, until its next step), or as it is when it was canceled already; `ConflictError` when it
+        ended otherwise (succeeded or failed)."""
         return parse(self._send("POST", api_path("v1", "jobs", job_id, "cancel")), Job)
 
     def events(self, job_id: str) -> Iterator[JobEvent]:
