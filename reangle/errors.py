@@ -18,8 +18,8 @@ from typing import Self
 
 #: An error repeats what the request sent (a model id, a field name, a value) cut to this many characters
 #: a word, and its whole message to MAX_MESSAGE_CHARS: a refusal must not echo megabytes back.
-MAX_WORD_CHARS = 100
-MAX_MESSAGE_CHARS = 1000
+MAX_WORD_CHARS = 300
+MAX_MESSAGE_CHARS = 2000
 _LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from reangle.errors import InvalidInput, TooLarge
+from reangle.errors import MAX_MESSAGE_CHARS, MAX_WORD_CHARS, InvalidInput, TooLarge
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,19 @@ def test_a_reworded_error_says_the_new_message_and_keeps_the_rest() -> None:
 def test_an_error_with_a_hint_says_it_after_the_message() -> None:
     assert InvalidInput("bad size", hint="use 1K or 2K").with_hint() == "bad size (use 1K or 2K)"
     assert InvalidInput("bad size").with_hint() == "bad size"
+
+
+def test_an_error_repeats_at_most_a_little_of_what_the_request_sent() -> None:
+    path = "/home/someone/" + "a" * 200 + "/photo.png"  # a long path is still shown whole
+    assert InvalidInput(f"no file {path}").message == f"no file {path}"
+
+    huge = InvalidInput(f"unknown field {'x' * 10**6}: remove it", field="x" * 10**6, hint="y" * 10**6)
+    word = "x" * (MAX_WORD_CHARS - 1) + "…"
+    assert huge.message == f"unknown field {word} remove it"
+    assert huge.field == word
+    assert huge.hint == "y" * (MAX_WORD_CHARS - 1) + "…"
+
+    spaced = InvalidInput("word " * 10**5)
+    assert len(spaced.message) == MAX_MESSAGE_CHARS
+    assert spaced.message.endswith("…")
+    assert spaced.reworded("z " * 10**5).message.endswith("…")

@@ -15,7 +15,7 @@ from tests.api.conftest import ServerProcess, assert_error, poll, upload
 
 HUGE = 1_000_000
 #: a refusal is a sentence, not an echo of the request
-SHORT_BODY = 2000
+SHORT_BODY = 3000
 
 #: (path, its auth header, the content type it reads)
 UPLOAD_ROUTES = [
