@@ -16,7 +16,7 @@ from reangle.cli.option_names import edit_options
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.prompt_args import add_prompt_flags
 from reangle.cli.remote import add_connection_flags, refuse_submission_flags
-from reangle.cli.remote_output import output_file_problem, rewrite_note
+from reangle.cli.remote_output import format_clash, output_file_problem, rewrite_note
 from reangle.client import CAMERA_MODEL
 from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS, MATCH_INPUT, Acceleration, EditPlan, EditRequest
 from reangle.core.images import OUTPUT_FORMATS, OutputFormat, encode_image, read_image_file
@@ -235,6 +235,9 @@ def output_format(output: Path | None, explicit: str | None) -> OutputFormat:
     if problem is not None:
         raise InvalidInput(problem, field="output")
     if explicit:
+        clash = format_clash(output, explicit)
+        if clash is not None:
+            raise InvalidInput(clash, field="output")
         return cast(OutputFormat, explicit)
     suffix = output.suffix.lower()
     if suffix not in _SUFFIX_FORMATS:

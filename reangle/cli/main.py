@@ -33,11 +33,38 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
+#: Where the parser of the (sub)command that was run leaves its name in the namespace.
+_COMMAND_PROG = "_reangle_command_prog"
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line, like every other error of the CLI."""
+    """Usage errors as one line, like every other error of the CLI, naming the help of the command run."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self._usage_error(self.prog, message)
+
+    def _usage_error(self, prog: str, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{prog}: error: {message} (see {prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        # a subcommand's parser returns first: the innermost one's name is the one kept
+        if not hasattr(parsed, _COMMAND_PROG):
+            setattr(parsed, _COMMAND_PROG, self.prog)
+        return parsed, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but arguments nobody took are refused by the subcommand that was run, so the error
+        names its help (`reangle edit --help`), not the top-level one."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        prog = vars(parsed).pop(_COMMAND_PROG, self.prog)
+        if extras:
+            self._usage_error(prog, f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:

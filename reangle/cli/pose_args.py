@@ -9,6 +9,15 @@ from reangle.core.camera_text import parse_camera_text
 from reangle.errors import InvalidInput
 
 _AXIS_FLAGS = ("horizontal_angle", "vertical_angle", "zoom", "azimuth", "elevation", "distance")
+#: The axis each pose flag sets, by its snapped field's name.
+_AXIS_OF = {
+    "horizontal_angle": "azimuth",
+    "azimuth": "azimuth",
+    "vertical_angle": "elevation",
+    "elevation": "elevation",
+    "zoom": "distance",
+    "distance": "distance",
+}
 
 
 def add_pose_flags(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +46,18 @@ def pose_from_args(args: argparse.Namespace) -> tuple[CameraPose, str]:
         return resolve_pose(**axes), ""
     except InvalidInput as exc:
         raise InvalidInput(_as_flags(exc.message), field=exc.field) from None
+
+
+def given_axes(args: argparse.Namespace, pose: CameraPose) -> dict[str, float]:
+    """The snapped camera fields (`azimuth`, `elevation`, `distance`) of `pose` (what `pose_from_args` made of
+    `args`) for the axes the flags or the words of --text name, and only those: on a server, an axis not
+    named keeps the model's default, which need not be the front, eye-level, medium one."""
+    if args.text is not None:
+        named = set(parse_camera_text(args.text).axes)
+    else:
+        named = {_AXIS_OF[name] for name in _AXIS_FLAGS if getattr(args, name) is not None}
+    snapped = {"azimuth": pose.azimuth_deg, "elevation": pose.elevation_deg, "distance": pose.distance_factor}
+    return {axis: value for axis, value in snapped.items() if axis in named}
 
 
 def _as_flags(message: str) -> str:

@@ -6,16 +6,20 @@ The commands that submit a job (edit, generate, orbit) also take its webhook (--
 and time limits (--run-timeout, --total-timeout).
 
 Exit codes: 2 for bad input and any 4xx answer but 429, 1 for a failed or canceled job, a full queue (429),
-a server error or no connection, 130 when interrupted (the job is canceled on the server first).
+a server error or no connection, 130 when interrupted by Ctrl-C (SIGINT) and 143 by SIGTERM (a CI timeout,
+`timeout(1)`): either way the job is canceled on the server first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +32,7 @@ from reangle.cli.model_switches import (
     thinking_fields,
 )
 from reangle.cli.option_names import OptionNames, edit_options, generate_options, orbit_options
-from reangle.cli.pose_args import pose_from_args
+from reangle.cli.pose_args import given_axes, pose_from_args
 from reangle.cli.prompt_args import add_prompt_flags, prompt_fields
 from reangle.cli.remote_output import (
     EXIT_BAD_INPUT,
@@ -65,9 +69,12 @@ from reangle.client import (
 )
 from reangle.client._inputs import WEBHOOK_EVENTS, generate_input, submission_fields
 from reangle.client._models import MAX_TIME_LIMIT_S
+from reangle.core.camera import snap_azimuth
 from reangle.errors import InvalidInput
 
 EXIT_INTERRUPTED = 130
+#: 128 + SIGTERM, as a shell reports a command that SIGTERM ended.
+EXIT_TERMINATED = 143
 
 #: How the commands get their client; tests swap in one over a fake transport.
 client_factory: Callable[[str, str | None], Client] = Client
@@ -75,7 +82,6 @@ client_factory: Callable[[str, str | None], Client] = Client
 _ACCELERATIONS = ("none", "regular", "high")
 _FORMATS = ("png", "jpeg", "webp")
 _STATUSES = ("queued", "processing", "succeeded", "failed", "canceled")
-_POSE_FLAGS = ("horizontal_angle", "vertical_angle", "zoom", "azimuth", "elevation", "distance", "text")
 
 
 class RemoteSettings(Protocol):
@@ -168,10 +174,24 @@ def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
         "input", metavar="INPUT", help="an image file, an http(s) URL the server can read, or an asset id"
     )
     parser.add_argument(
-        "--azimuths", type=_degrees_list, metavar="A,B,...", help="degrees (default: 0,45,...,315)"
+        "--azimuths",
+        type=_degrees_list,
+        metavar="A,B,...",
+        help="degrees, each snapped to the nearest 45 (0, 45, ..., 315; 22.5 goes to 45), a view each "
+        "(default: 0,45,...,315)",
     )
-    parser.add_argument("--elevation", type=float, metavar="E", help="degrees (default: the model's, 0)")
-    parser.add_argument("--distance", type=float, metavar="D", help="factor (default: the model's, 1.0)")
+    parser.add_argument(
+        "--elevation",
+        type=float,
+        metavar="E",
+        help="degrees, snapped to -30, 0, 30, 60 (default: the model's, 0)",
+    )
+    parser.add_argument(
+        "--distance",
+        type=float,
+        metavar="D",
+        help="factor, snapped to 0.6, 1.0, 1.8 (default: the model's, 1.0)",
+    )
     parser.add_argument("--prompt", default="", help="your own instruction, after the camera phrase")
     parser.add_argument("--model", default=CAMERA_MODEL, help=f"server model id (default: {CAMERA_MODEL})")
     parser.add_argument("--seed", type=int)
@@ -462,17 +482,46 @@ def _with_client(
         raise
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_FAILED)
+    except _Terminated:
+        print("reangle: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("reangle: canceled", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that it cancels the job on the server too."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises `_Terminated` (which `_with_client` answers with exit 143) instead
+    of ending the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def _wait(client: Client, job: Job, desc: str) -> Job:
-    """Wait for the job with a progress bar on stderr; Ctrl-C cancels it on the server. Raises JobFailed or
-    JobCanceled when it ended so."""
+    """Wait for the job with a progress bar on stderr; Ctrl-C (or SIGTERM) cancels it on the server. Raises
+    JobFailed or JobCanceled when it ended so."""
     from tqdm import tqdm
 
-    with tqdm(total=100, unit="%", desc=desc, file=sys.stderr, bar_format=_BAR) as bar:
+    # only while a job of ours runs: before and after, SIGTERM ends the process as usual (exit 143)
+    with (
+        _sigterm_as_interrupt(),
+        tqdm(total=100, unit="%", desc=desc, file=sys.stderr, bar_format=_BAR) as bar,
+    ):
 
         def on_progress(event: JobEvent) -> None:
             if isinstance(event, Job):
@@ -533,13 +582,8 @@ def _remote_edit_fields(args: argparse.Namespace) -> dict[str, Any]:
         "output_format": fmt,
         "quality": None if fmt == "png" else args.quality,
         **prompt_fields(args),
+        **given_axes(args, pose),
     }
-    if any(getattr(args, flag) is not None for flag in _POSE_FLAGS):
-        fields |= {
-            "azimuth": pose.azimuth_deg,
-            "elevation": pose.elevation_deg,
-            "distance": pose.distance_factor,
-        }
     return {name: value for name, value in fields.items() if value is not None and value != ""}
 
 
@@ -613,10 +657,29 @@ def _with_hint(exc: CommandFailure | InvalidInput) -> str:
 
 
 def _degrees_list(value: str) -> list[float]:
-    try:
-        return [float(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of degrees: {value!r}") from None
+    """--azimuths: degrees, each a view of its own once snapped to the nearest 45 degrees."""
+    parts = [part.strip() for part in value.split(",")]
+    if "" in parts:
+        raise argparse.ArgumentTypeError(
+            f"an empty entry in {value!r}: give degrees between commas, e.g. 0,90"
+        )
+    views: dict[int, list[str]] = {}
+    for part in parts:
+        try:
+            view = snap_azimuth(float(part))
+        except (ValueError, InvalidInput):
+            raise argparse.ArgumentTypeError(
+                f"{part!r} in {value!r} is not a finite number of degrees"
+            ) from None
+        views.setdefault(view, []).append(part)
+    same = [
+        f"{', '.join(given[:-1])} and {given[-1]} snap to the same view, {view}"
+        for view, given in views.items()
+        if len(given) > 1
+    ]
+    if same:
+        raise argparse.ArgumentTypeError(f"{'; '.join(same)} (azimuths snap to the nearest 45 degrees)")
+    return [float(part) for part in parts]
 
 
 def _fail(message: str, exit_code: int = EXIT_BAD_INPUT) -> int:

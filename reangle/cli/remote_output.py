@@ -17,6 +17,8 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+_FORMAT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+_FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP"}
 _MIME_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 _ROLE_STEMS = {"turntable": "turntable", "contact_sheet": "contact-sheet"}
 
@@ -39,12 +41,28 @@ def format_for(output: Path | None, explicit: str | None, *, required: bool) -> 
     if problem is not None:
         raise CommandFailure(problem)
     if explicit:
+        clash = format_clash(output, explicit)
+        if clash is not None:
+            raise CommandFailure(clash)
         return explicit
     if output.suffix.lower() not in _SUFFIX_FORMATS:
         raise CommandFailure(
             f"cannot tell the image format from {output.name!r}; use a .png, .jpg or .webp name or --format"
         )
     return _SUFFIX_FORMATS[output.suffix.lower()]
+
+
+def format_clash(output: Path, explicit: str) -> str | None:
+    """Why -o `output` and --format `explicit` contradict each other (a .png, .jpg, .jpeg or .webp name for
+    another format's bytes); None when they agree or the name tells no format."""
+    named = _SUFFIX_FORMATS.get(output.suffix.lower())
+    if named is None or named == explicit:
+        return None
+    fitting = output.with_suffix(_FORMAT_SUFFIXES[explicit])
+    return (
+        f"-o {output} is a {_FORMAT_NAMES[named]} name but --format {explicit} writes "
+        f"{_FORMAT_NAMES[explicit]}: name it {fitting} or leave out --format"
+    )
 
 
 def output_file_problem(output: Path) -> str | None:

@@ -9,7 +9,7 @@ phrases count: "right" or "back" alone in an ordinary instruction is never a cam
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from reangle.core.camera import DEFAULT_POSE, MULTIPLE_ANGLES_2511, CameraPose, snap_azimuth
@@ -24,6 +24,8 @@ class CameraText:
 
     pose: CameraPose | None
     instruction: str
+    #: the axes its phrases named ("azimuth", "elevation", "distance"): the pose's others are the default's
+    axes: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 def _find(text: str) -> list[tuple[int, int, Effect]]:
@@ -99,8 +101,10 @@ def parse_camera_text(text: str) -> CameraText:
         "distance": Fraction(DEFAULT_POSE.distance_factor),
     }
     pieces: list[str] = []
+    named: set[str] = set()
     cursor = 0
     for start, end, (axis, value) in found:
+        named.add("azimuth" if axis == "turn" else axis)
         if axis == "azimuth":
             azimuth = value
         elif axis == "turn":
@@ -116,9 +120,10 @@ def parse_camera_text(text: str) -> CameraText:
         distance_factor=float(axes["distance"]),
     )
     pieces = [piece for piece in pieces if not _FILLER.fullmatch(piece)]
-    return CameraText(pose=pose, instruction=_tidy(" ".join(pieces)))
+    return CameraText(pose=pose, instruction=_tidy(" ".join(pieces)), axes=frozenset(named & _AXES))
 
 
+_AXES = frozenset({"azimuth", "elevation", "distance"})
 _ELEVATIONS = sorted(degrees for degrees, _ in MULTIPLE_ANGLES_2511.elevations)
 
 

@@ -216,7 +216,6 @@ def test_remote_edit_uploads_submits_shows_progress_and_downloads(
         "images": ["asset_1"],
         "prompt": "at dusk",
         "azimuth": 90,
-        "elevation": 0,
         "distance": 0.6,
         "seed": 5,
         "output_format": "png",
@@ -337,14 +336,14 @@ def test_orbit_with_chosen_azimuths_and_json(
     fake: FakeServer, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = reangle(
-        "orbit", str(photo), "--azimuths", "0,22.5,405", "--format", "jpeg", "--json", "-o", str(tmp_path)
+        "orbit", str(photo), "--azimuths", "0,22.5,180", "--format", "jpeg", "--json", "-o", str(tmp_path)
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     names = [Path(output["path"]).name for output in report["outputs"]]
-    assert names == ["view-000.jpg", "view-022.5.jpg", "view-045.jpg", "turntable.webp", "contact-sheet.png"]
+    assert names == ["view-000.jpg", "view-022.5.jpg", "view-180.jpg", "turntable.webp", "contact-sheet.png"]
     assert report["outputs"][1]["pose"] == {"azimuth_deg": 22.5, "elevation_deg": 0.0, "distance": 1.0}
-    assert json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)["input"]["azimuths"] == [0, 22.5, 405]
+    assert json.loads(fake.requests_to("POST", "/v1/jobs")[0].content)["input"]["azimuths"] == [0, 22.5, 180]
 
 
 def test_a_second_orbit_into_a_folder_names_the_views_an_earlier_one_left(

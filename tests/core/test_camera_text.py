@@ -417,3 +417,16 @@ def test_rotation_matches_the_azimuth_convention(degrees: int, direction: str):
     signed = degrees if direction == "right" else -degrees
     assert result.pose == CameraPose(azimuth_deg=round(signed / 45) % 8 * 45)  # integers never tie
     assert result.instruction == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "axes"),
+    [
+        ("rotate the camera 90 degrees right, make it snowy", {"azimuth"}),
+        ("bird's-eye view", {"elevation"}),
+        ("back view, close-up", {"azimuth", "distance"}),
+        ("<sks>", set()),
+    ],
+)
+def test_the_axes_a_prompt_names_are_told(text: str, axes: set[str]) -> None:
+    assert parse_camera_text(text).axes == axes
