@@ -163,17 +163,19 @@ class CameraEditInput(_Input):
     num_outputs: int = Field(default=1, description="1..4")
 
     def pose(self) -> CameraPose:
-        return resolve_pose(
-            horizontal_angle=self.horizontal_angle,
-            vertical_angle=self.vertical_angle,
-            zoom=self.zoom,
-            azimuth=self.azimuth,
-            elevation=self.elevation,
-            distance=self.distance,
-        )
+        axes = {name: getattr(self, name) for pair in AXIS_PAIRS for name in pair}
+        for pair in AXIS_PAIRS:
+            given = [name for name in pair if name in self.model_fields_set]
+            if len(given) == 1:  # the other field of the axis holds a catalog default: the request's own wins
+                axes[pair[1 - pair.index(given[0])]] = None
+        return resolve_pose(**axes)
 
     def edit_requests(self) -> list[EditRequest]:
         return [self._request(pose=self.pose(), lora_scale=self.lora_scale, num_outputs=self.num_outputs)]
+
+
+#: The two fields that can give each camera axis (continuous, snapped); a request gives at most one of each.
+AXIS_PAIRS = (("horizontal_angle", "azimuth"), ("vertical_angle", "elevation"), ("zoom", "distance"))
 
 
 class InstructionEditInput(_Input):

@@ -4,6 +4,8 @@ from dataclasses import replace
 
 import pytest
 
+from reangle.catalog import with_defaults
+from reangle.core.camera import CameraPose
 from reangle.core.edit import GENERATION_PRESETS, PRESETS
 from reangle.core.jobs import JobKind
 from reangle.core.models import (
@@ -13,6 +15,7 @@ from reangle.core.models import (
     MODELS,
     TEXT_TO_IMAGE,
     WAN_IMAGE,
+    CameraEditInput,
     ModelSpec,
     prompt_excess,
     rendered,
@@ -257,3 +260,18 @@ def test_the_input_schema_describes_the_steps_and_aspect_ratios_the_model_takes(
     assert f"none: base model, {presets['none'].steps} steps" in properties["acceleration"]["description"]
     for ratio in properties["aspect_ratio"]["description"].split():
         validate(model, {**given, "aspect_ratio": ratio})  # each one listed is taken
+
+
+def test_a_camera_axis_the_request_gives_wins_over_the_catalog_default_of_its_other_field() -> None:
+    top_down = with_defaults(CameraEditInput, {"elevation": 60, "distance": 1.8}, name="TopDownInput")
+    image = {"images": ["asset_1"]}
+
+    assert top_down.model_validate(image).pose() == CameraPose(
+        azimuth_deg=0, elevation_deg=60, distance_factor=1.8
+    )
+    # vertical_angle and zoom give the axes whose snapped fields have defaults
+    assert top_down.model_validate(image | {"vertical_angle": 20, "zoom": 8}).pose() == CameraPose(
+        azimuth_deg=0, elevation_deg=30, distance_factor=0.6
+    )
+    with pytest.raises(InvalidInput, match="either vertical_angle or elevation"):
+        top_down.model_validate(image | {"vertical_angle": 20, "elevation": 0}).pose()
