@@ -10,32 +10,11 @@ from typing import Any
 
 import pytest
 
-from reangle.cli import remote
 from reangle.cli.main import build_parser, main
-from reangle.client import Client
 from tests.client.fakes import API, API_KEY, FakeServer
-from tests.conftest import make_image
 
 SERVER = ("--server", API, "--api-key", API_KEY)
 CAMERA_FIELDS = ("horizontal_angle", "vertical_angle", "zoom", "azimuth", "elevation", "distance")
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    fake = FakeServer()
-
-    def factory(base_url: str, api_key: str | None) -> Client:
-        return Client(base_url, api_key, transport=fake.transport(), poll_interval=0.01)
-
-    monkeypatch.setattr(remote, "client_factory", factory)
-    return fake
-
-
-@pytest.fixture
-def photo(tmp_path: Path) -> Path:
-    path = tmp_path / "photo.png"
-    make_image(64, 48).save(path)
-    return path
 
 
 def one_error_line(err: str) -> str:

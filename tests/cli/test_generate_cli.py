@@ -14,11 +14,8 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from reangle.cli import remote
 from reangle.cli.main import main
-from reangle.client import Client
 from tests.client.fakes import API, API_KEY, FakeServer
-from tests.conftest import make_image
 
 SERVER = ("--server", API, "--api-key", API_KEY)
 STYLE_URL = "https://example.com/lo:ras/style.safetensors"
@@ -27,24 +24,6 @@ STYLE_URL = "https://example.com/lo:ras/style.safetensors"
 @pytest.fixture(autouse=True)
 def _fast_fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REANGLE_FAKE_STEP_SECONDS", "0.001")
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    fake = FakeServer()
-
-    def factory(base_url: str, api_key: str | None) -> Client:
-        return Client(base_url, api_key, transport=fake.transport(), poll_interval=0.01)
-
-    monkeypatch.setattr(remote, "client_factory", factory)
-    return fake
-
-
-@pytest.fixture
-def photo(tmp_path: Path) -> Path:
-    path = tmp_path / "photo.png"
-    make_image(64, 48).save(path)
-    return path
 
 
 def write_lora(path: Path, module: str) -> Path:

@@ -78,9 +78,9 @@ def test_jobs_with_a_run_waiting_or_in_hand_are_left_alone(store: PostgresStore,
     assert len(runs(pg_url)) == 2
 
 
-def worker_holding(store: PostgresStore, job_id: str, seen_at: float) -> None:
+def record_worker(store: PostgresStore, name: str, job_id: str | None, seen_at: float) -> None:
     status = WorkerStatus(
-        name=f"worker-of-{job_id}",
+        name=name,
         device="cpu",
         engine="fake",
         models=("m",),
@@ -98,7 +98,7 @@ def test_a_job_without_a_run_that_a_live_worker_names_is_in_hand_not_orphaned(
     store.insert_jobs([NewJob(job=new_job("job_carried"))])
     assert store.claim_job("job_carried", T0 + 1, max_attempts=3) is not None
     end_runs(pg_url, "aborted")
-    worker_holding(store, "job_carried", seen_at=T0 + 10)
+    record_worker(store, "carrier", "job_carried", seen_at=T0 + 10)
 
     assert check(pg_url, seen_since=T0 + 5) == []
     assert check(pg_url, seen_since=T0 + 15) == ["job_carried"]  # its worker went silent
@@ -143,16 +143,7 @@ def test_a_job_is_held_while_a_worker_heard_from_lately_names_it(store: Postgres
         ("silent", "job_2", T0),
         ("idle", None, T0 + 10),
     ]:
-        status = WorkerStatus(
-            name=name,
-            device="cpu",
-            engine="fake",
-            models=("m",),
-            started_at=T0,
-            seen_at=seen_at,
-            job_id=job_id,
-        )
-        store.record_worker(status)
+        record_worker(store, name, job_id, seen_at)
 
     assert held(pg_url, ["job_1", "job_2", "job_3"], seen_since=T0 + 5) == {"job_1"}
     assert held(pg_url, ["job_1", "job_2"], seen_since=T0) == {"job_1", "job_2"}
