@@ -198,7 +198,7 @@ def test_sliders_and_numbers_move_the_3d_camera_and_each_other(open_studio: Stud
 def test_presets_set_the_camera(open_studio: StudioFactory) -> None:
     page = open_studio().open().page
     page.get_by_role("button", name="Back-left ¾").click()
-    page.get_by_role("button", name="Bird's-eye").click()
+    page.get_by_role("button", name="High angle").click()
     expect(page.locator("#pose-phrase")).to_have_text(
         "<sks> back-left quarter view high-angle shot medium shot"
     )
@@ -265,7 +265,7 @@ def drag_camera(page: Page, dx: float, dy: float) -> dict[str, float]:
 
 def test_a_sideways_drag_keeps_the_elevation_and_a_drag_leaves_a_pole(open_studio: StudioFactory) -> None:
     page = open_studio().open().page
-    page.get_by_role("button", name="Bird's-eye").click()
+    page.get_by_role("button", name="High angle").click()
     expect(page.locator("#vertical-angle-number")).to_have_value("60")
     camera = drag_camera(page, 120, 0)
     assert camera["vertical"] == 60

@@ -230,7 +230,9 @@ def test_cancel_while_running(open_studio: StudioFactory, photo: Path) -> None:
     assert job["started_at"] is not None  # it was canceled while running, not before
 
 
-def test_a_422_is_shown_next_to_its_field(open_studio: StudioFactory, photo: Path) -> None:
+def test_a_limit_the_page_knows_is_said_by_its_field_before_sending(
+    open_studio: StudioFactory, photo: Path
+) -> None:
     studio = open_studio().open()
     page = studio.page
     studio.upload(photo)
@@ -238,11 +240,13 @@ def test_a_422_is_shown_next_to_its_field(open_studio: StudioFactory, photo: Pat
     page.click("#advanced summary")  # closed again: the error must open it
     page.click("#generate")
     expect(page.locator("#steps-error")).to_have_text(
-        "num_inference_steps must be between 1 and 100, got 500"
+        "Steps must be a whole number between 1 and 100, not 500."
     )
     expect(page.locator("#steps")).to_be_visible()
     expect(page.locator("#steps")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#generate-error")).to_be_hidden()
+    response = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"})
+    assert response.json()["data"] == []  # nothing was sent
     # fixed, it runs, and the error goes
     page.fill("#steps", "4")
     page.click("#generate")
@@ -577,7 +581,9 @@ def test_a_seed_the_page_cannot_send_exactly_is_refused_at_its_field(
     studio.upload(photo)
     set_advanced(page, seed="9007199254740993")  # 2**53 + 1: a double would send 2**53
     page.click("#generate")
-    expect(page.locator("#seed-error")).to_have_text("seed must be at most 9007199254740991")
+    expect(page.locator("#seed-error")).to_have_text(
+        "Seed must be a whole number between 0 and 9007199254740991, not 9007199254740993."
+    )
     expect(page.locator("#seed")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#generate")).to_be_enabled()
     response = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"})

@@ -3,9 +3,9 @@
 import { clamp, round, wrapDegrees, ZOOM_DEFAULT } from "./camera.js";
 
 const AXES = [
-  { name: "horizontal", id: "horizontal-angle", low: 0, high: 360 },
-  { name: "vertical", id: "vertical-angle", low: -90, high: 90 },
-  { name: "zoom", id: "zoom", low: 0, high: 10 },
+  { name: "horizontal", id: "horizontal-angle", label: "Horizontal angle", low: 0, high: 360 },
+  { name: "vertical", id: "vertical-angle", label: "Vertical angle", low: -90, high: 90 },
+  { name: "zoom", id: "zoom", label: "Zoom", low: 0, high: 10 },
 ];
 const KEY_STEPS = { horizontal: 45, vertical: 30, zoom: 1 };
 
@@ -47,11 +47,17 @@ export function createCameraControls({ table, scene, canvas, phrase }) {
     const slider = document.getElementById(axis.id);
     const number = document.getElementById(`${axis.id}-number`);
     slider.addEventListener("input", () => set({ [axis.name]: Number(slider.value) }));
+    const error = document.getElementById(`${axis.id}-error`);
+    const outOfRange = `${axis.label} must be between ${axis.low} and ${axis.high}`;
     number.addEventListener("input", () => {
+      // an unfinished number ("", "-", "1e" read as "") is not judged yet: leaving the field puts the camera's back
+      if (number.value === "") {
+        error.textContent = "";
+        return;
+      }
       const value = Number(number.value);
-      const error = document.getElementById(`${axis.id}-error`);
-      if (number.value === "" || !Number.isFinite(value) || value < axis.low || value > axis.high) {
-        error.textContent = `${axis.id.replace("-", " ")} must be between ${axis.low} and ${axis.high}`;
+      if (value < axis.low || value > axis.high) {
+        error.textContent = outOfRange;
         return;
       }
       error.textContent = "";
@@ -60,7 +66,7 @@ export function createCameraControls({ table, scene, canvas, phrase }) {
     number.addEventListener("change", () => {
       // leaving (or Enter in) the field: a value that was refused goes back to the camera's, and its error
       number.value = String(round(camera[axis.name]));
-      document.getElementById(`${axis.id}-error`).textContent = "";
+      error.textContent = "";
     });
   }
 
@@ -72,6 +78,11 @@ export function createCameraControls({ table, scene, canvas, phrase }) {
       set(partial);
     });
   }
+
+  document.getElementById("reset-camera").addEventListener("click", () => {
+    for (const axis of AXES) document.getElementById(`${axis.id}-error`).textContent = "";
+    set({ horizontal: 0, vertical: 0, zoom: ZOOM_DEFAULT });
+  });
 
   canvas.addEventListener("keydown", (event) => {
     const moves = {

@@ -1,6 +1,6 @@
 // Running jobs: the request from the form, submit, live progress from the job's events, cancel, and every
 // error shown next to the control that caused it.
-import { ApiError, RETRY_FIRST_MS, RETRY_MAX_MS, isTransient, sleep } from "./api.js";
+import { RETRY_FIRST_MS, RETRY_MAX_MS, isTransient, sleep } from "./api.js";
 import { round } from "./camera.js";
 
 export const CAMERA_MODEL = "qwen-edit-multiangle-2511";
@@ -27,32 +27,93 @@ const CONTROL_OF_FIELD = {
   vertical_angle: "vertical-angle",
   zoom: "zoom",
 };
+// An input field as the page calls it, in the messages it shows.
+const WORDS_OF_FIELD = {
+  images: "The image",
+  image: "The image",
+  prompt: "Prompt",
+  acceleration: "Acceleration",
+  num_inference_steps: "Steps",
+  guidance_scale: "Guidance",
+  lora_scale: "LoRA scale",
+  seed: "Seed",
+  num_outputs: "Outputs",
+  aspect_ratio: "Aspect ratio",
+  width: "Width",
+  height: "Height",
+  output_format: "Format",
+  horizontal_angle: "Horizontal angle",
+  vertical_angle: "Vertical angle",
+  zoom: "Zoom",
+};
+// The number fields, the limits the page knows (the server's, for the camera edit model) and the API's default
+// where the page shows it (not sent).
+const NUMBER_FIELDS = [
+  { id: "steps", field: "num_inference_steps", whole: true, low: 1, high: 100 },
+  { id: "guidance", field: "guidance_scale", low: 0, high: 20 },
+  { id: "lora-scale", field: "lora_scale", low: 0, high: 4, omitted: 1 },
+  // a JSON number from the page is a double: a larger seed would reach the server as another number
+  { id: "seed", field: "seed", whole: true, low: 0, high: Number.MAX_SAFE_INTEGER },
+  { id: "num-outputs", field: "num_outputs", whole: true, low: 1, high: 4, omitted: 1 },
+  { id: "width", field: "width", whole: true, low: 16 },
+  { id: "height", field: "height", whole: true, low: 16 },
+];
 
 const $ = (id) => document.getElementById(id);
 
-/** The advanced panel's values that differ from the API's defaults, as input fields; an ApiError (422) for a
- * field the page cannot send as it is. */
-export function readOptions() {
+/** Fields the page will not send as they are, each with its message: nothing was sent. */
+export class FormError extends Error {
+  constructor(problems) {
+    super(problems.map((problem) => problem.text).join(" "));
+    this.problems = problems; // [{ line, controls, text }]: the error line's control, the controls to mark
+  }
+}
+
+/** A number field's value (null when empty), or its problem in `problems`. */
+function numberOf({ id, field, whole, low, high }, problems) {
+  const control = $(id);
+  const name = WORDS_OF_FIELD[field];
+  // a number input whose text is not a number ("1e", "--1") reads as "": only `badInput` tells it from empty
+  if (control.validity.badInput) {
+    problems.push({ line: CONTROL_OF_FIELD[field], controls: [id], text: `${name} must be a number.` });
+    return null;
+  }
+  if (control.value === "") return null;
+  const value = Number(control.value);
+  const range = high === undefined ? `at least ${low}` : `between ${low} and ${high}`;
+  if ((whole && !Number.isInteger(value)) || value < low || value > high) {
+    const text = `${name} must be ${whole ? "a whole number " : ""}${range}, not ${control.value}.`;
+    problems.push({ line: CONTROL_OF_FIELD[field], controls: [id], text });
+    return null;
+  }
+  return value;
+}
+
+/** The advanced panel's values that differ from the API's defaults, as input fields (with `outputs`, the
+ * number of outputs too); a FormError for the fields the page cannot send as they are. */
+export function readOptions({ outputs = false } = {}) {
   const options = {};
-  const number = (id) => ($(id).value === "" ? null : Number($(id).value));
+  const problems = [];
   const prompt = $("prompt").value.trim();
   if (prompt) options.prompt = prompt;
   if ($("acceleration").value !== "high") options.acceleration = $("acceleration").value;
-  const fields = {
-    num_inference_steps: number("steps"),
-    guidance_scale: number("guidance"),
-    seed: number("seed"),
-    width: number("width"),
-    height: number("height"),
-  };
-  for (const [name, value] of Object.entries(fields)) if (value !== null) options[name] = value;
-  if (options.seed !== undefined && Math.abs(options.seed) > Number.MAX_SAFE_INTEGER) {
-    // a JSON number from the page is a double: a larger seed would reach the server as another number
-    throw new ApiError(422, "invalid_input", `seed must be at most ${Number.MAX_SAFE_INTEGER}`);
+  for (const spec of NUMBER_FIELDS) {
+    if (spec.field === "num_outputs" && !outputs) continue;
+    const value = numberOf(spec, problems);
+    if (value !== null && value !== spec.omitted) options[spec.field] = value;
   }
-  if (number("lora-scale") !== null && number("lora-scale") !== 1) options.lora_scale = number("lora-scale");
-  if ($("aspect-ratio").value) options.aspect_ratio = $("aspect-ratio").value;
+  if ($("aspect-ratio").value) {
+    options.aspect_ratio = $("aspect-ratio").value;
+    if (options.width !== undefined || options.height !== undefined) {
+      problems.push({
+        line: "width",
+        controls: ["width", "height", "aspect-ratio"],
+        text: "Give either a width and height or an aspect ratio, not both.",
+      });
+    }
+  }
   if ($("output-format").value !== "png") options.output_format = $("output-format").value;
+  if (problems.length) throw new FormError(problems);
   return options;
 }
 
@@ -65,10 +126,7 @@ export function cameraFields(camera) {
 }
 
 export function editInput(assetId, camera) {
-  const options = readOptions();
-  const outputs = Number($("num-outputs").value || 1);
-  if (outputs !== 1) options.num_outputs = outputs;
-  return { images: [assetId], ...cameraFields(camera), ...options };
+  return { images: [assetId], ...cameraFields(camera), ...readOptions({ outputs: true }) };
 }
 
 export function orbitInput(assetId, cameras) {
@@ -95,27 +153,68 @@ export function keyRefused(message) {
   $("api-key").focus();
 }
 
-/** Put an API error next to its control: 422 by field, 401 by the key, 429 with its wait, else by `fallback`. */
-export function showError(error, fallback = "generate") {
-  let target = fallback;
-  let text = error.message;
-  if (error.status === 401) {
-    keyRefused(`The server refused this key: ${error.message}`);
-    text = "The server refused the API key.";
-  } else if (error.status === 422 && CONTROL_OF_FIELD[error.field]) {
-    target = CONTROL_OF_FIELD[error.field];
-  } else if (error.status === 429) {
-    const wait = error.retryAfter === null ? "" : ` Try again in ${error.retryAfter} s.`;
-    text = `${error.message}.${wait}`;
+/** A server's message about an input field in the page's words: "input.num_inference_steps: ..." is
+ * "Steps: ...", and "aspect_ratio" within it "aspect ratio". */
+export function inPageWords(message, field) {
+  const lead = WORDS_OF_FIELD[field];
+  const text = lead ? message.replace(/^(?:input\.)?[a-z_]+(?:\.\d+)?/, lead) : message;
+  const words = text.replace(/\b(?:input\.)?([a-z]+(?:_[a-z]+)+)\b/g, (name, bare) => {
+    const page = WORDS_OF_FIELD[bare];
+    if (!page) return name;
+    return /^[A-Z][a-z]/.test(page) ? page[0].toLowerCase() + page.slice(1) : page;
+  });
+  return words[0].toUpperCase() + words.slice(1);
+}
+
+/** Where a 422 about `field` is shown: the error line, and the controls marked invalid. */
+function placeOf(field, message) {
+  // width/height with an aspect ratio: said by the size fields, with all three marked
+  if (/\baspect_ratio\b/.test(message) && /\b(?:width|height)\b/.test(message)) {
+    return { line: "width", controls: ["width", "height", "aspect-ratio"] };
   }
-  const line = $(`${target}-error`);
-  line.textContent = text;
-  const control = $(target === "images" ? "drop-zone" : target);
-  if (control && target !== fallback) {
+  const line = CONTROL_OF_FIELD[field];
+  if (!line) return null;
+  const controls = { images: ["drop-zone"], width: [field] }[line] || [line];
+  return { line, controls };
+}
+
+function showAt({ line, controls }, text) {
+  $(`${line}-error`).textContent = text;
+  for (const id of controls) {
+    const control = $(id);
     control.setAttribute("aria-invalid", "true");
     const advanced = control.closest("details");
     if (advanced) advanced.open = true;
   }
+}
+
+/** Put an error next to its control: the form's own checks and a 422 by field (in the page's words), 401 by
+ * the key, 429 with its wait, else by `fallback`. */
+export function showError(error, fallback = "generate") {
+  if (error instanceof FormError) {
+    const said = {}; // width and height share a line
+    for (const problem of error.problems) {
+      said[problem.line] = [...(said[problem.line] || []), problem.text];
+      showAt(problem, said[problem.line].join(" "));
+    }
+    return;
+  }
+  let text = error.message;
+  if (error.status === 401) {
+    keyRefused(`The server refused this key: ${error.message}`);
+    text = "The server refused the API key.";
+  } else if (error.status === 422) {
+    const place = placeOf(error.field, error.message);
+    if (place && place.line !== fallback) {
+      showAt(place, inPageWords(error.message, error.field));
+      return;
+    }
+    if (place) text = inPageWords(error.message, error.field);
+  } else if (error.status === 429) {
+    const wait = error.retryAfter === null ? "" : ` Try again in ${error.retryAfter} s.`;
+    text = `${error.message}.${wait}`;
+  }
+  $(`${fallback}-error`).textContent = text;
 }
 
 /** Submits jobs one at a time, follows them, and hands finished ones to `onDone(job)`. The job being

@@ -103,6 +103,8 @@ function start(table) {
     $("view-fallback").textContent = `The 3D view needs WebGL (${error.message}); the sliders still work.`;
   }
   const controls = createCameraControls({ table, scene, canvas, phrase: $("pose-phrase") });
+  if (scene) $("reset-view").addEventListener("click", () => scene.resetView());
+  else $("reset-view").hidden = true;
   const path = createPath({ onChange: (entries) => scene && scene.setPath(entries) });
   Object.assign(gestures, controls.sceneHandlers, {
     onPick: (entry) => (path.picking ? path.add(entry) : controls.set(table.cameraOf(entry))),
@@ -207,6 +209,8 @@ function start(table) {
 
 function setUpUpload(onFile) {
   const zone = $("drop-zone");
+  // one visible control: the native input (which would go on saying "No file chosen") stays hidden
+  $("choose-file").addEventListener("click", () => $("file-input").click());
   $("file-input").addEventListener("change", () => {
     const [file] = $("file-input").files;
     if (file) onFile(file);

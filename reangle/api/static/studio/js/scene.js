@@ -10,6 +10,7 @@ const GROUND_Y = -1.1;
 const PICK_RADIUS_PX = 32; // how near the camera model a press must be to grab it
 const CLICK_SLOP_PX = 5;
 const VIEW_DEGREES_PER_PX = 0.35;
+const VIEW_START = { horizontal: 35, vertical: 24 }; // where the person looks from at first: front-right, above
 const WHEEL_ZOOM_PER_PX = 0.005; // one 100-pixel notch: half a zoom step
 const COLORS = { point: 0x7d8aa3, nearest: 0xffb020, path: 0x3ec7a0, camera: 0xf05a7e, ring: 0x4b9cff };
 
@@ -23,7 +24,7 @@ export function createScene(canvas, handlers) {
   const scene = new THREE.Scene();
   scene.background = new THREE.Color(0x161a22);
   const viewer = new THREE.PerspectiveCamera(40, 1, 0.1, 100);
-  const view = { horizontal: 35, vertical: 24 }; // where the person looks from: front-right, above
+  const view = { ...VIEW_START };
   const state = { camera: { horizontal: 0, vertical: 0, zoom: 5 }, nearest: null, path: [] };
 
   scene.add(new THREE.GridHelper(10, 20, 0x2e3647, 0x232a38).translateY(GROUND_Y));
@@ -261,10 +262,17 @@ export function createScene(canvas, handlers) {
     return best;
   }
 
+  /** Look from where the view started, however it was dragged. */
+  function resetView() {
+    Object.assign(view, VIEW_START);
+    placeViewer();
+  }
+
   placeViewer();
   resize();
   return {
     setCamera,
+    resetView,
     setSnapPoints,
     setPath,
     setImage,
