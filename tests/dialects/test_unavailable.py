@@ -47,7 +47,7 @@ def test_scenario() -> None:
 
 def test_segmind() -> None:
     status, body, headers = rendered(segmind.render_error)
-    assert (status, headers["retry-after"], body) == (503, "4", {"error": DOWN.message})
+    assert (status, headers["retry-after"], body) == (503, "4", {"error": f"{DOWN.message} (retry in 4 s)"})
 
 
 def test_runpod() -> None:
