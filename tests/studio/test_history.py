@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import re
 
-import httpx
 from playwright.sync_api import expect
 
-from tests.conftest import image_bytes, make_image
-from tests.studio.conftest import Studio, StudioFactory
+from tests.studio.conftest import StudioFactory
 from tests.studio.test_jobs import api_job
-
-
-def start_an_api_job(studio: Studio) -> str:
-    """A 60-step edit (about 3 s, one refresh of the history) sent by the API, not followed by the page."""
-    headers = {"Authorization": f"Bearer {studio.key}"}
-    image = httpx.post(
-        f"{studio.server_url}/v1/assets",
-        files={"file": ("api.png", image_bytes(make_image(32, 32), "PNG"), "image/png")},
-        headers=headers,
-    ).json()["id"]
-    job = httpx.post(
-        f"{studio.server_url}/v1/jobs",
-        json={"model": "qwen-edit-multiangle-2511", "input": {"images": [image], "num_inference_steps": 60}},
-        headers=headers,
-    ).json()
-    return str(job["id"])
 
 
 def test_the_keyboard_focus_stays_on_its_row_while_the_history_refreshes(open_studio: StudioFactory) -> None:
     studio = open_studio()
     done = api_job(studio, "edit", num_inference_steps=1)
-    running = start_an_api_job(studio)
+    running = str(api_job(studio, "edit", wait=False, num_inference_steps=60)["id"])
     page = studio.open().page
     status = page.locator(f"#history [data-job='{running}'] .status")
     expect(status).to_have_text(re.compile("queued|processing"))
@@ -48,7 +30,7 @@ def test_a_thumbnail_is_not_downloaded_again_by_a_refresh(open_studio: StudioFac
     studio = open_studio()
     done = api_job(studio, "edit", num_inference_steps=1)
     thumbnail = done["output"]["assets"][0]["id"]  # type: ignore[index]
-    running = start_an_api_job(studio)
+    running = str(api_job(studio, "edit", wait=False, num_inference_steps=60)["id"])
     page = studio.open().page
     expect(page.locator(f"#history [data-job='{done['id']}'] img")).to_have_js_property("complete", True)
     expect(page.locator(f"#history [data-job='{running}'] .status")).to_have_text("succeeded")

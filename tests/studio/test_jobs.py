@@ -34,8 +34,9 @@ RECORD_FOCUS = """() => {
 }"""
 
 
-def api_job(studio: Studio, kind: str, **input: object) -> dict[str, object]:
-    """A finished job of the studio's key made through the API (not the page), on a small image."""
+def api_job(studio: Studio, kind: str, *, wait: bool = True, **input: object) -> dict[str, object]:
+    """A job of the studio's key made through the API (not the page), on a small image: finished, or with
+    `wait=False` as it is once queued."""
     headers = {"Authorization": f"Bearer {studio.key}"}
     image = httpx.post(
         f"{studio.server_url}/v1/assets",
@@ -44,7 +45,7 @@ def api_job(studio: Studio, kind: str, **input: object) -> dict[str, object]:
     ).json()["id"]
     image_field = {"image": image} if kind == "orbit" else {"images": [image]}
     response = httpx.post(
-        f"{studio.server_url}/v1/jobs?wait=30",
+        f"{studio.server_url}/v1/jobs" + ("?wait=30" if wait else ""),
         json={"model": "qwen-edit-multiangle-2511", "kind": kind, "input": image_field | input},
         headers=headers,
         timeout=40,
@@ -137,17 +138,8 @@ def test_cancel_while_queued(open_studio: StudioFactory, photo: Path) -> None:
     page = studio.page
     studio.upload(photo)
     # the server runs one job at a time: one of the same key's, sent by the API, holds it meanwhile
+    holder = api_job(studio, "edit", wait=False, num_inference_steps=100)
     headers = {"Authorization": f"Bearer {studio.key}"}
-    image = httpx.post(
-        f"{studio.server_url}/v1/assets",
-        files={"file": ("holder.png", image_bytes(make_image(32, 32), "PNG"), "image/png")},
-        headers=headers,
-    ).json()["id"]
-    holder = httpx.post(
-        f"{studio.server_url}/v1/jobs",
-        json={"model": "qwen-edit-multiangle-2511", "input": {"images": [image], "num_inference_steps": 100}},
-        headers=headers,
-    ).json()
     try:
         set_advanced(page, steps="4", width="64", height="64")
         page.click("#generate")
