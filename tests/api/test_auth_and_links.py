@@ -347,7 +347,8 @@ def test_head_answers_as_get_without_the_body(api: httpx.Client, shared_server: 
     for name in ("content-type", "content-length", "etag", "accept-ranges"):
         assert head.headers[name] == got.headers[name], name
     # the max-age counts down to the link's expiry: the two answers may be a second apart
-    head_age, got_age = (int(r.headers["cache-control"].removeprefix("private, max-age=")) for r in (head, got))
+    ages = [int(r.headers["cache-control"].removeprefix("private, max-age=")) for r in (head, got)]
+    head_age, got_age = ages
     assert 0 <= got_age - head_age <= 1
     health = httpx.head(f"{shared_server.url}/healthz")
     assert health.status_code == 200
