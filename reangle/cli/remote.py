@@ -548,7 +548,7 @@ def _wait(client: Client, job: Job, desc: str) -> Job:
     return job.raise_for_status()
 
 
-_BAR = "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"  # tqdm puts ", " before a postfix
 
 
 def _cancel_after_interrupt(client: Client, job_id: str) -> None:

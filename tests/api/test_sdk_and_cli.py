@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,8 @@ def test_cli_client_edit_and_jobs(shared_server: ServerProcess, key: str, tmp_pa
     )
     assert edited.returncode == 0, edited.stderr
     assert Image.open(out).size == (64, 48)
+    bar = re.split(r"[\r\n]", edited.stderr.strip())[-1]  # the progress bar's last state
+    assert re.fullmatch(r"editing \(succeeded\): 100%\|█+\| \[\d+:\d+<\d+:\d+(, step (\d+)/\2)?\]", bar), bar
     listed = cli("jobs", "list", "--server", shared_server.url)
     assert listed.returncode == 0, listed.stderr
     assert "succeeded" in listed.stdout
