@@ -15,6 +15,7 @@ from reangle.api.docs_page import install_docs_page
 from reangle.api.errors import install_error_handlers
 from reangle.api.native import router as native_router
 from reangle.api.no_auth_guard import NoAuthGuard
+from reangle.api.request_id import RequestIds
 from reangle.api.state import AppState
 from reangle.api.studio import install_studio
 from reangle.api.webhooks import router as webhooks_router
@@ -50,9 +51,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     if app_state.engine.info.demo:
         app.add_middleware(DemoHeader)
-    if settings.auth == "off":  # added last: the outermost, before any body is read
+    if settings.auth == "off":  # outside the body limit: it refuses before any body is read
         public_host = urlsplit(settings.public_base_url).hostname if settings.public_base_url else None
         app.add_middleware(NoAuthGuard, public_host=public_host)
+    app.add_middleware(RequestIds)  # the outermost: every answer of the app names its request
     install_error_handlers(app)
     install_docs_page(app)
     install_studio(app)

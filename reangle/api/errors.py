@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from reangle.api.request_id import HEADER, failure_hint, request_id
 from reangle.errors import (
     AssetGone,
     Conflict,
@@ -212,9 +213,12 @@ def install_error_handlers(app: FastAPI) -> None:
             return reangle_error_response(refused)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        failure = InternalError()
-        response = error_response(500, failure.code, failure.message)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        named = request_id(request)
+        log.exception("unexpected error in %s %s (request id %s)", request.method, request.url.path, named)
+        failure = InternalError(hint=failure_hint(request))
+        response = error_response(500, failure.code, failure.message, failure.hint)
         response.headers["Connection"] = "close"  # the connection's state is unknown after a failure
+        if named is not None:  # this answer is sent outside the middleware that names the others
+            response.headers[HEADER] = named
         return response

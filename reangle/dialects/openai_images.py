@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from reangle.api.auth import bearer_token
 from reangle.api.deps import LinkMaker, State
 from reangle.api.forms import parse_form
+from reangle.api.request_id import failure_hint, request_id
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.service import STOPPING, SubmitRequest
@@ -100,7 +101,7 @@ router = APIRouter(route_class=dialect_route(render_error), tags=["openai"])
 async def create_edit(request: Request, app: State, links: LinkMaker) -> Response:
     """Edit 1-3 images and answer when the job has finished (see the module docstrings)."""
     owner = app.keys.owner(bearer_token(request.headers.get("authorization")))
-    with _unexpected_errors_as_server_failure():
+    with _unexpected_errors_as_server_failure(request):
         fields, images = await read_form(request)
         # Uploads go to the core as base64, which ingests them at submit: with an Idempotency-Key, a retry
         # that uploads the same bytes again is then the same request (asset ids would differ each time).
@@ -112,7 +113,7 @@ async def create_edit(request: Request, app: State, links: LinkMaker) -> Respons
 async def create_generation(request: Request, app: State, links: LinkMaker) -> Response:
     """Generate images from a prompt and answer when the job has finished (see the module docstrings)."""
     owner = app.keys.owner(bearer_token(request.headers.get("authorization")))
-    with _unexpected_errors_as_server_failure():
+    with _unexpected_errors_as_server_failure(request):
         return await _answer(request, app, links, owner, translate_generation(await read_json(request)))
 
 
@@ -175,15 +176,15 @@ async def _answer(request: Request, app: State, links: LinkMaker, owner: str, ca
 
 
 @contextlib.contextmanager
-def _unexpected_errors_as_server_failure() -> Iterator[None]:
+def _unexpected_errors_as_server_failure(request: Request) -> Iterator[None]:
     """Errors of the error tree pass as they are; anything else is logged and answered as ServerFailure."""
     try:
         yield
     except (ReangleError, ClientDisconnect):
         raise
     except Exception as exc:
-        log.exception("openai image request failed unexpectedly")
-        raise ServerFailure() from exc
+        log.exception("openai %s failed unexpectedly (request id %s)", request.url.path, request_id(request))
+        raise ServerFailure(hint=failure_hint(request)) from exc
 
 
 async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]]:
