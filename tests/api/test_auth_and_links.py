@@ -208,11 +208,11 @@ def test_a_tampered_link_is_403(api: httpx.Client) -> None:
 
 
 def test_an_expired_link_is_403_and_the_api_gives_a_fresh_one(serve: ServerFactory) -> None:
-    server = serve(url_ttl_s=1)
+    server = serve(url_ttl_s=2)  # long enough for the fresh link to be fetched on a loaded machine
     with server.client(KEY_A) as api:
         asset = upload(api)
         expires = int(parse_qs(urlsplit(asset["url"]).query)["expires"][0])
-        assert expires <= time.time() + 1
+        assert expires <= time.time() + 2
         # wait for the clock, not for the server: nothing on the server side changes when a link expires
         time.sleep(max(0.0, expires + 1 - time.time()))
         error = assert_error(download(asset["url"]), 403, "forbidden", "expired")
@@ -221,8 +221,8 @@ def test_an_expired_link_is_403_and_the_api_gives_a_fresh_one(serve: ServerFacto
         assert fresh != asset["url"]
         downloaded = download(fresh)
         assert downloaded.status_code == 200
-        # a cache keeps it no longer than its link is valid (1 s here), not the hour a long-lived link gets
-        assert downloaded.headers["cache-control"] in ("private, max-age=0", "private, max-age=1")
+        # a cache keeps it no longer than its link is valid (2 s here), not the hour a long-lived link gets
+        assert downloaded.headers["cache-control"] in {f"private, max-age={age}" for age in range(3)}
 
 
 @pytest.mark.parametrize(
