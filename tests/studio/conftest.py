@@ -1,7 +1,8 @@
 """The studio's browser tests: Debian's Chromium (/usr/bin/chromium, headless) driven by Playwright against a
-real `reangle serve --engine fake`. One browser for the whole package, one server per module, a fresh browser
-context (storage, cache) per test. Every page is checked for requests to any other host and for script
-errors; a failed test leaves a screenshot in test-artifacts/studio/.
+real `reangle serve --engine fake`. One browser and one server for the whole package (each test has keys of
+its own, and the jobs it leaves unfinished are canceled after it), a fresh browser context (storage, cache)
+per test. Every page is checked for requests to any other host and for script errors; a failed test leaves a
+screenshot in test-artifacts/studio/.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, expect, sync_playwright
 
-from tests.api.conftest import REPO, ServerFactory, ServerProcess, serve, server_env  # noqa: F401
+from tests.api.conftest import REPO, ServerProcess, server_env
 from tests.conftest import image_bytes, make_image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,11 +61,29 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     launched.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def studio_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
-    """A fake-engine server with auth on, shared by one module's tests (each uses a key of its own)."""
+    """A fake-engine server with auth on, shared by the package's tests (each uses keys of its own)."""
+    with started_server(tmp_path_factory, cache_dir, fake_step_seconds=STEP_S) as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def open_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
+    """A server without auth and with an upload limit of 2,000 bytes, for the tests of those two; and the one
+    the restart test stops and starts again (it starts with the studio's step time)."""
+    with started_server(
+        tmp_path_factory, cache_dir, auth="off", max_upload_bytes=2000, fake_step_seconds=STEP_S
+    ) as server:
+        yield server
+
+
+@contextmanager
+def started_server(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, **settings: str | float | int
+) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("studio") / "data"
-    server = ServerProcess(data_dir=data_dir, env=server_env(cache_dir, fake_step_seconds=STEP_S))
+    server = ServerProcess(data_dir=data_dir, env=server_env(cache_dir, **settings))
     server.start()
     yield server
     if server.process is not None:
@@ -79,13 +100,28 @@ class Studio:
     key: str | None
     requests: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    #: the keys it used (its own and any made later), whose unfinished jobs are canceled after the test
+    keys: list[str] = field(default_factory=list)
 
     @property
     def server_url(self) -> str:
         return self.server.url
 
     def new_key(self) -> str:
-        return self.server.new_key()
+        key = self.server.new_key()
+        self.keys.append(key)
+        return key
+
+    def cancel_unfinished_jobs(self) -> None:
+        """Cancel what the test left queued or running: the next test's jobs would wait behind it."""
+        if self.server.process is None:
+            return
+        for key in self.keys:
+            with httpx.Client(base_url=self.server_url, headers={"Authorization": f"Bearer {key}"}) as client:
+                listed = client.get("/v1/jobs", params={"limit": 100}).raise_for_status()
+                for job in listed.json()["data"]:
+                    if job["status"] in ("queued", "processing"):
+                        client.post(f"/v1/jobs/{job['id']}/cancel")  # 409 if it has ended meanwhile
 
     def open(self) -> Studio:
         self.page.goto(f"{self.server_url}/")
@@ -148,7 +184,7 @@ def open_studio(
         if api_key:
             context.add_init_script(f"localStorage.setItem('reangle.apiKey', {api_key!r})")
         page = context.new_page()
-        studio = Studio(page=page, server=server, key=api_key)
+        studio = Studio(page=page, server=server, key=api_key, keys=[api_key] if api_key else [])
         own = urlsplit(server.url).netloc
 
         def guard(route: Route) -> None:
@@ -171,6 +207,8 @@ def open_studio(
             name = re.sub(r"[^\w.-]", "_", request.node.name)
             studio.page.screenshot(path=str(ARTIFACTS / f"{name}-{index}.png"), full_page=True)
         context.close()
+    for _, studio in opened:
+        studio.cancel_unfinished_jobs()
     for _, studio in opened:
         assert studio.foreign_requests() == [], studio.foreign_requests()
         assert studio.page_errors == [], studio.page_errors

@@ -3,33 +3,30 @@ puts the camera on the subject's right), dragging the camera in the 3D view, sli
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import math
-import subprocess
-import sys
 from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from reangle.cli.main import main
 from reangle.core.camera import all_poses, pose_from_continuous
 from tests.conftest import image_bytes, make_image
-from tests.studio.conftest import REPO, StudioFactory, drop_file
+from tests.studio.conftest import StudioFactory, drop_file
 
 CAMERA_MODULE = "/studio/js/camera.js"
 
 
 def reangle_pose(*flags: str) -> dict[str, Any]:
-    """What `reangle pose ... --json` prints: the command line people check a pose with."""
-    done = subprocess.run(
-        [sys.executable, "-m", "reangle", "pose", *flags, "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
+    """What `reangle pose ... --json` prints: the command line people check a pose with (its entry point,
+    called in this process)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["pose", *flags, "--json"]) == 0
+    result: dict[str, Any] = json.loads(printed.getvalue())
     return result
 
 

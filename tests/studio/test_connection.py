@@ -3,13 +3,12 @@ and a page opened while it is down says so and opens its panels by itself once i
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from playwright.sync_api import Route, expect
 
-from tests.studio.conftest import WAIT_MS, Studio, StudioFactory
-from tests.studio.test_jobs import only_job, set_advanced
+from tests.studio.conftest import Studio, StudioFactory
+from tests.studio.test_jobs import hold_the_runner, only_job, set_advanced, wait_for_status
 
 RECONNECTING = "Reconnecting to the server…"
 CANCEL_KEPT = f"{RECONNECTING} The job will be canceled when reconnected."
@@ -32,16 +31,18 @@ def abort(route: Route) -> None:
     route.abort()
 
 
-def cut_off_mid_job(studio: Studio, photo: Path, button: str) -> None:
-    """A job of 100 steps a view, seen running; then every request about it fails as if the server were gone,
-    and the page says it is reconnecting. Its event stream fails from the start (the page polls the job
-    instead), because a route cannot break a stream once it is open."""
+def cut_off_mid_job(
+    studio: Studio, photo: Path, button: str, *, steps: int = 100, seen: str = "Running"
+) -> None:
+    """A job of `steps` a view, seen `seen` (running, or queued); then every request about it fails as if the
+    server were gone, and the page says it is reconnecting. Its event stream fails from the start (the page
+    polls the job instead), because a route cannot break a stream once it is open."""
     page = studio.page
     page.route(EVENTS, abort)
     studio.upload(photo)
-    set_advanced(page, steps="100", width="64", height="64")
+    set_advanced(page, steps=str(steps), width="64", height="64")
     page.click(button)
-    expect(page.locator("#progress-text")).to_have_text("Running")
+    expect(page.locator("#progress-text")).to_have_text(seen)
     page.route(JOB, abort)
     page.route(CANCEL, abort)
     expect(page.locator("#progress-text")).to_have_text(RECONNECTING)
@@ -69,13 +70,12 @@ def test_a_kept_cancel_refused_because_the_job_ended_meanwhile_shows_how_it_ende
 ) -> None:
     studio = open_studio().open()
     page = studio.page
-    cut_off_mid_job(studio, photo, "#generate")  # 5 s
+    release = hold_the_runner(studio)  # the job waits, queued, until the test lets it run to its end
+    cut_off_mid_job(studio, photo, "#generate", steps=2, seen="Queued")
     page.click("#cancel")
     expect(page.locator("#progress-text")).to_have_text(CANCEL_KEPT)
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while only_job(studio)["status"] != "succeeded":
-        assert time.monotonic() < deadline, only_job(studio)
-        time.sleep(0.1)
+    release()
+    wait_for_status(studio, str(only_job(studio)["id"]), "succeeded")
     # the cancel gets through first, while the job's own reads still fail: refused (409), it is no error
     with page.expect_response(CANCEL) as answer:
         page.unroute(CANCEL)

@@ -4,23 +4,43 @@ focus stays where it was and a thumbnail shown is not downloaded again; and the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
-from tests.studio.conftest import StudioFactory
-from tests.studio.test_jobs import api_job
+from tests.studio.conftest import Studio, StudioFactory
+from tests.studio.test_jobs import HISTORY_POLL_MS, api_job, hold_the_runner, wait_for_status
+
+
+def open_with_a_waiting_job(studio: Studio) -> tuple[Page, str, Callable[[], None]]:
+    """The page opened while a job of its key waits, queued (the runner held), and seen so in the history;
+    and a function that lets the job run to its end and moves the page's clock on to its next refresh."""
+    release = hold_the_runner(studio)
+    waiting = str(api_job(studio, "edit", wait=False, num_inference_steps=1)["id"])
+    page = studio.page
+    page.clock.install()  # the page's own timers, moved on below rather than waited for
+    studio.open()
+    expect(page.locator(f"#history [data-job='{waiting}'] .status")).to_have_text(
+        re.compile("queued|processing")
+    )
+
+    def end_it() -> None:
+        release()
+        wait_for_status(studio, waiting, "succeeded")
+        page.clock.fast_forward(HISTORY_POLL_MS)
+
+    return page, waiting, end_it
 
 
 def test_the_keyboard_focus_stays_on_its_row_while_the_history_refreshes(open_studio: StudioFactory) -> None:
     studio = open_studio()
     done = api_job(studio, "edit", num_inference_steps=1)
-    running = str(api_job(studio, "edit", wait=False, num_inference_steps=60)["id"])
-    page = studio.open().page
-    status = page.locator(f"#history [data-job='{running}'] .status")
-    expect(status).to_have_text(re.compile("queued|processing"))
+    page, waiting, end_it = open_with_a_waiting_job(studio)
+    status = page.locator(f"#history [data-job='{waiting}'] .status")
     row = page.locator(f"#history [data-job='{done['id']}']")
     row.focus()
     page.evaluate("() => { window.focusedRow = document.activeElement; }")
+    end_it()
     expect(status).to_have_text("succeeded")  # refreshed meanwhile, with no click
     expect(row).to_be_focused()
     assert page.evaluate("() => document.activeElement === window.focusedRow")
@@ -30,9 +50,9 @@ def test_a_thumbnail_is_not_downloaded_again_by_a_refresh(open_studio: StudioFac
     studio = open_studio()
     done = api_job(studio, "edit", num_inference_steps=1)
     thumbnail = done["output"]["assets"][0]["id"]  # type: ignore[index]
-    running = str(api_job(studio, "edit", wait=False, num_inference_steps=60)["id"])
-    page = studio.open().page
+    page, waiting, end_it = open_with_a_waiting_job(studio)
     expect(page.locator(f"#history [data-job='{done['id']}'] img")).to_have_js_property("complete", True)
-    expect(page.locator(f"#history [data-job='{running}'] .status")).to_have_text("succeeded")
+    end_it()
+    expect(page.locator(f"#history [data-job='{waiting}'] .status")).to_have_text("succeeded")
     downloads = [url for url in studio.requests if f"/v1/files/{thumbnail}?" in url]
     assert len(downloads) == 1, downloads

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from reangle.api.studio import FILES
 from tests.api.conftest import ServerProcess
-from tests.studio.conftest import REPO, ServerFactory, StudioFactory
+from tests.studio.conftest import REPO, StudioFactory
 
 
 def test_the_page_and_its_files_have_caching_and_a_policy_against_remote_scripts(
@@ -90,9 +90,8 @@ def test_the_demo_engine_says_its_images_are_meaningless(open_studio: StudioFact
     )
 
 
-def test_without_auth_no_key_is_asked_for(open_studio: StudioFactory, serve: ServerFactory) -> None:
-    server = serve(auth="off")
-    studio = open_studio(key=None, server=server).open()
+def test_without_auth_no_key_is_asked_for(open_studio: StudioFactory, open_server: ServerProcess) -> None:
+    studio = open_studio(key=None, server=open_server).open()
     expect(studio.page.locator("#key-status")).to_have_text("No key needed: this server runs without auth.")
     expect(studio.page.locator("#api-key")).to_be_hidden()
     expect(studio.page.locator("#pose-phrase")).to_have_text("<sks> front view eye-level shot medium shot")
