@@ -23,15 +23,24 @@ OUTAGE_S = 4.0
 ANSWER_WITHIN_S = 5.0
 
 
-@pytest.fixture
-def cluster() -> Iterator[PgCluster]:
-    """A cluster of this test's own: stopping it leaves the session's cluster alone."""
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[PgCluster]:
+    """A cluster of this module's own: stopping it leaves the session's cluster alone."""
     own = PgCluster()
     try:
         own.start()
         yield own
     finally:
         own.destroy()
+
+
+@pytest.fixture
+def cluster(own_cluster: PgCluster) -> PgCluster:
+    """The module's cluster, running (a test that failed in its outage left it stopped); each test has a
+    database of its own on it."""
+    if not (own_cluster.data_dir / "postmaster.pid").exists():
+        own_cluster.start()
+    return own_cluster
 
 
 @pytest.fixture

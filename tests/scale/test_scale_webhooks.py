@@ -8,12 +8,11 @@ import time
 
 from reangle.store.postgres import PostgresStore
 from tests.api.conftest import KEY_A, edit_input, submit, succeeded, upload
-from tests.scale.conftest import DeployFactory
+from tests.scale.conftest import Deployment
 from tests.webhook_receiver import Receiver
 
 
-def test_a_job_run_on_a_worker_is_delivered_once(deploy: DeployFactory) -> None:
-    deployment = deploy(apis=1, workers=2, allow_private_urls="true", webhook_retry_base_s=0.2)
+def test_a_job_run_on_a_worker_is_delivered_once(deployment: Deployment) -> None:
     receiver = Receiver(statuses=[500])  # the retry, too, goes out once
     try:
         with deployment.apis[0].client(KEY_A) as client:
