@@ -250,8 +250,8 @@ def load_reference(args: argparse.Namespace) -> Reference | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    variants, orbit, profile = resolve_variants(args)  # before resolve_device: no torch import to refuse them
     device = resolve_device(args)
-    variants, orbit, profile = resolve_variants(args)
     reference = load_reference(args)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="reangle-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)

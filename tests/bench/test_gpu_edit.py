@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 GPU_EDIT = ROOT / "bench" / "gpu_edit.py"
 RUN_SH = ROOT / "bench" / "device" / "run.sh"
 COMPILED = "compile+compile_backend=eager"
-TINY = ("--config", "tiny", "--device", "cpu", "--size", "64", "--runs", "2", "--warmup", "1", "--edits", "2")
+SIZE = 32
+TINY = (
+    *("--config", "tiny", "--device", "cpu", "--size", str(SIZE)),
+    *("--runs", "2", "--warmup", "1", "--edits", "2"),
+)
+#: The tiny model's ops are too small to gain from threads, and on a loaded machine spinning OpenMP threads
+#: make each edit many times slower.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 #: Phases every variant reports, besides step_1..step_4.
 PHASES = (
     "decode_input",
@@ -54,7 +61,7 @@ def run(command: list[str], env: dict[str, str] | None = None) -> subprocess.Com
 
 
 def gpu_edit(*args: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, str(GPU_EDIT), *args])
+    return run([sys.executable, str(GPU_EDIT), *args], env=ONE_THREAD)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +93,7 @@ def test_sweep_measures_each_variant_on_the_same_weights(sweep: tuple[Any, Path]
     assert report["device"]["device"] == "cpu"
     assert {"torch", "diffusers", "transformers", "peft", "pydantic", "reangle"} <= set(report["versions"])
     assert report["settings"]["variants"] == ["baseline", "fp8", "math", COMPILED]  # baseline: the reference
-    assert (report["settings"]["size"], report["settings"]["steps"]) == (64, 4)
+    assert (report["settings"]["size"], report["settings"]["steps"]) == (SIZE, 4)
 
     fingerprints = []
     for record in report["variants"]:
@@ -151,7 +158,7 @@ def test_each_variant_runs_its_options_and_is_compared_with_the_baseline(sweep: 
     assert "psnr_db" in compiled["quality"]["vs_baseline"]
 
     with Image.open(out / "baseline.png") as saved:
-        assert saved.size == (64, 64)
+        assert saved.size == (SIZE, SIZE)
 
 
 @pytest.mark.tiny
@@ -212,9 +219,12 @@ def test_run_sh_installs_carried_wheels_and_compares_with_an_earlier_baseline(
     wheels.mkdir()
     make_wheel(wheels, "reangle_bench_probe", "1.0")
 
+    # one timed run and no warm-up: the output compared does not depend on them; run.sh is what is tested
+    arguments = [*TINY, "--runs", "1", "--warmup", "0", "--edits", "0", "--variants", "fp8"]
     device_run = run(
-        ["bash", str(RUN_SH), *TINY, "--variants", "fp8", "--reference", str(first / "baseline.png")],
-        env={"PYTHON": sys.executable, "WHEELS": str(wheels), "SITE": str(site), "OUT": str(out)},
+        ["bash", str(RUN_SH), *arguments, "--reference", str(first / "baseline.png")],
+        env=ONE_THREAD
+        | {"PYTHON": sys.executable, "WHEELS": str(wheels), "SITE": str(site), "OUT": str(out)},
     )
 
     assert device_run.returncode == 0, device_run.stderr[-3000:] + device_run.stdout[-3000:]
