@@ -1,7 +1,10 @@
 """Procrastinate's lines about losing the database, for a worker's log. When PostgreSQL goes away its worker
 logs each failed side task (its listener, its heartbeat) as an ERROR with a traceback; the worker carries on
 and says so in its own lines (see `reangle.runtime.worker`), so an expected outage is one WARNING line each
-here, with the reason, and an operator alerting on ERROR is not woken by a database restart."""
+here, with the reason, and an operator alerting on ERROR is not woken by a database restart.
+
+The same goes for asyncio's "Task exception was never retrieved": a job task that Procrastinate cancels while
+the database is away fails to record its status, and Procrastinate, stopping, no longer awaits it."""
 
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ if TYPE_CHECKING:
     import psycopg
 
 QUEUE_LOGGER = "procrastinate"
+ASYNCIO_LOGGER = "asyncio"
 
 
 class QueueOutageLines(logging.Filter):
-    """On a handler: a record whose exception comes from the database being away becomes a one-line
-    WARNING; any other passes as it is."""
+    """On a handler or a logger: a record whose exception comes from the database being away becomes a
+    one-line WARNING; any other passes as it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         away = _database_error(record.exc_info[1] if record.exc_info else None)

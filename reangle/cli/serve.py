@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from reangle.catalog import load_catalog
 from reangle.cli.open_files import raise_open_file_limit
-from reangle.cli.queue_logs import QUEUE_LOGGER, queue_handler
+from reangle.cli.queue_logs import ASYNCIO_LOGGER, QUEUE_LOGGER, QueueOutageLines, queue_handler
 from reangle.core.models import MODELS, TASK_INPUTS, check_one_base_per_engine, install_catalog
 from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, cuda_available
 from reangle.errors import InvalidInput
@@ -168,7 +168,25 @@ def server_logging() -> dict[str, Any]:
     config["loggers"]["psycopg.pool"] = {"level": QUIET_POOL_LEVEL}
     config["handlers"]["queue"] = {"()": queue_handler, "format": LOG_FORMAT}
     config["loggers"][QUEUE_LOGGER] = {"handlers": ["queue"], "level": "WARNING", "propagate": False}
+    config.setdefault("filters", {})["queue_outage"] = {"()": QueueOutageLines}
+    config["loggers"][ASYNCIO_LOGGER] = {
+        "handlers": ["reangle"],
+        "filters": ["queue_outage"],
+        "propagate": False,
+    }
     return config
+
+
+def worker_logging() -> None:
+    """A worker's lines at INFO, timestamped, on stderr; Procrastinate's from WARNING, its outage lines
+    quiet (as `server_logging` has them)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    queue_logger = logging.getLogger(QUEUE_LOGGER)
+    queue_logger.setLevel(logging.WARNING)
+    queue_logger.addHandler(queue_handler(LOG_FORMAT))
+    queue_logger.propagate = False
+    logging.getLogger(ASYNCIO_LOGGER).addFilter(QueueOutageLines())
+    logging.getLogger("psycopg.pool").setLevel(QUIET_POOL_LEVEL)
 
 
 def bound_socket(host: str, port: int) -> socket.socket:
@@ -239,12 +257,7 @@ def _work(settings: Settings, models: list[str] | None) -> int:
             raise InvalidInput(
                 f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}", field="models"
             )
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    queue_logger = logging.getLogger(QUEUE_LOGGER)
-    queue_logger.setLevel(logging.WARNING)
-    queue_logger.addHandler(queue_handler(LOG_FORMAT))
-    queue_logger.propagate = False
-    logging.getLogger("psycopg.pool").setLevel(QUIET_POOL_LEVEL)
+    worker_logging()
     settings, engine = _engine(settings, load=True)
     service = build_service(settings, engine)
     runtime = open_runtime(settings, service, engine, models=models)

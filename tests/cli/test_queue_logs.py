@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
 import sys
 
 import procrastinate.exceptions
@@ -56,3 +58,48 @@ def test_any_other_error_passes_as_it_is(exc: BaseException) -> None:
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert "Traceback" in logging.Formatter().format(record)
+
+
+UNRETRIEVED_OUTAGE_ERROR = """
+import asyncio, gc
+import procrastinate.exceptions, psycopg
+
+async def persist_status():  # as Procrastinate's job task, cancelled while the database is away
+    try:
+        raise psycopg.OperationalError("connection failed: the database system is shutting down")
+    except psycopg.OperationalError as exc:
+        raise procrastinate.exceptions.ConnectorException() from exc
+
+async def main():
+    task = asyncio.create_task(persist_status())
+    await asyncio.sleep(0.01)
+    del task  # never awaited: asyncio logs its exception when it is collected
+    gc.collect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    "set_up",
+    [
+        "from reangle.cli.serve import worker_logging; worker_logging()",
+        "import logging.config; from reangle.cli.serve import server_logging; "
+        "logging.config.dictConfig(server_logging())",
+    ],
+    ids=["worker", "server"],
+)
+def test_a_task_exception_left_by_the_outage_is_one_warning_line(set_up: str) -> None:
+    code = f"{set_up}\n{UNRETRIEVED_OUTAGE_ERROR}"
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    assert "Traceback" not in ran.stderr, ran.stderr
+    (line,) = ran.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"[\d-]+ [\d:,]+ WARNING asyncio: Task exception was never retrieved future: <Task finished .*> "
+        r"\(the database is away: connection failed: the database system is shutting down\)",
+        line,
+    ), line
