@@ -111,6 +111,10 @@ def test_the_database_restarted_under_load_loses_and_repeats_nothing(
     health = poll(both_workers_listed, what="both workers listed again")
     assert {worker["engine"] for worker in health["workers"]} == {"fake"}
     assert all(worker.process is not None and worker.process.poll() is None for worker in deployment.workers)
+    for worker in deployment.workers:  # the outage is warnings in their logs, not errors with tracebacks
+        log = worker.log_path.read_text()
+        assert " ERROR " not in log, log
+        assert "Traceback" not in log, log
 
 
 def test_a_job_in_hand_renders_on_through_an_outage_longer_than_the_workers_grace(
