@@ -234,14 +234,15 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 def wait_budget(headers: Mapping[str, str]) -> float:
-    """Seconds to wait for the job: MAX_WAIT_S, and a little less than the client's own read timeout."""
+    """Seconds to wait for the job: MAX_WAIT_S, and less than the client's own read timeout by a tenth of it
+    (at least 0.5 s, at most 5 s), time for the 504 to reach a client on a slow link or a busy machine."""
     try:
         client = float(headers.get("x-stainless-read-timeout", "nan"))
     except ValueError:
         client = math.nan
     if not math.isfinite(client) or client <= 0:
         return MAX_WAIT_S
-    return max(0.1, min(MAX_WAIT_S, client - min(5.0, max(0.25, client * 0.1))))
+    return max(0.1, min(MAX_WAIT_S, client - min(5.0, max(0.5, client * 0.1))))
 
 
 async def _wait_or_disconnect(

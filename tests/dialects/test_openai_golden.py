@@ -214,5 +214,5 @@ def test_wait_budget_stays_under_the_client_read_timeout() -> None:
     assert openai_images.wait_budget({}) == openai_images.MAX_WAIT_S
     assert openai_images.wait_budget({"x-stainless-read-timeout": "600"}) == 570.0
     assert openai_images.wait_budget({"x-stainless-read-timeout": "30"}) == 27.0
-    assert openai_images.wait_budget({"x-stainless-read-timeout": "2"}) == 1.75
+    assert openai_images.wait_budget({"x-stainless-read-timeout": "2"}) == 1.5
     assert openai_images.wait_budget({"x-stainless-read-timeout": "nonsense"}) == openai_images.MAX_WAIT_S
