@@ -10,7 +10,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -18,6 +19,8 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -66,10 +69,42 @@ ImageRef = Annotated[
 ]
 
 
-class LoraReference(BaseModel):
-    """A LoRA of the request's own, applied on top of the model's: exactly one of url, path or id."""
+def _is_number(annotation: object) -> bool:
+    """int or float, optional or not."""
+    if get_origin(annotation) in (Union, UnionType):
+        return all(_is_number(arg) or arg is NoneType for arg in get_args(annotation))
+    return annotation in (int, float)
+
+
+def _is_number_list(annotation: object) -> bool:
+    return get_origin(annotation) is list and _is_number(get_args(annotation)[0])
+
+
+class _RequestModel(BaseModel):
+    """A request's input: unknown fields refused, and JSON true or false never taken as a number (pydantic
+    would read `"num_outputs": true` as 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: object, info: ValidationInfo) -> object:
+        annotation = cls.model_fields[str(info.field_name)].annotation
+        if isinstance(value, bool) and _is_number(annotation):
+            raise PydanticCustomError("number_type", "Input should be a number, not true or false")
+        if isinstance(value, list) and _is_number_list(annotation):
+            for index, item in enumerate(value):
+                if isinstance(item, bool):
+                    raise PydanticCustomError(
+                        "number_type",
+                        "Input should be a list of numbers; item {index} is true or false",
+                        {"index": index},
+                    )
+        return value
+
+
+class LoraReference(_RequestModel):
+    """A LoRA of the request's own, applied on top of the model's: exactly one of url, path or id."""
 
     url: str | None = Field(default=None, min_length=1, description="an http(s) URL of a .safetensors file")
     path: str | None = Field(default=None, min_length=1, description="a file in the server's LoRA folder")
@@ -104,9 +139,7 @@ def _acceleration_help(presets: Mapping[Acceleration, Preset]) -> str:
     )
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Input(_RequestModel):
     prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="your own instruction")
     rewrite_prompt: bool = Field(
         default=False,
@@ -194,10 +227,8 @@ MAX_ORBIT_VIEWS = 16
 _SNAPPED_POSE_FIELDS = ("azimuths", "elevation", "distance")
 
 
-class OrbitPose(BaseModel):
+class OrbitPose(_RequestModel):
     """One view of an orbit path, in either parametrization (one field per axis, as in a camera edit)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     horizontal_angle: float | None = Field(default=None, description="degrees, any value (mod 360)")
     vertical_angle: float | None = Field(default=None, description="degrees, -90..90")
@@ -387,11 +418,9 @@ class TextToImageInput(_Input):
         return [f"{self.prompt.rstrip().rstrip('.')}. {shot}" for shot in self.set_shots()]
 
 
-class WanImageInput(BaseModel):
+class WanImageInput(_RequestModel):
     """Wan 2.7 image through Alibaba's DashScope API: text-to-image, editing with up to 9 reference images,
     image sets; the images come back into this server's own asset store."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: str = Field(min_length=1, max_length=WAN_MAX_PROMPT_CHARS, description="the image or the edit")
     images: list[ImageRef] = Field(default_factory=list, max_length=WAN_MAX_IMAGES, description="0-9 images")

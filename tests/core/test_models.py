@@ -66,6 +66,42 @@ def test_bad_inputs_name_the_field(data, field):  # type: ignore[no-untyped-def]
     assert caught.value.message.startswith(field)
 
 
+@pytest.mark.parametrize(
+    ("model", "kind", "data", "field"),
+    [
+        (CAMERA_EDIT, JobKind.EDIT, {"images": ["a"], "num_outputs": True}, "input.num_outputs"),
+        (CAMERA_EDIT, JobKind.EDIT, {"images": ["a"], "horizontal_angle": False}, "input.horizontal_angle"),
+        (CAMERA_EDIT, JobKind.EDIT, {"images": ["a"], "seed": True}, "input.seed"),
+        (
+            CAMERA_EDIT,
+            JobKind.EDIT,
+            {"images": ["a"], "loras": [{"id": "x", "scale": True}]},
+            "input.loras.0.scale",
+        ),
+        (INSTRUCTION_EDIT, JobKind.EDIT, {"images": ["a"], "prompt": "p", "quality": True}, "input.quality"),
+        (CAMERA_EDIT, JobKind.ORBIT, {"image": "a", "azimuths": [0, True]}, "input.azimuths"),
+        (CAMERA_EDIT, JobKind.ORBIT, {"image": "a", "poses": [{"zoom": True}]}, "input.poses.0.zoom"),
+        (TEXT_TO_IMAGE, JobKind.EDIT, {"prompt": "p", "width": True}, "input.width"),
+        (WAN_IMAGE, JobKind.EDIT, {"prompt": "p", "num_outputs": False}, "input.num_outputs"),
+    ],
+)
+def test_true_or_false_is_no_number(model, kind, data, field):  # type: ignore[no-untyped-def]
+    """JSON booleans are refused where a number goes, by the field, instead of being read as 1 or 0."""
+    with pytest.raises(InvalidInput) as caught:
+        validate(model, data, kind)
+    assert caught.value.field == field
+    assert "true or false" in caught.value.message
+
+
+def test_booleans_stay_booleans_and_numbers_numbers():
+    validated = validate(
+        CAMERA_EDIT, {"images": ["a"], "rewrite_prompt": True, "num_outputs": 2, "zoom": 1.5}
+    )
+    (request,) = validated.edit_requests()
+    assert validated.rewrite_prompt is True
+    assert (request.num_outputs, request.pose is not None) == (2, True)
+
+
 def test_orbit_defaults_to_the_eight_views_at_one_elevation_and_distance():
     orbit = validate(CAMERA_EDIT, {"image": "a", "elevation": 30, "distance": 0.6}, JobKind.ORBIT)
     requests = orbit.edit_requests()
