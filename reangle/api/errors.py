@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from reangle.api.request_id import HEADER, failure_hint, request_id
+from reangle.api.request_id import HEADER, failure_hint, log_failure, request_id
 from reangle.errors import (
     AssetGone,
     Conflict,
@@ -214,8 +214,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log_failure(request)
         named = request_id(request)
-        log.exception("unexpected error in %s %s (request id %s)", request.method, request.url.path, named)
         failure = InternalError(hint=failure_hint(request))
         response = error_response(500, failure.code, failure.message, failure.hint)
         response.headers["Connection"] = "close"  # the connection's state is unknown after a failure

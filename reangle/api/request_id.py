@@ -8,11 +8,14 @@ OpenAI dialect names the job) keeps it.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("reangle.api")
 
 HEADER = "x-request-id"
 _SCOPE_KEY = "reangle.request_id"
@@ -46,6 +49,13 @@ def request_id(request: Request) -> str | None:
     """The id RequestIds gave the request; None in an app without it."""
     found = request.scope.get(_SCOPE_KEY)
     return found if isinstance(found, str) else None
+
+
+def log_failure(request: Request) -> None:
+    """Log the exception being handled, a bug, with the traceback, the route and the request's id."""
+    log.exception(
+        "unexpected error in %s %s (request id %s)", request.method, request.url.path, request_id(request)
+    )
 
 
 def failure_hint(request: Request) -> str | None:

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import ClientDisconnect
 
 from reangle.api.errors import body_refusal, client_gone, database_refusal, status_for
-from reangle.api.request_id import failure_hint, request_id
+from reangle.api.request_id import failure_hint, log_failure
 from reangle.errors import InternalError, InvalidInput, MethodNotAllowed, NotFound, ReangleError
 
 log = logging.getLogger("reangle.api")
@@ -66,12 +66,7 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     if refused is not None:  # the request's text, not the server, is at fault
                         log.warning("the database refused the text of a request: %s", type(exc).__name__)
                         return render(request, refused, status_for(refused))
-                    log.exception(
-                        "unexpected error in %s %s (request id %s)",
-                        request.method,
-                        request.url.path,
-                        request_id(request),
-                    )
+                    log_failure(request)
                     response = render(request, InternalError(hint=failure_hint(request)), 500)
                     response.headers["Connection"] = "close"  # the connection's state is unknown
                     return response

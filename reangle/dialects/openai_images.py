@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 from reangle.api.auth import bearer_token
 from reangle.api.deps import LinkMaker, State
 from reangle.api.forms import parse_form
-from reangle.api.request_id import failure_hint, request_id
+from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.service import STOPPING, SubmitRequest
@@ -183,7 +183,7 @@ def _unexpected_errors_as_server_failure(request: Request) -> Iterator[None]:
     except (ReangleError, ClientDisconnect):
         raise
     except Exception as exc:
-        log.exception("openai %s failed unexpectedly (request id %s)", request.url.path, request_id(request))
+        log_failure(request)
         raise ServerFailure(hint=failure_hint(request)) from exc
 
 

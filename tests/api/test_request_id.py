@@ -56,14 +56,15 @@ def broken(*_args: Any, **_kwargs: Any) -> Any:
     raise RuntimeError("a bug, not the request's fault")
 
 
-def assert_named_failure(answer: Any, message: str, caplog: pytest.LogCaptureFixture) -> None:
-    """A 500 whose message hints at its request id, which the log line with the traceback names too."""
+def assert_named_failure(answer: Any, message: str, caplog: pytest.LogCaptureFixture, route: str) -> None:
+    """A 500 whose message hints at its request id, which the log line with the traceback names too, with
+    the route (`GET /v1/jobs/job_any`)."""
     assert answer.status_code == 500, answer.text
     named = re.search(r"report it with request id (req_[0-9a-f]{24}), which the server's log names", message)
     assert named, message
     assert answer.headers["x-request-id"] == named[1]
     (logged,) = [record for record in caplog.records if record.exc_info]
-    assert named[1] in logged.getMessage()
+    assert logged.getMessage() == f"unexpected error in {route} (request id {named[1]})"
     assert "a bug, not the request's fault" in caplog.text  # the traceback
 
 
@@ -75,7 +76,7 @@ def test_a_native_500_names_its_request(
     error = answer.json()["error"]
     assert error["code"] == "internal_error"
     assert answer.headers["connection"] == "close"
-    assert_named_failure(answer, error["hint"], caplog)
+    assert_named_failure(answer, error["hint"], caplog, "GET /v1/jobs/job_any")
 
 
 def test_a_dialect_500_names_its_request(
@@ -83,7 +84,7 @@ def test_a_dialect_500_names_its_request(
 ) -> None:
     monkeypatch.setattr(runpod, "_lookup", broken)
     answer = http.get("/runpod/v2/any-endpoint/status/any-job")
-    assert_named_failure(answer, answer.json()["error"], caplog)
+    assert_named_failure(answer, answer.json()["error"], caplog, "GET /runpod/v2/any-endpoint/status/any-job")
 
 
 def test_an_openai_500_names_its_request(
@@ -91,4 +92,6 @@ def test_an_openai_500_names_its_request(
 ) -> None:
     monkeypatch.setattr(openai_images, "translate_generation", broken)
     answer = http.post("/openai/v1/images/generations", json={"prompt": "a red chair"})
-    assert_named_failure(answer, answer.json()["error"]["message"], caplog)
+    assert_named_failure(
+        answer, answer.json()["error"]["message"], caplog, "POST /openai/v1/images/generations"
+    )
