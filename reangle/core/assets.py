@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 import time
@@ -18,6 +19,14 @@ from reangle.core.ports import AssetRecord, BlobStore, JobStore
 from reangle.errors import AssetGone, NotFound, TooLarge
 
 T = TypeVar("T")
+
+log = logging.getLogger("reangle.assets")
+
+#: A file no asset names is deleted once it is this old: a put and the insert of its row are moments apart.
+ORPHAN_GRACE_S = 3600.0
+#: Files each sweep looks at for orphans: a page of the store's listing (one S3 request), so that no sweep
+#: lists a whole large bucket; the walk goes on where the last sweep stopped, and starts over at the end.
+ORPHAN_PAGE = 1000
 
 
 def new_id(prefix: str) -> str:
@@ -42,6 +51,7 @@ class AssetService:
         self.upload_ttl_s, self.result_ttl_s = upload_ttl_s, result_ttl_s
         self.clock = clock
         self._files_lock = threading.Lock()
+        self._orphan_walk: str | None = None  #: where the next sweep's page of stored files starts
         #: A small file can decode to 40 MP (about 0.5 GB and seconds of CPU): however many arrive at once,
         #: only this many decode at a time, the others wait their turn.
         self._decode_slots = max_concurrent_decodes
@@ -145,9 +155,37 @@ class AssetService:
         return decode_image(data, max_pixels=self.max_pixels * 2).image
 
     def sweep(self) -> int:
-        """Delete expired asset rows and the files no asset uses any more; returns files deleted."""
+        """Delete expired asset rows and the files no asset uses any more, then look at the next page of
+        stored files for orphans (`delete_orphans`); returns files deleted."""
         with self._files_lock:
-            orphans = self.store.delete_expired_assets(self.clock())
+            unused = self.store.delete_expired_assets(self.clock())
+            for digest in unused:
+                self.blobs.delete(digest)
+        orphans = self.delete_orphans()
+        if orphans:
+            log.info("retention sweep: deleted %d orphan files (no asset names them)", orphans)
+        return len(unused) + orphans
+
+    def delete_orphans(self) -> int:
+        """Of the next page of stored files, delete those older than ORPHAN_GRACE_S that no asset names: those
+        of a put whose row was never inserted (the process died in between, or the insert failed). Returns
+        how many.
+
+        Why this deletes no file about to get a row. In this process, `_record` holds the files lock around
+        its put and insert, and the page is checked and deleted under it. Across processes (replicas on one
+        bucket or data folder), a put of bytes already stored makes their file new again (the folder's put
+        touches it, S3's rewrites it), and an insert follows its put within moments: a file last put the
+        grace period ago either got its row long before the check below reads the rows, or never will. Left
+        open is only a put of the very same bytes landing between the listing and the delete, moments apart,
+        as for the files `delete_expired_assets` frees."""
+        page = self.blobs.list_page(self._orphan_walk, ORPHAN_PAGE)
+        self._orphan_walk = page.resume_after
+        put_before = self.clock() - ORPHAN_GRACE_S
+        old = [digest for digest, put_at in page.put_at.items() if put_at < put_before]
+        if not old:
+            return 0
+        with self._files_lock:
+            orphans = self.store.hashes_without_assets(old)
             for digest in orphans:
                 self.blobs.delete(digest)
         return len(orphans)

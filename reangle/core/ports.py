@@ -82,6 +82,16 @@ class NewJob:
     request_hash: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class BlobPage:
+    """One page of a walk over the stored blobs, in the store's own order."""
+
+    #: digest -> when its bytes were last put (epoch seconds; a put of bytes already stored counts)
+    put_at: dict[str, float]
+    #: where the next page starts (the store's own marker); None once the walk has reached the end
+    resume_after: str | None
+
+
 #: Where a page of an owner's assets resumes: the (created_at, id) of the last asset before it.
 AssetKey = tuple[float, str]
 
@@ -221,6 +231,11 @@ class JobStore(Protocol):
         hashes no remaining record refers to."""
         ...
 
+    def hashes_without_assets(self, hashes: Sequence[str]) -> set[str]:
+        """Those of the content hashes that no asset record refers to, in one query (the caller passes a
+        batch of a few hundred)."""
+        ...
+
     # workers
     def record_worker(self, worker: WorkerStatus) -> None:
         """Insert or replace the worker's row (a heartbeat)."""
@@ -291,6 +306,11 @@ class BlobStore(Protocol):
         ...
 
     def delete(self, digest: str) -> None: ...
+
+    def list_page(self, after: str | None, limit: int) -> BlobPage:
+        """At most `limit` stored blobs, from the start of the store (`after` None) or from where an earlier
+        page said to resume."""
+        ...
 
     def local_path(self, digest: str) -> Path | None:
         """A file on this machine holding the bytes, for the server to send itself; None when they are

@@ -6,10 +6,13 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
+import stat
 import tempfile
 import time
 from pathlib import Path
 
+from reangle.core.ports import BlobPage
 from reangle.errors import AssetGone, Unavailable
 
 #: A disk full (or over quota) now may have room later: the caller retries, as when a database is down.
@@ -17,6 +20,8 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: The files being written are named so until they are complete (then renamed to their digest).
 TEMPORARY_PREFIX = ".tmp-"
 STALE_TEMPORARY_S = 3600.0
+#: The name of a stored file: its SHA-256 (its folder is named by the first two characters).
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class FileBlobStore:
@@ -37,25 +42,59 @@ class FileBlobStore:
                     leftover.unlink()
 
     def put(self, data: bytes) -> str:
-        """Store `data` once (atomically) and return its SHA-256."""
+        """Store `data` once (atomically) and return its SHA-256. Bytes already stored are not written again,
+        but their file's modification time becomes now: see `list_page`."""
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
-        if not path.exists():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY_PREFIX)
-            except OSError as exc:
-                refuse_if_full(exc)
-                raise
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                os.replace(tmp, path)
-            except OSError as exc:
-                Path(tmp).unlink(missing_ok=True)
-                refuse_if_full(exc)
-                raise
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            self._write(path, data)
         return digest
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY_PREFIX)
+        except OSError as exc:
+            refuse_if_full(exc)
+            raise
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            refuse_if_full(exc)
+            raise
+
+    def list_page(self, after: str | None, limit: int) -> BlobPage:
+        """At most `limit` stored files in digest order, after the digest `after`: only `<root>/<xx>/<sha256>`
+        files, never a temporary file or anything else someone put in the folder. A put of bytes already
+        stored touches their file, so its modification time is the last put."""
+        put_at: dict[str, float] = {}
+        after = after or ""
+        with os.scandir(self.root) as folders:
+            shards = sorted(
+                each.name
+                for each in folders
+                if len(each.name) == 2 and each.is_dir(follow_symlinks=False) and each.name >= after[:2]
+            )
+        for shard in shards:
+            with os.scandir(self.root / shard) as entries:
+                names = sorted(
+                    entry.name
+                    for entry in entries
+                    if DIGEST.fullmatch(entry.name) and entry.name[:2] == shard and entry.name > after
+                )
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    status = (self.root / shard / name).lstat()
+                    if stat.S_ISREG(status.st_mode):
+                        put_at[name] = status.st_mtime
+                if len(put_at) == limit:
+                    return BlobPage(put_at=put_at, resume_after=name)
+        return BlobPage(put_at=put_at, resume_after=None)
 
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest

@@ -676,6 +676,15 @@ class PostgresStore:
             rows = cur.execute("SELECT DISTINCT sha256 FROM assets WHERE sha256 = ANY(%s)", (list(hashes),))
             return hashes - {row[0] for row in rows.fetchall()}
 
+    def hashes_without_assets(self, hashes: Sequence[str]) -> set[str]:
+        if not hashes:
+            return set()
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT DISTINCT sha256 FROM assets WHERE sha256 = ANY(%s)", (list(hashes),)
+            ).fetchall()
+        return set(hashes) - {row[0] for row in rows}
+
     # workers ------------------------------------------------------------------------------------------------
 
     def record_worker(self, worker: WorkerStatus) -> None:

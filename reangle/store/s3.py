@@ -24,6 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
+from reangle.core.ports import BlobPage
 from reangle.errors import AssetGone, Unavailable
 from reangle.settings import Settings
 
@@ -36,6 +37,8 @@ MAX_ATTEMPTS = 3
 #: S3's bucket naming rules, loosely: what a path or a host name can carry.
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
 MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+#: The key of a blob under the store's prefix: `<sha[:2]>/<sha>`.
+BLOB_NAME = re.compile(r"([0-9a-f]{2})/(\1[0-9a-f]{62})")
 #: refused or timed-out connections, and timeouts or resets while a response streams in
 UNREACHABLE = (EndpointUnreachable, HTTPClientError)
 
@@ -46,6 +49,7 @@ class S3Client(Protocol):
     def put_object(self, **params: Any) -> Any: ...
     def get_object(self, **params: Any) -> Any: ...
     def delete_object(self, **params: Any) -> Any: ...
+    def list_objects_v2(self, **params: Any) -> Any: ...
     def head_bucket(self, **params: Any) -> Any: ...
     def generate_presigned_url(self, operation: str, *, Params: dict[str, str], ExpiresIn: int) -> str: ...
 
@@ -97,7 +101,8 @@ class S3BlobStore:
     def put(self, data: bytes) -> str:
         # A plain PUT, no HEAD first: nearly every blob is new (a fresh output or upload), so a HEAD would add
         # a round trip to almost every put to save an upload only for rare repeats. Rewriting the same bytes
-        # under their own hash is harmless, and even restores an object another process swept meanwhile.
+        # under their own hash is harmless, and even restores an object another process swept meanwhile. It
+        # also makes the object's LastModified now: the orphan sweep leaves it be (see `AssetService.sweep`).
         digest = hashlib.sha256(data).hexdigest()
         with self._reaching():
             self.client.put_object(
@@ -119,6 +124,24 @@ class S3BlobStore:
     def delete(self, digest: str) -> None:
         with self._reaching():  # S3 answers a delete of a missing key with success
             self.client.delete_object(Bucket=self.bucket, Key=self.key(digest))
+
+    def list_page(self, after: str | None, limit: int) -> BlobPage:
+        """At most `limit` objects under the prefix (one request; S3 lists at most 1000), in key order after
+        the key `after`; keys not shaped `<sha[:2]>/<sha>` (nested prefixes, foreign objects) are skipped."""
+        start = f"{self.prefix}/" if self.prefix else ""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": start, "MaxKeys": limit}
+        if after is not None:
+            params["StartAfter"] = after
+        with self._reaching():
+            listed = self.client.list_objects_v2(**params)
+        contents = listed.get("Contents", [])
+        put_at = {
+            name[2]: item["LastModified"].timestamp()
+            for item in contents
+            if (name := BLOB_NAME.fullmatch(item["Key"][len(start) :]))
+        }
+        resume_after = contents[-1]["Key"] if contents and listed.get("IsTruncated") else None
+        return BlobPage(put_at=put_at, resume_after=resume_after)
 
     def local_path(self, digest: str) -> Path | None:
         return None

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS assets (
 );
 CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at);
 CREATE INDEX IF NOT EXISTS assets_owner ON assets (owner, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS assets_sha256 ON assets (sha256);
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,

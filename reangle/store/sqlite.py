@@ -636,6 +636,16 @@ class SqliteStore:
             )
         return hashes - still_used
 
+    def hashes_without_assets(self, hashes: Sequence[str]) -> set[str]:
+        if not hashes:
+            return set()
+        marks = ",".join("?" * len(hashes))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT DISTINCT sha256 FROM assets WHERE sha256 IN ({marks})", tuple(hashes)
+            ).fetchall()
+        return set(hashes) - {row[0] for row in rows}
+
     # workers ------------------------------------------------------------------------------------------------
 
     def record_worker(self, worker: WorkerStatus) -> None:

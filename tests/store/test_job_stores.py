@@ -538,6 +538,16 @@ def test_the_expiry_sweep_returns_only_the_contents_no_record_still_uses(job_sto
     assert job_store.delete_expired_assets(T0 + 1) == set()
 
 
+def test_the_hashes_no_asset_record_refers_to_are_found_in_a_batch(job_store: JobStore) -> None:
+    job_store.insert_asset(asset("asset_1", sha256="aa" * 32, expires_at=T0))
+    job_store.insert_asset(asset("asset_2", sha256="aa" * 32, expires_at=T0))
+    job_store.insert_asset(asset("asset_3", sha256="bb" * 32, expires_at=T0))
+    batch = ["aa" * 32, "bb" * 32, *(f"{n:064x}" for n in range(498))]
+    assert job_store.hashes_without_assets(batch) == set(batch[2:])
+    assert job_store.hashes_without_assets(["aa" * 32]) == set()
+    assert job_store.hashes_without_assets([]) == set()
+
+
 def test_a_job_reads_with_the_records_of_its_outputs_still_stored(job_store: JobStore) -> None:
     job_store.insert_jobs([NewJob(job=new_job("job_1"))])
     assert job_store.get_job_with_outputs("job_1") == (job_store.get_job("job_1"), [])

@@ -81,6 +81,34 @@ def test_the_same_bytes_twice_are_one_object(s3_server: S3Server) -> None:
 
 
 @pytest.mark.usefixtures("s3_env")
+def test_the_listing_pages_through_blob_keys_only_with_their_last_put(s3_server: S3Server) -> None:
+    store, prefix = make_store(s3_server)
+    stored = {store.put(DATA + b"%d" % n): DATA + b"%d" % n for n in range(3)}
+    digests = sorted(stored)
+    for foreign in ("notes.txt", f"nested/{digests[0][:2]}/{digests[0]}", f"{digests[1][:2]}/{digests[0]}"):
+        store.client.put_object(Bucket=s3_server.bucket, Key=f"{prefix}/{foreign}", Body=b"not a blob")
+
+    walked: dict[str, float] = {}
+    after, pages = None, 0
+    while True:
+        page = store.list_page(after, 2)
+        walked |= page.put_at
+        pages += 1
+        if page.resume_after is None:
+            break
+        after = page.resume_after
+    assert sorted(walked) == digests
+    assert pages == 3  # six keys, two a page
+    assert all(abs(put_at - time.time()) < 120 for put_at in walked.values())
+
+    time.sleep(1.1)  # LastModified counts whole seconds
+    store.put(stored[digests[0]])  # bytes already stored: written again, new again
+    again = store.list_page(None, 10).put_at
+    assert again[digests[0]] > walked[digests[0]]
+    assert again[digests[1]] == walked[digests[1]]
+
+
+@pytest.mark.usefixtures("s3_env")
 def test_missing_bytes_are_asset_gone(s3_server: S3Server) -> None:
     store, _ = make_store(s3_server)
     with pytest.raises(AssetGone):
@@ -257,7 +285,7 @@ class FailingClient:
     def put_object(self, **params: Any) -> Any:
         raise self.error
 
-    get_object = delete_object = head_bucket = put_object
+    get_object = delete_object = head_bucket = list_objects_v2 = put_object
 
     def generate_presigned_url(self, operation: str, *, Params: dict[str, str], ExpiresIn: int) -> str:
         raise AssertionError("not called")
@@ -265,7 +293,11 @@ class FailingClient:
 
 def test_a_failing_store_and_a_refusal_of_the_credentials_are_unavailable_saying_which() -> None:
     overloaded = S3BlobStore(FailingClient(503, "SlowDown"), "bucket")
-    for operation in (lambda: overloaded.put(DATA), lambda: overloaded.read("ab" * 32)):
+    for operation in (
+        lambda: overloaded.put(DATA),
+        lambda: overloaded.read("ab" * 32),
+        lambda: overloaded.list_page(None, 10),
+    ):
         with pytest.raises(Unavailable, match="SlowDown"):
             operation()
     refused = S3BlobStore(FailingClient(403, "AccessDenied"), "bucket")
