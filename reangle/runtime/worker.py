@@ -70,10 +70,10 @@ WATCHERS_STOP_S = 5.0
 def sweep_cron(interval_s: float) -> str:
     """The retention sweep's schedule for `REANGLE_SWEEP_INTERVAL_S`: every n seconds or minutes, n the
     largest divisor of 60 not above the interval (a cron step must divide 60 to keep its period), at least
-    hourly."""
+    hourly. Procrastinate's cron (croniter) takes seconds as a sixth field, at the end."""
     seconds = max(1, round(interval_s))
     if seconds < 60:
-        return f"*/{_divisor_of_60(seconds)} * * * * *"
+        return f"* * * * * */{_divisor_of_60(seconds)}"
     if seconds < 3600:
         return f"*/{_divisor_of_60(seconds // 60)} * * * *"
     return "0 * * * *"
