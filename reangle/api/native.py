@@ -19,6 +19,7 @@ from reangle.api.download import DownloadResponse
 from reangle.api.errors import json_body
 from reangle.api.forms import parse_form
 from reangle.api.render import Links, asset_json, iso, job_json, output_records
+from reangle.api.state import AppState
 from reangle.api.stream_slots import SlotStreamingResponse
 from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
 from reangle.compose import storage_summary
@@ -27,7 +28,7 @@ from reangle.core.inputs import decode_inline, resolve_image
 from reangle.core.jobs import JobEvent, JobKind, JobStatus, TimeLimits
 from reangle.core.models import MODELS
 from reangle.core.service import SubmitRequest, model_spec
-from reangle.errors import InvalidInput, NotFound
+from reangle.errors import AssetGone, InvalidInput, NotFound
 from reangle.runtime.heartbeat import LISTED_FOR_S
 
 MAX_WAIT_S = 300
@@ -199,8 +200,8 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
         record, path = found
         try:
             stat_result = await asyncio.to_thread(os.stat, path)
-        except FileNotFoundError:  # deleted since: expired in between
-            raise NotFound(f"asset {asset_id} has expired or was deleted") from None
+        except FileNotFoundError:  # deleted since: swept, or lost
+            raise _gone_or_expired(app, asset_id, now) from None
         cache_s = max(0, min(DOWNLOAD_CACHE_S, int(expires - now)))
         headers = DOWNLOAD_HEADERS | {"Cache-Control": f"private, max-age={cache_s}"}
         return DownloadResponse(path, media_type=record.mime_type, headers=headers, stat_result=stat_result)
@@ -212,7 +213,16 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
         )
         if url is not None:
             return RedirectResponse(url, status_code=307)
-    raise NotFound(f"asset {asset_id} has expired or was deleted")
+    raise _gone_or_expired(app, asset_id, now)
+
+
+def _gone_or_expired(app: AppState, asset_id: str, now: float) -> NotFound:
+    """Why an asset's bytes cannot be sent: lost from storage while its record lives on (410 gone), or the
+    asset expired or was deleted (404)."""
+    stored = app.store.get_asset(asset_id)
+    if stored is not None and stored.expires_at > now:
+        return AssetGone(f"the stored file of asset {asset_id} is gone (lost from storage before it expired)")
+    return NotFound(f"asset {asset_id} has expired or was deleted")
 
 
 # Link checkers and uptime probes ask with HEAD: the same answer without its body (the server drops it).

@@ -24,6 +24,7 @@ from tests.api.conftest import (
     assert_error,
     cancel,
     data_url,
+    download,
     edit_input,
     get_job,
     hold_input,
@@ -275,7 +276,7 @@ def test_a_download_link_with_a_foreign_signature_is_forbidden(
     assert_error(response, 403, "forbidden", "signature")
 
 
-def test_a_job_whose_input_file_was_lost_fails_without_naming_a_path(
+def test_an_asset_whose_file_was_lost_is_gone_and_its_job_fails_without_naming_a_path(
     shared_server: ServerProcess, api: httpx.Client
 ) -> None:
     data = png(52, 44)  # bytes no other test uploads: its file is this test's alone
@@ -284,6 +285,8 @@ def test_a_job_whose_input_file_was_lost_fails_without_naming_a_path(
     stored = shared_server.data_dir / "assets" / digest[:2] / digest
     assert stored.is_file()
     stored.unlink()  # a lost disk, an operator's cleanup
+    lost = assert_error(download(asset["url"]), 410, "gone", asset["id"])
+    assert "/" not in lost["message"]
     job = wait_job(
         api, api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(asset["id"])}).json()["id"]
     )
