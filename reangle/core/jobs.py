@@ -88,9 +88,11 @@ class TimeLimits:
     def error(self, job: Job, now: float) -> JobError:
         """Why `job` ended at `now`: which limit it ran past."""
         if self.total_s is not None and now >= job.created_at + self.total_s:
-            message = f"the job was not done within its ttl ({self.total_s:g} s from its submission)"
+            message = (
+                f"the job was not done within its total time limit ({self.total_s:g} s from its submission)"
+            )
         else:
-            message = f"the job ran longer than its execution timeout ({self.run_s:g} s)"
+            message = f"the job ran longer than its run time limit ({self.run_s:g} s)"
         return JobError(code=TIMED_OUT_CODE, message=message, hint="give it a longer limit, or retry it")
 
 

@@ -174,7 +174,7 @@ def test_a_job_past_its_time_limit_ends_failed_as_timed_out(api: httpx.Client) -
     ended = wait_job(api, accepted.json()["id"])  # 100 steps: about 2 s, had it run to its end
     assert ended["status"] == "failed"
     assert ended["error"]["code"] == "timed_out"
-    assert ended["error"]["message"] == "the job ran longer than its execution timeout (0.3 s)"
+    assert ended["error"]["message"] == "the job ran longer than its run time limit (0.3 s)"
     assert ended["output"]["assets"] == []
     plain = submit(api, edit_input(asset["id"]))
     assert plain["time_limits"] is None

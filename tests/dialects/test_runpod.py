@@ -543,7 +543,7 @@ def test_a_job_past_its_execution_timeout_is_timed_out(
         body = http.get(f"/status/{job.job_id}").json()
         error = json.loads(body["error"])
         assert error["error_type"] == "timed_out"
-        assert "execution timeout (5 s)" in error["error_message"]
+        assert "run time limit (5 s)" in error["error_message"]
         assert 5000 <= body["executionTime"] < 10000  # stopped, not run to its end
         assert http.post(f"/retry/{job.job_id}").json() == {"id": job.job_id, "status": "IN_QUEUE"}
         settle(http, job.job_id)

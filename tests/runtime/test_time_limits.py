@@ -42,7 +42,7 @@ def test_a_job_past_its_execution_timeout_is_stopped_and_times_out(
         assert timed_out.status == JobStatus.FAILED
         assert timed_out.error is not None
         assert timed_out.error.code == TIMED_OUT_CODE
-        assert timed_out.error.message == "the job ran longer than its execution timeout (0.3 s)"
+        assert timed_out.error.message == "the job ran longer than its run time limit (0.3 s)"
         assert timed_out.outputs == ()
         assert 1 not in rig.engine.images  # stopped at a step, not run to its end (40 steps, 2 s)
         assert succeeded.status == JobStatus.SUCCEEDED  # the runner goes on
@@ -64,7 +64,7 @@ def test_a_job_still_queued_when_its_ttl_passes_times_out_without_running(
         assert timed_out.status == JobStatus.FAILED
         assert timed_out.error is not None
         assert timed_out.error.code == TIMED_OUT_CODE
-        assert "ttl (5 s from its submission)" in timed_out.error.message
+        assert "total time limit (5 s from its submission)" in timed_out.error.message
         assert not rig.engine.render_started(1).is_set()
 
     run(scenario())
@@ -125,7 +125,7 @@ def test_a_queued_job_past_its_ttl_ends_when_read_with_no_runner_to_take_it(
             assert job.status == JobStatus.FAILED
             assert job.error is not None
             assert job.error.code == TIMED_OUT_CODE
-            assert "ttl (5 s from its submission)" in job.error.message
+            assert "total time limit (5 s from its submission)" in job.error.message
         assert [job.id for job in ended_jobs] == [read_first.id, polled.id, listed.id]  # each ended once
         assert rig.service.get(OWNER, read_first.id).status == JobStatus.FAILED
         stored = store.get_job(polled.id)
