@@ -41,6 +41,11 @@ def listed_keys(text: str) -> list[str]:
     return [key.strip() for key in text.split(",") if key.strip()]
 
 
+def env_key_id(key: str) -> str:
+    """The id a key of REANGLE_API_KEYS owns its work under (what `reangle keys list` shows for it)."""
+    return "env_" + hash_key(key)[:16]
+
+
 class KeyRing:
     def __init__(
         self,
@@ -51,7 +56,7 @@ class KeyRing:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store, self.enabled, self.clock = store, enabled, clock
-        self._env = {hash_key(key): "env_" + hash_key(key)[:16] for key in listed_keys(env_keys)}
+        self._env = {hash_key(key): env_key_id(key) for key in listed_keys(env_keys)}
         #: digest -> (key id, trusted until): stored keys found lately, so that a client polling a job does
         #: not cost a query per request. Only keys that exist get in, so it holds at most one per stored key.
         self._found: dict[str, tuple[str, float]] = {}

@@ -104,21 +104,30 @@ def _created(record: ApiKeyRecord) -> str:
 
 
 def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from reangle.api.auth import env_key_id, listed_keys
+
     settings, store = open_store(args, settings, existing=True)
     try:
         records = store.list_api_keys()
     finally:
         store.close()
+    # the keys of REANGLE_API_KEYS (as this shell sets it) too: their ids are what `webhook-secret` and
+    # `admin jobs --key-id` take
+    env_ids = list(dict.fromkeys(env_key_id(key) for key in listed_keys(settings.api_keys)))
     if args.json:
         for record in records:
             print(json.dumps({"id": record.id, "name": record.name, "created": _created(record)}))
+        for number, key_id in enumerate(env_ids, start=1):
+            print(json.dumps({"id": key_id, "name": f"REANGLE_API_KEYS #{number}", "created": None}))
         return 0
-    if not records:
+    if not records and not env_ids:
         print(f"reangle: no stored API keys in {jobs_location(settings)}", file=sys.stderr)
         return 0
-    width = max(len(record.name) for record in records)
-    for record in records:
-        print(f"{record.id}  {record.name:<{width}}  {_created(record)}")
+    rows = [(record.id, record.name, _created(record)) for record in records]
+    rows += [(key_id, f"REANGLE_API_KEYS #{number}", "-") for number, key_id in enumerate(env_ids, start=1)]
+    width = max(len(name) for _, name, _ in rows)
+    for key_id, name, created in rows:
+        print(f"{key_id}  {name:<{width}}  {created}")
     return 0
 
 

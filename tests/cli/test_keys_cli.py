@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reangle.api.auth import hash_key
+from reangle.api.auth import KeyRing, hash_key
 from reangle.cli.main import main
 from reangle.compose import open_job_store
 from reangle.settings import Settings
@@ -46,6 +46,29 @@ def test_list_shows_ids_names_and_dates_never_the_keys(
     assert [(row["id"], row["name"]) for row in listed(tmp_path, capsys)] == [
         (ci_id, "ci"),
         (laptop_id, "laptop"),
+    ]
+
+
+def test_list_shows_the_keys_of_reangle_api_keys_by_the_id_their_work_is_owned_under(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored_id, _ = create(tmp_path, "ci", capsys)
+    monkeypatch.setenv("REANGLE_API_KEYS", "first-secret, second-secret")
+    store = open_job_store(Settings(data_dir=tmp_path))
+    ring = KeyRing(store, enabled=True, env_keys="first-secret,second-secret")
+    owners = [ring.owner("first-secret"), ring.owner("second-secret")]
+    store.close()
+
+    assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()]
+    assert [row[0] for row in rows] == [stored_id, *owners]
+    assert [row[1:] for row in rows[1:]] == [["REANGLE_API_KEYS", "#1", "-"], ["REANGLE_API_KEYS", "#2", "-"]]
+    assert "secret" not in out
+    assert [(row["id"], row["name"]) for row in listed(tmp_path, capsys)] == [
+        (stored_id, "ci"),
+        (owners[0], "REANGLE_API_KEYS #1"),
+        (owners[1], "REANGLE_API_KEYS #2"),
     ]
 
 
