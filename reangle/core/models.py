@@ -56,7 +56,7 @@ from reangle.core.wan_image import MAX_IMAGE_BYTES as WAN_MAX_IMAGE_BYTES
 from reangle.core.wan_image import MAX_IMAGES as WAN_MAX_IMAGES
 from reangle.core.wan_image import MAX_PROMPT_CHARS as WAN_MAX_PROMPT_CHARS
 from reangle.core.wan_image import SEED_RANGE as WAN_SEED_RANGE
-from reangle.core.wan_image import WanImageRequest, request_from_scenario
+from reangle.core.wan_image import WanImageRequest, elongated, request_from_scenario
 from reangle.errors import InvalidInput, TooLarge
 
 CAMERA_EDIT = "qwen-edit-multiangle-2511"
@@ -498,7 +498,8 @@ def check_vendor_images(images: Sequence[tuple[int, int, int]]) -> None:
             )
         if max(width, height) / min(width, height) > WAN_MAX_ASPECT:
             raise InvalidInput(
-                f"{where} is {width}x{height}, wider than the 1:8 to 8:1 it takes", field=where
+                f"{where} is {width}x{height}, {elongated(width, height)} than the 1:8 to 8:1 it takes",
+                field=where,
             )
 
 

@@ -70,6 +70,11 @@ class WanImageRequest:
         }
 
 
+def elongated(width: int, height: int) -> str:
+    """How an image past the aspect ratio limit is out of shape: "wider" or "taller"."""
+    return "wider" if width > height else "taller"
+
+
 def body_from_scenario(fields: Mapping[str, object], *, model: str = DEFAULT_MODEL) -> dict[str, Any]:
     """Scenario's fields (images as bytes or data URLs) -> the vendor body; InvalidInput naming the field."""
     return request_from_scenario(fields).to_body(model)
@@ -113,7 +118,9 @@ def vendor_size(value: object) -> str:
             field="size",
         )
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise InvalidInput(f"size {width}x{height} is wider than the supported 1:8 to 8:1", field="size")
+        raise InvalidInput(
+            f"size {width}x{height} is {elongated(width, height)} than the supported 1:8 to 8:1", field="size"
+        )
     return f"{width}*{height}"
 
 
@@ -161,7 +168,10 @@ def _data_url(item: object, field: str) -> str:
             f"{field} is {width}x{height} pixels; each side must be between {low} and {high}", field=field
         )
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise InvalidInput(f"{field} is {width}x{height}, wider than the supported 1:8 to 8:1", field=field)
+        raise InvalidInput(
+            f"{field} is {width}x{height}, {elongated(width, height)} than the supported 1:8 to 8:1",
+            field=field,
+        )
     return f"data:{decoded.mime_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 

@@ -17,6 +17,7 @@ from reangle.core.models import (
     WAN_IMAGE,
     CameraEditInput,
     ModelSpec,
+    check_vendor_images,
     prompt_excess,
     rendered,
 )
@@ -311,3 +312,18 @@ def test_a_camera_axis_the_request_gives_wins_over_the_catalog_default_of_its_ot
     )
     with pytest.raises(InvalidInput, match="either vertical_angle or elevation"):
         top_down.model_validate(image | {"vertical_angle": 20, "elevation": 0}).pose()
+
+
+@pytest.mark.parametrize(
+    ("size", "said"),
+    [
+        ((2400, 240), "2400x240, wider than the 1:8 to 8:1"),
+        ((240, 2400), "240x2400, taller than the 1:8 to 8:1"),
+    ],
+)
+def test_a_wan_input_image_out_of_shape_is_said_to_be_wider_or_taller(
+    size: tuple[int, int], said: str
+) -> None:
+    with pytest.raises(InvalidInput, match=said) as caught:
+        check_vendor_images([(1000, 1000, 1000), (*size, 1000)])
+    assert caught.value.field == "input.images.1"

@@ -619,12 +619,14 @@ def test_nine_images_and_twelve_set_outputs_are_accepted() -> None:
         ({"images": ["data:image/png,rawtext"]}, "images[0]", "not a base64 one"),
         ({"images": ["data:image/png;base64,!!!"]}, "images[0]", "not valid base64"),
         ({"images": ["IMAGE", "SMALL"]}, "images[1]", "between 240 and 8000"),
-        ({"images": ["WIDE"]}, "images[0]", "1:8 to 8:1"),
+        ({"images": ["WIDE"]}, "images[0]", "2000x240, wider than the supported 1:8 to 8:1"),
+        ({"images": ["TALL"]}, "images[0]", "240x2000, taller than the supported 1:8 to 8:1"),
         ({"size": "3K"}, "size", "1K, 2K or WxH"),
         ({"size": 1024}, "size", "must be a string"),
         ({"size": "100x100"}, "size", "between 589,824 (768x768)"),
         ({"size": "4096x4096"}, "size", "2048x2048"),
-        ({"size": "3000x300"}, "size", "1:8 to 8:1"),
+        ({"size": "3000x300"}, "size", "wider than the supported 1:8 to 8:1"),
+        ({"size": "300x3000"}, "size", "taller than the supported 1:8 to 8:1"),
         ({"numOutputs": 0}, "numOutputs", "between 1 and 4"),
         ({"numOutputs": 5}, "numOutputs", "up to 12 with it"),
         ({"numOutputs": 13, "imageSetMode": True}, "numOutputs", "between 1 and 12 in image set mode"),
@@ -640,7 +642,7 @@ def test_nine_images_and_twelve_set_outputs_are_accepted() -> None:
 )
 def test_scenario_validation(fields: dict[str, Any], field: str, said: str) -> None:
     if isinstance(fields.get("images"), list):
-        named = {"IMAGE": png(), "SMALL": png(100, 300), "WIDE": png(2000, 240)}
+        named = {"IMAGE": png(), "SMALL": png(100, 300), "WIDE": png(2000, 240), "TALL": png(240, 2000)}
         fields = {
             **fields,
             "images": [named.get(i, i) if isinstance(i, str) else i for i in fields["images"]],
