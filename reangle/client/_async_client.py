@@ -36,6 +36,7 @@ from reangle.client._inputs import (
     LoraInput,
     TimeLimitsInput,
     as_image_list,
+    batch_images,
     check_finite,
     check_set_prompts,
     edit_input,
@@ -48,6 +49,7 @@ from reangle.client._inputs import (
     reference,
     submission_fields,
     upload_file,
+    with_image_refs,
 )
 from reangle.client._models import (
     Asset,
@@ -362,7 +364,8 @@ class AsyncClient:
         fields = submission_fields(
             webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
         )
-        body = {"model": model, "items": [{"input": dict(item)} for item in inputs], **fields}
+        items = with_image_refs(inputs, await self._image_refs(batch_images(inputs)))
+        body = {"model": model, "items": [{"input": item} for item in items], **fields}
         return parse(await self._send("POST", "/v1/batches", json=body), Batch)
 
     async def get_batch(self, batch_id: str) -> Batch:

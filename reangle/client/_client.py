@@ -37,6 +37,7 @@ from reangle.client._inputs import (
     LoraInput,
     TimeLimitsInput,
     as_image_list,
+    batch_images,
     check_finite,
     check_set_prompts,
     edit_input,
@@ -49,6 +50,7 @@ from reangle.client._inputs import (
     reference,
     submission_fields,
     upload_file,
+    with_image_refs,
 )
 from reangle.client._models import (
     Asset,
@@ -428,14 +430,17 @@ class Client:
         webhook_events: Sequence[str] | None = None,
         time_limits: TimeLimitsInput | None = None,
     ) -> Batch:
-        """Queue one edit job per input (image references must already be asset ids, URLs or data URLs). The
-        webhook and time limits (as for `submit`) are every job's: each job's events are sent on their own."""
+        """Queue one edit job per input and return the batch at once (follow it with `get_batch`, or `wait` on
+        each job). An input's `images` take what `edit` takes: local paths, bytes and PIL images are uploaded
+        first (every file checked before anything is sent). The webhook and time limits (as for `submit`) are
+        every job's: each job's events are sent on their own."""
         for index, item in enumerate(inputs):
             check_finite(item, f"items.{index}.input")
         fields = submission_fields(
             webhook_url=webhook_url, webhook_events=webhook_events, time_limits=time_limits
         )
-        body = {"model": model, "items": [{"input": dict(item)} for item in inputs], **fields}
+        items = with_image_refs(inputs, self._image_refs(batch_images(inputs)))
+        body = {"model": model, "items": [{"input": item} for item in items], **fields}
         return parse(self._send("POST", "/v1/batches", json=body), Batch)
 
     def get_batch(self, batch_id: str) -> Batch:

@@ -162,6 +162,22 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]
     return list(images)
 
 
+def batch_images(inputs: Sequence[Mapping[str, Any]]) -> list[ImageInput]:
+    """Every image of a batch's inputs, in order (an input's `images` may be one image or a list)."""
+    return [image for item in inputs if "images" in item for image in as_image_list(item["images"])]
+
+
+def with_image_refs(inputs: Sequence[Mapping[str, Any]], refs: Sequence[str]) -> list[dict[str, Any]]:
+    """The inputs with their images replaced by `refs`, the references of `batch_images(inputs)` in order."""
+    remaining = iter(refs)
+    return [
+        {**item, "images": [next(remaining) for _ in as_image_list(item["images"])]}
+        if "images" in item
+        else {**item}
+        for item in inputs
+    ]
+
+
 def check_finite(value: object, field: str) -> None:
     """ValueError naming the field when a number in `value` (nested in lists and mappings) is NaN or
     infinite: JSON has no such numbers, so the request could not be sent."""

@@ -197,7 +197,7 @@ def test_edit_and_batch_send_the_webhook_and_time_limits_and_read_them_back() ->
     async def scenario(client: AsyncClient) -> tuple[Job, list[Job], WebhookSecret]:
         job = await client.edit(PNG, azimuth=90, webhook_url=hook, time_limits={"run_s": 45})
         batch = await client.batch(
-            "qwen-image-edit-2511", [{"images": ["a"]}], webhook_url=hook, webhook_events=["progress"]
+            "qwen-image-edit-2511", [{"images": ["asset_a"]}], webhook_url=hook, webhook_events=["progress"]
         )
         return job, batch.jobs, await client.webhook_secret()
 

@@ -267,13 +267,41 @@ def test_orbit_along_poses_passes_a_clashing_elevation_on_for_the_server_to_refu
 
 
 def test_batches(fake: FakeServer, client: Client) -> None:
-    batch = client.batch("qwen-edit-multiangle-2511", [{"images": ["a"]}, {"images": ["b"], "azimuth": 90}])
+    batch = client.batch(
+        "qwen-edit-multiangle-2511", [{"images": ["asset_a"]}, {"images": ["asset_b"], "azimuth": 90}]
+    )
     assert len(batch.jobs) == 2
     assert {job.batch_id for job in batch.jobs} == {batch.id}
     assert [job.input for job in client.get_batch(batch.id).jobs] == [
-        {"images": ["a"]},
-        {"images": ["b"], "azimuth": 90},
+        {"images": ["asset_a"]},
+        {"images": ["asset_b"], "azimuth": 90},
     ]
+
+
+def test_a_batch_uploads_local_images_first_and_passes_references_through(
+    fake: FakeServer, client: Client, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PNG)
+    batch = client.batch(
+        "qwen-edit-multiangle-2511",
+        [{"images": photo, "azimuth": 90}, {"images": ["asset_b", JPEG]}, {"prompt": "no images"}],
+    )
+    png_id, jpeg_id = (
+        [asset_id for asset_id, blob in fake.blobs.items() if blob == data] for data in (PNG, JPEG)
+    )
+    assert [item["input"] for item in sent_json(fake, "POST", "/v1/batches")["items"]] == [
+        {"images": png_id, "azimuth": 90},
+        {"images": ["asset_b", *jpeg_id]},
+        {"prompt": "no images"},
+    ]
+    assert len(batch.jobs) == 3
+
+
+def test_a_batch_with_a_missing_file_sends_nothing(fake: FakeServer, client: Client, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        client.batch("m", [{"images": [PNG]}, {"images": [tmp_path / "missing.png"]}])
+    assert fake.requests == []
 
 
 def test_models_poses_and_health(client: Client) -> None:
@@ -386,10 +414,12 @@ def test_edit_orbit_and_generate_send_the_webhook_and_time_limits(
 
 
 def test_a_batch_gives_every_job_the_webhook_and_time_limits(fake: FakeServer, client: Client) -> None:
-    batch = client.batch("qwen-edit-multiangle-2511", [{"images": ["a"]}, {"images": ["b"]}], **SUBMISSION)
+    batch = client.batch(
+        "qwen-edit-multiangle-2511", [{"images": ["asset_a"]}, {"images": ["asset_b"]}], **SUBMISSION
+    )
     assert sent_json(fake, "POST", "/v1/batches") == {
         "model": "qwen-edit-multiangle-2511",
-        "items": [{"input": {"images": ["a"]}}, {"input": {"images": ["b"]}}],
+        "items": [{"input": {"images": ["asset_a"]}}, {"input": {"images": ["asset_b"]}}],
         **SENT,
     }
     assert [job.time_limits for job in batch.jobs] == [TimeLimits(run_s=30, total_s=600)] * 2
