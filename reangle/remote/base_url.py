@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 #: Where every path of the vendor's API starts; a path before it (a proxy's prefix) is kept.
 API_PATH = "/api/v1"
+#: The path of the vendor's OpenAI-compatible API, easily copied from its docs for the base URL.
+OPENAI_COMPATIBLE_PATH = "/compatible-mode/v1"
 
 
 def base_url_problem(url: str) -> str | None:
@@ -28,4 +30,9 @@ def base_url_problem(url: str) -> str | None:
     if parts.path.rstrip("/").endswith(API_PATH):
         # the vendor's own SDKs take the base URL with this path: here it would be doubled
         return f"it must not end in {API_PATH} (the API's paths, {API_PATH}/..., are appended to it)"
+    if parts.path.rstrip("/").endswith(OPENAI_COMPATIBLE_PATH):
+        return (
+            f"{OPENAI_COMPATIBLE_PATH} is the vendor's OpenAI-compatible API, not the one its image models "
+            "take: use the scheme and host"
+        )
     return None

@@ -24,6 +24,11 @@ from reangle.settings import DASHSCOPE_INTL, Settings
             "https://dashscope-intl.aliyuncs.com/api/v1/",
             "it must not end in /api/v1 (the API's paths, /api/v1/..., are appended to it)",
         ),
+        (
+            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+            "/compatible-mode/v1 is the vendor's OpenAI-compatible API, not the one its image models "
+            "take: use the scheme and host",
+        ),
     ],
 )
 def test_serve_stops_with_one_line_naming_the_setting(
