@@ -8,6 +8,7 @@ Each back end is one module under `reangle.store`, named here by its URL scheme 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
@@ -174,13 +175,16 @@ def job_runner(settings: Settings, service: JobService, engine: Engine) -> Local
     return LocalRunner(service, engine, preparer=preparer, remote=remote)
 
 
+#: The settings the tiny rewriter takes when the user set them (its own options are sized for its model).
+TINY_REWRITER_SETTINGS = {"rewriter_max_new_tokens": "max_new_tokens", "rewriter_timeout_s": "timeout_s"}
+
 DASHSCOPE_UNAVAILABLE = "set REANGLE_DASHSCOPE_API_KEY to run it through Alibaba's DashScope API"
 
 
 def prompt_rewriter(settings: Settings, engine: Engine) -> PromptRewriter | None:
     """The Qwen3-VL rewriter the settings name, built at its first use (or now, with rewriter_preload).
     The demo engines run a tiny random-weight (tiny) or scripted (fake) rewriter unless the setting names a
-    local checkpoint folder."""
+    local checkpoint folder; the tiny one keeps its own answer length and timeout unless those are set."""
     from reangle.engine.rewriter import LazyRewriter, RewriteOptions, load_rewriter
 
     choice = settings.rewriter_model.strip()
@@ -195,9 +199,15 @@ def prompt_rewriter(settings: Settings, engine: Engine) -> PromptRewriter | None
 
         return FakeRewriter()
     if engine.info.name == "tiny" and not local:
-        from reangle.engine.tiny_rewriter import tiny_rewriter
+        from reangle.engine.tiny_rewriter import TINY_OPTIONS, tiny_rewriter
 
-        rewriter = LazyRewriter(tiny_rewriter)
+        given = {
+            option: getattr(settings, setting)
+            for setting, option in TINY_REWRITER_SETTINGS.items()
+            if setting in settings.model_fields_set
+        }
+        tiny_options = replace(TINY_OPTIONS, **given)
+        rewriter = LazyRewriter(lambda: tiny_rewriter(tiny_options))
     else:
         device = engine.info.device if settings.rewriter_device == "auto" else settings.rewriter_device
         rewriter = LazyRewriter(

@@ -216,19 +216,33 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     make_data_dir(settings)
     make_cache_dir(settings)
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
-    _serve_catalog(settings)
+    _serve_catalog(settings, models)
     return _work(settings, models)
 
 
-def _serve_catalog(settings: Settings) -> None:
-    """Serve the shipped models and the operator's catalog file; a bad entry stops here with one line."""
+def _serve_catalog(settings: Settings, models: list[str] | None = None) -> None:
+    """Serve the shipped models and the operator's catalog file; a bad entry stops here with one line, as do
+    `models`, the ones a worker was asked for, unless each can run here."""
     catalog = load_catalog(settings.catalog_file, inputs=TASK_INPUTS)
     check_one_base_per_engine(catalog)
     install_catalog(catalog, settings.model_dump())
+    if models is not None:
+        check_worker_models(models)
     for spec in MODELS.values():
-        if spec.unavailable:
+        if models is None and spec.unavailable:  # a worker asked for some models runs only those
             print(f"reangle: note: model {spec.id} is unavailable: {spec.unavailable}", file=sys.stderr)
     check_served_settings(settings)
+
+
+def check_worker_models(models: list[str]) -> None:
+    """`reangle worker --models`: each a served model that this worker can run, which it would otherwise only
+    fail (Wan without a DashScope key), leaving the jobs a worker that can run them would take."""
+    for model in models:
+        if model not in MODELS:
+            raise InvalidInput(f"unknown model {model!r}; choose from {', '.join(MODELS)}", field="models")
+        unavailable = MODELS[model].unavailable
+        if unavailable:
+            raise InvalidInput(f"--models: {model} cannot run here: {unavailable}", field="models")
 
 
 def check_served_settings(settings: Settings) -> None:
@@ -251,12 +265,6 @@ def _work(settings: Settings, models: list[str] | None) -> int:
     before it goes back to the queue for another worker, and the process exits."""
     from reangle.compose import build_service, open_runtime
 
-    if models is not None:
-        unknown = sorted(set(models) - set(MODELS))
-        if unknown:
-            raise InvalidInput(
-                f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}", field="models"
-            )
     worker_logging()
     settings, engine = _engine(settings, load=True)
     service = build_service(settings, engine)

@@ -2,8 +2,9 @@
 
 The jobs table stays the system of record; a Procrastinate job only says "run reangle job X" and is deferred
 in the same transaction that queues the row (see `reangle.store.postgres`), on the queue of the job's model,
-so that a worker takes only the models its engine serves. A worker runs one job at a time (concurrency 1)
-and beats two heartbeats, Procrastinate's and reangle's (the workers table, which names the job in hand).
+so that a worker takes only the models it can run (see `runnable_models`). A worker runs one job at a time
+(concurrency 1) and beats two heartbeats, Procrastinate's and reangle's (the workers table, which names the
+job in hand).
 Every worker also watches for workers silent for `STALLED_S` and hands their jobs to another worker, where
 the claim makes them the next attempt, so nothing the silent worker still writes lands; a job that a live
 reangle heartbeat still names is left to its worker. The retention sweep is a periodic task too: once per
@@ -67,6 +68,12 @@ SLOW_CHECK_S = 2.0
 WATCHERS_STOP_S = 5.0
 
 
+def runnable_models(models: Collection[str]) -> list[str]:
+    """The served models of `models` that this process can run. One it would only fail (Wan without a
+    DashScope key) is left on its queue for a worker that can run it, as its heartbeat leaves it unlisted."""
+    return sorted(model for model in models if model in MODELS and not MODELS[model].unavailable)
+
+
 def sweep_cron(interval_s: float) -> str:
     """The retention sweep's schedule for `REANGLE_SWEEP_INTERVAL_S`: every n seconds or minutes, n the
     largest divisor of 60 not above the interval (a cron step must divide 60 to keep its period), at least
@@ -84,7 +91,8 @@ def _divisor_of_60(step: int) -> int:
 
 
 class WorkerRuntime:
-    """A Procrastinate worker serving `models` on one engine, inside `reangle serve` or `reangle worker`."""
+    """A Procrastinate worker serving those of `models` (default: all) it can run, on one engine, inside
+    `reangle serve` or `reangle worker`."""
 
     def __init__(
         self,
@@ -99,7 +107,7 @@ class WorkerRuntime:
         webhooks: WebhookSender | None = None,
     ) -> None:
         self.service, self.engine, self.webhooks = service, engine, webhooks
-        self.models = sorted(models or MODELS)
+        self.models = runnable_models(models or MODELS)
         self.runner = runner or LocalRunner(service, engine)
         # unique per process: Procrastinate can leave jobs stuck when a restarted worker reuses a name
         self.heartbeat = Heartbeat(
@@ -123,6 +131,11 @@ class WorkerRuntime:
         #: the task of `run`, whose cancel is a stop (SIGTERM), unlike Procrastinate stopping by itself
         self._run_task: asyncio.Task[Any] | None = None
         self.app = build_app(conninfo, sweep_cron(settings.sweep_interval_s))
+
+    @property
+    def queues(self) -> list[str]:
+        """The Procrastinate queues this worker takes jobs from: its models' and the maintenance queue."""
+        return [job_queue(model) for model in self.models] + [MAINTENANCE_QUEUE]
 
     async def run(self) -> None:
         """Until cancelled, which gives the job in hand STOP_GRACE_S to end before it goes back to the queue.
@@ -185,7 +198,6 @@ class WorkerRuntime:
                 self._after_outage = True
 
     async def _run_worker(self) -> None:
-        queues = [job_queue(model) for model in self.models] + [MAINTENANCE_QUEUE]
         async with self.app.open_async():
             if self._after_outage:
                 self._stalled_checks_from, self._after_outage = time.time() + STALLED_S, False
@@ -206,7 +218,7 @@ class WorkerRuntime:
             ]
             try:
                 await self._end_carried_job()
-                await self._run_procrastinate(queues)
+                await self._run_procrastinate(self.queues)
             finally:
                 await stop_watchers(watchers, stop)
 

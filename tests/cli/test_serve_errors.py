@@ -15,6 +15,7 @@ import pytest
 
 from reangle.cli import serve
 from reangle.cli.main import main
+from reangle.core.models import CAMERA_EDIT, WAN_IMAGE, install_catalog, shipped_catalog
 from reangle.core.service import JobService
 from reangle.settings import Settings
 from reangle.store.data_lock import DataFolderLock
@@ -107,6 +108,59 @@ def test_a_role_sqlite_cannot_take_says_what_to_set_before_loading_an_engine(
         "REANGLE_DATABASE_URL=postgresql://...; the embedded SQLite default runs role all)"
     ]
     assert no_engine == []
+
+
+@pytest.fixture
+def worker_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A database `reangle worker` could share (never reached: the role check passes); the catalog its
+    settings served is put back to the import-time one afterwards."""
+    monkeypatch.setenv("REANGLE_DATABASE_URL", "postgresql://db.invalid/reangle")
+    yield
+    install_catalog(shipped_catalog(), {})
+
+
+@pytest.mark.parametrize(
+    ("models", "error"),
+    [
+        (
+            f"{CAMERA_EDIT},{WAN_IMAGE}",
+            f"--models: {WAN_IMAGE} cannot run here: set REANGLE_DASHSCOPE_API_KEY to run Wan 2.7 Image "
+            "through Alibaba's DashScope API",
+        ),
+        (
+            f"{CAMERA_EDIT},no-such-model",
+            "unknown model 'no-such-model'; choose from qwen-edit-multiangle-2511, qwen-image-edit-2511, "
+            "qwen-image-2512, wan-2.7-image",
+        ),
+    ],
+)
+def test_a_worker_asked_for_a_model_it_cannot_run_is_refused_before_loading_an_engine(
+    models: str,
+    error: str,
+    worker_database: None,
+    tmp_path: Path,
+    no_engine: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It would only fail the model's jobs, which a worker that can run them would take."""
+    assert main(["worker", "--engine", "fake", "--models", models, "--data-dir", str(tmp_path)]) == 2
+    assert error_lines(capsys.readouterr().err) == [f"reangle: error: {error}"]
+    assert no_engine == []
+
+
+def test_a_worker_with_a_dashscope_key_may_be_asked_for_wan(
+    worker_database: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REANGLE_DASHSCOPE_API_KEY", "sk-test")
+    worked: list[list[str] | None] = []
+
+    def work(settings: Settings, models: list[str] | None) -> int:
+        worked.append(models)
+        return 0
+
+    monkeypatch.setattr(serve, "_work", work)
+    assert main(["worker", "--engine", "fake", "--models", WAN_IMAGE, "--data-dir", str(tmp_path)]) == 0
+    assert worked == [[WAN_IMAGE]]
 
 
 def test_a_taken_port_is_one_line_before_any_engine_loads(

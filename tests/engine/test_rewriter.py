@@ -17,8 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+from reangle.compose import prompt_rewriter
 from reangle.core.camera import CameraPose, all_poses
 from reangle.core.edit import EditRequest, SizeLimits, plan_edit
+from reangle.engine.base import create_engine
 from reangle.engine.rewrite_answer import Rejected, read_answer
 from reangle.engine.rewriter import (
     CHECKPOINTS,
@@ -45,6 +47,7 @@ from reangle.engine.tiny_rewriter import (
     write_tiny_rewriter,
 )
 from reangle.errors import EngineError
+from reangle.settings import Settings
 from tests.conftest import make_image
 
 BACK = CameraPose(azimuth_deg=180, elevation_deg=30, distance_factor=0.6)
@@ -387,6 +390,34 @@ def test_the_tiny_rewriter_writes_its_script() -> None:
     built = tiny_rewriter(scripted=ScriptedAnswers(lambda _prompt: ANSWER))
 
     assert rewrite_prompt(built, PROMPT, [IMAGE]).prompt == f"{PHRASE} {ANSWER}"
+
+
+@pytest.mark.tiny
+@pytest.mark.parametrize(
+    ("environment", "max_new_tokens", "timeout_s"),
+    [
+        ({}, TINY_OPTIONS.max_new_tokens, TINY_OPTIONS.timeout_s),
+        ({"REANGLE_REWRITER_MAX_NEW_TOKENS": "40", "REANGLE_REWRITER_TIMEOUT_S": "7"}, 40, 7.0),
+        # set to the settings' own default: still the user's choice, not the tiny rewriter's
+        ({"REANGLE_REWRITER_MAX_NEW_TOKENS": "160"}, 160, TINY_OPTIONS.timeout_s),
+    ],
+)
+def test_the_tiny_engine_s_rewriter_takes_the_rewriter_settings_the_user_set(
+    environment: dict[str, str],
+    max_new_tokens: int,
+    timeout_s: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(engine="tiny")
+    lazy = prompt_rewriter(settings, create_engine("tiny", settings))
+
+    assert isinstance(lazy, LazyRewriter)
+    built = lazy.load()
+    assert isinstance(built, QwenVLRewriter)
+    assert (built.options.max_new_tokens, built.options.timeout_s) == (max_new_tokens, timeout_s)
+    assert built.options.image_area == TINY_OPTIONS.image_area  # sized for the tiny model all the same
 
 
 @pytest.mark.tiny
