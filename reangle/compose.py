@@ -111,9 +111,16 @@ def build_service(settings: Settings, engine: Engine) -> JobService:
     return JobService(store, assets, fetch, limits, events=open_event_bus(settings, store))
 
 
+def check_database_url(settings: Settings) -> None:
+    """SettingsError naming the schemes taken for a REANGLE_DATABASE_URL that names no store reangle has."""
+    if settings.database_url:
+        _opener(JOB_STORES, settings.database_url, "REANGLE_DATABASE_URL")
+
+
 def check_role(settings: Settings) -> None:
     """SettingsError unless the role can run on the settings' database: `api` and `worker` need one shared
     between processes. Cheap: the CLI asks before it loads an engine."""
+    check_database_url(settings)
     if settings.role != "all" and not shared_database_url(settings):
         raise SettingsError(
             f"role {settings.role!r} needs a database shared between processes",

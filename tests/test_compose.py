@@ -73,3 +73,11 @@ def test_roles_but_all_need_a_shared_database_and_say_how_to_set_one(role: Liter
     assert "REANGLE_DATABASE_URL=postgresql://" in caught.value.hint
     check_role(Settings(role=role, database_url="postgresql://db.internal/reangle"))  # no connection made
     check_role(Settings(role="all"))
+
+
+@pytest.mark.parametrize("role", ["all", "api", "worker"])
+def test_a_database_url_of_another_kind_is_named_as_the_problem(
+    role: Literal["all", "api", "worker"],
+) -> None:
+    with pytest.raises(SettingsError, match=r"REANGLE_DATABASE_URL='mysql://db/x': use postgresql://"):
+        check_role(Settings(role=role, database_url="mysql://db/x"))

@@ -21,9 +21,11 @@ def run_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
         return 0
     import psycopg
 
+    from reangle.compose import check_database_url
     from reangle.store.pg_schema import upgrade
     from reangle.store.postgres import connection_failure, database_address
 
+    check_database_url(settings)
     try:
         applied = upgrade(settings.database_url)
     except psycopg.OperationalError as exc:

@@ -44,3 +44,12 @@ def test_a_database_that_does_not_exist_is_refused_not_unreachable(
     [line] = capsys.readouterr().err.splitlines()
     assert " refused the connection (" in line
     assert 'database "no_such_db" does not exist' in line
+
+
+def test_a_url_of_another_database_is_one_line_naming_the_schemes_taken(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REANGLE_DATABASE_URL", "mysql://u:hunter2@db.internal/reangle")
+    assert main(["db", "upgrade"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "REANGLE_DATABASE_URL='mysql://db.internal/reangle': use postgresql://..., postgres://..." in line
