@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +22,8 @@ KINDS: tuple[RefKind, ...] = ("url", "path", "id")
 MAX_LORAS = 4
 #: The largest LoRA strength accepted, either way (negative strengths undo "slider" LoRAs).
 MAX_SCALE = 4.0
+#: The one file format LoRAs are read in.
+LORA_SUFFIX = ".safetensors"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +82,17 @@ class LoraRules:
                 known = ", ".join(sorted(self.registered))
                 listed = f"the registered ids are {known}" if known else "this server registers no LoRA ids"
                 raise InvalidInput(f"{ref.field}: unknown LoRA id {ref.value!r}; {listed}", field=ref.field)
+
+
+def check_local_path(text: str, where: str) -> None:
+    """What a `path` reference shows by itself, refused at submit: a path leading out of the folder of local
+    LoRAs (absolute, or through `..`) or not naming a .safetensors file. Whether the file is there (or a link
+    leads out) is known only where the job runs, which has the folder."""
+    path = PurePosixPath(text)
+    if path.is_absolute() or ".." in path.parts:
+        raise InvalidInput(f"{where} {text!r} is outside the folder of local LoRAs", field=where)
+    if path.suffix != LORA_SUFFIX:
+        raise InvalidInput(f"{where} {text!r} is not a {LORA_SUFFIX} file", field=where)
 
 
 def without_query(url: str) -> str:

@@ -32,7 +32,7 @@ from reangle.core.jobs import (
     TimeLimits,
     WebhookTarget,
 )
-from reangle.core.lora_refs import LoraRules
+from reangle.core.lora_refs import LoraRules, check_local_path
 from reangle.core.models import (
     MODELS,
     AnyInput,
@@ -237,10 +237,11 @@ class JobService:
         loras = [] if isinstance(validated, WanImageInput) else validated.lora_refs()
         if self.limits.loras is not None:
             self.limits.loras.check(loras)
-        if self.check_url is not None:
-            for lora in loras:
-                if lora.kind == "url":
-                    await self.check_url(lora.value, lora.field)
+        for lora in loras:
+            if lora.kind == "path":
+                check_local_path(lora.value, lora.field)
+            elif lora.kind == "url" and self.check_url is not None:
+                await self.check_url(lora.value, lora.field)
         data = validated.model_dump(mode="json")
         records = []
         image_field = "image" if request.kind == JobKind.ORBIT else "images"

@@ -46,14 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reangle.core.lora_refs import LoraRef, without_query
+from reangle.core.lora_refs import LORA_SUFFIX, LoraRef, without_query
 from reangle.engine.lora_check import LoraCheck, ModelLayers, check_lora_file, lora_pairs, read_header
 from reangle.errors import InvalidInput, LoraLoadError, ReangleError, TooLarge, Unavailable
 from reangle.store.url_fetch import FetchPolicy, Resolver, fetch_url_streamed
 
 log = logging.getLogger("reangle.loras")
 
-SUFFIX = ".safetensors"
 #: Files in tmp/ older than this are left-overs of a crashed process (a live download is bounded by the
 #: fetch timeout).
 _STALE_TMP_S = 24 * 3600
@@ -204,8 +203,8 @@ class LoraSources:
         real = Path(os.path.realpath(base / text))
         if not real.is_relative_to(base) or real == base:
             raise InvalidInput(f"{where} {text!r} is outside the folder of local LoRAs", field=where)
-        if real.suffix != SUFFIX:
-            raise InvalidInput(f"{where} {text!r} is not a {SUFFIX} file", field=where)
+        if real.suffix != LORA_SUFFIX:
+            raise InvalidInput(f"{where} {text!r} is not a {LORA_SUFFIX} file", field=where)
         if not real.is_file():
             raise InvalidInput(
                 f"{where}: there is no LoRA file {text!r} in the folder of local LoRAs", field=where
@@ -362,14 +361,14 @@ class LoraSources:
     # the disk cache -----------------------------------------------------------------------------------------
 
     def _blob(self, sha: str) -> Path:
-        return self._blobs / f"{sha}{SUFFIX}"
+        return self._blobs / f"{sha}{LORA_SUFFIX}"
 
     def _index(self, url: str) -> Path:
         return self._urls / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
 
     def _blob_entries(self) -> list[tuple[float, int, Path]]:
         entries = []
-        for path in self._blobs.glob(f"*{SUFFIX}"):
+        for path in self._blobs.glob(f"*{LORA_SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
                 entries.append((stat.st_mtime, stat.st_size, path))
@@ -383,7 +382,7 @@ class LoraSources:
             for _mtime, size, path in entries:
                 if total <= self.config.max_cache_bytes:
                     break
-                sha = path.name.removesuffix(SUFFIX)
+                sha = path.name.removesuffix(LORA_SUFFIX)
                 if sha == keep or sha in self._held:
                     continue
                 path.unlink(missing_ok=True)

@@ -68,6 +68,27 @@ def test_what_the_server_takes_is_queued(tmp_path: Path, store: SqliteStore) -> 
     assert service.queue_depth() == 1
 
 
+@pytest.mark.parametrize("rules", [LoraRules.of(set(), paths_allowed=True), None])
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("../keys.safetensors", "is outside the folder of local LoRAs"),
+        ("styles/../../keys.safetensors", "is outside the folder of local LoRAs"),
+        ("/etc/passwd", "is outside the folder of local LoRAs"),
+        ("notes.txt", "is not a .safetensors file"),
+    ],
+)
+def test_a_path_that_says_by_itself_it_cannot_be_read_is_refused_at_submit(
+    tmp_path: Path, store: SqliteStore, rules: LoraRules | None, path: str, said: str
+) -> None:
+    """Whatever the folder holds (so on a scale-out API replica too, which has no rules)."""
+    service = service_with(tmp_path, store, rules)
+    with pytest.raises(InvalidInput, match=f"input.loras.0.path {path!r} {said}") as caught:
+        submit(service, [{"path": path}])
+    assert caught.value.field == "input.loras.0.path"
+    assert service.queue_depth() == 0
+
+
 def test_without_rules_the_service_leaves_the_check_to_the_runner(tmp_path: Path, store: SqliteStore) -> None:
     """A scale-out API replica: the workers' settings decide when the job runs."""
     service = service_with(tmp_path, store, None)

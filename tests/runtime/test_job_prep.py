@@ -225,16 +225,20 @@ def test_a_rewrite_that_the_template_would_take_past_the_limit_falls_back_to_the
 
 
 def test_a_request_lora_outside_the_folder_or_unknown_is_refused_naming_its_field(
-    service: JobService, loras: LoraSources
+    service: JobService, loras: LoraSources, lora_dir: Path, tmp_path: Path
 ) -> None:
+    """A link out of the folder shows only where the job runs (a path with `..` is refused at submit)."""
     preparer = JobPreparer(service, loras=loras, layers=lambda _t2i: qwen_image_layer_names())
+    (tmp_path / "outside.safetensors").write_bytes(b"not the operator's to share")
+    (lora_dir / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
 
     async def scenario() -> None:
-        escaping = await submit(service, INSTRUCTION_EDIT, prompt="x", loras=[{"path": "../etc.safetensors"}])
+        escaping = await submit(service, INSTRUCTION_EDIT, prompt="x", loras=[{"path": "link.safetensors"}])
         with pytest.raises(InvalidInput) as caught:
             async with preparer.prepared(escaping):
                 pass
         assert caught.value.field == "input.loras.0.path"
+        assert "'link.safetensors' is outside the folder of local LoRAs" in caught.value.message
         unknown = await submit(service, INSTRUCTION_EDIT, prompt="x", loras=[{"id": "nope"}])
         with pytest.raises(InvalidInput) as caught:
             async with preparer.prepared(unknown):
