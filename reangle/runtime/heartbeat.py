@@ -35,6 +35,12 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def runnable_models(models: Collection[str]) -> list[str]:
+    """The served models of `models` that this process can run. One it would only fail (Wan without a
+    DashScope key) is left on its queue for a worker that can run it, and its heartbeat does not list it."""
+    return sorted(model for model in models if model in MODELS and not MODELS[model].unavailable)
+
+
 class Heartbeat:
     def __init__(
         self,
@@ -50,10 +56,7 @@ class Heartbeat:
         """With `stops`, each beat stops the held jobs whose cancel is stored."""
         self.store, self.engine, self.job_in_hand = store, engine, job_in_hand
         self.stops = stops
-        # a model it would only fail (Wan without a DashScope key) is not one it serves
-        self.models = tuple(
-            sorted(model for model in models if model in MODELS and not MODELS[model].unavailable)
-        )
+        self.models = tuple(runnable_models(models))
         self.name = name or process_name()
         self.interval_s = interval_s
         self.started_at = time.time()

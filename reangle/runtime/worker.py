@@ -35,7 +35,7 @@ from reangle.core.jobs import Job
 from reangle.core.models import MODELS
 from reangle.core.service import JobService
 from reangle.engine.base import Engine
-from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat, JobStops
+from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat, JobStops, runnable_models
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.webhook_sender import WebhookSender
 from reangle.settings import Settings
@@ -66,12 +66,6 @@ RESTART_S = (0.5, 1.0, 2.0, 5.0)
 SLOW_CHECK_S = 2.0
 #: How long a restart of the worker waits for its watchers (the stalled and orphaned job checks) to stop.
 WATCHERS_STOP_S = 5.0
-
-
-def runnable_models(models: Collection[str]) -> list[str]:
-    """The served models of `models` that this process can run. One it would only fail (Wan without a
-    DashScope key) is left on its queue for a worker that can run it, as its heartbeat leaves it unlisted."""
-    return sorted(model for model in models if model in MODELS and not MODELS[model].unavailable)
 
 
 def sweep_cron(interval_s: float) -> str:
