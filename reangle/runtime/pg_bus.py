@@ -31,6 +31,7 @@ from reangle.core.jobs import Job, JobEvent
 from reangle.core.ports import ChangeWatcher, JobStore
 from reangle.errors import ReangleError
 from reangle.runtime.local_bus import LocalEventBus
+from reangle.store.postgres import BoundedConnection
 
 log = logging.getLogger("reangle.events")
 
@@ -141,7 +142,7 @@ class PgEventBus:
             for last_try in (False, True):
                 try:
                     if connection is None or connection.closed:
-                        connection = psycopg.connect(
+                        connection = BoundedConnection.connect(  # a wedged server holds no notice for long
                             self._connect_to, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                         )
                     connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))

@@ -9,9 +9,10 @@
 - every change that leaves a job queued also defers its run for the Procrastinate workers, in the same
   transaction (`pg_dispatch`): a queued job always has a run waiting, even if the process dies right after.
 
-Every failure to reach the database surfaces as `Unavailable` (the API answers 503), never a hang: connects
-and the pool's wait are bounded. Once the database has failed, each call first tries one quick connection and
-fails fast while it is down; when it is back, broken pooled connections are dropped and work resumes.
+Every failure to reach the database surfaces as `Unavailable` (the API answers 503), never a hang: connects,
+the pool's wait and every wait for the server's answer (`BoundedConnection`) are bounded. Once the database
+has failed, each call first tries one quick connection and fails fast while it is down; when it is back,
+broken pooled connections are dropped and work resumes.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -82,6 +84,34 @@ PROBE_WAIT_S = 0.5
 #: Sent data unacknowledged this long breaks the connection: a statement on a network gone silent fails in
 #: seconds (as Unavailable) instead of waiting out TCP's retransmissions (many minutes).
 TCP_USER_TIMEOUT_MS = 5000
+#: The longest one exchange with the server (a statement, a commit, the idle check) waits for its answer: a
+#: server that takes the bytes and never answers (hung, wedged, behind a frozen proxy) is then given up on.
+ANSWER_WAIT_S = 5.0
+#: How often a wait for the server wakes up to notice Ctrl-C (psycopg's own default).
+WAKE_UP_S = 0.1
+
+Answer = TypeVar("Answer")
+
+
+class BoundedConnection(psycopg.Connection[Row]):
+    """A connection whose every exchange with the server ends within ANSWER_WAIT_S: without an answer by then
+    the connection is closed and the call fails (OperationalError, without SQL state: a lost connection).
+
+    Nothing else bounds a server that accepts the bytes and never answers: `statement_timeout` is enforced by
+    the server, which is not running; `tcp_user_timeout` and keepalives act on TCP acknowledgements, which
+    the kernel under a hung server (or a frozen proxy) still sends; the pool's `timeout` bounds only the wait
+    for a free connection; a cancel request goes to the same silent server. psycopg waits for the answer in
+    Python (`Connection.wait`, which takes a deadline), so the deadline is set there. The connection is
+    closed, not reused: its query may still be answered later, mid-protocol; the pool replaces it."""
+
+    def wait(self, gen: PQGen[Answer], interval: float = WAKE_UP_S, timeout: float | None = None) -> Answer:
+        if timeout is not None:  # the caller's own deadline (notifies): its expiry is not a failure
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, ANSWER_WAIT_S)
+        except psycopg.errors._WaitTimeout:
+            self.pgconn.finish()
+            raise psycopg.OperationalError(f"the server did not answer within {ANSWER_WAIT_S:g} s") from None
 
 
 class PostgresStore:
@@ -111,8 +141,9 @@ class PostgresStore:
         self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection[Row], float] = (
             weakref.WeakKeyDictionary()
         )
-        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+        self._pool: ConnectionPool[BoundedConnection] = ConnectionPool(
             conninfo,
+            connection_class=BoundedConnection,
             min_size=1,
             max_size=max_connections,
             kwargs={
