@@ -8,6 +8,7 @@ URL that may hold a signed query, a server file path) never appears in what user
 from __future__ import annotations
 
 import math
+import posixpath
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -88,8 +89,8 @@ def check_local_path(text: str, where: str) -> None:
     """What a `path` reference shows by itself, refused at submit: a path leading out of the folder of local
     LoRAs (absolute, or through `..`) or not naming a .safetensors file. Whether the file is there (or a link
     leads out) is known only where the job runs, which has the folder."""
-    path = PurePosixPath(text)
-    if path.is_absolute() or ".." in path.parts:
+    path = PurePosixPath(posixpath.normpath(text))
+    if path.is_absolute() or path.parts[0] == "..":
         raise InvalidInput(f"{where} {text!r} is outside the folder of local LoRAs", field=where)
     if path.suffix != LORA_SUFFIX:
         raise InvalidInput(f"{where} {text!r} is not a {LORA_SUFFIX} file", field=where)

@@ -50,6 +50,8 @@ class FileBlobStore:
             os.utime(path)
         except FileNotFoundError:
             self._write(path, data)
+        except OSError:  # stored, but not ours to touch (another user's file, a read-only mount): it stays
+            pass
         return digest
 
     def _write(self, path: Path, data: bytes) -> None:

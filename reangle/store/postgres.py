@@ -9,10 +9,11 @@
 - every change that leaves a job queued also defers its run for the Procrastinate workers, in the same
   transaction (`pg_dispatch`): a queued job always has a run waiting, even if the process dies right after.
 
-Every failure to reach the database surfaces as `Unavailable` (the API answers 503), never a hang: connects,
-the pool's wait and every wait for the server's answer (`BoundedConnection`) are bounded. Once the database
-has failed, each call first tries one quick connection and fails fast while it is down; when it is back,
-broken pooled connections are dropped and work resumes.
+Once the store is open, every failure to reach the database surfaces as `Unavailable` (the API answers 503),
+never a hang: connects, the pool's wait and every wait for the server's answer (`BoundedConnection`) are
+bounded. Opening it runs the schema migrations, whose lock and statements may rightly take long: unbounded.
+Once the database has failed, each call first tries one quick connection and fails fast while it is down;
+when it is back, broken pooled connections are dropped and work resumes.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ TCP_USER_TIMEOUT_MS = 5000
 #: The longest one exchange with the server (a statement, a commit, the idle check) waits for its answer: a
 #: server that takes the bytes and never answers (hung, wedged, behind a frozen proxy) is then given up on.
 ANSWER_WAIT_S = 5.0
+#: The retention sweep's statements wait longer: off the request path, a large backlog takes a while.
+SWEEP_ANSWER_WAIT_S = 300.0
 #: How often a wait for the server wakes up to notice Ctrl-C (psycopg's own default).
 WAKE_UP_S = 0.1
 
@@ -94,8 +97,9 @@ Answer = TypeVar("Answer")
 
 
 class BoundedConnection(psycopg.Connection[Row]):
-    """A connection whose every exchange with the server ends within ANSWER_WAIT_S: without an answer by then
-    the connection is closed and the call fails (OperationalError, without SQL state: a lost connection).
+    """A connection whose every exchange with the server ends within `answer_wait_s` (ANSWER_WAIT_S unless a
+    caller gives it longer): without an answer by then the connection is closed and the call fails
+    (OperationalError, without SQL state: a lost connection).
 
     Nothing else bounds a server that accepts the bytes and never answers: `statement_timeout` is enforced by
     the server, which is not running; `tcp_user_timeout` and keepalives act on TCP acknowledgements, which
@@ -104,14 +108,18 @@ class BoundedConnection(psycopg.Connection[Row]):
     Python (`Connection.wait`, which takes a deadline), so the deadline is set there. The connection is
     closed, not reused: its query may still be answered later, mid-protocol; the pool replaces it."""
 
+    answer_wait_s: float = ANSWER_WAIT_S
+
     def wait(self, gen: PQGen[Answer], interval: float = WAKE_UP_S, timeout: float | None = None) -> Answer:
         if timeout is not None:  # the caller's own deadline (notifies): its expiry is not a failure
             return super().wait(gen, interval, timeout)
         try:
-            return super().wait(gen, interval, ANSWER_WAIT_S)
+            return super().wait(gen, interval, self.answer_wait_s)
         except psycopg.errors._WaitTimeout:
             self.pgconn.finish()
-            raise psycopg.OperationalError(f"the server did not answer within {ANSWER_WAIT_S:g} s") from None
+            raise psycopg.OperationalError(
+                f"the server did not answer within {self.answer_wait_s:g} s"
+            ) from None
 
 
 class PostgresStore:
@@ -177,10 +185,16 @@ class PostgresStore:
         return False
 
     @contextmanager
-    def _transaction(self) -> Iterator[Cursor]:
-        """A cursor in one transaction: committed when the block ends, rolled back when it raises."""
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            yield cursor
+    def _transaction(self, *, answer_wait_s: float | None = None) -> Iterator[Cursor]:
+        """A cursor in one transaction: committed when the block ends, rolled back when it raises. Each
+        exchange in it waits `answer_wait_s` for the server's answer (default ANSWER_WAIT_S)."""
+        with self._connection() as conn:
+            conn.answer_wait_s = answer_wait_s or ANSWER_WAIT_S
+            try:
+                with conn.transaction(), conn.cursor() as cursor:
+                    yield cursor
+            finally:
+                conn.answer_wait_s = ANSWER_WAIT_S
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
@@ -190,7 +204,7 @@ class PostgresStore:
             yield cursor
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
+    def _connection(self) -> Iterator[BoundedConnection]:
         if self._failed:
             self._check_back()
         try:
@@ -602,7 +616,7 @@ class PostgresStore:
         return job_from_row(failed)
 
     def delete_finished_before(self, cutoff: float) -> int:
-        with self._transaction() as cur:
+        with self._transaction(answer_wait_s=SWEEP_ANSWER_WAIT_S) as cur:
             cur.execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s", (cutoff,))
             deleted = cur.rowcount
             cur.execute(
@@ -681,7 +695,7 @@ class PostgresStore:
     def extend_job_inputs(self, expires_at: float, *, job_id: str | None = None) -> None:
         """Keep the input assets of one job, or of every queued or processing job, until `expires_at`."""
         which, args = ("id = %s", [job_id]) if job_id else ("status IN ('queued', 'processing')", [])
-        with self._transaction() as cur:
+        with self._transaction(answer_wait_s=None if job_id else SWEEP_ANSWER_WAIT_S) as cur:
             cur.execute(
                 "UPDATE assets SET expires_at = GREATEST(expires_at, %s) WHERE id IN ("
                 f"SELECT jsonb_array_elements_text(input::jsonb -> 'images') FROM jobs WHERE {which} "
@@ -692,7 +706,7 @@ class PostgresStore:
     def delete_expired_assets(self, now: float) -> set[str]:
         """Delete expired asset rows, and the outputs an ended job did not keep (an interrupted attempt's,
         a canceled run's); returns the content hashes no remaining asset refers to."""
-        with self._transaction() as cur:
+        with self._transaction(answer_wait_s=SWEEP_ANSWER_WAIT_S) as cur:
             deleted = cur.execute(
                 "DELETE FROM assets WHERE expires_at < %s OR id IN ("
                 "SELECT asset.id FROM assets AS asset JOIN jobs ON jobs.id = asset.job_id "

@@ -623,28 +623,11 @@ class SqliteStore:
             which = f"expires_at < ? OR id IN ({UNKEPT_OUTPUTS})"
             hashes = {row[0] for row in db.execute(f"SELECT sha256 FROM assets WHERE {which}", (now,))}
             db.execute(f"DELETE FROM assets WHERE {which}", (now,))
-            still_used = (
-                {
-                    row[0]
-                    for row in db.execute(
-                        f"SELECT sha256 FROM assets WHERE sha256 IN ({','.join('?' * len(hashes))})",
-                        tuple(hashes),
-                    )
-                }
-                if hashes
-                else set()
-            )
-        return hashes - still_used
+            return hashes - _hashes_in_use(db, list(hashes))
 
     def hashes_without_assets(self, hashes: Sequence[str]) -> set[str]:
-        if not hashes:
-            return set()
-        marks = ",".join("?" * len(hashes))
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT DISTINCT sha256 FROM assets WHERE sha256 IN ({marks})", tuple(hashes)
-            ).fetchall()
-        return set(hashes) - {row[0] for row in rows}
+            return set(hashes) - _hashes_in_use(self._db, hashes)
 
     # workers ------------------------------------------------------------------------------------------------
 
@@ -774,3 +757,19 @@ class SqliteStore:
 def _job_webhook(db: sqlite3.Connection, job_id: str) -> JobWebhook:
     row = db.execute("SELECT owner, webhook, batch_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return JobWebhook(job_id=job_id, owner=row[0], webhook=row[1], batch_id=row[2])
+
+
+#: Hashes asked about per statement: SQLite before 3.32 takes at most 999 parameters.
+HASHES_PER_QUERY = 500
+
+
+def _hashes_in_use(db: sqlite3.Connection, hashes: Sequence[str]) -> set[str]:
+    """Those of `hashes` that an asset record refers to."""
+    used: set[str] = set()
+    for start in range(0, len(hashes), HASHES_PER_QUERY):
+        chunk = hashes[start : start + HASHES_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        used.update(
+            row[0] for row in db.execute(f"SELECT sha256 FROM assets WHERE sha256 IN ({marks})", chunk)
+        )
+    return used

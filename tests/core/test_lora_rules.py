@@ -63,7 +63,12 @@ def test_what_the_server_takes_is_queued(tmp_path: Path, store: SqliteStore) -> 
     service = service_with(tmp_path, store, LoraRules.of({"house"}, paths_allowed=True))
     submit(
         service,
-        [{"id": "house"}, {"path": "style.safetensors"}, {"url": "https://example.com/a.safetensors"}],
+        [
+            {"id": "house"},
+            {"path": "style.safetensors"},
+            {"path": "styles/../poster.safetensors"},  # stays in the folder
+            {"url": "https://example.com/a.safetensors"},
+        ],
     )
     assert service.queue_depth() == 1
 

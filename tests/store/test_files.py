@@ -103,3 +103,18 @@ def test_a_put_of_bytes_already_stored_makes_their_file_new_again(tmp_path: Path
     assert blobs.put(b"reused") == digest
     assert blobs.list_page(None, 10).put_at[digest] > time.time() - 60
     assert blobs.read(digest) == b"reused"
+
+
+def test_bytes_already_stored_in_a_file_it_may_not_touch_are_stored_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's file, or a read-only mount: the put keeps the file as it is."""
+    blobs = FileBlobStore(tmp_path)
+    digest = blobs.put(b"restored from a backup")
+
+    def refused(path: object, *args: object) -> None:
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(files.os, "utime", refused)
+    assert blobs.put(b"restored from a backup") == digest
+    assert blobs.read(digest) == b"restored from a backup"
