@@ -176,8 +176,9 @@ class AssetService:
         bucket or data folder), a put of bytes already stored makes their file new again (the folder's put
         touches it, S3's rewrites it), and an insert follows its put within moments: a file last put the
         grace period ago either got its row long before the check below reads the rows, or never will. Left
-        open is only a put of the very same bytes landing between the listing and the delete, moments apart,
-        as for the files `delete_expired_assets` frees."""
+        open is only a put of the very same bytes, by another process, landing between the listing and the
+        delete of a file over an hour old (an S3 delete is one request per orphan, and orphans are rare), as
+        for the files `delete_expired_assets` frees."""
         page = self.blobs.list_page(self._orphan_walk, ORPHAN_PAGE)
         self._orphan_walk = page.resume_after
         put_before = self.clock() - ORPHAN_GRACE_S
