@@ -164,7 +164,12 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]
 
 def batch_images(inputs: Sequence[Mapping[str, Any]]) -> list[ImageInput]:
     """Every image of a batch's inputs, in order (an input's `images` may be one image or a list)."""
-    return [image for item in inputs if "images" in item for image in as_image_list(item["images"])]
+    return [image for item in inputs if _has_images(item) for image in as_image_list(item["images"])]
+
+
+def _has_images(item: Mapping[str, Any]) -> bool:
+    """An `images` of None is as if none were given: the server says what is missing."""
+    return item.get("images") is not None
 
 
 def with_image_refs(inputs: Sequence[Mapping[str, Any]], refs: Sequence[str]) -> list[dict[str, Any]]:
@@ -172,7 +177,7 @@ def with_image_refs(inputs: Sequence[Mapping[str, Any]], refs: Sequence[str]) ->
     remaining = iter(refs)
     return [
         {**item, "images": [next(remaining) for _ in as_image_list(item["images"])]}
-        if "images" in item
+        if _has_images(item)
         else {**item}
         for item in inputs
     ]

@@ -285,7 +285,12 @@ def test_a_batch_uploads_local_images_first_and_passes_references_through(
     photo.write_bytes(PNG)
     batch = client.batch(
         "qwen-edit-multiangle-2511",
-        [{"images": photo, "azimuth": 90}, {"images": ["asset_b", JPEG]}, {"prompt": "no images"}],
+        [
+            {"images": photo, "azimuth": 90},
+            {"images": ["asset_b", JPEG]},
+            {"prompt": "no images"},
+            {"images": None},
+        ],
     )
     png_id, jpeg_id = (
         [asset_id for asset_id, blob in fake.blobs.items() if blob == data] for data in (PNG, JPEG)
@@ -294,8 +299,9 @@ def test_a_batch_uploads_local_images_first_and_passes_references_through(
         {"images": png_id, "azimuth": 90},
         {"images": ["asset_b", *jpeg_id]},
         {"prompt": "no images"},
+        {"images": None},
     ]
-    assert len(batch.jobs) == 3
+    assert len(batch.jobs) == 4
 
 
 def test_a_batch_with_a_missing_file_sends_nothing(fake: FakeServer, client: Client, tmp_path: Path) -> None:
