@@ -232,8 +232,8 @@ class JobStore(Protocol):
         ...
 
     def hashes_without_assets(self, hashes: Sequence[str]) -> set[str]:
-        """Those of the content hashes that no asset record refers to, in one query (the caller passes a
-        batch of a few hundred)."""
+        """Those of the content hashes that no asset record refers to (the caller passes a page of the orphan
+        walk: up to a thousand)."""
         ...
 
     # workers

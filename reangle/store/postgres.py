@@ -716,19 +716,11 @@ class PostgresStore:
                 (now,),
             )
             hashes = {row[0] for row in deleted.fetchall()}
-            if not hashes:
-                return set()
-            rows = cur.execute("SELECT DISTINCT sha256 FROM assets WHERE sha256 = ANY(%s)", (list(hashes),))
-            return hashes - {row[0] for row in rows.fetchall()}
+            return hashes - _hashes_in_use(cur, list(hashes))
 
     def hashes_without_assets(self, hashes: Sequence[str]) -> set[str]:
-        if not hashes:
-            return set()
         with self._read() as cur:
-            rows = cur.execute(
-                "SELECT DISTINCT sha256 FROM assets WHERE sha256 = ANY(%s)", (list(hashes),)
-            ).fetchall()
-        return set(hashes) - {row[0] for row in rows}
+            return set(hashes) - _hashes_in_use(cur, hashes)
 
     # workers ------------------------------------------------------------------------------------------------
 
@@ -911,3 +903,11 @@ def connection_failure(where: str, exc: psycopg.OperationalError) -> Unavailable
 def _first_line(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def _hashes_in_use(cur: Cursor, hashes: Sequence[str]) -> set[str]:
+    """Those of `hashes` that an asset record refers to."""
+    if not hashes:
+        return set()
+    rows = cur.execute("SELECT DISTINCT sha256 FROM assets WHERE sha256 = ANY(%s)", (list(hashes),))
+    return {row[0] for row in rows.fetchall()}
