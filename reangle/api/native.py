@@ -23,6 +23,7 @@ from reangle.api.state import AppState
 from reangle.api.stream_slots import SlotStreamingResponse
 from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
 from reangle.compose import storage_summary
+from reangle.core.assets import upload_name
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
 from reangle.core.jobs import JobEvent, JobKind, JobStatus, TimeLimits
@@ -126,7 +127,8 @@ async def get_job(job_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/v1/assets", status_code=201, tags=["assets"])
 async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
-    """Upload an image: multipart field `file`, or JSON `{"data": base64 or data URL}` or `{"url": ...}`."""
+    """Upload an image: multipart field `file`, or JSON `{"data": base64 or data URL}` or `{"url": ...}`. The
+    asset keeps the file's name (multipart), or JSON's `name`."""
     app, who = caller.app, caller.owner  # the body's size is capped as it arrives: BodyLimit, upload_limits
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/form-data"):
@@ -134,15 +136,19 @@ async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidInput("send the image in the multipart field `file`", field="file")
-        record = await app.service.assets.ingest_async(who, await upload.read(), field="file")
+        name = _file_name(upload.filename)
+        record = await app.service.assets.ingest_async(who, await upload.read(), field="file", name=name)
     elif content_type.startswith("application/json"):
         body = await _json_body(request)
         field, ref = _asset_source(body)
+        name = _json_name(body)
         if field == "url":
-            record = await resolve_image(ref, who, app.service.assets, app.service.fetch, field="url")
+            record = await resolve_image(
+                ref, who, app.service.assets, app.service.fetch, field="url", name=name
+            )
         else:
             data = decode_inline(ref, field="data")
-            record = await app.service.assets.ingest_async(who, data, field="data")
+            record = await app.service.assets.ingest_async(who, data, field="data", name=name)
     else:
         raise InvalidInput(
             f"unsupported content type {content_type or 'none'!r}; send multipart/form-data or JSON",
@@ -151,12 +157,28 @@ async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
     return asset_json(record, caller.links)
 
 
+def _file_name(filename: str | None) -> str | None:
+    """The name a multipart file was sent with, without the folders some clients send before it."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return upload_name(name, field="file", label="the file's name") if name else None
+
+
+def _json_name(body: dict[str, Any]) -> str | None:
+    name = body.get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise InvalidInput("name must be a text (the file's name)", field="name")
+    return upload_name(name, field="name") if name else None
+
+
 ASSET_JSON_FORMS = 'send {"data": "<base64 or data URL>"} or {"url": "https://..."}'
 
 
 def _asset_source(body: dict[str, Any]) -> tuple[Literal["url", "data"], str]:
     """The one image source a JSON upload names: ("url", what an input image may be: an http(s) URL, a data
-    URL or an asset id) or ("data", base64 or a data URL). A null counts as absent; other keys are ignored."""
+    URL or an asset id) or ("data", base64 or a data URL). A null counts as absent; keys other than `name` are
+    ignored."""
     given = {name: body[name] for name in ("url", "data") if body.get(name) is not None}
     if len(given) != 1:
         problem = "give either url or data, not both" if given else ASSET_JSON_FORMS

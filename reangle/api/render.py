@@ -73,6 +73,7 @@ def asset_json(record: AssetRecord, links: Links) -> dict[str, Any]:
         "width": record.width,
         "height": record.height,
         "bytes": record.bytes,
+        "name": record.name,
         "created_at": iso(record.created_at),
         "expires_at": iso(record.expires_at),
     }

@@ -33,6 +33,8 @@ class Asset(_Model):
     bytes: int
     created_at: datetime
     expires_at: datetime | None = None
+    #: The file name given at upload (None for outputs, and for uploads sent without one).
+    name: str | None = None
 
 
 class ViewPose(_Model):

@@ -16,7 +16,7 @@ from PIL import Image
 
 from reangle.core.images import decode_image
 from reangle.core.ports import AssetRecord, BlobStore, JobStore
-from reangle.errors import AssetGone, NotFound, TooLarge
+from reangle.errors import AssetGone, InvalidInput, NotFound, TooLarge
 
 T = TypeVar("T")
 
@@ -27,10 +27,25 @@ ORPHAN_GRACE_S = 3600.0
 #: Files each sweep looks at for orphans: a page of the store's listing (one S3 request), so that no sweep
 #: lists a whole large bucket; the walk goes on where the last sweep stopped, and starts over at the end.
 ORPHAN_PAGE = 1000
+#: The longest file name an upload may give (a file name's usual limit).
+MAX_NAME_CHARS = 255
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def upload_name(name: str, *, field: str, label: str | None = None) -> str:
+    """The file name an upload gives, as kept: at most MAX_NAME_CHARS characters, none of them a control
+    character; otherwise InvalidInput naming `field` (and saying `label`, the field by default)."""
+    label = label or field
+    hint = "send the file's own name, such as my-photo.png"
+    if len(name) > MAX_NAME_CHARS:
+        message = f"{label} has {len(name):,} characters; at most {MAX_NAME_CHARS}"
+        raise InvalidInput(message, field=field, hint=hint)
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise InvalidInput(f"{label} has a control character: {name!r}", field=field, hint=hint)
+    return name
 
 
 class AssetService:
@@ -59,19 +74,22 @@ class AssetService:
             weakref.WeakKeyDictionary()
         )
 
-    def ingest(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
-        """Accept an uploaded image: decoded for real, limited in bytes and pixels; stored as sent."""
+    def ingest(self, owner: str, data: bytes, *, field: str = "file", name: str | None = None) -> AssetRecord:
+        """Accept an uploaded image: decoded for real, limited in bytes and pixels; stored as sent, with the
+        file `name` its uploader gave (which the caller checked with `upload_name`)."""
         if len(data) > self.max_bytes:
             raise TooLarge(
                 f"{field} is {len(data):,} bytes, more than the limit of {self.max_bytes:,}", field=field
             )
         decoded = decode_image(data, name=field, max_pixels=self.max_pixels)
         width, height = decoded.image.size
-        return self._record(owner, data, decoded.mime_type, width, height, self.upload_ttl_s)
+        return self._record(owner, data, decoded.mime_type, width, height, self.upload_ttl_s, name=name)
 
-    async def ingest_async(self, owner: str, data: bytes, *, field: str = "file") -> AssetRecord:
+    async def ingest_async(
+        self, owner: str, data: bytes, *, field: str = "file", name: str | None = None
+    ) -> AssetRecord:
         """`ingest` in a worker thread: decoding a large image must not stall the event loop."""
-        return await self.decoding(lambda: self.ingest(owner, data, field=field))
+        return await self.decoding(lambda: self.ingest(owner, data, field=field, name=name))
 
     async def decoding(self, call: Callable[[], T]) -> T:
         """`call`, work that decodes an image, in a worker thread once one of the decode slots is free."""
@@ -95,6 +113,7 @@ class AssetService:
         ttl: float,
         *,
         job_id: str | None = None,
+        name: str | None = None,
     ) -> AssetRecord:
         now = self.clock()
         # one lock around "file + row" and around the sweep's deletes: identical bytes share one file, and a
@@ -111,6 +130,7 @@ class AssetService:
                 created_at=now,
                 expires_at=now + ttl,
                 job_id=job_id,
+                name=name,
             )
             self.store.insert_asset(record)
         return record

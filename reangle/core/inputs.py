@@ -42,8 +42,10 @@ def refuse_nul(value: object, field: str) -> None:
 
 
 async def resolve_image(
-    ref: str, owner: str, assets: AssetService, fetch: UrlFetcher, *, field: str
+    ref: str, owner: str, assets: AssetService, fetch: UrlFetcher, *, field: str, name: str | None = None
 ) -> AssetRecord:
+    """The asset `ref` names (an asset id of `owner`'s), or a new one of its bytes (fetched from an http(s)
+    URL, or decoded from a data URL or base64), stored with the file `name` given."""
     refuse_nul(ref, field)
     if ref.startswith("asset_"):
         try:
@@ -57,8 +59,8 @@ async def resolve_image(
             data = await fetch(ref, field)
         except InvalidInput as exc:  # the fetcher's messages are about the URL; say which field held it
             raise exc.about(field) from None
-        return await assets.ingest_async(owner, data, field=field)
-    return await assets.ingest_async(owner, decode_inline(ref, field=field), field=field)
+        return await assets.ingest_async(owner, data, field=field, name=name)
+    return await assets.ingest_async(owner, decode_inline(ref, field=field), field=field, name=name)
 
 
 def decode_inline(ref: str, *, field: str) -> bytes:

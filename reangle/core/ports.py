@@ -30,6 +30,8 @@ class AssetRecord:
     expires_at: float
     #: the job that made it (outputs); None for uploads
     job_id: str | None = None
+    #: the file name its uploader gave (a multipart file's name, Scenario's `name`); None if none
+    name: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

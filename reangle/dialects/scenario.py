@@ -25,6 +25,7 @@ from reangle.api.deps import LinkMaker, State
 from reangle.api.errors import json_body
 from reangle.api.render import Links
 from reangle.api.state import AppState
+from reangle.core.assets import upload_name
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.inputs import decode_inline
 from reangle.core.jobs import Job, JobKind
@@ -53,8 +54,6 @@ CANCEL_WAIT_S = 10.0
 AUTH_HINT = "send Basic auth with your reangle API key as the secret (api_secret=KEY), or Bearer KEY"
 #: Scenario statuses reangle never reports; filtering on them finds nothing.
 UNREPORTED_STATUSES = frozenset({"pending", "warming-up", "finalizing"})
-#: The longest asset name an upload may give (a file name's usual limit).
-MAX_ASSET_NAME_CHARS = 255
 
 log = logging.getLogger("reangle.dialects.scenario")
 
@@ -267,9 +266,8 @@ async def job_action(job_id: str, request: Request, app: State, who: Owner) -> d
 
 @router.post(PREFIX + "/assets")
 async def upload_asset(request: Request, app: State, who: Owner, links: LinkMaker) -> dict[str, Any]:
-    """`{"name", "image": base64 or data URL}`; the answer's `asset.id` goes into a model's `images`. The name
-    is checked but not kept (an asset has no place for it), so this answer, like GET /assets/{id}, leaves it
-    out."""
+    """`{"name", "image": base64 or data URL}`; the answer's `asset.id` goes into a model's `images`, its
+    `metadata.name` is the name given (as in GET /assets/{id})."""
     limit = app.settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit * 4 // 3 + 64 * 1024:
@@ -280,17 +278,13 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
     name, image = body.get("name"), body.get("image")
     if not isinstance(name, str) or not name:
         raise InvalidInput("name: field required", field="name")
-    if len(name) > MAX_ASSET_NAME_CHARS:
-        raise InvalidInput(
-            f"name has {len(name):,} characters; at most {MAX_ASSET_NAME_CHARS}",
-            field="name",
-            hint="send the file's own name, such as my-photo.png",
-        )
+    upload_name(name, field="name")
     if not isinstance(image, str) or not image:
         raise InvalidInput(
             "image: send the image as base64 or a data URL (canvas uploads are not supported)", field="image"
         )
-    record = await app.service.assets.ingest_async(who, decode_inline(image, field="image"), field="image")
+    data = decode_inline(image, field="image")
+    record = await app.service.assets.ingest_async(who, data, field="image", name=name)
     return {"asset": schemas.asset_json(record, links.asset_url(record))}
 
 

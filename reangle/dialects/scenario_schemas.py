@@ -565,6 +565,8 @@ def asset_json(record: AssetRecord, url: str, *, job: Job | None = None) -> dict
         "width": record.width,
         "height": record.height,
     }
+    if record.name is not None:
+        metadata["name"] = record.name
     if job is not None:
         metadata.update(parentJobId=job.id, numOutputs=len(job.outputs))
         model = by_native(job.model)

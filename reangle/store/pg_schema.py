@@ -120,6 +120,8 @@ V8_LIMITS = "ALTER TABLE jobs ADD COLUMN limits TEXT;\n"
 
 V9_ASSETS_BY_OWNER = "CREATE INDEX assets_owner ON assets (owner, created_at DESC, id DESC);\n"
 
+V10_ASSET_NAMES = "ALTER TABLE assets ADD COLUMN name TEXT;\n"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, asset records and API keys", V1_TABLES),
     Migration(
@@ -134,6 +136,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         9, "an index of each key's assets, newest first (Scenario's asset listing)", V9_ASSETS_BY_OWNER
     ),
+    Migration(10, "the file name an upload was given", V10_ASSET_NAMES),
 )
 
 VERSION_TABLE = """

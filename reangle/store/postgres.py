@@ -639,7 +639,7 @@ class PostgresStore:
     def insert_asset(self, record: AssetRecord) -> None:
         with self._transaction() as cur:
             cur.execute(
-                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (
                     record.id,
                     record.owner,
@@ -651,6 +651,7 @@ class PostgresStore:
                     record.created_at,
                     record.expires_at,
                     record.job_id,
+                    record.name,
                 ),
             )
 

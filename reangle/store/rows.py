@@ -79,7 +79,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
 
 def asset_from_row(row: Sequence[Any]) -> AssetRecord:
     """The AssetRecord in a row of `schema.ASSET_COLUMNS`."""
-    asset_id, owner, sha256, mime_type, width, height, size, created_at, expires_at, job_id = row
+    asset_id, owner, sha256, mime_type, width, height, size, created_at, expires_at, job_id, name = row
     return AssetRecord(
         id=asset_id,
         owner=owner,
@@ -91,6 +91,7 @@ def asset_from_row(row: Sequence[Any]) -> AssetRecord:
         created_at=created_at,
         expires_at=expires_at,
         job_id=job_id,
+        name=name,
     )
 
 

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS assets (
     bytes INTEGER NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
-    job_id TEXT
+    job_id TEXT,
+    name TEXT
 );
 CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at);
 CREATE INDEX IF NOT EXISTS assets_owner ON assets (owner, created_at DESC, id DESC);
@@ -109,6 +110,7 @@ ADDED_COLUMNS = (
     ("jobs", "source", "TEXT"),
     ("jobs", "limits", "TEXT"),
     ("assets", "job_id", "TEXT"),
+    ("assets", "name", "TEXT"),
 )
 
 #: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more
@@ -130,4 +132,4 @@ DELIVERY_COLUMNS = (
 )
 
 #: The columns of `assets`, in the order of AssetRecord's fields.
-ASSET_COLUMNS = "id, owner, sha256, mime_type, width, height, bytes, created_at, expires_at, job_id"
+ASSET_COLUMNS = "id, owner, sha256, mime_type, width, height, bytes, created_at, expires_at, job_id, name"

@@ -552,7 +552,7 @@ class SqliteStore:
     def insert_asset(self, record: AssetRecord) -> None:
         with self._lock:
             self._db.execute(
-                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.owner,
@@ -564,6 +564,7 @@ class SqliteStore:
                     record.created_at,
                     record.expires_at,
                     record.job_id,
+                    record.name,
                 ),
             )
 

@@ -240,6 +240,17 @@ def test_malformed_uploads(api: httpx.Client) -> None:
     assert_error(api.post("/v1/assets", json={"data": "@@@"}), 422, "invalid_input", "data", "base64")
 
 
+def test_a_bad_upload_name_is_refused_naming_it(api: httpx.Client) -> None:
+    long_file = api.post("/v1/assets", files={"file": ("x" * 252 + ".png", png(), "image/png")})
+    assert_error(long_file, 422, "invalid_input", "the file's name has 256 characters; at most 255")
+    long_json = api.post("/v1/assets", json={"data": data_url(png()), "name": "x" * 256})
+    assert_error(long_json, 422, "invalid_input", "name has 256 characters; at most 255")
+    control = api.post("/v1/assets", json={"data": data_url(png()), "name": "a\tb.png"})
+    assert_error(control, 422, "invalid_input", "name has a control character")
+    not_text = api.post("/v1/assets", json={"data": data_url(png()), "name": 7})
+    assert_error(not_text, 422, "invalid_input", "name must be a text")
+
+
 def test_unknown_ids_routes_and_methods(shared_server: ServerProcess, api: httpx.Client) -> None:
     assert_error(api.get("/v1/jobs/job_000"), 404, "not_found", "job_000")
     assert_error(api.get("/v1/assets/asset_000"), 404, "not_found", "asset_000")

@@ -41,9 +41,12 @@ def test_sdk_edit_with_progress_then_download(shared_server: ServerProcess, key:
         assert client.get(job.id).input["horizontal_angle"] == 90
 
 
-def test_sdk_orbit_and_typed_errors(shared_server: ServerProcess, key: str) -> None:
+def test_sdk_orbit_and_typed_errors(shared_server: ServerProcess, key: str, tmp_path: Path) -> None:
+    photo = tmp_path / "holiday photo.png"
+    photo.write_bytes(png())
     with reangle.Client(shared_server.url, key) as client:
-        asset = client.upload(png())
+        asset = client.upload(photo)
+        assert client.get_asset(asset.id).name == asset.name == "holiday photo.png"
         orbit = client.orbit(asset.id, azimuths=[0, 180], width=64, height=48)
         assert sorted(a.role for a in orbit.assets) == ["contact_sheet", "turntable", "view", "view"]
         with pytest.raises(JobFailed) as failed:

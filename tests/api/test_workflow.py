@@ -55,6 +55,26 @@ def test_every_upload_form_stores_the_image(api: httpx.Client, how: str) -> None
         len(data),
     )
     assert download(asset["url"]).content == data
+    assert asset["name"] == ("in.png" if how == "multipart" else None)
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("photo.png", "photo.png"), ("C:\\Users\\me\\photo.png", "photo.png"), ("uploads/", None)],
+)
+def test_an_upload_keeps_the_files_name_without_its_folders(
+    api: httpx.Client, sent: str, kept: str | None
+) -> None:
+    response = api.post("/v1/assets", files={"file": (sent, png(), "image/png")})
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == kept
+    assert api.get(f"/v1/assets/{response.json()['id']}").json()["name"] == kept
+
+
+def test_a_json_upload_keeps_the_name_it_gives(api: httpx.Client) -> None:
+    response = api.post("/v1/assets", json={"data": data_url(png()), "name": "from json.png"})
+    assert response.status_code == 201, response.text
+    assert api.get(f"/v1/assets/{response.json()['id']}").json()["name"] == "from json.png"
 
 
 def test_edit_runs_and_its_png_downloads_without_auth(api: httpx.Client) -> None:

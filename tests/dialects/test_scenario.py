@@ -103,11 +103,12 @@ def test_upload_gives_an_asset_with_an_absolute_expiring_url(client: Scenario, s
     assert httpx.get(asset.url).content == png()  # no auth header, as the SDK's users download
 
 
-def test_an_upload_shows_its_asset_as_a_later_read_does(client: Scenario) -> None:
-    """The name is not kept, so the upload's answer does not show it either."""
-    uploaded = client.assets.upload(name="my-photo.png", image=png_base64()).asset
-    assert uploaded.metadata.name is None
+def test_an_upload_keeps_its_name_and_shows_its_asset_as_a_later_read_does(client: Scenario) -> None:
+    uploaded = client.assets.upload(name="my photo.png", image=png_base64()).asset
+    assert uploaded.metadata.name == "my photo.png"
     assert client.assets.retrieve(uploaded.id).asset.metadata.model_dump() == uploaded.metadata.model_dump()
+    [listed] = [asset for asset in client.assets.list().assets if asset.id == uploaded.id]
+    assert listed.metadata.name == "my photo.png"
 
 
 def test_a_long_asset_name_is_a_bad_request(client: Scenario) -> None:
@@ -118,7 +119,13 @@ def test_a_long_asset_name_is_a_bad_request(client: Scenario) -> None:
         "code": "invalid_input",
         "hint": "send the file's own name, such as my-photo.png",
     }
-    assert client.assets.upload(name="x" * 255, image=png_base64()).asset.id.startswith("asset_")
+    assert client.assets.upload(name="x" * 255, image=png_base64()).asset.metadata.name == "x" * 255
+
+
+def test_an_asset_name_with_a_control_character_is_a_bad_request(client: Scenario) -> None:
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.assets.upload(name="in\n.png", image=png_base64())
+    assert caught.value.body["error"] == "name has a control character: 'in\\n.png'"
 
 
 def test_submit_answers_a_queued_custom_job_echoing_the_body(client: Scenario, asset_id: str) -> None:

@@ -193,8 +193,10 @@ def test_recovery_reads_the_jobs_it_requeues_and_ends(job_store: JobStore) -> No
     assert (requeued[0].status, requeued[0].attempt, requeued[0].started_at) == (JobStatus.QUEUED, 2, None)
 
 
-@pytest.mark.parametrize("job_id", [None, "job_1"])
-def test_an_asset_record_reads_back_as_it_was_inserted(job_store: JobStore, job_id: str | None) -> None:
+@pytest.mark.parametrize(("job_id", "name"), [(None, "my photo (2).png"), ("job_1", None)])
+def test_an_asset_record_reads_back_as_it_was_inserted(
+    job_store: JobStore, job_id: str | None, name: str | None
+) -> None:
     record = AssetRecord(
         id="asset_1",
         owner="owner-1",
@@ -206,6 +208,7 @@ def test_an_asset_record_reads_back_as_it_was_inserted(job_store: JobStore, job_
         created_at=T0,
         expires_at=T0 + 3600,
         job_id=job_id,
+        name=name,
     )
     job_store.insert_asset(record)
     assert job_store.get_asset("asset_1") == record
@@ -341,11 +344,14 @@ def test_a_vendor_task_is_recorded_by_its_running_attempt_and_outlives_a_stop(jo
 
 def test_a_sqlite_database_made_before_the_added_columns_gets_them(tmp_path: Path) -> None:
     """The tables as reangle made them before the jobs' webhook, vendor_task, source and limits columns and
-    the assets' job_id; and readable by others, as reangle made the file then."""
+    the assets' job_id and name; and readable by others, as reangle made the file then."""
     old_schema = SCHEMA.replace(
         "    webhook TEXT,\n    vendor_task TEXT,\n    source TEXT,\n    limits TEXT,\n", ""
-    ).replace("    expires_at REAL NOT NULL,\n    job_id TEXT\n", "    expires_at REAL NOT NULL\n")
-    assert "job_id TEXT\n);\nCREATE INDEX IF NOT EXISTS assets_expiry" not in old_schema
+    ).replace(
+        "    expires_at REAL NOT NULL,\n    job_id TEXT,\n    name TEXT\n", "    expires_at REAL NOT NULL\n"
+    )
+    assert "expires_at REAL NOT NULL\n);\nCREATE INDEX IF NOT EXISTS assets_expiry" in old_schema
+    assert "limits TEXT" not in old_schema
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:
         db.executescript(old_schema)
@@ -360,7 +366,9 @@ def test_a_sqlite_database_made_before_the_added_columns_gets_them(tmp_path: Pat
     store = SqliteStore(path)
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        record = replace(asset("asset_new", sha256="cd" * 32, expires_at=T0 + 60), job_id="job_old")
+        record = replace(
+            asset("asset_new", sha256="cd" * 32, expires_at=T0 + 60), job_id="job_old", name="new.png"
+        )
         store.insert_asset(record)
         assert store.get_asset("asset_new") == record
         old = store.get_job("job_old")
@@ -557,7 +565,8 @@ def test_a_job_reads_with_the_records_of_its_outputs_still_stored(job_store: Job
     assert job_store.get_job_with_outputs("job_1") == (job_store.get_job("job_1"), [])
     assert job_store.claim_job("job_1", T0 + 1, max_attempts=3) is not None
     records = [
-        replace(asset(f"out_{n}", sha256=f"{n}" * 64, expires_at=T0 + 100), job_id="job_1") for n in range(3)
+        replace(asset(f"out_{n}", sha256=f"{n}" * 64, expires_at=T0 + 100), job_id="job_1", name=f"{n}.png")
+        for n in range(3)
     ]
     for record in records:
         job_store.insert_asset(record)
