@@ -23,7 +23,7 @@ from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.remote import add_remote_commands
 from reangle.cli.serve import add_serve_commands
 from reangle.core.camera import all_poses
-from reangle.errors import Canceled, InvalidInput, ReangleError
+from reangle.errors import Canceled, InvalidInput, ReangleError, Unavailable
 from reangle.settings import Settings, unknown_settings
 
 EXIT_BAD_INPUT = 2
@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Canceled, KeyboardInterrupt):
         print("reangle: canceled", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Unavailable as exc:  # its hint ("retry in 5 s") is for an API client's retry loop, not a command's
+        print(f"reangle: error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
     except ReangleError as exc:
         print(f"reangle: error: {exc.with_hint()}", file=sys.stderr)
         return EXIT_FAILED

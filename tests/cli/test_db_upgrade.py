@@ -34,6 +34,12 @@ def test_an_unreachable_database_is_one_line_without_the_password(
     err = capsys.readouterr().err
     assert f"the database at 127.0.0.1:{port} cannot be reached" in err
     assert "hunter2" not in err
+    assert "retry in" not in err  # an API client's hint: a command is simply run again
+    monkeypatch.setenv("REANGLE_DATABASE_URL", f"postgresql://127.0.0.1:{port}/db")
+    assert main(["keys", "list"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"reangle: error: the database at 127.0.0.1:{port} cannot be reached")
+    assert "retry in" not in line
 
 
 def test_a_database_that_does_not_exist_is_refused_not_unreachable(
