@@ -188,8 +188,9 @@ def _unexpected_errors_as_server_failure(request: Request) -> Iterator[None]:
 
 
 async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]]:
-    """The form's text fields (last value wins) and its images in order, as bytes or reference strings.
-    Its size is capped while it streams in (`BodyLimit`, `upload_limits` in api/app.py)."""
+    """The form's text fields and its images in order, as bytes or reference strings; a text field given
+    twice with different values is refused (which one was meant?). Its size is capped while it streams in
+    (`BodyLimit`, `upload_limits` in api/app.py)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise InvalidInput(f"send multipart/form-data, not {content_type or 'no content type'!r}", field=None)
@@ -203,8 +204,10 @@ async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]
             elif isinstance(value, UploadFile):
                 check_known(name)
                 raise InvalidInput(f"{name} must be a text field, not a file", field=name)
-            else:
-                fields[name] = value
+            elif fields.setdefault(name, value) != value:
+                raise InvalidInput(
+                    f"{name} is given twice, as {fields[name]!r} and {value!r}; send it once", field=name
+                )
         return fields, images
     finally:
         await form.close()

@@ -179,6 +179,33 @@ def test_bad_input_is_a_bad_request_naming_the_param(
     assert new_jobs.collect() == []
 
 
+def test_a_field_given_twice_with_different_values_is_a_bad_request(
+    server: RunningServer, new_jobs: NewJobs
+) -> None:
+    def edit(prompts: list[str]) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/openai/v1/images/edits",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            files=[("image", ("in.png", png(), "image/png"))],
+            data={"prompt": prompts, "model": "gpt-image-1", "size": "64x64"},
+            timeout=30,
+        )
+
+    twice = edit(["make it blue", "make it red"])
+    assert twice.status_code == 400, twice.text
+    assert twice.json()["error"] | {"message": ""} == {
+        "message": "",
+        "type": "invalid_request_error",
+        "param": "prompt",
+        "code": "invalid_input",
+    }
+    assert twice.json()["error"]["message"] == (
+        "prompt is given twice, as 'make it blue' and 'make it red'; send it once"
+    )
+    assert new_jobs.collect() == []
+    assert edit(["make it blue", "make it blue"]).status_code == 200  # the same value twice is no question
+
+
 def test_fal_endpoint_id_names_the_camera_model(server: RunningServer, new_jobs: NewJobs) -> None:
     result = client(server).images.edit(
         image=png(), prompt="", model="fal-ai/qwen-image-edit-2511-multiple-angles", extra_body={"zoom": 9}
