@@ -48,6 +48,18 @@ def find_binaries() -> Path:
     raise PostgresMissing(INSTALL_HINT)
 
 
+def tcp_options(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> dict[str, int]:
+    """The keepalive and user-timeout options of a connection's socket, as the kernel holds them."""
+    with socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock:
+        return {
+            "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        }
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -37,6 +37,7 @@ from reangle.core.service import JobService
 from reangle.engine.base import Engine
 from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat, JobStops, runnable_models
 from reangle.runtime.local import LocalRunner
+from reangle.runtime.pg_bus import with_connection_options
 from reangle.runtime.webhook_sender import WebhookSender
 from reangle.settings import Settings
 from reangle.store.pg_dispatch import (
@@ -346,7 +347,11 @@ class WorkerRuntime:
 
 
 def build_app(conninfo: str, sweep_schedule: str) -> procrastinate.App:
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
+    # Procrastinate's connections get the event bus's TCP keepalives: without them a database host gone
+    # silent (a failover that leaves the old address dead) would hold the worker's listening connection, and
+    # any query in flight, for many minutes before it takes jobs again.
+    connector = procrastinate.PsycopgConnector(conninfo=with_connection_options(conninfo))
+    app = procrastinate.App(connector=connector)
 
     @app.task(name=RUN_JOB_TASK, pass_context=True)
     async def run_job(context: JobContext, job_id: str) -> None:

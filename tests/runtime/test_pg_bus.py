@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -21,6 +19,7 @@ from reangle.core.read_cache import ReadCache
 from reangle.runtime import pg_bus
 from reangle.runtime.pg_bus import NoticeOutbox, PgEventBus
 from reangle.store.sqlite import SqliteStore
+from tests.pg_cluster import tcp_options
 
 T0 = 1_700_000_000.0
 DEADLINE_S = 10.0
@@ -232,14 +231,7 @@ def test_the_listening_connection_has_tcp_keepalives(pg_url: str, jobs: SqliteSt
         bus = PgEventBus(pg_url, jobs)
         connection = await bus.open_listening_connection()
         try:
-            with socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock:
-                options = {
-                    "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-                    "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-                    "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-                    "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-                    "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
-                }
+            options = tcp_options(connection)
         finally:
             await connection.close()
         assert options == {"keepalive": 1, "idle": 5, "interval": 2, "count": 3, "user_timeout_ms": 10_000}
