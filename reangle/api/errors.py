@@ -108,12 +108,19 @@ def _too_deep() -> InvalidInput:
 
 def body_refusal(exc: Exception) -> InvalidInput | None:
     """A body FastAPI could not parse for a reason that is the request's fault (JSON nested so deeply that
-    the parser gives up, or bytes that are not UTF-8, which FastAPI reports as a bare 400 "There was an error
-    parsing the body") as InvalidInput; None for any other error."""
-    if isinstance(exc, RecursionError) or isinstance(exc.__cause__, RecursionError):
+    the parser gives up, bytes that are not UTF-8, an integer of more digits than Python converts, which
+    FastAPI reports as a bare 400 "There was an error parsing the body") as InvalidInput; None for any other
+    error."""
+    cause = exc.__cause__
+    if isinstance(exc, RecursionError) or isinstance(cause, RecursionError):
         return _too_deep()
-    if isinstance(exc.__cause__, UnicodeDecodeError):
-        return InvalidInput(f"body: the request body is not valid JSON ({exc.__cause__})", field="body")
+    if isinstance(cause, UnicodeDecodeError):
+        return InvalidInput(f"body: the request body is not valid JSON ({cause})", field="body")
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return InvalidInput(
+            f"body: a number in the request body has more than {sys.get_int_max_str_digits():,} digits",
+            field="body",
+        )
     return None
 
 

@@ -27,6 +27,7 @@ from reangle.core.assets import upload_name
 from reangle.core.camera import all_poses
 from reangle.core.inputs import decode_inline, resolve_image
 from reangle.core.jobs import JobEvent, JobKind, JobStatus, TimeLimits
+from reangle.core.json_values import json_kind
 from reangle.core.models import MODELS
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.errors import AssetGone, InvalidInput, NotFound
@@ -168,7 +169,7 @@ def _json_name(body: dict[str, Any]) -> str | None:
     if name is None:
         return None
     if not isinstance(name, str):
-        raise InvalidInput("name must be a text (the file's name)", field="name")
+        raise InvalidInput(f"name must be a text (the file's name), not {json_kind(name)}", field="name")
     return upload_name(name, field="name") if name else None
 
 
@@ -259,7 +260,7 @@ async def submit_job(
     request: Request,
     caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, allow_inf_nan=False)] = 0,
 ) -> Response:
     """Queue a job; `?wait=N` holds the answer up to N seconds for it to finish (200 if it did)."""
     app, who = caller.app, caller.owner

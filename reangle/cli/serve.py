@@ -166,6 +166,8 @@ def server_logging() -> dict[str, Any]:
     }
     config["loggers"]["reangle"] = {"handlers": ["reangle"], "level": "INFO", "propagate": False}
     config["loggers"]["psycopg.pool"] = {"level": QUIET_POOL_LEVEL}
+    # a malformed form is answered 422 naming it: the form parser's own warnings would be bare stderr lines
+    config["loggers"]["python_multipart"] = {"level": "ERROR"}
     config["handlers"]["queue"] = {"()": queue_handler, "format": LOG_FORMAT}
     config["loggers"][QUEUE_LOGGER] = {"handlers": ["queue"], "level": "WARNING", "propagate": False}
     config.setdefault("filters", {})["queue_outage"] = {"()": QueueOutageLines}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from reangle.core.camera import CameraPose
+from reangle.core.json_values import is_finite, shown_number
 from reangle.errors import InvalidInput
 
 Acceleration = Literal["none", "regular", "high"]
@@ -240,17 +241,17 @@ def _check_loras(loras: Sequence[LoraUse]) -> None:
             raise InvalidInput(f"the LoRA {lora.adapter} is given twice; give it once", field="loras")
         seen.add(lora.adapter)
         weight = lora.weight
-        if isinstance(weight, bool) or not math.isfinite(weight) or abs(weight) > MAX_LORA_SCALE:
+        if isinstance(weight, bool) or not is_finite(weight) or abs(weight) > MAX_LORA_SCALE:
             raise InvalidInput(
                 f"the strength of LoRA {lora.adapter} must be between {-MAX_LORA_SCALE:g} and "
-                f"{MAX_LORA_SCALE:g}, got {weight}",
+                f"{MAX_LORA_SCALE:g}, got {shown_number(weight)}",
                 field="loras",
             )
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not math.isfinite(value) or not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}", field=name)
+    if isinstance(value, bool) or not is_finite(value) or not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}, got {shown_number(value)}", field=name)
 
 
 def _output_size(

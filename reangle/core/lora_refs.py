@@ -7,7 +7,6 @@ URL that may hold a signed query, a server file path) never appears in what user
 
 from __future__ import annotations
 
-import math
 import posixpath
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from reangle.core.json_values import is_finite, shown_number
 from reangle.errors import InvalidInput
 
 RefKind = Literal["url", "path", "id"]
@@ -143,10 +143,11 @@ def parse_lora_refs(value: object, *, field: str = "loras", max_count: int = MAX
 
 def checked_scale(scale: object, field: str) -> float:
     """A LoRA strength: a finite number within +-MAX_SCALE."""
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not is_finite(scale):
         raise InvalidInput(f"{field} must be a number", field=field)
     if abs(scale) > MAX_SCALE:
         raise InvalidInput(
-            f"{field} must be between {-MAX_SCALE:g} and {MAX_SCALE:g}, not {scale}", field=field
+            f"{field} must be between {-MAX_SCALE:g} and {MAX_SCALE:g}, not {shown_number(scale)}",
+            field=field,
         )
     return float(scale)

@@ -200,7 +200,10 @@ async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]
         images: list[bytes | str] = []
         for name, value in form.multi_items():
             if name in IMAGE_FIELDS:
-                images.append(await value.read() if isinstance(value, UploadFile) else value)
+                image = await value.read() if isinstance(value, UploadFile) else value
+                if not image:
+                    raise InvalidInput(f"{name} is empty: send an image file", field=name)
+                images.append(image)
             elif isinstance(value, UploadFile):
                 check_known(name)
                 raise InvalidInput(f"{name} must be a text field, not a file", field=name)

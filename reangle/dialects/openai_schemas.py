@@ -398,6 +398,10 @@ def _number(raw: str, name: str, *, integral: bool) -> int | float:
                 value = int(number) if integral else number
     if value is None:
         kind = "an integer" if integral else "a number"
+        if re.fullmatch(r"[+-]?\d{21,}", text):
+            raise InvalidInput(
+                f"{name} is too large: a number of {len(text.lstrip('+-')):,} digits", field=name
+            )
         raise InvalidInput(f"{name} must be {kind}, got {raw!r}", field=name)
     return value
 

@@ -48,6 +48,8 @@ from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleE
 log = logging.getLogger("reangle.dialects.runpod")
 
 PREFIX = "/runpod/v2/{endpoint_id}"
+MAX_ENDPOINT_ID_CHARS = 100
+ENDPOINT_ID = re.compile(rf"[A-Za-z0-9._~-]{{1,{MAX_ENDPOINT_ID_CHARS}}}")
 RETRY_KEY = "runpod-retry:"
 #: /runsync waits this long by default; `?wait=` (ms) is clamped to RunPod's 1 s .. 300 s (a negative one is
 #: refused).
@@ -100,6 +102,23 @@ def source_of(endpoint_id: str) -> str:
     return f"runpod:{endpoint_id}"
 
 
+def checked_endpoint_id(endpoint_id: str) -> str:
+    """An endpoint id a job may be submitted to (and keep in its `source`): letters, digits, `.`, `_`, `-`
+    and `~` (RunPod's own ids are lower-case letters and digits), at most MAX_ENDPOINT_ID_CHARS of them."""
+    if not ENDPOINT_ID.fullmatch(endpoint_id):
+        shown = (
+            endpoint_id
+            if len(endpoint_id) <= 40
+            else f"{endpoint_id[:40]}... ({len(endpoint_id):,} characters)"
+        )
+        raise InvalidInput(
+            f"endpoint id {shown!r} is not one: use letters, digits, '.', '_', '-' or '~', at most "
+            f"{MAX_ENDPOINT_ID_CHARS}",
+            field="endpoint_id",
+        )
+    return endpoint_id
+
+
 # routes --------------------------------------------------------------------------------------------------
 
 
@@ -130,15 +149,15 @@ async def runsync(
     return await _status_json(app, who, runpod_id, jobs)
 
 
-@router.api_route(PREFIX + "/status/{job_id}", methods=["GET", "POST"])
+@router.get(PREFIX + "/status/{job_id}")
 async def status(
     endpoint_id: str, job_id: str, app: State, who: Owner, ttl: ResultTtl = None
 ) -> dict[str, Any]:
-    """The job; POST as the SDK's local test server takes it."""
+    """The job (also by POST)."""
     return await _status_json(app, who, job_id, _lookup(app, who, endpoint_id, job_id))
 
 
-@router.api_route(PREFIX + "/stream/{job_id}", methods=["GET", "POST"])
+@router.get(PREFIX + "/stream/{job_id}")
 async def stream(endpoint_id: str, job_id: str, app: State, who: Owner) -> JSONResponse:
     """Chunks not yet delivered: the output once, when the job completes; then always `"stream": []`."""
     jobs = _lookup(app, who, endpoint_id, job_id)
@@ -156,6 +175,11 @@ async def stream(endpoint_id: str, job_id: str, app: State, who: Owner) -> JSONR
             _STREAMED.pop(job_id, None)
             raise
     return JSONResponse({**body, "stream": chunks})
+
+
+# POST as well, as the SDK's local test server takes them; each method its own operation in /openapi.json
+router.add_api_route(PREFIX + "/status/{job_id}", status, methods=["POST"], name="status_post")
+router.add_api_route(PREFIX + "/stream/{job_id}", stream, methods=["POST"], name="stream_post")
 
 
 @router.post(PREFIX + "/cancel/{job_id}")
@@ -226,7 +250,7 @@ async def _json_body(request: Request) -> Any:
 
 
 async def _submit(app: AppState, who: str, endpoint_id: str, request: Request) -> tuple[str, list[Job]]:
-    plan = rp.translate(await _json_body(request), endpoint_model(app, endpoint_id))
+    plan = rp.translate(await _json_body(request), endpoint_model(app, checked_endpoint_id(endpoint_id)))
     webhook = await webhook_target(app, request, plan.webhook, field="webhook", flavor=RUNPOD)
     source = source_of(endpoint_id)
     if not plan.batch:

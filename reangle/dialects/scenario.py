@@ -29,6 +29,7 @@ from reangle.core.assets import upload_name
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
 from reangle.core.inputs import decode_inline
 from reangle.core.jobs import Job, JobKind
+from reangle.core.json_values import json_kind
 from reangle.core.ports import AssetKey, AssetRecord
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.dialects import scenario_schemas as schemas
@@ -104,10 +105,12 @@ async def owner(app: State, authorization: Annotated[str | None, Header()] = Non
     if not app.keys.enabled:
         return app.keys.owner(None)
     given = credentials(authorization)
-    if given is None or not given[1]:
+    if given is None:
         raise Unauthorized("an API key is required", hint=AUTH_HINT)
     label, key = given
     try:
+        if not key:
+            raise Unauthorized("an API key is required", hint=AUTH_HINT)
         return app.keys.owner(key)
     except Unauthorized:
         if label and _is_key(app, label):
@@ -276,8 +279,10 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
         )
     body = await json_object(request)
     name, image = body.get("name"), body.get("image")
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise InvalidInput("name: field required", field="name")
+    if not isinstance(name, str):
+        raise InvalidInput(f"name must be a text (the file's name), not {json_kind(name)}", field="name")
     upload_name(name, field="name")
     if not isinstance(image, str) or not image:
         raise InvalidInput(

@@ -21,6 +21,7 @@ from reangle.core.edit import GENERATION_PRESETS, MAX_OUTPUTS, PRESETS
 from reangle.core.images import OutputFormat
 from reangle.core.inputs import NUL
 from reangle.core.jobs import Job, JobStatus
+from reangle.core.json_values import is_finite, shown_number
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MAX_SET_SIZE, TEXT_TO_IMAGE, WAN_IMAGE
 from reangle.core.models import MODELS as NATIVE_MODELS
 from reangle.core.ports import AssetKey, AssetRecord
@@ -468,11 +469,13 @@ def _value(spec: InputSpec, value: object) -> object:
 
 def _shown(number: float) -> str:
     """A bound or value as written: 2147483647, not 2.14748e+09."""
-    return str(int(number)) if float(number).is_integer() and abs(number) < 1e16 else f"{number:g}"
+    if isinstance(number, int) or math.isinf(number):
+        return shown_number(number)
+    return str(int(number)) if number.is_integer() and abs(number) < 1e16 else f"{number:g}"
 
 
 def _number(spec: InputSpec, value: object) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not is_finite(value):
         raise InvalidInput(f"{spec.name} must be a number, got {value!r}", field=spec.name)
     low = -math.inf if spec.minimum is None else spec.minimum
     high = math.inf if spec.maximum is None else spec.maximum
@@ -633,12 +636,15 @@ def asset_page_token(key: AssetKey) -> str:
 
 def asset_page_key(token: str) -> AssetKey:
     """The key an `asset_page_token` holds, or InvalidInput when the token is not one."""
+    created_at = math.nan
     try:
-        created_at, asset_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, TypeError):  # not base64, not JSON, not a pair
-        created_at = asset_id = None
-    is_time = isinstance(created_at, int | float) and not isinstance(created_at, bool)
+        when, asset_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if isinstance(when, int | float) and not isinstance(when, bool):
+            created_at = float(when)
+    # not base64, not JSON (or nested too deep), not a pair, a number too large for a time
+    except (binascii.Error, ValueError, TypeError, RecursionError, OverflowError):
+        asset_id = None
     # no id this server hands out holds a NUL, which PostgreSQL cannot even compare
-    if not (is_time and math.isfinite(created_at) and isinstance(asset_id, str) and NUL not in asset_id):
+    if not (math.isfinite(created_at) and isinstance(asset_id, str) and NUL not in asset_id):
         raise InvalidInput("paginationToken is not one this server returned", field="paginationToken")
-    return float(created_at), asset_id
+    return created_at, asset_id

@@ -176,6 +176,8 @@ def test_bad_job_envelopes(api: httpx.Client) -> None:
     assert_error(post_job(api, "images please"), 422, "invalid_input", "input")
     waited = api.post("/v1/jobs?wait=1000", json={"model": CAMERA_EDIT, "input": input})
     assert_error(waited, 422, "invalid_input", "wait")
+    not_a_number = api.post("/v1/jobs?wait=nan", json={"model": CAMERA_EDIT, "input": input})
+    assert_error(not_a_number, 422, "invalid_input", "wait", "finite number")
     assert_error(api.get("/v1/jobs", params={"status": "done"}), 422, "invalid_input", "status")
     assert_error(api.get("/v1/jobs", params={"cursor": "abc"}), 422, "invalid_input", "cursor")
     assert_error(api.get("/v1/jobs", params={"limit": 0}), 422, "invalid_input", "limit")
@@ -248,7 +250,7 @@ def test_a_bad_upload_name_is_refused_naming_it(api: httpx.Client) -> None:
     control = api.post("/v1/assets", json={"data": data_url(png()), "name": "a\tb.png"})
     assert_error(control, 422, "invalid_input", "name has a control character")
     not_text = api.post("/v1/assets", json={"data": data_url(png()), "name": 7})
-    assert_error(not_text, 422, "invalid_input", "name must be a text")
+    assert_error(not_text, 422, "invalid_input", "name must be a text (the file's name), not a number")
 
 
 def test_unknown_ids_routes_and_methods(shared_server: ServerProcess, api: httpx.Client) -> None:
@@ -328,9 +330,12 @@ def test_an_upper_case_url_scheme_is_a_url_not_base64(api: httpx.Client) -> None
     ["multipart/form-data; boundary=zz", "multipart/form-data"],
     ids=["garbage", "no boundary"],
 )
-def test_a_malformed_multipart_upload_is_invalid_input(api: httpx.Client, content_type: str) -> None:
+def test_a_malformed_multipart_upload_is_invalid_input(
+    shared_server: ServerProcess, api: httpx.Client, content_type: str
+) -> None:
     response = api.post("/v1/assets", content=b"garbage", headers={"Content-Type": content_type})
     assert_error(response, 422, "invalid_input", "multipart")
+    assert "Expected boundary" not in shared_server.log_path.read_text()  # the parser's own bare warning
 
 
 def test_downloads_are_never_sniffed_or_rendered_as_pages(api: httpx.Client) -> None:

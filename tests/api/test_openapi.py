@@ -19,9 +19,7 @@ KEYLESS = {"/v1/files/{asset_id}", "/healthz", "/metrics"}
 
 def native_operations(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     app = create_app(Settings(engine="fake", data_dir=tmp_path))
-    with warnings.catch_warnings():  # the provider dialects repeat operation ids; not this test's subject
-        warnings.simplefilter("ignore", UserWarning)
-        paths = app.openapi()["paths"]
+    paths = app.openapi()["paths"]
     return {
         (method, path): operation
         for path, operations in paths.items()
@@ -45,6 +43,16 @@ def test_every_keyed_route_documents_the_authorization_header_the_same_way(tmp_p
     assert all(len(found) == 1 for found in documented.values()), documented
     assert documented[("get", "/v1/jobs/{job_id}")] == documented[("get", "/v1/assets/{asset_id}")]
     assert all(not header_parameters(operations[("get", path)]) for path in KEYLESS)
+
+
+def test_every_operation_of_every_dialect_has_its_own_id(tmp_path: Path) -> None:
+    app = create_app(Settings(engine="fake", data_dir=tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # FastAPI warns of a duplicate operation id
+        paths = app.openapi()["paths"]
+    ids = [operation["operationId"] for operations in paths.values() for operation in operations.values()]
+    assert len(ids) == len(set(ids))
+    assert {"get", "post"} <= set(paths["/runpod/v2/{endpoint_id}/status/{job_id}"])
 
 
 def test_the_docs_page_loads_swagger_ui_from_this_server_not_a_cdn(shared_server: ServerProcess) -> None:

@@ -111,6 +111,16 @@ def test_an_upload_keeps_its_name_and_shows_its_asset_as_a_later_read_does(clien
     assert listed.metadata.name == "my photo.png"
 
 
+def test_an_asset_name_that_is_not_a_text_is_named_so(server: RunningServer) -> None:
+    response = httpx.post(
+        f"{server.url}/scenario/v1/assets",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={"name": 5, "image": png_base64()},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "name must be a text (the file's name), not a number"
+
+
 def test_a_long_asset_name_is_a_bad_request(client: Scenario) -> None:
     with pytest.raises(scenario_sdk.BadRequestError) as caught:
         client.assets.upload(name="x" * 256, image=png_base64())
@@ -397,6 +407,18 @@ def test_wrong_secret_is_an_authentication_error(make_client: MakeClient) -> Non
     assert swapped.value.body["error"] == (
         "this API key is not valid: the key was sent as the label, the first part of Basic auth"
     )
+
+
+def test_a_key_sent_as_the_label_with_no_secret_is_named_so(server: RunningServer) -> None:
+    basic = base64.b64encode(f"{API_KEY}:".encode()).decode()
+    response = httpx.get(f"{server.url}/scenario/v1/jobs", headers={"Authorization": f"Basic {basic}"})
+    assert response.status_code == 401
+    assert response.json()["error"] == (
+        "this API key is not valid: the key was sent as the label, the first part of Basic auth"
+    )
+    nothing = base64.b64encode(b"label:").decode()
+    response = httpx.get(f"{server.url}/scenario/v1/jobs", headers={"Authorization": f"Basic {nothing}"})
+    assert (response.status_code, response.json()["error"]) == (401, "an API key is required")
 
 
 def test_missing_credentials_are_401_in_scenario_shape(server: RunningServer) -> None:
