@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reangle import __version__
 from reangle.api.body_limit import UPLOAD_OVERHEAD_BYTES, BodyLimit
 from reangle.api.docs_page import install_docs_page
-from reangle.api.errors import install_error_handlers
+from reangle.api.errors import Failures, install_error_handlers
 from reangle.api.native import router as native_router
 from reangle.api.no_auth_guard import NoAuthGuard
 from reangle.api.request_id import RequestIds
@@ -43,6 +43,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.reangle = app_state
+    app.add_middleware(Failures)  # the innermost: around the routes
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_request_bytes,

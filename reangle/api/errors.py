@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle.api.request_id import HEADER, failure_hint, log_failure, request_id
 from reangle.errors import (
@@ -219,13 +220,48 @@ def install_error_handlers(app: FastAPI) -> None:
             assert refused is not None
             return reangle_error_response(refused)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(Exception)  # a failure in a middleware, outside Failures
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
         log_failure(request)
+        response = failure_response(request)
         named = request_id(request)
-        failure = InternalError(hint=failure_hint(request))
-        response = error_response(500, failure.code, failure.message, failure.hint)
-        response.headers["Connection"] = "close"  # the connection's state is unknown after a failure
         if named is not None:  # this answer is sent outside the middleware that names the others
             response.headers[HEADER] = named
         return response
+
+
+def failure_response(request: Request) -> JSONResponse:
+    """The 500 of an unexpected error, which names the request as the log line does."""
+    failure = InternalError(hint=failure_hint(request))
+    response = error_response(500, failure.code, failure.message, failure.hint)
+    response.headers["Connection"] = "close"  # the connection's state is unknown after a failure
+    return response
+
+
+class Failures:
+    """ASGI middleware: an unexpected error in a route is logged once, with its request id, and answered 500.
+    (Starlette's own handler of last resort answers too, but then raises the error again for the server,
+    which logs the traceback a second time without the id.) A failure after the answer began is raised."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if started:
+                raise
+            request = Request(scope)
+            log_failure(request)
+            await failure_response(request)(scope, receive, send)
