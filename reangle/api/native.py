@@ -18,6 +18,7 @@ from reangle.api.deps import State
 from reangle.api.download import DownloadResponse
 from reangle.api.errors import json_body
 from reangle.api.forms import parse_form
+from reangle.api.openapi_errors import NativeError, error_responses
 from reangle.api.render import Links, asset_json, iso, job_json, output_records
 from reangle.api.state import AppState
 from reangle.api.stream_slots import SlotStreamingResponse
@@ -36,7 +37,7 @@ from reangle.runtime.heartbeat import LISTED_FOR_S
 MAX_WAIT_S = 300
 SSE_PING_S = 15.0
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(NativeError))
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 

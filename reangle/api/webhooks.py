@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 
 from reangle.api.caller import Owner
 from reangle.api.deps import state_of
+from reangle.api.openapi_errors import NativeError, error_responses
 from reangle.api.state import AppState
 from reangle.core.jobs import WebhookTarget
 from reangle.core.webhooks import COMPLETED, NATIVE
@@ -19,7 +20,7 @@ from reangle.store.url_fetch import FetchPolicy, checked_addresses
 
 MAX_URL_CHARS = 2048
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(NativeError))
 
 
 async def webhook_target(

@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from reangle.api.auth import bearer_token
 from reangle.api.deps import LinkMaker, State
 from reangle.api.forms import parse_form
+from reangle.api.openapi_errors import OpenAIError, error_responses
 from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
@@ -91,7 +92,9 @@ def render_error(request: Request, exc: ReangleError, _status: int) -> Response:
     return response
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["openai"])
+router = APIRouter(
+    route_class=dialect_route(render_error), responses=error_responses(OpenAIError), tags=["openai"]
+)
 
 
 # routes ----------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse
 from reangle.api.auth import bearer_token
 from reangle.api.deps import State
 from reangle.api.errors import json_body
+from reangle.api.openapi_errors import MessageError, error_responses
 from reangle.api.state import AppState
 from reangle.api.webhooks import webhook_target
 from reangle.core.jobs import Job, JobStatus
@@ -76,7 +77,9 @@ def render_error(request: Request, exc: ReangleError, status: int) -> JSONRespon
     return JSONResponse({"error": exc.with_hint()}, status_code=status, headers=headers)
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["runpod"])
+router = APIRouter(
+    route_class=dialect_route(render_error), responses=error_responses(MessageError), tags=["runpod"]
+)
 
 
 async def runpod_owner(app: State, authorization: Annotated[str | None, Header()] = None) -> str:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from reangle.api.auth import OTHER_SCHEMES
 from reangle.api.deps import LinkMaker, State
 from reangle.api.errors import json_body
+from reangle.api.openapi_errors import ScenarioError, error_responses
 from reangle.api.render import Links
 from reangle.api.state import AppState
 from reangle.core.assets import upload_name
@@ -76,7 +77,9 @@ def render_error(request: Request, exc: ReangleError, status: int) -> Response:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["scenario"])
+router = APIRouter(
+    route_class=dialect_route(render_error), responses=error_responses(ScenarioError), tags=["scenario"]
+)
 
 
 def credentials(authorization: str | None) -> tuple[str, str] | None:

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 
 from reangle.api.deps import LinkMaker, State
 from reangle.api.errors import json_body
+from reangle.api.openapi_errors import MessageError, error_responses
 from reangle.api.state import AppState
 from reangle.core.camera import DEFAULT_POSE
 from reangle.core.camera_text import parse_camera_text
@@ -139,7 +140,9 @@ def render_error(_request: Request, exc: ReangleError, status: int) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["segmind"])
+router = APIRouter(
+    route_class=dialect_route(render_error), responses=error_responses(MessageError), tags=["segmind"]
+)
 
 
 async def owner(app: State, x_api_key: Annotated[str | None, Header()] = None) -> str:

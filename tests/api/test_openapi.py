@@ -55,6 +55,52 @@ def test_every_operation_of_every_dialect_has_its_own_id(tmp_path: Path) -> None
     assert {"get", "post"} <= set(paths["/runpod/v2/{endpoint_id}/status/{job_id}"])
 
 
+#: The error shape each route family answers with, by path prefix.
+ERROR_SHAPES = {
+    "/scenario/": "ScenarioError",
+    "/segmind/": "MessageError",
+    "/runpod/": "MessageError",
+    "/openai/": "OpenAIError",
+    "/": "NativeError",
+}
+
+
+def test_every_operation_documents_the_error_shape_it_answers_with(tmp_path: Path) -> None:
+    schema = create_app(Settings(engine="fake", data_dir=tmp_path)).openapi()
+    assert "HTTPValidationError" not in str(schema)  # FastAPI's own 422, which no route answers with
+    for path, operations in schema["paths"].items():
+        shape = next(shape for prefix, shape in ERROR_SHAPES.items() if path.startswith(prefix))
+        for method, operation in operations.items():
+            for status in ("4XX", "5XX"):
+                documented = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert documented == {"$ref": f"#/components/schemas/{shape}"}, (method, path, status)
+
+
+def test_the_documented_error_shapes_are_the_ones_answered(shared_server: ServerProcess) -> None:
+    schemas = httpx.get(f"{shared_server.url}/openapi.json").json()["components"]["schemas"]
+    answers = {
+        "NativeError": httpx.get(f"{shared_server.url}/v1/jobs/job_x"),
+        "ScenarioError": httpx.get(f"{shared_server.url}/scenario/v1/jobs/job_x"),
+        "MessageError": httpx.get(f"{shared_server.url}/runpod/v2/e/status/job_x"),
+        "OpenAIError": httpx.post(f"{shared_server.url}/openai/v1/images/generations", json={}),
+    }
+    for shape, answer in answers.items():
+        assert 400 <= answer.status_code < 500, answer.text
+        assert_conforms(answer.json(), schemas[shape], schemas)
+
+
+def assert_conforms(value: Any, schema: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """`value` has the keys `schema` requires and no others it does not name; nested objects likewise."""
+    if "$ref" in schema:
+        schema = schemas[schema["$ref"].rsplit("/", 1)[-1]]
+    if "properties" not in schema:
+        return
+    assert isinstance(value, dict), value
+    assert set(schema.get("required", [])) <= set(value) <= set(schema["properties"]), (value, schema)
+    for key, item in value.items():
+        assert_conforms(item, schema["properties"][key], schemas)
+
+
 def test_the_docs_page_loads_swagger_ui_from_this_server_not_a_cdn(shared_server: ServerProcess) -> None:
     page = httpx.get(f"{shared_server.url}/docs")
     assert page.status_code == 200
