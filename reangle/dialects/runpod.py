@@ -260,19 +260,29 @@ async def _submit(app: AppState, who: str, endpoint_id: str, request: Request) -
         submit = SubmitRequest(
             model=plan.model, input=plan.inputs[0], webhook=webhook, source=source, limits=plan.limits
         )
-        job = await app.service.submit(who, submit)
+        try:
+            job = await app.service.submit(who, submit)
+        except InvalidInput as exc:
+            raise _as_sent(exc, plan) from None
         return job.id, [job]
     try:
         batch_id, jobs = await app.service.submit_batch(
             who, plan.model, plan.inputs, webhook=webhook, source=source, limits=plan.limits
         )
     except InvalidInput as exc:
-        raise _as_sent(exc) from None
+        raise _as_sent(exc, plan) from None
     return batch_id, jobs
 
 
-def _as_sent(exc: InvalidInput) -> InvalidInput:
-    """A batch item's error named as the client sent it: `input.images.1`, not `items.1.input.images.0`."""
+def _as_sent(exc: InvalidInput, plan: rp.Translated) -> InvalidInput:
+    """An error about an image named as the client sent it: `input.image` when it sent one image so,
+    `input.images.1` for a batch item, not `items.1.input.images.0`."""
+    if plan.single_image:
+        match = re.fullmatch(r"input\.images\.0(.*)", exc.field or "")
+        if match is None:
+            return exc
+        field = f"input.image{match[1]}"
+        return type(exc)(exc.message.replace(exc.field or "", field, 1), field=field, hint=exc.hint)
     match = re.fullmatch(r"items\.(\d+)\.input\.images\.0(.*)", exc.field or "")
     if match is None:
         return exc

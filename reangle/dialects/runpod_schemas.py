@@ -96,6 +96,8 @@ class Translated:
     #: called with the job's /status body once it ends (checked against the SSRF rules by the caller)
     webhook: str | None = None
     limits: TimeLimits | None = None
+    #: the image came as `image`, not in `images`: a refusal of it names `input.image`
+    single_image: bool = False
 
 
 def translate(body: Any, model: str) -> Translated:
@@ -130,7 +132,14 @@ def translate(body: Any, model: str) -> Translated:
     if isinstance(prompts, str) or len(prompts) == 1:
         prompt = prompts if isinstance(prompts, str) else prompts[0]
         inputs = [{"images": images, "prompt": prompt, **common}]
-        return Translated(model=model, inputs=inputs, batch=False, webhook=request.webhook, limits=limits)
+        return Translated(
+            model=model,
+            inputs=inputs,
+            batch=False,
+            webhook=request.webhook,
+            limits=limits,
+            single_image=given.image is not None,
+        )
     if len(prompts) != len(images):
         raise InvalidInput(
             f"input.prompt: a list of prompts is a batch and needs one prompt per image; got "

@@ -167,11 +167,15 @@ async def run_model(
 ) -> Response:
     """Queue a job on any model `GET /models` lists; a text-to-image model takes no images."""
     model, native_input = schemas.translate_request(model_id, await json_object(request))
-    if dry_run is not None and _flag(dry_run, "dryRun"):
-        model_spec(model).validate(JobKind.EDIT, native_input)
-        return JSONResponse({"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}, status_code=DRY_RUN_STATUS)
     try:
+        if dry_run is not None and _flag(dry_run, "dryRun"):
+            model_spec(model).validate(JobKind.EDIT, native_input)
+            return JSONResponse(
+                {"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}, status_code=DRY_RUN_STATUS
+            )
         job = await app.service.submit(who, SubmitRequest(model=model, input=native_input))
+    except InvalidInput as exc:
+        raise schemas.as_sent(exc, model_id) from None
     except ReangleError:
         raise
     except Exception as exc:  # rendered as a 500 that the client must not retry

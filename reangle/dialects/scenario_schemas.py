@@ -491,6 +491,18 @@ def _number(spec: InputSpec, value: object) -> float | int:
     return value
 
 
+def as_sent(exc: InvalidInput, model_id: str) -> InvalidInput:
+    """A core refusal of a native input field (`input.horizontal_angle`, `input.images.0`) named by the body
+    key the client sent (`horizontalAngle`, `images.0`); other refusals as they are."""
+    head, _, rest = (exc.field or "").removeprefix("input.").partition(".")
+    if not (exc.field or "").startswith("input."):
+        return exc
+    model = scenario_model(model_id)
+    name = next((spec.name for spec in model.inputs if spec.native == head), head)
+    field = f"{name}.{rest}" if rest else name
+    return type(exc)(exc.message.replace(exc.field or "", field, 1), field=field, hint=exc.hint)
+
+
 def echo_input(job: Job) -> dict[str, Any]:
     """The job's input as Scenario body keys (`metadata.input`), image references as asset ids."""
     model = by_native(job.model)

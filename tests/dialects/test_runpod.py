@@ -303,7 +303,8 @@ def test_an_endpoint_sees_and_purges_only_its_own_jobs(
     [
         ({"azimuth": "abc"}, "azimuth"),
         ({"images": [png_base64()] * 2, "image": None, "prompt": ["a", "b", "c"]}, "3 prompts for 2 images"),
-        ({"image": "not base64 at all!"}, "input.images.0"),
+        ({"image": "not base64 at all!"}, "input.image:"),  # as sent, though the core takes a list
+        ({"image": None, "images": [png_base64(), "not base64 at all!"]}, "input.images.1:"),
         ({"num_inference_steps": 0}, "num_inference_steps"),
     ],
 )

@@ -111,6 +111,16 @@ def test_an_upload_keeps_its_name_and_shows_its_asset_as_a_later_read_does(clien
     assert listed.metadata.name == "my photo.png"
 
 
+def test_a_refused_input_is_named_by_the_body_key_sent(server: RunningServer) -> None:
+    response = httpx.post(
+        f"{server.url}/scenario/v1/generate/custom/model_qwen-edit-multiangle-2511",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={"images": [png_base64(), "asset_unknown"], "horizontalAngle": 90},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "images.1: no asset asset_unknown (unknown, expired, or another key's)"
+
+
 def test_an_asset_name_that_is_not_a_text_is_named_so(server: RunningServer) -> None:
     response = httpx.post(
         f"{server.url}/scenario/v1/assets",
