@@ -22,12 +22,14 @@ from reangle.client._base import (
     check,
     check_api,
     connection_error,
+    idempotency_headers,
     parse,
+    polled_events,
     query,
     server_root,
 )
 from reangle.client._client import Client
-from reangle.client._errors import APIConnectionError, PermissionDeniedError, ServerError
+from reangle.client._errors import APIConnectionError, PermissionDeniedError, RateLimitError, ServerError
 from reangle.client._inputs import (
     CAMERA_MODEL,
     TEXT_TO_IMAGE_MODEL,
@@ -187,11 +189,15 @@ class AsyncClient:
                     yield event
                     if isinstance(event, Job) and event.is_terminal:
                         return
+            except RateLimitError:  # too_many_streams: the key holds all the streams it may
+                break
             except (APIConnectionError, ServerError) as exc:
                 state.poll_failed(exc)
             finally:
                 await stream.aclose()
             await asyncio.sleep(state.poll_delay())
+        async for event in self._poll_events(state):
+            yield event
 
     async def wait(
         self, job_id: str, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
@@ -408,7 +414,7 @@ class AsyncClient:
         fields: Mapping[str, Any],
     ) -> Job:
         body = job_body(model, input, kind=kind, priority=priority, fields=fields)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        headers = idempotency_headers(idempotency_key)
         return parse(await self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -488,6 +494,16 @@ class AsyncClient:
             await stream.aclose()
         state.stream_ended(events)
         return None
+
+    async def _poll_events(self, state: WaitState) -> AsyncIterator[JobEvent]:
+        while True:
+            before = state.job
+            if (job := await self._poll(state, None)) is not None:
+                for event in polled_events(before, job):
+                    yield event
+                if job.is_terminal:
+                    return
+            await asyncio.sleep(state.poll_delay())
 
     async def _poll(self, state: WaitState, on_progress: ProgressCallback | None) -> Job | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from reangle.client._errors import (
     APIConnectionError,
     AuthenticationError,
+    InvalidAPIKeyError,
     InvalidResponseError,
     InvalidServerURLError,
     ReangleAPIError,
@@ -21,8 +23,9 @@ from reangle.client._errors import (
     error_for_response,
     is_html,
     server_of,
+    without_key,
 )
-from reangle.client._models import Job, JobEvent
+from reangle.client._models import Job, JobEvent, ProgressEvent
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -52,16 +55,110 @@ USER_AGENT = _user_agent()
 
 def server_root(base_url: str) -> str:
     """The server's root URL: a trailing slash or `/v1` is dropped, since paths start with /v1 or /healthz.
-    `InvalidServerURLError` (a ValueError) when it is not an http(s) URL with a host."""
+    `InvalidServerURLError` (a ValueError) when it is not a valid http(s) URL, or is a provider API's URL."""
     root = base_url.strip().rstrip("/")
     scheme, _, rest = root.partition("://")
     if scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
-        raise InvalidServerURLError(f"server URL must start with http:// or https:// (got {base_url!r})")
+        raise InvalidServerURLError(
+            f"server URL must start with http:// or https:// (got {_shown_url(base_url)!r})"
+        )
+    problem = _address_problem(re.split(r"[/?#]", rest, maxsplit=1)[0])
+    if problem is None:
+        try:
+            httpx.URL(root)
+        except httpx.InvalidURL as exc:  # what the checks above do not name, e.g. a control character
+            problem = str(exc).rstrip(".")
+            problem = problem[:1].lower() + problem[1:]
+    if problem is not None:
+        raise InvalidServerURLError(f"server URL {_shown_url(base_url)!r} is not valid: {problem}")
+    _refuse_provider_path(base_url, root)
     return root.removesuffix("/v1")
 
 
+#: The provider-compatible APIs a server serves beside its own, by path: the dialects' prefixes, listed here
+#: since the SDK imports nothing from the server.
+PROVIDER_PATHS = {
+    "scenario/v1": "Scenario",
+    "segmind/v1": "Segmind",
+    "segmind/v2": "Segmind",
+    "runpod/v2": "RunPod",
+    "openai/v1": "OpenAI",
+}
+
+
+def _address_problem(authority: str) -> str | None:
+    """What is wrong with `[user@]host[:port]`, in words; None when nothing is."""
+    address = authority.rpartition("@")[2]
+    if unsendable := next((char for char in address if not char.isprintable() or char.isspace()), None):
+        return f"its host holds {_kind_of(unsendable)}"
+    if address.startswith("["):
+        host, bracket, after = address.partition("]")
+        if not bracket:
+            return "its IPv6 address has no closing ']'"
+        if after and not after.startswith(":"):
+            return f"{after!r} follows its IPv6 address (expected ':' and a port)"
+        host, port = host + bracket, after[1:]
+    else:
+        host, _, port = address.partition(":")
+    if not host:
+        return "it has no host"
+    if port and not port.isdecimal():
+        return f"its port {port!r} is not a number"
+    if port and int(port) > 65535:
+        return f"its port {port} is past 65535"
+    return None
+
+
+def _refuse_provider_path(base_url: str, root: str) -> None:
+    """A provider-compatible API's URL (/openai/v1, /scenario/v1, ...) is refused, naming the root to give."""
+    scheme, _, rest = root.partition("://")
+    authority, _, path = rest.partition("/")
+    segments = [*path.split("/"), "v1"]  # what the SDK's own paths add: /openai is /openai/v1 too
+    for k in range(len(segments) - 1):
+        provider = PROVIDER_PATHS.get(f"{segments[k]}/{segments[k + 1]}".lower())
+        if provider is not None:
+            server = "/".join([f"{scheme}://{authority}", *segments[:k]])
+            raise InvalidServerURLError(
+                f"server URL {_shown_url(base_url)!r} is the path of the server's {provider}-compatible API; "
+                f"give its root URL instead ({server})"
+            )
+
+
+def _shown_url(url: str) -> str:
+    """`url` as a message shows it: a password in it (`user:password@host`) masked."""
+    return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url, count=1)
+
+
+def idempotency_headers(key: str | None) -> dict[str, str]:
+    """The Idempotency-Key header; a ValueError for a key that holds a character a header cannot carry."""
+    if not key:
+        return {}
+    if not all(" " <= char <= "~" for char in key) or key != key.strip():
+        raise ValueError(
+            "idempotency_key must be printable ASCII without blanks at either end (it is sent as a header)"
+        )
+    return {"Idempotency-Key": key}
+
+
 def auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    """The Authorization header for `api_key`, blanks around it dropped (a key read from a file ends in a
+    newline). `InvalidAPIKeyError` (a ValueError) for a key that holds a character a header cannot carry."""
+    given = api_key or ""
+    key = given.strip()
+    bad = next((k for k, char in enumerate(key) if not "!" <= char <= "~"), None)  # visible ASCII only
+    if bad is not None:
+        position = bad + 1 + len(given) - len(given.lstrip())
+        raise InvalidAPIKeyError(  # never the key, nor the character: the message may end up in a log
+            f"api_key holds {_kind_of(key[bad])} at position {position}, which an HTTP header cannot carry; "
+            "check the key"
+        )
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _kind_of(char: str) -> str:
+    if char.isspace():
+        return "whitespace"
+    return "a control character" if char.isascii() else "a non-ASCII character"
 
 
 #: What a 401 says when the client has no key: the server's own hint is for curl users.
@@ -122,10 +219,20 @@ def first_problem(exc: ValueError) -> str:
     return str(exc)
 
 
+def polled_events(before: Job | None, job: Job) -> list[JobEvent]:
+    """What the event stream would have sent between two polls of a job: the job when its status changed
+    (or at the first poll), a `ProgressEvent` when only its progress did."""
+    if before is None or job.status != before.status:
+        return [job]
+    if job.progress != before.progress:
+        return [ProgressEvent(progress=job.progress)]
+    return []
+
+
 def connection_error(exc: httpx.TransportError) -> APIConnectionError:
     request = _request_of(exc)
     where = f" {request.url.scheme}://{request.url.netloc.decode()}" if request is not None else ""
-    detail = str(exc) or type(exc).__name__
+    detail = without_key(str(exc) or type(exc).__name__, request)
     if isinstance(exc, httpx.TimeoutException):
         return APIConnectionError(f"timed out talking to the server{where}: {detail}", request=request)
     if request is not None and request.url.scheme == "https" and _is_tls_to_plain_http(detail):

@@ -24,11 +24,13 @@ from reangle.client._base import (
     check,
     check_api,
     connection_error,
+    idempotency_headers,
     parse,
+    polled_events,
     query,
     server_root,
 )
-from reangle.client._errors import APIConnectionError, PermissionDeniedError, ServerError
+from reangle.client._errors import APIConnectionError, PermissionDeniedError, RateLimitError, ServerError
 from reangle.client._inputs import (
     CAMERA_MODEL,
     TEXT_TO_IMAGE_MODEL,
@@ -70,7 +72,8 @@ from reangle.client._sse import SSEDecoder, decode_job_event
 
 
 class Client:
-    """A reangle server. `base_url` is its root (http://host:8000); `api_key` is sent as a Bearer token.
+    """A reangle server. `base_url` is its root (http://host:8000); `api_key` is sent as a Bearer token,
+    blanks around it dropped (`InvalidAPIKeyError` for a key that holds a character a header cannot carry).
 
     `timeout` bounds each HTTP request (seconds); how long a call waits for its job is the call's own
     `timeout` (None: until the job ends). `transport` replaces httpx's network transport (tests pass an
@@ -198,7 +201,8 @@ class Client:
         """The job's events as they happen (a `Job` per status change, a `ProgressEvent` per step), until it
         ends. The first is always the job as it is now. A stream that ends or breaks before the job does (a
         server restarting) is opened again, and starts again with the job as it is then; a server away (no
-        connection, 5xx) for 10 minutes raises its error."""
+        connection, 5xx) for 10 minutes raises its error. When the key holds as many event streams as the
+        server allows (429), the job is polled instead: the same events, without steps, at `poll_interval`."""
         state = WaitState(job_id, None, self._poll_interval)
         while True:
             try:
@@ -208,9 +212,12 @@ class Client:
                         yield event
                         if isinstance(event, Job) and event.is_terminal:
                             return
+            except RateLimitError:  # too_many_streams: the key holds all the streams it may
+                break
             except (APIConnectionError, ServerError) as exc:
                 state.poll_failed(exc)
             time.sleep(state.poll_delay())
+        yield from self._poll_events(state)
 
     def wait(
         self, job_id: str, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
@@ -490,7 +497,7 @@ class Client:
         fields: Mapping[str, Any],
     ) -> Job:
         body = job_body(model, input, kind=kind, priority=priority, fields=fields)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        headers = idempotency_headers(idempotency_key)
         return parse(self._send("POST", "/v1/jobs", json=body, headers=headers), Job)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -570,6 +577,15 @@ class Client:
                         return event
         state.stream_ended(events)
         return None
+
+    def _poll_events(self, state: WaitState) -> Iterator[JobEvent]:
+        while True:
+            before = state.job
+            if (job := self._poll(state, None)) is not None:
+                yield from polled_events(before, job)
+                if job.is_terminal:
+                    return
+            time.sleep(state.poll_delay())
 
     def _poll(self, state: WaitState, on_progress: ProgressCallback | None) -> Job | None:
         try:

@@ -13,6 +13,7 @@ ReangleClientError
 |   +-- ServerError               5xx
 +-- APIConnectionError            no answer: the server could not be reached, or it did not answer in time
 +-- InvalidServerURLError         the server URL given to the client is not http(s)://... (also a ValueError)
++-- InvalidAPIKeyError            the API key holds a character a header cannot carry (also a ValueError)
 +-- InvalidResponseError          a success answer that is not the documented JSON (not a reangle server?)
 +-- WaitTimeout                   `wait` gave up; the job goes on running on the server
 +-- JobFailed                     the job ended with status `failed` (its error code and message)
@@ -121,7 +122,11 @@ class APIConnectionError(ReangleClientError):
 
 
 class InvalidServerURLError(ReangleClientError, ValueError):
-    """The server URL given to `Client` or `AsyncClient` does not start with http:// or https://."""
+    """The server URL given to `Client` or `AsyncClient` is not an http(s) URL of a reangle server's root."""
+
+
+class InvalidAPIKeyError(ReangleClientError, ValueError):
+    """The API key given to `Client` or `AsyncClient` cannot go in a header; the message does not show it."""
 
 
 class InvalidResponseError(ReangleClientError):
@@ -181,6 +186,8 @@ def error_for_response(response: httpx.Response) -> ReangleAPIError:
     """The exception for an error answer. The body must already be read (call `read()` on a stream first)."""
     status = response.status_code
     code, message, hint = _error_fields(response)
+    message = without_key(message, _request_of(response))
+    hint = None if hint is None else without_key(hint, _request_of(response))
     kwargs: dict[str, Any] = {"status_code": status, "code": code, "hint": hint, "response": response}
     if status == 429:
         return RateLimitError(
@@ -263,12 +270,28 @@ def _plain_message(response: httpx.Response) -> str:
     text = response.text if response.content else ""
     if is_html(response):  # a proxy's error page: its words, without the markup
         text = _TAG.sub(" ", _HIDDEN.sub(" ", text))
-    text = " ".join(text.split())
-    if len(text) > _BODY_EXCERPT:
+    text = without_key(" ".join(text.split()), _request_of(response))
+    if len(text) > _BODY_EXCERPT:  # after the key is masked: a cut key would show its start
         text = text[:_BODY_EXCERPT] + "..."
     # not the query: a signed download link's signature would end up in logs
     where = f" from {response.request.url.copy_with(query=None)}" if _has_request(response) else ""
     return f"HTTP {response.status_code} {reason}{where}" + (f": {text}" if text else "")
+
+
+def without_key(text: str, request: httpx.Request | None) -> str:
+    """`text` with the request's API key (its Authorization header's token) masked, as an error body or a
+    connection error may repeat the header."""
+    authorization = request.headers.get("authorization", "") if request is not None else ""
+    token = authorization.partition(" ")[2].strip()
+    if not token:
+        return text
+    for shown in (token, repr(token.encode())[2:-1]):  # as is, and as a bytes repr shows it
+        text = text.replace(shown, "***")
+    return text
+
+
+def _request_of(response: httpx.Response) -> httpx.Request | None:
+    return response.request if _has_request(response) else None
 
 
 def _has_request(response: httpx.Response) -> bool:

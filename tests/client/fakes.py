@@ -61,7 +61,8 @@ class FakeServer:
     - `outcome`: how new jobs end: "succeeded", "failed", "canceled", or "never" (they stay queued).
     - `stream_mode`: "ok"; "break" (the stream fails with a read error after one step); "missing" (404, as
       a server without event streams); "heartbeat" (after the first event, only keep-alive comments, forever);
-      "close" (the stream ends after the first event); "interrupt" (Ctrl-C arrives while the client reads).
+      "close" (the stream ends after the first event); "interrupt" (Ctrl-C arrives while the client reads);
+      "too_many" (429 too_many_streams, as for a key that holds its most event streams).
     - `advance_on_get`: each GET of a job moves it one step.
     - `failing_gets`: that many GETs of a job are answered 503 first (a restarting server).
     - `failing_streams`: that many event stream requests are answered 503 first.
@@ -324,6 +325,9 @@ class FakeServer:
             return error(503, "unavailable", "the server is restarting")
         if self.stream_mode == "missing" or job_id not in self.jobs:
             return error(404, "not_found", f"no events for {job_id}")
+        if self.stream_mode == "too_many":
+            message = "this API key has 1 event streams open; each key may have 1"
+            return error(429, "too_many_streams", message, "retry in 5 s", **{"Retry-After": "5"})
         headers = {"content-type": "text/event-stream"}
         return httpx.Response(200, headers=headers, stream=EventStream(self._event_chunks(self.jobs[job_id])))
 
