@@ -12,11 +12,12 @@ from typing import Any, cast
 
 from PIL import Image
 
+from reangle.cli.arg_types import finite_number
 from reangle.cli.option_names import edit_options
 from reangle.cli.pose_args import add_pose_flags, pose_from_args
 from reangle.cli.prompt_args import add_prompt_flags
 from reangle.cli.remote import add_connection_flags, refuse_submission_flags
-from reangle.cli.remote_output import format_clash, output_file_problem, rewrite_note
+from reangle.cli.remote_output import format_clash, input_file_problem, output_file_problem, rewrite_note
 from reangle.client import CAMERA_MODEL
 from reangle.core.edit import ACCELERATIONS, ASPECT_RATIOS, MATCH_INPUT, Acceleration, EditPlan, EditRequest
 from reangle.core.images import OUTPUT_FORMATS, OutputFormat, encode_image, read_image_file
@@ -56,10 +57,13 @@ def add_edit_command(commands: argparse._SubParsersAction[Any]) -> None:
         "--steps", type=int, metavar="N", help="denoising steps (default from --acceleration)"
     )
     parser.add_argument(
-        "--guidance", type=float, metavar="F", help="true CFG scale; above 1 doubles the cost"
+        "--guidance", type=finite_number, metavar="F", help="true CFG scale; above 1 doubles the cost"
     )
     parser.add_argument(
-        "--lora-scale", type=float, metavar="F", help="angle LoRA weight (0..4; default: 1.0, or the model's)"
+        "--lora-scale",
+        type=finite_number,
+        metavar="F",
+        help="angle LoRA weight (0..4; default: 1.0, or the model's)",
     )
     parser.add_argument(
         "--acceleration",
@@ -93,7 +97,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
     quality = 90 if args.quality is None else args.quality
     check_local_quality(quality)
     request = _request_from_args(args)
-    refs = request_lora_refs(args.loras)
+    refs = request_lora_refs(args.loras, settings.loras)
     # a dry run checks -o too when given, so it fails exactly where the real run would
     fmt = output_format(args.output, args.format) if args.output or not args.dry_run else "png"
     images = [read_image_file(_local_input(value)).image for value in args.inputs]
@@ -217,6 +221,9 @@ def _local_input(value: str) -> Path:
             f"{value}: a URL input needs a server (give --server URL); in process give a file",
             field="images",
         )
+    problem = input_file_problem(Path(value))
+    if problem is not None:
+        raise InvalidInput(problem, field="images")
     return Path(value)
 
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reangle.cli.arg_types import finite_number
 from reangle.cli.edit import (
     announce_load,
     check_local_quality,
@@ -94,7 +95,7 @@ def add_generate_command(commands: argparse._SubParsersAction[Any]) -> None:
         "--steps", type=int, metavar="N", help="denoising steps (default from --acceleration)"
     )
     parser.add_argument(
-        "--guidance", type=float, metavar="F", help="true CFG scale; above 1 doubles the cost"
+        "--guidance", type=finite_number, metavar="F", help="true CFG scale; above 1 doubles the cost"
     )
     parser.add_argument(
         "--acceleration", choices=ACCELERATIONS, help="none | regular (8) | high (4, default)"
@@ -145,7 +146,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     check_local_quality(quality)
     spec = _local_model(args.model, settings)
     validated = _validated_input(spec, args)
-    refs = [*model_lora_refs(spec.entry, settings), *request_lora_refs(args.loras)]
+    refs = [*model_lora_refs(spec.entry, settings), *request_lora_refs(args.loras, settings.loras)]
     fmt: OutputFormat = output_format(args.output, args.format) if args.output or not args.dry_run else "png"
     engine = create_engine(args.engine or "qwen", settings)
     if not engine.info.can_generate:
@@ -155,10 +156,13 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
         )
     rendered = validated.model_copy(update={"prompt": rendered_prompt(spec, validated)})
     # checked before anything loads; a dry run shows the seed as given (None: each run draws one)
-    planned = [
-        plan_generation_for(engine, replace(request, seed=validated.seed))
-        for request in rendered.generate_requests(0)
-    ]
+    try:
+        planned = [
+            plan_generation_for(engine, replace(request, seed=validated.seed))
+            for request in rendered.generate_requests(0)
+        ]
+    except InvalidInput as exc:
+        raise InvalidInput(generate_options(args).rewrite(exc.message), field=exc.field) from None
     note_unused_negative(args.negative, [plan.to_dict() for plan in planned])
     if args.dry_run:
         shown = {"engine": engine.info.name, "model": spec.id, "plans": [plan.to_dict() for plan in planned]}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from PIL import Image
 from reangle.catalog import ModelEntry
 from reangle.client import Lora
 from reangle.core.edit import LoraUse
-from reangle.core.lora_refs import MAX_LORAS, LoraRef
+from reangle.core.lora_refs import LORA_SUFFIX, MAX_LORAS, LoraRef
 from reangle.engine.base import Engine
 from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 from reangle.errors import InvalidInput
@@ -32,9 +32,10 @@ class LocalExtras:
     loras: tuple[LoraUse, ...]
 
 
-def request_lora_refs(loras: Sequence[Lora]) -> list[LoraRef]:
-    """The --lora values as references. In process a path is a file on this machine (checked here, before
-    any model loads), not one in a server's LoRA folder."""
+def request_lora_refs(loras: Sequence[Lora], registered: Collection[str]) -> list[LoraRef]:
+    """The --lora values as references, checked as far as that needs no model, so before any loads: an id
+    must be one of `registered` (REANGLE_LORAS); in process a path is a .safetensors file on this machine,
+    not one in a server's LoRA folder."""
     if len(loras) > MAX_LORAS:
         raise InvalidInput(f"--lora: at most {MAX_LORAS} LoRAs, got {len(loras)}", field="loras")
     refs = []
@@ -43,11 +44,20 @@ def request_lora_refs(loras: Sequence[Lora]) -> list[LoraRef]:
         if lora.url is not None:
             refs.append(LoraRef(kind="url", value=lora.url, scale=lora.scale, field=field))
         elif lora.id is not None:
+            if lora.id not in registered:
+                known = (
+                    f"registered: {', '.join(sorted(registered))}" if registered else "none are registered"
+                )
+                raise InvalidInput(
+                    f"{field}: unknown LoRA id {lora.id!r} ({known}; see REANGLE_LORAS)", field="loras"
+                )
             refs.append(LoraRef(kind="id", value=lora.id, scale=lora.scale, field=field))
         elif lora.path is not None:
             path = Path(lora.path).expanduser().absolute()
             if not path.is_file():
                 raise InvalidInput(f"{field}: LoRA file not found: {lora.path}", field="loras")
+            if path.suffix != LORA_SUFFIX:
+                raise InvalidInput(f"{field}: {lora.path} is not a {LORA_SUFFIX} file", field="loras")
             refs.append(LoraRef(kind="path", value=str(path), scale=lora.scale, field=field))
     return refs
 

@@ -15,6 +15,18 @@ from reangle.client._inputs import IMAGE_SET_FIELDS
 _FIELD_PATH = re.compile(r"\binput\.([A-Za-z_]\w*)((?:\.\w+)*)")
 #: A bare field name opening a message (`num_outputs must be between 1 and 4`), as the engine words it.
 _LEADING_FIELD = re.compile(r"^([a-z_]+)(?=:| must | is | has )")
+#: A clash of fields, worded with bare field names (`give either width/height or aspect_ratio, not both`).
+_CLASH = re.compile(r"^give either .+, not both$")
+_WORD = re.compile(r"\b[a-z_]+\b")
+#: pydantic's words for a list of the wrong length (`input.images: List should have at most 3 items after
+#: validation, not 4`).
+_LIST_LENGTH = re.compile(
+    r"\binput\.(\w+): List should have at (most|least) (\d+) items? after validation, not (\d+)"
+)
+#: What the items of a list field are, for a list of the wrong length (`at most 4 LoRAs, got 5`).
+_ITEMS = {"images": "images", "loras": "LoRAs", "set_prompts": "set prompts", "azimuths": "azimuths"}
+#: A field of the request that the model does not take (`input.azimuth: unknown field`).
+_UNKNOWN_FIELD = re.compile(r"\binput\.([A-Za-z_]\w*): unknown field$")
 
 #: The fields the commands that take a prompt share, and their options.
 _PROMPT_OPTIONS = {
@@ -48,8 +60,16 @@ class OptionNames:
     def rewrite(self, message: str) -> str:
         """`message` with each `input.<field>...` it names, and a bare field name it opens with, replaced by
         that field's option; fields no option sets stay as they are."""
+        if _CLASH.match(message):
+            return _WORD.sub(lambda match: self.options.get(match.group(0), match.group(0)), message)
+        message = _LIST_LENGTH.sub(_plain_length, message)
+        message = _UNKNOWN_FIELD.sub(self._unknown, message)
         named = _FIELD_PATH.sub(self._option_for, message)
         return _LEADING_FIELD.sub(lambda match: self.options.get(match.group(1), match.group(0)), named)
+
+    def _unknown(self, match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"input.{name}: this model has no {name} input" if name in self.options else match.group(0)
 
     def _option_for(self, match: re.Match[str]) -> str:
         name, below = match.group(1), match.group(2)
@@ -61,6 +81,11 @@ class OptionNames:
         if count is not None and count > 1 and index.isdigit():
             return f"{option} #{int(index) + 1}"
         return option
+
+
+def _plain_length(match: re.Match[str]) -> str:
+    name, bound, limit, given = match.groups()
+    return f"input.{name}: at {bound} {limit} {_ITEMS.get(name, 'items')}, got {given}"
 
 
 def bool_option(flag: str, value: bool | None) -> str:
@@ -98,8 +123,22 @@ def edit_options(args: argparse.Namespace) -> OptionNames:
         "prompt": "--prompt",
         "num_outputs": "--num-outputs",
         "lora_scale": "--lora-scale",
+        **_camera_options(args),
     }
     return OptionNames(options, {"loras": len(args.loras), "images": len(args.inputs)})
+
+
+def _camera_options(args: argparse.Namespace) -> dict[str, str]:
+    """The option behind each camera field: --text, or the axis's flag the user gave (continuous or
+    snapped)."""
+    if getattr(args, "text", None) is not None:
+        return dict.fromkeys(("azimuth", "elevation", "distance"), "--text")
+    axes = (("horizontal_angle", "azimuth"), ("vertical_angle", "elevation"), ("zoom", "distance"))
+    return {
+        snapped: "--"
+        + (continuous if getattr(args, continuous, None) is not None else snapped).replace("_", "-")
+        for continuous, snapped in axes
+    }
 
 
 def orbit_options(args: argparse.Namespace) -> OptionNames:

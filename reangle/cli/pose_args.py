@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from reangle.cli.arg_types import finite_number
 from reangle.core.camera import CameraPose, resolve_pose
 from reangle.core.camera_text import parse_camera_text
 from reangle.errors import InvalidInput
@@ -23,13 +24,21 @@ _AXIS_OF = {
 def add_pose_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("camera pose (default: front view, eye-level shot, medium shot)")
     group.add_argument(
-        "--horizontal-angle", type=float, metavar="H", help="azimuth in degrees, any value (mod 360)"
+        "--horizontal-angle", type=finite_number, metavar="H", help="azimuth in degrees, any value (mod 360)"
     )
-    group.add_argument("--vertical-angle", type=float, metavar="V", help="elevation in degrees, -90..90")
-    group.add_argument("--zoom", type=float, metavar="Z", help="0 (wide shot) .. 10 (close-up)")
-    group.add_argument("--azimuth", type=float, metavar="A", help="azimuth snapped to 0, 45, ..., 315")
-    group.add_argument("--elevation", type=float, metavar="E", help="elevation snapped to -30, 0, 30, 60")
-    group.add_argument("--distance", type=float, metavar="D", help="distance factor snapped to 0.6, 1.0, 1.8")
+    group.add_argument(
+        "--vertical-angle", type=finite_number, metavar="V", help="elevation in degrees, -90..90"
+    )
+    group.add_argument("--zoom", type=finite_number, metavar="Z", help="0 (wide shot) .. 10 (close-up)")
+    group.add_argument(
+        "--azimuth", type=finite_number, metavar="A", help="azimuth snapped to 0, 45, ..., 315"
+    )
+    group.add_argument(
+        "--elevation", type=finite_number, metavar="E", help="elevation snapped to -30, 0, 30, 60"
+    )
+    group.add_argument(
+        "--distance", type=finite_number, metavar="D", help="distance factor snapped to 0.6, 1.0, 1.8"
+    )
     group.add_argument("--text", metavar="TEXT", help='camera move in words, e.g. "rotate 90 degrees right"')
 
 

@@ -4,6 +4,7 @@ No torch, no engine: the remote commands import this too."""
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from reangle.client import Lora
@@ -40,6 +41,10 @@ def lora_arg(text: str) -> Lora:
         lora = Lora.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if lora.path is not None and _URL_SCHEME.match(lora.path):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: only http:// and https:// URLs are taken (or id:NAME, or a .safetensors file)"
+        )
     bad_scale = _bad_scale(text.strip(), lora)
     if bad_scale is not None:
         raise argparse.ArgumentTypeError(
@@ -51,6 +56,9 @@ def lora_arg(text: str) -> Lora:
         )
     return lora
 
+
+#: A URL of a scheme other than http(s) (`ftp://`, `s3://`), which Lora.parse would take for a path.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: What a LoRA file's name ends in; a `:` right after one starts a scale.
 _LORA_SUFFIX = ".safetensors"

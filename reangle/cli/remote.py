@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from reangle.cli.arg_types import whole_number
+from reangle.cli.arg_types import finite_number, whole_number
 from reangle.cli.model_switches import (
     check_model_switches,
     needs_schema,
@@ -40,6 +40,7 @@ from reangle.cli.remote_output import (
     CommandFailure,
     check_quality,
     format_for,
+    input_file_problem,
     job_table,
     make_folder,
     note_older_views,
@@ -55,6 +56,7 @@ from reangle.client import (
     Asset,
     AuthenticationError,
     Client,
+    InvalidAPIKeyError,
     InvalidResponseError,
     InvalidServerURLError,
     Job,
@@ -182,13 +184,13 @@ def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--elevation",
-        type=float,
+        type=finite_number,
         metavar="E",
         help="degrees, snapped to -30, 0, 30, 60 (default: the model's, 0)",
     )
     parser.add_argument(
         "--distance",
-        type=float,
+        type=finite_number,
         metavar="D",
         help="factor, snapped to 0.6, 1.0, 1.8 (default: the model's, 1.0)",
     )
@@ -198,8 +200,8 @@ def _add_orbit_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--steps", type=int, metavar="N", help="denoising steps (default from --acceleration)"
     )
-    parser.add_argument("--guidance", type=float, metavar="F", help="true CFG scale")
-    parser.add_argument("--lora-scale", type=float, metavar="F", help="angle LoRA weight (0..4)")
+    parser.add_argument("--guidance", type=finite_number, metavar="F", help="true CFG scale")
+    parser.add_argument("--lora-scale", type=finite_number, metavar="F", help="angle LoRA weight (0..4)")
     parser.add_argument("--acceleration", choices=_ACCELERATIONS, help="default: the server's (high)")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
@@ -235,7 +237,8 @@ def run_remote_edit(args: argparse.Namespace, settings: RemoteSettings) -> int:
 
     def edit(client: Client) -> int:
         images = [_uploaded(client, image) for image in inputs]
-        job = client.edit(images, model=model, wait=False, **fields, **submission)
+        with _refusal_checked(client, model, "edit"):
+            job = client.edit(images, model=model, wait=False, **fields, **submission)
         job = _wait(client, job, "editing")
         _save_numbered(client, args, job)
         return 0
@@ -274,9 +277,10 @@ def run_remote_generate(args: argparse.Namespace, settings: RemoteSettings) -> i
             return 0
         options = fields | set_switches(args) | thinking_fields(args, schema)
         refs = [_uploaded(client, image) for image in images]
-        job = client.generate(
-            args.prompt, model=args.model, images=refs or None, wait=False, **options, **submission
-        )
+        with _refusal_checked(client, args.model, "generate"):
+            job = client.generate(
+                args.prompt, model=args.model, images=refs or None, wait=False, **options, **submission
+            )
         job = _wait(client, job, "generating")
         note_unused_negative(args.negative, [asset.plan for asset in job.assets])
         _save_numbered(client, args, job)
@@ -290,6 +294,7 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         image = _image_arg(args.input)
         submission = _submission_args(args)
         check_quality(args.quality)
+        created = not args.output.exists()
         make_folder(args.output)
     except CommandFailure as exc:
         return _fail(exc.message)
@@ -328,7 +333,11 @@ def run_orbit(args: argparse.Namespace, settings: RemoteSettings) -> int:
         report(args, job, files)
         return 0
 
-    return _with_client(args, settings, orbit, orbit_options(args))
+    code = _with_client(args, settings, orbit, orbit_options(args))
+    if code != 0 and created:  # a refused or failed orbit leaves no empty folder behind
+        with contextlib.suppress(OSError):
+            args.output.rmdir()
+    return code
 
 
 def refuse_submission_flags(args: argparse.Namespace) -> None:
@@ -476,6 +485,8 @@ def _with_client(
         return _fail(as_options(str(exc)), EXIT_FAILED)
     except InvalidServerURLError as exc:
         return _fail(f"{exc} (check --server or REANGLE_SERVER)")
+    except InvalidAPIKeyError as exc:
+        return _fail(f"{exc} (check --api-key or REANGLE_API_KEY)")
     except ReangleClientError as exc:  # a failed or canceled job, no connection, a broken answer
         return _fail(str(exc), EXIT_FAILED)
     except BrokenPipeError:  # stdout's reader stopped early: the CLI's main ends quietly
@@ -552,12 +563,46 @@ _BAR = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"  # t
 
 
 def _cancel_after_interrupt(client: Client, job_id: str) -> None:
+    still_running = (
+        f"job {job_id} may still be running on the server: cancel it with `reangle jobs cancel {job_id}`"
+    )
     try:
-        client.cancel(job_id)
-    except (ReangleClientError, KeyboardInterrupt) as exc:
-        print(f"reangle: could not cancel job {job_id} on the server: {exc}", file=sys.stderr)
+        with _interrupts_held(job_id):
+            client.cancel(job_id)
+    except KeyboardInterrupt:  # Ctrl-C pressed twice more, or SIGTERM, while the cancel was sent
+        print(f"reangle: stopped waiting for the cancel; {still_running}", file=sys.stderr)
+    except ReangleClientError as exc:
+        print(
+            f"reangle: could not cancel job {job_id} on the server: {exc}; {still_running}", file=sys.stderr
+        )
     else:
         print(f"reangle: job {job_id} canceled on the server", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _interrupts_held(job_id: str) -> Iterator[None]:
+    """While the block sends the cancel, one more Ctrl-C (a double press) does not abort it: it only gets a
+    note; the one after stops waiting, for a server that does not answer."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    pressed = 0
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        nonlocal pressed
+        pressed += 1
+        if pressed > 1:
+            raise KeyboardInterrupt
+        print(
+            f"reangle: canceling job {job_id} on the server; press Ctrl-C again to stop waiting for that",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 # inputs and outputs
@@ -631,11 +676,40 @@ def _image_arg(value: str) -> str | Path:
     if value.startswith(("http://", "https://")):
         return value
     path = Path(value)
-    if path.is_file():
-        return path
-    if value.startswith("asset_") and "/" not in value:
+    if value.startswith("asset_") and "/" not in value and not path.exists():
         return value
-    raise CommandFailure(f"input file not found: {value}")
+    problem = input_file_problem(path)
+    if problem is not None:
+        raise CommandFailure(problem)
+    return path
+
+
+#: The tasks of the models that only the other command runs: `reangle generate` makes images from a prompt,
+#: `reangle edit` edits images (a model that does both takes either command).
+_OTHER_COMMAND_TASKS = {
+    "edit": ("generate", ("text_to_image",), "makes images from a prompt"),
+    "generate": ("edit", ("camera_edit", "instruction_edit"), "edits images"),
+}
+
+
+@contextlib.contextmanager
+def _refusal_checked(client: Client, model: str, command: str) -> Iterator[None]:
+    """When the server refuses the job, and its model is one the other command runs (by the task the server
+    gives it), say which command to use rather than which field the model missed (`--prompt: field
+    required`). Asked only after a refusal: a model the server does not describe keeps the server's answer."""
+    try:
+        yield
+    except ReangleAPIError as exc:
+        if exc.status_code not in (400, 422):
+            raise
+        try:
+            task = (client.get_model(model).model_extra or {}).get("task")
+        except ReangleClientError:
+            raise exc from None
+        other, tasks, what = _OTHER_COMMAND_TASKS[command]
+        if task not in tasks:
+            raise
+        raise CommandFailure(f"--model: {model} {what} ({task}); use `reangle {other}` for it") from None
 
 
 def _uploaded(client: Client, image: str | Path) -> Asset | str:
@@ -644,6 +718,8 @@ def _uploaded(client: Client, image: str | Path) -> Asset | str:
         return image
     try:
         return client.upload(image)
+    except OSError as exc:  # it changed since it was checked
+        raise CommandFailure(f"cannot read {image}: {exc.strerror or exc}") from None
     except ReangleAPIError as exc:
         if exc.status_code not in (400, 413, 415, 422):
             raise

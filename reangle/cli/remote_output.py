@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,10 +71,30 @@ def output_file_problem(output: Path) -> str | None:
     its folder is missing or not writable; None when it looks writable."""
     if output.is_dir():
         return f"-o {output} is a folder; give a file name in it, such as {output / 'out.png'}"
+    if output.parent.exists() and not output.parent.is_dir():
+        return f"-o {output}: {output.parent} is a file, not a folder"
     if not output.parent.is_dir():
         return f"output folder does not exist: {output.parent}"
     if not os.access(output.parent, os.W_OK | os.X_OK):
         return f"cannot write to the output folder {output.parent}"
+    return None
+
+
+def input_file_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as an input image (checked before anything runs): it is missing, a folder,
+    not a regular file (a named pipe would block the read, a device is no image) or unreadable; None when
+    it can be read."""
+    try:
+        if path.is_dir():
+            return f"{path} is a folder, not an image file"
+        if not stat.S_ISREG(path.stat().st_mode):
+            return f"{path} is not a regular file (a pipe or a device); give an image file"
+        with path.open("rb") as file:
+            file.read(1)
+    except FileNotFoundError:
+        return f"input file not found: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
     return None
 
 

@@ -77,7 +77,7 @@ def test_snapped_flags_and_text(capsys):  # type: ignore[no-untyped-def]
         (["--zoom", "3", "--distance", "1.0"], "--zoom or --distance"),
         (["--zoom", "11"], "--zoom"),
         (["--text", "back view", "--zoom", "3"], "either --text or pose flags"),
-        (["--horizontal-angle", "abc"], "invalid float value"),
+        (["--horizontal-angle", "abc"], "argument --horizontal-angle: not a number: 'abc'"),
     ],
 )
 def test_bad_pose_flags_exit_2_with_one_line(capsys, args, message):  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ FakeServer of the SDK tests) and in process (the fake engine and its fake rewrit
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -531,8 +532,9 @@ def test_generate_help_and_dry_run_load_no_torch(tmp_path: Path) -> None:
         "               if m.split('.')[0] in ('torch', 'diffusers', 'transformers'))\n"
         "print(json.dumps({'code': code, 'heavy': heavy, 'dry_run': json.loads(out.getvalue())}))\n"
     )
+    env = os.environ | {"REANGLE_LORAS": '{"ink": "/loras/ink.safetensors"}'}
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60, env=env
     )
     probed = json.loads(result.stdout)
     assert (probed["code"], probed["heavy"]) == (0, [])
