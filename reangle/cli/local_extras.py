@@ -19,6 +19,7 @@ from reangle.client import Lora
 from reangle.core.edit import LoraUse
 from reangle.core.lora_refs import LORA_SUFFIX, MAX_LORAS, LoraRef
 from reangle.engine.base import Engine
+from reangle.engine.lora_check import lora_pairs, read_header
 from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
@@ -58,8 +59,18 @@ def request_lora_refs(loras: Sequence[Lora], registered: Collection[str]) -> lis
                 raise InvalidInput(f"{field}: LoRA file not found: {lora.path}", field="loras")
             if path.suffix != LORA_SUFFIX:
                 raise InvalidInput(f"{field}: {lora.path} is not a {LORA_SUFFIX} file", field="loras")
+            _check_file(path, field=field, shown=lora.path)
             refs.append(LoraRef(kind="path", value=str(path), scale=lora.scale, field=field))
     return refs
+
+
+def _check_file(path: Path, *, field: str, shown: str) -> None:
+    """A LoRA file's checks that need no model: a whole safetensors file, of LoRA pairs (whether they fit
+    the model's layers is checked once it has loaded)."""
+    try:
+        lora_pairs(read_header(path, field=field, shown=shown), field=field, shown=shown)
+    except OSError as exc:
+        raise InvalidInput(f"{field}: cannot read {shown}: {exc.strerror or exc}", field="loras") from None
 
 
 def model_lora_refs(entry: ModelEntry, settings: Settings) -> list[LoraRef]:

@@ -305,6 +305,18 @@ def test_an_accepted_job_asks_nothing_about_its_model(fake: FakeServer, photo: P
             "--lora: unknown LoRA id 'x' (registered: style; see REANGLE_LORAS)",
         ),
         (["edit", "{photo}"], "{dir}/style.bin", None, "--lora: {dir}/style.bin is not a .safetensors file"),
+        (
+            ["generate", "a cat"],
+            "{dir}/cut.safetensors",
+            None,
+            "--lora: {dir}/cut.safetensors is not a safetensors file: it has only 2 bytes",
+        ),
+        (
+            ["edit", "{photo}"],
+            "{dir}/empty.safetensors",
+            None,
+            "--lora: {dir}/empty.safetensors is not a LoRA reangle can load: it holds no tensors",
+        ),
     ],
 )
 @pytest.mark.usefixtures("no_server")
@@ -321,6 +333,8 @@ def test_a_lora_that_cannot_be_used_is_refused_before_the_model_loads(
     if loras is not None:
         monkeypatch.setenv("REANGLE_LORAS", loras)
     (tmp_path / "style.bin").write_bytes(b"not a LoRA")
+    (tmp_path / "cut.safetensors").write_bytes(b"ab")
+    (tmp_path / "empty.safetensors").write_bytes(len(b"{}").to_bytes(8, "little") + b"{}")
     argv = [part.format(photo=photo, dir=tmp_path) for part in [*command, "--lora", lora]]
     assert run([*argv, "--engine", "fake", "-o", str(tmp_path / "x.png")]) == 2
     # one line: no "loading the fake engine" before it
