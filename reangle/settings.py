@@ -107,9 +107,11 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Every setting of reangle. Each field reads the environment variable REANGLE_<FIELD NAME>."""
+    """Every setting of reangle. Each field reads the environment variable REANGLE_<FIELD NAME>; one set to
+    the empty string counts as unset (`REANGLE_LORA_DIR=` in an env file is no LoRA folder, not the working
+    directory)."""
 
-    model_config = SettingsConfigDict(env_prefix="REANGLE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="REANGLE_", extra="ignore", env_ignore_empty=True)
 
     engine: EngineName = "auto"
     #: Base pipeline: a hub id or a local directory in diffusers layout.

@@ -129,3 +129,15 @@ def test_the_lora_cache_refuses_an_unusable_cache_folder_in_one_line(tmp_path: P
     assert refused.value.with_hint() == (
         f"bad setting: REANGLE_CACHE_DIR: cannot create folders in {tmp_path}: Not a directory"
     )
+
+
+# empty values ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["LORA_DIR", "DATA_DIR", "CACHE_DIR", "CATALOG_FILE", "MAX_QUEUE_PER_KEY"])
+def test_a_setting_set_to_the_empty_string_is_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """As an env file's `REANGLE_LORA_DIR=` writes it: not the working directory (whose .safetensors files
+    requests could then name), and not a refused integer."""
+    monkeypatch.setenv(f"REANGLE_{name}", "")
+    field = name.lower()
+    assert getattr(Settings(), field) == Settings.model_fields[field].get_default(call_default_factory=True)

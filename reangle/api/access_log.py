@@ -24,7 +24,8 @@ from uvicorn.logging import AccessFormatter
 ACCESS_FORMAT: str = LOGGING_CONFIG["formatters"]["access"]["fmt"]
 TIMED_ACCESS_FORMAT = f"%(asctime)s {ACCESS_FORMAT}"
 _PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
-_SIGNATURE = re.compile(r"(?<=[?&]sig=)[^&]*")
+#: The value of a `sig` parameter, its name plain or percent-encoded (`%73ig`, which the server decodes).
+_SIGNATURE = re.compile(r"(?<=[?&])((?:s|%73)(?:i|%69)(?:g|%67)=)[^&]*")
 REDACTED = "[redacted]"
 
 
@@ -48,10 +49,12 @@ class PlainAccessFormatter(AccessFormatter):
 def without_signature(record: logging.LogRecord) -> logging.LogRecord:
     """The record, or a copy whose path has its download signature redacted."""
     match record.args:
-        case (client_addr, method, str(full_path), http_version, status) if "sig=" in full_path:
-            redacted = copy.copy(record)
-            redacted.args = (client_addr, method, _SIGNATURE.sub(REDACTED, full_path), http_version, status)
-            return redacted
+        case (client_addr, method, str(full_path), http_version, status) if "=" in full_path:
+            shown = _SIGNATURE.sub(rf"\g<1>{REDACTED}", full_path)
+            if shown != full_path:
+                redacted = copy.copy(record)
+                redacted.args = (client_addr, method, shown, http_version, status)
+                return redacted
     return record
 
 

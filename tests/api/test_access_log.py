@@ -39,6 +39,23 @@ def test_each_line_is_the_one_uvicorn_writes(args: tuple[object, ...], level: in
     assert "%22ab%22" not in ours
 
 
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/v1/files/a?expires=1&%73ig=abc", "/v1/files/a?expires=1&%73ig=[redacted]"),
+        ("/v1/files/a?%73%69%67=abc&x=1", "/v1/files/a?%73%69%67=[redacted]&x=1"),
+        ("/v1/files/a?sig=abc&sig=def", "/v1/files/a?sig=[redacted]&sig=[redacted]"),
+        ("/v1/files/a?design=abc", "/v1/files/a?design=abc"),  # only the parameter named sig
+    ],
+)
+def test_a_signature_is_redacted_however_its_name_is_written(path: str, shown: str) -> None:
+    """The server decodes `%73ig` to `sig`: a link so written works, so its signature must not be logged."""
+    line = PlainAccessFormatter(fmt=ACCESS_FORMAT, use_colors=False).format(
+        access_record(("127.0.0.1:1", "GET", path, "1.1", 200))
+    )
+    assert f'"GET {shown} HTTP/1.1"' in line
+
+
 def test_another_format_is_left_to_uvicorn() -> None:
     fmt = "%(client_addr)s %(status_code)s %(levelname)s"
     record = access_record(REQUESTS[0])
