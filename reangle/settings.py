@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reangle.remote.base_url import base_url_problem
@@ -73,6 +74,34 @@ def _secret(value: str | None) -> str | None:
     return value
 
 
+def _empty_is_unset(value: object) -> object:
+    """A folder, file or count set to the empty string (`REANGLE_LORA_DIR=` in an env file) is unset: its
+    default, never the working directory (which the empty path is) nor a refused number."""
+    if value == "":
+        raise PydanticUseDefault
+    return value
+
+
+EmptyIsUnset = BeforeValidator(_empty_is_unset)
+
+
+def _registered_loras(loras: dict[str, str]) -> dict[str, str]:
+    """Each registered LoRA's location: an http(s) URL without a user name or password (it would be written
+    in logs and errors), or the absolute path of a .safetensors file (a relative one would depend on the
+    directory the server started in)."""
+    for name, location in loras.items():
+        scheme, separator, _ = location.partition("://")
+        if separator:
+            authority = urlsplit(location).netloc
+            if scheme.lower() not in ("http", "https") or not authority:
+                raise ValueError(f"{name}: {scheme}:// is not taken: give an http(s) URL or a file's path")
+            if "@" in authority:
+                raise ValueError(f"{name}: the URL holds a user name or password, which is not taken")
+        elif not Path(location).expanduser().is_absolute() or not location.endswith(".safetensors"):
+            raise ValueError(f"{name}: {location!r} is not the absolute path of a .safetensors file")
+    return loras
+
+
 def _at_most(limit: float, words: str) -> Callable[[float], float]:
     """A bound on a number of seconds: far past it is a typo, or a value whose date no clock can write."""
 
@@ -107,11 +136,9 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Every setting of reangle. Each field reads the environment variable REANGLE_<FIELD NAME>; one set to
-    the empty string counts as unset (`REANGLE_LORA_DIR=` in an env file is no LoRA folder, not the working
-    directory)."""
+    """Every setting of reangle. Each field reads the environment variable REANGLE_<FIELD NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="REANGLE_", extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="REANGLE_", extra="ignore")
 
     engine: EngineName = "auto"
     #: Base pipeline: a hub id or a local directory in diffusers layout.
@@ -152,7 +179,7 @@ class Settings(BaseSettings):
     #: image.
     reference_cache: int = Field(default=8, ge=0)
     #: Where the tiny demo pipeline is built and cached.
-    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    cache_dir: Annotated[Path, EmptyIsUnset] = Field(default_factory=_default_cache_dir)
     #: Seconds the fake engine sleeps per denoising step.
     fake_step_seconds: Annotated[float, AfterValidator(_at_most(ONE_DAY_S, "a day"))] = Field(
         default=0.05, ge=0, allow_inf_nan=False
@@ -190,9 +217,9 @@ class Settings(BaseSettings):
     lora_cache_bytes: int = Field(default=20 * 1024**3, gt=0)
     lora_fetch_timeout_s: Timeout = 600
     #: The only folder `{"path": ...}` LoRA references may name; empty refuses them.
-    lora_dir: Path | None = None
+    lora_dir: Annotated[Path | None, EmptyIsUnset] = None
     #: LoRAs requests may name by id, as JSON ({"my-style": "/loras/style.safetensors" or an https URL}).
-    loras: dict[str, str] = Field(default_factory=dict)
+    loras: Annotated[dict[str, str], AfterValidator(_registered_loras)] = Field(default_factory=dict)
     #: Request LoRAs kept loaded on the GPU between jobs (least recently used are unloaded past it).
     lora_gpu_capacity: int = Field(default=4, ge=0)
 
@@ -210,13 +237,13 @@ class Settings(BaseSettings):
 
     # the model catalog
     #: An operator's TOML catalog, added to (and overriding by id) the shipped one (docs/catalog.md).
-    catalog_file: Path | None = None
+    catalog_file: Annotated[Path | None, EmptyIsUnset] = None
 
     # server
     host: str = "127.0.0.1"
     port: Annotated[int, AfterValidator(_tcp_port)] = 8000
     #: SQLite database, asset files, hashed API keys and the URL-signing secret live here.
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Annotated[Path, EmptyIsUnset] = Field(default_factory=_default_data_dir)
     #: What `reangle serve` runs: `all` (the API and the jobs), `api` (the API only: on PostgreSQL, workers
     #: started with `reangle worker` run the jobs) or `worker` (the jobs only, as `reangle worker` does).
     role: Literal["all", "api", "worker"] = "all"
@@ -241,7 +268,7 @@ class Settings(BaseSettings):
     api_keys: str = ""
     max_queue: int = Field(default=1000, ge=1, le=MAX_COUNT)
     #: Queued jobs one API key may have at a time (None: only max_queue), so no key can fill the queue.
-    max_queue_per_key: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_queue_per_key: Annotated[int | None, EmptyIsUnset] = Field(default=None, ge=1, le=MAX_COUNT)
     #: Event streams one API key may hold open at once in this process (429 past it: clients poll instead).
     max_streams_per_key: int = Field(default=50, ge=1, le=MAX_COUNT)
     max_attempts: int = Field(default=3, ge=1, le=1000)

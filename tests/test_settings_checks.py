@@ -4,6 +4,7 @@ ignored) and an unusable cache folder (a traceback otherwise)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -141,3 +142,31 @@ def test_a_setting_set_to_the_empty_string_is_unset(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(f"REANGLE_{name}", "")
     field = name.lower()
     assert getattr(Settings(), field) == Settings.model_fields[field].get_default(call_default_factory=True)
+
+
+@pytest.mark.parametrize(
+    ("location", "problem"),
+    [
+        ("ftp://host/y.safetensors", "a: ftp:// is not taken: give an http(s) URL or a file's path"),
+        (
+            "https://user:pw@host/y.safetensors",
+            "a: the URL holds a user name or password, which is not taken",
+        ),
+        ("loras/y.safetensors", "a: 'loras/y.safetensors' is not the absolute path of a .safetensors file"),
+        ("/loras/y.bin", "a: '/loras/y.bin' is not the absolute path of a .safetensors file"),
+    ],
+)
+def test_a_registered_lora_that_cannot_be_used_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], location: str, problem: str
+) -> None:
+    monkeypatch.setenv("REANGLE_LORAS", json.dumps({"b": "https://example.com/b.safetensors", "a": location}))
+    assert main(["serve", "--engine", "fake"]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"reangle: error: bad setting: REANGLE_LORAS: {problem}"]
+    assert ":pw@" not in err  # a password is never repeated
+
+
+def test_registered_loras_by_url_or_absolute_path_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = {"a": "https://example.com/a.safetensors", "b": "/srv/b.safetensors", "c": "~/c.safetensors"}
+    monkeypatch.setenv("REANGLE_LORAS", json.dumps(taken))
+    assert Settings().loras == taken
