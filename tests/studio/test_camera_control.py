@@ -274,3 +274,41 @@ def test_a_sideways_drag_keeps_the_elevation_and_a_drag_leaves_a_pole(open_studi
         expect(page.locator("#vertical-angle")).to_have_value(str(pole))
         camera = drag_camera(page, 0, 100)
         assert abs(camera["vertical"]) < 80, camera
+
+
+def test_the_lit_pose_is_that_of_the_values_sent(open_studio: StudioFactory) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    # many small wheel steps can leave a zoom a hair under a band's bound; what is sent is rounded to 6
+    studio.evaluate("() => window.studio.controls.set({ zoom: 5.999999999999979 })")
+    assert studio.evaluate("() => window.studio.controls.camera.zoom") == 6
+    expect(page.locator("#pose-phrase")).to_have_text(pose_from_continuous(0, 0, 6).camera_phrase)
+    page.fill("#horizontal-angle-number", "22.497")
+    assert studio.evaluate("() => window.studio.controls.camera.horizontal") == 22.5
+    expect(page.locator("#pose-phrase")).to_have_text(pose_from_continuous(22.5, 0, 6).camera_phrase)
+
+
+def test_a_drag_off_a_pole_follows_the_pointer_and_a_straight_drag_keeps_the_azimuth(
+    open_studio: StudioFactory,
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    for dx, dy in ((150, 0), (-150, 0), (0, 150)):
+        page.fill("#vertical-angle-number", "90")
+        page.keyboard.press("Tab")
+        expect(page.locator("#vertical-angle")).to_have_value("90")
+        start = studio.evaluate("() => window.studio.scene.cameraOnScreen()")
+        camera = drag_camera(page, dx, dy)
+        moved = studio.evaluate(
+            "(camera) => window.studio.scene.pointOnScreen(camera)", {**camera, "zoom": 5}
+        )
+        assert isinstance(start, dict)
+        assert isinstance(moved, dict)
+        # the camera went most of the way the pointer did, well off the pole
+        assert math.dist((start["x"], start["y"]), (moved["x"], moved["y"])) > 100, (dx, dy, camera)
+        assert camera["vertical"] < 60, (dx, dy, camera)
+    page.get_by_role("button", name="Reset camera").click()
+    camera = drag_camera(page, 0, -100)
+    assert camera["vertical"] > 30, camera
+    assert camera["horizontal"] in (0, 360), camera
+    expect(page.locator("#horizontal-angle-number")).to_have_value("0")

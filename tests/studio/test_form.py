@@ -122,7 +122,24 @@ def test_the_servers_refusals_are_said_by_their_field_in_the_pages_words(
     )
     expect(page.locator("#width")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#generate-error")).to_be_hidden()
+    # a side that follows from the other one and the image's shape (96x64): said by the size fields
+    page.fill("#width", "20")
+    page.click("#generate")
+    expect(page.locator("#width-error")).to_contain_text("Height would be 13, from the width asked for")
+    expect(page.locator("#height")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#generate-error")).to_be_hidden()
+    # both sides too large: the server names one, the page marks (and says) the other as well
+    page.fill("#width", "20000")
+    page.fill("#height", "20000")
+    page.click("#generate")
+    expect(page.locator("#width-error")).to_have_text(
+        "Width must be between 16 and 2048 after rounding down to a multiple of 16, got 20000. "
+        "Height must be between 16 and 2048 after rounding down to a multiple of 16, got 20000."
+    )
+    for side in ("#width", "#height"):
+        expect(page.locator(side)).to_have_attribute("aria-invalid", "true")
     page.fill("#width", "")
+    page.fill("#height", "")
 
     refuse_jobs_with(studio, "input.num_inference_steps: Input should be a valid integer")
     page.click("#generate")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tests.studio.conftest import Studio, StudioFactory
@@ -56,3 +57,44 @@ def test_a_thumbnail_is_not_downloaded_again_by_a_refresh(open_studio: StudioFac
     expect(page.locator(f"#history [data-job='{waiting}'] .status")).to_have_text("succeeded")
     downloads = [url for url in studio.requests if f"/v1/files/{thumbnail}?" in url]
     assert len(downloads) == 1, downloads
+
+
+def test_a_long_prompt_keeps_its_row_short_and_says_it_all_by_name(open_studio: StudioFactory) -> None:
+    studio = open_studio()
+    prompt = "make it dusk, " * 140
+    job = api_job(studio, "edit", prompt=prompt.strip(), num_inference_steps=1, width=64, height=64)
+    page = studio.open().page
+    row = page.locator(f"#history [data-job='{job['id']}']")
+    expect(row).to_be_visible()
+    box = row.bounding_box()
+    assert box is not None
+    assert box["height"] < 120, box
+    assert prompt.strip() in str(row.get_attribute("aria-label"))
+    assert prompt.strip() in str(row.get_attribute("title"))
+
+
+def test_a_job_of_another_model_is_named_and_not_loaded_as_a_camera_edit(open_studio: StudioFactory) -> None:
+    studio = open_studio()
+    headers = {"Authorization": f"Bearer {studio.key}"}
+    response = httpx.post(
+        f"{studio.server_url}/v1/jobs?wait=30",
+        json={
+            "model": "qwen-image-2512",
+            "kind": "edit",
+            "input": {"prompt": "a red fox", "width": 64, "height": 64, "num_inference_steps": 1},
+        },
+        headers=headers,
+        timeout=40,
+    )
+    assert response.status_code == 200, response.text
+    job = response.json()
+    page = studio.open().page
+    page.fill("#prompt", "mine")
+    page.fill("#horizontal-angle-number", "90")
+    row = page.locator(f"#history [data-job='{job['id']}']")
+    expect(row.locator(".settings")).to_contain_text("qwen-image-2512 edit:")
+    row.click()
+    expect(page.locator("#history-status")).to_contain_text("of the model qwen-image-2512")
+    expect(page.locator("#results li")).to_have_count(1)  # its outputs are shown
+    expect(page.locator("#prompt")).to_have_value("mine")  # the form is not its
+    expect(page.locator("#horizontal-angle-number")).to_have_value("90")

@@ -314,12 +314,13 @@ def test_a_wrong_key_is_explained_and_a_good_one_is_kept(open_studio: StudioFact
     page.reload()
     expect(page.locator("#api-key")).to_have_value(good)  # kept in local storage
     expect(page.locator("#key-status")).to_have_text("Key accepted.")
-    # a wrong key after the good one: refused, with nothing left that says it was accepted
+    # a wrong key after the good one: refused, and the good one stays in use (and stored)
     page.fill("#api-key", "not-a-key-either")
     page.click("#save-key")
     expect(page.locator("#api-key-error")).to_contain_text("The server refused this key")
-    expect(page.locator("#key-status")).to_have_text("Enter your API key above to start.")
-    expect(page.locator("#studio")).to_have_js_property("inert", True)
+    expect(page.locator("#key-status")).to_have_text("Still using the key accepted before.")
+    expect(page.locator("#studio")).to_have_js_property("inert", False)
+    assert page.evaluate("() => localStorage.getItem('reangle.apiKey')") == good
 
 
 def test_a_missing_key_is_asked_for(open_studio: StudioFactory) -> None:
@@ -514,24 +515,28 @@ def test_cancel_pressed_while_the_job_is_submitted_cancels_it(
     page = studio.page
     studio.upload(photo)
     set_advanced(page, steps="100", width="64", height="64")
-    held: list[Route] = []  # the submission, held until Cancel is pressed
+    held: list[Route] = []  # the submission: the server makes the job, but its answer never comes back
 
-    def hold_submission(route: Route) -> None:
-        if route.request.method == "POST":
+    def lose_the_answer(route: Route) -> None:
+        if route.request.method == "POST" and not held:
             held.append(route)
+            sent = route.request.headers
+            headers = {name: sent[name] for name in ("authorization", "idempotency-key") if name in sent}
+            httpx.post(f"{studio.server_url}/v1/jobs", content=route.request.post_data, headers=headers)
         else:
             route.fallback()
 
-    page.route("**/v1/jobs", hold_submission)
+    page.route("**/v1/jobs", lose_the_answer)
     page.click("#generate")
     expect(page.locator("#progress-text")).to_have_text("Submitting")
     expect(page.locator("#cancel")).to_be_enabled()
     page.click("#cancel")
-    expect(page.locator("#progress-text")).to_have_text("Canceling")
-    assert len(held) == 1
-    held[0].continue_()
-    studio.wait_done("Canceled")
+    # free at once, without the submission's answer
+    expect(page.locator("#progress-text")).to_have_text("Canceled")
     expect(page.locator("#generate")).to_be_enabled()
+    expect(page.locator("#cancel")).to_be_disabled()
+    # the job the server made is found (the same Idempotency-Key) and canceled, and the history shows it
+    expect(page.locator("#history .status")).to_have_text(["canceled"])
     assert only_job(studio)["status"] == "canceled"
 
 
@@ -635,3 +640,54 @@ def test_a_seed_the_page_cannot_send_exactly_is_refused_at_its_field(
     expect(page.locator("#generate")).to_be_enabled()
     response = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"})
     assert response.json()["data"] == []  # nothing was sent
+
+
+def test_each_outputs_controls_are_named_apart_and_the_size_hints_show_whole(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, steps="1", width="64", height="64", num_outputs="2")
+    for field in ("steps", "guidance"):  # the placeholder fits its field (less its padding and spin buttons)
+        room = page.locator(f"#{field}").evaluate(
+            """(input) => {
+                const style = getComputedStyle(input);
+                const context = document.createElement("canvas").getContext("2d");
+                context.font = style.font;
+                const text = context.measureText(input.placeholder).width;
+                const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+                return input.clientWidth - padding - 20 - text;
+            }"""
+        )
+        assert isinstance(room, float | int)
+        assert room >= 0, (field, room)
+    page.click("#generate")
+    studio.wait_done()
+    for number in (1, 2):
+        expect(page.get_by_role("button", name=f"Use as input: output {number}", exact=True)).to_have_count(1)
+        expect(page.get_by_role("button", name=f"Before / after: output {number}", exact=True)).to_have_count(
+            1
+        )
+        expect(page.get_by_role("link", name=f"Download: output {number}", exact=True)).to_have_count(1)
+
+
+def test_before_after_of_a_result_far_from_the_inputs_shape_is_big_enough(open_studio: StudioFactory) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    drop_file(page, "#drop-zone", "strip.png", image_bytes(make_image(2000, 100), "PNG"), "image/png")
+    expect(page.locator("#input-status")).to_contain_text("Input: strip.png (2000x100)")
+    set_advanced(page, steps="1", width="64", height="64")
+    page.click("#generate")
+    studio.wait_done()
+    expect(page.locator("#compare")).to_be_visible()
+    after = page.locator("#compare-after")
+    expect(after).to_have_js_property("complete", True)
+    shown = after.evaluate(
+        """(img) => {
+            const scale = Math.min(img.clientWidth / img.naturalWidth, img.clientHeight / img.naturalHeight);
+            return [img.naturalWidth * scale, img.naturalHeight * scale];
+        }"""
+    )
+    assert isinstance(shown, list)
+    assert min(shown) >= 200, shown  # the square result, letterboxed in a frame of its own size

@@ -97,6 +97,14 @@ def test_without_auth_no_key_is_asked_for(open_studio: StudioFactory, open_serve
     expect(studio.page.locator("#pose-phrase")).to_have_text("<sks> front view eye-level shot medium shot")
 
 
+def test_without_auth_a_key_kept_from_before_is_not_said_to_be_accepted(
+    open_studio: StudioFactory, open_server: ServerProcess
+) -> None:
+    studio = open_studio(key="a-key-from-another-server", server=open_server).open()
+    expect(studio.page.locator("#key-status")).to_have_text("No key needed: this server runs without auth.")
+    expect(studio.page.locator("#api-key")).to_be_hidden()
+
+
 def test_on_a_phone_everything_fits_and_the_view_takes_touch_drags(open_studio: StudioFactory) -> None:
     studio = open_studio(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).open()
     page = studio.page

@@ -5,6 +5,7 @@ mid-session."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -156,3 +157,87 @@ def test_a_key_refused_mid_session_locks_the_panels(open_studio: StudioFactory) 
     page.click("#save-key")
     expect(page.locator("#key-status")).to_have_text("Key accepted.")
     expect(page.locator("#studio")).to_have_js_property("inert", False)
+
+
+def test_a_mistyped_key_keeps_the_one_in_use_and_its_work(open_studio: StudioFactory, photo: Path) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    generate_quickly(studio)
+    expect(page.locator("#history li")).to_have_count(1)
+    page.fill("#api-key", "mistyped")
+    page.click("#save-key")
+    expect(page.locator("#api-key-error")).to_contain_text("The server refused this key")
+    expect(page.locator("#key-status")).to_have_text("Still using the key accepted before.")
+    expect(page.locator("#studio")).to_have_js_property("inert", False)
+    expect(page.locator("#results li")).to_have_count(1)
+    expect(page.locator("#input-preview")).to_be_visible()
+    expect(page.locator("#history li")).to_have_count(1)
+    assert page.evaluate("() => localStorage.getItem('reangle.apiKey')") == studio.key
+    page.click("#refresh-history")  # the requests still go with the accepted key
+    expect(page.locator("#history li")).to_have_count(1)
+    expect(page.locator("#history-error")).to_be_hidden()
+
+
+def test_a_reload_brings_the_form_back_and_a_new_key_clears_it(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    page.fill("#prompt", "make it dusk")
+    page.fill("#horizontal-angle-number", "90")
+    page.fill("#zoom-number", "8")
+    set_advanced(page, steps="7", seed="42", width="64", height="64")
+    page.select_option("#output-format", "webp")
+    page.click("#path-add")
+    page.fill("#vertical-angle-number", "30")
+    page.click("#path-add")
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#prompt")).to_have_value("make it dusk")
+    expect(page.locator("#horizontal-angle-number")).to_have_value("90")
+    expect(page.locator("#vertical-angle-number")).to_have_value("30")
+    expect(page.locator("#zoom-number")).to_have_value("8")
+    for control, value in {
+        "steps": "7",
+        "seed": "42",
+        "width": "64",
+        "height": "64",
+        "output-format": "webp",
+    }.items():
+        expect(page.locator(f"#{control}")).to_have_value(value)
+    expect(page.locator("#path-list li")).to_have_count(2)
+    expect(page.locator("#input-status")).to_have_text("Input: photo.png (96x64)")
+    expect(page.locator("#input-preview")).to_be_visible()
+    page.click("#generate")  # the image came back as the input
+    studio.wait_done()
+    assert only_job(studio)["input"]["images"] == [  # type: ignore[index]
+        page.evaluate("() => JSON.parse(localStorage.getItem('reangle.form')).input.assetId")
+    ]
+    page.fill("#api-key", studio.new_key())
+    page.click("#save-key")
+    expect(page.locator("#key-status")).to_have_text("Key accepted.")
+    expect(page.locator("#prompt")).to_have_value("")
+    expect(page.locator("#steps")).to_have_value("")
+    expect(page.locator("#path-list li")).to_have_count(0)
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#prompt")).to_have_value("")
+    expect(page.locator("#horizontal-angle-number")).to_have_value("0")
+    expect(page.locator("#input-preview")).to_be_hidden()
+
+
+def test_a_kept_image_no_longer_on_the_server_is_said_quietly(open_studio: StudioFactory) -> None:
+    studio = open_studio()
+    kept = {"options": {"prompt": "kept"}, "input": {"assetId": "asset_gone", "label": "gone.png (8x8)"}}
+    studio.page.context.add_init_script(
+        f"localStorage.setItem('reangle.form', {json.dumps(json.dumps(kept))})"
+    )
+    page = studio.open().page
+    expect(page.locator("#input-status")).to_have_text(
+        "The image of last time is no longer on the server: bring it again."
+    )
+    expect(page.locator("#prompt")).to_have_value("kept")
+    expect(page.locator("#input-preview")).to_be_hidden()
+    expect(page.locator("#images-error")).to_be_hidden()

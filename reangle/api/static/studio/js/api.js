@@ -17,9 +17,10 @@ export class ApiError extends Error {
   }
 }
 
-/** The input field an error message starts with: "input.seed: ..." or "num_inference_steps must be ...". */
+/** The input field an error message starts with: "input.seed: ...", "num_inference_steps must be ...",
+ * "height would be ...". */
 export function fieldOf(message) {
-  const match = /^(?:input\.)?([a-z_]+)(?:\.\d+)?(?:[.:]| must| is)/.exec(message || "");
+  const match = /^(?:input\.)?([a-z_]+)(?:\.\d+)?(?:[.:]| must| is| would)/.exec(message || "");
   return match ? match[1] : null;
 }
 
@@ -34,9 +35,10 @@ export class Api {
     else localStorage.removeItem(KEY_STORAGE);
   }
 
-  async request(method, path, { json, body, signal } = {}) {
-    const headers = {};
-    if (this.key) headers.Authorization = `Bearer ${this.key}`;
+  /** `key`: another key than the one in use, to check it before it replaces that one. */
+  async request(method, path, { json, body, signal, key = this.key, extraHeaders = {} } = {}) {
+    const headers = { ...extraHeaders };
+    if (key) headers.Authorization = `Bearer ${key}`;
     if (json !== undefined) {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(json);
@@ -53,7 +55,7 @@ export class Api {
   }
 
   health() { return this.request("GET", "/healthz"); }
-  poses(signal) { return this.request("GET", "/v1/poses", { signal }); }
+  poses(signal, key = this.key) { return this.request("GET", "/v1/poses", { signal, key }); }
   getAsset(id) { return this.request("GET", `/v1/assets/${encodeURIComponent(id)}`); }
   getJob(id, signal) { return this.request("GET", `/v1/jobs/${encodeURIComponent(id)}`, { signal }); }
   cancelJob(id, signal) { return this.request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`, { signal }); }
@@ -65,8 +67,10 @@ export class Api {
     return this.request("POST", "/v1/assets", { body: form, signal });
   }
 
-  submitJob(model, kind, input) {
-    return this.request("POST", "/v1/jobs", { json: { model, kind, input } });
+  /** The same `idempotencyKey` sent again gets the job the first request made, if it made one. */
+  submitJob(model, kind, input, { idempotencyKey, signal } = {}) {
+    const headers = idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {};
+    return this.request("POST", "/v1/jobs", { json: { model, kind, input }, signal, extraHeaders: headers });
   }
 
   /** Calls onEvent(kind, data) for each event until the job ends, the stream breaks or `signal` aborts. */

@@ -13,11 +13,12 @@ export function createCameraControls({ table, scene, canvas, phrase }) {
   let camera = { horizontal: 0, vertical: 0, zoom: ZOOM_DEFAULT };
   const listeners = [];
 
+  // rounded here, once, as requests send them: the lit pose and phrase are those of the values sent
   function normalised(next) {
     return {
-      horizontal: next.horizontal === 360 ? 360 : wrapDegrees(next.horizontal),
-      vertical: clamp(next.vertical, -90, 90),
-      zoom: clamp(next.zoom, 0, 10),
+      horizontal: next.horizontal === 360 ? 360 : round(wrapDegrees(next.horizontal)),
+      vertical: round(clamp(next.vertical, -90, 90)),
+      zoom: round(clamp(next.zoom, 0, 10)),
     };
   }
 

@@ -45,8 +45,9 @@ export function createGallery({ onUseAsInput }) {
     $("compare-after").style.clipPath = `inset(0 0 0 ${$("compare-slider").value}%)`;
   });
 
-  /** Show a job's outputs. A job without any (canceled, failed, unfinished) leaves the last ones shown. */
-  function showJob(job) {
+  /** Show a job's outputs. A job without any (canceled, failed, unfinished) leaves the last ones shown. With
+   * `compare` false (a job whose input is not the page's), no before/after. */
+  function showJob(job, { compare: withInput = true } = {}) {
     const assets = job.output ? job.output.assets : [];
     const views = assets.filter((a) => a.role === "image" || a.role === "view");
     if (!views.length) return;
@@ -54,15 +55,25 @@ export function createGallery({ onUseAsInput }) {
     gallery.replaceChildren(
       ...views.map((asset, index) => {
         const label = promptOf(asset);
-        const use = element("button", { type: "button", text: "Use as input" });
+        const which = `output ${index + 1}`; // names each output's controls apart
+        const use = element("button", {
+          type: "button", text: "Use as input", "aria-label": `Use as input: ${which}`,
+        });
         use.addEventListener("click", () => onUseAsInput(asset));
-        const before = element("button", { type: "button", text: "Before / after" });
+        const before = element("button", {
+          type: "button", text: "Before / after", "aria-label": `Before / after: ${which}`,
+        });
         before.addEventListener("click", () => compare(asset.url));
         return element("li", { class: "result" }, [
           element("img", { src: asset.url, alt: `Output ${index + 1}: ${label}` }),
           element("p", { class: "caption", text: `${label} · seed ${asset.seed ?? "?"}` }),
           element("p", { class: "row" }, [
-            element("a", { href: asset.url, download: fileName(asset, job.id, index), text: "Download" }),
+            element("a", {
+              href: asset.url,
+              download: fileName(asset, job.id, index),
+              text: "Download",
+              "aria-label": `Download: ${which}`,
+            }),
             use,
             before,
           ]),
@@ -80,7 +91,7 @@ export function createGallery({ onUseAsInput }) {
         ...(sheet ? [link(sheet, "Contact sheet")] : []),
       );
     }
-    if (job.kind === "edit") compare(views[0].url);
+    if (job.kind === "edit" && withInput) compare(views[0].url);
     else $("compare").hidden = true;
   }
 
@@ -98,7 +109,7 @@ export function createGallery({ onUseAsInput }) {
 
 /** The history list: recent jobs with status, a thumbnail and their settings; a click loads one back. While
  * any listed job is unfinished the list refreshes itself every few seconds, so its row ends as the job does. */
-export function createHistory({ api, onLoad, showError }) {
+export function createHistory({ api, onLoad, showError, model }) {
   let timer = null;
   let asked = 0; // refreshes asked for: only the newest one's answer is shown
   const items = new Map(); // job id -> { node, job, thumbId }: kept across refreshes, updated in place
@@ -161,9 +172,13 @@ export function createHistory({ api, onLoad, showError }) {
     const status = button.querySelector(".status");
     status.textContent = job.status;
     status.className = `status status-${job.status}`;
+    // a job of another model (made through the API) is named by it: the page can show it, not run it
+    const what = job.model === model ? job.kind : `${job.model} ${job.kind}`;
     const settings = describe(job.input);
-    button.querySelector(".settings").textContent = `${job.kind}: ${settings}`;
-    button.setAttribute("aria-label", `Load ${job.kind} job ${job.id} (${job.status}): ${settings}`);
+    button.querySelector(".settings").textContent = `${what}: ${settings}`;
+    button.title = `${what}: ${settings}`; // the row shows a few lines of a long prompt
+    const verb = job.model === model ? "Load" : "Show the outputs of";
+    button.setAttribute("aria-label", `${verb} ${what} job ${job.id} (${job.status}): ${settings}`);
     return entry;
   }
 
@@ -174,6 +189,7 @@ export function createHistory({ api, onLoad, showError }) {
     timer = null;
     items.clear();
     $("history").replaceChildren();
+    $("history-status").textContent = "";
   }
 
   $("refresh-history").addEventListener("click", refresh);

@@ -178,6 +178,18 @@ function placeOf(field, message) {
   return { line, controls };
 }
 
+/** The server names one size out of its bounds at a time: the other one, out of the same bounds, is marked
+ * with it (and said), so that one fix is enough. */
+function otherSide(error) {
+  const bounds = /must be between (\d+) and (\d+) after rounding down to a multiple of 16/.exec(error.message);
+  const other = { width: "height", height: "width" }[error.field];
+  if (!bounds || !other || $(other).value === "") return "";
+  const side = Math.floor(Number($(other).value) / 16) * 16;
+  if (side >= Number(bounds[1]) && side <= Number(bounds[2])) return "";
+  $(other).setAttribute("aria-invalid", "true");
+  return `${WORDS_OF_FIELD[other]} ${bounds[0]}, got ${$(other).value}.`;
+}
+
 function showAt({ line, controls }, text) {
   $(`${line}-error`).textContent = text;
   for (const id of controls) {
@@ -206,7 +218,8 @@ export function showError(error, fallback = "generate") {
   } else if (error.status === 422) {
     const place = placeOf(error.field, error.message);
     if (place && place.line !== fallback) {
-      showAt(place, inPageWords(error.message, error.field));
+      const other = otherSide(error);
+      showAt(place, `${inPageWords(error.message, error.field)}${other ? `. ${other}` : ""}`);
       return;
     }
     if (place) text = inPageWords(error.message, error.field);
@@ -221,8 +234,9 @@ export function showError(error, fallback = "generate") {
  * followed is remembered for this tab (session storage), so that a reload picks it up again (`resume`). */
 export function createJobRunner({ api, onSubmitted, onDone }) {
   // cancelPending: a cancel not answered yet, sent again while the server does not answer; wakeCancel: sends
-  // such a kept cancel at once
-  let current = null; // { id, status, controller, cancelRequested, cancelPending, wakeCancel, returnFocus }
+  // such a kept cancel at once; submitting: aborts the submission request
+  // { id, status, controller, cancelRequested, cancelPending, wakeCancel, submitting, returnFocus }
+  let current = null;
   const buttons = ["generate", "orbit", "render-path"].map($);
   const cancel = $("cancel");
 
@@ -235,6 +249,7 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
       cancelRequested: false,
       cancelPending: false,
       wakeCancel: null,
+      submitting: null,
       returnFocus: pressed,
     };
     cancel.disabled = false;
@@ -379,13 +394,35 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     clearErrors();
     begin();
     progress(0, "Submitting");
+    const submission = { kind, input, idempotencyKey: newIdempotencyKey() };
+    const submitting = (current.submitting = new AbortController());
+    current.controller.signal.addEventListener("abort", () => submitting.abort());
+    const { signal } = submitting;
     try {
-      await track(await api.submitJob(CAMERA_MODEL, kind, input));
+      await track(await api.submitJob(CAMERA_MODEL, kind, input, { ...submission, signal }));
     } catch (error) {
-      failed(error);
+      if (error.name === "AbortError" && current.cancelRequested && !current.id) {
+        progress(0, "Canceled");
+        withdraw(submission);
+      } else {
+        failed(error);
+      }
     } finally {
       end();
     }
+  }
+
+  /** Cancel pressed before the server answered the submission: the request was abandoned, but the server may
+   * have made the job. The same submission sent again (the same Idempotency-Key) gets that job, or makes it,
+   * and it is canceled at once; the history then shows it. */
+  async function withdraw({ kind, input, idempotencyKey }) {
+    try {
+      const job = await api.submitJob(CAMERA_MODEL, kind, input, { idempotencyKey });
+      if (!isTerminal(job)) await api.cancelJob(job.id);
+    } catch {
+      // refused (it ended meanwhile) or no answer: the history says what became of it
+    }
+    if (onSubmitted) onSubmitted();
   }
 
   /** Follow again the job this tab followed before a reload, if there is one: until it ends, with Cancel. */
@@ -419,10 +456,17 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     if (!current) return;
     current.cancelRequested = true;
     if (current.id) sendCancel(current.id);
+    else if (current.submitting) current.submitting.abort(); // not answered yet: the page is free at once
     else progress(null, "Canceling");
   });
 
   return { run, resume, forget, get running() { return current !== null; } };
+}
+
+/** A random Idempotency-Key (crypto.randomUUID needs a secure context: not a server on a LAN address). */
+function newIdempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `studio-${[...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("")}`;
 }
 
 function isTerminal(job) {

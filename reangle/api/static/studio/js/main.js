@@ -4,9 +4,12 @@ import { PoseTable, ZOOM_DEFAULT, zoomOfDistance } from "./camera.js";
 import { createCameraControls } from "./controls.js";
 import { createGallery, createHistory } from "./gallery.js";
 import {
-  clearErrors, createJobRunner, editInput, keyRefused, orbitCameras, orbitInput, showError,
+  CAMERA_MODEL, clearErrors, createJobRunner, editInput, keyRefused, orbitCameras, orbitInput, showError,
 } from "./jobs.js";
 import { createPath } from "./path.js";
+import {
+  OPTION_IDS, cameraOfSaved, currentOptions, forgetSaved, readSaved, resetOptions, restoreOptions, writeSaved,
+} from "./saved.js";
 import { createScene } from "./scene.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,10 +23,7 @@ async function boot() {
   showDemoNotice();
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const before = api.key;
-    api.setKey($("api-key").value);
-    if (studio && api.key !== before) studio.forgetKey();
-    connect();
+    connect($("api-key").value.trim()); // checked before it replaces the key in use
   });
   await connect();
 }
@@ -43,10 +43,11 @@ async function showDemoNotice() {
   }
 }
 
-/** Read the pose table with the current key: that checks the key, and starts the panels the first time.
- * Until a key is accepted the panels are inert (nothing in them could work without one) and say so. While
- * the server does not answer (or answers 5xx) the page says so and asks again, with a growing wait. */
-async function connect() {
+/** Read the pose table with `key`: that checks the key, and starts the panels the first time. Until a key is
+ * accepted the panels are inert (nothing in them could work without one) and say so. Another key replaces the
+ * one in use (and clears its work) only once accepted. While the server does not answer (or answers 5xx) the
+ * page says so and asks again, with a growing wait. */
+async function connect(key = api.key) {
   if (connecting) connecting.abort(); // a key entered meanwhile: ask with that one instead
   const { signal } = (connecting = new AbortController());
   $("api-key-error").textContent = "";
@@ -54,11 +55,11 @@ async function connect() {
   let poses;
   for (let retryMs = RETRY_FIRST_MS; !poses; retryMs = Math.min(retryMs * 2, RETRY_MAX_MS)) {
     try {
-      poses = await api.poses(signal);
+      poses = await api.poses(signal, key);
     } catch (error) {
       if (error.name === "AbortError") return;
       if (!isTransient(error)) {
-        refused(error);
+        refused(error, key);
         return;
       }
       const why = error.status ? ` (${error.message})` : ""; // a 5xx's own words; a network error has none
@@ -71,21 +72,44 @@ async function connect() {
       }
     }
   }
+  const authOff = !key || (await acceptsNoKey(signal));
+  if (signal.aborted) return;
+  if (key !== api.key) {
+    api.setKey(key);
+    if (studio) studio.forgetKey();
+  }
   $("api-key-error").textContent = "";
-  $("key-status").textContent = api.key ? "Key accepted." : "No key needed: this server runs without auth.";
-  if (!api.key) $("key-form").hidden = true;
+  $("key-status").textContent = authOff ? "No key needed: this server runs without auth." : "Key accepted.";
+  if (authOff) $("key-form").hidden = true;
   $("studio").inert = false;
   showDemoNotice();
   if (!studio) studio = start(new PoseTable(poses.data));
   studio.history.refresh();
 }
 
-/** A refused key (or no key where one is needed) locks the panels; any other refusal is said as it is. */
-function refused(error) {
+/** Whether the server answers without a key too: a key kept from before is then not what let the page in. */
+async function acceptsNoKey(signal) {
+  try {
+    await api.poses(signal, "");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A refused key (or no key where one is needed) locks the panels, unless it was meant to replace a key
+ * that works: that one stays in use. Any other refusal is said as it is. */
+function refused(error, key) {
   if (error.status === 401) {
-    keyRefused(api.key
+    const text = key
       ? `The server refused this key: ${error.message}`
-      : "This server needs an API key (make one with `reangle keys create`).");
+      : "This server needs an API key (make one with `reangle keys create`).";
+    if (key !== api.key && studio && !$("studio").inert) {
+      $("api-key-error").textContent = text;
+      $("key-status").textContent = "Still using the key accepted before.";
+    } else {
+      keyRefused(text);
+    }
   } else {
     $("api-key-error").textContent = error.message;
   }
@@ -105,24 +129,45 @@ function start(table) {
   const controls = createCameraControls({ table, scene, canvas, phrase: $("pose-phrase") });
   if (scene) $("reset-view").addEventListener("click", () => scene.resetView());
   else $("reset-view").hidden = true;
-  const path = createPath({ onChange: (entries) => scene && scene.setPath(entries) });
+  const path = createPath({
+    onChange: (entries) => {
+      if (scene) scene.setPath(entries);
+      keep();
+    },
+  });
   Object.assign(gestures, controls.sceneHandlers, {
     onPick: (entry) => (path.picking ? path.add(entry) : controls.set(table.cameraOf(entry))),
   });
   $("path-add").addEventListener("click", () => path.add(table.nearest(controls.camera)));
 
   const input = { assetId: null, label: "" };
+  // the form as the browser kept it; the input image comes back once the server has given a fresh link to it
+  const saved = readSaved();
+  let savedInput = saved.input && typeof saved.input.assetId === "string" ? saved.input : null;
+  let keeping = false; // not before the kept form is back: it would be overwritten with the page's defaults
+  function keep() {
+    if (!keeping) return;
+    writeSaved({
+      options: currentOptions(),
+      camera: controls.camera,
+      path: path.entries.map((entry) => table.cameraOf(entry)),
+      input: input.assetId ? { assetId: input.assetId, label: input.label } : savedInput,
+    });
+  }
   function clearInput() {
     input.assetId = null;
     input.label = "";
+    savedInput = null;
     $("input-preview").hidden = true;
     $("input-preview").removeAttribute("src");
     $("input-status").textContent = "";
     if (scene) scene.setImage(null);
+    keep();
   }
   function useInput(assetId, url, label) {
     input.assetId = assetId;
     input.label = label;
+    savedInput = null;
     $("input-preview").src = url;
     $("input-preview").hidden = false;
     $("input-preview").alt = `Input image: ${label}`;
@@ -130,6 +175,22 @@ function start(table) {
     $("images-error").textContent = "";
     gallery.setInputUrl(url);
     if (scene) scene.setImage(url);
+    keep();
+  }
+  async function restoreInput(kept) {
+    try {
+      const asset = await api.getAsset(kept.assetId);
+      if (savedInput === kept) useInput(asset.id, asset.url, kept.label);
+    } catch (error) {
+      if (savedInput !== kept) return; // another image was brought meanwhile
+      if (error.status === 404) {
+        savedInput = null;
+        keep();
+        $("input-status").textContent = "The image of last time is no longer on the server: bring it again.";
+      } else {
+        $("input-status").textContent = `The image of last time could not be loaded (${error.message}).`;
+      }
+    }
   }
 
   const gallery = createGallery({
@@ -146,7 +207,8 @@ function start(table) {
   const history = createHistory({
     api,
     showError,
-    onLoad: (job) => loadJob(job, { table, controls, path, gallery, useInput }),
+    model: CAMERA_MODEL,
+    onLoad: (job) => loadJob(job, { table, controls, path, gallery, useInput, keep }),
   });
 
   // a refused upload keeps the image before it, and says so: that is the one Generate uses
@@ -191,18 +253,38 @@ function start(table) {
   }));
   $("dice").addEventListener("click", () => {
     $("seed").value = String(Math.floor(Math.random() * 2 ** 31));
+    keep();
   });
+
+  restoreOptions(saved.options);
+  controls.set(cameraOfSaved(saved.camera));
+  if (Array.isArray(saved.path)) {
+    const fallback = { horizontal: 0, vertical: 0, zoom: ZOOM_DEFAULT };
+    path.set(saved.path.map((camera) => table.nearest({ ...fallback, ...cameraOfSaved(camera) })));
+  }
+  keeping = true;
+  if (savedInput) restoreInput(savedInput);
+  controls.onChange(keep);
+  for (const id of OPTION_IDS) {
+    $(id).addEventListener("input", keep);
+    $(id).addEventListener("change", keep);
+  }
 
   window.studio = { table, controls, path, scene: scene && scene.debug };
   document.body.dataset.ready = "true";
   runner.resume(); // a job this tab followed before a reload
-  /** Another key: the image, results, followed job and history of the one before are not this one's. */
+  /** Another key: the image, results, followed job, history and kept form of the one before are not this
+   * one's. */
   function forgetKey() {
     uploads.abort();
     runner.forget();
     clearInput();
     gallery.clear();
     history.clear();
+    resetOptions();
+    controls.set({ horizontal: 0, vertical: 0, zoom: ZOOM_DEFAULT });
+    path.set([]);
+    forgetSaved();
   }
   return { history, forgetKey };
 }
@@ -281,7 +363,15 @@ function createUploads(useInput, keptInput) {
 }
 
 /** A job from the history back in the editor: its input image, camera (or path), prompt and options. */
-async function loadJob(job, { table, controls, path, gallery, useInput }) {
+async function loadJob(job, { table, controls, path, gallery, useInput, keep }) {
+  $("history-status").textContent = "";
+  if (job.model !== CAMERA_MODEL) {
+    // its fields are another model's: loaded as a camera edit they would say something else
+    gallery.showJob(job, { compare: false });
+    $("history-status").textContent = `Job ${job.id} is of the model ${job.model}: its outputs are shown, `
+      + "but the studio makes camera edits only, so its settings are not loaded.";
+    return;
+  }
   const input = job.input;
   const assetId = input.image || (input.images && input.images[0]);
   if (assetId && assetId.startsWith("asset_")) {
@@ -321,6 +411,7 @@ async function loadJob(job, { table, controls, path, gallery, useInput }) {
     "output-format": input.output_format || "png",
   };
   for (const [id, value] of Object.entries(fields)) $(id).value = String(value);
+  keep();
   gallery.showJob(job);
 }
 

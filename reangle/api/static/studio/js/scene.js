@@ -9,6 +9,7 @@ const VIEWER_DISTANCE = 9.6;
 const GROUND_Y = -1.1;
 const PICK_RADIUS_PX = 32; // how near the camera model a press must be to grab it
 const CLICK_SLOP_PX = 5;
+const STRAIGHT_DRAG = 0.36; // a drag within 20 degrees (tan 20 = 0.36) of sideways or up-down moves one axis
 const VIEW_DEGREES_PER_PX = 0.35;
 const VIEW_START = { horizontal: 35, vertical: 24 }; // where the person looks from at first: front-right, above
 const WHEEL_ZOOM_PER_PX = 0.005; // one 100-pixel notch: half a zoom step
@@ -143,7 +144,9 @@ export function createScene(canvas, handlers) {
     if (event.button !== 0) return;
     canvas.setPointerCapture(event.pointerId);
     const grabbed = distanceTo(screenOf(rig.position), event) <= PICK_RADIUS_PX;
-    gesture = { mode: grabbed ? "camera" : "view", x: event.clientX, y: event.clientY, moved: false };
+    const [x, y] = [event.clientX, event.clientY];
+    const fromPole = Math.abs(state.camera.vertical) >= 89;
+    gesture = { mode: grabbed ? "camera" : "view", x, y, x0: x, y0: y, moved: false, fromPole };
     canvas.classList.toggle("dragging", grabbed);
   });
 
@@ -155,7 +158,7 @@ export function createScene(canvas, handlers) {
     gesture.moved = true;
     gesture.x = event.clientX;
     gesture.y = event.clientY;
-    if (gesture.mode === "camera") handlers.onDrag(followPointer(dx, dy));
+    if (gesture.mode === "camera") handlers.onDrag(followPointer(dx, dy, axesOf(gesture)));
     else {
       view.horizontal -= dx * VIEW_DEGREES_PER_PX;
       view.vertical = clamp(view.vertical + dy * VIEW_DEGREES_PER_PX, -10, 85);
@@ -190,12 +193,22 @@ export function createScene(canvas, handlers) {
     { passive: false },
   );
 
-  /** The change of camera that moves its picture on screen by (dx, dy): a damped least-squares step, except
-   * that off the poles the elevation follows only the pointer's vertical motion (a sideways drag orbits at
-   * the same height). */
-  function followPointer(dx, dy) {
+  /** Which axes a camera drag moves, by the way the pointer went since it was pressed: a drag that is mostly
+   * sideways only turns the camera (at the same height), one mostly up or down only raises or lowers it, any
+   * other both. A drag that started at a pole always moves both: it leaves the pole the way the pointer goes. */
+  function axesOf({ x, y, x0, y0, fromPole }) {
+    if (fromPole) return "both";
+    const [across, along] = [Math.abs(x - x0), Math.abs(y - y0)];
+    if (along <= STRAIGHT_DRAG * across) return "horizontal";
+    if (across <= STRAIGHT_DRAG * along) return "vertical";
+    return "both";
+  }
+
+  /** The change of camera that moves its picture on screen by (dx, dy): a damped least-squares step in the
+   * axes the drag moves (`axes`: "both", "horizontal" or "vertical"). */
+  function followPointer(dx, dy, axes) {
     const { vertical, zoom } = state.camera;
-    const atPole = Math.abs(vertical) >= 89;
+    const atPole = gesture.fromPole && Math.abs(vertical) >= 89;
     const horizontal = atPole ? meridianToward(dx, dy) : state.camera.horizontal;
     const screenAt = (camera) => screenOf(new THREE.Vector3(...positionOf(camera)));
     const here = screenAt({ horizontal, vertical, zoom });
@@ -212,9 +225,12 @@ export function createScene(canvas, handlers) {
     const ad = a[0] * dx + a[1] * dy;
     const bd = b[0] * dx + b[1] * dy;
     const det = aa * bb - ab * ab;
-    const dh = clamp((bb * ad - ab * bd) / det, -30, 30);
-    const fromDy = ((aa * b[1] - ab * a[1]) * dy) / det;
-    const dv = clamp(atPole ? (aa * bd - ab * ad) / det : fromDy, -30, 30);
+    const step = {
+      both: [(bb * ad - ab * bd) / det, (aa * bd - ab * ad) / det],
+      horizontal: [ad / aa, 0],
+      vertical: [0, bd / bb],
+    }[axes];
+    const [dh, dv] = step.map((change) => clamp(change, -30, 30));
     return { horizontal: horizontal + dh, vertical: clamp(vertical + dv, -90, 90) };
   }
 
