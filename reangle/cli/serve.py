@@ -135,9 +135,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     state = app.state.reangle
     server = StoppingServer(config, on_stop=state.service.stop_waiting)
     state.on_failure = lambda: setattr(server, "should_exit", True)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6, as URLs write it
     print(
-        f"reangle: serving on http://{settings.host}:{settings.port} (role {settings.role}; "
-        f"{_where(settings)})",
+        f"reangle: serving on http://{host}:{settings.port} (role {settings.role}; {_where(settings)})",
         file=sys.stderr,
     )
     try:

@@ -325,3 +325,17 @@ def test_a_server_without_any_key_is_told_so(
     if stored:
         assert main(["keys", "create", "--name", "ci", "--data-dir", str(tmp_path)]) == 0
     assert serve.has_api_keys(settings) is has_keys
+
+
+def test_the_start_line_writes_an_ipv6_host_as_a_url_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reangle.api.stopping_server import StoppingServer
+
+    monkeypatch.setattr(StoppingServer, "run", lambda _self, sockets: None)  # starts, serves nothing
+    port = free_port()
+    assert (
+        main(["serve", "--engine", "fake", "--host", "::1", "--port", str(port), "--data-dir", str(tmp_path)])
+        == 0
+    )
+    assert f"reangle: serving on http://[::1]:{port} (role all;" in capsys.readouterr().err
