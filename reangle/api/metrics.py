@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,9 +61,14 @@ class _StoreCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, service: JobService) -> None:
+    """The jobs ended in this process (counted and timed as they end) and, with `store_gauges`, the store's
+    gauges read at scrape time (an API replica's; a worker leaves them to the replicas)."""
+
+    def __init__(self, service: JobService, *, store_gauges: bool = True) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StoreCollector(service))
+        if store_gauges:
+            self.registry.register(_StoreCollector(service))
+        service.finished_hooks.append(self.observe_finished)
         self.finished = Counter(
             "reangle_jobs_finished", "Jobs that reached a terminal status", ["status"], registry=self.registry
         )
@@ -88,3 +96,32 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def serve(self, listener: socket.socket) -> WSGIServer:
+        """Serve these metrics on `listener`, a bound socket, from a thread of its own until `shutdown()`."""
+        server = _ListenerServer(listener)
+        server.set_app(make_wsgi_app(self.registry))
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        return server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not logged: one every few seconds would drown the worker's own lines."""
+
+
+class _ListenerServer(WSGIServer):
+    """A WSGI server on a socket bound beforehand (so that a port in use stops the start at once)."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.address_family = listener.family
+        super().__init__(listener.getsockname()[:2], _QuietHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener
+        self.server_bind()
+        self.server_activate()
+
+    def server_bind(self) -> None:  # the listener is bound already
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+        self.setup_environ()

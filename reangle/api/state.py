@@ -49,7 +49,6 @@ class AppState:
         )
         store = service.store
         metrics = Metrics(service)
-        service.finished_hooks.append(metrics.observe_finished)
         return cls(
             settings=settings,
             store=store,

@@ -61,6 +61,12 @@ def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
         "--models", help="comma-separated model ids this worker takes (default: all its engine serves)"
     )
     worker.add_argument("--data-dir", type=Path, help="default: REANGLE_DATA_DIR or ~/.local/share/reangle")
+    worker.add_argument(
+        "--metrics-port",
+        type=tcp_port,
+        help="serve the Prometheus metrics of the jobs this worker runs at http://HOST:PORT/metrics "
+        "(HOST: REANGLE_HOST or 127.0.0.1; default: none)",
+    )
     worker.set_defaults(run=run_worker)
 
 
@@ -219,7 +225,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     make_cache_dir(settings)
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
     _serve_catalog(settings, models)
-    return _work(settings, models)
+    metrics_socket = bound_socket(settings.host, args.metrics_port) if args.metrics_port else None
+    return _work(settings, models, metrics_socket)
 
 
 def _serve_catalog(settings: Settings, models: list[str] | None = None) -> None:
@@ -262,17 +269,26 @@ def check_served_settings(settings: Settings) -> None:
             )
 
 
-def _work(settings: Settings, models: list[str] | None) -> int:
+def _work(settings: Settings, models: list[str] | None, metrics_socket: socket.socket | None = None) -> int:
     """A worker process: runs jobs until SIGTERM or SIGINT; then the job in hand gets a few seconds to end
-    before it goes back to the queue for another worker, and the process exits."""
+    before it goes back to the queue for another worker, and the process exits. With `metrics_socket`, the
+    metrics of the jobs it ends are served there."""
+    from reangle.api.metrics import Metrics
     from reangle.compose import build_service, open_runtime
 
     worker_logging()
     settings, engine = _engine(settings, load=True)
     service = build_service(settings, engine)
     runtime = open_runtime(settings, service, engine, models=models)
+    metrics_server = None
+    if metrics_socket is not None:
+        metrics_server = Metrics(service, store_gauges=False).serve(metrics_socket)
     print(f"reangle: worker on {engine.info.device} ({_where(settings)})", file=sys.stderr)
-    asyncio.run(_until_stopped(service, runtime))
+    try:
+        asyncio.run(_until_stopped(service, runtime))
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
     print("reangle: worker stopped", file=sys.stderr)
     return 0
 
