@@ -419,7 +419,8 @@ async def list_poses(who: Owner) -> dict[str, Any]:
 async def health(app: State, response: Response) -> dict[str, Any]:
     """This process (its role, engine, where state lives) and the workers heard from lately. 503 with
     `status` "failed" and the `failure` once the job runtime has failed (the server is stopping); 503 with
-    `status` "degraded" and the `problem` while the store refuses this process's writes."""
+    `status` "degraded" and the `problem` while this process cannot run jobs: at start until the interrupted
+    jobs of the last run are recovered, later while the store refuses its writes."""
     if app.failure is not None:
         response.status_code = 503
         return {"status": "failed", "failure": app.failure, "role": app.settings.role}

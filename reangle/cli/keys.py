@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ def add_keys_commands(commands: argparse._SubParsersAction[Any]) -> None:
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(metavar="ACTION", required=True)
     create = key_commands.add_parser("create", help="make a new API key (printed once; stored hashed)")
-    create.add_argument("--name", default="default", help="a label for the key")
+    create.add_argument("--name", default="default", type=key_name, help="a label for the key")
     create.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     create.set_defaults(run=run_keys_create)
 
@@ -56,13 +57,26 @@ def add_keys_commands(commands: argparse._SubParsersAction[Any]) -> None:
     secret.set_defaults(run=run_keys_webhook_secret)
 
 
+def key_name(text: str) -> str:
+    """--name: a label `reangle keys list` can show in its columns (argparse's one-line error otherwise)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a key's name cannot be empty or blank")
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text):
+        raise argparse.ArgumentTypeError(
+            f"a key's name cannot hold control characters (tabs, line breaks): {text!r}"
+        )
+    return text
+
+
 def open_store(
-    args: argparse.Namespace, settings: Settings, *, existing: bool = False
+    args: argparse.Namespace, settings: Settings, *, existing: bool = False, writes: bool = False
 ) -> tuple[Settings, JobStore]:
     """The settings with --data-dir applied, and the job store they name (an unusable data folder is one
     line, not a traceback). `existing`: a command that only reads or removes keys makes no database, so that
-    a mistyped data folder says so instead of listing no keys."""
+    a mistyped data folder says so instead of listing no keys. `writes`: the command changes the database,
+    so a data folder it cannot write in (a read-only file system) is refused before it opens."""
     from reangle.compose import SQLITE_FILE, open_job_store
+    from reangle.store.data_lock import check_writable
 
     settings = with_flags(settings, args, "data_dir")
     if existing and not settings.database_url and not (settings.data_dir / SQLITE_FILE).is_file():
@@ -72,6 +86,8 @@ def open_store(
             hint="check --data-dir or REANGLE_DATA_DIR; `reangle keys create` makes the first key",
         )
     make_data_dir(settings, jobs_only=True)
+    if writes and not settings.database_url:
+        check_writable(settings.data_dir, settings.data_dir / SQLITE_FILE)
     return settings, open_job_store(settings)
 
 
@@ -85,7 +101,7 @@ def jobs_location(settings: Settings) -> str:
 def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from reangle.api.auth import create_key
 
-    settings, store = open_store(args, settings)
+    settings, store = open_store(args, settings, writes=True)
     try:
         key_id, key = create_key(store, args.name)
     finally:
@@ -138,7 +154,7 @@ def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
             f"{wanted} is a key of REANGLE_API_KEYS: remove it from that setting and restart the servers",
             field="key",
         )
-    settings, store = open_store(args, settings, existing=True)
+    settings, store = open_store(args, settings, existing=True, writes=True)
     try:
         records = store.list_api_keys()
         matches = [record for record in records if record.id == wanted] or [
@@ -167,7 +183,7 @@ def run_keys_webhook_secret(args: argparse.Namespace, settings: Settings) -> int
     from reangle.api.auth import ANONYMOUS, KeyRing
     from reangle.core.webhooks import ROTATION_OVERLAP_S
 
-    settings, store = open_store(args, settings)
+    settings, store = open_store(args, settings, writes=True)
     try:
         env_ids = KeyRing(store, enabled=True, env_keys=settings.api_keys).env_key_ids()
         if args.key_id not in env_ids and args.key_id != ANONYMOUS and not store.has_api_key(args.key_id):

@@ -84,7 +84,9 @@ def json_error(status: int, body: dict[str, Any], *, job_id: str | None = None) 
 
 def render_error(request: Request, exc: ReangleError, _status: int) -> Response:
     status, body = error_payload(exc)
-    if status >= 500:
+    if isinstance(exc, Unavailable) and exc.message == STOPPING:  # expected: its client is told to retry
+        log.info("openai %s: %s", request.url.path, exc.message)
+    elif status >= 500:
         log.error("openai %s failed: %s", request.url.path, exc.message)
     response = json_error(status, body, job_id=getattr(request.state, "openai_job_id", None))
     if isinstance(exc, QueueFull | Unavailable):

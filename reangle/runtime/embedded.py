@@ -40,17 +40,23 @@ class EmbeddedRuntime:
         self.runner, self.webhooks, self.prefetch = runner, webhooks, prefetch
         stops = JobStops(service.events, runner.jobs_in_hand)
         self.heartbeat = Heartbeat(service.store, engine, MODELS, runner.job_in_hand, stops=stops)
+        #: Why no job runs yet: the recovery at start has not succeeded (the heartbeat starts after it).
+        self.not_ready: str | None = "the interrupted jobs of the last run are being recovered"
 
     async def run(self) -> None:
         """Until cancelled."""
         for wait in (*START_RETRY_S, None):
             try:
                 await asyncio.to_thread(self.recover)
+                self.not_ready = None
                 break
             except Unavailable as exc:
                 if wait is None:
                     raise
                 log.warning("could not recover the interrupted jobs (%s); again in %g s", exc, wait)
+                self.not_ready = (
+                    f"no job runs until the interrupted jobs of the last run are recovered: {exc}"
+                )
                 await asyncio.sleep(wait)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.runner.run_forever(), name="runner")
@@ -62,7 +68,7 @@ class EmbeddedRuntime:
                 tasks.create_task(self.prefetch.run(), name="lora prefetch")
 
     def store_trouble(self) -> str | None:
-        return self.heartbeat.store_trouble()
+        return self.not_ready or self.heartbeat.store_trouble()
 
     def recover(self) -> None:
         """Re-queue (or end) the jobs the last run of the server left running; fail the queued jobs of
@@ -87,6 +93,8 @@ async def sweep_forever(service: JobService, interval_s: float) -> None:
             jobs, files = await asyncio.to_thread(service.sweep)
             if jobs or files:
                 log.info("retention sweep: deleted %d jobs and %d files", jobs, files)
+        except Unavailable as exc:  # a passing state of the store (a lock another process holds, a full disk)
+            log.warning("retention sweep skipped: %s; trying again in %g s", exc, interval_s)
         except Exception:
             log.exception("retention sweep failed")
         await asyncio.sleep(interval_s)

@@ -28,6 +28,8 @@ LISTED_FOR_S = 30.0
 #: neither take jobs in nor record their progress (a full disk, a lock held by another process, a database
 #: gone read-only). Longer than a lock wait (5 s) and two beats, so one slow write does not flip it.
 REFUSED_FOR_S = 15.0
+#: While the store refuses the beats, the log says so at the first refusal, then once each this many seconds.
+REFUSAL_REMINDER_S = 300.0
 
 
 def process_name() -> str:
@@ -62,6 +64,7 @@ class Heartbeat:
         self.started_at = time.time()
         self.recorded_at = self.started_at
         self.refusal: str | None = None
+        self._refusal_logged_at = 0.0
 
     def status(self) -> WorkerStatus:
         info = self.engine.info
@@ -91,13 +94,29 @@ class Heartbeat:
         try:
             await asyncio.to_thread(self.store.record_worker, status)
         except Exception as exc:  # the database away for a while: keep beating
-            log.warning("heartbeat of %s not recorded: %s", self.name, exc)
+            self._log_refusal(exc)
             self.refusal = str(exc) or type(exc).__name__
             return
+        if self.refusal is not None:
+            log.info("heartbeat of %s recorded again", self.name)
         self.recorded_at, self.refusal = status.seen_at, None
         if self.stops is not None:
             for job_id in self.stops.held():
                 await self._stop_if_canceled(job_id, self.stops)
+
+    def _log_refusal(self, exc: Exception) -> None:
+        """One line at the first refusal, then one each REFUSAL_REMINDER_S, not one each beat."""
+        now = time.time()
+        if self.refusal is None:
+            log.warning(
+                "heartbeat of %s not recorded: %s; trying again every %g s", self.name, exc, self.interval_s
+            )
+        elif now - self._refusal_logged_at >= REFUSAL_REMINDER_S:
+            refused_for = now - self.recorded_at
+            log.warning("heartbeat of %s still not recorded after %.0f s: %s", self.name, refused_for, exc)
+        else:
+            return
+        self._refusal_logged_at = now
 
     def store_trouble(self) -> str | None:
         """Why this process cannot write to the store, once its beats have been refused for REFUSED_FOR_S."""

@@ -5,12 +5,34 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from pathlib import Path
 from typing import IO
 
 from reangle.errors import InvalidInput
 
 LOCK_FILE = "server.lock"
+
+
+def unwritable(data_dir: Path, exc: OSError) -> InvalidInput:
+    """The one-line refusal of a data folder this process cannot write in (a read-only file system, missing
+    permissions)."""
+    return InvalidInput(
+        f"cannot write in the data folder {data_dir}: {exc.strerror or exc}", field="data-dir"
+    )
+
+
+def check_writable(data_dir: Path, *files: Path) -> None:
+    """InvalidInput (`unwritable`) unless this process can make a file in `data_dir` and write each of
+    `files` that exists."""
+    try:
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+        for file in files:
+            if file.exists():
+                file.open("r+b").close()
+    except OSError as exc:
+        raise unwritable(data_dir, exc) from None
 
 
 class DataFolderLock:
@@ -22,7 +44,10 @@ class DataFolderLock:
 
     def acquire(self) -> None:
         """Raises InvalidInput naming the holder's pid when another process holds the folder."""
-        handle = self.path.open("a+")
+        try:
+            handle = self.path.open("a+")
+        except OSError as exc:
+            raise unwritable(self.path.parent, exc) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

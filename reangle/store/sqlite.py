@@ -23,6 +23,7 @@ from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
 from reangle.core.ports import ApiKeyRecord, AssetKey, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import Unavailable
+from reangle.store.data_lock import check_writable
 from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
 from reangle.store.queue_room import QueueRoom
 from reangle.store.rows import (
@@ -68,8 +69,9 @@ BUSY_TIMEOUT_S = 5.0
 #: while it waits, the server answers nothing else.
 LOOP_BUSY_TIMEOUT_S = 1.0
 
-#: SQLite's result codes for states that pass (another process's lock, a full disk, a failing disk): the call
-#: answers Unavailable, retried like a database that is down. Other errors are bugs and stay as they are.
+#: SQLite's result codes for states that pass (another process's lock, a full disk, a failing disk, a file
+#: system remounted read-only): the call answers Unavailable, retried like a database that is down. Other
+#: errors are bugs and stay as they are.
 PASSING_STATES = frozenset(
     {
         sqlite3.SQLITE_BUSY,
@@ -77,6 +79,7 @@ PASSING_STATES = frozenset(
         sqlite3.SQLITE_FULL,
         sqlite3.SQLITE_IOERR,
         sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_READONLY,
     }
 )
 
@@ -97,6 +100,33 @@ def _make_private(file: Path) -> None:
         mode = file.stat().st_mode
         if mode & 0o077:
             file.chmod(mode & 0o700)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The database at `path`, made if missing, with the current schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # readable by its owner only: it holds webhook signing secrets (SQLite gives its -wal and -shm files
+    # the database's permissions); a database an older reangle made readable to others is made private
+    if not path.exists():
+        path.touch(mode=0o600, exist_ok=True)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        _make_private(file)
+    db = sqlite3.connect(
+        path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=_Connection
+    )
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class _ConnectionLock:
@@ -138,25 +168,12 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         #: The database file (other processes, such as the `sqlite3` shell, may open it too).
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # readable by its owner only: it holds webhook signing secrets (SQLite gives its -wal and -shm files
-        # the database's permissions); a database an older reangle made readable to others is made private
-        if not path.exists():
-            path.touch(mode=0o600, exist_ok=True)
-        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            _make_private(file)
-        self._db = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=_Connection
-        )
-        self._db.row_factory = sqlite3.Row
+        try:
+            self._db = _open(path)
+        except (OSError, sqlite3.OperationalError, Unavailable):
+            check_writable(path.parent, path)  # a read-only folder or file is one line naming the folder
+            raise
         self._lock = _ConnectionLock(self._db)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        for table, column, kind in ADDED_COLUMNS:
-            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock.unbounded():  # at the end, however long the calls under way take

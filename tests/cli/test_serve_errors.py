@@ -154,7 +154,7 @@ def test_a_worker_with_a_dashscope_key_may_be_asked_for_wan(
     monkeypatch.setenv("REANGLE_DASHSCOPE_API_KEY", "sk-test")
     worked: list[list[str] | None] = []
 
-    def work(settings: Settings, models: list[str] | None) -> int:
+    def work(settings: Settings, models: list[str] | None, metrics_socket: socket.socket | None) -> int:
         worked.append(models)
         return 0
 
