@@ -17,12 +17,22 @@ from starlette.requests import ClientDisconnect
 
 from reangle.api.errors import body_refusal, client_gone, database_refusal, status_for
 from reangle.api.request_id import failure_hint, log_failure
-from reangle.errors import InternalError, InvalidInput, MethodNotAllowed, NotFound, ReangleError
+from reangle.core.service import STOPPING
+from reangle.errors import InternalError, InvalidInput, MethodNotAllowed, NotFound, ReangleError, Unavailable
 
 log = logging.getLogger("reangle.api")
 
 #: Renders an error for this dialect's clients, given the HTTP status reangle's error tree maps it to.
 ErrorRenderer = Callable[[Request, ReangleError, int], Response]
+
+
+def log_server_error(logger: logging.Logger, request: Request, exc: ReangleError, status: int) -> None:
+    """A 5xx a dialect answers, logged: an ERROR, but INFO for a job canceled because the server is stopping
+    (expected, and its client is told to send the request again)."""
+    if isinstance(exc, Unavailable) and exc.message == STOPPING:
+        logger.info("%s %s: %s", request.method, request.url.path, exc.message)
+    elif status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
 
 
 def validation_error(exc: RequestValidationError) -> InvalidInput:

@@ -41,7 +41,7 @@ from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.service import STOPPING, SubmitRequest
-from reangle.dialects.base import dialect_route
+from reangle.dialects.base import dialect_route, log_server_error
 from reangle.dialects.openai_schemas import (
     IMAGE_FIELDS,
     EditCall,
@@ -84,10 +84,7 @@ def json_error(status: int, body: dict[str, Any], *, job_id: str | None = None) 
 
 def render_error(request: Request, exc: ReangleError, _status: int) -> Response:
     status, body = error_payload(exc)
-    if isinstance(exc, Unavailable) and exc.message == STOPPING:  # expected: its client is told to retry
-        log.info("openai %s: %s", request.url.path, exc.message)
-    elif status >= 500:
-        log.error("openai %s failed: %s", request.url.path, exc.message)
+    log_server_error(log, request, exc, status)
     response = json_error(status, body, job_id=getattr(request.state, "openai_job_id", None))
     if isinstance(exc, QueueFull | Unavailable):
         response.headers["Retry-After"] = str(exc.retry_after_s)

@@ -43,7 +43,7 @@ from reangle.core.models import CAMERA_EDIT, MODELS
 from reangle.core.service import MAX_PAGE, SubmitRequest
 from reangle.core.webhooks import RUNPOD
 from reangle.dialects import runpod_schemas as rp
-from reangle.dialects.base import add_fallback_routes, dialect_route
+from reangle.dialects.base import add_fallback_routes, dialect_route, log_server_error
 from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, ReangleError, Unavailable
 
 log = logging.getLogger("reangle.dialects.runpod")
@@ -67,8 +67,7 @@ _STREAMED_MAX = 10_000
 def render_error(request: Request, exc: ReangleError, status: int) -> JSONResponse:
     if status == 422:
         status = 400
-    if status >= 500:
-        log.error("runpod request failed: %s", exc.message)
+    log_server_error(log, request, exc, status)
     headers = {}
     if isinstance(exc, QueueFull | Unavailable):
         headers["Retry-After"] = str(exc.retry_after_s)

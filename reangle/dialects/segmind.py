@@ -41,7 +41,7 @@ from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS
 from reangle.core.service import STOPPING, JobService, SubmitRequest
-from reangle.dialects.base import add_fallback_routes, dialect_route
+from reangle.dialects.base import add_fallback_routes, dialect_route, log_server_error
 from reangle.errors import (
     Conflict,
     InvalidInput,
@@ -128,13 +128,12 @@ def in_segmind_terms(exc: ReangleError, lora_fields: Sequence[str]) -> ReangleEr
     return translated
 
 
-def render_error(_request: Request, exc: ReangleError, status: int) -> Response:
+def render_error(request: Request, exc: ReangleError, status: int) -> Response:
     """`{"error": "<message> (<hint>)"}`: Segmind's shape has no place of its own for the hint; invalid
     parameters are 400 (reangle's 422), other codes as reangle's."""
     if status == 422:
         status = 400
-    if status >= 500:
-        log.error("segmind request failed: %s", exc.message)
+    log_server_error(log, request, exc, status)
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull | Unavailable) else None
     message = segmind_message(exc) + (f" ({segmind_text(exc.hint, EXTRA_LORA_FIELDS)})" if exc.hint else "")
     return JSONResponse({"error": message}, status_code=status, headers=headers)
