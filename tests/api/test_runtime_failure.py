@@ -1,7 +1,8 @@
 """The server's job runtime at start: a store unavailable a while (another process's lock on the SQLite file)
-delays the recovery of interrupted jobs; a failure that does not pass (a malformed database) answers /healthz
-503 with the failure and asks the server to stop: it must not answer "ok" with no runner. Later, a store that
-refuses the server's writes makes /healthz 503 "degraded" until it takes them again."""
+delays the recovery of interrupted jobs, and /healthz says so meanwhile; a failure that does not pass (a
+malformed database) answers /healthz 503 with the failure and asks the server to stop: it must not answer "ok"
+with no runner. Later, a store that refuses the server's writes makes /healthz 503 "degraded" until it takes
+them again."""
 
 from __future__ import annotations
 
@@ -43,6 +44,15 @@ def test_a_lock_held_at_start_delays_the_recovery_and_jobs_run_once_it_is_let_go
         while "could not recover the interrupted jobs" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.02)
         assert "database is locked); again in 1 s" in caplog.text
+        # no job runs yet: /healthz says so, never "ok" (its next try is 1 s after the first refusal)
+        for answer in (http.get("/healthz"), http.head("/healthz")):
+            assert answer.status_code == 503
+        problem = http.get("/healthz").json()
+        assert problem["status"] == "degraded"
+        assert problem["problem"].startswith(
+            "no job runs until the interrupted jobs of the last run are recovered"
+        )
+        assert "database is locked" in problem["problem"]
         other.execute("ROLLBACK")
         other.close()
         succeeded(http, submit(http, edit_input(upload(http)["id"]))["id"])
@@ -62,7 +72,7 @@ def test_healthz_answers_503_naming_the_failure_and_the_server_is_asked_to_stop(
     app.state.reangle.on_failure = lambda: stop_requests.append("stop")
     with TestClient(app, base_url="http://127.0.0.1") as http:
         deadline = time.monotonic() + 10
-        while (health := http.get("/healthz")).status_code == 200 and time.monotonic() < deadline:
+        while (health := http.get("/healthz")).json()["status"] != "failed" and time.monotonic() < deadline:
             time.sleep(0.02)
     assert health.status_code == 503
     assert health.json() == {
