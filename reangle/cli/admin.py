@@ -128,13 +128,15 @@ def _cancel_pending(job: Job) -> bool:
     return job.cancel_requested and job.status == JobStatus.PROCESSING
 
 
-def _open_existing_store(args: argparse.Namespace, settings: Settings) -> tuple[Settings, JobStore]:
+def _open_existing_store(
+    args: argparse.Namespace, settings: Settings, *, writes: bool = False
+) -> tuple[Settings, JobStore]:
     """The settings with --data-dir applied and their job store; a data folder with no database is one line
-    (none is made: a mistyped folder would list no jobs)."""
+    (none is made: a mistyped folder would list no jobs), and so is one that `writes` cannot write in."""
     try:
-        return open_store(args, settings, existing=True)
+        return open_store(args, settings, existing=True, writes=writes)
     except InvalidInput as exc:
-        if exc.field != "data-dir":
+        if exc.field != "data-dir" or exc.hint is None:  # not the missing database: an unwritable folder
             raise
         raise InvalidInput(
             exc.message,
@@ -190,7 +192,7 @@ def _stored_job(store: JobStore, job_id: str, settings: Settings) -> Job:
 
 
 def run_admin_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    settings, store = _open_existing_store(args, settings)
+    settings, store = _open_existing_store(args, settings, writes=True)
     try:
         before = _stored_job(store, args.job_id, settings)
         job = store.cancel(before.id, time.time())  # changes nothing once the job has ended

@@ -1,5 +1,6 @@
 """A data folder this process cannot write in (a file system remounted read-only): `reangle serve` and the
-`reangle keys` commands that change the database refuse it in one line naming the folder, exit 2."""
+`reangle keys` and `reangle admin` commands that change the database refuse it in one line naming the folder,
+exit 2."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ def data_dir(tmp_path: Path) -> Path:
         ["keys", "create", "--name", "ci"],
         ["keys", "revoke", "ci"],
         ["keys", "webhook-secret", "--key-id", "key_0123456789abcdef"],
+        ["admin", "cancel", "job_0123456789abcdef01234567"],
     ],
-    ids=["serve", "keys-create", "keys-revoke", "keys-webhook-secret"],
+    ids=["serve", "keys-create", "keys-revoke", "keys-webhook-secret", "admin-cancel"],
 )
 def test_a_read_only_data_folder_is_one_line_naming_it(
     command: list[str],
