@@ -151,7 +151,10 @@ async def _answer(request: Request, app: State, links: LinkMaker, owner: str, ca
     submit = SubmitRequest(
         model=call.model, input=call.input, idempotency_key=request.headers.get("idempotency-key")
     )
-    job = await app.service.submit(owner, submit)
+    try:
+        job = await app.service.submit(owner, submit)
+    except InvalidInput as exc:
+        raise call.as_sent(exc) from None
     request.state.openai_job_id = job.id
     finished = await _wait_or_disconnect(request, app, owner, job.id, wait_budget(request.headers))
     if finished is None:  # the client went away: nobody will collect the result

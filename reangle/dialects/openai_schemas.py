@@ -225,12 +225,23 @@ class EditCall:
     model: str
     input: dict[str, Any]
     response_format: ResponseFormat
+    #: the width and height came from fal's `image_size`: a refusal of them names that field
+    fal_size: bool = False
+
+    def as_sent(self, exc: InvalidInput) -> InvalidInput:
+        """A core refusal of the width or height named as the client sent them, when fal's image_size did."""
+        if not self.fal_size or _head(exc.field or "") not in ("width", "height"):
+            return exc
+        return type(exc)(
+            f"image_size: {exc.message.removeprefix('input.')}", field="image_size", hint=exc.hint
+        )
 
 
 def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     """The native model and input for an edit's form fields and its image references (pure)."""
     for name in fields:
         check_known(name)
+    fal_size = "image_size" in fields or any(name in fields for name in FAL_IMAGE_SIZE_FIELDS)
     fields = _from_fal(fields)
     prompt = fields.get("prompt", "")
     _check_choice(fields, "background", ("auto", "opaque"), "transparent backgrounds are not supported")
@@ -275,7 +286,7 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
             raise InvalidInput(
                 f"{given[0]} is a camera field; model {model} takes none (use {CAMERA_EDIT})", field=given[0]
             )
-    return EditCall(model=model, input=data, response_format=response_format)
+    return EditCall(model=model, input=data, response_format=response_format, fal_size=fal_size)
 
 
 def check_known(name: str) -> None:

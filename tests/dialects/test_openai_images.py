@@ -255,6 +255,7 @@ def test_fal_image_size_object_sets_width_and_height(server: RunningServer) -> N
         ({"image_size": "portrait_2_1"}, "image_size", "landscape_16_9"),
         ({"image_size": "square_hd", "aspect_ratio": "1:1"}, "image_size", "not both"),
         ({"image_size": {"width": 320}}, "image_size", "both width and height"),
+        ({"image_size": {"width": -512, "height": 512}}, "image_size", "image_size: width must be between"),
         ({"num_images": 5}, "num_images", "between 1 and 4"),
         ({"num_images": 2, "n": 2}, "num_images", "not both"),
     ],
