@@ -110,7 +110,7 @@ def add_remote_commands(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="at most N jobs, 1 to 100 (default: the server's page)",
     )
-    listing.add_argument("--json", action="store_true", help="print the jobs as JSON")
+    listing.add_argument("--json", action="store_true", help="one JSON object per job")
     listing.set_defaults(run=run_jobs_list)
 
     show = actions.add_parser("show", help="print a job as JSON")
@@ -377,8 +377,9 @@ def timeout_seconds(text: str) -> float:
 def run_jobs_list(args: argparse.Namespace, settings: RemoteSettings) -> int:
     def listing(client: Client) -> int:
         jobs = client.list(status=args.status, limit=args.limit).data
-        if args.json:
-            print(json.dumps([job.model_dump(mode="json") for job in jobs]))
+        if args.json:  # one object per line, as `reangle admin jobs` and `reangle keys list` print theirs
+            for job in jobs:
+                print(json.dumps(job.model_dump(mode="json")))
         elif not jobs:
             print(f"no {args.status} jobs" if args.status else "no jobs")
         else:

@@ -78,7 +78,7 @@ def test_jobs_list_json_with_status_and_limit(fake: FakeServer, capsys: pytest.C
         fake.add_job("qwen-edit-multiangle-2511", {"images": ["a"]})
     fake.jobs["job_2"]["status"] = "failed"
     assert reangle("jobs", "list", "--status", "queued", "--limit", "1", "--json") == 0
-    jobs = json.loads(capsys.readouterr().out)
+    jobs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [job["id"] for job in jobs] == ["job_3"]
     (request,) = fake.requests_to("GET", "/v1/jobs")
     assert dict(request.url.params) == {"status": "queued", "limit": "1"}
