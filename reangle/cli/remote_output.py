@@ -118,6 +118,9 @@ def check_quality(quality: int | None) -> None:
 def make_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise CommandFailure(f"-o must be a folder for orbit, and {folder} is a file")
+    blocking = next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise CommandFailure(f"-o {folder}: {blocking} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -132,6 +132,16 @@ def test_an_output_under_a_file_says_it_is_no_folder(
     assert fake.requests == []
 
 
+def test_an_orbit_folder_under_a_file_says_which_is_the_file(
+    fake: FakeServer, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    views = photo / "views" / "left"
+    assert run(["orbit", str(photo), "-o", str(views), *SERVER]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f"reangle: error: -o {views}: {photo} is a file, not a folder"
+    assert fake.requests == []
+
+
 # a server's refusal, in the options' words
 
 
