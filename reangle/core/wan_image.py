@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reangle.core.images import DEFAULT_MAX_PIXELS, decode_image
+from reangle.core.json_values import json_kind, shown_number
 from reangle.errors import InvalidInput, TooLarge
 
 DEFAULT_MODEL = "wan2.7-image"
@@ -221,11 +222,15 @@ def _seed(value: object) -> int | None:
         value = int(value)
     low, high = SEED_RANGE
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(f"seed must be a whole number from {low} to {high}, got {value!r}", field="seed")
+        message = f"seed must be a whole number from {low} to {high}, got {_kind(value)}"
+        raise InvalidInput(message, field="seed")
     return value
 
 
 def _kind(value: object) -> str:
+    """What a message says it got: a short text or a number as given, any other value by its JSON kind."""
     if isinstance(value, str):
         return repr(value) if len(value) <= 40 else f"a string of {len(value)} characters"
-    return "null" if value is None else type(value).__name__
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return shown_number(value)
+    return json_kind(value)
