@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reangle.cli import remote
@@ -12,14 +14,19 @@ from tests.client.fakes import FakeServer
 from tests.conftest import make_image
 
 
+def answer_with(monkeypatch: pytest.MonkeyPatch, handle: Callable[[httpx.Request], httpx.Response]) -> None:
+    """The CLI's clients send their requests to `handle` (a FakeServer's, or one wrapping it)."""
+
+    def factory(base_url: str, api_key: str | None) -> Client:
+        return Client(base_url, api_key, transport=httpx.MockTransport(handle), poll_interval=0.01)
+
+    monkeypatch.setattr(remote, "client_factory", factory)
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     fake = FakeServer()
-
-    def factory(base_url: str, api_key: str | None) -> Client:
-        return Client(base_url, api_key, transport=fake.transport(), poll_interval=0.01)
-
-    monkeypatch.setattr(remote, "client_factory", factory)
+    answer_with(monkeypatch, fake.handle)
     return fake
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reangle.cli import remote
 from reangle.cli.main import main
-from reangle.client import Client
+from tests.cli.conftest import answer_with
 from tests.client.fakes import API, API_KEY, FakeServer
 
 SERVER = ("--server", API, "--api-key", API_KEY)
@@ -234,10 +233,7 @@ def tasks(fake: FakeServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             return httpx.Response(200, json={"id": model_id, "task": tasks[model_id], "input_schema": {}})
         return fake.handle(request)
 
-    def factory(base_url: str, api_key: str | None) -> Client:
-        return Client(base_url, api_key, transport=httpx.MockTransport(handle), poll_interval=0.01)
-
-    monkeypatch.setattr(remote, "client_factory", factory)
+    answer_with(monkeypatch, handle)
     return tasks
 
 

@@ -13,9 +13,8 @@ from types import FrameType
 import httpx
 import pytest
 
-from reangle.cli import remote
 from reangle.cli.main import main
-from reangle.client import Client
+from tests.cli.conftest import answer_with
 from tests.client.fakes import API, API_KEY, FakeServer
 
 SERVER = ("--server", API, "--api-key", API_KEY)
@@ -50,10 +49,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
             os.kill(os.getpid(), signal.SIGTERM)
         return fake.handle(request)
 
-    def factory(base_url: str, api_key: str | None) -> Client:
-        return Client(base_url, api_key, transport=httpx.MockTransport(handle), poll_interval=0.01)
-
-    monkeypatch.setattr(remote, "client_factory", factory)
+    answer_with(monkeypatch, handle)
     return fake
 
 
