@@ -57,11 +57,15 @@ def add_keys_commands(commands: argparse._SubParsersAction[Any]) -> None:
     secret.set_defaults(run=run_keys_webhook_secret)
 
 
+def _breaks_columns(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
 def key_name(text: str) -> str:
     """--name: a label `reangle keys list` can show in its columns (argparse's one-line error otherwise)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("a key's name cannot be empty or blank")
-    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text):
+    if any(_breaks_columns(char) for char in text):
         raise argparse.ArgumentTypeError(
             f"a key's name cannot hold control characters (tabs, line breaks): {text!r}"
         )
@@ -115,6 +119,11 @@ def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _in_columns(name: str) -> str:
+    """A name as one cell: control characters (in names stored before `keys create` refused them) escaped."""
+    return "".join(repr(char)[1:-1] if _breaks_columns(char) else char for char in name)
+
+
 def _created(record: ApiKeyRecord) -> str:
     return datetime.fromtimestamp(record.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -139,7 +148,7 @@ def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     if not records and not env_ids:
         print(f"reangle: no stored API keys in {jobs_location(settings)}", file=sys.stderr)
         return 0
-    rows = [(record.id, record.name, _created(record)) for record in records]
+    rows = [(record.id, _in_columns(record.name), _created(record)) for record in records]
     rows += [(key_id, f"REANGLE_API_KEYS #{number}", "-") for number, key_id in enumerate(env_ids, start=1)]
     width = max(len(name) for _, name, _ in rows)
     for key_id, name, created in rows:
