@@ -480,7 +480,7 @@ class AsyncClient:
     async def _follow(self, state: WaitState, on_progress: ProgressCallback | None) -> Job | None:
         events = 0
         stream = _until_broken(
-            self._stream(state.job_id, state.stream_timeout(self._timeout), state.check_deadline)
+            self._stream(state.job_id, state.stream_timeout(self._timeout), state.check_deadline), state
         )
         try:
             async for event in stream:
@@ -517,11 +517,15 @@ class AsyncClient:
         return job
 
 
-async def _until_broken(events: AsyncGenerator[JobEvent, None]) -> AsyncGenerator[JobEvent, None]:
+async def _until_broken(
+    events: AsyncGenerator[JobEvent, None], state: WaitState
+) -> AsyncGenerator[JobEvent, None]:
     """The events until the stream breaks; errors raised by whoever consumes them still propagate."""
     try:
         async for event in events:
             yield event
+    except RateLimitError:  # too_many_streams
+        state.streams_refused()
     except STREAM_BREAKS:
         return
     finally:

@@ -304,6 +304,10 @@ class WaitState:
         """A stream closed or broke before the job ended; `events` is how many it delivered."""
         self._stream_failures = 0 if events else self._stream_failures + 1
 
+    def streams_refused(self) -> None:
+        """The key holds as many event streams as the server allows (429): poll from now on."""
+        self._stream_failures = MAX_STREAM_FAILURES
+
     def poll_succeeded(self) -> None:
         self._poll_failures, self._away_since = 0, None
 

@@ -225,9 +225,9 @@ class Client:
         """Block until the job ends and return it, whatever its final status.
 
         Follows the event stream, calling `on_progress` with each event. When the stream breaks, it asks for
-        the job and goes on; without a stream it polls. A server away (restarting) is waited for, for up to 10
-        minutes; then its error is raised. Raises `WaitTimeout` after `timeout` seconds, leaving the job
-        running.
+        the job and goes on; without a stream, or when the key holds as many event streams as the server
+        allows (429), it polls. A server away (restarting) is waited for, for up to 10 minutes; then its
+        error is raised. Raises `WaitTimeout` after `timeout` seconds, leaving the job running.
         """
         state = WaitState(job_id, timeout, self._poll_interval)
         while True:
@@ -566,7 +566,7 @@ class Client:
         """Follow the event stream until the job ends (its final state) or the stream ends or breaks."""
         events = 0
         stream = self._stream(state.job_id, state.stream_timeout(self._timeout), state.check_deadline)
-        with closing(_until_broken(stream)) as events_until_broken:
+        with closing(_until_broken(stream, state)) as events_until_broken:
             for event in events_until_broken:
                 events += 1
                 if on_progress is not None:
@@ -599,9 +599,11 @@ class Client:
         return job
 
 
-def _until_broken(events: Iterator[JobEvent]) -> Generator[JobEvent, None, None]:
+def _until_broken(events: Iterator[JobEvent], state: WaitState) -> Generator[JobEvent, None, None]:
     """The events until the stream breaks; errors raised by whoever consumes them still propagate."""
     try:
         yield from events
+    except RateLimitError:  # too_many_streams
+        state.streams_refused()
     except STREAM_BREAKS:
         return

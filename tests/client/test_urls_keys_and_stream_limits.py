@@ -192,7 +192,7 @@ def test_an_error_body_that_echoes_the_header_does_not_show_the_key() -> None:
     assert "'authorization': 'Bearer ***'" in str(caught.value)
 
 
-# 3. events() past the key's event streams
+# 3. events() and wait() past the key's event streams
 
 
 def described(events: list[JobEvent]) -> list[str]:
@@ -222,6 +222,28 @@ def test_the_async_client_polls_past_the_streams_too() -> None:
             return [event async for event in client.events(job["id"])]
 
     assert described(asyncio.run(main())) == ["processing", "0.5", "0.75", "succeeded"]
+
+
+def test_wait_polls_after_one_stream_refused_for_the_keys_most_streams() -> None:
+    fake = FakeServer()
+    fake.stream_mode, fake.advance_on_get = "too_many", True
+    job = fake.add_job("qwen-edit-multiangle-2511", {"images": ["asset_1"]})
+    with Client(API, API_KEY, transport=fake.transport(), poll_interval=0.01) as client:
+        assert client.wait(job["id"]).status == "succeeded"
+    assert len(fake.requests_to("GET", f"/v1/jobs/{job['id']}/events")) == 1
+
+
+def test_the_async_wait_polls_after_one_stream_refused_too() -> None:
+    fake = FakeServer()
+    fake.stream_mode, fake.advance_on_get = "too_many", True
+    job = fake.add_job("qwen-edit-multiangle-2511", {"images": ["asset_1"]})
+
+    async def main() -> str:
+        async with AsyncClient(API, API_KEY, transport=fake.transport(), poll_interval=0.01) as client:
+            return (await client.wait(job["id"])).status
+
+    assert asyncio.run(main()) == "succeeded"
+    assert len(fake.requests_to("GET", f"/v1/jobs/{job['id']}/events")) == 1
 
 
 def test_polled_events_of_a_job_already_ended_are_the_job_alone() -> None:
