@@ -92,7 +92,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_remote_edit(args, settings)
     refuse_submission_flags(args)
-    from reangle.cli.local_extras import local_extras, request_lora_refs, shown_extras
+    from reangle.cli.local_extras import check_lora_fit, local_extras, request_lora_refs, shown_extras
 
     quality = 90 if args.quality is None else args.quality
     check_local_quality(quality)
@@ -105,6 +105,7 @@ def run_edit(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"model": args.model})
     engine = create_engine(args.engine or "qwen", settings)
     plan = _planned(args, engine, request, images)
+    check_lora_fit(engine, refs, text_to_image=False, strict=settings.lora_strict)
     if args.dry_run:
         shown = {"engine": engine.info.name, **plan.to_dict(), **shown_extras(bool(args.rewrite), refs)}
         print(json.dumps(shown, indent=None if args.json else 2))

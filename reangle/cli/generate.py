@@ -132,7 +132,13 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_local(args: argparse.Namespace, settings: Settings) -> int:
-    from reangle.cli.local_extras import local_extras, model_lora_refs, request_lora_refs, shown_extras
+    from reangle.cli.local_extras import (
+        check_lora_fit,
+        local_extras,
+        model_lora_refs,
+        request_lora_refs,
+        shown_extras,
+    )
     from reangle.core.models import rendered as rendered_prompt
     from reangle.engine.base import create_engine, plan_generation_for, random_seed
     from reangle.runtime.job_prep import fitting
@@ -164,6 +170,7 @@ def _run_local(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidInput as exc:
         raise InvalidInput(generate_options(args).rewrite(exc.message), field=exc.field) from None
     note_unused_negative(args.negative, [plan.to_dict() for plan in planned])
+    check_lora_fit(engine, refs, text_to_image=True, strict=settings.lora_strict)
     if args.dry_run:
         shown = {"engine": engine.info.name, "model": spec.id, "plans": [plan.to_dict() for plan in planned]}
         print(

@@ -19,7 +19,7 @@ from reangle.client import Lora
 from reangle.core.edit import LoraUse
 from reangle.core.lora_refs import LORA_SUFFIX, MAX_LORAS, LoraRef
 from reangle.engine.base import Engine
-from reangle.engine.lora_check import lora_pairs, read_header
+from reangle.engine.lora_check import check_lora_file, lora_pairs, read_header
 from reangle.engine.rewriter import Rewrite, RewriteTask, kept
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
@@ -66,11 +66,23 @@ def request_lora_refs(loras: Sequence[Lora], registered: Collection[str]) -> lis
 
 def _check_file(path: Path, *, field: str, shown: str) -> None:
     """A LoRA file's checks that need no model: a whole safetensors file, of LoRA pairs (whether they fit
-    the model's layers is checked once it has loaded)."""
+    the model's layers: check_lora_fit)."""
     try:
         lora_pairs(read_header(path, field=field, shown=shown), field=field, shown=shown)
     except OSError as exc:
         raise InvalidInput(f"{field}: cannot read {shown}: {exc.strerror or exc}", field="loras") from None
+
+
+def check_lora_fit(engine: Engine, refs: Sequence[LoraRef], *, text_to_image: bool, strict: bool) -> None:
+    """The --lora files' fit to the model's layers, before the model loads (the layers come from its config):
+    a LoRA made for another model then costs seconds, not a model load. Each is checked again once the model
+    has loaded, as a server's job preparation does."""
+    files = [ref for ref in refs if ref.kind == "path" and ref.label is None]
+    if not files:
+        return
+    layers = engine.lora_layers(text_to_image)
+    for ref in files:
+        check_lora_file(Path(ref.value), layers, field=ref.field, shown=ref.shown, strict=strict)
 
 
 def model_lora_refs(entry: ModelEntry, settings: Settings) -> list[LoraRef]:

@@ -94,18 +94,20 @@ def read_scheduler(config: TextToImageConfig, *, offline: bool, fallback: dict[s
         ) from exc
 
 
-def transformer_config(config: TextToImageConfig, *, offline: bool) -> dict[str, Any]:
-    """The text-to-image transformer's config.json, read without its weights."""
+def transformer_config(
+    model: str, *, offline: bool, described: str = "the text-to-image model", setting: str = MODEL_SETTING
+) -> dict[str, Any]:
+    """The config.json of a diffusers model's transformer (a hub id or a folder), read without its weights."""
     from diffusers import QwenImageTransformer2DModel
 
     try:
         loaded: dict[str, Any] = QwenImageTransformer2DModel.load_config(
-            config.model, subfolder="transformer", local_files_only=offline
+            model, subfolder="transformer", local_files_only=offline
         )
     except Exception as exc:
         raise EngineError(
-            f"cannot read the transformer config of the text-to-image model {config.model}: {exc}",
-            hint=f"set {MODEL_SETTING} to a diffusers folder of Qwen-Image",
+            f"cannot read the transformer config of {described} {model}: {exc}",
+            hint=f"set {setting} to a diffusers folder of the model",
         ) from exc
     return loaded
 

@@ -16,6 +16,7 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from reangle.cli.main import main
+from reangle.engine.qwen import QwenEngine
 from tests.client.fakes import API, API_KEY, FakeServer
 
 SERVER = ("--server", API, "--api-key", API_KEY)
@@ -515,6 +516,30 @@ def test_a_lora_that_matches_no_layer_of_the_model_exits_2_and_writes_nothing(
     argv = ["generate", "a cat", "--engine", "fake", "--size", "32x32", "--lora", str(alien)]
     assert main([*argv, "-o", str(tmp_path / "o.png")]) == 2
     assert "matches none of the model's layers" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.tiny
+@pytest.mark.parametrize("command", ["edit", "generate"])
+def test_a_lora_file_for_another_model_is_refused_before_the_model_loads(
+    command: str,
+    tmp_path: Path,
+    photo: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def load(*_args: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(QwenEngine, "load", load)
+    monkeypatch.setattr(QwenEngine, "load_text_to_image", load)
+    alien = write_lora(tmp_path / "alien.safetensors", "down_blocks.0.resnets.0.conv1")
+    words = [str(photo), "--prompt", "add snow"] if command == "edit" else ["a cat"]
+    argv = [command, *words, "--engine", "tiny", "--lora", str(alien), "-o", str(tmp_path / "o.png")]
+    assert main(argv) == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert f"--lora: the LoRA path {str(alien)!r}" in error
+    assert "matches none of the model's layers" in error
     assert not (tmp_path / "o.png").exists()
 
 

@@ -117,6 +117,15 @@ def test_lora_layers_come_from_the_config_before_the_model_loads_and_match_it_af
     assert set(before) <= set(qwen_image_layer_names())  # what the fake engine answers
 
 
+def test_the_edit_models_lora_layers_come_from_its_config_before_it_loads_and_match_it_after(config):  # type: ignore[no-untyped-def]
+    fresh = QwenEngine(config)
+    before = fresh.lora_layers(False)
+    assert fresh.pipeline is None  # nothing was loaded to answer
+    fresh.load()
+    assert fresh.lora_layers(False) == before
+    assert "transformer_blocks.0.attn.to_q" in before
+
+
 def test_an_engine_without_a_text_to_image_model_says_which_setting(config):  # type: ignore[no-untyped-def]
     edit_only = QwenEngine(replace(config, text_to_image=None))
     assert not edit_only.info.can_generate
