@@ -45,9 +45,13 @@ class UrlSigner:
         message = f"{asset_id}:{expires}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def verify(self, asset_id: str, expires: int, signature: str, now: float) -> None:
+    def signed(self, asset_id: str, expires: int, signature: str) -> bool:
+        """Whether `signature` is this key's for the link (expired or not)."""
         # compare_digest refuses non-ASCII text with a TypeError: such a signature is simply wrong
-        if not (signature.isascii() and hmac.compare_digest(self.signature(asset_id, expires), signature)):
+        return signature.isascii() and hmac.compare_digest(self.signature(asset_id, expires), signature)
+
+    def verify(self, asset_id: str, expires: int, signature: str, now: float) -> None:
+        if not self.signed(asset_id, expires, signature):
             raise Forbidden("the signature of this link is wrong", hint="ask the API for a fresh asset URL")
         if expires < now:
             raise Forbidden("this link has expired", hint="ask the API for a fresh asset URL")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from reangle.api.auth import KeyRing
 from reangle.api.lora_urls import lora_url_check
 from reangle.api.metrics import Metrics
+from reangle.api.own_links import own_links_first
 from reangle.api.signing import UrlSigner
 from reangle.api.stream_slots import StreamSlots
 from reangle.compose import build_service, open_runtime
@@ -48,6 +49,8 @@ class AppState:
             FetchPolicy(allow_private=settings.allow_private_urls, timeout_s=settings.url_fetch_timeout_s)
         )
         store = service.store
+        signer = url_signer(settings, store)
+        service.fetch = own_links_first(service.fetch, signer, service.assets)
         metrics = Metrics(service)
         return cls(
             settings=settings,
@@ -55,7 +58,7 @@ class AppState:
             service=service,
             engine=engine,
             keys=KeyRing(store, enabled=settings.auth == "on", env_keys=settings.api_keys),
-            signer=url_signer(settings, store),
+            signer=signer,
             metrics=metrics,
             runtime=open_runtime(settings, service, engine),
             streams=StreamSlots(settings.max_streams_per_key),

@@ -98,6 +98,10 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return address.sixtofour
 
 
+class PrivateAddress(InvalidInput):
+    """A URL refused because it leads to a loopback, private, link-local or other non-public address."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class FetchPolicy:
     """What `fetch_url` may connect to, how much it may read and for how long."""
@@ -327,10 +331,12 @@ class _Fetcher:
             reason = self.policy.refusal(host, address)
             if reason is not None:
                 if literal:
-                    raise self._invalid(f"refusing to fetch {where}: {host} is {reason}")
+                    raise PrivateAddress(f"refusing to fetch {where}: {host} is {reason}", field=self.field)
                 # the address stays in the log: told to the caller, it would map the internal network
                 log.info("refused to fetch %s: %s resolves to %s, %s", where, host, address, reason)
-                raise self._invalid(f"refusing to fetch {where}: {host} resolves to {reason}")
+                raise PrivateAddress(
+                    f"refusing to fetch {where}: {host} resolves to {reason}", field=self.field
+                )
         return addresses
 
     async def _send(self, url: httpx.URL, addresses: list[IPAddress], where: str) -> bytes | str:
