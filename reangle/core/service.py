@@ -20,7 +20,7 @@ from typing import Any
 
 from reangle.core.assets import AssetService, new_id
 from reangle.core.edit import EditPlan, EditRequest, GenerateRequest, SizeLimits, plan_edit, plan_generation
-from reangle.core.inputs import NUL, UrlCheck, UrlFetcher, refuse_nul, resolve_image
+from reangle.core.inputs import NUL, UrlCheck, UrlFetcher, decode_inline, refuse_nul, resolve_image
 from reangle.core.jobs import (
     Job,
     JobError,
@@ -184,11 +184,13 @@ class JobService:
         uploads its file again, as a new asset of the same bytes), stored with its job; then its hash as sent,
         as jobs stored before were hashed."""
         digests = {}
-        images = request.input.get("images") if isinstance(request.input, dict) else None
-        for ref in images if isinstance(images, list) else ():
-            if isinstance(ref, str) and ref.startswith("asset_"):
+        for ref in _image_refs(request.input):
+            if ref.startswith("asset_"):
                 with contextlib.suppress(NotFound):  # refused later, by the submit itself
                     digests[ref] = "sha256:" + self.assets.get(owner, ref).sha256
+            elif not ref[:8].lower().startswith(("http://", "https://")):
+                with contextlib.suppress(InvalidInput):  # likewise
+                    digests[ref] = "sha256:" + hashlib.sha256(decode_inline(ref, field="images")).hexdigest()
         return _request_hash(request, digests), _request_hash(request, {})
 
     def _same_request(self, stored: tuple[Job, str | None], hashes: Sequence[str | None], key: str) -> Job:
@@ -626,12 +628,26 @@ def model_spec(model_id: str) -> ModelSpec:
     return MODELS[model_id]
 
 
+def _image_refs(data: Any) -> list[str]:
+    """The input images a request names: an edit's `images`, an orbit's `image`."""
+    if not isinstance(data, dict):
+        return []
+    images, image = data.get("images"), data.get("image")
+    refs = images if isinstance(images, list) else [image]
+    return [ref for ref in refs if isinstance(ref, str)]
+
+
 def _request_hash(request: SubmitRequest, image_digests: Mapping[str, str]) -> str:
     """A hash of the request, with each input image `image_digests` names replaced by its digest."""
     data = request.input
     if image_digests:
-        images = [image_digests.get(ref, ref) if isinstance(ref, str) else ref for ref in data["images"]]
-        data = {**data, "images": images}
+        data = dict(data)
+        if isinstance(data.get("images"), list):
+            data["images"] = [
+                image_digests.get(ref, ref) if isinstance(ref, str) else ref for ref in data["images"]
+            ]
+        if isinstance(data.get("image"), str):
+            data["image"] = image_digests.get(data["image"], data["image"])
     fields = [request.model, request.kind.value, data, request.priority]
     if request.limits is not None:  # a request without limits hashes as before they existed
         fields.append([request.limits.run_s, request.limits.total_s])

@@ -16,6 +16,7 @@ from tests.api.conftest import (
     ServerFactory,
     ServerProcess,
     assert_error,
+    data_url,
     edit_input,
     hold_input,
     png,
@@ -88,6 +89,41 @@ def test_a_retry_that_uploads_its_image_again_is_the_same_request(api: httpx.Cli
     assert retry.json()["id"] == job.json()["id"]
     changed = api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(other)}, headers=headers)
     assert_error(changed, 409, "conflict", "retry-with-upload")
+
+
+def test_an_orbits_retry_that_uploads_its_image_again_is_the_same_request(api: httpx.Client) -> None:
+    first, again = upload(api, png(color=(4, 5, 6)))["id"], upload(api, png(color=(4, 5, 6)))["id"]
+    other = upload(api, png(color=(8, 8, 8)))["id"]
+    headers = {"Idempotency-Key": "orbit-retry"}
+
+    def orbit(image: str) -> httpx.Response:
+        body = {"model": CAMERA_EDIT, "kind": "orbit", "input": {"image": image, "azimuths": [0, 90]}}
+        return api.post("/v1/jobs", json=body, headers=headers)
+
+    job, retry = orbit(first), orbit(again)
+    assert job.status_code == 202, job.text
+    assert retry.status_code in (200, 202), retry.text
+    assert retry.json()["id"] == job.json()["id"]
+    assert_error(orbit(other), 409, "conflict", "orbit-retry")
+
+
+def test_a_retry_that_sends_its_image_inline_instead_of_uploaded_is_the_same_request(
+    api: httpx.Client,
+) -> None:
+    data = png(color=(7, 1, 7))
+    uploaded = upload(api, data)["id"]
+    headers = {"Idempotency-Key": "inline-retry"}
+    ids = []
+    for image in (uploaded, data_url(data), base64.b64encode(data).decode()):
+        answer = api.post(
+            "/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(image)}, headers=headers
+        )
+        assert answer.status_code in (200, 202), answer.text
+        ids.append(answer.json()["id"])
+    assert len(set(ids)) == 1
+    other = data_url(png(color=(7, 1, 8)))
+    changed = api.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(other)}, headers=headers)
+    assert_error(changed, 409, "conflict", "inline-retry")
 
 
 def test_over_the_queue_limit_is_429_with_retry_after_and_nothing_accepted_is_lost(
