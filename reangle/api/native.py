@@ -177,10 +177,18 @@ def _json_name(body: dict[str, Any]) -> str | None:
 ASSET_JSON_FORMS = 'send {"data": "<base64 or data URL>"} or {"url": "https://..."}'
 
 
+ASSET_JSON_FIELDS = ("data", "url", "name")
+
+
 def _asset_source(body: dict[str, Any]) -> tuple[Literal["url", "data"], str]:
     """The one image source a JSON upload names: ("url", what an input image may be: an http(s) URL, a data
-    URL or an asset id) or ("data", base64 or a data URL). A null counts as absent; keys other than `name` are
-    ignored."""
+    URL or an asset id) or ("data", base64 or a data URL). A null counts as absent; a key other than those
+    and `name` is refused (a misspelt `name` would be lost without a word)."""
+    unknown = [key for key in body if key not in ASSET_JSON_FIELDS]
+    if unknown:
+        raise InvalidInput(
+            f"body: unknown field {unknown[0]!r}; an upload takes data or url, and name", field=unknown[0]
+        )
     given = {name: body[name] for name in ("url", "data") if body.get(name) is not None}
     if len(given) != 1:
         problem = "give either url or data, not both" if given else ASSET_JSON_FORMS

@@ -251,6 +251,8 @@ def test_a_bad_upload_name_is_refused_naming_it(api: httpx.Client) -> None:
     assert_error(control, 422, "invalid_input", "name has a control character")
     not_text = api.post("/v1/assets", json={"data": data_url(png()), "name": 7})
     assert_error(not_text, 422, "invalid_input", "name must be a text (the file's name), not a number")
+    misspelt = api.post("/v1/assets", json={"data": data_url(png()), "filename": "mine.png"})
+    assert_error(misspelt, 422, "invalid_input", "body: unknown field 'filename'", "and name")
 
 
 def test_unknown_ids_routes_and_methods(shared_server: ServerProcess, api: httpx.Client) -> None:
