@@ -538,7 +538,16 @@ class ModelSpec:
         return self.entry.lora_refs
 
     def input_schema(self, kind: JobKind = JobKind.EDIT) -> dict[str, Any]:
-        return self.inputs[kind].model_json_schema()
+        """The input's JSON Schema, with the entry's limits (checked at submit) as the schema's bounds."""
+        schema = self.inputs[kind].model_json_schema()
+        fields, limits = schema.get("properties", {}), self.entry.limits
+        outputs, images = fields.get("num_outputs"), fields.get("images")
+        if limits.max_outputs is not None and outputs is not None:
+            outputs["maximum"] = limits.max_outputs
+            outputs["description"] = f"1..{limits.max_outputs} (this model's limit)"
+        if limits.max_images is not None and images is not None:
+            images["maxItems"] = min(images.get("maxItems", limits.max_images), limits.max_images)
+        return schema
 
     def validate(self, kind: JobKind, data: Any) -> AnyInput:
         if kind not in self.inputs:

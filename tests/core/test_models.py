@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from reangle.catalog import with_defaults
+from reangle.catalog import Limits, with_defaults
 from reangle.core.camera import CameraPose
 from reangle.core.edit import GENERATION_PRESETS, PRESETS
 from reangle.core.jobs import JobKind
@@ -186,6 +186,17 @@ def templated(model: str, template: str | None) -> ModelSpec:
     """The served model with another prompt template."""
     spec = MODELS[model]
     return replace(spec, entry=replace(spec.entry, prompt_template=template))
+
+
+def test_an_entrys_limits_are_its_input_schemas_bounds():
+    spec = MODELS[INSTRUCTION_EDIT]
+    limited = replace(spec, entry=replace(spec.entry, limits=Limits(max_outputs=2, max_images=1)))
+    properties = limited.input_schema()["properties"]
+    assert properties["num_outputs"]["maximum"] == 2
+    assert properties["num_outputs"]["description"] == "1..2 (this model's limit)"
+    assert properties["images"]["maxItems"] == 1
+    assert "maximum" not in spec.input_schema()["properties"]["num_outputs"]  # no limit: the model's own
+    assert spec.input_schema()["properties"]["images"]["maxItems"] == 3
 
 
 def test_rendered_puts_the_words_in_the_models_template_or_leaves_them():
