@@ -41,7 +41,9 @@ router = APIRouter(responses=error_responses(NativeError))
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-def submission_route(path: str) -> Callable[[Endpoint], Endpoint]:
+def submission_route(
+    path: str, responses: dict[int | str, dict[str, Any]] | None = None
+) -> Callable[[Endpoint], Endpoint]:
     """`POST path` answering 202, its key checked before its body is read (see KeyFirstRoute)."""
 
     def add(endpoint: Endpoint) -> Endpoint:
@@ -52,10 +54,49 @@ def submission_route(path: str) -> Callable[[Endpoint], Endpoint]:
             status_code=202,
             tags=["jobs"],
             route_class_override=KeyFirstRoute,
+            responses=responses,
         )
         return endpoint
 
     return add
+
+
+#: The bodies POST /v1/assets reads itself (it parses them as they arrive, capped).
+ASSET_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "data": {"type": "string", "description": "base64 or a data URL"},
+                        "url": {"type": "string", "description": "an http(s) URL (or a data URL)"},
+                        "name": {"type": "string", "maxLength": 255},
+                    },
+                    "additionalProperties": False,
+                    "description": "data or url, not both",
+                }
+            },
+        },
+    }
+}
+EVENTS_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Server-Sent Events until the job ends", "content": {"text/event-stream": {}}}
+}
+FILE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the asset's bytes", "content": {"image/*": {}}},
+    206: {"description": "the bytes a `Range: bytes=...` header asked for", "content": {"image/*": {}}},
+    302: {"description": "with an object store: a fresh presigned link of the store"},
+    416: {"description": "a range past the end (Content-Range: bytes */size)"},
+}
 
 
 WebhookEvent = Literal["completed", "progress"]
@@ -127,7 +168,7 @@ async def get_job(job_id: str, request: Request) -> dict[str, Any]:
 # assets ----------------------------------------------------------------------------------------------
 
 
-@router.post("/v1/assets", status_code=201, tags=["assets"])
+@router.post("/v1/assets", status_code=201, tags=["assets"], openapi_extra=ASSET_BODY_DOC)
 async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
     """Upload an image: multipart field `file`, or JSON `{"data": base64 or data URL}` or `{"url": ...}`. The
     asset keeps the file's name (multipart), or JSON's `name`."""
@@ -221,7 +262,7 @@ DOWNLOAD_HEADERS = {
 }
 
 
-@router.get("/v1/files/{asset_id}", tags=["assets"], response_class=FileResponse)
+@router.get("/v1/files/{asset_id}", tags=["assets"], response_class=FileResponse, responses=FILE_DOC)
 async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = "") -> Response:
     """The bytes of an asset, by signed link (no auth header needed); with an object store, a redirect to a
     fresh presigned link of the store. `Range: bytes=...` gets those bytes (206)."""
@@ -263,7 +304,7 @@ router.add_api_route("/v1/files/{asset_id}", download_file, methods=["HEAD"], in
 # jobs ------------------------------------------------------------------------------------------------
 
 
-@submission_route("/v1/jobs")
+@submission_route("/v1/jobs", {200: {"description": "with `?wait=N`: the job, ended within N seconds"}})
 async def submit_job(
     submission: JobSubmission,
     request: Request,
@@ -311,7 +352,7 @@ async def cancel_job(job_id: str, caller: CallerDep) -> dict[str, Any]:
     return job_json(caller.app.service.cancel(caller.owner, job_id), caller.links)
 
 
-@router.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse)
+@router.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse, responses=EVENTS_DOC)
 async def job_events(job_id: str, caller: CallerDep) -> StreamingResponse:
     """Server-Sent Events, `status` (the job) and `progress` ({progress, step, steps}), until the job ends.
     429 `too_many_streams` when the key already holds REANGLE_MAX_STREAMS_PER_KEY of them."""

@@ -111,3 +111,15 @@ def test_the_docs_page_loads_swagger_ui_from_this_server_not_a_cdn(shared_server
         assert fetched.status_code == 200, asset
         assert len(fetched.content) > 100, asset
     assert '"/static/swagger-ui/swagger-ui-bundle.js"' in page.text
+
+
+def test_the_bodies_and_answers_routes_read_and_give_themselves_are_documented(tmp_path: Path) -> None:
+    operations = native_operations(tmp_path)
+    upload = operations[("post", "/v1/assets")]["requestBody"]["content"]
+    assert set(upload) == {"multipart/form-data", "application/json"}
+    assert upload["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert set(upload["application/json"]["schema"]["properties"]) == {"data", "url", "name"}
+    assert {"200", "202"} <= set(operations[("post", "/v1/jobs")]["responses"])
+    assert {"200", "206", "416"} <= set(operations[("get", "/v1/files/{asset_id}")]["responses"])
+    events = operations[("get", "/v1/jobs/{job_id}/events")]["responses"]["200"]["content"]
+    assert set(events) == {"text/event-stream"}
