@@ -3,7 +3,7 @@ server's log: a 500's log line and its error's hint carry the same id.
 
 The id is the caller's own `X-Request-Id` when it is a plain token (a proxy in front, such as nginx or Envoy,
 sets one, which ties the proxy's log to ours), else a new one. A route that names its own request id (the
-OpenAI dialect names the job) keeps it.
+OpenAI dialect names the job) keeps it when the caller sent none.
 """
 
 from __future__ import annotations
@@ -32,13 +32,17 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = scope[_SCOPE_KEY] = _given(scope) or f"req_{secrets.token_hex(12)}"
+        given = _given(scope)
+        request_id = scope[_SCOPE_KEY] = given or f"req_{secrets.token_hex(12)}"
         header = (HEADER.encode(), request_id.encode())
 
         async def named(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", [])
-                if not any(name.lower() == header[0] for name, _ in headers):
+                routes_own = [(name, value) for name, value in headers if name.lower() == header[0]]
+                if given is not None:
+                    message["headers"] = [*(item for item in headers if item not in routes_own), header]
+                elif not routes_own:
                     message["headers"] = [*headers, header]
             await send(message)
 

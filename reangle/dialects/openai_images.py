@@ -11,10 +11,11 @@ translations in `openai_schemas` (documented there); this module wires them onto
 Errors: {"error": {"message", "type", "param", "code"}} (see `openai_schemas`); queue full 429 carries
 Retry-After; no result in time 504 server_error, code "timeout" (the job is canceled). Every error except 429
 carries `x-should-retry: false`, so the SDK's automatic retries never run a job twice; `x-request-id` names
-the job. The wait is bounded by MAX_WAIT_S and by the client's own `x-stainless-read-timeout`; a client that
-disconnects gets its job canceled. An `Idempotency-Key` header is honoured as in the native API. Both image
-routes share all of this (`_answer`); they differ only in how they read and translate the request. A body
-that is not JSON (generations) or not a form (edits) is a 400, never a 500.
+the job (unless the caller sent its own X-Request-Id). The wait is bounded by MAX_WAIT_S and by the client's
+own `x-stainless-read-timeout`; a client that disconnects gets its job canceled. An `Idempotency-Key` header
+is honoured as in the native API. Both image routes share all of this (`_answer`); they differ only in how
+they read and translate the request. A body that is not JSON (generations) or not a form (edits) is a 400,
+never a 500.
 """
 
 from __future__ import annotations

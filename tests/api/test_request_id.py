@@ -94,3 +94,14 @@ def test_an_openai_500_names_its_request(
     assert_named_failure(
         answer, answer.json()["error"]["message"], caplog, "POST /openai/v1/images/generations"
     )
+
+
+def test_an_openai_image_answer_names_its_job_unless_the_caller_named_the_request(http: TestClient) -> None:
+    body = {"model": "qwen-image-2512", "prompt": "a lighthouse", "size": "256x256", "response_format": "url"}
+    unnamed = http.post("/openai/v1/images/generations", json=body)
+    assert unnamed.status_code == 200, unnamed.text
+    job_id = unnamed.headers["x-request-id"]
+    assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    named = http.post("/openai/v1/images/generations", json=body, headers={"X-Request-Id": "proxy-7"})
+    assert named.status_code == 200, named.text
+    assert named.headers.get_list("x-request-id") == ["proxy-7"]
