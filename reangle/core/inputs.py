@@ -63,8 +63,15 @@ async def resolve_image(
     return await assets.ingest_async(owner, decode_inline(ref, field=field), field=field, name=name)
 
 
-def decode_inline(ref: str, *, field: str) -> bytes:
-    """Bytes of a `data:` URL (base64 only) or of a raw base64 string."""
+#: What an input image may be, as a refusal of something else says.
+IMAGE_REFS = "an asset id, an http(s) URL, a data URL or base64 image data"
+#: What a field that takes the bytes themselves may be.
+INLINE_IMAGE = "base64 image data or a data URL"
+
+
+def decode_inline(ref: str, *, field: str, expected: str = IMAGE_REFS) -> bytes:
+    """Bytes of a `data:` URL (base64 only) or of a raw base64 string; a refusal says the field takes
+    `expected`."""
     refuse_nul(ref, field)
     payload = ref.strip()
     if payload.startswith("data:"):
@@ -78,6 +85,4 @@ def decode_inline(ref: str, *, field: str) -> bytes:
     try:
         return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput(
-            f"{field}: not an asset id, an http(s) URL, a data URL or base64 image data", field=field
-        ) from None
+        raise InvalidInput(f"{field}: not {expected}", field=field) from None

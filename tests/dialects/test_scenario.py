@@ -131,6 +131,14 @@ def test_an_asset_name_that_is_not_a_text_is_named_so(server: RunningServer) -> 
     assert response.json()["error"] == "name must be a text (the file's name), not a number"
 
 
+def test_an_upload_given_a_url_says_it_takes_the_bytes(client: Scenario) -> None:
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.assets.upload(name="a.png", image="https://example.com/a.png")
+    assert caught.value.body["error"] == (
+        "image: not base64 image data or a data URL (uploads are not fetched from URLs)"
+    )
+
+
 def test_a_long_asset_name_is_a_bad_request(client: Scenario) -> None:
     with pytest.raises(scenario_sdk.BadRequestError) as caught:
         client.assets.upload(name="x" * 256, image=png_base64())
