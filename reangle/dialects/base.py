@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -91,9 +92,11 @@ ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 def add_fallback_routes(router: APIRouter, prefix: str, *, base_url: str) -> None:
     """Routes, added last, that answer every other path and method under `prefix` in the dialect's error
-    shape, naming what was asked: 404 for a path the dialect does not serve (saying the client's `base_url`),
+    shape, naming what was asked: 404 for a path the dialect does not serve (saying the client's `base_url`
+    when the path is not under it),
     405 (with Allow) for a method a path does not take. A client pointed at the wrong base URL then reads
     why, not a bare "Not Found"."""
+    base_path = urlsplit(base_url).path
 
     async def fallback(request: Request) -> Response:
         path = request.url.path
@@ -107,6 +110,8 @@ def add_fallback_routes(router: APIRouter, prefix: str, *, base_url: str) -> Non
             raise MethodNotAllowed(
                 f"method {request.method} is not allowed on {path}; use {', '.join(allowed)}", allow=allowed
             )
+        if path.startswith(base_path + "/"):  # the base URL is right: the route is not one served
+            raise NotFound(f"no route {request.method} {path}: this server does not serve it (see /docs)")
         raise NotFound(f"no route {request.method} {path}; point the client at {base_url}")
 
     for path in (prefix, prefix + "/{path:path}"):

@@ -415,6 +415,19 @@ def test_a_base_url_without_the_version_is_a_not_found_that_says_where_to_point(
     }
 
 
+def test_a_route_scenario_has_and_this_server_does_not_serve_says_so_not_to_move_the_base_url(
+    client: Scenario,
+) -> None:
+    with pytest.raises(scenario_sdk.NotFoundError) as caught:
+        client.uploads.create(
+            file_name="a.png", content_type="image/png", file_size=100, kind="image", parts=1
+        )
+    assert caught.value.body == {
+        "error": "no route POST /scenario/v1/uploads: this server does not serve it (see /docs)",
+        "code": "not_found",
+    }
+
+
 def test_wrong_secret_is_an_authentication_error(make_client: MakeClient) -> None:
     with pytest.raises(scenario_sdk.AuthenticationError) as wrong:
         make_client(api_key="any-label", api_secret="not-a-key").models.retrieve(CAMERA)
