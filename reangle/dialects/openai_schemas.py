@@ -532,9 +532,12 @@ def _model(raw: str | None, data: Mapping[str, Any], prompt: str) -> str:
         return served[name]
     if name != "auto" and not name.lower().startswith(AUTO_MODEL_PREFIXES):
         choices = ", ".join([*_listed(served), "auto"])
+        generators = served_models((TEXT_TO_IMAGE_TASK,))
+        kind = "does not edit images here" if name in MODELS or name in generators else "is unknown"
         raise InvalidInput(
-            f"unknown model {name!r}; choose one of {choices} (or an OpenAI image model)",
+            f"model {name!r} {kind}; choose one of {choices} (or an OpenAI image model)",
             field="model",
+            hint="POST /images/generations takes the text-to-image models" if name in generators else None,
         )
     if any(field in data for field in CAMERA_FIELDS) or parse_camera_text(prompt).pose is not None:
         return CAMERA_EDIT

@@ -179,6 +179,17 @@ def test_bad_input_is_a_bad_request_naming_the_param(
     assert new_jobs.collect() == []
 
 
+def test_a_text_to_image_model_on_the_edit_route_says_which_route_takes_it(
+    server: RunningServer, new_jobs: NewJobs
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(server).images.edit(image=png(), prompt="make it blue", model="qwen-image-2512")
+    assert caught.value.param == "model"
+    assert "model 'qwen-image-2512' does not edit images here; choose one of" in caught.value.message
+    assert "POST /images/generations takes the text-to-image models" in caught.value.message
+    assert new_jobs.collect() == []
+
+
 def test_a_field_given_twice_with_different_values_is_a_bad_request(
     server: RunningServer, new_jobs: NewJobs
 ) -> None:
