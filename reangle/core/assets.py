@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import threading
@@ -103,6 +104,23 @@ class AssetService:
     ) -> AssetRecord:
         return self._record(owner, data, mime_type, width, height, self.result_ttl_s, job_id=job_id)
 
+    async def converted(
+        self, source: AssetRecord, mime_type: str, convert: Callable[[], tuple[bytes, tuple[int, int]]]
+    ) -> AssetRecord:
+        """`source` in another format (`convert` decodes and encodes it), made once: asking again gets the
+        same asset, not one more in its owner's list (its id comes from the source's and the format)."""
+        asset_id = "asset_" + hashlib.sha256(f"{source.id}>{mime_type}".encode()).hexdigest()[:24]
+        found = self._stored(asset_id)
+        if found is None:
+            data, (width, height) = await self.decoding(convert)
+            args = (source.owner, data, mime_type, width, height, self.result_ttl_s)
+            self._record(*args, job_id=source.job_id, asset_id=asset_id)
+            found = self._stored(asset_id)  # this one, or a twin's stored meanwhile
+        if found is None or found.expires_at <= self.clock():  # expired, not yet swept: a new one
+            data, (width, height) = await self.decoding(convert)
+            return self.put_output(source.owner, data, mime_type, width, height, job_id=source.job_id)
+        return found
+
     def _record(
         self,
         owner: str,
@@ -114,13 +132,15 @@ class AssetService:
         *,
         job_id: str | None = None,
         name: str | None = None,
+        asset_id: str | None = None,
     ) -> AssetRecord:
+        """A new asset of `data`; under `asset_id` when given, unless one is stored under it already."""
         now = self.clock()
         # one lock around "file + row" and around the sweep's deletes: identical bytes share one file, and a
         # sweep must not delete it between a new asset reusing it and that asset's row being written
         with self._files_lock:
             record = AssetRecord(
-                id=new_id("asset"),
+                id=asset_id or new_id("asset"),
                 owner=owner,
                 sha256=self.blobs.put(data),
                 mime_type=mime,
@@ -132,7 +152,7 @@ class AssetService:
                 job_id=job_id,
                 name=name,
             )
-            self.store.insert_asset(record)
+            self.store.insert_asset(record, if_absent=asset_id is not None)
         return record
 
     def get(self, owner: str, asset_id: str) -> AssetRecord:

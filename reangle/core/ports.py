@@ -206,7 +206,9 @@ class JobStore(Protocol):
     def delete_finished_before(self, cutoff: float) -> int: ...
 
     # asset records
-    def insert_asset(self, record: AssetRecord) -> None: ...
+    def insert_asset(self, record: AssetRecord, *, if_absent: bool = False) -> None:
+        """Store the record; with `if_absent`, a record already stored under its id is kept instead."""
+
     def get_asset(self, asset_id: str) -> AssetRecord | None: ...
     def get_assets(self, asset_ids: Sequence[str]) -> list[AssetRecord]:
         """The records of those assets that exist, in one read."""

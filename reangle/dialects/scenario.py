@@ -467,12 +467,15 @@ def _producing_job(app: AppState, who: str, record: AssetRecord) -> Job | None:
 async def download_asset(
     asset_id: str, request: Request, app: State, who: Owner, links: LinkMaker
 ) -> dict[str, Any]:
-    """A signed, expiring URL of the file; `targetFormat` png|jpeg|jpg|webp converts into a new asset."""
+    """A signed, expiring URL of the file; `targetFormat` png|jpeg|jpg|webp converts it into a new asset,
+    made once per format."""
     fmt = schemas.target_format((await json_object(request)).get("targetFormat"))
     record = app.service.assets.get(who, asset_id)
     if fmt is not None and MIME_TYPES[fmt] != record.mime_type:
-        data, size = await app.service.assets.decoding(lambda: _reencode(app, record, fmt))
-        record = app.service.assets.put_output(who, data, MIME_TYPES[fmt], *size, job_id=record.job_id)
+        source = record
+        record = await app.service.assets.converted(
+            source, MIME_TYPES[fmt], lambda: _reencode(app, source, fmt)
+        )
     return {"url": links.asset_url(record), "mimeType": record.mime_type}
 
 

@@ -636,10 +636,11 @@ class PostgresStore:
 
     # assets -------------------------------------------------------------------------------------------------
 
-    def insert_asset(self, record: AssetRecord) -> None:
+    def insert_asset(self, record: AssetRecord, *, if_absent: bool = False) -> None:
         with self._transaction() as cur:
             cur.execute(
-                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                + (" ON CONFLICT (id) DO NOTHING" if if_absent else ""),
                 (
                     record.id,
                     record.owner,

@@ -566,10 +566,11 @@ class SqliteStore:
 
     # assets -------------------------------------------------------------------------------------------------
 
-    def insert_asset(self, record: AssetRecord) -> None:
+    def insert_asset(self, record: AssetRecord, *, if_absent: bool = False) -> None:
         with self._lock:
             self._db.execute(
-                f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT {'OR IGNORE ' if if_absent else ''}INTO assets ({ASSET_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.owner,

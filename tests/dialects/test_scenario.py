@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -206,6 +207,18 @@ def test_download_in_another_format(client: Scenario, camera_job: Job) -> None:
     assert link.mime_type == "image/jpeg"
     image = decode(httpx.get(link.url).content)
     assert (image.format, image.size) == ("JPEG", OUTPUT_SIZE)
+
+
+def test_a_format_asked_for_again_is_the_same_asset_not_one_more(client: Scenario, asset_id: str) -> None:
+    listed = {asset.id for asset in client.assets.list()}
+    links = [client.assets.download.request(asset_id, target_format="webp") for _ in range(3)]
+    as_jpeg = client.assets.download.request(asset_id, target_format="jpeg")
+    added = {asset.id for asset in client.assets.list()} - listed
+    assert len(added) == 2  # one per format
+    ids = {urlsplit(link.url).path.rsplit("/", 1)[1] for link in links}
+    assert len(ids) == 1
+    assert added == ids | {urlsplit(as_jpeg.url).path.rsplit("/", 1)[1]}
+    assert decode(httpx.get(links[0].url).content).format == "WEBP"
 
 
 def test_lightning_preset_with_two_outputs(client: Scenario, asset_id: str) -> None:

@@ -229,6 +229,15 @@ def asset(asset_id: str, *, sha256: str, expires_at: float) -> AssetRecord:
     )
 
 
+def test_an_asset_inserted_if_absent_keeps_the_record_already_under_its_id(job_store: JobStore) -> None:
+    first = asset("asset_1", sha256="ab" * 32, expires_at=T0 + 60)
+    job_store.insert_asset(first, if_absent=True)
+    job_store.insert_asset(asset("asset_1", sha256="cd" * 32, expires_at=T0 + 90), if_absent=True)
+    assert job_store.get_asset("asset_1") == first
+    with pytest.raises(Exception):  # noqa: B017,PT011  (each store's own integrity error)
+        job_store.insert_asset(first)
+
+
 def edit_job(job_id: str, images: list[str]) -> Job:
     return replace(new_job(job_id), kind=JobKind.EDIT, input={"images": images, "horizontal_angle": 90})
 
