@@ -53,6 +53,9 @@ log = logging.getLogger("reangle.runner")
 
 T = TypeVar("T")
 RETRY_S = 1.0
+#: How long a job whose inputs cannot be read (the store or the bucket is away) stays with its runner, tried
+#: again every UNAVAILABLE_RETRY_S, before it goes back to the queue.
+HOLD_UNAVAILABLE_S = 60.0
 #: How often the stop flag of a job being prepared is looked at.
 STOP_CHECK_S = 0.1
 
@@ -129,12 +132,14 @@ class LocalRunner:
         timings = {"queue_s": (job.started_at or job.created_at) - job.created_at}
         self.rendering = job
         try:
-            rendered = await self._render_job(job, timings)
+            rendered = await self._render_when_reachable(job, timings)
             await self.wait_finishing()
         except asyncio.CancelledError:  # the server is stopping; the engine thread has already stopped
             self.service.release(job)
             raise
-        except Unavailable as exc:  # not the job's fault: it goes back to the queue, or is run again later
+        except (
+            Unavailable
+        ) as exc:  # not the job's fault: back to the queue, for a runner that reaches the store
             log.warning("job %s: %s; handing it back", job.id, exc)
             with contextlib.suppress(Unavailable):
                 self.service.release(job)
@@ -148,6 +153,21 @@ class LocalRunner:
         self._finishing = asyncio.create_task(
             self._finish(job, rendered, timings, started), name=f"finish {job.id}"
         )
+
+    async def _render_when_reachable(self, job: Job, timings: dict[str, float]) -> list[_Rendered]:
+        """Render `job`, keeping it in hand while the store or the bucket is away (Unavailable) for up to
+        HOLD_UNAVAILABLE_S, trying again every UNAVAILABLE_RETRY_S. Handed back at once, another runner would
+        take it straight away and hand it back too, many times a second: each a status change, an event and a
+        webhook. Past that, Unavailable (only this runner may be cut off)."""
+        held_until = time.monotonic() + HOLD_UNAVAILABLE_S
+        while True:
+            try:
+                return await self._render_job(job, timings)
+            except Unavailable as exc:
+                if time.monotonic() + UNAVAILABLE_RETRY_S > held_until:
+                    raise
+                log.warning("job %s: %s; trying again in %g s", job.id, exc, UNAVAILABLE_RETRY_S)
+                await asyncio.sleep(UNAVAILABLE_RETRY_S)
 
     def job_in_hand(self) -> str | None:
         return self.rendering.id if self.rendering else None

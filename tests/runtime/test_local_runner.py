@@ -325,10 +325,31 @@ def test_outputs_stored_once_are_not_stored_again_while_the_end_is_retried(
     run(scenario())
 
 
-def test_inputs_unavailable_hand_the_job_back_and_it_runs_once_they_are_back(
+def test_inputs_unavailable_keep_the_job_in_hand_and_it_runs_once_they_are_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "UNAVAILABLE_RETRY_S", 0.01)
+
+    async def scenario() -> None:
+        job = await rig.submit(seed=1)
+        rig.assets.unavailable_loads = 2
+        async with rig.runner():
+            done = await ended(rig, job)
+
+        assert (done.status, done.attempt) == (JobStatus.SUCCEEDED, 1)  # neither failed nor retried
+        statuses = [change.status for change in done.history]
+        assert statuses == [JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.SUCCEEDED]  # not handed back
+        assert rig.assets.unavailable_loads == 0
+
+    run(scenario())
+
+
+def test_inputs_unavailable_past_the_hold_hand_the_job_back_and_it_runs_once_they_are_back(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(local, "RETRY_S", 0.01)
+    monkeypatch.setattr(local, "UNAVAILABLE_RETRY_S", 0.01)
+    monkeypatch.setattr(local, "HOLD_UNAVAILABLE_S", 0.0)
 
     async def scenario() -> None:
         job = await rig.submit(seed=1)
