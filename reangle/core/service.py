@@ -162,6 +162,7 @@ class JobService:
         `limits`)."""
         if not 1 <= len(inputs) <= MAX_BATCH:
             raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} items, got {len(inputs)}", field="items")
+        self._check_batch_fits(len(inputs))
         model_spec(model)
         self._check_queue_room(len(inputs))
         batch_id = new_id("batch")
@@ -206,6 +207,23 @@ class JobService:
         return self.store.insert_jobs(
             new_jobs, max_queued=self.limits.max_queue, max_queued_per_owner=self.limits.max_queue_per_key
         )
+
+    def _check_batch_fits(self, count: int) -> None:
+        """A batch larger than the queue may ever hold is refused as such: a 429 would ask for retries that
+        can never succeed."""
+        limits = [(self.limits.max_queue, "the queue holds", "REANGLE_MAX_QUEUE")]
+        if self.limits.max_queue_per_key is not None:
+            limits.append(
+                (self.limits.max_queue_per_key, "one API key may have", "REANGLE_MAX_QUEUE_PER_KEY")
+            )
+        for limit, holder, setting in limits:
+            if count > limit:
+                raise InvalidInput(
+                    f"a batch of {count} items cannot be queued: {holder} at most {limit} queued jobs "
+                    f"({setting})",
+                    field="items",
+                    hint=f"send it as batches of at most {limit} items",
+                )
 
     def _check_queue_room(self, count: int) -> None:
         queued = self.queue_depth()

@@ -103,6 +103,31 @@ def test_the_queue_full_message_counts_jobs_in_good_english(
     assert full.value.message == f"{held} its limit is {max_queue}"
 
 
+@pytest.mark.parametrize(
+    ("limits", "words"),
+    [
+        (ServiceLimits(max_queue=2), "the queue holds at most 2 queued jobs (REANGLE_MAX_QUEUE)"),
+        (
+            ServiceLimits(max_queue=10, max_queue_per_key=2),
+            "one API key may have at most 2 queued jobs (REANGLE_MAX_QUEUE_PER_KEY)",
+        ),
+    ],
+    ids=["queue", "per-key"],
+)
+def test_a_batch_larger_than_the_queue_may_ever_hold_is_invalid_not_a_queue_full_to_retry(
+    tmp_path: Path, store: SqliteStore, limits: ServiceLimits, words: str
+) -> None:
+    service = job_service(store, tmp_path, limits)
+    items = [camera_input(service) for _ in range(3)]
+    with pytest.raises(InvalidInput) as refused:
+        asyncio.run(service.submit_batch(OWNER, CAMERA_EDIT, items))
+    assert refused.value.message == f"a batch of 3 items cannot be queued: {words}"
+    assert refused.value.hint == "send it as batches of at most 2 items"
+    assert store.list_jobs(OWNER, status=None, limit=10, before_seq=None) == ([], None)
+    _, jobs = asyncio.run(service.submit_batch(OWNER, CAMERA_EDIT, items[:2]))  # one that fits is queued
+    assert len(jobs) == 2
+
+
 # Wan 2.7 in the native API ---------------------------------------------------------------------------------
 
 
