@@ -29,9 +29,12 @@ ErrorRenderer = Callable[[Request, ReangleError, int], Response]
 
 def log_server_error(logger: logging.Logger, request: Request, exc: ReangleError, status: int) -> None:
     """A 5xx a dialect answers, logged: an ERROR, but INFO for a job canceled because the server is stopping
-    (expected, and its client is told to send the request again)."""
-    if isinstance(exc, Unavailable) and exc.message == STOPPING:
-        logger.info("%s %s: %s", request.method, request.url.path, exc.message)
+    (expected, and its client is told to send the request again), and nothing for another 503 `unavailable`
+    (the database or the store is away: the access log has each answer, and the outage is logged where it
+    is seen, once, as the native API leaves it)."""
+    if isinstance(exc, Unavailable):
+        if exc.message == STOPPING:
+            logger.info("%s %s: %s", request.method, request.url.path, exc.message)
     elif status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
 
