@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle import __version__
 from reangle.api.body_limit import UPLOAD_OVERHEAD_BYTES, BodyLimit
+from reangle.api.client_waits import ClientWaits
 from reangle.api.docs_page import install_docs_page
 from reangle.api.errors import Failures, install_error_handlers
 from reangle.api.native import router as native_router
@@ -55,6 +56,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     if settings.auth == "off":  # outside the body limit: it refuses before any body is read
         public_host = urlsplit(settings.public_base_url).hostname if settings.public_base_url else None
         app.add_middleware(NoAuthGuard, public_host=public_host)
+    app.add_middleware(ClientWaits)
     app.add_middleware(RequestIds)  # the outermost: every answer of the app names its request
     install_error_handlers(app)
     install_docs_page(app)

@@ -9,15 +9,16 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from PIL import Image
 
 from reangle.core.images import decode_image
-from reangle.core.ports import AssetRecord, BlobStore, JobStore
-from reangle.errors import AssetGone, InvalidInput, NotFound, TooLarge
+from reangle.core.ports import AssetRecord, BlobStore, JobStore, client_waiting
+from reangle.errors import AssetGone, InvalidInput, NotFound, TooLarge, Unavailable
 
 T = TypeVar("T")
 
@@ -28,6 +29,8 @@ ORPHAN_GRACE_S = 3600.0
 #: Files each sweep looks at for orphans: a page of the store's listing (one S3 request), so that no sweep
 #: lists a whole large bucket; the walk goes on where the last sweep stopped, and starts over at the end.
 ORPHAN_PAGE = 1000
+#: How long a waiting client's new asset waits for the files lock before it is refused (503, retry).
+CLIENT_FILES_WAIT_S = 1.0
 #: The longest file name an upload may give (a file name's usual limit).
 MAX_NAME_CHARS = 255
 
@@ -138,7 +141,7 @@ class AssetService:
         now = self.clock()
         # one lock around "file + row" and around the sweep's deletes: identical bytes share one file, and a
         # sweep must not delete it between a new asset reusing it and that asset's row being written
-        with self._files_lock:
+        with self._files_locked():
             record = AssetRecord(
                 id=asset_id or new_id("asset"),
                 owner=owner,
@@ -154,6 +157,17 @@ class AssetService:
             )
             self.store.insert_asset(record, if_absent=asset_id is not None)
         return record
+
+    @contextmanager
+    def _files_locked(self) -> Iterator[None]:
+        """The files lock; a waiting client waits for it CLIENT_FILES_WAIT_S at most, then Unavailable (a
+        retention sweep holds it while its store call waits out another process's database lock)."""
+        if not self._files_lock.acquire(timeout=CLIENT_FILES_WAIT_S if client_waiting.get() else -1):
+            raise Unavailable("the asset store is busy: a retention sweep is under way")
+        try:
+            yield
+        finally:
+            self._files_lock.release()
 
     def get(self, owner: str, asset_id: str) -> AssetRecord:
         """The asset if it exists, has not expired and belongs to `owner`; otherwise NotFound."""

@@ -10,11 +10,17 @@ import asyncio
 import threading
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from reangle.core.jobs import Job, JobError, JobEvent, JobStatus, OutputAsset
+
+#: True while a client waits for the answer (set for each HTTP request: reangle.api.client_waits), in the
+#: worker threads its work runs in too (they copy the context): a store then gives up waiting for a lock
+#: another process holds as soon as on the event loop (an upload decodes and stores its image in a thread).
+client_waiting: ContextVar[bool] = ContextVar("reangle_client_waiting", default=False)
 
 
 @dataclass(frozen=True, kw_only=True)

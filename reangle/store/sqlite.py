@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
-from reangle.core.ports import ApiKeyRecord, AssetKey, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
+from reangle.core.ports import (
+    ApiKeyRecord,
+    AssetKey,
+    AssetRecord,
+    NewJob,
+    WebhookDelivery,
+    WorkerStatus,
+    client_waiting,
+)
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import Unavailable
 from reangle.store.data_lock import check_writable
@@ -66,7 +74,7 @@ UNKEPT_OUTPUTS = (
 #: keys`) before the call answers Unavailable; and how long a call waits for this process's other calls.
 BUSY_TIMEOUT_S = 5.0
 #: The same wait for a call made on the event loop (request handlers, the runner's bookkeeping, heartbeats):
-#: while it waits, the server answers nothing else.
+#: while it waits, the server answers nothing else; and for one made for a client waiting for the answer.
 LOOP_BUSY_TIMEOUT_S = 1.0
 
 #: SQLite's result codes for states that pass (another process's lock, a full disk, a failing disk, a file
@@ -133,7 +141,8 @@ class _ConnectionLock:
     """The store's one connection, used by one thread at a time. A wait for it is bounded too: while another
     process holds the file's lock, this process's other calls take turns waiting on it, and a request queued
     behind them would wait as long as that lock. The wait for the file's lock is set for each caller: shorter
-    on the event loop (LOOP_BUSY_TIMEOUT_S), which answers nothing else meanwhile."""
+    on the event loop (LOOP_BUSY_TIMEOUT_S), which answers nothing else meanwhile, and for a waiting client
+    (client_waiting)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._lock = threading.RLock()
@@ -141,8 +150,8 @@ class _ConnectionLock:
         self._busy_timeout_s: float | None = None
 
     def __enter__(self) -> None:
-        on_loop = asyncio_events._get_running_loop() is not None
-        wanted = min(LOOP_BUSY_TIMEOUT_S, BUSY_TIMEOUT_S) if on_loop else BUSY_TIMEOUT_S
+        briefly = asyncio_events._get_running_loop() is not None or client_waiting.get()
+        wanted = min(LOOP_BUSY_TIMEOUT_S, BUSY_TIMEOUT_S) if briefly else BUSY_TIMEOUT_S
         if not self._lock.acquire(timeout=wanted):
             raise Unavailable(f"the job database is busy: nothing could use it for {wanted:g} s")
         if wanted != self._busy_timeout_s:

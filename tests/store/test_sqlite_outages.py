@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reangle.core.ports import NewJob
+from reangle.core.ports import NewJob, client_waiting
 from reangle.errors import Unavailable
 from reangle.store import sqlite as sqlite_store
 from reangle.store.sqlite import SqliteStore
@@ -94,6 +94,32 @@ def test_on_the_event_loop_a_call_waits_for_the_lock_only_briefly(
         other.close()
     store.insert_jobs([NewJob(job=new_job("job_1"))])  # off the loop, and nothing holds the lock now
     assert store.get_job("job_1") is not None
+
+
+def test_for_a_waiting_client_a_call_in_a_worker_thread_waits_for_the_lock_only_briefly(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an upload stores its image from a worker thread: the thread copies the request's context."""
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 30.0)
+    monkeypatch.setattr(sqlite_store, "LOOP_BUSY_TIMEOUT_S", 0.2)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    def insert() -> float:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="database is locked"):
+            store.insert_jobs([NewJob(job=new_job("job_1"))])
+        return time.monotonic() - started
+
+    async def insert_for_a_client() -> float:
+        client_waiting.set(True)
+        return await asyncio.to_thread(insert)
+
+    try:
+        assert asyncio.run(insert_for_a_client()) < 10
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def test_a_full_database_is_unavailable_and_the_failed_write_leaves_nothing_behind(
