@@ -209,7 +209,10 @@ class JobStore(Protocol):
         deliveries as any failure's); None when the job is not queued (any more)."""
         ...
 
-    def delete_finished_before(self, cutoff: float) -> int: ...
+    def delete_finished_before(self, cutoff: float) -> int:
+        """Delete the jobs that ended before `cutoff`, and end their outputs' lives at `cutoff` at the latest
+        (for the assets sweep: a retention shortened since they were made); returns how many jobs."""
+        ...
 
     # asset records
     def insert_asset(self, record: AssetRecord, *, if_absent: bool = False) -> None:

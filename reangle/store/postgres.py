@@ -617,6 +617,12 @@ class PostgresStore:
 
     def delete_finished_before(self, cutoff: float) -> int:
         with self._transaction(answer_wait_s=SWEEP_ANSWER_WAIT_S) as cur:
+            cur.execute(
+                "UPDATE assets SET expires_at = LEAST(expires_at, %s) WHERE id IN (SELECT "
+                "kept ->> 'asset_id' FROM jobs, json_array_elements(jobs.outputs::json) AS kept "
+                "WHERE finished_at IS NOT NULL AND finished_at < %s)",
+                (cutoff, cutoff),
+            )
             cur.execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s", (cutoff,))
             deleted = cur.rowcount
             cur.execute(

@@ -544,6 +544,12 @@ class SqliteStore:
 
     def delete_finished_before(self, cutoff: float) -> int:
         with self._transaction() as db:
+            db.execute(
+                "UPDATE assets SET expires_at = MIN(expires_at, ?) WHERE id IN (SELECT "
+                "json_extract(kept.value, '$.asset_id') FROM jobs, json_each(jobs.outputs) AS kept "
+                "WHERE finished_at IS NOT NULL AND finished_at < ?)",
+                (cutoff, cutoff),
+            )
             cursor = db.execute(
                 "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
             )

@@ -658,6 +658,19 @@ def test_finished_jobs_are_deleted_after_their_retention(job_store: JobStore) ->
     assert job_store.get_job("job_waiting") is not None
 
 
+def test_a_deleted_jobs_outputs_expire_with_it_under_a_retention_shortened_since(job_store: JobStore) -> None:
+    job_store.insert_asset(asset("asset_out", sha256="ab" * 32, expires_at=T0 + 86400))
+    job_store.insert_asset(asset("asset_other", sha256="cd" * 32, expires_at=T0 + 86400))
+    job_store.insert_jobs([NewJob(job=new_job("job_1"))])
+    assert job_store.claim_next(T0 + 1) is not None
+    output = OutputAsset(asset_id="asset_out", role="view", width=8, height=8, mime_type="image/png")
+    job_store.finish("job_1", 1, JobStatus.SUCCEEDED, T0 + 2, outputs=(output,))
+    assert job_store.delete_finished_before(T0 + 40) == 1  # as a sweep under a TTL shortened to 40 s
+    assert getattr(job_store.get_asset("asset_out"), "expires_at", None) == T0 + 40
+    assert getattr(job_store.get_asset("asset_other"), "expires_at", None) == T0 + 86400
+    assert job_store.delete_expired_assets(T0 + 41) == {"ab" * 32}
+
+
 # API keys and shared secrets -------------------------------------------------------------------------------
 
 
