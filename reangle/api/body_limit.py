@@ -1,5 +1,5 @@
 """A cap on request bodies, declared or streamed (chunked), so no request can fill the server's memory, and
-a deadline for each piece of a body, so no stalled upload holds a connection."""
+a deadline for each piece of a body, so no stalled upload holds a connection (nor a stopping server)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reangle.errors import RequestTimeout, TooLarge
+from reangle.errors import RequestTimeout, TooLarge, Unavailable
 
 #: Room in an upload's body for the form or JSON around its images (boundaries, headers, text fields).
 UPLOAD_OVERHEAD_BYTES = 1024 * 1024
+#: The key of the asyncio.Event, in a request's `scope["state"]`, that the server sets when it starts to stop
+#: (StoppingServer puts it in the lifespan state, which uvicorn copies into every request's).
+STOPPING_EVENT = "reangle.stopping"
+#: What a request whose body was still arriving when the server started to stop is answered (503).
+STOPPED_BODY = "the server is stopping and the request body had not all arrived: send the request again"
 
 
 class BodyLimit:
     """Raises TooLarge from `receive` once a body passes its cap (or declares a larger Content-Length), and
-    RequestTimeout when no part of an unfinished body arrives for `body_timeout_s`: the route's own error
-    handling then answers 413 or 408 in its dialect's shape, and nothing more is read.
+    RequestTimeout when no part of an unfinished body arrives for `body_timeout_s`, and Unavailable when the
+    server starts to stop before the body has arrived (the stop would otherwise wait for it): the route's own
+    error handling then answers 413, 408 or 503 in its dialect's shape, and nothing more is read.
 
     The cap is `max_bytes`, or on an upload route (a path in `upload_limits`) that path's limit: an upload's
     cap then holds while the body streams in, not after the whole body has been read or spooled."""
@@ -39,6 +45,7 @@ class BodyLimit:
         limit, what = self._limit(scope)
         declared = _declared_length(scope)
         has_body = bool(declared) or b"chunked" in _header(scope, b"transfer-encoding").lower()
+        stopping: asyncio.Event | None = scope.get("state", {}).get(STOPPING_EVENT)
         received = 0
         body_done = False
 
@@ -49,15 +56,10 @@ class BodyLimit:
                     f"{what} declares {declared:,} bytes, more than the limit of {limit:,} bytes",
                     field="body",
                 )
-            if body_done or self.body_timeout_s is None:  # after the body: waiting for a disconnect (SSE)
+            if body_done:  # after the body: waiting for a disconnect (SSE)
                 message = await receive()
             else:
-                try:
-                    message = await asyncio.wait_for(receive(), self.body_timeout_s)
-                except TimeoutError:
-                    raise RequestTimeout(
-                        f"the request body stalled: nothing arrived for {self.body_timeout_s:g} s"
-                    ) from None
+                message = await _body_piece(receive, self.body_timeout_s, stopping)
             if message["type"] == "http.request":
                 body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
@@ -79,6 +81,23 @@ class BodyLimit:
         if upload_limit is not None and upload_limit < self.max_bytes:  # the request cap still holds
             return upload_limit, "the upload"
         return self.max_bytes, "the request body"
+
+
+async def _body_piece(receive: Receive, timeout_s: float | None, stopping: asyncio.Event | None) -> Message:
+    """The next message of a body still arriving; RequestTimeout when none comes within `timeout_s`, and
+    Unavailable once `stopping` is set. A piece that has already arrived is still taken first."""
+    piece = asyncio.ensure_future(receive())
+    waits = {piece} if stopping is None else {piece, asyncio.ensure_future(stopping.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+    if piece.done():
+        return piece.result()
+    if stopping is not None and stopping.is_set():
+        raise Unavailable(STOPPED_BODY)
+    raise RequestTimeout(f"the request body stalled: nothing arrived for {timeout_s:g} s")
 
 
 def _header(scope: Scope, name: bytes) -> bytes:
