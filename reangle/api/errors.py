@@ -183,8 +183,17 @@ def validation_message(error: Mapping[str, Any], content_type: str) -> str:
             return "body: the request body is empty; send a JSON object"
         return "body: the request body must be a JSON object"
     where = ".".join(str(part) for part in loc if part != "body")
-    message = "field required" if error["type"] == "missing" else error["msg"]
+    message = complaint(error)
     return f"{where}: {message}" if where else message
+
+
+def complaint(error: Mapping[str, Any]) -> str:
+    """What pydantic found wrong with a field, in the words a job's input uses for the same faults."""
+    if error["type"] == "missing":
+        return "field required"
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    return str(error["msg"])
 
 
 def install_error_handlers(app: FastAPI) -> None:

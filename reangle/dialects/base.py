@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import ClientDisconnect
 
-from reangle.api.errors import body_refusal, client_gone, database_refusal, status_for
+from reangle.api.errors import body_refusal, client_gone, complaint, database_refusal, status_for
 from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.service import STOPPING
 from reangle.errors import InternalError, InvalidInput, MethodNotAllowed, NotFound, ReangleError, Unavailable
@@ -45,7 +45,7 @@ def validation_error(exc: RequestValidationError) -> InvalidInput:
     where = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path", "header"))
     if first["type"] == "json_invalid":
         return InvalidInput("the request body is not valid JSON", field="body")
-    message = "field required" if first["type"] == "missing" else first["msg"]
+    message = complaint(first)
     return InvalidInput(f"{where}: {message}" if where else message, field=where or None)
 
 

@@ -147,6 +147,12 @@ def test_out_of_range_and_unknown_fields(
     assert_error(post_job(api, input), 422, "invalid_input", *words)
 
 
+def test_an_unknown_field_beside_the_input_is_named_as_one_inside_it(api: httpx.Client) -> None:
+    body = {"model": "qwen-edit-multiangle-2511", "input": edit_input(upload(api)["id"]), "priorty": 3}
+    error = assert_error(api.post("/v1/jobs", json=body), 422, "invalid_input")
+    assert error["message"] == "priorty: unknown field"
+
+
 def test_bad_image_references(shared_server: ServerProcess, api: httpx.Client) -> None:
     asset = upload(api)["id"]
     cases = [
