@@ -31,7 +31,7 @@ from reangle.core.jobs import JobEvent, JobKind, JobStatus, TimeLimits
 from reangle.core.json_values import json_kind
 from reangle.core.models import MODELS
 from reangle.core.service import SubmitRequest, model_spec
-from reangle.errors import AssetGone, InvalidInput, NotFound
+from reangle.errors import AssetGone, Forbidden, InvalidInput, NotFound
 from reangle.runtime.heartbeat import LISTED_FOR_S
 
 MAX_WAIT_S = 300
@@ -267,6 +267,11 @@ async def download_file(asset_id: str, app: State, expires: int = 0, sig: str = 
     """The bytes of an asset, by signed link (no auth header needed); with an object store, a redirect to a
     fresh presigned link of the store. `Range: bytes=...` gets those bytes (206)."""
     now = time.time()
+    if not sig:
+        raise Forbidden(
+            "this link is not signed: a download link carries expires= and sig=",
+            hint="use an asset's url as the API gives it",
+        )
     app.signer.verify(asset_id, expires, sig, now)
     found = app.service.assets.file_for(asset_id)
     if found is not None:
