@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from reangle.core.service import JobService
 
 _SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
+METRICS_PATH = "/metrics"
 
 
 class _StoreCollector(Collector):
@@ -98,11 +100,48 @@ class Metrics:
         return generate_latest(self.registry)
 
     def serve(self, listener: socket.socket) -> WSGIServer:
-        """Serve these metrics on `listener`, a bound socket, from a thread of its own until `shutdown()`."""
+        """Serve these metrics at /metrics on `listener`, a bound socket, from a thread of its own until
+        `shutdown()`. Any other path answers 404: prometheus_client's app alone answers every path with the
+        metrics, and a health check sent to /healthz there would always find the worker healthy."""
         server = _ListenerServer(listener)
-        server.set_app(make_wsgi_app(self.registry))
+        server.set_app(_at_metrics_path(make_wsgi_app(self.registry)))
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         return server
+
+
+def _at_metrics_path(metrics_app: WSGIApplication) -> WSGIApplication:
+    """`metrics_app` for GET and HEAD of METRICS_PATH alone."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != METRICS_PATH:
+            return _plain(start_response, "404 Not Found", f"not found: this port serves {METRICS_PATH} only")
+        method = environ["REQUEST_METHOD"]
+        if method == "GET":
+            return metrics_app(environ, start_response)
+        if method != "HEAD":
+            allow = ("Allow", "GET, HEAD")
+            return _plain(start_response, "405 Method Not Allowed", "use GET or HEAD", allow)
+        # prometheus_client refuses HEAD (405): it gets GET's status and headers, without the body
+        answer: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def keep(
+            status: str, headers: list[tuple[str, str]], exc_info: object = None
+        ) -> Callable[[bytes], None]:
+            answer.append((status, headers))
+            return lambda data: None
+
+        body = b"".join(metrics_app({**environ, "REQUEST_METHOD": "GET"}, keep))
+        [(status, headers)] = answer
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return []
+
+    return app
+
+
+def _plain(start_response: StartResponse, status: str, text: str, *headers: tuple[str, str]) -> list[bytes]:
+    body = f"{text}\n".encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+    return [body]
 
 
 class _QuietHandler(WSGIRequestHandler):

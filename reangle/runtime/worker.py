@@ -28,13 +28,16 @@ from typing import Any
 import procrastinate
 import procrastinate.exceptions
 import procrastinate.jobs
+import procrastinate.manager
 import psycopg
+import psycopg.errors
 from procrastinate import JobContext
 
 from reangle.core.jobs import Job
 from reangle.core.models import MODELS
 from reangle.core.service import JobService
 from reangle.engine.base import Engine
+from reangle.errors import Unavailable
 from reangle.runtime.heartbeat import HEARTBEAT_S, Heartbeat, JobStops, runnable_models
 from reangle.runtime.local import LocalRunner
 from reangle.runtime.pg_bus import with_connection_options
@@ -67,6 +70,10 @@ RESTART_S = (0.5, 1.0, 2.0, 5.0)
 SLOW_CHECK_S = 2.0
 #: How long a restart of the worker waits for its watchers (the stalled and orphaned job checks) to stop.
 WATCHERS_STOP_S = 5.0
+#: How Procrastinate (3.10, procrastinate_finish_job_v1) refuses to end a run that is no longer in hand.
+RUN_GONE = 'Job was not found or not in "doing" or "todo" status'
+#: The link of a run to its Procrastinate worker: a fetch by a worker whose registration is gone breaks it.
+WORKER_LINK = "procrastinate_jobs_worker_id_fkey"
 
 
 def sweep_cron(interval_s: float) -> str:
@@ -186,7 +193,7 @@ class WorkerRuntime:
                 log.warning("the job queue stopped by itself; starting it again")
             except (psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
                 wait = RESTART_S[min(failures, len(RESTART_S) - 1)]
-                log.warning("worker stopped (%s: %s); starting again in %g s", type(exc).__name__, exc, wait)
+                log.warning("worker stopped (%s); starting again in %g s", _stop_reason(exc), wait)
                 failures += 1
                 await asyncio.sleep(wait)
             finally:  # Procrastinate also stops by itself when its listener loses the database
@@ -341,7 +348,11 @@ class WorkerRuntime:
         return self._run_task is not None and self._run_task.cancelling() > 0
 
     def sweep(self) -> None:
-        jobs, files = self.service.sweep()
+        try:
+            jobs, files = self.service.sweep()
+        except Unavailable as exc:  # the database or the bucket is away: not a failure of the task
+            log.warning("retention sweep skipped: %s; it runs again next period", exc)
+            return
         if jobs or files:
             log.info("retention sweep: deleted %d jobs and %d files", jobs, files)
 
@@ -352,6 +363,7 @@ def build_app(conninfo: str, sweep_schedule: str) -> procrastinate.App:
     # any query in flight, for many minutes before it takes jobs again.
     connector = procrastinate.PsycopgConnector(conninfo=with_connection_options(conninfo))
     app = procrastinate.App(connector=connector)
+    app.job_manager = _JobManager(connector)
 
     @app.task(name=RUN_JOB_TASK, pass_context=True)
     async def run_job(context: JobContext, job_id: str) -> None:
@@ -363,6 +375,43 @@ def build_app(conninfo: str, sweep_schedule: str) -> procrastinate.App:
         await asyncio.to_thread(_worker(context).sweep)
 
     return app
+
+
+class _JobManager(procrastinate.manager.JobManager):
+    """Procrastinate's, but the end of a run that another worker took over while this one was silent (its
+    heartbeat stopped: its database connection frozen, say) is one WARNING line. Procrastinate would raise it
+    from a task nobody awaits: an ERROR with a traceback, at the time that task is collected."""
+
+    async def finish_job(
+        self, job: procrastinate.jobs.Job, status: procrastinate.jobs.Status, delete_job: bool
+    ) -> None:
+        try:
+            await super().finish_job(job, status, delete_job)
+        except procrastinate.exceptions.ConnectorException as exc:
+            if not _run_gone(exc):
+                raise
+            log.warning(
+                "job %s: another worker took it over while this one was silent; nothing this attempt wrote "
+                "after that landed",
+                job.task_kwargs.get("job_id", job.call_string),
+            )
+
+
+def _run_gone(exc: procrastinate.exceptions.ConnectorException) -> bool:
+    refusal = exc.__cause__
+    return isinstance(refusal, psycopg.errors.RaiseException) and (
+        refusal.diag.message_primary or ""
+    ).startswith(RUN_GONE)
+
+
+def _stop_reason(exc: Exception) -> str:
+    """Why the Procrastinate worker stopped, on one line: for a database error the database's words, where
+    Procrastinate's are only "Database error."."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
+    if isinstance(cause, psycopg.errors.ForeignKeyViolation) and cause.diag.constraint_name == WORKER_LINK:
+        return "its registration was dropped while it was silent: it registers again"
+    words = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {' '.join(words[0].split())}" if words else type(cause).__name__
 
 
 async def watch(

@@ -1,9 +1,12 @@
-"""A worker's own metrics: the jobs it ends, counted and timed, served over HTTP on a socket bound before the
-engine loads (a port in use stops the start in one line); the store's gauges stay with the API replicas."""
+"""A worker's own metrics: the jobs it ends, counted and timed, served over HTTP at /metrics (any other path
+is 404) on a socket bound before the engine loads (a port in use stops the start in one line); the store's
+gauges stay with the API replicas."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -78,3 +81,42 @@ def test_a_metrics_port_in_use_stops_the_worker_before_its_engine_loads(
         f"reangle: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert no_engine == []
+
+
+@contextmanager
+def metrics_port(metrics: Metrics) -> Iterator[httpx.Client]:
+    """`metrics` served on a free port, and a client of it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = metrics.serve(listener)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=10) as client:
+            yield client
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_workers_metrics_port_serves_the_metrics_at_metrics_and_nothing_elsewhere() -> None:
+    service: Any = SimpleNamespace(finished_hooks=[])
+    with metrics_port(Metrics(cast(JobService, service), store_gauges=False)) as client:
+        scraped = client.get("/metrics")
+        head = client.head("/metrics")
+        # a health check pointed at the worker's port must not find it healthy there
+        elsewhere = {path: client.get(path) for path in ("/healthz", "/", "/metrics/", "/favicon.ico")}
+        head_elsewhere = client.head("/healthz")
+        posted = client.post("/metrics")
+    for path, answer in elsewhere.items():
+        assert answer.status_code == 404, path
+        assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+        assert answer.text == "not found: this port serves /metrics only\n"
+    assert head_elsewhere.status_code == 404
+    assert scraped.status_code == 200
+    assert "reangle_jobs_finished_total" in scraped.text
+    assert head.status_code == 200
+    assert head.content == b""
+    for header in ("content-type", "content-encoding", "content-length"):  # as GET's (gzipped, for httpx)
+        assert head.headers.get(header) == scraped.headers.get(header), header
+    assert int(head.headers["content-length"]) > 0
+    assert posted.status_code == 405
+    assert posted.headers["allow"] == "GET, HEAD"
