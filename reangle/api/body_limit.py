@@ -15,15 +15,20 @@ UPLOAD_OVERHEAD_BYTES = 1024 * 1024
 #: The key of the asyncio.Event, in a request's `scope["state"]`, that the server sets when it starts to stop
 #: (StoppingServer puts it in the lifespan state, which uvicorn copies into every request's).
 STOPPING_EVENT = "reangle.stopping"
+#: The most JSON values a JSON body may hold, counted as it arrives by its commas and opening brackets (in
+#: strings too): the largest batch holds a few thousand; tens of millions of `{}` fit under the size cap, and
+#: parsing them took gigabytes and held the event loop for seconds.
+MAX_JSON_VALUES = 100_000
 #: What a request whose body was still arriving when the server started to stop is answered (503).
 STOPPED_BODY = "the server is stopping and the request body had not all arrived: send the request again"
 
 
 class BodyLimit:
-    """Raises TooLarge from `receive` once a body passes its cap (or declares a larger Content-Length), and
-    RequestTimeout when no part of an unfinished body arrives for `body_timeout_s`, and Unavailable when the
-    server starts to stop before the body has arrived (the stop would otherwise wait for it): the route's own
-    error handling then answers 413, 408 or 503 in its dialect's shape, and nothing more is read.
+    """Raises TooLarge from `receive` once a body passes its cap (or declares a larger Content-Length, or one
+    that may be JSON holds more than MAX_JSON_VALUES values), and RequestTimeout when no part of an unfinished
+    body arrives for `body_timeout_s`, and Unavailable when the server starts to stop before the body has
+    arrived (the stop would otherwise wait for it): the route's own error handling then answers 413, 408 or
+    503 in its dialect's shape, and nothing more is read.
 
     The cap is `max_bytes`, or on an upload route (a path in `upload_limits`) that path's limit: an upload's
     cap then holds while the body streams in, not after the whole body has been read or spooled."""
@@ -46,11 +51,12 @@ class BodyLimit:
         declared = _declared_length(scope)
         has_body = bool(declared) or b"chunked" in _header(scope, b"transfer-encoding").lower()
         stopping: asyncio.Event | None = scope.get("state", {}).get(STOPPING_EVENT)
-        received = 0
+        counts_values = _may_be_json(_header(scope, b"content-type"))
+        received = values = 0
         body_done = False
 
         async def limited() -> Message:
-            nonlocal received, body_done
+            nonlocal received, values, body_done
             if declared is not None and declared > limit:
                 raise TooLarge(
                     f"{what} declares {declared:,} bytes, more than the limit of {limit:,} bytes",
@@ -62,9 +68,15 @@ class BodyLimit:
                 message = await _body_piece(receive, self.body_timeout_s, stopping)
             if message["type"] == "http.request":
                 body_done = not message.get("more_body", False)
-                received += len(message.get("body", b""))
+                piece = message.get("body", b"")
+                received += len(piece)
                 if received > limit:
                     raise TooLarge(f"{what} is larger than the limit of {limit:,} bytes", field="body")
+                if counts_values:
+                    values += piece.count(b",") + piece.count(b"{") + piece.count(b"[")
+                    if values > MAX_JSON_VALUES:
+                        many = f"more than {MAX_JSON_VALUES:,} JSON values"
+                        raise TooLarge(f"{what} holds {many} (no request takes as many)", field="body")
             return message
 
         async def closing(message: Message) -> None:
@@ -98,6 +110,13 @@ async def _body_piece(receive: Receive, timeout_s: float | None, stopping: async
     if stopping is not None and stopping.is_set():
         raise Unavailable(STOPPED_BODY)
     raise RequestTimeout(f"the request body stalled: nothing arrived for {timeout_s:g} s")
+
+
+def _may_be_json(content_type: bytes) -> bool:
+    """Whether a body of this Content-Type may be parsed as JSON: all but forms (FastAPI parses one without a
+    Content-Type as JSON, some dialects whatever it says)."""
+    kind = content_type.split(b";")[0].strip().lower()
+    return not (kind.startswith(b"multipart/") or kind == b"application/x-www-form-urlencoded")
 
 
 def _header(scope: Scope, name: bytes) -> bytes:

@@ -103,3 +103,27 @@ def test_an_openai_form_over_its_cap_is_refused_in_openai_shape(serve: ServerFac
     error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
     assert error["code"] == "too_large"
     assert "limit of 1,448,575 bytes" in error["message"]  # 3 images x 4/3 x 100,000 + 1 MiB
+
+
+def test_a_body_of_more_json_values_than_any_request_takes_is_413_before_it_is_parsed(
+    serve: ServerFactory,
+) -> None:
+    """Under the size cap, tens of millions of `{}` would take gigabytes to parse and hold the event loop;
+    here 150,001 of them (1.05 MB) are refused as they arrive, in each surface's shape."""
+    server = serve()
+    many = b'{"model": "qwen-edit-multiangle-2511", "input": [' + b",".join([b"{}"] * 75_001) + b"]}"
+    headers = {"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+        for body in (many, chunked(many)):
+            assert_error(
+                client.post("/v1/jobs", content=body), 413, "too_large", "more than 100,000 JSON values"
+            )
+        runpod = client.post("/runpod/v2/ep/run", content=many)
+        assert runpod.status_code == 413
+        assert "more than 100,000 JSON values" in runpod.json()["error"]
+        openai = client.post("/openai/v1/images/generations", content=many)
+        assert openai.status_code == 400
+        assert "more than 100,000 JSON values" in openai.json()["error"]["message"]
+        batch = {"model": "qwen-image-edit-2511", "items": [{"input": {"images": ["x"], "prompt": "y"}}] * 64}
+        assert client.post("/v1/batches", json=batch).status_code == 422  # the largest batch is read as usual
+    server.assert_no_server_errors()
