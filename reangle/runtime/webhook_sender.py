@@ -2,9 +2,10 @@
 
 Each delivery is claimed with a lease (on PostgreSQL with SKIP LOCKED), so that of several processes sending
 from one database only one holds a delivery at a time; one that dies mid-attempt lets its leases run out and
-the deliveries come due again. At most CONCURRENCY attempts run at once, and at most PER_HOST to one receiver:
-a delivery claimed for a receiver at its limit is put back for an attempt's length. So a receiver that hangs
-or is down holds at most PER_HOST slots, never the others or any job: jobs never wait on deliveries.
+the deliveries come due again. At most CONCURRENCY attempts run at once, at most PER_HOST to one receiver and
+PER_OWNER for one key's jobs: a delivery claimed past a limit is put back for an attempt's length. So a
+receiver that hangs or is down holds at most PER_HOST slots, a key's receivers at most PER_OWNER, never the
+others or any job: jobs never wait on deliveries.
 
 Each attempt (the lookup of the target's host, the connection, the request and the response's status line and
 headers) has one deadline, `attempt_timeout_s`, at most a third of the lease, so that an attempt ends long
@@ -56,6 +57,9 @@ log = logging.getLogger("reangle.webhooks")
 CONCURRENCY = 8
 #: Attempts at once to one receiver (host and port).
 PER_HOST = 2
+#: Attempts at once for one API key's jobs: a key whose receivers hang (on many ports or hosts) holds at most
+#: these slots, never all of them, so the other keys' deliveries still go out.
+PER_OWNER = 4
 #: How often the outbox is looked at for due deliveries; while the store cannot be read, OUTBOX_RETRY_S.
 POLL_S = 0.5
 OUTBOX_RETRY_S = 5.0
@@ -100,24 +104,27 @@ class WebhookSender:
         """Until cancelled (attempts under way are dropped; their leases run out and they come due again)."""
         in_flight: set[asyncio.Task[None]] = set()
         per_host: Counter[str] = Counter()
+        per_owner: Counter[str] = Counter()
 
-        def ended(host: str, task: asyncio.Task[None]) -> None:
+        def ended(host: str, owner: str, task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
-            per_host[host] -= 1
-            if not per_host[host]:
-                del per_host[host]
+            for counter, key in ((per_host, host), (per_owner, owner)):
+                counter[key] -= 1
+                if not counter[key]:
+                    del counter[key]
 
         try:
             while True:
                 for delivery in await self._claim(CONCURRENCY - len(in_flight)):
-                    host = receiver_of(delivery.url)
-                    if per_host[host] >= PER_HOST:
+                    host, owner = receiver_of(delivery.url), delivery.owner
+                    if per_host[host] >= PER_HOST or per_owner[owner] >= PER_OWNER:
                         await self._put_back(delivery, self.clock() + self.attempt_timeout_s)
                         continue
                     per_host[host] += 1
+                    per_owner[owner] += 1
                     task = asyncio.create_task(self._deliver(delivery), name=f"webhook {delivery.id}")
                     in_flight.add(task)
-                    task.add_done_callback(partial(ended, host))
+                    task.add_done_callback(partial(ended, host, owner))
                 await asyncio.sleep(POLL_S if self.outbox_trouble is None else OUTBOX_RETRY_S)
         finally:
             for task in in_flight:

@@ -277,11 +277,47 @@ def test_a_hanging_receiver_holds_at_most_two_attempts_and_never_the_others(
         assert request.headers["webhook-id"] == recorded(store).id
 
 
-def hooked_job(store: SqliteStore, job_id: str, url: str, *, at: float) -> None:
-    """A job with a webhook at `url`, canceled at `at`: its job.canceled delivery is due from then on."""
+def test_one_keys_hanging_receivers_on_many_ports_never_hold_every_attempt(
+    store: SqliteStore, receiver: Receiver
+) -> None:
+    """A key whose receivers never answer, on as many ports as the sender runs attempts: another key's
+    delivery, due after all of theirs, still goes out at once."""
+    with contextlib.ExitStack() as sockets:
+        hanging = []
+        for _ in range(CONCURRENCY):
+            silent = sockets.enter_context(socket.socket())
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            hanging.append(f"http://{HOOK_HOST}:{silent.getsockname()[1]}/hook")
+        now = time.time()
+        for number in range(2 * CONCURRENCY):
+            url = hanging[number % CONCURRENCY]
+            hooked_job(store, f"job_hang_{number}", url, at=now - 10 + number * 0.01, owner="owner-2")
+        hooked_job(store, JOB_ID, hook_url(receiver), at=now)
+
+        async def resolve(host: str) -> list[str]:
+            return ["127.0.0.1"]
+
+        hooks = sender(store, [], attempt_timeout_s=5)
+        hooks.resolver = resolve
+
+        async def send_for(seconds: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await hooks.run()
+
+        started = time.monotonic()
+        asyncio.run(send_for(2.5))
+        [request] = receiver.wait_for(1, timeout=0.1)
+        assert request.at - started < 2  # the timeouts at the silent receivers are 5 s
+
+
+def hooked_job(store: SqliteStore, job_id: str, url: str, *, at: float, owner: str = "owner-1") -> None:
+    """A job of `owner` with a webhook at `url`, canceled at `at`: its job.canceled delivery is due from then
+    on."""
     job = Job(
         id=job_id,
-        owner="owner-1",
+        owner=owner,
         model="qwen-edit-multiangle-2511",
         kind=JobKind.ORBIT,
         input={},
