@@ -146,6 +146,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+#: Credentials a vendor's message may echo (a refused key, the Authorization header): never passed on to the
+#: job's error, which every caller reads.
+_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic)\s+\S+|\bsk-[A-Za-z0-9_-]{4,}")
+
+
 def _short(text: str) -> str:
-    text = " ".join(text.split())
+    text = _CREDENTIALS.sub(lambda found: f"{found[1]} ***" if found[1] else "sk-***", " ".join(text.split()))
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -261,6 +262,22 @@ def test_a_bad_key_is_a_configuration_error(standin: DashScopeStandIn, config: D
     assert "REANGLE_DASHSCOPE_API_KEY" in error.hint
     assert vendor_cause(error).request_id
     assert len(standin.creates()) == 1  # not retried
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        "Invalid API-key provided: Bearer sk-SECRET1234",
+        "Invalid API-key provided: sk-SECRET1234.",
+        "header authorization=bearer SECRET1234 refused",
+    ],
+)
+def test_credentials_a_vendor_message_echoes_never_reach_the_jobs_error(echoed: str) -> None:
+    answer = httpx.Response(401, json={"code": "InvalidApiKey", "message": echoed, "request_id": "r-1"})
+    error = to_reangle(DashScopeAPIError.from_response(answer), doing="creating a task")
+    assert isinstance(error, ProviderConfigError)
+    assert "SECRET1234" not in error.message
+    assert "***" in error.message
 
 
 def test_no_key_is_a_configuration_error_without_a_request(
