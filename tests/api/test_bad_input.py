@@ -269,7 +269,7 @@ def test_unknown_ids_routes_and_methods(shared_server: ServerProcess, api: httpx
     assert_error(api.get("/v1/models/nope"), 404, "not_found", "nope")
     assert_error(httpx.get(f"{shared_server.url}/v2/nothing"), 404, "not_found")
     assert_error(api.delete("/v1/jobs"), 405, "method_not_allowed")
-    assert_error(httpx.get(f"{shared_server.url}/v1/files/asset_000"), 403, "forbidden", "signature")
+    assert_error(httpx.get(f"{shared_server.url}/v1/files/asset_000"), 403, "forbidden", "not signed")
 
 
 # hostile input: never a 500 -------------------------------------------------------------------------------
