@@ -170,7 +170,7 @@ class LoraSources:
         except ReangleError as exc:
             if not ref.private:
                 raise
-            log.warning("%s (%s) could not be used: %s", ref.shown, location, exc.message)
+            log.warning("%s (%s) could not be used: %s", ref.shown, without_query(location), exc.message)
             raise _private_failure(ref, exc) from None
         # the check's messages name the file as `ref.shown` and tell of its header and layers only
         check = await asyncio.to_thread(

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
@@ -211,20 +211,27 @@ def _status_and_code(error: ClientError) -> tuple[int, str]:
     return status, str(error.response.get("Error", {}).get("Code", status))
 
 
+def _shown(parts: SplitResult) -> str:
+    """A storage URL as messages may show it: what could be a credential (user info or a key:secret pair
+    where the bucket goes, a path holding user info, a query, a fragment) as ***."""
+    bucket = "***" if ":" in parts.netloc or "@" in parts.netloc else parts.netloc
+    path = "/***" if "@" in parts.path else parts.path
+    hidden = ["***" if part else "" for part in (parts.query, parts.fragment)]
+    return urlunsplit((parts.scheme, bucket, path, *hidden))
+
+
 def parse_storage_url(url: str) -> tuple[str, str]:
     """`s3://bucket/prefix` -> (bucket, prefix without slashes at either end); ValueError when malformed."""
     parts = urlsplit(url)
     bucket = parts.netloc
-    if "@" in bucket:  # never echo credentials into a log
-        bucket = "***@" + bucket.rpartition("@")[2]
-        url = url.replace(parts.netloc, bucket, 1)
+    url = _shown(parts)
     if parts.scheme.lower() != "s3":
         raise ValueError(f"REANGLE_STORAGE_URL={url!r} must start with s3://")
     if not bucket:
         raise ValueError(f"REANGLE_STORAGE_URL={url!r} names no bucket: use s3://bucket/prefix")
     if not BUCKET_NAME.fullmatch(bucket):
         raise ValueError(
-            f"REANGLE_STORAGE_URL={url!r}: {bucket!r} is not a bucket name (3-63 lowercase letters, "
+            f"REANGLE_STORAGE_URL={url!r}: what follows s3:// is not a bucket name (3-63 lowercase letters, "
             "digits, dots and hyphens; no credentials or port: those go in the AWS_ and REANGLE_S3_ settings)"
         )
     if parts.query or parts.fragment:

@@ -257,14 +257,17 @@ def test_wrong_or_missing_credentials_are_unavailable_saying_so(
         ("s3:///prefix", "names no bucket"),
         ("s3://Bad_Bucket/x", "not a bucket name"),
         ("s3://key:secret@bucket/x", "not a bucket name"),
+        ("s3://AKIAKEY:secret/with/slash@bucket/x", "not a bucket name"),
         ("s3://bucket:9000/x", "not a bucket name"),
         ("s3://bucket/x?region=eu", "query"),
+        ("s3://bucket/x?X-Amz-Security-Token=secret", "query"),
     ],
 )
 def test_malformed_storage_urls_are_refused_clearly(url: str, says: str) -> None:
     with pytest.raises(ValueError, match=says) as caught:
         S3BlobStore.from_settings(url, Settings(s3_path_style=True))
     assert "secret" not in str(caught.value)
+    assert "AKIAKEY" not in str(caught.value)
 
 
 def test_the_prefix_is_optional_and_its_slashes_are_trimmed() -> None:
