@@ -65,12 +65,23 @@ def _public_base_url(url: str | None) -> str | None:
     return url.strip().rstrip("/")
 
 
+#: The shortest link-signing secret taken (as the generated key's file): one download link would let a shorter
+#: one be found offline, and with it any link signed.
+MIN_SIGNING_SECRET_CHARS = 32
+
+
 def _secret(value: str | None) -> str | None:
     """A key of spaces would sign every link with nothing secret in it; empty means unset."""
     if not value:
         return None
     if not value.strip():
         raise ValueError("is blank: set a long random string, or unset it to use the generated key")
+    if len(value) < MIN_SIGNING_SECRET_CHARS:
+        raise ValueError(
+            f"has {len(value)} characters, fewer than {MIN_SIGNING_SECRET_CHARS}: one download link would "
+            "let it be guessed offline; set a long random string (`openssl rand -hex 32`), or unset it to "
+            "use the generated key"
+        )
     return value
 
 

@@ -26,7 +26,7 @@ from tests.api.conftest import (
 )
 from tests.s3_server import S3Server
 
-SIGNING_SECRET = "s3-test-signing-secret"
+SIGNING_SECRET = "s3-test-signing-secret-of-32-chars"
 
 
 def test_assets_live_in_s3_and_are_downloaded_from_it_until_swept(

@@ -271,6 +271,12 @@ def test_serve_stops_with_exit_1_when_its_job_runtime_fails(
             "   ",
             "is blank: set a long random string, or unset it to use the generated key",
         ),
+        (
+            "REANGLE_SIGNING_SECRET",
+            "SUPERSECRETshort",
+            "has 16 characters, fewer than 32: one download link would let it be guessed offline; set a long "
+            "random string (`openssl rand -hex 32`), or unset it to use the generated key",
+        ),
         ("REANGLE_LORA_DIR", "/no/such/folder", "/no/such/folder is not a folder"),
         (
             "REANGLE_RUNPOD_ENDPOINT_MODELS",
