@@ -15,10 +15,11 @@ UPLOAD_OVERHEAD_BYTES = 1024 * 1024
 #: The key of the asyncio.Event, in a request's `scope["state"]`, that the server sets when it starts to stop
 #: (StoppingServer puts it in the lifespan state, which uvicorn copies into every request's).
 STOPPING_EVENT = "reangle.stopping"
-#: The most JSON values a JSON body may hold, counted as it arrives by its commas and opening brackets (in
-#: strings too): the largest batch holds a few thousand; tens of millions of `{}` fit under the size cap, and
-#: parsing them took gigabytes and held the event loop for seconds.
-MAX_JSON_VALUES = 100_000
+#: The most JSON values a JSON body may hold, counted as it arrives by its commas and opening brackets, in
+#: strings too: a request's texts, all commas, make at most about 1.2 million (a batch of 64 image sets with
+#: 8 set prompts and a negative prompt of 2,000 characters each). Tens of millions of `{}` fit under the size
+#: cap, and parsing them took gigabytes and held the event loop for seconds; 2 million take about 150 MB.
+MAX_JSON_VALUES = 2_000_000
 #: What a request whose body was still arriving when the server started to stop is answered (503).
 STOPPED_BODY = "the server is stopping and the request body had not all arrived: send the request again"
 
