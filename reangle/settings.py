@@ -76,9 +76,10 @@ def _secret(value: str | None) -> str | None:
         return None
     if not value.strip():
         raise ValueError("is blank: set a long random string, or unset it to use the generated key")
-    if len(value) < MIN_SIGNING_SECRET_CHARS:
+    length = len(value.strip())
+    if length < MIN_SIGNING_SECRET_CHARS:
         raise ValueError(
-            f"has {len(value)} characters, fewer than {MIN_SIGNING_SECRET_CHARS}: one download link would "
+            f"has {length} characters, fewer than {MIN_SIGNING_SECRET_CHARS}: one download link would "
             "let it be guessed offline; set a long random string (`openssl rand -hex 32`), or unset it to "
             "use the generated key"
         )

@@ -273,7 +273,7 @@ def test_serve_stops_with_exit_1_when_its_job_runtime_fails(
         ),
         (
             "REANGLE_SIGNING_SECRET",
-            "SUPERSECRETshort",
+            "SUPERSECRETshort" + " " * 20,
             "has 16 characters, fewer than 32: one download link would let it be guessed offline; set a long "
             "random string (`openssl rand -hex 32`), or unset it to use the generated key",
         ),
