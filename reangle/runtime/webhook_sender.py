@@ -3,7 +3,7 @@
 Each delivery is claimed with a lease (on PostgreSQL with SKIP LOCKED), so that of several processes sending
 from one database only one holds a delivery at a time; one that dies mid-attempt lets its leases run out and
 the deliveries come due again. At most CONCURRENCY attempts run at once, at most PER_HOST to one receiver and
-PER_OWNER for one key's jobs: a delivery claimed past a limit is put back for an attempt's length. So a
+PER_OWNER for one key's jobs: a delivery claimed past a limit is put back for BUSY_RETRY_S. So a
 receiver that hangs or is down holds at most PER_HOST slots, a key's receivers at most PER_OWNER, never the
 others or any job: jobs never wait on deliveries.
 
@@ -60,6 +60,9 @@ PER_HOST = 2
 #: Attempts at once for one API key's jobs: a key whose receivers hang (on many ports or hosts) holds at most
 #: these slots, never all of them, so the other keys' deliveries still go out.
 PER_OWNER = 4
+#: A delivery claimed while its receiver or its key has all its attempts under way is due again this soon: a
+#: healthy receiver's attempts take milliseconds (a hanging one's put back this often: a write a second).
+BUSY_RETRY_S = 1.0
 #: How often the outbox is looked at for due deliveries; while the store cannot be read, OUTBOX_RETRY_S.
 POLL_S = 0.5
 OUTBOX_RETRY_S = 5.0
@@ -118,7 +121,7 @@ class WebhookSender:
                 for delivery in await self._claim(CONCURRENCY - len(in_flight)):
                     host, owner = receiver_of(delivery.url), delivery.owner
                     if per_host[host] >= PER_HOST or per_owner[owner] >= PER_OWNER:
-                        await self._put_back(delivery, self.clock() + self.attempt_timeout_s)
+                        await self._put_back(delivery, self.clock() + BUSY_RETRY_S)
                         continue
                     per_host[host] += 1
                     per_owner[owner] += 1

@@ -312,6 +312,38 @@ def test_one_keys_hanging_receivers_on_many_ports_never_hold_every_attempt(
         assert request.at - started < 2  # the timeouts at the silent receivers are 5 s
 
 
+def test_one_keys_many_deliveries_to_quick_receivers_go_out_within_seconds(store: SqliteStore) -> None:
+    """More due deliveries of one key than it may have attempts at once: those put back are due again as
+    soon as the quick attempts before them are done, not an attempt's whole time later."""
+    receivers = [Receiver() for _ in range(4)]
+    try:
+        now = time.time()
+        for number in range(24):
+            hooked_job(store, f"job_{number}", hook_url(receivers[number % 4]), at=now - 10 + number * 0.01)
+
+        async def resolve(host: str) -> list[str]:
+            return ["127.0.0.1"]
+
+        hooks = sender(store, [], attempt_timeout_s=10)
+        hooks.resolver = resolve
+
+        async def send_until_delivered() -> None:
+            task = asyncio.create_task(hooks.run())
+            try:
+                while sum(len(receiver.requests) for receiver in receivers) < 24:
+                    await asyncio.sleep(0.05)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        started = time.monotonic()
+        asyncio.run(asyncio.wait_for(send_until_delivered(), timeout=30))
+        assert time.monotonic() - started < 8  # put back for an attempt's time (10 s): over 10 s
+    finally:
+        for receiver in receivers:
+            receiver.close()
+
+
 def hooked_job(store: SqliteStore, job_id: str, url: str, *, at: float, owner: str = "owner-1") -> None:
     """A job of `owner` with a webhook at `url`, canceled at `at`: its job.canceled delivery is due from then
     on."""
