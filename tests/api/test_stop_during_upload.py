@@ -13,21 +13,9 @@ import pytest
 
 from reangle.core.models import CAMERA_EDIT
 from tests.api.conftest import KEY_A, ServerFactory, ServerProcess, png, poll, slow_input, upload
+from tests.api.test_slow_clients import connect, read_all
 
 BOUNDARY = "stop-test-boundary"
-
-
-def connect(server: ServerProcess) -> socket.socket:
-    host, port = server.url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=15)
-
-
-def read_all(connection: socket.socket) -> bytes:
-    """Everything until the server closes the connection (the socket's timeout fails the test)."""
-    data = b""
-    while chunk := connection.recv(4096):
-        data += chunk
-    return data
 
 
 def request_head(path: str, content_type: str, length: int, *extra: str) -> bytes:

@@ -259,19 +259,8 @@ def test_a_hanging_receiver_holds_at_most_two_attempts_and_never_the_others(
             hooked_job(store, f"job_hang_{number}", hanging, at=now - 10 + number * 0.01)
         hooked_job(store, JOB_ID, hook_url(receiver), at=now)
 
-        async def resolve(host: str) -> list[str]:
-            return ["127.0.0.1"]
-
-        hooks = sender(store, [], attempt_timeout_s=5)
-        hooks.resolver = resolve
-
-        async def send_for(seconds: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await hooks.run()
-
         started = time.monotonic()
-        asyncio.run(send_for(2.5))
+        send_for(loopback_sender(store, attempt_timeout_s=5), 2.5)
         [request] = receiver.wait_for(1, timeout=0.1)
         assert request.at - started < 2  # the timeouts at the silent receiver are 5 s
         assert request.headers["webhook-id"] == recorded(store).id
@@ -295,19 +284,8 @@ def test_one_keys_hanging_receivers_on_many_ports_never_hold_every_attempt(
             hooked_job(store, f"job_hang_{number}", url, at=now - 10 + number * 0.01, owner="owner-2")
         hooked_job(store, JOB_ID, hook_url(receiver), at=now)
 
-        async def resolve(host: str) -> list[str]:
-            return ["127.0.0.1"]
-
-        hooks = sender(store, [], attempt_timeout_s=5)
-        hooks.resolver = resolve
-
-        async def send_for(seconds: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await hooks.run()
-
         started = time.monotonic()
-        asyncio.run(send_for(2.5))
+        send_for(loopback_sender(store, attempt_timeout_s=5), 2.5)
         [request] = receiver.wait_for(1, timeout=0.1)
         assert request.at - started < 2  # the timeouts at the silent receivers are 5 s
 
@@ -321,11 +299,7 @@ def test_one_keys_many_deliveries_to_quick_receivers_go_out_within_seconds(store
         for number in range(24):
             hooked_job(store, f"job_{number}", hook_url(receivers[number % 4]), at=now - 10 + number * 0.01)
 
-        async def resolve(host: str) -> list[str]:
-            return ["127.0.0.1"]
-
-        hooks = sender(store, [], attempt_timeout_s=10)
-        hooks.resolver = resolve
+        hooks = loopback_sender(store, attempt_timeout_s=10)
 
         async def send_until_delivered() -> None:
             task = asyncio.create_task(hooks.run())
@@ -342,6 +316,26 @@ def test_one_keys_many_deliveries_to_quick_receivers_go_out_within_seconds(store
     finally:
         for receiver in receivers:
             receiver.close()
+
+
+def loopback_sender(store: SqliteStore, *, attempt_timeout_s: float) -> WebhookSender:
+    """A sender whose every host name resolves to 127.0.0.1."""
+
+    async def resolve(host: str) -> list[str]:
+        return ["127.0.0.1"]
+
+    hooks = sender(store, [], attempt_timeout_s=attempt_timeout_s)
+    hooks.resolver = resolve
+    return hooks
+
+
+def send_for(hooks: WebhookSender, seconds: float) -> None:
+    async def sending() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await hooks.run()
+
+    asyncio.run(sending())
 
 
 def hooked_job(store: SqliteStore, job_id: str, url: str, *, at: float, owner: str = "owner-1") -> None:
