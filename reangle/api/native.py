@@ -26,7 +26,7 @@ from reangle.api.webhooks import MAX_URL_CHARS, webhook_target
 from reangle.compose import storage_summary
 from reangle.core.assets import upload_name
 from reangle.core.camera import all_poses
-from reangle.core.inputs import INLINE_IMAGE, decode_inline, resolve_image
+from reangle.core.inputs import INLINE_IMAGE, decoded_inline, resolve_image
 from reangle.core.jobs import JobEvent, JobKind, JobStatus, TimeLimits
 from reangle.core.json_values import json_kind
 from reangle.core.models import MODELS
@@ -190,7 +190,7 @@ async def upload_asset(request: Request, caller: CallerDep) -> dict[str, Any]:
                 ref, who, app.service.assets, app.service.fetch, field="url", name=name
             )
         else:
-            data = decode_inline(ref, field="data", expected=INLINE_IMAGE)
+            data = await decoded_inline(ref, field="data", expected=INLINE_IMAGE)
             record = await app.service.assets.ingest_async(who, data, field="data", name=name)
     else:
         raise InvalidInput(

@@ -131,7 +131,12 @@ class JobService:
             raise InvalidInput(
                 f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
             )
-        hashes = self._request_hashes(owner, request) if request.idempotency_key else (None,)
+        # off the event loop: inline images are decoded to be compared by content
+        hashes = (
+            await asyncio.to_thread(self._request_hashes, owner, request)
+            if request.idempotency_key
+            else (None,)
+        )
         request_hash = hashes[0]
         if request.idempotency_key is not None:
             existing = self.store.job_by_idempotency_key(owner, request.idempotency_key)

@@ -28,7 +28,7 @@ from reangle.api.render import Links
 from reangle.api.state import AppState
 from reangle.core.assets import upload_name
 from reangle.core.images import MIME_TYPES, OutputFormat, encode_image
-from reangle.core.inputs import INLINE_IMAGE, decode_inline
+from reangle.core.inputs import INLINE_IMAGE, decoded_inline
 from reangle.core.jobs import Job, JobKind
 from reangle.core.json_values import json_kind
 from reangle.core.ports import AssetKey, AssetRecord
@@ -295,7 +295,9 @@ async def upload_asset(request: Request, app: State, who: Owner, links: LinkMake
         raise InvalidInput(
             "image: send the image as base64 or a data URL (canvas uploads are not supported)", field="image"
         )
-    data = decode_inline(image, field="image", expected=f"{INLINE_IMAGE} (uploads are not fetched from URLs)")
+    data = await decoded_inline(
+        image, field="image", expected=f"{INLINE_IMAGE} (uploads are not fetched from URLs)"
+    )
     record = await app.service.assets.ingest_async(who, data, field="image", name=name)
     return {"asset": schemas.asset_json(record, links.asset_url(record))}
 

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
+import threading
 
 import pytest
 
+from reangle.core import inputs
 from reangle.core.inputs import decode_inline, refuse_nul
 from reangle.errors import InvalidInput
 from tests.conftest import image_bytes, make_image
@@ -17,6 +20,24 @@ def test_raw_base64_with_or_without_padding_and_line_breaks():
     assert decode_inline(encoded, field="f") == PNG
     assert decode_inline(encoded.rstrip("="), field="f") == PNG
     assert decode_inline("\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)), field="f") == PNG
+
+
+def test_a_large_inline_image_is_decoded_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tens of megabytes of base64 take a fifth of a second to decode: the event loop must not wait on it."""
+    on_the_loop = []
+    decode = inputs.decode_inline
+
+    def watched(ref: str, **options: str) -> bytes:
+        on_the_loop.append(threading.current_thread() is threading.main_thread())
+        return decode(ref, **options)
+
+    monkeypatch.setattr(inputs, "decode_inline", watched)
+    monkeypatch.setattr(inputs, "THREAD_DECODE_CHARS", 100)
+    encoded = base64.b64encode(PNG).decode()
+    assert len(encoded) > 100
+    assert asyncio.run(inputs.decoded_inline(encoded, field="f")) == PNG
+    assert asyncio.run(inputs.decoded_inline(base64.b64encode(b"small").decode(), field="f")) == b"small"
+    assert on_the_loop == [False, True]
 
 
 def test_base64_data_url():
