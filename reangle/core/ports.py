@@ -286,9 +286,19 @@ class JobStore(Protocol):
         """A new current secret; the old one stays valid for `overlap_s`."""
         ...
 
-    def claim_webhook_deliveries(self, now: float, limit: int, lease_s: float) -> list[WebhookDelivery]:
-        """Up to `limit` due deliveries, each pushed `lease_s` into the future so that no other sender takes
-        it meanwhile (a sender that dies lets it come due again)."""
+    def claim_webhook_deliveries(
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        *,
+        skip_owners: Collection[str] = (),
+        skip_origins: Collection[str] = (),
+    ) -> list[WebhookDelivery]:
+        """Up to `limit` due deliveries, oldest first, each pushed `lease_s` into the future so that no other
+        sender takes it meanwhile (a sender that dies lets it come due again). Those of `skip_owners`, or
+        whose URL starts with one of `skip_origins` (`scheme://host:port`, as the URL gives them), stay where
+        they are: the sender has all the attempts they may have under way."""
         ...
 
     def record_webhook_attempt(

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -118,7 +118,9 @@ class WebhookSender:
 
         try:
             while True:
-                for delivery in await self._claim(CONCURRENCY - len(in_flight)):
+                busy_hosts = [host for host, count in per_host.items() if count >= PER_HOST]
+                busy_owners = [owner for owner, count in per_owner.items() if count >= PER_OWNER]
+                for delivery in await self._claim(CONCURRENCY - len(in_flight), busy_owners, busy_hosts):
                     host, owner = receiver_of(delivery.url), delivery.owner
                     if per_host[host] >= PER_HOST or per_owner[owner] >= PER_OWNER:
                         await self._put_back(delivery, self.clock() + BUSY_RETRY_S)
@@ -134,13 +136,16 @@ class WebhookSender:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
 
-    async def _claim(self, room: int) -> list[WebhookDelivery]:
+    async def _claim(
+        self, room: int, busy_owners: Sequence[str] = (), busy_hosts: Sequence[str] = ()
+    ) -> list[WebhookDelivery]:
+        """Due deliveries, none of a key or to a receiver that has all its attempts under way: a backlog to a
+        receiver that hangs is not claimed (and put back) ahead of every other receiver's."""
         if room <= 0:
             return []
+        claim = partial(self.store.claim_webhook_deliveries, skip_owners=busy_owners, skip_origins=busy_hosts)
         try:
-            claimed = await asyncio.to_thread(
-                self.store.claim_webhook_deliveries, self.clock(), room, self.lease_s
-            )
+            claimed = await asyncio.to_thread(claim, self.clock(), room, self.lease_s)
         except Unavailable as exc:  # the database is away: one line, not one each poll while it is
             if self.outbox_trouble is None:
                 log.warning(
@@ -277,6 +282,6 @@ class WebhookSender:
 
 
 def receiver_of(url: str) -> str:
-    """What PER_HOST counts: the host and port a delivery goes to."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or parts.scheme}"
+    """What PER_HOST counts: the receiver a delivery goes to, as its URL starts (`scheme://host:port`)."""
+    scheme, separator, rest = url.partition("://")
+    return scheme + separator + re.split(r"[/?#]", rest, maxsplit=1)[0]

@@ -1,8 +1,9 @@
 """The webhook outbox rows both SQL stores write in the transaction of a status change (or a progress
-update), from the job's owner, stored webhook and batch id."""
+update), from the job's owner, stored webhook and batch id; and which rows a sender's claim leaves out."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from reangle.core.jobs import JobStatus
@@ -21,6 +22,25 @@ INSERT_DELIVERY = (
     "INSERT INTO webhook_deliveries (id, job_id, owner, url, type, created_at, next_attempt_at) "
     "VALUES ({0},{0},{0},{0},{0},{0},{0}) ON CONFLICT (id) DO NOTHING"
 )
+
+
+def skipped_deliveries(
+    owners: Collection[str], origins: Collection[str], placeholder: str
+) -> tuple[str, list[str]]:
+    """The WHERE conditions (each starting with AND) and their parameters that leave out the deliveries of
+    `owners` and those whose URL starts with one of `origins` (followed by its end, `/`, `?` or `#`)."""
+    conditions: list[str] = []
+    args: list[str] = []
+    if owners:
+        conditions.append(f" AND owner NOT IN ({','.join([placeholder] * len(owners))})")
+        args += owners
+    for origin in origins:
+        conditions.append(
+            f" AND NOT (substr(url, 1, {len(origin)}) = {placeholder} "
+            f"AND substr(url, {len(origin) + 1}, 1) IN ('', '/', '?', '#'))"
+        )
+        args.append(origin)
+    return "".join(conditions), args
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,7 +39,13 @@ from reangle.core.jobs import Job, JobError, JobStatus, OutputAsset
 from reangle.core.ports import ApiKeyRecord, AssetKey, AssetRecord, NewJob, WebhookDelivery, WorkerStatus
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import Unavailable
-from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
+from reangle.store.outbox import (
+    INSERT_DELIVERY,
+    JobWebhook,
+    progress_delivery,
+    skipped_deliveries,
+    status_delivery,
+)
 from reangle.store.pg_dispatch import defer_run
 from reangle.store.pg_schema import upgrade
 from reangle.store.queue_room import QueueRoom
@@ -819,15 +825,24 @@ class PostgresStore:
             )
         return secret
 
-    def claim_webhook_deliveries(self, now: float, limit: int, lease_s: float) -> list[WebhookDelivery]:
+    def claim_webhook_deliveries(
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        *,
+        skip_owners: Collection[str] = (),
+        skip_origins: Collection[str] = (),
+    ) -> list[WebhookDelivery]:
         """Due rows another sender is claiming are skipped, not waited for; the lease keeps them from being
         claimed again while their attempt is under way."""
+        skipped, args = skipped_deliveries(skip_owners, skip_origins, "%s")
         with self._transaction() as cur:
             rows = cur.execute(
                 f"UPDATE webhook_deliveries SET next_attempt_at = %s WHERE id IN (SELECT id FROM "
-                f"webhook_deliveries WHERE next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s "
+                f"webhook_deliveries WHERE next_attempt_at <= %s{skipped} ORDER BY next_attempt_at LIMIT %s "
                 f"FOR UPDATE SKIP LOCKED) RETURNING {DELIVERY_COLUMNS}",
-                (now + lease_s, now, limit),
+                (now + lease_s, now, *args, limit),
             ).fetchall()
         return [delivery_from_row(row) for row in rows]
 

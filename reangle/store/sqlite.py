@@ -32,7 +32,13 @@ from reangle.core.ports import (
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import Unavailable
 from reangle.store.data_lock import check_writable
-from reangle.store.outbox import INSERT_DELIVERY, JobWebhook, progress_delivery, status_delivery
+from reangle.store.outbox import (
+    INSERT_DELIVERY,
+    JobWebhook,
+    progress_delivery,
+    skipped_deliveries,
+    status_delivery,
+)
 from reangle.store.queue_room import QueueRoom
 from reangle.store.rows import (
     all_jobs_query,
@@ -747,13 +753,22 @@ class SqliteStore:
             )
         return secret
 
-    def claim_webhook_deliveries(self, now: float, limit: int, lease_s: float) -> list[WebhookDelivery]:
+    def claim_webhook_deliveries(
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        *,
+        skip_owners: Collection[str] = (),
+        skip_origins: Collection[str] = (),
+    ) -> list[WebhookDelivery]:
+        skipped, args = skipped_deliveries(skip_owners, skip_origins, "?")
         with self._transaction() as db:
             rows = db.execute(
                 f"UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id IN (SELECT id FROM "
-                f"webhook_deliveries WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
+                f"webhook_deliveries WHERE next_attempt_at <= ?{skipped} ORDER BY next_attempt_at LIMIT ?) "
                 f"RETURNING {DELIVERY_COLUMNS}",
-                (now + lease_s, now, limit),
+                (now + lease_s, now, *args, limit),
             ).fetchall()
         return [delivery_from_row(row) for row in rows]
 

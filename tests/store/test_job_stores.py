@@ -859,6 +859,27 @@ def test_a_runpod_batch_writes_one_terminal_delivery_whichever_item_ends_first(j
     assert job_store.webhook_deliveries("job_2") == []
 
 
+def test_a_claim_leaves_out_the_deliveries_of_busy_keys_and_receivers(job_store: JobStore) -> None:
+    """The sender's busy receivers are origins as URLs start: a longer port or host is another receiver."""
+    hooks = {
+        "job_1": ("owner-a", "http://hooks.test:81/r"),
+        "job_2": ("owner-b", "http://hooks.test:81?x=1"),
+        "job_3": ("owner-b", "http://hooks.test:810/r"),
+        "job_4": ("owner-b", "http://hooks.test:81.evil.test/r"),
+        "job_5": ("owner-c", "https://other.test/r"),
+    }
+    for number, (job_id, (owner, url)) in enumerate(hooks.items()):
+        job = replace(new_job(job_id, owner=owner), webhook=replace(HOOK, url=url))
+        job_store.insert_jobs([NewJob(job=job)])
+        job_store.cancel(job_id, T0 + number)
+    claimed = job_store.claim_webhook_deliveries(
+        T0 + 10, 10, 60, skip_owners=["owner-c"], skip_origins=["http://hooks.test:81"]
+    )
+    assert [delivery.job_id for delivery in claimed] == ["job_3", "job_4"]
+    rest = job_store.claim_webhook_deliveries(T0 + 10, 10, 60)
+    assert [delivery.job_id for delivery in rest] == ["job_1", "job_2", "job_5"]  # left where they were
+
+
 def test_deliveries_are_leased_retried_and_never_claimed_once_done(job_store: JobStore) -> None:
     job_store.insert_jobs([NewJob(job=hooked_job(f"job_{n}")) for n in (1, 2)])
     for n in (1, 2):
