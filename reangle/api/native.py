@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, KeyFirstRoute, Owner, caller_of
+from reangle.api.client_wait import wait_unless_gone
 from reangle.api.deps import State
 from reangle.api.download import DownloadResponse
 from reangle.api.errors import json_body
@@ -334,8 +335,8 @@ async def submit_job(
             limits=submission.time_limits.limits() if submission.time_limits else None,
         ),
     )
-    if wait > 0:
-        job = await app.service.wait(who, job.id, wait)
+    if wait > 0:  # a client gone meanwhile is answered the job as queued (nobody reads it)
+        job = await wait_unless_gone(request, app.service, who, job.id, wait) or job
     return JSONResponse(job_json(job, caller.links), status_code=200 if job.status.is_terminal else 202)
 
 

@@ -20,7 +20,6 @@ never a 500.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -35,6 +34,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from reangle.api.auth import bearer_token
+from reangle.api.client_wait import wait_unless_gone
 from reangle.api.deps import LinkMaker, State
 from reangle.api.forms import parse_form
 from reangle.api.openapi_errors import OpenAIError, error_responses
@@ -157,7 +157,7 @@ async def _answer(request: Request, app: State, links: LinkMaker, owner: str, ca
     except InvalidInput as exc:
         raise call.as_sent(exc) from None
     request.state.openai_job_id = job.id
-    finished = await _wait_or_disconnect(request, app, owner, job.id, wait_budget(request.headers))
+    finished = await wait_unless_gone(request, app.service, owner, job.id, wait_budget(request.headers))
     if finished is None:  # the client went away: nobody will collect the result
         _cancel_quietly(app, owner, job.id)
         return Response(status_code=499)
@@ -255,32 +255,6 @@ def wait_budget(headers: Mapping[str, str]) -> float:
     if not math.isfinite(client) or client <= 0:
         return MAX_WAIT_S
     return max(0.1, min(MAX_WAIT_S, client - min(5.0, max(0.5, client * 0.1))))
-
-
-async def _wait_or_disconnect(
-    request: Request, app: State, owner: str, job_id: str, budget: float
-) -> Job | None:
-    """The job when it ends or the budget runs out; None if the client disconnected first."""
-    waiter = asyncio.ensure_future(app.service.wait(owner, job_id, budget))
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter in done:
-            return waiter.result()
-        if watcher.exception() is None:
-            return None
-        log.warning("cannot watch for a disconnect: %r", watcher.exception())
-        return await waiter
-    finally:
-        for task in (waiter, watcher):
-            task.cancel()
-        await asyncio.gather(waiter, watcher, return_exceptions=True)
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns once the client has closed the connection (the body has been read already)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        await asyncio.sleep(0.05)
 
 
 def _cancel_quietly(app: State, owner: str, job_id: str) -> Job:
