@@ -14,11 +14,11 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, KeyFirstRoute, Owner, caller_of
-from reangle.api.client_wait import wait_unless_gone
 from reangle.api.deps import State
 from reangle.api.download import DownloadResponse
 from reangle.api.errors import json_body
 from reangle.api.forms import parse_form
+from reangle.api.job_wait import wait_unless_gone
 from reangle.api.openapi_errors import NativeError, error_responses
 from reangle.api.render import Links, asset_json, iso, job_json, output_records
 from reangle.api.state import AppState

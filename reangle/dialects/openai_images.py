@@ -34,9 +34,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from reangle.api.auth import bearer_token
-from reangle.api.client_wait import wait_unless_gone
 from reangle.api.deps import LinkMaker, State
 from reangle.api.forms import parse_form
+from reangle.api.job_wait import wait_unless_gone
 from reangle.api.openapi_errors import OpenAIError, error_responses
 from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.edit import MAX_INPUT_IMAGES

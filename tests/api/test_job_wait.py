@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from reangle.api.client_wait import wait_unless_gone
+from reangle.api.job_wait import wait_unless_gone
 from reangle.core.jobs import Job
 
 
