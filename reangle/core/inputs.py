@@ -58,13 +58,18 @@ async def resolve_image(
             raise InvalidInput(
                 f"{field}: no asset {ref} (unknown, expired, or another key's)", field=field
             ) from None
-    if ref[:8].lower().startswith(("http://", "https://")):  # URL schemes are case-insensitive
+    if is_http_url(ref):
         try:
             data = await fetch(ref, field)
         except InvalidInput as exc:  # the fetcher's messages are about the URL; say which field held it
             raise exc.about(field) from None
         return await assets.ingest_async(owner, data, field=field, name=name)
     return await assets.ingest_async(owner, await decoded_inline(ref, field=field), field=field, name=name)
+
+
+def is_http_url(ref: str) -> bool:
+    """Whether an image reference is an http(s) URL (to fetch), not an asset id or inline bytes."""
+    return ref[:8].lower().startswith(("http://", "https://"))  # URL schemes are case-insensitive
 
 
 #: What an input image may be, as a refusal of something else says.

@@ -20,7 +20,15 @@ from typing import Any
 
 from reangle.core.assets import AssetService, new_id
 from reangle.core.edit import EditPlan, EditRequest, GenerateRequest, SizeLimits, plan_edit, plan_generation
-from reangle.core.inputs import NUL, UrlCheck, UrlFetcher, decode_inline, refuse_nul, resolve_image
+from reangle.core.inputs import (
+    NUL,
+    UrlCheck,
+    UrlFetcher,
+    decode_inline,
+    is_http_url,
+    refuse_nul,
+    resolve_image,
+)
 from reangle.core.jobs import (
     Job,
     JobError,
@@ -194,7 +202,7 @@ class JobService:
             if ref.startswith("asset_"):
                 with contextlib.suppress(NotFound):  # refused later, by the submit itself
                     digests[ref] = "sha256:" + self.assets.get(owner, ref).sha256
-            elif not ref[:8].lower().startswith(("http://", "https://")):
+            elif not is_http_url(ref):
                 with contextlib.suppress(InvalidInput):  # likewise
                     digests[ref] = "sha256:" + hashlib.sha256(decode_inline(ref, field="images")).hexdigest()
         return _request_hash(request, digests), _request_hash(request, {})
