@@ -1,11 +1,15 @@
-"""`reangle db upgrade`: bring the PostgreSQL schema up to date (a server also does it when it starts)."""
+"""`reangle db upgrade`: bring the PostgreSQL schema up to date (a server or worker also does it when it
+starts, through `upgrade_schema`)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reangle.settings import Settings
+
+if TYPE_CHECKING:
+    from reangle.store.pg_schema import Migration
 
 
 def add_db_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -19,6 +23,18 @@ def run_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
     if not settings.database_url:
         print("reangle: the SQLite database needs no upgrade (its tables are made when it opens)")
         return 0
+    applied = upgrade_schema(settings)
+    for migration in applied:
+        print(f"applied migration {migration.version}: {migration.description}")
+    if not applied:
+        print("the database schema is up to date")
+    return 0
+
+
+def upgrade_schema(settings: Settings) -> list[Migration]:
+    """Apply the migrations the PostgreSQL database lacks; those applied (none on SQLite)."""
+    if not settings.database_url:
+        return []
     import psycopg
 
     from reangle.compose import check_database_url
@@ -27,11 +43,6 @@ def run_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
     check_database_url(settings)
     try:
-        applied = upgrade(settings.database_url)
+        return upgrade(settings.database_url)
     except psycopg.OperationalError as exc:
         raise connection_failure(database_address(settings.database_url), exc) from None
-    for migration in applied:
-        print(f"applied migration {migration.version}: {migration.description}")
-    if not applied:
-        print("the database schema is up to date")
-    return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reangle.catalog import load_catalog
+from reangle.cli.db import upgrade_schema
 from reangle.cli.open_files import raise_open_file_limit
 from reangle.cli.queue_logs import ASYNCIO_LOGGER, QUEUE_LOGGER, QueueOutageLines, queue_handler
 from reangle.core.models import MODELS, TASK_INPUTS, check_one_base_per_engine, install_catalog
@@ -123,6 +124,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     data_lock = DataFolderLock(settings.data_dir)
     if not settings.database_url:
         data_lock.acquire()
+    _upgrade_schema(settings)
     listener = bound_socket(settings.host, settings.port)  # before the engine loads: a taken port is one line
     settings, engine = _engine(settings, load=settings.role == "all")
     if settings.auth == "on" and not has_api_keys(settings):
@@ -229,6 +231,19 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     return _work(settings, models, metrics_socket)
 
 
+def _upgrade_schema(settings: Settings) -> None:
+    """Bring the database's schema up to date before an engine loads, saying which PostgreSQL migrations
+    that took; on SQLite, opening the file does it. A database a newer reangle upgraded stops here."""
+    from reangle.compose import open_job_store
+
+    if not settings.database_url:
+        open_job_store(settings).close()
+    for migration in upgrade_schema(settings):
+        print(
+            f"reangle: applied schema migration {migration.version}: {migration.description}", file=sys.stderr
+        )
+
+
 def _serve_catalog(settings: Settings, models: list[str] | None = None) -> None:
     """Serve the shipped models and the operator's catalog file; a bad entry stops here with one line, as do
     `models`, the ones a worker was asked for, unless each can run here."""
@@ -276,6 +291,7 @@ def _work(settings: Settings, models: list[str] | None, metrics_socket: socket.s
     from reangle.api.metrics import Metrics
     from reangle.compose import build_service, open_runtime
 
+    _upgrade_schema(settings)
     worker_logging()
     settings, engine = _engine(settings, load=True)
     service = build_service(settings, engine)

@@ -99,6 +99,10 @@ class TimeLimits:
 #: The error code of a job stopped by its TimeLimits.
 TIMED_OUT_CODE = "timed_out"
 
+#: The `source` of the jobs an older reangle stored, before it recorded one: the upgrade marks them so, and
+#: every route sees them as it did then.
+SOURCE_UNRECORDED = "unrecorded"
+
 
 @dataclass(frozen=True, kw_only=True)
 class StatusChange:
@@ -143,6 +147,7 @@ class Job:
     #: after a server stop follows that task instead of creating (and paying for) another.
     vendor_task: str | None = None
     #: Which client route submitted it, where that route's answers depend on it: `runpod:<endpoint id>` (a
-    #: RunPod endpoint sees and purges only its own jobs); None for the others.
+    #: RunPod endpoint sees and purges only its own jobs); None for the others; SOURCE_UNRECORDED for a job
+    #: stored before reangle recorded it.
     source: str | None = None
     limits: TimeLimits | None = None

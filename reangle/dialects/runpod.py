@@ -10,7 +10,8 @@ built). Request and response shapes live in `runpod_schemas`; this module wires 
   that chain to the newest attempt.
 - Which model an endpoint id serves comes from the `runpod_endpoint_models` setting (default: the camera
   model). Each job remembers the endpoint it was sent to (`Job.source`): status, stream, cancel, retry,
-  purge-queue and health see only that endpoint's jobs, never another endpoint's or another dialect's.
+  purge-queue and health see only that endpoint's jobs, never another endpoint's or another dialect's (a job
+  stored before reangle recorded endpoints answers by its id on each, and is left out of health and purges).
 - `webhook` (top level of /run and /runsync): POSTed once the job (or the whole batch) ends, with the same
   body as `/status`, signed as native webhooks are (docs/webhooks.md). A retried job does not call it again.
 - `policy` (top level): `executionTimeout` (ms) bounds each run of the job and `ttl` (ms) its whole life from
@@ -38,7 +39,7 @@ from reangle.api.errors import json_body
 from reangle.api.openapi_errors import MessageError, error_responses
 from reangle.api.state import AppState
 from reangle.api.webhooks import webhook_target
-from reangle.core.jobs import Job, JobStatus
+from reangle.core.jobs import SOURCE_UNRECORDED, Job, JobStatus
 from reangle.core.models import CAMERA_EDIT, MODELS
 from reangle.core.service import MAX_PAGE, SubmitRequest
 from reangle.core.webhooks import RUNPOD
@@ -300,7 +301,8 @@ def _lookup(app: AppState, who: str, endpoint_id: str, runpod_id: str) -> list[J
         )
     except NotFound:
         raise NotFound(f"no job {runpod_id} (unknown, expired, or another key's)") from None
-    if any(job.source != source_of(endpoint_id) for job in jobs):
+    # a job an older reangle stored has no endpoint: its id answers on each, as it did then
+    if any(job.source not in (source_of(endpoint_id), SOURCE_UNRECORDED) for job in jobs):
         raise NotFound(f"no job {runpod_id} on endpoint {endpoint_id}")
     return [_newest_attempt(app, who, job) for job in jobs]
 

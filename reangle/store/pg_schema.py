@@ -17,6 +17,8 @@ from importlib import resources
 
 import psycopg
 
+from reangle.core.jobs import SOURCE_UNRECORDED
+from reangle.store.newer_schema import newer_schema
 from reangle.store.pg_dispatch import DEFER_RUNS
 from reangle.store.schema import WEBHOOK_TABLES
 
@@ -114,7 +116,8 @@ V5_WEBHOOKS = "ALTER TABLE jobs ADD COLUMN webhook TEXT;\n" + WEBHOOK_TABLES
 
 V6_VENDOR_TASKS = "ALTER TABLE jobs ADD COLUMN vendor_task TEXT;\n"
 
-V7_SOURCES = "ALTER TABLE jobs ADD COLUMN source TEXT;\n"
+# the jobs stored before are marked as such: a RunPod endpoint sees them as it did then
+V7_SOURCES = f"ALTER TABLE jobs ADD COLUMN source TEXT;\nUPDATE jobs SET source = '{SOURCE_UNRECORDED}';\n"
 
 V8_LIMITS = "ALTER TABLE jobs ADD COLUMN limits TEXT;\n"
 
@@ -151,13 +154,17 @@ CREATE TABLE IF NOT EXISTS reangle_schema_version (
 def upgrade(
     conninfo: str, migrations: Sequence[Migration] = MIGRATIONS, *, connect_timeout_s: int = 5
 ) -> list[Migration]:
-    """Apply the migrations newer than the database's version, in order; returns those it applied."""
+    """Apply the migrations newer than the database's version, in order; returns those it applied.
+    NewerSchema when the database holds a migration newer than `migrations` know."""
     applied: list[Migration] = []
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout_s) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
             conn.execute(VERSION_TABLE)
             current = schema_version(conn)
+            known = max((migration.version for migration in migrations), default=0)
+            if current > known:
+                raise newer_schema("the PostgreSQL database", current, known)
             for migration in sorted(migrations, key=lambda m: m.version):
                 if migration.version <= current:
                     continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from reangle.core.jobs import SOURCE_UNRECORDED
+
 #: The outbox of webhook deliveries and each key's signing secrets; the same SQL on SQLite and PostgreSQL.
 WEBHOOK_TABLES = """
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
@@ -103,14 +105,20 @@ CREATE TABLE IF NOT EXISTS secrets (
     + WEBHOOK_TABLES
 )
 
-#: Columns added to tables that older databases already have (CREATE TABLE IF NOT EXISTS leaves those be).
+#: The version `PRAGMA user_version` records once the schema is this one: one more for each change of it. A
+#: reangle that knows an older version refuses the file (it would misread the rows). Files from before it
+#: was recorded hold 0.
+SQLITE_SCHEMA_VERSION = 1
+
+#: Columns added to tables that older databases already have (CREATE TABLE IF NOT EXISTS leaves those be),
+#: and the value the rows stored before the column existed take (None: NULL).
 ADDED_COLUMNS = (
-    ("jobs", "webhook", "TEXT"),
-    ("jobs", "vendor_task", "TEXT"),
-    ("jobs", "source", "TEXT"),
-    ("jobs", "limits", "TEXT"),
-    ("assets", "job_id", "TEXT"),
-    ("assets", "name", "TEXT"),
+    ("jobs", "webhook", "TEXT", None),
+    ("jobs", "vendor_task", "TEXT", None),
+    ("jobs", "source", "TEXT", SOURCE_UNRECORDED),
+    ("jobs", "limits", "TEXT", None),
+    ("assets", "job_id", "TEXT", None),
+    ("assets", "name", "TEXT", None),
 )
 
 #: The columns a Job is read from, in the order `rows.job_from_row` unpacks them. Queries that need more

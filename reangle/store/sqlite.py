@@ -32,6 +32,7 @@ from reangle.core.ports import (
 from reangle.core.webhooks import new_secret, secrets_in_use, target_json
 from reangle.errors import Unavailable
 from reangle.store.data_lock import check_writable
+from reangle.store.newer_schema import newer_schema
 from reangle.store.outbox import (
     INSERT_DELIVERY,
     JobWebhook,
@@ -59,6 +60,7 @@ from reangle.store.schema import (
     DELIVERY_COLUMNS,
     JOB_COLUMNS,
     SCHEMA,
+    SQLITE_SCHEMA_VERSION,
     WORKER_COLUMNS,
 )
 
@@ -132,15 +134,33 @@ def _open(path: Path) -> sqlite3.Connection:
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        found = db.execute("PRAGMA user_version").fetchone()[0]
+        if found > SQLITE_SCHEMA_VERSION:
+            raise newer_schema(f"the database {path}", found, SQLITE_SCHEMA_VERSION)
         db.executescript(SCHEMA)
-        for table, column, kind in ADDED_COLUMNS:
-            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if found < SQLITE_SCHEMA_VERSION:
+            _add_columns(db)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Bring the tables of an older file to this version's, as one transaction (so with its rows' values)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, kind, before in ADDED_COLUMNS:
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                if before is not None:
+                    db.execute(f"UPDATE {table} SET {column} = ?", (before,))
+        db.execute(f"PRAGMA user_version = {SQLITE_SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class _ConnectionLock:

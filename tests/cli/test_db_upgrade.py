@@ -1,11 +1,20 @@
-"""`reangle db upgrade`: applies the missing migrations once and says which; SQLite has nothing to do."""
+"""`reangle db upgrade`: applies the missing migrations once and says which; SQLite has nothing to do. A
+server does the same at start, and stops in one line on a database a newer reangle upgraded."""
 
 from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from reangle.cli.main import main
-from reangle.store.pg_schema import MIGRATIONS
+from reangle.compose import SQLITE_FILE
+from reangle.store.pg_schema import MIGRATIONS, upgrade
+from reangle.store.schema import SQLITE_SCHEMA_VERSION
+from reangle.store.sqlite import SqliteStore
+from tests.conftest import error_lines
 from tests.pg_cluster import free_port
 
 
@@ -59,3 +68,37 @@ def test_a_url_of_another_database_is_one_line_naming_the_schemes_taken(
     assert main(["db", "upgrade"]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert "REANGLE_DATABASE_URL='mysql://db.internal/reangle': use postgresql://..., postgres://..." in line
+
+
+def test_serve_says_which_migrations_it_applied_before_an_engine_loads(
+    pg_url: str, no_engine: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upgrade(pg_url, MIGRATIONS[:1])
+    monkeypatch.setenv("REANGLE_DATABASE_URL", pg_url)
+    with socket.socket() as taken:  # so that it stops at its port, once it has upgraded the schema
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--engine", "fake", "--role", "api", "--port", str(port)]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert [line for line in lines if "migration" in line] == [
+        f"reangle: applied schema migration {m.version}: {m.description}" for m in MIGRATIONS[1:]
+    ]
+    assert lines[-1].startswith(f"reangle: error: cannot listen on 127.0.0.1:{port}")
+    assert no_engine == []
+
+
+def test_serve_on_a_sqlite_file_a_newer_reangle_upgraded_stops_in_one_line_before_an_engine_loads(
+    tmp_path: Path, no_engine: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / SQLITE_FILE
+    SqliteStore(database).close()
+    with sqlite3.connect(database) as db:
+        db.execute(f"PRAGMA user_version = {SQLITE_SCHEMA_VERSION + 1}")
+    assert main(["serve", "--engine", "fake", "--port", str(free_port()), "--data-dir", str(tmp_path)]) == 1
+    assert error_lines(capsys.readouterr().err)[-1] == (
+        f"reangle: error: the database {database} has schema version {SQLITE_SCHEMA_VERSION + 1}, from a "
+        f"newer reangle; this one knows versions up to {SQLITE_SCHEMA_VERSION} (run that newer reangle on "
+        "it, or restore the backup taken before the upgrade)"
+    )
+    assert no_engine == []

@@ -11,9 +11,11 @@ from functools import partial
 import psycopg
 import pytest
 
+from reangle.core.jobs import SOURCE_UNRECORDED
 from reangle.core.ports import NewJob
 from reangle.errors import Unavailable
 from reangle.store import postgres
+from reangle.store.newer_schema import NewerSchema
 from reangle.store.pg_schema import MIGRATIONS, Migration, schema_version, upgrade
 from reangle.store.postgres import PostgresStore
 from tests.pg_cluster import PgCluster
@@ -62,6 +64,7 @@ def test_a_version_1_database_upgrades_without_losing_rows(pg_url: str) -> None:
         assert store.api_key_id("hash-1") == "key_1"
         assert store.claim_next(T0, models=["qwen-edit-multiangle-2511"]) == store.get_job("job_v1")
         assert job.vendor_task is None  # migration 6's column, empty on the jobs it found
+        assert job.source == SOURCE_UNRECORDED  # migration 7's, marking them as from before it
         assert store.set_vendor_task("job_v1", 1, "task-a")
         claimed = store.get_job("job_v1")
         assert claimed is not None
@@ -69,6 +72,18 @@ def test_a_version_1_database_upgrades_without_losing_rows(pg_url: str) -> None:
         assert len(store.shared_secret("url_signing")) == 64  # migration 2's table
     finally:
         store.close()
+
+
+def test_a_database_a_newer_reangle_upgraded_is_refused_untouched(pg_url: str) -> None:
+    upgrade(pg_url)
+    older = MIGRATIONS[:-1]
+    with pytest.raises(NewerSchema) as refused:
+        upgrade(pg_url, older)
+    assert refused.value.message == (
+        f"the PostgreSQL database has schema version {len(MIGRATIONS)}, from a newer reangle; this one knows "
+        f"versions up to {len(older)}"
+    )
+    assert versions(pg_url) == [m.version for m in MIGRATIONS]
 
 
 def test_processes_starting_at_once_apply_each_migration_exactly_once(pg_url: str) -> None:
