@@ -19,7 +19,7 @@ from reangle.core.models import MODELS, TASK_INPUTS, check_one_base_per_engine, 
 from reangle.engine.base import ENGINE_NAMES, Engine, create_engine, cuda_available
 from reangle.errors import InvalidInput
 from reangle.settings import Settings
-from reangle.store.data_lock import DataFolderLock
+from reangle.store.data_lock import DataFolderLock, check_no_unlocked_server
 
 if TYPE_CHECKING:
     from reangle.core.service import JobService
@@ -233,11 +233,17 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _upgrade_schema(settings: Settings) -> None:
     """Bring the database's schema up to date before an engine loads, saying which PostgreSQL migrations
-    that took; on SQLite, opening the file does it. A database a newer reangle upgraded stops here."""
+    that took; on SQLite, opening the file does it (with the data folder's lock held: an older server
+    that takes none, still running on it, stops this one here). A database a newer reangle upgraded stops
+    here too."""
     from reangle.compose import open_job_store
 
     if not settings.database_url:
-        open_job_store(settings).close()
+        store = open_job_store(settings)
+        try:
+            check_no_unlocked_server(store, settings.data_dir)
+        finally:
+            store.close()
     for migration in upgrade_schema(settings):
         print(
             f"reangle: applied schema migration {migration.version}: {migration.description}", file=sys.stderr

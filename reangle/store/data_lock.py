@@ -1,17 +1,23 @@
 """One embedded server per data folder: a second would re-queue the first one's running job as interrupted
-and run it beside it. The lock is the system's (flock): a killed server leaves nothing to clean up."""
+and run it beside it. The lock is the system's (flock): a killed server leaves nothing to clean up. An older
+reangle took no lock: `check_no_unlocked_server` finds one still running by its heartbeat."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO
 
+from reangle.core.ports import JobStore
 from reangle.errors import InvalidInput
 
 LOCK_FILE = "server.lock"
+#: A heartbeat this recent (a server beats every 2 s) is a server that still runs, if its process does.
+RECENT_BEAT_S = 10.0
 
 
 def unwritable(data_dir: Path, exc: OSError) -> InvalidInput:
@@ -54,11 +60,7 @@ class DataFolderLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise InvalidInput(
-                f"another reangle server (pid {holder}) is running on the data folder {self.path.parent}: "
-                "stop it, or give this one its own --data-dir",
-                field="data-dir",
-            ) from None
+            raise _running(holder, self.path.parent) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -69,3 +71,32 @@ class DataFolderLock:
         if self._file is not None:
             self._file.close()  # closing the file drops the flock
             self._file = None
+
+
+def check_no_unlocked_server(store: JobStore, data_dir: Path) -> None:
+    """InvalidInput when a live process of this machine, other than this one, beat in the store of
+    `data_dir` within RECENT_BEAT_S: a server that took no lock (an older reangle) runs on it. Call it with
+    the lock held, so that any server taking one is known not to run."""
+    host = socket.gethostname()
+    for worker in store.list_workers(time.time() - RECENT_BEAT_S):
+        name_host, _, pid = worker.name.rpartition(":")
+        if name_host == host and pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            raise _running(pid, data_dir)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _running(pid: str, data_dir: Path) -> InvalidInput:
+    return InvalidInput(
+        f"another reangle server (pid {pid}) is running on the data folder {data_dir}: "
+        "stop it, or give this one its own --data-dir",
+        field="data-dir",
+    )

@@ -8,6 +8,8 @@ import logging
 import os
 import socket
 import sqlite3
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +17,13 @@ import pytest
 
 from reangle.cli import serve
 from reangle.cli.main import main
+from reangle.compose import SQLITE_FILE
 from reangle.core.models import CAMERA_EDIT, WAN_IMAGE, install_catalog, shipped_catalog
+from reangle.core.ports import WorkerStatus
 from reangle.core.service import JobService
 from reangle.settings import Settings
 from reangle.store.data_lock import DataFolderLock
+from reangle.store.sqlite import SqliteStore
 from tests.api.conftest import free_port
 from tests.conftest import error_lines
 
@@ -345,3 +350,42 @@ def test_the_start_line_writes_an_ipv6_host_as_a_url_does(
         == 0
     )
     assert f"reangle: serving on http://[::1]:{port} (role all;" in capsys.readouterr().err
+
+
+def test_a_data_folder_an_older_lockless_server_runs_on_is_refused_by_its_heartbeat(
+    tmp_path: Path, no_engine: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older reangle took no lock: a recent heartbeat of a live process of this machine stops this one;
+    a process that has ended is no server, however recent its beat."""
+
+    def beat_from(pid: int) -> None:
+        store = SqliteStore(tmp_path / SQLITE_FILE)
+        now = time.time()
+        name = f"{socket.gethostname()}:{pid}"
+        store.record_worker(
+            WorkerStatus(name=name, device="cpu", engine="fake", models=(), started_at=now, seen_at=now)
+        )
+        store.close()
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    beat_from(ended.pid)
+    with socket.socket() as taken:  # so that a server let through stops at its port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "--engine", "fake", "--port", port, "--data-dir", str(tmp_path)]) == 2
+    assert "cannot listen" in error_lines(capsys.readouterr().err)[-1]
+
+    older = subprocess.Popen(["sleep", "60"])
+    try:
+        beat_from(older.pid)
+        assert main(["serve", "--engine", "fake", "--port", port, "--data-dir", str(tmp_path)]) == 2
+    finally:
+        older.kill()
+        older.wait()
+    assert error_lines(capsys.readouterr().err)[-1] == (
+        f"reangle: error: another reangle server (pid {older.pid}) is running on the data folder "
+        f"{tmp_path}: stop it, or give this one its own --data-dir"
+    )
+    assert no_engine == []
