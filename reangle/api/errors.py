@@ -17,6 +17,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle.api.request_id import HEADER, failure_hint, log_failure, request_id
+from reangle.core.inputs import refuse_bad_text
 from reangle.errors import (
     AssetGone,
     Conflict,
@@ -127,13 +128,16 @@ def body_refusal(exc: Exception) -> InvalidInput | None:
 
 def json_body(raw: bytes, *, not_json: str) -> Any:
     """The JSON value of a request body a route reads itself; InvalidInput about the body, saying `not_json`
-    (in the dialect's words) when it is not JSON, or that it nests too deeply to be read."""
+    (in the dialect's words) when it is not JSON, or that it nests too deeply to be read, or naming the text
+    in it that no answer or database could hold (a NUL, a lone surrogate)."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except ValueError:  # UnicodeDecodeError is one
         raise InvalidInput(not_json, field="body") from None
     except RecursionError:
         raise _too_deep() from None
+    refuse_bad_text(value, "body")
+    return value
 
 
 def client_gone(request: Request) -> Response:

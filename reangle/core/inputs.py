@@ -21,6 +21,11 @@ UrlCheck = Callable[[str, str], Awaitable[None]]
 #: No text a request gives may hold it: PostgreSQL cannot store it, and no URL, path or prompt needs it.
 NUL = "\x00"
 NUL_MESSAGE = "must not contain a NUL character"
+#: Nor half a UTF-16 surrogate pair (JSON's "\ud800" escape alone): it is no character, and no text holding
+#: one can be written as UTF-8 (to the database, a log, an answer).
+SURROGATE_MESSAGE = (
+    "must not contain half a UTF-16 surrogate pair (such as \\ud800 alone): it is no character"
+)
 
 #: A data URL up to its comma (the data itself, megabytes, is never run through a regex).
 _DATA_URL_HEADER = re.compile(
@@ -30,19 +35,29 @@ _DATA_URL_HEADER = re.compile(
 THREAD_DECODE_CHARS = 1 << 20
 
 
-def refuse_nul(value: object, field: str) -> None:
+def refuse_bad_text(value: object, field: str) -> None:
     """InvalidInput naming the place (`input.loras.2.url`) of the first text in `value` (a JSON value: text,
-    numbers, lists and objects, keys included) that holds a NUL character."""
+    numbers, lists and objects, keys included) that holds a NUL character or a lone surrogate."""
     if isinstance(value, str):
         if NUL in value:
             raise InvalidInput(f"{field}: {NUL_MESSAGE}", field=field)
+        if not value.isascii() and not _encodable(value):  # isascii is free: images' base64 is ASCII
+            raise InvalidInput(f"{field}: {SURROGATE_MESSAGE}", field=field)
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            refuse_nul(key, field)
-            refuse_nul(item, f"{field}.{key}")
+            refuse_bad_text(key, field)
+            refuse_bad_text(item, f"{field}.{key}")
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            refuse_nul(item, f"{field}.{index}")
+            refuse_bad_text(item, f"{field}.{index}")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def resolve_image(
@@ -50,7 +65,7 @@ async def resolve_image(
 ) -> AssetRecord:
     """The asset `ref` names (an asset id of `owner`'s), or a new one of its bytes (fetched from an http(s)
     URL, or decoded from a data URL or base64), stored with the file `name` given."""
-    refuse_nul(ref, field)
+    refuse_bad_text(ref, field)
     if ref.startswith("asset_"):
         try:
             return assets.get(owner, ref)
@@ -88,7 +103,7 @@ async def decoded_inline(ref: str, *, field: str, expected: str = IMAGE_REFS) ->
 def decode_inline(ref: str, *, field: str, expected: str = IMAGE_REFS) -> bytes:
     """Bytes of a `data:` URL (base64 only) or of a raw base64 string, line breaks and spaces allowed; a
     refusal says the field takes `expected`."""
-    refuse_nul(ref, field)
+    refuse_bad_text(ref, field)
     payload = ref.strip()
     if payload.startswith("data:"):
         header, comma, payload = payload.partition(",")

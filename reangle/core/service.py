@@ -26,7 +26,7 @@ from reangle.core.inputs import (
     UrlFetcher,
     decode_inline,
     is_http_url,
-    refuse_nul,
+    refuse_bad_text,
     resolve_image,
 )
 from reangle.core.jobs import (
@@ -265,7 +265,7 @@ class JobService:
             raise InvalidInput(
                 f"model {spec.id} is unavailable on this server: {spec.unavailable}", field="model"
             )
-        refuse_nul(request.input, "input")
+        refuse_bad_text(request.input, "input")
         validated = spec.validate(request.kind, request.input)
         loras = [] if isinstance(validated, WanImageInput) else validated.lora_refs()
         if self.limits.loras is not None:

@@ -40,6 +40,7 @@ from reangle.api.job_wait import wait_unless_gone
 from reangle.api.openapi_errors import OpenAIError, error_responses
 from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.edit import MAX_INPUT_IMAGES
+from reangle.core.inputs import refuse_bad_text
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.service import STOPPING, SubmitRequest
 from reangle.dialects.base import dialect_route, log_server_error
@@ -242,6 +243,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidInput(f"the body must be a JSON object, not {type(body).__name__}", field=None)
+    refuse_bad_text(body, "body")
     return body
 
 

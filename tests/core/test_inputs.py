@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from reangle.core import inputs
-from reangle.core.inputs import decode_inline, refuse_nul
+from reangle.core.inputs import SURROGATE_MESSAGE, decode_inline, refuse_bad_text
 from reangle.errors import InvalidInput
 from tests.conftest import image_bytes, make_image
 
@@ -74,14 +74,37 @@ def test_bad_inline_images_name_the_field(ref, message):  # type: ignore[no-unty
 )
 def test_text_with_a_nul_character_is_refused_naming_where_it_is(value, field):  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInput) as caught:
-        refuse_nul(value, "input")
+        refuse_bad_text(value, "input")
     assert caught.value.field == field
     assert caught.value.message == f"{field}: must not contain a NUL character"
 
 
-def test_text_without_a_nul_character_passes_whatever_its_shape():
-    refuse_nul(
-        {"prompt": "caf\u00e9 \\x00 \u2603", "n": 3, "f": 1.5, "no": None, "l": [True, {"k": "v"}]}, "input"
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("snow \ud800", "input"),
+        ({"prompt": "ok", "set_prompts": ["one", "\udc80two"]}, "input.set_prompts.1"),
+        ({"caf\u00e9 \udfff": 1}, "input"),
+    ],
+    ids=["high-half", "low-half-in-a-list", "key"],
+)
+def test_text_with_half_a_surrogate_pair_is_refused_naming_where_it_is(value, field):  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        refuse_bad_text(value, "input")
+    assert caught.value.field == field
+    assert caught.value.message == f"{field}: {SURROGATE_MESSAGE}"
+
+
+def test_text_without_a_nul_or_a_lone_surrogate_passes_whatever_its_shape():
+    refuse_bad_text(
+        {
+            "prompt": "caf\u00e9 \\x00 \u2603 \U0001f600",
+            "n": 3,
+            "f": 1.5,
+            "no": None,
+            "l": [True, {"k": "v"}],
+        },
+        "input",
     )
 
 
