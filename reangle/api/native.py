@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from reangle.api.caller import AUTHORIZATION_DOC, CallerDep, KeyFirstRoute, Owner, caller_of
 from reangle.api.deps import State
@@ -30,7 +30,7 @@ from reangle.core.camera import all_poses
 from reangle.core.inputs import INLINE_IMAGE, decoded_inline, resolve_image
 from reangle.core.jobs import JobEvent, JobKind, JobStatus, TimeLimits
 from reangle.core.json_values import json_kind
-from reangle.core.models import MODELS
+from reangle.core.models import MODELS, not_true_or_false
 from reangle.core.service import SubmitRequest, model_spec
 from reangle.errors import AssetGone, Forbidden, InvalidInput, NotFound
 from reangle.runtime.heartbeat import LISTED_FOR_S
@@ -101,6 +101,9 @@ FILE_DOC: dict[int | str, dict[str, Any]] = {
 
 
 WebhookEvent = Literal["completed", "progress"]
+N = TypeVar("N")
+#: A number of the request envelope: true or false is refused, not read as 1 or 0.
+Number = Annotated[N, BeforeValidator(not_true_or_false)]
 #: The longest time limit a job may be given: a week, as RunPod allows.
 MAX_TIME_LIMIT_S = 7 * 24 * 3600
 
@@ -111,8 +114,8 @@ class TimeLimitsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_s: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
-    total_s: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+    run_s: Number[float | None] = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+    total_s: Number[float | None] = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
 
     def limits(self) -> TimeLimits | None:
         return TimeLimits(run_s=self.run_s, total_s=self.total_s) if self.run_s or self.total_s else None
@@ -128,7 +131,7 @@ class JobSubmission(BaseModel):
     model: str = Field(max_length=MAX_MODEL_CHARS)
     input: dict[str, Any]
     kind: JobKind = JobKind.EDIT
-    priority: int = Field(default=0, ge=-100, le=100)
+    priority: Number[int] = Field(default=0, ge=-100, le=100)
     #: POSTed to (signed, Standard Webhooks) when the job reaches what `webhook_events` asks for
     webhook_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
     #: "completed" (the default: succeeded, failed, canceled) and/or "progress" (status changes, progress)

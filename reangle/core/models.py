@@ -80,6 +80,13 @@ def _is_number_list(annotation: object) -> bool:
     return get_origin(annotation) is list and _is_number(get_args(annotation)[0])
 
 
+def not_true_or_false(value: object) -> object:
+    """A number field's check before pydantic's: JSON true or false is refused, not read as 1 or 0."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "Input should be a number, not true or false")
+    return value
+
+
 class _RequestModel(BaseModel):
     """A request's input: unknown fields refused, and JSON true or false never taken as a number (pydantic
     would read `"num_outputs": true` as 1)."""
@@ -90,8 +97,8 @@ class _RequestModel(BaseModel):
     @classmethod
     def _no_boolean_numbers(cls, value: object, info: ValidationInfo) -> object:
         annotation = cls.model_fields[str(info.field_name)].annotation
-        if isinstance(value, bool) and _is_number(annotation):
-            raise PydanticCustomError("number_type", "Input should be a number, not true or false")
+        if _is_number(annotation):
+            return not_true_or_false(value)
         if isinstance(value, list) and _is_number_list(annotation):
             for index, item in enumerate(value):
                 if isinstance(item, bool):

@@ -177,6 +177,9 @@ def test_bad_job_envelopes(api: httpx.Client) -> None:
     assert_error(post_job(api, input, kind="orbit", model=INSTRUCTION_EDIT), 422, "invalid_input", "orbit")
     assert_error(post_job(api, input, kind="video"), 422, "invalid_input", "kind")
     assert_error(post_job(api, input, priority=1000), 422, "invalid_input", "priority")
+    assert_error(post_job(api, input, priority=True), 422, "invalid_input", "priority", "not true or false")
+    as_boolean = post_job(api, input, time_limits={"run_s": True})  # not a 1 s limit
+    assert_error(as_boolean, 422, "invalid_input", "time_limits.run_s", "not true or false")
     assert_error(post_job(api, input, extra=1), 422, "invalid_input", "extra")
     assert_error(api.post("/v1/jobs", json={"input": input}), 422, "invalid_input", "model", "required")
     assert_error(post_job(api, "images please"), 422, "invalid_input", "input")
