@@ -8,6 +8,7 @@ import logging
 import secrets
 import threading
 import time
+import unicodedata
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,7 +48,8 @@ def upload_name(name: str, *, field: str, label: str | None = None) -> str:
     if len(name) > MAX_NAME_CHARS:
         message = f"{label} has {len(name):,} characters; at most {MAX_NAME_CHARS}"
         raise InvalidInput(message, field=field, hint=hint)
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+    # C0, DEL and C1 controls, line and paragraph separators, half a surrogate pair
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") for char in name):
         raise InvalidInput(f"{label} has a control character: {name!r}", field=field, hint=hint)
     return name
 
