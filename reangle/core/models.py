@@ -35,7 +35,7 @@ from reangle.catalog import (
     load_catalog,
 )
 from reangle.catalog.errors import entry_label
-from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose
+from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose, snap_azimuth
 from reangle.core.edit import (
     ASPECT_RATIOS,
     GENERATION_PRESETS,
@@ -49,6 +49,7 @@ from reangle.core.edit import (
     check_request,
 )
 from reangle.core.jobs import JobKind
+from reangle.core.json_values import is_finite
 from reangle.core.lora_refs import KINDS, MAX_LORAS, MAX_SCALE, LoraRef, RefKind
 from reangle.core.wan_image import IMAGE_SIDE_RANGE as WAN_IMAGE_SIDES
 from reangle.core.wan_image import MAX_ASPECT_RATIO as WAN_MAX_ASPECT
@@ -283,6 +284,26 @@ class OrbitInput(_Input):
         description="the views in order, instead of azimuths/elevation/distance",
     )
     lora_scale: float = Field(default=1.0, description="weight of the Multiple-Angles LoRA, 0..4")
+
+    @field_validator("azimuths")
+    @classmethod
+    def _each_view_once(cls, azimuths: list[float]) -> list[float]:
+        """A turntable shows each view once: two azimuths that snap to one view would render it twice."""
+        views: dict[int, list[float]] = {}
+        for azimuth in filter(is_finite, azimuths):  # a non-finite one is refused with the pose
+            views.setdefault(snap_azimuth(azimuth, "azimuths"), []).append(azimuth)
+        same = [
+            f"{' and '.join(f'{azimuth:g}' for azimuth in given)} snap to the same view, {view}"
+            for view, given in views.items()
+            if len(given) > 1
+        ]
+        if same:
+            raise PydanticCustomError(
+                "same_view",
+                "{same}: give each view once (azimuths snap to the nearest 45 degrees)",
+                {"same": "; ".join(same)},
+            )
+        return azimuths
 
     @model_validator(mode="after")
     def _one_way_to_name_the_views(self) -> OrbitInput:

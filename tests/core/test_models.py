@@ -155,6 +155,12 @@ def test_orbit_poses_name_any_path_in_either_parametrization():
         ({"poses": [{"vertical_angle": 100}]}, "input.poses.0", "vertical_angle must be between -90 and 90"),
         ({"poses": [{"zoom": "near"}]}, "input.poses.0.zoom", "valid number"),
         ({"poses": [{"tilt": 3}]}, "input.poses.0.tilt", "unknown field"),
+        ({"azimuths": [0, 1]}, "input.azimuths", "0 and 1 snap to the same view, 0: give each view once"),
+        (
+            {"azimuths": [90, 45, 450, 44.5]},
+            "input.azimuths",
+            "90 and 450 snap to the same view, 90; 45 and 44.5",
+        ),
     ],
 )
 def test_bad_orbit_poses_name_the_field(poses_and_more, field, words):  # type: ignore[no-untyped-def]
