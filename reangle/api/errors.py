@@ -118,12 +118,20 @@ def body_refusal(exc: Exception) -> InvalidInput | None:
         return _too_deep()
     if isinstance(cause, UnicodeDecodeError):
         return InvalidInput(f"body: the request body is not valid JSON ({cause})", field="body")
-    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
-        return InvalidInput(
-            f"body: a number in the request body has more than {sys.get_int_max_str_digits():,} digits",
-            field="body",
-        )
+    if isinstance(cause, ValueError) and _too_many_digits(cause):
+        return _many_digits()
     return None
+
+
+def _too_many_digits(exc: ValueError) -> bool:
+    return "integer string conversion" in str(exc)
+
+
+def _many_digits() -> InvalidInput:
+    return InvalidInput(
+        f"body: a number in the request body has more than {sys.get_int_max_str_digits():,} digits",
+        field="body",
+    )
 
 
 def json_body(raw: bytes, *, not_json: str) -> Any:
@@ -132,8 +140,8 @@ def json_body(raw: bytes, *, not_json: str) -> Any:
     in it that no answer or database could hold (a NUL, a lone surrogate)."""
     try:
         value = json.loads(raw)
-    except ValueError:  # UnicodeDecodeError is one
-        raise InvalidInput(not_json, field="body") from None
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise (_many_digits() if _too_many_digits(exc) else InvalidInput(not_json, field="body")) from None
     except RecursionError:
         raise _too_deep() from None
     refuse_bad_text(value, "body")

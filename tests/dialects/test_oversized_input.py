@@ -54,13 +54,24 @@ def test_native_lora_scale_refuses_a_huge_integer(server: RunningServer) -> None
     assert "loras" in refused.json()["error"]["message"]
 
 
-def test_a_body_with_an_integer_past_pythons_digit_limit_is_named(server: RunningServer) -> None:
-    refused = post(server, "/v1/jobs", '{"model": "x", "input": {"seed": 1' + "0" * 5000 + "}}")
-    assert refused.status_code == 422, refused.text
-    assert refused.json()["error"] == {
-        "code": "invalid_input",
-        "message": "body: a number in the request body has more than 4,300 digits",
-    }
+@pytest.mark.parametrize(
+    ("path", "status", "message_at"),
+    [
+        ("/v1/jobs", 422, ("error", "message")),
+        ("/v1/assets", 422, ("error", "message")),
+        ("/runpod/v2/ep/run", 400, ("error",)),
+        ("/scenario/v1/generate/custom/model_qwen-edit-multiangle-2511", 400, ("error",)),
+    ],
+)
+def test_a_body_with_an_integer_past_pythons_digit_limit_is_named(
+    server: RunningServer, path: str, status: int, message_at: tuple[str, ...]
+) -> None:
+    refused = post(server, path, '{"model": "x", "input": {"seed": 1' + "0" * 5000 + "}}")
+    assert refused.status_code == status, refused.text
+    message: Any = refused.json()
+    for key in message_at:
+        message = message[key]
+    assert message == "body: a number in the request body has more than 4,300 digits"
 
 
 @pytest.mark.parametrize(
