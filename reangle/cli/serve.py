@@ -188,9 +188,11 @@ def server_logging() -> dict[str, Any]:
 
 
 def worker_logging() -> None:
-    """A worker's lines at INFO, timestamped, on stderr; Procrastinate's from WARNING, its outage lines
-    quiet (as `server_logging` has them)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    """A worker's own lines at INFO, timestamped, on stderr, and the libraries' from WARNING (httpx would log
+    each webhook URL, a receiver's token included); Procrastinate's outage lines quiet (as `server_logging`
+    has them)."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    logging.getLogger("reangle").setLevel(logging.INFO)
     queue_logger = logging.getLogger(QUEUE_LOGGER)
     queue_logger.setLevel(logging.WARNING)
     queue_logger.addHandler(queue_handler(LOG_FORMAT))
@@ -225,7 +227,15 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     raise_open_file_limit()
     make_data_dir(settings)
     make_cache_dir(settings)
-    models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
+    models = (
+        None if args.models is None else [model.strip() for model in args.models.split(",") if model.strip()]
+    )
+    if models == []:  # an unset variable in a script: it must not quietly take every model
+        raise InvalidInput(
+            f"--models names no model ({args.models!r}): give model ids separated by commas, or leave "
+            "--models out to take every model",
+            field="models",
+        )
     _serve_catalog(settings, models)
     metrics_socket = bound_socket(settings.host, args.metrics_port) if args.metrics_port else None
     return _work(settings, models, metrics_socket)

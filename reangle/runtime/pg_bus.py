@@ -31,7 +31,7 @@ from reangle.core.jobs import Job, JobEvent
 from reangle.core.ports import ChangeWatcher, JobStore
 from reangle.errors import ReangleError
 from reangle.runtime.local_bus import LocalEventBus
-from reangle.store.postgres import BoundedConnection
+from reangle.store.postgres import BoundedConnection, first_line
 
 log = logging.getLogger("reangle.events")
 
@@ -198,7 +198,7 @@ class PgEventBus:
                 self.listening.clear()
                 wait = RECONNECT_S[min(failures, len(RECONNECT_S) - 1)]
                 if failures == 0:
-                    log.warning("event bus: lost the database (%s); reconnecting", exc)
+                    log.warning("event bus: lost the database (%s); reconnecting", first_line(exc))
                 failures += 1
                 await asyncio.sleep(wait)
 

@@ -225,7 +225,7 @@ class PostgresStore:
             self._failed = True
             raise Unavailable(
                 f"no connection to the database at {self._where} came free within {self._pool.timeout:g} s "
-                f"({_first_line(exc)})"
+                f"({first_line(exc)})"
             ) from None
         except psycopg.OperationalError as exc:
             if _lost_connection(exc):
@@ -917,13 +917,13 @@ def _lost_connection(exc: psycopg.OperationalError) -> bool:
 def connection_failure(where: str, exc: psycopg.OperationalError) -> Unavailable:
     """Why the database at `where` could not be used: it refused the connection (a FATAL answer: no such
     database, a login refused), or it could not be reached at all."""
-    reason = _first_line(exc)
+    reason = first_line(exc)
     if "FATAL:" in reason:  # the server answered, and said no: check the URL, not the network
         return Unavailable(f"the database at {where} refused the connection ({reason})")
     return Unavailable(f"the database at {where} cannot be reached ({reason})")
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 

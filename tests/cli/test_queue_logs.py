@@ -1,4 +1,5 @@
-"""Procrastinate's lines about a database outage are one WARNING line each; its other lines pass as is."""
+"""Procrastinate's lines about a database outage are one WARNING line each; its other lines pass as is. A
+worker logs its own lines from INFO, the libraries' from WARNING."""
 
 from __future__ import annotations
 
@@ -103,3 +104,17 @@ def test_a_task_exception_left_by_the_outage_is_one_warning_line(set_up: str) ->
         r"\(the database is away: connection failed: the database system is shutting down\)",
         line,
     ), line
+
+
+def test_a_worker_logs_its_own_lines_at_info_and_the_libraries_only_from_warning() -> None:
+    code = (
+        "import logging; from reangle.cli.serve import worker_logging; worker_logging()\n"
+        "logging.getLogger('httpx').info('HTTP Request: POST http://hooks.example/in?token=SECRET')\n"
+        "logging.getLogger('reangle.webhooks').info('webhook evt_1 delivered')\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    (line,) = ran.stderr.strip().splitlines()  # a receiver's token stays out of the log
+    assert line.endswith("INFO reangle.webhooks: webhook evt_1 delivered")

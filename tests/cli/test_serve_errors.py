@@ -137,6 +137,11 @@ def worker_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "unknown model 'no-such-model'; choose from qwen-edit-multiangle-2511, qwen-image-edit-2511, "
             "qwen-image-2512, wan-2.7-image",
         ),
+        (
+            " , ",  # an unset variable in a script: not every model
+            "--models names no model (' , '): give model ids separated by commas, or leave --models out to "
+            "take every model",
+        ),
     ],
 )
 def test_a_worker_asked_for_a_model_it_cannot_run_is_refused_before_loading_an_engine(

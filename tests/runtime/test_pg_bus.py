@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -105,7 +106,7 @@ def test_a_stop_reaches_the_process_running_the_job(pg_url: str, jobs: SqliteSto
 
 
 def test_after_losing_its_connection_a_bus_reconnects_and_catches_up_on_missed_statuses(
-    pg_url: str, jobs: SqliteStore
+    pg_url: str, jobs: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
         async with running(PgEventBus(pg_url, jobs)) as api, running(PgEventBus(pg_url, jobs)) as worker:
@@ -127,7 +128,11 @@ def test_after_losing_its_connection_a_bus_reconnects_and_catches_up_on_missed_s
                 worker.publish(JobEvent(job_id="job_1", kind="progress", progress={"progress": 0.25}))
                 assert (await next_event(events)).progress == {"progress": 0.25}
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.WARNING, "reangle.events"):
+        asyncio.run(scenario())
+    lost = [record.getMessage() for record in caplog.records if "lost the database" in record.getMessage()]
+    assert lost
+    assert all("\n" not in line for line in lost)  # one line, as log shippers read them (psycopg's has three)
 
 
 def test_publishing_without_a_database_neither_raises_nor_waits(jobs: SqliteStore) -> None:
