@@ -89,10 +89,48 @@ def open_store(
             field="data-dir",
             hint="check --data-dir or REANGLE_DATA_DIR; `reangle keys create` makes the first key",
         )
+    if existing and settings.database_url:
+        check_schema_current(settings)
     make_data_dir(settings, jobs_only=True)
     if writes and not settings.database_url:
         check_writable(settings.data_dir, settings.data_dir / SQLITE_FILE)
     return settings, open_job_store(settings)
+
+
+def check_schema_current(settings: Settings) -> None:
+    """InvalidInput unless the PostgreSQL database holds this version's schema, exactly: a command that
+    only reads or removes neither makes reangle's tables in a mistyped database nor migrates a live one
+    under its workers (that is `reangle db upgrade`'s job, in its order)."""
+    import psycopg
+
+    from reangle.compose import check_database_url
+    from reangle.store.newer_schema import newer_schema
+    from reangle.store.pg_schema import MIGRATIONS, schema_version
+    from reangle.store.postgres import connection_failure, database_address
+
+    check_database_url(settings)
+    url = str(settings.database_url)
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            found = schema_version(conn)
+    except psycopg.OperationalError as exc:
+        raise connection_failure(database_address(url), exc) from None
+    known = MIGRATIONS[-1].version
+    where = jobs_location(settings)
+    if found == 0:
+        raise InvalidInput(
+            f"no reangle database in {where}: it holds no reangle tables",
+            field="database_url",
+            hint="check REANGLE_DATABASE_URL; `reangle db upgrade` or a server's start makes them",
+        )
+    if found < known:
+        raise InvalidInput(
+            f"the database {where} has schema version {found}; this reangle's is {known}",
+            field="database_url",
+            hint="upgrade it with `reangle db upgrade` (docs/scale-out.md says in which order)",
+        )
+    if found > known:
+        raise newer_schema(f"the database {where}", found, known)
 
 
 def jobs_location(settings: Settings) -> str:

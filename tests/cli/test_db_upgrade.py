@@ -7,11 +7,12 @@ import socket
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from reangle.cli.main import main
 from reangle.compose import SQLITE_FILE
-from reangle.store.pg_schema import MIGRATIONS, upgrade
+from reangle.store.pg_schema import MIGRATIONS, schema_version, upgrade
 from reangle.store.schema import SQLITE_SCHEMA_VERSION
 from reangle.store.sqlite import SqliteStore
 from tests.conftest import error_lines
@@ -102,3 +103,29 @@ def test_serve_on_a_sqlite_file_a_newer_reangle_upgraded_stops_in_one_line_befor
         "it, or restore the backup taken before the upgrade)"
     )
     assert no_engine == []
+
+
+@pytest.mark.parametrize("command", [["admin", "jobs"], ["keys", "list"]])
+def test_a_reading_command_neither_makes_nor_migrates_a_postgresql_schema(
+    command: list[str], pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped database gets no tables; a live one is not migrated under its workers."""
+    monkeypatch.setenv("REANGLE_DATABASE_URL", pg_url)
+    assert main(command) == 2
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.startswith("reangle: error: no reangle database in postgresql://")
+    assert "it holds no reangle tables" in line
+    with psycopg.connect(pg_url) as conn:
+        assert schema_version(conn) == 0
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    assert tables == (0,)
+
+    upgrade(pg_url, MIGRATIONS[:1])
+    assert main(command) == 2
+    [line] = error_lines(capsys.readouterr().err)
+    assert f"has schema version 1; this reangle's is {len(MIGRATIONS)} (upgrade it with" in line
+    with psycopg.connect(pg_url) as conn:
+        assert schema_version(conn) == 1
+
+    upgrade(pg_url)
+    assert main(command) == 0
