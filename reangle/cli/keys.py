@@ -53,6 +53,11 @@ def add_keys_commands(commands: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="make a new secret; the old one keeps signing beside it for 24 h",
     )
+    secret.add_argument(
+        "--force",
+        action="store_true",
+        help="with --rotate: rotate even while the secret rotated out last still signs (it stops at once)",
+    )
     secret.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     secret.set_defaults(run=run_keys_webhook_secret)
 
@@ -240,6 +245,14 @@ def run_keys_webhook_secret(args: argparse.Namespace, settings: Settings) -> int
                 hint="key ids look like key_0123456789abcdef; `reangle keys create` prints them",
             )
         now = time.time()
+        if args.rotate and not args.force and len(store.webhook_secrets(args.key_id, now)) > 1:
+            raise InvalidInput(
+                f"the previous webhook secret of {args.key_id} still signs beside the current one (for 24 h "
+                "after a rotation): rotating again now would stop it at once, and receivers still holding it "
+                "would refuse the deliveries",
+                field="rotate",
+                hint="to stop it at once anyway, for a leaked secret, give --force as well",
+            )
         if args.rotate:
             secret = store.rotate_webhook_secret(args.key_id, now, ROTATION_OVERLAP_S)
             print(

@@ -4,6 +4,7 @@ within 10 seconds"), and an unusable data folder for `keys create`: one line, ex
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,39 @@ def test_on_postgres_the_keys_live_in_the_database_and_need_no_data_folder(
     assert main(["keys", "revoke", key_id, "--data-dir", str(unusable)]) == 0
     capsys.readouterr()
     assert listed(unusable, capsys) == []
+
+
+def test_a_second_rotation_within_the_overlap_is_refused_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It would stop at once the secret the first rotation left signing for 24 h."""
+    key_id, _ = create(tmp_path, "ci", capsys)
+
+    def secret(*flags: str) -> int:
+        return main(["keys", "webhook-secret", "--key-id", key_id, *flags, "--data-dir", str(tmp_path)])
+
+    def in_use() -> list[str]:
+        store = open_job_store(Settings(data_dir=tmp_path))
+        try:
+            return store.webhook_secrets(key_id, time.time())
+        finally:
+            store.close()
+
+    assert secret() == 0
+    first = capsys.readouterr().out.strip()
+    assert secret("--rotate") == 0
+    second = capsys.readouterr().out.strip()
+    assert in_use() == [second, first]
+
+    assert secret("--rotate") == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"reangle: error: the previous webhook secret of {key_id} still signs beside the current one "
+        "(for 24 h after a rotation): rotating again now would stop it at once, and receivers still holding "
+        "it would refuse the deliveries (to stop it at once anyway, for a leaked secret, give --force as "
+        "well)"
+    ]
+    assert in_use() == [second, first]
+
+    assert secret("--rotate", "--force") == 0
+    third = capsys.readouterr().out.strip()
+    assert in_use() == [third, second]
