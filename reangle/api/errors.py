@@ -118,12 +118,13 @@ def body_refusal(exc: Exception) -> InvalidInput | None:
         return _too_deep()
     if isinstance(cause, UnicodeDecodeError):
         return InvalidInput(f"body: the request body is not valid JSON ({cause})", field="body")
-    if isinstance(cause, ValueError) and _too_many_digits(cause):
+    if isinstance(cause, ValueError) and too_many_digits(cause):
         return _many_digits()
     return None
 
 
-def _too_many_digits(exc: ValueError) -> bool:
+def too_many_digits(exc: ValueError) -> bool:
+    """Whether JSON parsing failed at an integer longer than Python converts (its limit on digits)."""
     return "integer string conversion" in str(exc)
 
 
@@ -141,7 +142,7 @@ def json_body(raw: bytes, *, not_json: str) -> Any:
     try:
         value = json.loads(raw)
     except ValueError as exc:  # UnicodeDecodeError is one
-        raise (_many_digits() if _too_many_digits(exc) else InvalidInput(not_json, field="body")) from None
+        raise (_many_digits() if too_many_digits(exc) else InvalidInput(not_json, field="body")) from None
     except RecursionError:
         raise _too_deep() from None
     refuse_bad_text(value, "body")

@@ -3,7 +3,7 @@
     POST /openai/v1/images/edits        multipart; waits for the job, answers {"created", "data": [...], ...}
     POST /openai/v1/images/generations  JSON; text-to-image (qwen-image-2512 by default), answered alike
     GET  /openai/v1/models[/{id}]       the served models, as OpenAI model objects
-    *    /openai/v1/...                 anything else: 404 in OpenAI's error shape
+    *    /openai/v1/...                 any other path or method (OPTIONS, HEAD): 404 in OpenAI's error shape
 
 The request fields, their mapping to the native input, the response and the error bodies are pure
 translations in `openai_schemas` (documented there); this module wires them onto JobService.
@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from starlette.requests import ClientDisconnect
 
 from reangle.api.auth import bearer_token
 from reangle.api.deps import LinkMaker, State
+from reangle.api.errors import too_many_digits
 from reangle.api.forms import parse_form
 from reangle.api.job_wait import wait_unless_gone
 from reangle.api.openapi_errors import OpenAIError, error_responses
@@ -42,8 +44,9 @@ from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.edit import MAX_INPUT_IMAGES
 from reangle.core.inputs import refuse_bad_text
 from reangle.core.jobs import Job, JobStatus
+from reangle.core.json_values import json_kind
 from reangle.core.service import STOPPING, SubmitRequest
-from reangle.dialects.base import dialect_route, log_server_error
+from reangle.dialects.base import ANY_METHOD, dialect_route, log_server_error
 from reangle.dialects.openai_schemas import (
     IMAGE_FIELDS,
     EditCall,
@@ -135,9 +138,8 @@ async def get_model(model_id: str, request: Request, app: State) -> dict[str, An
     return model_object(model_id)
 
 
-@router.api_route(
-    f"{PREFIX}/{{path:path}}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
-)
+# every method, OPTIONS and HEAD included: otherwise the app's router answers them, in the native shape
+@router.api_route(f"{PREFIX}/{{path:path}}", methods=ANY_METHOD, include_in_schema=False)
 async def unknown_url(path: str, request: Request) -> Response:
     raise NotFound(
         f"Unknown request URL: {request.method} {PREFIX}/{path}. "
@@ -211,13 +213,14 @@ async def read_form(request: Request) -> tuple[dict[str, str], list[bytes | str]
                 if not image:
                     raise InvalidInput(f"{name} is empty: send an image file", field=name)
                 images.append(image)
-            elif isinstance(value, UploadFile):
-                check_known(name)
-                raise InvalidInput(f"{name} must be a text field, not a file", field=name)
-            elif fields.setdefault(name, value) != value:
-                raise InvalidInput(
-                    f"{name} is given twice, as {fields[name]!r} and {value!r}; send it once", field=name
-                )
+            else:
+                check_known(name)  # the messages below name the field: only once it is one of ours
+                if isinstance(value, UploadFile):
+                    raise InvalidInput(f"{name} must be a text field, not a file", field=name)
+                if fields.setdefault(name, value) != value:
+                    raise InvalidInput(
+                        f"{name} is given twice, as {fields[name]!r} and {value!r}; send it once", field=name
+                    )
         return fields, images
     finally:
         await form.close()
@@ -234,6 +237,10 @@ async def read_json(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except ValueError as exc:  # UnicodeDecodeError is one
+        if too_many_digits(exc):  # Python's own message gives advice to programmers
+            raise InvalidInput(
+                f"a number in the body has more than {sys.get_int_max_str_digits():,} digits", field=None
+            ) from None
         raise InvalidInput(f"the body is not valid JSON: {exc}", field=None) from None
     except RecursionError:
         raise InvalidInput(
@@ -242,7 +249,7 @@ async def read_json(request: Request) -> dict[str, Any]:
             hint="send JSON nested at most a few hundred levels deep",
         ) from None
     if not isinstance(body, dict):
-        raise InvalidInput(f"the body must be a JSON object, not {type(body).__name__}", field=None)
+        raise InvalidInput(f"the body must be a JSON object, not {json_kind(body)}", field=None)
     refuse_bad_text(body, "body")
     return body
 

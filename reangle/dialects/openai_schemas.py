@@ -81,8 +81,10 @@ from typing import Any, Literal
 
 from reangle.api.errors import status_for
 from reangle.core.camera_text import parse_camera_text
-from reangle.core.edit import MAX_INPUT_IMAGES, MAX_OUTPUTS, SIZE_PRESETS
+from reangle.core.edit import MAX_INPUT_IMAGES, MAX_OUTPUTS, MAX_PROMPT_CHARS, SIZE_PRESETS
+from reangle.core.inputs import refuse_bad_text
 from reangle.core.jobs import Job, JobStatus, OutputAsset
+from reangle.core.json_values import json_kind
 from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS, TEXT_TO_IMAGE
 from reangle.errors import InvalidInput, NotFound, ReangleError, Unauthorized
 
@@ -128,6 +130,8 @@ UNSUPPORTED_FIELDS = ("mask", "markup", "svg", "frame_count", "frame_duration_ms
 QUALITY_ACCELERATION: dict[str, str | None] = {"low": None, "auto": None, "standard": None}
 QUALITY_ACCELERATION.update(medium="regular", high="regular", xhigh="none", max="none")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+#: OpenAI `background` values this server takes (its outputs are opaque either way).
+BACKGROUNDS = ("auto", "opaque")
 #: /images/generations: OpenAI's fields this server takes, those it accepts and ignores, those it refuses,
 #: and the native text-to-image fields `extra_body` may carry (validated by the core).
 GENERATION_FIELDS = (*OPENAI_FIELDS, *OPENAI_CHOICE_FIELDS, "moderation")
@@ -244,7 +248,7 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     fal_size = "image_size" in fields or any(name in fields for name in FAL_IMAGE_SIZE_FIELDS)
     fields = _from_fal(fields)
     prompt = fields.get("prompt", "")
-    _check_choice(fields, "background", ("auto", "opaque"), "transparent backgrounds are not supported")
+    _check_background(fields)
     _check_choice(fields, "stream", ("false",), "streaming is not supported; leave stream unset")
     response_format = _response_format(fields)
     if not 1 <= len(images) <= MAX_INPUT_IMAGES:
@@ -338,8 +342,28 @@ def _from_fal(fields: Mapping[str, str]) -> dict[str, str]:
     out.update(_fal_image_size(fields))
     additional = fields.get("additional_prompt", "").strip()
     if additional:
-        out["prompt"] = f"{fields.get('prompt', '').strip()} {additional}".strip()
+        out["prompt"] = _with_additional_prompt(fields.get("prompt", "").strip(), additional)
     return out
+
+
+def _with_additional_prompt(prompt: str, additional: str) -> str:
+    """The prompt with fal's additional_prompt appended, which is checked as the core checks a prompt but
+    under its own name (the core's refusal would name the prompt)."""
+    refuse_bad_text(additional, "additional_prompt")
+    if len(additional) > MAX_PROMPT_CHARS:
+        raise InvalidInput(
+            f"additional_prompt is {len(additional):,} characters, more than the limit of "
+            f"{MAX_PROMPT_CHARS:,}",
+            field="additional_prompt",
+        )
+    combined = f"{prompt} {additional}".strip()
+    if len(combined) > MAX_PROMPT_CHARS >= len(prompt):  # a prompt too long alone is the core's to name
+        raise InvalidInput(
+            f"prompt and additional_prompt together are {len(combined):,} characters, more than the limit "
+            f"of {MAX_PROMPT_CHARS:,}",
+            field="additional_prompt",
+        )
+    return combined
 
 
 def _fal_image_size(fields: Mapping[str, str]) -> dict[str, str]:
@@ -386,6 +410,12 @@ def _size_object(raw: str) -> dict[str, str]:
 def _check_choice(fields: Mapping[str, str], name: str, allowed: tuple[str, ...], message: str) -> None:
     if name in fields and fields[name].strip().lower() not in allowed:
         raise InvalidInput(f"{message} (got {name}={fields[name]!r})", field=name)
+
+
+def _check_background(fields: Mapping[str, str]) -> None:
+    """OpenAI's `background`: auto or opaque; transparent, a value OpenAI takes, is refused for its reason."""
+    _check_choice(fields, "background", (*BACKGROUNDS, "transparent"), "background must be auto or opaque")
+    _check_choice(fields, "background", BACKGROUNDS, "transparent backgrounds are not supported")
 
 
 def _flag(raw: str, name: str) -> bool:
@@ -557,14 +587,14 @@ def translate_generation(body: Mapping[str, Any]) -> EditCall:
         _check_generation_field(name)
     prompt = given.get("prompt")
     if not isinstance(prompt, str):
-        problem = "is required" if prompt is None else f"must be a string, not {type(prompt).__name__}"
+        problem = "is required" if prompt is None else f"must be a string, not {json_kind(prompt)}"
         raise InvalidInput(f"prompt {problem}: say what to generate", field="prompt")
     if not prompt.strip():
         raise InvalidInput("prompt must not be empty: say what to generate", field="prompt")
     fields = {
         name: _text(given[name], name) for name in GENERATION_FIELDS if name in given and name != "prompt"
     }
-    _check_choice(fields, "background", ("auto", "opaque"), "transparent backgrounds are not supported")
+    _check_background(fields)
     _check_choice(fields, "stream", ("false",), "streaming is not supported; leave stream unset")
     _check_choice(fields, "moderation", ("auto", "low"), "moderation must be auto or low")
     response_format = _response_format(fields)
@@ -602,7 +632,7 @@ def _text(value: Any, name: str) -> str:
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         return str(value)
-    raise InvalidInput(f"{name} must be a string or a number, not {type(value).__name__}", field=name)
+    raise InvalidInput(f"{name} must be a string or a number, not {json_kind(value)}", field=name)
 
 
 def _generation_size(raw: str | None) -> str | None:

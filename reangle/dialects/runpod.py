@@ -106,8 +106,9 @@ def source_of(endpoint_id: str) -> str:
 
 
 def checked_endpoint_id(endpoint_id: str) -> str:
-    """An endpoint id a job may be submitted to (and keep in its `source`): letters, digits, `.`, `_`, `-`
-    and `~` (RunPod's own ids are lower-case letters and digits), at most MAX_ENDPOINT_ID_CHARS of them."""
+    """An endpoint id a job may be submitted to (and keep in its `source`), and so the only kind every other
+    route takes: letters, digits, `.`, `_`, `-` and `~` (RunPod's own ids are lower-case letters and digits),
+    at most MAX_ENDPOINT_ID_CHARS of them."""
     if not ENDPOINT_ID.fullmatch(endpoint_id):
         shown = (
             endpoint_id
@@ -223,6 +224,7 @@ async def retry(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[s
 @router.post(PREFIX + "/purge-queue")
 async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
     """Cancel this key's queued jobs on this endpoint; running jobs go on."""
+    checked_endpoint_id(endpoint_id)
     queued = [
         job for job in await _all_jobs(app, who, JobStatus.QUEUED) if job.source == source_of(endpoint_id)
     ]
@@ -234,6 +236,7 @@ async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any
 async def health(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
     """This key's job counts on this endpoint (each batch item counts, by its newest attempt), and the local
     worker."""
+    checked_endpoint_id(endpoint_id)
     jobs, retries = await asyncio.to_thread(_newest_attempts_on, app, who, endpoint_id)
     running = app.service.counts().get(JobStatus.PROCESSING, 0) > 0
     return rp.health_body(jobs, running=running, retries=retries)
@@ -293,6 +296,7 @@ def _as_sent(exc: InvalidInput, plan: rp.Translated) -> InvalidInput:
 
 def _lookup(app: AppState, who: str, endpoint_id: str, runpod_id: str) -> list[Job]:
     """The newest attempt of the job (or of each batch item) behind a RunPod id, on this endpoint."""
+    checked_endpoint_id(endpoint_id)
     try:
         jobs = (
             app.service.batch(who, runpod_id)

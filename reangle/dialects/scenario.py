@@ -12,7 +12,7 @@ import asyncio
 import base64
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -48,6 +48,9 @@ from reangle.errors import (
 
 PREFIX = "/scenario/v1"
 FLAGS = {"true": True, "1": True, "": True, "false": False, "0": False}
+#: `?dryRun=` also takes `api`, scenario-sdk's other value (`Literal["true", "api"]`: an API tier estimate).
+DRY_RUN_FLAGS = {**FLAGS, "api": True}
+DRY_RUN_HINT = "dryRun=api is a dry run too"
 #: Scenario's answer to `?dryRun=`: an estimate, no job.
 DRY_RUN_STATUS = 269
 #: GET /assets/{id} looks for the job that made an asset among this many of the owner's latest successes.
@@ -135,11 +138,12 @@ def _is_key(app: AppState, text: str) -> bool:
 Owner = Annotated[str, Depends(owner)]
 
 
-def _flag(text: str, name: str) -> bool:
-    """A query flag: true, 1 or empty (`?dryRun`) is on, false or 0 off; anything else a 400."""
-    value = FLAGS.get(text.strip().lower())
+def _flag(text: str, name: str, *, values: Mapping[str, bool] = FLAGS, hint: str | None = None) -> bool:
+    """A query flag: true, 1 or empty (`?dryRun`) is on, false or 0 off (or as `values` say); anything else
+    a 400."""
+    value = values.get(text.strip().lower())
     if value is None:
-        raise InvalidInput(f"{name} must be true or false, got {text!r}", field=name)
+        raise InvalidInput(f"{name} must be true or false, got {text!r}", field=name, hint=hint)
     return value
 
 
@@ -168,7 +172,7 @@ async def run_model(
     """Queue a job on any model `GET /models` lists; a text-to-image model takes no images."""
     model, native_input = schemas.translate_request(model_id, await json_object(request))
     try:
-        if dry_run is not None and _flag(dry_run, "dryRun"):
+        if dry_run is not None and _flag(dry_run, "dryRun", values=DRY_RUN_FLAGS, hint=DRY_RUN_HINT):
             model_spec(model).validate(JobKind.EDIT, native_input)
             return JSONResponse(
                 {"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}, status_code=DRY_RUN_STATUS

@@ -372,6 +372,12 @@ def scenario_model(model_id: str) -> ScenarioModel:
 # requests ------------------------------------------------------------------------------------------------
 
 
+def _shown_key(key: str) -> str:
+    """A body key as a message names it: bare when it is a plain name (`negativePrompt`), as fields are named,
+    else quoted, so that no text the client put in it reads as part of the message."""
+    return key if key.isidentifier() else repr(key)
+
+
 def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """A `POST /generate/custom/{modelId}` body -> (native model id, native input), Scenario defaults filled.
 
@@ -385,7 +391,7 @@ def translate_request(model_id: str, body: Mapping[str, Any]) -> tuple[str, dict
     unknown = sorted(name for name in set(body) - set(known) if not _no_images(name, body[name]))
     if unknown:
         raise InvalidInput(
-            f"{unknown[0]}: unknown input for {model.id}; its inputs are {', '.join(known)}",
+            f"{_shown_key(unknown[0])}: unknown input for {model.id}; its inputs are {', '.join(known)}",
             field=unknown[0],
             hint=f"see GET /models/{model.id}",
         )

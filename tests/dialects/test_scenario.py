@@ -668,3 +668,17 @@ def test_converting_an_asset_whose_file_was_lost_is_410_in_scenario_shape(
     body = response.json()
     assert body["code"] == "gone"
     assert str(server.data_dir) not in body["error"]
+
+
+def test_dry_run_api_estimates_without_a_job(client: Scenario, asset_id: str) -> None:
+    before = len(list(client.jobs.list(page_size=100)))
+    raw = client.generate.with_raw_response.run_model(CAMERA, body={"images": [asset_id]}, dry_run="api")
+    assert raw.status_code == 269
+    assert raw.http_response.json() == {"creativeUnitsCost": 0, "creativeUnitsDiscount": 0}
+    assert len(list(client.jobs.list(page_size=100))) == before
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:  # a dry run checks the body as a run does
+        client.generate.run_model(CAMERA, body={"zoom": 50, "images": [asset_id]}, dry_run="api")
+    assert "zoom" in caught.value.body["error"]
+    with pytest.raises(scenario_sdk.BadRequestError) as caught:
+        client.generate.run_model(CAMERA, body={"images": [asset_id]}, dry_run="bogus")
+    assert "api" in caught.value.body["hint"]
