@@ -205,11 +205,24 @@ class CameraEditInput(_Input):
 
     def pose(self) -> CameraPose:
         axes = {name: getattr(self, name) for pair in AXIS_PAIRS for name in pair}
+        return resolve_pose(**(axes | dict.fromkeys(self._fields_giving_way(), None)))
+
+    def _fields_giving_way(self) -> list[str]:
+        """The fields holding a catalog default on an axis the request gave by its other field: the request's
+        own wins, and these are left out."""
+        left_out = []
         for pair in AXIS_PAIRS:
             given = [name for name in pair if name in self.model_fields_set]
-            if len(given) == 1:  # the other field of the axis holds a catalog default: the request's own wins
-                axes[pair[1 - pair.index(given[0])]] = None
-        return resolve_pose(**axes)
+            if len(given) == 1:
+                left_out.append(pair[1 - pair.index(given[0])])
+        return left_out
+
+    @model_serializer(mode="wrap")
+    def _dump_one_field_per_axis(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The stored input gives each axis as `pose` read it, so that it validates again as it did: with the
+        default beside the request's own field, both would be given."""
+        data: dict[str, Any] = dump(self)
+        return data | dict.fromkeys(self._fields_giving_way(), None)
 
     def edit_requests(self) -> list[EditRequest]:
         return [self._request(pose=self.pose(), lora_scale=self.lora_scale, num_outputs=self.num_outputs)]

@@ -331,6 +331,20 @@ def test_a_camera_axis_the_request_gives_wins_over_the_catalog_default_of_its_ot
         top_down.model_validate(image | {"vertical_angle": 20, "elevation": 0}).pose()
 
 
+def test_a_stored_camera_input_whose_request_overrode_a_catalog_default_validates_again_as_it_did() -> None:
+    """The runner validates the stored dump again: the default beside the request's field would read as both
+    fields given."""
+    top_down = with_defaults(CameraEditInput, {"elevation": 60, "distance": 1.8}, name="TopDownInput")
+    asked = top_down.model_validate({"images": ["asset_1"], "vertical_angle": 20})
+    stored = asked.model_dump(mode="json")
+    assert (stored["vertical_angle"], stored["elevation"], stored["distance"]) == (20, None, 1.8)
+    assert (
+        top_down.model_validate(stored).pose()
+        == asked.pose()
+        == CameraPose(azimuth_deg=0, elevation_deg=30, distance_factor=1.8)
+    )
+
+
 @pytest.mark.parametrize(
     ("size", "said"),
     [
