@@ -40,6 +40,8 @@ from reangle.core.edit import (
     ASPECT_RATIOS,
     GENERATION_PRESETS,
     MATCH_INPUT,
+    MAX_INPUT_IMAGES,
+    MAX_OUTPUTS,
     MAX_PROMPT_CHARS,
     PRESETS,
     Acceleration,
@@ -56,6 +58,7 @@ from reangle.core.wan_image import MAX_ASPECT_RATIO as WAN_MAX_ASPECT
 from reangle.core.wan_image import MAX_IMAGE_BYTES as WAN_MAX_IMAGE_BYTES
 from reangle.core.wan_image import MAX_IMAGES as WAN_MAX_IMAGES
 from reangle.core.wan_image import MAX_PROMPT_CHARS as WAN_MAX_PROMPT_CHARS
+from reangle.core.wan_image import MAX_SET_OUTPUTS as WAN_MAX_SET_OUTPUTS
 from reangle.core.wan_image import SEED_RANGE as WAN_SEED_RANGE
 from reangle.core.wan_image import WanImageRequest, elongated, request_from_scenario
 from reangle.errors import InvalidInput, TooLarge
@@ -553,6 +556,16 @@ TASK_INPUTS: dict[str, dict[JobKind, type[AnyInput]]] = {
 }
 
 
+#: Each task's own bounds, which a catalog entry's limits may only lower: outputs per job, and the input
+#: images a job takes (at least, at most).
+TASK_BOUNDS: dict[str, tuple[int, int, int]] = {
+    "camera_edit": (MAX_OUTPUTS, 1, MAX_INPUT_IMAGES),
+    "instruction_edit": (MAX_OUTPUTS, 1, MAX_INPUT_IMAGES),
+    "text_to_image": (MAX_SET_SIZE, 0, 0),
+    "image_edit_or_generate": (WAN_MAX_SET_OUTPUTS, 0, WAN_MAX_IMAGES),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """A served model: its catalog entry, and its inputs with the entry's defaults."""
@@ -703,6 +716,7 @@ def install_catalog(catalog: Catalog, settings_values: Mapping[str, object]) -> 
         for entry in catalog
     }
     for spec in specs.values():
+        check_limits(spec.entry)
         check_defaults(spec)
     MODELS.clear()
     MODELS.update(specs)
@@ -710,6 +724,21 @@ def install_catalog(catalog: Catalog, settings_values: Mapping[str, object]) -> 
 
 #: Stands for what a request brings itself when its model's defaults are checked alone.
 PROBE = {"images": ["asset_probe"], "prompt": "probe"}
+
+
+def check_limits(entry: ModelEntry) -> None:
+    """An entry's limits within its task's own bounds (TASK_BOUNDS): a limit above them would be shown in
+    the model's schema and never allowed, one of no images would refuse every request of a task that needs
+    one."""
+    max_outputs, least_images, most_images = TASK_BOUNDS[entry.task]
+    limits, label = entry.limits, entry_label(entry.id, 0)
+    if limits.max_outputs is not None and limits.max_outputs > max_outputs:
+        problem = f"{limits.max_outputs} is more than a job of task {entry.task} makes: at most {max_outputs}"
+        raise CatalogError(entry.source, problem, entry=label, field="limits.max_outputs")
+    if limits.max_images is not None and not least_images <= limits.max_images <= most_images:
+        taken = f"{least_images} to {most_images} images"
+        problem = f"{limits.max_images} is not what a job of task {entry.task} takes: {taken}"
+        raise CatalogError(entry.source, problem, entry=label, field="limits.max_images")
 
 
 def check_defaults(spec: ModelSpec) -> None:
