@@ -78,10 +78,19 @@ _WXH = re.compile(r"\s*(\d{1,6})\s*[xX*]\s*(\d{1,6})\s*")
 
 @dataclass(frozen=True, kw_only=True)
 class SizeLimits:
-    """Output sizes an engine accepts, per side, after flooring to a multiple of 16."""
+    """Output sizes an engine accepts, per side, after flooring to a multiple of 16; and how elongated an
+    input image may be (long side over short side, below `max_input_ratio`)."""
 
     min_side: int = 256
     max_side: int = 2048
+    max_input_ratio: float = math.inf
+
+
+def elongation_limit(smallest_area: int) -> float:
+    """The `max_input_ratio` of a pipeline that scales each input image to areas of at least
+    `smallest_area` pixels, rounding each side to a multiple of 32: a side of 16 or less there rounds to
+    none (the pipeline then fails), and the short side of an image of ratio r is sqrt(area / r)."""
+    return smallest_area / 16**2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +184,7 @@ def plan_edit(
     target_area: int,
 ) -> EditPlan:
     """Validate `request` against the input image sizes (w, h) and resolve every default."""
-    _check_inputs(request, input_sizes)
+    _check_inputs(request, input_sizes, limits)
     preset = PRESETS[request.acceleration]
     width, height = _output_size(request, input_sizes[-1], limits, target_area)
     true_cfg = preset.true_cfg_scale if request.guidance_scale is None else request.guidance_scale
@@ -203,11 +212,19 @@ def plan_edit(
     )
 
 
-def _check_inputs(request: EditRequest, input_sizes: Sequence[tuple[int, int]]) -> None:
+def _check_inputs(request: EditRequest, input_sizes: Sequence[tuple[int, int]], limits: SizeLimits) -> None:
     if not 1 <= len(input_sizes) <= MAX_INPUT_IMAGES:
         raise InvalidInput(
             f"give 1 to {MAX_INPUT_IMAGES} input images, got {len(input_sizes)}", field="images"
         )
+    for index, (width, height) in enumerate(input_sizes):
+        if max(width, height) / min(width, height) >= limits.max_input_ratio:
+            raise InvalidInput(
+                f"images.{index} is {width}x{height}, too elongated for this model: its sides must be less "
+                f"than {limits.max_input_ratio:g} times one another",
+                field=f"images.{index}",
+                hint="crop the image closer to square",
+            )
     check_request(request)
 
 

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from reangle.core.edit import ANGLES, LIGHTNING_4STEP, LIGHTNING_8STEP, EditPlan, LoraUse, SizeLimits
+from reangle.core.edit import (
+    ANGLES,
+    LIGHTNING_4STEP,
+    LIGHTNING_8STEP,
+    EditPlan,
+    LoraUse,
+    SizeLimits,
+    elongation_limit,
+)
 from reangle.engine.acceleration import (
     COMPILE_SETTING,
     DecodeTiling,
@@ -113,6 +121,11 @@ LIGHTNING_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
+#: The area diffusers' edit pipeline scales each input image to for the text encoder (CONDITION_IMAGE_SIZE);
+#: it scales them to `QwenConfig.reference_area` for the VAE.
+CONDITION_AREA = 384 * 384
+
+
 @dataclass(frozen=True, kw_only=True)
 class QwenConfig:
     model: str
@@ -185,7 +198,10 @@ class QwenEngine:
             name=config.name,
             device=config.device,
             demo=config.demo,
-            limits=config.limits,
+            limits=replace(
+                config.limits,
+                max_input_ratio=elongation_limit(min(CONDITION_AREA, config.reference_area)),
+            ),
             target_area=config.target_area,
             can_generate=config.text_to_image is not None,
         )

@@ -15,6 +15,7 @@ from reangle.core.edit import (
     GenerateRequest,
     LoraUse,
     SizeLimits,
+    elongation_limit,
     plan_edit,
     plan_generation,
 )
@@ -117,6 +118,21 @@ def test_an_input_image_too_wide_for_any_output_size_blames_the_image_not_a_widt
     )
     assert caught.value.field == "images"
     assert caught.value.hint == "crop the image closer to square, or give the output size explicitly"
+
+
+def test_an_input_the_pipeline_would_scale_to_no_pixels_is_refused_naming_it():
+    """At 64x64 pixels a 16:1 image is 256x16, and a side of 16 rounds to no multiple of 32."""
+    limits = SizeLimits(min_side=16, max_side=1024, max_input_ratio=elongation_limit(64 * 64))
+    assert limits.max_input_ratio == 16
+    sizes = [(64, 64), (100, 1600)]
+    with pytest.raises(InvalidInput) as caught:
+        plan_edit(EditRequest(), sizes, limits=limits, target_area=64 * 64)
+    assert caught.value.field == "images.1"
+    assert caught.value.message == (
+        "images.1 is 100x1600, too elongated for this model: its sides must be less than 16 times one another"
+    )
+    assert caught.value.hint == "crop the image closer to square"
+    plan_edit(EditRequest(), [(64, 64), (100, 1599)], limits=limits, target_area=64 * 64)
 
 
 def test_a_side_that_follows_from_the_input_image_names_both_causes():

@@ -18,7 +18,7 @@ from reangle.core.edit import ANGLES, LIGHTNING_4STEP, EditRequest, LoraUse
 from reangle.engine.base import plan_for
 from reangle.engine.qwen import QwenEngine
 from reangle.engine.tiny import ensure_tiny_model, tiny_engine
-from reangle.errors import Canceled, EngineError, LoraLoadError
+from reangle.errors import Canceled, EngineError, InvalidInput, LoraLoadError
 from reangle.settings import Settings
 from tests.conftest import make_image
 
@@ -295,3 +295,13 @@ def test_the_speed_settings_reach_the_tiny_engine(cache_dir):  # type: ignore[no
 
     with pytest.raises(EngineError, match="REANGLE_ATTENTION_BACKEND"):
         tiny_engine(Settings(cache_dir=cache_dir, attention_backend="no-such-kernel")).load()
+
+
+def test_an_input_the_pipeline_would_scale_to_no_pixels_is_refused_before_it_runs(engine: QwenEngine) -> None:
+    """The tiny engine scales inputs to 64x64 pixels for its VAE: at 16:1 the short side would round to 0
+    and diffusers would fail the job with a ValueError (engine_error); it is the image's fault, said so."""
+    assert engine.info.limits.max_input_ratio == 16
+    with pytest.raises(InvalidInput, match=r"images\.0 is 1600x100, too elongated"):
+        plan_for(engine, EditRequest(), [make_image(1600, 100)])
+    [picture] = edit(engine, EditRequest(seed=1, **SIZE), [make_image(1500, 100)]).images
+    assert picture.size == (64, 48)
