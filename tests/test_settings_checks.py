@@ -170,3 +170,18 @@ def test_registered_loras_by_url_or_absolute_path_are_taken(monkeypatch: pytest.
     taken = {"a": "https://example.com/a.safetensors", "b": "/srv/b.safetensors", "c": "~/c.safetensors"}
     monkeypatch.setenv("REANGLE_LORAS", json.dumps(taken))
     assert Settings().loras == taken
+
+
+def test_a_lora_cache_smaller_than_the_largest_lora_stops_the_start_before_an_engine_loads(
+    monkeypatch: pytest.MonkeyPatch, no_engine: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REANGLE_LORA_MAX_BYTES", "100000")
+    monkeypatch.setenv("REANGLE_LORA_CACHE_BYTES", "3000")
+    assert main(["serve", "--engine", "tiny"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "reangle: error: bad setting: REANGLE_LORA_CACHE_BYTES: 3,000 bytes cannot hold the largest LoRA a "
+        "request may name (REANGLE_LORA_MAX_BYTES, 100,000 bytes)"
+    ]
+    assert no_engine == []
+    monkeypatch.setenv("REANGLE_LORA_CACHE_BYTES", "100000")  # as large as it: fine
+    assert Settings().lora_cache_bytes == 100_000
