@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from reangle.core.jobs import (
+    SOURCE_UNRECORDED,
     Job,
     JobError,
     JobKind,
@@ -386,7 +387,7 @@ def test_a_sqlite_database_made_before_the_added_columns_gets_them(tmp_path: Pat
             JobStatus.QUEUED,
             None,
             None,
-            None,
+            SOURCE_UNRECORDED,  # stored before sources were: any RunPod endpoint answers for it
             None,
         )
         assert store.claim_next(T0 + 1) is not None
