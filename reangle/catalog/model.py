@@ -114,8 +114,15 @@ class ModelEntry:
         if self.prompt_template is None:
             return prompt
         words = prompt.strip()
-        rendered = self.prompt_template.format(prompt=words).strip()
-        return rendered if words else rendered.strip(",;").strip()
+        if not words:
+            return template_text(self.prompt_template)
+        return self.prompt_template.format(prompt=words).strip()
+
+
+def template_text(template: str) -> str:
+    """A prompt template's own text: what it gives for no words, without the separators around them; every
+    prompt rendered in it is at least this long."""
+    return template.format(prompt="").strip().strip(",;").strip()
 
 
 def template_problem(template: str) -> str | None:

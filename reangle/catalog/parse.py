@@ -28,8 +28,11 @@ from reangle.catalog.model import (
     Task,
     default_dialect_ids,
     template_problem,
+    template_text,
 )
-from reangle.core.lora_refs import KINDS, MAX_LORAS, MAX_SCALE, LoraRef
+from reangle.core.edit import MAX_PROMPT_CHARS
+from reangle.core.lora_refs import KINDS, LORA_SUFFIX, MAX_LORAS, MAX_SCALE, LoraRef, local_path_problem
+from reangle.core.wan_image import MAX_PROMPT_CHARS as WAN_MAX_PROMPT_CHARS
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 MAX_ID_CHARS = 64
@@ -40,6 +43,11 @@ REQUIRED_KEYS = ("id", "description", "task", "engine", "base")
 OPTIONAL_KEYS = ("name", "loras", "defaults", "prompt_template", "limits", "dialects", "requires", "enabled")
 LORA_KEYS = (*KINDS, "scale", "name")
 LIMIT_KEYS = ("max_outputs", "max_images")
+#: The longest prompt, in characters, a model of each task takes once in its template (as
+#: `reangle.core.models.prompt_limit` checks it at submit).
+TASK_PROMPT_LIMITS: Mapping[Task, int] = MappingProxyType(
+    {task: WAN_MAX_PROMPT_CHARS if task == "image_edit_or_generate" else MAX_PROMPT_CHARS for task in TASKS}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +104,7 @@ def parse_entry(table: object, *, source: str, index: int, setting_names: Collec
         base=_base(table["base"], engine, where),
         loras=_loras(table.get("loras", []), engine, model_id, where),
         defaults=_defaults(table.get("defaults", {}), limits, where),
-        prompt_template=_prompt_template(table.get("prompt_template"), where),
+        prompt_template=_prompt_template(table.get("prompt_template"), task, where),
         limits=limits,
         dialects=_dialects(table.get("dialects", {}), model_id, task, where),
         requires=_requires(table.get("requires", []), setting_names, where),
@@ -156,7 +164,17 @@ def _loras(value: object, engine: EngineFamily, model_id: str, where: _Where) ->
         raise where.error("loras", f"engine {engine} takes no LoRAs")
     if len(value) > MAX_LORAS:
         raise where.error("loras", f"has {len(value)} LoRAs; a model takes at most {MAX_LORAS}")
-    return tuple(_lora(item, f"loras[{index}]", model_id, index, where) for index, item in enumerate(value))
+    loras = tuple(_lora(item, f"loras[{index}]", model_id, index, where) for index, item in enumerate(value))
+    first_places: dict[tuple[str, str], int] = {}
+    for index, lora in enumerate(loras):
+        key = (lora.ref.kind, lora.ref.value)
+        if key in first_places:
+            raise where.error(
+                f"loras[{index}].{lora.ref.kind}",
+                f"the same LoRA as loras[{first_places[key]}]; give it once",
+            )
+        first_places[key] = index
+    return loras
 
 
 def _lora(item: object, field: str, model_id: str, index: int, where: _Where) -> ModelLora:
@@ -170,6 +188,13 @@ def _lora(item: object, field: str, model_id: str, index: int, where: _Where) ->
     text = _text(item[kind], f"{field}.{kind}", where)
     if kind == "url" and not text.startswith(("https://", "http://")):
         raise where.error(f"{field}.url", f"{shown(text)} is not an http(s) URL")
+    path_problem = local_path_problem(text) if kind == "path" else None
+    if path_problem is not None:
+        # a request's path is refused at submit by the same rule: a catalog one would fail every job
+        raise where.error(
+            f"{field}.path",
+            f"{shown(text)} {path_problem}: give a {LORA_SUFFIX} file of REANGLE_LORA_DIR, relative to it",
+        )
     scale = item.get("scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
         raise where.error(f"{field}.scale", f"must be a number between {-MAX_SCALE:g} and {MAX_SCALE:g}")
@@ -187,6 +212,7 @@ def _lora(item: object, field: str, model_id: str, index: int, where: _Where) ->
         scale=float(scale),
         field=f"catalog.{model_id}.loras.{index}.{kind}",
         label=label,
+        from_catalog=True,
     )
     return ModelLora(ref=ref, name=name)
 
@@ -231,13 +257,21 @@ def _finite(value: object) -> bool:
     return True
 
 
-def _prompt_template(value: object, where: _Where) -> str | None:
+def _prompt_template(value: object, task: Task, where: _Where) -> str | None:
     if value is None:
         return None
     text = _text(value, "prompt_template", where)
     problem = template_problem(text)
     if problem:
         raise where.error("prompt_template", problem)
+    fixed, limit = len(template_text(text)), TASK_PROMPT_LIMITS[task]
+    if fixed > limit:
+        # every request would be refused at submit, its words however short
+        raise where.error(
+            "prompt_template",
+            f"its own text, without the prompt, is {fixed:,} characters: more than the {limit:,} a prompt "
+            f"of task {task} may have, so no request could fit",
+        )
     return text
 
 

@@ -38,11 +38,14 @@ class LoraRef:
     field: str
     #: How users see a catalog model's own LoRA (its name, or its place in the catalog); None for a request's.
     label: str | None = None
+    #: A catalog model's own LoRA: the operator chose it, so a failure to fetch or load it is the server's
+    #: fault, not the request's.
+    from_catalog: bool = False
 
     @property
     def private(self) -> bool:
         """Whether its location is the operator's (a registered id, a catalog LoRA): never shown to users."""
-        return self.kind == "id" or self.label is not None
+        return self.kind == "id" or self.label is not None or self.from_catalog
 
     @property
     def shown(self) -> str:
@@ -85,15 +88,37 @@ class LoraRules:
                 raise InvalidInput(f"{ref.field}: unknown LoRA id {ref.value!r}; {listed}", field=ref.field)
 
 
-def check_local_path(text: str, where: str) -> None:
-    """What a `path` reference shows by itself, refused at submit: a path leading out of the folder of local
-    LoRAs (absolute, or through `..`) or not naming a .safetensors file. Whether the file is there (or a link
-    leads out) is known only where the job runs, which has the folder."""
+def check_each_once(refs: Sequence[LoraRef]) -> None:
+    """Raise InvalidInput naming the later of two references that are the same (kind and value, as given):
+    the job would load one file twice. Two different references to the same file are found when the job
+    fetches them (`reangle.engine.lora_sources`)."""
+    first_fields: dict[tuple[RefKind, str], str] = {}
+    for ref in refs:
+        earlier = first_fields.get((ref.kind, ref.value))
+        if earlier is not None:
+            raise InvalidInput(
+                f"{ref.field}: the same LoRA as {earlier}; give each LoRA once", field=ref.field
+            )
+        first_fields[(ref.kind, ref.value)] = ref.field
+
+
+def local_path_problem(text: str) -> str | None:
+    """Why a `path` reference cannot name a file of the folder of local LoRAs by itself, or None: it leads
+    out of the folder (absolute, or through `..`) or names no .safetensors file."""
     path = PurePosixPath(posixpath.normpath(text))
     if path.is_absolute() or path.parts[0] == "..":
-        raise InvalidInput(f"{where} {text!r} is outside the folder of local LoRAs", field=where)
+        return "is outside the folder of local LoRAs"
     if path.suffix != LORA_SUFFIX:
-        raise InvalidInput(f"{where} {text!r} is not a {LORA_SUFFIX} file", field=where)
+        return f"is not a {LORA_SUFFIX} file"
+    return None
+
+
+def check_local_path(text: str, where: str) -> None:
+    """What a `path` reference shows by itself, refused at submit (`local_path_problem`). Whether the file is
+    there (or a link leads out) is known only where the job runs, which has the folder."""
+    problem = local_path_problem(text)
+    if problem is not None:
+        raise InvalidInput(f"{where} {text!r} {problem}", field=where)
 
 
 def without_query(url: str) -> str:

@@ -40,7 +40,7 @@ from reangle.core.jobs import (
     TimeLimits,
     WebhookTarget,
 )
-from reangle.core.lora_refs import LoraRules, check_local_path
+from reangle.core.lora_refs import LoraRules, check_each_once, check_local_path
 from reangle.core.models import (
     MODELS,
     AnyInput,
@@ -268,6 +268,7 @@ class JobService:
         refuse_bad_text(request.input, "input")
         validated = spec.validate(request.kind, request.input)
         loras = [] if isinstance(validated, WanImageInput) else validated.lora_refs()
+        check_each_once(loras)  # on every process: an API replica has no LoraRules
         if self.limits.loras is not None:
             self.limits.loras.check(loras)
         for lora in loras:

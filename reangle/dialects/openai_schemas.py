@@ -17,7 +17,7 @@ plain fields):
                           omitted, "auto", gpt-image-*, dall-e-*, chatgpt-image-* -> auto: the camera model
                           when camera fields are given or the prompt names a camera move, else the
                           instruction model; an empty prompt with neither is a 400 (param "prompt")
-    n                     num_outputs, 1-4
+    n                     num_outputs, 1-4; absent: the model's default (1, or its catalog entry's)
     size                  "auto" (default: about 1 MP at the last input's aspect) or "WxH" -> width, height
                           (the core floors each side to a multiple of 16 and checks the engine's range;
                           out of range is a 400 with param "size")
@@ -49,7 +49,8 @@ value counts as omitted), text-to-image:
                           chatgpt-image-* -> qwen-image-2512. Any other model (the edit models, wan-2.7-image)
                           is a 400 with param "model". GET /models lists only the models the two image
                           routes take (wan-2.7-image is served by the Scenario dialect and the native API)
-    n                     num_outputs (1-4; an image set: up to 8; checked by the core, param "n")
+    n                     num_outputs (1-4; an image set: up to 8; checked by the core, param "n");
+                          absent: the model's default (1, or its catalog entry's)
     size                  "auto" (default: about 1 MP, square unless aspect_ratio says otherwise), "WxH"
                           (floored to multiples of 16, out of the engine's range: 400 param "size"), or the
                           native presets 1K / 2K; anything else is a 400 with param "size"
@@ -266,7 +267,8 @@ def translate(fields: Mapping[str, str], images: Sequence[str]) -> EditCall:
     for name in BOOL_FIELDS:
         if name in fields:
             data[name] = _flag(fields[name], name)
-    data["num_outputs"] = _count(fields.get("n"))
+    if "n" in fields:  # else the model's default: 1, or its catalog entry's num_outputs
+        data["num_outputs"] = _count(fields["n"])
     data.update(_size(fields.get("size"), data))
     data.update(_output(fields, acceleration_given="acceleration" in fields))
     model = _model(fields.get("model"), data, prompt)
@@ -447,9 +449,7 @@ def _number(raw: str, name: str, *, integral: bool) -> int | float:
     return value
 
 
-def _count(raw: str | None) -> int:
-    if raw is None:
-        return 1
+def _count(raw: str) -> int:
     count = _number(raw, "n", integral=True)
     if not 1 <= count <= MAX_OUTPUTS:
         raise InvalidInput(f"n must be between 1 and {MAX_OUTPUTS}, got {raw}", field="n")

@@ -22,7 +22,14 @@ from reangle.core.images import OutputFormat
 from reangle.core.inputs import NUL
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.json_values import is_finite, shown_number
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MAX_SET_SIZE, TEXT_TO_IMAGE, WAN_IMAGE
+from reangle.core.models import (
+    AXIS_PAIRS,
+    CAMERA_EDIT,
+    INSTRUCTION_EDIT,
+    MAX_SET_SIZE,
+    TEXT_TO_IMAGE,
+    WAN_IMAGE,
+)
 from reangle.core.models import MODELS as NATIVE_MODELS
 from reangle.core.ports import AssetKey, AssetRecord
 from reangle.core.wan_image import MAX_OUTPUTS as WAN_MAX_OUTPUTS
@@ -78,6 +85,11 @@ MADE_ASSET_TYPES = frozenset({"uploaded", "img2img", "txt2img"})
 ASSET_PRIVACY = {"private": True, "public": False, "unlisted": False}
 #: `GET /assets?sortBy=`: an asset here never changes, so its updatedAt is its createdAt.
 ASSET_SORT_FIELDS = ("createdAt", "updatedAt")
+#: Each native camera field -> the other field of its axis (vertical_angle <-> elevation).
+AXIS_OTHER_FIELD: Mapping[str, str] = {
+    **{first: second for first, second in AXIS_PAIRS},
+    **{second: first for first, second in AXIS_PAIRS},
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -336,16 +348,40 @@ def by_native(native_id: str) -> ScenarioModel | None:
 
 
 def _for_entry(template: ScenarioModel, model_id: str, entry: ModelEntry) -> ScenarioModel:
-    inputs = tuple(
-        replace(spec, default=entry.defaults[spec.native], required=False)
-        if spec.native in entry.defaults
-        else spec
-        for spec in template.inputs
-    )
+    inputs = tuple(_with_catalog_default(spec, entry.defaults) for spec in template.inputs)
     model = replace(
         template, id=model_id, native=entry.id, name=entry.name, description=entry.description, inputs=inputs
     )
-    return _capped_outputs(model, entry.limits.max_outputs)
+    return _capped_images(_capped_outputs(model, entry.limits.max_outputs), entry.limits.max_images)
+
+
+def _with_catalog_default(spec: InputSpec, defaults: Mapping[str, object]) -> InputSpec:
+    """`spec` with the catalog entry's default for its native field. A camera axis the entry gives a default
+    by its other field (`elevation` for `verticalAngle`) gets none of Scenario's: sent, it would override the
+    model's own; its description says what the model uses instead."""
+    if spec.native in defaults:
+        return replace(spec, default=defaults[spec.native], required=False)
+    other = AXIS_OTHER_FIELD.get(spec.native)
+    if other is None or other not in defaults:
+        return spec
+    value = defaults[other]
+    shown = _shown(value) if isinstance(value, int | float) else str(value)
+    return replace(
+        spec, default=None, description=f"{spec.description}; default: this model's {other} {shown}"
+    )
+
+
+def _capped_images(model: ScenarioModel, limit: int | None) -> ScenarioModel:
+    """The model with a catalog entry's lower bound on input images as its `images` input's maximum."""
+    if limit is None:
+        return model
+    inputs = tuple(
+        replace(spec, maximum=min(spec.maximum, limit))
+        if spec.name == "images" and spec.maximum is not None
+        else spec
+        for spec in model.inputs
+    )
+    return replace(model, inputs=inputs)
 
 
 def _capped_outputs(model: ScenarioModel, limit: int | None) -> ScenarioModel:

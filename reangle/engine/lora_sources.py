@@ -13,7 +13,12 @@
 
 A registered id and a catalog model's own LoRA are the operator's (`LoraRef.private`): when one cannot be
 fetched or read, the error names it by its id or label and says what went wrong (unreachable, not a LoRA
-file, too large, missing), and its URL or path, with the full reason, goes to the server log only.
+file, too large, missing), and its URL or path, with the full reason, goes to the server log only. A catalog
+model's own LoRA that cannot be used (those failures, a file that is no LoRA for the model, or the same file
+as another of the model's) is a `LoraLoadError`: the server's fault, not the request's input.
+
+Two references of one job to the same file (the same file at two URLs, a request's LoRA that is the model's
+own) are refused naming the later one's field.
 
 The disk cache is a size-bounded LRU (a file's mtime is its last use) shared safely by jobs and processes:
 a download is written under `tmp/` and renamed into `blobs/<sha256>.safetensors` only once whole and
@@ -26,8 +31,8 @@ small for the queue's LoRAs may evict it before its job runs, which then fetches
 sharing the folder may evict a file between a job's resolve and its load; its loader then fails with a
 retryable error.
 
-Every refusal is reangle's own: `InvalidInput` naming the field (`loras.0.url`), `TooLarge`, or
-`Unavailable` for a network failure that may pass.
+Every refusal is reangle's own: `InvalidInput` naming the field (`loras.0.url`), `TooLarge`, `LoraLoadError`
+for a catalog model's own LoRA, or `Unavailable` for a network failure that may pass.
 """
 
 from __future__ import annotations
@@ -137,9 +142,10 @@ class LoraSources:
         """Resolve and check `refs` in order; their cached files are not evicted until the block ends."""
         held: list[str] = []
         try:
-            found = []
+            found: list[ResolvedLora] = []
             for ref in refs:
                 lora = await self._resolve(ref, layers, held)
+                _check_new_file(lora, ref, found)
                 found.append(lora)
             yield found
         finally:
@@ -173,9 +179,15 @@ class LoraSources:
             log.warning("%s (%s) could not be used: %s", ref.shown, without_query(location), exc.message)
             raise _private_failure(ref, exc) from None
         # the check's messages name the file as `ref.shown` and tell of its header and layers only
-        check = await asyncio.to_thread(
-            check_lora_file, path, layers, field=ref.field, shown=ref.shown, strict=self.config.strict
-        )
+        try:
+            check = await asyncio.to_thread(
+                check_lora_file, path, layers, field=ref.field, shown=ref.shown, strict=self.config.strict
+            )
+        except InvalidInput as exc:
+            if not ref.from_catalog:
+                raise
+            log.warning("%s (%s) is not a LoRA for this model: %s", ref.shown, without_query(location), exc)
+            raise _operator_fault(exc.message, exc.hint) from None
         return ResolvedLora(
             path=path,
             sha256=sha,
@@ -417,22 +429,51 @@ class _NotLoraFile(InvalidInput):
 _OPERATOR_HINT = "the server's operator set up this LoRA; the server log has the details"
 
 
+def _operator_fault(message: str, hint: str | None = None) -> LoraLoadError:
+    """A catalog model's own LoRA that cannot be used: the server's fault, whatever the request gave."""
+    return LoraLoadError(message, hint=f"{hint}; {_OPERATOR_HINT}" if hint else _OPERATOR_HINT)
+
+
+def _check_new_file(lora: ResolvedLora, ref: LoraRef, found: Sequence[ResolvedLora]) -> None:
+    """Refuse `lora` when an earlier one of the job is the same file (two references to one file, or the
+    same one twice): naming its field, as a fault of the catalog when both are a catalog model's own."""
+    same = next((earlier for earlier in found if earlier.sha256 == lora.sha256), None)
+    if same is None:
+        return
+    message = f"{lora.field}: {lora.shown} is the same file as {same.shown}; give it once"
+    if not ref.from_catalog:
+        raise InvalidInput(message, field=lora.field)
+    # the catalog's LoRAs come first: the earlier one is the catalog's too
+    log.warning(
+        "%s (%s) is the same file as %s (%s)",
+        lora.shown,
+        without_query(lora.source),
+        same.shown,
+        without_query(same.source),
+    )
+    raise _operator_fault(message)
+
+
 def _private_failure(ref: LoraRef, exc: ReangleError) -> ReangleError:
     """What users see when a private LoRA cannot be fetched or found: its id or label and the kind of
-    failure, never its URL, path or the underlying message (logged instead)."""
+    failure, never its URL, path or the underlying message (logged instead). A catalog model's own LoRA that
+    cannot be used is the server's fault (LoraLoadError), not the request's."""
     where, shown = ref.field, ref.shown
-    if isinstance(exc, TooLarge):
-        return TooLarge(f"{where}: {shown} is larger than this server's limit for a LoRA file", field=where)
-    if isinstance(exc, _NotLoraFile):
-        message = f"{where}: {shown} is not a LoRA file reangle can load"
-        return InvalidInput(message, field=where, hint=_OPERATOR_HINT)
     if isinstance(exc, Unavailable):
         # the job preparer turns it into SourceUnavailable, which ends the job
         return Unavailable(
             f"{shown} could not be fetched for now (unreachable)", retry_after_s=exc.retry_after_s
         )
-    if isinstance(exc, InvalidInput) and ref.kind != "path":
-        return InvalidInput(
-            f"{where}: {shown} could not be fetched (unreachable)", field=where, hint=_OPERATOR_HINT
+    if isinstance(exc, TooLarge):
+        refusal: InvalidInput = TooLarge(
+            f"{where}: {shown} is larger than this server's limit for a LoRA file", field=where
         )
-    return LoraLoadError(f"{where}: {shown} is missing on this server", hint=_OPERATOR_HINT)
+    elif isinstance(exc, _NotLoraFile):
+        message = f"{where}: {shown} is not a LoRA file reangle can load"
+        refusal = InvalidInput(message, field=where, hint=_OPERATOR_HINT)
+    elif isinstance(exc, InvalidInput) and ref.kind != "path":
+        message = f"{where}: {shown} could not be fetched (unreachable)"
+        refusal = InvalidInput(message, field=where, hint=_OPERATOR_HINT)
+    else:
+        return LoraLoadError(f"{where}: {shown} is missing on this server", hint=_OPERATOR_HINT)
+    return _operator_fault(refusal.message) if ref.from_catalog else refusal

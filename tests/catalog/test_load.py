@@ -72,6 +72,7 @@ def test_an_operator_model_is_added_after_the_shipped_ones(write_catalog: WriteC
             scale=0.8,
             field="catalog.product-photo.loras.0.url",
             label="loras[0] of product-photo",  # how users see it: never by its URL
+            from_catalog=True,  # the operator's: its failures are the server's fault
         ),
     )
     assert dict(entry.dialects) == {"scenario": "model_product-photo", "openai": "product-photo"}

@@ -14,6 +14,8 @@ LORA = PRODUCT_PHOTO["loras"][0]
 NEEDS = "missing (a model needs id, description, task, engine, base)"
 ENTRY = 'model "product-photo"'
 BRACES = "(write a literal brace as {{ or }})"
+OUTSIDE = "is outside the folder of local LoRAs"
+IN_LORA_DIR = "give a .safetensors file of REANGLE_LORA_DIR, relative to it"
 ID_RULE = (
     "is not a model id: lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, "
     "at most 64 characters"
@@ -96,6 +98,28 @@ CASES: list[tuple[dict[str, Any], str]] = [
         f"{ENTRY}: loras[0].scale: must be a number between -4 and 4",
     ),
     (changed(loras=[LORA] * 5), f"{ENTRY}: loras: has 5 LoRAs; a model takes at most 4"),
+    # a path a request could not give (outside REANGLE_LORA_DIR, no .safetensors) would fail every job
+    (
+        changed(loras=[{"path": "../site/good.safetensors"}]),
+        f'{ENTRY}: loras[0].path: "../site/good.safetensors" {OUTSIDE}: {IN_LORA_DIR}',
+    ),
+    (
+        changed(loras=[LORA, {"path": "/srv/loras/good.safetensors"}]),
+        f'{ENTRY}: loras[1].path: "/srv/loras/good.safetensors" {OUTSIDE}: {IN_LORA_DIR}',
+    ),
+    (
+        changed(loras=[{"path": "styles/../../good.safetensors"}]),
+        f'{ENTRY}: loras[0].path: "styles/../../good.safetensors" {OUTSIDE}: {IN_LORA_DIR}',
+    ),
+    (
+        changed(loras=[{"path": "styles/poster.bin"}]),
+        f'{ENTRY}: loras[0].path: "styles/poster.bin" is not a .safetensors file: {IN_LORA_DIR}',
+    ),
+    # the same LoRA twice (whatever its strength) would fail every job
+    (
+        changed(loras=[LORA, {"id": "house"}, {**LORA, "scale": 0.5}]),
+        f"{ENTRY}: loras[2].url: the same LoRA as loras[0]; give it once",
+    ),
     (
         changed(task="image_edit_or_generate", engine="dashscope", base="wan2.7-image"),
         f"{ENTRY}: loras: engine dashscope takes no LoRAs",
@@ -143,6 +167,12 @@ CASES: list[tuple[dict[str, Any], str]] = [
     (
         changed(prompt_template="{prompt} {"),
         f"{ENTRY}: prompt_template: Single '{{' encountered in format string {BRACES}",
+    ),
+    # a template whose own text passes the prompt limit refuses every request
+    (
+        changed(prompt_template="{prompt} " + "y" * 2100),
+        f"{ENTRY}: prompt_template: its own text, without the prompt, is 2,100 characters: more than the "
+        "2,000 a prompt of task instruction_edit may have, so no request could fit",
     ),
     # dialects and requires
     (
@@ -241,7 +271,11 @@ def test_a_default_that_is_not_a_finite_number_is_refused_naming_the_model_and_f
 
 
 def test_a_catalog_lora_is_shown_by_its_name_or_place_never_its_url(write_catalog: WriteCatalog) -> None:
-    named = {**LORA, "name": "Product photo"}
+    named = {
+        "url": "https://example.com/loras/product-photo-v2.safetensors",
+        "scale": 0.8,
+        "name": "Product photo",
+    }
     catalog = load_catalog(write_catalog(changed(loras=[LORA, named, {"id": "house", "scale": 0.5}])))
     entry = catalog.get("product-photo")
     assert entry is not None
@@ -254,4 +288,28 @@ def test_a_catalog_lora_is_shown_by_its_name_or_place_never_its_url(write_catalo
         {"name": "loras[0] of product-photo", "id": None, "scale": 0.8},
         {"name": "Product photo", "id": None, "scale": 0.8},
         {"name": "house", "id": "house", "scale": 0.5},
+    ]
+
+
+def test_a_prompt_template_may_be_as_long_as_its_task_s_prompt_limit(write_catalog: WriteCatalog) -> None:
+    """2,000 characters of its own for an edit; Wan's prompts take 5,000."""
+    edit = changed(loras=[], prompt_template="{prompt}, " + "y" * 2000)
+    wan = changed(
+        id="wan-styled",
+        task="image_edit_or_generate",
+        engine="dashscope",
+        base="wan2.7-image",
+        loras=[],
+        prompt_template="{prompt} " + "y" * 4000,
+    )
+    catalog = load_catalog(write_catalog(edit, wan))
+    assert [catalog.get(model_id) is not None for model_id in ("product-photo", "wan-styled")] == [True, True]
+
+
+def test_a_catalog_path_inside_the_folder_of_local_loras_loads(write_catalog: WriteCatalog) -> None:
+    catalog = load_catalog(write_catalog(changed(loras=[{"path": "styles/../poster.safetensors"}])))
+    entry = catalog.get("product-photo")
+    assert entry is not None
+    assert [(ref.kind, ref.value, ref.from_catalog) for ref in entry.lora_refs] == [
+        ("path", "styles/../poster.safetensors", True)
     ]
