@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from fastapi import Request
 from openai.types import ImagesResponse
 from PIL import Image
 
@@ -84,3 +85,20 @@ def assert_one_job_answered_twice(first: ImagesResponse, again: ImagesResponse, 
     assert first.data is not None
     assert again.data is not None
     assert again.data[0].b64_json == first.data[0].b64_json
+
+
+def posted(path: str, body: bytes, content_type: str) -> Request:
+    """A POST request to `path` whose body is `body`, all of it, for a route's body reader called directly."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if delivered:
+            return {"type": "http.disconnect"}
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    return Request(
+        {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": headers}, receive
+    )

@@ -4,15 +4,14 @@ message (a plain name such as `negativePrompt` is shown bare, as every field is)
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
-from starlette.requests import Request
 
 from reangle.dialects.openai_images import read_form
 from reangle.dialects.scenario_schemas import translate_request
 from reangle.errors import InvalidInput
+from tests.dialects.openai_support import posted
 
 CAMERA = "model_qwen-edit-multiangle-2511"
 
@@ -36,23 +35,7 @@ def form_fields(fields: list[tuple[str, str]]) -> tuple[dict[str, str], list[byt
     """`read_form` over a multipart body of these text fields."""
     sent = httpx.Request("POST", "http://x/openai/v1/images/edits", files=[(n, (None, v)) for n, v in fields])
     body, content_type = sent.read(), sent.headers["content-type"]
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            return {"type": "http.disconnect"}
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/openai/v1/images/edits",
-        "query_string": b"",
-        "headers": [(b"content-type", content_type.encode())],
-    }
-    return asyncio.run(read_form(Request(scope, receive)))
+    return asyncio.run(read_form(posted("/openai/v1/images/edits", body, content_type)))
 
 
 def test_an_openai_field_given_twice_is_named_only_once_it_is_known() -> None:

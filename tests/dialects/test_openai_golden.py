@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.requests import Request
 
 from reangle.core.jobs import Job, JobError, JobKind, JobStatus, OutputAsset
 from reangle.dialects import openai_images
 from reangle.errors import InvalidInput, QueueFull, ReangleError, Unauthorized
+from tests.dialects.openai_support import posted
 
 GOLDEN = Path(__file__).parent / "golden" / "openai"
 URL_BASE = "https://reangle.test/v1/files"
@@ -56,23 +56,7 @@ def encode_multipart(spec: dict[str, Any]) -> tuple[bytes, str]:
 
 def parse_multipart(spec: dict[str, Any]) -> tuple[dict[str, str], list[bytes | str]]:
     body, content_type = encode_multipart(spec)
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            return {"type": "http.disconnect"}
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/openai/v1/images/edits",
-        "query_string": b"",
-        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
-    }
-    return asyncio.run(openai_images.read_form(Request(scope, receive)))
+    return asyncio.run(openai_images.read_form(posted("/openai/v1/images/edits", body, content_type)))
 
 
 def translate_spec(spec: dict[str, Any]) -> openai_images.EditCall:

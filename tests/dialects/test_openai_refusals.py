@@ -11,13 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.requests import Request
 
 from reangle.core.edit import MAX_PROMPT_CHARS
 from reangle.dialects.openai_images import read_json
 from reangle.dialects.openai_schemas import error_payload, translate, translate_generation
 from reangle.errors import InvalidInput
 from tests.dialects.conftest import API_KEY, RunningServer
+from tests.dialects.openai_support import posted
 
 
 @pytest.mark.parametrize(
@@ -83,23 +83,7 @@ def test_a_nul_in_additional_prompt_is_named_as_itself() -> None:
 
 def read(raw: bytes) -> dict[str, Any]:
     """`read_json` over a request whose body is `raw`."""
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            return {"type": "http.disconnect"}
-        delivered = True
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/openai/v1/images/generations",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
-    }
-    return asyncio.run(read_json(Request(scope, receive)))
+    return asyncio.run(read_json(posted("/openai/v1/images/generations", raw, "application/json")))
 
 
 @pytest.mark.parametrize(
