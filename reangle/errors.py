@@ -23,6 +23,11 @@ MAX_MESSAGE_CHARS = 2000
 _LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
 
 
+def counted(number: int, noun: str) -> str:
+    """A number of things as a message says it: `1 job`, `2 jobs`."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def bounded(text: str) -> str:
     """`text` with each word longer than MAX_WORD_CHARS cut, then cut to MAX_MESSAGE_CHARS ("…" marks a
     cut)."""

@@ -490,6 +490,7 @@ async def health(app: State, response: Response) -> dict[str, Any]:
     return {
         "status": "ok",
         "role": app.settings.role,
+        "auth": app.settings.auth,  # whether requests need a key (the studio asks it so)
         "storage": storage_summary(app.settings),
         "workers": [
             {

@@ -52,7 +52,7 @@ from reangle.core.models import (
 from reangle.core.ports import AssetRecord, EventBus, JobStore, NewJob
 from reangle.core.read_cache import ReadCache
 from reangle.core.webhooks import PROGRESS_EVERY_S, wants_progress
-from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, Unavailable
+from reangle.errors import Conflict, InvalidInput, NotFound, QueueFull, Unavailable, counted
 
 MAX_PAGE = 100
 MAX_BATCH = 64
@@ -241,8 +241,7 @@ class JobService:
     def _check_queue_room(self, count: int) -> None:
         queued = self.queue_depth()
         if queued + count > self.limits.max_queue:
-            held = f"{queued} job" if queued == 1 else f"{queued} jobs"
-            raise QueueFull(f"the queue holds {held}; its limit is {self.limits.max_queue}")
+            raise QueueFull(f"the queue holds {counted(queued, 'job')}; its limit is {self.limits.max_queue}")
 
     def _announce(self, jobs: Sequence[Job]) -> None:
         self.events.work_arrived()

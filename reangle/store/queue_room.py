@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from reangle.errors import QueueFull
+from reangle.errors import QueueFull, counted
 
 
 class QueueRoom:
@@ -26,15 +26,14 @@ class QueueRoom:
     def take(self, owner: str) -> None:
         """Count one more queued job of `owner`; QueueFull when a limit does not allow it."""
         if self.max_queued is not None and self.queued >= self.max_queued:
-            raise QueueFull(f"the queue holds {self.already} jobs; its limit is {self.max_queued}")
+            raise QueueFull(f"the queue holds {counted(self.already, 'job')}; its limit is {self.max_queued}")
         if self.max_per_owner is not None:
             if owner not in self._owners:
                 held = self.count_owner(owner)
                 self._owners[owner] = (held, held)
             before, now = self._owners[owner]
             if now >= self.max_per_owner:
-                raise QueueFull(
-                    f"this API key has {before} queued jobs; each key may have {self.max_per_owner}"
-                )
+                held = counted(before, "queued job")
+                raise QueueFull(f"this API key has {held}; each key may have {self.max_per_owner}")
             self._owners[owner] = (before, now + 1)
         self.queued += 1

@@ -165,7 +165,7 @@ def test_a_key_at_its_own_queue_or_stream_limit_is_429_and_other_keys_still_go(s
         wait_job(a, holder["id"], running)
         queued = submit(a, edit_input(asset["id"]))
         refused = a.post("/v1/jobs", json={"model": CAMERA_EDIT, "input": edit_input(asset["id"])})
-        assert_error(refused, 429, "queue_full", "this API key has 1 queued jobs; each key may have 1")
+        assert_error(refused, 429, "queue_full", "this API key has 1 queued job; each key may have 1")
         assert int(refused.headers["Retry-After"]) > 0
         other = submit(b, edit_input(upload(b)["id"]))
         assert other["status"] == "queued"

@@ -252,6 +252,7 @@ def test_healthz_names_the_engine_the_storage_and_the_runner_and_counts_the_queu
     assert health == {
         "status": "ok",
         "role": "all",
+        "auth": "on",
         "storage": {"jobs": jobs, "assets": "files"},
         "engine": "fake",
         "demo": True,

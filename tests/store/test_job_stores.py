@@ -507,14 +507,14 @@ def test_concurrent_submits_from_two_instances_never_overfill_the_queue(open_sto
 
 def test_a_batch_over_the_queue_limit_inserts_nothing(job_store: JobStore) -> None:
     job_store.insert_jobs([NewJob(job=new_job("job_0"))])
-    with pytest.raises(QueueFull):
+    with pytest.raises(QueueFull, match="the queue holds 1 job; its limit is 3"):
         job_store.insert_jobs([NewJob(job=new_job(f"job_{n}")) for n in range(1, 4)], max_queued=3)
     assert job_store.count_by_status() == {"queued": 1}
 
 
 def test_one_owner_cannot_queue_past_its_own_limit_and_others_still_can(job_store: JobStore) -> None:
     job_store.insert_jobs([NewJob(job=new_job("job_a1", owner="a"))], max_queued_per_owner=2)
-    with pytest.raises(QueueFull, match="this API key has 1 queued jobs; each key may have 2"):
+    with pytest.raises(QueueFull, match="this API key has 1 queued job; each key may have 2"):
         job_store.insert_jobs(  # a batch of two, one too many: nothing of it is queued
             [NewJob(job=new_job(f"job_a{n}", owner="a")) for n in (2, 3)],
             max_queued=100,

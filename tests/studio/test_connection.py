@@ -1,8 +1,10 @@
 """The studio when the server cannot be reached: a Cancel pressed meanwhile is kept and sent once it answers,
-and a page opened while it is down says so and opens its panels by itself once it answers."""
+and a page opened while it is down says so and opens its panels by itself once it answers; and when it refuses
+the job's event stream (the key holds all it may), the job is polled instead."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from playwright.sync_api import Route, expect
@@ -132,3 +134,42 @@ def test_a_server_unreachable_at_first_load_is_said_and_the_page_opens_once_it_a
         f"Cannot reach the server at {studio.server_url} (starting up); retrying…",
         "",
     ], seen
+
+
+def test_after_a_refused_event_stream_the_job_is_polled_to_its_end(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    streams: list[str] = []
+
+    def too_many_streams(route: Route) -> None:  # as when the key holds REANGLE_MAX_STREAMS_PER_KEY streams
+        streams.append(route.request.url)
+        message = "this API key has 1 event streams open; each key may have 1: poll GET /v1/jobs/{id} instead"
+        route.fulfill(
+            status=429,
+            headers={"Retry-After": "5"},
+            json={"error": {"code": "too_many_streams", "message": message}},
+        )
+
+    polls: list[float] = []
+
+    def busy_once(route: Route) -> None:  # the first poll is asked to wait
+        polls.append(time.monotonic())
+        if len(polls) == 1:
+            busy = {"error": {"code": "rate_limited", "message": "too many requests"}}
+            route.fulfill(status=429, headers={"Retry-After": "1"}, json=busy)
+        else:
+            route.fallback()
+
+    page.route(EVENTS, too_many_streams)
+    page.route(JOB, busy_once)
+    studio.upload(photo)
+    set_advanced(page, steps="40", width="64", height="64")  # 2 s: polled more than once
+    page.click("#generate")
+    studio.wait_done()
+    assert len(streams) == 1, streams  # not asked again while the job was polled
+    assert len(polls) >= 2, polls
+    assert polls[1] - polls[0] >= 0.9, polls  # after the wait the server asked for
+    expect(page.locator("#results li")).to_have_count(1)
+    expect(page.locator("#generate-error")).to_be_hidden()

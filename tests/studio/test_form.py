@@ -91,6 +91,18 @@ def test_a_camera_number_is_judged_once_it_is_typed(open_studio: StudioFactory) 
     # a whole number out of range is said at once
     field.fill("120")
     expect(page.locator("#vertical-angle-error")).to_have_text("Vertical angle must be between -90 and 90")
+    # typed key by key, 95 passes through 9, in range: once left, the camera is where it was before the typing
+    for axis, typed, kept in (("vertical-angle", "95", "-40"), ("horizontal-angle", "400", "0")):
+        number = page.locator(f"#{axis}-number")
+        number.click()
+        page.keyboard.press("ControlOrMeta+a")
+        page.keyboard.type(typed)
+        expect(page.locator(f"#{axis}-error")).not_to_be_empty()
+        page.keyboard.press("Tab")
+        expect(number).to_have_value(kept)
+        expect(page.locator(f"#{axis}")).to_have_value(kept)
+        expect(page.locator(f"#{axis}-error")).to_be_empty()
+    expect(page.locator("#pose-phrase")).to_have_text("<sks> front view low-angle shot medium shot")
 
 
 def refuse_jobs_with(studio: Studio, message: str, code: str = "invalid_input") -> None:

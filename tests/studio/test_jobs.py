@@ -145,6 +145,13 @@ def test_upload_by_drop_and_the_servers_message_for_a_bad_file(open_studio: Stud
     expect(page.locator("#input-status")).to_have_text(
         "Input: dropped.png (40x30) (kept: the new file was refused)"
     )
+    # one that never reached the server (it is down) was not refused: it could not be sent
+    page.route("**/v1/assets", lambda route: route.abort())
+    drop_file(page, "#drop-zone", "later.png", image_bytes(make_image(40, 30), "PNG"), "image/png")
+    expect(page.locator("#images-error")).to_contain_text("the server did not answer")
+    expect(page.locator("#input-status")).to_have_text(
+        "Input: dropped.png (40x30) (kept: the new file could not be sent)"
+    )
 
 
 def test_upload_by_paste(open_studio: StudioFactory) -> None:
@@ -241,6 +248,62 @@ def test_generate_follows_the_jobs_progress_and_shows_the_result(
     jobs = httpx.get(f"{studio.server_url}/v1/jobs", headers={"Authorization": f"Bearer {studio.key}"}).json()
     newest, first = jobs["data"]
     assert newest["input"]["images"] == [first["output"]["assets"][0]["id"]]
+
+
+def test_result_links_that_expired_while_the_page_stayed_open_are_renewed(
+    open_studio: StudioFactory, photo: Path
+) -> None:
+    studio = open_studio().open()
+    page = studio.page
+    studio.upload(photo)
+    set_advanced(page, steps="1", width="64", height="64")
+    page.click("#generate")
+    studio.wait_done()
+    job = only_job(studio)
+    (output,) = (asset["id"] for asset in job["output"]["assets"])  # type: ignore[index]
+
+    # as once REANGLE_URL_TTL_S has passed: the links given so far answer 403, and the job read again gives
+    # new ones (the real server's, marked so that the test tells them apart)
+    def expired(route: Route) -> None:
+        if "renewed" in route.request.url:
+            route.fallback()
+        else:
+            route.fulfill(
+                status=403, json={"error": {"code": "forbidden", "message": "this link has expired"}}
+            )
+
+    def read_again(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        for asset in body["output"]["assets"]:
+            asset["url"] += "&renewed=1"
+        route.fulfill(response=response, json=body)
+
+    page.route(re.compile(rf"/v1/files/{output}\?"), expired)
+    page.route(f"**/v1/jobs/{job['id']}", read_again)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download: output 1").click()
+    assert "renewed" in download.value.url
+    assert download.value.failure() is None
+    # a link that fails in an image (a job of the history, listed before it expired) is renewed as well
+    page.reload()  # a new page: no image of the old links in its memory
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.locator(f"#history [data-job='{job['id']}']").click()
+    for image in (page.locator("#results li img"), page.locator("#compare-after")):
+        expect(image).to_have_attribute("src", re.compile("renewed"))
+        expect(image).to_have_js_property("naturalWidth", 64)
+    page.get_by_role("button", name="Use as input: output 1").click()
+    expect(page.locator("#input-status")).to_contain_text("a result")
+    expect(page.locator("#input-preview")).to_have_attribute("src", re.compile("renewed"))
+    expect(page.locator("#results-error")).to_be_hidden()
+    # the job gone meanwhile: said
+    page.unroute(f"**/v1/jobs/{job['id']}")
+    gone = {"error": {"code": "not_found", "message": f"no job {job['id']}"}}
+    page.route(f"**/v1/jobs/{job['id']}", lambda route: route.fulfill(status=404, json=gone))
+    page.get_by_role("link", name="Download: output 1").click()
+    expect(page.locator("#results-error")).to_have_text(
+        f"Job {job['id']} is no longer on the server: its outputs can no longer be downloaded or used."
+    )
 
 
 def start_a_long_job(studio: Studio, photo: Path) -> None:
@@ -670,6 +733,14 @@ def test_each_outputs_controls_are_named_apart_and_the_size_hints_show_whole(
             1
         )
         expect(page.get_by_role("link", name=f"Download: output {number}", exact=True)).to_have_count(1)
+    # just wider than the phone layout, the image panel is narrowest: the fields shrink to fit it
+    panel = page.locator(".input-panel")
+    for width in (801, 815, 830):
+        page.set_viewport_size({"width": width, "height": 800})
+        edge = panel.evaluate("(panel) => panel.getBoundingClientRect().right")
+        for field in ("steps", "guidance"):
+            right = page.locator(f"#{field}").evaluate("(input) => input.getBoundingClientRect().right")
+            assert right <= edge, (width, field, right, edge)
 
 
 def test_before_after_of_a_result_far_from_the_inputs_shape_is_big_enough(open_studio: StudioFactory) -> None:

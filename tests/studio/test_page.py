@@ -90,6 +90,21 @@ def test_the_demo_engine_says_its_images_are_meaningless(open_studio: StudioFact
     )
 
 
+def test_a_page_opened_with_a_key_sends_no_request_refused_for_want_of_one(
+    open_studio: StudioFactory,
+) -> None:
+    """Whether the server needs a key comes from /healthz, not from a keyless request answered 401 (an
+    error in the browser's console and a line in the server's log at every load)."""
+    studio = open_studio()
+    refused: list[str] = []
+    studio.page.on(
+        "response", lambda response: refused.append(response.url) if response.status == 401 else None
+    )
+    studio.open()
+    expect(studio.page.locator("#key-status")).to_have_text("Key accepted.")
+    assert refused == []
+
+
 def test_without_auth_no_key_is_asked_for(open_studio: StudioFactory, open_server: ServerProcess) -> None:
     studio = open_studio(key=None, server=open_server).open()
     expect(studio.page.locator("#key-status")).to_have_text("No key needed: this server runs without auth.")

@@ -90,7 +90,16 @@ def test_the_last_file_chosen_is_the_input_and_generate_waits_for_its_upload(
     choose(page, "big.png", 120, 80)
     choose(page, "small.png", 40, 30)
     wait_until(page, lambda: len(held) == 2)
-    page.click("#generate")  # while small.png is on its way: it waits for it, it does not send the photo
+    # Generate while small.png is on its way waits for it, as for a job: said, and Cancel abandons the wait
+    page.click("#generate")
+    expect(page.locator("#progress-text")).to_have_text("Waiting for the upload…")
+    expect(page.locator("#generate")).to_be_disabled()
+    page.click("#cancel")
+    expect(page.locator("#progress-text")).to_have_text("Canceled")
+    expect(page.locator("#generate")).to_be_enabled()
+    expect(page.locator("#cancel")).to_be_disabled()
+    page.click("#generate")  # waits for small.png again, and then sends it, not the photo
+    expect(page.locator("#progress-text")).to_have_text("Waiting for the upload…")
     held[1].continue_()
     studio.wait_done()
     with contextlib.suppress(Error):  # the page may have given up on it already
@@ -177,6 +186,23 @@ def test_a_mistyped_key_keeps_the_one_in_use_and_its_work(open_studio: StudioFac
     page.click("#refresh-history")  # the requests still go with the accepted key
     expect(page.locator("#history li")).to_have_count(1)
     expect(page.locator("#history-error")).to_be_hidden()
+    # the field emptied: the kept key is forgotten, and the page cleared as for another key
+    page.fill("#api-key", "")
+    page.click("#save-key")
+    expect(page.locator("#key-status")).to_have_text(
+        "Key forgotten: this browser no longer keeps it. Enter a key to start again."
+    )
+    expect(page.locator("#api-key-error")).to_be_hidden()
+    expect(page.locator("#studio")).to_have_js_property("inert", True)
+    expect(page.locator("#results li")).to_have_count(0)
+    expect(page.locator("#input-preview")).to_be_hidden()
+    expect(page.locator("#history li")).to_have_count(0)
+    assert page.evaluate("() => localStorage.getItem('reangle.apiKey')") is None
+    assert page.evaluate("() => localStorage.getItem('reangle.form')") is None
+    page.fill("#api-key", studio.key or "")
+    page.click("#save-key")
+    expect(page.locator("#key-status")).to_have_text("Key accepted.")
+    expect(page.locator("#studio")).to_have_js_property("inert", False)
 
 
 def test_a_reload_brings_the_form_back_and_a_new_key_clears_it(

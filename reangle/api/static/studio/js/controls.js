@@ -51,7 +51,7 @@ export function createCameraControls({ table, scene, canvas, phrase }) {
     const error = document.getElementById(`${axis.id}-error`);
     const outOfRange = `${axis.label} must be between ${axis.low} and ${axis.high}`;
     number.addEventListener("input", () => {
-      // an unfinished number ("", "-", "1e" read as "") is not judged yet: leaving the field puts the camera's back
+      // an unfinished number ("", "-", "1e" read as "") is not judged yet: leaving the field puts the camera back
       if (number.value === "") {
         error.textContent = "";
         return;
@@ -64,8 +64,18 @@ export function createCameraControls({ table, scene, canvas, phrase }) {
       error.textContent = "";
       set({ [axis.name]: value });
     });
+    // the camera when the typing began: each keystroke in range moves it, so a number refused at the end (95)
+    // would leave it at a prefix on the way (9)
+    let before = camera[axis.name];
+    number.addEventListener("focus", () => {
+      before = camera[axis.name];
+    });
     number.addEventListener("change", () => {
-      // leaving (or Enter in) the field: a value that was refused goes back to the camera's, and its error
+      // leaving (or Enter in) the field: a value refused (or unfinished) takes the camera back to where it was
+      // before the typing, and its error goes
+      const value = Number(number.value);
+      if (number.value === "" || value < axis.low || value > axis.high) set({ [axis.name]: before });
+      before = camera[axis.name];
       number.value = String(round(camera[axis.name]));
       error.textContent = "";
     });

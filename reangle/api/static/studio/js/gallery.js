@@ -27,30 +27,121 @@ export function promptOf(asset) {
   return asset.pose ? `azimuth ${asset.pose.azimuth_deg}°, elevation ${asset.pose.elevation_deg}°` : "";
 }
 
-export function createGallery({ onUseAsInput }) {
+/** How often an image that fails to load may have its links renewed (a link expires after an hour at least). */
+export const RENEW_AFTER_ERROR_MS = 60000;
+
+export function createGallery({ api, onUseAsInput }) {
   let inputUrl = null;
+  // the job shown: its outputs (copies, whose links are renewed in place) and every element that uses a link,
+  // as [element, attribute, output]
+  let shown = null;
+  let comparing = null; // the output in the before/after
+  let renewal = null; // the shown job being read again: one read for all the links that fail at once
 
   function setInputUrl(url) {
     inputUrl = url;
   }
 
-  function compare(afterUrl) {
+  function compare(asset) {
+    comparing = asset;
     $("compare").hidden = !inputUrl;
     $("compare-before").src = inputUrl || "";
-    $("compare-after").src = afterUrl;
+    $("compare-after").src = asset.url;
     $("compare-slider").value = "50";
     $("compare-after").style.clipPath = "inset(0 0 0 50%)";
   }
   $("compare-slider").addEventListener("input", () => {
     $("compare-after").style.clipPath = `inset(0 0 0 ${$("compare-slider").value}%)`;
   });
+  $("compare-after").addEventListener("error", () => {
+    if (comparing) renewAfterError(comparing);
+  });
+  $("turntable").addEventListener("error", () => {
+    if (shown && shown.turntable) renewAfterError(shown.turntable);
+  });
+
+  /** An image of `asset` failed to load: its link may have expired. At most once a minute per output: a file
+   * that fails from a fresh link too (gone) must not have the job read again and again. */
+  function renewAfterError(asset) {
+    if (Date.now() - (asset.renewedAfterErrorAt || 0) < RENEW_AFTER_ERROR_MS) return;
+    asset.renewedAfterErrorAt = Date.now();
+    renew(asset);
+  }
+
+  /** Fresh links for the shown job's outputs, before one is used: the links expire (REANGLE_URL_TTL_S) while
+   * the page stays open, and the job read again carries newly signed ones. True once `asset.url` is fresh;
+   * false, said in the results panel, when the job or the output is gone or the server does not answer. */
+  async function renew(asset) {
+    const job = shown;
+    if (!job) return false;
+    if (!renewal || renewal.job !== job) {
+      const read = readAgain(job);
+      renewal = { job, read };
+      read.then(() => {
+        if (renewal && renewal.read === read) renewal = null;
+      });
+    }
+    if (!(await renewal.read) || shown !== job) return false;
+    if (!asset.url) {
+      $("results-error").textContent = `This output of job ${job.id} is no longer on the server.`;
+      return false;
+    }
+    return true;
+  }
+
+  /** Read the shown job again and put its links in place (an element replaced would lose the keyboard focus);
+   * an image whose link failed loads again, unless the link is the same. Never rejects. */
+  async function readAgain(job) {
+    let fresh;
+    try {
+      fresh = await api.getJob(job.id);
+    } catch (error) {
+      if (shown === job) {
+        $("results-error").textContent = error.status === 404
+          ? `Job ${job.id} is no longer on the server: its outputs can no longer be downloaded or used.`
+          : `The links to the outputs could not be renewed (${error.message}).`;
+      }
+      return false;
+    }
+    if (shown !== job) return false;
+    const urls = new Map(fresh.output.assets.map((asset) => [asset.id, asset.url]));
+    for (const asset of job.assets) asset.url = urls.get(asset.id) ?? null;
+    const uses = [...job.uses, ...(comparing ? [[$("compare-after"), "src", comparing]] : [])];
+    for (const [node, attribute, asset] of uses) {
+      if (asset.url && node.getAttribute(attribute) !== asset.url) node.setAttribute(attribute, asset.url);
+    }
+    $("results-error").textContent = "";
+    return true;
+  }
+
+  /** `link` (an output's download link) followed with a fresh link: the one shown may have expired. */
+  function downloading(link, asset) {
+    let following = false;
+    link.addEventListener("click", async (event) => {
+      if (following) return; // the click below: the browser follows the fresh link
+      event.preventDefault();
+      if (!(await renew(asset))) return;
+      following = true;
+      link.click();
+      following = false;
+    });
+    return link;
+  }
 
   /** Show a job's outputs. A job without any (canceled, failed, unfinished) leaves the last ones shown. With
    * `compare` false (a job whose input is not the page's), no before/after. */
   function showJob(job, { compare: withInput = true } = {}) {
-    const assets = job.output ? job.output.assets : [];
+    const assets = (job.output ? job.output.assets : []).map((asset) => ({ ...asset }));
     const views = assets.filter((a) => a.role === "image" || a.role === "view");
     if (!views.length) return;
+    const turntable = assets.find((a) => a.role === "turntable");
+    shown = { id: job.id, assets, uses: [], turntable };
+    comparing = null;
+    $("results-error").textContent = "";
+    const uses = (node, attribute, asset) => {
+      shown.uses.push([node, attribute, asset]);
+      return node;
+    };
     const gallery = $("results");
     gallery.replaceChildren(
       ...views.map((asset, index) => {
@@ -59,39 +150,43 @@ export function createGallery({ onUseAsInput }) {
         const use = element("button", {
           type: "button", text: "Use as input", "aria-label": `Use as input: ${which}`,
         });
-        use.addEventListener("click", () => onUseAsInput(asset));
+        use.addEventListener("click", async () => {
+          if (await renew(asset)) onUseAsInput(asset);
+        });
         const before = element("button", {
           type: "button", text: "Before / after", "aria-label": `Before / after: ${which}`,
         });
-        before.addEventListener("click", () => compare(asset.url));
+        before.addEventListener("click", () => compare(asset));
+        const image = element("img", { src: asset.url, alt: `Output ${index + 1}: ${label}` });
+        image.addEventListener("error", () => renewAfterError(asset)); // shown again from a fresh link
+        const link = element("a", {
+          href: asset.url,
+          download: fileName(asset, job.id, index),
+          text: "Download",
+          "aria-label": `Download: ${which}`,
+        });
         return element("li", { class: "result" }, [
-          element("img", { src: asset.url, alt: `Output ${index + 1}: ${label}` }),
+          uses(image, "src", asset),
           element("p", { class: "caption", text: `${label} · seed ${asset.seed ?? "?"}` }),
-          element("p", { class: "row" }, [
-            element("a", {
-              href: asset.url,
-              download: fileName(asset, job.id, index),
-              text: "Download",
-              "aria-label": `Download: ${which}`,
-            }),
-            use,
-            before,
-          ]),
+          element("p", { class: "row" }, [downloading(uses(link, "href", asset), asset), use, before]),
         ]);
       }),
     );
-    const turntable = assets.find((a) => a.role === "turntable");
     $("turntable-box").hidden = !turntable;
     if (turntable) {
       $("turntable").src = turntable.url;
+      uses($("turntable"), "src", turntable);
       const sheet = assets.find((a) => a.role === "contact_sheet");
-      const link = (asset, text) => element("a", { href: asset.url, download: fileName(asset, job.id), text });
+      const link = (asset, text) => downloading(
+        uses(element("a", { href: asset.url, download: fileName(asset, job.id), text }), "href", asset),
+        asset,
+      );
       $("turntable-links").replaceChildren(
         link(turntable, "Download turntable"),
         ...(sheet ? [link(sheet, "Contact sheet")] : []),
       );
     }
-    if (job.kind === "edit" && withInput) compare(views[0].url);
+    if (job.kind === "edit" && withInput) compare(views[0]);
     else $("compare").hidden = true;
   }
 
@@ -101,7 +196,10 @@ export function createGallery({ onUseAsInput }) {
     $("turntable-box").hidden = true;
     $("turntable").removeAttribute("src");
     $("compare").hidden = true;
+    $("results-error").textContent = "";
     inputUrl = null;
+    shown = null;
+    comparing = null;
   }
 
   return { showJob, setInputUrl, clear };

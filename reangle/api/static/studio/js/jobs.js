@@ -234,8 +234,8 @@ export function showError(error, fallback = "generate") {
  * followed is remembered for this tab (session storage), so that a reload picks it up again (`resume`). */
 export function createJobRunner({ api, onSubmitted, onDone }) {
   // cancelPending: a cancel not answered yet, sent again while the server does not answer; wakeCancel: sends
-  // such a kept cancel at once; submitting: aborts the submission request
-  // { id, status, controller, cancelRequested, cancelPending, wakeCancel, submitting, returnFocus }
+  // such a kept cancel at once; submitting: aborts the submission request; abandonWait: ends a `waitFor`
+  // { id, status, controller, cancelRequested, cancelPending, wakeCancel, submitting, abandonWait, returnFocus }
   let current = null;
   const buttons = ["generate", "orbit", "render-path"].map($);
   const cancel = $("cancel");
@@ -250,6 +250,7 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
       cancelPending: false,
       wakeCancel: null,
       submitting: null,
+      abandonWait: null,
       returnFocus: pressed,
     };
     cancel.disabled = false;
@@ -291,10 +292,13 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
   }
 
   /** Follow a job until it ends: its events, and when the stream breaks (a restart, a dropped connection)
-   * polls, retried with a growing wait for as long as the server does not answer. Only a 4xx ends it early. */
+   * polls, retried with a growing wait for as long as the server does not answer. Only a 4xx ends it early.
+   * A stream refused because the key holds all it may (429 too_many_streams) is not asked for again: the
+   * rest of the job is polled. */
   async function follow(job, signal) {
     let last = job;
     let retryMs = RETRY_FIRST_MS;
+    let streams = true;
     const onEvent = (kind, data) => {
       answered();
       if (kind === "status") {
@@ -305,12 +309,15 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
       }
     };
     while (!isTerminal(last)) {
-      try {
-        await api.followEvents(job.id, onEvent, signal);
-      } catch (error) {
-        if (!isTransient(error)) throw error;
+      if (streams) {
+        try {
+          await api.followEvents(job.id, onEvent, signal);
+        } catch (error) {
+          if (!isTransient(error)) throw error;
+          if (error.code === "too_many_streams") streams = false;
+        }
+        if (isTerminal(last)) break;
       }
-      if (isTerminal(last)) break;
       await sleep(POLL_MS, signal);
       try {
         last = await api.getJob(job.id, signal);
@@ -319,6 +326,10 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
         retryMs = RETRY_FIRST_MS;
       } catch (error) {
         if (!isTransient(error)) throw error;
+        if (error.status === 429 && Number.isFinite(error.retryAfter)) {
+          await sleep(error.retryAfter * 1000, signal); // it answered, and said how long to wait
+          continue;
+        }
         reconnecting();
         await sleep(retryMs, signal);
         retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
@@ -412,6 +423,26 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     }
   }
 
+  /** Wait for `ready` (the upload a button was pressed during) as for a job: said, with Cancel, which
+   * abandons the wait. Resolves to what `ready` gives, or false when abandoned: nothing is to be sent. */
+  async function waitFor(ready) {
+    if (current) return false;
+    begin();
+    progress(0, "Waiting for the upload…");
+    const followed = current;
+    const abandoned = new Promise((resolve) => {
+      followed.abandonWait = () => resolve(false);
+      followed.controller.signal.addEventListener("abort", () => resolve(false)); // another key
+    });
+    try {
+      const ok = await Promise.race([ready, abandoned]);
+      progress(0, followed.cancelRequested ? "Canceled" : "");
+      return ok && !followed.cancelRequested;
+    } finally {
+      end();
+    }
+  }
+
   /** Cancel pressed before the server answered the submission: the request was abandoned, but the server may
    * have made the job. The same submission sent again (the same Idempotency-Key) gets that job, or makes it,
    * and it is canceled at once; the history then shows it. */
@@ -457,10 +488,11 @@ export function createJobRunner({ api, onSubmitted, onDone }) {
     current.cancelRequested = true;
     if (current.id) sendCancel(current.id);
     else if (current.submitting) current.submitting.abort(); // not answered yet: the page is free at once
+    else if (current.abandonWait) current.abandonWait();
     else progress(null, "Canceling");
   });
 
-  return { run, resume, forget, get running() { return current !== null; } };
+  return { run, waitFor, resume, forget, get running() { return current !== null; } };
 }
 
 /** A random Idempotency-Key (crypto.randomUUID needs a secure context: not a server on a LAN address). */

@@ -2,7 +2,7 @@
 import { Api, RETRY_FIRST_MS, RETRY_MAX_MS, isTransient, sleep } from "./api.js";
 import { PoseTable, ZOOM_DEFAULT, zoomOfDistance } from "./camera.js";
 import { createCameraControls } from "./controls.js";
-import { createGallery, createHistory } from "./gallery.js";
+import { RENEW_AFTER_ERROR_MS, createGallery, createHistory } from "./gallery.js";
 import {
   CAMERA_MODEL, clearErrors, createJobRunner, editInput, keyRefused, orbitCameras, orbitInput, showError,
 } from "./jobs.js";
@@ -23,7 +23,9 @@ async function boot() {
   showDemoNotice();
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    connect($("api-key").value.trim()); // checked before it replaces the key in use
+    const key = $("api-key").value.trim();
+    if (!key && api.key) forgetKey();
+    else connect(key); // checked before it replaces the key in use
   });
   await connect();
 }
@@ -87,14 +89,33 @@ async function connect(key = api.key) {
   studio.history.refresh();
 }
 
-/** Whether the server answers without a key too: a key kept from before is then not what let the page in. */
+/** Whether the server answers without a key too: a key kept from before is then not what let the page in.
+ * /healthz says so; one that cannot (degraded, or an older server) is asked the keyless way. */
 async function acceptsNoKey(signal) {
+  try {
+    const health = await api.request("GET", "/healthz", { signal, key: "" });
+    if (health.auth === "on" || health.auth === "off") return health.auth === "off";
+  } catch {
+    // asked the keyless way below
+  }
   try {
     await api.poses(signal, "");
     return true;
   } catch {
     return false;
   }
+}
+
+/** The key field sent empty: the kept key is forgotten (this browser keeps it no more), and with it what
+ * belonged to it, as when another key is accepted; the panels are locked until a key is entered. */
+function forgetKey() {
+  if (connecting) connecting.abort();
+  connecting = null;
+  api.setKey("");
+  if (studio) studio.forgetKey();
+  $("api-key-error").textContent = "";
+  $("key-status").textContent = "Key forgotten: this browser no longer keeps it. Enter a key to start again.";
+  $("studio").inert = true;
 }
 
 /** A refused key (or no key where one is needed) locks the panels, unless it was meant to replace a key
@@ -140,7 +161,7 @@ function start(table) {
   });
   $("path-add").addEventListener("click", () => path.add(table.nearest(controls.camera)));
 
-  const input = { assetId: null, label: "" };
+  const input = { assetId: null, label: "", url: null };
   // the form as the browser kept it; the input image comes back once the server has given a fresh link to it
   const saved = readSaved();
   let savedInput = saved.input && typeof saved.input.assetId === "string" ? saved.input : null;
@@ -157,6 +178,7 @@ function start(table) {
   function clearInput() {
     input.assetId = null;
     input.label = "";
+    input.url = null;
     savedInput = null;
     $("input-preview").hidden = true;
     $("input-preview").removeAttribute("src");
@@ -167,6 +189,7 @@ function start(table) {
   function useInput(assetId, url, label) {
     input.assetId = assetId;
     input.label = label;
+    input.url = url;
     savedInput = null;
     $("input-preview").src = url;
     $("input-preview").hidden = false;
@@ -193,9 +216,36 @@ function start(table) {
     }
   }
 
+  /** The input image's link, asked for again when an image of it fails: one shown long after it was read (in
+   * the before/after) may have expired while the page stayed open. */
+  let inputRenewedAt = 0;
+  async function renewInput(event) {
+    const failed = event.target.getAttribute("src");
+    const { assetId } = input;
+    if (!assetId || failed !== input.url) return; // a file of this browser's, or no longer the input
+    // at most once a minute: a file that fails from a fresh link too (gone) is not asked for again and again
+    if (Date.now() - inputRenewedAt < RENEW_AFTER_ERROR_MS) return;
+    inputRenewedAt = Date.now();
+    try {
+      const asset = await api.getAsset(assetId);
+      if (input.assetId !== assetId || asset.url === failed) return; // another input, or no fresher link
+      input.url = asset.url;
+      for (const id of ["input-preview", "compare-before"]) {
+        if ($(id).getAttribute("src") === failed) $(id).src = asset.url;
+      }
+      gallery.setInputUrl(asset.url);
+    } catch (error) {
+      if (input.assetId !== assetId) return;
+      $("input-status").textContent = error.status === 404
+        ? "The input image is no longer on the server: bring it again."
+        : `The input image could not be shown again (${error.message}).`;
+    }
+  }
   const gallery = createGallery({
+    api,
     onUseAsInput: (asset) => useInput(asset.id, asset.url, `a result (${asset.id})`),
   });
+  for (const id of ["input-preview", "compare-before"]) $(id).addEventListener("error", renewInput);
   const runner = createJobRunner({
     api,
     onSubmitted: () => history.refresh(),
@@ -211,8 +261,12 @@ function start(table) {
     onLoad: (job) => loadJob(job, { table, controls, path, gallery, useInput, keep }),
   });
 
-  // a refused upload keeps the image before it, and says so: that is the one Generate uses
-  const keptInput = () => (input.assetId ? `Input: ${input.label} (kept: the new file was refused)` : "");
+  // a failed upload keeps the image before it, and says so (and why): that is the one Generate uses
+  const keptInput = (error) => {
+    if (!input.assetId) return "";
+    const why = error.status >= 400 && error.status < 500 ? "was refused" : "could not be sent";
+    return `Input: ${input.label} (kept: the new file ${why})`;
+  };
   const uploads = createUploads(useInput, keptInput);
   setUpUpload(uploads.upload);
   const needsInput = () => {
@@ -233,9 +287,11 @@ function start(table) {
     }
     runner.run(kind, request);
   }
-  /** A click handler that runs `then` with the input image: a click during an upload waits for its image. */
+  /** A click handler that runs `then` with the input image: a click during an upload waits for its image,
+   * said as a job's wait is, and Cancel abandons it. */
   const withInput = (then) => async () => {
-    if ((await uploads.settled()) && !needsInput()) then();
+    const ready = uploads.pending ? runner.waitFor(uploads.settled()) : true;
+    if ((await ready) && !needsInput()) then();
   };
   $("generate").addEventListener("click", withInput(() => {
     submit("edit", () => editInput(input.assetId, controls.camera));
@@ -338,7 +394,7 @@ function createUploads(useInput, keptInput) {
         return true;
       } catch (error) {
         if (error.name === "AbortError" || controller.signal.aborted) return false;
-        $("input-status").textContent = keptInput();
+        $("input-status").textContent = keptInput(error);
         showError(error, "images");
         return false;
       } finally {
@@ -359,7 +415,7 @@ function createUploads(useInput, keptInput) {
     newest = null;
   }
 
-  return { upload, settled, abort };
+  return { upload, settled, abort, get pending() { return newest !== null; } };
 }
 
 /** A job from the history back in the editor: its input image, camera (or path), prompt and options. */
