@@ -33,7 +33,7 @@ class QueueRoom:
                 self._owners[owner] = (held, held)
             before, now = self._owners[owner]
             if now >= self.max_per_owner:
-                held = counted(before, "queued job")
-                raise QueueFull(f"this API key has {held}; each key may have {self.max_per_owner}")
+                queued = counted(before, "queued job")
+                raise QueueFull(f"this API key has {queued}; each key may have {self.max_per_owner}")
             self._owners[owner] = (before, now + 1)
         self.queued += 1
