@@ -223,12 +223,21 @@ async def retry(endpoint_id: str, job_id: str, app: State, who: Owner) -> dict[s
 
 @router.post(PREFIX + "/purge-queue")
 async def purge_queue(endpoint_id: str, app: State, who: Owner) -> dict[str, Any]:
-    """Cancel this key's queued jobs on this endpoint; running jobs go on."""
+    """Cancel this key's queued jobs on this endpoint, counted as RunPod counts them (a batch is one job);
+    running jobs go on, a batch with an item under way or done included."""
     checked_endpoint_id(endpoint_id)
-    queued = [
-        job for job in await _all_jobs(app, who, JobStatus.QUEUED) if job.source == source_of(endpoint_id)
-    ]
-    removed = sum(_cancel_quietly(app, who, job).status == JobStatus.CANCELED for job in queued)
+    queued: dict[str, list[Job]] = {}
+    for job in await _all_jobs(app, who, JobStatus.QUEUED):
+        if job.source == source_of(endpoint_id):
+            queued.setdefault(job.batch_id or job.id, []).append(job)
+    removed = 0
+    for runpod_id, items in queued.items():
+        if runpod_id.startswith("batch_"):
+            batch = await asyncio.to_thread(_lookup, app, who, endpoint_id, runpod_id)
+            if any(item.status != JobStatus.QUEUED for item in batch):
+                continue
+        canceled = [_cancel_quietly(app, who, job).status == JobStatus.CANCELED for job in items]
+        removed += any(canceled)
     return {"removed": removed, "status": "completed"}
 
 

@@ -613,3 +613,19 @@ def test_module_globals_are_restored_after_each_test() -> None:
     """Runs last in this file: the base URL and key the fixtures set did not outlive their tests."""
     assert runpod.endpoint_url_base == ORIGINAL_BASE
     assert runpod.api_key == ORIGINAL_KEY
+
+
+def test_purge_queue_leaves_a_batch_under_way_and_counts_a_batch_as_one_job(
+    endpoint: runpod.Endpoint, http: httpx.Client
+) -> None:
+    """A batch is one RunPod job: one whose first item runs is running, and goes on whole."""
+    batch = endpoint.run({"images": [png_base64()] * 2, "prompt": ["a", "b"], **SLOW})
+    wait_for(http, batch.job_id, {"IN_PROGRESS"})
+    queued_batch = endpoint.run({"images": [png_base64()] * 2, "prompt": ["c", "d"], **SLOW})
+    try:
+        assert endpoint.purge_queue() == {"removed": 1, "status": "completed"}
+        assert queued_batch.status() == "CANCELLED"
+        assert batch.status() == "IN_PROGRESS"
+        assert wait_for(http, batch.job_id, {"COMPLETED", "CANCELLED"}, timeout=60)["status"] == "COMPLETED"
+    finally:
+        settle(http, batch.job_id, queued_batch.job_id)
