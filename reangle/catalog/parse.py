@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import posixpath
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -167,7 +168,8 @@ def _loras(value: object, engine: EngineFamily, model_id: str, where: _Where) ->
     loras = tuple(_lora(item, f"loras[{index}]", model_id, index, where) for index, item in enumerate(value))
     first_places: dict[tuple[str, str], int] = {}
     for index, lora in enumerate(loras):
-        key = (lora.ref.kind, lora.ref.value)
+        value = posixpath.normpath(lora.ref.value) if lora.ref.kind == "path" else lora.ref.value
+        key = (lora.ref.kind, value)
         if key in first_places:
             raise where.error(
                 f"loras[{index}].{lora.ref.kind}",

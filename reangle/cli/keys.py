@@ -235,7 +235,9 @@ def run_keys_webhook_secret(args: argparse.Namespace, settings: Settings) -> int
     from reangle.api.auth import ANONYMOUS, KeyRing
     from reangle.core.webhooks import ROTATION_OVERLAP_S
 
-    settings, store = open_store(args, settings, writes=True)
+    if args.force and not args.rotate:
+        raise InvalidInput("--force goes with --rotate: give both, or neither", field="force")
+    settings, store = open_store(args, settings, existing=True, writes=True)
     try:
         env_ids = KeyRing(store, enabled=True, env_keys=settings.api_keys).env_key_ids()
         if args.key_id not in env_ids and args.key_id != ANONYMOUS and not store.has_api_key(args.key_id):

@@ -220,9 +220,9 @@ def _check_inputs(request: EditRequest, input_sizes: Sequence[tuple[int, int]], 
     for index, (width, height) in enumerate(input_sizes):
         if max(width, height) / min(width, height) >= limits.max_input_ratio:
             raise InvalidInput(
-                f"images.{index} is {width}x{height}, too elongated for this model: its sides must be less "
-                f"than {limits.max_input_ratio:g} times one another",
-                field=f"images.{index}",
+                f"input.images.{index} is {width}x{height}, too elongated for this model: its sides must be "
+                f"less than {limits.max_input_ratio:g} times one another",
+                field=f"input.images.{index}",
                 hint="crop the image closer to square",
             )
     check_request(request)

@@ -267,9 +267,9 @@ class JobService:
         refuse_bad_text(request.input, "input")
         validated = spec.validate(request.kind, request.input)
         loras = [] if isinstance(validated, WanImageInput) else validated.lora_refs()
-        check_each_once(loras)  # on every process: an API replica has no LoraRules
         if self.limits.loras is not None:
             self.limits.loras.check(loras)
+        check_each_once(loras)  # on every process: an API replica has no LoraRules
         for lora in loras:
             if lora.kind == "path":
                 check_local_path(lora.value, lora.field)

@@ -124,13 +124,13 @@ async def create_generation(request: Request, app: State, links: LinkMaker) -> R
         return await _answer(request, app, links, owner, translate_generation(await read_json(request)))
 
 
-@router.get(f"{PREFIX}/models")
+@router.api_route(f"{PREFIX}/models", methods=["GET", "HEAD"])
 async def list_models(request: Request, app: State) -> dict[str, Any]:
     app.keys.owner(bearer_token(request.headers.get("authorization")))
     return {"object": "list", "data": [model_object(model_id) for model_id in openai_ids()]}
 
 
-@router.get(f"{PREFIX}/models/{{model_id}}")
+@router.api_route(f"{PREFIX}/models/{{model_id}}", methods=["GET", "HEAD"])
 async def get_model(model_id: str, request: Request, app: State) -> dict[str, Any]:
     app.keys.owner(bearer_token(request.headers.get("authorization")))
     if model_id not in openai_ids():

@@ -121,6 +121,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
         f"{ENTRY}: loras[2].url: the same LoRA as loras[0]; give it once",
     ),
     (
+        changed(loras=[{"path": "good.safetensors"}, {"path": "./sub/../good.safetensors"}]),
+        f"{ENTRY}: loras[1].path: the same LoRA as loras[0]; give it once",
+    ),
+    (
         changed(task="image_edit_or_generate", engine="dashscope", base="wan2.7-image"),
         f"{ENTRY}: loras: engine dashscope takes no LoRAs",
     ),

@@ -191,3 +191,19 @@ def test_a_second_rotation_within_the_overlap_is_refused_unless_forced(
     assert secret("--rotate", "--force") == 0
     third = capsys.readouterr().out.strip()
     assert in_use() == [third, second]
+
+
+def test_webhook_secret_makes_no_database_in_a_mistyped_folder_and_force_goes_with_rotate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mistyped = tmp_path / "mistyped"
+    assert (
+        main(["keys", "webhook-secret", "--key-id", "key_0123456789abcdef", "--data-dir", str(mistyped)]) == 2
+    )
+    assert "no reangle database in" in error_lines(capsys.readouterr().err)[0]
+    assert not (mistyped / "reangle.sqlite3").exists()
+    key_id, _ = create(tmp_path, "ci", capsys)
+    assert main(["keys", "webhook-secret", "--key-id", key_id, "--force", "--data-dir", str(tmp_path)]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "reangle: error: --force goes with --rotate: give both, or neither"
+    ]

@@ -127,9 +127,10 @@ def test_an_input_the_pipeline_would_scale_to_no_pixels_is_refused_naming_it():
     sizes = [(64, 64), (100, 1600)]
     with pytest.raises(InvalidInput) as caught:
         plan_edit(EditRequest(), sizes, limits=limits, target_area=64 * 64)
-    assert caught.value.field == "images.1"
+    assert caught.value.field == "input.images.1"
     assert caught.value.message == (
-        "images.1 is 100x1600, too elongated for this model: its sides must be less than 16 times one another"
+        "input.images.1 is 100x1600, too elongated for this model: its sides must be less than 16 times one "
+        "another"
     )
     assert caught.value.hint == "crop the image closer to square"
     plan_edit(EditRequest(), [(64, 64), (100, 1599)], limits=limits, target_area=64 * 64)

@@ -79,3 +79,15 @@ def test_an_api_replica_without_lora_rules_refuses_them_too(tmp_path: Path, stor
     replica = job_service(store, tmp_path, ServiceLimits(sizes=SizeLimits(min_side=16)))
     with pytest.raises(InvalidInput, match=r"input\.loras\.1\.url: the same LoRA as input\.loras\.0\.url"):
         submit(replica, [{"url": URL}, {"url": URL}])
+
+
+def test_a_lora_kind_the_server_refuses_is_said_before_a_repeat_of_it(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    no_paths = job_service(
+        store,
+        tmp_path,
+        ServiceLimits(sizes=SizeLimits(min_side=16), loras=LoraRules.of({}, paths_allowed=False)),
+    )
+    with pytest.raises(InvalidInput, match=r"input\.loras\.0\.path: local LoRA paths are not accepted"):
+        submit(no_paths, [{"path": "a.safetensors"}, {"path": "a.safetensors"}])

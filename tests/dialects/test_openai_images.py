@@ -357,6 +357,9 @@ def test_models_and_unknown_urls(server: RunningServer) -> None:
     assert "images/variations" in str(caught.value.message)
     assert "images/generations" in str(caught.value.message)  # says what is served
     assert caught.value.type == "invalid_request_error"
+    for path in ("/openai/v1/models", "/openai/v1/models/qwen-image-2512"):  # HEAD mirrors GET
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        assert httpx.head(server.url + path, headers=headers, timeout=10).status_code == 200
 
 
 @pytest.mark.tiny

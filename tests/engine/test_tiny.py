@@ -301,7 +301,7 @@ def test_an_input_the_pipeline_would_scale_to_no_pixels_is_refused_before_it_run
     """The tiny engine scales inputs to 64x64 pixels for its VAE: at 16:1 the short side would round to 0
     and diffusers would fail the job with a ValueError (engine_error); it is the image's fault, said so."""
     assert engine.info.limits.max_input_ratio == 16
-    with pytest.raises(InvalidInput, match=r"images\.0 is 1600x100, too elongated"):
+    with pytest.raises(InvalidInput, match=r"input\.images\.0 is 1600x100, too elongated"):
         plan_for(engine, EditRequest(), [make_image(1600, 100)])
     [picture] = edit(engine, EditRequest(seed=1, **SIZE), [make_image(1500, 100)]).images
     assert picture.size == (64, 48)
