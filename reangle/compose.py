@@ -252,7 +252,14 @@ def lora_sources(settings: Settings) -> LoraSources:
 
 def make_cache_dir(settings: Settings) -> None:
     """Create the cache folder's LoRA folder, which a process running jobs needs: an unusable
-    REANGLE_CACHE_DIR is then one line (SettingsError) before any engine loads."""
+    REANGLE_CACHE_DIR, or a LoRA cache smaller than the largest LoRA a request may name, is then one line
+    (SettingsError) before any engine loads."""
+    if settings.lora_max_bytes > settings.lora_cache_bytes:
+        raise SettingsError(
+            f"bad setting: REANGLE_LORA_CACHE_BYTES: {settings.lora_cache_bytes:,} bytes cannot hold the "
+            f"largest LoRA a request may name (REANGLE_LORA_MAX_BYTES, {settings.lora_max_bytes:,} bytes)",
+            field="lora_cache_bytes",
+        )
     try:
         (settings.cache_dir / "loras").mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -227,17 +227,6 @@ class Settings(BaseSettings):
     lora_max_bytes: int = Field(default=2 * 1024**3, gt=0)
     #: Bound of the disk cache of downloaded LoRAs (<cache_dir>/loras); least recently used go first.
     lora_cache_bytes: int = Field(default=20 * 1024**3, gt=0)
-
-    @field_validator("lora_cache_bytes")
-    @classmethod
-    def _holds_the_largest_lora(cls, cache_bytes: int, info: ValidationInfo) -> int:
-        largest = info.data.get("lora_max_bytes")  # absent when it was refused itself
-        if largest is not None and largest > cache_bytes:
-            raise ValueError(
-                f"{cache_bytes:,} bytes cannot hold the largest LoRA a request may name "
-                f"(REANGLE_LORA_MAX_BYTES, {largest:,} bytes)"
-            )
-        return cache_bytes
 
     lora_fetch_timeout_s: Timeout = 600
     #: The only folder `{"path": ...}` LoRA references may name; empty refuses them.

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from reangle.cli.main import main
-from reangle.compose import SettingsError, lora_sources
+from reangle.compose import SettingsError, lora_sources, make_cache_dir
 from reangle.settings import ONE_DAY_S, TEN_YEARS_S, Settings, setting_names, unknown_settings
 from tests.conftest import error_lines
 
@@ -173,15 +173,17 @@ def test_registered_loras_by_url_or_absolute_path_are_taken(monkeypatch: pytest.
 
 
 def test_a_lora_cache_smaller_than_the_largest_lora_stops_the_start_before_an_engine_loads(
-    monkeypatch: pytest.MonkeyPatch, no_engine: list[str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_engine: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("REANGLE_LORA_MAX_BYTES", "100000")
     monkeypatch.setenv("REANGLE_LORA_CACHE_BYTES", "3000")
-    assert main(["serve", "--engine", "tiny"]) == 2
+    assert main(["serve", "--engine", "tiny", "--data-dir", str(tmp_path)]) == 2
     assert error_lines(capsys.readouterr().err) == [
         "reangle: error: bad setting: REANGLE_LORA_CACHE_BYTES: 3,000 bytes cannot hold the largest LoRA a "
         "request may name (REANGLE_LORA_MAX_BYTES, 100,000 bytes)"
     ]
     assert no_engine == []
+    assert main(["pose", "--horizontal-angle", "90"]) == 0  # a command that caches no LoRA runs
+    capsys.readouterr()
     monkeypatch.setenv("REANGLE_LORA_CACHE_BYTES", "100000")  # as large as it: fine
-    assert Settings().lora_cache_bytes == 100_000
+    make_cache_dir(Settings(cache_dir=tmp_path))
