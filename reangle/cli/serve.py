@@ -246,14 +246,11 @@ def _upgrade_schema(settings: Settings) -> None:
     that took; on SQLite, opening the file does it (with the data folder's lock held: an older server
     that takes none, still running on it, stops this one here). A database a newer reangle upgraded stops
     here too."""
-    from reangle.compose import open_job_store
+    from reangle.compose import SQLITE_FILE, open_job_store
 
     if not settings.database_url:
-        store = open_job_store(settings)
-        try:
-            check_no_unlocked_server(store, settings.data_dir)
-        finally:
-            store.close()
+        check_no_unlocked_server(settings.data_dir / SQLITE_FILE, settings.data_dir)
+        open_job_store(settings).close()
     for migration in upgrade_schema(settings):
         print(
             f"reangle: applied schema migration {migration.version}: {migration.description}", file=sys.stderr

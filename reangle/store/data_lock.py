@@ -4,15 +4,16 @@ reangle took no lock: `check_no_unlocked_server` finds one still running by its 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
 from typing import IO
 
-from reangle.core.ports import JobStore
 from reangle.errors import InvalidInput
 
 LOCK_FILE = "server.lock"
@@ -73,13 +74,27 @@ class DataFolderLock:
             self._file = None
 
 
-def check_no_unlocked_server(store: JobStore, data_dir: Path) -> None:
-    """InvalidInput when a live process of this machine, other than this one, beat in the store of
-    `data_dir` within RECENT_BEAT_S: a server that took no lock (an older reangle) runs on it. Call it with
-    the lock held, so that any server taking one is known not to run."""
+def check_no_unlocked_server(database: Path, data_dir: Path) -> None:
+    """InvalidInput when a live process of this machine, other than this one, beat in the SQLite file
+    `database` of `data_dir` within RECENT_BEAT_S: a server that took no lock (an older reangle) runs on it.
+    Call it with the lock held, so that any server taking one is known not to run, and before the store
+    opens: opening would bring the tables to this version's under the running server. The file is only
+    read (and a missing one, or one without beats, is no server)."""
+    if not database.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+            names = [
+                row[0]
+                for row in db.execute(
+                    "SELECT name FROM workers WHERE seen_at >= ?", (time.time() - RECENT_BEAT_S,)
+                )
+            ]
+    except sqlite3.Error:  # no workers table yet, or a file the store will say more about
+        return
     host = socket.gethostname()
-    for worker in store.list_workers(time.time() - RECENT_BEAT_S):
-        name_host, _, pid = worker.name.rpartition(":")
+    for name in names:
+        name_host, _, pid = str(name).rpartition(":")
         if name_host == host and pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
             raise _running(pid, data_dir)
 

@@ -385,10 +385,14 @@ def test_a_data_folder_an_older_lockless_server_runs_on_is_refused_by_its_heartb
     older = subprocess.Popen(["sleep", "60"])
     try:
         beat_from(older.pid)
+        with sqlite3.connect(tmp_path / SQLITE_FILE) as db:  # as that older server's version left it
+            db.execute("PRAGMA user_version = 0")
         assert main(["serve", "--engine", "fake", "--port", port, "--data-dir", str(tmp_path)]) == 2
     finally:
         older.kill()
         older.wait()
+    with sqlite3.connect(tmp_path / SQLITE_FILE) as db:  # not upgraded under the server still running on it
+        assert db.execute("PRAGMA user_version").fetchone() == (0,)
     assert error_lines(capsys.readouterr().err)[-1] == (
         f"reangle: error: another reangle server (pid {older.pid}) is running on the data folder "
         f"{tmp_path}: stop it, or give this one its own --data-dir"
