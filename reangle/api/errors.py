@@ -17,7 +17,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reangle.api.request_id import HEADER, failure_hint, log_failure, request_id
-from reangle.core.inputs import refuse_bad_text
+from reangle.core.inputs import refuse_bad_text_in_body
 from reangle.errors import (
     AssetGone,
     Conflict,
@@ -145,7 +145,7 @@ def json_body(raw: bytes, *, not_json: str) -> Any:
         raise (_many_digits() if too_many_digits(exc) else InvalidInput(not_json, field="body")) from None
     except RecursionError:
         raise _too_deep() from None
-    refuse_bad_text(value, "body")
+    refuse_bad_text_in_body(value)
     return value
 
 

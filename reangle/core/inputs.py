@@ -52,6 +52,17 @@ def refuse_bad_text(value: object, field: str) -> None:
             refuse_bad_text(item, f"{field}.{index}")
 
 
+def refuse_bad_text_in_body(body: object) -> None:
+    """`refuse_bad_text` over a whole JSON body, its fields named as the client sent them (`lora_3_url`,
+    `input.prompt`); a key of its own is the body's."""
+    if not isinstance(body, Mapping):
+        refuse_bad_text(body, "body")
+        return
+    for key, item in body.items():
+        refuse_bad_text(key, "body")
+        refuse_bad_text(item, str(key))
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode()

@@ -225,7 +225,7 @@ class CameraEditInput(_Input):
         """The stored input gives each axis as `pose` read it, so that it validates again as it did: with the
         default beside the request's own field, both would be given."""
         data: dict[str, Any] = dump(self)
-        return data | dict.fromkeys(self._fields_giving_way(), None)
+        return data | {name: None for name in self._fields_giving_way() if data.get(name) is not None}
 
     def edit_requests(self) -> list[EditRequest]:
         return [self._request(pose=self.pose(), lora_scale=self.lora_scale, num_outputs=self.num_outputs)]
@@ -815,3 +815,12 @@ def invalid_input_from(exc: ValidationError, *, prefix: str = "") -> InvalidInpu
 
 
 install_catalog(shipped_catalog(), {})  # last: it runs every check above
+
+
+def catalog_defaulted(model: str) -> frozenset[str]:
+    """The input fields `model`'s catalog entry gives a default, which a dialect's own defaults must not
+    override: a camera axis counts by either of its fields (`elevation = 60` defaults `vertical_angle` too).
+    Empty for the shipped models, which have none."""
+    defaults = MODELS[model].entry.defaults
+    axes = {name for pair in AXIS_PAIRS if any(field in defaults for field in pair) for name in pair}
+    return frozenset(defaults) | axes

@@ -42,7 +42,7 @@ from reangle.api.job_wait import wait_unless_gone
 from reangle.api.openapi_errors import OpenAIError, error_responses
 from reangle.api.request_id import failure_hint, log_failure
 from reangle.core.edit import MAX_INPUT_IMAGES
-from reangle.core.inputs import refuse_bad_text
+from reangle.core.inputs import refuse_bad_text_in_body
 from reangle.core.jobs import Job, JobStatus
 from reangle.core.json_values import json_kind
 from reangle.core.service import STOPPING, SubmitRequest
@@ -250,7 +250,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidInput(f"the body must be a JSON object, not {json_kind(body)}", field=None)
-    refuse_bad_text(body, "body")
+    refuse_bad_text_in_body(body)
     return body
 
 

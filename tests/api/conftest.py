@@ -258,7 +258,7 @@ def hold_input(image: str) -> dict[str, Any]:
     """An orbit of 16 views x 100 steps (about 30 s on the fake engine): holds the runner until canceled."""
     return {
         "image": image,
-        "azimuths": [45 * (i % 8) for i in range(16)],
+        "poses": [{"azimuth": 45 * (i % 8)} for i in range(16)],  # a path may pass a view twice
         "num_inference_steps": 100,
         "width": 16,
         "height": 16,

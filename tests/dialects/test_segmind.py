@@ -137,7 +137,7 @@ def hold_runner(api: httpx.Client | TestClient) -> str:
     """A native orbit job of 16 views x 100 steps (about 30 s): keeps the runner busy until canceled."""
     hold = {
         "image": png_base64(16, 16),
-        "azimuths": [45 * (i % 8) for i in range(16)],
+        "poses": [{"azimuth": 45 * (i % 8)} for i in range(16)],  # a path may pass a view twice
         "num_inference_steps": 100,
         "width": 16,
         "height": 16,
