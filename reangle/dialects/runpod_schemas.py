@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reangle.core.jobs import TIMED_OUT_CODE, Job, JobKind, JobStatus, TimeLimits
-from reangle.core.models import invalid_input_from
+from reangle.core.models import catalog_defaulted, invalid_input_from
 from reangle.core.service import model_spec
 from reangle.errors import InvalidInput
 
@@ -25,7 +25,8 @@ RETRYABLE = frozenset({FAILED, TIMED_OUT})
 #: The bounds RunPod sets on `policy`, in milliseconds.
 MIN_EXECUTION_TIMEOUT_MS, MIN_TTL_MS, MAX_POLICY_MS = 5_000, 10_000, 7 * 24 * 3600 * 1000
 
-#: The worker's defaults (seed doc 001): Lightning, 4 steps, no true CFG, a fixed seed.
+#: The worker's defaults (seed doc 001): Lightning, 4 steps, no true CFG, a fixed seed. Sent only for a field
+#: the model's catalog entry has no default of (see `catalog_defaulted`): a catalog model's own wins.
 DEFAULTS: dict[str, Any] = {"seed": 42, "num_inference_steps": 4, "guidance_scale": 1.0}
 #: Input fields passed to the native model as they are, when given and not null.
 PASSED = ("width", "height")
@@ -73,7 +74,7 @@ class RunpodInput(BaseModel):
 
     image: str | None = None
     images: list[str] | None = None
-    prompt: Any = ""  # a string, or a list of strings (checked in `_prompt` to name the field plainly)
+    prompt: Any = None  # a string, or a list of strings (checked in `_prompt` to name the field plainly)
     rewrite_prompt: bool | None = None
     azimuth: Any = None
     elevation: Any = None
@@ -123,12 +124,26 @@ def translate(body: Any, model: str) -> Translated:
     except ValidationError as exc:
         raise invalid_input_from(exc, prefix="input") from None
     images = _images(given)
-    common = {name: _or_default(given, name) for name in DEFAULTS}
+    defaulted = catalog_defaulted(model)
+    common = {
+        name: _or_default(given, name)
+        for name in DEFAULTS
+        if getattr(given, name) is not None or name not in defaulted
+    }
     common |= {name: getattr(given, name) for name in PASSED if getattr(given, name) is not None}
     common |= _camera(given, model)
     if given.rewrite_prompt:
         common["rewrite_prompt"] = True
-    prompts = _prompt("" if given.prompt is None else given.prompt)  # null: not given
+    if given.prompt is None and "prompt" in defaulted:  # null: not given; the model's own prompt
+        return Translated(
+            model=model,
+            inputs=[{"images": images, **common}],
+            batch=False,
+            webhook=request.webhook,
+            limits=limits,
+            single_image=given.image is not None,
+        )
+    prompts = _prompt("" if given.prompt is None else given.prompt)
     if isinstance(prompts, str) or len(prompts) == 1:
         prompt = prompts if isinstance(prompts, str) else prompts[0]
         inputs = [{"images": images, "prompt": prompt, **common}]

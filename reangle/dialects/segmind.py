@@ -39,7 +39,7 @@ from reangle.core.camera import DEFAULT_POSE
 from reangle.core.camera_text import parse_camera_text
 from reangle.core.edit import ASPECT_RATIOS, MATCH_INPUT
 from reangle.core.jobs import Job, JobStatus
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, MODELS, catalog_defaulted
 from reangle.core.service import STOPPING, JobService, SubmitRequest
 from reangle.dialects.base import add_fallback_routes, dialect_route, log_server_error
 from reangle.errors import (
@@ -186,7 +186,9 @@ def slug_model(slug: str) -> str | None:
 def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
     """A Segmind request body as the input of the native camera-edit model (or InvalidInput); with
     `camera_model` (a catalog model's slug), that model runs every request, at the default pose when the
-    prompt names no camera move."""
+    prompt names no camera move. Segmind's own defaults (image_format, seed, quality, aspect_ratio, the
+    front view's axes) are sent only for fields the model's catalog entry gives no default (see
+    `catalog_defaulted`), and `num_outputs` is 1 over an entry's default: Segmind answers one image."""
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object", field="body")
     for name in body:
@@ -232,34 +234,38 @@ def translate(body: Any, camera_model: str | None = None) -> SegmindRequest:
     if not isinstance(want_base64, bool):
         raise InvalidInput(f"base64 must be true or false, got {want_base64!r}", field="base64")
 
-    common: dict[str, Any] = {
-        "images": images,
-        "seed": None if seed == -1 else seed,
-        "aspect_ratio": MATCH_INPUT if aspect_ratio == MATCH_INPUT_IMAGE else aspect_ratio,
-        "output_format": image_format,
-        "quality": quality,
+    camera = parse_camera_text(prompt)
+    no_move = camera.pose is None and camera_model is None  # the prompt as written, on the instruction model
+    model = INSTRUCTION_EDIT if no_move else camera_model or CAMERA_EDIT
+    defaulted = catalog_defaulted(model)
+    common: dict[str, Any] = {"images": images}
+    own = {  # native field: (Segmind field, value)
+        "seed": ("seed", None if seed == -1 else seed),
+        "aspect_ratio": ("aspect_ratio", MATCH_INPUT if aspect_ratio == MATCH_INPUT_IMAGE else aspect_ratio),
+        "output_format": ("image_format", image_format),
+        "quality": ("quality", quality),
     }
+    for native_name, (name, value) in own.items():
+        if body.get(name) is not None or native_name not in defaulted:  # else: the model's own default
+            common[native_name] = value
+    if "num_outputs" in defaulted:  # Segmind answers one image: one, whatever the model's default
+        common["num_outputs"] = 1
     if loras:
         common["loras"] = loras
-    camera = parse_camera_text(prompt)
-    if camera.pose is None and prompt.strip() and camera_model is None:  # no move: the prompt as written
+    lora_fields_sent = tuple(lora_fields)
+    if no_move:
         return SegmindRequest(
-            input={**common, "prompt": prompt},
-            base64=want_base64,
-            model=INSTRUCTION_EDIT,
-            lora_fields=tuple(lora_fields),
+            input={**common, "prompt": prompt}, base64=want_base64, model=model, lora_fields=lora_fields_sent
         )
     pose = camera.pose or DEFAULT_POSE
-    native = {
-        **common,
-        "prompt": camera.instruction,
-        "azimuth": pose.azimuth_deg,
-        "elevation": pose.elevation_deg,
-        "distance": pose.distance_factor,
-    }
-    return SegmindRequest(
-        input=native, base64=want_base64, model=camera_model or CAMERA_EDIT, lora_fields=tuple(lora_fields)
-    )
+    native = {**common}
+    if camera.instruction.strip() or "prompt" not in defaulted:
+        native["prompt"] = camera.instruction
+    axes = {"azimuth": pose.azimuth_deg, "elevation": pose.elevation_deg, "distance": pose.distance_factor}
+    for axis, value in axes.items():
+        if axis in camera.axes or axis not in defaulted:  # an axis the prompt left: the model's own default
+            native[axis] = value
+    return SegmindRequest(input=native, base64=want_base64, model=model, lora_fields=lora_fields_sent)
 
 
 def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -356,8 +362,8 @@ def status_json(job: Job, lora_fields: Sequence[str] = EXTRA_LORA_FIELDS) -> tup
 def result_json(
     job: Job, output_ref: OutputRef, lora_fields: Sequence[str] = EXTRA_LORA_FIELDS
 ) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) of the result URL. `output`: the image's URL (or base64) when COMPLETED, a list
-    if the job made several images, null before it ends or when it failed."""
+    """(HTTP status, body) of the result URL. `output`: the image's URL (or base64) when COMPLETED (a list
+    only for a job of several images, which no Segmind request asks), null before it ends or if it failed."""
     error = error_text(job, lora_fields)
     output: Any = None
     if job.status == JobStatus.SUCCEEDED:
@@ -413,7 +419,8 @@ async def _base64_refs(app: AppState, job: Job) -> dict[str, str | None]:
 
 @router.post("/segmind/v1/{slug}", response_class=Response)
 async def run_sync(slug: str, request: Request, app: State, who: Owner) -> Response:
-    """Run and wait: the image bytes (Content-Type per image_format), or `{"image": base64}`."""
+    """Run and wait: the image bytes (Content-Type per the format made: image_format, or the catalog
+    model's output_format), or `{"image": base64}`."""
     parsed = translate(await _json_body(request), slug_model(slug))
     job = await _submit(app.service, who, parsed)
     finished = await _wait_or_cancel(request, app, who, job)
