@@ -288,11 +288,26 @@ def check_served_settings(settings: Settings) -> None:
         raise InvalidInput(
             f"bad setting: REANGLE_LORA_DIR: {settings.lora_dir} is not a folder", field="lora_dir"
         )
+    from reangle.catalog.parse import DIALECT_TASKS
+    from reangle.dialects.runpod import checked_endpoint_id
+
+    bad, tasks = "bad setting: REANGLE_RUNPOD_ENDPOINT_MODELS", DIALECT_TASKS["runpod"]
     for endpoint, model in settings.runpod_endpoint_models.items():
+        try:
+            checked_endpoint_id(endpoint)
+        except InvalidInput as exc:  # no client could call it
+            raise InvalidInput(f"{bad}: {exc.message}", field="runpod_endpoint_models") from None
         if model not in MODELS:
             raise InvalidInput(
-                f"bad setting: REANGLE_RUNPOD_ENDPOINT_MODELS: endpoint {endpoint!r} names unknown model "
-                f"{model!r}; choose from {', '.join(MODELS)}",
+                f"{bad}: endpoint {endpoint!r} names unknown model {model!r}; "
+                f"choose from {', '.join(MODELS)}",
+                field="runpod_endpoint_models",
+            )
+        if MODELS[model].entry.task not in tasks:
+            served = ", ".join(spec.id for spec in MODELS.values() if spec.entry.task in tasks)
+            raise InvalidInput(
+                f"{bad}: endpoint {endpoint!r} names model {model!r}, which the RunPod dialect cannot serve "
+                f"(it serves edits of images); choose from {served}",
                 field="runpod_endpoint_models",
             )
 

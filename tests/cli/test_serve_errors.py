@@ -294,6 +294,17 @@ def test_serve_stops_with_exit_1_when_its_job_runtime_fails(
             "endpoint 'ep-1' names unknown model 'qwen-edit'; choose from qwen-edit-multiangle-2511, "
             "qwen-image-edit-2511, qwen-image-2512, wan-2.7-image",
         ),
+        (
+            "REANGLE_RUNPOD_ENDPOINT_MODELS",
+            '{"ep-1": "qwen-image-2512"}',
+            "endpoint 'ep-1' names model 'qwen-image-2512', which the RunPod dialect cannot serve (it serves "
+            "edits of images); choose from qwen-edit-multiangle-2511, qwen-image-edit-2511",
+        ),
+        (
+            "REANGLE_RUNPOD_ENDPOINT_MODELS",
+            '{"bad id!": "qwen-image-edit-2511"}',
+            "endpoint id 'bad id!' is not one: use letters, digits, '.', '_', '-' or '~', at most 100",
+        ),
         # numbers no clock or database can take (an infinite TTL made every upload a 500)
         ("REANGLE_RESULT_TTL_S", "inf", "Input should be a finite number"),
         ("REANGLE_UPLOAD_TTL_S", "1e400", "Input should be a finite number"),
