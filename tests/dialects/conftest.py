@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +114,19 @@ def png(width: int = 96, height: int = 64) -> bytes:
 
 def png_base64(width: int = 96, height: int = 64) -> str:
     return base64.b64encode(png(width, height)).decode()
+
+
+@contextmanager
+def served_catalog(text: str, folder: Path) -> Iterator[Path]:
+    """A catalog file of `text` in `folder`, served by this process inside the block (as `reangle serve`
+    installs it); the shipped catalog again after."""
+    from reangle.catalog import load_catalog
+    from reangle.core.models import TASK_INPUTS, install_catalog
+
+    path = folder / "models.toml"
+    path.write_text(text)
+    install_catalog(load_catalog(path, inputs=TASK_INPUTS), {})
+    try:
+        yield path
+    finally:
+        install_catalog(load_catalog(inputs=TASK_INPUTS), {})

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from reangle.catalog import load_catalog
 from reangle.core.jobs import JobKind
-from reangle.core.models import TASK_INPUTS, CameraEditInput, install_catalog
+from reangle.core.models import CameraEditInput
 from reangle.core.service import model_spec
 from reangle.dialects.openai_schemas import translate, translate_generation
 from reangle.dialects.scenario_schemas import scenario_model, translate_request
 from reangle.errors import InvalidInput
+from tests.dialects.conftest import served_catalog
 
 CATALOG = """
 [[model]]
@@ -50,13 +50,8 @@ ONE_IMAGE = "model_one-image"
 @pytest.fixture(autouse=True)
 def installed(tmp_path: Path) -> Iterator[None]:
     """The catalog served by this process while the test runs; the shipped one again after."""
-    path = tmp_path / "models.toml"
-    path.write_text(CATALOG)
-    install_catalog(load_catalog(path, inputs=TASK_INPUTS), {})
-    try:
+    with served_catalog(CATALOG, tmp_path):
         yield
-    finally:
-        install_catalog(load_catalog(inputs=TASK_INPUTS), {})
 
 
 def camera_input(native: dict[str, object]) -> CameraEditInput:

@@ -17,14 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from reangle.api.app import create_app
-from reangle.catalog import load_catalog
 from reangle.core.jobs import JobKind
-from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, TASK_INPUTS, CameraEditInput, install_catalog
+from reangle.core.models import CAMERA_EDIT, INSTRUCTION_EDIT, CameraEditInput
 from reangle.core.service import model_spec
 from reangle.dialects import runpod_schemas as rp
 from reangle.dialects import segmind
 from reangle.settings import Settings
-from tests.dialects.conftest import png_base64
+from tests.dialects.conftest import png_base64, served_catalog
 
 CATALOG = """
 [[model]]
@@ -58,20 +57,15 @@ MOVE = "rotate the camera 90 degrees right"
 
 
 @pytest.fixture
-def catalog_file(tmp_path: Path) -> Path:
-    path = tmp_path / "models.toml"
-    path.write_text(CATALOG)
-    return path
+def catalog_file(tmp_path: Path) -> Iterator[Path]:
+    """The catalog file, served by this process while the test runs."""
+    with served_catalog(CATALOG, tmp_path) as path:
+        yield path
 
 
 @pytest.fixture
-def installed(catalog_file: Path) -> Iterator[None]:
-    """The catalog served by this process while the test runs; the shipped one again after."""
-    install_catalog(load_catalog(catalog_file, inputs=TASK_INPUTS), {})
-    try:
-        yield
-    finally:
-        install_catalog(load_catalog(inputs=TASK_INPUTS), {})
+def installed(catalog_file: Path) -> None:
+    """The catalog served by this process while the test runs (`catalog_file` serves it)."""
 
 
 @pytest.fixture

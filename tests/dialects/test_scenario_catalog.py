@@ -15,13 +15,18 @@ import pytest
 import scenario_sdk
 from scenario_sdk import Scenario
 
-from reangle.catalog import load_catalog
 from reangle.core.jobs import JobKind
-from reangle.core.models import TASK_INPUTS, install_catalog
 from reangle.core.service import model_spec
 from reangle.dialects.scenario_schemas import scenario_model, translate_request
 from reangle.errors import InvalidInput
-from tests.dialects.conftest import API_KEY, RunningServer, png_base64, start_server, stop_server
+from tests.dialects.conftest import (
+    API_KEY,
+    RunningServer,
+    png_base64,
+    served_catalog,
+    start_server,
+    stop_server,
+)
 
 CATALOG = """
 [[model]]
@@ -46,20 +51,15 @@ SMALL_SETS = "model_small-sets"
 
 
 @pytest.fixture
-def catalog_file(tmp_path: Path) -> Path:
-    path = tmp_path / "models.toml"
-    path.write_text(CATALOG)
-    return path
+def catalog_file(tmp_path: Path) -> Iterator[Path]:
+    """The catalog file, served by this process while the test runs."""
+    with served_catalog(CATALOG, tmp_path) as path:
+        yield path
 
 
 @pytest.fixture
-def installed(catalog_file: Path) -> Iterator[None]:
-    """The catalog served by this process while the test runs; the shipped one again after."""
-    install_catalog(load_catalog(catalog_file, inputs=TASK_INPUTS), {})
-    try:
-        yield
-    finally:
-        install_catalog(load_catalog(inputs=TASK_INPUTS), {})
+def installed(catalog_file: Path) -> None:
+    """The catalog served by this process while the test runs (`catalog_file` serves it)."""
 
 
 @pytest.mark.usefixtures("installed")
