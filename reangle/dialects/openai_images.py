@@ -124,18 +124,23 @@ async def create_generation(request: Request, app: State, links: LinkMaker) -> R
         return await _answer(request, app, links, owner, translate_generation(await read_json(request)))
 
 
-@router.api_route(f"{PREFIX}/models", methods=["GET", "HEAD"])
+@router.get(f"{PREFIX}/models")
 async def list_models(request: Request, app: State) -> dict[str, Any]:
     app.keys.owner(bearer_token(request.headers.get("authorization")))
     return {"object": "list", "data": [model_object(model_id) for model_id in openai_ids()]}
 
 
-@router.api_route(f"{PREFIX}/models/{{model_id}}", methods=["GET", "HEAD"])
+@router.get(f"{PREFIX}/models/{{model_id}}")
 async def get_model(model_id: str, request: Request, app: State) -> dict[str, Any]:
     app.keys.owner(bearer_token(request.headers.get("authorization")))
     if model_id not in openai_ids():
         raise NotFound(f"The model {model_id!r} does not exist")
     return model_object(model_id)
+
+
+# HEAD mirrors GET (before the catch-all below takes every other method); not a separate operation
+router.add_api_route(f"{PREFIX}/models", list_models, methods=["HEAD"], include_in_schema=False)
+router.add_api_route(f"{PREFIX}/models/{{model_id}}", get_model, methods=["HEAD"], include_in_schema=False)
 
 
 # every method, OPTIONS and HEAD included: otherwise the app's router answers them, in the native shape
