@@ -240,8 +240,11 @@ async def list_jobs(
 
 
 def _millis(timestamp: float) -> int:
-    """A timestamp in whole milliseconds, as the dates shown (`createdAt`, `updatedAt`) carry it."""
-    return round(timestamp * 1_000_000) // 1000
+    """A timestamp in whole milliseconds, as the dates shown (`createdAt`, `updatedAt`) carry it: through the
+    same datetime (`timestamp * 1e6` rounded otherwise near a microsecond's half, and one shown at .997 could
+    count as .998, after itself)."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return round(moment.replace(microsecond=0).timestamp()) * 1000 + moment.microsecond // 1000
 
 
 def _instant(text: str | None, name: str) -> int | None:
