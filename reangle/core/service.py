@@ -467,13 +467,11 @@ class JobService:
         return failed
 
     async def next_job(self, poll_s: float = 1.0, *, models: Collection[str] | None = None) -> Job | None:
-        """Claim the next queued job (of `models` only, when given), waiting up to `poll_s` for one. The
-        claims run in a thread: one that waits out another process's lock on the store must not hold the
-        event loop (every request of the server) meanwhile."""
-        job = await asyncio.to_thread(self.store.claim_next, self.clock(), models=models)
+        """Claim the next queued job (of `models` only, when given), waiting up to `poll_s` for one."""
+        job = self.store.claim_next(self.clock(), models=models)
         if job is None:
             await self.events.wait_for_work(poll_s)
-            job = await asyncio.to_thread(self.store.claim_next, self.clock(), models=models)
+            job = self.store.claim_next(self.clock(), models=models)
         if job is not None:
             self._started(job)
         return job

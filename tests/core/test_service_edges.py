@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -201,33 +200,3 @@ def test_jobs_ended_by_a_cancel_or_at_start_up_are_logged_and_counted(
     assert finished == expected
     logged = [record.getMessage() for record in caplog.records]
     assert [line.split(":")[0].removeprefix("job ").rsplit(" after", 1)[0] for line in logged] == expected
-
-
-# claims --------------------------------------------------------------------------------------------------
-
-
-def test_the_claims_of_next_job_run_off_the_event_loop(
-    service: JobService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A claim may wait out another process's lock on the store (1 s and more): on the event loop, every
-    request of the server would wait with it."""
-    claimed_on: list[int] = []
-    claim_next = service.store.claim_next
-
-    def recorded_claim(*args: Any, **kwargs: Any) -> Job | None:
-        claimed_on.append(threading.get_ident())
-        return claim_next(*args, **kwargs)
-
-    monkeypatch.setattr(service.store, "claim_next", recorded_claim)
-    queued = submit(service, camera_input(service))
-
-    async def claim_twice() -> tuple[int, Job | None, Job | None]:
-        first = await service.next_job(poll_s=0.01)
-        second = await service.next_job(poll_s=0.01)  # none left: claimed, waited, claimed again
-        return threading.get_ident(), first, second
-
-    loop_thread, first, second = asyncio.run(claim_twice())
-    assert first is not None
-    assert (first.id, second) == (queued.id, None)
-    assert len(claimed_on) == 3
-    assert loop_thread not in claimed_on
