@@ -64,12 +64,7 @@ def catalog_file(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def installed(catalog_file: Path) -> None:
-    """The catalog served by this process while the test runs (`catalog_file` serves it)."""
-
-
-@pytest.fixture
-def http(tmp_path: Path, catalog_file: Path, installed: None) -> Iterator[TestClient]:
+def http(tmp_path: Path, catalog_file: Path) -> Iterator[TestClient]:
     """An in-process server of the fake engine, serving the catalog (installed as `reangle serve` does)."""
     data, cache = tmp_path / "data", tmp_path / "cache"
     settings = Settings(engine="fake", data_dir=data, auth="off", cache_dir=cache, catalog_file=catalog_file)
@@ -92,7 +87,7 @@ def pose_of(model: str, native: dict[str, Any]) -> tuple[int, int, float]:
 # RunPod ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_runpod_sends_no_worker_default_over_the_catalog_s() -> None:
     plan = rp.translate({"input": {"image": png_base64()}}, "my-instr")
     (native,) = plan.inputs
@@ -107,7 +102,7 @@ def test_runpod_sends_no_worker_default_over_the_catalog_s() -> None:
     )
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_runpod_request_values_still_win_over_the_catalog_s() -> None:
     body = {"input": {"image": png_base64(), "prompt": "add a hat", "seed": 1, "num_inference_steps": 2}}
     (native,) = rp.translate(body, "my-instr").inputs
@@ -120,7 +115,7 @@ def test_runpod_request_values_still_win_over_the_catalog_s() -> None:
     assert all("seed" not in item for item in plan.inputs)
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_runpod_keeps_the_worker_defaults_where_the_catalog_has_none() -> None:
     (native,) = rp.translate({"input": {"image": png_base64(), "azimuth": 90}}, "my-cam").inputs
     assert (native["seed"], native["num_inference_steps"], native["guidance_scale"]) == (42, 4, 1.0)
@@ -152,7 +147,7 @@ def test_runpod_runsync_on_a_catalog_endpoint_runs_the_catalog_s_defaults(http: 
 # Segmind ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_segmind_catalog_slug_sends_only_the_named_axes_and_no_default_over_the_catalog_s() -> None:
     parsed = segmind.translate({"prompt": MOVE, "image_1": png_base64()}, segmind.slug_model("my-cam-slug"))
     assert parsed.model == "my-cam"
@@ -166,7 +161,7 @@ def test_segmind_catalog_slug_sends_only_the_named_axes_and_no_default_over_the_
     assert validated("my-cam", native)["output_format"] == "jpeg"
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_segmind_catalog_defaults_by_an_axis_s_other_field_and_of_other_fields() -> None:
     parsed = segmind.translate({"prompt": MOVE, "image_1": png_base64()}, "my-cam-v")
     native = parsed.input
@@ -200,7 +195,7 @@ def test_segmind_catalog_defaults_by_an_axis_s_other_field_and_of_other_fields()
     assert validated("my-cam-v", native)["vertical_angle"] is None  # the request's axis wins
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_segmind_asks_one_output_over_a_catalog_default_of_several() -> None:
     native = segmind.translate({"prompt": MOVE, "image_1": png_base64()}, "my-cam").input
     assert native["num_outputs"] == 1

@@ -57,12 +57,7 @@ def catalog_file(tmp_path: Path) -> Iterator[Path]:
         yield path
 
 
-@pytest.fixture
-def installed(catalog_file: Path) -> None:
-    """The catalog served by this process while the test runs (`catalog_file` serves it)."""
-
-
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_the_catalog_acceleration_applies_when_the_request_gives_none() -> None:
     model, native = translate_request(FAST_EDIT, {"images": ["asset_x"], "prompt": "add a hat"})
     assert native["acceleration"] == "high"
@@ -73,7 +68,7 @@ def test_the_catalog_acceleration_applies_when_the_request_gives_none() -> None:
     assert validated.model_dump()["acceleration"] == "high"
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_a_request_s_own_acceleration_wins_over_the_catalog_s() -> None:
     body = {"images": ["asset_x"], "prompt": "add a hat", "acceleration": "none"}
     _, native = translate_request(FAST_EDIT, body)
@@ -86,7 +81,7 @@ def test_a_request_s_own_acceleration_wins_over_the_catalog_s() -> None:
     assert native["acceleration"] == "high"
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_the_model_lists_the_catalog_acceleration_and_output_limit() -> None:
     inputs = {spec["name"]: spec for spec in scenario_model(FAST_EDIT).to_json()["inputs"]}
     assert inputs["acceleration"]["default"] == "high"
@@ -95,7 +90,7 @@ def test_the_model_lists_the_catalog_acceleration_and_output_limit() -> None:
     assert sets["numOutputs"]["max"] == 6
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 @pytest.mark.parametrize(
     ("model", "body", "words"),
     [
@@ -122,7 +117,7 @@ def test_catalog_output_limits_are_scenario_errors_naming_num_outputs(
     assert words in caught.value.message
 
 
-@pytest.mark.usefixtures("installed")
+@pytest.mark.usefixtures("catalog_file")
 def test_a_set_up_to_the_catalog_limit_is_accepted() -> None:
     model, native = translate_request(SMALL_SETS, {"prompt": "p", "numOutputs": 6, "imageSetMode": True})
     assert native["num_outputs"] == 6
