@@ -71,7 +71,7 @@ from reangle.client import (
 )
 from reangle.client._inputs import WEBHOOK_EVENTS, generate_input, submission_fields
 from reangle.client._models import MAX_TIME_LIMIT_S
-from reangle.core.camera import snap_azimuth
+from reangle.core.camera import snap_azimuth, views_given_twice
 from reangle.errors import InvalidInput
 
 EXIT_INTERRUPTED = 130
@@ -740,23 +740,19 @@ def _degrees_list(value: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"an empty entry in {value!r}: give degrees between commas, e.g. 0,90"
         )
-    views: dict[int, list[str]] = {}
+    degrees = []
     for part in parts:
         try:
-            view = snap_azimuth(float(part))
+            snap_azimuth(float(part))
         except (ValueError, InvalidInput):
             raise argparse.ArgumentTypeError(
                 f"{part!r} in {value!r} is not a finite number of degrees"
             ) from None
-        views.setdefault(view, []).append(part)
-    same = [
-        f"{', '.join(given[:-1])} and {given[-1]} snap to the same view, {view}"
-        for view, given in views.items()
-        if len(given) > 1
-    ]
+        degrees.append(float(part))
+    same = views_given_twice(degrees)
     if same:
         raise argparse.ArgumentTypeError(f"{'; '.join(same)} (azimuths snap to the nearest 45 degrees)")
-    return [float(part) for part in parts]
+    return degrees
 
 
 def _fail(message: str, exit_code: int = EXIT_BAD_INPUT) -> int:

@@ -11,7 +11,7 @@ right side as seen by the camera ("right side view") and 270 its left. The user-
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
@@ -282,3 +282,17 @@ def resolve_pose(
         ),
         distance_factor=_zoom_axis(zoom, "zoom") if zoom is not None else _factor_axis(distance, "distance"),
     )
+
+
+def views_given_twice(azimuths: Sequence[float]) -> list[str]:
+    """Each view that two or more of `azimuths` snap to, said as `0 and 360 snap to the same view, 0`: a
+    turntable shows each view once. Non-finite ones are left to the pose's own check."""
+    views: dict[int, list[float]] = {}
+    for azimuth in azimuths:
+        if math.isfinite(azimuth):
+            views.setdefault(snap_azimuth(azimuth, "azimuths"), []).append(azimuth)
+    shown = {view: [f"{azimuth:g}" for azimuth in given] for view, given in views.items() if len(given) > 1}
+    return [
+        f"{', '.join(given[:-1])} and {given[-1]} snap to the same view, {view}"
+        for view, given in shown.items()
+    ]

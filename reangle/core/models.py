@@ -35,7 +35,7 @@ from reangle.catalog import (
     load_catalog,
 )
 from reangle.catalog.errors import entry_label
-from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose, snap_azimuth
+from reangle.core.camera import CameraPose, pose_from_snapped, resolve_pose, views_given_twice
 from reangle.core.edit import (
     ASPECT_RATIOS,
     GENERATION_PRESETS,
@@ -51,7 +51,6 @@ from reangle.core.edit import (
     check_request,
 )
 from reangle.core.jobs import JobKind
-from reangle.core.json_values import is_finite
 from reangle.core.lora_refs import KINDS, MAX_LORAS, MAX_SCALE, LoraRef, RefKind
 from reangle.core.wan_image import IMAGE_SIDE_RANGE as WAN_IMAGE_SIDES
 from reangle.core.wan_image import MAX_ASPECT_RATIO as WAN_MAX_ASPECT
@@ -305,14 +304,7 @@ class OrbitInput(_Input):
     @classmethod
     def _each_view_once(cls, azimuths: list[float]) -> list[float]:
         """A turntable shows each view once: two azimuths that snap to one view would render it twice."""
-        views: dict[int, list[float]] = {}
-        for azimuth in filter(is_finite, azimuths):  # a non-finite one is refused with the pose
-            views.setdefault(snap_azimuth(azimuth, "azimuths"), []).append(azimuth)
-        same = [
-            f"{' and '.join(f'{azimuth:g}' for azimuth in given)} snap to the same view, {view}"
-            for view, given in views.items()
-            if len(given) > 1
-        ]
+        same = views_given_twice(azimuths)
         if same:
             raise PydanticCustomError(
                 "same_view",
