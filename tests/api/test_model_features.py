@@ -66,7 +66,7 @@ def lora_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     write_lora(root / "style.safetensors", {"transformer_blocks.0.attn.to_q": (16, 16)}, seed=3)
     write_lora(root / "alien.safetensors", {"down_blocks.0.resnets.0.conv1": (16, 16)}, seed=4)
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 

@@ -1,8 +1,10 @@
-"""End to end over HTTP on the `tiny` engine: the real diffusers pipeline and LoRAs, on CPU, offline."""
+"""End to end over HTTP on the `tiny` engine: the real diffusers pipeline and LoRAs, on CPU, offline. One
+server for the module (a tiny engine takes seconds to load): FP8 blocks, fused default LoRAs, LoRA folder."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,23 +12,48 @@ from PIL import Image
 
 from reangle.client import Health
 from reangle.core.models import TEXT_TO_IMAGE
-from tests.api.conftest import KEY_A, ServerFactory, download, edit_input, submit, succeeded, upload
+from tests.api.conftest import (
+    KEY_A,
+    ServerProcess,
+    download,
+    edit_input,
+    server_env,
+    submit,
+    succeeded,
+    upload,
+)
 
 pytestmark = pytest.mark.tiny
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def _tiny_model_built(cache_dir: Path) -> None:
-    """The first tiny server would build the model into the shared cache inside its start-up time limit, on a
-    loaded machine past it; built here once, both servers only read it (tests/engine/test_tiny.py tests the
-    build)."""
+    """The server would build the model into the shared cache inside its start-up time limit, on a loaded
+    machine past it; built here, the server only reads it (tests/engine/test_tiny.py tests the build)."""
     from reangle.engine.tiny import TINY_VERSION, ensure_tiny_model
 
     ensure_tiny_model(cache_dir / f"tiny-v{TINY_VERSION}")
 
 
-def test_a_camera_edit_runs_on_the_tiny_pipeline(serve: ServerFactory) -> None:
-    server = serve(engine="tiny", quantize="fp8", fuse_loras="default")
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, _tiny_model_built: None
+) -> Iterator[ServerProcess]:
+    from reangle.engine.tiny import build_tiny_text_to_image_transformer, write_tiny_lora
+
+    folder = tmp_path_factory.mktemp("tiny-server")
+    (folder / "loras").mkdir()
+    # the file depends only on the layer shapes, which the edit transformer shares: no text encoder or VAE
+    write_tiny_lora(build_tiny_text_to_image_transformer(), folder / "loras" / "mine.safetensors", seed=11)
+    settings = {"quantize": "fp8", "fuse_loras": "default", "lora_dir": str(folder / "loras")}
+    running = ServerProcess(data_dir=folder / "data", env=server_env(cache_dir, **settings), engine="tiny")
+    running.start()
+    yield running
+    running.stop()
+    running.assert_no_server_errors()
+
+
+def test_a_camera_edit_runs_on_the_tiny_pipeline(server: ServerProcess) -> None:
     options_line = (
         "engine options: attention_backend=native compile=off quantize=fp8 fuse_loras=default"
         " reference_cache=8"
@@ -57,16 +84,7 @@ def test_a_camera_edit_runs_on_the_tiny_pipeline(serve: ServerFactory) -> None:
         assert (image.format, image.size) == ("PNG", (64, 48))
 
 
-def test_text_to_image_a_rewrite_and_a_request_lora_run_on_the_tiny_pipelines(
-    serve: ServerFactory, tmp_path: Path
-) -> None:
-    from reangle.engine.tiny import build_tiny_text_to_image_transformer, write_tiny_lora
-
-    (tmp_path / "loras").mkdir()
-    # the file depends only on the layer shapes, which the edit transformer shares: no text encoder or VAE
-    transformer = build_tiny_text_to_image_transformer()
-    write_tiny_lora(transformer, tmp_path / "loras" / "mine.safetensors", seed=11)
-    server = serve(engine="tiny", lora_dir=str(tmp_path / "loras"))
+def test_text_to_image_a_rewrite_and_a_request_lora_run_on_the_tiny_pipelines(server: ServerProcess) -> None:
     with server.client(KEY_A) as api:
         generated = submit(
             api, {"prompt": "a lighthouse", "width": 64, "height": 48, "seed": 2}, model=TEXT_TO_IMAGE

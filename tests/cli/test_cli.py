@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -209,12 +208,16 @@ def test_several_outputs_are_numbered_and_json_reports_them(photo, tmp_path, cap
         (lambda d, p: [str(p), "--quality", "0"], "--quality must be between 1 and 100"),
     ],
 )
-def test_bad_edit_input_exits_2_with_one_line_and_no_traceback(photo, tmp_path, make_args, message):  # type: ignore[no-untyped-def]
-    result = reangle("edit", *make_args(tmp_path, photo), "--dry-run", "-o", str(tmp_path / "out.png"))
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+def test_bad_edit_input_exits_2_with_one_line_and_no_traceback(photo, tmp_path, capsys, make_args, message):  # type: ignore[no-untyped-def]
+    try:
+        code = main(["edit", *make_args(tmp_path, photo), "--dry-run", "-o", str(tmp_path / "out.png")])
+    except SystemExit as exc:  # argparse's own errors exit from inside parse_args
+        code = int(exc.code or 0)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("command", ["edit", "generate"])
@@ -242,23 +245,18 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def test_serve_with_a_model_that_cannot_load_says_so_in_one_line(tmp_path):  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "REANGLE_OFFLINE": "true",
-        "REANGLE_MODEL": str(tmp_path / "no-model"),
-        "REANGLE_AUTH": "off",
-        # no LoRAs: they are looked for first, and these are not in this machine's hub cache
-        "REANGLE_LIGHTNING_4STEP_LORA": "",
-        "REANGLE_LIGHTNING_8STEP_LORA": "",
-        "REANGLE_ANGLES_LORA": "",
-    }
-    command = [sys.executable, "-m", "reangle", "serve", "--engine", "qwen", "--data-dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert "reangle: error: cannot load the model" in result.stderr
-    assert "REANGLE_MODEL" in result.stderr  # the hint says what to do
+def test_serve_with_a_model_that_cannot_load_says_so_in_one_line(tmp_path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("REANGLE_OFFLINE", "true")
+    monkeypatch.setenv("REANGLE_MODEL", str(tmp_path / "no-model"))
+    monkeypatch.setenv("REANGLE_AUTH", "off")
+    # no LoRAs: they are looked for first, and these are not in this machine's hub cache
+    for lora in ("LIGHTNING_4STEP_LORA", "LIGHTNING_8STEP_LORA", "ANGLES_LORA"):
+        monkeypatch.setenv(f"REANGLE_{lora}", "")
+    assert main(["serve", "--engine", "qwen", "--data-dir", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "reangle: error: cannot load the model" in err
+    assert "REANGLE_MODEL" in err  # the hint says what to do
 
 
 @pytest.fixture

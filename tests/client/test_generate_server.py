@@ -49,7 +49,7 @@ def lora_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _write_lora(root / "style.safetensors", "transformer_blocks.0.attn.to_q")
     _write_lora(root / "alien.safetensors", "down_blocks.0.resnets.0.conv1")
     site = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root)))
-    threading.Thread(target=site.serve_forever, daemon=True).start()
+    threading.Thread(target=site.serve_forever, args=(0.02,), daemon=True).start()
     yield f"http://127.0.0.1:{site.server_address[1]}"
     site.shutdown()
     site.server_close()

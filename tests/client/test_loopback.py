@@ -83,7 +83,7 @@ def serve() -> Iterator[Callable[..., StandInServer]]:
 
     def start(*, stall: bool) -> StandInServer:
         server = StandInServer(stall=stall)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
         servers.append(server)
         return server
 
