@@ -129,9 +129,10 @@ def test_prompt_list_is_a_batch_with_one_image_per_item(
 
 
 def test_rewrite_prompt_rewrites_the_words_and_the_job_records_both(
-    endpoint: runpod.Endpoint, server: RunningServer
+    endpoint: runpod.Endpoint, server: RunningServer, http: httpx.Client
 ) -> None:
     job = endpoint.run(camera_input(prompt="make it winter", rewrite_prompt=True, width=64, height=48))
+    wait_for(http, job.job_id, {"COMPLETED"})  # sooner than the SDK's once-a-second loop
     assert job.output(timeout=30) is not None
     headers = {"Authorization": f"Bearer {API_KEY}"}
     native = httpx.get(f"{server.url}/v1/jobs/{job.job_id}", headers=headers).json()
@@ -153,6 +154,7 @@ def test_one_prompt_with_several_images_is_one_reference_edit(endpoint: runpod.E
 def test_failing_job_is_failed_with_an_error(endpoint: runpod.Endpoint, http: httpx.Client) -> None:
     assert endpoint.run_sync(camera_input(prompt="fake:fail"), timeout=60) is None  # as the SDK treats FAILED
     job = endpoint.run(camera_input(prompt="please fake:fail"))
+    wait_for(http, job.job_id, {"FAILED"})
     assert job.output(timeout=30) is None
     assert job.status() == "FAILED"
     body = http.get(f"/status/{job.job_id}").json()
@@ -179,7 +181,7 @@ def test_cancel_a_running_and_a_queued_job(endpoint: runpod.Endpoint, http: http
 
 def test_cancel_a_finished_job_answers_its_status(endpoint: runpod.Endpoint, http: httpx.Client) -> None:
     job = endpoint.run(camera_input())
-    job.output(timeout=30)
+    wait_for(http, job.job_id, {"COMPLETED"})
     assert job.cancel() == {"id": job.job_id, "status": "COMPLETED"}
     assert "output" in http.get(f"/status/{job.job_id}").json()
 
