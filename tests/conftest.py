@@ -23,6 +23,11 @@ from reangle.store.sqlite import SqliteStore
 from tests.pg_cluster import PgCluster, PostgresMissing
 from tests.s3_server import S3Missing, S3Server
 
+# The tiny models' ops are too small to gain from threads, and on a loaded machine spinning OpenMP threads
+# make each edit several times slower: torch runs on one thread here and in every process a test starts
+# (torch is not imported yet: importing reangle never imports it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -183,48 +183,25 @@ def test_a_backend_this_machine_cannot_run_fails_at_load(config, name):  # type:
 # Regional compile -----------------------------------------------------------------------------------------
 
 
-def test_compile_warms_up_at_load_with_one_graph_for_all_blocks(config):  # type: ignore[no-untyped-def]
+def test_one_graph_serves_any_number_of_blocks_and_every_request_after_warm_up_and_a_lora_set_once(
+    config: QwenConfig, tmp_path: Path
+) -> None:
+    """Each compile takes seconds, so one compiled tiny engine (2 blocks) is checked for all of it: the
+    warm-up at load, no new graph for other requests, one more for another LoRA set; then a 5-block one."""
+    import torch
+    from diffusers import QwenImageEditPlusPipeline
+
+    from reangle.engine.tiny import build_tiny_components, write_tiny_lora
+
     backend = CountingBackend()
     engine = loaded(config, compile="blocks", compile_backend=backend)
     assert engine.warmup_s is not None
     assert engine.warmup_s > 0
     assert len(backend.graphs) == 1  # the tiny transformer has 2 blocks
     assert QwenEngine(config).warmup_s is None
+    assert len(engine.pipeline.transformer.transformer_blocks) == 2
 
-
-def test_the_number_of_graphs_does_not_grow_with_the_number_of_blocks(config, tmp_path):  # type: ignore[no-untyped-def]
-    import torch
-    from diffusers import QwenImageEditPlusPipeline
-
-    from reangle.engine.tiny import build_tiny_components, write_tiny_lora
-
-    counts = {}
-    for blocks in (2, 5):
-        torch._dynamo.reset()
-        components = build_tiny_components(num_layers=blocks)
-        loras = {}
-        for seed, adapter in enumerate(config.loras):  # over every block, as the real LoRAs are
-            loras[adapter] = str(tmp_path / f"{adapter}-{blocks}.safetensors")
-            write_tiny_lora(components["transformer"], Path(loras[adapter]), seed=seed)
-        backend = CountingBackend()
-        engine = loaded(
-            config,
-            loras=loras,
-            compile="blocks",
-            compile_backend=backend,
-            pipeline_factory=lambda _dtype, parts=components: QwenImageEditPlusPipeline(**parts),
-            target_area=80 * 80,  # a smaller warm-up edit than the tiny engine's 128 x 128, still not SIZE
-        )
-        assert len(engine.pipeline.transformer.transformer_blocks) == blocks
-        edit(engine, steps=FEW_STEPS)
-        counts[blocks] = len(backend.graphs)
-    assert counts == {2: 1, 5: 1}
-
-
-def test_after_warm_up_other_sizes_prompts_and_lora_weights_compile_nothing_new(config):  # type: ignore[no-untyped-def]
-    backend = CountingBackend()
-    engine = loaded(config, compile="blocks", compile_backend=backend)
-    assert len(backend.graphs) == 1
+    # after the warm-up, other sizes, prompts and LoRA weights compile nothing new
     requests: list[dict[str, Any]] = [
         {},
         {"seed": 2},
@@ -239,6 +216,7 @@ def test_after_warm_up_other_sizes_prompts_and_lora_weights_compile_nothing_new(
     for request in requests:
         edit(engine, steps=FEW_STEPS, **request)
         assert len(backend.graphs) == 1, request
+    counts = {2: len(backend.graphs)}
     two_references = [make_image(60, 80), make_image(50, 50)]  # a longer image sequence
     edit(engine, two_references, steps=FEW_STEPS)
     assert len(backend.graphs) == 1
@@ -249,11 +227,7 @@ def test_after_warm_up_other_sizes_prompts_and_lora_weights_compile_nothing_new(
     engine.edit_views(IMAGES, plans)  # batch-encoded prompts come back unpadded, as single ones
     assert len(backend.graphs) == 1
 
-
-def test_another_lora_set_compiles_once_and_then_nothing(config):  # type: ignore[no-untyped-def]
-    backend = CountingBackend()
-    engine = loaded(config, compile="blocks", compile_backend=backend)
-    # the 8-step Lightning LoRA instead of the 4-step one
+    # another LoRA set compiles once and then nothing: the 8-step Lightning LoRA instead of the 4-step one
     edit(engine, acceleration="regular", steps=FEW_STEPS)
     assert len(backend.graphs) == 2
     edit(
@@ -261,6 +235,27 @@ def test_another_lora_set_compiles_once_and_then_nothing(config):  # type: ignor
     )
     edit(engine, steps=FEW_STEPS)
     assert len(backend.graphs) == 2
+
+    # the number of graphs does not grow with the number of blocks
+    torch._dynamo.reset()
+    components = build_tiny_components(num_layers=5)
+    loras = {}
+    for seed, adapter in enumerate(config.loras):  # over every block, as the real LoRAs are
+        loras[adapter] = str(tmp_path / f"{adapter}-5.safetensors")
+        write_tiny_lora(components["transformer"], Path(loras[adapter]), seed=seed)
+    backend = CountingBackend()
+    engine = loaded(
+        config,
+        loras=loras,
+        compile="blocks",
+        compile_backend=backend,
+        pipeline_factory=lambda _dtype: QwenImageEditPlusPipeline(**components),
+        target_area=80 * 80,  # a smaller warm-up edit than the tiny engine's 128 x 128, still not SIZE
+    )
+    assert len(engine.pipeline.transformer.transformer_blocks) == 5
+    edit(engine, steps=FEW_STEPS)
+    counts[5] = len(backend.graphs)
+    assert counts == {2: 1, 5: 1}
 
 
 def test_compiled_blocks_give_the_eager_pixels(config, eager):  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ import pytest
 from reangle.core.jobs import Job, JobKind, JobStatus, StatusChange, WebhookTarget
 from reangle.core.ports import NewJob, WebhookDelivery
 from reangle.errors import Unavailable
+from reangle.runtime import webhook_sender
 from reangle.runtime.webhook_sender import CONCURRENCY, LEASE_S, WebhookSender
 from reangle.store.sqlite import SqliteStore
 from reangle.store.url_fetch import FetchPolicy, Resolver
@@ -135,7 +136,7 @@ def test_an_attempt_takes_at_most_a_third_of_the_lease(store: SqliteStore) -> No
 def test_a_trickling_receiver_times_out_within_the_limit_and_is_retried(store: SqliteStore) -> None:
     receiver = Receiver([TRICKLE])  # then 200
     try:
-        hooks = sender(store, [["127.0.0.1"], ["127.0.0.1"]], attempt_timeout_s=1.0)
+        hooks = sender(store, [["127.0.0.1"], ["127.0.0.1"]], attempt_timeout_s=0.5)
         first = due_delivery(store, hook_url(receiver))
 
         started = time.monotonic()
@@ -143,10 +144,10 @@ def test_a_trickling_receiver_times_out_within_the_limit_and_is_retried(store: S
         took = time.monotonic() - started
 
         # each byte comes well within httpx's read timeout: only the attempt's deadline ends it
-        assert 1.0 <= took < TRICKLE_S / 3
+        assert 0.5 <= took < TRICKLE_S / 3
         failed = recorded(store)
         assert failed.attempts == 1
-        assert failed.last_error == "timed out: no response status and headers within 1 s"
+        assert failed.last_error == "timed out: no response status and headers within 0.5 s"
         assert failed.given_up_at is None
         assert failed.next_attempt_at is not None
         assert failed.next_attempt_at - time.time() <= RETRY_BASE_S * 1.2  # the first wait of the schedule
@@ -261,7 +262,7 @@ def test_a_hanging_receiver_holds_at_most_two_attempts_and_never_the_others(
         hooked_job(store, JOB_ID, hook_url(receiver), at=now)
 
         started = time.monotonic()
-        send_for(loopback_sender(store, attempt_timeout_s=5), 2.5)
+        send_for(loopback_sender(store, attempt_timeout_s=5), 2)  # as long as the request may take
         [request] = receiver.wait_for(1, timeout=0.1)
         assert request.at - started < 2  # the timeouts at the silent receiver are 5 s
         assert request.headers["webhook-id"] == recorded(store).id
@@ -286,14 +287,17 @@ def test_one_keys_hanging_receivers_on_many_ports_never_hold_every_attempt(
         hooked_job(store, JOB_ID, hook_url(receiver), at=now)
 
         started = time.monotonic()
-        send_for(loopback_sender(store, attempt_timeout_s=5), 2.5)
+        send_for(loopback_sender(store, attempt_timeout_s=5), 2)  # as long as the request may take
         [request] = receiver.wait_for(1, timeout=0.1)
         assert request.at - started < 2  # the timeouts at the silent receivers are 5 s
 
 
-def test_one_keys_many_deliveries_to_quick_receivers_go_out_within_seconds(store: SqliteStore) -> None:
+def test_one_keys_many_deliveries_to_quick_receivers_go_out_within_seconds(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """More due deliveries of one key than it may have attempts at once: those put back are due again as
     soon as the quick attempts before them are done, not an attempt's whole time later."""
+    monkeypatch.setattr(webhook_sender, "POLL_S", 0.1)  # six rounds of PER_OWNER attempts, each a poll apart
     receivers = [Receiver() for _ in range(4)]
     try:
         now = time.time()

@@ -217,7 +217,9 @@ def test_a_job_in_hand_goes_on_through_a_database_outage_and_is_recorded_once_it
     caplog.set_level(logging.INFO, logger="procrastinate")
 
     async def scenario() -> None:
-        job = await rig.submit(seed=1, num_inference_steps=25)  # 5 s of steps
+        job = await rig.submit(seed=1, num_inference_steps=5)  # 1 s of steps
+        # its outputs wait at the gate until the database is back: the job is in hand all through the outage
+        rig.assets.gated.add(job.id)
         async with working(rig):
             await happens(lambda: rig.job(job.id).progress > 0)
             with database_away(rig.url):
@@ -225,6 +227,7 @@ def test_a_job_in_hand_goes_on_through_a_database_outage_and_is_recorded_once_it
                 await happens(lambda: "Aborting them" in caplog.text)
                 await asyncio.sleep(1.0)
             assert "the job queue lost the database; the job goes on" in caplog.text
+            rig.assets.open_gate()
             ended = await rig.until_status(job.id, JobStatus.SUCCEEDED)
             assert rig.job(job.id).attempt == 1
             # the worker takes jobs again, once the one it carried has ended
@@ -245,7 +248,7 @@ def test_a_job_in_hand_goes_on_through_a_database_outage_and_is_recorded_once_it
 def test_a_stop_while_a_job_is_carried_through_an_outage_gives_it_the_grace_then_hands_it_back(
     rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    grace_s = 2.0
+    grace_s = 1.0
     monkeypatch.setattr(worker, "STOP_GRACE_S", grace_s)
 
     async def scenario() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.api.conftest import REPO, ServerProcess, server_env
 from tests.conftest import image_bytes, make_image
@@ -44,10 +45,32 @@ STEP_S = 0.05
 expect.set_options(timeout=WAIT_MS)
 
 
+@pytest.fixture(scope="package")
+def starting_servers(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
+) -> Iterator[dict[str, Future[ServerProcess]]]:
+    """The package's two servers (`studio_server`, `open_server`), started side by side while the browser
+    starts: a start is mostly a wait."""
+    servers = {
+        "studio": new_server(tmp_path_factory, cache_dir, fake_step_seconds=STEP_S),
+        "open": new_server(
+            tmp_path_factory, cache_dir, auth="off", max_upload_bytes=2000, fake_step_seconds=STEP_S
+        ),
+    }
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        starting = {name: pool.submit(server.start) for name, server in servers.items()}
+        yield starting
+    for server in servers.values():
+        if server.process is not None:
+            server.stop()
+    for server in servers.values():
+        server.assert_no_server_errors()
+
+
 # Package scope: Playwright's sync API runs an event loop in this thread while it is open, which would stop
 # other suites' asyncio.run(); it closes after the last studio test.
 @pytest.fixture(scope="package")
-def playwright() -> Iterator[Playwright]:
+def playwright(starting_servers: dict[str, Future[ServerProcess]]) -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
@@ -62,33 +85,23 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="package")
-def studio_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
+def studio_server(starting_servers: dict[str, Future[ServerProcess]]) -> ServerProcess:
     """A fake-engine server with auth on, shared by the package's tests (each uses keys of its own)."""
-    with started_server(tmp_path_factory, cache_dir, fake_step_seconds=STEP_S) as server:
-        yield server
+    return starting_servers["studio"].result()
 
 
 @pytest.fixture(scope="package")
-def open_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
+def open_server(starting_servers: dict[str, Future[ServerProcess]]) -> ServerProcess:
     """A server without auth and with an upload limit of 2,000 bytes, for the tests of those two; and the one
     the restart test stops and starts again (it starts with the studio's step time)."""
-    with started_server(
-        tmp_path_factory, cache_dir, auth="off", max_upload_bytes=2000, fake_step_seconds=STEP_S
-    ) as server:
-        yield server
+    return starting_servers["open"].result()
 
 
-@contextmanager
-def started_server(
+def new_server(
     tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, **settings: str | float | int
-) -> Iterator[ServerProcess]:
+) -> ServerProcess:
     data_dir = tmp_path_factory.mktemp("studio") / "data"
-    server = ServerProcess(data_dir=data_dir, env=server_env(cache_dir, **settings))
-    server.start()
-    yield server
-    if server.process is not None:
-        server.stop()
-    server.assert_no_server_errors()
+    return ServerProcess(data_dir=data_dir, env=server_env(cache_dir, **settings))
 
 
 @dataclass
@@ -128,6 +141,16 @@ class Studio:
         expect(self.page.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
         return self
 
+    def wait_until(self, condition: str, argument: object = None) -> int:
+        """Wait until the script `condition` holds in the page, asked every 50 ms (expect() asks only every
+        half second after its first tries, which adds up over the package's many job waits); returns the
+        timeout left to the expect() that checks it then: a condition never met is said by it, at once."""
+        try:
+            self.page.wait_for_function(condition, arg=argument, polling=50, timeout=WAIT_MS)
+        except PlaywrightTimeoutError:
+            return 1
+        return WAIT_MS
+
     def foreign_requests(self) -> list[str]:
         own = urlsplit(self.server_url).netloc
         return [
@@ -152,7 +175,10 @@ class Studio:
             self.page.locator("#advanced summary").click()
 
     def wait_done(self, text: str = "Done") -> None:
-        expect(self.page.locator("#progress-text")).to_have_text(text, timeout=WAIT_MS)
+        left = self.wait_until(
+            "(text) => document.getElementById('progress-text').textContent === text", text
+        )
+        expect(self.page.locator("#progress-text")).to_have_text(text, timeout=left)
 
 
 StudioFactory = Callable[..., Studio]

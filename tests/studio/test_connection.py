@@ -10,7 +10,7 @@ from pathlib import Path
 from playwright.sync_api import Route, expect
 
 from tests.studio.conftest import Studio, StudioFactory
-from tests.studio.test_jobs import hold_the_runner, only_job, set_advanced, wait_for_status
+from tests.studio.test_jobs import RETRY_MAX_MS, hold_the_runner, only_job, set_advanced, wait_for_status
 
 RECONNECTING = "Reconnecting to the server…"
 CANCEL_KEPT = f"{RECONNECTING} The job will be canceled when reconnected."
@@ -97,6 +97,7 @@ def test_a_server_unreachable_at_first_load_is_said_and_the_page_opens_once_it_a
     studio = open_studio()
     page = studio.page
     page.context.add_init_script(f"({RECORD_KEY_ERRORS})()")
+    page.clock.install()  # its waits before asking again, moved on below rather than waited for
     server: dict[str, object] = {"state": "down"}  # down: no answer at all; 503: an error of its own; up
     asked: list[str] = []
 
@@ -117,9 +118,11 @@ def test_a_server_unreachable_at_first_load_is_said_and_the_page_opens_once_it_a
     expect(page.locator("#studio")).to_have_js_property("inert", True)
     page.evaluate("() => { window.sameDocument = true; }")
     server["state"] = 503
+    page.clock.fast_forward(RETRY_MAX_MS)  # the page's next try comes now, not after its wait
     expect(error).to_have_text(f"Cannot reach the server at {studio.server_url} (starting up); retrying…")
     expect(page.locator("#studio")).to_have_js_property("inert", True)
     server["state"] = "up"
+    page.clock.fast_forward(RETRY_MAX_MS)
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     assert page.evaluate("() => window.sameDocument") is True  # asked again by itself, with no reload
     assert sum(url.endswith("/v1/poses") for url in asked) >= 3
@@ -165,7 +168,7 @@ def test_after_a_refused_event_stream_the_job_is_polled_to_its_end(
     page.route(EVENTS, too_many_streams)
     page.route(JOB, busy_once)
     studio.upload(photo)
-    set_advanced(page, steps="40", width="64", height="64")  # 2 s: polled more than once
+    set_advanced(page, steps="20", width="64", height="64")  # 1 s: still running when first polled
     page.click("#generate")
     studio.wait_done()
     assert len(streams) == 1, streams  # not asked again while the job was polled
