@@ -101,6 +101,7 @@ class S3Server:
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             "-master.telemetry=false",
+            "-master.peers=none",  # a single master: no wait for peers before it elects itself (a second)
             f"-master.port={self.master_port}",
             f"-master.port.grpc={master_grpc}",
             f"-volume.port={volume_port}",

@@ -85,7 +85,7 @@ def test_scale_out_compares_the_two_deployments(pg_url: str, tmp_path: Path) -> 
     result = run_script(
         ROOT / "bench" / "scale_out.py",
         *("--database-url", pg_url, "--jobs", "2", "--cancels", "1", "--step-s", "0.05"),
-        *("--clients", "2", "--read-seconds", "0.5", "--json-out", str(out)),
+        *("--clients", "2", "--read-seconds", "0.2", "--json-out", str(out)),
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]

@@ -1,4 +1,5 @@
-"""bench/gpu_edit.py and bench/device/run.sh, run as a user runs them (subprocesses), on the tiny config."""
+"""bench/gpu_edit.py and bench/device/run.sh, run as a user runs them (subprocesses), on the tiny config; the
+refusal that needs torch's word on CUDA is checked in process."""
 
 from __future__ import annotations
 
@@ -287,8 +288,17 @@ def test_a_profile_of_a_variant_not_swept_is_a_usage_error() -> None:
     assert "--profile: fp8 is not among --variants (baseline)" in result.stderr
 
 
-def test_gpu_edit_real_without_cuda_is_a_usage_error() -> None:
-    result = gpu_edit("--config", "real", "--device", "cpu")
-    assert result.returncode == 2
-    assert "CUDA" in result.stderr
-    assert "--config tiny" in result.stderr
+def test_gpu_edit_real_without_cuda_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # in process: torch is imported here already, where a new process would spend seconds importing it to
+    # see the missing GPU (the other usage errors above are refused before that import, in a new process)
+    monkeypatch.syspath_prepend(str(GPU_EDIT.parent))
+    from gpu_edit import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", "real", "--device", "cpu"])
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "CUDA" in stderr
+    assert "--config tiny" in stderr

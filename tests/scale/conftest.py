@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -155,6 +156,15 @@ class Deployment:
         workers = [worker for worker in self.workers if worker.process is None]
         start_all([*(api for api in self.apis if api.process is None), *workers])
         wait_until_registered(self.database_url, len(workers), besides=before)
+
+    @contextlib.contextmanager
+    def repairing(self) -> Iterator[None]:
+        """`repair()` beside the block (a test waiting for a job), done when the block is: what a test killed
+        or stopped is back before its end, not started by the next test's set-up."""
+        with ThreadPoolExecutor(1) as pool:
+            repaired = pool.submit(self.repair)
+            yield
+            repaired.result()
 
     def kill(self) -> None:
         processes: list[Process] = [*self.apis, *self.workers]

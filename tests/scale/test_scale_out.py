@@ -7,6 +7,7 @@ workers start their own (`deploy`)."""
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -59,16 +60,25 @@ def assets(database_url: str) -> list[tuple[str, str]]:
         return conn.execute("SELECT id, sha256 FROM assets").fetchall()
 
 
-def test_a_worker_takes_only_its_models_and_replicas_list_the_workers_they_hear_from(
-    deploy: DeployFactory,
+def test_a_worker_takes_only_its_models_replicas_list_the_workers_and_the_retention_sweep_empties_the_bucket(
+    deploy: DeployFactory, s3_server: S3Server
 ) -> None:
-    deployment = deploy(apis=1, workers=1, worker_args=("--models", INSTRUCTION_EDIT))
+    deployment = deploy(
+        apis=1,
+        workers=1,
+        worker_args=("--models", INSTRUCTION_EDIT),
+        result_ttl_s=2,
+        upload_ttl_s=2,
+        sweep_interval_s=1,
+    )
     api = client(deployment.apis[0])
     image = upload(api)["id"]
     camera = submit(api, edit_input(image))
     instruction = submit(api, {"images": [image], "prompt": "make it dusk"}, model=INSTRUCTION_EDIT)
 
     succeeded(api, instruction["id"])
+    prefix = deployment.storage_prefix
+    assert len(s3_server.keys(prefix)) == 2  # the upload and the output
     time.sleep(1)  # time enough for the camera job, had the worker taken it
     assert get_job(api, camera["id"])["status"] == "queued"
     (listed,) = poll(lambda: httpx.get(f"{deployment.apis[0].url}/healthz").json()["workers"] or None)
@@ -78,22 +88,15 @@ def test_a_worker_takes_only_its_models_and_replicas_list_the_workers_they_hear_
     assert httpx.get(f"{deployment.apis[0].url}/healthz").json()["workers"] == []
     deployment.workers[0].args = ()
     deployment.workers[0].start()
-    succeeded(api, camera["id"])
+    job = succeeded(api, camera["id"])  # its input kept past the upload's lifetime
     health = httpx.get(f"{deployment.apis[0].url}/healthz").json()
     assert health["role"] == "api"
     assert health["storage"]["assets"].startswith("s3://")
     assert health["storage"]["jobs"].startswith("postgresql://")
 
-
-def test_the_retention_sweep_runs_on_a_worker_and_empties_the_bucket(
-    deploy: DeployFactory, s3_server: S3Server
-) -> None:
-    deployment = deploy(apis=1, workers=1, result_ttl_s=2, upload_ttl_s=2, sweep_interval_s=1)
-    api = client(deployment.apis[0])
-    job = succeeded(api, submit(api, edit_input(upload(api)["id"]))["id"])
-    prefix = deployment.storage_prefix
-    assert len(s3_server.keys(prefix)) == 2  # the upload and the output
-
+    # the retention sweep (on the worker) deletes both jobs, then every object: the upload was kept as long
+    # as the queued job needed it
+    poll(lambda: api.get(f"/v1/jobs/{instruction['id']}").status_code == 404 or None, what="the sweep")
     poll(lambda: api.get(f"/v1/jobs/{job['id']}").status_code == 404 or None, timeout=30, what="the sweep")
     poll(lambda: not s3_server.keys(prefix) or None, timeout=30, what="the bucket emptied")
 
@@ -177,24 +180,6 @@ def test_cancel_through_another_replica_stops_the_job_on_its_worker(deployment: 
     assert wait_job(first, other["id"])["status"] in TERMINAL
 
 
-def test_a_worker_killed_mid_job_hands_it_to_another_which_finishes_it_as_attempt_2(
-    deployment: Deployment,
-) -> None:
-    since = [worker.log_size() for worker in deployment.workers]
-    api = client(deployment.apis[0])
-    job = submit(api, slow_input(upload(api)["id"], steps=30))  # 3 s of work
-    wait_job(api, job["id"], running)
-    holder = holder_of(job, deployment.workers, since)
-    holder.kill()
-
-    done = succeeded(api, job["id"], timeout=40)
-
-    assert done["attempt"] == 2
-    assert statuses(done).count("succeeded") == 1
-    assert len(done["output"]["assets"]) == 1
-    assert download(done["output"]["assets"][0]["url"]).status_code == 200
-
-
 def test_a_replica_killed_after_accepting_a_job_loses_nothing_and_a_retry_elsewhere_gets_the_same_job(
     deployment: Deployment,
 ) -> None:
@@ -207,45 +192,74 @@ def test_a_replica_killed_after_accepting_a_job_loses_nothing_and_a_retry_elsewh
     assert response.status_code == 202, response.text
     deployment.apis[0].kill()
 
-    retried = second.post(
-        "/v1/jobs", json={"model": "qwen-edit-multiangle-2511", "input": edit_input(image)}, headers=key
-    )
-    assert retried.status_code in (200, 202), retried.text
-    assert retried.json()["id"] == response.json()["id"]
-    succeeded(second, response.json()["id"])
+    with deployment.repairing():
+        retried = second.post(
+            "/v1/jobs", json={"model": "qwen-edit-multiangle-2511", "input": edit_input(image)}, headers=key
+        )
+        assert retried.status_code in (200, 202), retried.text
+        assert retried.json()["id"] == response.json()["id"]
+        succeeded(second, response.json()["id"])
 
 
-def test_many_jobs_all_succeed_exactly_once_while_workers_are_killed(
+JOBS = 30
+
+
+def test_workers_killed_mid_job_hand_their_jobs_to_others_and_many_jobs_all_succeed_exactly_once(
     deployment: Deployment, s3_server: S3Server
 ) -> None:
     database = deployment.database_url
     earlier = {asset_id for asset_id, _ in assets(database)}  # of the tests before, on this deployment
+    since = [worker.log_size() for worker in deployment.workers]
     api = client(deployment.apis[0])
     image = upload(api)["id"]
-    jobs = [submit(api, edit_input(image, seed=index, num_inference_steps=2)) for index in range(100)]
+    slow = submit(api, slow_input(image, steps=20))  # 2 s of work
+    wait_job(api, slow["id"], running)
+    holder = holder_of(slow, deployment.workers, since)
+    (other,) = (worker for worker in deployment.workers if worker is not holder)
 
-    def kill_mid_job(victim: WorkerProcess) -> None:
-        """SIGKILL the worker right after it claims a job (which then has 2 steps, 0.2 s, to go)."""
-        since = victim.log_size()
-        poll(lambda: "attempt 1 on worker" in victim.log(since) or None, what=f"{victim.name} claims a job")
+    def kill_mid_job(victim: WorkerProcess, since: int) -> str:
+        """SIGKILL the worker as soon as its log since `since` says it claimed a job; that job's id."""
+        claim = poll(
+            lambda: re.search(r"job (\S+): attempt 1 on worker", victim.log(since)),
+            what=f"{victim.name} claims a job",
+        )
         victim.kill()
+        return claim.group(1)
 
     with ThreadPoolExecutor(len(deployment.workers)) as pool:
-        restarts = []
-        for victim in deployment.workers:
-            time.sleep(1)
-            kill_mid_job(victim)
-            restarts.append(pool.submit(victim.start))  # the next one is killed while this one starts
+        holder.kill()
+        restarts = [pool.submit(holder.start)]
+        # the other worker, the only one up, takes this job (1 s of work) and is killed in it while the first
+        # worker starts
+        since_other = other.log_size()
+        jobs = [submit(api, edit_input(image, seed=0, num_inference_steps=10))]
+        killed = kill_mid_job(other, since_other)
+        restarts.append(pool.submit(other.start))
+        # as many as keep the workers busy through the restarts (the killed jobs, run again once their workers
+        # are found silent, end the test)
+        jobs += [submit(api, edit_input(image, seed=seed, num_inference_steps=4)) for seed in range(1, JOBS)]
         for restart in restarts:
             restart.result()
+    done = succeeded(api, slow["id"], timeout=40)
     finished = [succeeded(api, job["id"], timeout=90) for job in jobs]
 
-    assert len({job["id"] for job in finished}) == 100
+    assert done["attempt"] == 2
+    assert statuses(done).count("succeeded") == 1
+    assert len(done["output"]["assets"]) == 1
+    assert download(done["output"]["assets"][0]["url"]).status_code == 200
+    logs = "".join(worker.log_path.read_text() for worker in deployment.workers)
+    runners = [
+        re.findall(rf"job {slow['id']}: attempt {attempt} on worker (\S+)", logs) for attempt in (1, 2)
+    ]
+    assert [len(names) for names in runners] == [1, 1], runners
+    assert runners[0] != runners[1], runners  # another worker ran it again
+    assert len({job["id"] for job in finished}) == JOBS
+    assert {job["id"]: job["attempt"] for job in finished}[killed] == 2, "the job killed was not run again"
+    finished.append(done)
     for job in finished:
         assert statuses(job)[-1] == "succeeded"
         assert statuses(job).count("succeeded") == 1
         assert len(job["output"]["assets"]) == 1
-    assert any(job["attempt"] == 2 for job in finished), "no job was run again"
     # the outputs of the killed attempts are swept: every record left is an upload or an output a job kept,
     # and the bucket holds exactly their contents
     kept = {job["output"]["assets"][0]["id"] for job in finished} | {image}
@@ -270,6 +284,11 @@ def test_a_worker_stopped_mid_job_hands_it_back_and_another_worker_runs_it(deplo
     holder.stop()  # exit status 0, checked by stop()
     assert time.monotonic() - asked < 10
 
-    done = succeeded(api, job["id"], timeout=40)
+    def run_again(job: dict[str, Any]) -> bool:
+        return statuses(job).count("processing") == 2 or job["status"] in TERMINAL
+
+    wait_job(api, job["id"], run_again, timeout=40)
+    with deployment.repairing():  # once the other worker has the job: the new one cannot take it
+        done = succeeded(api, job["id"])
     assert done["attempt"] == 1  # handed back cleanly: no attempt spent
     assert statuses(done) == ["queued", "processing", "queued", "processing", "succeeded"]
