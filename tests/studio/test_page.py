@@ -72,6 +72,27 @@ def test_every_file_the_page_loads_is_in_the_package_data() -> None:
     assert not re.search(r'(src|href)="(https?:)?//', html)
 
 
+def test_the_page_preloads_every_module_it_imports_and_nothing_else() -> None:
+    """Without a preload, a module is asked for only once its importer has arrived: one round trip per
+    level of imports (main.js, scene.js, three.module, three.core) before the page can start."""
+    html = (FILES / "index.html").read_text()
+    preloaded = {
+        FILES / href.removeprefix("/studio/")
+        for href in re.findall(r'rel="modulepreload" href="([^"]+)"', html)
+    }
+    imported: set[Path] = set()
+    waiting = [FILES / "js" / "main.js"]
+    while waiting:
+        script = waiting.pop()
+        for name in re.findall(r'(?:from ?|import ?)"(\.[^"]+)"', script.read_text()):
+            module = (script.parent / name).resolve()
+            if module not in imported:
+                imported.add(module)
+                waiting.append(module)
+    assert FILES / "vendor" / "three-0.180.0" / "three.core.min.js" in imported  # three's own import is seen
+    assert preloaded == imported
+
+
 def test_the_page_asks_no_other_host_for_anything(open_studio: StudioFactory, photo: Path) -> None:
     studio = open_studio().open()
     studio.upload(photo)
