@@ -8,6 +8,7 @@ screenshot in test-artifacts/studio/.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -141,16 +142,6 @@ class Studio:
         expect(self.page.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
         return self
 
-    def wait_until(self, condition: str, argument: object = None) -> int:
-        """Wait until the script `condition` holds in the page, asked every 50 ms (expect() asks only every
-        half second after its first tries, which adds up over the package's many job waits); returns the
-        timeout left to the expect() that checks it then: a condition never met is said by it, at once."""
-        try:
-            self.page.wait_for_function(condition, arg=argument, polling=50, timeout=WAIT_MS)
-        except PlaywrightTimeoutError:
-            return 1
-        return WAIT_MS
-
     def foreign_requests(self) -> list[str]:
         own = urlsplit(self.server_url).netloc
         return [
@@ -175,10 +166,16 @@ class Studio:
             self.page.locator("#advanced summary").click()
 
     def wait_done(self, text: str = "Done") -> None:
-        left = self.wait_until(
-            "(text) => document.getElementById('progress-text').textContent === text", text
-        )
-        expect(self.page.locator("#progress-text")).to_have_text(text, timeout=left)
+        """Wait for the progress text, asked every 50 ms (expect() slows to asking once a second, which adds
+        up over the package's many job waits); a text that never comes is reported by expect()."""
+        with contextlib.suppress(PlaywrightTimeoutError):
+            self.page.wait_for_function(
+                "(text) => document.getElementById('progress-text').textContent === text",
+                arg=text,
+                polling=50,
+                timeout=WAIT_MS,
+            )
+        expect(self.page.locator("#progress-text")).to_have_text(text, timeout=1)
 
 
 StudioFactory = Callable[..., Studio]
